@@ -1,0 +1,324 @@
+//! Configuration loading: one TOML file plus `STARGAZER_…` environment overrides.
+//!
+//! Every service crate owns a config struct for its own section (`[api]`, `[coordinator]`,
+//! …) with serde defaults; this module owns the loader and the settings shared by all
+//! ([`CommonConfig`]: backends and logging). Environment variables map onto keys by
+//! dropping the prefix, lowercasing and splitting sections on `__`:
+//! `STARGAZER_API__LISTEN` sets `[api] listen`, `STARGAZER_AMQP_URL` sets `amqp_url`.
+//! A few well-known secrets have short aliases, listed in [`ENV_ALIASES`].
+//!
+//! A bad value yields a [`ConfigError`] whose one-line message names the key and the
+//! problem; the binary prints it and exits with code 2.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Environment variable prefix.
+pub const ENV_PREFIX: &str = "STARGAZER_";
+
+/// Short environment names for nested keys: `(variable without prefix, key path)`.
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("TELEGRAM_TOKEN", "telegram.token"),
+    ("DEEPL_KEY", "translate.deepl_key"),
+    ("YOUTUBE_API_KEY", "youtube.api_key"),
+    ("TWITTER_BEARER_TOKEN", "twitter.bearer_token"),
+];
+
+/// A configuration problem, phrased as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named on the command line could not be read.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The path given.
+        path: PathBuf,
+        /// Why it could not be read.
+        reason: String,
+    },
+    /// A key has a value of the wrong type or an unparsable value.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path, e.g. `api.listen`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// An invalid-value error for `key`.
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The merged sources (defaults < file < environment) every section is read from.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    figment: Figment,
+}
+
+impl ConfigSource {
+    /// Reads `file` (if given; it must exist) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`ConfigSource::load`] with an explicit environment, for tests.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
+                path: path.to_owned(),
+                reason: err.to_string(),
+            })?;
+            // Parse eagerly so a syntax error is reported with the file, not later per key.
+            toml::from_str::<toml::Value>(&text).map_err(|err| ConfigError::File {
+                path: path.to_owned(),
+                reason: one_line(&err.to_string()),
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        let mut overrides = serde_json::Map::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path = ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == rest)
+                .map(|(_, path)| path.to_string())
+                .unwrap_or_else(|| rest.to_ascii_lowercase().replace("__", "."));
+            insert_path(&mut overrides, &path, parse_env_value(&value));
+        }
+        figment = figment.merge(Serialized::defaults(serde_json::Value::Object(overrides)));
+        Ok(Self { figment })
+    }
+
+    /// Extracts a section (`""` for top-level keys) into `T`, using `T`'s serde defaults
+    /// for absent keys.
+    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
+        let result = if name.is_empty() {
+            self.figment.extract::<T>()
+        } else {
+            self.figment.extract_inner::<T>(name).or_else(|err| {
+                // An absent section means "all defaults".
+                if self.figment.find_value(name).is_err() {
+                    Figment::new().extract::<T>()
+                } else {
+                    Err(err)
+                }
+            })
+        };
+        result.map_err(|err| figment_error(name, err))
+    }
+}
+
+fn figment_error(section: &str, err: figment::Error) -> ConfigError {
+    let err = err.into_iter().next().expect("figment errors are never empty");
+    // `extract_inner` appends the section name after the field path; put it first.
+    let mut path = err.path.clone();
+    if path.last().map(String::as_str) == Some(section) {
+        path.pop();
+    }
+    if !section.is_empty() {
+        path.insert(0, section.to_owned());
+    }
+    let key = path.join(".");
+    let reason = one_line(&err.kind.to_string());
+    ConfigError::Invalid { key, reason }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Environment values are strings; numbers and booleans are recognised so that
+/// `STARGAZER_API__PORT=8080` fills a `u16`.
+fn parse_env_value(value: &str) -> serde_json::Value {
+    if let Ok(b) = value.parse::<bool>() {
+        return serde_json::Value::Bool(b);
+    }
+    if let Ok(i) = value.parse::<i64>() {
+        return serde_json::Value::from(i);
+    }
+    if let Ok(f) = value.parse::<f64>() {
+        if value.contains('.') {
+            return serde_json::Value::from(f);
+        }
+    }
+    serde_json::Value::String(value.to_owned())
+}
+
+fn insert_path(map: &mut serde_json::Map<String, serde_json::Value>, path: &str, value: serde_json::Value) {
+    match path.split_once('.') {
+        None => {
+            map.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = map
+                .entry(head.to_owned())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !entry.is_object() {
+                *entry = serde_json::Value::Object(Default::default());
+            }
+            if let serde_json::Value::Object(inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by every service (top-level keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommonConfig {
+    /// `amqp_url` / `STARGAZER_AMQP_URL`: RabbitMQ URL; unset means the in-process bus.
+    pub amqp_url: Option<String>,
+    /// `mongo_url` / `STARGAZER_MONGO_URL`: MongoDB URL; unset means SQLite at `sqlite_path`.
+    pub mongo_url: Option<String>,
+    /// `sqlite_path` / `STARGAZER_SQLITE_PATH`: SQLite file (`:memory:` for none);
+    /// default `stargazer.db`.
+    pub sqlite_path: String,
+    /// `log_format` / `STARGAZER_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `log_level` / `STARGAZER_LOG_LEVEL`: a `tracing` filter; default `info`.
+    pub log_level: String,
+}
+
+impl Default for CommonConfig {
+    fn default() -> Self {
+        Self {
+            amqp_url: None,
+            mongo_url: None,
+            sqlite_path: "stargazer.db".to_owned(),
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+impl CommonConfig {
+    /// The storage URL these settings select.
+    pub fn storage_url(&self) -> String {
+        match &self.mongo_url {
+            Some(url) => url.clone(),
+            None if self.sqlite_path == ":memory:" => "sqlite::memory:".to_owned(),
+            None => format!("sqlite://{}", self.sqlite_path),
+        }
+    }
+
+    /// The bus URL these settings select.
+    pub fn bus_url(&self) -> String {
+        self.amqp_url.clone().unwrap_or_else(|| "memory://".to_owned())
+    }
+
+    /// Checks values serde cannot: URL schemes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.amqp_url {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(ConfigError::invalid("amqp_url", format!("`{url}` is not an amqp:// or amqps:// URL")));
+            }
+        }
+        if let Some(url) = &self.mongo_url {
+            if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
+                return Err(ConfigError::invalid("mongo_url", format!("`{url}` is not a mongodb:// URL")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Section {
+        port: u16,
+        name: String,
+    }
+
+    impl Default for Section {
+        fn default() -> Self {
+            Self { port: 1, name: "d".into() }
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_nested_and_top_level_keys() {
+        let source = ConfigSource::load_with_env(
+            None,
+            env(&[("STARGAZER_SVC__PORT", "8080"), ("STARGAZER_AMQP_URL", "amqp://x"), ("OTHER", "1")]),
+        )
+        .unwrap();
+        let section: Section = source.section("svc").unwrap();
+        assert_eq!(section, Section { port: 8080, name: "d".into() });
+        let common: CommonConfig = source.section("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(common.amqp_url.as_deref(), Some("amqp://x"));
+        assert_eq!(common.storage_url(), "sqlite://stargazer.db");
+    }
+
+    #[test]
+    fn absent_section_uses_defaults() {
+        let source = ConfigSource::load_with_env(None, env(&[])).unwrap();
+        let section: Section = source.section("nothing").unwrap();
+        assert_eq!(section, Section::default());
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let source = ConfigSource::load_with_env(None, env(&[("STARGAZER_SVC__PORT", "lots")])).unwrap();
+        let err = source.section::<Section>("svc").unwrap_err().to_string();
+        assert!(err.starts_with("config key `svc.port`"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_file_is_reported_with_its_path() {
+        let dir = std::env::temp_dir().join(format!("sg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "svc = [").unwrap();
+        let err = ConfigSource::load_with_env(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(!err.contains('\n'));
+        let missing = ConfigSource::load_with_env(Some(&dir.join("nope.toml")), env(&[])).unwrap_err();
+        assert!(matches!(missing, ConfigError::File { .. }));
+    }
+
+    #[test]
+    fn wrong_url_scheme_is_rejected() {
+        let common = CommonConfig {
+            amqp_url: Some("http://x".into()),
+            ..Default::default()
+        };
+        assert!(common.validate().unwrap_err().to_string().contains("amqp_url"));
+    }
+}

@@ -1,0 +1,30 @@
+//! Shared foundation of every Stargazer service.
+//!
+//! - [`model`]: entities, tasks, users, subscriptions, sessions, credentials, events.
+//! - [`routing`]: routing keys, the tag stack and AMQP topic matching.
+//! - [`storage`]: the [`storage::Storage`] trait with MongoDB and SQLite implementations.
+//! - [`bus`]: the [`bus::Bus`] trait with RabbitMQ and in-process implementations.
+//! - [`config`]: TOML + environment configuration with one-line errors.
+//! - [`auth`]: PBKDF2 password hashes and session tokens.
+//! - [`telemetry`]: tracing setup, Prometheus rendering, `/healthz`.
+//! - [`backoff`]: capped exponential backoff for reconnect loops.
+//! - [`protocol`]: the coordinator ↔ worker WebSocket messages.
+//! - [`worker_runtime`]: the worker side of that protocol, shared by both workers.
+//! - [`middleware`]: the consume → process → pop tag → republish → ack loop of middlewares.
+//!
+//! Nothing here is specific to one service.
+
+pub mod auth;
+pub mod backoff;
+pub mod bus;
+pub mod config;
+pub mod middleware;
+pub mod model;
+pub mod protocol;
+pub mod routing;
+pub mod storage;
+pub mod telemetry;
+pub mod worker_runtime;
+
+pub use tokio_util::sync::CancellationToken;
+pub use uuid::Uuid;

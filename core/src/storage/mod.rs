@@ -1,0 +1,192 @@
+//! Persistent state behind one trait, [`Storage`], with two implementations:
+//! MongoDB ([`mongo::MongoStorage`], production) and SQLite ([`sqlite::SqliteStorage`],
+//! embedded). Both pass the same contract suite (`core/tests/storage_*.rs`).
+//!
+//! [`connect`] picks the implementation from the URL scheme: `mongodb://…`,
+//! `mongodb+srv://…`, `sqlite://path` or `sqlite::memory:`.
+
+pub mod mongo;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use uuid::Uuid;
+
+use crate::model::{
+    Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
+    TaskChange, TaskKind, User,
+};
+
+/// Errors every storage implementation maps its driver errors into.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A unique key is already taken (`what` names the record and key).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The record to update or delete does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The storage URL is not one this build understands.
+    #[error("invalid storage url `{0}`: expected mongodb://, sqlite://PATH or sqlite::memory:")]
+    InvalidUrl(String),
+    /// A stored document could not be decoded into the model.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The database could not be reached or failed.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// Result alias for storage operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A chat user together with their subscription, as returned by the fan-out lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscriber {
+    /// The user to deliver to.
+    pub user: User,
+    /// The subscription that matched.
+    pub subscription: Subscription,
+}
+
+/// Everything the services persist. Implementations are cheap to share (`Arc<dyn Storage>`).
+///
+/// Methods are grouped by collection; each group's semantics are pinned down by the
+/// contract suite.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // ---- entities and groups ----
+
+    /// Inserts an entity and its tasks; `Conflict` if the id or a task id exists.
+    async fn insert_entity(&self, entity: &Entity) -> Result<()>;
+    /// The entity with its tasks.
+    async fn get_entity(&self, id: Uuid) -> Result<Option<Entity>>;
+    /// Every entity with its tasks, ordered by id.
+    async fn list_entities(&self) -> Result<Vec<Entity>>;
+    /// Replaces an entity and its task list (tasks not in the list are deleted, new ones
+    /// inserted); `NotFound` if absent.
+    async fn update_entity(&self, entity: &Entity) -> Result<()>;
+    /// Deletes an entity, its tasks and every subscription to it; `NotFound` if absent.
+    async fn delete_entity(&self, id: Uuid) -> Result<()>;
+    /// Inserts or replaces a group.
+    async fn upsert_group(&self, group: &Group) -> Result<()>;
+    /// Every group, ordered by id.
+    async fn list_groups(&self) -> Result<Vec<Group>>;
+
+    // ---- tasks ----
+
+    /// Every task, optionally of one kind, ordered by id.
+    async fn list_tasks(&self, kind: Option<TaskKind>) -> Result<Vec<Task>>;
+    /// One task.
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+    /// A stream of task inserts, updates and deletes made after the call returns (by any
+    /// process for MongoDB; by this process for SQLite). The stream ends only when the
+    /// storage is dropped; a lagging reader gets `Err` and should resynchronise with
+    /// [`Storage::list_tasks`].
+    async fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>>;
+
+    // ---- users ----
+
+    /// Inserts a user; `Conflict` if the id or `(im, im_chat_id)` exists.
+    async fn insert_user(&self, user: &User) -> Result<()>;
+    /// One user by id.
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+    /// One user by IM platform and chat id.
+    async fn find_user_by_chat(&self, im: &str, chat_id: &str) -> Result<Option<User>>;
+    /// Replaces a user's fields (name, language, settings, chat id); `NotFound` if absent,
+    /// `Conflict` if the new `(im, im_chat_id)` belongs to someone else.
+    async fn update_user(&self, user: &User) -> Result<()>;
+    /// Deletes a user, their sessions and subscriptions; `NotFound` if absent.
+    async fn delete_user(&self, id: Uuid) -> Result<()>;
+    /// Every user of one IM platform (all when `None`), ordered by id.
+    async fn list_users(&self, im: Option<&str>) -> Result<Vec<User>>;
+
+    // ---- subscriptions ----
+
+    /// Inserts or replaces the subscription of `(user, entity)`.
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
+    /// Removes the subscription of `(user, entity)`; `Ok(false)` if there was none.
+    async fn delete_subscription(&self, user: Uuid, entity: Uuid) -> Result<bool>;
+    /// A user's subscriptions, ordered by entity id.
+    async fn list_subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>>;
+    /// Users on `im` subscribed to `entity` whose kinds include `kind` (or are empty),
+    /// excluding paused users, ordered by user id.
+    async fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>>;
+
+    // ---- sessions ----
+
+    /// Stores a new session; `Conflict` if the token hash exists.
+    async fn insert_session(&self, session: &Session) -> Result<()>;
+    /// A session by token hash (expired ones included; callers check the time).
+    async fn get_session(&self, token_hash: &str) -> Result<Option<Session>>;
+    /// Moves a session's sliding expiry; `NotFound` if absent.
+    async fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
+    /// Deletes one session; `Ok(false)` if there was none.
+    async fn delete_session(&self, token_hash: &str) -> Result<bool>;
+    /// Deletes sessions expired at `now`; returns how many.
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    // ---- credentials ----
+
+    /// Stores a credential; `Conflict` if the username exists.
+    async fn insert_credential(&self, credential: &Credential) -> Result<()>;
+    /// A credential by username.
+    async fn get_credential(&self, username: &str) -> Result<Option<Credential>>;
+    /// Deletes a credential; `Ok(false)` if there was none.
+    async fn delete_credential(&self, username: &str) -> Result<bool>;
+    /// Every credential, ordered by username.
+    async fn list_credentials(&self) -> Result<Vec<Credential>>;
+
+    // ---- delayed messages (middleware-delay) ----
+
+    /// Inserts or replaces the pending message with `message.id`.
+    async fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
+    /// Removes a pending message; `Ok(false)` if there was none.
+    async fn delete_delayed(&self, id: &str) -> Result<bool>;
+    /// One pending message.
+    async fn get_delayed(&self, id: &str) -> Result<Option<DelayedMessage>>;
+    /// Pending messages with id greater than `after` (all when `None`), ordered by id,
+    /// at most `limit`: a cursor for reloading millions without holding them twice.
+    async fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
+
+    // ---- key/value state (worker cursors, WebSub leases, coordinator snapshot) ----
+
+    /// The value stored under `(namespace, key)`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>>;
+    /// Stores `value` under `(namespace, key)`, replacing any previous one.
+    async fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> Result<()>;
+    /// Deletes `(namespace, key)`; `Ok(false)` if absent.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+    /// Every `(key, value)` in a namespace, ordered by key.
+    async fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>>;
+
+    // ---- seen windows (dedup of ids within a time window) ----
+
+    /// Records `id` as seen in `namespace` at `at`; `Ok(true)` if it was not seen before.
+    async fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Forgets ids seen before `before` in `namespace`; returns how many.
+    async fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- delivery log (bots) ----
+
+    /// Records that `(event, im, chat_id)` was handled; `Ok(false)` if it already was.
+    async fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
+    /// The record for `(event, im, chat_id)`, if any.
+    async fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
+}
+
+/// Opens the storage named by `url`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Storage>> {
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        mongo::connect_shared(url).await
+    } else if url == "sqlite::memory:" {
+        sqlite::open_shared(None).await
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        sqlite::open_shared(Some(path)).await
+    } else {
+        Err(StorageError::InvalidUrl(url.to_owned()))
+    }
+}
