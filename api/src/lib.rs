@@ -1,21 +1,145 @@
-//! Stargazer api service (not built yet: see its issue).
+//! Stargazer api service: RPC over POST for bots, the frontend and admins, plus the
+//! RabbitMQ HTTP auth backend, on one HTTP server.
+//!
+//! - [`run`]: serves until the shutdown token is cancelled; [`router`] builds the app for
+//!   tests. [`ApiConfig`] is the `[api]` config section.
+//! - `rpc`: `POST /v1/{method}`, one file per method group and the dispatch table.
+//! - `auth`: service accounts (HTTP Basic, PBKDF2, cache, failed-login limit) and
+//!   end-user sessions (bearer); the per-method permission rules are in its docs.
+//! - `mq_auth`: `POST /auth/user|vhost|resource|topic` for `rabbitmq_auth_backend_http`.
+//! - `openapi`: `/openapi.json`. `/healthz` and `/metrics` come from core's telemetry.
+//! - [`admin`]: the `stargazer admin …` commands (credentials, entities, groups).
+//! - [`client`]: a typed client, [`client::ApiClient`], with [`types`] shared by both ends.
+//! - [`Error`]: the crate's one error type and its HTTP mapping.
 
+pub mod admin;
+mod auth;
+mod cache;
+pub mod client;
+mod config;
+mod error;
+mod http;
+mod metrics;
+mod mq_auth;
+mod openapi;
+mod rpc;
+mod state;
+pub mod types;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use stargazer_core::bus::Bus;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
 
-/// Errors of the api service.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub use config::ApiConfig;
+pub use error::{Error, Result};
+pub use state::AppState;
 
-/// Runs the service until `shutdown` is cancelled.
+/// How often expired sessions, cache entries and login windows are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Builds the whole HTTP app: RPC methods, RabbitMQ auth, `/openapi.json`, `/healthz`,
+/// `/metrics`, CORS and (when `frontend_dir` exists) the static frontend at `/`.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let mut app = Router::new()
+        .merge(rpc::router())
+        .merge(mq_auth::router())
+        .route("/openapi.json", get(openapi_json))
+        .merge(stargazer_core::telemetry::health_and_metrics_router(state.metrics.registry.clone()));
+    match config.frontend_dir.as_ref().filter(|dir| dir.is_dir()) {
+        Some(dir) => app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true)),
+        None => {
+            if let Some(dir) = &config.frontend_dir {
+                tracing::warn!(dir = %dir.display(), "frontend_dir does not exist; not serving a frontend");
+            }
+            app = app.fallback(|| async { Error::NotFound("no such path; methods are under /v1/".into()) });
+        }
+    }
+    let app = app
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track));
+    let app = match cors_layer(&config) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.with_state(state)
+}
+
+async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    Json(openapi::document(state.config.public_url.as_deref()))
+}
+
+/// CORS for the configured origins (or the frontend URL's origin); none when neither is set.
+fn cors_layer(config: &ApiConfig) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = if config.cors_origins.is_empty() {
+        config.frontend_url.iter().filter_map(|url| http::origin_of(url)).collect::<Vec<_>>()
+    } else {
+        config.cors_origins.iter().filter_map(|url| http::origin_of(url)).collect()
+    }
+    .into_iter()
+    .filter_map(|origin| HeaderValue::from_str(&origin).ok())
+    .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::POST, Method::GET])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Serves the api on `listener` until `shutdown` is cancelled, then finishes in-flight
+/// requests and returns. A periodic sweep removes expired sessions.
 pub async fn run(
-    _storage: Arc<dyn Storage>,
-    _bus: Arc<dyn Bus>,
+    config: ApiConfig,
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    shutdown.cancelled().await;
-    Ok(())
+) -> Result<()> {
+    let state = AppState::new(config, storage)?;
+    let app = router(state.clone());
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "api listening");
+    }
+    let stop = shutdown.child_token();
+    let sweeper = tokio::spawn(sweep(state, stop.clone()));
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    stop.cancel();
+    if let Err(err) = sweeper.await {
+        tracing::error!(cause = %err, "session sweeper failed");
+    }
+    served.map_err(Error::Io)
+}
+
+/// Periodically purges expired sessions and forgets stale in-memory entries.
+async fn sweep(state: AppState, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        state.credentials.sweep();
+        state.limiter.sweep();
+        match state.storage.purge_sessions(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired sessions purged"),
+            Err(err) => tracing::warn!(cause = %err, "purging expired sessions failed"),
+        }
+    }
 }

@@ -1,4 +1,25 @@
-//! Stargazer bot-telegram service (not built yet: see its issue).
+//! Stargazer's Telegram bot (DESIGN.md §5, bot-telegram).
+//!
+//! Two halves run side by side in [`run`]:
+//!
+//! - [`commands`]: a teloxide [`Dispatcher`](teloxide::dispatching::Dispatcher) answering
+//!   chat commands (`/start`, `/subscribe`, `/settings`, …) and inline-keyboard presses.
+//!   Everything it knows about users and entities comes from the Stargazer api through
+//!   its typed client ([`api`]); in groups only chat admins may change anything.
+//! - [`delivery`]: consumes ready events from the durable queue `stargazer.bot.telegram`,
+//!   asks the api who is subscribed, composes each chat's message in its language and
+//!   hands it to a scheduler that keeps within Telegram's rate limits. A delivery log in
+//!   storage makes every (event, chat) pair go out at most once across redeliveries and
+//!   restarts; an event is acked only once every recipient is sent or recorded failed.
+//!
+//! [`config::BotConfig`] is the `[telegram]` section; [`telegram`] builds the Bot API
+//! client from it (the base URL is configurable so tests use a local server).
+
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod telegram;
 
 use std::sync::Arc;
 
@@ -6,16 +27,87 @@ use stargazer_core::bus::Bus;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 
+pub use config::BotConfig;
+
+/// The IM platform name this bot serves, as stored on users and in the delivery log.
+pub const IM: &str = "telegram";
+
 /// Errors of the bot-telegram service.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] stargazer_core::config::ConfigError),
+    /// The Bot API client could not be built.
+    #[error("telegram client: {0}")]
+    Telegram(String),
+    /// A task of the service failed unexpectedly.
+    #[error("task failed: {0}")]
+    Task(String),
+}
 
-/// Runs the service until `shutdown` is cancelled.
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs the bot until `shutdown` is cancelled: the command dispatcher and the delivery
+/// consumer. On shutdown it stops polling Telegram, stops starting sends, lets sends in
+/// flight finish and be recorded, requeues events it had not finished, and returns once
+/// every task has ended.
 pub async fn run(
-    _storage: Arc<dyn Storage>,
-    _bus: Arc<dyn Bus>,
+    config: BotConfig,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    shutdown.cancelled().await;
-    Ok(())
+) -> Result<()> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let bot = telegram::build_bot(&config)?;
+    let api = api::Api::new(&config)?;
+
+    // A child token: a failing half stops the other without cancelling the caller's
+    // token (which, in standalone mode, other services share).
+    let stop = shutdown.child_token();
+    let mut commands = tokio::spawn(commands::run(
+        bot.clone(),
+        api.clone(),
+        config.clone(),
+        stop.clone(),
+    ));
+    let mut delivery = tokio::spawn(delivery::run(
+        bot,
+        api,
+        storage,
+        bus,
+        config,
+        stop.clone(),
+    ));
+
+    let (commands, delivery) = tokio::select! {
+        first = &mut commands => {
+            stop.cancel();
+            (first, delivery.await)
+        }
+        first = &mut delivery => {
+            stop.cancel();
+            (commands.await, first)
+        }
+    };
+    let mut failure = None;
+    for (name, joined) in [("commands", commands), ("delivery", delivery)] {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(task = name, cause = %err, "bot task failed");
+                failure.get_or_insert(err);
+            }
+            Err(err) => {
+                tracing::error!(task = name, cause = %err, "bot task panicked");
+                failure.get_or_insert(Error::Task(format!("{name}: {err}")));
+            }
+        }
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }

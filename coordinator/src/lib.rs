@@ -1,21 +1,122 @@
-//! Stargazer coordinator service (not built yet: see its issue).
+//! Stargazer coordinator: spreads tasks over the live workers of their kind.
+//!
+//! Workers connect over WebSocket (`/v1/worker`, HTTP Basic with `coordinator: ro`),
+//! announce `{worker_id, kind, tasks}`, and receive `assign`/`unassign` commands they
+//! acknowledge (protocol: [`stargazer_core::protocol`]). Each kind has a consistent-hash
+//! ring with virtual nodes, so a join or leave moves only the tasks that must move; task
+//! changes in storage touch only the changed tasks; heartbeats evict dead workers; and an
+//! assignment snapshot in storage lets a restarted coordinator resume without churn.
+//!
+//! - [`config`]: the `[coordinator]` section ([`CoordinatorConfig`]).
+//! - [`assignment`]: the state machine (targets, holders, the one-holder rule), free of
+//!   I/O so the benchmark can drive it directly.
+//! - `ring`: the per-kind `hashring` rings.
+//! - [`snapshot`]: what is persisted for restarts.
+//! - `engine`: the single task owning the state; `tasks`: the storage watcher.
+//! - `http`: the worker socket, `GET /v1/status`, `/metrics`, `/healthz`; `auth`: Basic
+//!   credentials with a verified-password cache.
 
+pub mod assignment;
+mod auth;
+pub mod config;
+mod engine;
+mod http;
+mod metrics;
+mod ring;
+pub mod snapshot;
+mod tasks;
+
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use stargazer_core::bus::Bus;
+use stargazer_core::config::ConfigError;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
-/// Errors of the coordinator service.
+pub use config::CoordinatorConfig;
+
+/// Errors that stop the coordinator. Storage outages are not among them: the coordinator
+/// keeps serving with what it knows and retries.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The metrics registry refused a metric.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP server failed.
+    #[error("coordinator server: {0}")]
+    Serve(#[from] std::io::Error),
+}
 
-/// Runs the service until `shutdown` is cancelled.
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Queue depth between connection handlers and the engine; a full queue slows the
+/// sockets' reads rather than dropping events.
+const ENGINE_QUEUE: usize = 4096;
+
+/// Serves workers on `listener` until `shutdown` is cancelled, then closes every worker
+/// connection (workers keep their tasks and reconnect to the next coordinator), stores a
+/// final snapshot and returns.
 pub async fn run(
-    _storage: Arc<dyn Storage>,
-    _bus: Arc<dyn Bus>,
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    storage: Arc<dyn Storage>,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    shutdown.cancelled().await;
-    Ok(())
+) -> Result<()> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let metrics = Arc::new(metrics::Metrics::new()?);
+    // Cancelled on any exit, so a failing server still stops the tasks below.
+    let stop = shutdown.child_token();
+    let (engine_tx, engine_rx) = mpsc::channel(ENGINE_QUEUE);
+    let (feed_tx, feed_rx) = mpsc::channel(ENGINE_QUEUE);
+
+    let engine = tokio::spawn(engine::run(
+        config.clone(),
+        storage.clone(),
+        metrics.clone(),
+        engine_rx,
+        feed_rx,
+        stop.clone(),
+    ));
+    let watcher = tokio::spawn(tasks::watch(storage.clone(), feed_tx, stop.clone()));
+
+    let sockets = TaskTracker::new();
+    let state = http::AppState {
+        config: config.clone(),
+        auth: Arc::new(auth::Authenticator::new(
+            storage,
+            Duration::from_secs(config.auth_cache_ttl_secs),
+        )),
+        metrics,
+        engine: engine_tx,
+        next_conn: Arc::new(AtomicU64::new(1)),
+        sockets: sockets.clone(),
+        shutdown: stop.clone(),
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "coordinator listening");
+    }
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    if let Err(err) = &served {
+        tracing::error!(cause = %err, "coordinator server failed");
+    }
+    stop.cancel();
+    sockets.close();
+    sockets.wait().await;
+    for (name, handle) in [("engine", engine), ("task watcher", watcher)] {
+        if let Err(err) = handle.await {
+            tracing::error!(task = name, cause = %err, "coordinator task failed");
+        }
+    }
+    served.map_err(Error::Serve)
 }

@@ -110,17 +110,28 @@ impl ConfigSource {
     pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
         let result = if name.is_empty() {
             self.figment.extract::<T>()
+        } else if self.figment.find_value(name).is_err() {
+            // An absent section means "all defaults".
+            Figment::new().extract::<T>()
         } else {
-            self.figment.extract_inner::<T>(name).or_else(|err| {
-                // An absent section means "all defaults".
-                if self.figment.find_value(name).is_err() {
-                    Figment::new().extract::<T>()
-                } else {
-                    Err(err)
-                }
-            })
+            self.figment.extract_inner::<T>(name)
         };
         result.map_err(|err| figment_error(name, err))
+    }
+
+    /// Fails on the first top-level key that is not in `known`, so a misspelt section or
+    /// key is reported instead of silently ignored.
+    pub fn reject_unknown_top_level(&self, known: &[&str]) -> Result<(), ConfigError> {
+        let Ok(dict) = self.figment.extract::<figment::value::Dict>() else {
+            return Ok(());
+        };
+        match dict.keys().find(|key| !known.contains(&key.as_str())) {
+            Some(key) => Err(ConfigError::invalid(
+                key.clone(),
+                format!("unknown key (known: {})", known.join(", ")),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -144,8 +155,14 @@ fn one_line(text: &str) -> String {
 }
 
 /// Environment values are strings; numbers and booleans are recognised so that
-/// `STARGAZER_API__PORT=8080` fills a `u16`.
+/// `STARGAZER_API__PORT=8080` fills a `u16`, and a value in brackets is read as a JSON
+/// array so lists can be set (`STARGAZER_API__CORS_ORIGINS='["https://a"]'`).
 fn parse_env_value(value: &str) -> serde_json::Value {
+    if value.trim_start().starts_with('[') {
+        if let Ok(list @ serde_json::Value::Array(_)) = serde_json::from_str(value) {
+            return list;
+        }
+    }
     if let Ok(b) = value.parse::<bool>() {
         return serde_json::Value::Bool(b);
     }
@@ -283,6 +300,19 @@ mod tests {
         let common: CommonConfig = source.section("").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(common.amqp_url.as_deref(), Some("amqp://x"));
         assert_eq!(common.storage_url(), "sqlite://stargazer.db");
+    }
+
+    #[test]
+    fn env_lists_are_json_arrays() {
+        #[derive(Debug, Deserialize)]
+        struct Lists {
+            origins: Vec<String>,
+        }
+        let source =
+            ConfigSource::load_with_env(None, env(&[("STARGAZER_L__ORIGINS", r#"["https://a", "https://b"]"#)]))
+                .unwrap();
+        let lists: Lists = source.section("l").unwrap();
+        assert_eq!(lists.origins, ["https://a", "https://b"]);
     }
 
     #[test]

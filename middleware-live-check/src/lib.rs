@@ -1,21 +1,201 @@
-//! Stargazer middleware-live-check service (not built yet: see its issue).
+//! Stargazer middleware-live-check: holds `youtube.live` events tagged `live_check`
+//! until the YouTube Data API shows the broadcast started (DESIGN.md §4, §5).
+//!
+//! - [`youtube`]: the `videos.list?part=liveStreamingDetails` call (≤ 50 ids each).
+//! - [`checker`]: holding (persisted in the key/value namespace before the ack), the
+//!   polling loop and the verdict table (forward when `actualStartTime` shows; drop with a
+//!   log line and a metric when the video is gone, ended, no broadcast, or not live within
+//!   the bound).
+//!
+//! The control field `x-live-check-video` (the video id) is removed before forwarding.
+//! Quota and server errors leave every event held and back the polling off. Run one
+//! instance per storage: each instance polls what it holds plus everything stored when it
+//! started.
+
+pub mod checker;
+pub mod youtube;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use prometheus::Registry;
+use serde::{Deserialize, Serialize};
 use stargazer_core::bus::Bus;
+use stargazer_core::config::ConfigError;
+use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
+use stargazer_core::routing;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 
+pub use checker::{Checker, Held, LiveCheckMetrics, PollOptions, LIVE_CHECK_VIDEO};
+use youtube::YoutubeClient;
+
+/// The tag this middleware pops.
+pub const TAG: &str = "live_check";
+
+/// Configuration section `[live_check]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveCheckConfig {
+    /// `live_check.queue` / `STARGAZER_LIVE_CHECK__QUEUE`: queue consumed, bound to
+    /// `#.live_check`; default `stargazer.middleware.live_check`.
+    pub queue: String,
+    /// `live_check.prefetch` / `STARGAZER_LIVE_CHECK__PREFETCH`: unacknowledged deliveries
+    /// held; default 64.
+    pub prefetch: u16,
+    /// `live_check.api_base_url` / `STARGAZER_LIVE_CHECK__API_BASE_URL`: YouTube Data API
+    /// base; default `https://www.googleapis.com`.
+    pub api_base_url: String,
+    /// `live_check.api_key` / `STARGAZER_LIVE_CHECK__API_KEY`: Data API key; required (the
+    /// binary may fill it from `youtube.api_key`).
+    pub api_key: String,
+    /// `live_check.poll_interval_ms` / `STARGAZER_LIVE_CHECK__POLL_INTERVAL_MS`: time
+    /// between polls of all held videos, milliseconds; default 60000.
+    pub poll_interval_ms: u64,
+    /// `live_check.give_up_after_ms` / `STARGAZER_LIVE_CHECK__GIVE_UP_AFTER_MS`: how long
+    /// past the later of hold time and scheduled start an event waits for "live" before it
+    /// is dropped, milliseconds; default 21600000 (6 h).
+    pub give_up_after_ms: u64,
+    /// `live_check.backoff_initial_ms` / `STARGAZER_LIVE_CHECK__BACKOFF_INITIAL_MS`: pause
+    /// after a failed poll (never shorter than the interval), milliseconds; default 60000.
+    pub backoff_initial_ms: u64,
+    /// `live_check.backoff_max_ms` / `STARGAZER_LIVE_CHECK__BACKOFF_MAX_MS`: longest pause
+    /// after failed polls, milliseconds; default 1800000 (30 min).
+    pub backoff_max_ms: u64,
+    /// `live_check.kv_namespace` / `STARGAZER_LIVE_CHECK__KV_NAMESPACE`: storage namespace
+    /// of held events; default `live_check`.
+    pub kv_namespace: String,
+    /// `live_check.request_timeout_ms` / `STARGAZER_LIVE_CHECK__REQUEST_TIMEOUT_MS`:
+    /// timeout of one API request, milliseconds; default 15000.
+    pub request_timeout_ms: u64,
+    /// `live_check.retry_delay_ms` / `STARGAZER_LIVE_CHECK__RETRY_DELAY_MS`: pause before an
+    /// event that could not be stored is requeued, milliseconds; default 1000.
+    pub retry_delay_ms: u64,
+}
+
+impl Default for LiveCheckConfig {
+    fn default() -> Self {
+        Self {
+            queue: routing::middleware_queue(TAG),
+            prefetch: 64,
+            api_base_url: "https://www.googleapis.com".to_owned(),
+            api_key: String::new(),
+            poll_interval_ms: 60_000,
+            give_up_after_ms: 6 * 3600 * 1000,
+            backoff_initial_ms: 60_000,
+            backoff_max_ms: 30 * 60 * 1000,
+            kv_namespace: "live_check".to_owned(),
+            request_timeout_ms: 15_000,
+            retry_delay_ms: 1000,
+        }
+    }
+}
+
+impl LiveCheckConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_key.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "live_check.api_key",
+                "must be set (or youtube.api_key / STARGAZER_YOUTUBE_API_KEY)",
+            ));
+        }
+        if !(self.api_base_url.starts_with("http://") || self.api_base_url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "live_check.api_base_url",
+                format!("`{}` is not an http(s) URL", self.api_base_url),
+            ));
+        }
+        if self.queue.trim().is_empty() {
+            return Err(ConfigError::invalid("live_check.queue", "must not be empty"));
+        }
+        if self.kv_namespace.trim().is_empty() {
+            return Err(ConfigError::invalid("live_check.kv_namespace", "must not be empty"));
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::invalid("live_check.prefetch", "must be at least 1"));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(ConfigError::invalid("live_check.poll_interval_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn poll_options(&self) -> PollOptions {
+        PollOptions {
+            interval: Duration::from_millis(self.poll_interval_ms),
+            give_up_after: Duration::from_millis(self.give_up_after_ms),
+            backoff_initial: Duration::from_millis(self.backoff_initial_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            namespace: self.kv_namespace.clone(),
+        }
+    }
+}
+
 /// Errors of the middleware-live-check service.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// A configuration value is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The consuming loop failed.
+    #[error(transparent)]
+    Middleware(#[from] MiddlewareError),
+}
 
-/// Runs the service until `shutdown` is cancelled.
+/// Runs the service until `shutdown` is cancelled, with metrics in a private registry.
 pub async fn run(
-    _storage: Arc<dyn Storage>,
-    _bus: Arc<dyn Bus>,
+    config: LiveCheckConfig,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    shutdown.cancelled().await;
-    Ok(())
+    run_with_registry(config, storage, bus, &Registry::new(), shutdown).await
+}
+
+/// Runs the service until `shutdown` is cancelled, registering its metrics in `registry`:
+/// reloads held events, then polls and consumes `#.live_check` side by side.
+pub async fn run_with_registry(
+    config: LiveCheckConfig,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    config.validate()?;
+    let client = YoutubeClient::new(
+        &config.api_base_url,
+        &config.api_key,
+        Duration::from_millis(config.request_timeout_ms),
+    )?;
+    let checker = Checker::new(
+        storage,
+        bus.clone(),
+        client,
+        config.poll_options(),
+        LiveCheckMetrics::register(registry),
+    );
+    // A child token so that a failing consumer also stops the polling loop.
+    let stop = shutdown.child_token();
+    // Dropping this future (an aborted task) also stops the polling loop.
+    let _stop_on_drop = stop.clone().drop_guard();
+    if checker.reload(&stop).await.is_none() {
+        return Ok(());
+    }
+    let polling = tokio::spawn(checker.clone().poll_loop(stop.clone()));
+    let options = RuntimeOptions {
+        queue: config.queue.clone(),
+        prefetch: config.prefetch,
+        retry_delay: Duration::from_millis(config.retry_delay_ms),
+        ..RuntimeOptions::new(TAG)
+    };
+    let result = middleware::run(checker, bus, options, RuntimeMetrics::register(TAG, registry), stop.clone()).await;
+    stop.cancel();
+    if let Err(err) = polling.await {
+        tracing::error!(cause = %err, "live-check polling loop failed");
+    }
+    Ok(result?)
 }

@@ -1,21 +1,91 @@
-//! Stargazer worker-twitter service (not built yet: see its issue).
+//! Stargazer X (Twitter) worker: polls assigned accounts' timelines through X API v2 and
+//! publishes `twitter.tweet` / `twitter.retweet` events.
+//!
+//! - [`config`]: the `[twitter]` section ([`TwitterConfig`]).
+//! - [`api`]: the `GET /2/users/:id/tweets` client and the shared rate-limit gate.
+//! - [`events`]: tweet → event (translation tagging included).
+//! - [`runner`]: [`TwitterRunner`], the task set the coordinator drives (start/stop), and
+//!   the per-account polling job.
+//! - `publish`: seen-window deduplication and the retry outbox.
+//! - [`metrics`]: Prometheus counters.
+
+pub mod api;
+pub mod config;
+pub mod events;
+pub mod metrics;
+mod publish;
+pub mod runner;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use stargazer_core::bus::Bus;
-use stargazer_core::storage::Storage;
+use stargazer_core::model::Task;
+use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::worker_runtime::{
+    run_worker, TaskError, TaskRunner, WorkerRuntimeConfig, WorkerRuntimeError,
+};
 use stargazer_core::CancellationToken;
+use uuid::Uuid;
 
-/// Errors of the worker-twitter service.
+pub use config::TwitterConfig;
+pub use runner::TwitterRunner;
+
+/// Errors of the X worker.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// A configuration value is unusable (the message names the key).
+    #[error("bad configuration: {0}")]
+    Config(String),
+    /// A task the worker cannot run.
+    #[error("task {task}: {reason}")]
+    InvalidTask {
+        /// The task id.
+        task: Uuid,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The coordinator connection is misconfigured.
+    #[error(transparent)]
+    Runtime(#[from] WorkerRuntimeError),
+    /// The worker is shutting down.
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
 
-/// Runs the service until `shutdown` is cancelled.
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The coordinator drives the runner through the shared worker runtime.
+#[async_trait]
+impl TaskRunner for TwitterRunner {
+    async fn start(&self, task: Task) -> Result<(), TaskError> {
+        TwitterRunner::start(self, task).await.map_err(Into::into)
+    }
+
+    async fn stop(&self, task_id: Uuid) -> Result<(), TaskError> {
+        TwitterRunner::stop(self, task_id).await.map_err(Into::into)
+    }
+}
+
+/// Runs the worker until `shutdown`: connects to the coordinator with `runtime` and polls
+/// the accounts it assigns.
 pub async fn run(
-    _storage: Arc<dyn Storage>,
-    _bus: Arc<dyn Bus>,
+    config: TwitterConfig,
+    runtime: WorkerRuntimeConfig,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    shutdown.cancelled().await;
-    Ok(())
+) -> Result<()> {
+    // run_worker returns at shutdown, or at once on a bad runtime config; either way the
+    // jobs must end, without cancelling the caller's token.
+    let inner = shutdown.child_token();
+    let runner = TwitterRunner::new(config, storage, bus, inner.clone())?;
+    let worked = run_worker(runtime, Arc::new(runner.clone()), inner.clone()).await;
+    inner.cancel();
+    runner.join().await;
+    worked.map_err(Error::from)
 }

@@ -1,21 +1,127 @@
-//! Stargazer worker-youtube service (not built yet: see its issue).
+//! Stargazer YouTube worker: turns a set of assigned channels into events on the bus.
+//!
+//! - [`config`]: the `[youtube]` section ([`YoutubeConfig`]).
+//! - [`runner`]: [`YoutubeRunner`], the task set the coordinator drives (start/stop).
+//! - `job`: per channel, the WebSub subscription life cycle and the fallback feed poll.
+//! - `callback`: the HTTP server the hub calls (verification GET, notification POST).
+//! - [`signature`]: `X-Hub-Signature` checks.
+//! - [`atom`]: Atom entry and tombstone parsing.
+//! - [`data_api`]: `videos.list` client; `batcher`: ≤ 50 ids per call.
+//! - [`classify`]: what to publish for a video given its previous state.
+//! - `publish`: seen-window claims, publishing and the retry outbox.
+//! - [`store`]: what is persisted (leases, video records, markers).
+//! - [`metrics`]: Prometheus counters.
+//!
+//! [`run`] wires it together: callback server, runner, and the connection to the
+//! coordinator through the shared worker runtime.
+
+pub mod atom;
+mod batcher;
+mod callback;
+pub mod classify;
+pub mod config;
+pub mod data_api;
+pub mod hub;
+mod job;
+pub mod metrics;
+mod publish;
+pub mod runner;
+pub mod signature;
+pub mod store;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use stargazer_core::bus::Bus;
-use stargazer_core::storage::Storage;
+use stargazer_core::model::Task;
+use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::worker_runtime::{
+    run_worker, TaskError, TaskRunner, WorkerRuntimeConfig, WorkerRuntimeError,
+};
 use stargazer_core::CancellationToken;
+use uuid::Uuid;
 
-/// Errors of the worker-youtube service.
+pub use config::YoutubeConfig;
+pub use runner::YoutubeRunner;
+
+/// Errors of the YouTube worker.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// A configuration value is unusable (the message names the key).
+    #[error("bad configuration: {0}")]
+    Config(String),
+    /// A task the worker cannot run.
+    #[error("task {task}: {reason}")]
+    InvalidTask {
+        /// The task id.
+        task: Uuid,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The callback server could not bind or serve.
+    #[error("callback server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The coordinator connection is misconfigured.
+    #[error(transparent)]
+    Runtime(#[from] WorkerRuntimeError),
+    /// The worker is shutting down.
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
 
-/// Runs the service until `shutdown` is cancelled.
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The coordinator drives the runner through the shared worker runtime.
+#[async_trait]
+impl TaskRunner for YoutubeRunner {
+    async fn start(&self, task: Task) -> Result<(), TaskError> {
+        YoutubeRunner::start(self, task).await.map_err(Into::into)
+    }
+
+    async fn stop(&self, task_id: Uuid) -> Result<(), TaskError> {
+        YoutubeRunner::stop(self, task_id).await.map_err(Into::into)
+    }
+}
+
+/// Runs the worker until `shutdown`: serves the callback server on `listener` (bound to
+/// `config.listen`, or port 0 in tests), connects to the coordinator with `runtime` and
+/// runs the channels it assigns.
+///
+/// Shutdown keeps the WebSub leases (a restart reuses them without calling the hub); only
+/// an unassignment unsubscribes.
 pub async fn run(
-    _storage: Arc<dyn Storage>,
-    _bus: Arc<dyn Bus>,
+    config: YoutubeConfig,
+    runtime: WorkerRuntimeConfig,
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    shutdown.cancelled().await;
-    Ok(())
+) -> Result<()> {
+    if !config.websub_enabled() {
+        tracing::warn!("youtube.public_url is empty: WebSub disabled, relying on feed polls only");
+    }
+    // A child token so a failing callback server can stop the rest without cancelling
+    // the caller's token.
+    let inner = shutdown.child_token();
+    let runner = YoutubeRunner::new(config, storage, bus, inner.clone())?;
+    let server = async {
+        let served = runner.serve(listener).await;
+        inner.cancel();
+        served
+    };
+    let worker = async {
+        let result = run_worker(runtime, Arc::new(runner.clone()), inner.clone()).await;
+        if result.is_err() {
+            inner.cancel();
+        }
+        result
+    };
+    let (served, worked) = tokio::join!(server, worker);
+    runner.join().await;
+    worked?;
+    served
 }

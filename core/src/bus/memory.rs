@@ -243,8 +243,10 @@ impl Acker for MemoryAcker {
         if self.settle().is_some() {
             let mut queues = self.inner.queues();
             let dead = queues.entry(DEAD_LETTER_QUEUE.to_owned()).or_insert_with(Queue::new);
+            // Like RabbitMQ, where the dead letter is published to the queue by name through
+            // the default exchange: the original key travels in a header.
             dead.push_back(Message {
-                routing_key: routing_key.to_owned(),
+                routing_key: DEAD_LETTER_QUEUE.to_owned(),
                 body: body.to_vec(),
                 headers: vec![
                     (DEAD_REASON_HEADER.to_owned(), reason.to_owned()),

@@ -1,0 +1,421 @@
+//! `stargazer admin …`: manage service credentials, entities and groups directly in the
+//! configured storage (no running api needed).
+//!
+//! ```text
+//! stargazer admin credential add telegram-bot --api rw --mq ro          # password generated, printed once
+//! stargazer admin credential add admin --admin rw --api ro --password-stdin < pw.txt
+//! stargazer admin credential list
+//! stargazer admin credential remove telegram-bot
+//! stargazer admin group add --name en=Hololive
+//! stargazer admin entity add --name en=Pekora --name ja=ぺこら --youtube UC1DCedRgGHBdm81E1llLhOQ --twitter 1133215093246664706
+//! stargazer admin entity list
+//! stargazer admin entity remove 6f8e1c52-3a7d-4b0e-9c41-5d2a7e3f0b19
+//! ```
+//!
+//! A running api remembers verified passwords for `credential_cache_secs`, so a removed
+//! credential keeps working there for at most that long.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use stargazer_core::auth::{hash_password, new_password, DEFAULT_ITERATIONS};
+use stargazer_core::model::{self, Access, Credential, Permissions};
+use stargazer_core::storage::Storage;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::rpc::entities::{build_tasks, ensure_group};
+use crate::rpc::validate;
+use crate::types::TaskParams;
+
+/// `stargazer admin` and its subcommands, for embedding in the binary's CLI.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// What to manage.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// What `stargazer admin` manages.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Service credentials (bots, workers, middlewares, admins).
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+    /// Tracked entities and their tasks.
+    #[command(subcommand)]
+    Entity(EntityCommand),
+    /// Groups of entities.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+/// An access level on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessArg {
+    /// Read-only.
+    Ro,
+    /// Read-write.
+    Rw,
+}
+
+impl From<AccessArg> for Access {
+    fn from(value: AccessArg) -> Self {
+        match value {
+            AccessArg::Ro => Access::Ro,
+            AccessArg::Rw => Access::Rw,
+        }
+    }
+}
+
+/// `stargazer admin credential …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CredentialCommand {
+    /// Creates a credential. Without --password-stdin a random password is generated and
+    /// printed once.
+    Add {
+        /// Login name.
+        username: String,
+        /// Access to the RPC api (bots: rw).
+        #[arg(long, value_enum)]
+        api: Option<AccessArg>,
+        /// Access to entity administration (admins: rw).
+        #[arg(long, value_enum)]
+        admin: Option<AccessArg>,
+        /// Access to RabbitMQ (bots: ro; workers and middlewares: rw).
+        #[arg(long, value_enum)]
+        mq: Option<AccessArg>,
+        /// Access to the coordinator (workers: ro).
+        #[arg(long, value_enum)]
+        coordinator: Option<AccessArg>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// PBKDF2 rounds for the hash.
+        #[arg(long, env = "STARGAZER_API__PBKDF2_ITERATIONS", default_value_t = DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
+    /// Removes a credential.
+    Remove {
+        /// Login name.
+        username: String,
+    },
+    /// Lists credentials and their permissions.
+    List,
+}
+
+/// `stargazer admin entity …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum EntityCommand {
+    /// Creates an entity with the accounts to watch.
+    Add {
+        /// A name as LANG=NAME (`en=Pekora`); repeat for more languages.
+        #[arg(long = "name", value_name = "LANG=NAME", required = true)]
+        names: Vec<String>,
+        /// Language of the default name; default: the first --name's.
+        #[arg(long)]
+        default_language: Option<String>,
+        /// Group id (see `group list`).
+        #[arg(long)]
+        group: Option<Uuid>,
+        /// A language to translate its tweets into; repeatable.
+        #[arg(long = "translate-to", value_name = "LANG")]
+        translate_to: Vec<String>,
+        /// A YouTube channel id (UC…); repeatable.
+        #[arg(long, value_name = "CHANNEL_ID")]
+        youtube: Vec<String>,
+        /// A numeric X (Twitter) user id; repeatable.
+        #[arg(long, value_name = "USER_ID")]
+        twitter: Vec<String>,
+        /// Use this id instead of a random one.
+        #[arg(long)]
+        id: Option<Uuid>,
+    },
+    /// Lists entities with their tasks.
+    List,
+    /// Removes an entity, its tasks and every subscription to it.
+    Remove {
+        /// Entity id.
+        id: Uuid,
+    },
+}
+
+/// `stargazer admin group …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum GroupCommand {
+    /// Creates (or with --id replaces) a group.
+    Add {
+        /// A name as LANG=NAME; repeatable.
+        #[arg(long = "name", value_name = "LANG=NAME", required = true)]
+        names: Vec<String>,
+        /// Use (or replace) this id.
+        #[arg(long)]
+        id: Option<Uuid>,
+    },
+    /// Lists groups.
+    List,
+}
+
+/// Runs an admin command against `storage`, reading a password from standard input when
+/// asked to and writing results to `out`.
+pub async fn run_admin(cmd: AdminCommand, storage: Arc<dyn Storage>, out: &mut impl Write) -> Result<()> {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    run_admin_with_input(cmd, storage, &mut input, out).await
+}
+
+/// [`run_admin`] with an explicit input for `--password-stdin` (for tests).
+pub async fn run_admin_with_input(
+    cmd: AdminCommand,
+    storage: Arc<dyn Storage>,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<()> {
+    match cmd {
+        AdminCommand::Credential(cmd) => credential(cmd, storage.as_ref(), input, out).await,
+        AdminCommand::Entity(cmd) => entity(cmd, storage.as_ref(), out).await,
+        AdminCommand::Group(cmd) => group(cmd, storage.as_ref(), out).await,
+    }
+}
+
+fn describe(p: &Permissions) -> String {
+    let parts: Vec<String> = [("api", p.api), ("admin", p.admin), ("mq", p.mq), ("coordinator", p.coordinator)]
+        .into_iter()
+        .filter_map(|(name, access)| {
+            access.map(|a| {
+                let level = match a {
+                    Access::Ro => "ro",
+                    Access::Rw => "rw",
+                };
+                format!("{name} {level}")
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        "no permissions".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+async fn credential(
+    cmd: CredentialCommand,
+    storage: &dyn Storage,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<()> {
+    match cmd {
+        CredentialCommand::Add {
+            username,
+            api,
+            admin,
+            mq,
+            coordinator,
+            password_stdin,
+            iterations,
+        } => {
+            if username.is_empty() || username.len() > 128 || username.contains([':', ' ']) || username.chars().any(char::is_control) {
+                return Err(Error::invalid("username", "must be 1 to 128 characters without `:`, spaces or control characters"));
+            }
+            if iterations < 1000 {
+                return Err(Error::invalid("iterations", "must be at least 1000"));
+            }
+            let permissions = Permissions {
+                api: api.map(Into::into),
+                admin: admin.map(Into::into),
+                mq: mq.map(Into::into),
+                coordinator: coordinator.map(Into::into),
+            };
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                input.read_line(&mut line)?;
+                let password = line.trim_end_matches(['\r', '\n']).to_owned();
+                if password.is_empty() {
+                    return Err(Error::invalid("password", "standard input held no password"));
+                }
+                (password, false)
+            } else {
+                (new_password(), true)
+            };
+            let hash = tokio::task::spawn_blocking(move || hash_password(&password, iterations).map(|h| (h, password)))
+                .await
+                .map_err(|err| Error::Internal(format!("hashing task failed: {err}")))?
+                .map_err(|err| Error::Internal(err.to_string()))?;
+            let (hash, password) = hash;
+            storage
+                .insert_credential(&Credential {
+                    username: username.clone(),
+                    hash,
+                    permissions,
+                })
+                .await?;
+            writeln!(out, "created credential {username} ({})", describe(&permissions))?;
+            if generated {
+                writeln!(out, "password: {password}")?;
+                writeln!(out, "(shown once; store it now)")?;
+            }
+            Ok(())
+        }
+        CredentialCommand::Remove { username } => {
+            if storage.delete_credential(&username).await? {
+                writeln!(out, "removed credential {username}")?;
+                Ok(())
+            } else {
+                Err(Error::NotFound(format!("no credential {username}")))
+            }
+        }
+        CredentialCommand::List => {
+            let credentials = storage.list_credentials().await?;
+            if credentials.is_empty() {
+                writeln!(out, "no credentials")?;
+            }
+            for credential in credentials {
+                writeln!(out, "{}\t{}", credential.username, describe(&credential.permissions))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Parses `LANG=NAME` arguments.
+fn parse_names(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut names = BTreeMap::new();
+    for arg in args {
+        let (lang, name) = arg
+            .split_once('=')
+            .ok_or_else(|| Error::invalid("name", format!("`{arg}` is not LANG=NAME")))?;
+        validate::language("name", lang)?;
+        if names.insert(lang.to_owned(), name.to_owned()).is_some() {
+            return Err(Error::invalid("name", format!("language `{lang}` given twice")));
+        }
+    }
+    Ok(names)
+}
+
+async fn entity(cmd: EntityCommand, storage: &dyn Storage, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        EntityCommand::Add {
+            names,
+            default_language,
+            group,
+            translate_to,
+            youtube,
+            twitter,
+            id,
+        } => {
+            let default_language = match default_language {
+                Some(lang) => lang,
+                None => names
+                    .first()
+                    .and_then(|n| n.split_once('='))
+                    .map(|(lang, _)| lang.to_owned())
+                    .ok_or_else(|| Error::invalid("name", "at least one LANG=NAME is required"))?,
+            };
+            let names = parse_names(&names)?;
+            validate::names(&names, &default_language)?;
+            validate::languages("translate-to", &translate_to)?;
+            let params: Vec<TaskParams> = youtube
+                .into_iter()
+                .map(|channel_id| TaskParams::Youtube { channel_id })
+                .chain(twitter.into_iter().map(|user_id| TaskParams::Twitter { user_id }))
+                .collect();
+            ensure_group(storage, group).await?;
+            let id = id.unwrap_or_else(Uuid::new_v4);
+            let tasks = build_tasks(storage, id, params, &[]).await?;
+            let entity = model::Entity {
+                id,
+                names,
+                default_language,
+                group,
+                translate_to,
+                tasks,
+            };
+            storage.insert_entity(&entity).await?;
+            writeln!(out, "created entity {id} ({})", entity.name_in(&entity.default_language))?;
+            for task in &entity.tasks {
+                writeln!(out, "  task {} {} {}", task.id, task.kind(), task.params.source_id())?;
+            }
+            Ok(())
+        }
+        EntityCommand::List => {
+            let entities = storage.list_entities().await?;
+            if entities.is_empty() {
+                writeln!(out, "no entities")?;
+            }
+            for entity in entities {
+                let names: Vec<String> = entity.names.iter().map(|(l, n)| format!("{l}={n}")).collect();
+                let tasks: Vec<String> = entity
+                    .tasks
+                    .iter()
+                    .map(|t| format!("{}:{}", t.kind(), t.params.source_id()))
+                    .collect();
+                writeln!(out, "{}\t{}\t{}", entity.id, names.join(" "), tasks.join(" "))?;
+            }
+            Ok(())
+        }
+        EntityCommand::Remove { id } => {
+            storage.delete_entity(id).await?;
+            writeln!(out, "removed entity {id}")?;
+            Ok(())
+        }
+    }
+}
+
+async fn group(cmd: GroupCommand, storage: &dyn Storage, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        GroupCommand::Add { names, id } => {
+            let names = parse_names(&names)?;
+            let id = id.unwrap_or_else(Uuid::new_v4);
+            storage.upsert_group(&model::Group { id, names }).await?;
+            writeln!(out, "saved group {id}")?;
+            Ok(())
+        }
+        GroupCommand::List => {
+            let groups = storage.list_groups().await?;
+            if groups.is_empty() {
+                writeln!(out, "no groups")?;
+            }
+            for group in groups {
+                let names: Vec<String> = group.names.iter().map(|(l, n)| format!("{l}={n}")).collect();
+                writeln!(out, "{}\t{}", group.id, names.join(" "))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: AdminCommand,
+    }
+
+    #[test]
+    fn command_lines_parse() {
+        let cli = Cli::try_parse_from(["admin", "credential", "add", "bot", "--api", "rw", "--mq", "ro"]).unwrap();
+        let AdminCommand::Credential(CredentialCommand::Add { username, api, mq, admin, .. }) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((username.as_str(), api, mq, admin), ("bot", Some(AccessArg::Rw), Some(AccessArg::Ro), None));
+        let cli = Cli::try_parse_from([
+            "admin", "entity", "add", "--name", "en=Pekora", "--youtube", "UC1DCedRgGHBdm81E1llLhOQ", "--twitter", "1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, AdminCommand::Entity(EntityCommand::Add { .. })));
+        assert!(Cli::try_parse_from(["admin", "credential", "add", "bot", "--api", "all"]).is_err());
+    }
+
+    #[test]
+    fn names_parse() {
+        let names = parse_names(&["en=Pekora".into(), "ja=ぺこら".into()]).unwrap();
+        assert_eq!(names["ja"], "ぺこら");
+        assert!(parse_names(&["Pekora".into()]).is_err());
+        assert!(parse_names(&["en=a".into(), "en=b".into()]).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! The `[api]` configuration section.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Settings of the api service, read from the `[api]` section of the config file.
+///
+/// Every key can be overridden from the environment as `STARGAZER_API__<KEY>`
+/// (upper-case key), e.g. `STARGAZER_API__LISTEN=0.0.0.0:8080`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// `listen` / `STARGAZER_API__LISTEN`: address to bind; default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `public_url` / `STARGAZER_API__PUBLIC_URL`: the URL clients reach the api at,
+    /// advertised in `/openapi.json`; default none (relative).
+    pub public_url: Option<String>,
+    /// `frontend_url` / `STARGAZER_API__FRONTEND_URL`: where the frontend is served; its
+    /// origin is allowed by CORS when `cors_origins` is empty; default none.
+    pub frontend_url: Option<String>,
+    /// `frontend_dir` / `STARGAZER_API__FRONTEND_DIR`: a directory of static frontend
+    /// files served at `/` when it exists; default none.
+    pub frontend_dir: Option<PathBuf>,
+    /// `cors_origins` / `STARGAZER_API__CORS_ORIGINS`: origins (`https://host[:port]`)
+    /// allowed to call the api from a browser; default none.
+    pub cors_origins: Vec<String>,
+    /// `session_ttl_secs` / `STARGAZER_API__SESSION_TTL_SECS`: lifetime of an end-user
+    /// session since its last use, seconds; default 600.
+    pub session_ttl_secs: u64,
+    /// `session_max_secs` / `STARGAZER_API__SESSION_MAX_SECS`: absolute lifetime of a
+    /// session however often it is used (the sliding cap), seconds; default 3600.
+    pub session_max_secs: u64,
+    /// `body_limit_bytes` / `STARGAZER_API__BODY_LIMIT_BYTES`: largest request body
+    /// accepted, bytes; larger bodies get 413; default 65536.
+    pub body_limit_bytes: usize,
+    /// `pbkdf2_iterations` / `STARGAZER_API__PBKDF2_ITERATIONS`: PBKDF2 rounds for new
+    /// password hashes (verification uses the rounds stored in each hash); default 600000.
+    pub pbkdf2_iterations: u32,
+    /// `credential_cache_secs` / `STARGAZER_API__CREDENTIAL_CACHE_SECS`: how long a
+    /// verified service password (and a credential's permissions) is remembered, seconds;
+    /// also how long a removed credential may still be accepted; default 60.
+    pub credential_cache_secs: u64,
+    /// `login_max_failures` / `STARGAZER_API__LOGIN_MAX_FAILURES`: failed logins allowed
+    /// per username and client address within `login_window_secs` before further attempts
+    /// get 429; default 5.
+    pub login_max_failures: u32,
+    /// `login_window_secs` / `STARGAZER_API__LOGIN_WINDOW_SECS`: the window of the
+    /// failed-login limit, seconds; default 300.
+    pub login_window_secs: u64,
+    /// `read_cache_ms` / `STARGAZER_API__READ_CACHE_MS`: how long the entity list and
+    /// subscriber lookups are served from memory, milliseconds; writes through this process
+    /// clear it at once, writes elsewhere show after at most this long; 0 disables;
+    /// default 2000.
+    pub read_cache_ms: u64,
+    /// `trust_forwarded_for` / `STARGAZER_API__TRUST_FORWARDED_FOR`: take the client
+    /// address from `X-Forwarded-For` (only behind a proxy that sets it); default false.
+    pub trust_forwarded_for: bool,
+    /// `mq_prefix` / `STARGAZER_API__MQ_PREFIX`: the exchange name; queues and auxiliary
+    /// exchanges credentials may use are `<prefix>.*`; default `stargazer`.
+    pub mq_prefix: String,
+    /// `mq_vhosts` / `STARGAZER_API__MQ_VHOSTS`: RabbitMQ virtual hosts credentials may
+    /// open; default `["/"]`.
+    pub mq_vhosts: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            frontend_url: None,
+            frontend_dir: None,
+            cors_origins: Vec::new(),
+            session_ttl_secs: 600,
+            session_max_secs: 3600,
+            body_limit_bytes: 64 * 1024,
+            pbkdf2_iterations: stargazer_core::auth::DEFAULT_ITERATIONS,
+            credential_cache_secs: 60,
+            login_max_failures: 5,
+            login_window_secs: 300,
+            read_cache_ms: 2000,
+            trust_forwarded_for: false,
+            mq_prefix: "stargazer".to_owned(),
+            mq_vhosts: vec!["/".to_owned()],
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Checks values serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |key: &str, reason: String| Err(Error::Config(format!("config key `api.{key}`: {reason}")));
+        if self.session_ttl_secs == 0 {
+            return invalid("session_ttl_secs", "must be at least 1".into());
+        }
+        if self.session_max_secs < self.session_ttl_secs {
+            return invalid(
+                "session_max_secs",
+                format!("must be at least session_ttl_secs ({})", self.session_ttl_secs),
+            );
+        }
+        if self.body_limit_bytes < 1024 {
+            return invalid("body_limit_bytes", "must be at least 1024".into());
+        }
+        if self.pbkdf2_iterations < 1000 {
+            return invalid("pbkdf2_iterations", "must be at least 1000".into());
+        }
+        if self.login_max_failures == 0 {
+            return invalid("login_max_failures", "must be at least 1".into());
+        }
+        if self.mq_prefix.is_empty() || self.mq_prefix.contains(['*', '#', ' ']) {
+            return invalid("mq_prefix", format!("`{}` is not a plain exchange name", self.mq_prefix));
+        }
+        for origin in self.cors_origins.iter().chain(self.frontend_url.iter()) {
+            if crate::http::origin_of(origin).is_none() {
+                return invalid("cors_origins", format!("`{origin}` is not an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+
+    pub(crate) fn session_max(&self) -> Duration {
+        Duration::from_secs(self.session_max_secs)
+    }
+}

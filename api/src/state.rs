@@ -1,0 +1,68 @@
+//! The shared state every handler receives through axum's `State`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stargazer_core::storage::Storage;
+use uuid::Uuid;
+
+use crate::auth::credentials::CredentialVerifier;
+use crate::auth::limiter::LoginLimiter;
+use crate::cache::ReadCache;
+use crate::config::ApiConfig;
+use crate::error::Result;
+use crate::metrics::Metrics;
+
+/// Configuration, storage and the in-memory helpers of one api process. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) config: Arc<ApiConfig>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) credentials: Arc<CredentialVerifier>,
+    pub(crate) limiter: Arc<LoginLimiter>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The serialized `getEntities` result.
+    pub(crate) entities: Arc<ReadCache<()>>,
+    /// Serialized `getSubscribers` results by `(entity, kind, im)`.
+    pub(crate) subscribers: Arc<ReadCache<(Uuid, String, String)>>,
+    /// Serializes entity writes of this process (account uniqueness is checked, then
+    /// written).
+    pub(crate) entity_writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    /// Builds the state after validating `config`.
+    pub fn new(config: ApiConfig, storage: Arc<dyn Storage>) -> Result<Self> {
+        config.validate()?;
+        let read_ttl = Duration::from_millis(config.read_cache_ms);
+        Ok(Self {
+            credentials: Arc::new(CredentialVerifier::new(
+                storage.clone(),
+                Duration::from_secs(config.credential_cache_secs),
+                config.pbkdf2_iterations,
+            )),
+            limiter: Arc::new(LoginLimiter::new(
+                config.login_max_failures,
+                Duration::from_secs(config.login_window_secs),
+            )),
+            metrics: Arc::new(Metrics::new()?),
+            entities: Arc::new(ReadCache::new(read_ttl)),
+            subscribers: Arc::new(ReadCache::new(read_ttl)),
+            entity_writes: Arc::default(),
+            config: Arc::new(config),
+            storage,
+        })
+    }
+
+    /// Called after any entity write: the entity list and the subscriber lookups (which
+    /// depend on entities existing) are stale.
+    pub(crate) fn entities_changed(&self) {
+        self.entities.clear();
+        self.subscribers.clear();
+    }
+
+    /// Called after any user or subscription write.
+    pub(crate) fn users_changed(&self) {
+        self.subscribers.clear();
+    }
+}

@@ -1,0 +1,112 @@
+//! `stargazer admin …` against both storage backends, and the credentials it creates
+//! working over HTTP.
+
+mod common;
+
+use clap::Parser;
+use stargazer_api::admin::{run_admin_with_input, AdminCommand};
+use stargazer_api::types::ErrorCode;
+
+use common::{Backend, TestServer};
+
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+async fn admin(server: &TestServer, args: &[&str], stdin: &str) -> Result<String, stargazer_api::Error> {
+    let cli = Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied())).unwrap();
+    let mut out = Vec::new();
+    let mut input = stdin.as_bytes();
+    run_admin_with_input(cli.command, server.storage.clone(), &mut input, &mut out).await?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+async fn admin_commands(backend: Backend) {
+    let server = TestServer::start(backend).await;
+
+    // Credentials: a given password, a generated one printed once, list, remove.
+    let out = admin(
+        &server,
+        &["credential", "add", "bot", "--api", "rw", "--mq", "ro", "--password-stdin", "--iterations", "1000"],
+        "s3cret\n",
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("created credential bot (api rw, mq ro)"), "{out}");
+    assert!(!out.contains("s3cret"));
+    let out = admin(&server, &["credential", "add", "ops", "--admin", "rw", "--iterations", "1000"], "")
+        .await
+        .unwrap();
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("generated password printed")
+        .to_owned();
+    assert!(password.len() >= 24);
+    let dup = admin(&server, &["credential", "add", "bot", "--iterations", "1000"], "").await.unwrap_err();
+    assert_eq!(dup.code(), ErrorCode::Conflict, "{dup}");
+    let empty = admin(&server, &["credential", "add", "x", "--password-stdin", "--iterations", "1000"], "\n")
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), ErrorCode::InvalidInput, "{empty}");
+    let list = admin(&server, &["credential", "list"], "").await.unwrap();
+    assert_eq!(list, "bot\tapi rw, mq ro\nops\tadmin rw\n");
+
+    // The credentials work over HTTP.
+    let bot = server.client().with_basic("bot", "s3cret");
+    bot.get_entities().await.unwrap();
+    let ops = server.client().with_basic("ops", &password);
+
+    // Groups and entities.
+    let out = admin(&server, &["group", "add", "--name", "en=Hololive", "--name", "ja=ホロライブ"], "")
+        .await
+        .unwrap();
+    let group = out.trim().strip_prefix("saved group ").unwrap().to_owned();
+    assert!(admin(&server, &["group", "list"], "").await.unwrap().contains("ja=ホロライブ"));
+    let out = admin(
+        &server,
+        &[
+            "entity", "add", "--name", "en=Pekora", "--name", "ja=ぺこら", "--group", &group, "--youtube",
+            "UC1DCedRgGHBdm81E1llLhOQ", "--twitter", "1133215093246664706", "--translate-to", "en",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(out.starts_with("created entity "), "{out}");
+    assert!(out.contains("youtube UC1DCedRgGHBdm81E1llLhOQ"), "{out}");
+    let id: uuid::Uuid = out.split_whitespace().nth(2).unwrap().parse().unwrap();
+    // getEntities may serve its cached list for `read_cache_ms`; getEntity reads through.
+    let entity = ops.get_entity(id).await.unwrap();
+    assert_eq!((entity.id, entity.names["ja"].as_str()), (id, "ぺこら"));
+    assert_eq!(entity.tasks.len(), 2);
+    assert_eq!(entity.group.map(|g| g.to_string()), Some(group));
+
+    let taken = admin(&server, &["entity", "add", "--name", "en=Copy", "--youtube", "UC1DCedRgGHBdm81E1llLhOQ"], "")
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), ErrorCode::Conflict, "{taken}");
+    let bad = admin(&server, &["entity", "add", "--name", "en=Bad", "--twitter", "@someone"], "")
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), ErrorCode::InvalidInput, "{bad}");
+    let bad = admin(&server, &["entity", "add", "--name", "Pekora"], "").await.unwrap_err();
+    assert_eq!(bad.code(), ErrorCode::InvalidInput, "{bad}");
+
+    let list = admin(&server, &["entity", "list"], "").await.unwrap();
+    assert!(list.contains("youtube:UC1DCedRgGHBdm81E1llLhOQ twitter:1133215093246664706"), "{list}");
+    admin(&server, &["entity", "remove", &id.to_string()], "").await.unwrap();
+    assert_eq!(admin(&server, &["entity", "list"], "").await.unwrap(), "no entities\n");
+    let missing = admin(&server, &["entity", "remove", &id.to_string()], "").await.unwrap_err();
+    assert_eq!(missing.code(), ErrorCode::NotFound, "{missing}");
+
+    admin(&server, &["credential", "remove", "ops"], "").await.unwrap();
+    let missing = admin(&server, &["credential", "remove", "ops"], "").await.unwrap_err();
+    assert_eq!(missing.code(), ErrorCode::NotFound);
+    assert_eq!(admin(&server, &["credential", "list"], "").await.unwrap(), "bot\tapi rw, mq ro\n");
+    server.stop().await;
+}
+
+both_backends!(admin_commands);

@@ -1,0 +1,2 @@
+//! One event to many chats (placeholder).
+fn main() {}

@@ -1,0 +1,368 @@
+//! Chat commands and inline-keyboard presses, on a teloxide dispatcher.
+//!
+//! The single [`Command`] enum is the dispatch table (its `///` docs are `/help`);
+//! handlers live per group: [`account`] (`/start`, `/help`, `/settings`, `/lang`,
+//! `/delete`) and [`subscriptions`] (`/subscribe`, `/unsubscribe`, `/list` and their
+//! keyboards). [`admin`] decides who may change a group's settings.
+//!
+//! Every message that looks like a command gets an answer: a result, a usage hint for bad
+//! arguments, the command list for unknown commands, or a refusal for group members who
+//! are not admins. When the api is unreachable the chat is told to try again later.
+
+pub(crate) mod account;
+pub(crate) mod admin;
+pub(crate) mod subscriptions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stargazer_core::backoff::Backoff;
+use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
+use teloxide::error_handlers::ErrorHandler;
+use teloxide::prelude::*;
+use teloxide::types::{Me, ParseMode};
+use teloxide::update_listeners::Polling;
+use teloxide::utils::command::{BotCommands, ParseError};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{Api, ApiError};
+use crate::config::BotConfig;
+use crate::Result;
+use admin::AdminCache;
+
+/// The bot's commands.
+#[derive(BotCommands, Clone, Debug, PartialEq, Eq)]
+#[command(rename_rule = "lowercase", description = "Stargazer tells you when your favourite streamers go live, post or upload. Commands:")]
+pub enum Command {
+    /// Register this chat (safe to repeat).
+    Start,
+    /// Show this help.
+    Help,
+    /// Subscribe to a streamer: /subscribe <name or id>
+    Subscribe(String),
+    /// Unsubscribe: /unsubscribe [name]
+    Unsubscribe(String),
+    /// List your subscriptions.
+    List,
+    /// Get a link to edit your settings on the web.
+    Settings,
+    /// Set the language of notifications: /lang <code>, e.g. /lang ja
+    Lang(String),
+    /// Delete this chat's registration and subscriptions.
+    Delete,
+}
+
+/// What every handler shares (injected with `dptree::deps!`).
+pub(crate) struct Ctx {
+    /// The Stargazer api.
+    pub api: Api,
+    /// The bot's configuration.
+    pub config: Arc<BotConfig>,
+    /// Remembered group-admin checks.
+    pub admins: AdminCache,
+}
+
+/// A handler failure worth logging (user-facing problems are answered in the chat).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandlerError {
+    /// Telegram refused or could not be reached.
+    #[error("telegram: {0}")]
+    Telegram(#[from] teloxide::RequestError),
+}
+
+/// Handler result.
+pub(crate) type HandlerResult = std::result::Result<(), HandlerError>;
+
+/// Logs handler errors with their cause (the dispatcher's error handler).
+struct LogErrors;
+
+impl ErrorHandler<HandlerError> for LogErrors {
+    fn handle_error(self: Arc<Self>, error: HandlerError) -> futures::future::BoxFuture<'static, ()> {
+        tracing::warn!(cause = %error, "command handler failed");
+        Box::pin(async {})
+    }
+}
+
+/// The update routing: messages and callback queries.
+pub(crate) fn schema() -> UpdateHandler<HandlerError> {
+    dptree::entry()
+        .branch(Update::filter_message().endpoint(on_message))
+        .branch(Update::filter_callback_query().endpoint(subscriptions::on_callback))
+}
+
+/// Runs the command dispatcher until `shutdown`.
+pub(crate) async fn run(bot: Bot, api: Api, config: Arc<BotConfig>, shutdown: CancellationToken) -> Result<()> {
+    // Wait until Telegram answers (the dispatcher would otherwise fail at start-up).
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            me = bot.get_me() => match me {
+                Ok(me) => {
+                    tracing::info!(username = %me.username(), "connected to Telegram");
+                    break;
+                }
+                Err(err) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(cause = %err, retry_in_ms = wait.as_millis() as u64, "Telegram not reachable");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+    if let Err(err) = bot.set_my_commands(Command::bot_commands()).await {
+        // Only the command menu in clients depends on it.
+        tracing::warn!(cause = %err, "could not publish the command list");
+    }
+
+    let ctx = Arc::new(Ctx {
+        api,
+        admins: AdminCache::new(config.admin_cache_ttl()),
+        config: config.clone(),
+    });
+    let mut dispatcher = Dispatcher::builder(bot.clone(), schema())
+        .dependencies(dptree::deps![ctx])
+        .default_handler(|update| async move {
+            tracing::debug!(update_id = update.id.0, "update ignored");
+        })
+        .error_handler(Arc::new(LogErrors))
+        .build();
+    let listener = Polling::builder(bot)
+        .timeout(Duration::from_secs(u64::from(config.poll_timeout_secs)))
+        .delete_webhook()
+        .await
+        .build();
+
+    let token = dispatcher.shutdown_token();
+    let dispatched = CancellationToken::new();
+    let stopper = {
+        let dispatched = dispatched.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = dispatched.cancelled() => return,
+                _ = shutdown.cancelled() => {}
+            }
+            // The dispatcher refuses to stop before it has started; try until it has.
+            loop {
+                match token.shutdown() {
+                    Ok(stopped) => {
+                        stopped.await;
+                        return;
+                    }
+                    Err(_) if dispatched.is_cancelled() => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+    };
+    let result = dispatcher
+        .try_dispatch_with_listener(
+            listener,
+            teloxide::error_handlers::LoggingErrorHandler::with_custom_text("error polling Telegram"),
+        )
+        .await;
+    dispatched.cancel();
+    if let Err(err) = stopper.await {
+        tracing::error!(cause = %err, "dispatcher stopper panicked");
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) => Err(crate::Error::Telegram(err.to_string())),
+    }
+}
+
+/// Routes a message: commands to their handler, everything else to a hint.
+async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerResult {
+    let Some(text) = msg.text() else {
+        return Ok(());
+    };
+    let private = msg.chat.is_private();
+    if !text.starts_with('/') {
+        if private {
+            reply(&bot, &msg, "I answer commands only. Send /help to see them.").await?;
+        }
+        return Ok(());
+    }
+    let command = match Command::parse(text, me.username()) {
+        Ok(command) => command,
+        // Addressed to another bot in the same group.
+        Err(ParseError::WrongBotName(_)) => return Ok(()),
+        Err(ParseError::UnknownCommand(name)) => {
+            // In a group an unknown bare command is likely another bot's; answer only
+            // when it was addressed to us.
+            if private || text.split_whitespace().next().is_some_and(|c| c.contains(&format!("@{}", me.username()))) {
+                let help = format!(
+                    "Unknown command {}.\n\n{}",
+                    name.split('@').next().unwrap_or(&name),
+                    Command::descriptions()
+                );
+                reply(&bot, &msg, &help).await?;
+            }
+            return Ok(());
+        }
+        Err(err) => {
+            let help = format!("I could not read that command ({err}).\n\n{}", Command::descriptions());
+            reply(&bot, &msg, &help).await?;
+            return Ok(());
+        }
+    };
+    tracing::debug!(chat_id = msg.chat.id.0, ?command, "command");
+    let needs_admin = matches!(
+        command,
+        Command::Subscribe(_) | Command::Unsubscribe(_) | Command::Settings | Command::Lang(_) | Command::Delete
+    );
+    if needs_admin && !admin::may_change(&bot, &ctx.admins, &msg.chat, msg.from.as_ref(), msg.sender_chat.as_ref()).await? {
+        reply(&bot, &msg, admin::REFUSAL).await?;
+        return Ok(());
+    }
+    match command {
+        Command::Start => account::start(&bot, &msg, &ctx).await,
+        Command::Help => reply(&bot, &msg, &Command::descriptions().to_string()).await,
+        Command::Subscribe(query) => subscriptions::subscribe(&bot, &msg, &ctx, query.trim()).await,
+        Command::Unsubscribe(query) => subscriptions::unsubscribe(&bot, &msg, &ctx, query.trim()).await,
+        Command::List => subscriptions::list(&bot, &msg, &ctx).await,
+        Command::Settings => account::settings(&bot, &msg, &ctx).await,
+        Command::Lang(code) => account::lang(&bot, &msg, &ctx, code.trim()).await,
+        Command::Delete => account::delete(&bot, &msg, &ctx).await,
+    }
+}
+
+/// Replies in the message's chat (plain text).
+pub(crate) async fn reply(bot: &Bot, msg: &Message, text: &str) -> HandlerResult {
+    bot.send_message(msg.chat.id, text).await?;
+    Ok(())
+}
+
+/// Replies with Telegram HTML.
+pub(crate) async fn reply_html(bot: &Bot, msg: &Message, html: &str) -> HandlerResult {
+    bot.send_message(msg.chat.id, html).parse_mode(ParseMode::Html).await?;
+    Ok(())
+}
+
+/// Tells the chat the api is unreachable (or refused), and logs why.
+pub(crate) async fn api_trouble(bot: &Bot, chat: ChatId, err: &ApiError) -> HandlerResult {
+    let text = if err.is_transient() {
+        tracing::warn!(chat_id = chat.0, cause = %err, "api unavailable for a command");
+        "Stargazer is temporarily unavailable. Please try again in a minute.".to_owned()
+    } else {
+        tracing::warn!(chat_id = chat.0, cause = %err, "api refused a command");
+        format!("That did not work: {}", err.user_message())
+    };
+    bot.send_message(chat, text).await?;
+    Ok(())
+}
+
+/// A display name for a chat: its title, or its user's name.
+pub(crate) fn chat_name(chat: &teloxide::types::Chat) -> String {
+    chat.title()
+        .or_else(|| chat.username())
+        .or_else(|| chat.first_name())
+        .unwrap_or("")
+        .chars()
+        .take(64)
+        .collect()
+}
+
+/// Data carried by inline buttons (Telegram allows 64 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Callback {
+    /// Picked an entity among search results: choose its kinds next.
+    Pick(Uuid),
+    /// Kind selection (bit mask over [`subscriptions::KINDS`]) being edited.
+    Kinds(Uuid, u8),
+    /// Kind selection confirmed: subscribe.
+    Done(Uuid, u8),
+    /// Unsubscribe from an entity.
+    Unsubscribe(Uuid),
+    /// Confirmed `/delete`.
+    DeleteYes,
+    /// Cancelled the keyboard.
+    Cancel,
+}
+
+impl Callback {
+    /// The button data.
+    pub fn encode(&self) -> String {
+        match self {
+            Callback::Pick(id) => format!("p:{id}"),
+            Callback::Kinds(id, mask) => format!("k:{id}:{mask}"),
+            Callback::Done(id, mask) => format!("d:{id}:{mask}"),
+            Callback::Unsubscribe(id) => format!("u:{id}"),
+            Callback::DeleteYes => "x:yes".to_owned(),
+            Callback::Cancel => "c".to_owned(),
+        }
+    }
+
+    /// Reads button data; `None` for anything this bot did not make.
+    pub fn parse(data: &str) -> Option<Self> {
+        let mut parts = data.split(':');
+        let tag = parts.next()?;
+        let mut id = || parts.next().and_then(|s| s.parse::<Uuid>().ok());
+        let parsed = match tag {
+            "p" => Callback::Pick(id()?),
+            "u" => Callback::Unsubscribe(id()?),
+            "k" | "d" => {
+                let entity = id()?;
+                let mask = parts.next()?.parse::<u8>().ok()?;
+                if tag == "k" {
+                    Callback::Kinds(entity, mask)
+                } else {
+                    Callback::Done(entity, mask)
+                }
+            }
+            "x" if parts.next() == Some("yes") => Callback::DeleteYes,
+            "c" => Callback::Cancel,
+            _ => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_data_round_trips_within_telegram_limit() {
+        let id = Uuid::new_v4();
+        for cb in [
+            Callback::Pick(id),
+            Callback::Kinds(id, 63),
+            Callback::Done(id, 255),
+            Callback::Unsubscribe(id),
+            Callback::DeleteYes,
+            Callback::Cancel,
+        ] {
+            let data = cb.encode();
+            assert!(data.len() <= 64, "{data}");
+            assert_eq!(Callback::parse(&data), Some(cb));
+        }
+        assert_eq!(Callback::parse("k:nope:1"), None);
+        assert_eq!(Callback::parse(&format!("u:{id}:extra")), None);
+        assert_eq!(Callback::parse(""), None);
+    }
+
+    #[test]
+    fn commands_parse_with_and_without_arguments() {
+        assert_eq!(Command::parse("/start", "bot").unwrap(), Command::Start);
+        assert_eq!(
+            Command::parse("/subscribe Minato Aqua", "bot").unwrap(),
+            Command::Subscribe("Minato Aqua".into())
+        );
+        assert_eq!(Command::parse("/subscribe@bot", "bot").unwrap(), Command::Subscribe(String::new()));
+        assert!(matches!(Command::parse("/subscribe@other x", "bot"), Err(ParseError::WrongBotName(_))));
+        assert!(matches!(Command::parse("/nope", "bot"), Err(ParseError::UnknownCommand(_))));
+        let help = Command::descriptions().to_string();
+        for name in ["/start", "/help", "/subscribe", "/unsubscribe", "/list", "/settings", "/lang", "/delete"] {
+            assert!(help.contains(name), "{help}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The `[telegram]` configuration section: Bot API access, the Stargazer api the bot
+//! talks to, the frontend its session links point at, and Telegram's sending limits.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stargazer_core::config::ConfigError;
+
+/// Configuration of the Telegram bot (section `[telegram]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BotConfig {
+    /// `telegram.token` / `STARGAZER_TELEGRAM_TOKEN`: the bot token from @BotFather.
+    /// Required; no default.
+    pub token: String,
+    /// `telegram.api_url` / `STARGAZER_TELEGRAM__API_URL`: base URL of the Telegram Bot
+    /// API; default `https://api.telegram.org`.
+    pub api_url: String,
+    /// `telegram.stargazer_api_url` / `STARGAZER_TELEGRAM__STARGAZER_API_URL`: base URL of
+    /// the Stargazer api; default `http://127.0.0.1:8080`.
+    pub stargazer_api_url: String,
+    /// `telegram.stargazer_api_username` / `STARGAZER_TELEGRAM__STARGAZER_API_USERNAME`:
+    /// HTTP Basic user of the bot's service account (api rw); default `bot-telegram`.
+    pub stargazer_api_username: String,
+    /// `telegram.stargazer_api_password` / `STARGAZER_TELEGRAM__STARGAZER_API_PASSWORD`:
+    /// its password; default empty.
+    pub stargazer_api_password: String,
+    /// `telegram.frontend_url` / `STARGAZER_TELEGRAM__FRONTEND_URL`: where `/settings`
+    /// links point (`{frontend_url}/?session=<token>`); default `http://localhost:3000`.
+    pub frontend_url: String,
+    /// `telegram.queue` / `STARGAZER_TELEGRAM__QUEUE`: the durable queue of ready events;
+    /// default `stargazer.bot.telegram`.
+    pub queue: String,
+    /// `telegram.prefetch` / `STARGAZER_TELEGRAM__PREFETCH`: events being fanned out at
+    /// once; default 8.
+    pub prefetch: u16,
+    /// `telegram.global_per_second` / `STARGAZER_TELEGRAM__GLOBAL_PER_SECOND`: messages
+    /// per second over all chats; default 29 (just under Telegram's 30 so that network
+    /// jitter never pushes a one-second window over the limit).
+    pub global_per_second: f64,
+    /// `telegram.chat_interval_ms` / `STARGAZER_TELEGRAM__CHAT_INTERVAL_MS`: minimum gap
+    /// between two messages to one private chat, milliseconds; default 1000.
+    pub chat_interval_ms: u64,
+    /// `telegram.group_per_minute` / `STARGAZER_TELEGRAM__GROUP_PER_MINUTE`: messages per
+    /// minute to one group (negative chat id); default 20.
+    pub group_per_minute: u32,
+    /// `telegram.max_in_flight` / `STARGAZER_TELEGRAM__MAX_IN_FLIGHT`: Bot API send
+    /// requests open at once; default 32.
+    pub max_in_flight: usize,
+    /// `telegram.max_send_attempts` / `STARGAZER_TELEGRAM__MAX_SEND_ATTEMPTS`: attempts per
+    /// message on transient errors (network, 5xx) before it is recorded as failed;
+    /// default 5.
+    pub max_send_attempts: u32,
+    /// `telegram.admin_cache_secs` / `STARGAZER_TELEGRAM__ADMIN_CACHE_SECS`: how long a
+    /// group-admin check is remembered, seconds; default 300.
+    pub admin_cache_secs: u64,
+    /// `telegram.poll_timeout_secs` / `STARGAZER_TELEGRAM__POLL_TIMEOUT_SECS`: long-poll
+    /// timeout of `getUpdates`, seconds (below the 17 s HTTP timeout); default 10.
+    pub poll_timeout_secs: u32,
+    /// `telegram.only_entities` / `STARGAZER_TELEGRAM__ONLY_ENTITIES`: deliver events about
+    /// these entity ids only and ack every other event unprocessed (a bot serving a subset
+    /// of the entities, which must then consume a `queue` of its own); default empty: all.
+    pub only_entities: Vec<uuid::Uuid>,
+    /// `telegram.search_limit` / `STARGAZER_TELEGRAM__SEARCH_LIMIT`: most entities offered
+    /// as buttons for one `/subscribe` search; default 8.
+    pub search_limit: usize,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            token: String::new(),
+            api_url: "https://api.telegram.org".to_owned(),
+            stargazer_api_url: "http://127.0.0.1:8080".to_owned(),
+            stargazer_api_username: "bot-telegram".to_owned(),
+            stargazer_api_password: String::new(),
+            frontend_url: "http://localhost:3000".to_owned(),
+            queue: stargazer_core::routing::bot_queue(crate::IM),
+            prefetch: 8,
+            global_per_second: 29.0,
+            chat_interval_ms: 1000,
+            group_per_minute: 20,
+            max_in_flight: 32,
+            max_send_attempts: 5,
+            admin_cache_secs: 300,
+            poll_timeout_secs: 10,
+            search_limit: 8,
+            only_entities: Vec::new(),
+        }
+    }
+}
+
+impl BotConfig {
+    /// Checks what serde cannot: required values, URL shapes and positive limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.token.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "telegram.token",
+                "missing: set STARGAZER_TELEGRAM_TOKEN to the bot token",
+            ));
+        }
+        for (key, url) in [
+            ("telegram.api_url", &self.api_url),
+            ("telegram.stargazer_api_url", &self.stargazer_api_url),
+            ("telegram.frontend_url", &self.frontend_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if !(self.global_per_second.is_finite() && self.global_per_second > 0.0) {
+            return Err(ConfigError::invalid(
+                "telegram.global_per_second",
+                "must be a positive number",
+            ));
+        }
+        if self.group_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "telegram.group_per_minute",
+                "must be at least 1",
+            ));
+        }
+        if self.max_in_flight == 0 || self.prefetch == 0 || self.max_send_attempts == 0 {
+            let key = if self.max_in_flight == 0 {
+                "telegram.max_in_flight"
+            } else if self.prefetch == 0 {
+                "telegram.prefetch"
+            } else {
+                "telegram.max_send_attempts"
+            };
+            return Err(ConfigError::invalid(key, "must be at least 1"));
+        }
+        if self.poll_timeout_secs >= 17 {
+            return Err(ConfigError::invalid(
+                "telegram.poll_timeout_secs",
+                "must be below the 17 s HTTP timeout",
+            ));
+        }
+        if self.queue.trim().is_empty() {
+            return Err(ConfigError::invalid("telegram.queue", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Minimum gap between two messages to one private chat.
+    pub fn chat_interval(&self) -> Duration {
+        Duration::from_millis(self.chat_interval_ms)
+    }
+
+    /// Minimum gap between two messages to one group.
+    pub fn group_interval(&self) -> Duration {
+        Duration::from_secs_f64(60.0 / f64::from(self.group_per_minute.max(1)))
+    }
+
+    /// How long a group-admin check is remembered.
+    pub fn admin_cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.admin_cache_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_a_token() {
+        let mut config = BotConfig::default();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("telegram.token"));
+        config.token = "123:abc".into();
+        config.validate().unwrap();
+        assert_eq!(config.queue, "stargazer.bot.telegram");
+        assert_eq!(config.group_interval(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let config = BotConfig {
+            token: "t".into(),
+            api_url: "api.telegram.org".into(),
+            ..Default::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("telegram.api_url"));
+        let config = BotConfig {
+            token: "t".into(),
+            global_per_second: 0.0,
+            ..Default::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("global_per_second"));
+    }
+}

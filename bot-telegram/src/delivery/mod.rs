@@ -1,0 +1,440 @@
+//! Delivery of ready events: consume `stargazer.bot.telegram`, look up who wants each
+//! event, queue one message per chat with the [`scheduler`], and ack the event once
+//! every recipient is sent or recorded failed.
+//!
+//! Events are taken one at a time up to the point where their messages are queued, so
+//! each chat's messages are queued — and, per chat, sent — in the order the events
+//! arrived; their sending then overlaps (up to `prefetch` events are unacked at once).
+//! An event whose entity or subscribers cannot be looked up because the api is down is
+//! retried with backoff, never acked or dropped; one that can never be handled (bad
+//! JSON, unknown entity) is dead-lettered with the reason.
+//!
+//! Exactly-once per (event, chat) rests on the delivery log in storage: recipients
+//! already in it are skipped (checked when queueing and again just before sending), and
+//! a duplicate delivery of an event still being fanned out waits for the first one to
+//! finish instead of racing it.
+
+pub(crate) mod compose;
+pub(crate) mod scheduler;
+pub(crate) mod send;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{self, StreamExt};
+use stargazer_core::backoff::Backoff;
+use stargazer_core::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
+use stargazer_core::model::Event;
+use stargazer_core::routing::READY_PATTERN;
+use stargazer_core::storage::Storage;
+use teloxide::Bot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{Api, ApiError};
+use crate::config::BotConfig;
+use crate::Result;
+use scheduler::{Limits, SchedulerHandle};
+use send::{Fanout, Outbox, Outcome, Recipient, SendJob};
+
+/// Log lookups run at once when filtering an event's recipients.
+const LOG_LOOKUPS_AT_ONCE: usize = 16;
+
+/// Runs the delivery half of the bot until `shutdown`.
+pub(crate) async fn run(
+    bot: Bot,
+    api: Api,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
+    config: Arc<BotConfig>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let limits = Limits {
+        global_per_second: config.global_per_second,
+        chat_interval: config.chat_interval(),
+        group_interval: config.group_interval(),
+        max_in_flight: config.max_in_flight,
+    };
+    // The scheduler stops on its own token, cancelled only once no new event can be
+    // accepted, so that it never drops jobs of an event still being queued.
+    let scheduler_stop = CancellationToken::new();
+    let (scheduler, scheduler_task) = scheduler::start::<SendJob>(limits, scheduler_stop.clone());
+    let scheduler_task = tokio::spawn(scheduler_task);
+    let outbox = Arc::new(Outbox {
+        bot,
+        api: api.clone(),
+        storage,
+        max_attempts: config.max_send_attempts,
+    });
+    let consumer = Fanouts {
+        api,
+        outbox,
+        scheduler,
+        locks: EventLocks::default(),
+        only_entities: config.only_entities.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let stats = consumer.scheduler.stats().clone();
+    let spec = QueueSpec::new(config.queue.clone(), READY_PATTERN, config.prefetch);
+    let result = consumer.consume(bus, spec, scheduler_stop.clone()).await;
+    scheduler_stop.cancel();
+    if let Err(err) = scheduler_task.await {
+        tracing::error!(cause = %err, "send scheduler panicked");
+    }
+    tracing::info!(
+        sent_or_failed = stats.done.load(Ordering::Relaxed),
+        skipped = stats.skipped.load(Ordering::Relaxed),
+        retry_after = stats.retry_after.load(Ordering::Relaxed),
+        retried = stats.retried.load(Ordering::Relaxed),
+        migrated = stats.moved.load(Ordering::Relaxed),
+        "delivery stopped"
+    );
+    result
+}
+
+/// The consuming side: turns deliveries into queued jobs and settles them.
+struct Fanouts {
+    api: Api,
+    outbox: Arc<Outbox>,
+    scheduler: SchedulerHandle<SendJob>,
+    locks: EventLocks,
+    only_entities: Vec<Uuid>,
+    shutdown: CancellationToken,
+}
+
+/// How the preparation of one event ended.
+enum Prepared {
+    /// Jobs queued; wait for these outcomes.
+    Queued(Vec<tokio::sync::oneshot::Receiver<Outcome>>),
+    /// It can never be handled.
+    DeadLetter(String),
+    /// Shutdown came first.
+    Interrupted,
+}
+
+impl Fanouts {
+    async fn consume(self, bus: Arc<dyn Bus>, spec: QueueSpec, scheduler_stop: CancellationToken) -> Result<()> {
+        let this = Arc::new(self);
+        let mut backoff = Backoff::default();
+        let mut consumer: Box<dyn Consumer> = loop {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => return Ok(()),
+                consumer = bus.consume(&spec) => match consumer {
+                    Ok(consumer) => break consumer,
+                    Err(BusError::Closed) => return Ok(()),
+                    Err(err) => {
+                        let wait = backoff.next_delay();
+                        tracing::warn!(queue = %spec.name, cause = %err, retry_in_ms = wait.as_millis() as u64, "cannot consume yet");
+                        tokio::select! {
+                            _ = this.shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                },
+            }
+        };
+        tracing::info!(queue = %spec.name, "delivering ready events");
+        let mut trackers = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => break,
+                Some(joined) = trackers.join_next(), if !trackers.is_empty() => {
+                    if let Err(err) = joined {
+                        tracing::error!(cause = %err, "event tracker panicked");
+                    }
+                }
+                delivery = consumer.next() => match delivery {
+                    Some(delivery) => this.clone().accept(delivery, &mut trackers).await,
+                    None => {
+                        tracing::info!("bus closed; delivery stops");
+                        break;
+                    }
+                },
+            }
+        }
+        // No new event now: let the scheduler finish its sends in flight and drop the
+        // rest, which settles every tracker (requeueing what was not finished).
+        scheduler_stop.cancel();
+        while let Some(joined) = trackers.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(cause = %err, "event tracker panicked");
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one delivery: queues its messages (in arrival order) and leaves a tracker
+    /// that settles it once they are all done.
+    async fn accept(self: Arc<Self>, delivery: Delivery, trackers: &mut JoinSet<()>) {
+        let event = match Event::from_bytes(&delivery.body) {
+            Ok(event) => event,
+            Err(err) => {
+                let reason = format!("invalid event JSON: {err}");
+                tracing::warn!(routing_key = %delivery.routing_key, %reason, "dead-lettering event");
+                if let Err(err) = delivery.dead_letter(&reason).await {
+                    tracing::warn!(cause = %err, "could not dead-letter event");
+                }
+                return;
+            }
+        };
+        if !self.only_entities.is_empty() && !self.only_entities.contains(&event.entity) {
+            tracing::debug!(event_id = %event.id, entity_id = %event.entity, "event about an entity this bot does not serve");
+            if let Err(err) = delivery.ack().await {
+                tracing::warn!(cause = %err, "could not ack event");
+            }
+            return;
+        }
+        let id = event.id;
+        match self.locks.try_lock(id) {
+            Some(guard) => {
+                let prepared = self.prepare(event).await;
+                trackers.spawn(async move {
+                    let _guard = guard;
+                    settle(id, delivery, prepared).await;
+                });
+            }
+            None => {
+                // The same event is still being fanned out (a redelivery after a broker
+                // reconnect): wait for it, then every recipient is in the log.
+                tracing::info!(event_id = %id, "event already in progress; waiting for it");
+                let this = self.clone();
+                trackers.spawn(async move {
+                    let guard = this.locks.lock(id).await;
+                    let prepared = this.prepare(event).await;
+                    let _guard = guard;
+                    settle(id, delivery, prepared).await;
+                });
+            }
+        }
+    }
+
+    /// Looks up the entity and the subscribers, filters out recipients already in the
+    /// log and queues a job for each of the rest.
+    #[tracing::instrument(skip_all, fields(event_id = %event.id, entity_id = %event.entity, kind = %event.kind))]
+    async fn prepare(&self, event: Event) -> Prepared {
+        let entity = match self.with_retry("getEntity", || self.api.entity(event.entity)).await {
+            Some(Ok(entity)) => entity,
+            Some(Err(ApiError::NotFound(_))) => {
+                return Prepared::DeadLetter(format!("unknown entity {}", event.entity));
+            }
+            Some(Err(err)) => return Prepared::DeadLetter(format!("entity lookup refused: {err}")),
+            None => return Prepared::Interrupted,
+        };
+        let subscribers = match self
+            .with_retry("getSubscribers", || self.api.subscribers(event.entity, &event.kind))
+            .await
+        {
+            Some(Ok(subscribers)) => subscribers,
+            Some(Err(err)) => return Prepared::DeadLetter(format!("subscriber lookup refused: {err}")),
+            None => return Prepared::Interrupted,
+        };
+        let total = subscribers.len();
+        let recipients = match self.unlogged(event.id, subscribers).await {
+            Some(r) => r,
+            None => return Prepared::Interrupted,
+        };
+        tracing::info!(subscribers = total, to_send = recipients.len(), "fanning out event");
+        let fanout = Arc::new(Fanout::new(event, entity));
+        let mut waits = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            let chat = match recipient.chat_id.parse::<i64>() {
+                Ok(chat) => chat,
+                Err(_) => {
+                    // Not a Telegram chat id: record the failure so the event can settle.
+                    tracing::warn!(chat_id = %recipient.chat_id, "subscriber has an invalid chat id");
+                    let (job, rx) = SendJob::new(self.outbox.clone(), fanout.clone(), recipient);
+                    job.record_invalid().await;
+                    waits.push(rx);
+                    continue;
+                }
+            };
+            let (job, rx) = SendJob::new(self.outbox.clone(), fanout.clone(), recipient);
+            if self.scheduler.submit(chat, job).is_err() {
+                return Prepared::Interrupted;
+            }
+            waits.push(rx);
+        }
+        Prepared::Queued(waits)
+    }
+
+    /// Subscribers not yet in the delivery log, in the api's order; `None` on shutdown.
+    async fn unlogged(&self, event: Uuid, subscribers: Vec<crate::api::Subscriber>) -> Option<Vec<Recipient>> {
+        let mut backoff = Backoff::default();
+        loop {
+            // Each check owns what it uses, so the future stays `Send` for any lifetime.
+            let checks = stream::iter(subscribers.iter().cloned().map(|s| {
+                let outbox = self.outbox.clone();
+                async move { outbox.logged(event, &s.chat_id).await.map(|logged| (!logged).then_some(s)) }
+            }))
+            .buffered(LOG_LOOKUPS_AT_ONCE)
+            .collect::<Vec<_>>();
+            let checked = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                checked = checks => checked,
+            };
+            match checked.into_iter().collect::<Result<Vec<_>, String>>() {
+                Ok(kept) => {
+                    return Some(
+                        kept.into_iter()
+                            .flatten()
+                            .map(|s| Recipient {
+                                user: s.user,
+                                chat_id: s.chat_id,
+                                language: s.language,
+                                timezone: s.timezone,
+                            })
+                            .collect(),
+                    )
+                }
+                Err(cause) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(%cause, retry_in_ms = wait.as_millis() as u64, "delivery log unavailable");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls the api until it answers (transient failures retried with backoff);
+    /// `None` on shutdown.
+    async fn with_retry<T, F, Fut>(&self, what: &str, mut call: F) -> Option<Result<T, ApiError>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut backoff = Backoff::default();
+        loop {
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                result = call() => result,
+            };
+            match result {
+                Err(err) if err.is_transient() => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(call = what, cause = %err, retry_in_ms = wait.as_millis() as u64, "api unavailable");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+/// Waits for an event's recipients and settles the delivery accordingly.
+async fn settle(event: Uuid, delivery: Delivery, prepared: Prepared) {
+    let settled = match prepared {
+        Prepared::DeadLetter(reason) => {
+            tracing::warn!(event_id = %event, %reason, "dead-lettering event");
+            delivery.dead_letter(&reason).await
+        }
+        Prepared::Interrupted => delivery.requeue().await,
+        Prepared::Queued(waits) => {
+            let outcomes = futures::future::join_all(waits).await;
+            let total = outcomes.len();
+            let (mut sent, mut skipped, mut failed, mut unfinished) = (0, 0, 0, 0);
+            for outcome in outcomes {
+                match outcome {
+                    Ok(Outcome::Sent) => sent += 1,
+                    Ok(Outcome::AlreadyDone) => skipped += 1,
+                    Ok(Outcome::Failed(_)) => failed += 1,
+                    Err(_) => unfinished += 1,
+                }
+            }
+            if unfinished == 0 {
+                tracing::info!(event_id = %event, total, sent, skipped, failed, "event delivered");
+                delivery.ack().await
+            } else {
+                // Shutdown interrupted the fan-out: the log keeps what went out, and the
+                // next consumer finishes the rest.
+                tracing::info!(event_id = %event, total, sent, unfinished, "fan-out interrupted; requeueing event");
+                delivery.requeue().await
+            }
+        }
+    };
+    if let Err(err) = settled {
+        // The broker will redeliver it; the delivery log prevents repeats.
+        tracing::warn!(event_id = %event, cause = %err, "could not settle event");
+    }
+}
+
+/// One async lock per event id being fanned out; entries vanish with their last user.
+#[derive(Default, Clone)]
+struct EventLocks {
+    locks: Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Holds an event's lock; releasing it forgets the entry if nobody else waits.
+struct EventGuard {
+    id: Uuid,
+    locks: EventLocks,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for EventGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.id);
+        }
+    }
+}
+
+impl EventLocks {
+    fn entry(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    fn try_lock(&self, id: Uuid) -> Option<EventGuard> {
+        let guard = self.entry(id).try_lock_owned().ok()?;
+        Some(EventGuard {
+            id,
+            locks: self.clone(),
+            guard: Some(guard),
+        })
+    }
+
+    async fn lock(&self, id: Uuid) -> EventGuard {
+        let guard = self.entry(id).lock_owned().await;
+        EventGuard {
+            id,
+            locks: self.clone(),
+            guard: Some(guard),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn event_locks_serialize_one_event_and_clean_up() {
+        let locks = EventLocks::default();
+        let id = Uuid::new_v4();
+        let first = locks.try_lock(id).unwrap();
+        assert!(locks.try_lock(id).is_none());
+        assert!(locks.try_lock(Uuid::new_v4()).is_some());
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move { drop(locks.lock(id).await) })
+        };
+        tokio::task::yield_now().await;
+        drop(first);
+        waiter.await.unwrap();
+        assert!(locks.locks.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,587 @@
+//! The send scheduler: one task that decides when each queued message may go out.
+//!
+//! Telegram limits a bot to about 30 messages per second overall, one per second per
+//! private chat and 20 per minute per group. Sleeping between sends in sequence would
+//! either break those limits or waste most of the budget, so instead:
+//!
+//! - a token bucket paces every send overall (capacity just above one token, so sends
+//!   are spread evenly and a late timer wake-up does not lose its share of the budget);
+//! - each chat has a FIFO queue and a "next allowed" instant; at most one message per
+//!   chat is in flight, which keeps every chat's messages in the order they were queued;
+//! - a min-heap of chats keyed by their next allowed instant yields the chats that may
+//!   send now; many chats' sends run concurrently, up to `max_in_flight`.
+//!
+//! A 429 puts the chat on hold for `retry_after` and lowers the overall rate, which then
+//! climbs back while no 429 arrives. On shutdown the scheduler stops starting sends,
+//! lets the ones in flight finish, and drops the rest (their owners see them abandoned).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What one attempt at a queued message came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The message was sent, or its failure recorded: the job is finished and the chat's
+    /// interval starts counting from the attempt.
+    Done,
+    /// Nothing was sent (the delivery log already had it): finished without using the
+    /// chat's interval or the overall budget.
+    Skipped,
+    /// Telegram answered 429: try again after this long, and slow down overall.
+    RetryAfter(Duration),
+    /// A transient failure: try again after this long.
+    Retry(Duration),
+    /// The chat became a supergroup with this id: send there instead.
+    Moved(i64),
+}
+
+/// A queued message: something that can be attempted (again) against a chat id.
+pub(crate) trait Job: Send + 'static {
+    /// Attempts the job for `chat`. A job stays with the scheduler until it returns
+    /// `Done`, `Skipped`, or the scheduler shuts down (then it is dropped).
+    fn attempt(&mut self, chat: i64) -> impl Future<Output = Attempt> + Send;
+}
+
+/// The pacing the scheduler enforces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Limits {
+    /// Sends per second over all chats.
+    pub global_per_second: f64,
+    /// Minimum gap between two sends to one private chat (positive id).
+    pub chat_interval: Duration,
+    /// Minimum gap between two sends to one group (negative id).
+    pub group_interval: Duration,
+    /// Sends open at once.
+    pub max_in_flight: usize,
+}
+
+impl Limits {
+    fn interval(&self, chat: i64) -> Duration {
+        if chat < 0 {
+            self.group_interval
+        } else {
+            self.chat_interval
+        }
+    }
+}
+
+/// Counters the scheduler keeps (read by tests, benches and metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Attempts that ended `Done`.
+    pub done: AtomicU64,
+    /// Attempts that ended `Skipped`.
+    pub skipped: AtomicU64,
+    /// 429 answers received.
+    pub retry_after: AtomicU64,
+    /// Transient failures retried.
+    pub retried: AtomicU64,
+    /// Chats followed to their new id.
+    pub moved: AtomicU64,
+}
+
+/// The handle jobs are queued through. Cloning it is cheap; the scheduler task ends once
+/// shutdown is requested and the sends in flight have finished.
+pub(crate) struct SchedulerHandle<J> {
+    tx: mpsc::UnboundedSender<(i64, J)>,
+    stats: Arc<Stats>,
+}
+
+impl<J> Clone for SchedulerHandle<J> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl<J: Job> SchedulerHandle<J> {
+    /// Queues `job` behind every job already queued for `chat`. Returns the job back if
+    /// the scheduler has stopped.
+    pub fn submit(&self, chat: i64, job: J) -> Result<(), J> {
+        self.tx.send((chat, job)).map_err(|err| err.0 .1)
+    }
+
+    /// The scheduler's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+/// Starts the scheduler; it runs until `shutdown` is cancelled and the sends in flight
+/// have finished. Await the returned future (usually spawned) to wait for that.
+pub(crate) fn start<J: Job>(
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> (SchedulerHandle<J>, impl Future<Output = ()> + Send) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(Stats::default());
+    let scheduler = Scheduler {
+        limits,
+        bucket: Bucket::new(limits.global_per_second, Instant::now()),
+        chats: HashMap::new(),
+        ready: BinaryHeap::new(),
+        stats: stats.clone(),
+    };
+    (SchedulerHandle { tx, stats }, scheduler.run(rx, shutdown))
+}
+
+/// Overall pacing: a token bucket whose rate drops on 429 and recovers over time.
+#[derive(Debug)]
+struct Bucket {
+    max_rate: f64,
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    last_throttle: Option<Instant>,
+}
+
+/// Just above one token: sends stay evenly spaced, yet a timer that fires a little late
+/// keeps the fraction of a token it earned meanwhile.
+const BUCKET_CAPACITY: f64 = 1.25;
+/// Factor the rate is multiplied by on each 429.
+const THROTTLE_FACTOR: f64 = 0.7;
+/// After a 429, the rate stays lowered this long before it starts to climb back.
+const RECOVER_AFTER: Duration = Duration::from_secs(2);
+/// Share of the configured rate regained per second while recovering.
+const RECOVER_PER_SECOND: f64 = 0.1;
+
+impl Bucket {
+    fn new(rate: f64, now: Instant) -> Self {
+        Self {
+            max_rate: rate,
+            rate,
+            tokens: 1.0,
+            last: now,
+            last_throttle: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        if self.rate < self.max_rate {
+            let calm = self
+                .last_throttle
+                .is_none_or(|at| now.saturating_duration_since(at) >= RECOVER_AFTER);
+            if calm {
+                self.rate =
+                    (self.rate + self.max_rate * RECOVER_PER_SECOND * elapsed).min(self.max_rate);
+            }
+        }
+        self.tokens = (self.tokens + self.rate * elapsed).min(BUCKET_CAPACITY);
+    }
+
+    /// Takes a token, or says when one will be there.
+    fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - self.tokens) / self.rate;
+            Err(now + Duration::from_secs_f64(wait))
+        }
+    }
+
+    fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(BUCKET_CAPACITY);
+    }
+
+    fn throttle(&mut self, now: Instant) {
+        self.refill(now);
+        // Never below one message per second, or a burst of 429s could stall delivery.
+        self.rate = (self.rate * THROTTLE_FACTOR).max(1.0_f64.min(self.max_rate));
+        self.last_throttle = Some(now);
+    }
+}
+
+struct ChatQueue<J> {
+    jobs: VecDeque<J>,
+    next_at: Instant,
+    busy: bool,
+    in_heap: bool,
+}
+
+impl<J> ChatQueue<J> {
+    fn new(now: Instant) -> Self {
+        Self {
+            jobs: VecDeque::new(),
+            next_at: now,
+            busy: false,
+            in_heap: false,
+        }
+    }
+}
+
+type InFlight<J> = Pin<Box<dyn Future<Output = (i64, Instant, J, Attempt)> + Send>>;
+
+struct Scheduler<J> {
+    limits: Limits,
+    bucket: Bucket,
+    chats: HashMap<i64, ChatQueue<J>>,
+    ready: BinaryHeap<Reverse<(Instant, i64)>>,
+    stats: Arc<Stats>,
+}
+
+/// How often idle chat entries (empty, past their interval) are forgotten.
+const CLEANUP_EVERY: Duration = Duration::from_secs(60);
+
+impl<J: Job> Scheduler<J> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<(i64, J)>,
+        shutdown: CancellationToken,
+    ) {
+        let mut in_flight: FuturesUnordered<InFlight<J>> = FuturesUnordered::new();
+        let mut stopping = false;
+        let mut last_cleanup = Instant::now();
+        loop {
+            let wake = if stopping {
+                None
+            } else {
+                self.dispatch(&mut in_flight)
+            };
+            if stopping && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                }
+                Some((chat, started, job, attempt)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.finish(chat, started, job, attempt);
+                }
+                queued = rx.recv(), if !stopping => match queued {
+                    Some((chat, job)) => self.enqueue(chat, job, false),
+                    // Every handle is gone: nothing more can arrive.
+                    None => stopping = true,
+                },
+                _ = sleep_until_opt(wake) => {}
+            }
+            let now = Instant::now();
+            if now.saturating_duration_since(last_cleanup) >= CLEANUP_EVERY {
+                last_cleanup = now;
+                self.chats
+                    .retain(|_, q| q.busy || !q.jobs.is_empty() || q.next_at > now);
+            }
+        }
+        let abandoned: usize = self.chats.values().map(|q| q.jobs.len()).sum();
+        if abandoned > 0 {
+            tracing::info!(abandoned, "scheduler stopped with messages still queued");
+        }
+    }
+
+    /// Starts every send allowed now; returns when to look again.
+    fn dispatch(&mut self, in_flight: &mut FuturesUnordered<InFlight<J>>) -> Option<Instant> {
+        while in_flight.len() < self.limits.max_in_flight {
+            let Some(&Reverse((at, chat))) = self.ready.peek() else {
+                return None;
+            };
+            let now = Instant::now();
+            if at > now {
+                return Some(at);
+            }
+            let Some(queue) = self.chats.get_mut(&chat) else {
+                self.ready.pop();
+                continue;
+            };
+            if queue.busy || queue.jobs.is_empty() {
+                self.ready.pop();
+                queue.in_heap = false;
+                continue;
+            }
+            if queue.next_at > at {
+                // The chat was put on hold after it entered the heap: re-file it.
+                self.ready.pop();
+                self.ready.push(Reverse((queue.next_at, chat)));
+                continue;
+            }
+            if let Err(when) = self.bucket.take(now) {
+                return Some(when);
+            }
+            self.ready.pop();
+            queue.in_heap = false;
+            let Some(mut job) = queue.jobs.pop_front() else {
+                continue;
+            };
+            queue.busy = true;
+            in_flight.push(Box::pin(async move {
+                let attempt = job.attempt(chat).await;
+                (chat, now, job, attempt)
+            }));
+        }
+        None
+    }
+
+    fn enqueue(&mut self, chat: i64, job: J, front: bool) {
+        let now = Instant::now();
+        let queue = self.chats.entry(chat).or_insert_with(|| ChatQueue::new(now));
+        if front {
+            queue.jobs.push_front(job);
+        } else {
+            queue.jobs.push_back(job);
+        }
+        self.refile(chat);
+    }
+
+    /// Puts a chat in the ready heap if it has work and is not there or busy already.
+    fn refile(&mut self, chat: i64) {
+        if let Some(queue) = self.chats.get_mut(&chat) {
+            if !queue.busy && !queue.in_heap && !queue.jobs.is_empty() {
+                queue.in_heap = true;
+                self.ready.push(Reverse((queue.next_at, chat)));
+            }
+        }
+    }
+
+    fn finish(&mut self, chat: i64, started: Instant, job: J, attempt: Attempt) {
+        let now = Instant::now();
+        let interval = self.limits.interval(chat);
+        let Some(queue) = self.chats.get_mut(&chat) else {
+            return;
+        };
+        queue.busy = false;
+        match attempt {
+            Attempt::Done => {
+                self.stats.done.fetch_add(1, Ordering::Relaxed);
+                queue.next_at = queue.next_at.max(started + interval);
+                drop(job);
+            }
+            Attempt::Skipped => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                self.bucket.refund();
+                drop(job);
+            }
+            Attempt::RetryAfter(wait) => {
+                self.stats.retry_after.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(chat_id = chat, retry_after_ms = wait.as_millis() as u64, "telegram asked to slow down");
+                queue.next_at = queue.next_at.max(now + wait.max(interval));
+                queue.jobs.push_front(job);
+                self.bucket.throttle(now);
+            }
+            Attempt::Retry(wait) => {
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                queue.next_at = queue.next_at.max(now + wait);
+                queue.jobs.push_front(job);
+            }
+            Attempt::Moved(to) => {
+                self.stats.moved.fetch_add(1, Ordering::Relaxed);
+                queue.next_at = queue.next_at.max(started + interval);
+                self.refile(chat);
+                // The message was not delivered: it goes first in the new chat's queue.
+                self.enqueue(to, job, true);
+                return;
+            }
+        }
+        self.refile(chat);
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A job that logs when it ran and answers from a script.
+    #[derive(Debug)]
+    struct Scripted {
+        id: u32,
+        log: Arc<Mutex<Vec<(u32, i64, Instant)>>>,
+        script: VecDeque<Attempt>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl Job for Scripted {
+        async fn attempt(&mut self, chat: i64) -> Attempt {
+            self.log.lock().unwrap().push((self.id, chat, Instant::now()));
+            let result = self.script.pop_front().unwrap_or(Attempt::Done);
+            if matches!(result, Attempt::Done | Attempt::Skipped) {
+                if let Some(done) = self.done.take() {
+                    let _ = done.send(());
+                }
+            }
+            result
+        }
+    }
+
+    fn limits(rate: f64) -> Limits {
+        Limits {
+            global_per_second: rate,
+            chat_interval: Duration::from_secs(1),
+            group_interval: Duration::from_secs(3),
+            max_in_flight: 8,
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<(u32, i64, Instant)>>>;
+
+    fn job(
+        id: u32,
+        log: &Log,
+        script: &[Attempt],
+    ) -> (Scripted, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Scripted {
+                id,
+                log: log.clone(),
+                script: script.iter().copied().collect(),
+                done: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paces_overall_and_per_chat_keeping_order() {
+        let shutdown = CancellationToken::new();
+        let (handle, task) = start::<Scripted>(limits(10.0), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        let mut waits = Vec::new();
+        let t0 = Instant::now();
+        // 20 private chats, one message each, plus 3 messages to chat 1 and 2 to a group.
+        for chat in 1..=20 {
+            let (j, rx) = job(chat as u32, &log, &[]);
+            handle.submit(chat, j).unwrap();
+            waits.push(rx);
+        }
+        for id in 100..103 {
+            let (j, rx) = job(id, &log, &[]);
+            handle.submit(1, j).unwrap();
+            waits.push(rx);
+        }
+        for id in 200..202 {
+            let (j, rx) = job(id, &log, &[]);
+            handle.submit(-5, j).unwrap();
+            waits.push(rx);
+        }
+        for rx in waits {
+            rx.await.unwrap();
+        }
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 25);
+        // Overall: 25 sends at 10/s with a ~1 token start take about 2.4 s.
+        let span = log.last().unwrap().2 - t0;
+        assert!(span >= Duration::from_millis(2300), "{span:?}");
+        // Any one-second window holds at most rate + capacity sends.
+        for (i, (_, _, at)) in log.iter().enumerate() {
+            let in_window = log[i..].iter().filter(|e| e.2 < *at + Duration::from_secs(1)).count();
+            assert!(in_window <= 11, "{in_window} sends within 1 s of {at:?}");
+        }
+        // Chat 1: its messages in queue order, a second apart.
+        let chat1: Vec<_> = log.iter().filter(|e| e.1 == 1).collect();
+        assert_eq!(chat1.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 100, 101, 102]);
+        for pair in chat1.windows(2) {
+            assert!(pair[1].2 - pair[0].2 >= Duration::from_secs(1));
+        }
+        // The group: three seconds apart.
+        let group: Vec<_> = log.iter().filter(|e| e.1 == -5).collect();
+        assert_eq!(group.len(), 2);
+        assert!(group[1].2 - group[0].2 >= Duration::from_secs(3));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_the_chat_and_slows_everyone() {
+        let shutdown = CancellationToken::new();
+        let (handle, task) = start::<Scripted>(limits(20.0), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        let (first, rx1) = job(1, &log, &[Attempt::RetryAfter(Duration::from_secs(5))]);
+        let (second, rx2) = job(2, &log, &[]);
+        handle.submit(7, first).unwrap();
+        handle.submit(7, second).unwrap();
+        rx1.await.unwrap();
+        rx2.await.unwrap();
+        let log = log.lock().unwrap().clone();
+        // Attempt, retry of the same job after 5 s, then the next one (order kept).
+        assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 1, 2]);
+        assert!(log[1].2 - log[0].2 >= Duration::from_secs(5));
+        assert_eq!(handle.stats().retry_after.load(Ordering::Relaxed), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn bucket_throttles_then_recovers() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(30.0, t0);
+        bucket.throttle(t0);
+        assert!((bucket.rate - 21.0).abs() < 1e-9);
+        bucket.refill(t0 + Duration::from_secs(1));
+        assert!((bucket.rate - 21.0).abs() < 1e-9, "no recovery right after a 429");
+        bucket.refill(t0 + Duration::from_secs(3));
+        bucket.refill(t0 + Duration::from_secs(10));
+        assert!((bucket.rate - 30.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn moved_jobs_go_to_the_new_chat_and_skips_cost_nothing() {
+        let shutdown = CancellationToken::new();
+        let (handle, task) = start::<Scripted>(limits(1.0), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        let (moved, rx1) = job(1, &log, &[Attempt::Moved(-100)]);
+        handle.submit(-1, moved).unwrap();
+        rx1.await.unwrap();
+        let mut rxs = Vec::new();
+        for id in 10..15 {
+            let (j, rx) = job(id, &log, &[Attempt::Skipped]);
+            handle.submit(i64::from(id), j).unwrap();
+            rxs.push(rx);
+        }
+        let before = Instant::now();
+        for rx in rxs {
+            rx.await.unwrap();
+        }
+        // Skipped jobs give their token back: five of them do not take five seconds.
+        assert!(Instant::now() - before < Duration::from_secs(2));
+        let log = log.lock().unwrap().clone();
+        assert_eq!((log[0].1, log[1].1), (-1, -100));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_drops_queued_jobs() {
+        let shutdown = CancellationToken::new();
+        let (handle, task) = start::<Scripted>(limits(1.0), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        let mut rxs = Vec::new();
+        for id in 0..5 {
+            let (j, rx) = job(id, &log, &[]);
+            handle.submit(i64::from(id) + 1, j).unwrap();
+            rxs.push(rx);
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        let finished = futures::future::join_all(rxs).await;
+        let ok = finished.iter().filter(|r| r.is_ok()).count();
+        assert!((1..5).contains(&ok), "{ok}");
+        assert!(handle.submit(1, job(9, &log, &[]).0).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! Delivery of ready events from the real RabbitMQ through a real api to a local Bot API
+//! server: exactly one message per (event, chat) across redelivery and restarts, and the
+//! Bot API's 429, 403 and group-migration answers.
+//!
+//! "Nothing more arrives" is shown without sleeping: each chat's messages go out in the
+//! order the events arrived, so once a later sentinel event has reached every chat, any
+//! duplicate of an earlier event would have arrived before it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use stargazer_api::types::ErrorCode;
+use uuid::Uuid;
+
+const T: Duration = Duration::from_secs(30);
+
+/// How many messages each chat received whose text contains `marker`.
+fn count_by_chat(tg: &TelegramServer, marker: &str) -> HashMap<i64, usize> {
+    let mut counts = HashMap::new();
+    for sent in tg.sent().into_iter().filter(|s| s.text.contains(marker)) {
+        *counts.entry(sent.chat_id).or_default() += 1;
+    }
+    counts
+}
+
+async fn subscribe_chats(platform: &Platform, entity: Uuid, chats: &[i64]) {
+    for chat in chats {
+        platform.subscribed_chat(*chat, "en", entity).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_not_sent_twice() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Shirakami Fubuki")]).await;
+    let chats: Vec<i64> = (6001..=6005).collect();
+    subscribe_chats(&platform, entity, &chats).await;
+    let tg = TelegramServer::start("123:redelivery").await;
+    let queue = TestQueue::new();
+    let bus = rabbit().await;
+    let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
+
+    let first = live(entity, "first stream");
+    publish(&bus, &first).await;
+    tg.wait_sent(chats.len(), T).await;
+    // The same event again (a worker re-push or a broker redelivery), then a sentinel.
+    publish(&bus, &first).await;
+    publish(&bus, &live(entity, "sentinel stream")).await;
+    tg.wait_sent(2 * chats.len(), T).await;
+    eventually("the sentinel reached every chat", T, || {
+        count_by_chat(&tg, "sentinel stream").len() == chats.len()
+    })
+    .await;
+
+    let counts = count_by_chat(&tg, "first stream");
+    for chat in &chats {
+        assert_eq!(counts.get(chat), Some(&1), "chat {chat}: {counts:?}");
+        let record = platform
+            .storage
+            .get_delivery(first.id, "telegram", &chat.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, "sent");
+    }
+    assert_eq!(tg.sent().len(), 2 * chats.len());
+    bot.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Houshou Marine")]).await;
+    let chats: Vec<i64> = (6101..=6112).collect();
+    subscribe_chats(&platform, entity, &chats).await;
+    let tg = TelegramServer::start("123:restart").await;
+    let queue = TestQueue::new();
+    let bus = rabbit().await;
+
+    // A slow first bot, stopped after three of twelve sends.
+    let mut slow = platform.bot_config(&tg, &queue.name);
+    slow.global_per_second = 4.0;
+    let first_bot = RunningBot::start(slow, platform.storage.clone(), bus.clone());
+    let stream = live(entity, "restart stream");
+    publish(&bus, &stream).await;
+    tg.wait_sent(3, T).await;
+    first_bot.shutdown().await;
+    let before_restart = tg.sent().len();
+    assert!(
+        (3..chats.len()).contains(&before_restart),
+        "the first bot was to stop mid-way, it sent {before_restart}"
+    );
+
+    // The event went back to the queue; a new bot finishes it.
+    let second_bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
+    tg.wait_sent(chats.len(), T).await;
+    publish(&bus, &live(entity, "after restart")).await;
+    eventually("the sentinel reached every chat", T, || {
+        count_by_chat(&tg, "after restart").len() == chats.len()
+    })
+    .await;
+
+    let counts = count_by_chat(&tg, "restart stream");
+    for chat in &chats {
+        assert_eq!(counts.get(chat), Some(&1), "chat {chat}: {counts:?}");
+    }
+    assert_eq!(tg.sent().len(), 2 * chats.len());
+    second_bot.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followed() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Usada Pekora")]).await;
+    let (slowed, blocked, group, fine) = (6201_i64, 6202_i64, -6203_i64, 6204_i64);
+    let supergroup = -1_000_000_006_203_i64;
+    subscribe_chats(&platform, entity, &[slowed, blocked, group, fine]).await;
+    let blocked_user = platform.service.find_user("telegram", &blocked.to_string()).await.unwrap();
+    let group_user = platform.service.find_user("telegram", &group.to_string()).await.unwrap();
+    let tg = TelegramServer::start("123:errors").await;
+    tg.fail_next(slowed, [Failure::RetryAfter(1)]);
+    tg.block(blocked);
+    tg.migrate(group, supergroup);
+    let queue = TestQueue::new();
+    let bus = rabbit().await;
+    let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
+
+    let first = live(entity, "first");
+    publish(&bus, &first).await;
+    let retried = tg.wait_for(slowed, T, |s| s.text.contains("first")).await;
+    tg.wait_for(fine, T, |s| s.text.contains("first")).await;
+    tg.wait_for(supergroup, T, |s| s.text.contains("first")).await;
+    assert_eq!(tg.too_many(), 1);
+    // The retry came after the one second Telegram asked for.
+    let attempts = tg.calls_of("sendMessage");
+    assert!(attempts.iter().filter(|p| p["chat_id"] == serde_json::json!(slowed)).count() >= 2);
+    assert!(retried.text.contains("first"));
+
+    // The blocked chat is paused, and the failure recorded.
+    let deadline = tokio::time::Instant::now() + T;
+    while !platform.storage.get_user(blocked_user.id).await.unwrap().unwrap().settings.paused {
+        assert!(tokio::time::Instant::now() < deadline, "the blocked chat was never paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record = platform
+        .storage
+        .get_delivery(first.id, "telegram", &blocked.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.status.starts_with("failed: Forbidden"), "{}", record.status);
+
+    // The group now lives under its supergroup id, in the api too.
+    let moved = platform.service.find_user("telegram", &supergroup.to_string()).await.unwrap();
+    assert_eq!(moved.id, group_user.id);
+    let old = platform.service.find_user("telegram", &group.to_string()).await.unwrap_err();
+    assert_eq!(old.code(), Some(ErrorCode::NotFound));
+    for chat in [group, supergroup] {
+        let record = platform
+            .storage
+            .get_delivery(first.id, "telegram", &chat.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, "sent");
+    }
+
+    // The next event skips the paused chat and goes straight to the supergroup.
+    let sends_to_blocked = tg.calls_of("sendMessage").iter().filter(|p| p["chat_id"] == serde_json::json!(blocked)).count();
+    let sends_to_group = tg.calls_of("sendMessage").iter().filter(|p| p["chat_id"] == serde_json::json!(group)).count();
+    publish(&bus, &live(entity, "second")).await;
+    for chat in [slowed, fine, supergroup] {
+        tg.wait_for(chat, T, |s| s.text.contains("second")).await;
+    }
+    let calls = tg.calls_of("sendMessage");
+    assert_eq!(calls.iter().filter(|p| p["chat_id"] == serde_json::json!(blocked)).count(), sends_to_blocked);
+    assert_eq!(calls.iter().filter(|p| p["chat_id"] == serde_json::json!(group)).count(), sends_to_group);
+    assert!(tg.sent_to(blocked).is_empty());
+    bot.shutdown().await;
+}

@@ -1,0 +1,236 @@
+//! HTTP Basic authentication of workers and status readers against the credentials in
+//! storage (`coordinator: ro` or better).
+//!
+//! PBKDF2 is slow on purpose, and after a coordinator restart every worker reconnects at
+//! once with the same few credentials. So a successful check is remembered for
+//! `auth_cache_ttl_secs` under a SHA-256 of a per-process secret, the username, the
+//! password and the stored hash (a changed password or a replaced credential misses the
+//! cache at once; permissions are read fresh on every request); concurrent checks of the
+//! same pair wait for one verification; and at most [`MAX_CONCURRENT_VERIFICATIONS`]
+//! PBKDF2 runs happen at a time, so a storm of wrong passwords queues instead of eating
+//! every core.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use stargazer_core::auth::verify_password;
+use stargazer_core::model::{Access, Component};
+use stargazer_core::storage::Storage;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::http::{AppState, HttpError};
+
+/// PBKDF2 verifications allowed to run at once.
+pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
+
+/// Entries beyond which expired ones are swept on insert.
+const CACHE_SOFT_CAP: usize = 4096;
+
+/// A PBKDF2 hash of a random password, checked when the username is unknown so that a
+/// refusal takes as long whether or not the account exists (cheap parameters would give
+/// it away; these match the default).
+const DECOY_HASH: &str = "$pbkdf2-sha256$i=600000,l=32$c3RhcmdhemVyLWRlY295LQ$3vBcZc+xEYWMxt7mT6+kZNzSV7kgDsiAI7VDC6HBmtU";
+
+type Key = [u8; 32];
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    /// No or malformed `Authorization: Basic` header.
+    Missing(&'static str),
+    /// Unknown user or wrong password.
+    BadCredentials,
+    /// Right password, but no coordinator access.
+    Forbidden,
+    /// Storage could not be asked.
+    Unavailable(String),
+}
+
+/// Checks service credentials with a memory of recent successes.
+pub(crate) struct Authenticator {
+    storage: Arc<dyn Storage>,
+    ttl: Duration,
+    secret: [u8; 32],
+    verified: Mutex<HashMap<Key, Instant>>,
+    inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    verifications: Semaphore,
+}
+
+impl Authenticator {
+    pub(crate) fn new(storage: Arc<dyn Storage>, ttl: Duration) -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Self {
+            storage,
+            ttl,
+            secret,
+            verified: Mutex::default(),
+            inflight: Mutex::default(),
+            verifications: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+        }
+    }
+
+    /// The authenticated username, if the header carries valid credentials with at least
+    /// `coordinator: ro`.
+    pub(crate) async fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<String, AuthFailure> {
+        let (username, password) = parse_basic(authorization)?;
+        let credential = self
+            .storage
+            .get_credential(&username)
+            .await
+            .map_err(|err| AuthFailure::Unavailable(err.to_string()))?;
+        let stored = credential.as_ref().map(|c| c.hash.as_str()).unwrap_or(DECOY_HASH);
+        let key = self.key(&username, &password, stored);
+        if !self.is_cached(&key) {
+            let gate = {
+                let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                inflight.entry(key).or_default().clone()
+            };
+            let turn = gate.lock().await;
+            let matched = if self.is_cached(&key) {
+                true
+            } else {
+                let matched = self.verify(&password, stored).await;
+                if matched && credential.is_some() {
+                    self.remember(key);
+                }
+                matched
+            };
+            drop(turn);
+            self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            if !matched || credential.is_none() {
+                return Err(AuthFailure::BadCredentials);
+            }
+        }
+        let Some(credential) = credential else {
+            return Err(AuthFailure::BadCredentials);
+        };
+        if !credential.permissions.allows(Component::Coordinator, Access::Ro) {
+            return Err(AuthFailure::Forbidden);
+        }
+        Ok(username)
+    }
+
+    fn key(&self, username: &str, password: &str, stored: &str) -> Key {
+        let mut hasher = Sha256::new();
+        hasher.update(self.secret);
+        for part in [username, password, stored] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hasher.finalize().into()
+    }
+
+    fn is_cached(&self, key: &Key) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified.get(key).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn remember(&self, key: Key) {
+        let now = Instant::now();
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= CACHE_SOFT_CAP {
+            verified.retain(|_, until| *until > now);
+            if verified.len() >= CACHE_SOFT_CAP {
+                verified.clear();
+            }
+        }
+        verified.insert(key, now + self.ttl);
+    }
+
+    async fn verify(&self, password: &str, stored: &str) -> bool {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let Ok(_permit) = self.verifications.acquire().await else {
+            return false;
+        };
+        let password = password.to_owned();
+        let stored = stored.to_owned();
+        match tokio::task::spawn_blocking(move || verify_password(&password, &stored)).await {
+            Ok(Ok(matched)) => matched,
+            Ok(Err(err)) => {
+                // A broken stored hash must not lock a worker out silently.
+                tracing::error!(cause = %err, "stored credential hash is unusable");
+                false
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, "password check task failed");
+                false
+            }
+        }
+    }
+}
+
+fn parse_basic(authorization: Option<&HeaderValue>) -> Result<(String, String), AuthFailure> {
+    let value = authorization.ok_or(AuthFailure::Missing("missing Authorization header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthFailure::Missing("Authorization header is not ASCII"))?;
+    let (scheme, encoded) = value
+        .split_once(' ')
+        .ok_or(AuthFailure::Missing("Authorization header is not `Basic <credentials>`"))?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(AuthFailure::Missing("Authorization scheme must be Basic"));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| AuthFailure::Missing("Basic credentials are not base64"))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| AuthFailure::Missing("Basic credentials are not UTF-8"))?;
+    let (username, password) = decoded
+        .split_once(':')
+        .ok_or(AuthFailure::Missing("Basic credentials lack a `:`"))?;
+    Ok((username.to_owned(), password.to_owned()))
+}
+
+/// A request authenticated with HTTP Basic and `coordinator: ro`.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceAuth {
+    /// Who authenticated.
+    pub(crate) username: String,
+}
+
+impl FromRequestParts<AppState> for ServiceAuth {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let result = state.auth.authenticate(parts.headers.get(header::AUTHORIZATION)).await;
+        match result {
+            Ok(username) => Ok(ServiceAuth { username }),
+            Err(failure) => {
+                let reason = match &failure {
+                    AuthFailure::Missing(_) => "missing",
+                    AuthFailure::BadCredentials => "bad_credentials",
+                    AuthFailure::Forbidden => "forbidden",
+                    AuthFailure::Unavailable(_) => "unavailable",
+                };
+                state.metrics.auth_failures.with_label_values(&[reason]).inc();
+                Err(HttpError::from(failure))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_headers_are_parsed_strictly() {
+        let ok = HeaderValue::from_static("Basic dTpwOng=");
+        assert_eq!(parse_basic(Some(&ok)).unwrap(), ("u".into(), "p:x".into()));
+        let lower = HeaderValue::from_static("basic dTpw");
+        assert!(parse_basic(Some(&lower)).is_ok());
+        for bad in ["Bearer dTpw", "Basic", "Basic !!!", "Basic dXA="] {
+            let value = HeaderValue::from_str(bad).unwrap();
+            assert!(matches!(parse_basic(Some(&value)), Err(AuthFailure::Missing(_))), "{bad}");
+        }
+        assert!(parse_basic(None).is_err());
+    }
+}

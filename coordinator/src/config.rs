@@ -1,0 +1,129 @@
+//! The `[coordinator]` configuration section.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stargazer_core::config::ConfigError;
+
+/// Settings of the coordinator (`[coordinator]` in the TOML file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorConfig {
+    /// `listen` / `STARGAZER_COORDINATOR__LISTEN`: address the binary binds for the worker
+    /// WebSocket, `/v1/status`, `/metrics` and `/healthz`; default `127.0.0.1:8090`.
+    pub listen: String,
+    /// `heartbeat_interval_ms` / `STARGAZER_COORDINATOR__HEARTBEAT_INTERVAL_MS`: how often
+    /// the coordinator and each worker send a heartbeat, milliseconds; default 5000.
+    pub heartbeat_interval_ms: u64,
+    /// `heartbeat_misses` / `STARGAZER_COORDINATOR__HEARTBEAT_MISSES`: a worker silent for
+    /// this many intervals is evicted and its tasks move; default 2.
+    pub heartbeat_misses: u32,
+    /// `virtual_nodes` / `STARGAZER_COORDINATOR__VIRTUAL_NODES`: ring points per worker;
+    /// more points spread load more evenly at the cost of memory; default 400.
+    pub virtual_nodes: u32,
+    /// `snapshot_interval_ms` / `STARGAZER_COORDINATOR__SNAPSHOT_INTERVAL_MS`: how often a
+    /// changed assignment is written to storage (and gauges refreshed), milliseconds;
+    /// keep it at or below one heartbeat interval; default 5000.
+    pub snapshot_interval_ms: u64,
+    /// `ack_timeout_ms` / `STARGAZER_COORDINATOR__ACK_TIMEOUT_MS`: a worker that leaves an
+    /// assign or unassign unacknowledged this long is evicted, milliseconds; default 60000.
+    pub ack_timeout_ms: u64,
+    /// `startup_hold_ms` / `STARGAZER_COORDINATOR__STARTUP_HOLD_MS`: after start, nothing is
+    /// assigned for this long so that workers reconnecting together all join first,
+    /// milliseconds; default: one heartbeat interval.
+    pub startup_hold_ms: Option<u64>,
+    /// `auth_cache_ttl_secs` / `STARGAZER_COORDINATOR__AUTH_CACHE_TTL_SECS`: how long a
+    /// verified worker password is remembered, seconds; default 300.
+    pub auth_cache_ttl_secs: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8090".to_owned(),
+            heartbeat_interval_ms: 5000,
+            heartbeat_misses: 2,
+            virtual_nodes: 400,
+            snapshot_interval_ms: 5000,
+            ack_timeout_ms: 60_000,
+            startup_hold_ms: None,
+            auth_cache_ttl_secs: 300,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Checks what serde cannot: a parsable listen address and non-zero timings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|err| ConfigError::invalid("coordinator.listen", format!("`{}`: {err}", self.listen)))?;
+        let positive = [
+            ("coordinator.heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("coordinator.heartbeat_misses", u64::from(self.heartbeat_misses)),
+            ("coordinator.virtual_nodes", u64::from(self.virtual_nodes)),
+            ("coordinator.snapshot_interval_ms", self.snapshot_interval_ms),
+            ("coordinator.ack_timeout_ms", self.ack_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.max(1))
+    }
+
+    /// How long a worker may stay silent before eviction.
+    pub fn eviction_timeout(&self) -> Duration {
+        self.heartbeat_interval() * self.heartbeat_misses.max(1)
+    }
+
+    /// The start-up hold.
+    pub fn startup_hold(&self) -> Duration {
+        self.startup_hold_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| self.heartbeat_interval())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stargazer_core::config::ConfigSource;
+
+    use super::*;
+
+    #[test]
+    fn defaults_env_overrides_and_validation() {
+        let source = ConfigSource::load_with_env(
+            None,
+            vec![
+                ("STARGAZER_COORDINATOR__HEARTBEAT_INTERVAL_MS".to_owned(), "200".to_owned()),
+                ("STARGAZER_COORDINATOR__STARTUP_HOLD_MS".to_owned(), "0".to_owned()),
+            ],
+        )
+        .unwrap();
+        let config: CoordinatorConfig = source.section("coordinator").unwrap();
+        assert_eq!(config.heartbeat_interval(), Duration::from_millis(200));
+        assert_eq!(config.eviction_timeout(), Duration::from_millis(400));
+        assert_eq!(config.startup_hold(), Duration::ZERO);
+        assert_eq!(config.listen, "127.0.0.1:8090");
+        config.validate().unwrap();
+
+        let bad = CoordinatorConfig {
+            heartbeat_misses: 0,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("coordinator.heartbeat_misses"));
+        let bad = CoordinatorConfig {
+            listen: "nowhere".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("coordinator.listen"));
+    }
+}

@@ -1,0 +1,262 @@
+// End-to-end: the static export served by the real api (on SQLite, seeded by the
+// fixture), driven in Debian's Chromium. Opens the bot's session link, subscribes to an
+// entity with two kinds, unsubscribes another, changes the language, saves, reloads and
+// checks the api agrees; then the expired and missing session pages, and the export on a
+// second origin reaching the api through config.json / `?api=` and CORS.
+//
+// Needs the export (`npm run build`); builds and starts the fixture api itself. Writes
+// screenshots to e2e/screenshots/.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import {
+  buildFixture,
+  launchBrowser,
+  OUT,
+  requireExport,
+  rpc,
+  SCREENSHOTS,
+  startFixture,
+  startStaticServer,
+} from './support.mjs';
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+let api;
+let staticSite;
+let staticConfig = {};
+let browser;
+/** Every URL the pages asked for, to check nothing leaves the test's own servers. */
+const requested = new Set();
+/** Uncaught page errors. */
+const pageErrors = [];
+
+async function newPage(viewport = DESKTOP) {
+  const page = await browser.context.newPage();
+  await page.setViewportSize(viewport);
+  page.on('request', (request) => requested.add(request.url()));
+  page.on('pageerror', (err) => pageErrors.push(err));
+  return page;
+}
+
+const byTest = (page, id) => page.getByTestId(id);
+
+describe('subscription page', () => {
+  before(async () => {
+    requireExport();
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    buildFixture();
+    staticSite = await startStaticServer(() => staticConfig);
+    api = await startFixture(['--static-dir', OUT, '--cors-origin', staticSite.url]);
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await api?.stop();
+    await staticSite?.close();
+  });
+
+  it('opens from the session link and shows the chat and every entity', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/?session=${api.token}`);
+    await assertText(byTest(page, 'chat-name'), 'Stargazer Fans');
+    await assertText(byTest(page, 'chat-im'), 'Telegram');
+    // The token leaves the address bar at once.
+    assert.ok(!page.url().includes(api.token), `token still in ${page.url()}`);
+    await assertText(byTest(page, 'showing'), '4 of 4');
+    const aki = byTest(page, `entity-${api.entities.aki}`);
+    await assertText(aki, 'Aki Hoshino');
+    await assertText(aki, '星野アキ');
+    await assertText(aki, 'Starlight Unit');
+    await assertText(aki, 'YouTube');
+    await assertText(aki, 'X');
+    assert.equal(await byTest(page, `subscribe-${api.entities.aki}`).isChecked(), false);
+    // Seeded: subscribed to Luna with every kind.
+    assert.equal(await byTest(page, `subscribe-${api.entities.luna}`).isChecked(), true);
+    for (const kind of ['youtube.video', 'youtube.scheduled', 'youtube.reminder', 'youtube.live']) {
+      assert.equal(await byTest(page, `kind-${api.entities.luna}-${kind}`).isChecked(), true, kind);
+    }
+    // Only the kinds of the entity's platforms are offered.
+    assert.equal(await byTest(page, `kind-${api.entities.luna}-twitter.tweet`).count(), 0);
+    await page.close();
+  });
+
+  it('filters by search text and by group', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/?session=${api.token}`);
+    await byTest(page, 'search').fill('hoshino');
+    await assertText(byTest(page, 'showing'), '1 of 4');
+    assert.equal(await byTest(page, `entity-${api.entities.aki}`).count(), 1);
+    // Account ids are searchable too.
+    await byTest(page, 'search').fill('1000000000000000003');
+    await assertText(byTest(page, 'showing'), '1 of 4');
+    assert.equal(await byTest(page, `entity-${api.entities.mira}`).count(), 1);
+    await byTest(page, 'search').fill('');
+    await byTest(page, 'group-filter').selectOption(api.groups.starlight);
+    await assertText(byTest(page, 'showing'), '2 of 4');
+    assert.equal(await byTest(page, `entity-${api.entities.kaze}`).count(), 1);
+    assert.equal(await byTest(page, `entity-${api.entities.luna}`).count(), 0);
+    await byTest(page, 'group-filter').selectOption('__none__');
+    await assertText(byTest(page, 'showing'), '1 of 4');
+    await byTest(page, 'group-filter').selectOption('');
+    await byTest(page, 'subscribed-only').check();
+    await assertText(byTest(page, 'showing'), '1 of 4');
+    await page.close();
+  });
+
+  it('subscribes with two kinds, changes the language, saves and keeps it after a reload', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/?session=${api.token}`);
+    const aki = api.entities.aki;
+    await byTest(page, `subscribe-${aki}`).check();
+    // A new subscription starts with every kind of both platforms.
+    for (const kind of ['youtube.video', 'youtube.scheduled', 'youtube.reminder', 'youtube.live', 'twitter.tweet', 'twitter.retweet']) {
+      assert.equal(await byTest(page, `kind-${aki}-${kind}`).isChecked(), true, kind);
+    }
+    for (const kind of ['youtube.video', 'youtube.scheduled', 'youtube.reminder', 'twitter.retweet']) {
+      await byTest(page, `kind-${aki}-${kind}`).uncheck();
+    }
+    await byTest(page, `subscribe-${api.entities.luna}`).uncheck();
+    await byTest(page, 'language').selectOption('ja');
+    await assertText(byTest(page, 'unsaved-count'), '3 unsaved change(s)');
+
+    // Unchecking every kind is refused until one is picked again.
+    await byTest(page, `kind-${aki}-youtube.live`).uncheck();
+    await byTest(page, `kind-${aki}-twitter.tweet`).uncheck();
+    assert.equal(await byTest(page, 'save').isDisabled(), true);
+    await byTest(page, `kind-${aki}-youtube.live`).check();
+    await byTest(page, `kind-${aki}-twitter.tweet`).check();
+
+    await page.screenshot({ path: join(SCREENSHOTS, 'desktop.png') });
+    await page.setViewportSize(PHONE);
+    await page.screenshot({ path: join(SCREENSHOTS, 'phone.png') });
+    await byTest(page, `entity-${aki}`).scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join(SCREENSHOTS, 'phone-list.png') });
+    await page.setViewportSize(DESKTOP);
+
+    await byTest(page, 'save').click();
+    const status = byTest(page, 'status');
+    await status.waitFor();
+    assert.equal(await status.getAttribute('data-kind'), 'ok', await status.innerText());
+    // The page now speaks the saved language and names follow it.
+    await assertText(status, '保存しました');
+    await assertText(byTest(page, `entity-${aki}`), '星野アキ');
+
+    await page.screenshot({ path: join(SCREENSHOTS, 'desktop-saved-ja.png') });
+    await page.setViewportSize(PHONE);
+    await page.screenshot({ path: join(SCREENSHOTS, 'phone-saved-ja.png') });
+    await page.setViewportSize(DESKTOP);
+
+    // What the bot would see: straight from the api.
+    const subs = await rpc(api.url, 'getSubscription', api.token);
+    assert.equal(subs.status, 200);
+    assert.deepEqual(
+      subs.body.data.map((s) => [s.entity, s.kinds]),
+      [[aki, ['twitter.tweet', 'youtube.live']]],
+    );
+    const settings = await rpc(api.url, 'getSettings', api.token);
+    assert.equal(settings.body.data.language, 'ja');
+
+    // A reload reads the token back from the tab and shows the saved state.
+    await page.reload();
+    await byTest(page, 'chat-name').waitFor();
+    assert.equal(await byTest(page, 'language').inputValue(), 'ja');
+    assert.equal(await byTest(page, `subscribe-${aki}`).isChecked(), true);
+    assert.equal(await byTest(page, `subscribe-${api.entities.luna}`).isChecked(), false);
+    for (const [kind, on] of [
+      ['youtube.video', false],
+      ['youtube.scheduled', false],
+      ['youtube.reminder', false],
+      ['youtube.live', true],
+      ['twitter.tweet', true],
+      ['twitter.retweet', false],
+    ]) {
+      assert.equal(await byTest(page, `kind-${aki}-${kind}`).isChecked(), on, kind);
+    }
+    await assertText(byTest(page, 'unsaved-count'), '未保存の変更はありません');
+    await page.close();
+  });
+
+  it('accepts the token in the fragment too', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/#session=${api.token}`);
+    await assertText(byTest(page, 'chat-name'), 'Stargazer Fans');
+    assert.ok(!page.url().includes(api.token));
+    await page.close();
+  });
+
+  it('tells the user to send /settings again when the link has expired', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/?session=${api.expired_token}`);
+    const problem = byTest(page, 'session-problem');
+    await problem.waitFor();
+    assert.equal(await problem.getAttribute('data-reason'), 'expired');
+    await assertText(problem, 'This link has expired');
+    await assertText(problem, '/settings');
+    await page.screenshot({ path: join(SCREENSHOTS, 'expired.png') });
+    await page.setViewportSize(PHONE);
+    await page.screenshot({ path: join(SCREENSHOTS, 'expired-phone.png') });
+    // The api agrees the session is gone.
+    assert.equal((await rpc(api.url, 'authMe', api.expired_token)).status, 401);
+    await page.close();
+  });
+
+  it('explains where to get a link when opened without one', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/`);
+    const problem = byTest(page, 'session-problem');
+    await problem.waitFor();
+    assert.equal(await problem.getAttribute('data-reason'), 'missing');
+    await assertText(problem, '/settings');
+    await page.close();
+  });
+
+  it('works from another origin through config.json or ?api=, with CORS', async () => {
+    staticConfig = { apiBase: api.url };
+    const page = await newPage();
+    await page.goto(`${staticSite.url}/?session=${api.token}`);
+    await assertText(byTest(page, `entity-${api.entities.aki}`), '星野アキ');
+    await page.close();
+
+    // `?api=` wins over config.json (which now points at a closed port).
+    staticConfig = { apiBase: 'http://127.0.0.1:9' };
+    const second = await newPage();
+    await second.goto(`${staticSite.url}/?api=${encodeURIComponent(api.url)}&session=${api.token}`);
+    await assertText(byTest(second, 'chat-name'), 'Stargazer Fans');
+    assert.ok(second.url().includes('api='), 'other query parameters stay');
+    await second.close();
+
+    // An origin the api does not allow cannot read its answers.
+    const third = await newPage();
+    await third.goto(`${staticSite.url.replace('127.0.0.1', 'localhost')}/?api=${encodeURIComponent(api.url)}&session=${api.token}`);
+    await byTest(third, 'load-error').waitFor();
+    await third.close();
+  });
+
+  it('asked for nothing outside the test servers and threw no errors', () => {
+    const allowed = [new URL(api.url).origin, new URL(staticSite.url).origin, staticSite.url.replace('127.0.0.1', 'localhost')];
+    const outside = [...requested].filter((url) => !allowed.some((origin) => url.startsWith(`${origin}/`)));
+    const notAllowed = outside.filter((url) => !url.startsWith('http://127.0.0.1:9/'));
+    assert.deepEqual(notAllowed, []);
+    assert.deepEqual(pageErrors.map(String), []);
+  });
+});
+
+/** Waits until `locator` contains `text` (an empty `text` just waits for it). */
+async function assertText(locator, text) {
+  await locator.first().waitFor();
+  if (!text) return;
+  const deadline = Date.now() + 10_000;
+  let seen = '';
+  while (Date.now() < deadline) {
+    seen = await locator.first().innerText();
+    if (seen.includes(text)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail(`expected ${JSON.stringify(text)} in ${JSON.stringify(seen)}`);
+}

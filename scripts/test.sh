@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: every Rust crate's unit, contract, integration and end-to-end
+# tests (against RabbitMQ and the MongoDB-wire test server, started here if absent), then
+# the frontend's browser test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/test-services.sh
+cargo test --workspace --locked
+bash frontend/scripts/ci.sh

@@ -1,0 +1,126 @@
+//! The whole configuration, every section read and type-checked at start, so a bad value
+//! anywhere is reported before anything runs.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use stargazer_core::config::{CommonConfig, ConfigError, ConfigSource};
+
+/// Every section of the configuration file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Top-level keys: backends and logging.
+    pub common: CommonConfig,
+    /// `[api]`.
+    pub api: stargazer_api::ApiConfig,
+    /// `[coordinator]`.
+    pub coordinator: stargazer_coordinator::CoordinatorConfig,
+    /// `[worker]`: how a worker process reaches the coordinator.
+    pub worker: WorkerSection,
+    /// `[youtube]`.
+    pub youtube: stargazer_worker_youtube::YoutubeConfig,
+    /// `[twitter]`.
+    pub twitter: stargazer_worker_twitter::TwitterConfig,
+    /// `[delay]`.
+    pub delay: stargazer_middleware_delay::DelayConfig,
+    /// `[translate]`.
+    pub translate: stargazer_middleware_translate::TranslateConfig,
+    /// `[live_check]`.
+    pub live_check: stargazer_middleware_live_check::LiveCheckConfig,
+    /// `[telegram]`.
+    pub telegram: stargazer_bot_telegram::BotConfig,
+}
+
+/// Where `npm run build` in `frontend/` puts the static export, relative to a checkout.
+const DEFAULT_FRONTEND_DIR: &str = "frontend/out";
+
+/// Top-level keys and sections the file may contain.
+const KNOWN_KEYS: &[&str] = &[
+    "amqp_url",
+    "mongo_url",
+    "sqlite_path",
+    "log_format",
+    "log_level",
+    "api",
+    "coordinator",
+    "worker",
+    "youtube",
+    "twitter",
+    "delay",
+    "translate",
+    "live_check",
+    "telegram",
+];
+
+impl Settings {
+    /// Reads the file (if any) and the environment, and type-checks every section.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let source = ConfigSource::load(file)?;
+        source.reject_unknown_top_level(KNOWN_KEYS)?;
+        let common: CommonConfig = source.section("")?;
+        common.validate()?;
+        let mut api: stargazer_api::ApiConfig = source.section("api")?;
+        if api.frontend_dir.is_none() {
+            // Serve the frontend's static export when running from a checkout that built it.
+            let built = Path::new(DEFAULT_FRONTEND_DIR);
+            if built.join("index.html").is_file() {
+                api.frontend_dir = Some(built.to_path_buf());
+            }
+        }
+        Ok(Self {
+            common,
+            api,
+            coordinator: source.section("coordinator")?,
+            worker: source.section("worker")?,
+            youtube: source.section("youtube")?,
+            twitter: source.section("twitter")?,
+            delay: source.section("delay")?,
+            translate: source.section("translate")?,
+            live_check: source.section("live_check")?,
+            telegram: source.section("telegram")?,
+        })
+    }
+}
+
+/// Section `[worker]`: the coordinator connection of a worker process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerSection {
+    /// `worker.coordinator_url` / `STARGAZER_WORKER__COORDINATOR_URL`: WebSocket URL of the
+    /// coordinator; default `ws://127.0.0.1:8090/v1/worker`.
+    pub coordinator_url: String,
+    /// `worker.username` / `STARGAZER_WORKER__USERNAME`: credential with `coordinator: ro`.
+    pub username: String,
+    /// `worker.password` / `STARGAZER_WORKER__PASSWORD`: its password.
+    pub password: String,
+    /// `worker.id` / `STARGAZER_WORKER__ID`: stable worker identity (host or pod name);
+    /// empty means random per process.
+    pub id: String,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self {
+            coordinator_url: "ws://127.0.0.1:8090/v1/worker".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            id: String::new(),
+        }
+    }
+}
+
+impl WorkerSection {
+    /// Checks that a worker process has what it needs to log in.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.username.is_empty() {
+            return Err(ConfigError::invalid(
+                "worker.username",
+                "required: a credential with coordinator ro (create one with `stargazer admin credential add`)",
+            ));
+        }
+        if self.password.is_empty() {
+            return Err(ConfigError::invalid("worker.password", "required"));
+        }
+        Ok(())
+    }
+}

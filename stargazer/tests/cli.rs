@@ -1,0 +1,137 @@
+//! The binary as an operator meets it: help, configuration errors, standalone start and
+//! clean stop on SIGINT/SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn stargazer() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stargazer"));
+    // Keep the developer's environment out of the tests.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("STARGAZER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stargazer-cli-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn help_lists_every_role() {
+    let output = stargazer().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for role in [
+        "api",
+        "coordinator",
+        "worker-youtube",
+        "worker-twitter",
+        "middleware-delay",
+        "middleware-translate",
+        "middleware-live-check",
+        "bot-telegram",
+        "standalone",
+        "admin",
+    ] {
+        assert!(text.lines().any(|line| line.trim_start().starts_with(role)), "{role} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn bad_value_is_one_line_naming_the_key_and_exit_code_2() {
+    let output = stargazer()
+        .env("STARGAZER_API__LISTEN", "not-an-address")
+        .arg("api")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("api.listen"), "{stderr}");
+}
+
+#[test]
+fn broken_file_and_unknown_key_are_reported() {
+    let dir = temp_dir("config");
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "[api\nlisten = 1").unwrap();
+    let output = stargazer().arg("--config").arg(&broken).arg("api").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("broken.toml"));
+
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "amqp_ur = \"amqp://x\"\n").unwrap();
+    let output = stargazer().arg("--config").arg(&unknown).arg("api").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("amqp_ur") && stderr.contains("unknown key"), "{stderr}");
+
+    let wrong_scheme = stargazer().env("STARGAZER_AMQP_URL", "http://x").arg("api").output().unwrap();
+    assert_eq!(wrong_scheme.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong_scheme.stderr).contains("amqp_url"));
+}
+
+#[cfg(unix)]
+#[test]
+fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
+    let dir = temp_dir("standalone");
+    let mut child = stargazer()
+        .current_dir(&dir)
+        .env("STARGAZER_API__LISTEN", "127.0.0.1:0")
+        .env("STARGAZER_COORDINATOR__LISTEN", "127.0.0.1:0")
+        .arg("standalone")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut api_url = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api_url.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(rest) = line.trim_start().strip_prefix("api") {
+                api_url = rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+    }
+    let api_url = api_url.expect("standalone printed its summary with the api address");
+    let addr = api_url.trim_start_matches("http://");
+    let response = http_get(addr, "/healthz");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(dir.join("stargazer.db").exists(), "SQLite file created in the working directory");
+
+    let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "standalone did not stop after SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}

@@ -1,0 +1,214 @@
+//! The `[youtube]` configuration section.
+//!
+//! Every key can be set in the TOML file under `[youtube]` or through the environment as
+//! `STARGAZER_YOUTUBE__<KEY>` (upper case); the API key also as `STARGAZER_YOUTUBE_API_KEY`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the YouTube worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct YoutubeConfig {
+    /// `api_key` / `STARGAZER_YOUTUBE_API_KEY`: YouTube Data API v3 key. Default: empty
+    /// (classification calls then fail with the API's own error, which is logged).
+    pub api_key: String,
+    /// `data_api_base` / `STARGAZER_YOUTUBE__DATA_API_BASE`: base URL of the Data API; the
+    /// worker calls `{data_api_base}/youtube/v3/videos`. Default `https://www.googleapis.com`.
+    pub data_api_base: String,
+    /// `hub_url` / `STARGAZER_YOUTUBE__HUB_URL`: the WebSub hub endpoint that receives
+    /// subscribe/unsubscribe POSTs. Default `https://pubsubhubbub.appspot.com/subscribe`.
+    pub hub_url: String,
+    /// `topic_base` / `STARGAZER_YOUTUBE__TOPIC_BASE`: the topic URL without the query; the
+    /// topic is `{topic_base}?channel_id=<id>`. Default
+    /// `https://www.youtube.com/xml/feeds/videos.xml` (what YouTube publishes to).
+    pub topic_base: String,
+    /// `feed_base` / `STARGAZER_YOUTUBE__FEED_BASE`: base URL of the public channel feed
+    /// polled as fallback, `{feed_base}/feeds/videos.xml?channel_id=<id>`. Default
+    /// `https://www.youtube.com`.
+    pub feed_base: String,
+    /// `public_url` / `STARGAZER_YOUTUBE__PUBLIC_URL`: the URL under which the hub reaches
+    /// this worker's callback server (callbacks are `{public_url}/websub/<subscription id>`).
+    /// Default: empty, which disables WebSub; the worker then relies on the feed poll only.
+    pub public_url: String,
+    /// `listen` / `STARGAZER_YOUTUBE__LISTEN`: address the callback server (WebSub,
+    /// `/healthz`, `/metrics`) binds. Default `0.0.0.0:8081`.
+    pub listen: SocketAddr,
+    /// `lease_seconds` / `STARGAZER_YOUTUBE__LEASE_SECONDS`: lease asked of the hub, seconds.
+    /// Default 432000 (5 days, the hub's usual maximum).
+    pub lease_seconds: u64,
+    /// `renew_margin_seconds` / `STARGAZER_YOUTUBE__RENEW_MARGIN_SECONDS`: renew this long
+    /// before the lease expires, seconds (at most half the granted lease). Default 86400.
+    pub renew_margin_seconds: u64,
+    /// `verify_timeout_seconds` / `STARGAZER_YOUTUBE__VERIFY_TIMEOUT_SECONDS`: how long to wait
+    /// for the hub's verification GET after it accepted a request before asking again,
+    /// seconds. Default 300.
+    pub verify_timeout_seconds: u64,
+    /// `hub_concurrency` / `STARGAZER_YOUTUBE__HUB_CONCURRENCY`: hub requests in flight at
+    /// once, so thousands of channels starting together do not flood the hub. Default 8.
+    pub hub_concurrency: usize,
+    /// `hub_retry_initial_ms` / `STARGAZER_YOUTUBE__HUB_RETRY_INITIAL_MS`: first delay before
+    /// retrying a failed hub request, milliseconds (doubles each failure). Default 1000.
+    pub hub_retry_initial_ms: u64,
+    /// `hub_retry_max_seconds` / `STARGAZER_YOUTUBE__HUB_RETRY_MAX_SECONDS`: cap of that delay,
+    /// seconds. Default 600.
+    pub hub_retry_max_seconds: u64,
+    /// `unsubscribe_attempts` / `STARGAZER_YOUTUBE__UNSUBSCRIBE_ATTEMPTS`: attempts to
+    /// unsubscribe when a channel is unassigned before leaving the lease to expire. Default 5.
+    pub unsubscribe_attempts: u32,
+    /// `poll_interval_seconds` / `STARGAZER_YOUTUBE__POLL_INTERVAL_SECONDS`: fallback feed poll
+    /// interval per channel, seconds; 0 disables polling. Default 900.
+    pub poll_interval_seconds: u64,
+    /// `poll_concurrency` / `STARGAZER_YOUTUBE__POLL_CONCURRENCY`: feed requests in flight at
+    /// once. Default 8.
+    pub poll_concurrency: usize,
+    /// `batch_window_ms` / `STARGAZER_YOUTUBE__BATCH_WINDOW_MS`: how long videos to classify
+    /// are collected before one `videos.list` call, milliseconds. Default 2000.
+    pub batch_window_ms: u64,
+    /// `batch_max` / `STARGAZER_YOUTUBE__BATCH_MAX`: videos per `videos.list` call (the API
+    /// accepts at most 50). Default 50.
+    pub batch_max: usize,
+    /// `api_retry_initial_ms` / `STARGAZER_YOUTUBE__API_RETRY_INITIAL_MS`: first delay after a
+    /// Data API server or network error, milliseconds (doubles each failure). Default 1000.
+    pub api_retry_initial_ms: u64,
+    /// `quota_retry_initial_seconds` / `STARGAZER_YOUTUBE__QUOTA_RETRY_INITIAL_SECONDS`: first
+    /// delay after a quota error (403 `quotaExceeded`, 429), seconds (doubles each time).
+    /// Default 60.
+    pub quota_retry_initial_seconds: u64,
+    /// `api_retry_max_seconds` / `STARGAZER_YOUTUBE__API_RETRY_MAX_SECONDS`: cap of the backoff
+    /// after Data API errors (quota exhaustion included), seconds. Default 3600.
+    pub api_retry_max_seconds: u64,
+    /// `seen_window_days` / `STARGAZER_YOUTUBE__SEEN_WINDOW_DAYS`: how long published events
+    /// and per-video state are remembered for deduplication, days. Default 30.
+    pub seen_window_days: u64,
+    /// `max_video_age_hours` / `STARGAZER_YOUTUBE__MAX_VIDEO_AGE_HOURS`: uploads published
+    /// longer ago than this are recorded but not announced (edits of old videos re-push them),
+    /// hours. Default 48.
+    pub max_video_age_hours: u64,
+    /// `reminder_lead_seconds` / `STARGAZER_YOUTUBE__REMINDER_LEAD_SECONDS`: how long before a
+    /// scheduled start the reminder fires, seconds. Default 1800.
+    pub reminder_lead_seconds: u64,
+    /// `stale_upcoming_hours` / `STARGAZER_YOUTUBE__STALE_UPCOMING_HOURS`: an upcoming stream
+    /// whose scheduled start passed longer ago than this is treated as abandoned and not
+    /// announced, hours. Default 24.
+    pub stale_upcoming_hours: u64,
+    /// `max_body_bytes` / `STARGAZER_YOUTUBE__MAX_BODY_BYTES`: largest notification body
+    /// accepted, bytes. Default 1048576.
+    pub max_body_bytes: usize,
+    /// `http_timeout_seconds` / `STARGAZER_YOUTUBE__HTTP_TIMEOUT_SECONDS`: timeout of each
+    /// outgoing HTTP request, seconds. Default 30.
+    pub http_timeout_seconds: u64,
+}
+
+impl Default for YoutubeConfig {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            data_api_base: "https://www.googleapis.com".into(),
+            hub_url: "https://pubsubhubbub.appspot.com/subscribe".into(),
+            topic_base: "https://www.youtube.com/xml/feeds/videos.xml".into(),
+            feed_base: "https://www.youtube.com".into(),
+            public_url: String::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            lease_seconds: 432_000,
+            renew_margin_seconds: 86_400,
+            verify_timeout_seconds: 300,
+            hub_concurrency: 8,
+            hub_retry_initial_ms: 1000,
+            hub_retry_max_seconds: 600,
+            unsubscribe_attempts: 5,
+            poll_interval_seconds: 900,
+            poll_concurrency: 8,
+            batch_window_ms: 2000,
+            batch_max: 50,
+            api_retry_initial_ms: 1000,
+            quota_retry_initial_seconds: 60,
+            api_retry_max_seconds: 3600,
+            seen_window_days: 30,
+            max_video_age_hours: 48,
+            reminder_lead_seconds: 1800,
+            stale_upcoming_hours: 24,
+            max_body_bytes: 1 << 20,
+            http_timeout_seconds: 30,
+        }
+    }
+}
+
+impl YoutubeConfig {
+    /// Checks values that would make the worker misbehave; the error names the key.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad =
+            |key: &str, reason: &str| Err(crate::Error::Config(format!("youtube.{key}: {reason}")));
+        for (key, value) in [
+            ("data_api_base", &self.data_api_base),
+            ("hub_url", &self.hub_url),
+            ("topic_base", &self.topic_base),
+            ("feed_base", &self.feed_base),
+        ] {
+            if reqwest::Url::parse(value).is_err() {
+                return bad(key, &format!("`{value}` is not an absolute URL"));
+            }
+        }
+        if !self.public_url.is_empty() && reqwest::Url::parse(&self.public_url).is_err() {
+            return bad(
+                "public_url",
+                &format!("`{}` is not an absolute URL", self.public_url),
+            );
+        }
+        if self.batch_max == 0 || self.batch_max > 50 {
+            return bad("batch_max", "must be between 1 and 50 (the Data API limit)");
+        }
+        if self.lease_seconds < 60 {
+            return bad("lease_seconds", "must be at least 60");
+        }
+        if self.hub_concurrency == 0 {
+            return bad("hub_concurrency", "must be at least 1");
+        }
+        if self.poll_concurrency == 0 {
+            return bad("poll_concurrency", "must be at least 1");
+        }
+        if self.seen_window_days * 24 <= self.max_video_age_hours {
+            return bad(
+                "seen_window_days",
+                "must be longer than max_video_age_hours, or old re-pushes could be announced",
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether WebSub is enabled (a public callback URL is configured).
+    pub fn websub_enabled(&self) -> bool {
+        !self.public_url.is_empty()
+    }
+
+    /// The WebSub topic of a channel.
+    pub fn topic(&self, channel_id: &str) -> String {
+        format!("{}?channel_id={channel_id}", self.topic_base)
+    }
+
+    /// The callback URL of a subscription.
+    pub fn callback(&self, subscription: uuid::Uuid) -> String {
+        format!(
+            "{}/websub/{subscription}",
+            self.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// The public feed URL of a channel.
+    pub fn feed_url(&self, channel_id: &str) -> String {
+        format!(
+            "{}/feeds/videos.xml?channel_id={channel_id}",
+            self.feed_base.trim_end_matches('/')
+        )
+    }
+
+    pub(crate) fn http_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_timeout_seconds.max(1))
+    }
+
+    pub(crate) fn seen_window(&self) -> chrono::Duration {
+        chrono::Duration::days(self.seen_window_days as i64)
+    }
+}

@@ -1,0 +1,285 @@
+//! YouTube Data API v3 `videos.list?part=snippet,liveStreamingDetails`: the one call the
+//! worker makes to tell uploads, scheduled streams and live streams apart. Each call costs
+//! one quota unit whatever the number of ids (≤ 50), which is why callers batch.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// Errors of a `videos.list` call.
+#[derive(Debug, thiserror::Error)]
+pub enum DataApiError {
+    /// The daily quota is spent (403 `quotaExceeded`/`dailyLimitExceeded`) or requests come
+    /// too fast (403 `rateLimitExceeded`, 429): wait long before retrying.
+    #[error("Data API quota exhausted: {0}")]
+    Quota(String),
+    /// The API refused the request for another reason (bad key, bad parameter).
+    #[error("Data API rejected the request ({status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The API's reason and message.
+        message: String,
+    },
+    /// A server error or a transport failure; worth retrying soon.
+    #[error("Data API unavailable: {0}")]
+    Unavailable(String),
+    /// A 200 response that is not a `videoListResponse`.
+    #[error("Data API answered with an unexpected body: {0}")]
+    BadResponse(String),
+}
+
+impl DataApiError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DataApiError::Quota(_) => "quota",
+            DataApiError::Rejected { .. } => "rejected",
+            DataApiError::Unavailable(_) => "unavailable",
+            DataApiError::BadResponse(_) => "bad_response",
+        }
+    }
+}
+
+/// One `youtube#video` resource, reduced to what classification needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Video {
+    /// Video id.
+    pub id: String,
+    /// `snippet`.
+    #[serde(default)]
+    pub snippet: Option<Snippet>,
+    /// `liveStreamingDetails`, present for streams and premieres.
+    #[serde(default, rename = "liveStreamingDetails")]
+    pub live: Option<LiveStreamingDetails>,
+}
+
+/// `snippet` of a video.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snippet {
+    /// When the video was published (for streams: when the broadcast was created).
+    #[serde(default)]
+    pub published_at: Option<DateTime<Utc>>,
+    /// Owning channel.
+    #[serde(default)]
+    pub channel_id: String,
+    /// Title.
+    #[serde(default)]
+    pub title: String,
+    /// Channel title.
+    #[serde(default)]
+    pub channel_title: String,
+    /// Thumbnails by size name.
+    #[serde(default)]
+    pub thumbnails: std::collections::BTreeMap<String, Thumbnail>,
+    /// `none`, `upcoming` or `live`.
+    #[serde(default)]
+    pub live_broadcast_content: String,
+}
+
+/// One thumbnail.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Thumbnail {
+    /// Image URL.
+    pub url: String,
+}
+
+/// `liveStreamingDetails` of a stream or premiere.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStreamingDetails {
+    /// Announced start.
+    #[serde(default)]
+    pub scheduled_start_time: Option<DateTime<Utc>>,
+    /// Real start, once live.
+    #[serde(default)]
+    pub actual_start_time: Option<DateTime<Utc>>,
+    /// Real end, once over.
+    #[serde(default)]
+    pub actual_end_time: Option<DateTime<Utc>>,
+}
+
+impl Video {
+    /// The largest thumbnail's URL.
+    pub fn best_thumbnail(&self) -> Option<&str> {
+        let thumbs = &self.snippet.as_ref()?.thumbnails;
+        ["maxres", "standard", "high", "medium", "default"]
+            .iter()
+            .find_map(|size| thumbs.get(*size))
+            .map(|t| t.url.as_str())
+    }
+}
+
+#[derive(Deserialize)]
+struct ListResponse {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    items: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    reason: String,
+}
+
+/// A `videos.list` client.
+#[derive(Debug, Clone)]
+pub struct DataApi {
+    http: reqwest::Client,
+    endpoint: String,
+    key: String,
+}
+
+impl DataApi {
+    /// A client for `{base}/youtube/v3/videos` with API key `key`.
+    pub fn new(http: reqwest::Client, base: &str, key: &str) -> Self {
+        Self {
+            http,
+            endpoint: format!("{}/youtube/v3/videos", base.trim_end_matches('/')),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Fetches up to 50 videos in one call (one quota unit). Ids the API does not return
+    /// (private, deleted, never existed) are simply absent from the result. Items that do
+    /// not parse are skipped with a warning rather than failing the whole batch.
+    pub async fn list(&self, ids: &[String]) -> Result<Vec<Video>, DataApiError> {
+        let joined = ids.join(",");
+        let response = self
+            .http
+            .get(&self.endpoint)
+            .query(&[
+                ("part", "snippet,liveStreamingDetails"),
+                ("id", joined.as_str()),
+                ("maxResults", "50"),
+                ("key", self.key.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|err| DataApiError::Unavailable(without_url(&err)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| DataApiError::Unavailable(without_url(&err)))?;
+        if status.is_success() {
+            let list: ListResponse = serde_json::from_slice(&body)
+                .map_err(|err| DataApiError::BadResponse(err.to_string()))?;
+            if let Some(kind) = list.kind.as_deref() {
+                if kind != "youtube#videoListResponse" {
+                    return Err(DataApiError::BadResponse(format!("kind `{kind}`")));
+                }
+            }
+            let mut videos = Vec::with_capacity(list.items.len());
+            for item in list.items {
+                match serde_json::from_value::<Video>(item) {
+                    Ok(video) => videos.push(video),
+                    Err(err) => tracing::warn!(cause = %err, "skipping unparsable video item"),
+                }
+            }
+            return Ok(videos);
+        }
+        let (reason, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(parsed) => (
+                parsed
+                    .error
+                    .errors
+                    .first()
+                    .map(|e| e.reason.clone())
+                    .unwrap_or_default(),
+                parsed.error.message,
+            ),
+            Err(_) => (
+                String::new(),
+                String::from_utf8_lossy(&body).chars().take(200).collect(),
+            ),
+        };
+        let described = if reason.is_empty() {
+            message
+        } else {
+            format!("{reason}: {message}")
+        };
+        match status.as_u16() {
+            429 => Err(DataApiError::Quota(described)),
+            403 if matches!(
+                reason.as_str(),
+                "quotaExceeded"
+                    | "dailyLimitExceeded"
+                    | "rateLimitExceeded"
+                    | "userRateLimitExceeded"
+            ) =>
+            {
+                Err(DataApiError::Quota(described))
+            }
+            code if status.is_server_error() => {
+                Err(DataApiError::Unavailable(format!("{code}: {described}")))
+            }
+            code => Err(DataApiError::Rejected {
+                status: code,
+                message: described,
+            }),
+        }
+    }
+}
+
+/// reqwest errors print the URL, which carries the API key; keep it out of logs.
+fn without_url(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(url) = err.url() {
+        text = text.replace(url.as_str(), "<videos.list>");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_real_shaped_item() {
+        let item = serde_json::json!({
+            "kind": "youtube#video",
+            "etag": "x",
+            "id": "VID",
+            "snippet": {
+                "publishedAt": "2024-05-01T10:00:00Z",
+                "channelId": "UC1",
+                "title": "t",
+                "description": "d",
+                "thumbnails": {"default": {"url": "https://i.ytimg.com/d.jpg", "width": 120, "height": 90},
+                               "high": {"url": "https://i.ytimg.com/h.jpg", "width": 480, "height": 360}},
+                "channelTitle": "ch",
+                "liveBroadcastContent": "upcoming"
+            },
+            "liveStreamingDetails": {"scheduledStartTime": "2024-05-02T10:00:00Z", "activeLiveChatId": "c"}
+        });
+        let video: Video = serde_json::from_value(item).unwrap();
+        assert_eq!(video.best_thumbnail(), Some("https://i.ytimg.com/h.jpg"));
+        let snippet = video.snippet.as_ref().unwrap();
+        assert_eq!(snippet.live_broadcast_content, "upcoming");
+        assert_eq!(
+            video
+                .live
+                .unwrap()
+                .scheduled_start_time
+                .unwrap()
+                .to_rfc3339(),
+            "2024-05-02T10:00:00+00:00"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Prometheus counters of the YouTube worker, registered in the worker's own registry and
+//! served on the callback server's `/metrics`. Tests read them through the accessors.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The worker's counters.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    notifications: IntCounterVec,
+    verifications: IntCounterVec,
+    hub_requests: IntCounterVec,
+    api_calls: IntCounter,
+    api_videos: IntCounter,
+    api_errors: IntCounterVec,
+    feed_polls: IntCounterVec,
+    published: IntCounterVec,
+    publish_failures: IntCounter,
+    subscriptions: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("metric names and labels are valid literals");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("each metric is registered once in a fresh registry");
+    counter
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("metric names are valid literals");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("each metric is registered once in a fresh registry");
+    counter
+}
+
+impl Metrics {
+    /// Fresh counters in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let subscriptions = IntGauge::new(
+            "stargazer_youtube_subscriptions",
+            "WebSub subscriptions currently verified by the hub",
+        )
+        .expect("metric names are valid literals");
+        registry
+            .register(Box::new(subscriptions.clone()))
+            .expect("each metric is registered once in a fresh registry");
+        Self {
+            notifications: counter_vec(
+                &registry,
+                "stargazer_youtube_notifications_total",
+                "WebSub notification POSTs by outcome",
+                &["result"],
+            ),
+            verifications: counter_vec(
+                &registry,
+                "stargazer_youtube_verifications_total",
+                "Hub verification GETs by mode and outcome",
+                &["mode", "result"],
+            ),
+            hub_requests: counter_vec(
+                &registry,
+                "stargazer_youtube_hub_requests_total",
+                "Subscribe/unsubscribe requests to the hub by outcome",
+                &["mode", "result"],
+            ),
+            api_calls: counter(
+                &registry,
+                "stargazer_youtube_data_api_calls_total",
+                "videos.list calls (one quota unit each)",
+            ),
+            api_videos: counter(
+                &registry,
+                "stargazer_youtube_data_api_videos_total",
+                "Video ids asked of videos.list",
+            ),
+            api_errors: counter_vec(
+                &registry,
+                "stargazer_youtube_data_api_errors_total",
+                "Failed videos.list calls by reason",
+                &["reason"],
+            ),
+            feed_polls: counter_vec(
+                &registry,
+                "stargazer_youtube_feed_polls_total",
+                "Fallback feed polls by outcome",
+                &["result"],
+            ),
+            published: counter_vec(
+                &registry,
+                "stargazer_youtube_events_published_total",
+                "Events published by kind",
+                &["kind"],
+            ),
+            publish_failures: counter(
+                &registry,
+                "stargazer_youtube_publish_failures_total",
+                "Publishes that failed and went to the outbox",
+            ),
+            subscriptions,
+            registry,
+        }
+    }
+
+    /// The registry to serve on `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn notification(&self, result: &str) {
+        self.notifications.with_label_values(&[result]).inc();
+    }
+
+    pub(crate) fn verification(&self, mode: &str, result: &str) {
+        self.verifications.with_label_values(&[mode, result]).inc();
+    }
+
+    pub(crate) fn hub_request(&self, mode: &str, result: &str) {
+        self.hub_requests.with_label_values(&[mode, result]).inc();
+    }
+
+    pub(crate) fn api_call(&self, videos: usize) {
+        self.api_calls.inc();
+        self.api_videos.inc_by(videos as u64);
+    }
+
+    pub(crate) fn api_error(&self, reason: &str) {
+        self.api_errors.with_label_values(&[reason]).inc();
+    }
+
+    pub(crate) fn feed_poll(&self, result: &str) {
+        self.feed_polls.with_label_values(&[result]).inc();
+    }
+
+    pub(crate) fn published(&self, kind: &str) {
+        self.published.with_label_values(&[kind]).inc();
+    }
+
+    pub(crate) fn publish_failed(&self) {
+        self.publish_failures.inc();
+    }
+
+    pub(crate) fn subscriptions(&self) -> &IntGauge {
+        &self.subscriptions
+    }
+
+    /// Notifications counted with `result` (`accepted`, `forged`, `unsigned`, `malformed`,
+    /// `unknown_subscription`, `foreign_entry`).
+    pub fn notifications_with(&self, result: &str) -> u64 {
+        self.notifications.with_label_values(&[result]).get()
+    }
+
+    /// Verification GETs counted with `mode` and `result` (`confirmed`, `refused`).
+    pub fn verifications_with(&self, mode: &str, result: &str) -> u64 {
+        self.verifications.with_label_values(&[mode, result]).get()
+    }
+
+    /// Hub requests counted with `mode` and `result` (`accepted`, `failed`).
+    pub fn hub_requests_with(&self, mode: &str, result: &str) -> u64 {
+        self.hub_requests.with_label_values(&[mode, result]).get()
+    }
+
+    /// `videos.list` calls made (quota units spent).
+    pub fn api_calls(&self) -> u64 {
+        self.api_calls.get()
+    }
+
+    /// Video ids asked of `videos.list`.
+    pub fn api_videos(&self) -> u64 {
+        self.api_videos.get()
+    }
+
+    /// Failed `videos.list` calls with `reason` (`quota`, `rejected`, `unavailable`,
+    /// `bad_response`).
+    pub fn api_errors_with(&self, reason: &str) -> u64 {
+        self.api_errors.with_label_values(&[reason]).get()
+    }
+
+    /// Feed polls with `result` (`ok`, `failed`).
+    pub fn feed_polls_with(&self, result: &str) -> u64 {
+        self.feed_polls.with_label_values(&[result]).get()
+    }
+
+    /// Events published of `kind`.
+    pub fn published_of(&self, kind: &str) -> u64 {
+        self.published.with_label_values(&[kind]).get()
+    }
+
+    /// Verified subscriptions held now.
+    pub fn active_subscriptions(&self) -> i64 {
+        self.subscriptions.get()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,509 @@
+//! [`YoutubeRunner`]: the worker's task set. The coordinator (through the worker runtime)
+//! or a test calls [`YoutubeRunner::start`] / [`YoutubeRunner::stop`]; each started task
+//! runs one job (see `job.rs`) that holds the channel's WebSub subscription and polls its
+//! feed. Shared by all jobs: the callback server's subscription table, the classification
+//! batcher, the publisher and the hub/feed concurrency limits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use stargazer_core::bus::Bus;
+use stargazer_core::model::{Task, TaskParams};
+use stargazer_core::storage::{Storage, StorageError};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::atom::FeedEntry;
+use crate::batcher::{Batcher, ClassifyRequest, TaskRef};
+use crate::classify::{decide_tombstone, Context};
+use crate::config::YoutubeConfig;
+use crate::data_api::DataApi;
+use crate::hub::HubClient;
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::store::{self, Lease, SEEN_NAMESPACE};
+use crate::Error;
+
+/// Where a subscription stands, as the callback server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Requested, not verified yet.
+    Subscribing,
+    /// Verified by the hub (renewals keep this phase).
+    Active,
+    /// Unsubscribe requested; only an unsubscribe verification is confirmed.
+    Unsubscribing,
+}
+
+/// Lease expiry and granted seconds, as the verification handler reports them.
+pub(crate) type Verified = Option<(DateTime<Utc>, u64)>;
+
+/// One subscription the callback server answers for.
+#[derive(Clone)]
+pub(crate) struct SubEntry {
+    pub(crate) task: Arc<TaskRef>,
+    pub(crate) topic: String,
+    pub(crate) secret: Arc<[u8]>,
+    pub(crate) phase: Phase,
+    /// Lease expiry and granted seconds, sent by the verification handler to the job.
+    pub(crate) verified: Arc<watch::Sender<Verified>>,
+    /// Woken when the hub verifies an unsubscription.
+    pub(crate) unsubscribed: Arc<Notify>,
+}
+
+/// State shared by the jobs, the batcher and the callback server.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<YoutubeConfig>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) hub: HubClient,
+    pub(crate) hub_limit: Semaphore,
+    pub(crate) poll_limit: Semaphore,
+    pub(crate) classify_tx: mpsc::UnboundedSender<ClassifyRequest>,
+    pub(crate) subs: Mutex<HashMap<Uuid, SubEntry>>,
+    pub(crate) publisher: Publisher,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn subscription(&self, id: Uuid) -> Option<SubEntry> {
+        self.lock_subs().get(&id).cloned()
+    }
+
+    pub(crate) fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SubEntry>> {
+        // A panic while holding this short, await-free lock cannot leave the map half
+        // updated, so a poisoned lock is still safe to use.
+        self.subs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(crate) fn register(&self, id: Uuid, entry: SubEntry) {
+        let mut subs = self.lock_subs();
+        subs.insert(id, entry);
+        self.update_gauge(&subs);
+    }
+
+    pub(crate) fn set_phase(&self, id: Uuid, phase: Phase) {
+        let mut subs = self.lock_subs();
+        if let Some(entry) = subs.get_mut(&id) {
+            entry.phase = phase;
+        }
+        self.update_gauge(&subs);
+    }
+
+    pub(crate) fn deregister(&self, id: Uuid) {
+        let mut subs = self.lock_subs();
+        subs.remove(&id);
+        self.update_gauge(&subs);
+    }
+
+    fn update_gauge(&self, subs: &HashMap<Uuid, SubEntry>) {
+        let active = subs.values().filter(|e| e.phase == Phase::Active).count();
+        self.metrics.subscriptions().set(active as i64);
+    }
+
+    /// Handles a verification GET; `Ok(true)` when the challenge should be echoed.
+    pub(crate) async fn confirm_verification(
+        &self,
+        id: Uuid,
+        mode: &str,
+        topic: &str,
+        lease_seconds: Option<u64>,
+    ) -> Result<bool, StorageError> {
+        let Some(entry) = self.subscription(id) else {
+            return Ok(false);
+        };
+        if entry.topic != topic {
+            return Ok(false);
+        }
+        match (mode, entry.phase) {
+            ("subscribe", Phase::Subscribing | Phase::Active) => {
+                let granted = lease_seconds.unwrap_or(self.config.lease_seconds).max(1);
+                let expires = Utc::now() + chrono::Duration::seconds(granted as i64);
+                let lease = Lease {
+                    subscription: id,
+                    channel_id: entry.task.channel_id.clone(),
+                    topic: entry.topic.clone(),
+                    callback: self.config.callback(id),
+                    secret: String::from_utf8_lossy(&entry.secret).into_owned(),
+                    expires_at: Some(expires),
+                    granted_seconds: Some(granted),
+                };
+                store::put_lease(self.storage.as_ref(), entry.task.task_id, &lease).await?;
+                // The job may have started unsubscribing while the lease was written.
+                let still_wanted = {
+                    let mut subs = self.lock_subs();
+                    let wanted = match subs.get_mut(&id) {
+                        Some(current) if current.phase != Phase::Unsubscribing => {
+                            current.phase = Phase::Active;
+                            true
+                        }
+                        _ => false,
+                    };
+                    self.update_gauge(&subs);
+                    wanted
+                };
+                if still_wanted {
+                    entry.verified.send_replace(Some((expires, granted)));
+                }
+                Ok(still_wanted)
+            }
+            ("unsubscribe", Phase::Unsubscribing) => {
+                entry.unsubscribed.notify_one();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Queues an Atom entry for classification unless that exact version (same `updated`)
+    /// was processed already.
+    pub(crate) async fn submit(
+        &self,
+        task: &Arc<TaskRef>,
+        entry: FeedEntry,
+        initial: bool,
+    ) -> Result<(), Error> {
+        if let Some(updated) = entry.updated.as_deref() {
+            let record = store::video(self.storage.as_ref(), task.task_id, &entry.video_id).await?;
+            if record.is_some_and(|r| r.updated.as_deref() == Some(updated)) {
+                tracing::debug!(task_id = %task.task_id, video_id = %entry.video_id, "entry already processed");
+                return Ok(());
+            }
+        }
+        let title = (!entry.title.is_empty()).then_some(entry.title);
+        self.classify_tx
+            .send(ClassifyRequest {
+                task: task.clone(),
+                video_id: entry.video_id,
+                updated: entry.updated,
+                title_hint: title,
+                initial,
+            })
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Handles a tombstone: cancels what a pending stream had scheduled.
+    pub(crate) async fn tombstone(
+        &self,
+        task: &TaskRef,
+        video_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        let prev = store::video(self.storage.as_ref(), task.task_id, video_id).await?;
+        let ctx = Context {
+            now,
+            entity: task.entity,
+            channel_id: &task.channel_id,
+            video_id,
+            updated: None,
+            title_hint: None,
+            initial: false,
+            max_video_age: chrono::Duration::hours(self.config.max_video_age_hours as i64),
+            reminder_lead: chrono::Duration::seconds(self.config.reminder_lead_seconds as i64),
+            stale_upcoming: chrono::Duration::hours(self.config.stale_upcoming_hours as i64),
+        };
+        let plan = decide_tombstone(prev.as_ref(), &ctx);
+        for group in &plan.groups {
+            self.publisher.publish_group(task.entity, group).await?;
+        }
+        tracing::info!(task_id = %task.task_id, video_id, cancelled = !plan.groups.is_empty(), "video deleted");
+        store::put_video(self.storage.as_ref(), task.task_id, video_id, &plan.record).await
+    }
+}
+
+struct JobHandle {
+    task: Task,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    stopping: bool,
+    join: JoinHandle<()>,
+}
+
+/// The set of channels this worker watches. Cheap to clone.
+#[derive(Clone)]
+pub struct YoutubeRunner {
+    shared: Arc<Shared>,
+    jobs: Arc<Mutex<HashMap<Uuid, JobHandle>>>,
+    background: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for YoutubeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YoutubeRunner")
+            .field("tasks", &self.tasks())
+            .finish_non_exhaustive()
+    }
+}
+
+impl YoutubeRunner {
+    /// Builds the runner and starts its background work (classification batcher,
+    /// seen-window purge, outbox retries). Everything stops when `shutdown` is cancelled;
+    /// [`YoutubeRunner::join`] waits for it. The callback server is served separately
+    /// ([`YoutubeRunner::serve`]).
+    pub fn new(
+        config: YoutubeConfig,
+        storage: Arc<dyn Storage>,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let http = reqwest::Client::builder()
+            .timeout(config.http_timeout())
+            .user_agent(concat!(
+                "stargazer-worker-youtube/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|err| Error::Config(format!("HTTP client: {err}")))?;
+        let metrics = Metrics::new();
+        let publisher = Publisher::new(storage.clone(), bus, metrics.clone());
+        let (classify_tx, classify_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            hub: HubClient::new(http.clone(), &config.hub_url),
+            hub_limit: Semaphore::new(config.hub_concurrency),
+            poll_limit: Semaphore::new(config.poll_concurrency),
+            classify_tx,
+            subs: Mutex::new(HashMap::new()),
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            storage: storage.clone(),
+            http: http.clone(),
+            config: config.clone(),
+        });
+        let batcher = Batcher {
+            api: DataApi::new(http, &config.data_api_base, &config.api_key),
+            config: config.clone(),
+            storage: storage.clone(),
+            publisher: publisher.clone(),
+            metrics,
+        };
+        let batcher_task = tokio::spawn(batcher.run(classify_rx, shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            storage,
+            publisher,
+            config.seen_window(),
+            shutdown,
+        ));
+        Ok(Self {
+            shared,
+            jobs: Arc::new(Mutex::new(HashMap::new())),
+            background: Arc::new(Mutex::new(vec![batcher_task, housekeeping])),
+        })
+    }
+
+    /// The callback server's routes (`/websub/{id}`, `/healthz`, `/metrics`).
+    pub fn router(&self) -> axum::Router {
+        crate::callback::router(self.shared.clone())
+    }
+
+    /// Serves the callback server on `listener` until shutdown.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> Result<(), Error> {
+        let shutdown = self.shared.shutdown.clone();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(Error::Io)
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &YoutubeConfig {
+        &self.shared.config
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, JobHandle>> {
+        // Held only for map updates, never across an await: a poisoned lock is consistent.
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Ids of the tasks currently held (not being stopped).
+    pub fn tasks(&self) -> Vec<Uuid> {
+        let jobs = self.lock_jobs();
+        let mut ids: Vec<Uuid> = jobs
+            .iter()
+            .filter(|(_, job)| !job.stopping && !job.join.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Starts watching the channel of `task` (idempotent for a task already held).
+    pub async fn start(&self, task: Task) -> Result<(), Error> {
+        let TaskParams::Youtube { channel_id } = &task.params else {
+            return Err(Error::InvalidTask {
+                task: task.id,
+                reason: format!("a {} task sent to the YouTube worker", task.kind()),
+            });
+        };
+        if !valid_channel_id(channel_id) {
+            return Err(Error::InvalidTask {
+                task: task.id,
+                reason: format!("`{channel_id}` is not a YouTube channel id"),
+            });
+        }
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let previous = {
+            let mut jobs = self.lock_jobs();
+            // Forget jobs that finished unsubscribing, so churn does not grow the map.
+            jobs.retain(|id, job| *id == task.id || !(job.stopping && job.join.is_finished()));
+            match jobs.get(&task.id) {
+                Some(job) if !job.stopping && job.task == task && !job.join.is_finished() => {
+                    return Ok(());
+                }
+                Some(_) => jobs.remove(&task.id),
+                None => None,
+            }
+        };
+        if let Some(old) = previous {
+            if old.task != task && !old.stopping {
+                // The channel changed: give up the old subscription properly first.
+                old.stop.cancel();
+            } else {
+                // Reassigned back while unsubscribing: abort that and take over the lease.
+                old.abort.cancel();
+            }
+            let _ = old.join.await;
+        }
+        let task_ref = Arc::new(TaskRef {
+            task_id: task.id,
+            entity: task.entity,
+            channel_id: channel_id.clone(),
+        });
+        let stop = CancellationToken::new();
+        let abort = self.shared.shutdown.child_token();
+        let join = tokio::spawn(crate::job::run(
+            self.shared.clone(),
+            task_ref,
+            stop.clone(),
+            abort.clone(),
+        ));
+        tracing::info!(task_id = %task.id, entity_id = %task.entity, channel = %channel_id, "task started");
+        self.lock_jobs().insert(
+            task.id,
+            JobHandle {
+                task,
+                stop,
+                abort,
+                stopping: false,
+                join,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops watching a task: its job unsubscribes from the hub in the background (see
+    /// [`YoutubeRunner::wait_stopped`]). Unknown ids are ignored.
+    pub async fn stop(&self, task_id: Uuid) -> Result<(), Error> {
+        let mut jobs = self.lock_jobs();
+        match jobs.get_mut(&task_id) {
+            Some(job) if !job.stopping => {
+                job.stopping = true;
+                job.stop.cancel();
+                tracing::info!(%task_id, "task stopping");
+            }
+            _ => tracing::debug!(%task_id, "stop for a task not held"),
+        }
+        Ok(())
+    }
+
+    /// Waits until a stopped task's job has finished (its unsubscription done or given up).
+    pub async fn wait_stopped(&self, task_id: Uuid) {
+        let handle = {
+            let mut jobs = self.lock_jobs();
+            match jobs.get(&task_id) {
+                Some(job) if job.stopping => jobs.remove(&task_id),
+                _ => None,
+            }
+        };
+        if let Some(job) = handle {
+            let _ = job.join.await;
+        }
+    }
+
+    /// Waits for every job and background task to end; call after cancelling `shutdown`.
+    pub async fn join(&self) {
+        let jobs: Vec<JobHandle> = self.lock_jobs().drain().map(|(_, job)| job).collect();
+        for job in jobs {
+            let _ = job.join.await;
+        }
+        let background: Vec<JoinHandle<()>> = self
+            .background
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .drain(..)
+            .collect();
+        for task in background {
+            let _ = task.await;
+        }
+    }
+}
+
+/// `UC` followed by 22 URL-safe base64 characters; other ids would make the hub and the
+/// feed fail forever.
+fn valid_channel_id(id: &str) -> bool {
+    id.len() == 24
+        && id.starts_with("UC")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+async fn housekeeping(
+    storage: Arc<dyn Storage>,
+    publisher: Publisher,
+    window: chrono::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match storage
+            .purge_seen(SEEN_NAMESPACE, Utc::now() - window)
+            .await
+        {
+            Ok(purged) if purged > 0 => tracing::debug!(purged, "seen window purged"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(cause = %err, "seen window purge failed"),
+        }
+        match publisher.flush_outbox().await {
+            Ok(sent) if sent > 0 => tracing::info!(sent, "outbox flushed"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(cause = %err, "outbox flush failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_ids_are_checked() {
+        assert!(valid_channel_id("UC1234567890123456789012"));
+        assert!(valid_channel_id("UCabcdefghij-_klmnopqrst"));
+        assert!(!valid_channel_id("UC123"));
+        assert!(!valid_channel_id("XX1234567890123456789012"));
+        assert!(!valid_channel_id("UC12345678901234567890&x"));
+    }
+}

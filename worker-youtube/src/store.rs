@@ -1,0 +1,156 @@
+//! What the worker persists, on top of the storage's key/value and seen-window methods.
+//!
+//! | namespace | key | value |
+//! |---|---|---|
+//! | `youtube.lease.<task id>` | subscription id | [`Lease`]: callback, secret, expiry |
+//! | `youtube.videos.<task id>` | video id | [`VideoRecord`] |
+//! | `youtube.synced` | task id | when the channel's first sync happened |
+//! | `youtube.outbox` | `<event id>:<routing key>` | a message whose publish failed |
+//! | seen window `youtube.seen` | `<entity>/<claim>` | published message groups |
+//!
+//! Leases are keyed per subscription inside a per-task namespace because during a
+//! reassignment two workers briefly hold leases for the same task, each with its own
+//! callback; each worker only touches its own.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use stargazer_core::storage::{Storage, StorageError};
+use uuid::Uuid;
+
+use crate::classify::VideoRecord;
+
+/// Seen-window namespace of published groups.
+pub const SEEN_NAMESPACE: &str = "youtube.seen";
+/// Namespace of failed publishes awaiting a retry.
+pub const OUTBOX_NAMESPACE: &str = "youtube.outbox";
+/// Namespace of first-sync markers.
+pub const SYNCED_NAMESPACE: &str = "youtube.synced";
+
+/// The lease namespace of a task.
+pub fn lease_namespace(task: Uuid) -> String {
+    format!("youtube.lease.{task}")
+}
+
+/// The video-record namespace of a task.
+pub fn videos_namespace(task: Uuid) -> String {
+    format!("youtube.videos.{task}")
+}
+
+/// One WebSub subscription as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Subscription id (last path segment of the callback).
+    pub subscription: Uuid,
+    /// The channel.
+    pub channel_id: String,
+    /// `hub.topic`.
+    pub topic: String,
+    /// `hub.callback`.
+    pub callback: String,
+    /// `hub.secret`, hex.
+    pub secret: String,
+    /// When the hub's lease ends; `None` until verified, and again once unsubscribing.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The lease length the hub granted, seconds.
+    #[serde(default)]
+    pub granted_seconds: Option<u64>,
+}
+
+/// Loads every lease of a task.
+pub async fn leases(storage: &dyn Storage, task: Uuid) -> Result<Vec<Lease>, StorageError> {
+    let mut out = Vec::new();
+    for (key, value) in storage.kv_list(&lease_namespace(task)).await? {
+        match serde_json::from_value::<Lease>(value) {
+            Ok(lease) => out.push(lease),
+            Err(err) => {
+                tracing::warn!(%task, key, cause = %err, "dropping unreadable lease record");
+                storage.kv_delete(&lease_namespace(task), &key).await?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stores a lease.
+pub async fn put_lease(
+    storage: &dyn Storage,
+    task: Uuid,
+    lease: &Lease,
+) -> Result<(), StorageError> {
+    let value = serde_json::to_value(lease).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    storage
+        .kv_put(
+            &lease_namespace(task),
+            &lease.subscription.to_string(),
+            &value,
+        )
+        .await
+}
+
+/// Deletes a lease.
+pub async fn delete_lease(
+    storage: &dyn Storage,
+    task: Uuid,
+    subscription: Uuid,
+) -> Result<(), StorageError> {
+    storage
+        .kv_delete(&lease_namespace(task), &subscription.to_string())
+        .await
+        .map(|_| ())
+}
+
+/// Loads a video record; an unreadable one counts as absent (and is logged).
+pub async fn video(
+    storage: &dyn Storage,
+    task: Uuid,
+    video_id: &str,
+) -> Result<Option<VideoRecord>, StorageError> {
+    let Some(value) = storage.kv_get(&videos_namespace(task), video_id).await? else {
+        return Ok(None);
+    };
+    match serde_json::from_value(value) {
+        Ok(record) => Ok(Some(record)),
+        Err(err) => {
+            tracing::warn!(%task, video_id, cause = %err, "ignoring unreadable video record");
+            Ok(None)
+        }
+    }
+}
+
+/// Stores a video record.
+pub async fn put_video(
+    storage: &dyn Storage,
+    task: Uuid,
+    video_id: &str,
+    record: &VideoRecord,
+) -> Result<(), StorageError> {
+    let value = serde_json::to_value(record).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    storage
+        .kv_put(&videos_namespace(task), video_id, &value)
+        .await
+}
+
+/// Deletes records of a task older than `before`, except pending scheduled streams.
+pub async fn prune_videos(
+    storage: &dyn Storage,
+    task: Uuid,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, StorageError> {
+    let namespace = videos_namespace(task);
+    let mut pruned = 0;
+    for (key, value) in storage.kv_list(&namespace).await? {
+        let keep = match serde_json::from_value::<VideoRecord>(value) {
+            Ok(record) => {
+                record.touched_at >= before
+                    || record.scheduled_start.is_some_and(|start| start > now)
+            }
+            Err(_) => false,
+        };
+        if !keep && storage.kv_delete(&namespace, &key).await? {
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}

@@ -1,0 +1,138 @@
+//! Capacity bench: how many channels one worker holds, subscriptions plus renewals, against
+//! the local hub. Ignored by default (it runs for about a minute); run it with
+//!
+//! `cargo test --release -p stargazer-worker-youtube --test capacity -- --ignored --nocapture`
+//!
+//! Set `CHANNELS` (default 2000) and `LEASE_SECONDS` (default 20) to vary it.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use stargazer_core::bus;
+use stargazer_core::model::{Task, TaskParams};
+use stargazer_core::storage;
+use stargazer_core::CancellationToken;
+use stargazer_worker_youtube::{YoutubeConfig, YoutubeRunner};
+use support::*;
+use uuid::Uuid;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bench: run with --release -- --ignored --nocapture"]
+async fn channels_held_by_one_worker() {
+    let channels = env_or("CHANNELS", 2000) as usize;
+    let lease = env_or("LEASE_SECONDS", 20);
+    let hub = Hub::start().await;
+    hub.state.grant_seconds.store(lease, Ordering::SeqCst);
+    let yt = Youtube::start("k").await;
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let bus = bus::connect(AMQP_URL).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = YoutubeConfig {
+        api_key: "k".into(),
+        data_api_base: yt.base.clone(),
+        hub_url: hub.url.clone(),
+        feed_base: yt.base.clone(),
+        public_url: format!("http://127.0.0.1:{port}"),
+        poll_interval_seconds: 0,
+        ..YoutubeConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let runner = YoutubeRunner::new(config.clone(), storage, bus, shutdown.clone()).unwrap();
+    let serving = runner.clone();
+    let server = tokio::spawn(async move { serving.serve(listener).await.unwrap() });
+    let rss_before = rss_kib();
+
+    let started = Instant::now();
+    let entity = Uuid::new_v4();
+    for _ in 0..channels {
+        let channel = channel_id();
+        yt.set_feed(&channel, &[]);
+        runner
+            .start(Task {
+                id: Uuid::new_v4(),
+                entity,
+                params: TaskParams::Youtube {
+                    channel_id: channel,
+                },
+            })
+            .await
+            .unwrap();
+    }
+    eventually("all verified", Duration::from_secs(600), || {
+        runner.metrics().active_subscriptions() == channels as i64
+    })
+    .await;
+    let subscribe_time = started.elapsed();
+    let first_round = hub.subscribe_requests();
+
+    // Hold them through at least two renewal rounds.
+    let hold = Duration::from_secs(lease * 2 + lease / 2);
+    let hold_start = Instant::now();
+    let mut expired_seen = 0usize;
+    while hold_start.elapsed() < hold {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = Utc::now();
+        let subs = hub.state.subscriptions.lock().unwrap();
+        expired_seen = expired_seen.max(
+            subs.values()
+                .filter(|s| s.verified_at + chrono::Duration::seconds(s.lease_seconds as i64) < now)
+                .count(),
+        );
+    }
+    let renewals = hub.subscribe_requests() - first_round;
+    let held = hub.subscription_count();
+    let rss_after = rss_kib();
+    println!(
+        "capacity: {channels} channels, lease {lease} s (renewal at lease/2 = {} s)",
+        lease / 2
+    );
+    println!(
+        "  subscribe + verify all: {:.2?} ({:.0} subscriptions/s, hub_concurrency {})",
+        subscribe_time,
+        channels as f64 / subscribe_time.as_secs_f64(),
+        config.hub_concurrency
+    );
+    println!(
+        "  held for {:.0?}: {renewals} renewals ({:.0}/s), {held} subscriptions at the hub, \
+         max expired at any check: {expired_seen}",
+        hold,
+        renewals as f64 / hold.as_secs_f64()
+    );
+    println!(
+        "  active per worker metric: {}, RSS {} MiB -> {} MiB",
+        runner.metrics().active_subscriptions(),
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    println!(
+        "  at the production lease (432000 s, renewed 1 day early) {channels} channels need {:.4} renewals/s",
+        channels as f64 / (432_000.0 - 86_400.0)
+    );
+    assert_eq!(held, channels);
+    assert_eq!(expired_seen, 0, "some leases ran out before renewal");
+    shutdown.cancel();
+    runner.join().await;
+    server.await.unwrap();
+}

@@ -1,0 +1,696 @@
+//! End-to-end behaviour of the YouTube worker against a local WebSub hub and YouTube
+//! server, publishing to the real RabbitMQ exchange.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Duration as ChronoDuration, DurationRound, Utc};
+use serde_json::json;
+use stargazer_core::bus::{self, Bus};
+use stargazer_core::model::{Event, Task, TaskParams};
+use stargazer_core::storage::{self, Storage};
+use stargazer_core::CancellationToken;
+use stargazer_worker_youtube::signature::{sign_sha1, sign_sha256};
+use stargazer_worker_youtube::store::lease_namespace;
+use stargazer_worker_youtube::{YoutubeConfig, YoutubeRunner};
+use support::*;
+use uuid::Uuid;
+
+const KEY: &str = "test-key";
+const WAIT: Duration = Duration::from_secs(15);
+const QUIET: Duration = Duration::from_millis(700);
+
+struct Worker {
+    runner: YoutubeRunner,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    port: u16,
+}
+
+impl Worker {
+    async fn start(
+        config: YoutubeConfig,
+        port: u16,
+        storage: Arc<dyn Storage>,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = YoutubeConfig {
+            public_url: format!("http://127.0.0.1:{port}"),
+            ..config
+        };
+        let shutdown = CancellationToken::new();
+        let runner = YoutubeRunner::new(config, storage, bus, shutdown.clone()).unwrap();
+        let serving = runner.clone();
+        let server = tokio::spawn(async move { serving.serve(listener).await.unwrap() });
+        Self {
+            runner,
+            shutdown,
+            server,
+            port,
+        }
+    }
+
+    fn callback_base(&self) -> String {
+        format!("http://127.0.0.1:{}/websub", self.port)
+    }
+
+    async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.runner.join().await;
+        self.server.await.unwrap();
+    }
+}
+
+fn config(hub: &Hub, yt: &Youtube) -> YoutubeConfig {
+    YoutubeConfig {
+        api_key: KEY.into(),
+        data_api_base: yt.base.clone(),
+        hub_url: hub.url.clone(),
+        feed_base: yt.base.clone(),
+        batch_window_ms: 100,
+        poll_interval_seconds: 0,
+        hub_retry_initial_ms: 50,
+        hub_retry_max_seconds: 1,
+        verify_timeout_seconds: 5,
+        ..YoutubeConfig::default()
+    }
+}
+
+fn task(entity: Uuid, channel: &str) -> Task {
+    Task {
+        id: Uuid::new_v4(),
+        entity,
+        params: TaskParams::Youtube {
+            channel_id: channel.to_owned(),
+        },
+    }
+}
+
+fn video_id() -> String {
+    unique()[..11].to_owned()
+}
+
+fn updated(n: u32) -> String {
+    format!("2026-03-01T00:00:{n:02}.123456789+00:00")
+}
+
+async fn amqp() -> Arc<dyn Bus> {
+    bus::connect(AMQP_URL).await.unwrap()
+}
+
+fn kinds(events: &[(String, Event)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = events
+        .iter()
+        .map(|(key, e)| (e.kind.clone(), key.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn assert_unique_ids(events: &[(String, Event)]) {
+    let mut ids: Vec<(Uuid, String)> = events.iter().map(|(k, e)| (e.id, k.clone())).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "duplicate events: {events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
+    let hub = Hub::start().await;
+    let yt = Youtube::start(KEY).await;
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
+
+    let channel = channel_id();
+    yt.set_feed(&channel, &[]);
+    let entity = Uuid::new_v4();
+    let task = task(entity, &channel);
+    let topic = topic(&channel);
+    worker.runner.start(task.clone()).await.unwrap();
+    eventually("subscription verified", WAIT, || {
+        hub.subscriptions_for(&topic).len() == 1
+            && worker.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    let sub = hub.subscriptions_for(&topic).remove(0);
+    assert!(sub.callback.starts_with(&worker.callback_base()));
+    assert_eq!(sub.lease_seconds, 432_000);
+    assert!(sub.secret.len() >= 32, "secret should be long and random");
+
+    // Verification requests the worker did not ask for are refused.
+    let http = reqwest::Client::new();
+    for (mode, topic_asked) in [
+        ("subscribe", support::topic(&channel_id())),
+        ("unsubscribe", topic.clone()),
+        ("subscribe", format!("{topic}&x=1")),
+    ] {
+        let status = http
+            .get(&sub.callback)
+            .query(&[
+                ("hub.mode", mode),
+                ("hub.topic", topic_asked.as_str()),
+                ("hub.challenge", "c"),
+                ("hub.lease_seconds", "60"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "{mode} {topic_asked}");
+    }
+    let stranger = format!("{}/{}", worker.callback_base(), Uuid::new_v4());
+    let status = http
+        .get(&stranger)
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic.as_str()),
+            ("hub.challenge", "c"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+
+    // A plain upload.
+    let now = Utc::now();
+    let v1 = video_id();
+    yt.upload(
+        &v1,
+        &channel,
+        "First upload",
+        now - ChronoDuration::minutes(10),
+    );
+    assert_eq!(
+        hub.publish(
+            &topic,
+            &push_xml(&v1, &channel, "First upload", &updated(1))
+        )
+        .await,
+        vec![202]
+    );
+    let events = observer.wait_for(entity, 1, WAIT).await;
+    let (key, event) = &events[0];
+    assert_eq!(key, "youtube");
+    assert_eq!(event.kind, "youtube.video");
+    assert_eq!(event.id, Event::make_id("youtube.video", &v1, None));
+    assert_eq!(event.fields["title"], "First upload");
+    assert_eq!(
+        event.fields["link"],
+        format!("https://www.youtube.com/watch?v={v1}")
+    );
+    assert_eq!(
+        event.fields["thumbnail"],
+        "https://i.ytimg.com/vi/x/hqdefault.jpg"
+    );
+    assert!(event.control.is_empty());
+
+    // Forged and unsigned notifications are ignored, still answered 2xx.
+    let v2 = video_id();
+    let v3 = video_id();
+    yt.upload(&v2, &channel, "forged", now);
+    yt.upload(&v3, &channel, "unsigned", now);
+    let forged = push_xml(&v2, &channel, "forged", &updated(2));
+    assert_eq!(
+        hub.post(
+            &sub.callback,
+            &forged,
+            Some(sign_sha1(b"not the secret", forged.as_bytes()))
+        )
+        .await,
+        202
+    );
+    let unsigned = push_xml(&v3, &channel, "unsigned", &updated(3));
+    assert_eq!(hub.post(&sub.callback, &unsigned, None).await, 202);
+    // A signature over other bytes is as forged as a wrong key.
+    let tampered = push_xml(&v2, &channel, "forged!", &updated(2));
+    assert_eq!(
+        hub.post(
+            &sub.callback,
+            &tampered,
+            Some(sign_sha1(sub.secret.as_bytes(), forged.as_bytes()))
+        )
+        .await,
+        202
+    );
+    assert_eq!(observer.settle(entity, QUIET).await.len(), 1);
+    assert_eq!(worker.runner.metrics().notifications_with("forged"), 2);
+    assert_eq!(worker.runner.metrics().notifications_with("unsigned"), 1);
+
+    // sha256 signatures are accepted too.
+    let v6 = video_id();
+    yt.upload(&v6, &channel, "sha256", now);
+    let body = push_xml(&v6, &channel, "sha256", &updated(6));
+    assert_eq!(
+        hub.post(
+            &sub.callback,
+            &body,
+            Some(sign_sha256(sub.secret.as_bytes(), body.as_bytes()))
+        )
+        .await,
+        202
+    );
+    observer.wait_for(entity, 2, WAIT).await;
+
+    // A scheduled stream: scheduled (ready), reminder (delay), live (live_check.delay).
+    let start = (now + ChronoDuration::hours(2))
+        .duration_trunc(ChronoDuration::seconds(1))
+        .unwrap();
+    let v4 = video_id();
+    yt.upcoming(&v4, &channel, "Stream soon", start);
+    hub.publish(&topic, &push_xml(&v4, &channel, "Stream soon", &updated(4)))
+        .await;
+    let events = observer.wait_for(entity, 5, WAIT).await;
+    let scheduled: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e.fields["video_id"] == v4.as_str())
+        .collect();
+    assert_eq!(
+        kinds(
+            &scheduled
+                .iter()
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect::<Vec<_>>()
+        ),
+        vec![
+            ("youtube.live".into(), "youtube.live_check.delay".into()),
+            ("youtube.reminder".into(), "youtube.delay".into()),
+            ("youtube.scheduled".into(), "youtube".into()),
+        ]
+    );
+    let schedule = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (key, e) in &scheduled {
+        match e.kind.as_str() {
+            "youtube.scheduled" => {
+                assert_eq!(
+                    e.id,
+                    Event::make_id("youtube.scheduled", &v4, Some(&schedule))
+                );
+                assert!(e.control.is_empty());
+                assert_eq!(e.time, start);
+            }
+            "youtube.reminder" => {
+                assert_eq!(key, "youtube.delay");
+                assert_eq!(
+                    e.control["x-delay-at"],
+                    json!((start - ChronoDuration::minutes(30)).timestamp_millis())
+                );
+                assert_eq!(e.control["x-delay-id"], json!(format!("reminder:{v4}")));
+            }
+            "youtube.live" => {
+                assert_eq!(e.id, Event::make_id("youtube.live", &v4, Some(&schedule)));
+                assert_eq!(e.control["x-delay-at"], json!(start.timestamp_millis()));
+                assert_eq!(e.control["x-delay-id"], json!(format!("live:{v4}")));
+                assert_eq!(e.control["x-live-check-video"], json!(v4));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    // Already live: youtube.live, ready.
+    let v5 = video_id();
+    yt.live(&v5, &channel, "Live now", now - ChronoDuration::minutes(1));
+    hub.publish(&topic, &push_xml(&v5, &channel, "Live now", &updated(5)))
+        .await;
+    let events = observer.wait_for(entity, 6, WAIT).await;
+    let live: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e.fields["video_id"] == v5.as_str())
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].0, "youtube");
+    assert_eq!(live[0].1.kind, "youtube.live");
+
+    // A title edit (new `updated`) is classified again but publishes nothing; the very same
+    // push again does not even cost a Data API call.
+    yt.upload(
+        &v1,
+        &channel,
+        "First upload (edited)",
+        now - ChronoDuration::minutes(10),
+    );
+    hub.publish(
+        &topic,
+        &push_xml(&v1, &channel, "First upload (edited)", &updated(11)),
+    )
+    .await;
+    assert_eq!(observer.settle(entity, QUIET).await.len(), 6);
+    let calls = yt.calls();
+    hub.publish(
+        &topic,
+        &push_xml(&v1, &channel, "First upload (edited)", &updated(11)),
+    )
+    .await;
+    assert_eq!(observer.settle(entity, QUIET).await.len(), 6);
+    assert_eq!(
+        yt.calls(),
+        calls,
+        "an identical re-push must not cost quota"
+    );
+
+    // Rescheduled: new scheduled event, delayed messages under the same delay ids.
+    let later = start + ChronoDuration::hours(1);
+    yt.upcoming(&v4, &channel, "Stream soon", later);
+    hub.publish(
+        &topic,
+        &push_xml(&v4, &channel, "Stream soon", &updated(14)),
+    )
+    .await;
+    let events = observer.wait_for(entity, 9, WAIT).await;
+    let resched: Vec<_> = events[6..].to_vec();
+    let later_s = later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (_, e) in &resched {
+        match e.kind.as_str() {
+            "youtube.scheduled" => assert_eq!(
+                e.id,
+                Event::make_id("youtube.scheduled", &v4, Some(&later_s))
+            ),
+            "youtube.reminder" => {
+                assert_eq!(e.control["x-delay-id"], json!(format!("reminder:{v4}")));
+                assert_eq!(
+                    e.control["x-delay-at"],
+                    json!((later - ChronoDuration::minutes(30)).timestamp_millis())
+                );
+            }
+            "youtube.live" => {
+                assert_eq!(e.control["x-delay-id"], json!(format!("live:{v4}")));
+                assert_eq!(e.control["x-delay-at"], json!(later.timestamp_millis()));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    // Deleted before it started: both delayed messages are cancelled.
+    hub.publish(&topic, &tombstone_xml(&v4, &channel)).await;
+    let events = observer.wait_for(entity, 11, WAIT).await;
+    let cancels: Vec<_> = events[9..].to_vec();
+    assert_eq!(
+        kinds(&cancels),
+        vec![
+            ("youtube.live".into(), "youtube.live_check.delay".into()),
+            ("youtube.reminder".into(), "youtube.delay".into()),
+        ]
+    );
+    for (_, e) in &cancels {
+        assert_eq!(e.control["x-delay-cancel"], json!(true));
+    }
+    let ids: Vec<_> = cancels
+        .iter()
+        .map(|(_, e)| e.control["x-delay-id"].clone())
+        .collect();
+    assert!(
+        ids.contains(&json!(format!("reminder:{v4}")))
+            && ids.contains(&json!(format!("live:{v4}")))
+    );
+
+    let all = observer.settle(entity, QUIET).await;
+    assert_eq!(all.len(), 11, "{all:#?}");
+    assert_unique_ids(&all);
+    // Every call stayed within the API's 50-id limit.
+    assert!(yt.ids_per_call().iter().all(|n| *n <= 50));
+    worker.shutdown().await;
+}
+
+/// Restart on the same storage, then reassignment to another worker (with overlap):
+/// no duplicate subscriptions, no duplicate events.
+async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
+    let hub = Hub::start().await;
+    let yt = Youtube::start(KEY).await;
+    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let bus = amqp().await;
+    let channel = channel_id();
+    yt.set_feed(&channel, &[]);
+    let topic = topic(&channel);
+    let entity = Uuid::new_v4();
+    let task = task(entity, &channel);
+
+    let a = Worker::start(config(&hub, &yt), 0, storage.clone(), bus.clone()).await;
+    let port = a.port;
+    a.runner.start(task.clone()).await.unwrap();
+    eventually("A subscribed", WAIT, || {
+        hub.subscriptions_for(&topic).len() == 1
+    })
+    .await;
+    eventually("A verified", WAIT, || {
+        a.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    let v1 = video_id();
+    yt.upload(&v1, &channel, "one", Utc::now());
+    hub.publish(&topic, &push_xml(&v1, &channel, "one", &updated(1)))
+        .await;
+    observer.wait_for(entity, 1, WAIT).await;
+    a.shutdown().await;
+
+    // Restart: same public URL, same storage → the lease is reused, the hub is not asked.
+    let a = Worker::start(config(&hub, &yt), port, storage.clone(), bus.clone()).await;
+    a.runner.start(task.clone()).await.unwrap();
+    eventually("lease reused", WAIT, || {
+        a.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        hub.subscribe_requests(),
+        1,
+        "a restart must not subscribe again"
+    );
+    assert_eq!(hub.subscriptions_for(&topic).len(), 1);
+    hub.publish(&topic, &push_xml(&v1, &channel, "one", &updated(1)))
+        .await;
+    let v2 = video_id();
+    yt.upload(&v2, &channel, "two", Utc::now());
+    hub.publish(&topic, &push_xml(&v2, &channel, "two", &updated(2)))
+        .await;
+    observer.wait_for(entity, 2, WAIT).await;
+
+    // Reassignment with overlap: B starts before A stops; both receive the next push.
+    let b = Worker::start(config(&hub, &yt), 0, storage.clone(), bus.clone()).await;
+    b.runner.start(task.clone()).await.unwrap();
+    eventually("B subscribed", WAIT, || {
+        hub.subscriptions_for(&topic).len() == 2
+    })
+    .await;
+    eventually("B verified", WAIT, || {
+        b.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    let v3 = video_id();
+    yt.upload(&v3, &channel, "three", Utc::now());
+    let statuses = hub
+        .publish(&topic, &push_xml(&v3, &channel, "three", &updated(3)))
+        .await;
+    assert_eq!(statuses, vec![202, 202]);
+    observer.wait_for(entity, 3, WAIT).await;
+
+    a.runner.stop(task.id).await.unwrap();
+    a.runner.wait_stopped(task.id).await;
+    assert_eq!(hub.unsubscribe_requests(), 1);
+    eventually("A unsubscribed", WAIT, || {
+        hub.subscriptions_for(&topic).len() == 1
+    })
+    .await;
+    let remaining = hub.subscriptions_for(&topic);
+    assert!(remaining[0].callback.starts_with(&b.callback_base()));
+    let leases = storage.kv_list(&lease_namespace(task.id)).await.unwrap();
+    assert_eq!(leases.len(), 1, "only B's lease remains: {leases:?}");
+    assert_eq!(a.runner.metrics().active_subscriptions(), 0);
+
+    // B dedups against what A published; new videos come once.
+    yt.upload(&v1, &channel, "one (edited)", Utc::now());
+    hub.publish(
+        &topic,
+        &push_xml(&v1, &channel, "one (edited)", &updated(21)),
+    )
+    .await;
+    hub.publish(&topic, &push_xml(&v3, &channel, "three", &updated(3)))
+        .await;
+    let v4 = video_id();
+    yt.upload(&v4, &channel, "four", Utc::now());
+    hub.publish(&topic, &push_xml(&v4, &channel, "four", &updated(4)))
+        .await;
+    observer.wait_for(entity, 4, WAIT).await;
+    let all = observer.settle(entity, QUIET).await;
+    assert_eq!(all.len(), 4, "{all:#?}");
+    assert_unique_ids(&all);
+    for v in [&v1, &v2, &v3, &v4] {
+        assert_eq!(
+            all.iter()
+                .filter(|(_, e)| e.fields["video_id"] == v.as_str())
+                .count(),
+            1
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_reassignment_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("sg-yt-{}.db", unique()));
+    let storage = storage::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    restart_and_reassignment(storage).await;
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_reassignment_on_mongodb() {
+    let storage = storage::connect(&format!("{MONGO_URL}/sg_yt_{}", unique()))
+        .await
+        .unwrap();
+    restart_and_reassignment(storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_errors_are_retried_and_leases_renewed_before_expiry() {
+    let hub = Hub::start().await;
+    let yt = Youtube::start(KEY).await;
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
+    let channel = channel_id();
+    yt.set_feed(&channel, &[]);
+    let topic = topic(&channel);
+    // Two refusals (a 503 and a 409) before the hub accepts; then a 4 s lease.
+    *hub.state.fail_next.lock().unwrap() = vec![503, 409];
+    hub.state
+        .grant_seconds
+        .store(4, std::sync::atomic::Ordering::SeqCst);
+    let task = task(Uuid::new_v4(), &channel);
+    worker.runner.start(task.clone()).await.unwrap();
+    eventually("verified after retries", WAIT, || {
+        hub.subscriptions_for(&topic).len() == 1
+    })
+    .await;
+    assert_eq!(
+        worker
+            .runner
+            .metrics()
+            .hub_requests_with("subscribe", "failed"),
+        2
+    );
+    let first = hub.subscriptions_for(&topic)[0].verified_at;
+    // Renewal happens at most half a lease before expiry: well before the 4 s run out.
+    eventually("renewed", WAIT, || {
+        hub.subscriptions_for(&topic)[0].verified_at > first
+    })
+    .await;
+    let renewed = hub.subscriptions_for(&topic)[0].clone();
+    assert!(
+        renewed.verified_at - first < ChronoDuration::seconds(4),
+        "renewed only after expiry"
+    );
+    // Renewals keep one subscription with the same callback and secret.
+    assert_eq!(hub.subscriptions_for(&topic).len(), 1);
+    let lease = storage.kv_list(&lease_namespace(task.id)).await.unwrap();
+    assert_eq!(lease.len(), 1);
+    assert_eq!(lease[0].1["secret"], json!(renewed.secret));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_errors_back_off_and_the_videos_are_classified_later() {
+    let hub = Hub::start().await;
+    let yt = Youtube::start(KEY).await;
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let cfg = YoutubeConfig {
+        quota_retry_initial_seconds: 1,
+        ..config(&hub, &yt)
+    };
+    let worker = Worker::start(cfg, 0, storage, amqp().await).await;
+    let channel = channel_id();
+    yt.set_feed(&channel, &[]);
+    let topic = topic(&channel);
+    let entity = Uuid::new_v4();
+    worker.runner.start(task(entity, &channel)).await.unwrap();
+    eventually("verified", WAIT, || {
+        worker.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    yt.state
+        .quota_failures
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let v1 = video_id();
+    yt.upload(&v1, &channel, "quota", Utc::now());
+    hub.publish(&topic, &push_xml(&v1, &channel, "quota", &updated(1)))
+        .await;
+    let events = observer.wait_for(entity, 1, WAIT).await;
+    assert_eq!(events[0].1.kind, "youtube.video");
+    assert_eq!(worker.runner.metrics().api_errors_with("quota"), 2);
+    assert_eq!(observer.settle(entity, QUIET).await.len(), 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_poll_catches_missed_pushes_without_flooding_history() {
+    let hub = Hub::start().await;
+    let yt = Youtube::start(KEY).await;
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let cfg = YoutubeConfig {
+        poll_interval_seconds: 1,
+        ..config(&hub, &yt)
+    };
+    let channel = channel_id();
+    let old = video_id();
+    let upcoming = video_id();
+    let now = Utc::now();
+    yt.upload(&old, &channel, "history", now - ChronoDuration::hours(1));
+    let start = (now + ChronoDuration::hours(3))
+        .duration_trunc(ChronoDuration::seconds(1))
+        .unwrap();
+    yt.upcoming(&upcoming, &channel, "tomorrow", start);
+    yt.set_feed(&channel, &[(&upcoming, &updated(2)), (&old, &updated(1))]);
+    let worker = Worker::start(cfg, 0, storage, amqp().await).await;
+    let entity = Uuid::new_v4();
+    worker.runner.start(task(entity, &channel)).await.unwrap();
+
+    // First sync: the pending stream is announced, the existing upload is history.
+    let events = observer.wait_for(entity, 3, WAIT).await;
+    assert!(
+        events
+            .iter()
+            .all(|(_, e)| e.fields["video_id"] == upcoming.as_str()),
+        "{events:#?}"
+    );
+    let calls_after_sync = yt.calls();
+    assert_eq!(
+        calls_after_sync, 1,
+        "the first sync classifies the whole feed in one call"
+    );
+
+    // A push that never arrived: the next poll finds it.
+    let missed = video_id();
+    yt.upload(&missed, &channel, "missed push", Utc::now());
+    yt.set_feed(
+        &channel,
+        &[
+            (&missed, &updated(3)),
+            (&upcoming, &updated(2)),
+            (&old, &updated(1)),
+        ],
+    );
+    let events = observer.wait_for(entity, 4, WAIT).await;
+    assert!(events
+        .iter()
+        .any(|(_, e)| e.kind == "youtube.video" && e.fields["video_id"] == missed.as_str()));
+    // Later polls of the unchanged feed spend nothing and publish nothing.
+    let polls = worker.runner.metrics().feed_polls_with("ok");
+    eventually("two more polls", WAIT, || {
+        worker.runner.metrics().feed_polls_with("ok") >= polls + 2
+    })
+    .await;
+    assert_eq!(observer.of(entity).len(), 4);
+    assert_eq!(yt.calls(), calls_after_sync + 1);
+    worker.shutdown().await;
+}
