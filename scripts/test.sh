@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/test-services.sh
+bash scripts/check-compose.sh
 cargo test --workspace --locked
 bash frontend/scripts/ci.sh

@@ -33,8 +33,8 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
     platform.entity(&[("en", "Aquamarine Project")]).await;
     platform.entity(&[("en", "Houshou Marine")]).await;
     let tg = TelegramServer::start("123:commands").await;
-    let queue = TestQueue::new();
     let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
     let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
     tg.wait_polling(T).await;
     let chat = 5001;
@@ -141,8 +141,8 @@ async fn group_members_who_are_not_admins_are_refused() {
     let platform = Platform::start().await;
     let aqua = platform.entity(&[("en", "Minato Aqua")]).await;
     let tg = TelegramServer::start("123:groups").await;
-    let queue = TestQueue::new();
     let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
     let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus);
     tg.wait_polling(T).await;
     let (group, admin, member) = (-7001, 8002, 8001);

@@ -40,8 +40,8 @@ async fn a_redelivered_event_is_not_sent_twice() {
     let chats: Vec<i64> = (6001..=6005).collect();
     subscribe_chats(&platform, entity, &chats).await;
     let tg = TelegramServer::start("123:redelivery").await;
-    let queue = TestQueue::new();
     let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
     let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
 
     let first = live(entity, "first stream");
@@ -79,8 +79,8 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
     let chats: Vec<i64> = (6101..=6112).collect();
     subscribe_chats(&platform, entity, &chats).await;
     let tg = TelegramServer::start("123:restart").await;
-    let queue = TestQueue::new();
     let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
 
     // A slow first bot, stopped after three of twelve sends.
     let mut slow = platform.bot_config(&tg, &queue.name);
@@ -127,8 +127,8 @@ async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followe
     tg.fail_next(slowed, [Failure::RetryAfter(1)]);
     tg.block(blocked);
     tg.migrate(group, supergroup);
-    let queue = TestQueue::new();
     let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
     let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
 
     let first = live(entity, "first");
@@ -182,5 +182,35 @@ async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followe
     assert_eq!(calls.iter().filter(|p| p["chat_id"] == serde_json::json!(blocked)).count(), sends_to_blocked);
     assert_eq!(calls.iter().filter(|p| p["chat_id"] == serde_json::json!(group)).count(), sends_to_group);
     assert!(tg.sent_to(blocked).is_empty());
+    bot.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_delays_delivery_but_loses_nothing() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Inugami Korone")]).await;
+    subscribe_chats(&platform, entity, &[6301, 6302]).await;
+    let tg = TelegramServer::start("123:outage").await;
+    let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
+    // The bot's api address has nothing listening yet.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = reserved.local_addr().unwrap();
+    drop(reserved);
+    let mut config = platform.bot_config(&tg, &queue.name);
+    config.stargazer_api_url = format!("http://{address}");
+    let bot = RunningBot::start(config, platform.storage.clone(), bus.clone());
+
+    publish(&bus, &live(entity, "during the outage")).await;
+    // Telegram is reachable, so the bot is up and polling while the api is not.
+    tg.wait_polling(T).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(tg.sent().is_empty());
+
+    platform.serve_api_on(tokio::net::TcpListener::bind(address).await.unwrap());
+    for chat in [6301, 6302] {
+        tg.wait_for(chat, T, |s| s.text.contains("during the outage")).await;
+    }
     bot.shutdown().await;
 }

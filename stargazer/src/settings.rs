@@ -124,3 +124,53 @@ impl WorkerSection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../stargazer.example.toml");
+
+    /// The example with every `# key = value` line uncommented (placeholders skipped).
+    fn uncommented_example() -> String {
+        EXAMPLE
+            .lines()
+            .map(|line| {
+                let Some(rest) = line.strip_prefix("# ") else {
+                    return line.to_owned();
+                };
+                match rest.split_once(" = ") {
+                    Some((key, value))
+                        if !value.contains('…') && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+                    {
+                        rest.to_owned()
+                    }
+                    _ => line.to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn example_file_loads_and_its_values_are_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("stargazer-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("example.toml");
+        let text = uncommented_example();
+        assert!(text.contains("\nlisten = \"127.0.0.1:8080\""), "example keys were uncommented");
+        std::fs::write(&path, &text).unwrap();
+        let source = ConfigSource::load_with_env(Some(&path), Vec::new()).unwrap();
+        source.reject_unknown_top_level(KNOWN_KEYS).unwrap();
+        let from_file: stargazer_api::ApiConfig = source.section("api").unwrap();
+        assert_eq!(from_file.listen, stargazer_api::ApiConfig::default().listen);
+        let telegram: stargazer_bot_telegram::BotConfig = source.section("telegram").unwrap();
+        assert_eq!(telegram.api_url, stargazer_bot_telegram::BotConfig::default().api_url);
+        for section in KNOWN_KEYS {
+            assert!(
+                EXAMPLE.contains(&format!("[{section}]")) || EXAMPLE.contains(&format!("# {section} = ")),
+                "stargazer.example.toml does not document `{section}`"
+            );
+        }
+    }
+}

@@ -135,6 +135,23 @@ impl Platform {
         }
     }
 
+    /// Serves a second api over the same storage on `listener` (for outage tests: the
+    /// bot is pointed at an address where the api only appears later).
+    pub fn serve_api_on(&self, listener: tokio::net::TcpListener) {
+        let config = ApiConfig {
+            pbkdf2_iterations: 1_000,
+            read_cache_ms: 0,
+            ..Default::default()
+        };
+        let storage = self.storage.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            if let Err(err) = stargazer_api::run(config, listener, storage, stop).await {
+                panic!("api failed: {err}");
+            }
+        });
+    }
+
     /// Creates an entity with names `(language, name)`, the first language the default.
     pub async fn entity(&self, names: &[(&str, &str)]) -> Uuid {
         let names: BTreeMap<String, String> =
@@ -227,11 +244,13 @@ pub struct TestQueue {
 }
 
 impl TestQueue {
-    /// A fresh name.
-    pub fn new() -> Self {
-        Self {
-            name: format!("stargazer.test.bot-telegram.{}", Uuid::new_v4()),
-        }
+    /// A fresh queue, declared and bound to `*` so that events published from now on
+    /// wait for the bot even before it consumes.
+    pub async fn declare(bus: &Arc<dyn Bus>) -> Self {
+        let name = format!("stargazer.test.bot-telegram.{}", Uuid::new_v4());
+        let spec = stargazer_core::bus::QueueSpec::new(name.clone(), stargazer_core::routing::READY_PATTERN, 8);
+        bus.declare(&spec).await.unwrap();
+        Self { name }
     }
 }
 
