@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use stargazer_api::ApiConfig;
 use stargazer_core::auth::{hash_password, DEFAULT_ITERATIONS};
-use stargazer_core::model::{Access, Credential, Entity, Permissions, Subscription, Task, TaskParams, User, UserSettings};
+use stargazer_core::model::{
+    Access, Credential, Entity, Permissions, Subscription, Task, TaskParams, User, UserSettings,
+};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use uuid::Uuid;
@@ -45,7 +47,13 @@ enum Call {
     Rpc(&'static str, serde_json::Value),
 }
 
-async fn load(name: &str, clients: usize, http: &reqwest::Client, base: &str, call: Call) -> Figures {
+async fn load(
+    name: &str,
+    clients: usize,
+    http: &reqwest::Client,
+    base: &str,
+    call: Call,
+) -> Figures {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -138,7 +146,11 @@ async fn seed(storage: &Arc<dyn Storage>) -> Uuid {
         }
         let entity = Entity {
             id,
-            names: [("en".to_owned(), format!("Streamer {n}")), ("ja".to_owned(), format!("配信者 {n}"))].into(),
+            names: [
+                ("en".to_owned(), format!("Streamer {n}")),
+                ("ja".to_owned(), format!("配信者 {n}")),
+            ]
+            .into(),
             default_language: "en".into(),
             group: None,
             translate_to: vec![],
@@ -179,7 +191,11 @@ async fn seed(storage: &Arc<dyn Storage>) -> Uuid {
             .put_subscription(&Subscription {
                 user: user.id,
                 entity: popular,
-                kinds: if n % 2 == 0 { vec![] } else { vec!["youtube.live".into()] },
+                kinds: if n % 2 == 0 {
+                    vec![]
+                } else {
+                    vec!["youtube.live".into()]
+                },
             })
             .await
             .expect("subscription");
@@ -208,14 +224,21 @@ fn print(figures: &[Figures]) {
 }
 
 async fn round(storage: Arc<dyn Storage>, popular: Uuid, read_cache_ms: u64) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let config = ApiConfig {
         read_cache_ms,
         ..ApiConfig::default()
     };
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(stargazer_api::run(config, listener, storage, shutdown.clone()));
+    let server = tokio::spawn(stargazer_api::run(
+        config,
+        listener,
+        storage,
+        shutdown.clone(),
+    ));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
@@ -230,13 +253,24 @@ async fn round(storage: Arc<dyn Storage>, popular: Uuid, read_cache_ms: u64) {
         .send()
         .await
         .expect("probe");
-    assert!(probe.status().is_success(), "probe failed: {}", probe.status());
+    assert!(
+        probe.status().is_success(),
+        "probe failed: {}",
+        probe.status()
+    );
     println!(
         "read_cache_ms = {read_cache_ms}: first authenticated call (PBKDF2 {DEFAULT_ITERATIONS} rounds) took {:.1} ms",
         first.elapsed().as_secs_f64() * 1e3
     );
 
-    let health = load("GET /healthz (no auth)", CLIENTS, &http, &base, Call::Health).await;
+    let health = load(
+        "GET /healthz (no auth)",
+        CLIENTS,
+        &http,
+        &base,
+        Call::Health,
+    )
+    .await;
     let entities = load(
         &format!("getEntities ({ENTITIES} entities)"),
         CLIENTS,

@@ -159,7 +159,11 @@ pub enum GroupCommand {
 
 /// Runs an admin command against `storage`, reading a password from standard input when
 /// asked to and writing results to `out`.
-pub async fn run_admin(cmd: AdminCommand, storage: Arc<dyn Storage>, out: &mut impl Write) -> Result<()> {
+pub async fn run_admin(
+    cmd: AdminCommand,
+    storage: Arc<dyn Storage>,
+    out: &mut impl Write,
+) -> Result<()> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     run_admin_with_input(cmd, storage, &mut input, out).await
@@ -180,18 +184,23 @@ pub async fn run_admin_with_input(
 }
 
 fn describe(p: &Permissions) -> String {
-    let parts: Vec<String> = [("api", p.api), ("admin", p.admin), ("mq", p.mq), ("coordinator", p.coordinator)]
-        .into_iter()
-        .filter_map(|(name, access)| {
-            access.map(|a| {
-                let level = match a {
-                    Access::Ro => "ro",
-                    Access::Rw => "rw",
-                };
-                format!("{name} {level}")
-            })
+    let parts: Vec<String> = [
+        ("api", p.api),
+        ("admin", p.admin),
+        ("mq", p.mq),
+        ("coordinator", p.coordinator),
+    ]
+    .into_iter()
+    .filter_map(|(name, access)| {
+        access.map(|a| {
+            let level = match a {
+                Access::Ro => "ro",
+                Access::Rw => "rw",
+            };
+            format!("{name} {level}")
         })
-        .collect();
+    })
+    .collect();
     if parts.is_empty() {
         "no permissions".to_owned()
     } else {
@@ -215,8 +224,15 @@ async fn credential(
             password_stdin,
             iterations,
         } => {
-            if username.is_empty() || username.len() > 128 || username.contains([':', ' ']) || username.chars().any(char::is_control) {
-                return Err(Error::invalid("username", "must be 1 to 128 characters without `:`, spaces or control characters"));
+            if username.is_empty()
+                || username.len() > 128
+                || username.contains([':', ' '])
+                || username.chars().any(char::is_control)
+            {
+                return Err(Error::invalid(
+                    "username",
+                    "must be 1 to 128 characters without `:`, spaces or control characters",
+                ));
             }
             if iterations < 1000 {
                 return Err(Error::invalid("iterations", "must be at least 1000"));
@@ -232,16 +248,21 @@ async fn credential(
                 input.read_line(&mut line)?;
                 let password = line.trim_end_matches(['\r', '\n']).to_owned();
                 if password.is_empty() {
-                    return Err(Error::invalid("password", "standard input held no password"));
+                    return Err(Error::invalid(
+                        "password",
+                        "standard input held no password",
+                    ));
                 }
                 (password, false)
             } else {
                 (new_password(), true)
             };
-            let hash = tokio::task::spawn_blocking(move || hash_password(&password, iterations).map(|h| (h, password)))
-                .await
-                .map_err(|err| Error::Internal(format!("hashing task failed: {err}")))?
-                .map_err(|err| Error::Internal(err.to_string()))?;
+            let hash = tokio::task::spawn_blocking(move || {
+                hash_password(&password, iterations).map(|h| (h, password))
+            })
+            .await
+            .map_err(|err| Error::Internal(format!("hashing task failed: {err}")))?
+            .map_err(|err| Error::Internal(err.to_string()))?;
             let (hash, password) = hash;
             storage
                 .insert_credential(&Credential {
@@ -250,7 +271,11 @@ async fn credential(
                     permissions,
                 })
                 .await?;
-            writeln!(out, "created credential {username} ({})", describe(&permissions))?;
+            writeln!(
+                out,
+                "created credential {username} ({})",
+                describe(&permissions)
+            )?;
             if generated {
                 writeln!(out, "password: {password}")?;
                 writeln!(out, "(shown once; store it now)")?;
@@ -271,7 +296,12 @@ async fn credential(
                 writeln!(out, "no credentials")?;
             }
             for credential in credentials {
-                writeln!(out, "{}\t{}", credential.username, describe(&credential.permissions))?;
+                writeln!(
+                    out,
+                    "{}\t{}",
+                    credential.username,
+                    describe(&credential.permissions)
+                )?;
             }
             Ok(())
         }
@@ -287,7 +317,10 @@ fn parse_names(args: &[String]) -> Result<BTreeMap<String, String>> {
             .ok_or_else(|| Error::invalid("name", format!("`{arg}` is not LANG=NAME")))?;
         validate::language("name", lang)?;
         if names.insert(lang.to_owned(), name.to_owned()).is_some() {
-            return Err(Error::invalid("name", format!("language `{lang}` given twice")));
+            return Err(Error::invalid(
+                "name",
+                format!("language `{lang}` given twice"),
+            ));
         }
     }
     Ok(names)
@@ -318,7 +351,11 @@ async fn entity(cmd: EntityCommand, storage: &dyn Storage, out: &mut impl Write)
             let params: Vec<TaskParams> = youtube
                 .into_iter()
                 .map(|channel_id| TaskParams::Youtube { channel_id })
-                .chain(twitter.into_iter().map(|user_id| TaskParams::Twitter { user_id }))
+                .chain(
+                    twitter
+                        .into_iter()
+                        .map(|user_id| TaskParams::Twitter { user_id }),
+                )
                 .collect();
             ensure_group(storage, group).await?;
             let id = id.unwrap_or_else(Uuid::new_v4);
@@ -332,9 +369,19 @@ async fn entity(cmd: EntityCommand, storage: &dyn Storage, out: &mut impl Write)
                 tasks,
             };
             storage.insert_entity(&entity).await?;
-            writeln!(out, "created entity {id} ({})", entity.name_in(&entity.default_language))?;
+            writeln!(
+                out,
+                "created entity {id} ({})",
+                entity.name_in(&entity.default_language)
+            )?;
             for task in &entity.tasks {
-                writeln!(out, "  task {} {} {}", task.id, task.kind(), task.params.source_id())?;
+                writeln!(
+                    out,
+                    "  task {} {} {}",
+                    task.id,
+                    task.kind(),
+                    task.params.source_id()
+                )?;
             }
             Ok(())
         }
@@ -344,13 +391,23 @@ async fn entity(cmd: EntityCommand, storage: &dyn Storage, out: &mut impl Write)
                 writeln!(out, "no entities")?;
             }
             for entity in entities {
-                let names: Vec<String> = entity.names.iter().map(|(l, n)| format!("{l}={n}")).collect();
+                let names: Vec<String> = entity
+                    .names
+                    .iter()
+                    .map(|(l, n)| format!("{l}={n}"))
+                    .collect();
                 let tasks: Vec<String> = entity
                     .tasks
                     .iter()
                     .map(|t| format!("{}:{}", t.kind(), t.params.source_id()))
                     .collect();
-                writeln!(out, "{}\t{}\t{}", entity.id, names.join(" "), tasks.join(" "))?;
+                writeln!(
+                    out,
+                    "{}\t{}\t{}",
+                    entity.id,
+                    names.join(" "),
+                    tasks.join(" ")
+                )?;
             }
             Ok(())
         }
@@ -377,7 +434,11 @@ async fn group(cmd: GroupCommand, storage: &dyn Storage, out: &mut impl Write) -
                 writeln!(out, "no groups")?;
             }
             for group in groups {
-                let names: Vec<String> = group.names.iter().map(|(l, n)| format!("{l}={n}")).collect();
+                let names: Vec<String> = group
+                    .names
+                    .iter()
+                    .map(|(l, n)| format!("{l}={n}"))
+                    .collect();
                 writeln!(out, "{}\t{}", group.id, names.join(" "))?;
             }
             Ok(())
@@ -398,17 +459,50 @@ mod tests {
 
     #[test]
     fn command_lines_parse() {
-        let cli = Cli::try_parse_from(["admin", "credential", "add", "bot", "--api", "rw", "--mq", "ro"]).unwrap();
-        let AdminCommand::Credential(CredentialCommand::Add { username, api, mq, admin, .. }) = cli.command else {
-            panic!("wrong command");
-        };
-        assert_eq!((username.as_str(), api, mq, admin), ("bot", Some(AccessArg::Rw), Some(AccessArg::Ro), None));
         let cli = Cli::try_parse_from([
-            "admin", "entity", "add", "--name", "en=Pekora", "--youtube", "UC1DCedRgGHBdm81E1llLhOQ", "--twitter", "1",
+            "admin",
+            "credential",
+            "add",
+            "bot",
+            "--api",
+            "rw",
+            "--mq",
+            "ro",
         ])
         .unwrap();
-        assert!(matches!(cli.command, AdminCommand::Entity(EntityCommand::Add { .. })));
-        assert!(Cli::try_parse_from(["admin", "credential", "add", "bot", "--api", "all"]).is_err());
+        let AdminCommand::Credential(CredentialCommand::Add {
+            username,
+            api,
+            mq,
+            admin,
+            ..
+        }) = cli.command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(
+            (username.as_str(), api, mq, admin),
+            ("bot", Some(AccessArg::Rw), Some(AccessArg::Ro), None)
+        );
+        let cli = Cli::try_parse_from([
+            "admin",
+            "entity",
+            "add",
+            "--name",
+            "en=Pekora",
+            "--youtube",
+            "UC1DCedRgGHBdm81E1llLhOQ",
+            "--twitter",
+            "1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            AdminCommand::Entity(EntityCommand::Add { .. })
+        ));
+        assert!(
+            Cli::try_parse_from(["admin", "credential", "add", "bot", "--api", "all"]).is_err()
+        );
     }
 
     #[test]

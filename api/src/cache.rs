@@ -107,14 +107,24 @@ mod tests {
     async fn failed_loads_are_not_remembered_and_zero_ttl_disables() {
         let cache = ReadCache::new(Duration::from_secs(60));
         let err = cache
-            .get_or_load(1, || async { Err(crate::error::Error::Internal("x".into())) })
+            .get_or_load(1, || async {
+                Err(crate::error::Error::Internal("x".into()))
+            })
             .await;
         assert!(err.is_err());
-        let ok = cache.get_or_load(1, || async { Ok(Bytes::from_static(b"1")) }).await.unwrap();
+        let ok = cache
+            .get_or_load(1, || async { Ok(Bytes::from_static(b"1")) })
+            .await
+            .unwrap();
         assert_eq!(ok, Bytes::from_static(b"1"));
         let off = ReadCache::new(Duration::ZERO);
-        off.get_or_load(1, || async { Ok(Bytes::from_static(b"1")) }).await.unwrap();
-        let again = off.get_or_load(1, || async { Ok(Bytes::from_static(b"2")) }).await.unwrap();
+        off.get_or_load(1, || async { Ok(Bytes::from_static(b"1")) })
+            .await
+            .unwrap();
+        let again = off
+            .get_or_load(1, || async { Ok(Bytes::from_static(b"2")) })
+            .await
+            .unwrap();
         assert_eq!(again, Bytes::from_static(b"2"));
     }
 }

@@ -103,7 +103,9 @@ impl ApiClient {
     /// A client of `base_url` (`http://host:port`, optionally with a path prefix) with a
     /// 30-second request timeout and no credentials.
     pub fn new(base_url: &str) -> ClientResult<Self> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
         Self::with_http_client(base_url, http)
     }
 
@@ -146,10 +148,15 @@ impl ApiClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let mut request = self.http.post(format!("{}/v1/{method}", self.base)).json(body);
+        let mut request = self
+            .http
+            .post(format!("{}/v1/{method}", self.base))
+            .json(body);
         request = match &self.credentials {
             Credentials::None => request,
-            Credentials::Basic { username, password } => request.basic_auth(username, Some(password)),
+            Credentials::Basic { username, password } => {
+                request.basic_auth(username, Some(password))
+            }
             Credentials::Bearer(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
         };
         let response = request.send().await?;
@@ -160,10 +167,14 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         let bytes = response.bytes().await?;
-        let envelope: Envelope<Resp> = serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode {
-            status,
-            detail: format!("{err}; body starts `{}`", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
-        })?;
+        let envelope: Envelope<Resp> =
+            serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode {
+                status,
+                detail: format!(
+                    "{err}; body starts `{}`",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
+            })?;
         match (envelope.success, envelope.data, envelope.error) {
             (true, Some(data), _) => Ok(data),
             (false, _, Some(error)) => Err(ClientError::Api {
@@ -181,7 +192,14 @@ impl ApiClient {
 
     /// `getUser` by id (a session may pass its own id).
     pub async fn get_user(&self, user: Uuid) -> ClientResult<User> {
-        self.call("getUser", &GetUser { user: Some(user), ..Default::default() }).await
+        self.call(
+            "getUser",
+            &GetUser {
+                user: Some(user),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// `getUser` of the session's own user.
@@ -221,8 +239,13 @@ impl ApiClient {
 
     /// `checkSession`: a named token (service) or the caller's own (`None`, bearer).
     pub async fn check_session(&self, token: Option<&str>) -> ClientResult<SessionStatus> {
-        self.call("checkSession", &CheckSession { token: token.map(str::to_owned) })
-            .await
+        self.call(
+            "checkSession",
+            &CheckSession {
+                token: token.map(str::to_owned),
+            },
+        )
+        .await
     }
 
     /// `authMe`, optionally checking the session acts for `user`.
@@ -246,7 +269,10 @@ impl ApiClient {
     }
 
     /// `updateSubscription`.
-    pub async fn update_subscription(&self, req: &UpdateSubscription) -> ClientResult<SubscriptionUpdate> {
+    pub async fn update_subscription(
+        &self,
+        req: &UpdateSubscription,
+    ) -> ClientResult<SubscriptionUpdate> {
         self.call("updateSubscription", req).await
     }
 
@@ -276,7 +302,12 @@ impl ApiClient {
     }
 
     /// `getSubscribers`: who on `im` wants `kind` events about `entity`.
-    pub async fn get_subscribers(&self, entity: Uuid, kind: &str, im: &str) -> ClientResult<Vec<Subscriber>> {
+    pub async fn get_subscribers(
+        &self,
+        entity: Uuid,
+        kind: &str,
+        im: &str,
+    ) -> ClientResult<Vec<Subscriber>> {
         let req = GetSubscribers {
             entity,
             kind: kind.to_owned(),

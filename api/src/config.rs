@@ -27,7 +27,9 @@ pub struct ApiConfig {
     /// files served at `/` when it exists; default none.
     pub frontend_dir: Option<PathBuf>,
     /// `cors_origins` / `STARGAZER_API__CORS_ORIGINS`: origins (`https://host[:port]`)
-    /// allowed to call the api from a browser; default none.
+    /// allowed to call the api from a browser, a list or one comma-separated string;
+    /// default none.
+    #[serde(deserialize_with = "string_or_list")]
     pub cors_origins: Vec<String>,
     /// `session_ttl_secs` / `STARGAZER_API__SESSION_TTL_SECS`: lifetime of an end-user
     /// session since its last use, seconds; default 600.
@@ -64,8 +66,30 @@ pub struct ApiConfig {
     /// exchanges credentials may use are `<prefix>.*`; default `stargazer`.
     pub mq_prefix: String,
     /// `mq_vhosts` / `STARGAZER_API__MQ_VHOSTS`: RabbitMQ virtual hosts credentials may
-    /// open; default `["/"]`.
+    /// open, a list or one comma-separated string; default `["/"]`.
+    #[serde(deserialize_with = "string_or_list")]
     pub mq_vhosts: Vec<String>,
+}
+
+/// Accepts `["a", "b"]` (TOML) or `"a,b"` (an environment variable).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(list) => list,
+    })
 }
 
 impl Default for ApiConfig {
@@ -94,14 +118,23 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// Checks values serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |key: &str, reason: String| Err(Error::Config(format!("config key `api.{key}`: {reason}")));
+        let invalid = |key: &str, reason: String| {
+            Err(Error::Config(format!("config key `api.{key}`: {reason}")))
+        };
         if self.session_ttl_secs == 0 {
             return invalid("session_ttl_secs", "must be at least 1".into());
+        }
+        const YEAR: u64 = 365 * 24 * 3600;
+        if self.session_max_secs > YEAR {
+            return invalid("session_max_secs", format!("must be at most {YEAR} (a year)"));
         }
         if self.session_max_secs < self.session_ttl_secs {
             return invalid(
                 "session_max_secs",
-                format!("must be at least session_ttl_secs ({})", self.session_ttl_secs),
+                format!(
+                    "must be at least session_ttl_secs ({})",
+                    self.session_ttl_secs
+                ),
             );
         }
         if self.body_limit_bytes < 1024 {
@@ -110,11 +143,24 @@ impl ApiConfig {
         if self.pbkdf2_iterations < 1000 {
             return invalid("pbkdf2_iterations", "must be at least 1000".into());
         }
+        const DAY: u64 = 24 * 3600;
+        if self.credential_cache_secs > DAY {
+            return invalid("credential_cache_secs", format!("must be at most {DAY} (a day)"));
+        }
+        if self.login_window_secs > DAY {
+            return invalid("login_window_secs", format!("must be at most {DAY} (a day)"));
+        }
+        if self.read_cache_ms > 3_600_000 {
+            return invalid("read_cache_ms", "must be at most 3600000 (an hour)".into());
+        }
         if self.login_max_failures == 0 {
             return invalid("login_max_failures", "must be at least 1".into());
         }
         if self.mq_prefix.is_empty() || self.mq_prefix.contains(['*', '#', ' ']) {
-            return invalid("mq_prefix", format!("`{}` is not a plain exchange name", self.mq_prefix));
+            return invalid(
+                "mq_prefix",
+                format!("`{}` is not a plain exchange name", self.mq_prefix),
+            );
         }
         for origin in self.cors_origins.iter().chain(self.frontend_url.iter()) {
             if crate::http::origin_of(origin).is_none() {
@@ -130,5 +176,64 @@ impl ApiConfig {
 
     pub(crate) fn session_max(&self) -> Duration {
         Duration::from_secs(self.session_max_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stargazer_core::config::ConfigSource;
+
+    #[test]
+    fn reads_the_section_from_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("sg-api-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stargazer.toml");
+        std::fs::write(
+            &path,
+            "[api]\nsession_ttl_secs = 900\nmq_vhosts = [\"/\", \"prod\"]\n",
+        )
+        .unwrap();
+        let env = [
+            (
+                "STARGAZER_API__LISTEN".to_owned(),
+                "0.0.0.0:9000".to_owned(),
+            ),
+            (
+                "STARGAZER_API__CORS_ORIGINS".to_owned(),
+                "https://a.example, https://b.example".to_owned(),
+            ),
+        ];
+        let source = ConfigSource::load_with_env(Some(&path), env).unwrap();
+        let config: ApiConfig = source.section("api").unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.session_ttl_secs, 900);
+        assert_eq!(config.session_max_secs, 3600);
+        assert_eq!(
+            config.cors_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(config.mq_vhosts, vec!["/", "prod"]);
+        config.validate().unwrap();
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let config = ApiConfig {
+            session_max_secs: 10,
+            ..ApiConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("api.session_max_secs"), "{err}");
+        let config = ApiConfig {
+            cors_origins: vec!["sg.example".into()],
+            ..ApiConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("api.cors_origins"));
     }
 }

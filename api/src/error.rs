@@ -87,7 +87,9 @@ impl Error {
             Error::Storage(StorageError::Conflict(_)) => ErrorCode::Conflict,
             Error::Storage(StorageError::NotFound(_)) => ErrorCode::NotFound,
             Error::Storage(StorageError::Backend(_)) => ErrorCode::Unavailable,
-            Error::Storage(_) | Error::Internal(_) | Error::Config(_) | Error::Io(_) => ErrorCode::Internal,
+            Error::Storage(_) | Error::Internal(_) | Error::Config(_) | Error::Io(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 
@@ -114,7 +116,9 @@ impl Error {
         match self {
             Error::Storage(StorageError::Conflict(what)) => format!("already exists: {what}"),
             Error::Storage(StorageError::NotFound(what)) => format!("not found: {what}"),
-            Error::Storage(StorageError::Backend(_)) => "the database is unavailable; retry later".to_owned(),
+            Error::Storage(StorageError::Backend(_)) => {
+                "the database is unavailable; retry later".to_owned()
+            }
             Error::Storage(_) | Error::Internal(_) | Error::Config(_) | Error::Io(_) => {
                 "internal error".to_owned()
             }
@@ -144,7 +148,10 @@ impl Error {
             }
             JsonRejection::JsonSyntaxError(err) => {
                 let text = err.body_text();
-                Error::BadRequest(format!("malformed JSON: {}", text.strip_prefix(SYNTAX_PREFIX).unwrap_or(&text)))
+                Error::BadRequest(format!(
+                    "malformed JSON: {}",
+                    text.strip_prefix(SYNTAX_PREFIX).unwrap_or(&text)
+                ))
             }
             other => Error::BadRequest(other.body_text()),
         }
@@ -155,7 +162,9 @@ impl Error {
 /// reads `field `a.b`: …`. Root-level errors (missing or unknown fields) already name it.
 fn describe_data_error(detail: &str) -> String {
     match detail.split_once(": ") {
-        Some((path, message)) if !path.contains(' ') && path != "." => format!("field `{path}`: {message}"),
+        Some((path, message)) if !path.contains(' ') && path != "." => {
+            format!("field `{path}`: {message}")
+        }
         _ => detail.to_owned(),
     }
 }
@@ -170,11 +179,15 @@ impl IntoResponse for Error {
             Error::Storage(err @ (StorageError::Corrupt(_) | StorageError::InvalidUrl(_))) => {
                 tracing::error!(cause = %err, "storage failure")
             }
-            Error::Internal(_) | Error::Config(_) | Error::Io(_) => tracing::error!(cause = %self, "internal error"),
+            Error::Internal(_) | Error::Config(_) | Error::Io(_) => {
+                tracing::error!(cause = %self, "internal error")
+            }
             _ => {}
         }
         let methods = match &self {
-            Error::UnknownMethod(_) => Some(crate::rpc::METHODS.iter().map(|m| m.to_string()).collect()),
+            Error::UnknownMethod(_) => {
+                Some(crate::rpc::METHODS.iter().map(|m| m.to_string()).collect())
+            }
             _ => None,
         };
         let body = ErrorBody {
@@ -190,7 +203,10 @@ impl IntoResponse for Error {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Basic realm="stargazer", charset="UTF-8""#),
                 );
-                headers.append(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="stargazer""#));
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="stargazer""#),
+                );
             }
             Error::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
@@ -210,9 +226,21 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_codes() {
-        assert_eq!(Error::Storage(StorageError::Backend("down".into())).status_code(), 503);
-        assert_eq!(Error::Storage(StorageError::Conflict("x".into())).status_code(), 409);
-        assert_eq!(Error::RateLimited { retry_after_secs: 3 }.status_code(), 429);
+        assert_eq!(
+            Error::Storage(StorageError::Backend("down".into())).status_code(),
+            503
+        );
+        assert_eq!(
+            Error::Storage(StorageError::Conflict("x".into())).status_code(),
+            409
+        );
+        assert_eq!(
+            Error::RateLimited {
+                retry_after_secs: 3
+            }
+            .status_code(),
+            429
+        );
         assert_eq!(Error::UnknownMethod("x".into()).status_code(), 404);
     }
 
@@ -228,6 +256,9 @@ mod tests {
             describe_data_error("user: UUID parsing failed at line 1 column 10"),
             "field `user`: UUID parsing failed at line 1 column 10"
         );
-        assert_eq!(describe_data_error("missing field `user` at line 1"), "missing field `user` at line 1");
+        assert_eq!(
+            describe_data_error("missing field `user` at line 1"),
+            "missing field `user` at line 1"
+        );
     }
 }

@@ -58,11 +58,17 @@ pub(crate) struct RawData(pub Bytes);
 
 impl IntoResponse for RawData {
     fn into_response(self) -> Response {
-        let head = Bytes::from(format!("{{\"success\":true,\"time\":{},\"data\":", unix_now()));
+        let head = Bytes::from(format!(
+            "{{\"success\":true,\"time\":{},\"data\":",
+            unix_now()
+        ));
         let body = Chunks::new([head, self.0, Bytes::from_static(b"}")]);
         (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             axum::body::Body::new(body),
         )
             .into_response()
@@ -78,7 +84,8 @@ struct Chunks {
 
 impl Chunks {
     fn new(parts: impl IntoIterator<Item = Bytes>) -> Self {
-        let parts: std::collections::VecDeque<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        let parts: std::collections::VecDeque<Bytes> =
+            parts.into_iter().filter(|b| !b.is_empty()).collect();
         let remaining = parts.iter().map(|b| b.len() as u64).sum();
         Self { parts, remaining }
     }
@@ -111,7 +118,10 @@ impl http_body::Body for Chunks {
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -133,10 +143,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for RpcBody<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| Error::from_bytes_rejection(rejection, state.config.body_limit_bytes))?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            Error::from_bytes_rejection(rejection, state.config.body_limit_bytes)
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         Json::<T>::from_bytes(bytes)
             .map(|Json(value)| RpcBody(value))
             .map_err(Error::from_json_rejection)
@@ -162,8 +176,14 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert_eq!(origin_of("https://sg.example/app?x").as_deref(), Some("https://sg.example"));
-        assert_eq!(origin_of("http://127.0.0.1:3000").as_deref(), Some("http://127.0.0.1:3000"));
+        assert_eq!(
+            origin_of("https://sg.example/app?x").as_deref(),
+            Some("https://sg.example")
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:3000").as_deref(),
+            Some("http://127.0.0.1:3000")
+        );
         assert_eq!(origin_of("ftp://x"), None);
         assert_eq!(origin_of("https://"), None);
     }

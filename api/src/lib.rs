@@ -55,19 +55,28 @@ pub fn router(state: AppState) -> Router {
         .merge(rpc::router())
         .merge(mq_auth::router())
         .route("/openapi.json", get(openapi_json))
-        .merge(stargazer_core::telemetry::health_and_metrics_router(state.metrics.registry.clone()));
+        .merge(stargazer_core::telemetry::health_and_metrics_router(
+            state.metrics.registry.clone(),
+        ));
     match config.frontend_dir.as_ref().filter(|dir| dir.is_dir()) {
-        Some(dir) => app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true)),
+        Some(dir) => {
+            app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true))
+        }
         None => {
             if let Some(dir) = &config.frontend_dir {
                 tracing::warn!(dir = %dir.display(), "frontend_dir does not exist; not serving a frontend");
             }
-            app = app.fallback(|| async { Error::NotFound("no such path; methods are under /v1/".into()) });
+            app = app.fallback(|| async {
+                Error::NotFound("no such path; methods are under /v1/".into())
+            });
         }
     }
     let app = app
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
     let app = match cors_layer(&config) {
         Some(cors) => app.layer(cors),
         None => app,
@@ -82,9 +91,17 @@ async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
 /// CORS for the configured origins (or the frontend URL's origin); none when neither is set.
 fn cors_layer(config: &ApiConfig) -> Option<CorsLayer> {
     let origins: Vec<HeaderValue> = if config.cors_origins.is_empty() {
-        config.frontend_url.iter().filter_map(|url| http::origin_of(url)).collect::<Vec<_>>()
+        config
+            .frontend_url
+            .iter()
+            .filter_map(|url| http::origin_of(url))
+            .collect::<Vec<_>>()
     } else {
-        config.cors_origins.iter().filter_map(|url| http::origin_of(url)).collect()
+        config
+            .cors_origins
+            .iter()
+            .filter_map(|url| http::origin_of(url))
+            .collect()
     }
     .into_iter()
     .filter_map(|origin| HeaderValue::from_str(&origin).ok())
@@ -116,9 +133,12 @@ pub async fn run(
     }
     let stop = shutdown.child_token();
     let sweeper = tokio::spawn(sweep(state, stop.clone()));
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
+    .await;
     stop.cancel();
     if let Err(err) = sweeper.await {
         tracing::error!(cause = %err, "session sweeper failed");

@@ -24,24 +24,41 @@ impl Metrics {
     pub(crate) fn new() -> Result<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("stargazer_api_requests_total", "HTTP requests by method and status"),
+            Opts::new(
+                "stargazer_api_requests_total",
+                "HTTP requests by method and status",
+            ),
             &["method", "status"],
         )
         .map_err(metric_error)?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("stargazer_api_request_duration_seconds", "HTTP request latency by method")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new(
+                "stargazer_api_request_duration_seconds",
+                "HTTP request latency by method",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             &["method"],
         )
         .map_err(metric_error)?;
         let mq_auth = IntCounterVec::new(
-            Opts::new("stargazer_api_mq_auth_total", "RabbitMQ HTTP auth decisions by check and result"),
+            Opts::new(
+                "stargazer_api_mq_auth_total",
+                "RabbitMQ HTTP auth decisions by check and result",
+            ),
             &["check", "result"],
         )
         .map_err(metric_error)?;
-        registry.register(Box::new(requests.clone())).map_err(metric_error)?;
-        registry.register(Box::new(duration.clone())).map_err(metric_error)?;
-        registry.register(Box::new(mq_auth.clone())).map_err(metric_error)?;
+        registry
+            .register(Box::new(requests.clone()))
+            .map_err(metric_error)?;
+        registry
+            .register(Box::new(duration.clone()))
+            .map_err(metric_error)?;
+        registry
+            .register(Box::new(mq_auth.clone()))
+            .map_err(metric_error)?;
         Ok(Self {
             registry,
             requests,
@@ -81,6 +98,13 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
     let method = label(request.uri().path());
     let started = Instant::now();
     let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    tracing::debug!(
+        method,
+        status = response.status().as_u16(),
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
+    );
     let metrics = &state.metrics;
     metrics
         .requests
@@ -89,7 +113,7 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
     metrics
         .duration
         .with_label_values(&[method])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     response
 }
 

@@ -48,8 +48,8 @@
 //! requesting address, which here is the RabbitMQ node: a username locked out is
 //! locked out for every AMQP client until the window ends.
 
-use axum::extract::State;
 use axum::extract::rejection::FormRejection;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -148,7 +148,11 @@ impl IntoResponse for Answer {
 }
 
 fn record(state: &AppState, check: &str, answer: Answer) -> Answer {
-    state.metrics.mq_auth.with_label_values(&[check, answer.result()]).inc();
+    state
+        .metrics
+        .mq_auth
+        .with_label_values(&[check, answer.result()])
+        .inc();
     answer
 }
 
@@ -159,7 +163,8 @@ fn required(field: &'static str, value: Option<String>) -> Result<String, Answer
 }
 
 fn form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Answer> {
-    form.map(|Form(value)| value).map_err(|err| Answer::Bad(err.body_text()))
+    form.map(|Form(value)| value)
+        .map_err(|err| Answer::Bad(err.body_text()))
 }
 
 /// Tags granted with a login: admins may use the management UI.
@@ -184,7 +189,9 @@ pub(crate) async fn user(
         let password = required("password", f.password)?;
         match state.login(&username, &password, ip).await {
             Ok(permissions) if permissions.mq.is_some() => Ok(Answer::Allow(tags(&permissions))),
-            Ok(_) | Err(Error::Unauthorized(_)) | Err(Error::RateLimited { .. }) => Ok(Answer::Deny),
+            Ok(_) | Err(Error::Unauthorized(_)) | Err(Error::RateLimited { .. }) => {
+                Ok(Answer::Deny)
+            }
             Err(err) => Err(Answer::Failed(err)),
         }
     }
@@ -196,7 +203,10 @@ pub(crate) async fn user(
 #[utoipa::path(post, path = "/auth/vhost", tag = "rabbitmq",
     request_body(content = VhostForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "`allow` or `deny`", body = String)))]
-pub(crate) async fn vhost(State(state): State<AppState>, body: Result<Form<VhostForm>, FormRejection>) -> Answer {
+pub(crate) async fn vhost(
+    State(state): State<AppState>,
+    body: Result<Form<VhostForm>, FormRejection>,
+) -> Answer {
     let answer = async {
         let f = form(body)?;
         let username = required("username", f.username)?;
@@ -217,7 +227,10 @@ pub(crate) async fn vhost(State(state): State<AppState>, body: Result<Form<Vhost
 #[utoipa::path(post, path = "/auth/resource", tag = "rabbitmq",
     request_body(content = ResourceForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "`allow` or `deny`", body = String)))]
-pub(crate) async fn resource(State(state): State<AppState>, body: Result<Form<ResourceForm>, FormRejection>) -> Answer {
+pub(crate) async fn resource(
+    State(state): State<AppState>,
+    body: Result<Form<ResourceForm>, FormRejection>,
+) -> Answer {
     let answer = check_resource(&state, body, false).await;
     record(&state, "resource", answer.unwrap_or_else(|a| a))
 }
@@ -226,7 +239,10 @@ pub(crate) async fn resource(State(state): State<AppState>, body: Result<Form<Re
 #[utoipa::path(post, path = "/auth/topic", tag = "rabbitmq",
     request_body(content = ResourceForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "`allow` or `deny`", body = String)))]
-pub(crate) async fn topic(State(state): State<AppState>, body: Result<Form<ResourceForm>, FormRejection>) -> Answer {
+pub(crate) async fn topic(
+    State(state): State<AppState>,
+    body: Result<Form<ResourceForm>, FormRejection>,
+) -> Answer {
     let answer = check_resource(&state, body, true).await;
     record(&state, "topic", answer.unwrap_or_else(|a| a))
 }
@@ -240,7 +256,9 @@ async fn check_resource(
     let username = required("username", f.username)?;
     let vhost = required("vhost", f.vhost)?;
     let kind = required("resource", f.resource)?;
-    let name = f.name.ok_or_else(|| Answer::Bad("missing form field `name`".into()))?;
+    let name = f
+        .name
+        .ok_or_else(|| Answer::Bad("missing form field `name`".into()))?;
     let permission = required("permission", f.permission)?;
     let Some(kind) = ResourceKind::parse(&kind) else {
         return Err(Answer::Bad(format!("unknown resource `{kind}`")));
@@ -258,7 +276,11 @@ async fn check_resource(
         return Ok(Answer::Deny);
     };
     let allowed = decide(&state.config.mq_prefix, access, kind, &name, permission);
-    Ok(if allowed { Answer::Allow(None) } else { Answer::Deny })
+    Ok(if allowed {
+        Answer::Allow(None)
+    } else {
+        Answer::Deny
+    })
 }
 
 async fn mq_access(state: &AppState, username: &str) -> Result<Option<Access>, Answer> {
@@ -309,8 +331,16 @@ impl Permission {
 }
 
 /// The table in the module docs.
-pub(crate) fn decide(prefix: &str, access: Access, kind: ResourceKind, name: &str, permission: Permission) -> bool {
-    let own = name.len() > prefix.len() + 1 && name.starts_with(prefix) && name.as_bytes()[prefix.len()] == b'.';
+pub(crate) fn decide(
+    prefix: &str,
+    access: Access,
+    kind: ResourceKind,
+    name: &str,
+    permission: Permission,
+) -> bool {
+    let own = name.len() > prefix.len() + 1
+        && name.starts_with(prefix)
+        && name.as_bytes()[prefix.len()] == b'.';
     let main = name == prefix;
     let rw = access == Access::Rw;
     match (kind, permission) {
@@ -336,7 +366,13 @@ mod tests {
     fn consumers_declare_bind_and_consume_their_queues() {
         for access in [Access::Ro, Access::Rw] {
             // queue.declare, queue.bind (write on queue, read on exchange), basic.consume
-            assert!(decide(P, access, Queue, "stargazer.bot.telegram", Configure));
+            assert!(decide(
+                P,
+                access,
+                Queue,
+                "stargazer.bot.telegram",
+                Configure
+            ));
             assert!(decide(P, access, Queue, "stargazer.bot.telegram", Write));
             assert!(decide(P, access, Exchange, "stargazer", Read));
             assert!(decide(P, access, Topic, "stargazer", Read));
@@ -348,7 +384,10 @@ mod tests {
     fn only_rw_publishes_to_the_exchange() {
         assert!(!decide(P, Access::Ro, Exchange, "stargazer", Write));
         assert!(!decide(P, Access::Ro, Topic, "stargazer", Write));
-        assert!(decide(P, Access::Ro, Exchange, "stargazer", Configure), "consumers declare it too");
+        assert!(
+            decide(P, Access::Ro, Exchange, "stargazer", Configure),
+            "consumers declare it too"
+        );
         assert!(decide(P, Access::Rw, Exchange, "stargazer", Write));
         assert!(decide(P, Access::Rw, Topic, "stargazer", Write));
         assert!(decide(P, Access::Rw, Exchange, "stargazer", Configure));
@@ -359,7 +398,10 @@ mod tests {
         for access in [Access::Ro, Access::Rw] {
             assert!(!decide(P, access, Queue, "other", Read));
             assert!(!decide(P, access, Queue, "amq.gen-abc", Configure));
-            assert!(!decide(P, access, Queue, "stargazer", Read), "the bare prefix is the exchange");
+            assert!(
+                !decide(P, access, Queue, "stargazer", Read),
+                "the bare prefix is the exchange"
+            );
             assert!(!decide(P, access, Queue, "stargazerx.q", Read));
             assert!(!decide(P, access, Exchange, "amq.topic", Write));
             assert!(!decide(P, access, Exchange, "amq.default", Configure));
@@ -371,6 +413,12 @@ mod tests {
     fn dead_lettering_is_allowed() {
         assert!(decide(P, Access::Ro, Exchange, "amq.default", Write));
         assert!(decide(P, Access::Ro, Exchange, "stargazer.dead", Write));
-        assert!(!decide(P, Access::Ro, Exchange, "stargazer.dead", Configure));
+        assert!(!decide(
+            P,
+            Access::Ro,
+            Exchange,
+            "stargazer.dead",
+            Configure
+        ));
     }
 }

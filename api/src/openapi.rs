@@ -11,13 +11,28 @@ use crate::types::ErrorResponse;
 /// The errors any method may answer, besides its own 200.
 const COMMON_ERRORS: &[(&str, &str)] = &[
     ("400", "The body is not JSON (`bad_request`)"),
-    ("401", "Missing or wrong credentials, or an unknown or expired session (`unauthorized`)"),
-    ("403", "The caller may not call this method or touch this user (`forbidden`)"),
-    ("404", "A record named in the request does not exist (`not_found`)"),
+    (
+        "401",
+        "Missing or wrong credentials, or an unknown or expired session (`unauthorized`)",
+    ),
+    (
+        "403",
+        "The caller may not call this method or touch this user (`forbidden`)",
+    ),
+    (
+        "404",
+        "A record named in the request does not exist (`not_found`)",
+    ),
     ("409", "The record already exists (`conflict`)"),
     ("413", "The body exceeds the limit (`payload_too_large`)"),
-    ("422", "A field is missing or invalid; the message names it (`invalid_input`)"),
-    ("429", "Too many failed logins; see `Retry-After` (`rate_limited`)"),
+    (
+        "422",
+        "A field is missing or invalid; the message names it (`invalid_input`)",
+    ),
+    (
+        "429",
+        "Too many failed logins; see `Retry-After` (`rate_limited`)",
+    ),
     ("503", "The database is unavailable (`unavailable`)"),
 ];
 
@@ -48,7 +63,10 @@ struct CommonParts;
 impl Modify for CommonParts {
     fn modify(&self, doc: &mut Document) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
@@ -76,7 +94,11 @@ fn add_common(operation: &mut Operation) {
                 Content::new(Some(Ref::from_schema_name("ErrorResponse"))),
             )
             .build();
-        operation.responses.responses.entry((*status).to_owned()).or_insert(response.into());
+        operation
+            .responses
+            .responses
+            .entry((*status).to_owned())
+            .or_insert(response.into());
     }
 }
 
@@ -103,12 +125,26 @@ mod tests {
         for method in crate::rpc::METHODS {
             let op = &json["paths"][format!("/v1/{method}")]["post"];
             assert!(op.is_object(), "{method} missing");
-            assert!(op["requestBody"].is_object(), "{method} has no request body");
+            assert!(
+                op["requestBody"].is_object(),
+                "{method} has no request body"
+            );
             assert!(op["responses"]["200"].is_object(), "{method} has no 200");
             assert!(op["responses"]["401"].is_object(), "{method} has no 401");
         }
-        for schema in ["User", "Entity", "GetSubscribers", "Subscriber", "ErrorResponse", "UpdateEntity", "Me"] {
-            assert!(json["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+        for schema in [
+            "User",
+            "Entity",
+            "GetSubscribers",
+            "Subscriber",
+            "ErrorResponse",
+            "UpdateEntity",
+            "Me",
+        ] {
+            assert!(
+                json["components"]["schemas"][schema].is_object(),
+                "schema {schema} missing"
+            );
         }
         assert!(json["paths"]["/auth/topic"]["post"].is_object());
         assert_eq!(json["servers"][0]["url"], "https://api.example");

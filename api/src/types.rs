@@ -674,7 +674,10 @@ impl From<model::Entity> for Entity {
 
 impl From<model::Group> for Group {
     fn from(g: model::Group) -> Self {
-        Self { id: g.id, names: g.names }
+        Self {
+            id: g.id,
+            names: g.names,
+        }
     }
 }
 
@@ -721,10 +724,12 @@ mod tests {
 
     #[test]
     fn update_entity_tells_null_from_absent() {
-        let absent: UpdateEntity = serde_json::from_str(r#"{"id":"00000000-0000-0000-0000-000000000001"}"#).unwrap();
+        let absent: UpdateEntity =
+            serde_json::from_str(r#"{"id":"00000000-0000-0000-0000-000000000001"}"#).unwrap();
         assert_eq!(absent.group, None);
         let null: UpdateEntity =
-            serde_json::from_str(r#"{"id":"00000000-0000-0000-0000-000000000001","group":null}"#).unwrap();
+            serde_json::from_str(r#"{"id":"00000000-0000-0000-0000-000000000001","group":null}"#)
+                .unwrap();
         assert_eq!(null.group, Some(None));
     }
 
@@ -742,9 +747,14 @@ mod tests {
         let task = model::Task {
             id: Uuid::nil(),
             entity: Uuid::nil(),
-            params: model::TaskParams::Twitter { user_id: "12".into() },
+            params: model::TaskParams::Twitter {
+                user_id: "12".into(),
+            },
         };
         let ours = Task::from(task.clone());
-        assert_eq!(serde_json::to_value(&ours).unwrap(), serde_json::to_value(&task).unwrap());
+        assert_eq!(
+            serde_json::to_value(&ours).unwrap(),
+            serde_json::to_value(&task).unwrap()
+        );
     }
 }

@@ -15,7 +15,11 @@ struct Cli {
     command: AdminCommand,
 }
 
-async fn admin(server: &TestServer, args: &[&str], stdin: &str) -> Result<String, stargazer_api::Error> {
+async fn admin(
+    server: &TestServer,
+    args: &[&str],
+    stdin: &str,
+) -> Result<String, stargazer_api::Error> {
     let cli = Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied())).unwrap();
     let mut out = Vec::new();
     let mut input = stdin.as_bytes();
@@ -29,27 +33,70 @@ async fn admin_commands(backend: Backend) {
     // Credentials: a given password, a generated one printed once, list, remove.
     let out = admin(
         &server,
-        &["credential", "add", "bot", "--api", "rw", "--mq", "ro", "--password-stdin", "--iterations", "1000"],
+        &[
+            "credential",
+            "add",
+            "bot",
+            "--api",
+            "rw",
+            "--mq",
+            "ro",
+            "--password-stdin",
+            "--iterations",
+            "1000",
+        ],
         "s3cret\n",
     )
     .await
     .unwrap();
-    assert!(out.contains("created credential bot (api rw, mq ro)"), "{out}");
+    assert!(
+        out.contains("created credential bot (api rw, mq ro)"),
+        "{out}"
+    );
     assert!(!out.contains("s3cret"));
-    let out = admin(&server, &["credential", "add", "ops", "--admin", "rw", "--iterations", "1000"], "")
-        .await
-        .unwrap();
+    let out = admin(
+        &server,
+        &[
+            "credential",
+            "add",
+            "ops",
+            "--admin",
+            "rw",
+            "--iterations",
+            "1000",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
     let password = out
         .lines()
         .find_map(|l| l.strip_prefix("password: "))
         .expect("generated password printed")
         .to_owned();
     assert!(password.len() >= 24);
-    let dup = admin(&server, &["credential", "add", "bot", "--iterations", "1000"], "").await.unwrap_err();
+    let dup = admin(
+        &server,
+        &["credential", "add", "bot", "--iterations", "1000"],
+        "",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(dup.code(), ErrorCode::Conflict, "{dup}");
-    let empty = admin(&server, &["credential", "add", "x", "--password-stdin", "--iterations", "1000"], "\n")
-        .await
-        .unwrap_err();
+    let empty = admin(
+        &server,
+        &[
+            "credential",
+            "add",
+            "x",
+            "--password-stdin",
+            "--iterations",
+            "1000",
+        ],
+        "\n",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(empty.code(), ErrorCode::InvalidInput, "{empty}");
     let list = admin(&server, &["credential", "list"], "").await.unwrap();
     assert_eq!(list, "bot\tapi rw, mq ro\nops\tadmin rw\n");
@@ -60,16 +107,42 @@ async fn admin_commands(backend: Backend) {
     let ops = server.client().with_basic("ops", &password);
 
     // Groups and entities.
-    let out = admin(&server, &["group", "add", "--name", "en=Hololive", "--name", "ja=ホロライブ"], "")
-        .await
-        .unwrap();
-    let group = out.trim().strip_prefix("saved group ").unwrap().to_owned();
-    assert!(admin(&server, &["group", "list"], "").await.unwrap().contains("ja=ホロライブ"));
     let out = admin(
         &server,
         &[
-            "entity", "add", "--name", "en=Pekora", "--name", "ja=ぺこら", "--group", &group, "--youtube",
-            "UC1DCedRgGHBdm81E1llLhOQ", "--twitter", "1133215093246664706", "--translate-to", "en",
+            "group",
+            "add",
+            "--name",
+            "en=Hololive",
+            "--name",
+            "ja=ホロライブ",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let group = out.trim().strip_prefix("saved group ").unwrap().to_owned();
+    assert!(admin(&server, &["group", "list"], "")
+        .await
+        .unwrap()
+        .contains("ja=ホロライブ"));
+    let out = admin(
+        &server,
+        &[
+            "entity",
+            "add",
+            "--name",
+            "en=Pekora",
+            "--name",
+            "ja=ぺこら",
+            "--group",
+            &group,
+            "--youtube",
+            "UC1DCedRgGHBdm81E1llLhOQ",
+            "--twitter",
+            "1133215093246664706",
+            "--translate-to",
+            "en",
         ],
         "",
     )
@@ -84,28 +157,62 @@ async fn admin_commands(backend: Backend) {
     assert_eq!(entity.tasks.len(), 2);
     assert_eq!(entity.group.map(|g| g.to_string()), Some(group));
 
-    let taken = admin(&server, &["entity", "add", "--name", "en=Copy", "--youtube", "UC1DCedRgGHBdm81E1llLhOQ"], "")
-        .await
-        .unwrap_err();
+    let taken = admin(
+        &server,
+        &[
+            "entity",
+            "add",
+            "--name",
+            "en=Copy",
+            "--youtube",
+            "UC1DCedRgGHBdm81E1llLhOQ",
+        ],
+        "",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(taken.code(), ErrorCode::Conflict, "{taken}");
-    let bad = admin(&server, &["entity", "add", "--name", "en=Bad", "--twitter", "@someone"], "")
+    let bad = admin(
+        &server,
+        &["entity", "add", "--name", "en=Bad", "--twitter", "@someone"],
+        "",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), ErrorCode::InvalidInput, "{bad}");
+    let bad = admin(&server, &["entity", "add", "--name", "Pekora"], "")
         .await
         .unwrap_err();
-    assert_eq!(bad.code(), ErrorCode::InvalidInput, "{bad}");
-    let bad = admin(&server, &["entity", "add", "--name", "Pekora"], "").await.unwrap_err();
     assert_eq!(bad.code(), ErrorCode::InvalidInput, "{bad}");
 
     let list = admin(&server, &["entity", "list"], "").await.unwrap();
-    assert!(list.contains("youtube:UC1DCedRgGHBdm81E1llLhOQ twitter:1133215093246664706"), "{list}");
-    admin(&server, &["entity", "remove", &id.to_string()], "").await.unwrap();
-    assert_eq!(admin(&server, &["entity", "list"], "").await.unwrap(), "no entities\n");
-    let missing = admin(&server, &["entity", "remove", &id.to_string()], "").await.unwrap_err();
+    assert!(
+        list.contains("youtube:UC1DCedRgGHBdm81E1llLhOQ twitter:1133215093246664706"),
+        "{list}"
+    );
+    admin(&server, &["entity", "remove", &id.to_string()], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        admin(&server, &["entity", "list"], "").await.unwrap(),
+        "no entities\n"
+    );
+    let missing = admin(&server, &["entity", "remove", &id.to_string()], "")
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), ErrorCode::NotFound, "{missing}");
 
-    admin(&server, &["credential", "remove", "ops"], "").await.unwrap();
-    let missing = admin(&server, &["credential", "remove", "ops"], "").await.unwrap_err();
+    admin(&server, &["credential", "remove", "ops"], "")
+        .await
+        .unwrap();
+    let missing = admin(&server, &["credential", "remove", "ops"], "")
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), ErrorCode::NotFound);
-    assert_eq!(admin(&server, &["credential", "list"], "").await.unwrap(), "bot\tapi rw, mq ro\n");
+    assert_eq!(
+        admin(&server, &["credential", "list"], "").await.unwrap(),
+        "bot\tapi rw, mq ro\n"
+    );
     server.stop().await;
 }
 

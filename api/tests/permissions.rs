@@ -81,13 +81,19 @@ async fn fixture(server: &TestServer) -> Fixture {
         tasks: vec![Task {
             id: Uuid::new_v4(),
             entity: entity_id,
-            params: TaskParams::Youtube { channel_id: channel(n) },
+            params: TaskParams::Youtube {
+                channel_id: channel(n),
+            },
         }],
     };
     server.storage.insert_entity(&entity).await.unwrap();
     // Sessions are issued through the api, as bots do.
     let (status, _, body) = server
-        .post("/v1/newSession", Auth::Basic("bot", "pw-bot"), RawBody::Json(json!({"user": user.id})))
+        .post(
+            "/v1/newSession",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(json!({"user": user.id})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     Fixture {
@@ -124,18 +130,41 @@ async fn permission_matrix(backend: Backend) {
         ..common::test_config()
     };
     let server = TestServer::with_config(backend.connect().await, config).await;
-    server.credential("admin", perms(&[("admin", Access::Rw)])).await;
-    server.bot().await;
-    server.credential("reader", perms(&[("api", Access::Ro)])).await;
     server
-        .credential("worker", perms(&[("coordinator", Access::Ro), ("mq", Access::Rw)]))
+        .credential("admin", perms(&[("admin", Access::Rw)]))
         .await;
-    server.credential("middleware", perms(&[("mq", Access::Rw)])).await;
+    server.bot().await;
+    server
+        .credential("reader", perms(&[("api", Access::Ro)]))
+        .await;
+    server
+        .credential(
+            "worker",
+            perms(&[("coordinator", Access::Ro), ("mq", Access::Rw)]),
+        )
+        .await;
+    server
+        .credential("middleware", perms(&[("mq", Access::Rw)]))
+        .await;
 
     let methods = [
-        "getUser", "addUser", "delUser", "getEntities", "newSession", "checkSession", "authMe", "getSettings",
-        "updateSetting", "getSubscription", "updateSubscription", "newEntity", "getEntity", "updateEntity",
-        "delEntity", "getUserIndex", "getSubscribers",
+        "getUser",
+        "addUser",
+        "delUser",
+        "getEntities",
+        "newSession",
+        "checkSession",
+        "authMe",
+        "getSettings",
+        "updateSetting",
+        "getSubscription",
+        "updateSubscription",
+        "newEntity",
+        "getEntity",
+        "updateEntity",
+        "delEntity",
+        "getUserIndex",
+        "getSubscribers",
     ];
     let mut failures = Vec::new();
     for method in methods {
@@ -161,11 +190,18 @@ async fn permission_matrix(backend: Backend) {
                 .post(&format!("/v1/{method}"), auth, RawBody::Json(request))
                 .await;
             if status != expected {
-                failures.push(format!("{method} as {kind:?}: expected {expected}, got {status}: {response}"));
+                failures.push(format!(
+                    "{method} as {kind:?}: expected {expected}, got {status}: {response}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     server.stop().await;
 }
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
@@ -56,35 +56,50 @@ impl Node {
             ),
         )
         .unwrap();
-        std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_auth_backend_http].\n").unwrap();
+        std::fs::write(
+            dir.join("enabled_plugins"),
+            "[rabbitmq_auth_backend_http].\n",
+        )
+        .unwrap();
         let node = Node { dir };
         let chown = Command::new("chown")
             .args(["-R", "rabbitmq:rabbitmq"])
             .arg(&node.dir)
             .status()
             .expect("chown runs");
-        assert!(chown.success(), "cannot chown {} to rabbitmq", node.dir.display());
+        assert!(
+            chown.success(),
+            "cannot chown {} to rabbitmq",
+            node.dir.display()
+        );
         let status = Command::new("rabbitmq-server")
             .arg("-detached")
             .env("RABBITMQ_NODENAME", NODE)
             .env("RABBITMQ_NODE_PORT", AMQP_PORT.to_string())
             .env("RABBITMQ_DIST_PORT", "25673")
             .env("RABBITMQ_CONFIG_FILE", node.dir.join("rabbitmq"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", node.dir.join("enabled_plugins"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                node.dir.join("enabled_plugins"),
+            )
             .env("RABBITMQ_MNESIA_BASE", node.dir.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", node.dir.join("log"))
             .status()
             .expect("rabbitmq-server runs");
-        assert!(status.success(), "rabbitmq-server -detached failed: {status}");
+        assert!(
+            status.success(),
+            "rabbitmq-server -detached failed: {status}"
+        );
         node
     }
 
     async fn await_startup(&self) {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
-            let output = tokio::task::spawn_blocking(|| rabbitmqctl(&["await_startup", "--timeout", "30"]))
-                .await
-                .unwrap();
+            let output =
+                tokio::task::spawn_blocking(|| rabbitmqctl(&["await_startup", "--timeout", "30"]))
+                    .await
+                    .unwrap();
             match output {
                 Ok(()) => return,
                 Err(err) if Instant::now() > deadline => panic!(
@@ -125,7 +140,12 @@ fn rabbitmqctl(args: &[&str]) -> Result<(), String> {
 
 async fn connect(user: &str, password: &str) -> lapin::Result<Connection> {
     let uri = format!("amqp://{user}:{password}@127.0.0.1:{AMQP_PORT}/%2f");
-    match tokio::time::timeout(OP_TIMEOUT, Connection::connect(&uri, ConnectionProperties::default())).await {
+    match tokio::time::timeout(
+        OP_TIMEOUT,
+        Connection::connect(&uri, ConnectionProperties::default()),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => panic!("connecting as {user} timed out after {OP_TIMEOUT:?}"),
     }
@@ -149,20 +169,39 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 async fn a_real_node_authenticates_through_the_api() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_port = listener.local_addr().unwrap().port();
-    let server = TestServer::on_listener(Backend::Sqlite.connect().await, common::test_config(), listener).await;
-    server.credential("sgadmin", perms(&[("admin", Access::Rw), ("mq", Access::Rw)])).await;
+    let server = TestServer::on_listener(
+        Backend::Sqlite.connect().await,
+        common::test_config(),
+        listener,
+    )
+    .await;
+    server
+        .credential(
+            "sgadmin",
+            perms(&[("admin", Access::Rw), ("mq", Access::Rw)]),
+        )
+        .await;
     server.bot().await;
     server
-        .credential("worker", perms(&[("coordinator", Access::Ro), ("mq", Access::Rw)]))
+        .credential(
+            "worker",
+            perms(&[("coordinator", Access::Ro), ("mq", Access::Rw)]),
+        )
         .await;
-    server.credential("reader", perms(&[("api", Access::Ro)])).await;
+    server
+        .credential("reader", perms(&[("api", Access::Ro)]))
+        .await;
 
     let node = Node::start(api_port);
     node.await_startup().await;
 
     // The fresh node has no `stargazer` exchange; an mq rw account declares it.
-    let admin = connect("sgadmin", "pw-sgadmin").await.expect("sgadmin logs in");
-    let channel = within("admin channel", admin.create_channel()).await.unwrap();
+    let admin = connect("sgadmin", "pw-sgadmin")
+        .await
+        .expect("sgadmin logs in");
+    let channel = within("admin channel", admin.create_channel())
+        .await
+        .unwrap();
     within(
         "exchange.declare",
         channel.exchange_declare(
@@ -212,25 +251,47 @@ async fn a_real_node_authenticates_through_the_api() {
     .expect("the bot declares its stargazer.* queue");
     within(
         "queue.bind",
-        consume_channel.queue_bind(&queue, "stargazer", "*", QueueBindOptions::default(), FieldTable::default()),
+        consume_channel.queue_bind(
+            &queue,
+            "stargazer",
+            "*",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("the bot binds its queue");
     let mut consumer = within(
         "basic.consume",
-        consume_channel.basic_consume(&queue, "bot", BasicConsumeOptions::default(), FieldTable::default()),
+        consume_channel.basic_consume(
+            &queue,
+            "bot",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("the bot consumes its queue");
 
     // The bot's publish to the exchange is refused: the channel closes with 403.
-    let publish_channel = within("bot publish channel", bot.create_channel()).await.unwrap();
-    within("confirm.select", publish_channel.confirm_select(ConfirmSelectOptions::default()))
+    let publish_channel = within("bot publish channel", bot.create_channel())
         .await
         .unwrap();
+    within(
+        "confirm.select",
+        publish_channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .unwrap();
     let refused = within("bot publish", async {
         match publish_channel
-            .basic_publish("stargazer", "youtube", BasicPublishOptions::default(), b"{}", BasicProperties::default())
+            .basic_publish(
+                "stargazer",
+                "youtube",
+                BasicPublishOptions::default(),
+                b"{}",
+                BasicProperties::default(),
+            )
             .await
         {
             Ok(confirm) => confirm.await.map(|_| ()),
@@ -245,21 +306,41 @@ async fn a_real_node_authenticates_through_the_api() {
     let other_channel = within("bot channel", bot.create_channel()).await.unwrap();
     let foreign = within(
         "foreign queue.declare",
-        other_channel.queue_declare("not-ours", QueueDeclareOptions::default(), FieldTable::default()),
+        other_channel.queue_declare(
+            "not-ours",
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await
     .expect_err("queues outside stargazer.* are refused");
-    assert!(access_refused(&foreign), "expected ACCESS_REFUSED, got {foreign:?}");
+    assert!(
+        access_refused(&foreign),
+        "expected ACCESS_REFUSED, got {foreign:?}"
+    );
 
     // The worker publishes, and the bot receives it.
-    let worker = connect("worker", "pw-worker").await.expect("the worker logs in");
-    let worker_channel = within("worker channel", worker.create_channel()).await.unwrap();
-    within("confirm.select", worker_channel.confirm_select(ConfirmSelectOptions::default()))
+    let worker = connect("worker", "pw-worker")
+        .await
+        .expect("the worker logs in");
+    let worker_channel = within("worker channel", worker.create_channel())
         .await
         .unwrap();
+    within(
+        "confirm.select",
+        worker_channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .unwrap();
     let confirmation = within("worker publish", async {
         worker_channel
-            .basic_publish("stargazer", "youtube", BasicPublishOptions::default(), b"{\"hello\":1}", BasicProperties::default())
+            .basic_publish(
+                "stargazer",
+                "youtube",
+                BasicPublishOptions::default(),
+                b"{\"hello\":1}",
+                BasicProperties::default(),
+            )
             .await?
             .await
     })
@@ -271,21 +352,52 @@ async fn a_real_node_authenticates_through_the_api() {
         .expect("consumer open")
         .expect("delivery ok");
     assert_eq!(delivery.data, b"{\"hello\":1}");
-    within("ack", delivery.ack(BasicAckOptions::default())).await.unwrap();
+    within("ack", delivery.ack(BasicAckOptions::default()))
+        .await
+        .unwrap();
 
     // Wrong passwords, unknown users and credentials without mq permission cannot log in.
-    for (user, password) in [("bot", "wrong"), ("ghost", "pw-ghost"), ("reader", "pw-reader")] {
-        let err = connect(user, password).await.expect_err("login must be refused");
-        assert!(access_refused(&err), "{user}: expected ACCESS_REFUSED, got {err:?}");
+    for (user, password) in [
+        ("bot", "wrong"),
+        ("ghost", "pw-ghost"),
+        ("reader", "pw-reader"),
+    ] {
+        let err = connect(user, password)
+            .await
+            .expect_err("login must be refused");
+        assert!(
+            access_refused(&err),
+            "{user}: expected ACCESS_REFUSED, got {err:?}"
+        );
     }
 
     // RabbitMQ really asked the api.
-    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"stargazer_api_mq_auth_total{check="user",result="deny"} 3"#), "{metrics}");
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"stargazer_api_mq_auth_total{check="user",result="deny"} 3"#),
+        "{metrics}"
+    );
     // The publish was refused at the exchange (resource) check, the foreign queue too.
-    assert!(metrics.contains(r#"stargazer_api_mq_auth_total{check="resource",result="deny"} 2"#), "{metrics}");
-    assert!(metrics.contains(r#"stargazer_api_mq_auth_total{check="vhost",result="allow"}"#), "{metrics}");
-    assert!(metrics.contains(r#"stargazer_api_mq_auth_total{check="topic",result="allow"}"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"stargazer_api_mq_auth_total{check="resource",result="deny"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stargazer_api_mq_auth_total{check="vhost",result="allow"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stargazer_api_mq_auth_total{check="topic",result="allow"}"#),
+        "{metrics}"
+    );
 
     for connection in [admin, bot, worker] {
         let _ = within("close", connection.close(200, "done")).await;

@@ -40,7 +40,11 @@ async fn envelope_and_body_errors(backend: Backend) {
     bot.add_user(&add_user("1")).await.unwrap();
 
     let ok = server
-        .post("/v1/getEntities", Auth::Basic("bot", "pw-bot"), RawBody::Empty)
+        .post(
+            "/v1/getEntities",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Empty,
+        )
         .await;
     assert_eq!(ok.0, 200);
     assert_eq!(ok.2["success"], true);
@@ -48,39 +52,81 @@ async fn envelope_and_body_errors(backend: Backend) {
     assert_eq!(ok.2["data"], json!([]));
 
     let unknown = server
-        .post("/v1/stealEverything", Auth::Basic("bot", "pw-bot"), RawBody::Empty)
+        .post(
+            "/v1/stealEverything",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Empty,
+        )
         .await;
     assert_error(&unknown, 404, "unknown_method");
     let methods = unknown.2["error"]["methods"].as_array().unwrap();
     assert_eq!(methods.len(), 17);
     assert!(methods.contains(&json!("getSubscribers")));
 
-    let get = server.http.get(format!("{}/v1/getEntities", server.base)).send().await.unwrap();
+    let get = server
+        .http
+        .get(format!("{}/v1/getEntities", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get.status(), 405);
     assert_eq!(get.headers()["allow"], "POST");
 
     let broken = server
-        .post("/v1/getUser", Auth::Basic("bot", "pw-bot"), RawBody::Text("{\"user\": ".into()))
+        .post(
+            "/v1/getUser",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Text("{\"user\": ".into()),
+        )
         .await;
     assert_error(&broken, 400, "bad_request");
 
     let wrong_type = server
-        .post("/v1/getEntity", Auth::Basic("bot", "pw-bot"), RawBody::Json(json!({"id": "not-a-uuid"})))
+        .post(
+            "/v1/getEntity",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(json!({"id": "not-a-uuid"})),
+        )
         .await;
     assert_error(&wrong_type, 422, "invalid_input");
-    assert!(wrong_type.2["error"]["message"].as_str().unwrap().contains("`id`"), "{}", wrong_type.2);
+    assert!(
+        wrong_type.2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`id`"),
+        "{}",
+        wrong_type.2
+    );
 
     let missing = server
-        .post("/v1/newSession", Auth::Basic("bot", "pw-bot"), RawBody::Json(json!({})))
+        .post(
+            "/v1/newSession",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(json!({})),
+        )
         .await;
     assert_error(&missing, 422, "invalid_input");
-    assert!(missing.2["error"]["message"].as_str().unwrap().contains("`user`"), "{}", missing.2);
+    assert!(
+        missing.2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`user`"),
+        "{}",
+        missing.2
+    );
 
     let unknown_field = server
-        .post("/v1/getEntities", Auth::Basic("bot", "pw-bot"), RawBody::Json(json!({"evil": 1})))
+        .post(
+            "/v1/getEntities",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(json!({"evil": 1})),
+        )
         .await;
     assert_error(&unknown_field, 422, "invalid_input");
-    assert!(unknown_field.2["error"]["message"].as_str().unwrap().contains("evil"));
+    assert!(unknown_field.2["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("evil"));
 
     let nested = server
         .post(
@@ -90,25 +136,57 @@ async fn envelope_and_body_errors(backend: Backend) {
         )
         .await;
     assert_error(&nested, 422, "invalid_input");
-    assert!(nested.2["error"]["message"].as_str().unwrap().contains("kinds"), "{}", nested.2);
+    assert!(
+        nested.2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kinds"),
+        "{}",
+        nested.2
+    );
 
     let huge = format!("{{\"token\": \"{}\"}}", "x".repeat(100 * 1024));
     let too_large = server
-        .post("/v1/checkSession", Auth::Basic("bot", "pw-bot"), RawBody::Text(huge))
+        .post(
+            "/v1/checkSession",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Text(huge),
+        )
         .await;
     assert_error(&too_large, 413, "payload_too_large");
 
-    let no_auth = server.post("/v1/getEntities", Auth::None, RawBody::Empty).await;
+    let no_auth = server
+        .post("/v1/getEntities", Auth::None, RawBody::Empty)
+        .await;
     assert_error(&no_auth, 401, "unauthorized");
     let challenges: Vec<_> = no_auth.1.get_all("www-authenticate").iter().collect();
-    assert!(challenges.iter().any(|c| c.to_str().unwrap().starts_with("Basic")), "{challenges:?}");
-    assert!(challenges.iter().any(|c| c.to_str().unwrap().starts_with("Bearer")), "{challenges:?}");
-    let garbage = server.post("/v1/getEntities", Auth::Header("Basic !!!"), RawBody::Empty).await;
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("Basic")),
+        "{challenges:?}"
+    );
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("Bearer")),
+        "{challenges:?}"
+    );
+    let garbage = server
+        .post("/v1/getEntities", Auth::Header("Basic !!!"), RawBody::Empty)
+        .await;
     assert_error(&garbage, 401, "unauthorized");
-    let scheme = server.post("/v1/getEntities", Auth::Header("Digest x"), RawBody::Empty).await;
+    let scheme = server
+        .post("/v1/getEntities", Auth::Header("Digest x"), RawBody::Empty)
+        .await;
     assert_error(&scheme, 401, "unauthorized");
 
-    let nowhere = server.http.get(format!("{}/nothing-here", server.base)).send().await.unwrap();
+    let nowhere = server
+        .http
+        .get(format!("{}/nothing-here", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(nowhere.status(), 404);
     server.stop().await;
 }
@@ -121,18 +199,38 @@ async fn users(backend: Backend) {
     assert_eq!(user.im, "telegram");
     assert_eq!(user.im_chat_id, "-100123");
     assert_eq!(user.language, "en");
-    assert_code(bot.add_user(&add_user("-100123")).await.unwrap_err(), 409, ErrorCode::Conflict);
+    assert_code(
+        bot.add_user(&add_user("-100123")).await.unwrap_err(),
+        409,
+        ErrorCode::Conflict,
+    );
     let mut bad = add_user("1");
     bad.im = "Tele Gram".into();
-    assert_code(bot.add_user(&bad).await.unwrap_err(), 422, ErrorCode::InvalidInput);
+    assert_code(
+        bot.add_user(&bad).await.unwrap_err(),
+        422,
+        ErrorCode::InvalidInput,
+    );
     let mut bad = add_user("1");
     bad.language = "english".into();
-    assert_code(bot.add_user(&bad).await.unwrap_err(), 422, ErrorCode::InvalidInput);
+    assert_code(
+        bot.add_user(&bad).await.unwrap_err(),
+        422,
+        ErrorCode::InvalidInput,
+    );
 
     assert_eq!(bot.get_user(user.id).await.unwrap(), user);
     assert_eq!(bot.find_user("telegram", "-100123").await.unwrap(), user);
-    assert_code(bot.find_user("telegram", "42").await.unwrap_err(), 404, ErrorCode::NotFound);
-    assert_code(bot.get_user(Uuid::new_v4()).await.unwrap_err(), 404, ErrorCode::NotFound);
+    assert_code(
+        bot.find_user("telegram", "42").await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_code(
+        bot.get_user(Uuid::new_v4()).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
     let both = server
         .post(
             "/v1/getUser",
@@ -142,10 +240,16 @@ async fn users(backend: Backend) {
         .await;
     assert_error(&both, 422, "invalid_input");
     let half = server
-        .post("/v1/getUser", Auth::Basic("bot", "pw-bot"), RawBody::Json(json!({"im": "telegram"})))
+        .post(
+            "/v1/getUser",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(json!({"im": "telegram"})),
+        )
         .await;
     assert_error(&half, 422, "invalid_input");
-    let none = server.post("/v1/getUser", Auth::Basic("bot", "pw-bot"), RawBody::Empty).await;
+    let none = server
+        .post("/v1/getUser", Auth::Basic("bot", "pw-bot"), RawBody::Empty)
+        .await;
     assert_error(&none, 422, "invalid_input");
 
     // Deleting a user removes their sessions and subscriptions.
@@ -161,20 +265,50 @@ async fn users(backend: Backend) {
     .unwrap();
     let session = bot.new_session(user.id).await.unwrap();
     assert_eq!(bot.del_user(Some(user.id)).await.unwrap().id, user.id);
-    assert_code(bot.get_user(user.id).await.unwrap_err(), 404, ErrorCode::NotFound);
-    assert_code(bot.del_user(Some(user.id)).await.unwrap_err(), 404, ErrorCode::NotFound);
-    assert!(server.storage.get_session(&token_hash(&session.token)).await.unwrap().is_none());
-    assert!(server.storage.list_subscriptions(user.id).await.unwrap().is_empty());
-    assert!(bot.get_subscribers(entity.id, "youtube.live", "telegram").await.unwrap().is_empty());
+    assert_code(
+        bot.get_user(user.id).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_code(
+        bot.del_user(Some(user.id)).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    assert!(server
+        .storage
+        .get_session(&token_hash(&session.token))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(server
+        .storage
+        .list_subscriptions(user.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap()
+        .is_empty());
     let gone = server.client().with_bearer(&session.token);
-    assert_code(gone.auth_me(None).await.unwrap_err(), 401, ErrorCode::Unauthorized);
+    assert_code(
+        gone.auth_me(None).await.unwrap_err(),
+        401,
+        ErrorCode::Unauthorized,
+    );
 
     // A session may delete its own user, not another.
     let other = bot.add_user(&add_user("2")).await.unwrap();
     let me = bot.add_user(&add_user("3")).await.unwrap();
     let token = bot.new_session(me.id).await.unwrap().token;
     let session = server.client().with_bearer(&token);
-    assert_code(session.del_user(Some(other.id)).await.unwrap_err(), 403, ErrorCode::Forbidden);
+    assert_code(
+        session.del_user(Some(other.id)).await.unwrap_err(),
+        403,
+        ErrorCode::Forbidden,
+    );
     assert_eq!(session.del_user(None).await.unwrap().id, me.id);
     server.stop().await;
 }
@@ -190,10 +324,19 @@ async fn sessions(backend: Backend) {
     assert!(issued.token.len() >= 22, "at least 128 bits");
     assert!(issued.expires_at <= issued.max_expires_at);
     assert!(issued.expires_at > Utc::now() + Duration::seconds(500));
-    let stored = server.storage.get_session(&token_hash(&issued.token)).await.unwrap().unwrap();
+    let stored = server
+        .storage
+        .get_session(&token_hash(&issued.token))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.user, user.id);
     assert_ne!(stored.token_hash, issued.token, "only the hash is stored");
-    assert_code(bot.new_session(Uuid::new_v4()).await.unwrap_err(), 404, ErrorCode::NotFound);
+    assert_code(
+        bot.new_session(Uuid::new_v4()).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
     let second = bot.new_session(user.id).await.unwrap();
     assert_ne!(second.token, issued.token);
 
@@ -206,31 +349,64 @@ async fn sessions(backend: Backend) {
     };
     assert_eq!(me.id, user.id);
     session.auth_me(Some(user.id)).await.unwrap();
-    assert_code(session.auth_me(Some(other.id)).await.unwrap_err(), 403, ErrorCode::Forbidden);
+    assert_code(
+        session.auth_me(Some(other.id)).await.unwrap_err(),
+        403,
+        ErrorCode::Forbidden,
+    );
     assert_eq!(session.get_me().await.unwrap().id, user.id);
-    assert_code(session.get_user(other.id).await.unwrap_err(), 403, ErrorCode::Forbidden);
+    assert_code(
+        session.get_user(other.id).await.unwrap_err(),
+        403,
+        ErrorCode::Forbidden,
+    );
     assert_code(
         session.find_user("telegram", "11").await.unwrap_err(),
         403,
         ErrorCode::Forbidden,
     );
-    assert_code(session.check_session(Some("x")).await.unwrap_err(), 403, ErrorCode::Forbidden);
+    assert_code(
+        session.check_session(Some("x")).await.unwrap_err(),
+        403,
+        ErrorCode::Forbidden,
+    );
 
-    let Me::Service { username, permissions } = bot.auth_me(None).await.unwrap() else {
+    let Me::Service {
+        username,
+        permissions,
+    } = bot.auth_me(None).await.unwrap()
+    else {
         panic!("expected a service identity");
     };
     assert_eq!(username, "bot");
     assert!(permissions.api.is_some());
-    assert_code(bot.auth_me(Some(user.id)).await.unwrap_err(), 422, ErrorCode::InvalidInput);
+    assert_code(
+        bot.auth_me(Some(user.id)).await.unwrap_err(),
+        422,
+        ErrorCode::InvalidInput,
+    );
 
     // Service accounts check named tokens.
     assert!(bot.check_session(Some(&issued.token)).await.unwrap().valid);
-    assert!(!bot.check_session(Some("no-such-token")).await.unwrap().valid);
-    assert_code(bot.check_session(None).await.unwrap_err(), 422, ErrorCode::InvalidInput);
+    assert!(
+        !bot.check_session(Some("no-such-token"))
+            .await
+            .unwrap()
+            .valid
+    );
+    assert_code(
+        bot.check_session(None).await.unwrap_err(),
+        422,
+        ErrorCode::InvalidInput,
+    );
 
     // Unknown and expired tokens are 401.
     let stranger = server.client().with_bearer("no-such-token");
-    assert_code(stranger.check_session(None).await.unwrap_err(), 401, ErrorCode::Unauthorized);
+    assert_code(
+        stranger.check_session(None).await.unwrap_err(),
+        401,
+        ErrorCode::Unauthorized,
+    );
     let expired_token = new_token();
     let now = Utc::now();
     server
@@ -245,7 +421,11 @@ async fn sessions(backend: Backend) {
         .await
         .unwrap();
     let expired = server.client().with_bearer(&expired_token);
-    assert_code(expired.check_session(None).await.unwrap_err(), 401, ErrorCode::Unauthorized);
+    assert_code(
+        expired.check_session(None).await.unwrap_err(),
+        401,
+        ErrorCode::Unauthorized,
+    );
     assert!(!bot.check_session(Some(&expired_token)).await.unwrap().valid);
 
     // Use slides the expiry forward, never past the cap.
@@ -263,8 +443,16 @@ async fn sessions(backend: Backend) {
         .unwrap();
     let sliding = server.client().with_bearer(&sliding_token);
     let status = sliding.check_session(None).await.unwrap();
-    assert!(status.expires_at.unwrap() > now + Duration::seconds(500), "{status:?}");
-    let stored = server.storage.get_session(&token_hash(&sliding_token)).await.unwrap().unwrap();
+    assert!(
+        status.expires_at.unwrap() > now + Duration::seconds(500),
+        "{status:?}"
+    );
+    let stored = server
+        .storage
+        .get_session(&token_hash(&sliding_token))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(stored.expires_at > now + Duration::seconds(500));
 
     let capped_token = new_token();
@@ -283,7 +471,10 @@ async fn sessions(backend: Backend) {
     let capped = server.client().with_bearer(&capped_token);
     let status = capped.check_session(None).await.unwrap();
     let slid = status.expires_at.unwrap();
-    assert!((slid - cap).num_milliseconds().abs() < 1000, "{slid} vs cap {cap}");
+    assert!(
+        (slid - cap).num_milliseconds().abs() < 1000,
+        "{slid} vs cap {cap}"
+    );
     server.stop().await;
 }
 
@@ -294,9 +485,24 @@ async fn settings(backend: Backend) {
     bot.add_user(&add_user("21")).await.unwrap();
 
     let settings = bot.get_settings(Some(user.id)).await.unwrap();
-    assert_eq!((settings.language.as_str(), settings.timezone.as_deref(), settings.paused), ("en", None, false));
-    assert_code(bot.get_settings(None).await.unwrap_err(), 422, ErrorCode::InvalidInput);
-    assert_code(bot.get_settings(Some(Uuid::new_v4())).await.unwrap_err(), 404, ErrorCode::NotFound);
+    assert_eq!(
+        (
+            settings.language.as_str(),
+            settings.timezone.as_deref(),
+            settings.paused
+        ),
+        ("en", None, false)
+    );
+    assert_code(
+        bot.get_settings(None).await.unwrap_err(),
+        422,
+        ErrorCode::InvalidInput,
+    );
+    assert_code(
+        bot.get_settings(Some(Uuid::new_v4())).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
 
     let token = bot.new_session(user.id).await.unwrap().token;
     let session = server.client().with_bearer(&token);
@@ -308,7 +514,10 @@ async fn settings(backend: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!((changed.language.as_str(), changed.timezone.as_deref()), ("ja", Some("Asia/Tokyo")));
+    assert_eq!(
+        (changed.language.as_str(), changed.timezone.as_deref()),
+        ("ja", Some("Asia/Tokyo"))
+    );
     assert_eq!(session.get_settings(None).await.unwrap(), changed);
     let reset = session
         .update_setting(&UpdateSetting {
@@ -327,7 +536,11 @@ async fn settings(backend: Backend) {
         json!({"name": "\u{0007}", "user": user.id}),
     ] {
         let result = server
-            .post("/v1/updateSetting", Auth::Basic("bot", "pw-bot"), RawBody::Json(merge(bad.clone(), user.id)))
+            .post(
+                "/v1/updateSetting",
+                Auth::Basic("bot", "pw-bot"),
+                RawBody::Json(merge(bad.clone(), user.id)),
+            )
             .await;
         assert_error(&result, 422, "invalid_input");
     }
@@ -349,7 +562,10 @@ async fn settings(backend: Backend) {
         })
         .await;
     assert!(migrated.is_ok(), "{migrated:?}");
-    assert_eq!(bot.find_user("telegram", "-100999").await.unwrap().name, "renamed");
+    assert_eq!(
+        bot.find_user("telegram", "-100999").await.unwrap().name,
+        "renamed"
+    );
     let sneaky = session
         .update_setting(&UpdateSetting {
             chat_id: Some("1".into()),
@@ -376,7 +592,11 @@ async fn subscriptions(backend: Backend) {
     let carol = bot.add_user(&add_user("32")).await.unwrap();
 
     // Prime the read cache; later writes through the api must show at once.
-    assert!(bot.get_subscribers(entity.id, "youtube.live", "telegram").await.unwrap().is_empty());
+    assert!(bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap()
+        .is_empty());
 
     let sub = |user: Uuid, kinds: &[&str], subscribed: bool| UpdateSubscription {
         user: Some(user),
@@ -384,28 +604,58 @@ async fn subscriptions(backend: Backend) {
         subscribed,
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
     };
-    let first = bot.update_subscription(&sub(alice.id, &[], true)).await.unwrap();
-    assert!(first.changed);
-    assert_eq!(first.subscriptions.len(), 1);
-    assert!(!bot.update_subscription(&sub(alice.id, &[], true)).await.unwrap().changed);
-    bot.update_subscription(&sub(bob.id, &["youtube.video", "youtube.live", "youtube.live"], true))
+    let first = bot
+        .update_subscription(&sub(alice.id, &[], true))
         .await
         .unwrap();
+    assert!(first.changed);
+    assert_eq!(first.subscriptions.len(), 1);
+    assert!(
+        !bot.update_subscription(&sub(alice.id, &[], true))
+            .await
+            .unwrap()
+            .changed
+    );
+    bot.update_subscription(&sub(
+        bob.id,
+        &["youtube.video", "youtube.live", "youtube.live"],
+        true,
+    ))
+    .await
+    .unwrap();
     let bob_subs = bot.get_subscription(Some(bob.id)).await.unwrap();
-    assert_eq!(bob_subs[0].kinds, vec!["youtube.live".to_owned(), "youtube.video".to_owned()]);
-    bot.update_subscription(&sub(carol.id, &["twitter.tweet"], true)).await.unwrap();
+    assert_eq!(
+        bob_subs[0].kinds,
+        vec!["youtube.live".to_owned(), "youtube.video".to_owned()]
+    );
+    bot.update_subscription(&sub(carol.id, &["twitter.tweet"], true))
+        .await
+        .unwrap();
 
-    let live = bot.get_subscribers(entity.id, "youtube.live", "telegram").await.unwrap();
+    let live = bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap();
     let mut ids: Vec<Uuid> = live.iter().map(|s| s.user).collect();
     ids.sort();
     let mut want = vec![alice.id, bob.id];
     want.sort();
     assert_eq!(ids, want);
-    let tweet = bot.get_subscribers(entity.id, "twitter.tweet", "telegram").await.unwrap();
+    let tweet = bot
+        .get_subscribers(entity.id, "twitter.tweet", "telegram")
+        .await
+        .unwrap();
     assert_eq!(tweet.len(), 2, "alice (all kinds) and carol");
     let entry = tweet.iter().find(|s| s.user == carol.id).unwrap();
-    assert_eq!((entry.chat_id.as_str(), entry.language.as_str()), ("32", "en"));
-    assert!(bot.get_subscribers(entity.id, "youtube.live", "discord").await.unwrap().is_empty());
+    assert_eq!(
+        (entry.chat_id.as_str(), entry.language.as_str()),
+        ("32", "en")
+    );
+    assert!(bot
+        .get_subscribers(entity.id, "youtube.live", "discord")
+        .await
+        .unwrap()
+        .is_empty());
 
     // Paused users are left out.
     bot.update_setting(&UpdateSetting {
@@ -415,34 +665,64 @@ async fn subscriptions(backend: Backend) {
     })
     .await
     .unwrap();
-    let live = bot.get_subscribers(entity.id, "youtube.live", "telegram").await.unwrap();
-    assert_eq!(live.iter().map(|s| s.user).collect::<Vec<_>>(), vec![bob.id]);
+    let live = bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap();
+    assert_eq!(
+        live.iter().map(|s| s.user).collect::<Vec<_>>(),
+        vec![bob.id]
+    );
 
-    let gone = bot.update_subscription(&sub(bob.id, &[], false)).await.unwrap();
+    let gone = bot
+        .update_subscription(&sub(bob.id, &[], false))
+        .await
+        .unwrap();
     assert!(gone.changed && gone.subscriptions.is_empty());
-    assert!(!bot.update_subscription(&sub(bob.id, &[], false)).await.unwrap().changed);
-    assert!(bot.get_subscribers(entity.id, "youtube.live", "telegram").await.unwrap().is_empty());
+    assert!(
+        !bot.update_subscription(&sub(bob.id, &[], false))
+            .await
+            .unwrap()
+            .changed
+    );
+    assert!(bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap()
+        .is_empty());
 
     let mut unknown = sub(alice.id, &[], true);
     unknown.entity = Uuid::new_v4();
-    assert_code(bot.update_subscription(&unknown).await.unwrap_err(), 404, ErrorCode::NotFound);
     assert_code(
-        bot.update_subscription(&sub(alice.id, &["live"], true)).await.unwrap_err(),
+        bot.update_subscription(&unknown).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_code(
+        bot.update_subscription(&sub(alice.id, &["live"], true))
+            .await
+            .unwrap_err(),
         422,
         ErrorCode::InvalidInput,
     );
     assert_code(
-        bot.update_subscription(&sub(Uuid::new_v4(), &[], true)).await.unwrap_err(),
+        bot.update_subscription(&sub(Uuid::new_v4(), &[], true))
+            .await
+            .unwrap_err(),
         404,
         ErrorCode::NotFound,
     );
     assert_code(
-        bot.get_subscribers(Uuid::new_v4(), "youtube.live", "telegram").await.unwrap_err(),
+        bot.get_subscribers(Uuid::new_v4(), "youtube.live", "telegram")
+            .await
+            .unwrap_err(),
         404,
         ErrorCode::NotFound,
     );
     assert_code(
-        bot.get_subscribers(entity.id, "live", "telegram").await.unwrap_err(),
+        bot.get_subscribers(entity.id, "live", "telegram")
+            .await
+            .unwrap_err(),
         422,
         ErrorCode::InvalidInput,
     );
@@ -451,10 +731,18 @@ async fn subscriptions(backend: Backend) {
     let token = bot.new_session(carol.id).await.unwrap().token;
     let session = server.client().with_bearer(&token);
     assert_eq!(session.get_subscription(None).await.unwrap().len(), 1);
-    assert_code(session.get_subscription(Some(alice.id)).await.unwrap_err(), 403, ErrorCode::Forbidden);
+    assert_code(
+        session.get_subscription(Some(alice.id)).await.unwrap_err(),
+        403,
+        ErrorCode::Forbidden,
+    );
     let mut other = sub(alice.id, &[], false);
     other.user = Some(alice.id);
-    assert_code(session.update_subscription(&other).await.unwrap_err(), 403, ErrorCode::Forbidden);
+    assert_code(
+        session.update_subscription(&other).await.unwrap_err(),
+        403,
+        ErrorCode::Forbidden,
+    );
     let mut own = sub(carol.id, &[], false);
     own.user = None;
     assert!(session.update_subscription(&own).await.unwrap().changed);
@@ -481,16 +769,32 @@ async fn entities(backend: Backend) {
     assert_eq!(entity.group, Some(group.id));
     assert_eq!(admin.get_entity(entity.id).await.unwrap(), entity);
     assert_eq!(bot.get_entity(entity.id).await.unwrap(), entity);
-    assert_code(admin.get_entity(Uuid::new_v4()).await.unwrap_err(), 404, ErrorCode::NotFound);
+    assert_code(
+        admin.get_entity(Uuid::new_v4()).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
 
     // The same account cannot be watched twice; the same id cannot be reused.
-    assert_code(admin.new_entity(&new_entity("Copy", 1)).await.unwrap_err(), 409, ErrorCode::Conflict);
+    assert_code(
+        admin.new_entity(&new_entity("Copy", 1)).await.unwrap_err(),
+        409,
+        ErrorCode::Conflict,
+    );
     let mut same_id = new_entity("Other", 2);
     same_id.id = Some(entity.id);
-    assert_code(admin.new_entity(&same_id).await.unwrap_err(), 409, ErrorCode::Conflict);
+    assert_code(
+        admin.new_entity(&same_id).await.unwrap_err(),
+        409,
+        ErrorCode::Conflict,
+    );
     let mut no_group = new_entity("Other", 3);
     no_group.group = Some(Uuid::new_v4());
-    assert_code(admin.new_entity(&no_group).await.unwrap_err(), 404, ErrorCode::NotFound);
+    assert_code(
+        admin.new_entity(&no_group).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
 
     let bad_channel = server
         .post(
@@ -500,7 +804,10 @@ async fn entities(backend: Backend) {
         )
         .await;
     assert_error(&bad_channel, 422, "invalid_input");
-    assert!(bad_channel.2["error"]["message"].as_str().unwrap().contains("tasks[0].channel_id"));
+    assert!(bad_channel.2["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("tasks[0].channel_id"));
     let bad_default = server
         .post(
             "/v1/newEntity",
@@ -524,15 +831,28 @@ async fn entities(backend: Backend) {
     assert_eq!(bot.get_entities().await.unwrap().len(), 2);
 
     // Updates: accounts kept keep their task ids, group null removes the group.
-    let youtube_task = entity.tasks.iter().find(|t| matches!(t.params, TaskParams::Youtube { .. })).unwrap().clone();
+    let youtube_task = entity
+        .tasks
+        .iter()
+        .find(|t| matches!(t.params, TaskParams::Youtube { .. }))
+        .unwrap()
+        .clone();
     let updated = admin
         .update_entity(&UpdateEntity {
             id: entity.id,
-            names: Some([("en".to_owned(), "Peko".to_owned()), ("ja".to_owned(), "ぺこら".to_owned())].into()),
+            names: Some(
+                [
+                    ("en".to_owned(), "Peko".to_owned()),
+                    ("ja".to_owned(), "ぺこら".to_owned()),
+                ]
+                .into(),
+            ),
             group: Some(None),
             tasks: Some(vec![
                 youtube_task.params.clone(),
-                TaskParams::Twitter { user_id: "777".into() },
+                TaskParams::Twitter {
+                    user_id: "777".into(),
+                },
             ]),
             ..Default::default()
         })
@@ -540,14 +860,20 @@ async fn entities(backend: Backend) {
         .unwrap();
     assert_eq!(updated.names["ja"], "ぺこら");
     assert_eq!(updated.group, None);
-    assert_eq!(updated.translate_to, vec!["ja".to_owned()], "absent fields are kept");
+    assert_eq!(
+        updated.translate_to,
+        vec!["ja".to_owned()],
+        "absent fields are kept"
+    );
     assert_eq!(updated.tasks.len(), 2);
     assert!(updated.tasks.contains(&youtube_task));
     assert_eq!(admin.get_entity(entity.id).await.unwrap(), updated);
     let stolen = admin
         .update_entity(&UpdateEntity {
             id: entity.id,
-            tasks: Some(vec![TaskParams::Youtube { channel_id: channel(2) }]),
+            tasks: Some(vec![TaskParams::Youtube {
+                channel_id: channel(2),
+            }]),
             ..Default::default()
         })
         .await
@@ -582,24 +908,51 @@ async fn entities(backend: Backend) {
     .await
     .unwrap();
     let token = bot.new_session(user.id).await.unwrap().token;
-    let index = server.client().with_bearer(&token).get_user_index(None).await.unwrap();
+    let index = server
+        .client()
+        .with_bearer(&token)
+        .get_user_index(None)
+        .await
+        .unwrap();
     assert_eq!(index.groups.len(), 1);
     assert_eq!(index.entities.len(), 2);
     let miko = index.entities.iter().find(|e| e.id == second.id).unwrap();
     assert_eq!(miko.subscribed, Some(vec!["youtube.live".to_owned()]));
-    assert_eq!(miko.platforms, vec!["twitter".to_owned(), "youtube".to_owned()]);
+    assert_eq!(
+        miko.platforms,
+        vec!["twitter".to_owned(), "youtube".to_owned()]
+    );
     assert!(miko.search.contains(&"miko".to_owned()));
     let peko = index.entities.iter().find(|e| e.id == entity.id).unwrap();
     assert_eq!(peko.subscribed, None);
     let plain = admin.get_user_index(None).await.unwrap();
     assert!(plain.entities.iter().all(|e| e.subscribed.is_none()));
-    assert_eq!(bot.get_user_index(Some(user.id)).await.unwrap().entities.len(), 2);
+    assert_eq!(
+        bot.get_user_index(Some(user.id))
+            .await
+            .unwrap()
+            .entities
+            .len(),
+        2
+    );
 
     // Deleting an entity removes its tasks and the subscriptions to it.
     assert_eq!(admin.del_entity(second.id).await.unwrap().id, second.id);
-    assert_code(admin.del_entity(second.id).await.unwrap_err(), 404, ErrorCode::NotFound);
-    assert_code(admin.get_entity(second.id).await.unwrap_err(), 404, ErrorCode::NotFound);
-    assert!(bot.get_subscription(Some(user.id)).await.unwrap().is_empty());
+    assert_code(
+        admin.del_entity(second.id).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_code(
+        admin.get_entity(second.id).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    assert!(bot
+        .get_subscription(Some(user.id))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(bot.get_entities().await.unwrap().len(), 1);
     for task in &second.tasks {
         assert!(server.storage.get_task(task.id).await.unwrap().is_none());
@@ -618,9 +971,19 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
     let bot = server.bot().await;
     let wrong = server.client().with_basic("bot", "guess");
     for _ in 0..3 {
-        assert_code(wrong.get_entities().await.unwrap_err(), 401, ErrorCode::Unauthorized);
+        assert_code(
+            wrong.get_entities().await.unwrap_err(),
+            401,
+            ErrorCode::Unauthorized,
+        );
     }
-    let limited = server.post("/v1/getEntities", Auth::Basic("bot", "guess"), RawBody::Empty).await;
+    let limited = server
+        .post(
+            "/v1/getEntities",
+            Auth::Basic("bot", "guess"),
+            RawBody::Empty,
+        )
+        .await;
     assert_error(&limited, 429, "rate_limited");
     let retry: u64 = limited.1["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=120).contains(&retry), "{retry}");
@@ -631,7 +994,11 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
     admin.get_entities().await.unwrap();
     // Unknown usernames are 401 like wrong passwords.
     let nobody = server.client().with_basic("nobody", "x");
-    assert_code(nobody.get_entities().await.unwrap_err(), 401, ErrorCode::Unauthorized);
+    assert_code(
+        nobody.get_entities().await.unwrap_err(),
+        401,
+        ErrorCode::Unauthorized,
+    );
     server.stop().await;
 }
 
@@ -650,9 +1017,22 @@ async fn service_endpoints(backend: Backend) {
     let bot = server.bot().await;
     bot.get_entities().await.unwrap();
 
-    let health = server.http.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    let health = server
+        .http
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains(r#"stargazer_api_requests_total{method="getEntities",status="200"} 1"#),
         "{metrics}"
@@ -670,20 +1050,32 @@ async fn service_endpoints(backend: Backend) {
         .unwrap();
     assert_eq!(doc["servers"][0]["url"], "https://api.sg.example");
     for method in ["getUser", "getSubscribers", "getUserIndex", "newEntity"] {
-        assert!(doc["paths"][format!("/v1/{method}")]["post"].is_object(), "{method}");
+        assert!(
+            doc["paths"][format!("/v1/{method}")]["post"].is_object(),
+            "{method}"
+        );
     }
 
     let preflight = server
         .http
-        .request(reqwest::Method::OPTIONS, format!("{}/v1/getSettings", server.base))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/getSettings", server.base),
+        )
         .header("origin", "https://sg.example")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
     assert!(preflight.status().is_success());
-    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://sg.example");
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://sg.example"
+    );
     let foreign = server
         .http
         .post(format!("{}/v1/getEntities", server.base))
@@ -691,9 +1083,17 @@ async fn service_endpoints(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert!(foreign.headers().get("access-control-allow-origin").is_none());
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 
-    let page = server.http.get(format!("{}/", server.base)).send().await.unwrap();
+    let page = server
+        .http
+        .get(format!("{}/", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("stargazer"));
     server.stop().await;

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use stargazer_core::model::{
-    Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task, TaskChange, TaskKind, User,
+    Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
+    TaskChange, TaskKind, User,
 };
 use stargazer_core::storage::{Result, Storage, StorageError, Subscriber};
 use uuid::Uuid;
@@ -26,7 +27,9 @@ struct Switchable {
 impl Switchable {
     fn check(&self) -> Result<()> {
         if self.down.load(Ordering::SeqCst) {
-            Err(StorageError::Backend("connection refused (10.1.2.3:27017)".into()))
+            Err(StorageError::Backend(
+                "connection refused (10.1.2.3:27017)".into(),
+            ))
         } else {
             Ok(())
         }
@@ -108,20 +111,43 @@ async fn storage_outage_is_503(backend: Backend) {
         .await
         .unwrap();
     let token = bot.new_session(user.id).await.unwrap().token;
-    server.credential("fresh", common::perms(&[("api", stargazer_core::model::Access::Ro)])).await;
+    server
+        .credential(
+            "fresh",
+            common::perms(&[("api", stargazer_core::model::Access::Ro)]),
+        )
+        .await;
 
     switchable.down.store(true, Ordering::SeqCst);
     // A verified (cached) credential reaches the method, which fails.
     let cached = server
-        .post("/v1/getUser", Auth::Basic("bot", "pw-bot"), RawBody::Json(serde_json::json!({"user": user.id})))
+        .post(
+            "/v1/getUser",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(serde_json::json!({"user": user.id})),
+        )
         .await;
     assert_error(&cached, 503, "unavailable");
-    assert!(!cached.2["error"]["message"].as_str().unwrap().contains("10.1.2.3"), "driver detail leaked");
+    assert!(
+        !cached.2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10.1.2.3"),
+        "driver detail leaked"
+    );
     // An uncached credential cannot be checked.
-    let fresh = server.post("/v1/getEntities", Auth::Basic("fresh", "pw-fresh"), RawBody::Empty).await;
+    let fresh = server
+        .post(
+            "/v1/getEntities",
+            Auth::Basic("fresh", "pw-fresh"),
+            RawBody::Empty,
+        )
+        .await;
     assert_error(&fresh, 503, "unavailable");
     // Sessions cannot be looked up.
-    let session = server.post("/v1/getSettings", Auth::Bearer(&token), RawBody::Empty).await;
+    let session = server
+        .post("/v1/getSettings", Auth::Bearer(&token), RawBody::Empty)
+        .await;
     assert_error(&session, 503, "unavailable");
     // RabbitMQ gets a non-200 (which it treats as deny).
     let mq = server

@@ -29,7 +29,10 @@ use teloxide::types::ChatId;
 use uuid::Uuid;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn limits(global: usize, chat_interval: Duration) -> RateLimits {
@@ -87,7 +90,11 @@ async fn bench() {
             settings: UserSettings::default(),
             created_at: Utc::now(),
         };
-        platform.storage.insert_user(&user).await.expect("insert user");
+        platform
+            .storage
+            .insert_user(&user)
+            .await
+            .expect("insert user");
         platform
             .storage
             .put_subscription(&Subscription {
@@ -101,11 +108,18 @@ async fn bench() {
 
     let tg = TelegramServer::start("42:fanout").await;
     tg.enforce(limits);
-    let bus: Arc<dyn Bus> = stargazer_core::bus::connect("memory://").await.expect("memory bus");
+    let bus: Arc<dyn Bus> = stargazer_core::bus::connect("memory://")
+        .await
+        .expect("memory bus");
     let queue = format!("stargazer.bench.bot-telegram.{}", Uuid::new_v4());
-    bus.declare(&QueueSpec::new(queue.clone(), "*", 8)).await.expect("declare");
+    bus.declare(&QueueSpec::new(queue.clone(), "*", 8))
+        .await
+        .expect("declare");
     let mut config = platform.bot_config(&tg, &queue);
-    if let Some(rate) = std::env::var("FANOUT_BOT_PER_SECOND").ok().and_then(|v| v.parse().ok()) {
+    if let Some(rate) = std::env::var("FANOUT_BOT_PER_SECOND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         config.global_per_second = rate;
     }
     let bot_rate = config.global_per_second;
@@ -118,7 +132,9 @@ async fn bench() {
     );
     let event = live(entity, "bench stream");
     let started = Instant::now();
-    bus.publish("youtube", &event.to_bytes()).await.expect("publish");
+    bus.publish("youtube", &event.to_bytes())
+        .await
+        .expect("publish");
     let timeout = Duration::from_secs_f64(chats as f64 / global as f64 * 3.0 + 60.0);
     let sent = tg.wait_sent(chats as usize, timeout).await;
     let last = sent.iter().map(|s| s.at).max().expect("messages");

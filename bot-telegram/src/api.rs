@@ -95,9 +95,7 @@ impl Api {
     /// A client of the api named in `config`, authenticating with its Basic credentials.
     pub fn new(config: &BotConfig) -> crate::Result<Self> {
         let client = ApiClient::new(&config.stargazer_api_url)
-            .map_err(|err| {
-                ConfigError::invalid("telegram.stargazer_api_url", err.to_string())
-            })?
+            .map_err(|err| ConfigError::invalid("telegram.stargazer_api_url", err.to_string()))?
             .with_basic(
                 config.stargazer_api_username.clone(),
                 config.stargazer_api_password.clone(),
@@ -239,8 +237,14 @@ mod tests {
 
     #[test]
     fn failures_sort_into_what_the_bot_acts_on() {
-        assert!(matches!(api_error(404, ErrorCode::NotFound), ApiError::NotFound(_)));
-        assert!(matches!(api_error(409, ErrorCode::Conflict), ApiError::Conflict(_)));
+        assert!(matches!(
+            api_error(404, ErrorCode::NotFound),
+            ApiError::NotFound(_)
+        ));
+        assert!(matches!(
+            api_error(409, ErrorCode::Conflict),
+            ApiError::Conflict(_)
+        ));
         assert!(api_error(503, ErrorCode::Unavailable).is_transient());
         assert!(api_error(502, ErrorCode::Unknown).is_transient());
         assert!(api_error(401, ErrorCode::Unauthorized).is_transient());

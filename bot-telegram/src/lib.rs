@@ -73,14 +73,7 @@ pub async fn run(
         config.clone(),
         stop.clone(),
     ));
-    let mut delivery = tokio::spawn(delivery::run(
-        bot,
-        api,
-        storage,
-        bus,
-        config,
-        stop.clone(),
-    ));
+    let mut delivery = tokio::spawn(delivery::run(bot, api, storage, bus, config, stop.clone()));
 
     let (commands, delivery) = tokio::select! {
         first = &mut commands => {

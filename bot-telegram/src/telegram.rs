@@ -22,7 +22,8 @@ pub fn build_bot(config: &BotConfig) -> Result<Bot> {
     })?;
     // teloxide's recommended settings (5 s connect, 17 s overall, no Nagle), with the
     // overall timeout kept above the long-poll timeout.
-    let timeout = Duration::from_secs(u64::from(config.poll_timeout_secs) + 7).max(Duration::from_secs(17));
+    let timeout =
+        Duration::from_secs(u64::from(config.poll_timeout_secs) + 7).max(Duration::from_secs(17));
     let client = teloxide::net::default_reqwest_settings()
         .timeout(timeout)
         .build()
@@ -37,7 +38,8 @@ pub(crate) enum Failure {
     RetryAfter(Duration),
     /// The group became a supergroup with this id.
     Migrated(i64),
-    /// 403: the bot was blocked, kicked, or the user is gone; the description.
+    /// The chat cannot receive messages (403 blocked or kicked, deactivated, chat not
+    /// found); the description.
     Forbidden(String),
     /// 400 and other permanent refusals; the description.
     Rejected(String),
@@ -58,6 +60,22 @@ pub(crate) fn classify(err: &RequestError) -> Failure {
 }
 
 fn classify_api(err: &ApiError) -> Failure {
+    match err {
+        // The chat cannot receive messages any more: blocked, kicked, gone.
+        ApiError::BotBlocked
+        | ApiError::BotKicked
+        | ApiError::BotKickedFromSupergroup
+        | ApiError::BotKickedFromChannel
+        | ApiError::UserDeactivated
+        | ApiError::CantInitiateConversation
+        | ApiError::CantTalkWithBots
+        | ApiError::ChatNotFound
+        | ApiError::GroupDeactivated => return Failure::Forbidden(err.to_string()),
+        // The bot's own token: nothing to do with this chat, and worth retrying while an
+        // operator fixes it.
+        ApiError::InvalidToken => return Failure::Transient(err.to_string()),
+        _ => {}
+    }
     // Telegram's description starts with the HTTP reason ("Forbidden: bot was blocked by
     // the user", "Bad Request: …"); known errors display it, unknown ones carry it.
     let description = match err {
@@ -84,20 +102,45 @@ mod tests {
             Failure::Forbidden("Forbidden: bot was blocked by the user".into())
         );
         assert!(matches!(
-            classify(&RequestError::Api(ApiError::Unknown("Forbidden: bot was kicked from the group chat".into()))),
+            classify(&RequestError::Api(ApiError::Unknown(
+                "Forbidden: bot was kicked from the group chat".into()
+            ))),
             Failure::Forbidden(_)
         ));
-        assert!(matches!(classify(&RequestError::Api(ApiError::ChatNotFound)), Failure::Rejected(_)));
         assert!(matches!(
-            classify(&RequestError::Api(ApiError::Unknown("Internal Server Error".into()))),
+            classify(&RequestError::Api(ApiError::ChatNotFound)),
+            Failure::Forbidden(_)
+        ));
+        assert!(matches!(
+            classify(&RequestError::Api(ApiError::BotKicked)),
+            Failure::Forbidden(_)
+        ));
+        assert!(matches!(
+            classify(&RequestError::Api(ApiError::InvalidToken)),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(&RequestError::Api(ApiError::Unknown(
+                "Bad Request: message is too long".into()
+            ))),
+            Failure::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(&RequestError::Api(ApiError::Unknown(
+                "Internal Server Error".into()
+            ))),
             Failure::Transient(_)
         ));
         assert_eq!(
-            classify(&RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(3))),
+            classify(&RequestError::RetryAfter(
+                teloxide::types::Seconds::from_seconds(3)
+            )),
             Failure::RetryAfter(Duration::from_secs(3))
         );
         assert_eq!(
-            classify(&RequestError::MigrateToChatId(teloxide::types::ChatId(-100))),
+            classify(&RequestError::MigrateToChatId(teloxide::types::ChatId(
+                -100
+            ))),
             Failure::Migrated(-100)
         );
     }

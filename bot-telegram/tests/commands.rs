@@ -29,55 +29,92 @@ fn button(buttons: &[(String, String)], pred: impl Fn(&str) -> bool) -> String {
 async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
     init_tracing();
     let platform = Platform::start().await;
-    let aqua = platform.entity(&[("en", "Minato Aqua"), ("ja", "湊あくあ")]).await;
+    let aqua = platform
+        .entity(&[("en", "Minato Aqua"), ("ja", "湊あくあ")])
+        .await;
     platform.entity(&[("en", "Aquamarine Project")]).await;
     platform.entity(&[("en", "Houshou Marine")]).await;
     let tg = TelegramServer::start("123:commands").await;
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
-    let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
+    let bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus.clone(),
+    );
     tg.wait_polling(T).await;
     let chat = 5001;
 
     // /start registers once; a second /start is harmless.
     tg.send_text(chat, chat, "/start");
-    tg.wait_for(chat, T, |s| s.text.contains("Welcome to Stargazer")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("Welcome to Stargazer"))
+        .await;
     tg.send_text(chat, chat, "/start");
-    tg.wait_for(chat, T, |s| s.text.contains("Welcome back")).await;
-    let user = platform.service.find_user("telegram", &chat.to_string()).await.unwrap();
+    tg.wait_for(chat, T, |s| s.text.contains("Welcome back"))
+        .await;
+    let user = platform
+        .service
+        .find_user("telegram", &chat.to_string())
+        .await
+        .unwrap();
 
     // Two entities match "aqua": pick one from the keyboard, then choose kinds.
     tg.send_text(chat, chat, "/subscribe aqua");
-    let pick = tg.wait_for(chat, T, |s| s.text.contains("Several streamers match")).await;
+    let pick = tg
+        .wait_for(chat, T, |s| s.text.contains("Several streamers match"))
+        .await;
     let buttons = pick.buttons();
     assert_eq!(buttons.len(), 3, "{buttons:?}");
     tg.press(&pick, chat, &button(&buttons, |l| l == "Minato Aqua"));
-    tg.wait_message(chat, pick.message_id, T, |m| text_of(m).contains("Which events of Minato Aqua")).await;
+    tg.wait_message(chat, pick.message_id, T, |m| {
+        text_of(m).contains("Which events of Minato Aqua")
+    })
+    .await;
     // Everything starts selected; turn videos off.
-    let video = button(&tg.buttons_of(chat, pick.message_id), |l| l.ends_with("Video"));
+    let video = button(&tg.buttons_of(chat, pick.message_id), |l| {
+        l.ends_with("Video")
+    });
     tg.press_on(chat, pick.message_id, chat, &video);
-    tg.wait_message(chat, pick.message_id, T, |m| m.to_string().contains("⬜ 🎬 Video")).await;
+    tg.wait_message(chat, pick.message_id, T, |m| {
+        m.to_string().contains("⬜ 🎬 Video")
+    })
+    .await;
     let done = button(&tg.buttons_of(chat, pick.message_id), |l| l == "Done");
     tg.press_on(chat, pick.message_id, chat, &done);
     let confirmed = tg
-        .wait_message(chat, pick.message_id, T, |m| text_of(m).contains("Subscribed to Minato Aqua"))
+        .wait_message(chat, pick.message_id, T, |m| {
+            text_of(m).contains("Subscribed to Minato Aqua")
+        })
         .await;
     assert!(!text_of(&confirmed).contains("Video"), "{confirmed}");
-    eventually("every press is answered", T, || tg.callback_answers().len() >= 3).await;
-    let subscriptions = platform.service.get_subscription(Some(user.id)).await.unwrap();
+    eventually("every press is answered", T, || {
+        tg.callback_answers().len() >= 3
+    })
+    .await;
+    let subscriptions = platform
+        .service
+        .get_subscription(Some(user.id))
+        .await
+        .unwrap();
     assert_eq!(subscriptions.len(), 1);
     assert_eq!(subscriptions[0].entity, aqua);
     assert!(subscriptions[0].kinds.contains(&"youtube.live".to_owned()));
     assert!(!subscriptions[0].kinds.contains(&"youtube.video".to_owned()));
 
     tg.send_text(chat, chat, "/list");
-    tg.wait_for(chat, T, |s| s.text.contains("Minato Aqua — 🔴 Live")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("Minato Aqua — 🔴 Live"))
+        .await;
     tg.send_text(chat, chat, "/lang ja");
-    tg.wait_for(chat, T, |s| s.text.contains("now in `ja`")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("now in `ja`"))
+        .await;
 
     // An unwanted kind, then a live event with a thumbnail: only the latter arrives, in
     // Japanese, as a photo with a link button.
-    publish(&bus, &event("youtube.video", aqua, json!({"title": "Unwanted upload"}))).await;
+    publish(
+        &bus,
+        &event("youtube.video", aqua, json!({"title": "Unwanted upload"})),
+    )
+    .await;
     let live = event(
         "youtube.live",
         aqua,
@@ -90,21 +127,46 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
     publish(&bus, &live).await;
     let notice = tg.wait_for(chat, T, |s| s.text.contains("湊あくあ")).await;
     assert_eq!(notice.method, "sendPhoto");
-    assert_eq!(notice.photo.as_deref(), Some("https://i.ytimg.com/vi/abc/hqdefault.jpg"));
-    assert!(notice.text.contains("配信が始まりました"), "{}", notice.text);
+    assert_eq!(
+        notice.photo.as_deref(),
+        Some("https://i.ytimg.com/vi/abc/hqdefault.jpg")
+    );
+    assert!(
+        notice.text.contains("配信が始まりました"),
+        "{}",
+        notice.text
+    );
     assert!(notice.text.contains("Minecraft <live>"), "{}", notice.text);
-    assert!(notice.raw.contains("Minecraft &lt;live&gt;"), "{}", notice.raw);
+    assert!(
+        notice.raw.contains("Minecraft &lt;live&gt;"),
+        "{}",
+        notice.raw
+    );
     assert_eq!(
         notice.buttons(),
-        vec![("YouTube で開く".to_owned(), "https://www.youtube.com/watch?v=abc".to_owned())]
+        vec![(
+            "YouTube で開く".to_owned(),
+            "https://www.youtube.com/watch?v=abc".to_owned()
+        )]
     );
-    assert!(tg.sent_to(chat).iter().all(|s| !s.text.contains("Unwanted")));
-    let logged = platform.storage.get_delivery(live.id, "telegram", &chat.to_string()).await.unwrap();
+    assert!(tg
+        .sent_to(chat)
+        .iter()
+        .all(|s| !s.text.contains("Unwanted")));
+    let logged = platform
+        .storage
+        .get_delivery(live.id, "telegram", &chat.to_string())
+        .await
+        .unwrap();
     assert_eq!(logged.map(|r| r.status), Some("sent".to_owned()));
 
     // /settings: a working session link to the frontend.
     tg.send_text(chat, chat, "/settings");
-    let link = tg.wait_for(chat, T, |s| s.text.contains("https://stargazer.example/?session=")).await;
+    let link = tg
+        .wait_for(chat, T, |s| {
+            s.text.contains("https://stargazer.example/?session=")
+        })
+        .await;
     let token = link
         .text
         .split("session=")
@@ -119,17 +181,42 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
 
     // /unsubscribe without a name offers the current subscriptions.
     tg.send_text(chat, chat, "/unsubscribe");
-    let offer = tg.wait_for(chat, T, |s| s.text.contains("Unsubscribe from which one")).await;
-    tg.press(&offer, chat, &button(&offer.buttons(), |l| l.contains("湊あくあ")));
-    tg.wait_message(chat, offer.message_id, T, |m| text_of(m).contains("Unsubscribed from 湊あくあ")).await;
-    assert!(platform.service.get_subscription(Some(user.id)).await.unwrap().is_empty());
+    let offer = tg
+        .wait_for(chat, T, |s| s.text.contains("Unsubscribe from which one"))
+        .await;
+    tg.press(
+        &offer,
+        chat,
+        &button(&offer.buttons(), |l| l.contains("湊あくあ")),
+    );
+    tg.wait_message(chat, offer.message_id, T, |m| {
+        text_of(m).contains("Unsubscribed from 湊あくあ")
+    })
+    .await;
+    assert!(platform
+        .service
+        .get_subscription(Some(user.id))
+        .await
+        .unwrap()
+        .is_empty());
 
     // /delete asks first, then removes the registration.
     tg.send_text(chat, chat, "/delete");
-    let ask = tg.wait_for(chat, T, |s| s.text.contains("This cannot be undone")).await;
-    tg.press(&ask, chat, &button(&ask.buttons(), |l| l.starts_with("Yes")));
-    tg.wait_message(chat, ask.message_id, T, |m| text_of(m).contains("Deleted")).await;
-    let gone = platform.service.find_user("telegram", &chat.to_string()).await.unwrap_err();
+    let ask = tg
+        .wait_for(chat, T, |s| s.text.contains("This cannot be undone"))
+        .await;
+    tg.press(
+        &ask,
+        chat,
+        &button(&ask.buttons(), |l| l.starts_with("Yes")),
+    );
+    tg.wait_message(chat, ask.message_id, T, |m| text_of(m).contains("Deleted"))
+        .await;
+    let gone = platform
+        .service
+        .find_user("telegram", &chat.to_string())
+        .await
+        .unwrap_err();
     assert_eq!(gone.code(), Some(ErrorCode::NotFound));
 
     bot.shutdown().await;
@@ -143,64 +230,128 @@ async fn group_members_who_are_not_admins_are_refused() {
     let tg = TelegramServer::start("123:groups").await;
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
-    let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus);
+    let bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus,
+    );
     tg.wait_polling(T).await;
     let (group, admin, member) = (-7001, 8002, 8001);
     tg.add_admin(group, admin);
 
     tg.send_text(group, member, "/subscribe Minato Aqua");
-    tg.wait_for(group, T, |s| s.text.contains("Only this group's administrators")).await;
+    tg.wait_for(group, T, |s| {
+        s.text.contains("Only this group's administrators")
+    })
+    .await;
 
     tg.send_text(group, admin, "/subscribe minato aqua");
-    let keyboard = tg.wait_for(group, T, |s| s.text.contains("Which events of Minato Aqua")).await;
+    let keyboard = tg
+        .wait_for(group, T, |s| s.text.contains("Which events of Minato Aqua"))
+        .await;
     let done = button(&keyboard.buttons(), |l| l == "Done");
 
     // A member pressing the admin's keyboard is refused too, and nothing changes.
     tg.press(&keyboard, member, &done);
     eventually("the member is refused", T, || {
         tg.callback_answers().iter().any(|a| {
-            a["text"].as_str().is_some_and(|t| t.contains("Only this group's administrators"))
+            a["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Only this group's administrators"))
                 && a["show_alert"] == json!(true)
         })
     })
     .await;
-    let user = platform.service.find_user("telegram", &group.to_string()).await.unwrap();
-    assert!(platform.service.get_subscription(Some(user.id)).await.unwrap().is_empty());
+    let user = platform
+        .service
+        .find_user("telegram", &group.to_string())
+        .await
+        .unwrap();
+    assert!(platform
+        .service
+        .get_subscription(Some(user.id))
+        .await
+        .unwrap()
+        .is_empty());
 
     tg.press(&keyboard, admin, &done);
-    tg.wait_message(group, keyboard.message_id, T, |m| text_of(m).contains("Subscribed to Minato Aqua: all events"))
-        .await;
-    let subscriptions = platform.service.get_subscription(Some(user.id)).await.unwrap();
+    tg.wait_message(group, keyboard.message_id, T, |m| {
+        text_of(m).contains("Subscribed to Minato Aqua: all events")
+    })
+    .await;
+    let subscriptions = platform
+        .service
+        .get_subscription(Some(user.id))
+        .await
+        .unwrap();
     assert_eq!(subscriptions.len(), 1);
     assert_eq!(subscriptions[0].entity, aqua);
 
     // Reading is open to everyone.
     tg.send_text(group, member, "/list");
-    tg.wait_for(group, T, |s| s.text.contains("Minato Aqua — all events")).await;
+    tg.wait_for(group, T, |s| s.text.contains("Minato Aqua — all events"))
+        .await;
 
     // A bare unknown command in a group may be another bot's: no answer. Addressed to
     // us, it gets the help.
     tg.send_text(group, member, "/frobnicate");
     tg.send_text(group, member, "/frobnicate@stargazer_test_bot");
-    tg.wait_for(group, T, |s| s.text.contains("Unknown command /frobnicate")).await;
+    tg.wait_for(group, T, |s| s.text.contains("Unknown command /frobnicate"))
+        .await;
     tg.send_text(group, member, "/help");
-    tg.wait_for(group, T, |s| s.text.contains("/subscribe") && !s.text.contains("Unknown")).await;
-    assert_eq!(tg.sent_to(group).iter().filter(|s| s.text.contains("Unknown command")).count(), 1);
+    tg.wait_for(group, T, |s| {
+        s.text.contains("/subscribe") && !s.text.contains("Unknown")
+    })
+    .await;
+    assert_eq!(
+        tg.sent_to(group)
+            .iter()
+            .filter(|s| s.text.contains("Unknown command"))
+            .count(),
+        1
+    );
 
     // In a private chat, everything gets an answer.
     let chat = 5002;
     tg.send_text(chat, chat, "/frobnicate");
-    tg.wait_for(chat, T, |s| s.text.contains("Unknown command /frobnicate") && s.text.contains("/subscribe")).await;
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("Unknown command /frobnicate") && s.text.contains("/subscribe")
+    })
+    .await;
     tg.send_text(chat, chat, "/subscribe");
-    tg.wait_for(chat, T, |s| s.text.contains("Tell me whom to follow")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("Tell me whom to follow"))
+        .await;
     tg.send_text(chat, chat, "/subscribe nobody-at-all");
-    tg.wait_for(chat, T, |s| s.text.contains("No streamer matches")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("No streamer matches"))
+        .await;
     tg.send_text(chat, chat, "/lang english");
-    tg.wait_for(chat, T, |s| s.text.contains("is not a language code")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("is not a language code"))
+        .await;
     tg.send_text(chat, chat, "hello");
-    tg.wait_for(chat, T, |s| s.text.contains("I answer commands only")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("I answer commands only"))
+        .await;
     tg.send_text(chat, chat, "/list");
-    tg.wait_for(chat, T, |s| s.text.contains("No subscriptions yet")).await;
+    tg.wait_for(chat, T, |s| s.text.contains("No subscriptions yet"))
+        .await;
 
     bot.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_stops_the_bot_with_a_clear_error() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let tg = TelegramServer::start("123:right").await;
+    let mut config = platform.bot_config(&tg, "stargazer.test.bot-telegram.unused");
+    config.token = "123:wrong".into();
+    let bus = stargazer_core::bus::connect("memory://").await.unwrap();
+    let stop = stargazer_core::CancellationToken::new();
+    let result = tokio::time::timeout(
+        T,
+        stargazer_bot_telegram::run(config, platform.storage.clone(), bus, stop),
+    )
+    .await
+    .expect("the bot gave up on a rejected token");
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("telegram.token"), "{err}");
 }

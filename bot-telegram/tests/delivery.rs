@@ -26,6 +26,15 @@ fn count_by_chat(tg: &TelegramServer, marker: &str) -> HashMap<i64, usize> {
     counts
 }
 
+/// Send attempts (text or photo, accepted or not) the server saw for `chat`.
+fn attempts_to(tg: &TelegramServer, chat: i64) -> usize {
+    ["sendMessage", "sendPhoto"]
+        .iter()
+        .flat_map(|m| tg.calls_of(m))
+        .filter(|p| p["chat_id"] == serde_json::json!(chat) || p["chat_id"] == serde_json::json!(chat.to_string()))
+        .count()
+}
+
 async fn subscribe_chats(platform: &Platform, entity: Uuid, chats: &[i64]) {
     for chat in chats {
         platform.subscribed_chat(*chat, "en", entity).await;
@@ -42,7 +51,11 @@ async fn a_redelivered_event_is_not_sent_twice() {
     let tg = TelegramServer::start("123:redelivery").await;
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
-    let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
+    let bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus.clone(),
+    );
 
     let first = live(entity, "first stream");
     publish(&bus, &first).await;
@@ -97,7 +110,11 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
     );
 
     // The event went back to the queue; a new bot finishes it.
-    let second_bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
+    let second_bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus.clone(),
+    );
     tg.wait_sent(chats.len(), T).await;
     publish(&bus, &live(entity, "after restart")).await;
     eventually("the sentinel reached every chat", T, || {
@@ -118,34 +135,65 @@ async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followe
     init_tracing();
     let platform = Platform::start().await;
     let entity = platform.entity(&[("en", "Usada Pekora")]).await;
-    let (slowed, blocked, group, fine) = (6201_i64, 6202_i64, -6203_i64, 6204_i64);
+    let (slowed, blocked, group, fine, no_photo) = (6201_i64, 6202_i64, -6203_i64, 6204_i64, 6205_i64);
     let supergroup = -1_000_000_006_203_i64;
-    subscribe_chats(&platform, entity, &[slowed, blocked, group, fine]).await;
-    let blocked_user = platform.service.find_user("telegram", &blocked.to_string()).await.unwrap();
-    let group_user = platform.service.find_user("telegram", &group.to_string()).await.unwrap();
+    subscribe_chats(&platform, entity, &[slowed, blocked, group, fine, no_photo]).await;
+    let blocked_user = platform
+        .service
+        .find_user("telegram", &blocked.to_string())
+        .await
+        .unwrap();
+    let group_user = platform
+        .service
+        .find_user("telegram", &group.to_string())
+        .await
+        .unwrap();
     let tg = TelegramServer::start("123:errors").await;
     tg.fail_next(slowed, [Failure::RetryAfter(1)]);
     tg.block(blocked);
     tg.migrate(group, supergroup);
+    tg.fail_next(no_photo, [Failure::BadRequest("Bad Request: wrong file identifier/HTTP URL specified".into())]);
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
-    let bot = RunningBot::start(platform.bot_config(&tg, &queue.name), platform.storage.clone(), bus.clone());
+    let bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus.clone(),
+    );
 
     let first = live(entity, "first");
     publish(&bus, &first).await;
     let retried = tg.wait_for(slowed, T, |s| s.text.contains("first")).await;
     tg.wait_for(fine, T, |s| s.text.contains("first")).await;
-    tg.wait_for(supergroup, T, |s| s.text.contains("first")).await;
+    tg.wait_for(supergroup, T, |s| s.text.contains("first"))
+        .await;
     assert_eq!(tg.too_many(), 1);
     // The retry came after the one second Telegram asked for.
     let attempts = tg.calls_of("sendMessage");
-    assert!(attempts.iter().filter(|p| p["chat_id"] == serde_json::json!(slowed)).count() >= 2);
+    assert!(
+        attempts
+            .iter()
+            .filter(|p| p["chat_id"] == serde_json::json!(slowed))
+            .count()
+            >= 2
+    );
     assert!(retried.text.contains("first"));
 
     // The blocked chat is paused, and the failure recorded.
     let deadline = tokio::time::Instant::now() + T;
-    while !platform.storage.get_user(blocked_user.id).await.unwrap().unwrap().settings.paused {
-        assert!(tokio::time::Instant::now() < deadline, "the blocked chat was never paused");
+    while !platform
+        .storage
+        .get_user(blocked_user.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .settings
+        .paused
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the blocked chat was never paused"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let record = platform
@@ -154,12 +202,24 @@ async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followe
         .await
         .unwrap()
         .unwrap();
-    assert!(record.status.starts_with("failed: Forbidden"), "{}", record.status);
+    assert!(
+        record.status.starts_with("failed: Forbidden"),
+        "{}",
+        record.status
+    );
 
     // The group now lives under its supergroup id, in the api too.
-    let moved = platform.service.find_user("telegram", &supergroup.to_string()).await.unwrap();
+    let moved = platform
+        .service
+        .find_user("telegram", &supergroup.to_string())
+        .await
+        .unwrap();
     assert_eq!(moved.id, group_user.id);
-    let old = platform.service.find_user("telegram", &group.to_string()).await.unwrap_err();
+    let old = platform
+        .service
+        .find_user("telegram", &group.to_string())
+        .await
+        .unwrap_err();
     assert_eq!(old.code(), Some(ErrorCode::NotFound));
     for chat in [group, supergroup] {
         let record = platform
@@ -172,15 +232,35 @@ async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followe
     }
 
     // The next event skips the paused chat and goes straight to the supergroup.
-    let sends_to_blocked = tg.calls_of("sendMessage").iter().filter(|p| p["chat_id"] == serde_json::json!(blocked)).count();
-    let sends_to_group = tg.calls_of("sendMessage").iter().filter(|p| p["chat_id"] == serde_json::json!(group)).count();
+    let sends_to_blocked = tg
+        .calls_of("sendMessage")
+        .iter()
+        .filter(|p| p["chat_id"] == serde_json::json!(blocked))
+        .count();
+    let sends_to_group = tg
+        .calls_of("sendMessage")
+        .iter()
+        .filter(|p| p["chat_id"] == serde_json::json!(group))
+        .count();
     publish(&bus, &live(entity, "second")).await;
     for chat in [slowed, fine, supergroup] {
         tg.wait_for(chat, T, |s| s.text.contains("second")).await;
     }
     let calls = tg.calls_of("sendMessage");
-    assert_eq!(calls.iter().filter(|p| p["chat_id"] == serde_json::json!(blocked)).count(), sends_to_blocked);
-    assert_eq!(calls.iter().filter(|p| p["chat_id"] == serde_json::json!(group)).count(), sends_to_group);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|p| p["chat_id"] == serde_json::json!(blocked))
+            .count(),
+        sends_to_blocked
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|p| p["chat_id"] == serde_json::json!(group))
+            .count(),
+        sends_to_group
+    );
     assert!(tg.sent_to(blocked).is_empty());
     bot.shutdown().await;
 }
@@ -210,7 +290,8 @@ async fn an_api_outage_delays_delivery_but_loses_nothing() {
 
     platform.serve_api_on(tokio::net::TcpListener::bind(address).await.unwrap());
     for chat in [6301, 6302] {
-        tg.wait_for(chat, T, |s| s.text.contains("during the outage")).await;
+        tg.wait_for(chat, T, |s| s.text.contains("during the outage"))
+            .await;
     }
     bot.shutdown().await;
 }

@@ -7,9 +7,12 @@
 //! Rules that keep a task on at most one worker:
 //! - a task is assigned only when it has no holder at all; a holder that should not have
 //!   it is sent `unassign` first, and the task moves once that is acknowledged;
-//! - a worker that disconnects without `leave` keeps its tasks and its ring points until
-//!   its eviction deadline (last message + `misses × interval`), so a quick reconnect
-//!   moves nothing; eviction (or `leave`) forgets its holdings and hands its arcs on;
+//! - a worker that disconnects without `leave` keeps its tasks and its ring points for a
+//!   reconnect window (one heartbeat interval), so a network blip moves nothing, while a
+//!   crashed process is replaced within that window; a worker whose connection stays
+//!   open but silent is evicted `misses × interval` after its last message; a worker that
+//!   stops acknowledging commands is evicted after the ack timeout; eviction (or `leave`)
+//!   forgets its holdings and hands its arcs on;
 //! - a reconnecting worker's announce replaces what it is believed to hold.
 //!
 //! Nothing is assigned before the first full task list is loaded, nor during the start-up
@@ -46,7 +49,11 @@ pub const STATUS_UNASSIGNED_LIMIT: usize = 1000;
 pub struct Timing {
     /// A worker not heard from for this long is evicted (`misses × interval`).
     pub eviction_timeout: Duration,
-    /// A connected worker that leaves a command unacknowledged this long is evicted.
+    /// A worker whose connection dropped (without `leave`) and that has not reconnected
+    /// within this long is evicted (one heartbeat interval).
+    pub reconnect_window: Duration,
+    /// A connected worker that makes no progress on its unacknowledged commands for this
+    /// long is evicted.
     pub ack_timeout: Duration,
 }
 
@@ -120,6 +127,11 @@ struct WorkerEntry {
     kind: TaskKind,
     conn: Option<ConnId>,
     last_seen: Instant,
+    /// When its connection dropped, while it has not reconnected.
+    dropped_at: Option<Instant>,
+    /// Last ack (or connect): commands are applied in order, so the oldest pending one
+    /// has been in the works since then at most.
+    last_progress: Instant,
     /// Tasks listing this worker among their holders.
     held: HashSet<Uuid>,
     /// Tasks whose target is this worker.
@@ -134,6 +146,8 @@ impl WorkerEntry {
             kind,
             conn: None,
             last_seen: now,
+            dropped_at: None,
+            last_progress: now,
             held: HashSet::new(),
             targeted: HashSet::new(),
             next_seq: 1,
@@ -142,11 +156,25 @@ impl WorkerEntry {
     }
 
     fn deadline(&self, timing: &Timing) -> Instant {
-        let silent = self.last_seen + timing.eviction_timeout;
-        match (self.conn, self.pending.values().map(|p| p.sent_at).min()) {
-            (Some(_), Some(oldest)) => silent.min(oldest + timing.ack_timeout),
-            _ => silent,
+        self.expiry(timing).0
+    }
+
+    /// When this worker is evicted unless something changes, and why.
+    fn expiry(&self, timing: &Timing) -> (Instant, &'static str) {
+        let mut expiry = (self.last_seen + timing.eviction_timeout, "missed heartbeats");
+        if let Some(dropped) = self.dropped_at {
+            let window = dropped + timing.reconnect_window;
+            if window < expiry.0 {
+                expiry = (window, "connection lost and not re-established");
+            }
         }
+        if let (Some(_), Some(oldest)) = (self.conn, self.pending.values().map(|p| p.sent_at).min()) {
+            let stalled = oldest.max(self.last_progress) + timing.ack_timeout;
+            if stalled < expiry.0 {
+                expiry = (stalled, "did not acknowledge commands in time");
+            }
+        }
+        expiry
     }
 }
 
@@ -304,6 +332,8 @@ impl Assignment {
             }
         }
         entry.last_seen = now;
+        entry.last_progress = now;
+        entry.dropped_at = None;
         entry.pending.clear();
         let reported: HashSet<Uuid> = reported.iter().copied().collect();
         let old_held = std::mem::replace(&mut entry.held, reported.clone());
@@ -351,6 +381,7 @@ impl Assignment {
             return self.finish(now);
         }
         entry.last_seen = now;
+        entry.last_progress = now;
         let Some(pending) = entry.pending.remove(&seq) else {
             tracing::warn!(worker_id = worker, seq, "ack for an unknown command");
             return self.finish(now);
@@ -388,8 +419,8 @@ impl Assignment {
     }
 
     /// Connection `conn` of `worker` ended. After a `leave` (`clean`) the worker has
-    /// stopped everything and its tasks move at once; otherwise it keeps them until its
-    /// eviction deadline, in case it reconnects.
+    /// stopped everything and its tasks move at once; otherwise it keeps them for the
+    /// reconnect window, in case it comes back.
     pub fn disconnect(&mut self, worker: &str, conn: ConnId, clean: bool, now: Instant) -> Vec<Action> {
         let Some(entry) = self.workers.get_mut(worker) else {
             return self.finish(now);
@@ -401,8 +432,9 @@ impl Assignment {
             tracing::info!(worker_id = worker, "worker left");
             self.remove_worker(worker, "left", false);
         } else {
-            tracing::info!(worker_id = worker, "worker disconnected; keeping its tasks until its deadline");
+            tracing::info!(worker_id = worker, "worker disconnected; keeping its tasks for the reconnect window");
             entry.conn = None;
+            entry.dropped_at = Some(now);
             entry.pending.clear();
         }
         self.finish(now)
@@ -417,14 +449,9 @@ impl Assignment {
         let expired: Vec<(WorkerId, &'static str)> = self
             .workers
             .iter()
-            .filter(|(_, w)| now >= w.deadline(&self.timing))
-            .map(|(id, w)| {
-                let reason = if now >= w.last_seen + self.timing.eviction_timeout {
-                    "missed heartbeats"
-                } else {
-                    "did not acknowledge a command in time"
-                };
-                (id.clone(), reason)
+            .filter_map(|(id, w)| {
+                let (deadline, reason) = w.expiry(&self.timing);
+                (now >= deadline).then(|| (id.clone(), reason))
             })
             .collect();
         for (id, reason) in expired {
@@ -814,7 +841,8 @@ pub struct WorkerStatus {
     pub id: String,
     /// Its kind.
     pub kind: TaskKind,
-    /// Whether it has a live connection (otherwise it is within its reconnect window).
+    /// Whether it has a live connection (otherwise it is within its reconnect window, or
+    /// restored from a snapshot and not back yet).
     pub connected: bool,
     /// Tasks it holds (including ones being assigned or unassigned).
     pub tasks: usize,
@@ -848,6 +876,7 @@ mod tests {
 
     const TIMING: Timing = Timing {
         eviction_timeout: Duration::from_secs(10),
+        reconnect_window: Duration::from_secs(5),
         ack_timeout: Duration::from_secs(30),
     };
 
@@ -975,8 +1004,10 @@ mod tests {
         let t1 = start + Duration::from_secs(3);
         state.heard("b", 2, t1);
         assert!(state.disconnect("a", 1, false, t1).is_empty());
-        let back = state.connect("a", TaskKind::Youtube, 3, &held_by_a, t1);
+        assert_eq!(state.next_deadline(), Some(t1 + TIMING.reconnect_window));
+        let back = state.connect("a", TaskKind::Youtube, 3, &held_by_a, t1 + Duration::from_secs(1));
         assert!(back.is_empty(), "{back:?}");
+        let t1 = t1 + Duration::from_secs(1);
 
         // a goes silent: at its deadline it is evicted and b gets everything.
         let t2 = t1 + TIMING.eviction_timeout;
@@ -991,6 +1022,85 @@ mod tests {
         ack_all(&mut state, "b", 2, &evicted, t2);
         assert!(state.status(false, t2).settled);
         assert_eq!(state.counters().evicted, 1);
+
+        // a comes back, then its process dies: evicted when the reconnect window closes.
+        let t3 = t2 + Duration::from_secs(1);
+        let actions = state.connect("a", TaskKind::Youtube, 4, &[], t3);
+        settle(&mut state, &[("a", 4), ("b", 2)], actions, t3);
+        state.disconnect("a", 4, false, t3);
+        let t4 = t3 + TIMING.reconnect_window;
+        state.heard("b", 2, t4);
+        assert!(state.tick(t4 - Duration::from_millis(1)).is_empty());
+        let evicted = state.tick(t4);
+        assert_eq!(sent_to(&evicted, 2).0.len(), held_by_a.len());
+        assert_eq!(state.counters().evicted, 2);
+    }
+
+    #[test]
+    fn a_worker_stuck_on_a_command_is_evicted_but_a_slow_one_is_not() {
+        let start = Instant::now();
+        let mut state = Assignment::new(16, TIMING, None);
+        state.load_tasks((0..(3 * MAX_BATCH as u128)).map(|n| task(n, TaskKind::Twitter)).collect(), start);
+        let actions = state.connect("slow", TaskKind::Twitter, 1, &[], start);
+        let seqs: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: CoordinatorMessage::Assign { seq, .. },
+                    ..
+                } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs.len(), 3, "batches of at most {MAX_BATCH}");
+        // Each batch takes most of the ack timeout, but the worker keeps making progress.
+        let mut now = start;
+        for seq in seqs {
+            now += TIMING.ack_timeout - Duration::from_secs(1);
+            state.heard("slow", 1, now);
+            assert!(state.tick(now).is_empty());
+            state.ack("slow", 1, seq, &[], now);
+        }
+        assert!(state.status(false, now).settled);
+
+        // A command that is never acknowledged gets the worker evicted, heartbeats or not.
+        let extra = task(999_999, TaskKind::Twitter);
+        state.apply_change(TaskChange::Upserted(extra), now);
+        let stuck = now + TIMING.ack_timeout;
+        state.heard("slow", 1, stuck);
+        let evicted = state.tick(stuck);
+        assert!(evicted.contains(&Action::Close {
+            conn: 1,
+            reason: "evicted: did not acknowledge commands in time".into()
+        }));
+    }
+
+    #[test]
+    fn a_resync_touches_only_what_differs() {
+        let now = Instant::now();
+        let mut state = Assignment::new(16, TIMING, None);
+        let mut tasks: Vec<Task> = (0..20).map(|n| task(n, TaskKind::Youtube)).collect();
+        state.load_tasks(tasks.clone(), now);
+        let actions = state.connect("a", TaskKind::Youtube, 1, &[], now);
+        settle(&mut state, &[("a", 1)], actions, now);
+        // The change stream broke; meanwhile one task went, one came, one changed.
+        let removed = tasks.remove(0);
+        tasks.push(task(100, TaskKind::Youtube));
+        tasks[0].params = TaskParams::Youtube {
+            channel_id: "UCother".into(),
+        };
+        let actions = state.load_tasks(tasks.clone(), now);
+        let (mut assigned, mut unassigned) = sent_to(&actions, 1);
+        assigned.sort_unstable();
+        unassigned.sort_unstable();
+        assert_eq!(assigned, vec![tasks[19].id]);
+        let mut expected = vec![removed.id, tasks[0].id];
+        expected.sort_unstable();
+        assert_eq!(unassigned, expected);
+        settle(&mut state, &[("a", 1)], actions, now);
+        let status = state.status(true, now);
+        assert!(status.settled);
+        assert_eq!(status.workers[0].tasks, 20);
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub(crate) async fn run(
     let hold = config.startup_hold();
     let timing = Timing {
         eviction_timeout: config.eviction_timeout(),
+        reconnect_window: config.heartbeat_interval(),
         ack_timeout: std::time::Duration::from_millis(config.ack_timeout_ms),
     };
     let mut state = Assignment::new(config.virtual_nodes, timing, (!hold.is_zero()).then(|| start + hold));

@@ -73,7 +73,7 @@ async fn a_silent_worker_is_evicted_and_its_tasks_move() {
             tasks: vec![],
         })
         .await;
-    assert!(matches!(silent.next().await, Some(CoordinatorMessage::Welcome { heartbeat_interval_ms: 250, .. })));
+    assert!(matches!(silent.next().await, Some(CoordinatorMessage::Welcome { heartbeat_interval_ms: 400, .. })));
     let Some(CoordinatorMessage::Assign { seq, tasks: assigned }) = silent.next().await else {
         panic!("expected an assign");
     };

@@ -506,7 +506,88 @@ async fn assign(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::model::TaskParams;
+
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl TaskRunner for Calls {
+        async fn start(&self, task: Task) -> Result<(), TaskError> {
+            self.0.lock().unwrap().push(format!("start {}", task.params.source_id()));
+            if task.params.source_id() == "UCbroken" {
+                return Err("channel is gone".into());
+            }
+            Ok(())
+        }
+
+        async fn stop(&self, task_id: Uuid) -> Result<(), TaskError> {
+            self.0.lock().unwrap().push(format!("stop {}", task_id.as_u128()));
+            Ok(())
+        }
+    }
+
+    fn yt(n: u128, channel: &str) -> Task {
+        Task {
+            id: Uuid::from_u128(n),
+            entity: Uuid::nil(),
+            params: TaskParams::Youtube {
+                channel_id: channel.into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_are_applied_in_order_and_acknowledged() {
+        let runner = Calls::default();
+        let mut assigned = BTreeMap::new();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (ack_tx, mut acks) = mpsc::unbounded_channel();
+        let tweet = Task {
+            id: Uuid::from_u128(9),
+            entity: Uuid::nil(),
+            params: TaskParams::Twitter { user_id: "1".into() },
+        };
+        let send = |c| commands.send(c).unwrap();
+        send(Command::Assign {
+            seq: 1,
+            tasks: vec![yt(1, "UCa"), yt(2, "UCbroken"), tweet],
+        });
+        // Same parameters again: nothing to do; changed parameters: restart.
+        send(Command::Assign {
+            seq: 2,
+            tasks: vec![yt(1, "UCa")],
+        });
+        send(Command::Assign {
+            seq: 3,
+            tasks: vec![yt(1, "UCb")],
+        });
+        send(Command::Unassign {
+            seq: 4,
+            tasks: vec![Uuid::from_u128(2), Uuid::from_u128(77)],
+        });
+        drop(commands);
+        apply_commands(TaskKind::Youtube, &mut assigned, &runner, command_rx, ack_tx, CancellationToken::new()).await;
+
+        let calls = runner.0.lock().unwrap().clone();
+        assert_eq!(calls, ["start UCa", "start UCbroken", "stop 1", "start UCb", "stop 2"]);
+        let Some(WorkerMessage::Ack { seq: 1, failed }) = acks.recv().await else {
+            panic!("first ack")
+        };
+        let failed: Vec<u128> = failed.iter().map(|f| f.task.as_u128()).collect();
+        assert_eq!(failed, [2, 9], "a failing start and a foreign kind are reported");
+        for expected in 2..=4 {
+            assert!(matches!(acks.recv().await, Some(WorkerMessage::Ack { seq, .. }) if seq == expected));
+        }
+        // Failed tasks stay held until unassigned, so the next announce matches the
+        // coordinator's view.
+        let held: Vec<u128> = assigned.keys().map(|id| id.as_u128()).collect();
+        assert_eq!(held, [1, 9]);
+        assert_eq!(assigned[&Uuid::from_u128(1)].params.source_id(), "UCb");
+    }
 
     #[test]
     fn endpoint_gets_the_worker_path_when_the_url_has_none() {

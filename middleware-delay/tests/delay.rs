@@ -133,6 +133,7 @@ async fn holds_until_due_and_strips_control_fields(bus_kind: BusKind, store: Sto
     // Fired messages leave storage (the delete follows the publish).
     wait_for_stored(&env.storage, 0).await;
     running.stop().await;
+    env.close().await;
 }
 matrix!(holds_until_due_and_strips_control_fields);
 
@@ -171,6 +172,7 @@ async fn replace_and_cancel_by_id(bus_kind: BusKind, store: StoreKind) {
     assert!(env.storage.get_delayed(&doomed_key).await.unwrap().is_none());
     wait_for_stored(&env.storage, 0).await;
     running.stop().await;
+    env.close().await;
 }
 matrix!(replace_and_cancel_by_id);
 
@@ -234,6 +236,7 @@ async fn kill_and_restart_with_1000_pending(bus_kind: BusKind, store: StoreKind)
     assert!(repeated.is_empty(), "delivered more than once: {repeated:?}");
     wait_for_stored(&env.storage, 0).await;
     third.stop().await;
+    env.close().await;
 }
 matrix!(kill_and_restart_with_1000_pending);
 
@@ -275,6 +278,7 @@ async fn overdue_after_restart_fire_at_once(bus_kind: BusKind, store: StoreKind)
     assert_eq!(fired.control.get("x-live-check-video"), Some(&json!("abc")));
     assert!(fired.control.get("x-delay-at").is_none());
     running.stop().await;
+    env.close().await;
 }
 matrix!(overdue_after_restart_fire_at_once);
 
@@ -312,4 +316,5 @@ async fn invalid_control_values_are_dead_lettered() {
     }
     assert!(reasons[3].starts_with("undecodable event"), "{}", reasons[3]);
     running.stop().await;
+    env.close().await;
 }

@@ -3,7 +3,9 @@
 //!
 //! `cargo test --release -p stargazer-worker-youtube --test capacity -- --ignored --nocapture`
 //!
-//! Set `CHANNELS` (default 2000) and `LEASE_SECONDS` (default 20) to vary it.
+//! Set `CHANNELS` (default 2000) and `LEASE_SECONDS` (default 20) to vary it. The baseline
+//! printed beside it is the same number of subscribe + verify round trips made by a bare
+//! client against the same kind of hub, with the same concurrency and no worker at all.
 
 mod support;
 
@@ -37,6 +39,50 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Subscribes `channels` topics from a bare loop whose callback only echoes challenges.
+async fn baseline(channels: usize, concurrency: usize) -> Duration {
+    use axum::extract::Query;
+    use futures::StreamExt;
+    use std::collections::HashMap;
+
+    let hub = Hub::start().await;
+    let echo = axum::Router::new().route(
+        "/cb/{id}",
+        axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+            q.get("hub.challenge").cloned().unwrap_or_default()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, echo).await.unwrap() });
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    futures::stream::iter(0..channels)
+        .for_each_concurrent(concurrency, |i| {
+            let http = http.clone();
+            let url = hub.url.clone();
+            async move {
+                let callback = format!("http://{addr}/cb/{i}");
+                let topic = topic(&format!("UCbaseline{i:014}"));
+                let form = [
+                    ("hub.mode", "subscribe"),
+                    ("hub.topic", topic.as_str()),
+                    ("hub.callback", callback.as_str()),
+                    ("hub.secret", "s"),
+                    ("hub.lease_seconds", "432000"),
+                ];
+                let status = http.post(&url).form(&form).send().await.unwrap().status();
+                assert_eq!(status, 202);
+            }
+        })
+        .await;
+    eventually("baseline verified", Duration::from_secs(600), || {
+        hub.state.verified.load(Ordering::SeqCst) as usize == channels
+    })
+    .await;
+    started.elapsed()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "bench: run with --release -- --ignored --nocapture"]
 async fn channels_held_by_one_worker() {
@@ -62,6 +108,7 @@ async fn channels_held_by_one_worker() {
     let runner = YoutubeRunner::new(config.clone(), storage, bus, shutdown.clone()).unwrap();
     let serving = runner.clone();
     let server = tokio::spawn(async move { serving.serve(listener).await.unwrap() });
+    let baseline = baseline(channels, config.hub_concurrency).await;
     let rss_before = rss_kib();
 
     let started = Instant::now();
@@ -115,13 +162,18 @@ async fn channels_held_by_one_worker() {
         config.hub_concurrency
     );
     println!(
+        "  baseline (bare client, same hub, same concurrency, no worker): {:.2?} ({:.0} subscriptions/s)",
+        baseline,
+        channels as f64 / baseline.as_secs_f64()
+    );
+    println!(
         "  held for {:.0?}: {renewals} renewals ({:.0}/s), {held} subscriptions at the hub, \
          max expired at any check: {expired_seen}",
         hold,
         renewals as f64 / hold.as_secs_f64()
     );
     println!(
-        "  active per worker metric: {}, RSS {} MiB -> {} MiB",
+        "  active per worker metric: {}, process RSS (worker + fake hub) {} MiB -> {} MiB",
         runner.metrics().active_subscriptions(),
         rss_before / 1024,
         rss_after / 1024

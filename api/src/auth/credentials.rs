@@ -74,7 +74,11 @@ impl CredentialVerifier {
 
     /// The permissions of `username` if `password` is right, `None` if the username is
     /// unknown or the password wrong.
-    pub(crate) async fn verify(&self, username: &str, password: &str) -> Result<Option<Permissions>> {
+    pub(crate) async fn verify(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Permissions>> {
         let key = self.key(username, password);
         if let Some(permissions) = self.cached(&key) {
             return Ok(Some(permissions));
@@ -91,7 +95,10 @@ impl CredentialVerifier {
         if let Ok(Some(permissions)) = &result {
             self.remember(key, username, *permissions);
         }
-        self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         result
     }
 
@@ -160,12 +167,19 @@ impl CredentialVerifier {
                 }
             }
         }
-        let permissions = self.storage.get_credential(username).await?.map(|c| c.permissions);
+        let permissions = self
+            .storage
+            .get_credential(username)
+            .await?
+            .map(|c| c.permissions);
         let mut by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
         if by_name.len() >= CACHE_SOFT_CAP {
             by_name.clear();
         }
-        by_name.insert(username.to_owned(), (permissions, Instant::now() + self.ttl));
+        by_name.insert(
+            username.to_owned(),
+            (permissions, Instant::now() + self.ttl),
+        );
         Ok(permissions)
     }
 

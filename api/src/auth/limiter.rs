@@ -67,7 +67,10 @@ impl LoginLimiter {
             since: now,
         });
         if entry.since.elapsed() >= self.window {
-            *entry = Window { failures: 0, since: now };
+            *entry = Window {
+                failures: 0,
+                since: now,
+            };
         }
         entry.failures += 1;
     }
@@ -106,12 +109,21 @@ mod tests {
             panic!("expected a lockout");
         };
         assert_eq!(retry_after_secs, 60);
-        assert!(limiter.check("bot", other).is_ok(), "other addresses are unaffected");
-        assert!(limiter.check("admin", ip).is_ok(), "other usernames are unaffected");
+        assert!(
+            limiter.check("bot", other).is_ok(),
+            "other addresses are unaffected"
+        );
+        assert!(
+            limiter.check("admin", ip).is_ok(),
+            "other usernames are unaffected"
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(limiter.check("bot", ip).is_ok());
         limiter.failed("bot", ip);
-        assert!(limiter.check("bot", ip).is_ok(), "a new window starts from zero");
+        assert!(
+            limiter.check("bot", ip).is_ok(),
+            "a new window starts from zero"
+        );
         limiter.succeeded("bot", ip);
         limiter.sweep();
         assert!(limiter.windows.lock().unwrap().is_empty());

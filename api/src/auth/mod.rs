@@ -40,8 +40,8 @@ use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use stargazer_core::auth::token_hash;
@@ -84,9 +84,13 @@ impl Caller {
         match (self, requested) {
             (Caller::User(session), None) => Ok(session.user),
             (Caller::User(session), Some(user)) if user == session.user => Ok(user),
-            (Caller::User(_), Some(_)) => Err(Error::Forbidden("a session may only act for its own user".into())),
+            (Caller::User(_), Some(_)) => Err(Error::Forbidden(
+                "a session may only act for its own user".into(),
+            )),
             (Caller::Service(_), Some(user)) => Ok(user),
-            (Caller::Service(_), None) => Err(Error::invalid("user", "required for service accounts")),
+            (Caller::Service(_), None) => {
+                Err(Error::invalid("user", "required for service accounts"))
+            }
         }
     }
 
@@ -121,14 +125,22 @@ pub(crate) struct ClientIp(pub(crate) IpAddr);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(ClientIp(client_ip(parts, state)))
     }
 }
 
 impl AppState {
     /// Checks a service password, applying the failed-login limit.
-    pub(crate) async fn login(&self, username: &str, password: &str, ip: IpAddr) -> Result<Permissions> {
+    pub(crate) async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<Permissions> {
         self.limiter.check(username, ip)?;
         match self.credentials.verify(username, password).await? {
             Some(permissions) => {
@@ -148,12 +160,15 @@ impl AppState {
         let unknown = || Error::Unauthorized("unknown or expired session".into());
         let hash = token_hash(token);
         let session = self.storage.get_session(&hash).await?.ok_or_else(unknown)?;
-        let now = Utc::now();
+        let now = crate::http::now_ms();
         if session.expires_at <= now || session.max_expires_at <= now {
             return Err(unknown());
         }
-        let ttl = chrono::Duration::from_std(self.config.session_ttl()).unwrap_or(chrono::Duration::MAX);
-        let slid = (now + ttl).min(session.max_expires_at);
+        let ttl =
+            chrono::Duration::from_std(self.config.session_ttl()).unwrap_or(chrono::Duration::MAX);
+        let slid = now
+            .checked_add_signed(ttl)
+            .map_or(session.max_expires_at, |t| t.min(session.max_expires_at));
         // Write only when the expiry moves noticeably, not on every request.
         let mut expires_at = session.expires_at;
         if slid - session.expires_at > ttl / 10 {
@@ -174,9 +189,14 @@ impl AppState {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            Error::Unauthorized("credentials required: HTTP Basic for service accounts, Bearer for sessions".into())
+            Error::Unauthorized(
+                "credentials required: HTTP Basic for service accounts, Bearer for sessions".into(),
+            )
         })?;
         if value.len() > MAX_CREDENTIAL_LEN {
             return Err(Error::Unauthorized("authorization header too long".into()));
@@ -190,14 +210,19 @@ impl FromRequestParts<AppState> for Caller {
             let (username, password) = parse_basic(rest)?;
             let ip = client_ip(parts, state);
             let permissions = state.login(&username, &password, ip).await?;
-            Ok(Caller::Service(ServiceAccount { username, permissions }))
+            Ok(Caller::Service(ServiceAccount {
+                username,
+                permissions,
+            }))
         } else if scheme.eq_ignore_ascii_case("bearer") {
             if rest.is_empty() {
                 return Err(Error::Unauthorized("empty bearer token".into()));
             }
             Ok(Caller::User(state.session(rest).await?))
         } else {
-            Err(Error::Unauthorized(format!("unsupported authorization scheme `{scheme}`")))
+            Err(Error::Unauthorized(format!(
+                "unsupported authorization scheme `{scheme}`"
+            )))
         }
     }
 }
@@ -277,7 +302,10 @@ pub(crate) struct Authorized<P>(pub(crate) Caller, pub(crate) PhantomData<P>);
 impl<P: Policy> FromRequestParts<AppState> for Authorized<P> {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let allowed = match &caller {
             Caller::Service(account) => P::allows(&account.permissions),
@@ -290,7 +318,9 @@ impl<P: Policy> FromRequestParts<AppState> for Authorized<P> {
                     account.username,
                     P::NEEDS
                 )),
-                Caller::User(_) => Error::Forbidden("this method is not available to sessions".into()),
+                Caller::User(_) => {
+                    Error::Forbidden("this method is not available to sessions".into())
+                }
             });
         }
         Ok(Authorized(caller, PhantomData))
@@ -304,7 +334,10 @@ mod tests {
     #[test]
     fn basic_credentials_parse() {
         let encoded = base64::engine::general_purpose::STANDARD.encode("bot:pa:ss");
-        assert_eq!(parse_basic(&encoded).unwrap(), ("bot".to_owned(), "pa:ss".to_owned()));
+        assert_eq!(
+            parse_basic(&encoded).unwrap(),
+            ("bot".to_owned(), "pa:ss".to_owned())
+        );
         assert!(parse_basic("!!!").is_err());
         let no_colon = base64::engine::general_purpose::STANDARD.encode("bot");
         assert!(parse_basic(&no_colon).is_err());
@@ -320,11 +353,17 @@ mod tests {
         });
         assert_eq!(caller.target_user(None).unwrap(), me);
         assert_eq!(caller.target_user(Some(me)).unwrap(), me);
-        assert!(matches!(caller.target_user(Some(Uuid::new_v4())), Err(Error::Forbidden(_))));
+        assert!(matches!(
+            caller.target_user(Some(Uuid::new_v4())),
+            Err(Error::Forbidden(_))
+        ));
         let service = Caller::Service(ServiceAccount {
             username: "bot".into(),
             permissions: Permissions::default(),
         });
-        assert!(matches!(service.target_user(None), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            service.target_user(None),
+            Err(Error::InvalidInput(_))
+        ));
     }
 }

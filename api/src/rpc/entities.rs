@@ -14,8 +14,8 @@ use crate::http::{Data, RawData, RpcBody};
 use crate::rpc::validate;
 use crate::state::AppState;
 use crate::types::{
-    Deleted, Empty, Entity, EntityRef, Envelope, GetUserIndex, IndexEntry, NewEntity, TaskParams, UpdateEntity,
-    UserIndex,
+    Deleted, Empty, Entity, EntityRef, Envelope, GetUserIndex, IndexEntry, NewEntity, TaskParams,
+    UpdateEntity, UserIndex,
 };
 
 async fn load_entity(state: &AppState, id: Uuid) -> Result<model::Entity> {
@@ -165,7 +165,8 @@ pub(crate) async fn update_entity(
         entity.group = group;
     }
     if let Some(params) = req.tasks {
-        entity.tasks = build_tasks(state.storage.as_ref(), entity.id, params, &entity.tasks).await?;
+        entity.tasks =
+            build_tasks(state.storage.as_ref(), entity.id, params, &entity.tasks).await?;
     }
     state.storage.update_entity(&entity).await?;
     state.entities_changed();
@@ -195,10 +196,14 @@ pub(crate) async fn get_user_index(
     RpcBody(req): RpcBody<GetUserIndex>,
 ) -> Result<Data<UserIndex>> {
     let user = match (&caller, req.user) {
-        (Caller::User(session), requested) => Some(caller.target_user(requested.or(Some(session.user)))?),
+        (Caller::User(session), requested) => {
+            Some(caller.target_user(requested.or(Some(session.user)))?)
+        }
         (Caller::Service(account), Some(user)) => {
             if !account.permissions.allows(Component::Api, Access::Ro) {
-                return Err(Error::Forbidden("marking a user's subscriptions needs api ro".into()));
+                return Err(Error::Forbidden(
+                    "marking a user's subscriptions needs api ro".into(),
+                ));
             }
             Some(user)
         }
@@ -217,21 +222,36 @@ pub(crate) async fn get_user_index(
         }
         None => BTreeMap::new(),
     };
-    let groups = state.storage.list_groups().await?.into_iter().map(Into::into).collect();
+    let groups = state
+        .storage
+        .list_groups()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     let entities = state
         .storage
         .list_entities()
         .await?
         .into_iter()
         .map(|entity| {
-            let mut platforms: Vec<String> = entity.tasks.iter().map(|t| t.kind().as_str().to_owned()).collect();
+            let mut platforms: Vec<String> = entity
+                .tasks
+                .iter()
+                .map(|t| t.kind().as_str().to_owned())
+                .collect();
             platforms.sort();
             platforms.dedup();
             let mut search: Vec<String> = entity
                 .names
                 .values()
                 .map(|name| name.to_lowercase())
-                .chain(entity.tasks.iter().map(|t| t.params.source_id().to_lowercase()))
+                .chain(
+                    entity
+                        .tasks
+                        .iter()
+                        .map(|t| t.params.source_id().to_lowercase()),
+                )
                 .collect();
             search.sort();
             search.dedup();

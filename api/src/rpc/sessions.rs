@@ -12,8 +12,12 @@ use crate::rpc::users::load_user;
 use crate::state::AppState;
 use crate::types::{AuthMe, CheckSession, Envelope, Me, NewSession, SessionStatus, SessionToken};
 
-fn duration(std: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(std).unwrap_or(chrono::Duration::MAX)
+/// `now + span`, saturating (config validation keeps spans far from the limit).
+fn later(now: chrono::DateTime<Utc>, span: std::time::Duration) -> chrono::DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| now.checked_add_signed(span))
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
 /// Issues a session for a user; the token is returned once and only its hash is kept.
@@ -31,8 +35,8 @@ pub(crate) async fn new_session(
         token_hash: token_hash(&token),
         user: req.user,
         created_at: now,
-        expires_at: now + duration(state.config.session_ttl()),
-        max_expires_at: now + duration(state.config.session_max()),
+        expires_at: later(now, state.config.session_ttl()),
+        max_expires_at: later(now, state.config.session_max()),
     };
     state.storage.insert_session(&session).await?;
     Ok(Data(SessionToken {
@@ -58,7 +62,9 @@ pub(crate) async fn check_session(
             expires_at: Some(session.expires_at),
             max_expires_at: Some(session.max_expires_at),
         })),
-        (Caller::User(_), Some(_)) => Err(Error::Forbidden("a session may only check itself".into())),
+        (Caller::User(_), Some(_)) => {
+            Err(Error::Forbidden("a session may only check itself".into()))
+        }
         (Caller::Service(_), None) => Err(Error::invalid("token", "required for service accounts")),
         (Caller::Service(_), Some(token)) => {
             let now = Utc::now();
@@ -105,7 +111,9 @@ pub(crate) async fn auth_me(
         }
         Caller::User(session) => {
             if req.user.is_some_and(|user| user != session.user) {
-                return Err(Error::Forbidden("the session belongs to another user".into()));
+                return Err(Error::Forbidden(
+                    "the session belongs to another user".into(),
+                ));
             }
             let user = load_user(&state, session.user).await?;
             Ok(Data(Me::User {

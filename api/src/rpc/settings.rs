@@ -32,7 +32,9 @@ pub(crate) async fn update_setting(
 ) -> Result<Data<Settings>> {
     let id = caller.target_user(req.user)?;
     if caller.is_session() && (req.name.is_some() || req.chat_id.is_some()) {
-        return Err(Error::Forbidden("a session may not change the chat id or name".into()));
+        return Err(Error::Forbidden(
+            "a session may not change the chat id or name".into(),
+        ));
     }
     if req.language.is_none()
         && req.timezone.is_none()
@@ -41,7 +43,8 @@ pub(crate) async fn update_setting(
         && req.chat_id.is_none()
     {
         return Err(Error::InvalidInput(
-            "no setting given: expected one of `language`, `timezone`, `paused`, `name`, `chat_id`".into(),
+            "no setting given: expected one of `language`, `timezone`, `paused`, `name`, `chat_id`"
+                .into(),
         ));
     }
     if let Some(language) = &req.language {

@@ -11,7 +11,10 @@ use crate::http::{Data, RawData, RpcBody};
 use crate::rpc::users::load_user;
 use crate::rpc::validate;
 use crate::state::AppState;
-use crate::types::{Envelope, GetSubscribers, Subscriber, Subscription, SubscriptionUpdate, UpdateSubscription, UserRef};
+use crate::types::{
+    Envelope, GetSubscribers, Subscriber, Subscription, SubscriptionUpdate, UpdateSubscription,
+    UserRef,
+};
 
 /// Most kinds one subscription may filter on.
 const MAX_KINDS: usize = 32;
@@ -55,7 +58,10 @@ pub(crate) async fn update_subscription(
 ) -> Result<Data<SubscriptionUpdate>> {
     let user = load_user(&state, caller.target_user(req.user)?).await?;
     if req.kinds.len() > MAX_KINDS {
-        return Err(Error::invalid("kinds", format!("at most {MAX_KINDS} kinds")));
+        return Err(Error::invalid(
+            "kinds",
+            format!("at most {MAX_KINDS} kinds"),
+        ));
     }
     for (index, kind) in req.kinds.iter().enumerate() {
         validate::kind(&format!("kinds[{index}]"), kind)?;
@@ -66,7 +72,9 @@ pub(crate) async fn update_subscription(
     let changed = if req.subscribed {
         ensure_entity(&state, req.entity).await?;
         let current = state.storage.list_subscriptions(user.id).await?;
-        let same = current.iter().any(|s| s.entity == req.entity && s.kinds == kinds);
+        let same = current
+            .iter()
+            .any(|s| s.entity == req.entity && s.kinds == kinds);
         if !same {
             state
                 .storage
@@ -79,7 +87,10 @@ pub(crate) async fn update_subscription(
         }
         !same
     } else {
-        state.storage.delete_subscription(user.id, req.entity).await?
+        state
+            .storage
+            .delete_subscription(user.id, req.entity)
+            .await?
     };
     if changed {
         state.users_changed();
@@ -105,7 +116,10 @@ pub(crate) async fn get_subscribers(
         .subscribers
         .get_or_load(key, || async {
             ensure_entity(&state, req.entity).await?;
-            let found = state.storage.subscribers(req.entity, &req.kind, &req.im).await?;
+            let found = state
+                .storage
+                .subscribers(req.entity, &req.kind, &req.im)
+                .await?;
             let list: Vec<Subscriber> = found
                 .into_iter()
                 .map(|s| Subscriber {

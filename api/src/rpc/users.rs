@@ -32,7 +32,9 @@ pub(crate) async fn get_user(
         (user, None, None) => load_user(&state, caller.target_user(user)?).await?,
         (None, Some(im), Some(chat_id)) => {
             if caller.is_session() {
-                return Err(Error::Forbidden("a session may only look up its own user".into()));
+                return Err(Error::Forbidden(
+                    "a session may only look up its own user".into(),
+                ));
             }
             validate::im("im", &im)?;
             validate::chat_id("chat_id", &chat_id)?;
@@ -42,7 +44,12 @@ pub(crate) async fn get_user(
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("no user for {im} chat {chat_id}")))?
         }
-        (Some(_), _, _) => return Err(Error::invalid("user", "give either `user` or `im` with `chat_id`")),
+        (Some(_), _, _) => {
+            return Err(Error::invalid(
+                "user",
+                "give either `user` or `im` with `chat_id`",
+            ))
+        }
         (None, Some(_), None) => return Err(Error::invalid("chat_id", "required with `im`")),
         (None, None, Some(_)) => return Err(Error::invalid("im", "required with `chat_id`")),
     };

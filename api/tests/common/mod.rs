@@ -27,7 +27,10 @@ impl Backend {
     pub async fn connect(self) -> Arc<dyn Storage> {
         let url = match self {
             Backend::Sqlite => "sqlite::memory:".to_owned(),
-            Backend::Mongo => format!("mongodb://127.0.0.1:27017/sg_api_{}", Uuid::new_v4().simple()),
+            Backend::Mongo => format!(
+                "mongodb://127.0.0.1:27017/sg_api_{}",
+                Uuid::new_v4().simple()
+            ),
         };
         stargazer_core::storage::connect(&url)
             .await
@@ -89,10 +92,19 @@ impl TestServer {
         Self::on_listener(storage, config, listener).await
     }
 
-    pub async fn on_listener(storage: Arc<dyn Storage>, config: ApiConfig, listener: tokio::net::TcpListener) -> Self {
+    pub async fn on_listener(
+        storage: Arc<dyn Storage>,
+        config: ApiConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(stargazer_api::run(config, listener, storage.clone(), shutdown.clone()));
+        let handle = tokio::spawn(stargazer_api::run(
+            config,
+            listener,
+            storage.clone(),
+            shutdown.clone(),
+        ));
         Self {
             addr,
             base: format!("http://{addr}"),
@@ -131,15 +143,25 @@ impl TestServer {
     }
 
     pub async fn admin(&self) -> ApiClient {
-        self.credential("admin", perms(&[("admin", Access::Rw), ("api", Access::Ro)])).await
+        self.credential(
+            "admin",
+            perms(&[("admin", Access::Rw), ("api", Access::Ro)]),
+        )
+        .await
     }
 
     pub async fn bot(&self) -> ApiClient {
-        self.credential("bot", perms(&[("api", Access::Rw), ("mq", Access::Ro)])).await
+        self.credential("bot", perms(&[("api", Access::Rw), ("mq", Access::Ro)]))
+            .await
     }
 
     /// A raw POST returning status, headers and JSON body.
-    pub async fn post(&self, path: &str, auth: Auth<'_>, body: RawBody) -> (u16, reqwest::header::HeaderMap, Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        auth: Auth<'_>,
+        body: RawBody,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self.http.post(format!("{}{path}", self.base));
         req = match auth {
             Auth::None => req,
@@ -156,7 +178,8 @@ impl TestServer {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.unwrap();
-        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, headers, value)
     }
 }
@@ -216,5 +239,10 @@ pub fn assert_error(result: &(u16, reqwest::header::HeaderMap, Value), status: u
     assert_eq!(body["success"], false, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["time"].is_i64(), "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }

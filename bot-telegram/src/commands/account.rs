@@ -2,7 +2,9 @@
 //! registration with the Stargazer api.
 
 use teloxide::prelude::*;
-use teloxide::types::{Chat, InlineKeyboardButton, InlineKeyboardMarkup, ParseMode, User as TgUser};
+use teloxide::types::{
+    Chat, InlineKeyboardButton, InlineKeyboardMarkup, ParseMode, User as TgUser,
+};
 
 use super::{api_trouble, chat_name, reply, Callback, Ctx, HandlerResult};
 use crate::api::{ApiError, User};
@@ -10,7 +12,11 @@ use crate::delivery::compose::escape;
 
 /// The chat's user, registering it first if needed (any command implies consent to
 /// being registered, as `/start` does).
-pub(crate) async fn ensure_user(ctx: &Ctx, chat: &Chat, from: Option<&TgUser>) -> Result<User, ApiError> {
+pub(crate) async fn ensure_user(
+    ctx: &Ctx,
+    chat: &Chat,
+    from: Option<&TgUser>,
+) -> Result<User, ApiError> {
     if let Some(user) = ctx.api.user_by_chat(chat.id.0).await? {
         return Ok(user);
     }
@@ -84,22 +90,28 @@ pub(crate) async fn settings(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResu
         ctx.config.frontend_url.trim_end_matches('/'),
         session.token
     );
-    let minutes = (session.expires_at - chrono::Utc::now()).num_minutes().max(1);
+    let minutes = (session.expires_at - chrono::Utc::now())
+        .num_minutes()
+        .max(1);
     let html = format!(
         "Edit your subscriptions and settings here:\n<a href=\"{href}\">{text}</a>\n\n\
          The link works for {minutes} minutes; send /settings again for a new one. Do not share it.",
         href = escape(&link),
         text = escape(&link),
     );
-    let mut request = bot.send_message(msg.chat.id, html).parse_mode(ParseMode::Html);
+    let mut request = bot
+        .send_message(msg.chat.id, html)
+        .parse_mode(ParseMode::Html);
     // Telegram refuses buttons pointing at local addresses; the text link still works.
     if let Ok(url) = reqwest::Url::parse(&link) {
-        let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1" | "[::1]"));
+        let local = matches!(
+            url.host_str(),
+            Some("localhost" | "127.0.0.1" | "::1" | "[::1]")
+        );
         if !local {
-            request = request.reply_markup(InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::url(
-                "Open settings",
-                url,
-            )]]));
+            request = request.reply_markup(InlineKeyboardMarkup::new(vec![vec![
+                InlineKeyboardButton::url("Open settings", url),
+            ]]));
         }
     }
     request.await?;
@@ -125,7 +137,14 @@ pub(crate) async fn lang(bot: &Bot, msg: &Message, ctx: &Ctx, code: &str) -> Han
     }
     let code = code.to_ascii_lowercase();
     match ctx.api.set_language(user.id, &code).await {
-        Ok(()) => reply(bot, msg, &format!("Done: notifications here are now in `{code}`.")).await,
+        Ok(()) => {
+            reply(
+                bot,
+                msg,
+                &format!("Done: notifications here are now in `{code}`."),
+            )
+            .await
+        }
         Err(err) => api_trouble(bot, msg.chat.id, &err).await,
     }
 }
@@ -134,7 +153,14 @@ pub(crate) async fn lang(bot: &Bot, msg: &Message, ctx: &Ctx, code: &str) -> Han
 pub(crate) async fn delete(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
     match ctx.api.user_by_chat(msg.chat.id.0).await {
         Ok(Some(_)) => {}
-        Ok(None) => return reply(bot, msg, "This chat is not registered, so there is nothing to delete.").await,
+        Ok(None) => {
+            return reply(
+                bot,
+                msg,
+                "This chat is not registered, so there is nothing to delete.",
+            )
+            .await
+        }
         Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
     }
     let keyboard = InlineKeyboardMarkup::new(vec![vec![

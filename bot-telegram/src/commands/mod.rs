@@ -33,7 +33,10 @@ use admin::AdminCache;
 
 /// The bot's commands.
 #[derive(BotCommands, Clone, Debug, PartialEq, Eq)]
-#[command(rename_rule = "lowercase", description = "Stargazer tells you when your favourite streamers go live, post or upload. Commands:")]
+#[command(
+    rename_rule = "lowercase",
+    description = "Stargazer tells you when your favourite streamers go live, post or upload. Commands:"
+)]
 pub enum Command {
     /// Register this chat (safe to repeat).
     Start,
@@ -78,7 +81,10 @@ pub(crate) type HandlerResult = std::result::Result<(), HandlerError>;
 struct LogErrors;
 
 impl ErrorHandler<HandlerError> for LogErrors {
-    fn handle_error(self: Arc<Self>, error: HandlerError) -> futures::future::BoxFuture<'static, ()> {
+    fn handle_error(
+        self: Arc<Self>,
+        error: HandlerError,
+    ) -> futures::future::BoxFuture<'static, ()> {
         tracing::warn!(cause = %error, "command handler failed");
         Box::pin(async {})
     }
@@ -92,7 +98,12 @@ pub(crate) fn schema() -> UpdateHandler<HandlerError> {
 }
 
 /// Runs the command dispatcher until `shutdown`.
-pub(crate) async fn run(bot: Bot, api: Api, config: Arc<BotConfig>, shutdown: CancellationToken) -> Result<()> {
+pub(crate) async fn run(
+    bot: Bot,
+    api: Api,
+    config: Arc<BotConfig>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     // Wait until Telegram answers (the dispatcher would otherwise fail at start-up).
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
@@ -102,6 +113,11 @@ pub(crate) async fn run(bot: Bot, api: Api, config: Arc<BotConfig>, shutdown: Ca
                 Ok(me) => {
                     tracing::info!(username = %me.username(), "connected to Telegram");
                     break;
+                }
+                Err(teloxide::RequestError::Api(teloxide::ApiError::InvalidToken)) => {
+                    return Err(crate::Error::Telegram(
+                        "the bot token was rejected (check telegram.token)".to_owned(),
+                    ));
                 }
                 Err(err) => {
                     let wait = backoff.next_delay();
@@ -131,12 +147,6 @@ pub(crate) async fn run(bot: Bot, api: Api, config: Arc<BotConfig>, shutdown: Ca
         })
         .error_handler(Arc::new(LogErrors))
         .build();
-    let listener = Polling::builder(bot)
-        .timeout(Duration::from_secs(u64::from(config.poll_timeout_secs)))
-        .delete_webhook()
-        .await
-        .build();
-
     let token = dispatcher.shutdown_token();
     let dispatched = CancellationToken::new();
     let stopper = {
@@ -160,20 +170,38 @@ pub(crate) async fn run(bot: Bot, api: Api, config: Arc<BotConfig>, shutdown: Ca
             }
         })
     };
-    let result = dispatcher
-        .try_dispatch_with_listener(
-            listener,
-            teloxide::error_handlers::LoggingErrorHandler::with_custom_text("error polling Telegram"),
-        )
-        .await;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let result = loop {
+        let listener = Polling::builder(bot.clone())
+            .timeout(Duration::from_secs(u64::from(config.poll_timeout_secs)))
+            .delete_webhook()
+            .await
+            .build();
+        let outcome = dispatcher
+            .try_dispatch_with_listener(
+                listener,
+                teloxide::error_handlers::LoggingErrorHandler::with_custom_text("error polling Telegram"),
+            )
+            .await;
+        match outcome {
+            Ok(()) => break Ok(()),
+            Err(_) if shutdown.is_cancelled() => break Ok(()),
+            // Start-up (`getMe`) failed: Telegram blinked since it last answered.
+            Err(err) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(cause = %err, retry_in_ms = wait.as_millis() as u64, "could not start polling");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    };
     dispatched.cancel();
     if let Err(err) = stopper.await {
         tracing::error!(cause = %err, "dispatcher stopper panicked");
     }
-    match result {
-        Ok(()) => Ok(()),
-        Err(err) => Err(crate::Error::Telegram(err.to_string())),
-    }
+    result
 }
 
 /// Routes a message: commands to their handler, everything else to a hint.
@@ -184,7 +212,12 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
     let private = msg.chat.is_private();
     if !text.starts_with('/') {
         if private {
-            reply(&bot, &msg, "I answer commands only. Send /help to see them.").await?;
+            reply(
+                &bot,
+                &msg,
+                "I answer commands only. Send /help to see them.",
+            )
+            .await?;
         }
         return Ok(());
     }
@@ -195,7 +228,12 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
         Err(ParseError::UnknownCommand(name)) => {
             // In a group an unknown bare command is likely another bot's; answer only
             // when it was addressed to us.
-            if private || text.split_whitespace().next().is_some_and(|c| c.contains(&format!("@{}", me.username()))) {
+            if private
+                || text
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|c| c.contains(&format!("@{}", me.username())))
+            {
                 let help = format!(
                     "Unknown command {}.\n\n{}",
                     name.split('@').next().unwrap_or(&name),
@@ -206,7 +244,10 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
             return Ok(());
         }
         Err(err) => {
-            let help = format!("I could not read that command ({err}).\n\n{}", Command::descriptions());
+            let help = format!(
+                "I could not read that command ({err}).\n\n{}",
+                Command::descriptions()
+            );
             reply(&bot, &msg, &help).await?;
             return Ok(());
         }
@@ -214,9 +255,22 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
     tracing::debug!(chat_id = msg.chat.id.0, ?command, "command");
     let needs_admin = matches!(
         command,
-        Command::Subscribe(_) | Command::Unsubscribe(_) | Command::Settings | Command::Lang(_) | Command::Delete
+        Command::Subscribe(_)
+            | Command::Unsubscribe(_)
+            | Command::Settings
+            | Command::Lang(_)
+            | Command::Delete
     );
-    if needs_admin && !admin::may_change(&bot, &ctx.admins, &msg.chat, msg.from.as_ref(), msg.sender_chat.as_ref()).await? {
+    if needs_admin
+        && !admin::may_change(
+            &bot,
+            &ctx.admins,
+            &msg.chat,
+            msg.from.as_ref(),
+            msg.sender_chat.as_ref(),
+        )
+        .await?
+    {
         reply(&bot, &msg, admin::REFUSAL).await?;
         return Ok(());
     }
@@ -224,7 +278,9 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
         Command::Start => account::start(&bot, &msg, &ctx).await,
         Command::Help => reply(&bot, &msg, &Command::descriptions().to_string()).await,
         Command::Subscribe(query) => subscriptions::subscribe(&bot, &msg, &ctx, query.trim()).await,
-        Command::Unsubscribe(query) => subscriptions::unsubscribe(&bot, &msg, &ctx, query.trim()).await,
+        Command::Unsubscribe(query) => {
+            subscriptions::unsubscribe(&bot, &msg, &ctx, query.trim()).await
+        }
         Command::List => subscriptions::list(&bot, &msg, &ctx).await,
         Command::Settings => account::settings(&bot, &msg, &ctx).await,
         Command::Lang(code) => account::lang(&bot, &msg, &ctx, code.trim()).await,
@@ -240,7 +296,9 @@ pub(crate) async fn reply(bot: &Bot, msg: &Message, text: &str) -> HandlerResult
 
 /// Replies with Telegram HTML.
 pub(crate) async fn reply_html(bot: &Bot, msg: &Message, html: &str) -> HandlerResult {
-    bot.send_message(msg.chat.id, html).parse_mode(ParseMode::Html).await?;
+    bot.send_message(msg.chat.id, html)
+        .parse_mode(ParseMode::Html)
+        .await?;
     Ok(())
 }
 
@@ -357,11 +415,29 @@ mod tests {
             Command::parse("/subscribe Minato Aqua", "bot").unwrap(),
             Command::Subscribe("Minato Aqua".into())
         );
-        assert_eq!(Command::parse("/subscribe@bot", "bot").unwrap(), Command::Subscribe(String::new()));
-        assert!(matches!(Command::parse("/subscribe@other x", "bot"), Err(ParseError::WrongBotName(_))));
-        assert!(matches!(Command::parse("/nope", "bot"), Err(ParseError::UnknownCommand(_))));
+        assert_eq!(
+            Command::parse("/subscribe@bot", "bot").unwrap(),
+            Command::Subscribe(String::new())
+        );
+        assert!(matches!(
+            Command::parse("/subscribe@other x", "bot"),
+            Err(ParseError::WrongBotName(_))
+        ));
+        assert!(matches!(
+            Command::parse("/nope", "bot"),
+            Err(ParseError::UnknownCommand(_))
+        ));
         let help = Command::descriptions().to_string();
-        for name in ["/start", "/help", "/subscribe", "/unsubscribe", "/list", "/settings", "/lang", "/delete"] {
+        for name in [
+            "/start",
+            "/help",
+            "/subscribe",
+            "/unsubscribe",
+            "/list",
+            "/settings",
+            "/lang",
+            "/delete",
+        ] {
             assert!(help.contains(name), "{help}");
         }
     }

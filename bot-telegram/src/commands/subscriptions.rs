@@ -143,12 +143,24 @@ fn kinds_prompt(name: &str) -> String {
     )
 }
 
-fn pick_keyboard(entries: &[&IndexEntry], language: &str, make: impl Fn(Uuid) -> Callback) -> InlineKeyboardMarkup {
+fn pick_keyboard(
+    entries: &[&IndexEntry],
+    language: &str,
+    make: impl Fn(Uuid) -> Callback,
+) -> InlineKeyboardMarkup {
     let mut rows: Vec<Vec<InlineKeyboardButton>> = entries
         .iter()
-        .map(|e| vec![InlineKeyboardButton::callback(name_of(e, language), make(e.id).encode())])
+        .map(|e| {
+            vec![InlineKeyboardButton::callback(
+                name_of(e, language),
+                make(e.id).encode(),
+            )]
+        })
         .collect();
-    rows.push(vec![InlineKeyboardButton::callback("Cancel", Callback::Cancel.encode())]);
+    rows.push(vec![InlineKeyboardButton::callback(
+        "Cancel",
+        Callback::Cancel.encode(),
+    )]);
     InlineKeyboardMarkup::new(rows)
 }
 
@@ -176,7 +188,9 @@ pub(crate) async fn subscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str) 
             reply(
                 bot,
                 msg,
-                &format!("No streamer matches “{query}”. Try part of a name, in any language, or an id."),
+                &format!(
+                    "No streamer matches “{query}”. Try part of a name, in any language, or an id."
+                ),
             )
             .await
         }
@@ -211,7 +225,14 @@ pub(crate) async fn subscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str) 
 pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str) -> HandlerResult {
     let user = match ctx.api.user_by_chat(msg.chat.id.0).await {
         Ok(Some(user)) => user,
-        Ok(None) => return reply(bot, msg, "This chat has no subscriptions. Use /subscribe <name> to add one.").await,
+        Ok(None) => {
+            return reply(
+                bot,
+                msg,
+                "This chat has no subscriptions. Use /subscribe <name> to add one.",
+            )
+            .await
+        }
         Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
     };
     let index = match ctx.api.index(user.id).await {
@@ -224,7 +245,12 @@ pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str
         .filter(|e| e.subscribed.is_some())
         .collect();
     if subscribed.is_empty() {
-        return reply(bot, msg, "This chat has no subscriptions. Use /subscribe <name> to add one.").await;
+        return reply(
+            bot,
+            msg,
+            "This chat has no subscriptions. Use /subscribe <name> to add one.",
+        )
+        .await;
     }
     let candidates: Vec<&IndexEntry> = if query.is_empty() {
         subscribed.iter().collect()
@@ -241,9 +267,16 @@ pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str
             .await
         }
         [entry] if !query.is_empty() => {
-            match ctx.api.update_subscription(user.id, entry.id, false, Vec::new()).await {
+            match ctx
+                .api
+                .update_subscription(user.id, entry.id, false, Vec::new())
+                .await
+            {
                 Ok(()) => {
-                    let text = format!("Unsubscribed from <b>{}</b>.", escape(&name_of(entry, &user.language)));
+                    let text = format!(
+                        "Unsubscribed from <b>{}</b>.",
+                        escape(&name_of(entry, &user.language))
+                    );
                     reply_html(bot, msg, &text).await
                 }
                 Err(err) => api_trouble(bot, msg.chat.id, &err).await,
@@ -263,7 +296,14 @@ pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str
 pub(crate) async fn list(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
     let user = match ctx.api.user_by_chat(msg.chat.id.0).await {
         Ok(Some(user)) => user,
-        Ok(None) => return reply(bot, msg, "This chat is not registered yet. Send /start, then /subscribe <name>.").await,
+        Ok(None) => {
+            return reply(
+                bot,
+                msg,
+                "This chat is not registered yet. Send /start, then /subscribe <name>.",
+            )
+            .await
+        }
         Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
     };
     let index = match ctx.api.index(user.id).await {
@@ -280,7 +320,12 @@ pub(crate) async fn list(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
         })
         .collect();
     if lines.is_empty() {
-        return reply(bot, msg, "No subscriptions yet. Use /subscribe <name> to follow a streamer.").await;
+        return reply(
+            bot,
+            msg,
+            "No subscriptions yet. Use /subscribe <name> to follow a streamer.",
+        )
+        .await;
     }
     lines.sort();
     let mut html = String::from("<b>Subscriptions</b>\n");
@@ -314,7 +359,11 @@ enum Pressed {
 }
 
 /// Every inline-keyboard press.
-pub(crate) async fn on_callback(bot: Bot, query: CallbackQuery, ctx: std::sync::Arc<Ctx>) -> HandlerResult {
+pub(crate) async fn on_callback(
+    bot: Bot,
+    query: CallbackQuery,
+    ctx: std::sync::Arc<Ctx>,
+) -> HandlerResult {
     let data = query.data.as_deref().and_then(Callback::parse);
     let (Some(data), Some(message)) = (data, query.message.as_ref()) else {
         bot.answer_callback_query(query.id.clone())
@@ -419,10 +468,17 @@ async fn handle_press(ctx: &Ctx, chat: &Chat, data: Callback) -> Result<Pressed,
         Callback::Done(entity, mask) => {
             let user = registered(ctx, chat).await?;
             let kinds = kinds_of(mask);
-            match ctx.api.update_subscription(user.id, entity, true, kinds.clone()).await {
+            match ctx
+                .api
+                .update_subscription(user.id, entity, true, kinds.clone())
+                .await
+            {
                 Ok(()) => {}
                 Err(ApiError::NotFound(_)) => {
-                    return Ok(Pressed::Edit("That streamer is no longer tracked.".to_owned(), None))
+                    return Ok(Pressed::Edit(
+                        "That streamer is no longer tracked.".to_owned(),
+                        None,
+                    ))
                 }
                 Err(err) => return Err(err),
             }
@@ -438,7 +494,9 @@ async fn handle_press(ctx: &Ctx, chat: &Chat, data: Callback) -> Result<Pressed,
         }
         Callback::Unsubscribe(entity) => {
             let user = registered(ctx, chat).await?;
-            ctx.api.update_subscription(user.id, entity, false, Vec::new()).await?;
+            ctx.api
+                .update_subscription(user.id, entity, false, Vec::new())
+                .await?;
             let name = entity_name(ctx, entity, &user.language).await;
             Pressed::Edit(format!("Unsubscribed from <b>{}</b>.", escape(&name)), None)
         }
@@ -462,7 +520,10 @@ mod tests {
     fn entry(id: u128, names: &[(&str, &str)], search: &[&str]) -> IndexEntry {
         IndexEntry {
             id: Uuid::from_u128(id),
-            names: names.iter().map(|(l, n)| (l.to_string(), n.to_string())).collect(),
+            names: names
+                .iter()
+                .map(|(l, n)| (l.to_string(), n.to_string()))
+                .collect(),
             default_language: names[0].0.to_owned(),
             group: None,
             platforms: vec!["youtube".into()],
@@ -474,7 +535,11 @@ mod tests {
     #[test]
     fn search_by_id_exact_name_then_substring() {
         let entries = vec![
-            entry(1, &[("en", "Aqua"), ("ja", "湊あくあ")], &["aqua", "湊あくあ", "ucaqua"]),
+            entry(
+                1,
+                &[("en", "Aqua"), ("ja", "湊あくあ")],
+                &["aqua", "湊あくあ", "ucaqua"],
+            ),
             entry(2, &[("en", "Aquamarine")], &["aquamarine"]),
             entry(3, &[("en", "Marine")], &["marine", "ucmarine"]),
         ];
@@ -484,7 +549,10 @@ mod tests {
         assert_eq!(ids(search(&entries, "あくあ")), vec![1]);
         assert_eq!(ids(search(&entries, "marine")), vec![3]);
         assert_eq!(ids(search(&entries, "ucmar")), vec![3]);
-        assert_eq!(ids(search(&entries, &Uuid::from_u128(2).to_string())), vec![2]);
+        assert_eq!(
+            ids(search(&entries, &Uuid::from_u128(2).to_string())),
+            vec![2]
+        );
         assert!(search(&entries, "nobody").is_empty());
         assert!(search(&entries, "  ").is_empty());
     }

@@ -156,7 +156,9 @@ fn photo_url(fields: &Map<String, Value>) -> Option<Url> {
     };
     items.into_iter().find_map(|item| match item {
         Value::String(s) => http_url(s),
-        Value::Object(o) => str_field(o, &["url", "preview_image_url", "thumbnail"]).and_then(http_url),
+        Value::Object(o) => {
+            str_field(o, &["url", "preview_image_url", "thumbnail"]).and_then(http_url)
+        }
         _ => None,
     })
 }
@@ -184,7 +186,10 @@ pub(crate) fn format_time(time: DateTime<Utc>, timezone: Option<&str>) -> String
         .filter(|tz| !tz.is_empty())
         .and_then(|tz| tz.parse::<chrono_tz::Tz>().ok())
     {
-        Some(tz) => time.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+        Some(tz) => time
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string(),
         None => time.format("%Y-%m-%d %H:%M UTC").to_string(),
     }
 }
@@ -192,10 +197,17 @@ pub(crate) fn format_time(time: DateTime<Utc>, timezone: Option<&str>) -> String
 /// The time the message shows: a stream's scheduled start for scheduled streams and
 /// reminders (`scheduled_start`/`scheduled_start_time`), otherwise the event time.
 fn shown_time(event: &Event) -> (DateTime<Utc>, bool) {
-    if matches!(event.kind.as_str(), "youtube.scheduled" | "youtube.reminder") {
+    if matches!(
+        event.kind.as_str(),
+        "youtube.scheduled" | "youtube.reminder"
+    ) {
         let start = str_field(
             &event.fields,
-            &["scheduled_start", "scheduled_start_time", "scheduledStartTime"],
+            &[
+                "scheduled_start",
+                "scheduled_start_time",
+                "scheduledStartTime",
+            ],
         )
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc));
@@ -205,7 +217,12 @@ fn shown_time(event: &Event) -> (DateTime<Utc>, bool) {
 }
 
 /// Composes the message for a chat reading `language` in `timezone`.
-pub(crate) fn compose(event: &Event, entity: &Entity, language: &str, timezone: Option<&str>) -> Composed {
+pub(crate) fn compose(
+    event: &Event,
+    entity: &Entity,
+    language: &str,
+    timezone: Option<&str>,
+) -> Composed {
     let w = words(language);
     let name = entity.name_in(language);
     let headline = match event.kind.as_str() {
@@ -302,9 +319,12 @@ mod tests {
     fn entity() -> Entity {
         Entity {
             id: Uuid::nil(),
-            names: [("en".to_owned(), "Aqua".to_owned()), ("ja".to_owned(), "湊あくあ".to_owned())]
-                .into_iter()
-                .collect(),
+            names: [
+                ("en".to_owned(), "Aqua".to_owned()),
+                ("ja".to_owned(), "湊あくあ".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
             default_language: "ja".into(),
             group: None,
             translate_to: vec![],
@@ -317,7 +337,9 @@ mod tests {
             id: Uuid::nil(),
             kind: kind.into(),
             entity: Uuid::nil(),
-            time: DateTime::parse_from_rfc3339("2026-03-01T12:30:00Z").unwrap().into(),
+            time: DateTime::parse_from_rfc3339("2026-03-01T12:30:00Z")
+                .unwrap()
+                .into(),
             fields: fields.as_object().unwrap().clone(),
             control: Map::new(),
         }
@@ -325,9 +347,17 @@ mod tests {
 
     #[test]
     fn names_headline_and_time_follow_the_chat() {
-        let e = event("youtube.live", json!({"title": "Minecraft <3", "link": "https://youtu.be/x"}));
+        let e = event(
+            "youtube.live",
+            json!({"title": "Minecraft <3", "link": "https://youtu.be/x"}),
+        );
         let en = compose(&e, &entity(), "en", None);
-        assert!(en.html.starts_with("<b>🔴 Aqua is live</b>\nMinecraft &lt;3"), "{}", en.html);
+        assert!(
+            en.html
+                .starts_with("<b>🔴 Aqua is live</b>\nMinecraft &lt;3"),
+            "{}",
+            en.html
+        );
         assert!(en.html.ends_with("🕒 2026-03-01 12:30 UTC"));
         assert_eq!(en.button.as_ref().unwrap().0, "Open on YouTube");
         let ja = compose(&e, &entity(), "ja", Some("Asia/Tokyo"));
@@ -345,10 +375,18 @@ mod tests {
             json!({"text": "おはよう", "translations": {"en": {"/fields/text": "Good morning"}}}),
         );
         let en = compose(&e, &entity(), "en", None);
-        assert!(en.html.contains("\n\nGood morning\n<blockquote>Original: おはよう</blockquote>"), "{}", en.html);
+        assert!(
+            en.html
+                .contains("\n\nGood morning\n<blockquote>Original: おはよう</blockquote>"),
+            "{}",
+            en.html
+        );
         let ja = compose(&e, &entity(), "ja", None);
         assert!(ja.html.contains("\n\nおはよう\n") && !ja.html.contains("blockquote"));
-        let plain = event("twitter.tweet", json!({"text": "hi", "translations": {"ja": "やあ"}}));
+        let plain = event(
+            "twitter.tweet",
+            json!({"text": "hi", "translations": {"ja": "やあ"}}),
+        );
         assert!(compose(&plain, &entity(), "ja", None).html.contains("やあ"));
     }
 
@@ -361,7 +399,11 @@ mod tests {
         );
         let c = compose(&e, &entity(), "en", None);
         assert_eq!(c.photo.unwrap().as_str(), "https://pbs.example/a.jpg");
-        assert!(c.html.chars().count() <= CAPTION_LIMIT, "{}", c.html.chars().count());
+        assert!(
+            c.html.chars().count() <= CAPTION_LIMIT,
+            "{}",
+            c.html.chars().count()
+        );
         assert!(c.html.contains('…'));
         assert!(c.html_long.chars().count() <= MESSAGE_LIMIT);
         assert!(c.html_long.chars().count() > CAPTION_LIMIT);
@@ -374,7 +416,11 @@ mod tests {
             json!({"scheduled_start": "2026-03-02T10:00:00Z", "thumbnail": "javascript:alert(1)", "link": "not a url"}),
         );
         let c = compose(&e, &entity(), "en", Some("Europe/London"));
-        assert!(c.html.ends_with("Starts: 2026-03-02 10:00 GMT"), "{}", c.html);
+        assert!(
+            c.html.ends_with("Starts: 2026-03-02 10:00 GMT"),
+            "{}",
+            c.html
+        );
         assert!(c.photo.is_none() && c.button.is_none());
     }
 }

@@ -115,7 +115,12 @@ enum Prepared {
 }
 
 impl Fanouts {
-    async fn consume(self, bus: Arc<dyn Bus>, spec: QueueSpec, scheduler_stop: CancellationToken) -> Result<()> {
+    async fn consume(
+        self,
+        bus: Arc<dyn Bus>,
+        spec: QueueSpec,
+        scheduler_stop: CancellationToken,
+    ) -> Result<()> {
         let this = Arc::new(self);
         let mut backoff = Backoff::default();
         let mut consumer: Box<dyn Consumer> = loop {
@@ -214,7 +219,10 @@ impl Fanouts {
     /// log and queues a job for each of the rest.
     #[tracing::instrument(skip_all, fields(event_id = %event.id, entity_id = %event.entity, kind = %event.kind))]
     async fn prepare(&self, event: Event) -> Prepared {
-        let entity = match self.with_retry("getEntity", || self.api.entity(event.entity)).await {
+        let entity = match self
+            .with_retry("getEntity", || self.api.entity(event.entity))
+            .await
+        {
             Some(Ok(entity)) => entity,
             Some(Err(ApiError::NotFound(_))) => {
                 return Prepared::DeadLetter(format!("unknown entity {}", event.entity));
@@ -223,11 +231,15 @@ impl Fanouts {
             None => return Prepared::Interrupted,
         };
         let subscribers = match self
-            .with_retry("getSubscribers", || self.api.subscribers(event.entity, &event.kind))
+            .with_retry("getSubscribers", || {
+                self.api.subscribers(event.entity, &event.kind)
+            })
             .await
         {
             Some(Ok(subscribers)) => subscribers,
-            Some(Err(err)) => return Prepared::DeadLetter(format!("subscriber lookup refused: {err}")),
+            Some(Err(err)) => {
+                return Prepared::DeadLetter(format!("subscriber lookup refused: {err}"))
+            }
             None => return Prepared::Interrupted,
         };
         let total = subscribers.len();
@@ -235,7 +247,11 @@ impl Fanouts {
             Some(r) => r,
             None => return Prepared::Interrupted,
         };
-        tracing::info!(subscribers = total, to_send = recipients.len(), "fanning out event");
+        tracing::info!(
+            subscribers = total,
+            to_send = recipients.len(),
+            "fanning out event"
+        );
         let fanout = Arc::new(Fanout::new(event, entity));
         let mut waits = Vec::with_capacity(recipients.len());
         for recipient in recipients {
@@ -260,13 +276,22 @@ impl Fanouts {
     }
 
     /// Subscribers not yet in the delivery log, in the api's order; `None` on shutdown.
-    async fn unlogged(&self, event: Uuid, subscribers: Vec<crate::api::Subscriber>) -> Option<Vec<Recipient>> {
+    async fn unlogged(
+        &self,
+        event: Uuid,
+        subscribers: Vec<crate::api::Subscriber>,
+    ) -> Option<Vec<Recipient>> {
         let mut backoff = Backoff::default();
         loop {
             // Each check owns what it uses, so the future stays `Send` for any lifetime.
             let checks = stream::iter(subscribers.iter().cloned().map(|s| {
                 let outbox = self.outbox.clone();
-                async move { outbox.logged(event, &s.chat_id).await.map(|logged| (!logged).then_some(s)) }
+                async move {
+                    outbox
+                        .logged(event, &s.chat_id)
+                        .await
+                        .map(|logged| (!logged).then_some(s))
+                }
             }))
             .buffered(LOG_LOOKUPS_AT_ONCE)
             .collect::<Vec<_>>();

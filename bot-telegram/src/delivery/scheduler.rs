@@ -239,11 +239,7 @@ struct Scheduler<J> {
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
 impl<J: Job> Scheduler<J> {
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<(i64, J)>,
-        shutdown: CancellationToken,
-    ) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<(i64, J)>, shutdown: CancellationToken) {
         let mut in_flight: FuturesUnordered<InFlight<J>> = FuturesUnordered::new();
         let mut stopping = false;
         let mut last_cleanup = Instant::now();
@@ -328,7 +324,10 @@ impl<J: Job> Scheduler<J> {
 
     fn enqueue(&mut self, chat: i64, job: J, front: bool) {
         let now = Instant::now();
-        let queue = self.chats.entry(chat).or_insert_with(|| ChatQueue::new(now));
+        let queue = self
+            .chats
+            .entry(chat)
+            .or_insert_with(|| ChatQueue::new(now));
         if front {
             queue.jobs.push_front(job);
         } else {
@@ -367,7 +366,11 @@ impl<J: Job> Scheduler<J> {
             }
             Attempt::RetryAfter(wait) => {
                 self.stats.retry_after.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(chat_id = chat, retry_after_ms = wait.as_millis() as u64, "telegram asked to slow down");
+                tracing::warn!(
+                    chat_id = chat,
+                    retry_after_ms = wait.as_millis() as u64,
+                    "telegram asked to slow down"
+                );
                 queue.next_at = queue.next_at.max(now + wait.max(interval));
                 queue.jobs.push_front(job);
                 self.bucket.throttle(now);
@@ -413,7 +416,10 @@ mod tests {
 
     impl Job for Scripted {
         async fn attempt(&mut self, chat: i64) -> Attempt {
-            self.log.lock().unwrap().push((self.id, chat, Instant::now()));
+            self.log
+                .lock()
+                .unwrap()
+                .push((self.id, chat, Instant::now()));
             let result = self.script.pop_front().unwrap_or(Attempt::Done);
             if matches!(result, Attempt::Done | Attempt::Skipped) {
                 if let Some(done) = self.done.take() {
@@ -486,12 +492,18 @@ mod tests {
         assert!(span >= Duration::from_millis(2300), "{span:?}");
         // Any one-second window holds at most rate + capacity sends.
         for (i, (_, _, at)) in log.iter().enumerate() {
-            let in_window = log[i..].iter().filter(|e| e.2 < *at + Duration::from_secs(1)).count();
+            let in_window = log[i..]
+                .iter()
+                .filter(|e| e.2 < *at + Duration::from_secs(1))
+                .count();
             assert!(in_window <= 11, "{in_window} sends within 1 s of {at:?}");
         }
         // Chat 1: its messages in queue order, a second apart.
         let chat1: Vec<_> = log.iter().filter(|e| e.1 == 1).collect();
-        assert_eq!(chat1.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 100, 101, 102]);
+        assert_eq!(
+            chat1.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![1, 100, 101, 102]
+        );
         for pair in chat1.windows(2) {
             assert!(pair[1].2 - pair[0].2 >= Duration::from_secs(1));
         }
@@ -531,7 +543,10 @@ mod tests {
         bucket.throttle(t0);
         assert!((bucket.rate - 21.0).abs() < 1e-9);
         bucket.refill(t0 + Duration::from_secs(1));
-        assert!((bucket.rate - 21.0).abs() < 1e-9, "no recovery right after a 429");
+        assert!(
+            (bucket.rate - 21.0).abs() < 1e-9,
+            "no recovery right after a 429"
+        );
         bucket.refill(t0 + Duration::from_secs(3));
         bucket.refill(t0 + Duration::from_secs(10));
         assert!((bucket.rate - 30.0).abs() < 1e-9);

@@ -14,7 +14,9 @@ use stargazer_core::model::{DeliveryRecord, Entity, Event};
 use stargazer_core::storage::Storage;
 use teloxide::payloads::{SendMessageSetters, SendPhotoSetters};
 use teloxide::prelude::Requester;
-use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, ParseMode};
+use teloxide::types::{
+    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, ParseMode,
+};
 use teloxide::Bot;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -152,7 +154,11 @@ fn backoff(attempt: u32) -> Duration {
 
 impl SendJob {
     /// A job and the receiver that learns its outcome (dropped unfinished on shutdown).
-    pub fn new(outbox: Arc<Outbox>, fanout: Arc<Fanout>, recipient: Recipient) -> (Self, oneshot::Receiver<Outcome>) {
+    pub fn new(
+        outbox: Arc<Outbox>,
+        fanout: Arc<Fanout>,
+        recipient: Recipient,
+    ) -> (Self, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
         let job = Self {
             outbox,
@@ -174,9 +180,15 @@ impl SendJob {
         let event = self.event_id();
         let chat = self.recipient.chat_id.clone();
         let reason = format!("invalid chat id `{chat}`");
-        match self.outbox.record(event, &chat, &format!("failed: {reason}")).await {
+        match self
+            .outbox
+            .record(event, &chat, &format!("failed: {reason}"))
+            .await
+        {
             Ok(()) => self.finish(Outcome::Failed(reason)),
-            Err(cause) => tracing::warn!(event_id = %event, chat_id = %chat, %cause, "could not record delivery"),
+            Err(cause) => {
+                tracing::warn!(event_id = %event, chat_id = %chat, %cause, "could not record delivery")
+            }
         }
     }
 
@@ -205,7 +217,10 @@ impl SendJob {
     async fn send(&self, chat: i64, message: &Composed) -> Result<(), teloxide::RequestError> {
         let bot = &self.outbox.bot;
         let markup = message.button.as_ref().map(|(label, url)| {
-            InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::url(label.clone(), url.clone())]])
+            InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::url(
+                label.clone(),
+                url.clone(),
+            )]])
         });
         match (&message.photo, self.as_text) {
             (Some(photo), false) => {
@@ -329,7 +344,8 @@ impl Job for SendJob {
                 }
                 Stage::Record { chats, status } => {
                     for key in &chats {
-                        if let Err(cause) = self.outbox.record(self.event_id(), key, &status).await {
+                        if let Err(cause) = self.outbox.record(self.event_id(), key, &status).await
+                        {
                             tracing::warn!(event_id = %self.event_id(), chat_id = chat, %cause, "could not record delivery; will retry");
                             // Still at the Record stage: the retry records, it does not resend.
                             return Attempt::Retry(backoff(3));
@@ -342,13 +358,18 @@ impl Job for SendJob {
                 Stage::Pause { reason } => {
                     match self.outbox.api.pause(self.recipient.user).await {
                         Ok(()) => {}
-                        Err(err) if err.is_transient() && self.attempts + 1 < self.outbox.max_attempts => {
+                        Err(err)
+                            if err.is_transient()
+                                && self.attempts + 1 < self.outbox.max_attempts =>
+                        {
                             self.attempts += 1;
                             tracing::warn!(user = %self.recipient.user, cause = %err, "could not pause chat; will retry");
                             return Attempt::Retry(backoff(self.attempts));
                         }
                         // Not pausing only means the next event tries (and pauses) again.
-                        Err(err) => tracing::warn!(user = %self.recipient.user, cause = %err, "could not pause chat"),
+                        Err(err) => {
+                            tracing::warn!(user = %self.recipient.user, cause = %err, "could not pause chat")
+                        }
                     }
                     self.fail(chat, reason);
                 }
@@ -361,7 +382,9 @@ impl Job for SendJob {
                             return Attempt::Retry(backoff(self.attempts.min(5)));
                         }
                         // The message still goes to where the chat now lives.
-                        Err(err) => tracing::warn!(user = %self.recipient.user, to, cause = %err, "api refused the chat migration"),
+                        Err(err) => {
+                            tracing::warn!(user = %self.recipient.user, to, cause = %err, "api refused the chat migration")
+                        }
                     }
                     self.stage = Stage::Send;
                     return Attempt::Moved(to);

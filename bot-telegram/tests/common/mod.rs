@@ -66,7 +66,12 @@ impl Drop for Platform {
     }
 }
 
-async fn credential(storage: &Arc<dyn Storage>, username: &str, password: &str, permissions: Permissions) {
+async fn credential(
+    storage: &Arc<dyn Storage>,
+    username: &str,
+    password: &str,
+    permissions: Permissions,
+) {
     let hash = stargazer_core::auth::hash_password(password, 1_000).unwrap();
     storage
         .insert_credential(&Credential {
@@ -82,7 +87,9 @@ impl Platform {
     /// Starts an api over a fresh in-memory SQLite database, with a bot and an admin
     /// credential.
     pub async fn start() -> Self {
-        let storage = stargazer_core::storage::connect("sqlite::memory:").await.unwrap();
+        let storage = stargazer_core::storage::connect("sqlite::memory:")
+            .await
+            .unwrap();
         credential(
             &storage,
             BOT_USER,
@@ -122,8 +129,12 @@ impl Platform {
                 }
             }
         });
-        let admin = ApiClient::new(&api_url).unwrap().with_basic(ADMIN_USER, ADMIN_PASSWORD);
-        let service = ApiClient::new(&api_url).unwrap().with_basic(BOT_USER, BOT_PASSWORD);
+        let admin = ApiClient::new(&api_url)
+            .unwrap()
+            .with_basic(ADMIN_USER, ADMIN_PASSWORD);
+        let service = ApiClient::new(&api_url)
+            .unwrap()
+            .with_basic(BOT_USER, BOT_PASSWORD);
         Self {
             storage,
             api_url,
@@ -154,8 +165,10 @@ impl Platform {
 
     /// Creates an entity with names `(language, name)`, the first language the default.
     pub async fn entity(&self, names: &[(&str, &str)]) -> Uuid {
-        let names: BTreeMap<String, String> =
-            names.iter().map(|(l, n)| (l.to_string(), n.to_string())).collect();
+        let names: BTreeMap<String, String> = names
+            .iter()
+            .map(|(l, n)| (l.to_string(), n.to_string()))
+            .collect();
         let default_language = names.keys().next().cloned().unwrap();
         let request = NewEntity {
             id: None,
@@ -222,7 +235,12 @@ impl RunningBot {
     /// Starts the bot.
     pub fn start(config: BotConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(stargazer_bot_telegram::run(config, storage, bus, stop.clone()));
+        let task = tokio::spawn(stargazer_bot_telegram::run(
+            config,
+            storage,
+            bus,
+            stop.clone(),
+        ));
         Self { stop, task }
     }
 
@@ -248,7 +266,11 @@ impl TestQueue {
     /// wait for the bot even before it consumes.
     pub async fn declare(bus: &Arc<dyn Bus>) -> Self {
         let name = format!("stargazer.test.bot-telegram.{}", Uuid::new_v4());
-        let spec = stargazer_core::bus::QueueSpec::new(name.clone(), stargazer_core::routing::READY_PATTERN, 8);
+        let spec = stargazer_core::bus::QueueSpec::new(
+            name.clone(),
+            stargazer_core::routing::READY_PATTERN,
+            8,
+        );
         bus.declare(&spec).await.unwrap();
         Self { name }
     }
@@ -259,10 +281,14 @@ impl Drop for TestQueue {
         let name = self.name.clone();
         // Drop cannot await: delete on a thread with its own runtime.
         let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 let connection =
-                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                        .await?;
                 let channel = connection.create_channel().await?;
                 channel
                     .queue_delete(&name, lapin::options::QueueDeleteOptions::default())
@@ -296,7 +322,9 @@ pub fn event(kind: &str, entity: Uuid, fields: serde_json::Value) -> Event {
 
 /// Publishes `event` with its ready routing key.
 pub async fn publish(bus: &Arc<dyn Bus>, event: &Event) {
-    bus.publish(event.source(), &event.to_bytes()).await.unwrap();
+    bus.publish(event.source(), &event.to_bytes())
+        .await
+        .unwrap();
 }
 
 /// A live event with a title and link.
@@ -312,7 +340,10 @@ pub fn live(entity: Uuid, title: &str) -> Event {
 pub async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -263,7 +263,10 @@ async fn read_params(request: Request) -> Result<Map<String, Value>, Response> {
     }
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = serde_urlencoded_pairs(&body);
-        return Ok(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+        return Ok(pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect());
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => Ok(map),
@@ -291,7 +294,9 @@ async fn handle(
         if bot.strip_prefix("bot") != Some(inner.token.as_str()) {
             return error(401, "Unauthorized", None);
         }
-        inner.calls.push((method.clone(), Value::Object(params.clone())));
+        inner
+            .calls
+            .push((method.clone(), Value::Object(params.clone())));
     }
     // Bot API method names are case-insensitive (teloxide sends `SendMessage`).
     let method = canonical(&method);
@@ -301,21 +306,33 @@ async fn handle(
             "can_join_groups": true, "can_read_all_group_messages": false,
             "supports_inline_queries": false, "can_connect_to_business": false, "has_main_web_app": false
         })),
-        "getWebhookInfo" => ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})),
+        "getWebhookInfo" => {
+            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
         "deleteWebhook" | "setMyCommands" | "deleteMyCommands" => ok(json!(true)),
         "getUpdates" => get_updates(&shared, &params).await,
         "sendMessage" | "sendPhoto" => send(&shared, &method, &params),
         "answerCallbackQuery" => {
-            shared.inner.lock().unwrap().callback_answers.push(Value::Object(params));
+            shared
+                .inner
+                .lock()
+                .unwrap()
+                .callback_answers
+                .push(Value::Object(params));
             ok(json!(true))
         }
         "editMessageText" | "editMessageReplyMarkup" => edit(&shared, &method, &params),
         "getChatMember" => {
-            let (Some(chat), Some(user)) = (param_i64(&params, "chat_id"), param_i64(&params, "user_id")) else {
+            let (Some(chat), Some(user)) =
+                (param_i64(&params, "chat_id"), param_i64(&params, "user_id"))
+            else {
                 return error(400, "Bad Request: chat_id and user_id are required", None);
             };
             let inner = shared.inner.lock().unwrap();
-            ok(member_json(user, inner.admins.get(&chat).is_some_and(|a| a.contains(&user))))
+            ok(member_json(
+                user,
+                inner.admins.get(&chat).is_some_and(|a| a.contains(&user)),
+            ))
         }
         "getChatAdministrators" => {
             let Some(chat) = param_i64(&params, "chat_id") else {
@@ -336,9 +353,19 @@ async fn handle(
 }
 
 const METHODS: &[&str] = &[
-    "getMe", "getWebhookInfo", "deleteWebhook", "setMyCommands", "deleteMyCommands", "getUpdates",
-    "sendMessage", "sendPhoto", "answerCallbackQuery", "editMessageText", "editMessageReplyMarkup",
-    "getChatMember", "getChatAdministrators",
+    "getMe",
+    "getWebhookInfo",
+    "deleteWebhook",
+    "setMyCommands",
+    "deleteMyCommands",
+    "getUpdates",
+    "sendMessage",
+    "sendPhoto",
+    "answerCallbackQuery",
+    "editMessageText",
+    "editMessageReplyMarkup",
+    "getChatMember",
+    "getChatAdministrators",
 ];
 
 fn canonical(method: &str) -> String {
@@ -375,7 +402,12 @@ async fn get_updates(shared: &Arc<Shared>, params: &Map<String, Value>) -> Respo
             while inner.updates.front().is_some_and(|(id, _)| *id < offset) {
                 inner.updates.pop_front();
             }
-            let batch: Vec<Value> = inner.updates.iter().take(limit).map(|(_, u)| u.clone()).collect();
+            let batch: Vec<Value> = inner
+                .updates
+                .iter()
+                .take(limit)
+                .map(|(_, u)| u.clone())
+                .collect();
             if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
                 return ok(Value::Array(batch));
             }
@@ -395,10 +427,30 @@ fn parse_text(params: &Map<String, Value>, raw: &str) -> Result<String, Response
         return Ok(raw.to_owned());
     }
     const TAGS: &[&str] = &[
-        "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote",
-        "span", "tg-spoiler", "tg-emoji",
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "span",
+        "tg-spoiler",
+        "tg-emoji",
     ];
-    let bad = |why: String| error(400, &format!("Bad Request: can't parse entities: {why}"), None);
+    let bad = |why: String| {
+        error(
+            400,
+            &format!("Bad Request: can't parse entities: {why}"),
+            None,
+        )
+    };
     let mut out = String::new();
     let mut open: Vec<String> = Vec::new();
     let mut rest = raw;
@@ -427,7 +479,10 @@ fn parse_text(params: &Map<String, Value>, raw: &str) -> Result<String, Response
             continue;
         }
         let Some(end) = tail.find('>') else {
-            return Err(bad(format!("unclosed tag at byte offset {}", raw.len() - tail.len())));
+            return Err(bad(format!(
+                "unclosed tag at byte offset {}",
+                raw.len() - tail.len()
+            )));
         };
         let inner = &tail[1..end];
         if let Some(name) = inner.strip_prefix('/') {
@@ -445,7 +500,9 @@ fn parse_text(params: &Map<String, Value>, raw: &str) -> Result<String, Response
     }
     out.push_str(rest);
     if let Some(name) = open.pop() {
-        return Err(bad(format!("can't find end tag corresponding to start tag \"{name}\"")));
+        return Err(bad(format!(
+            "can't find end tag corresponding to start tag \"{name}\""
+        )));
     }
     Ok(out)
 }
@@ -477,7 +534,11 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
         Err(response) => return response,
     };
     let mut inner = shared.inner.lock().unwrap();
-    if let Some(f) = inner.failures.get_mut(&chat_id).and_then(VecDeque::pop_front) {
+    if let Some(f) = inner
+        .failures
+        .get_mut(&chat_id)
+        .and_then(VecDeque::pop_front)
+    {
         if matches!(f, Failure::RetryAfter(_)) {
             inner.too_many += 1;
         }
@@ -526,7 +587,9 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     if let Some(markup) = &reply_markup {
         message["reply_markup"] = markup.clone();
     }
-    inner.messages.insert((chat_id, message_id), message.clone());
+    inner
+        .messages
+        .insert((chat_id, message_id), message.clone());
     inner.sent.push(Sent {
         method: method.to_owned(),
         chat_id,
@@ -544,8 +607,15 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
 }
 
 fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Response {
-    let (Some(chat_id), Some(message_id)) = (param_i64(params, "chat_id"), param_i64(params, "message_id")) else {
-        return error(400, "Bad Request: chat_id and message_id are required", None);
+    let (Some(chat_id), Some(message_id)) = (
+        param_i64(params, "chat_id"),
+        param_i64(params, "message_id"),
+    ) else {
+        return error(
+            400,
+            "Bad Request: chat_id and message_id are required",
+            None,
+        );
     };
     let mut inner = shared.inner.lock().unwrap();
     inner.edits.push(Value::Object(params.clone()));
@@ -629,7 +699,10 @@ impl TelegramServer {
                 "from": user_json(from), "text": text,
             });
             if text.starts_with('/') {
-                let len = text.split_whitespace().next().map_or(0, |c| c.encode_utf16().count());
+                let len = text
+                    .split_whitespace()
+                    .next()
+                    .map_or(0, |c| c.encode_utf16().count());
                 message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
             }
             json!({"update_id": id, "message": message})
@@ -663,7 +736,9 @@ impl TelegramServer {
 
     /// `(text, callback_data or url)` of the buttons a message has now (after edits).
     pub fn buttons_of(&self, chat: i64, message_id: i64) -> Vec<(String, String)> {
-        let markup = self.message(chat, message_id).and_then(|m| m.get("reply_markup").cloned());
+        let markup = self
+            .message(chat, message_id)
+            .and_then(|m| m.get("reply_markup").cloned());
         Sent {
             method: String::new(),
             chat_id: chat,
@@ -678,7 +753,13 @@ impl TelegramServer {
     }
 
     /// Waits until message `message_id` in `chat` (after edits) satisfies `pred`.
-    pub async fn wait_message(&self, chat: i64, message_id: i64, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_message(
+        &self,
+        chat: i64,
+        message_id: i64,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(m) = self.message(chat, message_id).filter(|m| pred(m)) {
@@ -695,7 +776,14 @@ impl TelegramServer {
 
     /// Makes `user` an administrator of group `chat`.
     pub fn add_admin(&self, chat: i64, user: i64) {
-        self.shared.inner.lock().unwrap().admins.entry(chat).or_default().insert(user);
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .admins
+            .entry(chat)
+            .or_default()
+            .insert(user);
     }
 
     /// Scripts the answers to the next sends to `chat`.
@@ -732,7 +820,10 @@ impl TelegramServer {
 
     /// Messages sent to `chat`.
     pub fn sent_to(&self, chat: i64) -> Vec<Sent> {
-        self.sent().into_iter().filter(|s| s.chat_id == chat).collect()
+        self.sent()
+            .into_iter()
+            .filter(|s| s.chat_id == chat)
+            .collect()
     }
 
     /// 429 answers given so far.
@@ -752,12 +843,25 @@ impl TelegramServer {
 
     /// The current state of a message the bot sent (after edits).
     pub fn message(&self, chat: i64, message_id: i64) -> Option<Value> {
-        self.shared.inner.lock().unwrap().messages.get(&(chat, message_id)).cloned()
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .messages
+            .get(&(chat, message_id))
+            .cloned()
     }
 
     /// Names of every method called, in order (canonical case).
     pub fn methods(&self) -> Vec<String> {
-        self.shared.inner.lock().unwrap().calls.iter().map(|(m, _)| canonical(m)).collect()
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .map(|(m, _)| canonical(m))
+            .collect()
     }
 
     /// Parameters of every call of `method`, in order.
@@ -778,20 +882,36 @@ impl TelegramServer {
         let mut rx = self.shared.sent_count.subscribe();
         let reached = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= count)).await;
         let sent = self.sent();
-        assert!(reached.is_ok(), "timed out waiting for {count} messages; got {}: {:#?}", sent.len(), sent);
+        assert!(
+            reached.is_ok(),
+            "timed out waiting for {count} messages; got {}: {:#?}",
+            sent.len(),
+            sent
+        );
         sent
     }
 
     /// Waits until a message to `chat` satisfies `pred` and returns it.
-    pub async fn wait_for(&self, chat: i64, timeout: Duration, pred: impl Fn(&Sent) -> bool) -> Sent {
+    pub async fn wait_for(
+        &self,
+        chat: i64,
+        timeout: Duration,
+        pred: impl Fn(&Sent) -> bool,
+    ) -> Sent {
         let mut rx = self.shared.sent_count.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(found) = self.sent_to(chat).into_iter().find(|s| pred(s)) {
                 return found;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                panic!("timed out waiting for a message to {chat}; got {:#?}", self.sent_to(chat));
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "timed out waiting for a message to {chat}; got {:#?}",
+                    self.sent_to(chat)
+                );
             }
         }
     }
@@ -800,9 +920,11 @@ impl TelegramServer {
     pub async fn wait_polling(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while self.shared.inner.lock().unwrap().get_updates_calls == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the bot never polled getUpdates");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the bot never polled getUpdates"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
-

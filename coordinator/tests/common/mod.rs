@@ -41,12 +41,12 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Short heartbeats, but with enough misses that a busy 2-core machine does not evict
-/// healthy workers.
+/// Short heartbeats, yet long enough that a busy 2-core machine neither evicts healthy
+/// workers nor misses a reconnect window (one interval).
 pub fn test_config() -> CoordinatorConfig {
     CoordinatorConfig {
-        heartbeat_interval_ms: 250,
-        heartbeat_misses: 4,
+        heartbeat_interval_ms: 400,
+        heartbeat_misses: 3,
         virtual_nodes: 64,
         snapshot_interval_ms: 200,
         ack_timeout_ms: 10_000,

@@ -2,9 +2,11 @@
 //! bus, SQLite files and fresh MongoDB databases, a reader of ready messages, and cleanup
 //! of what a test left on the servers.
 //!
-//! RabbitMQ is shared by every test run on the machine, so each test consumes its own
-//! uniquely named queues (bound to the contract patterns) and tolerates foreign messages
-//! there: it filters what it reads by event id.
+//! RabbitMQ is shared by every test run on the machine, and a middleware consumes every
+//! message matching its pattern: two tests' delay middlewares on one vhost would each fire
+//! the other's messages. So each RabbitMQ test gets a virtual host of its own (created with
+//! `rabbitmqctl`, deleted when the test ends); queues are still uniquely named and readers
+//! still filter by event id.
 
 #![allow(dead_code)]
 
@@ -12,8 +14,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::QueueDeleteOptions;
-use lapin::{Connection, ConnectionProperties};
 use stargazer_core::bus::amqp::AmqpBus;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{Bus, Consumer, QueueSpec};
@@ -48,6 +48,39 @@ pub fn amqp_url() -> String {
     std::env::var("STARGAZER_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// `amqp_url()` pointed at virtual host `vhost`.
+fn amqp_url_for(vhost: &str) -> String {
+    let base = amqp_url();
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_end..].find('/') {
+        Some(i) => &base[..authority_end + i],
+        None => base.as_str(),
+    };
+    format!("{root}/{vhost}")
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (RabbitMQ tests create a virtual host each)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn create_vhost(vhost: &str) {
+    let vhost = vhost.to_owned();
+    tokio::task::spawn_blocking(move || {
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    })
+    .await
+    .expect("vhost setup");
+}
+
 pub fn mongo_base() -> String {
     std::env::var("STARGAZER_TEST_MONGO_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
@@ -62,7 +95,7 @@ pub struct Env {
     pub bus: Arc<dyn Bus>,
     pub storage: Arc<dyn Storage>,
     pub storage_url: String,
-    queues: Vec<String>,
+    vhost: Option<String>,
     sqlite_file: Option<std::path::PathBuf>,
     mongo_db: Option<String>,
 }
@@ -73,13 +106,20 @@ impl Env {
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
+        let mut vhost = None;
         let bus: Arc<dyn Bus> = match bus_kind {
             BusKind::Memory => Arc::new(MemoryBus::new()),
-            BusKind::Amqp => Arc::new(
-                AmqpBus::connect_named(&amqp_url(), &format!("sgtest-{}", unique()))
-                    .await
-                    .expect("connect to RabbitMQ"),
-            ),
+            BusKind::Amqp => {
+                let name = format!("sgtest-{}", unique());
+                create_vhost(&name).await;
+                let url = amqp_url_for(&name);
+                vhost = Some(name);
+                Arc::new(
+                    AmqpBus::connect_named(&url, &format!("sgtest-{}", unique()))
+                        .await
+                        .expect("connect to RabbitMQ"),
+                )
+            }
         };
         let (storage_url, sqlite_file, mongo_db) = match store {
             StoreKind::Sqlite => {
@@ -97,7 +137,7 @@ impl Env {
             bus,
             storage,
             storage_url,
-            queues: Vec::new(),
+            vhost,
             sqlite_file,
             mongo_db,
         }
@@ -116,7 +156,6 @@ impl Env {
             .declare(&QueueSpec::new(name.clone(), format!("#.{tag}"), 16))
             .await
             .expect("declare middleware queue");
-        self.queues.push(name.clone());
         name
     }
 
@@ -128,15 +167,18 @@ impl Env {
             .consume(&QueueSpec::new(name.clone(), "*", 200))
             .await
             .expect("consume ready queue");
-        self.queues.push(name);
         Ready { consumer }
+    }
+
+    /// Closes the bus connection before the test's runtime goes away.
+    pub async fn close(&self) {
+        self.bus.close().await;
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let queues = std::mem::take(&mut self.queues);
-        let amqp = self.bus_kind == BusKind::Amqp;
+        let vhost = self.vhost.take();
         let mongo_db = self.mongo_db.take();
         if let Some(path) = self.sqlite_file.take() {
             for suffix in ["", "-wal", "-shm"] {
@@ -149,10 +191,10 @@ impl Drop for Env {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
+            if let Some(vhost) = vhost {
+                let _ = std::process::Command::new("rabbitmqctl").args(["delete_vhost", &vhost]).output();
+            }
             rt.block_on(async move {
-                if amqp && !queues.is_empty() {
-                    delete_queues(&queues).await;
-                }
                 if let Some(db) = mongo_db {
                     if let Ok(mongo) = MongoStorage::connect_db(&mongo_base(), &db).await {
                         let _ = mongo.database().drop().await;
@@ -162,21 +204,6 @@ impl Drop for Env {
         })
         .join();
     }
-}
-
-async fn delete_queues(queues: &[String]) {
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    let Ok(connection) = Connection::connect(&amqp_url(), properties).await else {
-        return;
-    };
-    if let Ok(channel) = connection.create_channel().await {
-        for queue in queues {
-            let _ = channel.queue_delete(queue, QueueDeleteOptions::default()).await;
-        }
-    }
-    let _ = connection.close(200, "test done").await;
 }
 
 /// One ready message.
@@ -274,6 +301,26 @@ macro_rules! matrix {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn amqp_mongo() {
                 $name(BusKind::Amqp, StoreKind::Mongo).await;
+            }
+        }
+    };
+}
+
+/// Runs a test body once per bus, as separate tests (storage: SQLite).
+#[macro_export]
+macro_rules! bus_matrix {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                $name(BusKind::Memory, StoreKind::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn amqp() {
+                $name(BusKind::Amqp, StoreKind::Sqlite).await;
             }
         }
     };

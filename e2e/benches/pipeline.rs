@@ -1,0 +1,3 @@
+//! Pipeline benchmark (placeholder while the harness is written).
+
+fn main() {}

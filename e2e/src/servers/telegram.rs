@@ -1,0 +1,697 @@
+//! The Telegram Bot API (`https://api.telegram.org/bot<token>/<method>`).
+//!
+//! Parameters arrive as a JSON body, an urlencoded form, a multipart form or a query
+//! string, as the real API accepts. Answers are `{"ok": true, "result": …}` or an error
+//! object `{"ok": false, "error_code", "description"}` with the matching HTTP status.
+//! Served methods: what teloxide calls at start-up (`getMe`, `getWebhookInfo`,
+//! `deleteWebhook`, `setMyCommands`), long-polled `getUpdates` honouring `offset`,
+//! `timeout` and `limit`, `sendMessage`/`sendPhoto` (HTML parse mode checked as Telegram
+//! does), `editMessageText`/`editMessageReplyMarkup`, `answerCallbackQuery` and the chat
+//! member lookups a bot makes in groups. Dates are unix seconds.
+//!
+//! The test side injects updates as a person would produce them (a text message, a press
+//! on an inline button) and reads back every message the bot sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tokio::sync::{watch, Notify};
+
+use super::{lock, serve, Served};
+
+/// The bot account the server plays.
+pub const BOT_ID: i64 = 6_100_000_042;
+/// Its username.
+pub const BOT_USERNAME: &str = "stargazer_e2e_bot";
+
+/// One message the bot sent.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// `sendMessage` or `sendPhoto`.
+    pub method: String,
+    /// The target chat.
+    pub chat_id: i64,
+    /// Text (or photo caption) as the reader sees it: markup removed, entities decoded.
+    pub text: String,
+    /// Text (or caption) as the bot sent it.
+    pub raw: String,
+    /// The photo of a `sendPhoto`.
+    pub photo: Option<String>,
+    /// The inline keyboard, if any.
+    pub reply_markup: Option<Value>,
+    /// The id the server gave the message.
+    pub message_id: i64,
+    /// When the server accepted it.
+    pub at: Instant,
+}
+
+impl Sent {
+    /// `(label, callback data or url)` of every inline button.
+    pub fn buttons(&self) -> Vec<(String, String)> {
+        buttons_of(self.reply_markup.as_ref())
+    }
+}
+
+fn buttons_of(markup: Option<&Value>) -> Vec<(String, String)> {
+    let rows = markup
+        .and_then(|m| m.get("inline_keyboard"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    rows.iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .map(|button| {
+            let label = button["text"].as_str().unwrap_or_default().to_owned();
+            let target = button
+                .get("callback_data")
+                .or_else(|| button.get("url"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            (label, target)
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Inner {
+    next_update_id: i64,
+    updates: VecDeque<(i64, Value)>,
+    next_message_id: i64,
+    sent: Vec<Sent>,
+    messages: HashMap<(i64, i64), Value>,
+    callback_answers: Vec<Value>,
+    admins: HashMap<i64, Vec<i64>>,
+    get_updates_calls: u64,
+    /// Sends that are answered with 500 from now on (a Bot API outage), counted.
+    outage: bool,
+    refused_during_outage: u64,
+}
+
+struct Shared {
+    token: String,
+    inner: Mutex<Inner>,
+    new_update: Notify,
+    sent_count: watch::Sender<usize>,
+}
+
+/// A running Bot API server; stops when dropped.
+pub struct TelegramServer {
+    /// Base URL to configure as `telegram.api_url`.
+    pub url: String,
+    /// The bot token it accepts.
+    pub token: String,
+    shared: Arc<Shared>,
+    _served: Served,
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The `Chat` object of `id`: a private chat for positive ids, a supergroup otherwise.
+pub fn chat_json(id: i64) -> Value {
+    if id < 0 {
+        json!({"id": id, "type": "supergroup", "title": format!("Group {id}")})
+    } else {
+        json!({"id": id, "type": "private", "first_name": format!("Viewer{id}"), "username": format!("viewer{id}")})
+    }
+}
+
+/// The `User` object of a person with this id (English client).
+pub fn user_json(id: i64) -> Value {
+    json!({"id": id, "is_bot": false, "first_name": format!("Viewer{id}"), "username": format!("viewer{id}"), "language_code": "en"})
+}
+
+fn bot_json() -> Value {
+    json!({"id": BOT_ID, "is_bot": true, "first_name": "Stargazer", "username": BOT_USERNAME})
+}
+
+fn ok(result: Value) -> Response {
+    Json(json!({"ok": true, "result": result})).into_response()
+}
+
+fn error(status: StatusCode, description: &str) -> Response {
+    let body = json!({"ok": false, "error_code": status.as_u16(), "description": description});
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(description: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, &format!("Bad Request: {description}"))
+}
+
+fn int_param(params: &Map<String, Value>, name: &str) -> Option<i64> {
+    match params.get(name)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn str_param(params: &Map<String, Value>, name: &str) -> Option<String> {
+    match params.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A JSON-valued parameter (`reply_markup`), given inline or serialized in a string.
+fn json_param(params: &Map<String, Value>, name: &str) -> Option<Value> {
+    match params.get(name)? {
+        Value::String(s) => serde_json::from_str(s).ok(),
+        Value::Null => None,
+        other => Some(other.clone()),
+    }
+}
+
+fn form_pairs(text: &str) -> Map<String, Value> {
+    reqwest::Url::parse(&format!("http://form.invalid/?{text}"))
+        .map(|url| {
+            url.query_pairs()
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn read_params(query: Option<String>, request: Request) -> Result<Map<String, Value>, Response> {
+    let mut params = query.as_deref().map(form_pairs).unwrap_or_default();
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| bad_request(&e.to_string()))?;
+        while let Some(field) = multipart.next_field().await.map_err(|e| bad_request(&e.to_string()))? {
+            let name = field.name().unwrap_or_default().to_owned();
+            let text = field.text().await.map_err(|e| bad_request(&e.to_string()))?;
+            params.insert(name, Value::String(text));
+        }
+        return Ok(params);
+    }
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|e| bad_request(&e.to_string()))?;
+    if body.is_empty() {
+        return Ok(params);
+    }
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        params.extend(form_pairs(&String::from_utf8_lossy(&body)));
+        return Ok(params);
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => {
+            params.extend(map);
+            Ok(params)
+        }
+        _ => Err(bad_request("can't parse JSON object")),
+    }
+}
+
+/// Method names are case-insensitive in the Bot API; this is their canonical spelling.
+fn canonical(method: &str) -> String {
+    const METHODS: &[&str] = &[
+        "getMe",
+        "getWebhookInfo",
+        "deleteWebhook",
+        "setMyCommands",
+        "deleteMyCommands",
+        "getMyCommands",
+        "getUpdates",
+        "sendMessage",
+        "sendPhoto",
+        "sendChatAction",
+        "editMessageText",
+        "editMessageReplyMarkup",
+        "answerCallbackQuery",
+        "getChat",
+        "getChatMember",
+        "getChatAdministrators",
+    ];
+    METHODS
+        .iter()
+        .find(|m| m.eq_ignore_ascii_case(method))
+        .map_or_else(|| method.to_owned(), |m| (*m).to_owned())
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path((bot, method)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
+    if bot.strip_prefix("bot") != Some(shared.token.as_str()) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
+    let params = match read_params(query, request).await {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    match canonical(&method).as_str() {
+        "getMe" => ok(json!({
+            "id": BOT_ID, "is_bot": true, "first_name": "Stargazer", "username": BOT_USERNAME,
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "can_connect_to_business": false, "has_main_web_app": false
+        })),
+        "getWebhookInfo" => ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})),
+        "deleteWebhook" | "setMyCommands" | "deleteMyCommands" | "sendChatAction" => ok(json!(true)),
+        "getMyCommands" => ok(json!([])),
+        "getUpdates" => get_updates(&shared, &params).await,
+        "sendMessage" => send(&shared, "sendMessage", &params),
+        "sendPhoto" => send(&shared, "sendPhoto", &params),
+        "editMessageText" | "editMessageReplyMarkup" => edit(&shared, &canonical(&method), &params),
+        "answerCallbackQuery" => {
+            if str_param(&params, "callback_query_id").is_none() {
+                return bad_request("callback_query_id is empty");
+            }
+            lock(&shared.inner).callback_answers.push(Value::Object(params));
+            ok(json!(true))
+        }
+        "getChat" => match int_param(&params, "chat_id") {
+            Some(chat) => ok(chat_json(chat)),
+            None => bad_request("chat_id is empty"),
+        },
+        "getChatMember" => {
+            let (Some(chat), Some(user)) = (int_param(&params, "chat_id"), int_param(&params, "user_id")) else {
+                return bad_request("chat_id and user_id are required");
+            };
+            let admin = lock(&shared.inner).admins.get(&chat).is_some_and(|a| a.contains(&user));
+            ok(member_json(user, admin || chat == user))
+        }
+        "getChatAdministrators" => {
+            let Some(chat) = int_param(&params, "chat_id") else {
+                return bad_request("chat_id is empty");
+            };
+            let admins = lock(&shared.inner).admins.get(&chat).cloned().unwrap_or_default();
+            ok(Value::Array(admins.into_iter().map(|u| member_json(u, true)).collect()))
+        }
+        _ => error(StatusCode::NOT_FOUND, "Not Found: method not found"),
+    }
+}
+
+fn member_json(user: i64, admin: bool) -> Value {
+    if admin {
+        json!({
+            "user": user_json(user), "status": "administrator", "is_anonymous": false,
+            "can_be_edited": false, "can_manage_chat": true, "can_change_info": true,
+            "can_delete_messages": true, "can_manage_video_chats": true, "can_invite_users": true,
+            "can_restrict_members": true, "can_promote_members": false, "can_pin_messages": true
+        })
+    } else {
+        json!({"user": user_json(user), "status": "member"})
+    }
+}
+
+async fn get_updates(shared: &Arc<Shared>, params: &Map<String, Value>) -> Response {
+    let offset = int_param(params, "offset").unwrap_or(0);
+    let timeout = int_param(params, "timeout").unwrap_or(0).clamp(0, 50) as u64;
+    let limit = int_param(params, "limit").unwrap_or(100).clamp(1, 100) as usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        // Registered before looking, so an update pushed in between is not missed.
+        let notified = shared.new_update.notified();
+        {
+            let mut inner = lock(&shared.inner);
+            inner.get_updates_calls += 1;
+            // An offset confirms every update below it; they are never sent again.
+            while inner.updates.front().is_some_and(|(id, _)| *id < offset) {
+                inner.updates.pop_front();
+            }
+            let batch: Vec<Value> = inner.updates.iter().take(limit).map(|(_, u)| u.clone()).collect();
+            if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
+                return ok(Value::Array(batch));
+            }
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// What a reader sees of an HTML-mode text; `Err` with Telegram's description when the
+/// markup would be refused (unsupported or unbalanced tags).
+fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String> {
+    let html = str_param(params, "parse_mode").is_some_and(|m| m.eq_ignore_ascii_case("html"));
+    if !html {
+        return Ok(raw.to_owned());
+    }
+    const TAGS: &[&str] = &[
+        "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "span",
+        "tg-spoiler", "tg-emoji",
+    ];
+    let mut out = String::with_capacity(raw.len());
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = raw;
+    while let Some(at) = rest.find(['<', '&']) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(entity) = tail.strip_prefix('&') {
+            let decoded = entity.find(';').filter(|end| *end <= 10).and_then(|end| {
+                let name = &entity[..end];
+                let c = match name {
+                    "lt" => '<',
+                    "gt" => '>',
+                    "amp" => '&',
+                    "quot" => '"',
+                    _ => {
+                        let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                            None => name.strip_prefix('#').and_then(|dec| dec.parse().ok()),
+                        };
+                        char::from_u32(code?)?
+                    }
+                };
+                Some((c, end))
+            });
+            match decoded {
+                Some((c, end)) => {
+                    out.push(c);
+                    rest = &entity[end + 1..];
+                }
+                None => return Err("can't parse entities: unsupported entity".to_owned()),
+            }
+            continue;
+        }
+        let Some(end) = tail.find('>') else {
+            return Err(format!("can't parse entities: unclosed start tag at byte offset {}", raw.len() - tail.len()));
+        };
+        let tag = &tail[1..end];
+        if let Some(name) = tag.strip_prefix('/') {
+            if open.pop().as_deref() != Some(name.trim()) {
+                return Err(format!("can't parse entities: unmatched end tag \"{name}\""));
+            }
+        } else {
+            let name = tag.split_whitespace().next().unwrap_or_default().to_owned();
+            if !TAGS.contains(&name.as_str()) {
+                return Err(format!("can't parse entities: unsupported start tag \"{name}\""));
+            }
+            open.push(name);
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    match open.pop() {
+        Some(name) => Err(format!("can't parse entities: can't find end tag corresponding to start tag \"{name}\"")),
+        None => Ok(out),
+    }
+}
+
+fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Response {
+    let Some(chat_id) = int_param(params, "chat_id") else {
+        return bad_request("chat_id is empty");
+    };
+    let (raw, photo) = if method == "sendPhoto" {
+        match str_param(params, "photo") {
+            Some(photo) => (str_param(params, "caption").unwrap_or_default(), Some(photo)),
+            None => return bad_request("there is no photo in the request"),
+        }
+    } else {
+        match str_param(params, "text") {
+            Some(text) if !text.trim().is_empty() => (text, None),
+            _ => return bad_request("message text is empty"),
+        }
+    };
+    let limit = if photo.is_some() { 1024 } else { 4096 };
+    let text = match visible_text(params, &raw) {
+        Ok(text) => text,
+        Err(why) => return bad_request(&why),
+    };
+    if text.chars().count() > limit {
+        return bad_request(if photo.is_some() { "message caption is too long" } else { "message is too long" });
+    }
+    let reply_markup = json_param(params, "reply_markup");
+    let mut inner = lock(&shared.inner);
+    if inner.outage {
+        inner.refused_during_outage += 1;
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    }
+    inner.next_message_id += 1;
+    let message_id = inner.next_message_id;
+    let mut message = json!({
+        "message_id": message_id, "date": now_secs(), "chat": chat_json(chat_id), "from": bot_json(),
+    });
+    if photo.is_some() {
+        message["photo"] = json!([{"file_id": format!("AgAD{message_id}"), "file_unique_id": format!("AQAD{message_id}"), "width": 480, "height": 360}]);
+        if !text.is_empty() {
+            message["caption"] = json!(text);
+        }
+    } else {
+        message["text"] = json!(text);
+    }
+    if let Some(markup) = &reply_markup {
+        message["reply_markup"] = markup.clone();
+    }
+    inner.messages.insert((chat_id, message_id), message.clone());
+    inner.sent.push(Sent {
+        method: method.to_owned(),
+        chat_id,
+        text,
+        raw,
+        photo,
+        reply_markup,
+        message_id,
+        at: Instant::now(),
+    });
+    let count = inner.sent.len();
+    drop(inner);
+    shared.sent_count.send_replace(count);
+    ok(message)
+}
+
+fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Response {
+    let (Some(chat_id), Some(message_id)) = (int_param(params, "chat_id"), int_param(params, "message_id")) else {
+        return bad_request("chat_id and message_id are required");
+    };
+    let mut inner = lock(&shared.inner);
+    let Some(message) = inner.messages.get_mut(&(chat_id, message_id)) else {
+        return bad_request("message to edit not found");
+    };
+    if method == "editMessageText" {
+        let Some(raw) = str_param(params, "text") else {
+            return bad_request("text is empty");
+        };
+        match visible_text(params, &raw) {
+            Ok(text) => message["text"] = json!(text),
+            Err(why) => return bad_request(&why),
+        }
+    }
+    match json_param(params, "reply_markup") {
+        Some(markup) => message["reply_markup"] = markup,
+        None => {
+            if let Some(fields) = message.as_object_mut() {
+                fields.remove("reply_markup");
+            }
+        }
+    }
+    message["edit_date"] = json!(now_secs());
+    ok(message.clone())
+}
+
+impl TelegramServer {
+    /// Starts a server accepting `token`.
+    pub async fn start(token: &str) -> crate::Result<Self> {
+        let (sent_count, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            token: token.to_owned(),
+            inner: Mutex::new(Inner {
+                next_update_id: 500_000,
+                next_message_id: 100,
+                ..Inner::default()
+            }),
+            new_update: Notify::new(),
+            sent_count,
+        });
+        let router = Router::new().route("/{bot}/{method}", any(handle)).with_state(shared.clone());
+        let served = serve(router).await?;
+        Ok(Self {
+            url: served.base_url(),
+            token: token.to_owned(),
+            shared,
+            _served: served,
+        })
+    }
+
+    fn push_update(&self, build: impl FnOnce(i64) -> Value) {
+        let mut inner = lock(&self.shared.inner);
+        inner.next_update_id += 1;
+        let id = inner.next_update_id;
+        inner.updates.push_back((id, build(id)));
+        drop(inner);
+        self.shared.new_update.notify_waiters();
+    }
+
+    /// Person `from` writes `text` in `chat` (their private chat when `chat == from`);
+    /// a leading `/command` is marked as a bot command entity, as clients do.
+    pub fn send_text(&self, chat: i64, from: i64, text: &str) {
+        let message_id = {
+            let mut inner = lock(&self.shared.inner);
+            inner.next_message_id += 1;
+            inner.next_message_id
+        };
+        let text = text.to_owned();
+        self.push_update(move |update_id| {
+            let mut message = json!({
+                "message_id": message_id, "date": now_secs(), "chat": chat_json(chat),
+                "from": user_json(from), "text": text,
+            });
+            if text.starts_with('/') {
+                let length = text.split_whitespace().next().map_or(0, |c| c.encode_utf16().count());
+                message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": length}]);
+            }
+            json!({"update_id": update_id, "message": message})
+        });
+    }
+
+    /// Person `from` presses the inline button carrying `data` under message `message_id`
+    /// of `chat`.
+    pub fn press(&self, chat: i64, message_id: i64, from: i64, data: &str) {
+        let message = self.message(chat, message_id).unwrap_or_else(
+            || json!({"message_id": message_id, "date": now_secs(), "chat": chat_json(chat), "from": bot_json(), "text": ""}),
+        );
+        let data = data.to_owned();
+        self.push_update(move |update_id| {
+            json!({"update_id": update_id, "callback_query": {
+                "id": format!("{update_id}{message_id}"), "from": user_json(from), "message": message,
+                "chat_instance": format!("{chat}"), "data": data,
+            }})
+        });
+    }
+
+    /// Makes `user` an administrator of group `chat`.
+    pub fn add_admin(&self, chat: i64, user: i64) {
+        lock(&self.shared.inner).admins.entry(chat).or_default().push(user);
+    }
+
+    /// From now on every send is answered 500 (`outage == true`) or served again.
+    pub fn set_outage(&self, outage: bool) {
+        lock(&self.shared.inner).outage = outage;
+    }
+
+    /// Sends refused during outages so far.
+    pub fn refused_during_outage(&self) -> u64 {
+        lock(&self.shared.inner).refused_during_outage
+    }
+
+    /// The current state of a message the bot sent (after edits).
+    pub fn message(&self, chat: i64, message_id: i64) -> Option<Value> {
+        lock(&self.shared.inner).messages.get(&(chat, message_id)).cloned()
+    }
+
+    /// `(label, callback data or url)` of the buttons message `message_id` has now.
+    pub fn buttons(&self, chat: i64, message_id: i64) -> Vec<(String, String)> {
+        let message = self.message(chat, message_id);
+        buttons_of(message.as_ref().and_then(|m| m.get("reply_markup")))
+    }
+
+    /// Every message sent so far.
+    pub fn sent(&self) -> Vec<Sent> {
+        lock(&self.shared.inner).sent.clone()
+    }
+
+    /// How many messages were sent so far.
+    pub fn sent_len(&self) -> usize {
+        lock(&self.shared.inner).sent.len()
+    }
+
+    /// Messages sent to `chat`.
+    pub fn sent_to(&self, chat: i64) -> Vec<Sent> {
+        lock(&self.shared.inner).sent.iter().filter(|s| s.chat_id == chat).cloned().collect()
+    }
+
+    /// Every `answerCallbackQuery` call.
+    pub fn callback_answers(&self) -> Vec<Value> {
+        lock(&self.shared.inner).callback_answers.clone()
+    }
+
+    /// Waits until the bot long-polls `getUpdates` (so its dispatcher is up).
+    pub async fn wait_polling(&self, timeout: Duration) {
+        crate::wait::until("the bot polls getUpdates", timeout, || {
+            lock(&self.shared.inner).get_updates_calls > 0
+        })
+        .await;
+    }
+
+    /// Waits until at least `count` messages were sent in total; panics after `timeout`.
+    pub async fn wait_sent(&self, count: usize, timeout: Duration) {
+        let mut rx = self.shared.sent_count.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= count)).await;
+        assert!(
+            reached.is_ok(),
+            "timed out after {timeout:?} waiting for {count} messages; {} were sent",
+            self.sent_len()
+        );
+    }
+
+    /// Waits until a message to `chat` satisfies `pred` and returns the first that does;
+    /// panics after `timeout`, listing what the chat got.
+    pub async fn wait_for(&self, chat: i64, timeout: Duration, pred: impl Fn(&Sent) -> bool) -> Sent {
+        let mut rx = self.shared.sent_count.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(found) = lock(&self.shared.inner).sent.iter().find(|s| s.chat_id == chat && pred(s)) {
+                return found.clone();
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                let texts: Vec<String> = self.sent_to(chat).into_iter().map(|s| s.text).collect();
+                panic!("timed out waiting for a message to chat {chat}; it got {texts:#?}");
+            }
+        }
+    }
+
+    /// Waits until message `message_id` of `chat` (after edits) satisfies `pred`.
+    pub async fn wait_message(
+        &self,
+        chat: i64,
+        message_id: i64,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(message) = self.message(chat, message_id).filter(|m| pred(m)) {
+                return message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting on message {message_id} of chat {chat}: {:#?}",
+                self.message(chat, message_id)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn html(text: &str) -> Result<String, String> {
+        let mut params = Map::new();
+        params.insert("parse_mode".into(), json!("HTML"));
+        visible_text(&params, text)
+    }
+
+    #[test]
+    fn html_markup_is_checked_and_removed() {
+        assert_eq!(html("<b>Hi</b> &lt;3 <a href=\"x\">link</a>").unwrap(), "Hi <3 link");
+        assert!(html("<b>open").unwrap_err().contains("end tag"));
+        assert!(html("<div>x</div>").unwrap_err().contains("unsupported start tag"));
+        assert!(html("a & b").is_err());
+        assert_eq!(html("it&#39;s &#x41;").unwrap(), "it's A");
+        assert_eq!(visible_text(&Map::new(), "<b>").unwrap(), "<b>");
+    }
+}

@@ -1,0 +1,423 @@
+//! middleware-live-check against a YouTube-Data-API test server (axum on 127.0.0.1:0), on
+//! RabbitMQ and the in-process bus, SQLite and MongoDB: held until the video goes
+//! upcoming → live (across a restart), dropped when deleted / ended / no broadcast / too
+//! late, ≤ 50 ids per call, quota errors backed off; and the order of a multi-tag key
+//! `youtube.live_check.delay` through both middlewares.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use prometheus::Registry;
+use serde_json::{json, Value};
+use stargazer_core::bus::{Bus, QueueSpec};
+use stargazer_core::model::Event;
+use stargazer_core::storage::Storage;
+use stargazer_core::CancellationToken;
+use stargazer_middleware_delay::DelayConfig;
+use stargazer_middleware_live_check::{run_with_registry, LiveCheckConfig};
+use support::{event, now_ms, BusKind, Env, StoreKind};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+const KEY: &str = "test-api-key";
+
+#[derive(Debug, Clone)]
+enum Video {
+    Upcoming { scheduled: DateTime<Utc> },
+    Live { scheduled: DateTime<Utc>, started: DateTime<Utc> },
+    Ended { started: DateTime<Utc>, ended: DateTime<Utc> },
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    ids: Vec<String>,
+    at: Instant,
+    status: u16,
+}
+
+#[derive(Default)]
+struct ApiInner {
+    videos: HashMap<String, Video>,
+    quota_failures: usize,
+    calls: Vec<Call>,
+}
+
+#[derive(Clone, Default)]
+struct Api {
+    inner: Arc<Mutex<ApiInner>>,
+}
+
+impl Api {
+    fn set(&self, id: &str, video: Video) {
+        self.inner.lock().unwrap().videos.insert(id.to_owned(), video);
+    }
+    fn calls(&self) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+    fn asked_about(&self, id: &str) -> Vec<Instant> {
+        self.calls().iter().filter(|c| c.ids.iter().any(|i| i == id)).map(|c| c.at).collect()
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn api_error(status: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": status.as_u16(), "message": message,
+        "errors": [{"message": message, "domain": "youtube.quota", "reason": reason}]}});
+    (status, Json(body)).into_response()
+}
+
+async fn videos(State(api): State<Api>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let mut inner = api.inner.lock().unwrap();
+    let ids: Vec<String> = query
+        .get("id")
+        .map(|ids| ids.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let (status, response) = if query.get("key").map(String::as_str) != Some(KEY) {
+        (400, api_error(StatusCode::BAD_REQUEST, "keyInvalid", "API key not valid. Please pass a valid API key."))
+    } else if query.get("part").map(String::as_str) != Some("liveStreamingDetails") {
+        (400, api_error(StatusCode::BAD_REQUEST, "invalidPart", "unexpected part"))
+    } else if ids.len() > 50 {
+        (400, api_error(StatusCode::BAD_REQUEST, "invalidFilters", "too many ids"))
+    } else if inner.quota_failures > 0 {
+        inner.quota_failures -= 1;
+        (
+            403,
+            api_error(
+                StatusCode::FORBIDDEN,
+                "quotaExceeded",
+                "The request cannot be completed because you have exceeded your quota.",
+            ),
+        )
+    } else {
+        let items: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| {
+                let details = match inner.videos.get(id)? {
+                    Video::Upcoming { scheduled } => Some(json!({"scheduledStartTime": rfc3339(*scheduled)})),
+                    Video::Live { scheduled, started } => Some(json!({
+                        "scheduledStartTime": rfc3339(*scheduled),
+                        "actualStartTime": rfc3339(*started),
+                        "concurrentViewers": "1234"
+                    })),
+                    Video::Ended { started, ended } => Some(json!({
+                        "actualStartTime": rfc3339(*started),
+                        "actualEndTime": rfc3339(*ended)
+                    })),
+                    Video::Plain => None,
+                };
+                let mut item = json!({"kind": "youtube#video", "etag": "e", "id": id});
+                if let Some(details) = details {
+                    item["liveStreamingDetails"] = details;
+                }
+                Some(item)
+            })
+            .collect();
+        let body = json!({
+            "kind": "youtube#videoListResponse",
+            "etag": "list",
+            "items": items,
+            "pageInfo": {"totalResults": items.len(), "resultsPerPage": items.len()}
+        });
+        (200, Json(body).into_response())
+    };
+    inner.calls.push(Call { ids, at: Instant::now(), status });
+    response
+}
+
+async fn start_api() -> (Api, String) {
+    let api = Api::default();
+    let app = Router::new().route("/youtube/v3/videos", get(videos)).with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (api, url)
+}
+
+struct Running {
+    registry: Registry,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), stargazer_middleware_live_check::Error>>,
+}
+
+impl Running {
+    fn start(config: LiveCheckConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let registry = Registry::new();
+        let metrics = registry.clone();
+        let task = tokio::spawn(async move { run_with_registry(config, storage, bus, &metrics, token).await });
+        Self { registry, shutdown, task }
+    }
+
+    fn metric(&self, name: &str, label: Option<&str>) -> f64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| label.is_none_or(|l| m.get_label().iter().any(|p| p.value() == l)))
+            .map(|m| m.get_counter().value() + m.get_gauge().value())
+            .sum()
+    }
+
+    async fn wait_metric(&self, name: &str, label: Option<&str>, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.metric(name, label) != want {
+            assert!(Instant::now() < deadline, "{name}{{{label:?}}} = {}, waited for {want}", self.metric(name, label));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops within 30 s")
+            .expect("no panic")
+            .expect("run returned Ok");
+    }
+}
+
+fn config(queue: &str, url: &str, namespace: &str) -> LiveCheckConfig {
+    LiveCheckConfig {
+        queue: queue.to_owned(),
+        api_base_url: url.to_owned(),
+        api_key: KEY.to_owned(),
+        poll_interval_ms: 100,
+        backoff_initial_ms: 300,
+        backoff_max_ms: 1000,
+        kv_namespace: namespace.to_owned(),
+        retry_delay_ms: 100,
+        ..LiveCheckConfig::default()
+    }
+}
+
+fn live_event(video: &str) -> Event {
+    event("youtube.live", json!({"x-live-check-video": video}))
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Upcoming → (restart) → live: held while upcoming, kept across a restart, forwarded
+/// once `actualStartTime` shows; a deleted video's event is dropped with a metric.
+async fn holds_until_live_across_a_restart(bus_kind: BusKind, store: StoreKind) {
+    let mut env = Env::new(bus_kind, store).await;
+    let (api, url) = start_api().await;
+    let queue = env.middleware_queue("live_check").await;
+    let namespace = format!("live_check_{}", Uuid::new_v4().simple());
+    let mut ready = env.ready().await;
+    let running = Running::start(config(&queue, &url, &namespace), env.storage.clone(), env.bus.clone());
+
+    let scheduled = Utc::now() + chrono::Duration::minutes(5);
+    api.set("vidUpcoming1", Video::Upcoming { scheduled });
+    let held = live_event("vidUpcoming1");
+    let deleted = live_event("vidDeleted01");
+    for e in [&held, &deleted] {
+        env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
+    }
+    let ours: HashSet<Uuid> = [held.id, deleted.id].into();
+    running.wait_metric("stargazer_live_check_dropped_total", Some("gone"), 1.0).await;
+    wait_until("two polls of the upcoming video", || api.asked_about("vidUpcoming1").len() >= 2).await;
+    assert!(ready.collect_for(&ours, Duration::from_millis(300)).await.is_empty(), "nothing forwarded while upcoming");
+    running.wait_metric("stargazer_live_check_pending", None, 1.0).await;
+    running.stop().await;
+
+    let stored = env.storage.kv_list(&namespace).await.unwrap();
+    assert_eq!(stored.len(), 1, "the held event is persisted");
+    assert_eq!(stored[0].0, held.id.to_string());
+
+    let running = Running::start(config(&queue, &url, &namespace), env.reopen_storage().await, env.bus.clone());
+    running.wait_metric("stargazer_live_check_pending", None, 1.0).await;
+    let started = Utc::now();
+    api.set("vidUpcoming1", Video::Live { scheduled, started });
+    let got = ready.collect_n(&ours, 1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event.id, held.id);
+    assert_eq!(got[0].routing_key, "youtube");
+    assert!(got[0].event.control.get("x-live-check-video").is_none());
+    assert_eq!(got[0].event.fields["actual_start_time"], json!(DateTime::parse_from_rfc3339(&rfc3339(started)).unwrap().with_timezone(&Utc).to_rfc3339()));
+    assert!(ready.collect_for(&ours, Duration::from_millis(300)).await.is_empty(), "the deleted one never comes");
+    running.wait_metric("stargazer_live_check_forwarded_total", None, 1.0).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.storage.kv_list(&namespace).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "forwarded event left storage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await;
+    env.close().await;
+}
+matrix!(holds_until_live_across_a_restart);
+
+/// 120 held videos are polled in calls of at most 50 ids, and all forwarded once live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_at_most_50_ids_per_call() {
+    let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
+    let (api, url) = start_api().await;
+    let queue = env.middleware_queue("live_check").await;
+    let mut ready = env.ready().await;
+    let running = Running::start(config(&queue, &url, "live_check"), env.storage.clone(), env.bus.clone());
+    let scheduled = Utc::now() + chrono::Duration::minutes(5);
+    let mut ours = HashSet::new();
+    for i in 0..120 {
+        let video = format!("vid{i:08}");
+        api.set(&video, Video::Upcoming { scheduled });
+        let e = live_event(&video);
+        ours.insert(e.id);
+        env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
+    }
+    running.wait_metric("stargazer_live_check_pending", None, 120.0).await;
+    wait_until("a full round over 120 videos", || {
+        let calls = api.calls();
+        let seen: HashSet<&String> = calls.iter().flat_map(|c| c.ids.iter()).collect();
+        seen.len() == 120
+    })
+    .await;
+    for i in 0..120 {
+        api.set(&format!("vid{i:08}"), Video::Live { scheduled, started: Utc::now() });
+    }
+    let got = ready.collect_n(&ours, 120, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 120);
+    let calls = api.calls();
+    assert!(calls.iter().all(|c| c.ids.len() <= 50), "sizes {:?}", calls.iter().map(|c| c.ids.len()).collect::<Vec<_>>());
+    assert!(calls.iter().all(|c| c.status == 200));
+    running.stop().await;
+}
+
+/// Quota errors keep everything held and slow polling down; once the API answers again
+/// the live video's event is forwarded and nothing was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_errors_back_off_and_keep_pending() {
+    let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
+    let (api, url) = start_api().await;
+    api.inner.lock().unwrap().quota_failures = 3;
+    api.set("vidLive00001", Video::Live { scheduled: Utc::now(), started: Utc::now() });
+    let queue = env.middleware_queue("live_check").await;
+    let mut ready = env.ready().await;
+    let running = Running::start(config(&queue, &url, "live_check"), env.storage.clone(), env.bus.clone());
+    let e = live_event("vidLive00001");
+    env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
+    let got = ready.collect_n(&[e.id].into(), 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "forwarded once the API answers");
+    let calls = api.calls();
+    let statuses: Vec<u16> = calls.iter().map(|c| c.status).collect();
+    assert_eq!(&statuses[..4], &[403, 403, 403, 200]);
+    for pair in calls[..4].windows(2) {
+        // backoff_initial 300 ms with ±20 % jitter, against a 100 ms poll interval.
+        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(230), "backed off after a quota error");
+    }
+    assert_eq!(running.metric("stargazer_live_check_api_calls_total", Some("quota")), 3.0);
+    assert_eq!(running.metric("stargazer_live_check_dropped_total", None), 0.0);
+    running.stop().await;
+}
+
+/// Ended, plain (no broadcast) and too-late videos are dropped, each with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_cancelled_and_late_broadcasts_are_dropped() {
+    let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
+    let (api, url) = start_api().await;
+    let now = Utc::now();
+    api.set("vidEnded0001", Video::Ended { started: now - chrono::Duration::hours(2), ended: now });
+    api.set("vidPlain0001", Video::Plain);
+    api.set("vidLate00001", Video::Upcoming { scheduled: now - chrono::Duration::minutes(10) });
+    let queue = env.middleware_queue("live_check").await;
+    let mut ready = env.ready().await;
+    let running = Running::start(
+        LiveCheckConfig { give_up_after_ms: 400, ..config(&queue, &url, "live_check") },
+        env.storage.clone(),
+        env.bus.clone(),
+    );
+    let events: Vec<Event> = ["vidEnded0001", "vidPlain0001", "vidLate00001"].iter().map(|v| live_event(v)).collect();
+    for e in &events {
+        env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
+    }
+    for reason in ["ended", "not_broadcast", "timeout"] {
+        running.wait_metric("stargazer_live_check_dropped_total", Some(reason), 1.0).await;
+    }
+    running.wait_metric("stargazer_live_check_pending", None, 0.0).await;
+    let ours: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+    assert!(ready.collect_for(&ours, Duration::from_millis(300)).await.is_empty());
+    assert!(env.storage.kv_list("live_check").await.unwrap().is_empty());
+    running.stop().await;
+}
+
+/// `youtube.live_check.delay`: delay first (the Data API hears of the video only after
+/// `x-delay-at`), then live-check, then ready; no hop ever skips a tag.
+async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: StoreKind) {
+    let mut env = Env::new(bus_kind, store).await;
+    let (api, url) = start_api().await;
+    api.set("vidPipeline1", Video::Live { scheduled: Utc::now(), started: Utc::now() });
+    let delay_queue = env.middleware_queue("delay").await;
+    let live_queue = env.middleware_queue("live_check").await;
+    let namespace = format!("live_check_{}", Uuid::new_v4().simple());
+    let mut ready = env.ready().await;
+    // Spies on the intermediate keys.
+    let spy_name = format!("sgtest.spy.{}", Uuid::new_v4().simple());
+    let mut spy = env
+        .bus
+        .consume(&QueueSpec {
+            name: spy_name,
+            bindings: vec!["youtube.live_check".into(), "youtube.delay".into()],
+            prefetch: 10,
+        })
+        .await
+        .unwrap();
+
+    let shutdown = CancellationToken::new();
+    let delay = tokio::spawn(stargazer_middleware_delay::run(
+        DelayConfig { queue: delay_queue, ..DelayConfig::default() },
+        env.storage.clone(),
+        env.bus.clone(),
+        shutdown.clone(),
+    ));
+    let live = Running::start(config(&live_queue, &url, &namespace), env.storage.clone(), env.bus.clone());
+
+    let at = now_ms() + 1500;
+    let e = event("youtube.live", json!({"x-delay-at": at, "x-live-check-video": "vidPipeline1"}));
+    let published = Instant::now();
+    env.bus.publish("youtube.live_check.delay", &e.to_bytes()).await.unwrap();
+    let got = ready.collect_n(&[e.id].into(), 1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.routing_key, "youtube");
+    assert!(r.at_ms >= at, "ready only after x-delay-at");
+    assert!(r.event.control.is_empty(), "both middlewares removed their fields: {:?}", r.event.control);
+    let asked = api.asked_about("vidPipeline1");
+    assert!(!asked.is_empty());
+    assert!(
+        asked[0].duration_since(published) >= Duration::from_millis(1400),
+        "live-check saw the video only after the delay"
+    );
+    // The one intermediate hop: after delay, before live-check.
+    let mut hops = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(500), spy.next()).await {
+        if Event::from_bytes(&d.body).map(|x| x.id == e.id).unwrap_or(false) {
+            hops.push(d.routing_key.clone());
+        }
+        d.ack().await.unwrap();
+    }
+    assert_eq!(hops, vec!["youtube.live_check".to_owned()]);
+    shutdown.cancel();
+    delay.await.unwrap().unwrap();
+    live.stop().await;
+    env.close().await;
+}
+matrix!(multi_tag_key_runs_delay_then_live_check);

@@ -1,0 +1,327 @@
+//! Backends and helpers for the integration tests: the real RabbitMQ and the in-process
+//! bus, SQLite files and fresh MongoDB databases, a reader of ready messages, and cleanup
+//! of what a test left on the servers.
+//!
+//! RabbitMQ is shared by every test run on the machine, and a middleware consumes every
+//! message matching its pattern: two tests' delay middlewares on one vhost would each fire
+//! the other's messages. So each RabbitMQ test gets a virtual host of its own (created with
+//! `rabbitmqctl`, deleted when the test ends); queues are still uniquely named and readers
+//! still filter by event id.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stargazer_core::bus::amqp::AmqpBus;
+use stargazer_core::bus::memory::MemoryBus;
+use stargazer_core::bus::{Bus, Consumer, QueueSpec};
+use stargazer_core::model::Event;
+use stargazer_core::storage::mongo::MongoStorage;
+use stargazer_core::storage::{self, Storage};
+use uuid::Uuid;
+
+/// Which bus a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusKind {
+    /// The in-process router.
+    Memory,
+    /// RabbitMQ at `STARGAZER_TEST_AMQP_URL` (default 127.0.0.1:5672).
+    Amqp,
+}
+
+/// Which storage a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A SQLite file in the temp directory.
+    Sqlite,
+    /// A fresh database on the MongoDB-wire server at `STARGAZER_TEST_MONGO_URL`.
+    Mongo,
+}
+
+pub fn unique() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("STARGAZER_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// `amqp_url()` pointed at virtual host `vhost`.
+fn amqp_url_for(vhost: &str) -> String {
+    let base = amqp_url();
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_end..].find('/') {
+        Some(i) => &base[..authority_end + i],
+        None => base.as_str(),
+    };
+    format!("{root}/{vhost}")
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (RabbitMQ tests create a virtual host each)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn create_vhost(vhost: &str) {
+    let vhost = vhost.to_owned();
+    tokio::task::spawn_blocking(move || {
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    })
+    .await
+    .expect("vhost setup");
+}
+
+pub fn mongo_base() -> String {
+    std::env::var("STARGAZER_TEST_MONGO_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Everything a test opened; cleans the servers up when dropped.
+pub struct Env {
+    pub bus_kind: BusKind,
+    pub bus: Arc<dyn Bus>,
+    pub storage: Arc<dyn Storage>,
+    pub storage_url: String,
+    vhost: Option<String>,
+    sqlite_file: Option<std::path::PathBuf>,
+    mongo_db: Option<String>,
+}
+
+impl Env {
+    pub async fn new(bus_kind: BusKind, store: StoreKind) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let mut vhost = None;
+        let bus: Arc<dyn Bus> = match bus_kind {
+            BusKind::Memory => Arc::new(MemoryBus::new()),
+            BusKind::Amqp => {
+                let name = format!("sgtest-{}", unique());
+                create_vhost(&name).await;
+                let url = amqp_url_for(&name);
+                vhost = Some(name);
+                Arc::new(
+                    AmqpBus::connect_named(&url, &format!("sgtest-{}", unique()))
+                        .await
+                        .expect("connect to RabbitMQ"),
+                )
+            }
+        };
+        let (storage_url, sqlite_file, mongo_db) = match store {
+            StoreKind::Sqlite => {
+                let path = std::env::temp_dir().join(format!("sgtest-{}.db", unique()));
+                (format!("sqlite://{}", path.display()), Some(path), None)
+            }
+            StoreKind::Mongo => {
+                let db = format!("sgtest_{}", unique());
+                (format!("{}/{db}", mongo_base()), None, Some(db))
+            }
+        };
+        let storage = storage::connect(&storage_url).await.expect("open storage");
+        Self {
+            bus_kind,
+            bus,
+            storage,
+            storage_url,
+            vhost,
+            sqlite_file,
+            mongo_db,
+        }
+    }
+
+    /// A second storage handle on the same database, as a restarted process would open.
+    pub async fn reopen_storage(&self) -> Arc<dyn Storage> {
+        storage::connect(&self.storage_url).await.expect("reopen storage")
+    }
+
+    /// A unique queue name for a middleware (bound to the contract pattern), declared now
+    /// so that messages published before the middleware consumes wait for it.
+    pub async fn middleware_queue(&mut self, tag: &str) -> String {
+        let name = format!("sgtest.middleware.{tag}.{}", unique());
+        self.bus
+            .declare(&QueueSpec::new(name.clone(), format!("#.{tag}"), 16))
+            .await
+            .expect("declare middleware queue");
+        name
+    }
+
+    /// A reader of ready messages (`*`) on a queue of its own.
+    pub async fn ready(&mut self) -> Ready {
+        let name = format!("sgtest.ready.{}", unique());
+        let consumer = self
+            .bus
+            .consume(&QueueSpec::new(name.clone(), "*", 200))
+            .await
+            .expect("consume ready queue");
+        Ready { consumer }
+    }
+
+    /// Closes the bus connection before the test's runtime goes away.
+    pub async fn close(&self) {
+        self.bus.close().await;
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let vhost = self.vhost.take();
+        let mongo_db = self.mongo_db.take();
+        if let Some(path) = self.sqlite_file.take() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+        // Cleanup needs async clients; run it on a runtime of its own so it works from
+        // inside or outside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            if let Some(vhost) = vhost {
+                let _ = std::process::Command::new("rabbitmqctl").args(["delete_vhost", &vhost]).output();
+            }
+            rt.block_on(async move {
+                if let Some(db) = mongo_db {
+                    if let Ok(mongo) = MongoStorage::connect_db(&mongo_base(), &db).await {
+                        let _ = mongo.database().drop().await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One ready message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub routing_key: String,
+    pub event: Event,
+    pub at_ms: i64,
+}
+
+/// Reads the test's ready queue, keeping only the events the test published.
+pub struct Ready {
+    consumer: Box<dyn Consumer>,
+}
+
+impl Ready {
+    /// Reads until `done` holds for what was kept, or `timeout` passes.
+    pub async fn collect_until(
+        &mut self,
+        ours: &HashSet<Uuid>,
+        timeout: Duration,
+        mut done: impl FnMut(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        let mut kept = Vec::new();
+        while !done(&kept) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Ok(Some(delivery)) = tokio::time::timeout(left, self.consumer.next()).await else {
+                break;
+            };
+            let at_ms = now_ms();
+            let routing_key = delivery.routing_key.clone();
+            let event = Event::from_bytes(&delivery.body).ok();
+            delivery.ack().await.expect("ack ready message");
+            if let Some(event) = event.filter(|e| ours.contains(&e.id)) {
+                kept.push(Received { routing_key, event, at_ms });
+            }
+        }
+        kept
+    }
+
+    /// Everything of ours that arrives within `window`.
+    pub async fn collect_for(&mut self, ours: &HashSet<Uuid>, window: Duration) -> Vec<Received> {
+        self.collect_until(ours, window, |_| false).await
+    }
+
+    /// Reads until `count` of ours arrived (or `timeout`).
+    pub async fn collect_n(&mut self, ours: &HashSet<Uuid>, count: usize, timeout: Duration) -> Vec<Received> {
+        self.collect_until(ours, timeout, |kept| kept.len() >= count).await
+    }
+}
+
+/// An event of `kind` with a fresh id and the given control values.
+pub fn event(kind: &str, control: serde_json::Value) -> Event {
+    let mut value = serde_json::json!({
+        "id": Uuid::new_v4(),
+        "kind": kind,
+        "entity": Uuid::new_v4(),
+        "time": "2026-01-01T00:00:00Z",
+        "fields": {"title": "test"},
+    });
+    if let Some(control) = control.as_object() {
+        for (key, v) in control {
+            value[key] = v.clone();
+        }
+    }
+    serde_json::from_value(value).expect("valid test event")
+}
+
+/// Runs a test body once per backend pair, as separate tests.
+#[macro_export]
+macro_rules! matrix {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory_sqlite() {
+                $name(BusKind::Memory, StoreKind::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory_mongo() {
+                $name(BusKind::Memory, StoreKind::Mongo).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn amqp_sqlite() {
+                $name(BusKind::Amqp, StoreKind::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn amqp_mongo() {
+                $name(BusKind::Amqp, StoreKind::Mongo).await;
+            }
+        }
+    };
+}
+
+/// Runs a test body once per bus, as separate tests (storage: SQLite).
+#[macro_export]
+macro_rules! bus_matrix {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                $name(BusKind::Memory, StoreKind::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn amqp() {
+                $name(BusKind::Amqp, StoreKind::Sqlite).await;
+            }
+        }
+    };
+}
