@@ -126,7 +126,10 @@ impl ApiConfig {
         }
         const YEAR: u64 = 365 * 24 * 3600;
         if self.session_max_secs > YEAR {
-            return invalid("session_max_secs", format!("must be at most {YEAR} (a year)"));
+            return invalid(
+                "session_max_secs",
+                format!("must be at most {YEAR} (a year)"),
+            );
         }
         if self.session_max_secs < self.session_ttl_secs {
             return invalid(
@@ -145,10 +148,16 @@ impl ApiConfig {
         }
         const DAY: u64 = 24 * 3600;
         if self.credential_cache_secs > DAY {
-            return invalid("credential_cache_secs", format!("must be at most {DAY} (a day)"));
+            return invalid(
+                "credential_cache_secs",
+                format!("must be at most {DAY} (a day)"),
+            );
         }
         if self.login_window_secs > DAY {
-            return invalid("login_window_secs", format!("must be at most {DAY} (a day)"));
+            return invalid(
+                "login_window_secs",
+                format!("must be at most {DAY} (a day)"),
+            );
         }
         if self.read_cache_ms > 3_600_000 {
             return invalid("read_cache_ms", "must be at most 3600000 (an hour)".into());

@@ -153,12 +153,10 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
         .sent_to(chat)
         .iter()
         .all(|s| !s.text.contains("Unwanted")));
-    let logged = platform
-        .storage
-        .get_delivery(live.id, "telegram", &chat.to_string())
-        .await
-        .unwrap();
-    assert_eq!(logged.map(|r| r.status), Some("sent".to_owned()));
+    assert_eq!(
+        logged_status(&platform.storage, live.id, chat, T).await,
+        "sent"
+    );
 
     // /settings: a working session link to the frontend.
     tg.send_text(chat, chat, "/settings");

@@ -47,7 +47,11 @@ fn tasks(count: usize) -> Vec<Task> {
 
 /// Acknowledges every command (and the follow-ups they cause); returns how many tasks
 /// were sent in assigns and unassigns.
-fn settle(state: &mut Assignment, conns: &HashMap<ConnId, String>, actions: Vec<Action>) -> (usize, usize) {
+fn settle(
+    state: &mut Assignment,
+    conns: &HashMap<ConnId, String>,
+    actions: Vec<Action>,
+) -> (usize, usize) {
     let (mut assigned, mut unassigned) = (0, 0);
     let mut actions = actions;
     while !actions.is_empty() {
@@ -85,6 +89,7 @@ struct RingFigures {
 fn ring_run(virtual_nodes: u32, all: &[Task]) -> RingFigures {
     let timing = Timing {
         eviction_timeout: Duration::from_secs(3600),
+        reconnect_window: Duration::from_secs(3600),
         ack_timeout: Duration::from_secs(3600),
     };
     let mut state = Assignment::new(virtual_nodes, timing, None);
@@ -113,7 +118,10 @@ fn ring_run(virtual_nodes: u32, all: &[Task]) -> RingFigures {
     let actions = state.connect(&conns[&newcomer], TaskKind::Youtube, newcomer, &[], now);
     let join = started.elapsed();
     let (assigned, unassigned) = settle(&mut state, &conns, actions);
-    assert_eq!(assigned, unassigned, "every move is one unassign and one assign");
+    assert_eq!(
+        assigned, unassigned,
+        "every move is one unassign and one assign"
+    );
     assert!(state.status(false, now).settled);
     RingFigures {
         initial,
@@ -165,19 +173,28 @@ struct Counting {
 #[async_trait]
 impl TaskRunner for Counting {
     async fn start(&self, task: Task) -> Result<(), TaskError> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(task.id);
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task.id);
         Ok(())
     }
 
     async fn stop(&self, task_id: Uuid) -> Result<(), TaskError> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&task_id);
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&task_id);
         Ok(())
     }
 }
 
 impl Counting {
     fn snapshot(&self) -> HashSet<Uuid> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -191,7 +208,9 @@ struct FreezingProxy {
 
 impl FreezingProxy {
     async fn start(target: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let frozen = CancellationToken::new();
         let held: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
@@ -218,7 +237,11 @@ impl FreezingProxy {
                 });
             }
         });
-        Self { addr, frozen, accept }
+        Self {
+            addr,
+            frozen,
+            accept,
+        }
     }
 }
 
@@ -226,16 +249,27 @@ impl FreezingProxy {
 struct LiveWorker {
     runner: Arc<Counting>,
     proxy: FreezingProxy,
-    runtime: tokio::task::JoinHandle<Result<(), stargazer_core::worker_runtime::WorkerRuntimeError>>,
+    runtime:
+        tokio::task::JoinHandle<Result<(), stargazer_core::worker_runtime::WorkerRuntimeError>>,
 }
 
 async fn spawn_worker(coordinator: std::net::SocketAddr, name: String) -> LiveWorker {
     let proxy = FreezingProxy::start(coordinator).await;
     let runner = Arc::new(Counting::default());
-    let config = WorkerRuntimeConfig::new(format!("ws://{}", proxy.addr), "bench", "bench", name, TaskKind::Youtube);
+    let config = WorkerRuntimeConfig::new(
+        format!("ws://{}", proxy.addr),
+        "bench",
+        "bench",
+        name,
+        TaskKind::Youtube,
+    );
     let dyn_runner: Arc<dyn TaskRunner> = runner.clone();
     let runtime = tokio::spawn(run_worker(config, dyn_runner, CancellationToken::new()));
-    LiveWorker { runner, proxy, runtime }
+    LiveWorker {
+        runner,
+        proxy,
+        runtime,
+    }
 }
 
 async fn death_run(death: Death, rounds: usize) -> Vec<f64> {
@@ -243,7 +277,9 @@ async fn death_run(death: Death, rounds: usize) -> Vec<f64> {
     const LIVE_TASKS: usize = 5_000;
     const LIVE_WORKERS: usize = 10;
     let interval = Duration::from_millis(200);
-    let storage = stargazer_core::storage::connect("sqlite::memory:").await.expect("sqlite");
+    let storage = stargazer_core::storage::connect("sqlite::memory:")
+        .await
+        .expect("sqlite");
     storage
         .insert_credential(&Credential {
             username: "bench".into(),
@@ -274,10 +310,17 @@ async fn death_run(death: Death, rounds: usize) -> Vec<f64> {
         startup_hold_ms: Some(0),
         ..CoordinatorConfig::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let coordinator_addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let coordinator = tokio::spawn(stargazer_coordinator::run(config, listener, storage, shutdown.clone()));
+    let coordinator = tokio::spawn(stargazer_coordinator::run(
+        config,
+        listener,
+        storage,
+        shutdown.clone(),
+    ));
 
     let mut workers = Vec::new();
     for i in 0..LIVE_WORKERS {
@@ -337,7 +380,9 @@ fn main() {
     println!("# coordinator assignment benchmark: {TASKS} tasks over {WORKERS} workers");
     println!();
     println!("## part 1: state machine (in process, every command acknowledged at once)");
-    println!("{TRIALS} trials per row with fresh random task ids; times are means, ratios mean (worst)");
+    println!(
+        "{TRIALS} trials per row with fresh random task ids; times are means, ratios mean (worst)"
+    );
     let ideal = TASKS as f64 / (WORKERS + 1) as f64;
     println!(
         "{:>13} {:>11} {:>8} {:>17} {:>17} {:>10}",
@@ -345,8 +390,12 @@ fn main() {
     );
     let trials: Vec<Vec<Task>> = (0..TRIALS).map(|_| tasks(TASKS)).collect();
     for virtual_nodes in [100, 200, 400, 1000, 2000] {
-        let runs: Vec<RingFigures> = trials.iter().map(|all| ring_run(virtual_nodes, all)).collect();
-        let mean = |f: &dyn Fn(&RingFigures) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
+        let runs: Vec<RingFigures> = trials
+            .iter()
+            .map(|all| ring_run(virtual_nodes, all))
+            .collect();
+        let mean =
+            |f: &dyn Fn(&RingFigures) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
         let worst = |f: &dyn Fn(&RingFigures) -> f64| runs.iter().map(f).fold(f64::MIN, f64::max);
         let moved = |r: &RingFigures| r.moved as f64 / ideal;
         let spread = |r: &RingFigures| r.spread_max;

@@ -161,14 +161,18 @@ impl WorkerEntry {
 
     /// When this worker is evicted unless something changes, and why.
     fn expiry(&self, timing: &Timing) -> (Instant, &'static str) {
-        let mut expiry = (self.last_seen + timing.eviction_timeout, "missed heartbeats");
+        let mut expiry = (
+            self.last_seen + timing.eviction_timeout,
+            "missed heartbeats",
+        );
         if let Some(dropped) = self.dropped_at {
             let window = dropped + timing.reconnect_window;
             if window < expiry.0 {
                 expiry = (window, "connection lost and not re-established");
             }
         }
-        if let (Some(_), Some(oldest)) = (self.conn, self.pending.values().map(|p| p.sent_at).min()) {
+        if let (Some(_), Some(oldest)) = (self.conn, self.pending.values().map(|p| p.sent_at).min())
+        {
             let stalled = oldest.max(self.last_progress) + timing.ack_timeout;
             if stalled < expiry.0 {
                 expiry = (stalled, "did not acknowledge commands in time");
@@ -372,7 +376,14 @@ impl Assignment {
     }
 
     /// `worker` acknowledged command `seq` on `conn`.
-    pub fn ack(&mut self, worker: &str, conn: ConnId, seq: u64, failed: &[TaskFailure], now: Instant) -> Vec<Action> {
+    pub fn ack(
+        &mut self,
+        worker: &str,
+        conn: ConnId,
+        seq: u64,
+        failed: &[TaskFailure],
+        now: Instant,
+    ) -> Vec<Action> {
         let Some(id) = self.workers.get_key_value(worker).map(|(id, _)| id.clone()) else {
             return self.finish(now);
         };
@@ -421,7 +432,13 @@ impl Assignment {
     /// Connection `conn` of `worker` ended. After a `leave` (`clean`) the worker has
     /// stopped everything and its tasks move at once; otherwise it keeps them for the
     /// reconnect window, in case it comes back.
-    pub fn disconnect(&mut self, worker: &str, conn: ConnId, clean: bool, now: Instant) -> Vec<Action> {
+    pub fn disconnect(
+        &mut self,
+        worker: &str,
+        conn: ConnId,
+        clean: bool,
+        now: Instant,
+    ) -> Vec<Action> {
         let Some(entry) = self.workers.get_mut(worker) else {
             return self.finish(now);
         };
@@ -432,7 +449,10 @@ impl Assignment {
             tracing::info!(worker_id = worker, "worker left");
             self.remove_worker(worker, "left", false);
         } else {
-            tracing::info!(worker_id = worker, "worker disconnected; keeping its tasks for the reconnect window");
+            tracing::info!(
+                worker_id = worker,
+                "worker disconnected; keeping its tasks for the reconnect window"
+            );
             entry.conn = None;
             entry.dropped_at = Some(now);
             entry.pending.clear();
@@ -535,7 +555,10 @@ impl Assignment {
             })
             .collect();
         workers.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut kinds: BTreeMap<TaskKind, KindStatus> = TaskKind::ALL.iter().map(|k| (*k, KindStatus::default())).collect();
+        let mut kinds: BTreeMap<TaskKind, KindStatus> = TaskKind::ALL
+            .iter()
+            .map(|k| (*k, KindStatus::default()))
+            .collect();
         let mut unassigned = Vec::new();
         let mut settled = self.tasks_loaded;
         for (id, entry) in &self.tasks {
@@ -579,7 +602,9 @@ impl Assignment {
 
     fn ring_mut(&mut self, kind: TaskKind) -> &mut Ring {
         let virtual_nodes = self.virtual_nodes;
-        self.rings.entry(kind).or_insert_with(|| Ring::new(virtual_nodes))
+        self.rings
+            .entry(kind)
+            .or_insert_with(|| Ring::new(virtual_nodes))
     }
 
     fn holder_mut(&mut self, task: Uuid, worker: &WorkerId) -> Option<&mut Holder> {
@@ -727,14 +752,24 @@ impl Assignment {
             if holder.state == HoldState::Unassigning {
                 continue;
             }
-            let wanted = entry.task.is_some() && entry.target.as_ref() == Some(&holder.worker) && !holder.stale;
+            let wanted = entry.task.is_some()
+                && entry.target.as_ref() == Some(&holder.worker)
+                && !holder.stale;
             if wanted {
                 continue;
             }
             // A disconnected holder is left alone: it either reconnects (and is told
             // then) or is evicted (and forgotten).
-            if self.workers.get(&holder.worker).is_some_and(|w| w.conn.is_some()) {
-                self.outbox.entry(holder.worker.clone()).or_default().unassign.push(id);
+            if self
+                .workers
+                .get(&holder.worker)
+                .is_some_and(|w| w.conn.is_some())
+            {
+                self.outbox
+                    .entry(holder.worker.clone())
+                    .or_default()
+                    .unassign
+                    .push(id);
                 holder.state = HoldState::Unassigning;
             }
         }
@@ -743,7 +778,11 @@ impl Assignment {
                 (Some(task), Some(target)) => {
                     if let Some(worker) = self.workers.get_mut(target) {
                         if worker.conn.is_some() {
-                            self.outbox.entry(target.clone()).or_default().assign.push(task.clone());
+                            self.outbox
+                                .entry(target.clone())
+                                .or_default()
+                                .assign
+                                .push(task.clone());
                             entry.holders.push(Holder {
                                 worker: target.clone(),
                                 state: HoldState::Assigning,
@@ -886,7 +925,9 @@ mod tests {
             TaskKind::Youtube => TaskParams::Youtube {
                 channel_id: format!("UC{n:022}"),
             },
-            TaskKind::Twitter => TaskParams::Twitter { user_id: n.to_string() },
+            TaskKind::Twitter => TaskParams::Twitter {
+                user_id: n.to_string(),
+            },
         };
         Task {
             id,
@@ -896,12 +937,19 @@ mod tests {
     }
 
     /// Acknowledges every command in `actions` as `worker` would; returns follow-ups.
-    fn ack_all(state: &mut Assignment, worker: &str, conn: ConnId, actions: &[Action], now: Instant) -> Vec<Action> {
+    fn ack_all(
+        state: &mut Assignment,
+        worker: &str,
+        conn: ConnId,
+        actions: &[Action],
+        now: Instant,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         for action in actions {
             if let Action::Send { conn: c, message } = action {
                 let seq = match message {
-                    CoordinatorMessage::Assign { seq, .. } | CoordinatorMessage::Unassign { seq, .. } => *seq,
+                    CoordinatorMessage::Assign { seq, .. }
+                    | CoordinatorMessage::Unassign { seq, .. } => *seq,
                     _ => continue,
                 };
                 if *c == conn {
@@ -913,7 +961,12 @@ mod tests {
     }
 
     /// Acknowledges everything the listed workers are sent until nothing more is sent.
-    fn settle(state: &mut Assignment, workers: &[(&str, ConnId)], actions: Vec<Action>, now: Instant) {
+    fn settle(
+        state: &mut Assignment,
+        workers: &[(&str, ConnId)],
+        actions: Vec<Action>,
+        now: Instant,
+    ) {
         let mut actions = actions;
         while !actions.is_empty() {
             let mut next = Vec::new();
@@ -932,8 +985,12 @@ mod tests {
                     continue;
                 }
                 match message {
-                    CoordinatorMessage::Assign { tasks, .. } => assigned.extend(tasks.iter().map(|t| t.id)),
-                    CoordinatorMessage::Unassign { tasks, .. } => unassigned.extend(tasks.iter().copied()),
+                    CoordinatorMessage::Assign { tasks, .. } => {
+                        assigned.extend(tasks.iter().map(|t| t.id))
+                    }
+                    CoordinatorMessage::Unassign { tasks, .. } => {
+                        unassigned.extend(tasks.iter().copied())
+                    }
                     _ => {}
                 }
             }
@@ -991,21 +1048,33 @@ mod tests {
     fn silent_workers_are_evicted_and_quick_reconnects_move_nothing() {
         let start = Instant::now();
         let mut state = Assignment::new(32, TIMING, None);
-        state.load_tasks((0..100).map(|n| task(n, TaskKind::Youtube)).collect(), start);
+        state.load_tasks(
+            (0..100).map(|n| task(n, TaskKind::Youtube)).collect(),
+            start,
+        );
         let both = [("a", 1), ("b", 2)];
         for (w, conn) in both {
             let actions = state.connect(w, TaskKind::Youtube, conn, &[], start);
             settle(&mut state, &both, actions, start);
         }
         assert!(state.status(false, start).settled);
-        let held_by_a = state.status(true, start).workers[0].task_ids.clone().unwrap();
+        let held_by_a = state.status(true, start).workers[0]
+            .task_ids
+            .clone()
+            .unwrap();
 
         // a drops its connection and comes back within its window: nothing moves.
         let t1 = start + Duration::from_secs(3);
         state.heard("b", 2, t1);
         assert!(state.disconnect("a", 1, false, t1).is_empty());
         assert_eq!(state.next_deadline(), Some(t1 + TIMING.reconnect_window));
-        let back = state.connect("a", TaskKind::Youtube, 3, &held_by_a, t1 + Duration::from_secs(1));
+        let back = state.connect(
+            "a",
+            TaskKind::Youtube,
+            3,
+            &held_by_a,
+            t1 + Duration::from_secs(1),
+        );
         assert!(back.is_empty(), "{back:?}");
         let t1 = t1 + Duration::from_secs(1);
 
@@ -1040,7 +1109,12 @@ mod tests {
     fn a_worker_stuck_on_a_command_is_evicted_but_a_slow_one_is_not() {
         let start = Instant::now();
         let mut state = Assignment::new(16, TIMING, None);
-        state.load_tasks((0..(3 * MAX_BATCH as u128)).map(|n| task(n, TaskKind::Twitter)).collect(), start);
+        state.load_tasks(
+            (0..(3 * MAX_BATCH as u128))
+                .map(|n| task(n, TaskKind::Twitter))
+                .collect(),
+            start,
+        );
         let actions = state.connect("slow", TaskKind::Twitter, 1, &[], start);
         let seqs: Vec<u64> = actions
             .iter()

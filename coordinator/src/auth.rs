@@ -80,14 +80,20 @@ impl Authenticator {
 
     /// The authenticated username, if the header carries valid credentials with at least
     /// `coordinator: ro`.
-    pub(crate) async fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<String, AuthFailure> {
+    pub(crate) async fn authenticate(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<String, AuthFailure> {
         let (username, password) = parse_basic(authorization)?;
         let credential = self
             .storage
             .get_credential(&username)
             .await
             .map_err(|err| AuthFailure::Unavailable(err.to_string()))?;
-        let stored = credential.as_ref().map(|c| c.hash.as_str()).unwrap_or(DECOY_HASH);
+        let stored = credential
+            .as_ref()
+            .map(|c| c.hash.as_str())
+            .unwrap_or(DECOY_HASH);
         let key = self.key(&username, &password, stored);
         if !self.is_cached(&key) {
             let gate = {
@@ -105,7 +111,10 @@ impl Authenticator {
                 matched
             };
             drop(turn);
-            self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            self.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
             if !matched || credential.is_none() {
                 return Err(AuthFailure::BadCredentials);
             }
@@ -113,7 +122,10 @@ impl Authenticator {
         let Some(credential) = credential else {
             return Err(AuthFailure::BadCredentials);
         };
-        if !credential.permissions.allows(Component::Coordinator, Access::Ro) {
+        if !credential
+            .permissions
+            .allows(Component::Coordinator, Access::Ro)
+        {
             return Err(AuthFailure::Forbidden);
         }
         Ok(username)
@@ -131,7 +143,9 @@ impl Authenticator {
 
     fn is_cached(&self, key: &Key) -> bool {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        verified.get(key).is_some_and(|until| *until > Instant::now())
+        verified
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     fn remember(&self, key: Key) {
@@ -173,16 +187,17 @@ fn parse_basic(authorization: Option<&HeaderValue>) -> Result<(String, String), 
     let value = value
         .to_str()
         .map_err(|_| AuthFailure::Missing("Authorization header is not ASCII"))?;
-    let (scheme, encoded) = value
-        .split_once(' ')
-        .ok_or(AuthFailure::Missing("Authorization header is not `Basic <credentials>`"))?;
+    let (scheme, encoded) = value.split_once(' ').ok_or(AuthFailure::Missing(
+        "Authorization header is not `Basic <credentials>`",
+    ))?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(AuthFailure::Missing("Authorization scheme must be Basic"));
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| AuthFailure::Missing("Basic credentials are not base64"))?;
-    let decoded = String::from_utf8(decoded).map_err(|_| AuthFailure::Missing("Basic credentials are not UTF-8"))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| AuthFailure::Missing("Basic credentials are not UTF-8"))?;
     let (username, password) = decoded
         .split_once(':')
         .ok_or(AuthFailure::Missing("Basic credentials lack a `:`"))?;
@@ -199,8 +214,14 @@ pub(crate) struct ServiceAuth {
 impl FromRequestParts<AppState> for ServiceAuth {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let result = state.auth.authenticate(parts.headers.get(header::AUTHORIZATION)).await;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let result = state
+            .auth
+            .authenticate(parts.headers.get(header::AUTHORIZATION))
+            .await;
         match result {
             Ok(username) => Ok(ServiceAuth { username }),
             Err(failure) => {
@@ -210,7 +231,11 @@ impl FromRequestParts<AppState> for ServiceAuth {
                     AuthFailure::Forbidden => "forbidden",
                     AuthFailure::Unavailable(_) => "unavailable",
                 };
-                state.metrics.auth_failures.with_label_values(&[reason]).inc();
+                state
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&[reason])
+                    .inc();
                 Err(HttpError::from(failure))
             }
         }
@@ -229,7 +254,10 @@ mod tests {
         assert!(parse_basic(Some(&lower)).is_ok());
         for bad in ["Bearer dTpw", "Basic", "Basic !!!", "Basic dXA="] {
             let value = HeaderValue::from_str(bad).unwrap();
-            assert!(matches!(parse_basic(Some(&value)), Err(AuthFailure::Missing(_))), "{bad}");
+            assert!(
+                matches!(parse_basic(Some(&value)), Err(AuthFailure::Missing(_))),
+                "{bad}"
+            );
         }
         assert!(parse_basic(None).is_err());
     }

@@ -20,7 +20,8 @@ pub struct CoordinatorConfig {
     /// this many intervals is evicted and its tasks move; default 2.
     pub heartbeat_misses: u32,
     /// `virtual_nodes` / `STARGAZER_COORDINATOR__VIRTUAL_NODES`: ring points per worker;
-    /// more points spread load more evenly at the cost of memory; default 400.
+    /// more points spread load more evenly (see the assignment benchmark) at the
+    /// cost of memory and ring rebuild time; default 1000.
     pub virtual_nodes: u32,
     /// `snapshot_interval_ms` / `STARGAZER_COORDINATOR__SNAPSHOT_INTERVAL_MS`: how often a
     /// changed assignment is written to storage (and gauges refreshed), milliseconds;
@@ -44,7 +45,7 @@ impl Default for CoordinatorConfig {
             listen: "127.0.0.1:8090".to_owned(),
             heartbeat_interval_ms: 5000,
             heartbeat_misses: 2,
-            virtual_nodes: 400,
+            virtual_nodes: 1000,
             snapshot_interval_ms: 5000,
             ack_timeout_ms: 60_000,
             startup_hold_ms: None,
@@ -56,14 +57,23 @@ impl Default for CoordinatorConfig {
 impl CoordinatorConfig {
     /// Checks what serde cannot: a parsable listen address and non-zero timings.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen
-            .parse::<SocketAddr>()
-            .map_err(|err| ConfigError::invalid("coordinator.listen", format!("`{}`: {err}", self.listen)))?;
+        self.listen.parse::<SocketAddr>().map_err(|err| {
+            ConfigError::invalid("coordinator.listen", format!("`{}`: {err}", self.listen))
+        })?;
         let positive = [
-            ("coordinator.heartbeat_interval_ms", self.heartbeat_interval_ms),
-            ("coordinator.heartbeat_misses", u64::from(self.heartbeat_misses)),
+            (
+                "coordinator.heartbeat_interval_ms",
+                self.heartbeat_interval_ms,
+            ),
+            (
+                "coordinator.heartbeat_misses",
+                u64::from(self.heartbeat_misses),
+            ),
             ("coordinator.virtual_nodes", u64::from(self.virtual_nodes)),
-            ("coordinator.snapshot_interval_ms", self.snapshot_interval_ms),
+            (
+                "coordinator.snapshot_interval_ms",
+                self.snapshot_interval_ms,
+            ),
             ("coordinator.ack_timeout_ms", self.ack_timeout_ms),
         ];
         for (key, value) in positive {
@@ -103,8 +113,14 @@ mod tests {
         let source = ConfigSource::load_with_env(
             None,
             vec![
-                ("STARGAZER_COORDINATOR__HEARTBEAT_INTERVAL_MS".to_owned(), "200".to_owned()),
-                ("STARGAZER_COORDINATOR__STARTUP_HOLD_MS".to_owned(), "0".to_owned()),
+                (
+                    "STARGAZER_COORDINATOR__HEARTBEAT_INTERVAL_MS".to_owned(),
+                    "200".to_owned(),
+                ),
+                (
+                    "STARGAZER_COORDINATOR__STARTUP_HOLD_MS".to_owned(),
+                    "0".to_owned(),
+                ),
             ],
         )
         .unwrap();
@@ -119,11 +135,19 @@ mod tests {
             heartbeat_misses: 0,
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("coordinator.heartbeat_misses"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("coordinator.heartbeat_misses"));
         let bad = CoordinatorConfig {
             listen: "nowhere".into(),
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("coordinator.listen"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("coordinator.listen"));
     }
 }

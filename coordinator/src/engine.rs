@@ -45,9 +45,16 @@ pub(crate) enum EngineEvent {
         failed: Vec<TaskFailure>,
     },
     /// The connection ended; `clean` after a `leave`.
-    Disconnected { worker: String, conn: ConnId, clean: bool },
+    Disconnected {
+        worker: String,
+        conn: ConnId,
+        clean: bool,
+    },
     /// `GET /v1/status` wants a report.
-    Status { detail: bool, reply: oneshot::Sender<Status> },
+    Status {
+        detail: bool,
+        reply: oneshot::Sender<Status>,
+    },
 }
 
 /// What the engine tells a connection handler.
@@ -75,7 +82,11 @@ pub(crate) async fn run(
         reconnect_window: config.heartbeat_interval(),
         ack_timeout: std::time::Duration::from_millis(config.ack_timeout_ms),
     };
-    let mut state = Assignment::new(config.virtual_nodes, timing, (!hold.is_zero()).then(|| start + hold));
+    let mut state = Assignment::new(
+        config.virtual_nodes,
+        timing,
+        (!hold.is_zero()).then(|| start + hold),
+    );
     match snapshot::load(&storage).await {
         Ok(Some(saved)) => {
             tracing::info!(
@@ -86,12 +97,16 @@ pub(crate) async fn run(
             state.restore(&saved, start);
         }
         Ok(None) => tracing::info!("no previous assignment; starting fresh"),
-        Err(err) => tracing::warn!(cause = %err, "cannot read the previous assignment; starting fresh"),
+        Err(err) => {
+            tracing::warn!(cause = %err, "cannot read the previous assignment; starting fresh")
+        }
     }
 
     let (snapshot_tx, snapshot_rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let writer = tokio::spawn(write_snapshots(storage.clone(), snapshot_rx));
-    let mut snapshot_timer = tokio::time::interval(std::time::Duration::from_millis(config.snapshot_interval_ms));
+    let mut snapshot_timer = tokio::time::interval(std::time::Duration::from_millis(
+        config.snapshot_interval_ms,
+    ));
     snapshot_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut conns: HashMap<ConnId, mpsc::UnboundedSender<Outbound>> = HashMap::new();
 
@@ -168,7 +183,11 @@ fn handle_event(
             seq,
             failed,
         } => state.ack(&worker, conn, seq, &failed, now),
-        EngineEvent::Disconnected { worker, conn, clean } => {
+        EngineEvent::Disconnected {
+            worker,
+            conn,
+            clean,
+        } => {
             conns.remove(&conn);
             state.disconnect(&worker, conn, clean, now)
         }
@@ -198,7 +217,10 @@ fn dispatch(conns: &mut HashMap<ConnId, mpsc::UnboundedSender<Outbound>>, action
     }
 }
 
-async fn write_snapshots(storage: Arc<dyn Storage>, mut latest: watch::Receiver<Option<Arc<Snapshot>>>) {
+async fn write_snapshots(
+    storage: Arc<dyn Storage>,
+    mut latest: watch::Receiver<Option<Arc<Snapshot>>>,
+) {
     while latest.changed().await.is_ok() {
         let Some(snapshot) = latest.borrow_and_update().clone() else {
             continue;

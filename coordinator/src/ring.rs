@@ -76,7 +76,11 @@ impl Ring {
         }
         // `HashRing::remove` shifts the whole vector per point; rebuilding sorts once.
         let mut ring = HashRing::new();
-        let points: Vec<VirtualNode> = self.members.iter().flat_map(|member| self.points(member)).collect();
+        let points: Vec<VirtualNode> = self
+            .members
+            .iter()
+            .flat_map(|member| self.points(member))
+            .collect();
         ring.batch_add(points);
         self.ring = ring;
         true
@@ -104,12 +108,15 @@ mod tests {
     use super::*;
 
     fn ids(n: u128) -> Vec<Uuid> {
-        (0..n).map(|i| Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))).collect()
+        (0..n)
+            .map(|i| Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
+            .collect()
     }
 
     #[test]
     fn same_membership_gives_the_same_owners_in_any_order() {
-        let (a, b, c): (WorkerId, WorkerId, WorkerId) = (Arc::from("a"), Arc::from("b"), Arc::from("c"));
+        let (a, b, c): (WorkerId, WorkerId, WorkerId) =
+            (Arc::from("a"), Arc::from("b"), Arc::from("c"));
         let mut first = Ring::new(64);
         for w in [&a, &b, &c] {
             first.add(w);
@@ -132,7 +139,10 @@ mod tests {
             ring.add(&Arc::from(format!("w{i}")));
         }
         let tasks = ids(20_000);
-        let before: Vec<WorkerId> = tasks.iter().map(|t| ring.get(*t).unwrap().clone()).collect();
+        let before: Vec<WorkerId> = tasks
+            .iter()
+            .map(|t| ring.get(*t).unwrap().clone())
+            .collect();
         let newcomer: WorkerId = Arc::from("w10");
         ring.add(&newcomer);
         let mut moved = 0;
@@ -144,7 +154,10 @@ mod tests {
             }
         }
         // About 1/11 of the tasks, far from a reshuffle.
-        assert!(moved > 20_000 / 11 / 2 && moved < 20_000 / 11 * 2, "{moved}");
+        assert!(
+            moved > 20_000 / 11 / 2 && moved < 20_000 / 11 * 2,
+            "{moved}"
+        );
     }
 
     #[test]

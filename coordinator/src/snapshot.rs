@@ -56,7 +56,10 @@ pub async fn load(storage: &Arc<dyn Storage>) -> Result<Option<Snapshot>, Storag
     match serde_json::from_value::<Snapshot>(value) {
         Ok(snapshot) if snapshot.version == SNAPSHOT_VERSION => Ok(Some(snapshot)),
         Ok(snapshot) => {
-            tracing::warn!(version = snapshot.version, "ignoring a snapshot of another format version");
+            tracing::warn!(
+                version = snapshot.version,
+                "ignoring a snapshot of another format version"
+            );
             Ok(None)
         }
         Err(err) => {
@@ -68,6 +71,7 @@ pub async fn load(storage: &Arc<dyn Storage>) -> Result<Option<Snapshot>, Storag
 
 /// Stores `snapshot`, replacing the previous one.
 pub async fn save(storage: &Arc<dyn Storage>, snapshot: &Snapshot) -> Result<(), StorageError> {
-    let value = serde_json::to_value(snapshot).map_err(|err| StorageError::Corrupt(err.to_string()))?;
+    let value =
+        serde_json::to_value(snapshot).map_err(|err| StorageError::Corrupt(err.to_string()))?;
     storage.kv_put(NAMESPACE, KEY, &value).await
 }

@@ -22,7 +22,11 @@ pub(crate) enum TaskFeed {
 }
 
 /// Runs until `shutdown` (or until the engine is gone).
-pub(crate) async fn watch(storage: Arc<dyn Storage>, feed: mpsc::Sender<TaskFeed>, shutdown: CancellationToken) {
+pub(crate) async fn watch(
+    storage: Arc<dyn Storage>,
+    feed: mpsc::Sender<TaskFeed>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Backoff::default();
     loop {
         // Open the stream before listing so that nothing between the two is missed;

@@ -39,8 +39,16 @@ async fn join_leave_rejoin_moves_only_what_must_move() {
     let c = Worker::start(&coordinator.url(), "yt-c", TaskKind::Youtube, &ledger);
     converge("a, b and c", &coordinator, &[&a, &b, &c], &tasks, &ledger).await;
     assert!(c.starts() > 0);
-    assert_eq!((a.stops() - a_stops) + (b.stops() - b_stops), c.starts(), "only what c took moved");
-    assert_eq!((a.starts(), b.starts()), (a_starts, b_starts), "nothing was handed between a and b");
+    assert_eq!(
+        (a.stops() - a_stops) + (b.stops() - b_stops),
+        c.starts(),
+        "only what c took moved"
+    );
+    assert_eq!(
+        (a.starts(), b.starts()),
+        (a_starts, b_starts),
+        "nothing was handed between a and b"
+    );
 
     // b leaves cleanly: only its tasks move; a and c give up nothing.
     let b_held = b.running().len();
@@ -53,7 +61,11 @@ async fn join_leave_rejoin_moves_only_what_must_move() {
     // b comes back under the same id and gets its share again.
     let b = Worker::start(&coordinator.url(), "yt-b", TaskKind::Youtube, &ledger);
     converge("b rejoined", &coordinator, &[&a, &b, &c], &tasks, &ledger).await;
-    assert_eq!(b.running().len(), b_held, "the same arcs come back to the same id");
+    assert_eq!(
+        b.running().len(),
+        b_held,
+        "the same arcs come back to the same id"
+    );
     coordinator.stop().await;
 }
 
@@ -65,7 +77,9 @@ async fn a_silent_worker_is_evicted_and_its_tasks_move() {
     let coordinator = Coordinator::start(storage.clone(), test_config()).await;
     let ledger = Arc::new(Ledger::default());
 
-    let mut silent = RawClient::connect(coordinator.addr, USER, PASSWORD).await.unwrap();
+    let mut silent = RawClient::connect(coordinator.addr, USER, PASSWORD)
+        .await
+        .unwrap();
     silent
         .send(&WorkerMessage::Announce {
             worker_id: "silent".into(),
@@ -73,12 +87,27 @@ async fn a_silent_worker_is_evicted_and_its_tasks_move() {
             tasks: vec![],
         })
         .await;
-    assert!(matches!(silent.next().await, Some(CoordinatorMessage::Welcome { heartbeat_interval_ms: 400, .. })));
-    let Some(CoordinatorMessage::Assign { seq, tasks: assigned }) = silent.next().await else {
+    assert!(matches!(
+        silent.next().await,
+        Some(CoordinatorMessage::Welcome {
+            heartbeat_interval_ms: 400,
+            ..
+        })
+    ));
+    let Some(CoordinatorMessage::Assign {
+        seq,
+        tasks: assigned,
+    }) = silent.next().await
+    else {
         panic!("expected an assign");
     };
     assert_eq!(assigned.len(), 60);
-    silent.send(&WorkerMessage::Ack { seq, failed: vec![] }).await;
+    silent
+        .send(&WorkerMessage::Ack {
+            seq,
+            failed: vec![],
+        })
+        .await;
     eventually("silent holds everything", || async {
         let status = coordinator.status().await;
         (status["settled"] == true && status["workers"][0]["tasks"] == 60)
@@ -91,8 +120,16 @@ async fn a_silent_worker_is_evicted_and_its_tasks_move() {
     let live = Worker::start(&coordinator.url(), "yt-live", TaskKind::Youtube, &ledger);
     converge("silent evicted", &coordinator, &[&live], &tasks, &ledger).await;
     assert_eq!(live.starts(), 60);
-    let metrics = coordinator.get("/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains("stargazer_coordinator_evictions_total 1"), "{metrics}");
+    let metrics = coordinator
+        .get("/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stargazer_coordinator_evictions_total 1"),
+        "{metrics}"
+    );
     drop(silent);
     coordinator.stop().await;
 }
@@ -109,14 +146,34 @@ async fn a_crashed_worker_is_replaced_and_a_network_blip_moves_nothing() {
     let a = Worker::start(&proxy.url(), "tw-a", TaskKind::Twitter, &ledger);
     let b = Worker::start(&proxy.url(), "tw-b", TaskKind::Twitter, &ledger);
     let c = Worker::start(&proxy.url(), "tw-c", TaskKind::Twitter, &ledger);
-    converge("three workers", &coordinator, &[&a, &b, &c], &tasks, &ledger).await;
+    converge(
+        "three workers",
+        &coordinator,
+        &[&a, &b, &c],
+        &tasks,
+        &ledger,
+    )
+    .await;
 
     // Every connection drops without a close: the workers reconnect and re-announce what
     // they run, and nothing is stopped or started.
-    let before: Vec<(usize, usize)> = [&a, &b, &c].iter().map(|w| (w.starts(), w.stops())).collect();
+    let before: Vec<(usize, usize)> = [&a, &b, &c]
+        .iter()
+        .map(|w| (w.starts(), w.stops()))
+        .collect();
     proxy.cut();
-    converge("after the blip", &coordinator, &[&a, &b, &c], &tasks, &ledger).await;
-    let after: Vec<(usize, usize)> = [&a, &b, &c].iter().map(|w| (w.starts(), w.stops())).collect();
+    converge(
+        "after the blip",
+        &coordinator,
+        &[&a, &b, &c],
+        &tasks,
+        &ledger,
+    )
+    .await;
+    let after: Vec<(usize, usize)> = [&a, &b, &c]
+        .iter()
+        .map(|w| (w.starts(), w.stops()))
+        .collect();
     assert_eq!(before, after, "a reconnect caused churn");
 
     // c dies: after its heartbeat deadline its tasks go to a and b, which stop nothing.
@@ -157,8 +214,15 @@ async fn task_changes_touch_only_the_changed_tasks() {
     assert_eq!(totals(&all), (starts + 15, stops));
 
     // A parameter change restarts that one task.
-    let changed = *tasks.keys().find(|id| tasks[id].kind() == TaskKind::Youtube).unwrap();
-    let mut entity = storage.get_entity(tasks[&changed].entity).await.unwrap().unwrap();
+    let changed = *tasks
+        .keys()
+        .find(|id| tasks[id].kind() == TaskKind::Youtube)
+        .unwrap();
+    let mut entity = storage
+        .get_entity(tasks[&changed].entity)
+        .await
+        .unwrap()
+        .unwrap();
     entity.tasks[0].params = TaskParams::Youtube {
         channel_id: "UCchangedchangedchanged".into(),
     };
@@ -243,7 +307,14 @@ async fn a_restarted_coordinator_resumes_without_churn() {
     tasks.extend(add_tasks(&storage, TaskKind::Youtube, 3).await);
     converge("new task after the restart", &second, &all, &tasks, &ledger).await;
     y3.stop().await;
-    converge("leave after the restart", &second, &[&y1, &y2, &t1], &tasks, &ledger).await;
+    converge(
+        "leave after the restart",
+        &second,
+        &[&y1, &y2, &t1],
+        &tasks,
+        &ledger,
+    )
+    .await;
     second.stop().await;
 }
 
@@ -260,14 +331,21 @@ async fn two_kinds_never_receive_each_others_tasks() {
     let y1 = Worker::start(&coordinator.url(), "yt-1", TaskKind::Youtube, &ledger);
     let y2 = Worker::start(&coordinator.url(), "yt-2", TaskKind::Youtube, &ledger);
     converge("youtube only", &coordinator, &[&y1, &y2], &tasks, &ledger).await;
-    assert_eq!(coordinator.status().await["unassigned_count"], of_kind(&tasks, TaskKind::Twitter));
+    assert_eq!(
+        coordinator.status().await["unassigned_count"],
+        of_kind(&tasks, TaskKind::Twitter)
+    );
 
     let t1 = Worker::start(&coordinator.url(), "tw-1", TaskKind::Twitter, &ledger);
     let t2 = Worker::start(&coordinator.url(), "tw-2", TaskKind::Twitter, &ledger);
     let all = [&y1, &y2, &t1, &t2];
     converge("both kinds", &coordinator, &all, &tasks, &ledger).await;
     for w in all {
-        assert!(w.running().values().all(|t| t.kind() == w.kind), "{} got a foreign task", w.name);
+        assert!(
+            w.running().values().all(|t| t.kind() == w.kind),
+            "{} got a foreign task",
+            w.name
+        );
     }
     // Losing every YouTube worker leaves the Twitter assignment alone.
     let (t1_stops, t2_stops) = (t1.stops(), t2.stops());
@@ -291,25 +369,43 @@ async fn foreign_and_unknown_tasks_in_an_announce_are_taken_back() {
     // A Twitter worker claims to run a YouTube task and a task that does not exist.
     let foreign = *tasks.keys().next().unwrap();
     let unknown = Uuid::new_v4();
-    let mut raw = RawClient::connect(coordinator.addr, USER, PASSWORD).await.unwrap();
+    let mut raw = RawClient::connect(coordinator.addr, USER, PASSWORD)
+        .await
+        .unwrap();
     raw.send(&WorkerMessage::Announce {
         worker_id: "tw-raw".into(),
         kind: TaskKind::Twitter,
         tasks: vec![foreign, unknown],
     })
     .await;
-    assert!(matches!(raw.next().await, Some(CoordinatorMessage::Welcome { .. })));
-    let Some(CoordinatorMessage::Unassign { seq, tasks: mut taken }) = raw.next().await else {
+    assert!(matches!(
+        raw.next().await,
+        Some(CoordinatorMessage::Welcome { .. })
+    ));
+    let Some(CoordinatorMessage::Unassign {
+        seq,
+        tasks: mut taken,
+    }) = raw.next().await
+    else {
         panic!("expected an unassign");
     };
     taken.sort();
     let mut expected = vec![foreign, unknown];
     expected.sort();
     assert_eq!(taken, expected);
-    raw.send(&WorkerMessage::Ack { seq, failed: vec![] }).await;
+    raw.send(&WorkerMessage::Ack {
+        seq,
+        failed: vec![],
+    })
+    .await;
     eventually("the raw worker holds nothing", || async {
         let status = coordinator.status().await;
-        let raw_entry = status["workers"].as_array().unwrap().iter().find(|w| w["id"] == "tw-raw").cloned();
+        let raw_entry = status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == "tw-raw")
+            .cloned();
         match raw_entry {
             Some(entry) if entry["tasks"] == 0 && status["settled"] == true => Ok(()),
             _ => Err(status.to_string()),
@@ -320,10 +416,15 @@ async fn foreign_and_unknown_tasks_in_an_announce_are_taken_back() {
 
     // Garbage after the announce is answered with an error, not a dropped connection.
     raw.socket
-        .send(tokio_tungstenite::tungstenite::Message::text("{\"type\":\"bogus\"}"))
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            "{\"type\":\"bogus\"}",
+        ))
         .await
         .unwrap();
-    assert!(matches!(raw.next().await, Some(CoordinatorMessage::Error { .. })));
+    assert!(matches!(
+        raw.next().await,
+        Some(CoordinatorMessage::Error { .. })
+    ));
     coordinator.stop().await;
 }
 
@@ -351,31 +452,66 @@ async fn credentials_are_checked() {
     );
     let body: serde_json::Value = anonymous.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
-    assert_eq!(coordinator.get("/v1/status", Some((USER, "wrong"))).await.status(), 401);
-    assert_eq!(coordinator.get("/v1/status", Some(("bot", "bot-secret"))).await.status(), 403);
+    assert_eq!(
+        coordinator
+            .get("/v1/status", Some((USER, "wrong")))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        coordinator
+            .get("/v1/status", Some(("bot", "bot-secret")))
+            .await
+            .status(),
+        403
+    );
     // Twice: the second answer comes from the verified-password cache.
     for _ in 0..2 {
-        assert_eq!(coordinator.get("/v1/status", Some((USER, PASSWORD))).await.status(), 200);
+        assert_eq!(
+            coordinator
+                .get("/v1/status", Some((USER, PASSWORD)))
+                .await
+                .status(),
+            200
+        );
     }
     assert_eq!(coordinator.get("/healthz", None).await.status(), 200);
-    let metrics = coordinator.get("/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains("stargazer_coordinator_auth_failures_total"), "{metrics}");
+    let metrics = coordinator
+        .get("/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stargazer_coordinator_auth_failures_total"),
+        "{metrics}"
+    );
 
     match RawClient::connect(coordinator.addr, USER, "wrong").await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a wrong password was accepted"),
     }
     match RawClient::connect(coordinator.addr, "bot", "bot-secret").await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a credential without coordinator access was accepted"),
     }
 
     // A first frame that is not an announce is refused with a reason.
-    let mut raw = RawClient::connect(coordinator.addr, USER, PASSWORD).await.unwrap();
+    let mut raw = RawClient::connect(coordinator.addr, USER, PASSWORD)
+        .await
+        .unwrap();
     raw.send(&WorkerMessage::Heartbeat).await;
-    assert!(matches!(raw.next().await, Some(CoordinatorMessage::Error { .. })));
+    assert!(matches!(
+        raw.next().await,
+        Some(CoordinatorMessage::Error { .. })
+    ));
     assert!(raw.next().await.is_none());
     coordinator.stop().await;
 }

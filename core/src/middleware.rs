@@ -145,7 +145,8 @@ impl RuntimeMetrics {
         .const_label("middleware", tag);
         // Name, help and label names are fixed valid literals; label values are never
         // validated, so construction cannot fail.
-        let messages = IntCounterVec::new(opts, &["outcome"]).expect("fixed metric options are valid");
+        let messages =
+            IntCounterVec::new(opts, &["outcome"]).expect("fixed metric options are valid");
         if let Err(err) = registry.register(Box::new(messages.clone())) {
             tracing::warn!(middleware = tag, cause = %err, "middleware metrics not registered");
         }
@@ -370,7 +371,8 @@ fn decode(tag: &str, delivery: &Delivery) -> Result<Incoming, String> {
             delivery.routing_key
         ));
     }
-    let event = Event::from_bytes(&delivery.body).map_err(|err| format!("undecodable event: {err}"))?;
+    let event =
+        Event::from_bytes(&delivery.body).map_err(|err| format!("undecodable event: {err}"))?;
     let source = routing::source(rest);
     if event.source() != source {
         return Err(format!(
@@ -399,7 +401,10 @@ mod tests {
     impl Middleware for Echo {
         async fn handle(&self, message: Incoming) -> Outcome {
             let mut event = message.event;
-            match event.take_control("x-echo").and_then(|v| v.as_str().map(str::to_owned)) {
+            match event
+                .take_control("x-echo")
+                .and_then(|v| v.as_str().map(str::to_owned))
+            {
                 Some(ref what) if what == "hold" => Outcome::Hold,
                 Some(ref what) if what == "drop" => Outcome::Drop("asked to".into()),
                 Some(ref what) if what == "reject" => Outcome::Reject("asked to".into()),
@@ -448,10 +453,18 @@ mod tests {
         let metrics = RuntimeMetrics::register("echo", &Registry::new());
         let shutdown = CancellationToken::new();
         let bus: Arc<dyn Bus> = Arc::new(bus);
-        let task = tokio::spawn(run(Arc::new(Echo), bus.clone(), options, metrics.clone(), shutdown.clone()));
+        let task = tokio::spawn(run(
+            Arc::new(Echo),
+            bus.clone(),
+            options,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
 
         let plain = event(None);
-        bus.publish("youtube.echo", &plain.to_bytes()).await.unwrap();
+        bus.publish("youtube.echo", &plain.to_bytes())
+            .await
+            .unwrap();
         let got = next_body(&mut ready).await;
         assert_eq!(got.routing_key, "youtube");
         assert_eq!(Event::from_bytes(&got.body).unwrap(), plain);
@@ -459,21 +472,35 @@ mod tests {
 
         bus.publish("youtube.echo", b"{not json").await.unwrap();
         let got = next_body(&mut dead).await;
-        assert!(got.header(routing::DEAD_REASON_HEADER).unwrap().starts_with("undecodable event"));
+        assert!(got
+            .header(routing::DEAD_REASON_HEADER)
+            .unwrap()
+            .starts_with("undecodable event"));
         got.ack().await.unwrap();
 
-        bus.publish("twitter.echo", &plain.to_bytes()).await.unwrap();
+        bus.publish("twitter.echo", &plain.to_bytes())
+            .await
+            .unwrap();
         let got = next_body(&mut dead).await;
-        assert!(got.header(routing::DEAD_REASON_HEADER).unwrap().contains("routing key source"));
+        assert!(got
+            .header(routing::DEAD_REASON_HEADER)
+            .unwrap()
+            .contains("routing key source"));
         got.ack().await.unwrap();
 
-        bus.publish("youtube.echo", &event(Some("reject")).to_bytes()).await.unwrap();
+        bus.publish("youtube.echo", &event(Some("reject")).to_bytes())
+            .await
+            .unwrap();
         let got = next_body(&mut dead).await;
         assert_eq!(got.header(routing::DEAD_REASON_HEADER), Some("asked to"));
         got.ack().await.unwrap();
 
-        bus.publish("youtube.echo", &event(Some("hold")).to_bytes()).await.unwrap();
-        bus.publish("youtube.echo", &event(Some("drop")).to_bytes()).await.unwrap();
+        bus.publish("youtube.echo", &event(Some("hold")).to_bytes())
+            .await
+            .unwrap();
+        bus.publish("youtube.echo", &event(Some("drop")).to_bytes())
+            .await
+            .unwrap();
         let last = event(None);
         bus.publish("youtube.echo", &last.to_bytes()).await.unwrap();
         let got = next_body(&mut ready).await;
@@ -503,7 +530,13 @@ mod tests {
                 Ok(())
             }
         }
-        let delivery = Delivery::new("youtube.delay".into(), event(None).to_bytes(), false, vec![], Box::new(Nop));
+        let delivery = Delivery::new(
+            "youtube.delay".into(),
+            event(None).to_bytes(),
+            false,
+            vec![],
+            Box::new(Nop),
+        );
         let err = decode("translate", &delivery).unwrap_err();
         assert!(err.contains("`translate`"), "{err}");
         let ok = decode("delay", &delivery).unwrap();

@@ -158,23 +158,43 @@ mod tests {
             tasks: vec![Task {
                 id,
                 entity: Uuid::from_u128(2),
-                params: TaskParams::Twitter { user_id: "12".into() },
+                params: TaskParams::Twitter {
+                    user_id: "12".into(),
+                },
             }],
         };
         let text = assign.to_text();
-        assert!(text.starts_with(r#"{"type":"assign","seq":7,"tasks":[{"#), "{text}");
-        assert!(text.contains(r#""kind":"twitter","user_id":"12""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"assign","seq":7,"tasks":[{"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""kind":"twitter","user_id":"12""#),
+            "{text}"
+        );
         assert_eq!(CoordinatorMessage::from_text(&text).unwrap(), assign);
 
-        assert_eq!(WorkerMessage::Heartbeat.to_text(), r#"{"type":"heartbeat"}"#);
+        assert_eq!(
+            WorkerMessage::Heartbeat.to_text(),
+            r#"{"type":"heartbeat"}"#
+        );
         let ack = WorkerMessage::from_text(r#"{"type":"ack","seq":3}"#).unwrap();
-        assert_eq!(ack, WorkerMessage::Ack { seq: 3, failed: vec![] });
+        assert_eq!(
+            ack,
+            WorkerMessage::Ack {
+                seq: 3,
+                failed: vec![]
+            }
+        );
     }
 
     #[test]
     fn bad_frames_are_errors() {
         assert!(WorkerMessage::from_text("{}").is_err());
-        assert!(WorkerMessage::from_text(r#"{"type":"announce","worker_id":"w","kind":"tiktok"}"#).is_err());
+        assert!(
+            WorkerMessage::from_text(r#"{"type":"announce","worker_id":"w","kind":"tiktok"}"#)
+                .is_err()
+        );
         assert!(CoordinatorMessage::from_text("not json").is_err());
     }
 }

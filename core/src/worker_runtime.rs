@@ -202,8 +202,11 @@ pub async fn run_worker(
         );
     }
     let request = build_request(&config)?;
-    let span = tracing::info_span!("worker_runtime", worker_id = %config.worker_id, kind = %config.kind);
-    connect_loop(&config, request, runner.as_ref(), &shutdown).instrument(span).await;
+    let span =
+        tracing::info_span!("worker_runtime", worker_id = %config.worker_id, kind = %config.kind);
+    connect_loop(&config, request, runner.as_ref(), &shutdown)
+        .instrument(span)
+        .await;
     Ok(())
 }
 
@@ -215,7 +218,10 @@ async fn connect_loop(
     shutdown: &CancellationToken,
 ) {
     let mut assigned: BTreeMap<Uuid, Task> = BTreeMap::new();
-    let mut backoff = Backoff::new(config.reconnect_initial, config.reconnect_max.max(config.reconnect_initial));
+    let mut backoff = Backoff::new(
+        config.reconnect_initial,
+        config.reconnect_max.max(config.reconnect_initial),
+    );
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -238,13 +244,23 @@ async fn connect_loop(
             }
         };
         tracing::info!(url = %config.endpoint(), tasks = assigned.len(), "connected to the coordinator");
-        let end = session(config, &mut socket, &mut assigned, runner, shutdown, &mut backoff).await;
+        let end = session(
+            config,
+            &mut socket,
+            &mut assigned,
+            runner,
+            shutdown,
+            &mut backoff,
+        )
+        .await;
         match end {
             SessionEnd::Shutdown => {
                 stop_all(&mut assigned, runner).await;
                 // The coordinator may already be gone; the leave is a courtesy that lets
                 // it reassign at once instead of after the heartbeat timeout.
-                let _ = socket.send(Message::text(WorkerMessage::Leave.to_text())).await;
+                let _ = socket
+                    .send(Message::text(WorkerMessage::Leave.to_text()))
+                    .await;
                 let _ = socket
                     .close(Some(CloseFrame {
                         code: CloseCode::Away,
@@ -274,11 +290,15 @@ fn build_request(
             reason: "expected a ws:// or wss:// URL".into(),
         });
     }
-    let mut request = url.as_str().into_client_request().map_err(|err| WorkerRuntimeError::InvalidUrl {
-        url: url.clone(),
-        reason: err.to_string(),
-    })?;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", config.username, config.password));
+    let mut request =
+        url.as_str()
+            .into_client_request()
+            .map_err(|err| WorkerRuntimeError::InvalidUrl {
+                url: url.clone(),
+                reason: err.to_string(),
+            })?;
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", config.username, config.password));
     let value = HeaderValue::from_str(&format!("Basic {basic}"))
         .map_err(|err| WorkerRuntimeError::InvalidCredentials(err.to_string()))?;
     request.headers_mut().insert(header::AUTHORIZATION, value);
@@ -294,7 +314,9 @@ fn log_connect_error(config: &WorkerRuntimeConfig, err: &tokio_tungstenite::tung
         WsError::Http(response) if response.status() == StatusCode::FORBIDDEN => {
             tracing::error!(url = %config.endpoint(), username = %config.username, "credential lacks coordinator access (403)");
         }
-        other => tracing::warn!(url = %config.endpoint(), cause = %other, "cannot reach the coordinator"),
+        other => {
+            tracing::warn!(url = %config.endpoint(), cause = %other, "cannot reach the coordinator")
+        }
     }
 }
 
@@ -338,7 +360,14 @@ async fn session(
         applier_stop.cancel();
         end
     };
-    let applier = apply_commands(config.kind, assigned, runner, command_rx, ack_tx, applier_stop.clone());
+    let applier = apply_commands(
+        config.kind,
+        assigned,
+        runner,
+        command_rx,
+        ack_tx,
+        applier_stop.clone(),
+    );
     let (end, ()) = tokio::join!(socket_side, applier);
     end
 }
@@ -454,7 +483,10 @@ async fn apply_commands(
                 for task in tasks {
                     if let Some(error) = assign(kind, assigned, runner, task.clone()).await {
                         tracing::error!(task_id = %task.id, %error, "task failed to start");
-                        failed.push(TaskFailure { task: task.id, error });
+                        failed.push(TaskFailure {
+                            task: task.id,
+                            error,
+                        });
                     }
                 }
                 WorkerMessage::Ack { seq, failed }
@@ -469,7 +501,10 @@ async fn apply_commands(
                         }
                     }
                 }
-                WorkerMessage::Ack { seq, failed: Vec::new() }
+                WorkerMessage::Ack {
+                    seq,
+                    failed: Vec::new(),
+                }
             }
         };
         let _ = acks.send(ack);
@@ -517,7 +552,10 @@ mod tests {
     #[async_trait]
     impl TaskRunner for Calls {
         async fn start(&self, task: Task) -> Result<(), TaskError> {
-            self.0.lock().unwrap().push(format!("start {}", task.params.source_id()));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {}", task.params.source_id()));
             if task.params.source_id() == "UCbroken" {
                 return Err("channel is gone".into());
             }
@@ -525,7 +563,10 @@ mod tests {
         }
 
         async fn stop(&self, task_id: Uuid) -> Result<(), TaskError> {
-            self.0.lock().unwrap().push(format!("stop {}", task_id.as_u128()));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("stop {}", task_id.as_u128()));
             Ok(())
         }
     }
@@ -549,7 +590,9 @@ mod tests {
         let tweet = Task {
             id: Uuid::from_u128(9),
             entity: Uuid::nil(),
-            params: TaskParams::Twitter { user_id: "1".into() },
+            params: TaskParams::Twitter {
+                user_id: "1".into(),
+            },
         };
         let send = |c| commands.send(c).unwrap();
         send(Command::Assign {
@@ -570,17 +613,40 @@ mod tests {
             tasks: vec![Uuid::from_u128(2), Uuid::from_u128(77)],
         });
         drop(commands);
-        apply_commands(TaskKind::Youtube, &mut assigned, &runner, command_rx, ack_tx, CancellationToken::new()).await;
+        apply_commands(
+            TaskKind::Youtube,
+            &mut assigned,
+            &runner,
+            command_rx,
+            ack_tx,
+            CancellationToken::new(),
+        )
+        .await;
 
         let calls = runner.0.lock().unwrap().clone();
-        assert_eq!(calls, ["start UCa", "start UCbroken", "stop 1", "start UCb", "stop 2"]);
+        assert_eq!(
+            calls,
+            [
+                "start UCa",
+                "start UCbroken",
+                "stop 1",
+                "start UCb",
+                "stop 2"
+            ]
+        );
         let Some(WorkerMessage::Ack { seq: 1, failed }) = acks.recv().await else {
             panic!("first ack")
         };
         let failed: Vec<u128> = failed.iter().map(|f| f.task.as_u128()).collect();
-        assert_eq!(failed, [2, 9], "a failing start and a foreign kind are reported");
+        assert_eq!(
+            failed,
+            [2, 9],
+            "a failing start and a foreign kind are reported"
+        );
         for expected in 2..=4 {
-            assert!(matches!(acks.recv().await, Some(WorkerMessage::Ack { seq, .. }) if seq == expected));
+            assert!(
+                matches!(acks.recv().await, Some(WorkerMessage::Ack { seq, .. }) if seq == expected)
+            );
         }
         // Failed tasks stay held until unassigned, so the next announce matches the
         // coordinator's view.
@@ -602,7 +668,10 @@ mod tests {
     #[test]
     fn bad_urls_and_secrets_are_refused() {
         let config = WorkerRuntimeConfig::new("http://h:1", "u", "p", "w", TaskKind::Youtube);
-        assert!(matches!(build_request(&config), Err(WorkerRuntimeError::InvalidUrl { .. })));
+        assert!(matches!(
+            build_request(&config),
+            Err(WorkerRuntimeError::InvalidUrl { .. })
+        ));
         let config = WorkerRuntimeConfig::new("ws://h:1", "u", "p", "w", TaskKind::Youtube);
         let request = build_request(&config).unwrap();
         assert_eq!(request.headers()[header::AUTHORIZATION], "Basic dTpw");

@@ -13,9 +13,12 @@
 //! - [`platform`]: wires the services together through their library `run` entries the
 //!   way `stargazer standalone` does, with every external base URL pointed at the test
 //!   servers and the timings compressed through configuration.
+//! - [`events`]: numbered events published as a worker would, and the tally of what
+//!   reached each chat.
 //! - [`wait`]: polling helpers with deadlines.
 
 pub mod backends;
+pub mod events;
 pub mod platform;
 pub mod process;
 pub mod servers;

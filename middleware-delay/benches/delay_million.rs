@@ -81,7 +81,10 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     if let Ok(path) = std::env::var("DELAY_BENCH_CHILD") {
         runtime.block_on(child(&path));
         return;
@@ -110,8 +113,12 @@ fn main() {
 }
 
 async fn load(path: &str, pending: usize) {
-    println!("delay_million: {pending} pending messages, SQLite file {path}, in-process bus (memory://)");
-    let storage = storage::connect(&format!("sqlite://{path}")).await.expect("open sqlite");
+    println!(
+        "delay_million: {pending} pending messages, SQLite file {path}, in-process bus (memory://)"
+    );
+    let storage = storage::connect(&format!("sqlite://{path}"))
+        .await
+        .expect("open sqlite");
     let started = Instant::now();
     let base = now_ms() + 86_400_000;
     let mut body_bytes = 0usize;
@@ -142,16 +149,24 @@ async fn load(path: &str, pending: usize) {
 }
 
 async fn child(path: &str) {
-    let pending: usize = std::env::var("DELAY_BENCH_PENDING").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let pending: usize = std::env::var("DELAY_BENCH_PENDING")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let rss_start = status_kb("VmRSS:");
-    let storage = storage::connect(&format!("sqlite://{path}")).await.expect("reopen sqlite");
+    let storage = storage::connect(&format!("sqlite://{path}"))
+        .await
+        .expect("reopen sqlite");
     let memory = MemoryBus::new();
     let bus: Arc<dyn Bus> = Arc::new(memory.clone());
     let registry = Registry::new();
     let delayer = Delayer::new(
         storage.clone(),
         bus.clone(),
-        FireOptions { concurrency: 64, shutdown_grace: Duration::from_secs(10) },
+        FireOptions {
+            concurrency: 64,
+            shutdown_grace: Duration::from_secs(10),
+        },
         DelayMetrics::register(&registry),
     );
     let shutdown = CancellationToken::new();
@@ -181,9 +196,16 @@ async fn child(path: &str) {
     );
 
     // Firing: the real consuming runtime on the in-process bus.
-    let options = RuntimeOptions { prefetch: 256, concurrency: 16, ..RuntimeOptions::new("delay") };
+    let options = RuntimeOptions {
+        prefetch: 256,
+        concurrency: 16,
+        ..RuntimeOptions::new("delay")
+    };
     bus.declare(&options.queue_spec()).await.expect("declare");
-    let mut ready = bus.consume(&QueueSpec::new("bench.ready", "*", 512)).await.expect("consume ready");
+    let mut ready = bus
+        .consume(&QueueSpec::new("bench.ready", "*", 512))
+        .await
+        .expect("consume ready");
     let consuming = tokio::spawn(middleware::run(
         delayer.clone(),
         bus.clone(),
@@ -197,12 +219,15 @@ async fn child(path: &str) {
         let mut event = sample_event(i);
         event.control.insert("x-delay-at".into(), json!(due));
         event.fields.insert("due_ms".into(), json!(due));
-        bus.publish("youtube.delay", &event.to_bytes()).await.expect("publish");
+        bus.publish("youtube.delay", &event.to_bytes())
+            .await
+            .expect("publish");
     }
     let mut lateness = Vec::with_capacity(FIRINGS);
     let deadline = Instant::now() + Duration::from_secs(60 + FIRINGS as u64 / FIRINGS_PER_SEC);
     while lateness.len() < FIRINGS && Instant::now() < deadline {
-        let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(5), ready.next()).await else {
+        let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(5), ready.next()).await
+        else {
             continue;
         };
         let arrived = now_ms();
@@ -241,7 +266,11 @@ async fn child(path: &str) {
         percentile(&bare, 0.99),
         bare.last().copied().unwrap_or(0)
     );
-    println!("memory:  VmRSS {:.1} MB at the end, VmHWM {:.1} MB", mb(status_kb("VmRSS:")), mb(status_kb("VmHWM:")));
+    println!(
+        "memory:  VmRSS {:.1} MB at the end, VmHWM {:.1} MB",
+        mb(status_kb("VmRSS:")),
+        mb(status_kb("VmHWM:"))
+    );
 
     shutdown.cancel();
     let _ = consuming.await;

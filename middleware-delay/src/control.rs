@@ -57,8 +57,9 @@ pub fn take_request(event: &mut Event) -> Result<Request, String> {
     }
     let at_ms = match at {
         None | Some(serde_json::Value::Null) => return Err(format!("{DELAY_AT} is missing")),
-        Some(serde_json::Value::Number(n)) => unix_ms(&n)
-            .ok_or_else(|| format!("{DELAY_AT} must be an integer number of unix milliseconds, got {n}"))?,
+        Some(serde_json::Value::Number(n)) => unix_ms(&n).ok_or_else(|| {
+            format!("{DELAY_AT} must be an integer number of unix milliseconds, got {n}")
+        })?,
         Some(other) => {
             return Err(format!(
                 "{DELAY_AT} must be an integer number of unix milliseconds, got {other}"
@@ -120,10 +121,18 @@ mod tests {
         let mut e = event(json!({"x-delay-at": 1.5e12, "x-delay-id": "stream-1"}));
         assert_eq!(
             take_request(&mut e).unwrap(),
-            Request::Schedule { id: "stream-1".into(), at_ms: 1_500_000_000_000 }
+            Request::Schedule {
+                id: "stream-1".into(),
+                at_ms: 1_500_000_000_000
+            }
         );
         let mut e = event(json!({"x-delay-id": "stream-1", "x-delay-cancel": true}));
-        assert_eq!(take_request(&mut e).unwrap(), Request::Cancel { id: "stream-1".into() });
+        assert_eq!(
+            take_request(&mut e).unwrap(),
+            Request::Cancel {
+                id: "stream-1".into()
+            }
+        );
         assert!(e.control.get(DELAY_CANCEL).is_none() && e.control.get(DELAY_ID).is_none());
     }
 
@@ -133,10 +142,22 @@ mod tests {
             (json!({}), "x-delay-at is missing"),
             (json!({"x-delay-at": "soon"}), "x-delay-at must be"),
             (json!({"x-delay-at": 1.5}), "x-delay-at must be"),
-            (json!({"x-delay-at": 1, "x-delay-id": 5}), "x-delay-id must be a string"),
-            (json!({"x-delay-at": 1, "x-delay-id": ""}), "x-delay-id is empty"),
-            (json!({"x-delay-at": 1, "x-delay-cancel": "yes"}), "x-delay-cancel must be a boolean"),
-            (json!({"x-delay-at": 1, "x-delay-id": "x".repeat(600)}), "longer than"),
+            (
+                json!({"x-delay-at": 1, "x-delay-id": 5}),
+                "x-delay-id must be a string",
+            ),
+            (
+                json!({"x-delay-at": 1, "x-delay-id": ""}),
+                "x-delay-id is empty",
+            ),
+            (
+                json!({"x-delay-at": 1, "x-delay-cancel": "yes"}),
+                "x-delay-cancel must be a boolean",
+            ),
+            (
+                json!({"x-delay-at": 1, "x-delay-id": "x".repeat(600)}),
+                "longer than",
+            ),
         ] {
             let err = take_request(&mut event(control.clone())).unwrap_err();
             assert!(err.contains(needle), "{control}: {err}");

@@ -58,10 +58,16 @@ impl DelayMetrics {
     pub fn register(registry: &Registry) -> Self {
         // Names and help texts are fixed valid literals, so construction cannot fail.
         let metrics = Self {
-            pending: IntGauge::new("stargazer_delay_pending", "Messages held by middleware-delay.")
-                .expect("valid metric"),
-            fired: IntCounter::new("stargazer_delay_fired_total", "Delayed messages republished.")
-                .expect("valid metric"),
+            pending: IntGauge::new(
+                "stargazer_delay_pending",
+                "Messages held by middleware-delay.",
+            )
+            .expect("valid metric"),
+            fired: IntCounter::new(
+                "stargazer_delay_fired_total",
+                "Delayed messages republished.",
+            )
+            .expect("valid metric"),
             cancelled: IntCounter::new(
                 "stargazer_delay_cancelled_total",
                 "Pending delayed messages removed by x-delay-cancel.",
@@ -72,7 +78,9 @@ impl DelayMetrics {
                     "stargazer_delay_lateness_seconds",
                     "Time between x-delay-at and the republish.",
                 )
-                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 60.0]),
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 60.0,
+                ]),
             )
             .expect("valid metric"),
         };
@@ -138,7 +146,9 @@ impl Delayer {
     fn timer(&self) -> MutexGuard<'_, Timer> {
         // Poisoning means a panic mid-operation elsewhere; the heap and map are still
         // structurally valid, so keep serving.
-        self.timer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.timer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
@@ -267,7 +277,10 @@ impl Delayer {
         .await;
         if drained.is_err() {
             // What was aborted is still in storage and fires after the next start.
-            tracing::warn!(left = firing.len(), "firings still running at shutdown were abandoned");
+            tracing::warn!(
+                left = firing.len(),
+                "firings still running at shutdown were abandoned"
+            );
             firing.shutdown().await;
         }
     }
@@ -332,7 +345,10 @@ impl Delayer {
             }
         }
         // Left in storage it fires again after a restart; consumers deduplicate by event id.
-        tracing::error!(delay_id = id, "fired message could not be deleted; it may be delivered again after a restart");
+        tracing::error!(
+            delay_id = id,
+            "fired message could not be deleted; it may be delivered again after a restart"
+        );
     }
 }
 

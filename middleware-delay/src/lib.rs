@@ -91,13 +91,22 @@ impl DelayConfig {
             return Err(ConfigError::invalid("delay.prefetch", "must be at least 1"));
         }
         if self.concurrency == 0 {
-            return Err(ConfigError::invalid("delay.concurrency", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "delay.concurrency",
+                "must be at least 1",
+            ));
         }
         if self.fire_concurrency == 0 {
-            return Err(ConfigError::invalid("delay.fire_concurrency", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "delay.fire_concurrency",
+                "must be at least 1",
+            ));
         }
         if self.reload_page_size == 0 {
-            return Err(ConfigError::invalid("delay.reload_page_size", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "delay.reload_page_size",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -153,7 +162,12 @@ pub async fn run_with_registry(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     config.validate()?;
-    let delayer = Delayer::new(storage, bus.clone(), config.fire_options(), DelayMetrics::register(registry));
+    let delayer = Delayer::new(
+        storage,
+        bus.clone(),
+        config.fire_options(),
+        DelayMetrics::register(registry),
+    );
     let runtime_metrics = RuntimeMetrics::register(TAG, registry);
     // A child token so that a failing consumer also stops the firing loop.
     let stop = shutdown.child_token();
@@ -162,7 +176,14 @@ pub async fn run_with_registry(
     let firing = tokio::spawn(delayer.clone().fire_loop(stop.clone()));
     let result = match delayer.reload(config.reload_page_size, &stop).await {
         Some(_) => {
-            middleware::run(delayer, bus, config.runtime_options(), runtime_metrics, stop.clone()).await
+            middleware::run(
+                delayer,
+                bus,
+                config.runtime_options(),
+                runtime_metrics,
+                stop.clone(),
+            )
+            .await
         }
         None => Ok(()),
     };

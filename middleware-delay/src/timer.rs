@@ -44,7 +44,10 @@ impl Timer {
             }
         }
         self.drop_stale_top();
-        let earliest = self.heap.peek().is_none_or(|Reverse((top, _))| fire_at_ms < *top);
+        let earliest = self
+            .heap
+            .peek()
+            .is_none_or(|Reverse((top, _))| fire_at_ms < *top);
         self.heap.push(Reverse((fire_at_ms, key)));
         self.compact_if_sparse();
         earliest

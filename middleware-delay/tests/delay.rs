@@ -39,8 +39,15 @@ impl Running {
         let token = shutdown.clone();
         let registry = Registry::new();
         let metrics = registry.clone();
-        let task = tokio::spawn(async move { run_with_registry(config, storage, bus, &metrics, token).await });
-        Self { registry, shutdown, task }
+        let task =
+            tokio::spawn(
+                async move { run_with_registry(config, storage, bus, &metrics, token).await },
+            );
+        Self {
+            registry,
+            shutdown,
+            task,
+        }
     }
 
     /// `stargazer_delay_pending`: what this instance holds in its timer.
@@ -49,14 +56,23 @@ impl Running {
             .gather()
             .iter()
             .find(|family| family.name() == "stargazer_delay_pending")
-            .and_then(|family| family.get_metric().first().map(|m| m.get_gauge().value() as i64))
+            .and_then(|family| {
+                family
+                    .get_metric()
+                    .first()
+                    .map(|m| m.get_gauge().value() as i64)
+            })
             .unwrap_or(0)
     }
 
     async fn wait_pending(&self, want: i64) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while self.pending() != want {
-            assert!(std::time::Instant::now() < deadline, "{} pending, waited for {want}", self.pending());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} pending, waited for {want}",
+                self.pending()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -84,7 +100,10 @@ async fn stored_count(storage: &Arc<dyn Storage>) -> usize {
     let mut count = 0;
     let mut after: Option<String> = None;
     loop {
-        let page = storage.list_delayed(after.as_deref(), 500).await.expect("list delayed");
+        let page = storage
+            .list_delayed(after.as_deref(), 500)
+            .await
+            .expect("list delayed");
         count += page.len();
         match page.last() {
             Some(last) if page.len() == 500 => after = Some(last.id.clone()),
@@ -100,7 +119,10 @@ async fn wait_for_stored(storage: &Arc<dyn Storage>, want: usize) {
         if have == want {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{have} stored, waited for {want}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{have} stored, waited for {want}"
+        );
         // Listing is not free on the MongoDB side: poll gently.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -113,7 +135,10 @@ async fn holds_until_due_and_strips_control_fields(bus_kind: BusKind, store: Sto
     let running = Running::start(&queue, env.storage.clone(), env.bus.clone());
 
     let at = now_ms() + 700;
-    let held = event("youtube.reminder", json!({"x-delay-at": at, "x-translate-to": ["en"]}));
+    let held = event(
+        "youtube.reminder",
+        json!({"x-delay-at": at, "x-translate-to": ["en"]}),
+    );
     let due = event("youtube.reminder", json!({"x-delay-at": now_ms() - 60_000}));
     publish(&env.bus, "youtube.delay", &held).await;
     publish(&env.bus, "youtube.delay", &due).await;
@@ -121,12 +146,23 @@ async fn holds_until_due_and_strips_control_fields(bus_kind: BusKind, store: Sto
 
     let got = ready.collect_n(&ours, 2, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 2, "both delivered: {got:?}");
-    assert_eq!(got[0].event.id, due.id, "an overdue message goes straight on");
+    assert_eq!(
+        got[0].event.id, due.id,
+        "an overdue message goes straight on"
+    );
     assert_eq!(got[1].event.id, held.id);
-    assert!(got[1].at_ms >= at, "delivered {} ms before x-delay-at", at - got[1].at_ms);
+    assert!(
+        got[1].at_ms >= at,
+        "delivered {} ms before x-delay-at",
+        at - got[1].at_ms
+    );
     for r in &got {
         assert_eq!(r.routing_key, "youtube");
-        assert!(r.event.control.keys().all(|k| !k.starts_with("x-delay")), "{:?}", r.event.control);
+        assert!(
+            r.event.control.keys().all(|k| !k.starts_with("x-delay")),
+            "{:?}",
+            r.event.control
+        );
     }
     // Control fields of other middlewares stay.
     assert_eq!(got[1].event.control["x-translate-to"], json!(["en"]));
@@ -144,32 +180,77 @@ async fn replace_and_cancel_by_id(bus_kind: BusKind, store: StoreKind) {
     let running = Running::start(&queue, env.storage.clone(), env.bus.clone());
 
     let key = format!("stream-{}", Uuid::new_v4());
-    let first = event("youtube.reminder", json!({"x-delay-at": now_ms() + 600, "x-delay-id": key}));
-    let second = event("youtube.reminder", json!({"x-delay-at": now_ms() + 900, "x-delay-id": key}));
+    let first = event(
+        "youtube.reminder",
+        json!({"x-delay-at": now_ms() + 600, "x-delay-id": key}),
+    );
+    let second = event(
+        "youtube.reminder",
+        json!({"x-delay-at": now_ms() + 900, "x-delay-id": key}),
+    );
     let doomed_key = format!("stream-{}", Uuid::new_v4());
-    let doomed = event("youtube.reminder", json!({"x-delay-at": now_ms() + 600, "x-delay-id": doomed_key}));
-    let cancel = event("youtube.reminder", json!({"x-delay-id": doomed_key, "x-delay-cancel": true}));
+    let doomed = event(
+        "youtube.reminder",
+        json!({"x-delay-at": now_ms() + 600, "x-delay-id": doomed_key}),
+    );
+    let cancel = event(
+        "youtube.reminder",
+        json!({"x-delay-id": doomed_key, "x-delay-cancel": true}),
+    );
     // Replaced by its own event id (the default delay id) with a later time.
     let by_event_id = event("youtube.reminder", json!({"x-delay-at": now_ms() + 500}));
     let mut moved = by_event_id.clone();
-    moved.control.insert("x-delay-at".into(), json!(now_ms() + 1000));
+    moved
+        .control
+        .insert("x-delay-at".into(), json!(now_ms() + 1000));
     moved.fields.insert("version".into(), json!(2));
     let sentinel = event("youtube.reminder", json!({"x-delay-at": now_ms() + 1300}));
-    for e in [&first, &second, &doomed, &cancel, &by_event_id, &moved, &sentinel] {
+    for e in [
+        &first,
+        &second,
+        &doomed,
+        &cancel,
+        &by_event_id,
+        &moved,
+        &sentinel,
+    ] {
         publish(&env.bus, "youtube.delay", e).await;
     }
-    let ours: HashSet<Uuid> = [first.id, second.id, doomed.id, cancel.id, by_event_id.id, sentinel.id].into();
+    let ours: HashSet<Uuid> = [
+        first.id,
+        second.id,
+        doomed.id,
+        cancel.id,
+        by_event_id.id,
+        sentinel.id,
+    ]
+    .into();
 
     let got = ready
-        .collect_until(&ours, Duration::from_secs(20), |kept| kept.iter().any(|r| r.event.id == sentinel.id))
+        .collect_until(&ours, Duration::from_secs(20), |kept| {
+            kept.iter().any(|r| r.event.id == sentinel.id)
+        })
         .await;
     let mut rest = ready.collect_for(&ours, Duration::from_millis(500)).await;
     let mut all = got;
     all.append(&mut rest);
     let ids: Vec<Uuid> = all.iter().map(|r| r.event.id).collect();
-    assert_eq!(ids, vec![second.id, by_event_id.id, sentinel.id], "only the replacements and the sentinel fire");
-    assert_eq!(all[1].event.fields["version"], json!(2), "the replacement's body fires");
-    assert!(env.storage.get_delayed(&doomed_key).await.unwrap().is_none());
+    assert_eq!(
+        ids,
+        vec![second.id, by_event_id.id, sentinel.id],
+        "only the replacements and the sentinel fire"
+    );
+    assert_eq!(
+        all[1].event.fields["version"],
+        json!(2),
+        "the replacement's body fires"
+    );
+    assert!(env
+        .storage
+        .get_delayed(&doomed_key)
+        .await
+        .unwrap()
+        .is_none());
     wait_for_stored(&env.storage, 0).await;
     running.stop().await;
     env.close().await;
@@ -190,13 +271,20 @@ async fn kill_and_restart_with_1000_pending(bus_kind: BusKind, store: StoreKind)
     let far = now_ms() + 3_600_000;
     let mut originals = HashSet::new();
     for i in 0..count {
-        let e = event("youtube.reminder", json!({"x-delay-at": far, "x-delay-id": format!("{run}-{i}")}));
+        let e = event(
+            "youtube.reminder",
+            json!({"x-delay-at": far, "x-delay-id": format!("{run}-{i}")}),
+        );
         originals.insert(e.id);
         publish(&env.bus, "youtube.delay", &e).await;
     }
     first.wait_pending(count as i64).await;
     first.kill().await;
-    assert_eq!(stored_count(&env.storage).await, count, "held messages are stored");
+    assert_eq!(
+        stored_count(&env.storage).await,
+        count,
+        "held messages are stored"
+    );
 
     let second = Running::start(&queue, env.reopen_storage().await, env.bus.clone());
     second.wait_pending(count as i64).await;
@@ -205,13 +293,22 @@ async fn kill_and_restart_with_1000_pending(bus_kind: BusKind, store: StoreKind)
     for i in 0..count {
         // Spread over 3 s, so the graceful stop below lands while firing.
         let at = soon + i as i64 * 3;
-        let e = event("youtube.reminder", json!({"x-delay-at": at, "x-delay-id": format!("{run}-{i}")}));
+        let e = event(
+            "youtube.reminder",
+            json!({"x-delay-at": at, "x-delay-id": format!("{run}-{i}")}),
+        );
         ours.insert(e.id);
         publish(&env.bus, "youtube.delay", &e).await;
     }
     let watched: HashSet<Uuid> = ours.union(&originals).copied().collect();
-    let mut got = ready.collect_n(&watched, 300, Duration::from_secs(120)).await;
-    assert!(got.len() >= 300, "{} delivered before the graceful stop", got.len());
+    let mut got = ready
+        .collect_n(&watched, 300, Duration::from_secs(120))
+        .await;
+    assert!(
+        got.len() >= 300,
+        "{} delivered before the graceful stop",
+        got.len()
+    );
     second.stop().await;
 
     let third = Running::start(&queue, env.reopen_storage().await, env.bus.clone());
@@ -228,12 +325,18 @@ async fn kill_and_restart_with_1000_pending(bus_kind: BusKind, store: StoreKind)
     got.extend(ready.collect_for(&watched, Duration::from_secs(1)).await);
     let mut times: HashMap<Uuid, usize> = HashMap::new();
     for r in &got {
-        assert!(!originals.contains(&r.event.id), "a replaced original fired");
+        assert!(
+            !originals.contains(&r.event.id),
+            "a replaced original fired"
+        );
         *times.entry(r.event.id).or_default() += 1;
     }
     assert_eq!(times.len(), count, "every replacement delivered");
     let repeated: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(repeated.is_empty(), "delivered more than once: {repeated:?}");
+    assert!(
+        repeated.is_empty(),
+        "delivered more than once: {repeated:?}"
+    );
     wait_for_stored(&env.storage, 0).await;
     third.stop().await;
     env.close().await;
@@ -253,7 +356,10 @@ async fn overdue_after_restart_fire_at_once(bus_kind: BusKind, store: StoreKind)
         .unwrap();
     let running = Running::start(&queue, env.storage.clone(), env.bus.clone());
     let at = now_ms() + 1500;
-    let e = event("youtube.live", json!({"x-delay-at": at, "x-live-check-video": "abc"}));
+    let e = event(
+        "youtube.live",
+        json!({"x-delay-at": at, "x-live-check-video": "abc"}),
+    );
     publish(&env.bus, "youtube.live_check.delay", &e).await;
     running.wait_pending(1).await;
     running.stop().await;
@@ -290,31 +396,52 @@ async fn invalid_control_values_are_dead_lettered() {
     let bus = MemoryBus::new();
     let bus: Arc<dyn Bus> = Arc::new(bus);
     let mut dead = bus
-        .consume(&QueueSpec { name: DEAD_LETTER_QUEUE.into(), bindings: vec![], prefetch: 10 })
+        .consume(&QueueSpec {
+            name: DEAD_LETTER_QUEUE.into(),
+            bindings: vec![],
+            prefetch: 10,
+        })
         .await
         .unwrap();
     let queue = "stargazer.middleware.delay";
-    bus.declare(&QueueSpec::new(queue, "#.delay", 10)).await.unwrap();
+    bus.declare(&QueueSpec::new(queue, "#.delay", 10))
+        .await
+        .unwrap();
     let running = Running::start(queue, env.storage.clone(), bus.clone());
     let cases = [
         (json!({"x-delay-at": "tomorrow"}), "x-delay-at must be"),
         (json!({}), "x-delay-at is missing"),
-        (json!({"x-delay-at": 1, "x-delay-cancel": "yes"}), "x-delay-cancel must be a boolean"),
+        (
+            json!({"x-delay-at": 1, "x-delay-cancel": "yes"}),
+            "x-delay-cancel must be a boolean",
+        ),
     ];
     for (control, _) in &cases {
-        publish(&bus, "youtube.delay", &event("youtube.reminder", control.clone())).await;
+        publish(
+            &bus,
+            "youtube.delay",
+            &event("youtube.reminder", control.clone()),
+        )
+        .await;
     }
     bus.publish("youtube.delay", b"not json").await.unwrap();
     let mut reasons = Vec::new();
     for _ in 0..4 {
-        let d = tokio::time::timeout(Duration::from_secs(5), dead.next()).await.unwrap().unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(5), dead.next())
+            .await
+            .unwrap()
+            .unwrap();
         reasons.push(d.header(DEAD_REASON_HEADER).unwrap_or_default().to_owned());
         d.ack().await.unwrap();
     }
     for (i, (_, needle)) in cases.iter().enumerate() {
         assert!(reasons[i].contains(needle), "{}: {needle}", reasons[i]);
     }
-    assert!(reasons[3].starts_with("undecodable event"), "{}", reasons[3]);
+    assert!(
+        reasons[3].starts_with("undecodable event"),
+        "{}",
+        reasons[3]
+    );
     running.stop().await;
     env.close().await;
 }

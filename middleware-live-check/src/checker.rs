@@ -82,20 +82,29 @@ impl LiveCheckMetrics {
     pub fn register(registry: &Registry) -> Self {
         // Fixed valid names and label names: construction cannot fail.
         let metrics = Self {
-            pending: IntGauge::new("stargazer_live_check_pending", "Events held by middleware-live-check.")
-                .expect("valid metric"),
+            pending: IntGauge::new(
+                "stargazer_live_check_pending",
+                "Events held by middleware-live-check.",
+            )
+            .expect("valid metric"),
             forwarded: IntCounter::new(
                 "stargazer_live_check_forwarded_total",
                 "Events forwarded once their broadcast was live.",
             )
             .expect("valid metric"),
             dropped: IntCounterVec::new(
-                Opts::new("stargazer_live_check_dropped_total", "Events given up, by reason."),
+                Opts::new(
+                    "stargazer_live_check_dropped_total",
+                    "Events given up, by reason.",
+                ),
                 &["reason"],
             )
             .expect("valid metric"),
             api_calls: IntCounterVec::new(
-                Opts::new("stargazer_live_check_api_calls_total", "YouTube Data API calls, by result."),
+                Opts::new(
+                    "stargazer_live_check_api_calls_total",
+                    "YouTube Data API calls, by result.",
+                ),
                 &["result"],
             )
             .expect("valid metric"),
@@ -171,7 +180,9 @@ impl Checker {
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// How many events are held.
@@ -181,7 +192,9 @@ impl Checker {
 
     fn set_gauge(&self) {
         let len = self.held().len();
-        self.metrics.pending.set(i64::try_from(len).unwrap_or(i64::MAX));
+        self.metrics
+            .pending
+            .set(i64::try_from(len).unwrap_or(i64::MAX));
     }
 
     /// Loads every held event from storage, retrying while it is unreachable; `None` if
@@ -248,7 +261,11 @@ impl Checker {
 
     /// One round over every held event; `false` when an API call failed.
     pub async fn poll_once(&self, shutdown: &CancellationToken) -> bool {
-        let snapshot: Vec<(String, Held)> = self.held().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let snapshot: Vec<(String, Held)> = self
+            .held()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if snapshot.is_empty() {
             return true;
         }
@@ -272,7 +289,10 @@ impl Checker {
                     answers.extend(found);
                 }
                 Err(err) => {
-                    self.metrics.api_calls.with_label_values(&[err.label()]).inc();
+                    self.metrics
+                        .api_calls
+                        .with_label_values(&[err.label()])
+                        .inc();
                     tracing::warn!(cause = %err, "live-check poll failed; backing off");
                     healthy = false;
                     break;
@@ -282,9 +302,17 @@ impl Checker {
         let now = Utc::now();
         for (key, held) in snapshot {
             let verdict = if answered.contains(&held.video) {
-                judge(&held, answers.get(&held.video), now, self.options.give_up_after)
+                judge(
+                    &held,
+                    answers.get(&held.video),
+                    now,
+                    self.options.give_up_after,
+                )
             } else if now > held.deadline(self.options.give_up_after) {
-                Verdict::Drop("timeout", "not confirmed live within the bound (API unavailable)".into())
+                Verdict::Drop(
+                    "timeout",
+                    "not confirmed live within the bound (API unavailable)".into(),
+                )
             } else {
                 Verdict::Wait(None)
             };
@@ -330,7 +358,11 @@ impl Checker {
                 return;
             }
         };
-        if let Err(err) = self.storage.kv_put(&self.options.namespace, key, &value).await {
+        if let Err(err) = self
+            .storage
+            .kv_put(&self.options.namespace, key, &value)
+            .await
+        {
             tracing::warn!(cause = %err, "updating a held event failed");
         }
         self.held().insert(key.to_owned(), held.clone());
@@ -354,8 +386,14 @@ fn judge(
     give_up_after: Duration,
 ) -> Verdict {
     match answer {
-        None => Verdict::Drop("gone", "video not returned by the API (deleted or private)".into()),
-        Some(None) => Verdict::Drop("not_broadcast", "video has no live streaming details".into()),
+        None => Verdict::Drop(
+            "gone",
+            "video not returned by the API (deleted or private)".into(),
+        ),
+        Some(None) => Verdict::Drop(
+            "not_broadcast",
+            "video has no live streaming details".into(),
+        ),
         Some(Some(details)) => {
             if let Some(ended) = details.actual_end_time {
                 return Verdict::Drop("ended", format!("broadcast already ended at {ended}"));
@@ -378,7 +416,10 @@ fn judge(
 
 /// Whether `id` can be a YouTube video id and is safe in a comma-separated list.
 fn valid_video_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[async_trait]
@@ -387,7 +428,9 @@ impl Middleware for Checker {
         let mut event = message.event;
         let video = match event.take_control(LIVE_CHECK_VIDEO) {
             Some(serde_json::Value::String(video)) if valid_video_id(&video) => video,
-            Some(other) => return Outcome::Reject(format!("{LIVE_CHECK_VIDEO} is not a video id: {other}")),
+            Some(other) => {
+                return Outcome::Reject(format!("{LIVE_CHECK_VIDEO} is not a video id: {other}"))
+            }
             None => return Outcome::Reject(format!("{LIVE_CHECK_VIDEO} is missing")),
         };
         let key = event.id.to_string();
@@ -402,7 +445,11 @@ impl Middleware for Checker {
             Ok(value) => value,
             Err(err) => return Outcome::Reject(format!("event cannot be stored: {err}")),
         };
-        if let Err(err) = self.storage.kv_put(&self.options.namespace, &key, &value).await {
+        if let Err(err) = self
+            .storage
+            .kv_put(&self.options.namespace, &key, &value)
+            .await
+        {
             return Outcome::Retry(format!("storing held event: {err}"));
         }
         tracing::debug!(video = %held.video, "event held until live");
@@ -434,7 +481,11 @@ mod tests {
         }
     }
 
-    fn details(scheduled: Option<i64>, start: Option<i64>, end: Option<i64>) -> LiveStreamingDetails {
+    fn details(
+        scheduled: Option<i64>,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> LiveStreamingDetails {
         let t = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
         LiveStreamingDetails {
             scheduled_start_time: scheduled.map(t),
@@ -448,18 +499,36 @@ mod tests {
         let t0 = DateTime::from_timestamp(1_000_000, 0).unwrap();
         let bound = Duration::from_secs(3600);
         let h = held(None, t0);
-        assert!(matches!(judge(&h, None, t0, bound), Verdict::Drop("gone", _)));
-        assert!(matches!(judge(&h, Some(&None), t0, bound), Verdict::Drop("not_broadcast", _)));
+        assert!(matches!(
+            judge(&h, None, t0, bound),
+            Verdict::Drop("gone", _)
+        ));
+        assert!(matches!(
+            judge(&h, Some(&None), t0, bound),
+            Verdict::Drop("not_broadcast", _)
+        ));
         let live = details(Some(1_000_000), Some(1_000_100), None);
-        assert!(matches!(judge(&h, Some(&Some(live)), t0, bound), Verdict::Forward(_)));
+        assert!(matches!(
+            judge(&h, Some(&Some(live)), t0, bound),
+            Verdict::Forward(_)
+        ));
         let ended = details(Some(1_000_000), Some(1_000_100), Some(1_000_200));
-        assert!(matches!(judge(&h, Some(&Some(ended)), t0, bound), Verdict::Drop("ended", _)));
+        assert!(matches!(
+            judge(&h, Some(&Some(ended)), t0, bound),
+            Verdict::Drop("ended", _)
+        ));
         // Scheduled two hours after holding: the bound counts from the schedule.
         let upcoming = details(Some(1_007_200), None, None);
         let later = t0 + chrono::Duration::seconds(7200 + 1800);
-        assert!(matches!(judge(&h, Some(&Some(upcoming.clone())), later, bound), Verdict::Wait(Some(_))));
+        assert!(matches!(
+            judge(&h, Some(&Some(upcoming.clone())), later, bound),
+            Verdict::Wait(Some(_))
+        ));
         let too_late = t0 + chrono::Duration::seconds(7200 + 3601);
-        assert!(matches!(judge(&h, Some(&Some(upcoming)), too_late, bound), Verdict::Drop("timeout", _)));
+        assert!(matches!(
+            judge(&h, Some(&Some(upcoming)), too_late, bound),
+            Verdict::Drop("timeout", _)
+        ));
     }
 
     #[test]

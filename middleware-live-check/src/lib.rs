@@ -100,23 +100,36 @@ impl LiveCheckConfig {
                 "must be set (or youtube.api_key / STARGAZER_YOUTUBE_API_KEY)",
             ));
         }
-        if !(self.api_base_url.starts_with("http://") || self.api_base_url.starts_with("https://")) {
+        if !(self.api_base_url.starts_with("http://") || self.api_base_url.starts_with("https://"))
+        {
             return Err(ConfigError::invalid(
                 "live_check.api_base_url",
                 format!("`{}` is not an http(s) URL", self.api_base_url),
             ));
         }
         if self.queue.trim().is_empty() {
-            return Err(ConfigError::invalid("live_check.queue", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "live_check.queue",
+                "must not be empty",
+            ));
         }
         if self.kv_namespace.trim().is_empty() {
-            return Err(ConfigError::invalid("live_check.kv_namespace", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "live_check.kv_namespace",
+                "must not be empty",
+            ));
         }
         if self.prefetch == 0 {
-            return Err(ConfigError::invalid("live_check.prefetch", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "live_check.prefetch",
+                "must be at least 1",
+            ));
         }
         if self.poll_interval_ms == 0 {
-            return Err(ConfigError::invalid("live_check.poll_interval_ms", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "live_check.poll_interval_ms",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -192,7 +205,14 @@ pub async fn run_with_registry(
         retry_delay: Duration::from_millis(config.retry_delay_ms),
         ..RuntimeOptions::new(TAG)
     };
-    let result = middleware::run(checker, bus, options, RuntimeMetrics::register(TAG, registry), stop.clone()).await;
+    let result = middleware::run(
+        checker,
+        bus,
+        options,
+        RuntimeMetrics::register(TAG, registry),
+        stop.clone(),
+    )
+    .await;
     stop.cancel();
     if let Err(err) = polling.await {
         tracing::error!(cause = %err, "live-check polling loop failed");

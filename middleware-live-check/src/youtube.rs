@@ -149,8 +149,8 @@ impl YoutubeClient {
             .await
             .map_err(|err| ApiError::Network(err.without_url().to_string()))?;
         if status.is_success() {
-            let parsed: ListResponse =
-                serde_json::from_slice(&body).map_err(|err| ApiError::BadResponse(err.to_string()))?;
+            let parsed: ListResponse = serde_json::from_slice(&body)
+                .map_err(|err| ApiError::BadResponse(err.to_string()))?;
             return Ok(parsed
                 .items
                 .into_iter()
@@ -160,14 +160,22 @@ impl YoutubeClient {
         let (message, reasons) = match serde_json::from_slice::<ErrorEnvelope>(&body) {
             Ok(envelope) => (
                 envelope.error.message,
-                envelope.error.errors.into_iter().map(|e| e.reason).collect::<Vec<_>>(),
+                envelope
+                    .error
+                    .errors
+                    .into_iter()
+                    .map(|e| e.reason)
+                    .collect::<Vec<_>>(),
             ),
-            Err(_) => (String::from_utf8_lossy(&body).chars().take(200).collect(), Vec::new()),
+            Err(_) => (
+                String::from_utf8_lossy(&body).chars().take(200).collect(),
+                Vec::new(),
+            ),
         };
         let quota = status.as_u16() == 429
-            || reasons
-                .iter()
-                .any(|r| r == "quotaExceeded" || r == "rateLimitExceeded" || r == "userRateLimitExceeded");
+            || reasons.iter().any(|r| {
+                r == "quotaExceeded" || r == "rateLimitExceeded" || r == "userRateLimitExceeded"
+            });
         if quota {
             return Err(ApiError::Quota(message));
         }

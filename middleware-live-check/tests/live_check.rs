@@ -32,9 +32,17 @@ const KEY: &str = "test-api-key";
 
 #[derive(Debug, Clone)]
 enum Video {
-    Upcoming { scheduled: DateTime<Utc> },
-    Live { scheduled: DateTime<Utc>, started: DateTime<Utc> },
-    Ended { started: DateTime<Utc>, ended: DateTime<Utc> },
+    Upcoming {
+        scheduled: DateTime<Utc>,
+    },
+    Live {
+        scheduled: DateTime<Utc>,
+        started: DateTime<Utc>,
+    },
+    Ended {
+        started: DateTime<Utc>,
+        ended: DateTime<Utc>,
+    },
     Plain,
 }
 
@@ -59,13 +67,21 @@ struct Api {
 
 impl Api {
     fn set(&self, id: &str, video: Video) {
-        self.inner.lock().unwrap().videos.insert(id.to_owned(), video);
+        self.inner
+            .lock()
+            .unwrap()
+            .videos
+            .insert(id.to_owned(), video);
     }
     fn calls(&self) -> Vec<Call> {
         self.inner.lock().unwrap().calls.clone()
     }
     fn asked_about(&self, id: &str) -> Vec<Instant> {
-        self.calls().iter().filter(|c| c.ids.iter().any(|i| i == id)).map(|c| c.at).collect()
+        self.calls()
+            .iter()
+            .filter(|c| c.ids.iter().any(|i| i == id))
+            .map(|c| c.at)
+            .collect()
     }
 }
 
@@ -83,14 +99,32 @@ async fn videos(State(api): State<Api>, Query(query): Query<HashMap<String, Stri
     let mut inner = api.inner.lock().unwrap();
     let ids: Vec<String> = query
         .get("id")
-        .map(|ids| ids.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|ids| {
+            ids.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     let (status, response) = if query.get("key").map(String::as_str) != Some(KEY) {
-        (400, api_error(StatusCode::BAD_REQUEST, "keyInvalid", "API key not valid. Please pass a valid API key."))
+        (
+            400,
+            api_error(
+                StatusCode::BAD_REQUEST,
+                "keyInvalid",
+                "API key not valid. Please pass a valid API key.",
+            ),
+        )
     } else if query.get("part").map(String::as_str) != Some("liveStreamingDetails") {
-        (400, api_error(StatusCode::BAD_REQUEST, "invalidPart", "unexpected part"))
+        (
+            400,
+            api_error(StatusCode::BAD_REQUEST, "invalidPart", "unexpected part"),
+        )
     } else if ids.len() > 50 {
-        (400, api_error(StatusCode::BAD_REQUEST, "invalidFilters", "too many ids"))
+        (
+            400,
+            api_error(StatusCode::BAD_REQUEST, "invalidFilters", "too many ids"),
+        )
     } else if inner.quota_failures > 0 {
         inner.quota_failures -= 1;
         (
@@ -106,7 +140,9 @@ async fn videos(State(api): State<Api>, Query(query): Query<HashMap<String, Stri
             .iter()
             .filter_map(|id| {
                 let details = match inner.videos.get(id)? {
-                    Video::Upcoming { scheduled } => Some(json!({"scheduledStartTime": rfc3339(*scheduled)})),
+                    Video::Upcoming { scheduled } => {
+                        Some(json!({"scheduledStartTime": rfc3339(*scheduled)}))
+                    }
                     Video::Live { scheduled, started } => Some(json!({
                         "scheduledStartTime": rfc3339(*scheduled),
                         "actualStartTime": rfc3339(*started),
@@ -133,13 +169,19 @@ async fn videos(State(api): State<Api>, Query(query): Query<HashMap<String, Stri
         });
         (200, Json(body).into_response())
     };
-    inner.calls.push(Call { ids, at: Instant::now(), status });
+    inner.calls.push(Call {
+        ids,
+        at: Instant::now(),
+        status,
+    });
     response
 }
 
 async fn start_api() -> (Api, String) {
     let api = Api::default();
-    let app = Router::new().route("/youtube/v3/videos", get(videos)).with_state(api.clone());
+    let app = Router::new()
+        .route("/youtube/v3/videos", get(videos))
+        .with_state(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -158,8 +200,15 @@ impl Running {
         let token = shutdown.clone();
         let registry = Registry::new();
         let metrics = registry.clone();
-        let task = tokio::spawn(async move { run_with_registry(config, storage, bus, &metrics, token).await });
-        Self { registry, shutdown, task }
+        let task =
+            tokio::spawn(
+                async move { run_with_registry(config, storage, bus, &metrics, token).await },
+            );
+        Self {
+            registry,
+            shutdown,
+            task,
+        }
     }
 
     fn metric(&self, name: &str, label: Option<&str>) -> f64 {
@@ -176,7 +225,11 @@ impl Running {
     async fn wait_metric(&self, name: &str, label: Option<&str>, want: f64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.metric(name, label) != want {
-            assert!(Instant::now() < deadline, "{name}{{{label:?}}} = {}, waited for {want}", self.metric(name, label));
+            assert!(
+                Instant::now() < deadline,
+                "{name}{{{label:?}}} = {}, waited for {want}",
+                self.metric(name, label)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -225,28 +278,54 @@ async fn holds_until_live_across_a_restart(bus_kind: BusKind, store: StoreKind) 
     let queue = env.middleware_queue("live_check").await;
     let namespace = format!("live_check_{}", Uuid::new_v4().simple());
     let mut ready = env.ready().await;
-    let running = Running::start(config(&queue, &url, &namespace), env.storage.clone(), env.bus.clone());
+    let running = Running::start(
+        config(&queue, &url, &namespace),
+        env.storage.clone(),
+        env.bus.clone(),
+    );
 
     let scheduled = Utc::now() + chrono::Duration::minutes(5);
     api.set("vidUpcoming1", Video::Upcoming { scheduled });
     let held = live_event("vidUpcoming1");
     let deleted = live_event("vidDeleted01");
     for e in [&held, &deleted] {
-        env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
+        env.bus
+            .publish("youtube.live_check", &e.to_bytes())
+            .await
+            .unwrap();
     }
     let ours: HashSet<Uuid> = [held.id, deleted.id].into();
-    running.wait_metric("stargazer_live_check_dropped_total", Some("gone"), 1.0).await;
-    wait_until("two polls of the upcoming video", || api.asked_about("vidUpcoming1").len() >= 2).await;
-    assert!(ready.collect_for(&ours, Duration::from_millis(300)).await.is_empty(), "nothing forwarded while upcoming");
-    running.wait_metric("stargazer_live_check_pending", None, 1.0).await;
+    running
+        .wait_metric("stargazer_live_check_dropped_total", Some("gone"), 1.0)
+        .await;
+    wait_until("two polls of the upcoming video", || {
+        api.asked_about("vidUpcoming1").len() >= 2
+    })
+    .await;
+    assert!(
+        ready
+            .collect_for(&ours, Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "nothing forwarded while upcoming"
+    );
+    running
+        .wait_metric("stargazer_live_check_pending", None, 1.0)
+        .await;
     running.stop().await;
 
     let stored = env.storage.kv_list(&namespace).await.unwrap();
     assert_eq!(stored.len(), 1, "the held event is persisted");
     assert_eq!(stored[0].0, held.id.to_string());
 
-    let running = Running::start(config(&queue, &url, &namespace), env.reopen_storage().await, env.bus.clone());
-    running.wait_metric("stargazer_live_check_pending", None, 1.0).await;
+    let running = Running::start(
+        config(&queue, &url, &namespace),
+        env.reopen_storage().await,
+        env.bus.clone(),
+    );
+    running
+        .wait_metric("stargazer_live_check_pending", None, 1.0)
+        .await;
     let started = Utc::now();
     api.set("vidUpcoming1", Video::Live { scheduled, started });
     let got = ready.collect_n(&ours, 1, Duration::from_secs(20)).await;
@@ -254,9 +333,23 @@ async fn holds_until_live_across_a_restart(bus_kind: BusKind, store: StoreKind) 
     assert_eq!(got[0].event.id, held.id);
     assert_eq!(got[0].routing_key, "youtube");
     assert!(got[0].event.control.get("x-live-check-video").is_none());
-    assert_eq!(got[0].event.fields["actual_start_time"], json!(DateTime::parse_from_rfc3339(&rfc3339(started)).unwrap().with_timezone(&Utc).to_rfc3339()));
-    assert!(ready.collect_for(&ours, Duration::from_millis(300)).await.is_empty(), "the deleted one never comes");
-    running.wait_metric("stargazer_live_check_forwarded_total", None, 1.0).await;
+    assert_eq!(
+        got[0].event.fields["actual_start_time"],
+        json!(DateTime::parse_from_rfc3339(&rfc3339(started))
+            .unwrap()
+            .with_timezone(&Utc)
+            .to_rfc3339())
+    );
+    assert!(
+        ready
+            .collect_for(&ours, Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "the deleted one never comes"
+    );
+    running
+        .wait_metric("stargazer_live_check_forwarded_total", None, 1.0)
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !env.storage.kv_list(&namespace).await.unwrap().is_empty() {
         assert!(Instant::now() < deadline, "forwarded event left storage");
@@ -274,7 +367,11 @@ async fn polls_at_most_50_ids_per_call() {
     let (api, url) = start_api().await;
     let queue = env.middleware_queue("live_check").await;
     let mut ready = env.ready().await;
-    let running = Running::start(config(&queue, &url, "live_check"), env.storage.clone(), env.bus.clone());
+    let running = Running::start(
+        config(&queue, &url, "live_check"),
+        env.storage.clone(),
+        env.bus.clone(),
+    );
     let scheduled = Utc::now() + chrono::Duration::minutes(5);
     let mut ours = HashSet::new();
     for i in 0..120 {
@@ -282,9 +379,14 @@ async fn polls_at_most_50_ids_per_call() {
         api.set(&video, Video::Upcoming { scheduled });
         let e = live_event(&video);
         ours.insert(e.id);
-        env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
+        env.bus
+            .publish("youtube.live_check", &e.to_bytes())
+            .await
+            .unwrap();
     }
-    running.wait_metric("stargazer_live_check_pending", None, 120.0).await;
+    running
+        .wait_metric("stargazer_live_check_pending", None, 120.0)
+        .await;
     wait_until("a full round over 120 videos", || {
         let calls = api.calls();
         let seen: HashSet<&String> = calls.iter().flat_map(|c| c.ids.iter()).collect();
@@ -292,12 +394,22 @@ async fn polls_at_most_50_ids_per_call() {
     })
     .await;
     for i in 0..120 {
-        api.set(&format!("vid{i:08}"), Video::Live { scheduled, started: Utc::now() });
+        api.set(
+            &format!("vid{i:08}"),
+            Video::Live {
+                scheduled,
+                started: Utc::now(),
+            },
+        );
     }
     let got = ready.collect_n(&ours, 120, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 120);
     let calls = api.calls();
-    assert!(calls.iter().all(|c| c.ids.len() <= 50), "sizes {:?}", calls.iter().map(|c| c.ids.len()).collect::<Vec<_>>());
+    assert!(
+        calls.iter().all(|c| c.ids.len() <= 50),
+        "sizes {:?}",
+        calls.iter().map(|c| c.ids.len()).collect::<Vec<_>>()
+    );
     assert!(calls.iter().all(|c| c.status == 200));
     running.stop().await;
 }
@@ -309,23 +421,47 @@ async fn quota_errors_back_off_and_keep_pending() {
     let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let (api, url) = start_api().await;
     api.inner.lock().unwrap().quota_failures = 3;
-    api.set("vidLive00001", Video::Live { scheduled: Utc::now(), started: Utc::now() });
+    api.set(
+        "vidLive00001",
+        Video::Live {
+            scheduled: Utc::now(),
+            started: Utc::now(),
+        },
+    );
     let queue = env.middleware_queue("live_check").await;
     let mut ready = env.ready().await;
-    let running = Running::start(config(&queue, &url, "live_check"), env.storage.clone(), env.bus.clone());
+    let running = Running::start(
+        config(&queue, &url, "live_check"),
+        env.storage.clone(),
+        env.bus.clone(),
+    );
     let e = live_event("vidLive00001");
-    env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
-    let got = ready.collect_n(&[e.id].into(), 1, Duration::from_secs(30)).await;
+    env.bus
+        .publish("youtube.live_check", &e.to_bytes())
+        .await
+        .unwrap();
+    let got = ready
+        .collect_n(&[e.id].into(), 1, Duration::from_secs(30))
+        .await;
     assert_eq!(got.len(), 1, "forwarded once the API answers");
     let calls = api.calls();
     let statuses: Vec<u16> = calls.iter().map(|c| c.status).collect();
     assert_eq!(&statuses[..4], &[403, 403, 403, 200]);
     for pair in calls[..4].windows(2) {
         // backoff_initial 300 ms with ±20 % jitter, against a 100 ms poll interval.
-        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(230), "backed off after a quota error");
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(230),
+            "backed off after a quota error"
+        );
     }
-    assert_eq!(running.metric("stargazer_live_check_api_calls_total", Some("quota")), 3.0);
-    assert_eq!(running.metric("stargazer_live_check_dropped_total", None), 0.0);
+    assert_eq!(
+        running.metric("stargazer_live_check_api_calls_total", Some("quota")),
+        3.0
+    );
+    assert_eq!(
+        running.metric("stargazer_live_check_dropped_total", None),
+        0.0
+    );
     running.stop().await;
 }
 
@@ -335,26 +471,53 @@ async fn ended_cancelled_and_late_broadcasts_are_dropped() {
     let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let (api, url) = start_api().await;
     let now = Utc::now();
-    api.set("vidEnded0001", Video::Ended { started: now - chrono::Duration::hours(2), ended: now });
+    api.set(
+        "vidEnded0001",
+        Video::Ended {
+            started: now - chrono::Duration::hours(2),
+            ended: now,
+        },
+    );
     api.set("vidPlain0001", Video::Plain);
-    api.set("vidLate00001", Video::Upcoming { scheduled: now - chrono::Duration::minutes(10) });
+    api.set(
+        "vidLate00001",
+        Video::Upcoming {
+            scheduled: now - chrono::Duration::minutes(10),
+        },
+    );
     let queue = env.middleware_queue("live_check").await;
     let mut ready = env.ready().await;
     let running = Running::start(
-        LiveCheckConfig { give_up_after_ms: 400, ..config(&queue, &url, "live_check") },
+        LiveCheckConfig {
+            give_up_after_ms: 400,
+            ..config(&queue, &url, "live_check")
+        },
         env.storage.clone(),
         env.bus.clone(),
     );
-    let events: Vec<Event> = ["vidEnded0001", "vidPlain0001", "vidLate00001"].iter().map(|v| live_event(v)).collect();
+    let events: Vec<Event> = ["vidEnded0001", "vidPlain0001", "vidLate00001"]
+        .iter()
+        .map(|v| live_event(v))
+        .collect();
     for e in &events {
-        env.bus.publish("youtube.live_check", &e.to_bytes()).await.unwrap();
+        env.bus
+            .publish("youtube.live_check", &e.to_bytes())
+            .await
+            .unwrap();
     }
     for reason in ["ended", "not_broadcast", "timeout"] {
-        running.wait_metric("stargazer_live_check_dropped_total", Some(reason), 1.0).await;
+        running
+            .wait_metric("stargazer_live_check_dropped_total", Some(reason), 1.0)
+            .await;
     }
-    running.wait_metric("stargazer_live_check_pending", None, 0.0).await;
+    running
+        .wait_metric("stargazer_live_check_pending", None, 0.0)
+        .await;
     let ours: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
-    assert!(ready.collect_for(&ours, Duration::from_millis(300)).await.is_empty());
+    assert!(ready
+        .collect_for(&ours, Duration::from_millis(300))
+        .await
+        .is_empty());
     assert!(env.storage.kv_list("live_check").await.unwrap().is_empty());
     running.stop().await;
 }
@@ -364,7 +527,13 @@ async fn ended_cancelled_and_late_broadcasts_are_dropped() {
 async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: StoreKind) {
     let mut env = Env::new(bus_kind, store).await;
     let (api, url) = start_api().await;
-    api.set("vidPipeline1", Video::Live { scheduled: Utc::now(), started: Utc::now() });
+    api.set(
+        "vidPipeline1",
+        Video::Live {
+            scheduled: Utc::now(),
+            started: Utc::now(),
+        },
+    );
     let delay_queue = env.middleware_queue("delay").await;
     let live_queue = env.middleware_queue("live_check").await;
     let namespace = format!("live_check_{}", Uuid::new_v4().simple());
@@ -383,23 +552,42 @@ async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: Stor
 
     let shutdown = CancellationToken::new();
     let delay = tokio::spawn(stargazer_middleware_delay::run(
-        DelayConfig { queue: delay_queue, ..DelayConfig::default() },
+        DelayConfig {
+            queue: delay_queue,
+            ..DelayConfig::default()
+        },
         env.storage.clone(),
         env.bus.clone(),
         shutdown.clone(),
     ));
-    let live = Running::start(config(&live_queue, &url, &namespace), env.storage.clone(), env.bus.clone());
+    let live = Running::start(
+        config(&live_queue, &url, &namespace),
+        env.storage.clone(),
+        env.bus.clone(),
+    );
 
     let at = now_ms() + 1500;
-    let e = event("youtube.live", json!({"x-delay-at": at, "x-live-check-video": "vidPipeline1"}));
+    let e = event(
+        "youtube.live",
+        json!({"x-delay-at": at, "x-live-check-video": "vidPipeline1"}),
+    );
     let published = Instant::now();
-    env.bus.publish("youtube.live_check.delay", &e.to_bytes()).await.unwrap();
-    let got = ready.collect_n(&[e.id].into(), 1, Duration::from_secs(20)).await;
+    env.bus
+        .publish("youtube.live_check.delay", &e.to_bytes())
+        .await
+        .unwrap();
+    let got = ready
+        .collect_n(&[e.id].into(), 1, Duration::from_secs(20))
+        .await;
     assert_eq!(got.len(), 1);
     let r = &got[0];
     assert_eq!(r.routing_key, "youtube");
     assert!(r.at_ms >= at, "ready only after x-delay-at");
-    assert!(r.event.control.is_empty(), "both middlewares removed their fields: {:?}", r.event.control);
+    assert!(
+        r.event.control.is_empty(),
+        "both middlewares removed their fields: {:?}",
+        r.event.control
+    );
     let asked = api.asked_about("vidPipeline1");
     assert!(!asked.is_empty());
     assert!(
@@ -409,7 +597,10 @@ async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: Stor
     // The one intermediate hop: after delay, before live-check.
     let mut hops = Vec::new();
     while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(500), spy.next()).await {
-        if Event::from_bytes(&d.body).map(|x| x.id == e.id).unwrap_or(false) {
+        if Event::from_bytes(&d.body)
+            .map(|x| x.id == e.id)
+            .unwrap_or(false)
+        {
             hops.push(d.routing_key.clone());
         }
         d.ack().await.unwrap();

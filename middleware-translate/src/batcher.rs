@@ -1,6 +1,7 @@
 //! Gathers the texts of concurrent events into DeepL calls: requests arriving within a
-//! short window are grouped by target language, identical texts are sent once, and each
-//! call carries at most 50 texts. Calls are retried on 429/5xx/network errors (honouring
+//! short window are grouped by target language, identical texts are sent once (also when
+//! a copy arrives while the first is still being translated), and each call carries at
+//! most 50 texts. Calls are retried on 429/5xx/network errors (honouring
 //! `Retry-After`); a 456 stops all calls until the quota pause is over.
 
 use std::collections::HashMap;
@@ -28,7 +29,9 @@ pub(crate) type SharedCache = Arc<Mutex<Lru<CacheKey, Translation>>>;
 
 /// Locks the cache; a poisoned lock still holds a valid map.
 pub(crate) fn lock(cache: &SharedCache) -> MutexGuard<'_, Lru<CacheKey, Translation>> {
-    cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Why a text has no translation.
@@ -76,12 +79,18 @@ impl TranslateMetrics {
     pub fn register(registry: &Registry) -> Self {
         // Fixed valid names and label names: construction cannot fail.
         let texts = IntCounterVec::new(
-            Opts::new("stargazer_translate_texts_total", "Texts handled by middleware-translate, by result."),
+            Opts::new(
+                "stargazer_translate_texts_total",
+                "Texts handled by middleware-translate, by result.",
+            ),
             &["result"],
         )
         .expect("valid metric");
         let api_calls = IntCounterVec::new(
-            Opts::new("stargazer_translate_api_calls_total", "DeepL API calls, by result."),
+            Opts::new(
+                "stargazer_translate_api_calls_total",
+                "DeepL API calls, by result.",
+            ),
             &["result"],
         )
         .expect("valid metric");
@@ -114,13 +123,18 @@ pub(crate) struct Batcher {
     pub(crate) shutdown: CancellationToken,
     /// Until when calls are paused after a 456.
     pub(crate) paused_until: Mutex<Option<DateTime<Utc>>>,
+    /// Texts sent and not answered yet, with the jobs that asked for them meanwhile.
+    pub(crate) in_flight: Mutex<HashMap<CacheKey, Vec<Reply>>>,
 }
+
+/// Where one job's answer goes.
+pub(crate) type Reply = oneshot::Sender<Result<Translation, JobError>>;
 
 /// Texts of one target language waiting to be sent, deduplicated.
 #[derive(Default)]
 struct Group {
     texts: Vec<String>,
-    replies: Vec<Vec<oneshot::Sender<Result<Translation, JobError>>>>,
+    replies: Vec<Vec<Reply>>,
     index: HashMap<String, usize>,
 }
 
@@ -148,6 +162,12 @@ impl Batcher {
             }
             for (target, group) in groups {
                 for (texts, replies) in chunks(group) {
+                    {
+                        let mut in_flight = self.in_flight();
+                        for text in &texts {
+                            in_flight.insert((target.clone(), text.clone()), Vec::new());
+                        }
+                    }
                     let permit = match slots.clone().acquire_owned().await {
                         Ok(permit) => permit,
                         Err(_) => return,
@@ -169,11 +189,22 @@ impl Batcher {
         while calls.join_next().await.is_some() {}
     }
 
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<CacheKey, Vec<Reply>>> {
+        // Poisoning leaves a structurally valid map.
+        self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn add(&self, groups: &mut HashMap<String, Group>, job: Job) {
-        let cached = lock(&self.cache).get(&(job.target.clone(), job.text.clone()));
+        let key = (job.target.clone(), job.text.clone());
+        let cached = lock(&self.cache).get(&key);
         if let Some(translation) = cached {
             self.metrics.texts.with_label_values(&["cached"]).inc();
             let _ = job.reply.send(Ok(translation));
+            return;
+        }
+        if let Some(waiting) = self.in_flight().get_mut(&key) {
+            self.metrics.texts.with_label_values(&["cached"]).inc();
+            waiting.push(job.reply);
             return;
         }
         let group = groups.entry(job.target).or_default();
@@ -196,7 +227,9 @@ impl Batcher {
         match self.translate_with_retry(target, &texts).await {
             Ok(translations) => {
                 let mut cache = lock(&self.cache);
-                for ((text, translation), waiting) in texts.into_iter().zip(translations).zip(replies) {
+                for ((text, translation), waiting) in
+                    texts.into_iter().zip(translations).zip(replies)
+                {
                     cache.put((target.to_owned(), text), translation.clone());
                     self.metrics.texts.with_label_values(&["translated"]).inc();
                     for reply in waiting {
@@ -226,18 +259,26 @@ impl Batcher {
 
     fn pause(&self) -> DateTime<Utc> {
         let until = Utc::now()
-            + chrono::Duration::from_std(self.policy.quota_pause).unwrap_or(chrono::Duration::hours(1));
+            + chrono::Duration::from_std(self.policy.quota_pause)
+                .unwrap_or(chrono::Duration::hours(1));
         *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
         until
     }
 
-    async fn translate_with_retry(&self, target: &str, texts: &[String]) -> Result<Vec<Translation>, JobError> {
+    async fn translate_with_retry(
+        &self,
+        target: &str,
+        texts: &[String],
+    ) -> Result<Vec<Translation>, JobError> {
         let mut backoff = Backoff::new(self.policy.backoff_initial, self.policy.backoff_max);
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Some(until) = self.paused_until() {
-                self.metrics.api_calls.with_label_values(&["skipped_quota"]).inc();
+                self.metrics
+                    .api_calls
+                    .with_label_values(&["skipped_quota"])
+                    .inc();
                 return Err(JobError::Failed(format!(
                     "DeepL quota exceeded; calls paused until {}",
                     until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -250,7 +291,10 @@ impl Batcher {
                 }
                 Err(err) => err,
             };
-            self.metrics.api_calls.with_label_values(&[result_label(&err)]).inc();
+            self.metrics
+                .api_calls
+                .with_label_values(&[result_label(&err)])
+                .inc();
             if err == CallError::QuotaExceeded {
                 let until = self.pause();
                 tracing::warn!(until = %until, "DeepL quota exceeded; pausing translation calls");
@@ -261,11 +305,16 @@ impl Batcher {
             }
             if !err.is_transient() || attempt >= self.policy.max_attempts {
                 tracing::warn!(cause = %err, attempt, "DeepL call failed for good");
-                return Err(JobError::Failed(format!("{err} after {attempt} attempt(s)")));
+                return Err(JobError::Failed(format!(
+                    "{err} after {attempt} attempt(s)"
+                )));
             }
             let wait = err.retry_after().unwrap_or_else(|| backoff.next_delay());
             if wait > self.policy.max_retry_wait {
-                return Err(JobError::Failed(format!("{err}; asked to wait {}s", wait.as_secs())));
+                return Err(JobError::Failed(format!(
+                    "{err}; asked to wait {}s",
+                    wait.as_secs()
+                )));
             }
             tracing::info!(cause = %err, attempt, ?wait, "DeepL call failed; retrying");
             tokio::select! {
@@ -287,7 +336,10 @@ fn result_label(err: &CallError) -> &'static str {
     }
 }
 
-type Chunk = (Vec<String>, Vec<Vec<oneshot::Sender<Result<Translation, JobError>>>>);
+type Chunk = (
+    Vec<String>,
+    Vec<Vec<oneshot::Sender<Result<Translation, JobError>>>>,
+);
 
 /// Splits a group into calls of at most 50 texts and [`MAX_BYTES_PER_CALL`] bytes.
 fn chunks(group: Group) -> Vec<Chunk> {
@@ -296,7 +348,9 @@ fn chunks(group: Group) -> Vec<Chunk> {
     for (text, replies) in group.texts.into_iter().zip(group.replies) {
         let start_new = match out.last() {
             None => true,
-            Some((texts, _)) => texts.len() >= MAX_TEXTS_PER_CALL || bytes + text.len() > MAX_BYTES_PER_CALL,
+            Some((texts, _)) => {
+                texts.len() >= MAX_TEXTS_PER_CALL || bytes + text.len() > MAX_BYTES_PER_CALL
+            }
         };
         if start_new {
             out.push((Vec::new(), Vec::new()));

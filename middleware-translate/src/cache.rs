@@ -45,7 +45,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
         }
         self.order.insert(self.tick, key);
         while self.map.len() > self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
             self.map.remove(&oldest);
         }
     }

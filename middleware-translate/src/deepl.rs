@@ -90,7 +90,9 @@ impl CallError {
     /// How long the server asked to wait before the next attempt.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            CallError::RateLimited { retry_after } | CallError::Server { retry_after, .. } => *retry_after,
+            CallError::RateLimited { retry_after } | CallError::Server { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -119,13 +121,20 @@ impl DeeplClient {
 
     /// Translates up to [`MAX_TEXTS_PER_CALL`] texts into `target_lang` (a DeepL code,
     /// e.g. `EN-US`); the answer has one entry per text, in order.
-    pub async fn translate(&self, texts: &[String], target_lang: &str) -> Result<Vec<Translation>, CallError> {
+    pub async fn translate(
+        &self,
+        texts: &[String],
+        target_lang: &str,
+    ) -> Result<Vec<Translation>, CallError> {
         debug_assert!(texts.len() <= MAX_TEXTS_PER_CALL);
         let response = self
             .http
             .post(&self.url)
             .header(AUTHORIZATION, &self.authorization)
-            .json(&TranslateRequest { text: texts, target_lang })
+            .json(&TranslateRequest {
+                text: texts,
+                target_lang,
+            })
             .send()
             .await
             .map_err(|err| CallError::Network(err.to_string()))?;
@@ -165,7 +174,9 @@ impl DeeplClient {
 /// DeepL's `{"message": …}`, or the first 200 characters of the body.
 fn error_message(body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody { message: Some(message) }) => message,
+        Ok(ErrorBody {
+            message: Some(message),
+        }) => message,
         _ => String::from_utf8_lossy(body).chars().take(200).collect(),
     }
 }
@@ -176,7 +187,9 @@ pub fn parse_retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Dura
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -187,20 +200,34 @@ mod tests {
 
     #[test]
     fn retry_after_in_seconds_or_http_date() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut headers = HeaderMap::new();
         assert_eq!(parse_retry_after(&headers, now), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(parse_retry_after(&headers, now), Some(Duration::from_secs(3)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Thu, 01 Jan 2026 00:00:10 GMT"));
-        assert_eq!(parse_retry_after(&headers, now), Some(Duration::from_secs(10)));
+        assert_eq!(
+            parse_retry_after(&headers, now),
+            Some(Duration::from_secs(3))
+        );
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Thu, 01 Jan 2026 00:00:10 GMT"),
+        );
+        assert_eq!(
+            parse_retry_after(&headers, now),
+            Some(Duration::from_secs(10))
+        );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(parse_retry_after(&headers, now), None);
     }
 
     #[test]
     fn error_message_prefers_deepl_json() {
-        assert_eq!(error_message(br#"{"message":"Wrong endpoint"}"#), "Wrong endpoint");
+        assert_eq!(
+            error_message(br#"{"message":"Wrong endpoint"}"#),
+            "Wrong endpoint"
+        );
         assert_eq!(error_message(b"plain"), "plain");
     }
 }

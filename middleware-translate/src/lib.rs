@@ -129,7 +129,9 @@ impl TranslateConfig {
                 "must be set (STARGAZER_DEEPL_KEY)",
             ));
         }
-        if !(self.deepl_base_url.starts_with("http://") || self.deepl_base_url.starts_with("https://")) {
+        if !(self.deepl_base_url.starts_with("http://")
+            || self.deepl_base_url.starts_with("https://"))
+        {
             return Err(ConfigError::invalid(
                 "translate.deepl_base_url",
                 format!("`{}` is not an http(s) URL", self.deepl_base_url),
@@ -214,6 +216,7 @@ pub async fn run_with_registry(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         paused_until: Mutex::new(None),
+        in_flight: Mutex::new(Default::default()),
     });
     let (jobs, queue) = mpsc::channel(1024);
     let batching = tokio::spawn(batcher.run(queue));
@@ -230,7 +233,14 @@ pub async fn run_with_registry(
         retry_delay: Duration::from_millis(config.retry_delay_ms),
         ..RuntimeOptions::new(TAG)
     };
-    let result = middleware::run(translator, bus, options, RuntimeMetrics::register(TAG, registry), shutdown).await;
+    let result = middleware::run(
+        translator,
+        bus,
+        options,
+        RuntimeMetrics::register(TAG, registry),
+        shutdown,
+    )
+    .await;
     // The runtime dropped the translator, closing the job channel: the batcher finishes
     // its calls in flight and returns.
     if let Err(err) = batching.await {

@@ -9,7 +9,6 @@
 //! that could not be translated is described in `x-translate-error` (one string, problems
 //! separated by `; `), and the event goes on regardless.
 
-
 use async_trait::async_trait;
 use futures::future::join_all;
 use serde_json::Value;
@@ -74,7 +73,9 @@ fn string_list(name: &str, value: Value) -> Result<Vec<String>, String> {
                 other => Err(format!("{name} must hold strings, got {other}")),
             })
             .collect(),
-        other => Err(format!("{name} must be a string or an array of strings, got {other}")),
+        other => Err(format!(
+            "{name} must be a string or an array of strings, got {other}"
+        )),
     }
 }
 
@@ -168,7 +169,10 @@ impl Middleware for Translator {
                 Ok(t) => {
                     let primary = w.lang.split('-').next().unwrap_or(&w.lang);
                     if t.detected_source_language.eq_ignore_ascii_case(primary) {
-                        self.metrics.texts.with_label_values(&["same_language"]).inc();
+                        self.metrics
+                            .texts
+                            .with_label_values(&["same_language"])
+                            .inc();
                         continue;
                     }
                     let per_lang = translations
@@ -212,9 +216,10 @@ impl Middleware for Translator {
         }
         if !problems.is_empty() {
             tracing::warn!(problems = %problems.join("; "), "event passes on with translation problems");
-            event
-                .control
-                .insert(TRANSLATE_ERROR.to_owned(), Value::String(problems.join("; ")));
+            event.control.insert(
+                TRANSLATE_ERROR.to_owned(),
+                Value::String(problems.join("; ")),
+            );
         }
         Outcome::Forward(event)
     }
@@ -227,7 +232,9 @@ mod tests {
     #[test]
     fn language_codes() {
         assert!(valid_lang("en") && valid_lang("zh-hant") && valid_lang("pt-br"));
-        assert!(!valid_lang("english!") && !valid_lang("") && !valid_lang("e") && !valid_lang("en-"));
+        assert!(
+            !valid_lang("english!") && !valid_lang("") && !valid_lang("e") && !valid_lang("en-")
+        );
         assert_eq!(deepl_target("en"), "EN-US");
         assert_eq!(deepl_target("ja"), "JA");
         assert_eq!(deepl_target("en-gb"), "EN-GB");
@@ -236,8 +243,13 @@ mod tests {
     #[test]
     fn string_lists() {
         assert_eq!(string_list("k", Value::from("a")).unwrap(), vec!["a"]);
-        assert_eq!(string_list("k", serde_json::json!(["a", "b"])).unwrap(), vec!["a", "b"]);
-        assert!(string_list("k", serde_json::json!([1])).unwrap_err().contains("must hold strings"));
+        assert_eq!(
+            string_list("k", serde_json::json!(["a", "b"])).unwrap(),
+            vec!["a", "b"]
+        );
+        assert!(string_list("k", serde_json::json!([1]))
+            .unwrap_err()
+            .contains("must hold strings"));
         assert!(string_list("k", serde_json::json!(3)).is_err());
     }
 }

@@ -61,7 +61,11 @@ impl Deepl {
         self.inner.lock().unwrap().calls.clone()
     }
     fn script(&self, fails: &[Fail]) {
-        self.inner.lock().unwrap().script.extend(fails.iter().copied());
+        self.inner
+            .lock()
+            .unwrap()
+            .script
+            .extend(fails.iter().copied());
     }
     fn always(&self, fail: Option<Fail>) {
         self.inner.lock().unwrap().always = fail;
@@ -74,56 +78,114 @@ fn fake_translation(text: &str, target: &str) -> Value {
     json!({"detected_source_language": source, "text": format!("[{target}] {text}")})
 }
 
-async fn translate(State(deepl): State<Deepl>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn translate(
+    State(deepl): State<Deepl>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     let mut inner = deepl.inner.lock().unwrap();
     if auth != Some(&format!("DeepL-Auth-Key {KEY}")) {
         inner.bad_auth += 1;
-        return (StatusCode::FORBIDDEN, Json(json!({"message": "Authorization failure, check auth_key"}))).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"message": "Authorization failure, check auth_key"})),
+        )
+            .into_response();
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"message": "Invalid request body"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "Invalid request body"})),
+        )
+            .into_response();
     };
     let texts: Vec<String> = request["text"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
-    let target = request["target_lang"].as_str().unwrap_or_default().to_owned();
+    let target = request["target_lang"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let fail = inner.script.pop_front().or(inner.always);
     let (status, response) = if texts.is_empty() || target.is_empty() {
-        (400, (StatusCode::BAD_REQUEST, Json(json!({"message": "Parameter 'text' not specified."}))).into_response())
+        (
+            400,
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": "Parameter 'text' not specified."})),
+            )
+                .into_response(),
+        )
     } else if texts.len() > 50 {
-        (413, (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Too many texts"}))).into_response())
+        (
+            413,
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({"message": "Too many texts"})),
+            )
+                .into_response(),
+        )
     } else {
         match fail {
             Some(Fail::TooMany { retry_after }) => {
-                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"message": "Too many requests"}))).into_response();
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({"message": "Too many requests"})),
+                )
+                    .into_response();
                 if let Some(secs) = retry_after {
-                    response.headers_mut().insert("retry-after", secs.to_string().parse().unwrap());
+                    response
+                        .headers_mut()
+                        .insert("retry-after", secs.to_string().parse().unwrap());
                 }
                 (429, response)
             }
             Some(Fail::Quota) => (
                 456,
-                (StatusCode::from_u16(456).unwrap(), Json(json!({"message": "Quota exceeded"}))).into_response(),
+                (
+                    StatusCode::from_u16(456).unwrap(),
+                    Json(json!({"message": "Quota exceeded"})),
+                )
+                    .into_response(),
             ),
             Some(Fail::Server) => (
                 503,
-                (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"message": "Service unavailable"}))).into_response(),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"message": "Service unavailable"})),
+                )
+                    .into_response(),
             ),
             None => {
-                let translations: Vec<Value> = texts.iter().map(|t| fake_translation(t, &target)).collect();
-                (200, Json(json!({"translations": translations})).into_response())
+                let translations: Vec<Value> =
+                    texts.iter().map(|t| fake_translation(t, &target)).collect();
+                (
+                    200,
+                    Json(json!({"translations": translations})).into_response(),
+                )
             }
         }
     };
-    inner.calls.push(Call { texts, target, at: Instant::now(), answered: status });
+    inner.calls.push(Call {
+        texts,
+        target,
+        at: Instant::now(),
+        answered: status,
+    });
     response
 }
 
 async fn start_deepl() -> (Deepl, String) {
     let deepl = Deepl::default();
-    let app = Router::new().route("/v2/translate", post(translate)).with_state(deepl.clone());
+    let app = Router::new()
+        .route("/v2/translate", post(translate))
+        .with_state(deepl.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -142,8 +204,15 @@ impl Running {
         let token = shutdown.clone();
         let registry = Registry::new();
         let metrics = registry.clone();
-        let task = tokio::spawn(async move { run_with_registry(config, storage, bus, &metrics, token).await });
-        Self { registry, shutdown, task }
+        let task =
+            tokio::spawn(
+                async move { run_with_registry(config, storage, bus, &metrics, token).await },
+            );
+        Self {
+            registry,
+            shutdown,
+            task,
+        }
     }
 
     fn counter(&self, name: &str, label: &str) -> u64 {
@@ -188,7 +257,9 @@ fn tweet(text: &str, control: Value) -> Event {
 
 async fn publish_all(bus: &Arc<dyn Bus>, events: &[Event]) {
     for e in events {
-        bus.publish("twitter.translate", &e.to_bytes()).await.unwrap();
+        bus.publish("twitter.translate", &e.to_bytes())
+            .await
+            .unwrap();
     }
 }
 
@@ -208,10 +279,15 @@ async fn translates_fields_into_each_target_language(bus_kind: BusKind, store: S
         json!({"x-translate-fields": ["/fields/text", "/fields/quote/text"], "x-translate-to": ["en", "zh"]}),
     );
     e.fields.insert("quote".into(), json!({"text": "おはよう"}));
-    let english = tweet("Streaming tonight", json!({"x-translate-fields": ["/fields/text"]}));
+    let english = tweet(
+        "Streaming tonight",
+        json!({"x-translate-fields": ["/fields/text"]}),
+    );
     let events = vec![e.clone(), english.clone()];
     publish_all(&env.bus, &events).await;
-    let got = ready.collect_n(&ids(&events), 2, Duration::from_secs(20)).await;
+    let got = ready
+        .collect_n(&ids(&events), 2, Duration::from_secs(20))
+        .await;
     assert_eq!(got.len(), 2);
     let first = got.iter().find(|r| r.event.id == e.id).unwrap();
     assert_eq!(first.routing_key, "twitter");
@@ -222,12 +298,24 @@ async fn translates_fields_into_each_target_language(bus_kind: BusKind, store: S
             "zh": {"/fields/text": "[ZH] 配信するよ", "/fields/quote/text": "[ZH] おはよう"}
         })
     );
-    assert!(first.event.control.is_empty(), "control fields removed: {:?}", first.event.control);
+    assert!(
+        first.event.control.is_empty(),
+        "control fields removed: {:?}",
+        first.event.control
+    );
     // Default target (en) from config; a text already in English gets no translation.
     let second = got.iter().find(|r| r.event.id == english.id).unwrap();
-    assert!(second.event.fields.get("translations").is_none(), "{:?}", second.event.fields);
+    assert!(
+        second.event.fields.get("translations").is_none(),
+        "{:?}",
+        second.event.fields
+    );
     assert!(second.event.control.get(TRANSLATE_ERROR).is_none());
-    assert_eq!(deepl.inner.lock().unwrap().bad_auth, 0, "every call authenticated");
+    assert_eq!(
+        deepl.inner.lock().unwrap().bad_auth,
+        0,
+        "every call authenticated"
+    );
     assert!(deepl.calls().iter().all(|c| c.texts.len() <= 50));
     running.stop().await;
     env.close().await;
@@ -243,36 +331,76 @@ async fn batches_and_translates_identical_texts_once(bus_kind: BusKind, store: S
     let mut ready = env.ready().await;
     let mut events = Vec::new();
     for i in 0..120 {
-        events.push(tweet(&format!("ツイート {i}"), json!({"x-translate-fields": ["/fields/text"]})));
+        events.push(tweet(
+            &format!("ツイート {i}"),
+            json!({"x-translate-fields": ["/fields/text"]}),
+        ));
     }
     for _ in 0..30 {
-        events.push(tweet("同じ文", json!({"x-translate-fields": ["/fields/text"]})));
+        events.push(tweet(
+            "同じ文",
+            json!({"x-translate-fields": ["/fields/text"]}),
+        ));
     }
     // Published before the middleware starts, so they are all waiting at once.
     publish_all(&env.bus, &events).await;
     let running = Running::start(
-        TranslateConfig { concurrency: 200, prefetch: 200, ..config(&queue, &url) },
+        TranslateConfig {
+            concurrency: 200,
+            prefetch: 200,
+            ..config(&queue, &url)
+        },
         env.storage.clone(),
         env.bus.clone(),
     );
-    let got = ready.collect_n(&ids(&events), events.len(), Duration::from_secs(30)).await;
+    let got = ready
+        .collect_n(&ids(&events), events.len(), Duration::from_secs(30))
+        .await;
     assert_eq!(got.len(), events.len());
     for r in &got {
         let text = r.event.fields["text"].as_str().unwrap();
-        assert_eq!(r.event.fields["translations"]["en"]["/fields/text"], json!(format!("[EN-US] {text}")));
+        assert_eq!(
+            r.event.fields["translations"]["en"]["/fields/text"],
+            json!(format!("[EN-US] {text}"))
+        );
     }
     let calls = deepl.calls();
-    assert!(calls.iter().all(|c| c.texts.len() <= 50), "sizes {:?}", calls.iter().map(|c| c.texts.len()).collect::<Vec<_>>());
+    assert!(
+        calls.iter().all(|c| c.texts.len() <= 50),
+        "sizes {:?}",
+        calls.iter().map(|c| c.texts.len()).collect::<Vec<_>>()
+    );
     let sent: Vec<&String> = calls.iter().flat_map(|c| c.texts.iter()).collect();
-    assert_eq!(sent.iter().filter(|t| t.as_str() == "同じ文").count(), 1, "identical text translated once");
+    assert_eq!(
+        sent.iter().filter(|t| t.as_str() == "同じ文").count(),
+        1,
+        "identical text translated once"
+    );
     assert_eq!(sent.len(), 121, "every distinct text sent exactly once");
-    assert!(calls.len() < 20, "texts of concurrent events share calls: {} calls", calls.len());
+    assert!(
+        calls.len() < 20,
+        "texts of concurrent events share calls: {} calls",
+        calls.len()
+    );
 
     // Later events with a known text are served from the cache.
-    let again = vec![tweet("同じ文", json!({"x-translate-fields": ["/fields/text"]}))];
+    let again = vec![tweet(
+        "同じ文",
+        json!({"x-translate-fields": ["/fields/text"]}),
+    )];
     publish_all(&env.bus, &again).await;
-    assert_eq!(ready.collect_n(&ids(&again), 1, Duration::from_secs(10)).await.len(), 1);
-    assert_eq!(deepl.calls().len(), calls.len(), "no call for a cached text");
+    assert_eq!(
+        ready
+            .collect_n(&ids(&again), 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        deepl.calls().len(),
+        calls.len(),
+        "no call for a cached text"
+    );
     assert!(running.counter("stargazer_translate_texts_total", "cached") >= 1);
     running.stop().await;
     env.close().await;
@@ -285,18 +413,37 @@ bus_matrix!(batches_and_translates_identical_texts_once);
 async fn retries_rate_limits_and_server_errors() {
     let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let (deepl, url) = start_deepl().await;
-    deepl.script(&[Fail::TooMany { retry_after: Some(1) }, Fail::Server]);
+    deepl.script(&[
+        Fail::TooMany {
+            retry_after: Some(1),
+        },
+        Fail::Server,
+    ]);
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
     let running = Running::start(config(&queue, &url), env.storage.clone(), env.bus.clone());
-    let events = vec![tweet("こんにちは", json!({"x-translate-fields": ["/fields/text"]}))];
+    let events = vec![tweet(
+        "こんにちは",
+        json!({"x-translate-fields": ["/fields/text"]}),
+    )];
     publish_all(&env.bus, &events).await;
-    let got = ready.collect_n(&ids(&events), 1, Duration::from_secs(20)).await;
-    assert_eq!(got[0].event.fields["translations"]["en"]["/fields/text"], json!("[EN-US] こんにちは"));
+    let got = ready
+        .collect_n(&ids(&events), 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        got[0].event.fields["translations"]["en"]["/fields/text"],
+        json!("[EN-US] こんにちは")
+    );
     assert!(got[0].event.control.get(TRANSLATE_ERROR).is_none());
     let calls = deepl.calls();
-    assert_eq!(calls.iter().map(|c| c.answered).collect::<Vec<_>>(), vec![429, 503, 200]);
-    assert!(calls[1].at.duration_since(calls[0].at) >= Duration::from_millis(950), "Retry-After honoured");
+    assert_eq!(
+        calls.iter().map(|c| c.answered).collect::<Vec<_>>(),
+        vec![429, 503, 200]
+    );
+    assert!(
+        calls[1].at.duration_since(calls[0].at) >= Duration::from_millis(950),
+        "Retry-After honoured"
+    );
     running.stop().await;
 }
 
@@ -310,19 +457,38 @@ async fn quota_exceeded_pauses_calls_and_events_pass_untranslated() {
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
     let running = Running::start(config(&queue, &url), env.storage.clone(), env.bus.clone());
-    let first = vec![tweet("一つ目", json!({"x-translate-fields": ["/fields/text"]}))];
+    let first = vec![tweet(
+        "一つ目",
+        json!({"x-translate-fields": ["/fields/text"]}),
+    )];
     publish_all(&env.bus, &first).await;
-    let got = ready.collect_n(&ids(&first), 1, Duration::from_secs(20)).await;
-    let error = got[0].event.control[TRANSLATE_ERROR].as_str().unwrap().to_owned();
+    let got = ready
+        .collect_n(&ids(&first), 1, Duration::from_secs(20))
+        .await;
+    let error = got[0].event.control[TRANSLATE_ERROR]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(error.contains("quota exceeded"), "{error}");
     assert!(got[0].event.fields.get("translations").is_none());
 
-    let second = vec![tweet("二つ目", json!({"x-translate-fields": ["/fields/text"]}))];
+    let second = vec![tweet(
+        "二つ目",
+        json!({"x-translate-fields": ["/fields/text"]}),
+    )];
     publish_all(&env.bus, &second).await;
-    let got = ready.collect_n(&ids(&second), 1, Duration::from_secs(20)).await;
-    assert!(got[0].event.control[TRANSLATE_ERROR].as_str().unwrap().contains("paused until"));
+    let got = ready
+        .collect_n(&ids(&second), 1, Duration::from_secs(20))
+        .await;
+    assert!(got[0].event.control[TRANSLATE_ERROR]
+        .as_str()
+        .unwrap()
+        .contains("paused until"));
     assert_eq!(deepl.calls().len(), 1, "no DeepL call while paused");
-    assert_eq!(running.counter("stargazer_translate_api_calls_total", "skipped_quota"), 1);
+    assert_eq!(
+        running.counter("stargazer_translate_api_calls_total", "skipped_quota"),
+        1
+    );
     running.stop().await;
 }
 
@@ -335,26 +501,52 @@ async fn lasting_failure_and_bad_pointers_are_reported_not_fatal() {
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
     let running = Running::start(
-        TranslateConfig { max_attempts: 3, ..config(&queue, &url) },
+        TranslateConfig {
+            max_attempts: 3,
+            ..config(&queue, &url)
+        },
         env.storage.clone(),
         env.bus.clone(),
     );
-    let partly = vec![tweet("テスト", json!({"x-translate-fields": ["/fields/text", "/fields/nope", "/fields/title/x"]}))];
+    let partly = vec![tweet(
+        "テスト",
+        json!({"x-translate-fields": ["/fields/text", "/fields/nope", "/fields/title/x"]}),
+    )];
     publish_all(&env.bus, &partly).await;
-    let got = ready.collect_n(&ids(&partly), 1, Duration::from_secs(20)).await;
-    assert_eq!(got[0].event.fields["translations"]["en"]["/fields/text"], json!("[EN-US] テスト"));
+    let got = ready
+        .collect_n(&ids(&partly), 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        got[0].event.fields["translations"]["en"]["/fields/text"],
+        json!("[EN-US] テスト")
+    );
     let error = got[0].event.control[TRANSLATE_ERROR].as_str().unwrap();
     assert!(error.contains("/fields/nope: no such field"), "{error}");
 
     deepl.always(Some(Fail::Server));
-    let failing = vec![tweet("失敗", json!({"x-translate-fields": "/fields/text", "x-translate-to": "ja"}))];
+    let failing = vec![tweet(
+        "失敗",
+        json!({"x-translate-fields": "/fields/text", "x-translate-to": "ja"}),
+    )];
     publish_all(&env.bus, &failing).await;
-    let got = ready.collect_n(&ids(&failing), 1, Duration::from_secs(20)).await;
+    let got = ready
+        .collect_n(&ids(&failing), 1, Duration::from_secs(20))
+        .await;
     let error = got[0].event.control[TRANSLATE_ERROR].as_str().unwrap();
-    assert!(error.contains("server error (503) after 3 attempt(s)"), "{error}");
+    assert!(
+        error.contains("server error (503) after 3 attempt(s)"),
+        "{error}"
+    );
     assert!(got[0].event.fields.get("translations").is_none());
-    assert_eq!(got[0].event.fields["text"], json!("失敗"), "original text untouched");
-    assert_eq!(deepl.calls().iter().filter(|c| c.answered == 503).count(), 3);
+    assert_eq!(
+        got[0].event.fields["text"],
+        json!("失敗"),
+        "original text untouched"
+    );
+    assert_eq!(
+        deepl.calls().iter().filter(|c| c.answered == 503).count(),
+        3
+    );
     assert!(deepl.calls().iter().any(|c| c.target == "JA"));
     running.stop().await;
 }

@@ -180,7 +180,9 @@ pub(crate) async fn run(
         let outcome = dispatcher
             .try_dispatch_with_listener(
                 listener,
-                teloxide::error_handlers::LoggingErrorHandler::with_custom_text("error polling Telegram"),
+                teloxide::error_handlers::LoggingErrorHandler::with_custom_text(
+                    "error polling Telegram",
+                ),
             )
             .await;
         match outcome {

@@ -283,9 +283,7 @@ impl<J: Job> Scheduler<J> {
     /// Starts every send allowed now; returns when to look again.
     fn dispatch(&mut self, in_flight: &mut FuturesUnordered<InFlight<J>>) -> Option<Instant> {
         while in_flight.len() < self.limits.max_in_flight {
-            let Some(&Reverse((at, chat))) = self.ready.peek() else {
-                return None;
-            };
+            let &Reverse((at, chat)) = self.ready.peek()?;
             let now = Instant::now();
             if at > now {
                 return Some(at);

@@ -77,6 +77,9 @@ impl Outbox {
     }
 }
 
+/// What a composed message depends on besides the event: language and time zone.
+type ReaderKey = (String, Option<String>);
+
 /// One event on its way to its recipients: the event, its entity, and the messages
 /// composed so far (one per language and time zone, shared by every chat that reads
 /// them).
@@ -85,7 +88,7 @@ pub(crate) struct Fanout {
     pub event: Event,
     /// The entity it is about.
     pub entity: Entity,
-    composed: Mutex<HashMap<(String, Option<String>), Arc<Composed>>>,
+    composed: Mutex<HashMap<ReaderKey, Arc<Composed>>>,
 }
 
 impl Fanout {

@@ -347,3 +347,27 @@ pub async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until the delivery log has `(event, chat)` and returns its status.
+pub async fn logged_status(
+    storage: &Arc<dyn Storage>,
+    event: Uuid,
+    chat: i64,
+    timeout: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(record) = storage
+            .get_delivery(event, "telegram", &chat.to_string())
+            .await
+            .unwrap()
+        {
+            return record.status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "({event}, {chat}) never logged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

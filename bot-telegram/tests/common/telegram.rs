@@ -421,7 +421,7 @@ async fn get_updates(shared: &Arc<Shared>, params: &Map<String, Value>) -> Respo
 
 /// The text a reader sees: with `parse_mode=HTML`, the markup checked as Telegram does
 /// (supported tags, balanced) and removed, entities decoded.
-fn parse_text(params: &Map<String, Value>, raw: &str) -> Result<String, Response> {
+fn parse_text(params: &Map<String, Value>, raw: &str) -> Result<String, String> {
     let html = param_str(params, "parse_mode").is_some_and(|m| m.eq_ignore_ascii_case("html"));
     if !html {
         return Ok(raw.to_owned());
@@ -444,22 +444,16 @@ fn parse_text(params: &Map<String, Value>, raw: &str) -> Result<String, Response
         "tg-spoiler",
         "tg-emoji",
     ];
-    let bad = |why: String| {
-        error(
-            400,
-            &format!("Bad Request: can't parse entities: {why}"),
-            None,
-        )
-    };
+    let bad = |why: String| format!("Bad Request: can't parse entities: {why}");
     let mut out = String::new();
     let mut open: Vec<String> = Vec::new();
     let mut rest = raw;
     while let Some(start) = rest.find(['<', '&']) {
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
-        if tail.starts_with('&') {
-            let end = tail.find(';').filter(|e| *e <= 8);
-            let decoded = end.and_then(|e| match &tail[1..e] {
+        if let Some(after) = tail.strip_prefix('&') {
+            let end = after.find(';').filter(|e| *e <= 7);
+            let decoded = end.and_then(|e| match &after[..e] {
                 "lt" => Some('<'),
                 "gt" => Some('>'),
                 "amp" => Some('&'),
@@ -469,11 +463,11 @@ fn parse_text(params: &Map<String, Value>, raw: &str) -> Result<String, Response
             match (end, decoded) {
                 (Some(e), Some(c)) => {
                     out.push(c);
-                    rest = &tail[e + 1..];
+                    rest = &after[e + 1..];
                 }
                 _ => {
                     out.push('&');
-                    rest = &tail[1..];
+                    rest = after;
                 }
             }
             continue;
@@ -531,7 +525,7 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     let raw = text;
     let text = match parse_text(params, &raw) {
         Ok(text) => text,
-        Err(response) => return response,
+        Err(why) => return error(400, &why, None),
     };
     let mut inner = shared.inner.lock().unwrap();
     if let Some(f) = inner
@@ -626,7 +620,7 @@ fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
         if let Some(raw) = param_str(params, "text") {
             match parse_text(params, &raw) {
                 Ok(text) => message["text"] = json!(text),
-                Err(response) => return response,
+                Err(why) => return error(400, &why, None),
             }
         }
     }

@@ -62,7 +62,9 @@ impl From<AuthFailure> for HttpError {
     fn from(failure: AuthFailure) -> Self {
         match failure {
             AuthFailure::Missing(reason) => HttpError::Unauthorized(reason.to_owned()),
-            AuthFailure::BadCredentials => HttpError::Unauthorized("invalid username or password".to_owned()),
+            AuthFailure::BadCredentials => {
+                HttpError::Unauthorized("invalid username or password".to_owned())
+            }
             AuthFailure::Forbidden => HttpError::Forbidden,
             AuthFailure::Unavailable(cause) => {
                 tracing::warn!(%cause, "credential lookup failed");
@@ -75,13 +77,19 @@ impl From<AuthFailure> for HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
-            HttpError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "unauthorized", message.clone()),
+            HttpError::Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", message.clone())
+            }
             HttpError::Forbidden => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "credential lacks coordinator access".to_owned(),
             ),
-            HttpError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.clone()),
+            HttpError::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                message.clone(),
+            ),
         };
         let body = Json(serde_json::json!({
             "success": false,

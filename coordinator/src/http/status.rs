@@ -34,7 +34,9 @@ pub(crate) async fn status(
         })
         .await;
     if asked.is_err() {
-        return Err(HttpError::Unavailable("coordinator is shutting down".to_owned()));
+        return Err(HttpError::Unavailable(
+            "coordinator is shutting down".to_owned(),
+        ));
     }
     answer
         .await

@@ -24,7 +24,11 @@ const MAX_MESSAGE_BYTES: usize = 32 << 20;
 /// Longest accepted worker id.
 const MAX_WORKER_ID_LEN: usize = 200;
 
-pub(crate) async fn upgrade(State(state): State<AppState>, auth: ServiceAuth, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    auth: ServiceAuth,
+    ws: WebSocketUpgrade,
+) -> Response {
     let token = state.sockets.token();
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -56,7 +60,11 @@ async fn serve(mut socket: WebSocket, state: AppState, username: String) {
         Err(_) => return refuse(socket, "no announce received in time".to_owned()).await,
         Ok(None) => return,
         Ok(Some(text)) => match WorkerMessage::from_text(&text) {
-            Ok(WorkerMessage::Announce { worker_id, kind, tasks }) => {
+            Ok(WorkerMessage::Announce {
+                worker_id,
+                kind,
+                tasks,
+            }) => {
                 if worker_id.trim().is_empty() || worker_id.len() > MAX_WORKER_ID_LEN {
                     return refuse(
                         socket,
@@ -67,14 +75,20 @@ async fn serve(mut socket: WebSocket, state: AppState, username: String) {
                 (worker_id, kind, tasks)
             }
             Ok(other) => {
-                return refuse(socket, format!("expected announce as the first message, got {other:?}")).await;
+                return refuse(
+                    socket,
+                    format!("expected announce as the first message, got {other:?}"),
+                )
+                .await;
             }
             Err(err) => return refuse(socket, err.to_string()).await,
         },
     };
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("worker", worker_id = %worker_id, %kind, conn, %username);
-    relay(socket, state, worker_id, kind, reported, conn).instrument(span).await;
+    relay(socket, state, worker_id, kind, reported, conn)
+        .instrument(span)
+        .await;
 }
 
 async fn relay(

@@ -57,7 +57,9 @@ pub fn test_config() -> CoordinatorConfig {
 
 /// Fresh in-memory storage holding the worker credential.
 pub async fn storage() -> Arc<dyn Storage> {
-    let storage = stargazer_core::storage::connect("sqlite::memory:").await.unwrap();
+    let storage = stargazer_core::storage::connect("sqlite::memory:")
+        .await
+        .unwrap();
     add_credential(
         &storage,
         USER,
@@ -72,7 +74,12 @@ pub async fn storage() -> Arc<dyn Storage> {
     storage
 }
 
-pub async fn add_credential(storage: &Arc<dyn Storage>, username: &str, password: &str, permissions: Permissions) {
+pub async fn add_credential(
+    storage: &Arc<dyn Storage>,
+    username: &str,
+    password: &str,
+    permissions: Permissions,
+) {
     storage
         .insert_credential(&Credential {
             username: username.into(),
@@ -100,7 +107,11 @@ pub fn make_task(kind: TaskKind, n: usize) -> Task {
 }
 
 /// Inserts one entity per task; returns the tasks by id.
-pub async fn add_tasks(storage: &Arc<dyn Storage>, kind: TaskKind, count: usize) -> HashMap<Uuid, Task> {
+pub async fn add_tasks(
+    storage: &Arc<dyn Storage>,
+    kind: TaskKind,
+    count: usize,
+) -> HashMap<Uuid, Task> {
     let mut added = HashMap::new();
     for n in 0..count {
         let entity_id = Uuid::new_v4();
@@ -133,7 +144,12 @@ impl Coordinator {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(stargazer_coordinator::run(config, listener, storage, shutdown.clone()));
+        let handle = tokio::spawn(stargazer_coordinator::run(
+            config,
+            listener,
+            storage,
+            shutdown.clone(),
+        ));
         Self {
             addr,
             shutdown,
@@ -165,7 +181,9 @@ impl Coordinator {
     }
 
     pub async fn status(&self) -> Value {
-        let response = self.get("/v1/status?tasks=true", Some((USER, PASSWORD))).await;
+        let response = self
+            .get("/v1/status?tasks=true", Some((USER, PASSWORD)))
+            .await;
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -206,7 +224,13 @@ impl Recorder {
 
     /// The process died: it runs nothing any more.
     fn crash(&self) {
-        let ids: Vec<Uuid> = self.running.lock().unwrap().drain().map(|(id, _)| id).collect();
+        let ids: Vec<Uuid> = self
+            .running
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(id, _)| id)
+            .collect();
         let mut owners = self.ledger.owners.lock().unwrap();
         for id in ids {
             if owners.get(&id) == Some(&self.name) {
@@ -221,17 +245,30 @@ impl TaskRunner for Recorder {
     async fn start(&self, task: Task) -> Result<(), TaskError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         if task.kind() != self.kind {
-            self.ledger
-                .violation(format!("{} ({}) got a {} task", self.name, self.kind, task.kind()));
+            self.ledger.violation(format!(
+                "{} ({}) got a {} task",
+                self.name,
+                self.kind,
+                task.kind()
+            ));
         }
-        if self.running.lock().unwrap().insert(task.id, task.clone()).is_some() {
-            self.ledger.violation(format!("{} started {} twice", self.name, task.id));
+        if self
+            .running
+            .lock()
+            .unwrap()
+            .insert(task.id, task.clone())
+            .is_some()
+        {
+            self.ledger
+                .violation(format!("{} started {} twice", self.name, task.id));
         }
         let mut owners = self.ledger.owners.lock().unwrap();
         if let Some(other) = owners.insert(task.id, self.name.clone()) {
             if other != self.name {
-                self.ledger
-                    .violation(format!("{} started {} while {other} ran it", self.name, task.id));
+                self.ledger.violation(format!(
+                    "{} started {} while {other} ran it",
+                    self.name, task.id
+                ));
             }
         }
         Ok(())
@@ -289,7 +326,10 @@ impl Worker {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(PATIENCE, handle).await.unwrap().unwrap();
+            tokio::time::timeout(PATIENCE, handle)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -355,7 +395,10 @@ pub async fn check_converged(
     let violations = ledger.violations();
     if !violations.is_empty() {
         let shown: Vec<&String> = violations.iter().take(5).collect();
-        panic!("one-runner rule broken {} times, first: {shown:?}", violations.len());
+        panic!(
+            "one-runner rule broken {} times, first: {shown:?}",
+            violations.len()
+        );
     }
     let served: HashSet<TaskKind> = workers.iter().map(|w| w.kind).collect();
     let mut seen: HashMap<Uuid, &str> = HashMap::new();
@@ -405,13 +448,21 @@ pub async fn check_converged(
             .collect();
         let actual: HashSet<Uuid> = worker.running().keys().copied().collect();
         if believed != actual {
-            return Err(format!("coordinator's view of {} differs from its runner", worker.name));
+            return Err(format!(
+                "coordinator's view of {} differs from its runner",
+                worker.name
+            ));
         }
     }
     let unassigned = status["unassigned_count"].as_u64().unwrap() as usize;
-    let expected_unassigned = tasks.values().filter(|t| !served.contains(&t.kind())).count();
+    let expected_unassigned = tasks
+        .values()
+        .filter(|t| !served.contains(&t.kind()))
+        .count();
     if unassigned != expected_unassigned {
-        return Err(format!("{unassigned} unassigned, expected {expected_unassigned}"));
+        return Err(format!(
+            "{unassigned} unassigned, expected {expected_unassigned}"
+        ));
     }
     Ok(())
 }
@@ -424,7 +475,10 @@ pub async fn converge(
     tasks: &HashMap<Uuid, Task>,
     ledger: &Ledger,
 ) {
-    eventually(what, || check_converged(coordinator, workers, tasks, ledger)).await;
+    eventually(what, || {
+        check_converged(coordinator, workers, tasks, ledger)
+    })
+    .await;
 }
 
 /// A TCP forwarder the workers connect through, so a test can cut every connection (a
@@ -496,24 +550,36 @@ pub struct RawClient {
 }
 
 impl RawClient {
-    pub async fn connect(addr: SocketAddr, user: &str, password: &str) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let mut request = format!("ws://{addr}/v1/worker").into_client_request().unwrap();
+    pub async fn connect(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("ws://{addr}/v1/worker")
+            .into_client_request()
+            .unwrap();
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        request
-            .headers_mut()
-            .insert("authorization", HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Basic {basic}")).unwrap(),
+        );
         let (socket, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(Self { socket })
     }
 
     pub async fn send(&mut self, message: &WorkerMessage) {
-        self.socket.send(Message::text(message.to_text())).await.unwrap();
+        self.socket
+            .send(Message::text(message.to_text()))
+            .await
+            .unwrap();
     }
 
     /// The next protocol message, skipping heartbeats; `None` when the socket closes.
     pub async fn next(&mut self) -> Option<CoordinatorMessage> {
         loop {
-            let frame = tokio::time::timeout(PATIENCE, self.socket.next()).await.expect("a message in time")?;
+            let frame = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("a message in time")?;
             match frame {
                 Ok(Message::Text(text)) => match CoordinatorMessage::from_text(&text).unwrap() {
                     CoordinatorMessage::Heartbeat => continue,

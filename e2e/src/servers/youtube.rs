@@ -78,6 +78,7 @@ struct YoutubeState {
     feeds: Mutex<HashMap<String, Vec<String>>>,
     list_calls: AtomicU64,
     feed_requests: AtomicU64,
+    feed_requests_by_channel: Mutex<HashMap<String, u64>>,
 }
 
 /// A running YouTube double; stops when dropped.
@@ -228,6 +229,7 @@ async fn feed(State(state): State<Arc<YoutubeState>>, Query(query): Query<HashMa
     let Some(channel) = query.get("channel_id") else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    *lock(&state.feed_requests_by_channel).entry(channel.clone()).or_default() += 1;
     let Some(entries) = lock(&state.feeds).get(channel).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -342,5 +344,10 @@ impl Youtube {
     /// Feed requests so far.
     pub fn feed_requests(&self) -> u64 {
         self.state.feed_requests.load(Ordering::SeqCst)
+    }
+
+    /// Feed requests for one channel so far.
+    pub fn feed_requests_for(&self, channel_id: &str) -> u64 {
+        lock(&self.state.feed_requests_by_channel).get(channel_id).copied().unwrap_or(0)
     }
 }

@@ -45,7 +45,8 @@ pub fn unique() -> String {
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("STARGAZER_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("STARGAZER_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// `amqp_url()` pointed at virtual host `vhost`.
@@ -82,7 +83,8 @@ async fn create_vhost(vhost: &str) {
 }
 
 pub fn mongo_base() -> String {
-    std::env::var("STARGAZER_TEST_MONGO_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+    std::env::var("STARGAZER_TEST_MONGO_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
 
 pub fn now_ms() -> i64 {
@@ -145,7 +147,9 @@ impl Env {
 
     /// A second storage handle on the same database, as a restarted process would open.
     pub async fn reopen_storage(&self) -> Arc<dyn Storage> {
-        storage::connect(&self.storage_url).await.expect("reopen storage")
+        storage::connect(&self.storage_url)
+            .await
+            .expect("reopen storage")
     }
 
     /// A unique queue name for a middleware (bound to the contract pattern), declared now
@@ -188,11 +192,16 @@ impl Drop for Env {
         // Cleanup needs async clients; run it on a runtime of its own so it works from
         // inside or outside the test's runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             if let Some(vhost) = vhost {
-                let _ = std::process::Command::new("rabbitmqctl").args(["delete_vhost", &vhost]).output();
+                let _ = std::process::Command::new("rabbitmqctl")
+                    .args(["delete_vhost", &vhost])
+                    .output();
             }
             rt.block_on(async move {
                 if let Some(db) = mongo_db {
@@ -242,7 +251,11 @@ impl Ready {
             let event = Event::from_bytes(&delivery.body).ok();
             delivery.ack().await.expect("ack ready message");
             if let Some(event) = event.filter(|e| ours.contains(&e.id)) {
-                kept.push(Received { routing_key, event, at_ms });
+                kept.push(Received {
+                    routing_key,
+                    event,
+                    at_ms,
+                });
             }
         }
         kept
@@ -254,8 +267,14 @@ impl Ready {
     }
 
     /// Reads until `count` of ours arrived (or `timeout`).
-    pub async fn collect_n(&mut self, ours: &HashSet<Uuid>, count: usize, timeout: Duration) -> Vec<Received> {
-        self.collect_until(ours, timeout, |kept| kept.len() >= count).await
+    pub async fn collect_n(
+        &mut self,
+        ours: &HashSet<Uuid>,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<Received> {
+        self.collect_until(ours, timeout, |kept| kept.len() >= count)
+            .await
     }
 }
 
