@@ -65,8 +65,9 @@ pub(crate) struct Policy {
 /// Metrics of the translate middleware.
 #[derive(Clone)]
 pub struct TranslateMetrics {
-    /// `stargazer_translate_texts_total{result}`: texts by result (`cached`, `translated`,
-    /// `failed`, `same_language`).
+    /// `stargazer_translate_texts_total{result}`: texts by result (`cached`,
+    /// `deduplicated` (joined a call already in flight), `translated`, `failed`,
+    /// `same_language`).
     pub texts: IntCounterVec,
     /// `stargazer_translate_api_calls_total{result}`: DeepL calls by result (`ok`,
     /// `rate_limited`, `quota_exceeded`, `server_error`, `rejected`, `network`,
@@ -191,20 +192,27 @@ impl Batcher {
 
     fn in_flight(&self) -> MutexGuard<'_, HashMap<CacheKey, Vec<Reply>>> {
         // Poisoning leaves a structurally valid map.
-        self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn add(&self, groups: &mut HashMap<String, Group>, job: Job) {
         let key = (job.target.clone(), job.text.clone());
+        // In flight first, then the cache: a call caches its results before it leaves
+        // `in_flight`, so a text is never missed by both and sent twice.
+        if let Some(waiting) = self.in_flight().get_mut(&key) {
+            self.metrics
+                .texts
+                .with_label_values(&["deduplicated"])
+                .inc();
+            waiting.push(job.reply);
+            return;
+        }
         let cached = lock(&self.cache).get(&key);
         if let Some(translation) = cached {
             self.metrics.texts.with_label_values(&["cached"]).inc();
             let _ = job.reply.send(Ok(translation));
-            return;
-        }
-        if let Some(waiting) = self.in_flight().get_mut(&key) {
-            self.metrics.texts.with_label_values(&["cached"]).inc();
-            waiting.push(job.reply);
             return;
         }
         let group = groups.entry(job.target).or_default();
@@ -218,29 +226,28 @@ impl Batcher {
         }
     }
 
-    async fn call(
-        &self,
-        target: &str,
-        texts: Vec<String>,
-        replies: Vec<Vec<oneshot::Sender<Result<Translation, JobError>>>>,
-    ) {
-        match self.translate_with_retry(target, &texts).await {
-            Ok(translations) => {
-                let mut cache = lock(&self.cache);
-                for ((text, translation), waiting) in
-                    texts.into_iter().zip(translations).zip(replies)
-                {
-                    cache.put((target.to_owned(), text), translation.clone());
-                    self.metrics.texts.with_label_values(&["translated"]).inc();
-                    for reply in waiting {
-                        let _ = reply.send(Ok(translation.clone()));
-                    }
-                }
+    async fn call(&self, target: &str, texts: Vec<String>, replies: Vec<Vec<Reply>>) {
+        let result = self.translate_with_retry(target, &texts).await;
+        if let Ok(translations) = &result {
+            // Cached before leaving `in_flight`, so a copy arriving in between finds it.
+            let mut cache = lock(&self.cache);
+            for (text, translation) in texts.iter().zip(translations) {
+                cache.put((target.to_owned(), text.clone()), translation.clone());
+                self.metrics.texts.with_label_values(&["translated"]).inc();
             }
-            Err(err) => {
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        }
+        for (i, (text, mut waiting)) in texts.into_iter().zip(replies).enumerate() {
+            let joined = self.in_flight().remove(&(target.to_owned(), text));
+            waiting.extend(joined.unwrap_or_default());
+            let answer = match &result {
+                Ok(translations) => translations
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| JobError::Failed("DeepL answered too few translations".into())),
+                Err(err) => Err(err.clone()),
+            };
+            for reply in waiting {
+                let _ = reply.send(answer.clone());
             }
         }
     }
@@ -336,10 +343,7 @@ fn result_label(err: &CallError) -> &'static str {
     }
 }
 
-type Chunk = (
-    Vec<String>,
-    Vec<Vec<oneshot::Sender<Result<Translation, JobError>>>>,
-);
+type Chunk = (Vec<String>, Vec<Vec<Reply>>);
 
 /// Splits a group into calls of at most 50 texts and [`MAX_BYTES_PER_CALL`] bytes.
 fn chunks(group: Group) -> Vec<Chunk> {
