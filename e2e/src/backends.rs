@@ -9,6 +9,11 @@
 //!   of its own (deleted afterwards): the exchange, the services' default queue names and
 //!   `rabbitmqctl close_all_connections` are then scoped to the test, so tests run in
 //!   parallel without stealing each other's messages or leaving durable queues behind.
+//! - [`Pair::RabbitSqlite`]: RabbitMQ (each service its own connection, in a virtual
+//!   host of the test's own) with one shared SQLite storage, what `stargazer standalone
+//!   --amqp …` runs. For broker faults under a load the MongoDB-wire test server cannot
+//!   carry: it answers a few hundred operations a second, and the bot's delivery log
+//!   costs three per message.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -31,6 +36,8 @@ pub enum Pair {
     InProcess,
     /// MongoDB + RabbitMQ, connected to by each service on its own.
     Production,
+    /// RabbitMQ, connected to by each service on its own, + one shared SQLite.
+    RabbitSqlite,
 }
 
 impl std::fmt::Display for Pair {
@@ -38,6 +45,7 @@ impl std::fmt::Display for Pair {
         f.write_str(match self {
             Pair::InProcess => "sqlite + in-process bus",
             Pair::Production => "mongodb + rabbitmq",
+            Pair::RabbitSqlite => "sqlite + rabbitmq",
         })
     }
 }
@@ -80,26 +88,31 @@ impl TestVhost {
         format!("{AMQP_SERVER}/{}", self.name)
     }
 
-    /// `rabbitmqctl close_all_connections` for this virtual host only: every client in it
-    /// loses its connection at once, as when the broker restarts. Blocks.
+    /// `rabbitmqctl close_all_connections` for this virtual host. Blocks.
     pub fn close_all_connections(&self, explanation: &str) -> Result<()> {
-        rabbitmqctl(&["close_all_connections", "-p", &self.name, "--limit", "10000", explanation]).map(|_| ())
+        close_all_connections(&self.name, explanation)
     }
 
-    /// How many client connections the virtual host has now. Blocks.
-    pub fn connection_count(&self) -> Result<usize> {
-        let listing = rabbitmqctl(&["list_connections", "-q", "--no-table-headers", "vhost"])?;
-        Ok(listing.lines().filter(|line| line.trim() == self.name).count())
-    }
-
-    /// Messages waiting in `queue` (ready plus unacknowledged). Blocks.
+    /// Messages waiting in `queue` of this virtual host. Blocks.
     pub fn queue_depth(&self, queue: &str) -> Result<Option<u64>> {
-        let listing = rabbitmqctl(&["list_queues", "-p", &self.name, "-q", "--no-table-headers", "name", "messages"])?;
-        Ok(listing.lines().find_map(|line| {
-            let mut cols = line.split_whitespace();
-            (cols.next() == Some(queue)).then(|| cols.next().and_then(|n| n.parse().ok())).flatten()
-        }))
+        queue_depth(&self.name, queue)
     }
+}
+
+/// `rabbitmqctl close_all_connections` for virtual host `vhost` only: every client in it
+/// loses its connection at once, as when the broker restarts. Blocks.
+pub fn close_all_connections(vhost: &str, explanation: &str) -> Result<()> {
+    rabbitmqctl(&["close_all_connections", "-p", vhost, "--limit", "10000", explanation]).map(|_| ())
+}
+
+/// Messages waiting in `queue` of `vhost` (ready plus unacknowledged); `None` if there
+/// is no such queue. Blocks.
+pub fn queue_depth(vhost: &str, queue: &str) -> Result<Option<u64>> {
+    let listing = rabbitmqctl(&["list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "messages"])?;
+    Ok(listing.lines().find_map(|line| {
+        let mut cols = line.split_whitespace();
+        (cols.next() == Some(queue)).then(|| cols.next().and_then(|n| n.parse().ok())).flatten()
+    }))
 }
 
 impl Drop for TestVhost {
@@ -168,6 +181,13 @@ pub enum Source {
         /// The one bus.
         bus: Arc<dyn Bus>,
     },
+    /// Every service shares this storage and connects to the bus itself.
+    SharedStorage {
+        /// The one storage.
+        storage: Arc<dyn Storage>,
+        /// `amqp://…/<vhost>`.
+        bus_url: String,
+    },
     /// Every service connects itself.
     Connect {
         /// `mongodb://…/<db>`.
@@ -181,7 +201,7 @@ impl Source {
     /// The storage for a service.
     pub async fn storage(&self) -> Result<Arc<dyn Storage>> {
         match self {
-            Source::Shared { storage, .. } => Ok(storage.clone()),
+            Source::Shared { storage, .. } | Source::SharedStorage { storage, .. } => Ok(storage.clone()),
             Source::Connect { storage_url, .. } => Ok(stargazer_core::storage::connect(storage_url).await?),
         }
     }
@@ -191,7 +211,9 @@ impl Source {
     pub async fn bus(&self, name: &str) -> Result<Arc<dyn Bus>> {
         match self {
             Source::Shared { bus, .. } => Ok(bus.clone()),
-            Source::Connect { bus_url, .. } => Ok(Arc::new(AmqpBus::connect_named(bus_url, name).await?)),
+            Source::Connect { bus_url, .. } | Source::SharedStorage { bus_url, .. } => {
+                Ok(Arc::new(AmqpBus::connect_named(bus_url, name).await?))
+            }
         }
     }
 }
@@ -219,6 +241,21 @@ impl Backends {
                     pair,
                     source: Source::Shared { storage, bus },
                     vhost: None,
+                    database: None,
+                })
+            }
+            Pair::RabbitSqlite => {
+                let vhost = tokio::task::spawn_blocking(TestVhost::create)
+                    .await
+                    .map_err(|e| Error::Broker(e.to_string()))??;
+                let storage = stargazer_core::storage::connect("sqlite::memory:").await?;
+                Ok(Self {
+                    pair,
+                    source: Source::SharedStorage {
+                        storage,
+                        bus_url: vhost.amqp_url(),
+                    },
+                    vhost: Some(vhost),
                     database: None,
                 })
             }

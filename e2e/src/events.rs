@@ -4,6 +4,7 @@
 //! record tells which event each message was.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -73,16 +74,25 @@ pub fn tweet(entity: Uuid, n: u64, run: &str, translate_to: Option<&str>) -> (St
 
 /// Publishes `messages` with up to `window` publishes awaiting their confirms at once.
 pub async fn publish_all(bus: &Arc<dyn Bus>, messages: Vec<(String, Event)>, window: usize) -> crate::Result<()> {
-    let results: Vec<_> = futures::stream::iter(messages)
+    publish_counting(bus, messages, window, &AtomicU64::new(0)).await
+}
+
+/// Like [`publish_all`], counting confirmed publishes in `confirmed` as they complete.
+pub async fn publish_counting(
+    bus: &Arc<dyn Bus>,
+    messages: Vec<(String, Event)>,
+    window: usize,
+    confirmed: &AtomicU64,
+) -> crate::Result<()> {
+    let mut results = futures::stream::iter(messages)
         .map(|(key, event)| {
             let bus = bus.clone();
             async move { bus.publish(&key, &event.to_bytes()).await }
         })
-        .buffer_unordered(window.max(1))
-        .collect()
-        .await;
-    for result in results {
+        .buffer_unordered(window.max(1));
+    while let Some(result) = results.next().await {
         result?;
+        confirmed.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -209,7 +209,7 @@ async fn the_bot_retries_while_the_api_restarts_and_finishes_the_fan_out() {
     for chat in chats {
         platform.subscribe_chat(chat, entity.id).await.unwrap();
     }
-    const EVENTS: u64 = 600;
+    const EVENTS: u64 = 300;
     let total = EVENTS as usize * chats.len();
     let run = unique();
     let messages = (0..EVENTS)
@@ -226,16 +226,7 @@ async fn the_bot_retries_while_the_api_restarts_and_finishes_the_fan_out() {
     assert!(during_outage < total, "the fan-out cannot finish without the api");
 
     platform.start_api().await.unwrap();
-    let t0 = std::time::Instant::now();
-    let mon = {
-        let t = tg.sent_len();
-        eprintln!("DEBUG at restart {t} (during outage {during_outage})");
-        tokio::spawn(async move { for _ in 0..60 { tokio::time::sleep(Duration::from_secs(1)).await; eprintln!("DEBUG tick"); } })
-    };
     publisher.await.unwrap().unwrap();
-    eprintln!("DEBUG publisher done {:?} sent {}", t0.elapsed(), tg.sent_len());
-    for _ in 0..120 { if tg.sent_len() >= total { break; } tokio::time::sleep(Duration::from_millis(500)).await; eprintln!("DEBUG {:?} sent {}", t0.elapsed(), tg.sent_len()); }
-    mon.abort();
     tg.wait_sent(total, T).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     exactly_once(&tg.sent(), 0..EVENTS, &chats).unwrap();

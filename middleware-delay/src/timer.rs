@@ -1,7 +1,7 @@
 //! The one timer structure behind every pending message: a min-heap of
 //! `(fire_at_ms, id)` with lazy deletion, plus a map from id to its current fire time.
 //!
-//! Only the id and the time live in memory (about 100 bytes a message); bodies stay in
+//! Only the id and the time live in memory (about 150 bytes a message, measured); bodies stay in
 //! storage until the message fires. Replacing or cancelling an id only touches the map:
 //! the heap entry it leaves behind is recognised as stale when it reaches the top
 //! (its time no longer matches the map) and skipped. When stale entries outnumber live

@@ -149,13 +149,14 @@ struct Bucket {
 
 /// Just above one token: sends stay evenly spaced, yet a timer that fires a little late
 /// keeps the fraction of a token it earned meanwhile.
-const BUCKET_CAPACITY: f64 = 1.25;
-/// Factor the rate is multiplied by on each 429.
-const THROTTLE_FACTOR: f64 = 0.7;
+const BUCKET_CAPACITY: f64 = 1.1;
+/// Factor the rate is multiplied by on each 429. Mild, because one 429 is usually one
+/// chat or one unlucky second; repeated 429s compound it quickly (0.85^5 ≈ 0.44).
+const THROTTLE_FACTOR: f64 = 0.85;
 /// After a 429, the rate stays lowered this long before it starts to climb back.
-const RECOVER_AFTER: Duration = Duration::from_secs(2);
+const RECOVER_AFTER: Duration = Duration::from_secs(1);
 /// Share of the configured rate regained per second while recovering.
-const RECOVER_PER_SECOND: f64 = 0.1;
+const RECOVER_PER_SECOND: f64 = 0.2;
 
 impl Bucket {
     fn new(rate: f64, now: Instant) -> Self {
@@ -539,13 +540,15 @@ mod tests {
         let t0 = Instant::now();
         let mut bucket = Bucket::new(30.0, t0);
         bucket.throttle(t0);
-        assert!((bucket.rate - 21.0).abs() < 1e-9);
-        bucket.refill(t0 + Duration::from_secs(1));
+        assert!((bucket.rate - 25.5).abs() < 1e-9);
+        bucket.throttle(t0);
+        assert!((bucket.rate - 21.675).abs() < 1e-9, "429s compound");
+        bucket.refill(t0 + Duration::from_millis(500));
         assert!(
-            (bucket.rate - 21.0).abs() < 1e-9,
+            (bucket.rate - 21.675).abs() < 1e-9,
             "no recovery right after a 429"
         );
-        bucket.refill(t0 + Duration::from_secs(3));
+        bucket.refill(t0 + Duration::from_secs(2));
         bucket.refill(t0 + Duration::from_secs(10));
         assert!((bucket.rate - 30.0).abs() < 1e-9);
     }
