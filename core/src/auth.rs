@@ -47,7 +47,8 @@ pub fn hash_password(password: &str, iterations: u32) -> Result<String, AuthErro
 
 /// Checks `password` against a stored PHC string in constant time.
 pub fn verify_password(password: &str, stored: &str) -> Result<bool, AuthError> {
-    let parsed = PasswordHash::new(stored).map_err(|err| AuthError::MalformedHash(err.to_string()))?;
+    let parsed =
+        PasswordHash::new(stored).map_err(|err| AuthError::MalformedHash(err.to_string()))?;
     match Pbkdf2.verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Ok(true),
         Err(pbkdf2::password_hash::Error::Password) => Ok(false),
@@ -90,7 +91,10 @@ mod tests {
         assert!(hash.starts_with("$pbkdf2-sha256$i=1000,l=32$"), "{hash}");
         assert!(verify_password("s3cret", &hash).unwrap());
         assert!(!verify_password("s3cret!", &hash).unwrap());
-        assert!(matches!(verify_password("x", "not a hash"), Err(AuthError::MalformedHash(_))));
+        assert!(matches!(
+            verify_password("x", "not a hash"),
+            Err(AuthError::MalformedHash(_))
+        ));
     }
 
     #[test]

@@ -136,7 +136,10 @@ impl ConfigSource {
 }
 
 fn figment_error(section: &str, err: figment::Error) -> ConfigError {
-    let err = err.into_iter().next().expect("figment errors are never empty");
+    let err = err
+        .into_iter()
+        .next()
+        .expect("figment errors are never empty");
     // `extract_inner` appends the section name after the field path; put it first.
     let mut path = err.path.clone();
     if path.last().map(String::as_str) == Some(section) {
@@ -177,7 +180,11 @@ fn parse_env_value(value: &str) -> serde_json::Value {
     serde_json::Value::String(value.to_owned())
 }
 
-fn insert_path(map: &mut serde_json::Map<String, serde_json::Value>, path: &str, value: serde_json::Value) {
+fn insert_path(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    value: serde_json::Value,
+) {
     match path.split_once('.') {
         None => {
             map.insert(path.to_owned(), value);
@@ -222,6 +229,9 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
     /// `log_level` / `STARGAZER_LOG_LEVEL`: a `tracing` filter; default `info`.
     pub log_level: String,
+    /// `metrics_listen` / `STARGAZER_METRICS_LISTEN`: address where roles without an HTTP
+    /// server of their own (the middlewares) serve `/healthz` and `/metrics`; unset: none.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for CommonConfig {
@@ -232,6 +242,7 @@ impl Default for CommonConfig {
             sqlite_path: "stargazer.db".to_owned(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            metrics_listen: None,
         }
     }
 }
@@ -248,19 +259,27 @@ impl CommonConfig {
 
     /// The bus URL these settings select.
     pub fn bus_url(&self) -> String {
-        self.amqp_url.clone().unwrap_or_else(|| "memory://".to_owned())
+        self.amqp_url
+            .clone()
+            .unwrap_or_else(|| "memory://".to_owned())
     }
 
     /// Checks values serde cannot: URL schemes.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.amqp_url {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                return Err(ConfigError::invalid("amqp_url", format!("`{url}` is not an amqp:// or amqps:// URL")));
+                return Err(ConfigError::invalid(
+                    "amqp_url",
+                    format!("`{url}` is not an amqp:// or amqps:// URL"),
+                ));
             }
         }
         if let Some(url) = &self.mongo_url {
             if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
-                return Err(ConfigError::invalid("mongo_url", format!("`{url}` is not a mongodb:// URL")));
+                return Err(ConfigError::invalid(
+                    "mongo_url",
+                    format!("`{url}` is not a mongodb:// URL"),
+                ));
             }
         }
         Ok(())
@@ -280,23 +299,39 @@ mod tests {
 
     impl Default for Section {
         fn default() -> Self {
-            Self { port: 1, name: "d".into() }
+            Self {
+                port: 1,
+                name: "d".into(),
+            }
         }
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn env_overrides_nested_and_top_level_keys() {
         let source = ConfigSource::load_with_env(
             None,
-            env(&[("STARGAZER_SVC__PORT", "8080"), ("STARGAZER_AMQP_URL", "amqp://x"), ("OTHER", "1")]),
+            env(&[
+                ("STARGAZER_SVC__PORT", "8080"),
+                ("STARGAZER_AMQP_URL", "amqp://x"),
+                ("OTHER", "1"),
+            ]),
         )
         .unwrap();
         let section: Section = source.section("svc").unwrap();
-        assert_eq!(section, Section { port: 8080, name: "d".into() });
+        assert_eq!(
+            section,
+            Section {
+                port: 8080,
+                name: "d".into()
+            }
+        );
         let common: CommonConfig = source.section("").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(common.amqp_url.as_deref(), Some("amqp://x"));
         assert_eq!(common.storage_url(), "sqlite://stargazer.db");
@@ -308,9 +343,11 @@ mod tests {
         struct Lists {
             origins: Vec<String>,
         }
-        let source =
-            ConfigSource::load_with_env(None, env(&[("STARGAZER_L__ORIGINS", r#"["https://a", "https://b"]"#)]))
-                .unwrap();
+        let source = ConfigSource::load_with_env(
+            None,
+            env(&[("STARGAZER_L__ORIGINS", r#"["https://a", "https://b"]"#)]),
+        )
+        .unwrap();
         let lists: Lists = source.section("l").unwrap();
         assert_eq!(lists.origins, ["https://a", "https://b"]);
     }
@@ -324,7 +361,8 @@ mod tests {
 
     #[test]
     fn bad_value_names_the_key() {
-        let source = ConfigSource::load_with_env(None, env(&[("STARGAZER_SVC__PORT", "lots")])).unwrap();
+        let source =
+            ConfigSource::load_with_env(None, env(&[("STARGAZER_SVC__PORT", "lots")])).unwrap();
         let err = source.section::<Section>("svc").unwrap_err().to_string();
         assert!(err.starts_with("config key `svc.port`"), "{err}");
         assert!(!err.contains('\n'));
@@ -336,10 +374,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.toml");
         std::fs::write(&path, "svc = [").unwrap();
-        let err = ConfigSource::load_with_env(Some(&path), env(&[])).unwrap_err().to_string();
+        let err = ConfigSource::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.toml"), "{err}");
         assert!(!err.contains('\n'));
-        let missing = ConfigSource::load_with_env(Some(&dir.join("nope.toml")), env(&[])).unwrap_err();
+        let missing =
+            ConfigSource::load_with_env(Some(&dir.join("nope.toml")), env(&[])).unwrap_err();
         assert!(matches!(missing, ConfigError::File { .. }));
     }
 
@@ -349,6 +390,10 @@ mod tests {
             amqp_url: Some("http://x".into()),
             ..Default::default()
         };
-        assert!(common.validate().unwrap_err().to_string().contains("amqp_url"));
+        assert!(common
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("amqp_url"));
     }
 }

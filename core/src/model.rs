@@ -404,7 +404,10 @@ mod tests {
         let a = Event::make_id("youtube.live", "abc", None);
         assert_eq!(a, Event::make_id("youtube.live", "abc", None));
         assert_ne!(a, Event::make_id("youtube.video", "abc", None));
-        assert_ne!(a, Event::make_id("youtube.live", "abc", Some("2026-01-01T00:00:00Z")));
+        assert_ne!(
+            a,
+            Event::make_id("youtube.live", "abc", Some("2026-01-01T00:00:00Z"))
+        );
         assert_eq!(a.get_version_num(), 5);
     }
 

@@ -90,7 +90,9 @@ fn matches_from(pattern: &[&str], key: &[&str]) -> bool {
         None => key.is_empty(),
         Some((&"#", rest)) => (0..=key.len()).any(|skip| matches_from(rest, &key[skip..])),
         Some((&word, rest)) => match key.split_first() {
-            Some((first, key_rest)) => (word == "*" || word == *first) && matches_from(rest, key_rest),
+            Some((first, key_rest)) => {
+                (word == "*" || word == *first) && matches_from(rest, key_rest)
+            }
             None => false,
         },
     }

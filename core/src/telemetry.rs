@@ -15,7 +15,9 @@ use crate::config::LogFormat;
 /// (`info`, `stargazer_api=debug`); `RUST_LOG` wins when set. Calling it twice is harmless.
 pub fn init_tracing(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -34,7 +36,9 @@ pub fn render_metrics(registry: &Registry) -> String {
 }
 
 /// Routes `GET /metrics` (Prometheus text) and `GET /healthz` (`ok`) for any service.
-pub fn health_and_metrics_router<S: Clone + Send + Sync + 'static>(registry: Registry) -> Router<S> {
+pub fn health_and_metrics_router<S: Clone + Send + Sync + 'static>(
+    registry: Registry,
+) -> Router<S> {
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
         .route(

@@ -73,7 +73,10 @@ fn main() -> ExitCode {
     };
     stargazer_core::telemetry::init_tracing(settings.common.log_format, &settings.common.log_level);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("stargazer: cannot start the async runtime: {err}");

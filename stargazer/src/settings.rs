@@ -41,6 +41,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sqlite_path",
     "log_format",
     "log_level",
+    "metrics_listen",
     "api",
     "coordinator",
     "worker",
@@ -141,7 +142,8 @@ mod tests {
                 };
                 match rest.split_once(" = ") {
                     Some((key, value))
-                        if !value.contains('…') && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+                        if !value.contains('…')
+                            && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
                     {
                         rest.to_owned()
                     }
@@ -158,17 +160,24 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("example.toml");
         let text = uncommented_example();
-        assert!(text.contains("\nlisten = \"127.0.0.1:8080\""), "example keys were uncommented");
+        assert!(
+            text.contains("\nlisten = \"127.0.0.1:8080\""),
+            "example keys were uncommented"
+        );
         std::fs::write(&path, &text).unwrap();
         let source = ConfigSource::load_with_env(Some(&path), Vec::new()).unwrap();
         source.reject_unknown_top_level(KNOWN_KEYS).unwrap();
         let from_file: stargazer_api::ApiConfig = source.section("api").unwrap();
         assert_eq!(from_file.listen, stargazer_api::ApiConfig::default().listen);
         let telegram: stargazer_bot_telegram::BotConfig = source.section("telegram").unwrap();
-        assert_eq!(telegram.api_url, stargazer_bot_telegram::BotConfig::default().api_url);
+        assert_eq!(
+            telegram.api_url,
+            stargazer_bot_telegram::BotConfig::default().api_url
+        );
         for section in KNOWN_KEYS {
             assert!(
-                EXAMPLE.contains(&format!("[{section}]")) || EXAMPLE.contains(&format!("# {section} = ")),
+                EXAMPLE.contains(&format!("[{section}]"))
+                    || EXAMPLE.contains(&format!("# {section} = ")),
                 "stargazer.example.toml does not document `{section}`"
             );
         }

@@ -45,7 +45,11 @@ struct Line {
 }
 
 /// Runs every service until `shutdown`, or until one of them fails.
-pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    mut settings: Settings,
+    args: StandaloneArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if let Some(url) = args.amqp {
         settings.common.amqp_url = Some(url);
     }
@@ -121,9 +125,14 @@ pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: Cancell
         });
     }
     {
-        let (config, storage, token) = (settings.coordinator.clone(), storage.clone(), services.clone());
+        let (config, storage, token) = (
+            settings.coordinator.clone(),
+            storage.clone(),
+            services.clone(),
+        );
         tasks.spawn(async move {
-            let result = stargazer_coordinator::run(config, coordinator_listener, storage, token).await;
+            let result =
+                stargazer_coordinator::run(config, coordinator_listener, storage, token).await;
             ("coordinator", result.map_err(Into::into))
         });
         summary.push(Line {
@@ -132,7 +141,12 @@ pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: Cancell
         });
     }
     {
-        let (config, storage, bus, token) = (settings.delay.clone(), storage.clone(), bus.clone(), services.clone());
+        let (config, storage, bus, token) = (
+            settings.delay.clone(),
+            storage.clone(),
+            bus.clone(),
+            services.clone(),
+        );
         tasks.spawn(async move {
             let result = stargazer_middleware_delay::run(config, storage, bus, token).await;
             ("middleware-delay", result.map_err(Into::into))
@@ -145,7 +159,12 @@ pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: Cancell
     if let Err(why) = settings.translate.validate() {
         summary.push(disabled("middleware-translate", why));
     } else {
-        let (config, storage, bus, token) = (settings.translate.clone(), storage.clone(), bus.clone(), services.clone());
+        let (config, storage, bus, token) = (
+            settings.translate.clone(),
+            storage.clone(),
+            bus.clone(),
+            services.clone(),
+        );
         tasks.spawn(async move {
             let result = stargazer_middleware_translate::run(config, storage, bus, token).await;
             ("middleware-translate", result.map_err(Into::into))
@@ -161,7 +180,8 @@ pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: Cancell
     } else {
         let (storage, bus, token) = (storage.clone(), bus.clone(), services.clone());
         tasks.spawn(async move {
-            let result = stargazer_middleware_live_check::run(live_check, storage, bus, token).await;
+            let result =
+                stargazer_middleware_live_check::run(live_check, storage, bus, token).await;
             ("middleware-live-check", result.map_err(Into::into))
         });
         summary.push(Line {
@@ -170,19 +190,31 @@ pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: Cancell
         });
     }
     if settings.youtube.api_key.trim().is_empty() {
-        summary.push(disabled("worker-youtube", "youtube.api_key is not set (STARGAZER_YOUTUBE_API_KEY)"));
+        summary.push(disabled(
+            "worker-youtube",
+            "youtube.api_key is not set (STARGAZER_YOUTUBE_API_KEY)",
+        ));
     } else {
         let listener = bind(settings.youtube.listen, "youtube.listen").await?;
         let callback_addr = listener.local_addr()?;
         let runtime = worker_runtime(&worker, TaskKind::Youtube);
-        let (config, storage, bus, token) = (settings.youtube.clone(), storage.clone(), bus.clone(), services.clone());
+        let (config, storage, bus, token) = (
+            settings.youtube.clone(),
+            storage.clone(),
+            bus.clone(),
+            services.clone(),
+        );
         let websub = if config.websub_enabled() {
-            format!("WebSub callbacks on {callback_addr} as {}", config.public_url)
+            format!(
+                "WebSub callbacks on {callback_addr} as {}",
+                config.public_url
+            )
         } else {
             format!("feed polling only (youtube.public_url unset); callbacks on {callback_addr}")
         };
         tasks.spawn(async move {
-            let result = stargazer_worker_youtube::run(config, runtime, listener, storage, bus, token).await;
+            let result =
+                stargazer_worker_youtube::run(config, runtime, listener, storage, bus, token).await;
             ("worker-youtube", result.map_err(Into::into))
         });
         summary.push(Line {
@@ -197,7 +229,12 @@ pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: Cancell
         ));
     } else {
         let runtime = worker_runtime(&worker, TaskKind::Twitter);
-        let (config, storage, bus, token) = (settings.twitter.clone(), storage.clone(), bus.clone(), services.clone());
+        let (config, storage, bus, token) = (
+            settings.twitter.clone(),
+            storage.clone(),
+            bus.clone(),
+            services.clone(),
+        );
         tasks.spawn(async move {
             let result = stargazer_worker_twitter::run(config, runtime, storage, bus, token).await;
             ("worker-twitter", result.map_err(Into::into))
@@ -258,7 +295,9 @@ pub async fn run(mut settings: Settings, args: StandaloneArgs, shutdown: Cancell
     }
 }
 
-fn describe_exit(joined: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Result<()> {
+fn describe_exit(
+    joined: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
+) -> anyhow::Result<()> {
     match joined {
         Ok((service, Ok(()))) => {
             tracing::info!(service, "service stopped");
@@ -329,7 +368,11 @@ fn redact(url: &str) -> String {
 }
 
 fn print_summary(lines: &[Line]) {
-    let width = lines.iter().map(|line| line.service.len()).max().unwrap_or(0);
+    let width = lines
+        .iter()
+        .map(|line| line.service.len())
+        .max()
+        .unwrap_or(0);
     println!("stargazer standalone (Ctrl-C to stop):");
     for line in lines {
         println!("  {:width$}  {}", line.service, line.status);
@@ -342,7 +385,10 @@ mod tests {
 
     #[test]
     fn redact_hides_passwords_only() {
-        assert_eq!(redact("amqp://u:secret@host:5672/%2f"), "amqp://u:***@host:5672/%2f");
+        assert_eq!(
+            redact("amqp://u:secret@host:5672/%2f"),
+            "amqp://u:***@host:5672/%2f"
+        );
         assert_eq!(redact("mongodb://host/db"), "mongodb://host/db");
         assert_eq!(redact("sqlite://stargazer.db"), "sqlite://stargazer.db");
     }

@@ -17,7 +17,10 @@ fn stargazer() -> Command {
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("stargazer-cli-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "stargazer-cli-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -39,7 +42,10 @@ fn help_lists_every_role() {
         "standalone",
         "admin",
     ] {
-        assert!(text.lines().any(|line| line.trim_start().starts_with(role)), "{role} missing from:\n{text}");
+        assert!(
+            text.lines().any(|line| line.trim_start().starts_with(role)),
+            "{role} missing from:\n{text}"
+        );
     }
 }
 
@@ -61,18 +67,35 @@ fn broken_file_and_unknown_key_are_reported() {
     let dir = temp_dir("config");
     let broken = dir.join("broken.toml");
     std::fs::write(&broken, "[api\nlisten = 1").unwrap();
-    let output = stargazer().arg("--config").arg(&broken).arg("api").output().unwrap();
+    let output = stargazer()
+        .arg("--config")
+        .arg(&broken)
+        .arg("api")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("broken.toml"));
 
     let unknown = dir.join("unknown.toml");
     std::fs::write(&unknown, "amqp_ur = \"amqp://x\"\n").unwrap();
-    let output = stargazer().arg("--config").arg(&unknown).arg("api").output().unwrap();
+    let output = stargazer()
+        .arg("--config")
+        .arg(&unknown)
+        .arg("api")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("amqp_ur") && stderr.contains("unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("amqp_ur") && stderr.contains("unknown key"),
+        "{stderr}"
+    );
 
-    let wrong_scheme = stargazer().env("STARGAZER_AMQP_URL", "http://x").arg("api").output().unwrap();
+    let wrong_scheme = stargazer()
+        .env("STARGAZER_AMQP_URL", "http://x")
+        .arg("api")
+        .output()
+        .unwrap();
     assert_eq!(wrong_scheme.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong_scheme.stderr).contains("amqp_url"));
 }
@@ -112,16 +135,26 @@ fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
     let addr = api_url.trim_start_matches("http://");
     let response = http_get(addr, "/healthz");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(dir.join("stargazer.db").exists(), "SQLite file created in the working directory");
+    assert!(
+        dir.join("stargazer.db").exists(),
+        "SQLite file created in the working directory"
+    );
 
-    let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "standalone did not stop after SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "standalone did not stop after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(exit.success(), "exit status {exit:?}");
@@ -130,7 +163,11 @@ fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response

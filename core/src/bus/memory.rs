@@ -16,7 +16,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Acker, Bus, BusError, Consumer, Delivery, QueueSpec, Result};
-use crate::routing::{topic_matches, DEAD_LETTER_QUEUE, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER};
+use crate::routing::{
+    topic_matches, DEAD_LETTER_QUEUE, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER,
+};
 
 #[derive(Clone)]
 struct Message {
@@ -57,7 +59,9 @@ impl Inner {
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         // A poisoned lock only means another thread panicked mid-push; the map is still
         // structurally valid, so keep serving.
-        self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn declare(&self, spec: &QueueSpec) -> Arc<Notify> {
@@ -122,7 +126,11 @@ impl Bus for MemoryBus {
         let mut queues = self.inner.queues();
         let mut routed = false;
         for queue in queues.values_mut() {
-            if queue.bindings.iter().any(|pattern| topic_matches(pattern, routing_key)) {
+            if queue
+                .bindings
+                .iter()
+                .any(|pattern| topic_matches(pattern, routing_key))
+            {
                 queue.push_back(Message {
                     routing_key: routing_key.to_owned(),
                     body: body.to_vec(),
@@ -221,7 +229,10 @@ impl MemoryAcker {
         if self.settled.swap(true, Ordering::SeqCst) {
             return None;
         }
-        self.message.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -242,7 +253,9 @@ impl Acker for MemoryAcker {
     async fn dead_letter(&self, routing_key: &str, body: &[u8], reason: &str) -> Result<()> {
         if self.settle().is_some() {
             let mut queues = self.inner.queues();
-            let dead = queues.entry(DEAD_LETTER_QUEUE.to_owned()).or_insert_with(Queue::new);
+            let dead = queues
+                .entry(DEAD_LETTER_QUEUE.to_owned())
+                .or_insert_with(Queue::new);
             // Like RabbitMQ, where the dead letter is published to the queue by name through
             // the default exchange: the original key travels in a header.
             dead.push_back(Message {

@@ -175,7 +175,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Records that `(event, im, chat_id)` was handled; `Ok(false)` if it already was.
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
     /// The record for `(event, im, chat_id)`, if any.
-    async fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
+    async fn get_delivery(
+        &self,
+        event: Uuid,
+        im: &str,
+        chat_id: &str,
+    ) -> Result<Option<DeliveryRecord>>;
 }
 
 /// Opens the storage named by `url`.
