@@ -153,11 +153,11 @@ impl Api {
         }
     }
 
-    /// Pauses deliveries to a user (the chat blocked the bot).
-    pub async fn pause(&self, user: Uuid) -> ApiResult<()> {
+    /// Pauses (the chat blocked the bot) or resumes deliveries to a user.
+    pub async fn set_paused(&self, user: Uuid, paused: bool) -> ApiResult<()> {
         let request = UpdateSetting {
             user: Some(user),
-            paused: Some(true),
+            paused: Some(paused),
             ..Default::default()
         };
         self.client.update_setting(&request).await?;

@@ -242,6 +242,26 @@ async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followe
     assert_eq!(attempts_to(&tg, blocked), sends_to_blocked);
     assert_eq!(attempts_to(&tg, group), sends_to_group);
     assert!(tg.sent_to(blocked).is_empty());
+
+    // The user unblocks the bot and says /start: deliveries resume.
+    tg.unblock(blocked);
+    tg.send_text(blocked, blocked, "/start");
+    tg.wait_for(blocked, T, |s| {
+        s.text.contains("Notifications to this chat are on again")
+    })
+    .await;
+    assert!(
+        !platform
+            .storage
+            .get_user(blocked_user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .settings
+            .paused
+    );
+    publish(&bus, &live(entity, "third")).await;
+    tg.wait_for(blocked, T, |s| s.text.contains("third")).await;
     bot.shutdown().await;
 }
 

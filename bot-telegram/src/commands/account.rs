@@ -47,13 +47,19 @@ pub(crate) fn is_language_code(code: &str) -> bool {
     (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_alphabetic()) && region_ok
 }
 
-/// `/start`: registers the chat (idempotent).
+/// `/start`: registers the chat (idempotent), and resumes deliveries a block paused.
 pub(crate) async fn start(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
     let existing = match ctx.api.user_by_chat(msg.chat.id.0).await {
         Ok(existing) => existing,
         Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
     };
     let text = match existing {
+        // Deliveries were paused because the chat had blocked the bot; writing to it again
+        // means it wants them back.
+        Some(user) if user.settings.paused => match ctx.api.set_paused(user.id, false).await {
+            Ok(()) => "Welcome back! Notifications to this chat are on again. /list shows your subscriptions.".to_owned(),
+            Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        },
         Some(user) => format!(
             "Welcome back! This chat is already registered (language: {}).\n\
              Use /subscribe <name> to follow a streamer, /list to see your subscriptions, /help for more.",

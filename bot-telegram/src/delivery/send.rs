@@ -359,7 +359,7 @@ impl Job for SendJob {
                     return Attempt::Done;
                 }
                 Stage::Pause { reason } => {
-                    match self.outbox.api.pause(self.recipient.user).await {
+                    match self.outbox.api.set_paused(self.recipient.user, true).await {
                         Ok(()) => {}
                         Err(err)
                             if err.is_transient()

@@ -797,6 +797,11 @@ impl TelegramServer {
         self.shared.inner.lock().unwrap().blocked.insert(chat);
     }
 
+    /// Sends to `chat` are accepted again (the user unblocked the bot).
+    pub fn unblock(&self, chat: i64) {
+        self.shared.inner.lock().unwrap().blocked.remove(&chat);
+    }
+
     /// Every send to `chat` answers 400 with `migrate_to_chat_id = to` from now on.
     pub fn migrate(&self, chat: i64, to: i64) {
         self.shared.inner.lock().unwrap().migrated.insert(chat, to);
