@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 
 bash scripts/test-services.sh
 bash scripts/check-compose.sh
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 bash frontend/scripts/ci.sh

@@ -8,6 +8,7 @@
 //! - [`auth`]: PBKDF2 password hashes and session tokens.
 //! - [`telemetry`]: tracing setup, Prometheus rendering, `/healthz`.
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
+//! - [`outbox`]: publish-once with a crash-safe outbox, for event sources.
 //! - [`protocol`]: the coordinator ↔ worker WebSocket messages.
 //! - [`worker_runtime`]: the worker side of that protocol, shared by both workers.
 //! - [`middleware`]: the consume → process → pop tag → republish → ack loop of middlewares.
@@ -20,6 +21,7 @@ pub mod bus;
 pub mod config;
 pub mod middleware;
 pub mod model;
+pub mod outbox;
 pub mod protocol;
 pub mod routing;
 pub mod storage;

@@ -17,12 +17,16 @@
 //! cargo bench -p stargazer-e2e --bench pipeline
 //! ```
 //!
+//! Throughput is measured by flooding (publishing as fast as confirms allow), so its
+//! latencies include the backlog; latency proper is measured separately at a steady rate
+//! every path can carry (half the slower RabbitMQ path's throughput unless set).
+//!
 //! Environment: `BENCH_EVENTS` (100000), `BENCH_WARMUP` (2000), `BENCH_WINDOW` (publish
 //! confirms in flight, 256), `BENCH_PREFETCH` (256), `BENCH_CONCURRENCY` (middleware
-//! events in flight, 128), `BENCH_STARGAZER_BIN` (default `target/release/stargazer`),
-//! `BENCH_SKIP_ROLES=1` to skip the per-role memory part.
+//! events in flight, 128), `BENCH_RATE` (events/s of the latency runs),
+//! `BENCH_LATENCY_EVENTS` (8 s worth), `BENCH_STARGAZER_BIN` (default
+//! `target/release/stargazer`), `BENCH_SKIP_ROLES=1` to skip the per-role memory part.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,6 +89,35 @@ impl Settings {
             concurrency: env_or("BENCH_CONCURRENCY", 128),
             binary: std::env::var("BENCH_STARGAZER_BIN").map(PathBuf::from).unwrap_or(default_binary),
             skip_roles: std::env::var("BENCH_SKIP_ROLES").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// How a run offers its events.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    /// Events in the run.
+    count: usize,
+    /// Publishes awaiting their confirms at once.
+    window: usize,
+    /// Events per second, or `None` to publish as fast as confirms allow.
+    rate: Option<f64>,
+}
+
+impl Load {
+    fn flood(count: usize, window: usize) -> Self {
+        Self {
+            count,
+            window,
+            rate: None,
+        }
+    }
+
+    /// Waits until event `n` is due (paced runs only).
+    async fn pace(&self, n: usize, started: Instant) {
+        if let Some(rate) = self.rate {
+            let due = started + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
         }
     }
 }
@@ -370,13 +403,15 @@ async fn raw_consumer(connection: Connection, prefetch: u16, receiver: Arc<Recei
     }
 }
 
-async fn raw_publish(connection: &Connection, run: &str, count: usize, window: usize) {
+async fn raw_publish(connection: &Connection, run: &str, load: Load) {
     let channel = connection.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let entity = uuid::Uuid::new_v4();
     let mut in_flight: FuturesUnordered<lapin::publisher_confirm::PublisherConfirm> = FuturesUnordered::new();
-    for n in 0..count {
-        if in_flight.len() >= window {
+    let started = Instant::now();
+    for n in 0..load.count {
+        load.pace(n, started).await;
+        if in_flight.len() >= load.window {
             let confirmation = in_flight.next().await.expect("in flight").expect("confirm");
             assert!(matches!(confirmation, Confirmation::Ack(_)), "nacked");
         }
@@ -397,7 +432,8 @@ async fn raw_publish(connection: &Connection, run: &str, count: usize, window: u
     }
 }
 
-async fn raw_lapin_chain(url: &str, settings: &Settings, count: usize) -> Outcome {
+async fn raw_lapin_chain(url: &str, settings: &Settings, load: Load) -> Outcome {
+    let count = load.count;
     let publisher = lapin_connect(url).await;
     raw_declare(&publisher.create_channel().await.expect("channel")).await;
     let stop = CancellationToken::new();
@@ -415,7 +451,7 @@ async fn raw_lapin_chain(url: &str, settings: &Settings, count: usize) -> Outcom
     ));
     let sampler = RssSampler::start("self".into());
     let started = Instant::now();
-    raw_publish(&publisher, &stargazer_e2e::unique(), count, settings.window).await;
+    raw_publish(&publisher, &stargazer_e2e::unique(), load).await;
     receiver.wait().await;
     let elapsed = started.elapsed();
     let peak = sampler.finish();
@@ -429,11 +465,13 @@ async fn raw_lapin_chain(url: &str, settings: &Settings, count: usize) -> Outcom
 // ------------------------------------------------------------------ stargazer chain
 
 /// Publishes like a worker: through the bus, `window` publishes awaiting confirms.
-async fn bus_publish(bus: &Arc<dyn Bus>, run: &str, count: usize, window: usize) {
+async fn bus_publish(bus: &Arc<dyn Bus>, run: &str, load: Load) {
     let entity = uuid::Uuid::new_v4();
     let mut in_flight: FuturesUnordered<BoxFuture<'static, stargazer_core::bus::Result<()>>> = FuturesUnordered::new();
-    for n in 0..count {
-        if in_flight.len() >= window {
+    let started = Instant::now();
+    for n in 0..load.count {
+        load.pace(n, started).await;
+        if in_flight.len() >= load.window {
             in_flight.next().await.expect("in flight").expect("publish confirmed");
         }
         let bus = bus.clone();
@@ -490,8 +528,9 @@ async fn stargazer_chain(
     translate: Translate<'_>,
     settings: &Settings,
     deepl: &Deepl,
-    count: usize,
+    load: Load,
 ) -> Outcome {
+    let count = load.count;
     let ready = QueueSpec::new("stargazer.bot.bench", "*", settings.prefetch);
     consumer_bus.declare(&ready).await.expect("declare");
     let translate_queue = QueueSpec::new(
@@ -517,7 +556,7 @@ async fn stargazer_chain(
     };
     let consumer = tokio::spawn(bus_consumer(consumer_bus, ready, receiver.clone(), stop.clone()));
     let started = Instant::now();
-    bus_publish(&publisher, &stargazer_e2e::unique(), count, settings.window).await;
+    bus_publish(&publisher, &stargazer_e2e::unique(), load).await;
     receiver.wait().await;
     let elapsed = started.elapsed();
     let peak = sampler.finish();
@@ -531,7 +570,8 @@ async fn stargazer_chain(
 
 // ------------------------------------------------------------------ raw in-process chain
 
-async fn raw_channel_chain(settings: &Settings, count: usize) -> Outcome {
+async fn raw_channel_chain(settings: &Settings, load: Load) -> Outcome {
+    let count = load.count;
     let receiver = Receiver::new(count);
     let (to_middleware, mut middleware_in) = mpsc::channel::<Vec<u8>>(settings.prefetch as usize);
     let (to_consumer, mut consumer_in) = mpsc::channel::<Vec<u8>>(settings.prefetch as usize);
@@ -562,6 +602,7 @@ async fn raw_channel_chain(settings: &Settings, count: usize) -> Outcome {
     let run = stargazer_e2e::unique();
     let entity = uuid::Uuid::new_v4();
     for n in 0..count {
+        load.pace(n, started).await;
         to_middleware.send(event_body(&run, n, entity)).await.expect("middleware alive");
     }
     receiver.wait().await;
@@ -766,13 +807,26 @@ async fn idle_roles(settings: &Settings, amqp: &str, mongo: &str, telegram: &Tel
 
 // ------------------------------------------------------------------ report
 
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn header(title: &str) {
+    println!();
+    println!(
+        "| {title:<54} | {:>9} | {:>8} | {:>8} | {:>8} |",
+        "events/s", "p50 ms", "p99 ms", "peak MB"
+    );
+    println!("|{}|{}|{}|{}|{}|", "-".repeat(56), "-".repeat(11), "-".repeat(10), "-".repeat(10), "-".repeat(10));
+}
+
 fn row(path: &str, outcome: &Outcome) {
     println!(
-        "| {path:<52} | {:>9.0} | {:>8.1} | {:>8.1} | {:>8.1} |",
+        "| {path:<54} | {:>9.0} | {:>8.1} | {:>8.1} | {:>8.1} |",
         outcome.rate(),
         outcome.percentile_ms(0.50),
         outcome.percentile_ms(0.99),
-        outcome.peak_rss_kb as f64 / 1024.0,
+        mb(outcome.peak_rss_kb),
     );
     if outcome.untranslated > 0 {
         println!("|   !! {} events arrived without a translation", outcome.untranslated);
@@ -788,6 +842,60 @@ fn main() {
     runtime.block_on(bench(settings));
 }
 
+/// The buses of a Stargazer chain on RabbitMQ: one connection per role, as separate
+/// processes have.
+struct AmqpChain {
+    publisher: Arc<dyn Bus>,
+    middleware: Arc<dyn Bus>,
+    consumer: Arc<dyn Bus>,
+}
+
+impl AmqpChain {
+    async fn connect(url: &str) -> Self {
+        let connect = |name: &'static str| async move {
+            Arc::new(AmqpBus::connect_named(url, name).await.expect("amqp")) as Arc<dyn Bus>
+        };
+        Self {
+            publisher: connect("bench-worker").await,
+            middleware: connect("bench-translate").await,
+            consumer: connect("bench-bot").await,
+        }
+    }
+
+    async fn run(&self, storage: &Arc<dyn Storage>, settings: &Settings, deepl: &Deepl, load: Load) -> Outcome {
+        stargazer_chain(
+            self.publisher.clone(),
+            Some(self.middleware.clone()),
+            self.consumer.clone(),
+            Translate::InProcess(storage),
+            settings,
+            deepl,
+            load,
+        )
+        .await
+    }
+
+    async fn close(&self) {
+        self.publisher.close().await;
+        self.middleware.close().await;
+        self.consumer.close().await;
+    }
+}
+
+async fn memory_chain(storage: &Arc<dyn Storage>, settings: &Settings, deepl: &Deepl, load: Load) -> Outcome {
+    let memory: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    stargazer_chain(
+        memory.clone(),
+        Some(memory.clone()),
+        memory,
+        Translate::InProcess(storage),
+        settings,
+        deepl,
+        load,
+    )
+    .await
+}
+
 async fn bench(settings: Settings) {
     let deepl = Deepl::start("bench-deepl-key:fx").await.expect("DeepL test server");
     let telegram = TelegramServer::start("6100000042:AAbench").await.expect("Telegram test server");
@@ -797,59 +905,35 @@ async fn bench(settings: Settings) {
         .expect("a RabbitMQ virtual host (is rabbitmqctl available?)");
     let database = TestDatabase::new();
     let amqp = vhost.amqp_url();
+    let storage = stargazer_core::storage::connect("sqlite::memory:").await.expect("sqlite");
     let n = settings.events;
     println!(
-        "pipeline: {n} events (+{} warm-up), publish window {}, prefetch {}, middleware concurrency {}",
+        "pipeline: {n} events (+{} warm-up); publish window {}, prefetch {}, middleware concurrency {}",
         settings.warmup, settings.window, settings.prefetch, settings.concurrency
     );
-    println!("RabbitMQ vhost {}, DeepL test server at {}", vhost.name, deepl.base);
-    println!();
     println!(
-        "| {:<52} | {:>9} | {:>8} | {:>8} | {:>8} |",
-        "path", "events/s", "p50 ms", "p99 ms", "peak MB"
+        "RabbitMQ vhost {} (persistent messages, publisher confirms, acks); DeepL test server {}",
+        vhost.name, deepl.base
     );
-    println!("|{}|{}|{}|{}|{}|", "-".repeat(54), "-".repeat(11), "-".repeat(10), "-".repeat(10), "-".repeat(10));
 
-    // RabbitMQ: raw lapin chain, then Stargazer, in the same run.
+    // ---- throughput: publish as fast as confirms allow.
+    header("throughput (flood; latency includes the backlog)");
+    let flood = Load::flood(n, settings.window);
+    let warmup = Load::flood(settings.warmup, settings.window);
     if settings.warmup > 0 {
-        raw_lapin_chain(&amqp, &settings, settings.warmup).await;
+        raw_lapin_chain(&amqp, &settings, warmup).await;
     }
-    let raw = raw_lapin_chain(&amqp, &settings, n).await;
+    let raw = raw_lapin_chain(&amqp, &settings, flood).await;
     row("rabbitmq raw lapin: publish → rewrite → consume", &raw);
-
-    let storage = stargazer_core::storage::connect("sqlite::memory:").await.expect("sqlite");
-    let connect = |name: &'static str| {
-        let amqp = amqp.clone();
-        async move { Arc::new(AmqpBus::connect_named(&amqp, name).await.expect("amqp")) as Arc<dyn Bus> }
-    };
-    let (publisher, middleware, consumer) = (connect("bench-worker").await, connect("bench-translate").await, connect("bench-bot").await);
+    let chain = AmqpChain::connect(&amqp).await;
     if settings.warmup > 0 {
-        stargazer_chain(
-            publisher.clone(),
-            Some(middleware.clone()),
-            consumer.clone(),
-            Translate::InProcess(&storage),
-            &settings,
-            &deepl,
-            settings.warmup,
-        )
-        .await;
+        chain.run(&storage, &settings, &deepl, warmup).await;
     }
-    let sg = stargazer_chain(
-        publisher.clone(),
-        Some(middleware.clone()),
-        consumer.clone(),
-        Translate::InProcess(&storage),
-        &settings,
-        &deepl,
-        n,
-    )
-    .await;
+    let sg = chain.run(&storage, &settings, &deepl, flood).await;
     row("rabbitmq stargazer: worker → translate → bot", &sg);
-    let ratio = sg.rate() / raw.rate();
 
     // The same with middleware-translate as its own `stargazer` process.
-    let mut translate_process = None;
+    let mut translate_idle = None;
     if settings.binary.is_file() {
         let dir = std::env::temp_dir();
         let env = pairs(&[
@@ -862,55 +946,66 @@ async fn bench(settings: Settings) {
         ]);
         let mut role = spawn_role(&settings.binary, &dir, "middleware-translate", &["middleware-translate"], &env);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let idle = proc_status_kb(&role.child.id().to_string(), "VmRSS:");
+        translate_idle = proc_status_kb(&role.child.id().to_string(), "VmRSS:");
         let outcome = stargazer_chain(
-            publisher.clone(),
+            chain.publisher.clone(),
             None,
-            consumer.clone(),
+            chain.consumer.clone(),
             Translate::Process(&mut role.child),
             &settings,
             &deepl,
-            n,
+            flood,
         )
         .await;
-        row("rabbitmq stargazer, translate as its own process (¹)", &outcome);
-        translate_process = Some(idle);
+        row("rabbitmq stargazer, translate in its own process (¹)", &outcome);
         let _ = std::fs::remove_file(&role.log);
     }
-    publisher.close().await;
-    middleware.close().await;
-    consumer.close().await;
-
-    // In-process bus.
-    let raw_memory = raw_channel_chain(&settings, n).await;
+    let raw_memory = raw_channel_chain(&settings, flood).await;
     row("in-process raw tokio channels: same two hops", &raw_memory);
-    let memory: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-    let memory_outcome = stargazer_chain(
-        memory.clone(),
-        Some(memory.clone()),
-        memory.clone(),
-        Translate::InProcess(&storage),
-        &settings,
-        &deepl,
-        n,
-    )
-    .await;
-    row("in-process bus stargazer: worker → translate → bot", &memory_outcome);
+    let memory = memory_chain(&storage, &settings, &deepl, flood).await;
+    row("in-process bus stargazer: worker → translate → bot", &memory);
+
+    // ---- latency: a steady load every path can carry.
+    let rate = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| ((sg.rate().min(raw.rate()) * 0.5) / 100.0).floor().max(1.0) * 100.0);
+    let paced_count: usize = env_or("BENCH_LATENCY_EVENTS", (rate * 8.0) as usize);
+    let paced = Load {
+        count: paced_count,
+        window: settings.window,
+        rate: Some(rate),
+    };
+    header(&format!("latency ({paced_count} events paced at {rate:.0}/s)"));
+    row("rabbitmq raw lapin", &raw_lapin_chain(&amqp, &settings, paced).await);
+    row("rabbitmq stargazer", &chain.run(&storage, &settings, &deepl, paced).await);
+    row("in-process raw tokio channels", &raw_channel_chain(&settings, paced).await);
+    row("in-process bus stargazer", &memory_chain(&storage, &settings, &deepl, paced).await);
+    chain.close().await;
+
     println!();
     println!(
-        "rabbitmq stargazer / raw lapin throughput ratio: {ratio:.2} (goal ≥ 0.8); DeepL calls {}, texts {}",
+        "rabbitmq stargazer / raw lapin throughput: {:.2} (goal ≥ 0.8); in-process stargazer / raw channels: {:.2}",
+        sg.rate() / raw.rate(),
+        memory.rate() / raw_memory.rate()
+    );
+    println!(
+        "DeepL: {} calls for {} texts (batched by middleware-translate; the raw chains make no HTTP call)",
         deepl.calls(),
         deepl.texts()
     );
-    println!("peak MB: VmRSS of the bench process (publisher, middleware and consumer all in it) during the run.");
-    if let Some(idle) = translate_process {
+    println!(
+        "peak MB: VmRSS of this bench process (publisher, middleware and consumer all in it); it only grows, \
+         so later rows include what earlier rows left allocated."
+    );
+    if let Some(idle) = translate_idle {
         println!(
-            "(¹) peak MB is the `stargazer middleware-translate` process under that load; idle before it: {:.1} MB",
-            idle.unwrap_or(0) as f64 / 1024.0
+            "(¹) peak MB of the `stargazer middleware-translate` process under that load (idle before: {:.1} MB)",
+            mb(idle)
         );
     }
 
-    // Idle memory per role.
+    // ---- idle memory per role.
     println!();
     if settings.skip_roles {
         println!("per-role idle memory: skipped (BENCH_SKIP_ROLES=1)");
@@ -921,13 +1016,14 @@ async fn bench(settings: Settings) {
         );
     } else {
         let roles = idle_roles(&settings, &amqp, &database.url(), &telegram, &deepl).await;
-        println!("| {:<22} | {:>9} | {:>7} | note", "stargazer role (idle)", "VmRSS MB", "goal MB");
-        println!("|{}|{}|{}|-----", "-".repeat(24), "-".repeat(11), "-".repeat(9));
-        let mut by_role: HashMap<&str, u64> = HashMap::new();
+        println!(
+            "| {:<22} | {:>9} | {:>7} | (roles on mongodb + rabbitmq; standalone on sqlite + in-process bus)",
+            "stargazer <role>, idle", "VmRSS MB", "goal MB"
+        );
+        println!("|{}|{}|{}|", "-".repeat(24), "-".repeat(11), "-".repeat(9));
+        let mut separate = 0;
         for measured in &roles {
-            let rss = measured
-                .rss_kb
-                .map_or("-".to_owned(), |kb| format!("{:.1}", kb as f64 / 1024.0));
+            let rss = measured.rss_kb.map_or("-".to_owned(), |kb| format!("{:.1}", mb(kb)));
             let verdict = match measured.rss_kb {
                 Some(kb) if kb <= measured.goal_mb * 1024 => "ok",
                 Some(_) => "OVER",
@@ -937,16 +1033,11 @@ async fn bench(settings: Settings) {
                 "| {:<22} | {:>9} | {:>7} | {verdict} {}",
                 measured.role, rss, measured.goal_mb, measured.note
             );
-            if let Some(kb) = measured.rss_kb {
-                by_role.insert(measured.role, kb);
+            if measured.role != "standalone" {
+                separate += measured.rss_kb.unwrap_or(0);
             }
         }
-        let services: u64 = by_role.iter().filter(|(r, _)| **r != "standalone").map(|(_, kb)| kb).sum();
-        println!(
-            "sum of the eight separate roles: {:.1} MB; standalone: {:.1} MB",
-            services as f64 / 1024.0,
-            by_role.get("standalone").copied().unwrap_or(0) as f64 / 1024.0
-        );
+        println!("the eight roles as separate processes: {:.1} MB together", mb(separate));
     }
     drop(vhost);
     drop(database);

@@ -451,9 +451,11 @@ impl Platform {
         runtime
     }
 
-    /// Starts YouTube worker `id` (service name `worker-youtube-<id>`) with its own
-    /// callback server, and waits until the coordinator sees it. Returns its public URL:
-    /// the prefix of every WebSub callback it registers.
+    /// Starts YouTube worker `id`, with its own callback server, and waits until the
+    /// coordinator sees it. Its service name and worker id are both `worker-youtube-<id>`
+    /// (worker ids must differ across kinds: the coordinator evicts a worker that
+    /// re-announces with another kind). Returns its public URL: the prefix of every
+    /// WebSub callback it registers.
     pub async fn start_youtube_worker(&self, id: &str) -> Result<String> {
         let name = format!("worker-youtube-{id}");
         let listener = reserve()?;
@@ -462,7 +464,7 @@ impl Platform {
         config.listen = addr;
         config.public_url = format!("http://{addr}");
         let public_url = config.public_url.clone();
-        let runtime = self.worker_runtime(id, TaskKind::Youtube);
+        let runtime = self.worker_runtime(&name, TaskKind::Youtube);
         let (source, bus_name) = (self.source.clone(), name.clone());
         self.insert(Process::start(&name, move |token| async move {
             let storage = source.storage().await.map_err(text)?;
@@ -473,16 +475,16 @@ impl Platform {
                 .map_err(text)
         })?);
         crate::servers::lock(&self.worker_urls).insert(id.to_owned(), public_url.clone());
-        self.wait_worker_connected(&name, id).await?;
+        self.wait_worker_connected(&name).await?;
         Ok(public_url)
     }
 
-    /// Starts X worker `id` (service name `worker-twitter-<id>`) and waits until the
-    /// coordinator sees it.
+    /// Starts X worker `id` (service name and worker id `worker-twitter-<id>`) and waits
+    /// until the coordinator sees it.
     pub async fn start_twitter_worker(&self, id: &str) -> Result<()> {
         let name = format!("worker-twitter-{id}");
         let config = self.configs.twitter.clone();
-        let runtime = self.worker_runtime(id, TaskKind::Twitter);
+        let runtime = self.worker_runtime(&name, TaskKind::Twitter);
         let (source, bus_name) = (self.source.clone(), name.clone());
         self.insert(Process::start(&name, move |token| async move {
             let storage = source.storage().await.map_err(text)?;
@@ -491,10 +493,12 @@ impl Platform {
                 .await
                 .map_err(text)
         })?);
-        self.wait_worker_connected(&name, id).await
+        self.wait_worker_connected(&name).await
     }
 
-    async fn wait_worker_connected(&self, service: &str, id: &str) -> Result<()> {
+    /// Waits until the coordinator reports worker `id` (its service name) connected.
+    async fn wait_worker_connected(&self, id: &str) -> Result<()> {
+        let service = id;
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(status) = self.coordinator_status().await {

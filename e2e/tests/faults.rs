@@ -118,8 +118,8 @@ async fn a_killed_worker_s_channels_move_and_no_upload_is_lost() {
             .and_then(|w| w["tasks"].as_u64())
             .unwrap_or(0)
     };
-    assert_eq!(held_by(survivor), channels.len() as u64, "{status:#}");
-    assert_eq!(held_by(victim), 0, "{status:#}");
+    assert_eq!(held_by(&format!("worker-youtube-{survivor}")), channels.len() as u64, "{status:#}");
+    assert_eq!(held_by(&format!("worker-youtube-{victim}")), 0, "{status:#}");
     assert!(
         ext.hub
             .attempts()

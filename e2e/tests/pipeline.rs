@@ -84,6 +84,19 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
     })
     .await;
     wait::until("the X worker polled the timeline twice", T, || ext.x.requests() >= 2).await;
+    // The coordinator gave one task to each worker, and both stay connected.
+    let status = wait::until_some("each worker holds its task", T, || async {
+        let status = platform.coordinator_status().await.ok()?;
+        let holds = |id: &str| {
+            status["workers"]
+                .as_array()
+                .and_then(|ws| ws.iter().find(|w| w["id"] == id))
+                .is_some_and(|w| w["connected"] == true && w["tasks"] == 1)
+        };
+        (holds("worker-youtube-a") && holds("worker-twitter-a") && status["settled"] == true).then_some(status)
+    })
+    .await;
+    assert_eq!(status["unassigned_count"], 0, "{status:#}");
 
     // 3. An upcoming stream is announced by the hub.
     let video = new_video_id();

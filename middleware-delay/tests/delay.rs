@@ -2,8 +2,6 @@
 //! MongoDB storage. Holding until due, stripping control fields, replace and cancel by id,
 //! and kill-and-restart with 1,000 pending messages.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +15,8 @@ use stargazer_core::routing::{DEAD_LETTER_QUEUE, DEAD_REASON_HEADER};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use stargazer_middleware_delay::{run_with_registry, DelayConfig};
-use support::{event, now_ms, BusKind, Env, StoreKind};
+use stargazer_testkit::backends::{event, now_ms, BusKind, Env, StoreKind};
+use stargazer_testkit::matrix;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 

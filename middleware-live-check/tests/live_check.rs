@@ -4,8 +4,6 @@
 //! late, ≤ 50 ids per call, quota errors backed off; and the order of a multi-tag key
 //! `youtube.live_check.delay` through both middlewares.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +22,8 @@ use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use stargazer_middleware_delay::DelayConfig;
 use stargazer_middleware_live_check::{run_with_registry, LiveCheckConfig};
-use support::{event, now_ms, BusKind, Env, StoreKind};
+use stargazer_testkit::backends::{event, now_ms, BusKind, Env, StoreKind};
+use stargazer_testkit::matrix;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 

@@ -3,8 +3,6 @@
 //! deduplication across events, 429 with `Retry-After`, 5xx, 456 (quota) and lasting
 //! failures.
 
-mod support;
-
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +19,8 @@ use stargazer_core::model::Event;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use stargazer_middleware_translate::{run_with_registry, TranslateConfig, TRANSLATE_ERROR};
-use support::{event, BusKind, Env, StoreKind};
+use stargazer_testkit::backends::{event, BusKind, Env, StoreKind};
+use stargazer_testkit::bus_matrix;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 async fn coordinator_assignments_drive_polling() {
     let x = XServer::start().await;
     let coordinator = FakeCoordinator::start().await;
-    let mut observer = Observer::start(&["twitter", "twitter.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
     let config = TwitterConfig {
         bearer_token: TOKEN.into(),
         api_base: x.base.clone(),

@@ -96,7 +96,7 @@ fn assert_unique(events: &[(String, Event)]) {
 async fn first_run_skips_history_then_publishes_new_tweets_oldest_first() {
     let x = XServer::start().await;
     let storage = storage::connect("sqlite::memory:").await.unwrap();
-    let mut observer = Observer::start(&["twitter", "twitter.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
     let user = user_id();
     x.add_user(&user, "vtuber");
     for i in 0..3 {
@@ -216,7 +216,7 @@ async fn first_run_skips_history_then_publishes_new_tweets_oldest_first() {
 async fn tweets_of_an_entity_with_translation_are_tagged_translate() {
     let x = XServer::start().await;
     let storage = storage::connect("sqlite::memory:").await.unwrap();
-    let mut observer = Observer::start(&["twitter", "twitter.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
     let user = user_id();
     x.add_user(&user, "jp_vtuber");
     let entity = Uuid::new_v4();
@@ -254,7 +254,7 @@ async fn tweets_of_an_entity_with_translation_are_tagged_translate() {
 
 async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     let x = XServer::start().await;
-    let mut observer = Observer::start(&["twitter", "twitter.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
     let bus = bus::connect(AMQP_URL).await.unwrap();
     let user = user_id();
     x.add_user(&user, "vt");

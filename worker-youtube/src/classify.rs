@@ -96,14 +96,8 @@ pub fn classify(video: Option<&Video>) -> Class {
     }
 }
 
-/// One message to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    /// Routing key with its tags.
-    pub routing_key: String,
-    /// The event.
-    pub event: Event,
-}
+/// One message to publish (routing key and event).
+pub type Outgoing = stargazer_core::outbox::OutboxMessage;
 
 /// Messages published together under one seen-window claim.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,40 +1,31 @@
-//! Publishing with deduplication: a group of messages goes out only if this process is the
-//! first to record its claim in the seen window (so a restart, a re-push or another worker
-//! holding the same task does not publish it twice). A publish that fails after the claim
-//! is kept in the outbox and retried, so the claim never swallows a message.
+//! Publishing with deduplication, through the shared [`Outbox`]: a group of messages
+//! goes out only if this process is the first to record its claim in the seen window (so a
+//! restart, a re-push or another worker holding the same task does not publish it twice),
+//! and a crash or broker outage between the claim and the confirm leaves the messages in
+//! the outbox for [`Publisher::flush_outbox`] instead of losing them.
 
 use std::sync::Arc;
 
-use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use stargazer_core::bus::Bus;
-use stargazer_core::model::Event;
+use stargazer_core::outbox::{Outbox, Sent};
 use stargazer_core::storage::{Storage, StorageError};
 use uuid::Uuid;
 
-use crate::classify::{Group, Outgoing};
+use crate::classify::Group;
 use crate::metrics::Metrics;
 use crate::store::{OUTBOX_NAMESPACE, SEEN_NAMESPACE};
-
-#[derive(Serialize, Deserialize)]
-struct OutboxEntry {
-    routing_key: String,
-    event: Event,
-}
 
 /// Claims and publishes groups.
 #[derive(Clone)]
 pub(crate) struct Publisher {
-    storage: Arc<dyn Storage>,
-    bus: Arc<dyn Bus>,
+    outbox: Outbox,
     metrics: Metrics,
 }
 
 impl Publisher {
     pub(crate) fn new(storage: Arc<dyn Storage>, bus: Arc<dyn Bus>, metrics: Metrics) -> Self {
         Self {
-            storage,
-            bus,
+            outbox: Outbox::new(storage, bus, OUTBOX_NAMESPACE, SEEN_NAMESPACE),
             metrics,
         }
     }
@@ -46,84 +37,38 @@ impl Publisher {
         group: &Group,
     ) -> Result<bool, StorageError> {
         let claim = format!("{entity}/{}", group.claim);
-        if !self
-            .storage
-            .mark_seen(SEEN_NAMESPACE, &claim, Utc::now())
-            .await?
-        {
+        let Some(outcomes) = self.outbox.publish_once(&claim, &group.messages).await? else {
             tracing::debug!(%entity, claim, "already published");
             return Ok(false);
-        }
-        for message in &group.messages {
-            self.publish(message).await;
+        };
+        for (message, sent) in group.messages.iter().zip(outcomes) {
+            let event = &message.event;
+            match sent {
+                Sent::Published => {
+                    tracing::info!(
+                        event_id = %event.id,
+                        entity_id = %event.entity,
+                        kind = %event.kind,
+                        routing_key = %message.routing_key,
+                        "published"
+                    );
+                    self.metrics.published(&event.kind);
+                }
+                Sent::Deferred(err) => {
+                    self.metrics.publish_failed();
+                    tracing::error!(event_id = %event.id, cause = %err, "publish failed; kept in the outbox");
+                }
+            }
         }
         Ok(true)
     }
 
-    async fn publish(&self, message: &Outgoing) {
-        let event = &message.event;
-        match self
-            .bus
-            .publish(&message.routing_key, &event.to_bytes())
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(
-                    event_id = %event.id,
-                    entity_id = %event.entity,
-                    kind = %event.kind,
-                    routing_key = %message.routing_key,
-                    "published"
-                );
-                self.metrics.published(&event.kind);
-            }
-            Err(err) => {
-                self.metrics.publish_failed();
-                tracing::error!(event_id = %event.id, cause = %err, "publish failed; keeping it in the outbox");
-                let entry = OutboxEntry {
-                    routing_key: message.routing_key.clone(),
-                    event: event.clone(),
-                };
-                let key = format!("{}:{}", event.id, message.routing_key);
-                let stored = match serde_json::to_value(&entry) {
-                    Ok(value) => self.storage.kv_put(OUTBOX_NAMESPACE, &key, &value).await,
-                    Err(err) => Err(StorageError::Corrupt(err.to_string())),
-                };
-                if let Err(err) = stored {
-                    tracing::error!(event_id = %event.id, cause = %err, "could not store the failed publish; event lost");
-                }
-            }
-        }
-    }
-
     /// Retries every message in the outbox; returns how many went out.
     pub(crate) async fn flush_outbox(&self) -> Result<usize, StorageError> {
-        let mut sent = 0;
-        for (key, value) in self.storage.kv_list(OUTBOX_NAMESPACE).await? {
-            let entry: OutboxEntry = match serde_json::from_value(value) {
-                Ok(entry) => entry,
-                Err(err) => {
-                    tracing::error!(key, cause = %err, "dropping unreadable outbox entry");
-                    self.storage.kv_delete(OUTBOX_NAMESPACE, &key).await?;
-                    continue;
-                }
-            };
-            match self
-                .bus
-                .publish(&entry.routing_key, &entry.event.to_bytes())
-                .await
-            {
-                Ok(()) => {
-                    self.metrics.published(&entry.event.kind);
-                    self.storage.kv_delete(OUTBOX_NAMESPACE, &key).await?;
-                    sent += 1;
-                }
-                Err(err) => {
-                    tracing::warn!(key, cause = %err, "outbox publish failed again");
-                    break;
-                }
-            }
+        let sent = self.outbox.flush().await?;
+        for message in &sent {
+            self.metrics.published(&message.event.kind);
         }
-        Ok(sent)
+        Ok(sent.len())
     }
 }

@@ -27,7 +27,7 @@ async fn a_thousand_notifications_cost_about_twenty_units() {
     let yt = Youtube::start("k").await;
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let bus = bus::connect(AMQP_URL).await.unwrap();
-    let mut observer = Observer::start(&["youtube"]).await;
+    let mut observer = Observer::start(OBSERVER, &["youtube"]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = YoutubeConfig {

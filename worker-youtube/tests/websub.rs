@@ -126,7 +126,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     let hub = Hub::start().await;
     let yt = Youtube::start(KEY).await;
     let storage = storage::connect("sqlite::memory:").await.unwrap();
-    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
 
     let channel = channel_id();
@@ -424,7 +424,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
 async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     let hub = Hub::start().await;
     let yt = Youtube::start(KEY).await;
-    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let bus = amqp().await;
     let channel = channel_id();
     yt.set_feed(&channel, &[]);
@@ -602,7 +602,7 @@ async fn quota_errors_back_off_and_the_videos_are_classified_later() {
     let hub = Hub::start().await;
     let yt = Youtube::start(KEY).await;
     let storage = storage::connect("sqlite::memory:").await.unwrap();
-    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let cfg = YoutubeConfig {
         quota_retry_initial_seconds: 1,
         ..config(&hub, &yt)
@@ -636,7 +636,7 @@ async fn feed_poll_catches_missed_pushes_without_flooding_history() {
     let hub = Hub::start().await;
     let yt = Youtube::start(KEY).await;
     let storage = storage::connect("sqlite::memory:").await.unwrap();
-    let mut observer = Observer::start(&["youtube", "youtube.#"]).await;
+    let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let cfg = YoutubeConfig {
         poll_interval_seconds: 1,
         ..config(&hub, &yt)

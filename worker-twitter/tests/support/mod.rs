@@ -1,15 +1,17 @@
 //! Test doubles: an X API v2 server (`GET /2/users/:id/tweets` with bearer auth,
-//! `since_id`, pagination, rate-limit headers, 429) and an observer queue on the real
-//! RabbitMQ exchange.
+//! `since_id`, pagination, rate-limit headers, 429), plus the shared fake coordinator and
+//! observer queue on the real RabbitMQ exchange from `stargazer-testkit`.
 
-#![allow(dead_code)]
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code, unused_imports)]
 
-pub mod coordinator;
+pub use stargazer_testkit::coordinator;
+pub use stargazer_testkit::observer::{Observer, ObserverOptions};
+pub use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,16 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
-use stargazer_core::model::Event;
 use uuid::Uuid;
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const MONGO_URL: &str = "mongodb://127.0.0.1:27017";
 pub const TOKEN: &str = "test-bearer-token";
 
 pub fn unique() -> String {
@@ -351,134 +346,8 @@ impl XServer {
 
 // ---------------------------------------------------------------- bus observer
 
-/// An exclusive, auto-deleted queue on the real exchange, bound to `patterns`.
-pub struct Observer {
-    _connection: Connection,
-    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Event)>,
-    pub seen: Vec<(String, Event)>,
-}
-
-impl Observer {
-    pub async fn start(patterns: &[&str]) -> Self {
-        let properties = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio);
-        let connection = Connection::connect(AMQP_URL, properties).await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .exchange_declare(
-                "stargazer",
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let queue = format!("test.worker-twitter.{}", unique());
-        channel
-            .queue_declare(
-                &queue,
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        for pattern in patterns {
-            channel
-                .queue_bind(
-                    &queue,
-                    "stargazer",
-                    pattern,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
-        }
-        let mut consumer = channel
-            .basic_consume(
-                &queue,
-                "observer",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                assert_eq!(delivery.properties.delivery_mode(), &Some(2));
-                let event = Event::from_bytes(&delivery.data).expect("event JSON");
-                let key = delivery.routing_key.as_str().to_owned();
-                delivery.ack(BasicAckOptions::default()).await.unwrap();
-                if tx.send((key, event)).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            _connection: connection,
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    pub fn of(&mut self, entity: Uuid) -> Vec<(String, Event)> {
-        while let Ok(item) = self.rx.try_recv() {
-            self.seen.push(item);
-        }
-        self.seen
-            .iter()
-            .filter(|(_, e)| e.entity == entity)
-            .cloned()
-            .collect()
-    }
-
-    pub async fn wait_for(
-        &mut self,
-        entity: Uuid,
-        n: usize,
-        timeout: Duration,
-    ) -> Vec<(String, Event)> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let events = self.of(entity);
-            if events.len() >= n {
-                return events;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                panic!(
-                    "expected {n} events for {entity}, got {}: {events:#?}",
-                    events.len()
-                );
-            }
-            if let Ok(Some(item)) = tokio::time::timeout(left, self.rx.recv()).await {
-                self.seen.push(item);
-            }
-        }
-    }
-
-    pub async fn settle(&mut self, entity: Uuid, quiet: Duration) -> Vec<(String, Event)> {
-        tokio::time::sleep(quiet).await;
-        self.of(entity)
-    }
-}
-
-/// Polls `check` until it holds (panics after `timeout`).
-pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How this crate's tests observe the real exchange (`Observer::start(OBSERVER, patterns)`).
+pub const OBSERVER: ObserverOptions<'static> = ObserverOptions {
+    queue_prefix: "test.worker-twitter",
+    require_json: false,
+};

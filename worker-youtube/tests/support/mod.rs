@@ -1,10 +1,14 @@
 //! Test doubles that speak the real protocols: a WebSub hub (subscribe → 202 → verification
 //! GET against the callback → signed deliveries), a YouTube server (Data API `videos.list`
-//! and the public channel feed), and an observer queue on the real RabbitMQ exchange.
+//! and the public channel feed), plus the shared fake coordinator and observer queue on the
+//! real RabbitMQ exchange from `stargazer-testkit`.
 
-#![allow(dead_code)]
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code, unused_imports)]
 
-pub mod coordinator;
+pub use stargazer_testkit::coordinator;
+pub use stargazer_testkit::observer::{Observer, ObserverOptions};
+pub use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,17 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
-use stargazer_core::model::Event;
 use stargazer_worker_youtube::signature::sign_sha1;
 use uuid::Uuid;
-
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const MONGO_URL: &str = "mongodb://127.0.0.1:27017";
 
 pub fn unique() -> String {
     Uuid::new_v4().simple().to_string()[..12].to_owned()
@@ -483,151 +479,8 @@ pub fn feed_xml(channel: &str, entries: &[(&str, &str)]) -> String {
 
 // ---------------------------------------------------------------- bus observer
 
-/// An exclusive, auto-deleted queue on the real exchange, bound to `patterns`.
-pub struct Observer {
-    _connection: Connection,
-    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Event)>,
-    pub seen: Vec<(String, Event)>,
-}
-
-impl Observer {
-    pub async fn start(patterns: &[&str]) -> Self {
-        let properties = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio);
-        let connection = Connection::connect(AMQP_URL, properties).await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        // The exchange may not exist yet if no bus connected before.
-        channel
-            .exchange_declare(
-                "stargazer",
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let queue = format!("test.worker-youtube.{}", unique());
-        channel
-            .queue_declare(
-                &queue,
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        for pattern in patterns {
-            channel
-                .queue_bind(
-                    &queue,
-                    "stargazer",
-                    pattern,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
-        }
-        let mut consumer = channel
-            .basic_consume(
-                &queue,
-                "observer",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let props = &delivery.properties;
-                assert_eq!(
-                    props.delivery_mode(),
-                    &Some(2),
-                    "messages must be persistent"
-                );
-                assert_eq!(
-                    props.content_type().as_ref().map(|s| s.as_str()),
-                    Some("application/json")
-                );
-                let event = Event::from_bytes(&delivery.data).expect("event JSON");
-                let key = delivery.routing_key.as_str().to_owned();
-                delivery.ack(BasicAckOptions::default()).await.unwrap();
-                if tx.send((key, event)).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            _connection: connection,
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(item) = self.rx.try_recv() {
-            self.seen.push(item);
-        }
-    }
-
-    /// Events of `entity` seen so far.
-    pub fn of(&mut self, entity: Uuid) -> Vec<(String, Event)> {
-        self.drain();
-        self.seen
-            .iter()
-            .filter(|(_, e)| e.entity == entity)
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `entity` has at least `n` events (panics after `timeout`).
-    pub async fn wait_for(
-        &mut self,
-        entity: Uuid,
-        n: usize,
-        timeout: Duration,
-    ) -> Vec<(String, Event)> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let events = self.of(entity);
-            if events.len() >= n {
-                return events;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                panic!(
-                    "expected {n} events for {entity}, got {}: {events:#?}",
-                    events.len()
-                );
-            }
-            if let Ok(Some(item)) = tokio::time::timeout(left, self.rx.recv()).await {
-                self.seen.push(item);
-            }
-        }
-    }
-
-    /// Lets `quiet` pass and returns every event of `entity` (to prove nothing more came).
-    pub async fn settle(&mut self, entity: Uuid, quiet: Duration) -> Vec<(String, Event)> {
-        tokio::time::sleep(quiet).await;
-        self.of(entity)
-    }
-}
-
-/// Polls `check` until it holds (panics after `timeout`).
-pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How this crate's tests observe the real exchange (`Observer::start(OBSERVER, patterns)`).
+pub const OBSERVER: ObserverOptions<'static> = ObserverOptions {
+    queue_prefix: "test.worker-youtube",
+    require_json: true,
+};

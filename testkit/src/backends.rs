@@ -1,14 +1,12 @@
-//! Backends and helpers for the integration tests: the real RabbitMQ and the in-process
-//! bus, SQLite files and fresh MongoDB databases, a reader of ready messages, and cleanup
-//! of what a test left on the servers.
+//! Backends and helpers for the middleware integration tests: the real RabbitMQ and the
+//! in-process bus, SQLite files and fresh MongoDB databases, a reader of ready messages,
+//! and cleanup of what a test left on the servers.
 //!
 //! RabbitMQ is shared by every test run on the machine, and a middleware consumes every
 //! message matching its pattern: two tests' delay middlewares on one vhost would each fire
 //! the other's messages. So each RabbitMQ test gets a virtual host of its own (created with
 //! `rabbitmqctl`, deleted when the test ends); queues are still uniquely named and readers
 //! still filter by event id.
-
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,10 +38,12 @@ pub enum StoreKind {
     Mongo,
 }
 
+/// A fresh 32-hex-digit suffix for names that must not clash between tests or runs.
 pub fn unique() -> String {
     Uuid::new_v4().simple().to_string()
 }
 
+/// The RabbitMQ URL: `STARGAZER_TEST_AMQP_URL`, or guest on 127.0.0.1:5672, vhost `/`.
 pub fn amqp_url() -> String {
     std::env::var("STARGAZER_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
@@ -82,20 +82,27 @@ async fn create_vhost(vhost: &str) {
     .expect("vhost setup");
 }
 
+/// The MongoDB-wire server URL without a database: `STARGAZER_TEST_MONGO_URL`, or
+/// 127.0.0.1:27017.
 pub fn mongo_base() -> String {
     std::env::var("STARGAZER_TEST_MONGO_URL")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
 
+/// The wall clock in unix milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// Everything a test opened; cleans the servers up when dropped.
 pub struct Env {
+    /// Which bus `bus` is.
     pub bus_kind: BusKind,
+    /// The bus (on a virtual host of its own for RabbitMQ).
     pub bus: Arc<dyn Bus>,
+    /// The storage opened on `storage_url`.
     pub storage: Arc<dyn Storage>,
+    /// The storage URL, for reopening it as a restarted process would.
     pub storage_url: String,
     vhost: Option<String>,
     sqlite_file: Option<std::path::PathBuf>,
@@ -103,6 +110,8 @@ pub struct Env {
 }
 
 impl Env {
+    /// Opens the bus and storage a test asked for (and a tracing subscriber honouring
+    /// `RUST_LOG`, once per process).
     pub async fn new(bus_kind: BusKind, store: StoreKind) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -218,8 +227,11 @@ impl Drop for Env {
 /// One ready message.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The routing key it arrived with.
     pub routing_key: String,
+    /// The event it carried.
     pub event: Event,
+    /// When it was read, in unix milliseconds.
     pub at_ms: i64,
 }
 
@@ -295,7 +307,9 @@ pub fn event(kind: &str, control: serde_json::Value) -> Event {
     serde_json::from_value(value).expect("valid test event")
 }
 
-/// Runs a test body once per backend pair, as separate tests.
+/// Runs a test body once per backend pair, as separate tests: `matrix!(body)` where
+/// `body` is an `async fn(BusKind, StoreKind)` in scope, giving tests `body::memory_sqlite`,
+/// `body::memory_mongo`, `body::amqp_sqlite` and `body::amqp_mongo`.
 #[macro_export]
 macro_rules! matrix {
     ($name:ident) => {
@@ -304,28 +318,45 @@ macro_rules! matrix {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory_sqlite() {
-                $name(BusKind::Memory, StoreKind::Sqlite).await;
+                $name(
+                    $crate::backends::BusKind::Memory,
+                    $crate::backends::StoreKind::Sqlite,
+                )
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory_mongo() {
-                $name(BusKind::Memory, StoreKind::Mongo).await;
+                $name(
+                    $crate::backends::BusKind::Memory,
+                    $crate::backends::StoreKind::Mongo,
+                )
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn amqp_sqlite() {
-                $name(BusKind::Amqp, StoreKind::Sqlite).await;
+                $name(
+                    $crate::backends::BusKind::Amqp,
+                    $crate::backends::StoreKind::Sqlite,
+                )
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn amqp_mongo() {
-                $name(BusKind::Amqp, StoreKind::Mongo).await;
+                $name(
+                    $crate::backends::BusKind::Amqp,
+                    $crate::backends::StoreKind::Mongo,
+                )
+                .await;
             }
         }
     };
 }
 
-/// Runs a test body once per bus, as separate tests (storage: SQLite).
+/// Runs a test body once per bus, as separate tests (storage: SQLite): `bus_matrix!(body)`
+/// gives tests `body::memory` and `body::amqp`.
 #[macro_export]
 macro_rules! bus_matrix {
     ($name:ident) => {
@@ -334,12 +365,20 @@ macro_rules! bus_matrix {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory() {
-                $name(BusKind::Memory, StoreKind::Sqlite).await;
+                $name(
+                    $crate::backends::BusKind::Memory,
+                    $crate::backends::StoreKind::Sqlite,
+                )
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn amqp() {
-                $name(BusKind::Amqp, StoreKind::Sqlite).await;
+                $name(
+                    $crate::backends::BusKind::Amqp,
+                    $crate::backends::StoreKind::Sqlite,
+                )
+                .await;
             }
         }
     };

@@ -12,7 +12,9 @@ use axum::Router;
 use stargazer_core::protocol::{CoordinatorMessage, WorkerMessage};
 use tokio::sync::mpsc;
 
+/// The worker user name the coordinator accepts.
 pub const USER: &str = "worker";
+/// The worker password the coordinator accepts.
 pub const PASSWORD: &str = "secret";
 /// `Basic base64("worker:secret")`.
 const EXPECTED_AUTH: &str = "Basic d29ya2VyOnNlY3JldA==";
@@ -23,7 +25,9 @@ struct CoordState {
     outbox: Arc<Mutex<Option<mpsc::UnboundedReceiver<CoordinatorMessage>>>>,
 }
 
+/// A coordinator on 127.0.0.1 serving one worker session at a time.
 pub struct FakeCoordinator {
+    /// The `ws://` base URL to give the worker.
     pub url: String,
     received: Arc<Mutex<Vec<WorkerMessage>>>,
     tx: mpsc::UnboundedSender<CoordinatorMessage>,
@@ -67,6 +71,7 @@ async fn session(mut socket: WebSocket, state: CoordState) {
 }
 
 impl FakeCoordinator {
+    /// Starts serving on a free port.
     pub async fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -87,14 +92,17 @@ impl FakeCoordinator {
         }
     }
 
+    /// Queues `message` for the worker's session.
     pub fn send(&self, message: CoordinatorMessage) {
         self.tx.send(message).unwrap();
     }
 
+    /// Every frame the worker sent so far.
     pub fn received(&self) -> Vec<WorkerMessage> {
         self.received.lock().unwrap().clone()
     }
 
+    /// Whether the worker acknowledged `seq` with no failures.
     pub fn acked(&self, seq: u64) -> bool {
         self.received()
             .iter()
