@@ -17,6 +17,7 @@
 pub mod batcher;
 pub mod cache;
 pub mod deepl;
+pub mod passthrough;
 pub mod translator;
 
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ use stargazer_core::CancellationToken;
 use tokio::sync::mpsc;
 
 pub use batcher::TranslateMetrics;
+pub use passthrough::run_untranslated;
 pub use translator::{Translator, TRANSLATE_ERROR, TRANSLATE_FIELDS, TRANSLATE_TO};
 
 use crate::batcher::{Batcher, Policy};

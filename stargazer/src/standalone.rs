@@ -2,9 +2,10 @@
 //!
 //! By default on embedded backends (SQLite file + in-process bus), so a newcomer needs no
 //! servers; `--amqp`/`--mongo` run the same set on the production backends. Services whose
-//! external account is not configured (DeepL key, Data API key, X bearer token, Telegram
-//! token) are reported as disabled in the start-up summary instead of failing the whole
-//! process. Internal service accounts (workers → coordinator, bot → api) are created fresh
+//! external account is not configured (Data API key, X bearer token, Telegram token) are
+//! reported as disabled in the start-up summary instead of failing the whole process;
+//! without a DeepL key the translate stage passes events on untranslated (with
+//! `x-translate-error`) so they still reach the chats. Internal service accounts (workers → coordinator, bot → api) are created fresh
 //! at every start with random passwords that never leave the process.
 
 use std::net::SocketAddr;
@@ -156,22 +157,34 @@ pub async fn run(
             status: "running".to_owned(),
         });
     }
-    if let Err(why) = settings.translate.validate() {
-        summary.push(disabled("middleware-translate", why));
-    } else {
+    {
         let (config, storage, bus, token) = (
             settings.translate.clone(),
             storage.clone(),
             bus.clone(),
             services.clone(),
         );
+        let status = match config.validate() {
+            Ok(()) => format!("DeepL at {}", config.deepl_base_url),
+            Err(why) => format!("pass-through, events go on untranslated: {why}"),
+        };
         tasks.spawn(async move {
-            let result = stargazer_middleware_translate::run(config, storage, bus, token).await;
+            let registry = prometheus::Registry::new();
+            let result = match config.validate() {
+                Ok(()) => stargazer_middleware_translate::run(config, storage, bus, token).await,
+                Err(why) => {
+                    let reason = format!("translation disabled: {why}");
+                    stargazer_middleware_translate::run_untranslated(
+                        config, bus, &registry, &reason, token,
+                    )
+                    .await
+                }
+            };
             ("middleware-translate", result.map_err(Into::into))
         });
         summary.push(Line {
             service: "middleware-translate",
-            status: format!("DeepL at {}", settings.translate.deepl_base_url),
+            status,
         });
     }
     let live_check = live_check_config(&settings);
