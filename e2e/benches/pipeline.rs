@@ -24,7 +24,8 @@
 //! Environment: `BENCH_EVENTS` (100000), `BENCH_WARMUP` (2000), `BENCH_WINDOW` (publish
 //! confirms in flight, 256), `BENCH_PREFETCH` (256), `BENCH_CONCURRENCY` (middleware
 //! events in flight, 128), `BENCH_RATE` (events/s of the latency runs),
-//! `BENCH_LATENCY_EVENTS` (8 s worth), `BENCH_STARGAZER_BIN` (default
+//! `BENCH_LATENCY_EVENTS` (8 s worth), `BENCH_ROUNDS` (throughput rounds, alternating
+//! the raw and Stargazer chains; the median is reported; 3), `BENCH_STARGAZER_BIN` (default
 //! `target/release/stargazer`), `BENCH_SKIP_ROLES=1` to skip the per-role memory part.
 
 use std::path::PathBuf;
@@ -33,7 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use lapin::options::{
@@ -55,6 +55,7 @@ use stargazer_e2e::servers::deepl::Deepl;
 use stargazer_e2e::servers::telegram::TelegramServer;
 use stargazer_middleware_translate::TranslateConfig;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 // ------------------------------------------------------------------ settings
 
@@ -64,6 +65,7 @@ struct Settings {
     window: usize,
     prefetch: u16,
     concurrency: usize,
+    rounds: usize,
     binary: PathBuf,
     skip_roles: bool,
 }
@@ -87,6 +89,7 @@ impl Settings {
             window: env_or("BENCH_WINDOW", 256),
             prefetch: env_or("BENCH_PREFETCH", 256),
             concurrency: env_or("BENCH_CONCURRENCY", 128),
+            rounds: env_or("BENCH_ROUNDS", 3usize).max(1),
             binary: std::env::var("BENCH_STARGAZER_BIN").map(PathBuf::from).unwrap_or(default_binary),
             skip_roles: std::env::var("BENCH_SKIP_ROLES").is_ok_and(|v| v == "1"),
         }
@@ -467,19 +470,21 @@ async fn raw_lapin_chain(url: &str, settings: &Settings, load: Load) -> Outcome 
 /// Publishes like a worker: through the bus, `window` publishes awaiting confirms.
 async fn bus_publish(bus: &Arc<dyn Bus>, run: &str, load: Load) {
     let entity = uuid::Uuid::new_v4();
-    let mut in_flight: FuturesUnordered<BoxFuture<'static, stargazer_core::bus::Result<()>>> = FuturesUnordered::new();
+    // Spawned, so each publish goes out at once and only its confirm is awaited later, as
+    // with lapin's `basic_publish` + `PublisherConfirm`.
+    let mut in_flight: FuturesUnordered<JoinHandle<stargazer_core::bus::Result<()>>> = FuturesUnordered::new();
     let started = Instant::now();
     for n in 0..load.count {
         load.pace(n, started).await;
         if in_flight.len() >= load.window {
-            in_flight.next().await.expect("in flight").expect("publish confirmed");
+            in_flight.next().await.expect("in flight").expect("publish task").expect("publish confirmed");
         }
         let bus = bus.clone();
         let body = event_body(run, n, entity);
-        in_flight.push(Box::pin(async move { bus.publish("twitter.translate", &body).await }));
+        in_flight.push(tokio::spawn(async move { bus.publish("twitter.translate", &body).await }));
     }
     while let Some(result) = in_flight.next().await {
-        result.expect("publish confirmed");
+        result.expect("publish task").expect("publish confirmed");
     }
 }
 
@@ -833,6 +838,13 @@ fn row(path: &str, outcome: &Outcome) {
     }
 }
 
+/// The round with the median throughput.
+fn median(mut rounds: Vec<Outcome>) -> Outcome {
+    rounds.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let middle = rounds.len() / 2;
+    rounds.swap_remove(middle)
+}
+
 fn main() {
     let settings = Settings::from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -916,20 +928,29 @@ async fn bench(settings: Settings) {
         vhost.name, deepl.base
     );
 
-    // ---- throughput: publish as fast as confirms allow.
-    header("throughput (flood; latency includes the backlog)");
+    // ---- throughput: publish as fast as confirms allow; raw and Stargazer alternate.
+    header(&format!(
+        "throughput (flood, median of {} rounds; latency incl. backlog)",
+        settings.rounds
+    ));
     let flood = Load::flood(n, settings.window);
     let warmup = Load::flood(settings.warmup, settings.window);
-    if settings.warmup > 0 {
-        raw_lapin_chain(&amqp, &settings, warmup).await;
-    }
-    let raw = raw_lapin_chain(&amqp, &settings, flood).await;
-    row("rabbitmq raw lapin: publish → rewrite → consume", &raw);
     let chain = AmqpChain::connect(&amqp).await;
     if settings.warmup > 0 {
+        raw_lapin_chain(&amqp, &settings, warmup).await;
         chain.run(&storage, &settings, &deepl, warmup).await;
     }
-    let sg = chain.run(&storage, &settings, &deepl, flood).await;
+    let (mut raw_rounds, mut sg_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..settings.rounds {
+        raw_rounds.push(raw_lapin_chain(&amqp, &settings, flood).await);
+        sg_rounds.push(chain.run(&storage, &settings, &deepl, flood).await);
+    }
+    let spread = |rounds: &[Outcome]| {
+        rounds.iter().map(|o| format!("{:.0}", o.rate())).collect::<Vec<_>>().join(", ")
+    };
+    let (raw_spread, sg_spread) = (spread(&raw_rounds), spread(&sg_rounds));
+    let (raw, sg) = (median(raw_rounds), median(sg_rounds));
+    row("rabbitmq raw lapin: publish → rewrite → consume", &raw);
     row("rabbitmq stargazer: worker → translate → bot", &sg);
 
     // The same with middleware-translate as its own `stargazer` process.
@@ -960,9 +981,13 @@ async fn bench(settings: Settings) {
         row("rabbitmq stargazer, translate in its own process (¹)", &outcome);
         let _ = std::fs::remove_file(&role.log);
     }
-    let raw_memory = raw_channel_chain(&settings, flood).await;
+    let (mut raw_memory_rounds, mut memory_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..settings.rounds {
+        raw_memory_rounds.push(raw_channel_chain(&settings, flood).await);
+        memory_rounds.push(memory_chain(&storage, &settings, &deepl, flood).await);
+    }
+    let (raw_memory, memory) = (median(raw_memory_rounds), median(memory_rounds));
     row("in-process raw tokio channels: same two hops", &raw_memory);
-    let memory = memory_chain(&storage, &settings, &deepl, flood).await;
     row("in-process bus stargazer: worker → translate → bot", &memory);
 
     // ---- latency: a steady load every path can carry.
@@ -989,14 +1014,15 @@ async fn bench(settings: Settings) {
         sg.rate() / raw.rate(),
         memory.rate() / raw_memory.rate()
     );
+    println!("rabbitmq rounds, events/s: raw lapin [{raw_spread}], stargazer [{sg_spread}]");
     println!(
         "DeepL: {} calls for {} texts (batched by middleware-translate; the raw chains make no HTTP call)",
         deepl.calls(),
         deepl.texts()
     );
     println!(
-        "peak MB: VmRSS of this bench process (publisher, middleware and consumer all in it); it only grows, \
-         so later rows include what earlier rows left allocated."
+        "peak MB: highest VmRSS of this bench process (publisher, middleware and consumer all in it) during \
+         the row's run, sampled every 50 ms; it includes what the allocator kept from earlier rows."
     );
     if let Some(idle) = translate_idle {
         println!(

@@ -65,7 +65,7 @@ impl Running {
     }
 
     async fn wait_pending(&self, want: i64) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
         while self.pending() != want {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -133,7 +133,7 @@ async fn holds_until_due_and_strips_control_fields(bus_kind: BusKind, store: Sto
     let mut ready = env.ready().await;
     let running = Running::start(&queue, env.storage.clone(), env.bus.clone());
 
-    let at = now_ms() + 700;
+    let at = now_ms() + 3000;
     let held = event(
         "youtube.reminder",
         json!({"x-delay-at": at, "x-translate-to": ["en"]}),
@@ -178,32 +178,34 @@ async fn replace_and_cancel_by_id(bus_kind: BusKind, store: StoreKind) {
     let mut ready = env.ready().await;
     let running = Running::start(&queue, env.storage.clone(), env.bus.clone());
 
+    // Due times leave seconds of slack: every message below must be stored before the
+    // first one falls due, even on a slow machine with the MongoDB-wire test server.
     let key = format!("stream-{}", Uuid::new_v4());
     let first = event(
         "youtube.reminder",
-        json!({"x-delay-at": now_ms() + 600, "x-delay-id": key}),
+        json!({"x-delay-at": now_ms() + 4100, "x-delay-id": key}),
     );
     let second = event(
         "youtube.reminder",
-        json!({"x-delay-at": now_ms() + 900, "x-delay-id": key}),
+        json!({"x-delay-at": now_ms() + 4400, "x-delay-id": key}),
     );
     let doomed_key = format!("stream-{}", Uuid::new_v4());
     let doomed = event(
         "youtube.reminder",
-        json!({"x-delay-at": now_ms() + 600, "x-delay-id": doomed_key}),
+        json!({"x-delay-at": now_ms() + 4100, "x-delay-id": doomed_key}),
     );
     let cancel = event(
         "youtube.reminder",
         json!({"x-delay-id": doomed_key, "x-delay-cancel": true}),
     );
     // Replaced by its own event id (the default delay id) with a later time.
-    let by_event_id = event("youtube.reminder", json!({"x-delay-at": now_ms() + 500}));
+    let by_event_id = event("youtube.reminder", json!({"x-delay-at": now_ms() + 4000}));
     let mut moved = by_event_id.clone();
     moved
         .control
-        .insert("x-delay-at".into(), json!(now_ms() + 1000));
+        .insert("x-delay-at".into(), json!(now_ms() + 4500));
     moved.fields.insert("version".into(), json!(2));
-    let sentinel = event("youtube.reminder", json!({"x-delay-at": now_ms() + 1300}));
+    let sentinel = event("youtube.reminder", json!({"x-delay-at": now_ms() + 4800}));
     for e in [
         &first,
         &second,
@@ -354,7 +356,7 @@ async fn overdue_after_restart_fire_at_once(bus_kind: BusKind, store: StoreKind)
         .await
         .unwrap();
     let running = Running::start(&queue, env.storage.clone(), env.bus.clone());
-    let at = now_ms() + 1500;
+    let at = now_ms() + 3000;
     let e = event(
         "youtube.live",
         json!({"x-delay-at": at, "x-live-check-video": "abc"}),
@@ -363,7 +365,7 @@ async fn overdue_after_restart_fire_at_once(bus_kind: BusKind, store: StoreKind)
     running.wait_pending(1).await;
     running.stop().await;
     // Down past the due time.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let restarted_at = now_ms();
     let running = Running::start(&queue, env.reopen_storage().await, env.bus.clone());
     let (key, fired) = loop {
