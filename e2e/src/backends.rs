@@ -79,7 +79,15 @@ impl TestVhost {
         let name = format!("sg-e2e-{}", crate::unique());
         rabbitmqctl(&["add_vhost", &name])?;
         let vhost = Self { name };
-        rabbitmqctl(&["set_permissions", "-p", &vhost.name, "guest", ".*", ".*", ".*"])?;
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &vhost.name,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ])?;
         Ok(vhost)
     }
 
@@ -102,16 +110,34 @@ impl TestVhost {
 /// `rabbitmqctl close_all_connections` for virtual host `vhost` only: every client in it
 /// loses its connection at once, as when the broker restarts. Blocks.
 pub fn close_all_connections(vhost: &str, explanation: &str) -> Result<()> {
-    rabbitmqctl(&["close_all_connections", "-p", vhost, "--limit", "10000", explanation]).map(|_| ())
+    rabbitmqctl(&[
+        "close_all_connections",
+        "-p",
+        vhost,
+        "--limit",
+        "10000",
+        explanation,
+    ])
+    .map(|_| ())
 }
 
 /// Messages waiting in `queue` of `vhost` (ready plus unacknowledged); `None` if there
 /// is no such queue. Blocks.
 pub fn queue_depth(vhost: &str, queue: &str) -> Result<Option<u64>> {
-    let listing = rabbitmqctl(&["list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "messages"])?;
+    let listing = rabbitmqctl(&[
+        "list_queues",
+        "-p",
+        vhost,
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages",
+    ])?;
     Ok(listing.lines().find_map(|line| {
         let mut cols = line.split_whitespace();
-        (cols.next() == Some(queue)).then(|| cols.next().and_then(|n| n.parse().ok())).flatten()
+        (cols.next() == Some(queue))
+            .then(|| cols.next().and_then(|n| n.parse().ok()))
+            .flatten()
     }))
 }
 
@@ -160,8 +186,14 @@ impl Drop for TestDatabase {
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async move {
-                let client = mongodb::Client::with_uri_str(MONGO_SERVER).await.map_err(|e| e.to_string())?;
-                client.database(&name).drop().await.map_err(|e| e.to_string())
+                let client = mongodb::Client::with_uri_str(MONGO_SERVER)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client
+                    .database(&name)
+                    .drop()
+                    .await
+                    .map_err(|e| e.to_string())
             })
         })
         .join();
@@ -201,8 +233,12 @@ impl Source {
     /// The storage for a service.
     pub async fn storage(&self) -> Result<Arc<dyn Storage>> {
         match self {
-            Source::Shared { storage, .. } | Source::SharedStorage { storage, .. } => Ok(storage.clone()),
-            Source::Connect { storage_url, .. } => Ok(stargazer_core::storage::connect(storage_url).await?),
+            Source::Shared { storage, .. } | Source::SharedStorage { storage, .. } => {
+                Ok(storage.clone())
+            }
+            Source::Connect { storage_url, .. } => {
+                Ok(stargazer_core::storage::connect(storage_url).await?)
+            }
         }
     }
 

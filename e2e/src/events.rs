@@ -58,13 +58,18 @@ pub fn numbered(kind: &str, entity: Uuid, n: u64, run: &str) -> Event {
 pub fn tweet(entity: Uuid, n: u64, run: &str, translate_to: Option<&str>) -> (String, Event) {
     let mut event = numbered("twitter.tweet", entity, n, run);
     event.fields.remove("title");
-    event.fields.insert("text".into(), json!(format!("ポスト {}", marker(n))));
     event
         .fields
-        .insert("link".into(), json!(format!("https://x.com/account/status/{n}")));
+        .insert("text".into(), json!(format!("ポスト {}", marker(n))));
+    event.fields.insert(
+        "link".into(),
+        json!(format!("https://x.com/account/status/{n}")),
+    );
     match translate_to {
         Some(lang) => {
-            event.control.insert("x-translate-fields".into(), json!(["/fields/text"]));
+            event
+                .control
+                .insert("x-translate-fields".into(), json!(["/fields/text"]));
             event.control.insert("x-translate-to".into(), json!([lang]));
             ("twitter.translate".to_owned(), event)
         }
@@ -73,7 +78,11 @@ pub fn tweet(entity: Uuid, n: u64, run: &str, translate_to: Option<&str>) -> (St
 }
 
 /// Publishes `messages` with up to `window` publishes awaiting their confirms at once.
-pub async fn publish_all(bus: &Arc<dyn Bus>, messages: Vec<(String, Event)>, window: usize) -> crate::Result<()> {
+pub async fn publish_all(
+    bus: &Arc<dyn Bus>,
+    messages: Vec<(String, Event)>,
+    window: usize,
+) -> crate::Result<()> {
     publish_counting(bus, messages, window, &AtomicU64::new(0)).await
 }
 
@@ -111,7 +120,11 @@ pub fn tally(sent: &[Sent]) -> BTreeMap<(u64, i64), usize> {
 
 /// Checks that each of `events` reached each of `chats` exactly once; the error lists
 /// the first problems.
-pub fn exactly_once(sent: &[Sent], events: std::ops::Range<u64>, chats: &[i64]) -> Result<(), String> {
+pub fn exactly_once(
+    sent: &[Sent],
+    events: std::ops::Range<u64>,
+    chats: &[i64],
+) -> Result<(), String> {
     let counts = tally(sent);
     let mut problems = Vec::new();
     for n in events.clone() {
@@ -127,7 +140,9 @@ pub fn exactly_once(sent: &[Sent], events: std::ops::Range<u64>, chats: &[i64]) 
         .filter(|(n, chat)| !events.contains(n) || !chats.contains(chat))
         .count();
     if strays > 0 {
-        problems.push(format!("{strays} (event, chat) pairs that were never published"));
+        problems.push(format!(
+            "{strays} (event, chat) pairs that were never published"
+        ));
     }
     if problems.is_empty() {
         Ok(())
@@ -144,7 +159,13 @@ mod tests {
 
     #[test]
     fn markers_round_trip_through_text() {
-        assert_eq!(marker_in(&format!("🐦 X posted\n[EN-US] ポスト {} Original: …", marker(42))), Some(42));
+        assert_eq!(
+            marker_in(&format!(
+                "🐦 X posted\n[EN-US] ポスト {} Original: …",
+                marker(42)
+            )),
+            Some(42)
+        );
         assert_eq!(marker_in("no # marker #x# here"), None);
         assert_eq!(marker_in("#7##8#"), Some(7));
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stargazer_api::client::ApiClient;
-use stargazer_api::types::{AddUser, Entity, NewEntity, TaskParams, UpdateSubscription};
+use stargazer_api::types::{AddUser, Entity, ErrorCode, NewEntity, TaskParams, UpdateSubscription};
 use stargazer_api::ApiConfig;
 use stargazer_bot_telegram::BotConfig;
 use stargazer_coordinator::CoordinatorConfig;
@@ -94,7 +94,11 @@ impl Externals {
             youtube: Youtube::start(&format!("AIza-e2e-{id}")).await?,
             x: XServer::start(&format!("AAAA-e2e-{id}")).await?,
             deepl: Deepl::start(&format!("{id}:fx")).await?,
-            telegram: TelegramServer::start(&format!("{}:AAE2E{id}", crate::servers::telegram::BOT_ID)).await?,
+            telegram: TelegramServer::start(&format!(
+                "{}:AAE2E{id}",
+                crate::servers::telegram::BOT_ID
+            ))
+            .await?,
         })
     }
 }
@@ -245,10 +249,12 @@ async fn add_credential(
     permissions: Permissions,
 ) -> Result<()> {
     let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || stargazer_core::auth::hash_password(&password, ITERATIONS))
-        .await
-        .map_err(|e| service_error("credentials", e))?
-        .map_err(|e| service_error("credentials", e))?;
+    let hash = tokio::task::spawn_blocking(move || {
+        stargazer_core::auth::hash_password(&password, ITERATIONS)
+    })
+    .await
+    .map_err(|e| service_error("credentials", e))?
+    .map_err(|e| service_error("credentials", e))?;
     storage
         .insert_credential(&Credential {
             username: username.to_owned(),
@@ -353,7 +359,11 @@ impl Platform {
     pub fn queue_specs(&self) -> Vec<QueueSpec> {
         let c = &self.configs;
         vec![
-            QueueSpec::new(c.delay.queue.clone(), routing::middleware_pattern("delay"), c.delay.prefetch),
+            QueueSpec::new(
+                c.delay.queue.clone(),
+                routing::middleware_pattern("delay"),
+                c.delay.prefetch,
+            ),
             QueueSpec::new(
                 c.translate.queue.clone(),
                 routing::middleware_pattern("translate"),
@@ -364,7 +374,11 @@ impl Platform {
                 routing::middleware_pattern("live_check"),
                 c.live_check.prefetch,
             ),
-            QueueSpec::new(c.telegram.queue.clone(), routing::READY_PATTERN, c.telegram.prefetch),
+            QueueSpec::new(
+                c.telegram.queue.clone(),
+                routing::READY_PATTERN,
+                c.telegram.prefetch,
+            ),
         ]
     }
 
@@ -419,9 +433,12 @@ impl Platform {
         self.insert(Process::start("api", move |token| async move {
             let storage = source.storage().await.map_err(text)?;
             let listener = into_tokio(listener).map_err(text)?;
-            stargazer_api::run(config, listener, storage, token).await.map_err(text)
+            stargazer_api::run(config, listener, storage, token)
+                .await
+                .map_err(text)
         })?);
-        self.wait_healthy("api", &format!("{}/healthz", self.api_url)).await
+        self.wait_healthy("api", &format!("{}/healthz", self.api_url))
+            .await
     }
 
     /// Starts the coordinator on its fixed address and waits for `/healthz`.
@@ -433,10 +450,15 @@ impl Platform {
         self.insert(Process::start("coordinator", move |token| async move {
             let storage = source.storage().await.map_err(text)?;
             let listener = into_tokio(listener).map_err(text)?;
-            stargazer_coordinator::run(config, listener, storage, token).await.map_err(text)
+            stargazer_coordinator::run(config, listener, storage, token)
+                .await
+                .map_err(text)
         })?);
-        self.wait_healthy("coordinator", &format!("http://{}/healthz", self.coordinator_addr))
-            .await
+        self.wait_healthy(
+            "coordinator",
+            &format!("http://{}/healthz", self.coordinator_addr),
+        )
+        .await
     }
 
     fn worker_runtime(&self, id: &str, kind: TaskKind) -> WorkerRuntimeConfig {
@@ -523,14 +545,23 @@ impl Platform {
     pub async fn start_delay(&self) -> Result<()> {
         let config = self.configs.delay.clone();
         self.bus
-            .declare(&QueueSpec::new(config.queue.clone(), routing::middleware_pattern("delay"), config.prefetch))
+            .declare(&QueueSpec::new(
+                config.queue.clone(),
+                routing::middleware_pattern("delay"),
+                config.prefetch,
+            ))
             .await?;
         let source = self.source.clone();
-        self.insert(Process::start("middleware-delay", move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let bus = source.bus("middleware-delay").await.map_err(text)?;
-            stargazer_middleware_delay::run(config, storage, bus, token).await.map_err(text)
-        })?);
+        self.insert(Process::start(
+            "middleware-delay",
+            move |token| async move {
+                let storage = source.storage().await.map_err(text)?;
+                let bus = source.bus("middleware-delay").await.map_err(text)?;
+                stargazer_middleware_delay::run(config, storage, bus, token)
+                    .await
+                    .map_err(text)
+            },
+        )?);
         Ok(())
     }
 
@@ -545,11 +576,16 @@ impl Platform {
             ))
             .await?;
         let source = self.source.clone();
-        self.insert(Process::start("middleware-translate", move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let bus = source.bus("middleware-translate").await.map_err(text)?;
-            stargazer_middleware_translate::run(config, storage, bus, token).await.map_err(text)
-        })?);
+        self.insert(Process::start(
+            "middleware-translate",
+            move |token| async move {
+                let storage = source.storage().await.map_err(text)?;
+                let bus = source.bus("middleware-translate").await.map_err(text)?;
+                stargazer_middleware_translate::run(config, storage, bus, token)
+                    .await
+                    .map_err(text)
+            },
+        )?);
         Ok(())
     }
 
@@ -564,11 +600,16 @@ impl Platform {
             ))
             .await?;
         let source = self.source.clone();
-        self.insert(Process::start("middleware-live-check", move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let bus = source.bus("middleware-live-check").await.map_err(text)?;
-            stargazer_middleware_live_check::run(config, storage, bus, token).await.map_err(text)
-        })?);
+        self.insert(Process::start(
+            "middleware-live-check",
+            move |token| async move {
+                let storage = source.storage().await.map_err(text)?;
+                let bus = source.bus("middleware-live-check").await.map_err(text)?;
+                stargazer_middleware_live_check::run(config, storage, bus, token)
+                    .await
+                    .map_err(text)
+            },
+        )?);
         Ok(())
     }
 
@@ -576,13 +617,19 @@ impl Platform {
     pub async fn start_bot(&self) -> Result<()> {
         let config = self.configs.telegram.clone();
         self.bus
-            .declare(&QueueSpec::new(config.queue.clone(), routing::READY_PATTERN, config.prefetch))
+            .declare(&QueueSpec::new(
+                config.queue.clone(),
+                routing::READY_PATTERN,
+                config.prefetch,
+            ))
             .await?;
         let source = self.source.clone();
         self.insert(Process::start("bot-telegram", move |token| async move {
             let storage = source.storage().await.map_err(text)?;
             let bus = source.bus("bot-telegram").await.map_err(text)?;
-            stargazer_bot_telegram::run(config, storage, bus, token).await.map_err(text)
+            stargazer_bot_telegram::run(config, storage, bus, token)
+                .await
+                .map_err(text)
         })?);
         Ok(())
     }
@@ -637,9 +684,10 @@ impl Platform {
     /// Stops every service gracefully (bot and workers first, api last), closes the
     /// test's bus handle, and reports the first service that failed or failed to stop.
     pub async fn shutdown(self) -> Result<()> {
-        let mut processes: Vec<Process> = std::mem::take(&mut *crate::servers::lock(&self.processes))
-            .into_values()
-            .collect();
+        let mut processes: Vec<Process> =
+            std::mem::take(&mut *crate::servers::lock(&self.processes))
+                .into_values()
+                .collect();
         let rank = |name: &str| match name {
             "bot-telegram" => 0,
             n if n.starts_with("worker-") => 1,
@@ -665,12 +713,18 @@ impl Platform {
     pub async fn coordinator_status(&self) -> Result<Value> {
         let response = self
             .http
-            .get(format!("http://{}/v1/status?tasks=true", self.coordinator_addr))
+            .get(format!(
+                "http://{}/v1/status?tasks=true",
+                self.coordinator_addr
+            ))
             .basic_auth(WORKER_USER, Some(WORKER_PASSWORD))
             .send()
             .await
             .map_err(|e| service_error("coordinator", e))?;
-        response.json().await.map_err(|e| service_error("coordinator", e))
+        response
+            .json()
+            .await
+            .map_err(|e| service_error("coordinator", e))
     }
 
     /// Creates an entity through the api RPC `newEntity`, as an admin.
@@ -681,8 +735,15 @@ impl Platform {
         translate_to: &[&str],
         tasks: Vec<TaskParams>,
     ) -> Result<Entity> {
-        let names: BTreeMap<String, String> = names.iter().map(|(l, n)| (l.to_string(), n.to_string())).collect();
-        let default_language = names.keys().next().cloned().unwrap_or_else(|| "en".to_owned());
+        let names: BTreeMap<String, String> = names
+            .iter()
+            .map(|(l, n)| (l.to_string(), n.to_string()))
+            .collect();
+        let default_language = names
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "en".to_owned());
         let request = NewEntity {
             id,
             names,
@@ -699,7 +760,7 @@ impl Platform {
     pub async fn subscribe_chat(&self, chat: i64, entity: Uuid) -> Result<()> {
         let user = match self.service.find_user("telegram", &chat.to_string()).await {
             Ok(user) => user,
-            Err(_) => {
+            Err(err) if err.code() == Some(ErrorCode::NotFound) => {
                 self.service
                     .add_user(&AddUser {
                         im: "telegram".into(),
@@ -709,6 +770,7 @@ impl Platform {
                     })
                     .await?
             }
+            Err(err) => return Err(err.into()),
         };
         self.service
             .update_subscription(&UpdateSubscription {
@@ -728,10 +790,13 @@ impl Platform {
         let tg = &self.ext.telegram;
         let timeout = Duration::from_secs(30);
         tg.send_text(chat, chat, "/start");
-        tg.wait_for(chat, timeout, |s| s.text.contains("Welcome to Stargazer")).await;
+        tg.wait_for(chat, timeout, |s| s.text.contains("Welcome to Stargazer"))
+            .await;
         tg.send_text(chat, chat, &format!("/subscribe {name}"));
         let keyboard = tg
-            .wait_for(chat, timeout, |s| s.text.contains(&format!("Which events of {name}")))
+            .wait_for(chat, timeout, |s| {
+                s.text.contains(&format!("Which events of {name}"))
+            })
             .await;
         let done = keyboard
             .buttons()
@@ -741,7 +806,9 @@ impl Platform {
             .unwrap_or_else(|| panic!("no Done button in {:?}", keyboard.buttons()));
         tg.press(chat, keyboard.message_id, chat, &done);
         tg.wait_message(chat, keyboard.message_id, timeout, |m| {
-            m["text"].as_str().is_some_and(|t| t.contains(&format!("Subscribed to {name}")))
+            m["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("Subscribed to {name}")))
         })
         .await;
         crate::wait::until("the button press is answered", timeout, || {

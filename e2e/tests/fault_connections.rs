@@ -32,7 +32,10 @@ use stargazer_e2e::platform::Platform;
 use stargazer_e2e::{unique, wait};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,11 +71,18 @@ async fn closing_every_broker_connection_mid_stream_loses_and_repeats_nothing() 
 
     // Mid-stream: the publisher is half-way and the bot is delivering.
     let tg = &platform.ext.telegram;
-    wait::until("half the events are published and delivery is under way", Duration::from_secs(120), || {
-        confirmed.load(Ordering::Relaxed) >= events / 2 && tg.sent_len() > 0
-    })
+    wait::until(
+        "half the events are published and delivery is under way",
+        Duration::from_secs(120),
+        || confirmed.load(Ordering::Relaxed) >= events / 2 && tg.sent_len() > 0,
+    )
     .await;
-    let vhost = platform.backends.vhost.as_ref().map(|v| v.name.clone()).unwrap();
+    let vhost = platform
+        .backends
+        .vhost
+        .as_ref()
+        .map(|v| v.name.clone())
+        .unwrap();
     tokio::task::spawn_blocking({
         let vhost = vhost.clone();
         move || backends::close_all_connections(&vhost, "test")
@@ -81,7 +91,10 @@ async fn closing_every_broker_connection_mid_stream_loses_and_repeats_nothing() 
     .unwrap()
     .unwrap();
     let sent_at_close = tg.sent_len();
-    assert!(sent_at_close < total, "the connections were closed mid-stream");
+    assert!(
+        sent_at_close < total,
+        "the connections were closed mid-stream"
+    );
 
     publisher.await.unwrap().unwrap();
     tg.wait_sent(total, Duration::from_secs(300)).await;
@@ -94,10 +107,11 @@ async fn closing_every_broker_connection_mid_stream_loses_and_repeats_nothing() 
         let translated = message.text.contains("[EN-US] ポスト");
         assert_eq!(translated, n % 2 == 1, "event {n}: {}", message.text);
     }
-    let dead = tokio::task::spawn_blocking(move || backends::queue_depth(&vhost, DEAD_LETTER_QUEUE))
-        .await
-        .unwrap()
-        .unwrap();
+    let dead =
+        tokio::task::spawn_blocking(move || backends::queue_depth(&vhost, DEAD_LETTER_QUEUE))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(dead.unwrap_or(0), 0, "nothing was dead-lettered");
 
     platform.shutdown().await.unwrap();

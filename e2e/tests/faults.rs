@@ -44,7 +44,9 @@ async fn a_killed_worker_s_channels_move_and_no_upload_is_lost() {
     }
     let tasks = channels
         .iter()
-        .map(|c| TaskParams::Youtube { channel_id: c.clone() })
+        .map(|c| TaskParams::Youtube {
+            channel_id: c.clone(),
+        })
         .collect();
     let entity = platform
         .new_entity(None, &[("en", "Shirakami Fubuki")], &[], tasks)
@@ -64,7 +66,10 @@ async fn a_killed_worker_s_channels_move_and_no_upload_is_lost() {
     })
     .await;
     let holder = |c: &String| ext.hub.subscriptions(&topic(c))[0].callback.clone();
-    let on_a = channels.iter().filter(|c| holder(c).starts_with(&url_a)).count();
+    let on_a = channels
+        .iter()
+        .filter(|c| holder(c).starts_with(&url_a))
+        .count();
     let (victim, victim_url, survivor, survivor_url) = if on_a * 2 >= channels.len() {
         ("a", url_a, "b", url_b)
     } else {
@@ -94,7 +99,9 @@ async fn a_killed_worker_s_channels_move_and_no_upload_is_lost() {
         assert_eq!(ext.hub.publish(&topic(channel), &push), 1);
     }
 
-    ext.telegram.wait_sent(channels.len() * chats.len(), T).await;
+    ext.telegram
+        .wait_sent(channels.len() * chats.len(), T)
+        .await;
     // Redeliveries, later polls and the new subscription must not repeat anything.
     tokio::time::sleep(Duration::from_secs(2)).await;
     exactly_once(&ext.telegram.sent(), 0..channels.len() as u64, &chats).unwrap();
@@ -118,8 +125,16 @@ async fn a_killed_worker_s_channels_move_and_no_upload_is_lost() {
             .and_then(|w| w["tasks"].as_u64())
             .unwrap_or(0)
     };
-    assert_eq!(held_by(&format!("worker-youtube-{survivor}")), channels.len() as u64, "{status:#}");
-    assert_eq!(held_by(&format!("worker-youtube-{victim}")), 0, "{status:#}");
+    assert_eq!(
+        held_by(&format!("worker-youtube-{survivor}")),
+        channels.len() as u64,
+        "{status:#}"
+    );
+    assert_eq!(
+        held_by(&format!("worker-youtube-{victim}")),
+        0,
+        "{status:#}"
+    );
     assert!(
         ext.hub
             .attempts()
@@ -149,27 +164,38 @@ async fn a_killed_delay_middleware_delivers_every_pending_message_after_restart(
     let reminder = |n: u64, due_ms: i64| {
         let mut event = numbered("youtube.reminder", entity.id, n, &run);
         event.control.insert("x-delay-at".into(), json!(due_ms));
-        event.control.insert("x-delay-id".into(), json!(format!("reminder:{run}-{n}")));
+        event
+            .control
+            .insert("x-delay-id".into(), json!(format!("reminder:{run}-{n}")));
         ("youtube.delay".to_owned(), event)
     };
 
     let due = Utc::now().timestamp_millis() + 6_000;
-    publish_all(&platform.bus, (0..PENDING).map(|n| reminder(n, due)).collect(), 64)
-        .await
-        .unwrap();
+    publish_all(
+        &platform.bus,
+        (0..PENDING).map(|n| reminder(n, due)).collect(),
+        64,
+    )
+    .await
+    .unwrap();
     wait::until_some("every message is stored as pending", T, || async {
         let stored = platform.storage.list_delayed(None, 100_000).await.ok()?;
         (stored.len() as u64 == PENDING).then_some(())
     })
     .await;
-    assert!(tally(&platform.ext.telegram.sent_to(chat)).is_empty(), "fired early");
+    assert!(
+        tally(&platform.ext.telegram.sent_to(chat)).is_empty(),
+        "fired early"
+    );
 
     platform.kill("middleware-delay").unwrap();
     // More arrive while it is down; they wait in its queue.
     let soon = Utc::now().timestamp_millis() + 500;
     publish_all(
         &platform.bus,
-        (PENDING..PENDING + WHILE_DOWN).map(|n| reminder(n, soon)).collect(),
+        (PENDING..PENDING + WHILE_DOWN)
+            .map(|n| reminder(n, soon))
+            .collect(),
         64,
     )
     .await
@@ -177,7 +203,10 @@ async fn a_killed_delay_middleware_delivers_every_pending_message_after_restart(
     // Everything falls due while it is down, and nothing is delivered.
     let wait_ms = (due - Utc::now().timestamp_millis()).max(0) as u64 + 1_000;
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-    assert!(tally(&platform.ext.telegram.sent_to(chat)).is_empty(), "fired while down");
+    assert!(
+        tally(&platform.ext.telegram.sent_to(chat)).is_empty(),
+        "fired while down"
+    );
 
     platform.start_delay().await.unwrap();
     platform
@@ -186,7 +215,12 @@ async fn a_killed_delay_middleware_delivers_every_pending_message_after_restart(
         .wait_sent((PENDING + WHILE_DOWN) as usize, T)
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    exactly_once(&platform.ext.telegram.sent(), 0..PENDING + WHILE_DOWN, &[chat]).unwrap();
+    exactly_once(
+        &platform.ext.telegram.sent(),
+        0..PENDING + WHILE_DOWN,
+        &[chat],
+    )
+    .unwrap();
     wait::until_some("nothing is left pending", T, || async {
         let stored = platform.storage.list_delayed(None, 10).await.ok()?;
         stored.is_empty().then_some(())
@@ -213,7 +247,12 @@ async fn the_bot_retries_while_the_api_restarts_and_finishes_the_fan_out() {
     let total = EVENTS as usize * chats.len();
     let run = unique();
     let messages = (0..EVENTS)
-        .map(|n| ("youtube".to_owned(), numbered("youtube.video", entity.id, n, &run)))
+        .map(|n| {
+            (
+                "youtube".to_owned(),
+                numbered("youtube.video", entity.id, n, &run),
+            )
+        })
         .collect();
     let bus = platform.bus.clone();
     let publisher = tokio::spawn(async move { publish_all(&bus, messages, 64).await });
@@ -223,7 +262,10 @@ async fn the_bot_retries_while_the_api_restarts_and_finishes_the_fan_out() {
     platform.stop("api").await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during_outage = tg.sent_len();
-    assert!(during_outage < total, "the fan-out cannot finish without the api");
+    assert!(
+        during_outage < total,
+        "the fan-out cannot finish without the api"
+    );
 
     platform.start_api().await.unwrap();
     publisher.await.unwrap().unwrap();

@@ -75,7 +75,9 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
 
     // 2. A chat subscribes through the bot.
     let chat = 42_4242;
-    platform.subscribe_through_bot(chat, "Hoshimachi Suisei").await;
+    platform
+        .subscribe_through_bot(chat, "Hoshimachi Suisei")
+        .await;
 
     // The YouTube worker holds a verified subscription; the X worker polled past its
     // first look at the timeline (which records history without announcing it).
@@ -83,7 +85,10 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
         !ext.hub.subscriptions(&topic(&channel)).is_empty()
     })
     .await;
-    wait::until("the X worker polled the timeline twice", T, || ext.x.requests() >= 2).await;
+    wait::until("the X worker polled the timeline twice", T, || {
+        ext.x.requests() >= 2
+    })
+    .await;
     // The coordinator gave one task to each worker, and both stay connected.
     let status = wait::until_some("each worker holds its task", T, || async {
         let status = platform.coordinator_status().await.ok()?;
@@ -93,7 +98,8 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
                 .and_then(|ws| ws.iter().find(|w| w["id"] == id))
                 .is_some_and(|w| w["connected"] == true && w["tasks"] == 1)
         };
-        (holds("worker-youtube-a") && holds("worker-twitter-a") && status["settled"] == true).then_some(status)
+        (holds("worker-youtube-a") && holds("worker-twitter-a") && status["settled"] == true)
+            .then_some(status)
     })
     .await;
     assert_eq!(status["unassigned_count"], 0, "{status:#}");
@@ -115,29 +121,61 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
     );
     let clocks = (Instant::now(), Utc::now());
     let push = ext.youtube.push_xml(&video, Utc::now()).unwrap();
-    assert_eq!(ext.hub.publish(&topic(&channel), &push), 1, "one subscriber");
+    assert_eq!(
+        ext.hub.publish(&topic(&channel), &push),
+        1,
+        "one subscriber"
+    );
 
     let scheduled = ext
         .telegram
         .wait_for(chat, T, |s| s.text.contains("scheduled a stream"))
         .await;
-    assert!(scheduled.text.contains("Hoshimachi Suisei"), "{}", scheduled.text);
+    assert!(
+        scheduled.text.contains("Hoshimachi Suisei"),
+        "{}",
+        scheduled.text
+    );
     assert!(scheduled.text.contains(title), "{}", scheduled.text);
-    assert!(scheduled.buttons().iter().any(|(_, url)| url.contains(&video)), "{scheduled:?}");
+    assert!(
+        scheduled
+            .buttons()
+            .iter()
+            .any(|(_, url)| url.contains(&video)),
+        "{scheduled:?}"
+    );
 
     // 4. Meanwhile a tweet in Japanese: it arrives translated, the original quoted.
     let tweet_text = "みんな、今夜の配信きてね！";
-    ext.deepl.learn(tweet_text, "EN-US", "Everyone, come to tonight's stream!");
+    ext.deepl
+        .learn(tweet_text, "EN-US", "Everyone, come to tonight's stream!");
     ext.x.post(&account, tweet_text, "ja");
-    let tweet = ext.telegram.wait_for(chat, T, |s| s.text.contains("posted")).await;
-    assert!(tweet.text.contains("Everyone, come to tonight's stream!"), "{}", tweet.text);
-    assert!(tweet.text.contains(tweet_text), "original kept: {}", tweet.text);
+    let tweet = ext
+        .telegram
+        .wait_for(chat, T, |s| s.text.contains("posted"))
+        .await;
+    assert!(
+        tweet.text.contains("Everyone, come to tonight's stream!"),
+        "{}",
+        tweet.text
+    );
+    assert!(
+        tweet.text.contains(tweet_text),
+        "original kept: {}",
+        tweet.text
+    );
     assert!(tweet.raw.contains("<blockquote>"), "{}", tweet.raw);
     assert!(ext.deepl.calls() >= 1);
 
     // The reminder, not before scheduled start − lead.
-    let reminder = ext.telegram.wait_for(chat, T, |s| s.text.contains("goes live soon")).await;
-    let due = instant_of(start - chrono::Duration::seconds(LEAD_SECONDS as i64), clocks);
+    let reminder = ext
+        .telegram
+        .wait_for(chat, T, |s| s.text.contains("goes live soon"))
+        .await;
+    let due = instant_of(
+        start - chrono::Duration::seconds(LEAD_SECONDS as i64),
+        clocks,
+    );
     assert!(
         reminder.at + Duration::from_millis(250) >= due,
         "reminder {:?} before its time",
@@ -148,7 +186,11 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
     // Past the scheduled start the stream has not begun: "live" is held.
     let after_start = instant_of(start, clocks) + Duration::from_millis(1500);
     tokio::time::sleep_until(after_start.into()).await;
-    assert_eq!(count(&ext.telegram.sent_to(chat), "is live"), 0, "live announced before the stream started");
+    assert_eq!(
+        count(&ext.telegram.sent_to(chat), "is live"),
+        0,
+        "live announced before the stream started"
+    );
     let started_at = Instant::now();
     assert!(ext.youtube.set_broadcast(
         &video,
@@ -157,15 +199,26 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
             started: Utc::now(),
         },
     ));
-    let live = ext.telegram.wait_for(chat, T, |s| s.text.contains("is live")).await;
-    assert!(live.at >= started_at, "live announced before the Data API showed the start");
+    let live = ext
+        .telegram
+        .wait_for(chat, T, |s| s.text.contains("is live"))
+        .await;
+    assert!(
+        live.at >= started_at,
+        "live announced before the Data API showed the start"
+    );
     assert!(live.text.contains(title), "{}", live.text);
 
     // Each exactly once, in order.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let sent = ext.telegram.sent_to(chat);
     for needle in ["scheduled a stream", "goes live soon", "is live", "posted"] {
-        assert_eq!(count(&sent, needle), 1, "{needle}: {:#?}", sent.iter().map(|s| &s.text).collect::<Vec<_>>());
+        assert_eq!(
+            count(&sent, needle),
+            1,
+            "{needle}: {:#?}",
+            sent.iter().map(|s| &s.text).collect::<Vec<_>>()
+        );
     }
     assert!(scheduled.at < reminder.at && reminder.at < live.at);
 

@@ -210,7 +210,7 @@ pub async fn run(
     } else {
         let listener = bind(settings.youtube.listen, "youtube.listen").await?;
         let callback_addr = listener.local_addr()?;
-        let runtime = worker_runtime(&worker, TaskKind::Youtube);
+        let runtime = standalone_worker(&worker, TaskKind::Youtube);
         let (config, storage, bus, token) = (
             settings.youtube.clone(),
             storage.clone(),
@@ -241,7 +241,7 @@ pub async fn run(
             "twitter.bearer_token is not set (STARGAZER_TWITTER_BEARER_TOKEN)",
         ));
     } else {
-        let runtime = worker_runtime(&worker, TaskKind::Twitter);
+        let runtime = standalone_worker(&worker, TaskKind::Twitter);
         let (config, storage, bus, token) = (
             settings.twitter.clone(),
             storage.clone(),
@@ -343,6 +343,17 @@ async fn internal_account(
         .await
         .with_context(|| format!("cannot create internal account {username}"))?;
     Ok(password)
+}
+
+/// The runtime settings of the in-process worker of `kind`. Each kind gets its own id: the
+/// coordinator treats one id announcing two kinds as a worker that changed kind.
+fn standalone_worker(
+    worker: &WorkerSection,
+    kind: TaskKind,
+) -> stargazer_core::worker_runtime::WorkerRuntimeConfig {
+    let mut runtime = worker_runtime(worker, kind);
+    runtime.worker_id = format!("{}-{kind}", worker.id);
+    runtime
 }
 
 fn disabled(service: &'static str, why: impl std::fmt::Display) -> Line {

@@ -60,29 +60,40 @@ fn detect(text: &str) -> &'static str {
     }
 }
 
-fn request_fields(headers: &HeaderMap, body: &[u8]) -> Result<(Vec<String>, Option<String>), Response> {
+/// The texts and target language of a request; `Err` with DeepL's message for a body it
+/// would refuse with 400.
+fn request_fields(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<String>, Option<String>), &'static str> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
     if content_type.starts_with("application/json") {
-        let parsed: Value = serde_json::from_slice(body)
-            .map_err(|_| message(StatusCode::BAD_REQUEST, "Invalid request: expected a JSON object"))?;
+        let parsed: Value =
+            serde_json::from_slice(body).map_err(|_| "Invalid request: expected a JSON object")?;
         let texts = match parsed.get("text") {
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|item| item.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| message(StatusCode::BAD_REQUEST, "Value for 'text' not supported."))?,
-            Some(_) => return Err(message(StatusCode::BAD_REQUEST, "Value for 'text' not supported.")),
+                .ok_or("Value for 'text' not supported.")?,
+            Some(_) => return Err("Value for 'text' not supported."),
             None => Vec::new(),
         };
-        let target = parsed.get("target_lang").and_then(Value::as_str).map(str::to_owned);
+        let target = parsed
+            .get("target_lang")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         return Ok((texts, target));
     }
-    let url = reqwest::Url::parse(&format!("http://form.invalid/?{}", String::from_utf8_lossy(body)))
-        .map_err(|_| message(StatusCode::BAD_REQUEST, "Invalid request"))?;
+    let url = reqwest::Url::parse(&format!(
+        "http://form.invalid/?{}",
+        String::from_utf8_lossy(body)
+    ))
+    .map_err(|_| "Invalid request")?;
     let mut texts = Vec::new();
     let mut target = None;
     for (key, value) in url.query_pairs() {
@@ -95,7 +106,11 @@ fn request_fields(headers: &HeaderMap, body: &[u8]) -> Result<(Vec<String>, Opti
     Ok((texts, target))
 }
 
-async fn translate(State(state): State<Arc<DeeplState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn translate(
+    State(state): State<Arc<DeeplState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authorized = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -103,20 +118,29 @@ async fn translate(State(state): State<Arc<DeeplState>>, headers: HeaderMap, bod
         .is_some_and(|key| key == state.key);
     if !authorized {
         state.refused.fetch_add(1, Ordering::SeqCst);
-        return message(StatusCode::FORBIDDEN, "Authorization failure, check auth_key");
+        return message(
+            StatusCode::FORBIDDEN,
+            "Authorization failure, check auth_key",
+        );
     }
     let (texts, target) = match request_fields(&headers, &body) {
         Ok(fields) => fields,
-        Err(response) => return response,
+        Err(why) => return message(StatusCode::BAD_REQUEST, why),
     };
     if texts.is_empty() {
         return message(StatusCode::BAD_REQUEST, "Parameter 'text' not specified.");
     }
     if texts.len() > MAX_TEXTS {
-        return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large: at most 50 texts per request");
+        return message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request Entity Too Large: at most 50 texts per request",
+        );
     }
     let Some(target) = target.map(|t| t.to_ascii_uppercase()) else {
-        return message(StatusCode::BAD_REQUEST, "Value for 'target_lang' not supported.");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Value for 'target_lang' not supported.",
+        );
     };
     if target == "EN" || target == "PT" {
         return message(
@@ -150,7 +174,9 @@ impl Deepl {
             key: key.to_owned(),
             ..DeeplState::default()
         });
-        let router = Router::new().route("/v2/translate", post(translate)).with_state(state.clone());
+        let router = Router::new()
+            .route("/v2/translate", post(translate))
+            .with_state(state.clone());
         let served = serve(router).await?;
         Ok(Self {
             base: served.base_url(),
@@ -162,7 +188,10 @@ impl Deepl {
 
     /// Teaches it that `text` in `target` (a DeepL code such as `EN-US`) is `translation`.
     pub fn learn(&self, text: &str, target: &str, translation: &str) {
-        lock(&self.state.phrase_book).insert((text.to_owned(), target.to_ascii_uppercase()), translation.to_owned());
+        lock(&self.state.phrase_book).insert(
+            (text.to_owned(), target.to_ascii_uppercase()),
+            translation.to_owned(),
+        );
     }
 
     /// Successful `/v2/translate` calls so far.

@@ -132,7 +132,13 @@ async fn subscribe(State(ctx): State<Ctx>, Form(request): Form<HubRequest>) -> R
         None | Some("") => MAX_LEASE_SECONDS,
         Some(text) => match text.parse::<u64>() {
             Ok(seconds) => seconds.min(MAX_LEASE_SECONDS),
-            Err(_) => return (StatusCode::BAD_REQUEST, "Invalid value for hub.lease_seconds").into_response(),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "Invalid value for hub.lease_seconds",
+                )
+                    .into_response()
+            }
         },
     };
     tokio::spawn(verify(ctx, request, lease));
@@ -152,11 +158,15 @@ async fn verify(ctx: Ctx, request: HubRequest, lease: u64) {
         query.push(("hub.lease_seconds", lease_text.as_str()));
     }
     let confirmed = match ctx.http.get(&request.callback).query(&query).send().await {
-        Ok(response) if response.status().is_success() => response.text().await.is_ok_and(|body| body == challenge),
+        Ok(response) if response.status().is_success() => {
+            response.text().await.is_ok_and(|body| body == challenge)
+        }
         _ => false,
     };
     if !confirmed {
-        ctx.state.refused_verifications.fetch_add(1, Ordering::SeqCst);
+        ctx.state
+            .refused_verifications
+            .fetch_add(1, Ordering::SeqCst);
         return;
     }
     let key = (request.topic.clone(), request.callback.clone());
@@ -179,7 +189,8 @@ async fn verify(ctx: Ctx, request: HubRequest, lease: u64) {
 /// The `X-Hub-Signature` value Google's hub sends.
 pub fn signature(secret: &str, body: &[u8]) -> String {
     // HMAC takes keys of any length.
-    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts any key length");
     mac.update(body);
     format!("sha1={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -200,7 +211,10 @@ async fn deliver(ctx: Ctx, subscription: Subscription, body: String) {
             )
             .body(body.clone());
         if !subscription.secret.is_empty() {
-            request = request.header("x-hub-signature", signature(&subscription.secret, body.as_bytes()));
+            request = request.header(
+                "x-hub-signature",
+                signature(&subscription.secret, body.as_bytes()),
+            );
         }
         let status = request.send().await.ok().map(|r| r.status().as_u16());
         lock(&ctx.state.attempts).push(DeliveryAttempt {
@@ -236,7 +250,9 @@ impl Hub {
                 })?,
             policy,
         };
-        let router = Router::new().route("/subscribe", post(subscribe)).with_state(ctx.clone());
+        let router = Router::new()
+            .route("/subscribe", post(subscribe))
+            .with_state(ctx.clone());
         let served = serve(router).await?;
         Ok(Self {
             url: format!("{}/subscribe", served.base_url()),
@@ -271,7 +287,11 @@ impl Hub {
     pub fn publish(&self, topic: &str, body: &str) -> usize {
         let targets = self.subscriptions(topic);
         for subscription in &targets {
-            tokio::spawn(deliver(self.ctx.clone(), subscription.clone(), body.to_owned()));
+            tokio::spawn(deliver(
+                self.ctx.clone(),
+                subscription.clone(),
+                body.to_owned(),
+            ));
         }
         targets.len()
     }

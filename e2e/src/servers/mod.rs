@@ -50,5 +50,7 @@ pub async fn serve(router: Router) -> crate::Result<Served> {
 /// Locks a std mutex, ignoring poisoning: a panicking test thread must not turn every
 /// later request of the server into a second panic.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

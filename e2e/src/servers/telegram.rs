@@ -145,7 +145,10 @@ fn error(status: StatusCode, description: &str) -> Response {
 }
 
 fn bad_request(description: &str) -> Response {
-    error(StatusCode::BAD_REQUEST, &format!("Bad Request: {description}"))
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("Bad Request: {description}"),
+    )
 }
 
 fn int_param(params: &Map<String, Value>, name: &str) -> Option<i64> {
@@ -183,7 +186,10 @@ fn form_pairs(text: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-async fn read_params(query: Option<String>, request: Request) -> Result<Map<String, Value>, Response> {
+async fn read_params(
+    query: Option<String>,
+    request: Request,
+) -> Result<Map<String, Value>, Response> {
     let mut params = query.as_deref().map(form_pairs).unwrap_or_default();
     let content_type = request
         .headers()
@@ -195,9 +201,16 @@ async fn read_params(query: Option<String>, request: Request) -> Result<Map<Stri
         let mut multipart = Multipart::from_request(request, &())
             .await
             .map_err(|e| bad_request(&e.to_string()))?;
-        while let Some(field) = multipart.next_field().await.map_err(|e| bad_request(&e.to_string()))? {
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| bad_request(&e.to_string()))?
+        {
             let name = field.name().unwrap_or_default().to_owned();
-            let text = field.text().await.map_err(|e| bad_request(&e.to_string()))?;
+            let text = field
+                .text()
+                .await
+                .map_err(|e| bad_request(&e.to_string()))?;
             params.insert(name, Value::String(text));
         }
         return Ok(params);
@@ -266,8 +279,12 @@ async fn handle(
             "can_join_groups": true, "can_read_all_group_messages": false,
             "supports_inline_queries": false, "can_connect_to_business": false, "has_main_web_app": false
         })),
-        "getWebhookInfo" => ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})),
-        "deleteWebhook" | "setMyCommands" | "deleteMyCommands" | "sendChatAction" => ok(json!(true)),
+        "getWebhookInfo" => {
+            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
+        "deleteWebhook" | "setMyCommands" | "deleteMyCommands" | "sendChatAction" => {
+            ok(json!(true))
+        }
         "getMyCommands" => ok(json!([])),
         "getUpdates" => get_updates(&shared, &params).await,
         "sendMessage" => send(&shared, "sendMessage", &params),
@@ -277,7 +294,9 @@ async fn handle(
             if str_param(&params, "callback_query_id").is_none() {
                 return bad_request("callback_query_id is empty");
             }
-            lock(&shared.inner).callback_answers.push(Value::Object(params));
+            lock(&shared.inner)
+                .callback_answers
+                .push(Value::Object(params));
             ok(json!(true))
         }
         "getChat" => match int_param(&params, "chat_id") {
@@ -285,18 +304,29 @@ async fn handle(
             None => bad_request("chat_id is empty"),
         },
         "getChatMember" => {
-            let (Some(chat), Some(user)) = (int_param(&params, "chat_id"), int_param(&params, "user_id")) else {
+            let (Some(chat), Some(user)) =
+                (int_param(&params, "chat_id"), int_param(&params, "user_id"))
+            else {
                 return bad_request("chat_id and user_id are required");
             };
-            let admin = lock(&shared.inner).admins.get(&chat).is_some_and(|a| a.contains(&user));
+            let admin = lock(&shared.inner)
+                .admins
+                .get(&chat)
+                .is_some_and(|a| a.contains(&user));
             ok(member_json(user, admin || chat == user))
         }
         "getChatAdministrators" => {
             let Some(chat) = int_param(&params, "chat_id") else {
                 return bad_request("chat_id is empty");
             };
-            let admins = lock(&shared.inner).admins.get(&chat).cloned().unwrap_or_default();
-            ok(Value::Array(admins.into_iter().map(|u| member_json(u, true)).collect()))
+            let admins = lock(&shared.inner)
+                .admins
+                .get(&chat)
+                .cloned()
+                .unwrap_or_default();
+            ok(Value::Array(
+                admins.into_iter().map(|u| member_json(u, true)).collect(),
+            ))
         }
         _ => error(StatusCode::NOT_FOUND, "Not Found: method not found"),
     }
@@ -330,7 +360,12 @@ async fn get_updates(shared: &Arc<Shared>, params: &Map<String, Value>) -> Respo
             while inner.updates.front().is_some_and(|(id, _)| *id < offset) {
                 inner.updates.pop_front();
             }
-            let batch: Vec<Value> = inner.updates.iter().take(limit).map(|(_, u)| u.clone()).collect();
+            let batch: Vec<Value> = inner
+                .updates
+                .iter()
+                .take(limit)
+                .map(|(_, u)| u.clone())
+                .collect();
             if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
                 return ok(Value::Array(batch));
             }
@@ -350,8 +385,22 @@ fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String
         return Ok(raw.to_owned());
     }
     const TAGS: &[&str] = &[
-        "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "span",
-        "tg-spoiler", "tg-emoji",
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "span",
+        "tg-spoiler",
+        "tg-emoji",
     ];
     let mut out = String::with_capacity(raw.len());
     let mut open: Vec<String> = Vec::new();
@@ -368,7 +417,8 @@ fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String
                     "amp" => '&',
                     "quot" => '"',
                     _ => {
-                        let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                        let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X"))
+                        {
                             Some(hex) => u32::from_str_radix(hex, 16).ok(),
                             None => name.strip_prefix('#').and_then(|dec| dec.parse().ok()),
                         };
@@ -387,17 +437,24 @@ fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String
             continue;
         }
         let Some(end) = tail.find('>') else {
-            return Err(format!("can't parse entities: unclosed start tag at byte offset {}", raw.len() - tail.len()));
+            return Err(format!(
+                "can't parse entities: unclosed start tag at byte offset {}",
+                raw.len() - tail.len()
+            ));
         };
         let tag = &tail[1..end];
         if let Some(name) = tag.strip_prefix('/') {
             if open.pop().as_deref() != Some(name.trim()) {
-                return Err(format!("can't parse entities: unmatched end tag \"{name}\""));
+                return Err(format!(
+                    "can't parse entities: unmatched end tag \"{name}\""
+                ));
             }
         } else {
             let name = tag.split_whitespace().next().unwrap_or_default().to_owned();
             if !TAGS.contains(&name.as_str()) {
-                return Err(format!("can't parse entities: unsupported start tag \"{name}\""));
+                return Err(format!(
+                    "can't parse entities: unsupported start tag \"{name}\""
+                ));
             }
             open.push(name);
         }
@@ -405,7 +462,9 @@ fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String
     }
     out.push_str(rest);
     match open.pop() {
-        Some(name) => Err(format!("can't parse entities: can't find end tag corresponding to start tag \"{name}\"")),
+        Some(name) => Err(format!(
+            "can't parse entities: can't find end tag corresponding to start tag \"{name}\""
+        )),
         None => Ok(out),
     }
 }
@@ -416,7 +475,10 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     };
     let (raw, photo) = if method == "sendPhoto" {
         match str_param(params, "photo") {
-            Some(photo) => (str_param(params, "caption").unwrap_or_default(), Some(photo)),
+            Some(photo) => (
+                str_param(params, "caption").unwrap_or_default(),
+                Some(photo),
+            ),
             None => return bad_request("there is no photo in the request"),
         }
     } else {
@@ -431,7 +493,11 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
         Err(why) => return bad_request(&why),
     };
     if text.chars().count() > limit {
-        return bad_request(if photo.is_some() { "message caption is too long" } else { "message is too long" });
+        return bad_request(if photo.is_some() {
+            "message caption is too long"
+        } else {
+            "message is too long"
+        });
     }
     let reply_markup = json_param(params, "reply_markup");
     let mut inner = lock(&shared.inner);
@@ -455,7 +521,9 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     if let Some(markup) = &reply_markup {
         message["reply_markup"] = markup.clone();
     }
-    inner.messages.insert((chat_id, message_id), message.clone());
+    inner
+        .messages
+        .insert((chat_id, message_id), message.clone());
     inner.sent.push(Sent {
         method: method.to_owned(),
         chat_id,
@@ -473,7 +541,10 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
 }
 
 fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Response {
-    let (Some(chat_id), Some(message_id)) = (int_param(params, "chat_id"), int_param(params, "message_id")) else {
+    let (Some(chat_id), Some(message_id)) = (
+        int_param(params, "chat_id"),
+        int_param(params, "message_id"),
+    ) else {
         return bad_request("chat_id and message_id are required");
     };
     let mut inner = lock(&shared.inner);
@@ -515,7 +586,9 @@ impl TelegramServer {
             new_update: Notify::new(),
             sent_count,
         });
-        let router = Router::new().route("/{bot}/{method}", any(handle)).with_state(shared.clone());
+        let router = Router::new()
+            .route("/{bot}/{method}", any(handle))
+            .with_state(shared.clone());
         let served = serve(router).await?;
         Ok(Self {
             url: served.base_url(),
@@ -549,8 +622,12 @@ impl TelegramServer {
                 "from": user_json(from), "text": text,
             });
             if text.starts_with('/') {
-                let length = text.split_whitespace().next().map_or(0, |c| c.encode_utf16().count());
-                message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": length}]);
+                let length = text
+                    .split_whitespace()
+                    .next()
+                    .map_or(0, |c| c.encode_utf16().count());
+                message["entities"] =
+                    json!([{"type": "bot_command", "offset": 0, "length": length}]);
             }
             json!({"update_id": update_id, "message": message})
         });
@@ -573,7 +650,11 @@ impl TelegramServer {
 
     /// Makes `user` an administrator of group `chat`.
     pub fn add_admin(&self, chat: i64, user: i64) {
-        lock(&self.shared.inner).admins.entry(chat).or_default().push(user);
+        lock(&self.shared.inner)
+            .admins
+            .entry(chat)
+            .or_default()
+            .push(user);
     }
 
     /// From now on every send is answered 500 (`outage == true`) or served again.
@@ -588,7 +669,10 @@ impl TelegramServer {
 
     /// The current state of a message the bot sent (after edits).
     pub fn message(&self, chat: i64, message_id: i64) -> Option<Value> {
-        lock(&self.shared.inner).messages.get(&(chat, message_id)).cloned()
+        lock(&self.shared.inner)
+            .messages
+            .get(&(chat, message_id))
+            .cloned()
     }
 
     /// `(label, callback data or url)` of the buttons message `message_id` has now.
@@ -609,7 +693,12 @@ impl TelegramServer {
 
     /// Messages sent to `chat`.
     pub fn sent_to(&self, chat: i64) -> Vec<Sent> {
-        lock(&self.shared.inner).sent.iter().filter(|s| s.chat_id == chat).cloned().collect()
+        lock(&self.shared.inner)
+            .sent
+            .iter()
+            .filter(|s| s.chat_id == chat)
+            .cloned()
+            .collect()
     }
 
     /// Every `answerCallbackQuery` call.
@@ -638,14 +727,26 @@ impl TelegramServer {
 
     /// Waits until a message to `chat` satisfies `pred` and returns the first that does;
     /// panics after `timeout`, listing what the chat got.
-    pub async fn wait_for(&self, chat: i64, timeout: Duration, pred: impl Fn(&Sent) -> bool) -> Sent {
+    pub async fn wait_for(
+        &self,
+        chat: i64,
+        timeout: Duration,
+        pred: impl Fn(&Sent) -> bool,
+    ) -> Sent {
         let mut rx = self.shared.sent_count.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(found) = lock(&self.shared.inner).sent.iter().find(|s| s.chat_id == chat && pred(s)) {
+            if let Some(found) = lock(&self.shared.inner)
+                .sent
+                .iter()
+                .find(|s| s.chat_id == chat && pred(s))
+            {
                 return found.clone();
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 let texts: Vec<String> = self.sent_to(chat).into_iter().map(|s| s.text).collect();
                 panic!("timed out waiting for a message to chat {chat}; it got {texts:#?}");
             }
@@ -687,9 +788,14 @@ mod tests {
 
     #[test]
     fn html_markup_is_checked_and_removed() {
-        assert_eq!(html("<b>Hi</b> &lt;3 <a href=\"x\">link</a>").unwrap(), "Hi <3 link");
+        assert_eq!(
+            html("<b>Hi</b> &lt;3 <a href=\"x\">link</a>").unwrap(),
+            "Hi <3 link"
+        );
         assert!(html("<b>open").unwrap_err().contains("end tag"));
-        assert!(html("<div>x</div>").unwrap_err().contains("unsupported start tag"));
+        assert!(html("<div>x</div>")
+            .unwrap_err()
+            .contains("unsupported start tag"));
         assert!(html("a & b").is_err());
         assert_eq!(html("it&#39;s &#x41;").unwrap(), "it's A");
         assert_eq!(visible_text(&Map::new(), "<b>").unwrap(), "<b>");

@@ -93,7 +93,12 @@ async fn user_tweets(
     state.requests.fetch_add(1, Ordering::SeqCst);
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
     if bearer != Some(&format!("Bearer {}", state.token)) {
-        let body = problem(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", "about:blank");
+        let body = problem(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            "about:blank",
+        );
         return (StatusCode::UNAUTHORIZED, body).into_response();
     }
     let limits = {
@@ -138,16 +143,29 @@ async fn user_tweets(
         }]});
         return (StatusCode::OK, limits, Json(body)).into_response();
     };
-    let since: u64 = query.get("since_id").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let since: u64 = query
+        .get("since_id")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut newer: Vec<&Tweet> = timeline.iter().filter(|t| t.id > since).collect();
     newer.sort_by_key(|t| std::cmp::Reverse(t.id));
     let offset: usize = query
         .get("pagination_token")
         .and_then(|t| t.strip_prefix("pg").and_then(|n| n.parse().ok()))
         .unwrap_or(0);
-    let page: Vec<&Tweet> = newer.iter().skip(offset).take(max_results).copied().collect();
+    let page: Vec<&Tweet> = newer
+        .iter()
+        .skip(offset)
+        .take(max_results)
+        .copied()
+        .collect();
     let (Some(newest), Some(oldest)) = (page.first(), page.last()) else {
-        return (StatusCode::OK, limits, Json(json!({"meta": {"result_count": 0}}))).into_response();
+        return (
+            StatusCode::OK,
+            limits,
+            Json(json!({"meta": {"result_count": 0}})),
+        )
+            .into_response();
     };
     let data: Vec<Value> = page
         .iter()
@@ -200,7 +218,9 @@ impl XServer {
 
     /// Creates an account with an empty timeline.
     pub fn add_account(&self, user_id: &str) {
-        lock(&self.state.timelines).entry(user_id.to_owned()).or_default();
+        lock(&self.state.timelines)
+            .entry(user_id.to_owned())
+            .or_default();
     }
 
     /// Posts a tweet on `user_id`'s timeline now; returns its id.

@@ -106,16 +106,15 @@ fn api_error(status: StatusCode, reason: &str, domain: &str, message: &str) -> R
 }
 
 fn video_json(video: &Video, parts: &[&str]) -> Value {
-    let mut item = json!({"kind": "youtube#video", "etag": format!("etag-{}", video.id), "id": video.id});
+    let mut item =
+        json!({"kind": "youtube#video", "etag": format!("etag-{}", video.id), "id": video.id});
     if parts.contains(&"snippet") {
         let content = match video.broadcast {
             Broadcast::Upload => "none",
             Broadcast::Upcoming(_) => "upcoming",
             Broadcast::Live { .. } => "live",
         };
-        let thumb = |name: &str, w: u32, h: u32| {
-            json!({"url": format!("https://i.ytimg.com/vi/{}/{name}.jpg", video.id), "width": w, "height": h})
-        };
+        let thumb = |name: &str, w: u32, h: u32| json!({"url": format!("https://i.ytimg.com/vi/{}/{name}.jpg", video.id), "width": w, "height": h});
         item["snippet"] = json!({
             "publishedAt": rfc3339(video.published),
             "channelId": video.channel_id,
@@ -135,8 +134,7 @@ fn video_json(video: &Video, parts: &[&str]) -> Value {
         match video.broadcast {
             Broadcast::Upload => {}
             Broadcast::Upcoming(start) => {
-                item["liveStreamingDetails"] =
-                    json!({"scheduledStartTime": rfc3339(start), "activeLiveChatId": format!("chat-{}", video.id)});
+                item["liveStreamingDetails"] = json!({"scheduledStartTime": rfc3339(start), "activeLiveChatId": format!("chat-{}", video.id)});
             }
             Broadcast::Live { scheduled, started } => {
                 item["liveStreamingDetails"] = json!({
@@ -151,7 +149,10 @@ fn video_json(video: &Video, parts: &[&str]) -> Value {
     item
 }
 
-async fn videos_list(State(state): State<Arc<YoutubeState>>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn videos_list(
+    State(state): State<Arc<YoutubeState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     state.list_calls.fetch_add(1, Ordering::SeqCst);
     match query.get("key") {
         None => {
@@ -199,7 +200,12 @@ async fn videos_list(State(state): State<Arc<YoutubeState>>, Query(query): Query
     }
     let ids: Vec<&str> = query
         .get("id")
-        .map(|ids| ids.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        .map(|ids| {
+            ids.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     if ids.len() > 50 {
         return api_error(
@@ -224,12 +230,17 @@ async fn videos_list(State(state): State<Arc<YoutubeState>>, Query(query): Query
     .into_response()
 }
 
-async fn feed(State(state): State<Arc<YoutubeState>>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn feed(
+    State(state): State<Arc<YoutubeState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     state.feed_requests.fetch_add(1, Ordering::SeqCst);
     let Some(channel) = query.get("channel_id") else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    *lock(&state.feed_requests_by_channel).entry(channel.clone()).or_default() += 1;
+    *lock(&state.feed_requests_by_channel)
+        .entry(channel.clone())
+        .or_default() += 1;
     let Some(entries) = lock(&state.feeds).get(channel).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -296,7 +307,9 @@ impl Youtube {
 
     /// Gives `channel_id` a (so far empty) public feed.
     pub fn add_channel(&self, channel_id: &str) {
-        lock(&self.state.feeds).entry(channel_id.to_owned()).or_default();
+        lock(&self.state.feeds)
+            .entry(channel_id.to_owned())
+            .or_default();
     }
 
     /// Stores or replaces a video; when `in_feed`, it also heads its channel's feed.
@@ -348,6 +361,9 @@ impl Youtube {
 
     /// Feed requests for one channel so far.
     pub fn feed_requests_for(&self, channel_id: &str) -> u64 {
-        lock(&self.state.feed_requests_by_channel).get(channel_id).copied().unwrap_or(0)
+        lock(&self.state.feed_requests_by_channel)
+            .get(channel_id)
+            .copied()
+            .unwrap_or(0)
     }
 }
