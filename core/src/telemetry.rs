@@ -1,12 +1,13 @@
 //! Logging, metrics and health: `tracing` initialisation (text or JSON), a Prometheus
-//! registry each service registers its metrics in, and axum routes for `/metrics` and
-//! `/healthz`.
+//! registry each service registers its metrics in (with helpers that tolerate a shared
+//! registry), and axum routes for `/metrics` and `/healthz`.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -35,6 +36,64 @@ pub fn render_metrics(registry: &Registry) -> String {
     String::from_utf8_lossy(&buffer).into_owned()
 }
 
+/// Registers `collector` in `registry` and returns it. Several services may share one
+/// registry in one process, so a name that is already taken is not fatal: the conflict is
+/// logged and the collector is returned unregistered (it still counts, it is just not
+/// exported), as [`crate::middleware::RuntimeMetrics::register`] does.
+pub fn register_collector<C>(registry: &Registry, collector: C) -> C
+where
+    C: Collector + Clone + 'static,
+{
+    if let Err(err) = registry.register(Box::new(collector.clone())) {
+        let names: Vec<&str> = collector
+            .desc()
+            .iter()
+            .map(|desc| desc.fq_name.as_str())
+            .collect();
+        tracing::warn!(metric = ?names, cause = %err, "metric not registered; counting it privately");
+    }
+    collector
+}
+
+/// A counter named `name`, registered in `registry` (see [`register_collector`] for a
+/// name already taken).
+///
+/// # Panics
+/// If `name` is not a valid Prometheus metric name; names are literals in code, so any
+/// test that builds the metrics catches it.
+pub fn register_int_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("metric names are valid literals");
+    register_collector(registry, counter)
+}
+
+/// A counter family named `name` with `labels`, registered in `registry` (see
+/// [`register_collector`] for a name already taken).
+///
+/// # Panics
+/// If `name` or a label is not a valid Prometheus name; they are literals in code, so any
+/// test that builds the metrics catches it.
+pub fn register_int_counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("metric names and labels are valid literals");
+    register_collector(registry, counter)
+}
+
+/// A gauge named `name`, registered in `registry` (see [`register_collector`] for a name
+/// already taken).
+///
+/// # Panics
+/// If `name` is not a valid Prometheus metric name; names are literals in code, so any
+/// test that builds the metrics catches it.
+pub fn register_int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("metric names are valid literals");
+    register_collector(registry, gauge)
+}
+
 /// Routes `GET /metrics` (Prometheus text) and `GET /healthz` (`ok`) for any service.
 pub fn health_and_metrics_router<S: Clone + Send + Sync + 'static>(
     registry: Registry,
@@ -54,4 +113,46 @@ pub fn health_and_metrics_router<S: Clone + Send + Sync + 'static>(
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_taken_twice_keeps_the_first_and_counts_the_second_privately() {
+        let registry = Registry::new();
+        let first = register_int_counter(&registry, "stargazer_test_total", "first");
+        let second = register_int_counter(&registry, "stargazer_test_total", "second");
+        first.inc_by(3);
+        second.inc();
+        assert_eq!((first.get(), second.get()), (3, 1));
+        let rendered = render_metrics(&registry);
+        assert!(rendered.contains("stargazer_test_total 3"), "{rendered}");
+        assert!(!rendered.contains("stargazer_test_total 1"), "{rendered}");
+    }
+
+    #[test]
+    fn families_and_gauges_register_and_tolerate_conflicts() {
+        let registry = Registry::new();
+        let requests =
+            register_int_counter_vec(&registry, "stargazer_test_requests_total", "r", &["result"]);
+        // Same name, different labels: refused by the registry, still usable.
+        let clash =
+            register_int_counter_vec(&registry, "stargazer_test_requests_total", "r", &["kind"]);
+        let gauge = register_int_gauge(&registry, "stargazer_test_held", "g");
+        let gauge_again = register_int_gauge(&registry, "stargazer_test_held", "g");
+        requests.with_label_values(&["ok"]).inc();
+        clash.with_label_values(&["tweet"]).inc_by(5);
+        gauge.set(7);
+        gauge_again.set(2);
+        let rendered = render_metrics(&registry);
+        assert!(
+            rendered.contains(r#"stargazer_test_requests_total{result="ok"} 1"#),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("kind="), "{rendered}");
+        assert!(rendered.contains("stargazer_test_held 7"), "{rendered}");
+        assert_eq!(clash.with_label_values(&["tweet"]).get(), 5);
+    }
 }

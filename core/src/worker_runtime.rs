@@ -16,6 +16,12 @@
 //! slow `start` never delays a heartbeat. When a connection ends, the command being
 //! applied finishes and the ones queued behind it are dropped unacknowledged; the next
 //! `announce` reports exactly what was applied.
+//!
+//! [`JobSet`] ([`jobs`]) is the per-task job bookkeeping a [`TaskRunner`] builds on.
+
+pub mod jobs;
+
+pub use jobs::{JobSet, JobTokens};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

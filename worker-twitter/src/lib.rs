@@ -19,6 +19,7 @@ pub mod runner;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::Task;
 use stargazer_core::storage::{Storage, StorageError};
@@ -80,10 +81,22 @@ pub async fn run(
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    run_with_registry(config, runtime, storage, bus, &Registry::new(), shutdown).await
+}
+
+/// [`run`] with the worker's metrics registered in `registry`, for the caller to serve.
+pub async fn run_with_registry(
+    config: TwitterConfig,
+    runtime: WorkerRuntimeConfig,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<()> {
     // run_worker returns at shutdown, or at once on a bad runtime config; either way the
     // jobs must end, without cancelling the caller's token.
     let inner = shutdown.child_token();
-    let runner = TwitterRunner::new(config, storage, bus, inner.clone())?;
+    let runner = TwitterRunner::with_registry(config, storage, bus, registry, inner.clone())?;
     let worked = run_worker(runtime, Arc::new(runner.clone()), inner.clone()).await;
     inner.cancel();
     runner.join().await;

@@ -1,6 +1,7 @@
 //! Prometheus counters of the X worker; tests read them through the accessors.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Registry};
+use stargazer_core::telemetry::register_int_counter_vec;
 
 /// The worker's counters.
 #[derive(Clone)]
@@ -17,33 +18,30 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let counter = IntCounterVec::new(Opts::new(name, help), labels)
-        .expect("metric names and labels are valid literals");
-    registry
-        .register(Box::new(counter.clone()))
-        .expect("each metric is registered once in a fresh registry");
-    counter
-}
-
 impl Metrics {
     /// Fresh counters in a fresh registry.
     pub fn new() -> Self {
-        let registry = Registry::new();
+        Self::register(&Registry::new())
+    }
+
+    /// Fresh counters registered in `registry` (shared with other services in
+    /// standalone; a name already taken there is logged and counted privately).
+    pub fn register(registry: &Registry) -> Self {
+        let registry = registry.clone();
         Self {
-            requests: counter_vec(
+            requests: register_int_counter_vec(
                 &registry,
                 "stargazer_twitter_requests_total",
                 "Timeline requests by outcome",
                 &["result"],
             ),
-            published: counter_vec(
+            published: register_int_counter_vec(
                 &registry,
                 "stargazer_twitter_events_published_total",
                 "Events published by kind",
                 &["kind"],
             ),
-            publish_failures: counter_vec(
+            publish_failures: register_int_counter_vec(
                 &registry,
                 "stargazer_twitter_publish_failures_total",
                 "Publishes that failed and went to the outbox",

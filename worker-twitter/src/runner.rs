@@ -11,16 +11,17 @@
 //! 429); 401/403 are logged once per job with what to check, and the job backs off;
 //! other errors back off exponentially.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Task, TaskParams};
 use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::worker_runtime::{JobSet, JobTokens};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -53,17 +54,12 @@ struct Shared {
     shutdown: CancellationToken,
 }
 
-struct JobHandle {
-    task: Task,
-    stop: CancellationToken,
-    join: JoinHandle<()>,
-}
-
 /// The set of accounts this worker polls. Cheap to clone.
 #[derive(Clone)]
 pub struct TwitterRunner {
     shared: Arc<Shared>,
-    jobs: Arc<Mutex<HashMap<Uuid, JobHandle>>>,
+    /// One polling job per task; a job ends the same way on stop and on shutdown.
+    jobs: Arc<JobSet<Uuid, Task>>,
     background: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -85,6 +81,17 @@ impl TwitterRunner {
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
+        Self::with_registry(config, storage, bus, &Registry::new(), shutdown)
+    }
+
+    /// [`TwitterRunner::new`] with the worker's metrics registered in `registry`.
+    pub fn with_registry(
+        config: TwitterConfig,
+        storage: Arc<dyn Storage>,
+        bus: Arc<dyn Bus>,
+        registry: &Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let config = Arc::new(config);
         let http = reqwest::Client::builder()
@@ -95,7 +102,7 @@ impl TwitterRunner {
             ))
             .build()
             .map_err(|err| Error::Config(format!("HTTP client: {err}")))?;
-        let metrics = Metrics::new();
+        let metrics = Metrics::register(registry);
         let publisher = Publisher::new(storage.clone(), bus, metrics.clone());
         let shared = Arc::new(Shared {
             api: XApi::new(
@@ -110,6 +117,7 @@ impl TwitterRunner {
             metrics,
             shutdown: shutdown.clone(),
         });
+        let jobs = Arc::new(JobSet::new(shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(
             storage,
             publisher,
@@ -118,7 +126,7 @@ impl TwitterRunner {
         ));
         Ok(Self {
             shared,
-            jobs: Arc::new(Mutex::new(HashMap::new())),
+            jobs,
             background: Arc::new(Mutex::new(vec![housekeeping])),
         })
     }
@@ -133,23 +141,9 @@ impl TwitterRunner {
         self.shared.api.gate().closed_until()
     }
 
-    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, JobHandle>> {
-        // Held only for map updates, never across an await: a poisoned lock is consistent.
-        self.jobs
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
     /// Ids of the tasks currently polled.
     pub fn tasks(&self) -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = self
-            .lock_jobs()
-            .iter()
-            .filter(|(_, job)| !job.join.is_finished())
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        ids
+        self.jobs.running()
     }
 
     /// Starts polling the account of `task` (idempotent for a task already held).
@@ -169,55 +163,38 @@ impl TwitterRunner {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let previous = {
-            let mut jobs = self.lock_jobs();
-            match jobs.get(&task.id) {
-                Some(job) if job.task == task && !job.join.is_finished() => return Ok(()),
-                Some(_) => jobs.remove(&task.id),
-                None => None,
+        let (task_id, entity, user_id) = (task.id, task.entity, user_id.clone());
+        let job = |tokens: JobTokens| {
+            let span = tracing::info_span!("twitter_task", %task_id, entity_id = %entity, %user_id);
+            tracing::info!(%task_id, entity_id = %entity, %user_id, "task started");
+            Job {
+                shared: self.shared.clone(),
+                task_id,
+                entity,
+                user_id,
+                stop: tokens.stop,
             }
+            .run()
+            .instrument(span)
         };
-        if let Some(old) = previous {
-            old.stop.cancel();
-            let _ = old.join.await;
-        }
-        let stop = self.shared.shutdown.child_token();
-        let job = Job {
-            shared: self.shared.clone(),
-            task_id: task.id,
-            entity: task.entity,
-            user_id: user_id.clone(),
-            stop: stop.clone(),
-        };
-        let span = tracing::info_span!("twitter_task", task_id = %task.id, entity_id = %task.entity, user_id = %user_id);
-        let join = tokio::spawn(job.run().instrument(span));
-        tracing::info!(task_id = %task.id, entity_id = %task.entity, user_id = %user_id, "task started");
-        self.lock_jobs()
-            .insert(task.id, JobHandle { task, stop, join });
+        self.jobs.start(task_id, task, job).await;
         Ok(())
     }
 
     /// Stops polling a task and waits for its job to end (a request in flight is
     /// abandoned; its tweets come again on the next start). Unknown ids are ignored.
     pub async fn stop(&self, task_id: Uuid) -> Result<(), Error> {
-        let job = self.lock_jobs().remove(&task_id);
-        match job {
-            Some(job) => {
-                job.stop.cancel();
-                let _ = job.join.await;
-                tracing::info!(%task_id, "task stopped");
-            }
-            None => tracing::debug!(%task_id, "stop for a task not held"),
+        if self.jobs.stop_and_wait(&task_id).await {
+            tracing::info!(%task_id, "task stopped");
+        } else {
+            tracing::debug!(%task_id, "stop for a task not held");
         }
         Ok(())
     }
 
     /// Waits for every job and background task to end; call after cancelling `shutdown`.
     pub async fn join(&self) {
-        let jobs: Vec<JobHandle> = self.lock_jobs().drain().map(|(_, job)| job).collect();
-        for job in jobs {
-            let _ = job.join.await;
-        }
+        self.jobs.abort_all().await;
         let background: Vec<JoinHandle<()>> = self
             .background
             .lock()

@@ -32,6 +32,7 @@ pub mod store;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::Task;
 use stargazer_core::storage::{Storage, StorageError};
@@ -101,13 +102,28 @@ pub async fn run(
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let registry = Registry::new();
+    run_with_registry(config, runtime, listener, storage, bus, &registry, shutdown).await
+}
+
+/// [`run`] with the worker's metrics registered in `registry`, which the callback
+/// server's `/metrics` serves (standalone shares one registry between every service).
+pub async fn run_with_registry(
+    config: YoutubeConfig,
+    runtime: WorkerRuntimeConfig,
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<()> {
     if !config.websub_enabled() {
         tracing::warn!("youtube.public_url is empty: WebSub disabled, relying on feed polls only");
     }
     // A child token so a failing callback server can stop the rest without cancelling
     // the caller's token.
     let inner = shutdown.child_token();
-    let runner = YoutubeRunner::new(config, storage, bus, inner.clone())?;
+    let runner = YoutubeRunner::with_registry(config, storage, bus, registry, inner.clone())?;
     let server = async {
         let served = runner.serve(listener).await;
         inner.cancel();

@@ -1,7 +1,10 @@
 //! Prometheus counters of the YouTube worker, registered in the worker's own registry and
 //! served on the callback server's `/metrics`. Tests read them through the accessors.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use stargazer_core::telemetry::{
+    register_int_counter, register_int_counter_vec, register_int_gauge,
+};
 
 /// The worker's counters.
 #[derive(Clone)]
@@ -25,83 +28,69 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let counter = IntCounterVec::new(Opts::new(name, help), labels)
-        .expect("metric names and labels are valid literals");
-    registry
-        .register(Box::new(counter.clone()))
-        .expect("each metric is registered once in a fresh registry");
-    counter
-}
-
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let counter = IntCounter::new(name, help).expect("metric names are valid literals");
-    registry
-        .register(Box::new(counter.clone()))
-        .expect("each metric is registered once in a fresh registry");
-    counter
-}
-
 impl Metrics {
     /// Fresh counters in a fresh registry.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let subscriptions = IntGauge::new(
+        Self::register(&Registry::new())
+    }
+
+    /// Fresh counters registered in `registry` (shared with other services in
+    /// standalone; a name already taken there is logged and counted privately).
+    pub fn register(registry: &Registry) -> Self {
+        let registry = registry.clone();
+        let subscriptions = register_int_gauge(
+            &registry,
             "stargazer_youtube_subscriptions",
             "WebSub subscriptions currently verified by the hub",
-        )
-        .expect("metric names are valid literals");
-        registry
-            .register(Box::new(subscriptions.clone()))
-            .expect("each metric is registered once in a fresh registry");
+        );
         Self {
-            notifications: counter_vec(
+            notifications: register_int_counter_vec(
                 &registry,
                 "stargazer_youtube_notifications_total",
                 "WebSub notification POSTs by outcome",
                 &["result"],
             ),
-            verifications: counter_vec(
+            verifications: register_int_counter_vec(
                 &registry,
                 "stargazer_youtube_verifications_total",
                 "Hub verification GETs by mode and outcome",
                 &["mode", "result"],
             ),
-            hub_requests: counter_vec(
+            hub_requests: register_int_counter_vec(
                 &registry,
                 "stargazer_youtube_hub_requests_total",
                 "Subscribe/unsubscribe requests to the hub by outcome",
                 &["mode", "result"],
             ),
-            api_calls: counter(
+            api_calls: register_int_counter(
                 &registry,
                 "stargazer_youtube_data_api_calls_total",
                 "videos.list calls (one quota unit each)",
             ),
-            api_videos: counter(
+            api_videos: register_int_counter(
                 &registry,
                 "stargazer_youtube_data_api_videos_total",
                 "Video ids asked of videos.list",
             ),
-            api_errors: counter_vec(
+            api_errors: register_int_counter_vec(
                 &registry,
                 "stargazer_youtube_data_api_errors_total",
                 "Failed videos.list calls by reason",
                 &["reason"],
             ),
-            feed_polls: counter_vec(
+            feed_polls: register_int_counter_vec(
                 &registry,
                 "stargazer_youtube_feed_polls_total",
                 "Fallback feed polls by outcome",
                 &["result"],
             ),
-            published: counter_vec(
+            published: register_int_counter_vec(
                 &registry,
                 "stargazer_youtube_events_published_total",
                 "Events published by kind",
                 &["kind"],
             ),
-            publish_failures: counter(
+            publish_failures: register_int_counter(
                 &registry,
                 "stargazer_youtube_publish_failures_total",
                 "Publishes that failed and went to the outbox",

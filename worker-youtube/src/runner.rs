@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Task, TaskParams};
 use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::worker_runtime::{JobSet, JobTokens};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -218,19 +220,13 @@ impl Shared {
     }
 }
 
-struct JobHandle {
-    task: Task,
-    stop: CancellationToken,
-    abort: CancellationToken,
-    stopping: bool,
-    join: JoinHandle<()>,
-}
-
 /// The set of channels this worker watches. Cheap to clone.
 #[derive(Clone)]
 pub struct YoutubeRunner {
     shared: Arc<Shared>,
-    jobs: Arc<Mutex<HashMap<Uuid, JobHandle>>>,
+    /// One job per task. A stop unsubscribes and deletes the lease, so it is kept apart
+    /// from shutdown, which keeps the lease for the next run.
+    jobs: Arc<JobSet<Uuid, Task>>,
     background: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -253,6 +249,17 @@ impl YoutubeRunner {
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
+        Self::with_registry(config, storage, bus, &Registry::new(), shutdown)
+    }
+
+    /// [`YoutubeRunner::new`] with the worker's metrics registered in `registry`.
+    pub fn with_registry(
+        config: YoutubeConfig,
+        storage: Arc<dyn Storage>,
+        bus: Arc<dyn Bus>,
+        registry: &Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let config = Arc::new(config);
         let http = reqwest::Client::builder()
@@ -263,7 +270,7 @@ impl YoutubeRunner {
             ))
             .build()
             .map_err(|err| Error::Config(format!("HTTP client: {err}")))?;
-        let metrics = Metrics::new();
+        let metrics = Metrics::register(registry);
         let publisher = Publisher::new(storage.clone(), bus, metrics.clone());
         let (classify_tx, classify_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -287,6 +294,7 @@ impl YoutubeRunner {
             metrics,
         };
         let batcher_task = tokio::spawn(batcher.run(classify_rx, shutdown.clone()));
+        let jobs = Arc::new(JobSet::with_graceful_stop(shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(
             storage,
             publisher,
@@ -295,7 +303,7 @@ impl YoutubeRunner {
         ));
         Ok(Self {
             shared,
-            jobs: Arc::new(Mutex::new(HashMap::new())),
+            jobs,
             background: Arc::new(Mutex::new(vec![batcher_task, housekeeping])),
         })
     }
@@ -324,23 +332,9 @@ impl YoutubeRunner {
         &self.shared.config
     }
 
-    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, JobHandle>> {
-        // Held only for map updates, never across an await: a poisoned lock is consistent.
-        self.jobs
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
     /// Ids of the tasks currently held (not being stopped).
     pub fn tasks(&self) -> Vec<Uuid> {
-        let jobs = self.lock_jobs();
-        let mut ids: Vec<Uuid> = jobs
-            .iter()
-            .filter(|(_, job)| !job.stopping && !job.join.is_finished())
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        ids
+        self.jobs.running()
     }
 
     /// Starts watching the channel of `task` (idempotent for a task already held).
@@ -360,90 +354,41 @@ impl YoutubeRunner {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let previous = {
-            let mut jobs = self.lock_jobs();
-            // Forget jobs that finished unsubscribing, so churn does not grow the map.
-            jobs.retain(|id, job| *id == task.id || !(job.stopping && job.join.is_finished()));
-            match jobs.get(&task.id) {
-                Some(job) if !job.stopping && job.task == task && !job.join.is_finished() => {
-                    return Ok(());
-                }
-                Some(_) => jobs.remove(&task.id),
-                None => None,
-            }
+        // A job replaced by a different channel unsubscribes from the old one first; one
+        // reassigned back while unsubscribing is aborted and its lease taken over.
+        let (task_id, entity, channel_id) = (task.id, task.entity, channel_id.clone());
+        let job = |tokens: JobTokens| {
+            tracing::info!(%task_id, entity_id = %entity, channel = %channel_id, "task started");
+            let task_ref = Arc::new(TaskRef {
+                task_id,
+                entity,
+                channel_id,
+            });
+            crate::job::run(self.shared.clone(), task_ref, tokens.stop, tokens.abort)
         };
-        if let Some(old) = previous {
-            if old.task != task && !old.stopping {
-                // The channel changed: give up the old subscription properly first.
-                old.stop.cancel();
-            } else {
-                // Reassigned back while unsubscribing: abort that and take over the lease.
-                old.abort.cancel();
-            }
-            let _ = old.join.await;
-        }
-        let task_ref = Arc::new(TaskRef {
-            task_id: task.id,
-            entity: task.entity,
-            channel_id: channel_id.clone(),
-        });
-        let stop = CancellationToken::new();
-        let abort = self.shared.shutdown.child_token();
-        let join = tokio::spawn(crate::job::run(
-            self.shared.clone(),
-            task_ref,
-            stop.clone(),
-            abort.clone(),
-        ));
-        tracing::info!(task_id = %task.id, entity_id = %task.entity, channel = %channel_id, "task started");
-        self.lock_jobs().insert(
-            task.id,
-            JobHandle {
-                task,
-                stop,
-                abort,
-                stopping: false,
-                join,
-            },
-        );
+        self.jobs.start(task_id, task, job).await;
         Ok(())
     }
 
     /// Stops watching a task: its job unsubscribes from the hub in the background (see
     /// [`YoutubeRunner::wait_stopped`]). Unknown ids are ignored.
     pub async fn stop(&self, task_id: Uuid) -> Result<(), Error> {
-        let mut jobs = self.lock_jobs();
-        match jobs.get_mut(&task_id) {
-            Some(job) if !job.stopping => {
-                job.stopping = true;
-                job.stop.cancel();
-                tracing::info!(%task_id, "task stopping");
-            }
-            _ => tracing::debug!(%task_id, "stop for a task not held"),
+        if self.jobs.stop(&task_id) {
+            tracing::info!(%task_id, "task stopping");
+        } else {
+            tracing::debug!(%task_id, "stop for a task not held");
         }
         Ok(())
     }
 
     /// Waits until a stopped task's job has finished (its unsubscription done or given up).
     pub async fn wait_stopped(&self, task_id: Uuid) {
-        let handle = {
-            let mut jobs = self.lock_jobs();
-            match jobs.get(&task_id) {
-                Some(job) if job.stopping => jobs.remove(&task_id),
-                _ => None,
-            }
-        };
-        if let Some(job) = handle {
-            let _ = job.join.await;
-        }
+        self.jobs.wait_stopped(&task_id).await;
     }
 
     /// Waits for every job and background task to end; call after cancelling `shutdown`.
     pub async fn join(&self) {
-        let jobs: Vec<JobHandle> = self.lock_jobs().drain().map(|(_, job)| job).collect();
-        for job in jobs {
-            let _ = job.join.await;
-        }
+        self.jobs.abort_all().await;
         let background: Vec<JoinHandle<()>> = self
             .background
             .lock()
