@@ -46,7 +46,7 @@ fn limits(global: usize, chat_interval: Duration) -> RateLimits {
 
 /// Sends `chats` messages with no pacing at all; returns (seconds, refused).
 async fn naive_burst(chats: i64, limits: RateLimits) -> (f64, u64) {
-    let tg = TelegramServer::start("42:naive").await;
+    let tg = TelegramServer::start("42:naive").await.unwrap();
     tg.enforce(limits);
     let bot = teloxide::Bot::new(tg.token.clone()).set_api_url(tg.url.parse().unwrap());
     let started = Instant::now();
@@ -106,7 +106,7 @@ async fn bench() {
             .expect("insert subscription");
     }
 
-    let tg = TelegramServer::start("42:fanout").await;
+    let tg = TelegramServer::start("42:fanout").await.unwrap();
     tg.enforce(limits);
     let bus: Arc<dyn Bus> = stargazer_core::bus::connect("memory://")
         .await

@@ -34,7 +34,7 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
         .await;
     platform.entity(&[("en", "Aquamarine Project")]).await;
     platform.entity(&[("en", "Houshou Marine")]).await;
-    let tg = TelegramServer::start("123:commands").await;
+    let tg = TelegramServer::start("123:commands").await.unwrap();
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
     let bot = RunningBot::start(
@@ -65,22 +65,25 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
         .await;
     let buttons = pick.buttons();
     assert_eq!(buttons.len(), 3, "{buttons:?}");
-    tg.press(&pick, chat, &button(&buttons, |l| l == "Minato Aqua"));
+    tg.press(
+        chat,
+        pick.message_id,
+        chat,
+        &button(&buttons, |l| l == "Minato Aqua"),
+    );
     tg.wait_message(chat, pick.message_id, T, |m| {
         text_of(m).contains("Which events of Minato Aqua")
     })
     .await;
     // Everything starts selected; turn videos off.
-    let video = button(&tg.buttons_of(chat, pick.message_id), |l| {
-        l.ends_with("Video")
-    });
-    tg.press_on(chat, pick.message_id, chat, &video);
+    let video = button(&tg.buttons(chat, pick.message_id), |l| l.ends_with("Video"));
+    tg.press(chat, pick.message_id, chat, &video);
     tg.wait_message(chat, pick.message_id, T, |m| {
         m.to_string().contains("⬜ 🎬 Video")
     })
     .await;
-    let done = button(&tg.buttons_of(chat, pick.message_id), |l| l == "Done");
-    tg.press_on(chat, pick.message_id, chat, &done);
+    let done = button(&tg.buttons(chat, pick.message_id), |l| l == "Done");
+    tg.press(chat, pick.message_id, chat, &done);
     let confirmed = tg
         .wait_message(chat, pick.message_id, T, |m| {
             text_of(m).contains("Subscribed to Minato Aqua")
@@ -183,7 +186,8 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
         .wait_for(chat, T, |s| s.text.contains("Unsubscribe from which one"))
         .await;
     tg.press(
-        &offer,
+        chat,
+        offer.message_id,
         chat,
         &button(&offer.buttons(), |l| l.contains("湊あくあ")),
     );
@@ -204,7 +208,8 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
         .wait_for(chat, T, |s| s.text.contains("This cannot be undone"))
         .await;
     tg.press(
-        &ask,
+        chat,
+        ask.message_id,
         chat,
         &button(&ask.buttons(), |l| l.starts_with("Yes")),
     );
@@ -225,7 +230,7 @@ async fn group_members_who_are_not_admins_are_refused() {
     init_tracing();
     let platform = Platform::start().await;
     let aqua = platform.entity(&[("en", "Minato Aqua")]).await;
-    let tg = TelegramServer::start("123:groups").await;
+    let tg = TelegramServer::start("123:groups").await.unwrap();
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
     let bot = RunningBot::start(
@@ -250,7 +255,7 @@ async fn group_members_who_are_not_admins_are_refused() {
     let done = button(&keyboard.buttons(), |l| l == "Done");
 
     // A member pressing the admin's keyboard is refused too, and nothing changes.
-    tg.press(&keyboard, member, &done);
+    tg.press(group, keyboard.message_id, member, &done);
     eventually("the member is refused", T, || {
         tg.callback_answers().iter().any(|a| {
             a["text"]
@@ -272,7 +277,7 @@ async fn group_members_who_are_not_admins_are_refused() {
         .unwrap()
         .is_empty());
 
-    tg.press(&keyboard, admin, &done);
+    tg.press(group, keyboard.message_id, admin, &done);
     tg.wait_message(group, keyboard.message_id, T, |m| {
         text_of(m).contains("Subscribed to Minato Aqua: all events")
     })
@@ -339,7 +344,7 @@ async fn group_members_who_are_not_admins_are_refused() {
 async fn a_rejected_token_stops_the_bot_with_a_clear_error() {
     init_tracing();
     let platform = Platform::start().await;
-    let tg = TelegramServer::start("123:right").await;
+    let tg = TelegramServer::start("123:right").await.unwrap();
     let mut config = platform.bot_config(&tg, "stargazer.test.bot-telegram.unused");
     config.token = "123:wrong".into();
     let bus = stargazer_core::bus::connect("memory://").await.unwrap();

@@ -51,7 +51,7 @@ async fn a_redelivered_event_is_not_sent_twice() {
     let entity = platform.entity(&[("en", "Shirakami Fubuki")]).await;
     let chats: Vec<i64> = (6001..=6005).collect();
     subscribe_chats(&platform, entity, &chats).await;
-    let tg = TelegramServer::start("123:redelivery").await;
+    let tg = TelegramServer::start("123:redelivery").await.unwrap();
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
     let bot = RunningBot::start(
@@ -94,7 +94,7 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
     let entity = platform.entity(&[("en", "Houshou Marine")]).await;
     let chats: Vec<i64> = (6101..=6112).collect();
     subscribe_chats(&platform, entity, &chats).await;
-    let tg = TelegramServer::start("123:restart").await;
+    let tg = TelegramServer::start("123:restart").await.unwrap();
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
 
@@ -152,7 +152,7 @@ async fn retry_after_is_honoured_blocked_chats_are_paused_and_migrations_followe
         .find_user("telegram", &group.to_string())
         .await
         .unwrap();
-    let tg = TelegramServer::start("123:errors").await;
+    let tg = TelegramServer::start("123:errors").await.unwrap();
     tg.fail_next(slowed, [Failure::RetryAfter(1)]);
     tg.block(blocked);
     tg.migrate(group, supergroup);
@@ -271,7 +271,7 @@ async fn an_api_outage_delays_delivery_but_loses_nothing() {
     let platform = Platform::start().await;
     let entity = platform.entity(&[("en", "Inugami Korone")]).await;
     subscribe_chats(&platform, entity, &[6301, 6302]).await;
-    let tg = TelegramServer::start("123:outage").await;
+    let tg = TelegramServer::start("123:outage").await.unwrap();
     let bus = rabbit().await;
     let queue = TestQueue::declare(&bus).await;
     // The bot's api address has nothing listening yet.

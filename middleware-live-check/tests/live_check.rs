@@ -1,21 +1,16 @@
-//! middleware-live-check against a YouTube-Data-API test server (axum on 127.0.0.1:0), on
+//! middleware-live-check against the YouTube Data API test server of `stargazer-testkit`, on
 //! RabbitMQ and the in-process bus, SQLite and MongoDB: held until the video goes
 //! upcoming → live (across a restart), dropped when deleted / ended / no broadcast / too
 //! late, ≤ 50 ids per call, quota errors backed off; and the order of a multi-tag key
 //! `youtube.live_check.delay` through both middlewares.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use prometheus::Registry;
-use serde_json::{json, Value};
+use serde_json::json;
 use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::model::Event;
 use stargazer_core::storage::Storage;
@@ -24,166 +19,42 @@ use stargazer_middleware_delay::DelayConfig;
 use stargazer_middleware_live_check::{run_with_registry, LiveCheckConfig};
 use stargazer_testkit::backends::{event, now_ms, BusKind, Env, StoreKind};
 use stargazer_testkit::matrix;
+use stargazer_testkit::servers::youtube::{Broadcast, Video, Youtube};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const KEY: &str = "test-api-key";
 
-#[derive(Debug, Clone)]
-enum Video {
-    Upcoming {
-        scheduled: DateTime<Utc>,
-    },
-    Live {
-        scheduled: DateTime<Utc>,
-        started: DateTime<Utc>,
-    },
-    Ended {
-        started: DateTime<Utc>,
-        ended: DateTime<Utc>,
-    },
-    Plain,
+/// Stores video `id` in state `broadcast`, replacing what the API knew of it.
+fn set(api: &Youtube, id: &str, broadcast: Broadcast) {
+    api.put_video(
+        Video {
+            id: id.to_owned(),
+            channel_id: "UCliveCheckTestChannel".to_owned(),
+            title: id.to_owned(),
+            published: Utc::now(),
+            broadcast,
+        },
+        false,
+    );
 }
 
-#[derive(Debug, Clone)]
-struct Call {
-    ids: Vec<String>,
-    at: Instant,
-    status: u16,
-}
-
-#[derive(Default)]
-struct ApiInner {
-    videos: HashMap<String, Video>,
-    quota_failures: usize,
-    calls: Vec<Call>,
-}
-
-#[derive(Clone, Default)]
-struct Api {
-    inner: Arc<Mutex<ApiInner>>,
-}
-
-impl Api {
-    fn set(&self, id: &str, video: Video) {
-        self.inner
-            .lock()
-            .unwrap()
-            .videos
-            .insert(id.to_owned(), video);
-    }
-    fn calls(&self) -> Vec<Call> {
-        self.inner.lock().unwrap().calls.clone()
-    }
-    fn asked_about(&self, id: &str) -> Vec<Instant> {
-        self.calls()
-            .iter()
-            .filter(|c| c.ids.iter().any(|i| i == id))
-            .map(|c| c.at)
-            .collect()
-    }
+/// When the API was asked about video `id`.
+fn asked_about(api: &Youtube, id: &str) -> Vec<Instant> {
+    api.list_requests()
+        .iter()
+        .filter(|c| c.ids.iter().any(|i| i == id))
+        .map(|c| c.at)
+        .collect()
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn api_error(status: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({"error": {"code": status.as_u16(), "message": message,
-        "errors": [{"message": message, "domain": "youtube.quota", "reason": reason}]}});
-    (status, Json(body)).into_response()
-}
-
-async fn videos(State(api): State<Api>, Query(query): Query<HashMap<String, String>>) -> Response {
-    let mut inner = api.inner.lock().unwrap();
-    let ids: Vec<String> = query
-        .get("id")
-        .map(|ids| {
-            ids.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let (status, response) = if query.get("key").map(String::as_str) != Some(KEY) {
-        (
-            400,
-            api_error(
-                StatusCode::BAD_REQUEST,
-                "keyInvalid",
-                "API key not valid. Please pass a valid API key.",
-            ),
-        )
-    } else if query.get("part").map(String::as_str) != Some("liveStreamingDetails") {
-        (
-            400,
-            api_error(StatusCode::BAD_REQUEST, "invalidPart", "unexpected part"),
-        )
-    } else if ids.len() > 50 {
-        (
-            400,
-            api_error(StatusCode::BAD_REQUEST, "invalidFilters", "too many ids"),
-        )
-    } else if inner.quota_failures > 0 {
-        inner.quota_failures -= 1;
-        (
-            403,
-            api_error(
-                StatusCode::FORBIDDEN,
-                "quotaExceeded",
-                "The request cannot be completed because you have exceeded your quota.",
-            ),
-        )
-    } else {
-        let items: Vec<Value> = ids
-            .iter()
-            .filter_map(|id| {
-                let details = match inner.videos.get(id)? {
-                    Video::Upcoming { scheduled } => {
-                        Some(json!({"scheduledStartTime": rfc3339(*scheduled)}))
-                    }
-                    Video::Live { scheduled, started } => Some(json!({
-                        "scheduledStartTime": rfc3339(*scheduled),
-                        "actualStartTime": rfc3339(*started),
-                        "concurrentViewers": "1234"
-                    })),
-                    Video::Ended { started, ended } => Some(json!({
-                        "actualStartTime": rfc3339(*started),
-                        "actualEndTime": rfc3339(*ended)
-                    })),
-                    Video::Plain => None,
-                };
-                let mut item = json!({"kind": "youtube#video", "etag": "e", "id": id});
-                if let Some(details) = details {
-                    item["liveStreamingDetails"] = details;
-                }
-                Some(item)
-            })
-            .collect();
-        let body = json!({
-            "kind": "youtube#videoListResponse",
-            "etag": "list",
-            "items": items,
-            "pageInfo": {"totalResults": items.len(), "resultsPerPage": items.len()}
-        });
-        (200, Json(body).into_response())
-    };
-    inner.calls.push(Call {
-        ids,
-        at: Instant::now(),
-        status,
-    });
-    response
-}
-
-async fn start_api() -> (Api, String) {
-    let api = Api::default();
-    let app = Router::new()
-        .route("/youtube/v3/videos", get(videos))
-        .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+async fn start_api() -> (Youtube, String) {
+    let api = Youtube::start(KEY).await.unwrap();
+    let url = api.base.clone();
     (api, url)
 }
 
@@ -284,7 +155,7 @@ async fn holds_until_live_across_a_restart(bus_kind: BusKind, store: StoreKind) 
     );
 
     let scheduled = Utc::now() + chrono::Duration::minutes(5);
-    api.set("vidUpcoming1", Video::Upcoming { scheduled });
+    set(&api, "vidUpcoming1", Broadcast::Upcoming(scheduled));
     let held = live_event("vidUpcoming1");
     let deleted = live_event("vidDeleted01");
     for e in [&held, &deleted] {
@@ -298,7 +169,7 @@ async fn holds_until_live_across_a_restart(bus_kind: BusKind, store: StoreKind) 
         .wait_metric("stargazer_live_check_dropped_total", Some("gone"), 1.0)
         .await;
     wait_until("two polls of the upcoming video", || {
-        api.asked_about("vidUpcoming1").len() >= 2
+        asked_about(&api, "vidUpcoming1").len() >= 2
     })
     .await;
     assert!(
@@ -326,7 +197,7 @@ async fn holds_until_live_across_a_restart(bus_kind: BusKind, store: StoreKind) 
         .wait_metric("stargazer_live_check_pending", None, 1.0)
         .await;
     let started = Utc::now();
-    api.set("vidUpcoming1", Video::Live { scheduled, started });
+    set(&api, "vidUpcoming1", Broadcast::Live { scheduled, started });
     let got = ready.collect_n(&ours, 1, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].event.id, held.id);
@@ -375,7 +246,7 @@ async fn polls_at_most_50_ids_per_call() {
     let mut ours = HashSet::new();
     for i in 0..120 {
         let video = format!("vid{i:08}");
-        api.set(&video, Video::Upcoming { scheduled });
+        set(&api, &video, Broadcast::Upcoming(scheduled));
         let e = live_event(&video);
         ours.insert(e.id);
         env.bus
@@ -387,15 +258,16 @@ async fn polls_at_most_50_ids_per_call() {
         .wait_metric("stargazer_live_check_pending", None, 120.0)
         .await;
     wait_until("a full round over 120 videos", || {
-        let calls = api.calls();
+        let calls = api.list_requests();
         let seen: HashSet<&String> = calls.iter().flat_map(|c| c.ids.iter()).collect();
         seen.len() == 120
     })
     .await;
     for i in 0..120 {
-        api.set(
+        set(
+            &api,
             &format!("vid{i:08}"),
-            Video::Live {
+            Broadcast::Live {
                 scheduled,
                 started: Utc::now(),
             },
@@ -403,13 +275,17 @@ async fn polls_at_most_50_ids_per_call() {
     }
     let got = ready.collect_n(&ours, 120, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 120);
-    let calls = api.calls();
+    let calls = api.list_requests();
     assert!(
         calls.iter().all(|c| c.ids.len() <= 50),
         "sizes {:?}",
         calls.iter().map(|c| c.ids.len()).collect::<Vec<_>>()
     );
     assert!(calls.iter().all(|c| c.status == 200));
+    assert!(
+        calls.iter().all(|c| c.parts == ["liveStreamingDetails"]),
+        "only the part live-check needs is asked for"
+    );
     running.stop().await;
 }
 
@@ -419,10 +295,11 @@ async fn polls_at_most_50_ids_per_call() {
 async fn quota_errors_back_off_and_keep_pending() {
     let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let (api, url) = start_api().await;
-    api.inner.lock().unwrap().quota_failures = 3;
-    api.set(
+    api.fail_quota(3);
+    set(
+        &api,
         "vidLive00001",
-        Video::Live {
+        Broadcast::Live {
             scheduled: Utc::now(),
             started: Utc::now(),
         },
@@ -443,7 +320,7 @@ async fn quota_errors_back_off_and_keep_pending() {
         .collect_n(&[e.id].into(), 1, Duration::from_secs(30))
         .await;
     assert_eq!(got.len(), 1, "forwarded once the API answers");
-    let calls = api.calls();
+    let calls = api.list_requests();
     let statuses: Vec<u16> = calls.iter().map(|c| c.status).collect();
     assert_eq!(&statuses[..4], &[403, 403, 403, 200]);
     for pair in calls[..4].windows(2) {
@@ -470,19 +347,19 @@ async fn ended_cancelled_and_late_broadcasts_are_dropped() {
     let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let (api, url) = start_api().await;
     let now = Utc::now();
-    api.set(
+    set(
+        &api,
         "vidEnded0001",
-        Video::Ended {
+        Broadcast::Ended {
             started: now - chrono::Duration::hours(2),
             ended: now,
         },
     );
-    api.set("vidPlain0001", Video::Plain);
-    api.set(
+    set(&api, "vidPlain0001", Broadcast::Upload);
+    set(
+        &api,
         "vidLate00001",
-        Video::Upcoming {
-            scheduled: now - chrono::Duration::minutes(10),
-        },
+        Broadcast::Upcoming(now - chrono::Duration::minutes(10)),
     );
     let queue = env.middleware_queue("live_check").await;
     let mut ready = env.ready().await;
@@ -526,9 +403,10 @@ async fn ended_cancelled_and_late_broadcasts_are_dropped() {
 async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: StoreKind) {
     let mut env = Env::new(bus_kind, store).await;
     let (api, url) = start_api().await;
-    api.set(
+    set(
+        &api,
         "vidPipeline1",
-        Video::Live {
+        Broadcast::Live {
             scheduled: Utc::now(),
             started: Utc::now(),
         },
@@ -587,7 +465,7 @@ async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: Stor
         "both middlewares removed their fields: {:?}",
         r.event.control
     );
-    let asked = api.asked_about("vidPipeline1");
+    let asked = asked_about(&api, "vidPipeline1");
     assert!(!asked.is_empty());
     assert!(
         asked[0].duration_since(published) >= Duration::from_millis(1400),

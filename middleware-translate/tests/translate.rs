@@ -1,17 +1,12 @@
-//! middleware-translate against a DeepL-protocol test server (axum on 127.0.0.1:0), on
+//! middleware-translate against the DeepL test server of `stargazer-testkit`, on
 //! RabbitMQ and the in-process bus: result shape, batching (≤ 50 texts a call) and
 //! deduplication across events, 429 with `Retry-After`, 5xx, 456 (quota) and lasting
 //! failures.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use prometheus::Registry;
 use serde_json::{json, Value};
 use stargazer_core::bus::Bus;
@@ -21,173 +16,15 @@ use stargazer_core::CancellationToken;
 use stargazer_middleware_translate::{run_with_registry, TranslateConfig, TRANSLATE_ERROR};
 use stargazer_testkit::backends::{event, BusKind, Env, StoreKind};
 use stargazer_testkit::bus_matrix;
+use stargazer_testkit::servers::deepl::{Deepl, Failure};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const KEY: &str = "test-key:fx";
 
-/// A canned failure the server gives instead of translating.
-#[derive(Debug, Clone, Copy)]
-enum Fail {
-    TooMany { retry_after: Option<u64> },
-    Quota,
-    Server,
-}
-
-#[derive(Debug, Clone)]
-struct Call {
-    texts: Vec<String>,
-    target: String,
-    at: Instant,
-    answered: u16,
-}
-
-#[derive(Default)]
-struct DeeplInner {
-    script: VecDeque<Fail>,
-    always: Option<Fail>,
-    calls: Vec<Call>,
-    bad_auth: usize,
-}
-
-#[derive(Clone, Default)]
-struct Deepl {
-    inner: Arc<Mutex<DeeplInner>>,
-}
-
-impl Deepl {
-    fn calls(&self) -> Vec<Call> {
-        self.inner.lock().unwrap().calls.clone()
-    }
-    fn script(&self, fails: &[Fail]) {
-        self.inner
-            .lock()
-            .unwrap()
-            .script
-            .extend(fails.iter().copied());
-    }
-    fn always(&self, fail: Option<Fail>) {
-        self.inner.lock().unwrap().always = fail;
-    }
-}
-
-/// What DeepL would say for `text`: ASCII text is detected as English, the rest as Japanese.
-fn fake_translation(text: &str, target: &str) -> Value {
-    let source = if text.is_ascii() { "EN" } else { "JA" };
-    json!({"detected_source_language": source, "text": format!("[{target}] {text}")})
-}
-
-async fn translate(
-    State(deepl): State<Deepl>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let mut inner = deepl.inner.lock().unwrap();
-    if auth != Some(&format!("DeepL-Auth-Key {KEY}")) {
-        inner.bad_auth += 1;
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({"message": "Authorization failure, check auth_key"})),
-        )
-            .into_response();
-    }
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"message": "Invalid request body"})),
-        )
-            .into_response();
-    };
-    let texts: Vec<String> = request["text"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let target = request["target_lang"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let fail = inner.script.pop_front().or(inner.always);
-    let (status, response) = if texts.is_empty() || target.is_empty() {
-        (
-            400,
-            (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"message": "Parameter 'text' not specified."})),
-            )
-                .into_response(),
-        )
-    } else if texts.len() > 50 {
-        (
-            413,
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({"message": "Too many texts"})),
-            )
-                .into_response(),
-        )
-    } else {
-        match fail {
-            Some(Fail::TooMany { retry_after }) => {
-                let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Json(json!({"message": "Too many requests"})),
-                )
-                    .into_response();
-                if let Some(secs) = retry_after {
-                    response
-                        .headers_mut()
-                        .insert("retry-after", secs.to_string().parse().unwrap());
-                }
-                (429, response)
-            }
-            Some(Fail::Quota) => (
-                456,
-                (
-                    StatusCode::from_u16(456).unwrap(),
-                    Json(json!({"message": "Quota exceeded"})),
-                )
-                    .into_response(),
-            ),
-            Some(Fail::Server) => (
-                503,
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"message": "Service unavailable"})),
-                )
-                    .into_response(),
-            ),
-            None => {
-                let translations: Vec<Value> =
-                    texts.iter().map(|t| fake_translation(t, &target)).collect();
-                (
-                    200,
-                    Json(json!({"translations": translations})).into_response(),
-                )
-            }
-        }
-    };
-    inner.calls.push(Call {
-        texts,
-        target,
-        at: Instant::now(),
-        answered: status,
-    });
-    response
-}
-
 async fn start_deepl() -> (Deepl, String) {
-    let deepl = Deepl::default();
-    let app = Router::new()
-        .route("/v2/translate", post(translate))
-        .with_state(deepl.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let deepl = Deepl::start(KEY).await.unwrap();
+    let url = deepl.base.clone();
     (deepl, url)
 }
 
@@ -310,12 +147,8 @@ async fn translates_fields_into_each_target_language(bus_kind: BusKind, store: S
         second.event.fields
     );
     assert!(second.event.control.get(TRANSLATE_ERROR).is_none());
-    assert_eq!(
-        deepl.inner.lock().unwrap().bad_auth,
-        0,
-        "every call authenticated"
-    );
-    assert!(deepl.calls().iter().all(|c| c.texts.len() <= 50));
+    assert_eq!(deepl.refused(), 0, "every call authenticated");
+    assert!(deepl.requests().iter().all(|c| c.texts.len() <= 50));
     running.stop().await;
     env.close().await;
 }
@@ -363,7 +196,7 @@ async fn batches_and_translates_identical_texts_once(bus_kind: BusKind, store: S
             json!(format!("[EN-US] {text}"))
         );
     }
-    let calls = deepl.calls();
+    let calls = deepl.requests();
     assert!(
         calls.iter().all(|c| c.texts.len() <= 50),
         "sizes {:?}",
@@ -396,7 +229,7 @@ async fn batches_and_translates_identical_texts_once(bus_kind: BusKind, store: S
         1
     );
     assert_eq!(
-        deepl.calls().len(),
+        deepl.requests().len(),
         calls.len(),
         "no call for a cached text"
     );
@@ -412,11 +245,11 @@ bus_matrix!(batches_and_translates_identical_texts_once);
 async fn retries_rate_limits_and_server_errors() {
     let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let (deepl, url) = start_deepl().await;
-    deepl.script(&[
-        Fail::TooMany {
+    deepl.fail_next(&[
+        Failure::TooManyRequests {
             retry_after: Some(1),
         },
-        Fail::Server,
+        Failure::Unavailable,
     ]);
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
@@ -434,9 +267,9 @@ async fn retries_rate_limits_and_server_errors() {
         json!("[EN-US] こんにちは")
     );
     assert!(got[0].event.control.get(TRANSLATE_ERROR).is_none());
-    let calls = deepl.calls();
+    let calls = deepl.requests();
     assert_eq!(
-        calls.iter().map(|c| c.answered).collect::<Vec<_>>(),
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
         vec![429, 503, 200]
     );
     assert!(
@@ -452,7 +285,7 @@ async fn retries_rate_limits_and_server_errors() {
 async fn quota_exceeded_pauses_calls_and_events_pass_untranslated() {
     let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let (deepl, url) = start_deepl().await;
-    deepl.script(&[Fail::Quota]);
+    deepl.fail_next(&[Failure::QuotaExceeded]);
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
     let running = Running::start(config(&queue, &url), env.storage.clone(), env.bus.clone());
@@ -483,7 +316,7 @@ async fn quota_exceeded_pauses_calls_and_events_pass_untranslated() {
         .as_str()
         .unwrap()
         .contains("paused until"));
-    assert_eq!(deepl.calls().len(), 1, "no DeepL call while paused");
+    assert_eq!(deepl.requests().len(), 1, "no DeepL call while paused");
     assert_eq!(
         running.counter("stargazer_translate_api_calls_total", "skipped_quota"),
         1
@@ -522,7 +355,7 @@ async fn lasting_failure_and_bad_pointers_are_reported_not_fatal() {
     let error = got[0].event.control[TRANSLATE_ERROR].as_str().unwrap();
     assert!(error.contains("/fields/nope: no such field"), "{error}");
 
-    deepl.always(Some(Fail::Server));
+    deepl.fail_always(Some(Failure::Unavailable));
     let failing = vec![tweet(
         "失敗",
         json!({"x-translate-fields": "/fields/text", "x-translate-to": "ja"}),
@@ -543,10 +376,10 @@ async fn lasting_failure_and_bad_pointers_are_reported_not_fatal() {
         "original text untouched"
     );
     assert_eq!(
-        deepl.calls().iter().filter(|c| c.answered == 503).count(),
+        deepl.requests().iter().filter(|c| c.status == 503).count(),
         3
     );
-    assert!(deepl.calls().iter().any(|c| c.target == "JA"));
+    assert!(deepl.requests().iter().any(|c| c.target == "JA"));
     running.stop().await;
 }
 

@@ -1,13 +1,15 @@
 //! Support code shared by the integration tests of the Stargazer services: per-test bus and
 //! storage backends on the real servers ([`backends`]), a fake coordinator speaking the
-//! worker protocol ([`coordinator`]) and an observer queue on the real RabbitMQ exchange
-//! ([`observer`]).
+//! worker protocol ([`coordinator`]), an observer queue on the real RabbitMQ exchange
+//! ([`observer`]) and local servers playing the external APIs: Telegram, a WebSub hub,
+//! YouTube, X and DeepL ([`servers`]).
 //!
 //! Tests may panic freely, so the helpers here unwrap and assert rather than return errors.
 
 pub mod backends;
 pub mod coordinator;
 pub mod observer;
+pub mod servers;
 
 use std::time::Duration;
 

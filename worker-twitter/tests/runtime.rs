@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_assignments_drive_polling() {
-    let x = XServer::start().await;
+    let x = XServer::start(TOKEN).await.unwrap();
     let coordinator = FakeCoordinator::start().await;
     let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
     let config = TwitterConfig {
@@ -56,7 +56,7 @@ async fn coordinator_assignments_drive_polling() {
         })
     })
     .await;
-    let user = user_id();
+    let user = new_user_id();
     x.add_user(&user, "vt");
     let entity = Uuid::new_v4();
     let task = Task {
@@ -73,7 +73,7 @@ async fn coordinator_assignments_drive_polling() {
     eventually("ack 1", wait, || coordinator.acked(1)).await;
     eventually("first poll", wait, || !x.requests_for(&user).is_empty()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    x.tweet(&user, "hello");
+    x.post(&user, "hello", "en");
     observer.wait_for(entity, 1, wait).await;
 
     coordinator.send(CoordinatorMessage::Unassign {

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,15 +93,15 @@ fn assert_unique(events: &[(String, Event)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_run_skips_history_then_publishes_new_tweets_oldest_first() {
-    let x = XServer::start().await;
+    let x = XServer::start(TOKEN).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
-    let user = user_id();
+    let user = new_user_id();
     x.add_user(&user, "vtuber");
     for i in 0..3 {
-        x.tweet(&user, &format!("history {i}"));
+        x.post(&user, &format!("history {i}"), "en");
     }
-    let history_newest = x.tweet(&user, "history newest");
+    let history_newest = x.post(&user, "history newest", "en");
     let worker = Worker::start(
         config(&x),
         storage.clone(),
@@ -123,30 +122,36 @@ async fn first_run_skips_history_then_publishes_new_tweets_oldest_first() {
     // Seven new tweets: more than one page of five.
     let mut new_ids = Vec::new();
     for i in 0..5 {
-        new_ids.push(x.tweet(&user, &format!("new {i}")));
+        new_ids.push(x.post(&user, &format!("new {i}"), "en"));
     }
     let original = 1_700_000_000_000_000_000u64;
-    new_ids.push(x.push(
+    new_ids.push(x.post_with(
         &user,
         "RT @other: the original text, trunc…",
-        Some((original, "the original text, in full".into(), "42".into())),
+        "en",
+        Some(Retweeted {
+            id: original,
+            text: "the original text, in full".into(),
+            author_id: "42".into(),
+        }),
         vec![],
     ));
-    new_ids.push(x.push(
+    new_ids.push(x.post_with(
         &user,
         "with pictures",
+        "en",
         None,
         vec![
-            (
-                "3_1".into(),
-                "photo".into(),
-                "https://pbs.twimg.com/media/one.jpg".into(),
-            ),
-            (
-                "7_2".into(),
-                "video".into(),
-                "https://pbs.twimg.com/ext_tw_video_thumb/two.jpg".into(),
-            ),
+            Media {
+                key: "3_1".into(),
+                kind: "photo".into(),
+                url: "https://pbs.twimg.com/media/one.jpg".into(),
+            },
+            Media {
+                key: "7_2".into(),
+                kind: "video".into(),
+                url: "https://pbs.twimg.com/ext_tw_video_thumb/two.jpg".into(),
+            },
         ],
     ));
     let events = observer.wait_for(entity, 7, WAIT).await;
@@ -214,10 +219,10 @@ async fn first_run_skips_history_then_publishes_new_tweets_oldest_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tweets_of_an_entity_with_translation_are_tagged_translate() {
-    let x = XServer::start().await;
+    let x = XServer::start(TOKEN).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
-    let user = user_id();
+    let user = new_user_id();
     x.add_user(&user, "jp_vtuber");
     let entity = Uuid::new_v4();
     let task = task(entity, &user);
@@ -241,7 +246,7 @@ async fn tweets_of_an_entity_with_translation_are_tagged_translate() {
     // An account without any tweet yet: the first tweet after the first run is news.
     eventually("first run", WAIT, || !x.requests_for(&user).is_empty()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let id = x.tweet(&user, "こんにちは");
+    let id = x.post(&user, "こんにちは", "ja");
     let events = observer.wait_for(entity, 1, WAIT).await;
     let (key, event) = &events[0];
     assert_eq!(key, "twitter.translate");
@@ -253,26 +258,26 @@ async fn tweets_of_an_entity_with_translation_are_tagged_translate() {
 }
 
 async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
-    let x = XServer::start().await;
+    let x = XServer::start(TOKEN).await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["twitter", "twitter.#"]).await;
     let bus = bus::connect(AMQP_URL).await.unwrap();
-    let user = user_id();
+    let user = new_user_id();
     x.add_user(&user, "vt");
-    let first = x.tweet(&user, "before the task");
+    let first = x.post(&user, "before the task", "en");
     let entity = Uuid::new_v4();
     let task = task(entity, &user);
 
     let a = Worker::start(config(&x), storage.clone(), bus.clone());
     a.runner.start(task.clone()).await.unwrap();
     wait_cursor(storage.as_ref(), task.id, first).await;
-    let t1 = x.tweet(&user, "one");
+    let t1 = x.post(&user, "one", "en");
     observer.wait_for(entity, 1, WAIT).await;
     wait_cursor(storage.as_ref(), task.id, t1).await;
     a.shutdown().await;
 
     // Tweets while the worker is down come once after the restart.
-    let t2 = x.tweet(&user, "two");
-    let t3 = x.tweet(&user, "three");
+    let t2 = x.post(&user, "two", "en");
+    let t3 = x.post(&user, "three", "en");
     let a = Worker::start(config(&x), storage.clone(), bus.clone());
     a.runner.start(task.clone()).await.unwrap();
     observer.wait_for(entity, 3, WAIT).await;
@@ -298,7 +303,7 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     assert!(a.runner.tasks().is_empty());
     let b = Worker::start(config(&x), storage.clone(), bus.clone());
     b.runner.start(task.clone()).await.unwrap();
-    let t4 = x.tweet(&user, "four");
+    let t4 = x.post(&user, "four", "en");
     observer.wait_for(entity, 4, WAIT).await;
     wait_cursor(storage.as_ref(), task.id, t4).await;
     let events = observer.settle(entity, QUIET).await;
@@ -340,16 +345,15 @@ async fn restart_and_reassignment_on_mongodb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_headers_and_429_hold_requests_until_the_reset() {
-    let x = XServer::start().await;
+    let x = XServer::start(TOKEN).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
-    let user = user_id();
+    let user = new_user_id();
     x.add_user(&user, "vt");
-    x.tweet(&user, "history");
+    x.post(&user, "history", "en");
     // Two requests left in this window, which resets in 3 s.
-    x.state.limit.store(2, Ordering::SeqCst);
-    x.state.remaining.store(2, Ordering::SeqCst);
+    x.set_rate_limit(2);
     let reset = Utc::now().timestamp() + 3;
-    x.state.reset_at.store(reset, Ordering::SeqCst);
+    x.set_rate_window(2, reset);
     let worker = Worker::start(config(&x), storage, bus::connect(AMQP_URL).await.unwrap());
     worker
         .runner
@@ -361,7 +365,7 @@ async fn rate_limit_headers_and_429_hold_requests_until_the_reset() {
         worker.runner.rate_limited_until().is_some(),
         "remaining 0 must close the gate"
     );
-    x.state.limit.store(1500, Ordering::SeqCst);
+    x.set_rate_limit(1500);
     eventually("resumed after the reset", WAIT, || {
         x.requests_for(&user).len() >= 3
     })
@@ -372,18 +376,17 @@ async fn rate_limit_headers_and_429_hold_requests_until_the_reset() {
         "a request went out before the reset: {:?}",
         requests[2].at
     );
-    assert_eq!(x.state.violations.load(Ordering::SeqCst), 0);
+    assert_eq!(x.violations(), 0);
 
     // A 429: nothing more until its reset, no busy loop.
-    x.state.forced_reset_in.store(3, Ordering::SeqCst);
-    x.state.force_429.store(1, Ordering::SeqCst);
+    x.force_rate_limited(1, 3);
     eventually("429 served", WAIT, || {
         x.requests_for(&user).iter().any(|r| r.status == 429)
     })
     .await;
     let limited = x.requests_for(&user);
     let at = limited.iter().find(|r| r.status == 429).unwrap().at;
-    let reset = x.state.reset_at.load(Ordering::SeqCst);
+    let reset = x.rate_reset_at();
     eventually("resumed after the 429", WAIT, || {
         x.requests_for(&user).len() > limited.len()
     })
@@ -395,7 +398,7 @@ async fn rate_limit_headers_and_429_hold_requests_until_the_reset() {
         "request at {} before reset {reset} (429 at {at})",
         next.at
     );
-    assert_eq!(x.state.violations.load(Ordering::SeqCst), 0);
+    assert_eq!(x.violations(), 0);
     worker.shutdown().await;
 }
 
@@ -430,9 +433,9 @@ async fn unauthorized_is_logged_once_and_backs_off() {
         .with_max_level(tracing::Level::WARN)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let x = XServer::start().await;
+    let x = XServer::start(TOKEN).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
-    let user = user_id();
+    let user = new_user_id();
     x.add_user(&user, "vt");
     let cfg = TwitterConfig {
         bearer_token: "wrong".into(),

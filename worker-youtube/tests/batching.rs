@@ -23,8 +23,8 @@ const CHANNELS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_notifications_cost_about_twenty_units() {
-    let hub = Hub::start().await;
-    let yt = Youtube::start("k").await;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start("k").await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let bus = bus::connect(AMQP_URL).await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["youtube"]).await;
@@ -50,8 +50,8 @@ async fn a_thousand_notifications_cost_about_twenty_units() {
     let entity = Uuid::new_v4();
     let mut channels = Vec::new();
     for _ in 0..CHANNELS {
-        let channel = channel_id();
-        yt.set_feed(&channel, &[]);
+        let channel = new_channel_id();
+        yt.add_channel(&channel);
         runner
             .start(Task {
                 id: Uuid::new_v4(),
@@ -70,7 +70,7 @@ async fn a_thousand_notifications_cost_about_twenty_units() {
     .await;
     // Let the first syncs (empty feeds, no API calls) finish.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let calls_before = yt.calls();
+    let calls_before = yt.list_calls();
 
     let now = Utc::now();
     let mut pushes = Vec::new();
@@ -78,24 +78,22 @@ async fn a_thousand_notifications_cost_about_twenty_units() {
         let channel = &channels[i % CHANNELS];
         let video = format!("{:011}", i);
         let video = format!("{}{}", &unique()[..3], &video[3..]);
-        yt.upload(&video, channel, "batched", now);
-        pushes.push((
-            topic(channel),
-            push_xml(&video, channel, "batched", "2026-03-01T00:00:00+00:00"),
-        ));
+        let video = Video::upload(&video, channel, "batched", now);
+        pushes.push((topic(channel), notification_xml(&video, now)));
+        yt.put_video(video, false);
     }
     let hub_ref = &hub;
     futures::stream::iter(pushes)
         .for_each_concurrent(16, |(topic, body)| async move {
-            assert_eq!(hub_ref.publish(&topic, &body).await, vec![202]);
+            assert_eq!(hub_ref.publish_now(&topic, &body).await, vec![Some(202)]);
         })
         .await;
     observer
         .wait_for(entity, NOTIFICATIONS, Duration::from_secs(120))
         .await;
 
-    let calls = yt.calls() - calls_before;
-    let per_call = yt.ids_per_call();
+    let calls = yt.list_calls() - calls_before;
+    let per_call: Vec<usize> = yt.list_requests().iter().map(|r| r.ids.len()).collect();
     println!(
         "Data API: {NOTIFICATIONS} notifications of {NOTIFICATIONS} distinct videos -> {calls} videos.list calls \
          = {calls} quota units ({:.1} units per 1,000 notifications; largest call {} ids); \

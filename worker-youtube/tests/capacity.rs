@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -45,7 +44,7 @@ async fn baseline(channels: usize, concurrency: usize) -> Duration {
     use futures::StreamExt;
     use std::collections::HashMap;
 
-    let hub = Hub::start().await;
+    let hub = Hub::start().await.unwrap();
     let echo = axum::Router::new().route(
         "/cb/{id}",
         axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
@@ -77,7 +76,7 @@ async fn baseline(channels: usize, concurrency: usize) -> Duration {
         })
         .await;
     eventually("baseline verified", Duration::from_secs(600), || {
-        hub.state.verified.load(Ordering::SeqCst) as usize == channels
+        hub.verified() as usize == channels
     })
     .await;
     started.elapsed()
@@ -88,9 +87,9 @@ async fn baseline(channels: usize, concurrency: usize) -> Duration {
 async fn channels_held_by_one_worker() {
     let channels = env_or("CHANNELS", 2000) as usize;
     let lease = env_or("LEASE_SECONDS", 20);
-    let hub = Hub::start().await;
-    hub.state.grant_seconds.store(lease, Ordering::SeqCst);
-    let yt = Youtube::start("k").await;
+    let hub = Hub::start().await.unwrap();
+    hub.grant_lease(lease);
+    let yt = Youtube::start("k").await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let bus = bus::connect(AMQP_URL).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -114,8 +113,8 @@ async fn channels_held_by_one_worker() {
     let started = Instant::now();
     let entity = Uuid::new_v4();
     for _ in 0..channels {
-        let channel = channel_id();
-        yt.set_feed(&channel, &[]);
+        let channel = new_channel_id();
+        yt.add_channel(&channel);
         runner
             .start(Task {
                 id: Uuid::new_v4(),
@@ -141,15 +140,15 @@ async fn channels_held_by_one_worker() {
     while hold_start.elapsed() < hold {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = Utc::now();
-        let subs = hub.state.subscriptions.lock().unwrap();
         expired_seen = expired_seen.max(
-            subs.values()
+            hub.all_subscriptions()
+                .iter()
                 .filter(|s| s.verified_at + chrono::Duration::seconds(s.lease_seconds as i64) < now)
                 .count(),
         );
     }
     let renewals = hub.subscribe_requests() - first_round;
-    let held = hub.subscription_count();
+    let held = hub.all_subscriptions().len();
     let rss_after = rss_kib();
     println!(
         "capacity: {channels} channels, lease {lease} s (renewal at lease/2 = {} s)",

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_assignments_drive_subscriptions() {
-    let hub = Hub::start().await;
-    let yt = Youtube::start("k").await;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start("k").await.unwrap();
     let coordinator = FakeCoordinator::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -56,8 +56,8 @@ async fn coordinator_assignments_drive_subscriptions() {
         })
     })
     .await;
-    let channel = channel_id();
-    yt.set_feed(&channel, &[]);
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
     let task = Task {
         id: Uuid::new_v4(),
         entity: Uuid::new_v4(),
@@ -71,7 +71,7 @@ async fn coordinator_assignments_drive_subscriptions() {
     });
     eventually("ack 1", wait, || coordinator.acked(1)).await;
     eventually("subscribed", wait, || {
-        hub.subscriptions_for(&topic(&channel)).len() == 1
+        hub.subscriptions(&topic(&channel)).len() == 1
     })
     .await;
 
@@ -100,7 +100,7 @@ async fn coordinator_assignments_drive_subscriptions() {
     });
     eventually("ack 3", wait, || coordinator.acked(3)).await;
     eventually("unsubscribed", wait, || {
-        hub.subscriptions_for(&topic(&channel)).is_empty()
+        hub.subscriptions(&topic(&channel)).is_empty()
     })
     .await;
     assert_eq!(hub.unsubscribe_requests(), 1);

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{Duration as ChronoDuration, DurationRound, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, DurationRound, TimeZone, Utc};
 use serde_json::json;
 use stargazer_core::bus::{self, Bus};
 use stargazer_core::model::{Event, Task, TaskParams};
@@ -96,8 +96,14 @@ fn video_id() -> String {
     unique()[..11].to_owned()
 }
 
-fn updated(n: u32) -> String {
-    format!("2026-03-01T00:00:{n:02}.123456789+00:00")
+fn updated(n: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, n).unwrap() + ChronoDuration::nanoseconds(123_456_789)
+}
+
+/// The notification the hub pushes for video `id` of `channel` titled `title`, updated at
+/// `updated` (the title need not match what the Data API says).
+fn push_xml(id: &str, channel: &str, title: &str, updated: DateTime<Utc>) -> String {
+    notification_xml(&Video::upload(id, channel, title, updated), updated)
 }
 
 async fn amqp() -> Arc<dyn Bus> {
@@ -123,24 +129,23 @@ fn assert_unique_ids(events: &[(String, Event)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
-    let hub = Hub::start().await;
-    let yt = Youtube::start(KEY).await;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
 
-    let channel = channel_id();
-    yt.set_feed(&channel, &[]);
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
     let entity = Uuid::new_v4();
     let task = task(entity, &channel);
     let topic = topic(&channel);
     worker.runner.start(task.clone()).await.unwrap();
     eventually("subscription verified", WAIT, || {
-        hub.subscriptions_for(&topic).len() == 1
-            && worker.runner.metrics().active_subscriptions() == 1
+        hub.subscriptions(&topic).len() == 1 && worker.runner.metrics().active_subscriptions() == 1
     })
     .await;
-    let sub = hub.subscriptions_for(&topic).remove(0);
+    let sub = hub.subscriptions(&topic).remove(0);
     assert!(sub.callback.starts_with(&worker.callback_base()));
     assert_eq!(sub.lease_seconds, 432_000);
     assert!(sub.secret.len() >= 32, "secret should be long and random");
@@ -148,7 +153,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     // Verification requests the worker did not ask for are refused.
     let http = reqwest::Client::new();
     for (mode, topic_asked) in [
-        ("subscribe", support::topic(&channel_id())),
+        ("subscribe", support::topic(&new_channel_id())),
         ("unsubscribe", topic.clone()),
         ("subscribe", format!("{topic}&x=1")),
     ] {
@@ -183,19 +188,19 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     // A plain upload.
     let now = Utc::now();
     let v1 = video_id();
-    yt.upload(
-        &v1,
-        &channel,
-        "First upload",
-        now - ChronoDuration::minutes(10),
+    yt.put_video(
+        Video::upload(
+            &v1,
+            &channel,
+            "First upload",
+            now - ChronoDuration::minutes(10),
+        ),
+        false,
     );
     assert_eq!(
-        hub.publish(
-            &topic,
-            &push_xml(&v1, &channel, "First upload", &updated(1))
-        )
-        .await,
-        vec![202]
+        hub.publish_now(&topic, &push_xml(&v1, &channel, "First upload", updated(1)))
+            .await,
+        vec![Some(202)]
     );
     let events = observer.wait_for(entity, 1, WAIT).await;
     let (key, event) = &events[0];
@@ -209,16 +214,16 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     );
     assert_eq!(
         event.fields["thumbnail"],
-        "https://i.ytimg.com/vi/x/hqdefault.jpg"
+        format!("https://i.ytimg.com/vi/{v1}/hqdefault.jpg")
     );
     assert!(event.control.is_empty());
 
     // Forged and unsigned notifications are ignored, still answered 2xx.
     let v2 = video_id();
     let v3 = video_id();
-    yt.upload(&v2, &channel, "forged", now);
-    yt.upload(&v3, &channel, "unsigned", now);
-    let forged = push_xml(&v2, &channel, "forged", &updated(2));
+    yt.put_video(Video::upload(&v2, &channel, "forged", now), false);
+    yt.put_video(Video::upload(&v3, &channel, "unsigned", now), false);
+    let forged = push_xml(&v2, &channel, "forged", updated(2));
     assert_eq!(
         hub.post(
             &sub.callback,
@@ -228,10 +233,10 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         .await,
         202
     );
-    let unsigned = push_xml(&v3, &channel, "unsigned", &updated(3));
+    let unsigned = push_xml(&v3, &channel, "unsigned", updated(3));
     assert_eq!(hub.post(&sub.callback, &unsigned, None).await, 202);
     // A signature over other bytes is as forged as a wrong key.
-    let tampered = push_xml(&v2, &channel, "forged!", &updated(2));
+    let tampered = push_xml(&v2, &channel, "forged!", updated(2));
     assert_eq!(
         hub.post(
             &sub.callback,
@@ -247,8 +252,8 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
 
     // sha256 signatures are accepted too.
     let v6 = video_id();
-    yt.upload(&v6, &channel, "sha256", now);
-    let body = push_xml(&v6, &channel, "sha256", &updated(6));
+    yt.put_video(Video::upload(&v6, &channel, "sha256", now), false);
+    let body = push_xml(&v6, &channel, "sha256", updated(6));
     assert_eq!(
         hub.post(
             &sub.callback,
@@ -265,8 +270,8 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         .duration_trunc(ChronoDuration::seconds(1))
         .unwrap();
     let v4 = video_id();
-    yt.upcoming(&v4, &channel, "Stream soon", start);
-    hub.publish(&topic, &push_xml(&v4, &channel, "Stream soon", &updated(4)))
+    yt.put_video(Video::upcoming(&v4, &channel, "Stream soon", start), false);
+    hub.publish_now(&topic, &push_xml(&v4, &channel, "Stream soon", updated(4)))
         .await;
     let events = observer.wait_for(entity, 5, WAIT).await;
     let scheduled: Vec<_> = events
@@ -317,8 +322,11 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
 
     // Already live: youtube.live, ready.
     let v5 = video_id();
-    yt.live(&v5, &channel, "Live now", now - ChronoDuration::minutes(1));
-    hub.publish(&topic, &push_xml(&v5, &channel, "Live now", &updated(5)))
+    yt.put_video(
+        Video::live(&v5, &channel, "Live now", now - ChronoDuration::minutes(1)),
+        false,
+    );
+    hub.publish_now(&topic, &push_xml(&v5, &channel, "Live now", updated(5)))
         .await;
     let events = observer.wait_for(entity, 6, WAIT).await;
     let live: Vec<_> = events
@@ -331,39 +339,39 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
 
     // A title edit (new `updated`) is classified again but publishes nothing; the very same
     // push again does not even cost a Data API call.
-    yt.upload(
-        &v1,
-        &channel,
-        "First upload (edited)",
-        now - ChronoDuration::minutes(10),
+    yt.put_video(
+        Video::upload(
+            &v1,
+            &channel,
+            "First upload (edited)",
+            now - ChronoDuration::minutes(10),
+        ),
+        false,
     );
-    hub.publish(
+    hub.publish_now(
         &topic,
-        &push_xml(&v1, &channel, "First upload (edited)", &updated(11)),
+        &push_xml(&v1, &channel, "First upload (edited)", updated(11)),
     )
     .await;
     assert_eq!(observer.settle(entity, QUIET).await.len(), 6);
-    let calls = yt.calls();
-    hub.publish(
+    let calls = yt.list_calls();
+    hub.publish_now(
         &topic,
-        &push_xml(&v1, &channel, "First upload (edited)", &updated(11)),
+        &push_xml(&v1, &channel, "First upload (edited)", updated(11)),
     )
     .await;
     assert_eq!(observer.settle(entity, QUIET).await.len(), 6);
     assert_eq!(
-        yt.calls(),
+        yt.list_calls(),
         calls,
         "an identical re-push must not cost quota"
     );
 
     // Rescheduled: new scheduled event, delayed messages under the same delay ids.
     let later = start + ChronoDuration::hours(1);
-    yt.upcoming(&v4, &channel, "Stream soon", later);
-    hub.publish(
-        &topic,
-        &push_xml(&v4, &channel, "Stream soon", &updated(14)),
-    )
-    .await;
+    yt.put_video(Video::upcoming(&v4, &channel, "Stream soon", later), false);
+    hub.publish_now(&topic, &push_xml(&v4, &channel, "Stream soon", updated(14)))
+        .await;
     let events = observer.wait_for(entity, 9, WAIT).await;
     let resched: Vec<_> = events[6..].to_vec();
     let later_s = later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -389,7 +397,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     }
 
     // Deleted before it started: both delayed messages are cancelled.
-    hub.publish(&topic, &tombstone_xml(&v4, &channel)).await;
+    hub.publish_now(&topic, &tombstone_xml(&v4, &channel)).await;
     let events = observer.wait_for(entity, 11, WAIT).await;
     let cancels: Vec<_> = events[9..].to_vec();
     assert_eq!(
@@ -415,19 +423,19 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     assert_eq!(all.len(), 11, "{all:#?}");
     assert_unique_ids(&all);
     // Every call stayed within the API's 50-id limit.
-    assert!(yt.ids_per_call().iter().all(|n| *n <= 50));
+    assert!(yt.list_requests().iter().all(|r| r.ids.len() <= 50));
     worker.shutdown().await;
 }
 
 /// Restart on the same storage, then reassignment to another worker (with overlap):
 /// no duplicate subscriptions, no duplicate events.
 async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
-    let hub = Hub::start().await;
-    let yt = Youtube::start(KEY).await;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let bus = amqp().await;
-    let channel = channel_id();
-    yt.set_feed(&channel, &[]);
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
     let topic = topic(&channel);
     let entity = Uuid::new_v4();
     let task = task(entity, &channel);
@@ -436,7 +444,7 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     let port = a.port;
     a.runner.start(task.clone()).await.unwrap();
     eventually("A subscribed", WAIT, || {
-        hub.subscriptions_for(&topic).len() == 1
+        hub.subscriptions(&topic).len() == 1
     })
     .await;
     eventually("A verified", WAIT, || {
@@ -444,8 +452,8 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     })
     .await;
     let v1 = video_id();
-    yt.upload(&v1, &channel, "one", Utc::now());
-    hub.publish(&topic, &push_xml(&v1, &channel, "one", &updated(1)))
+    yt.put_video(Video::upload(&v1, &channel, "one", Utc::now()), false);
+    hub.publish_now(&topic, &push_xml(&v1, &channel, "one", updated(1)))
         .await;
     observer.wait_for(entity, 1, WAIT).await;
     a.shutdown().await;
@@ -463,12 +471,12 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
         1,
         "a restart must not subscribe again"
     );
-    assert_eq!(hub.subscriptions_for(&topic).len(), 1);
-    hub.publish(&topic, &push_xml(&v1, &channel, "one", &updated(1)))
+    assert_eq!(hub.subscriptions(&topic).len(), 1);
+    hub.publish_now(&topic, &push_xml(&v1, &channel, "one", updated(1)))
         .await;
     let v2 = video_id();
-    yt.upload(&v2, &channel, "two", Utc::now());
-    hub.publish(&topic, &push_xml(&v2, &channel, "two", &updated(2)))
+    yt.put_video(Video::upload(&v2, &channel, "two", Utc::now()), false);
+    hub.publish_now(&topic, &push_xml(&v2, &channel, "two", updated(2)))
         .await;
     observer.wait_for(entity, 2, WAIT).await;
 
@@ -476,7 +484,7 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     let b = Worker::start(config(&hub, &yt), 0, storage.clone(), bus.clone()).await;
     b.runner.start(task.clone()).await.unwrap();
     eventually("B subscribed", WAIT, || {
-        hub.subscriptions_for(&topic).len() == 2
+        hub.subscriptions(&topic).len() == 2
     })
     .await;
     eventually("B verified", WAIT, || {
@@ -484,38 +492,41 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     })
     .await;
     let v3 = video_id();
-    yt.upload(&v3, &channel, "three", Utc::now());
+    yt.put_video(Video::upload(&v3, &channel, "three", Utc::now()), false);
     let statuses = hub
-        .publish(&topic, &push_xml(&v3, &channel, "three", &updated(3)))
+        .publish_now(&topic, &push_xml(&v3, &channel, "three", updated(3)))
         .await;
-    assert_eq!(statuses, vec![202, 202]);
+    assert_eq!(statuses, vec![Some(202), Some(202)]);
     observer.wait_for(entity, 3, WAIT).await;
 
     a.runner.stop(task.id).await.unwrap();
     a.runner.wait_stopped(task.id).await;
     assert_eq!(hub.unsubscribe_requests(), 1);
     eventually("A unsubscribed", WAIT, || {
-        hub.subscriptions_for(&topic).len() == 1
+        hub.subscriptions(&topic).len() == 1
     })
     .await;
-    let remaining = hub.subscriptions_for(&topic);
+    let remaining = hub.subscriptions(&topic);
     assert!(remaining[0].callback.starts_with(&b.callback_base()));
     let leases = storage.kv_list(&lease_namespace(task.id)).await.unwrap();
     assert_eq!(leases.len(), 1, "only B's lease remains: {leases:?}");
     assert_eq!(a.runner.metrics().active_subscriptions(), 0);
 
     // B dedups against what A published; new videos come once.
-    yt.upload(&v1, &channel, "one (edited)", Utc::now());
-    hub.publish(
+    yt.put_video(
+        Video::upload(&v1, &channel, "one (edited)", Utc::now()),
+        false,
+    );
+    hub.publish_now(
         &topic,
-        &push_xml(&v1, &channel, "one (edited)", &updated(21)),
+        &push_xml(&v1, &channel, "one (edited)", updated(21)),
     )
     .await;
-    hub.publish(&topic, &push_xml(&v3, &channel, "three", &updated(3)))
+    hub.publish_now(&topic, &push_xml(&v3, &channel, "three", updated(3)))
         .await;
     let v4 = video_id();
-    yt.upload(&v4, &channel, "four", Utc::now());
-    hub.publish(&topic, &push_xml(&v4, &channel, "four", &updated(4)))
+    yt.put_video(Video::upload(&v4, &channel, "four", Utc::now()), false);
+    hub.publish_now(&topic, &push_xml(&v4, &channel, "four", updated(4)))
         .await;
     observer.wait_for(entity, 4, WAIT).await;
     let all = observer.settle(entity, QUIET).await;
@@ -553,22 +564,20 @@ async fn restart_and_reassignment_on_mongodb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_errors_are_retried_and_leases_renewed_before_expiry() {
-    let hub = Hub::start().await;
-    let yt = Youtube::start(KEY).await;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
-    let channel = channel_id();
-    yt.set_feed(&channel, &[]);
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
     let topic = topic(&channel);
     // Two refusals (a 503 and a 409) before the hub accepts; then a 4 s lease.
-    *hub.state.fail_next.lock().unwrap() = vec![503, 409];
-    hub.state
-        .grant_seconds
-        .store(4, std::sync::atomic::Ordering::SeqCst);
+    hub.refuse_next(&[503, 409]);
+    hub.grant_lease(4);
     let task = task(Uuid::new_v4(), &channel);
     worker.runner.start(task.clone()).await.unwrap();
     eventually("verified after retries", WAIT, || {
-        hub.subscriptions_for(&topic).len() == 1
+        hub.subscriptions(&topic).len() == 1
     })
     .await;
     assert_eq!(
@@ -578,19 +587,19 @@ async fn hub_errors_are_retried_and_leases_renewed_before_expiry() {
             .hub_requests_with("subscribe", "failed"),
         2
     );
-    let first = hub.subscriptions_for(&topic)[0].verified_at;
+    let first = hub.subscriptions(&topic)[0].verified_at;
     // Renewal happens at most half a lease before expiry: well before the 4 s run out.
     eventually("renewed", WAIT, || {
-        hub.subscriptions_for(&topic)[0].verified_at > first
+        hub.subscriptions(&topic)[0].verified_at > first
     })
     .await;
-    let renewed = hub.subscriptions_for(&topic)[0].clone();
+    let renewed = hub.subscriptions(&topic)[0].clone();
     assert!(
         renewed.verified_at - first < ChronoDuration::seconds(4),
         "renewed only after expiry"
     );
     // Renewals keep one subscription with the same callback and secret.
-    assert_eq!(hub.subscriptions_for(&topic).len(), 1);
+    assert_eq!(hub.subscriptions(&topic).len(), 1);
     let lease = storage.kv_list(&lease_namespace(task.id)).await.unwrap();
     assert_eq!(lease.len(), 1);
     assert_eq!(lease[0].1["secret"], json!(renewed.secret));
@@ -599,8 +608,8 @@ async fn hub_errors_are_retried_and_leases_renewed_before_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_errors_back_off_and_the_videos_are_classified_later() {
-    let hub = Hub::start().await;
-    let yt = Youtube::start(KEY).await;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let cfg = YoutubeConfig {
@@ -608,8 +617,8 @@ async fn quota_errors_back_off_and_the_videos_are_classified_later() {
         ..config(&hub, &yt)
     };
     let worker = Worker::start(cfg, 0, storage, amqp().await).await;
-    let channel = channel_id();
-    yt.set_feed(&channel, &[]);
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
     let topic = topic(&channel);
     let entity = Uuid::new_v4();
     worker.runner.start(task(entity, &channel)).await.unwrap();
@@ -617,12 +626,10 @@ async fn quota_errors_back_off_and_the_videos_are_classified_later() {
         worker.runner.metrics().active_subscriptions() == 1
     })
     .await;
-    yt.state
-        .quota_failures
-        .store(2, std::sync::atomic::Ordering::SeqCst);
+    yt.fail_quota(2);
     let v1 = video_id();
-    yt.upload(&v1, &channel, "quota", Utc::now());
-    hub.publish(&topic, &push_xml(&v1, &channel, "quota", &updated(1)))
+    yt.put_video(Video::upload(&v1, &channel, "quota", Utc::now()), false);
+    hub.publish_now(&topic, &push_xml(&v1, &channel, "quota", updated(1)))
         .await;
     let events = observer.wait_for(entity, 1, WAIT).await;
     assert_eq!(events[0].1.kind, "youtube.video");
@@ -633,24 +640,33 @@ async fn quota_errors_back_off_and_the_videos_are_classified_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_poll_catches_missed_pushes_without_flooding_history() {
-    let hub = Hub::start().await;
-    let yt = Youtube::start(KEY).await;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
     let cfg = YoutubeConfig {
         poll_interval_seconds: 1,
         ..config(&hub, &yt)
     };
-    let channel = channel_id();
+    let channel = new_channel_id();
     let old = video_id();
     let upcoming = video_id();
     let now = Utc::now();
-    yt.upload(&old, &channel, "history", now - ChronoDuration::hours(1));
+    yt.put_video(
+        Video::upload(&old, &channel, "history", now - ChronoDuration::hours(1)),
+        false,
+    );
     let start = (now + ChronoDuration::hours(3))
         .duration_trunc(ChronoDuration::seconds(1))
         .unwrap();
-    yt.upcoming(&upcoming, &channel, "tomorrow", start);
-    yt.set_feed(&channel, &[(&upcoming, &updated(2)), (&old, &updated(1))]);
+    yt.put_video(
+        Video::upcoming(&upcoming, &channel, "tomorrow", start),
+        false,
+    );
+    yt.set_feed(
+        &channel,
+        &[(upcoming.as_str(), updated(2)), (old.as_str(), updated(1))],
+    );
     let worker = Worker::start(cfg, 0, storage, amqp().await).await;
     let entity = Uuid::new_v4();
     worker.runner.start(task(entity, &channel)).await.unwrap();
@@ -663,7 +679,7 @@ async fn feed_poll_catches_missed_pushes_without_flooding_history() {
             .all(|(_, e)| e.fields["video_id"] == upcoming.as_str()),
         "{events:#?}"
     );
-    let calls_after_sync = yt.calls();
+    let calls_after_sync = yt.list_calls();
     assert_eq!(
         calls_after_sync, 1,
         "the first sync classifies the whole feed in one call"
@@ -671,13 +687,16 @@ async fn feed_poll_catches_missed_pushes_without_flooding_history() {
 
     // A push that never arrived: the next poll finds it.
     let missed = video_id();
-    yt.upload(&missed, &channel, "missed push", Utc::now());
+    yt.put_video(
+        Video::upload(&missed, &channel, "missed push", Utc::now()),
+        false,
+    );
     yt.set_feed(
         &channel,
         &[
-            (&missed, &updated(3)),
-            (&upcoming, &updated(2)),
-            (&old, &updated(1)),
+            (missed.as_str(), updated(3)),
+            (upcoming.as_str(), updated(2)),
+            (old.as_str(), updated(1)),
         ],
     );
     let events = observer.wait_for(entity, 4, WAIT).await;
@@ -691,6 +710,6 @@ async fn feed_poll_catches_missed_pushes_without_flooding_history() {
     })
     .await;
     assert_eq!(observer.of(entity).len(), 4);
-    assert_eq!(yt.calls(), calls_after_sync + 1);
+    assert_eq!(yt.list_calls(), calls_after_sync + 1);
     worker.shutdown().await;
 }

@@ -1,13 +1,12 @@
-//! Shared test harness: a real api (`stargazer_api::run` on 127.0.0.1:0 over SQLite), a
-//! local Telegram Bot API server, the real RabbitMQ, and the bot under test.
+//! Shared test harness: a real api (`stargazer_api::run` on 127.0.0.1:0 over SQLite), the
+//! local Telegram Bot API server of `stargazer-testkit`, the real RabbitMQ, and the bot
+//! under test.
 //!
 //! Every bot consumes its own uniquely named queue bound to `*`, so it receives every
 //! ready event published on the broker, other tests' too. Its configuration limits it to
 //! the test's own entities (`only_entities`), so foreign events are acked and ignored
 //! rather than dead-lettered as unknown; the queue is deleted when the test ends.
 #![allow(dead_code)]
-
-pub mod telegram;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 #[allow(unused_imports)]
-pub use telegram::{Failure, RateLimits, Sent, TelegramServer};
+pub use stargazer_testkit::servers::telegram::{Failure, RateLimits, Sent, TelegramServer};
 
 /// The broker every bus test uses.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

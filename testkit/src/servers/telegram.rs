@@ -2,17 +2,23 @@
 //!
 //! Parameters arrive as a JSON body, an urlencoded form, a multipart form or a query
 //! string, as the real API accepts. Answers are `{"ok": true, "result": …}` or an error
-//! object `{"ok": false, "error_code", "description"}` with the matching HTTP status.
+//! object `{"ok": false, "error_code", "description", "parameters"}` with the matching HTTP
+//! status. Method names are matched case-insensitively, as Telegram does.
+//!
 //! Served methods: what teloxide calls at start-up (`getMe`, `getWebhookInfo`,
 //! `deleteWebhook`, `setMyCommands`), long-polled `getUpdates` honouring `offset`,
-//! `timeout` and `limit`, `sendMessage`/`sendPhoto` (HTML parse mode checked as Telegram
-//! does), `editMessageText`/`editMessageReplyMarkup`, `answerCallbackQuery` and the chat
-//! member lookups a bot makes in groups. Dates are unix seconds.
+//! `timeout` and `limit`, `sendMessage`/`sendPhoto` (HTML parse mode and length limits
+//! checked as Telegram does), `editMessageText`/`editMessageReplyMarkup`,
+//! `answerCallbackQuery` and the chat member lookups a bot makes in groups (from a table
+//! of admins the test fills). Dates are unix seconds.
 //!
 //! The test side injects updates as a person would produce them (a text message, a press
-//! on an inline button) and reads back every message the bot sent.
+//! on an inline button), reads back every message the bot sent and every call it made,
+//! and can make sends fail: scripted answers per chat (429 with `retry_after`, 403
+//! blocked, 400 with `migrate_to_chat_id`, any 400), lasting blocks and migrations, send
+//! rates enforced with 429s, or a whole-API outage answered 500.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,10 +35,10 @@ use super::{lock, serve, Served};
 
 /// The bot account the server plays.
 pub const BOT_ID: i64 = 6_100_000_042;
-/// Its username.
-pub const BOT_USERNAME: &str = "stargazer_e2e_bot";
+/// Its username (group commands may be addressed as `/command@stargazer_test_bot`).
+pub const BOT_USERNAME: &str = "stargazer_test_bot";
 
-/// One message the bot sent.
+/// One message the bot sent successfully.
 #[derive(Debug, Clone)]
 pub struct Sent {
     /// `sendMessage` or `sendPhoto`.
@@ -81,6 +87,33 @@ fn buttons_of(markup: Option<&Value>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An answer scripted for the next send to a chat (see [`TelegramServer::fail_next`]).
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// 429 with `retry_after` seconds.
+    RetryAfter(u32),
+    /// 403: the user blocked the bot.
+    Blocked,
+    /// 400: the group became a supergroup with this id.
+    Migrate(i64),
+    /// 400 with this description.
+    BadRequest(String),
+}
+
+/// Send rates the server enforces, answering 429 when exceeded
+/// (see [`TelegramServer::enforce`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// Sends accepted within any window of `window`.
+    pub global: usize,
+    /// The sliding window of the overall limit.
+    pub window: Duration,
+    /// Minimum gap between two accepted sends to one chat.
+    pub per_chat: Duration,
+    /// `retry_after` seconds to answer.
+    pub retry_after: u32,
+}
+
 #[derive(Default)]
 struct Inner {
     next_update_id: i64,
@@ -88,10 +121,19 @@ struct Inner {
     next_message_id: i64,
     sent: Vec<Sent>,
     messages: HashMap<(i64, i64), Value>,
+    /// Every authorized call: canonical method name and parameters.
+    calls: Vec<(String, Value)>,
     callback_answers: Vec<Value>,
-    admins: HashMap<i64, Vec<i64>>,
+    admins: HashMap<i64, HashSet<i64>>,
+    failures: HashMap<i64, VecDeque<Failure>>,
+    blocked: HashSet<i64>,
+    migrated: HashMap<i64, i64>,
+    limits: Option<RateLimits>,
+    recent: VecDeque<Instant>,
+    last_per_chat: HashMap<i64, Instant>,
+    too_many: u64,
     get_updates_calls: u64,
-    /// Sends that are answered with 500 from now on (a Bot API outage), counted.
+    /// Sends are answered 500 while this holds (a Bot API outage).
     outage: bool,
     refused_during_outage: u64,
 }
@@ -105,7 +147,7 @@ struct Shared {
 
 /// A running Bot API server; stops when dropped.
 pub struct TelegramServer {
-    /// Base URL to configure as `telegram.api_url`.
+    /// Base URL to configure as `telegram.api_url` (`http://127.0.0.1:PORT`).
     pub url: String,
     /// The bot token it accepts.
     pub token: String,
@@ -139,8 +181,11 @@ fn ok(result: Value) -> Response {
     Json(json!({"ok": true, "result": result})).into_response()
 }
 
-fn error(status: StatusCode, description: &str) -> Response {
-    let body = json!({"ok": false, "error_code": status.as_u16(), "description": description});
+fn error(status: StatusCode, description: &str, parameters: Option<Value>) -> Response {
+    let mut body = json!({"ok": false, "error_code": status.as_u16(), "description": description});
+    if let Some(parameters) = parameters {
+        body["parameters"] = parameters;
+    }
     (status, Json(body)).into_response()
 }
 
@@ -148,7 +193,29 @@ fn bad_request(description: &str) -> Response {
     error(
         StatusCode::BAD_REQUEST,
         &format!("Bad Request: {description}"),
+        None,
     )
+}
+
+fn failure_response(failure: &Failure) -> Response {
+    match failure {
+        Failure::RetryAfter(seconds) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too Many Requests: retry after {seconds}"),
+            Some(json!({"retry_after": seconds})),
+        ),
+        Failure::Blocked => error(
+            StatusCode::FORBIDDEN,
+            "Forbidden: bot was blocked by the user",
+            None,
+        ),
+        Failure::Migrate(to) => error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            Some(json!({"migrate_to_chat_id": to})),
+        ),
+        Failure::BadRequest(description) => error(StatusCode::BAD_REQUEST, description, None),
+    }
 }
 
 fn int_param(params: &Map<String, Value>, name: &str) -> Option<i64> {
@@ -234,7 +301,8 @@ async fn read_params(
     }
 }
 
-/// Method names are case-insensitive in the Bot API; this is their canonical spelling.
+/// Method names are case-insensitive in the Bot API (teloxide sends `SendMessage`); this
+/// is their canonical spelling.
 fn canonical(method: &str) -> String {
     const METHODS: &[&str] = &[
         "getMe",
@@ -267,13 +335,17 @@ async fn handle(
     request: Request,
 ) -> Response {
     if bot.strip_prefix("bot") != Some(shared.token.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, "Unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
     }
     let params = match read_params(query, request).await {
         Ok(params) => params,
         Err(response) => return response,
     };
-    match canonical(&method).as_str() {
+    let method = canonical(&method);
+    lock(&shared.inner)
+        .calls
+        .push((method.clone(), Value::Object(params.clone())));
+    match method.as_str() {
         "getMe" => ok(json!({
             "id": BOT_ID, "is_bot": true, "first_name": "Stargazer", "username": BOT_USERNAME,
             "can_join_groups": true, "can_read_all_group_messages": false,
@@ -287,9 +359,8 @@ async fn handle(
         }
         "getMyCommands" => ok(json!([])),
         "getUpdates" => get_updates(&shared, &params).await,
-        "sendMessage" => send(&shared, "sendMessage", &params),
-        "sendPhoto" => send(&shared, "sendPhoto", &params),
-        "editMessageText" | "editMessageReplyMarkup" => edit(&shared, &canonical(&method), &params),
+        "sendMessage" | "sendPhoto" => send(&shared, &method, &params),
+        "editMessageText" | "editMessageReplyMarkup" => edit(&shared, &method, &params),
         "answerCallbackQuery" => {
             if str_param(&params, "callback_query_id").is_none() {
                 return bad_request("callback_query_id is empty");
@@ -312,23 +383,24 @@ async fn handle(
             let admin = lock(&shared.inner)
                 .admins
                 .get(&chat)
-                .is_some_and(|a| a.contains(&user));
-            ok(member_json(user, admin || chat == user))
+                .is_some_and(|admins| admins.contains(&user));
+            ok(member_json(user, admin))
         }
         "getChatAdministrators" => {
             let Some(chat) = int_param(&params, "chat_id") else {
                 return bad_request("chat_id is empty");
             };
-            let admins = lock(&shared.inner)
+            let mut admins: Vec<i64> = lock(&shared.inner)
                 .admins
                 .get(&chat)
-                .cloned()
+                .map(|admins| admins.iter().copied().collect())
                 .unwrap_or_default();
+            admins.sort_unstable();
             ok(Value::Array(
                 admins.into_iter().map(|u| member_json(u, true)).collect(),
             ))
         }
-        _ => error(StatusCode::NOT_FOUND, "Not Found: method not found"),
+        _ => error(StatusCode::NOT_FOUND, "Not Found: method not found", None),
     }
 }
 
@@ -378,7 +450,7 @@ async fn get_updates(shared: &Arc<Shared>, params: &Map<String, Value>) -> Respo
 }
 
 /// What a reader sees of an HTML-mode text; `Err` with Telegram's description when the
-/// markup would be refused (unsupported or unbalanced tags).
+/// markup would be refused (unsupported or unbalanced tags, unknown entities).
 fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String> {
     let html = str_param(params, "parse_mode").is_some_and(|m| m.eq_ignore_ascii_case("html"));
     if !html {
@@ -469,6 +541,54 @@ fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String
     }
 }
 
+/// The refusal Telegram would give a valid send to `chat_id` now, if any: an outage,
+/// a scripted failure, a block or migration, or a rate limit. Counts what it refuses.
+fn refusal(inner: &mut Inner, chat_id: i64, now: Instant) -> Option<Response> {
+    if inner.outage {
+        inner.refused_during_outage += 1;
+        return Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            None,
+        ));
+    }
+    if let Some(failure) = inner
+        .failures
+        .get_mut(&chat_id)
+        .and_then(VecDeque::pop_front)
+    {
+        if matches!(failure, Failure::RetryAfter(_)) {
+            inner.too_many += 1;
+        }
+        return Some(failure_response(&failure));
+    }
+    if inner.blocked.contains(&chat_id) {
+        return Some(failure_response(&Failure::Blocked));
+    }
+    if let Some(to) = inner.migrated.get(&chat_id).copied() {
+        return Some(failure_response(&Failure::Migrate(to)));
+    }
+    let limits = inner.limits?;
+    while inner
+        .recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= limits.window)
+    {
+        inner.recent.pop_front();
+    }
+    let chat_too_soon = inner
+        .last_per_chat
+        .get(&chat_id)
+        .is_some_and(|t| now.duration_since(*t) < limits.per_chat);
+    if inner.recent.len() >= limits.global || chat_too_soon {
+        inner.too_many += 1;
+        return Some(failure_response(&Failure::RetryAfter(limits.retry_after)));
+    }
+    inner.recent.push_back(now);
+    inner.last_per_chat.insert(chat_id, now);
+    None
+}
+
 fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Response {
     let Some(chat_id) = int_param(params, "chat_id") else {
         return bad_request("chat_id is empty");
@@ -500,10 +620,10 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
         });
     }
     let reply_markup = json_param(params, "reply_markup");
+    let now = Instant::now();
     let mut inner = lock(&shared.inner);
-    if inner.outage {
-        inner.refused_during_outage += 1;
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    if let Some(refused) = refusal(&mut inner, chat_id, now) {
+        return refused;
     }
     inner.next_message_id += 1;
     let message_id = inner.next_message_id;
@@ -532,7 +652,7 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
         photo,
         reply_markup,
         message_id,
-        at: Instant::now(),
+        at: now,
     });
     let count = inner.sent.len();
     drop(inner);
@@ -573,8 +693,8 @@ fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
 }
 
 impl TelegramServer {
-    /// Starts a server accepting `token`.
-    pub async fn start(token: &str) -> crate::Result<Self> {
+    /// Starts a server on 127.0.0.1:0 accepting `token`.
+    pub async fn start(token: &str) -> std::io::Result<Self> {
         let (sent_count, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             token: token.to_owned(),
@@ -634,7 +754,7 @@ impl TelegramServer {
     }
 
     /// Person `from` presses the inline button carrying `data` under message `message_id`
-    /// of `chat`.
+    /// of `chat` (the message as it is now, after edits).
     pub fn press(&self, chat: i64, message_id: i64, from: i64, data: &str) {
         let message = self.message(chat, message_id).unwrap_or_else(
             || json!({"message_id": message_id, "date": now_secs(), "chat": chat_json(chat), "from": bot_json(), "text": ""}),
@@ -654,7 +774,36 @@ impl TelegramServer {
             .admins
             .entry(chat)
             .or_default()
-            .push(user);
+            .insert(user);
+    }
+
+    /// Scripts the answers to the next sends to `chat`, one failure per send.
+    pub fn fail_next(&self, chat: i64, failures: impl IntoIterator<Item = Failure>) {
+        lock(&self.shared.inner)
+            .failures
+            .entry(chat)
+            .or_default()
+            .extend(failures);
+    }
+
+    /// Every send to `chat` answers 403 from now on.
+    pub fn block(&self, chat: i64) {
+        lock(&self.shared.inner).blocked.insert(chat);
+    }
+
+    /// Sends to `chat` are accepted again (the user unblocked the bot).
+    pub fn unblock(&self, chat: i64) {
+        lock(&self.shared.inner).blocked.remove(&chat);
+    }
+
+    /// Every send to `chat` answers 400 with `migrate_to_chat_id = to` from now on.
+    pub fn migrate(&self, chat: i64, to: i64) {
+        lock(&self.shared.inner).migrated.insert(chat, to);
+    }
+
+    /// Enforces send rates from now on.
+    pub fn enforce(&self, limits: RateLimits) {
+        lock(&self.shared.inner).limits = Some(limits);
     }
 
     /// From now on every send is answered 500 (`outage == true`) or served again.
@@ -665,6 +814,11 @@ impl TelegramServer {
     /// Sends refused during outages so far.
     pub fn refused_during_outage(&self) -> u64 {
         lock(&self.shared.inner).refused_during_outage
+    }
+
+    /// 429 answers given so far (scripted and rate-limited).
+    pub fn too_many(&self) -> u64 {
+        lock(&self.shared.inner).too_many
     }
 
     /// The current state of a message the bot sent (after edits).
@@ -706,16 +860,28 @@ impl TelegramServer {
         lock(&self.shared.inner).callback_answers.clone()
     }
 
+    /// Parameters of every call of `method` (any case), in order.
+    pub fn calls_of(&self, method: &str) -> Vec<Value> {
+        let method = canonical(method);
+        lock(&self.shared.inner)
+            .calls
+            .iter()
+            .filter(|(called, _)| *called == method)
+            .map(|(_, params)| params.clone())
+            .collect()
+    }
+
     /// Waits until the bot long-polls `getUpdates` (so its dispatcher is up).
     pub async fn wait_polling(&self, timeout: Duration) {
-        crate::wait::until("the bot polls getUpdates", timeout, || {
+        crate::eventually("the bot polls getUpdates", timeout, || {
             lock(&self.shared.inner).get_updates_calls > 0
         })
         .await;
     }
 
-    /// Waits until at least `count` messages were sent in total; panics after `timeout`.
-    pub async fn wait_sent(&self, count: usize, timeout: Duration) {
+    /// Waits until at least `count` messages were sent in total and returns them all;
+    /// panics after `timeout`.
+    pub async fn wait_sent(&self, count: usize, timeout: Duration) -> Vec<Sent> {
         let mut rx = self.shared.sent_count.subscribe();
         let reached = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= count)).await;
         assert!(
@@ -723,6 +889,7 @@ impl TelegramServer {
             "timed out after {timeout:?} waiting for {count} messages; {} were sent",
             self.sent_len()
         );
+        self.sent()
     }
 
     /// Waits until a message to `chat` satisfies `pred` and returns the first that does;
@@ -799,5 +966,76 @@ mod tests {
         assert!(html("a & b").is_err());
         assert_eq!(html("it&#39;s &#x41;").unwrap(), "it's A");
         assert_eq!(visible_text(&Map::new(), "<b>").unwrap(), "<b>");
+    }
+
+    async fn post(server: &TelegramServer, method: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/bot{}/{method}", server.url, server.token))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn sends_are_recorded_and_scripted_failures_answered_in_order() {
+        let server = TelegramServer::start("1:test").await.unwrap();
+        server.fail_next(7, [Failure::RetryAfter(3), Failure::Migrate(-100)]);
+        let message = json!({"chat_id": 7, "text": "<b>hi</b>", "parse_mode": "HTML"});
+        let (status, body) = post(&server, "SendMessage", message.clone()).await;
+        assert_eq!(status, 429);
+        assert_eq!(body["parameters"]["retry_after"], 3);
+        let (status, body) = post(&server, "sendMessage", message.clone()).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["parameters"]["migrate_to_chat_id"], -100);
+        let (status, body) = post(&server, "sendMessage", message).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["result"]["text"], "hi");
+        let sent = server.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].chat_id, sent[0].raw.as_str()), (7, "<b>hi</b>"));
+        assert_eq!(server.too_many(), 1);
+        assert_eq!(server.calls_of("sendmessage").len(), 3);
+        server.set_outage(true);
+        let (status, _) = post(&server, "sendMessage", json!({"chat_id": 7, "text": "x"})).await;
+        assert_eq!(status, 500);
+        assert_eq!(server.refused_during_outage(), 1);
+    }
+
+    #[tokio::test]
+    async fn rate_limits_answer_429_per_chat() {
+        let server = TelegramServer::start("1:test").await.unwrap();
+        server.enforce(RateLimits {
+            global: 100,
+            window: Duration::from_secs(1),
+            per_chat: Duration::from_secs(60),
+            retry_after: 5,
+        });
+        let (first, _) = post(&server, "sendMessage", json!({"chat_id": 1, "text": "a"})).await;
+        let (second, body) = post(&server, "sendMessage", json!({"chat_id": 1, "text": "b"})).await;
+        let (other, _) = post(&server, "sendMessage", json!({"chat_id": 2, "text": "c"})).await;
+        assert_eq!((first, second, other), (200, 429, 200));
+        assert_eq!(body["parameters"]["retry_after"], 5);
+    }
+
+    #[tokio::test]
+    async fn get_updates_long_polls_until_an_update_arrives() {
+        let server = TelegramServer::start("1:test").await.unwrap();
+        let (_, empty) = post(&server, "getUpdates", json!({"timeout": 0})).await;
+        assert_eq!(empty["result"], json!([]));
+        let polling = post(&server, "getUpdates", json!({"timeout": 10}));
+        let pushing = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            server.send_text(5, 5, "/start now");
+        };
+        let ((_, got), ()) = tokio::join!(polling, pushing);
+        let update = &got["result"][0];
+        assert_eq!(update["message"]["text"], "/start now");
+        assert_eq!(update["message"]["entities"][0]["length"], 6);
+        let next = update["update_id"].as_i64().unwrap() + 1;
+        let (_, after) = post(&server, "getUpdates", json!({"offset": next})).await;
+        assert_eq!(after["result"], json!([]), "confirmed updates are gone");
     }
 }

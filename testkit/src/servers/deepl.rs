@@ -5,15 +5,21 @@
 //! (403 otherwise). Enforces the 50-texts limit and DeepL's target codes (plain `EN` and
 //! `PT` are refused). Answers `{"translations": [{"detected_source_language", "text"}]}`
 //! in input order, at once. Texts come back from a phrase book the test fills, or marked
-//! with the target code; a text already in the target language comes back unchanged.
+//! with the target code (`[EN-US] …`); a text already in the target language comes back
+//! unchanged. Japanese is detected by kana or kanji, anything else is English.
+//!
+//! Every authenticated request is recorded with its answer ([`Deepl::requests`]), and the
+//! test can make the next requests, or all of them, fail as DeepL does when overloaded
+//! or out of quota ([`Deepl::fail_next`], [`Deepl::fail_always`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -24,11 +30,67 @@ use super::{lock, serve, Served};
 /// Most texts DeepL accepts per request.
 pub const MAX_TEXTS: usize = 50;
 
+/// A failure DeepL answers a valid request with instead of translating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 429 Too Many Requests, with a `Retry-After` of so many seconds when given.
+    TooManyRequests {
+        /// The `Retry-After` header, seconds.
+        retry_after: Option<u64>,
+    },
+    /// 456 Quota Exceeded: the character limit of the billing period is reached.
+    QuotaExceeded,
+    /// 503 Service Unavailable.
+    Unavailable,
+}
+
+impl Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::TooManyRequests { retry_after } => {
+                let mut response = message(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+                if let Some(seconds) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                response
+            }
+            Failure::QuotaExceeded => message(
+                StatusCode::from_u16(456).unwrap_or(StatusCode::FORBIDDEN),
+                "Quota exceeded",
+            ),
+            Failure::Unavailable => message(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
+        }
+    }
+}
+
+/// One authenticated `/v2/translate` request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct TranslateRequest {
+    /// The texts, in order.
+    pub texts: Vec<String>,
+    /// The target code as sent (upper-cased), empty when missing.
+    pub target: String,
+    /// When it arrived.
+    pub at: Instant,
+    /// The status answered.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct Faults {
+    next: VecDeque<Failure>,
+    always: Option<Failure>,
+}
+
 #[derive(Default)]
 struct DeeplState {
     key: String,
     /// `(text, target code)` → translation.
     phrase_book: Mutex<HashMap<(String, String), String>>,
+    faults: Mutex<Faults>,
+    requests: Mutex<Vec<TranslateRequest>>,
     calls: AtomicU64,
     texts: AtomicU64,
     refused: AtomicU64,
@@ -127,6 +189,19 @@ async fn translate(
         Ok(fields) => fields,
         Err(why) => return message(StatusCode::BAD_REQUEST, why),
     };
+    let target = target.map(|t| t.to_ascii_uppercase());
+    let response = answer(&state, &texts, target.as_deref());
+    lock(&state.requests).push(TranslateRequest {
+        texts,
+        target: target.unwrap_or_default(),
+        at: Instant::now(),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+/// The answer to an authenticated request with these texts and target.
+fn answer(state: &DeeplState, texts: &[String], target: Option<&str>) -> Response {
     if texts.is_empty() {
         return message(StatusCode::BAD_REQUEST, "Parameter 'text' not specified.");
     }
@@ -136,7 +211,7 @@ async fn translate(
             "Request Entity Too Large: at most 50 texts per request",
         );
     }
-    let Some(target) = target.map(|t| t.to_ascii_uppercase()) else {
+    let Some(target) = target else {
         return message(
             StatusCode::BAD_REQUEST,
             "Value for 'target_lang' not supported.",
@@ -148,15 +223,22 @@ async fn translate(
             &format!("Value for 'target_lang' not supported: targeting {target} is deprecated, use a regional variant"),
         );
     }
+    let failure = {
+        let mut faults = lock(&state.faults);
+        faults.next.pop_front().or(faults.always)
+    };
+    if let Some(failure) = failure {
+        return failure.into_response();
+    }
     state.calls.fetch_add(1, Ordering::SeqCst);
     state.texts.fetch_add(texts.len() as u64, Ordering::SeqCst);
     let book = lock(&state.phrase_book);
+    let primary = target.split('-').next().unwrap_or(target);
     let translations: Vec<Value> = texts
         .iter()
         .map(|text| {
             let source = detect(text);
-            let primary = target.split('-').next().unwrap_or(&target);
-            let translated = match book.get(&(text.clone(), target.clone())) {
+            let translated = match book.get(&(text.clone(), target.to_owned())) {
                 Some(known) => known.clone(),
                 None if source == primary => text.clone(),
                 None => format!("[{target}] {text}"),
@@ -169,7 +251,7 @@ async fn translate(
 
 impl Deepl {
     /// Starts the double accepting `key`.
-    pub async fn start(key: &str) -> crate::Result<Self> {
+    pub async fn start(key: &str) -> std::io::Result<Self> {
         let state = Arc::new(DeeplState {
             key: key.to_owned(),
             ..DeeplState::default()
@@ -194,6 +276,19 @@ impl Deepl {
         );
     }
 
+    /// Answers the next valid requests with these failures, one each, in order.
+    pub fn fail_next(&self, failures: &[Failure]) {
+        lock(&self.state.faults)
+            .next
+            .extend(failures.iter().copied());
+    }
+
+    /// Answers every valid request with `failure` from now on (`None`: translate again),
+    /// once the failures given to [`Deepl::fail_next`] are used up.
+    pub fn fail_always(&self, failure: Option<Failure>) {
+        lock(&self.state.faults).always = failure;
+    }
+
     /// Successful `/v2/translate` calls so far.
     pub fn calls(&self) -> u64 {
         self.state.calls.load(Ordering::SeqCst)
@@ -207,5 +302,58 @@ impl Deepl {
     /// Requests refused for a wrong or missing key.
     pub fn refused(&self) -> u64 {
         self.state.refused.load(Ordering::SeqCst)
+    }
+
+    /// Every authenticated request so far, with what it was answered.
+    pub fn requests(&self) -> Vec<TranslateRequest> {
+        lock(&self.state.requests).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn call(deepl: &Deepl, key: &str, body: Value) -> (u16, Option<String>, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v2/translate", deepl.base))
+            .header("authorization", format!("DeepL-Auth-Key {key}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, retry_after, response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn translates_in_order_and_fails_as_scripted() {
+        let deepl = Deepl::start("k:fx").await.unwrap();
+        deepl.learn("おはよう", "en-us", "Good morning");
+        deepl.fail_next(&[Failure::TooManyRequests {
+            retry_after: Some(2),
+        }]);
+        let body = json!({"text": ["おはよう", "配信", "Hello"], "target_lang": "EN-US"});
+        let (status, retry_after, _) = call(&deepl, "k:fx", body.clone()).await;
+        assert_eq!((status, retry_after.as_deref()), (429, Some("2")));
+        let (status, _, answer) = call(&deepl, "k:fx", body.clone()).await;
+        assert_eq!(status, 200);
+        let texts: Vec<&str> = answer["translations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, vec!["Good morning", "[EN-US] 配信", "Hello"]);
+        deepl.fail_always(Some(Failure::QuotaExceeded));
+        assert_eq!(call(&deepl, "k:fx", body.clone()).await.0, 456);
+        assert_eq!(call(&deepl, "wrong", body).await.0, 403);
+        let statuses: Vec<u16> = deepl.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, vec![429, 200, 456]);
+        assert_eq!((deepl.calls(), deepl.texts(), deepl.refused()), (1, 3, 1));
     }
 }

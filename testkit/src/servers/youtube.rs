@@ -1,15 +1,18 @@
 //! YouTube: the Data API v3 `videos.list` (`GET /youtube/v3/videos?part=…&id=…&key=…`)
 //! and the public channel feed (`GET /feeds/videos.xml?channel_id=…`), plus the Atom
-//! documents the WebSub hub pushes.
+//! documents the WebSub hub pushes ([`notification_xml`], [`tombstone_xml`]).
 //!
 //! `videos.list` checks the key (400 `keyInvalid`, 403 `forbidden` without one), the
 //! `part` list and the 50-id limit, returns only the parts asked for, and omits unknown
 //! ids from `items` as the real API does. Videos move through the states a stream goes
-//! through (upcoming → live → ended) when the test says so.
+//! through (upcoming → live → ended) when the test says so. Every call is recorded
+//! ([`Youtube::list_requests`]), and the test can make the next calls fail with 403
+//! `quotaExceeded` ([`Youtube::fail_quota`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -42,7 +45,7 @@ pub fn new_video_id() -> String {
 /// Where a video is in its life.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Broadcast {
-    /// A plain upload.
+    /// A plain upload (no `liveStreamingDetails`).
     Upload,
     /// A stream scheduled to start at the given time.
     Upcoming(DateTime<Utc>),
@@ -52,6 +55,13 @@ pub enum Broadcast {
         scheduled: DateTime<Utc>,
         /// The actual start.
         started: DateTime<Utc>,
+    },
+    /// A stream that ran from `started` to `ended`.
+    Ended {
+        /// The actual start.
+        started: DateTime<Utc>,
+        /// The actual end.
+        ended: DateTime<Utc>,
     },
 }
 
@@ -70,13 +80,68 @@ pub struct Video {
     pub broadcast: Broadcast,
 }
 
+impl Video {
+    /// A plain upload published at `published`.
+    pub fn upload(id: &str, channel_id: &str, title: &str, published: DateTime<Utc>) -> Self {
+        Self {
+            id: id.to_owned(),
+            channel_id: channel_id.to_owned(),
+            title: title.to_owned(),
+            published,
+            broadcast: Broadcast::Upload,
+        }
+    }
+
+    /// A stream announced now, scheduled to start at `start`.
+    pub fn upcoming(id: &str, channel_id: &str, title: &str, start: DateTime<Utc>) -> Self {
+        Self {
+            broadcast: Broadcast::Upcoming(start),
+            ..Self::upload(id, channel_id, title, Utc::now())
+        }
+    }
+
+    /// A stream scheduled for `scheduled` that went live now.
+    pub fn live(id: &str, channel_id: &str, title: &str, scheduled: DateTime<Utc>) -> Self {
+        let now = Utc::now();
+        Self {
+            broadcast: Broadcast::Live {
+                scheduled,
+                started: now,
+            },
+            ..Self::upload(id, channel_id, title, now)
+        }
+    }
+}
+
+/// One `videos.list` call as the server saw it.
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    /// The ids asked for, in order.
+    pub ids: Vec<String>,
+    /// The parts asked for.
+    pub parts: Vec<String>,
+    /// When it arrived.
+    pub at: Instant,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// One entry of a channel's public feed.
+#[derive(Debug, Clone)]
+struct FeedEntry {
+    video_id: String,
+    updated: DateTime<Utc>,
+}
+
 #[derive(Default)]
 struct YoutubeState {
     api_key: String,
     videos: Mutex<HashMap<String, Video>>,
     /// Feed entries per channel, newest first; a channel without an entry here has no feed.
-    feeds: Mutex<HashMap<String, Vec<String>>>,
-    list_calls: AtomicU64,
+    feeds: Mutex<HashMap<String, Vec<FeedEntry>>>,
+    list_requests: Mutex<Vec<ListRequest>>,
+    /// `videos.list` calls still to answer with 403 `quotaExceeded`.
+    quota_failures: AtomicU64,
     feed_requests: AtomicU64,
     feed_requests_by_channel: Mutex<HashMap<String, u64>>,
 }
@@ -110,7 +175,7 @@ fn video_json(video: &Video, parts: &[&str]) -> Value {
         json!({"kind": "youtube#video", "etag": format!("etag-{}", video.id), "id": video.id});
     if parts.contains(&"snippet") {
         let content = match video.broadcast {
-            Broadcast::Upload => "none",
+            Broadcast::Upload | Broadcast::Ended { .. } => "none",
             Broadcast::Upcoming(_) => "upcoming",
             Broadcast::Live { .. } => "live",
         };
@@ -144,19 +209,60 @@ fn video_json(video: &Video, parts: &[&str]) -> Value {
                     "activeLiveChatId": format!("chat-{}", video.id),
                 });
             }
+            Broadcast::Ended { started, ended } => {
+                item["liveStreamingDetails"] = json!({
+                    "actualStartTime": rfc3339(started),
+                    "actualEndTime": rfc3339(ended),
+                });
+            }
         }
     }
     item
+}
+
+/// The non-empty items of comma-separated query parameter `name`.
+fn comma_list(query: &HashMap<String, String>, name: &str) -> Vec<String> {
+    query
+        .get(name)
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn videos_list(
     State(state): State<Arc<YoutubeState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    state.list_calls.fetch_add(1, Ordering::SeqCst);
-    match query.get("key") {
+    let ids = comma_list(&query, "id");
+    let parts = comma_list(&query, "part");
+    let (status, response) = answer_list(&state, query.get("key"), &ids, &parts);
+    lock(&state.list_requests).push(ListRequest {
+        ids,
+        parts,
+        at: Instant::now(),
+        status: status.as_u16(),
+    });
+    response
+}
+
+/// The answer to one `videos.list` call, with its status for the request log.
+fn answer_list(
+    state: &YoutubeState,
+    key: Option<&String>,
+    ids: &[String],
+    parts: &[String],
+) -> (StatusCode, Response) {
+    let refuse = |status: StatusCode, reason: &str, domain: &str, message: &str| {
+        (status, api_error(status, reason, domain, message))
+    };
+    match key {
         None => {
-            return api_error(
+            return refuse(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "global",
@@ -164,7 +270,7 @@ async fn videos_list(
             )
         }
         Some(key) if *key != state.api_key => {
-            return api_error(
+            return refuse(
                 StatusCode::BAD_REQUEST,
                 "keyInvalid",
                 "usageLimits",
@@ -173,14 +279,14 @@ async fn videos_list(
         }
         Some(_) => {}
     }
-    let Some(part) = query.get("part").filter(|p| !p.trim().is_empty()) else {
-        return api_error(
+    if parts.is_empty() {
+        return refuse(
             StatusCode::BAD_REQUEST,
             "required",
             "global",
             "No filter selected. Expected one of: chart, id, myRating",
         );
-    };
+    }
     const KNOWN_PARTS: &[&str] = &[
         "id",
         "snippet",
@@ -189,45 +295,48 @@ async fn videos_list(
         "statistics",
         "status",
     ];
-    let parts: Vec<&str> = part.split(',').map(str::trim).collect();
-    if let Some(unknown) = parts.iter().find(|p| !KNOWN_PARTS.contains(p)) {
-        return api_error(
+    if let Some(unknown) = parts.iter().find(|p| !KNOWN_PARTS.contains(&p.as_str())) {
+        return refuse(
             StatusCode::BAD_REQUEST,
             "unknownPart",
             "youtube.part",
             &format!("'{unknown}'"),
         );
     }
-    let ids: Vec<&str> = query
-        .get("id")
-        .map(|ids| {
-            ids.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
     if ids.len() > 50 {
-        return api_error(
+        return refuse(
             StatusCode::BAD_REQUEST,
             "invalidFilters",
             "youtube.parameter",
             "The request specifies more than 50 video ids.",
         );
     }
+    let quota_spent = state
+        .quota_failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if quota_spent {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "quotaExceeded",
+            "youtube.quota",
+            "The request cannot be completed because you have exceeded your quota.",
+        );
+    }
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let videos = lock(&state.videos);
     let items: Vec<Value> = ids
         .iter()
-        .filter_map(|id| videos.get(*id))
+        .filter_map(|id| videos.get(id))
         .map(|v| video_json(v, &parts))
         .collect();
-    Json(json!({
+    let body = json!({
         "kind": "youtube#videoListResponse",
-        "etag": format!("list-{}", state.list_calls.load(Ordering::SeqCst)),
-        "items": items,
+        "etag": format!("list-{}", uuid::Uuid::new_v4().simple()),
         "pageInfo": {"totalResults": items.len(), "resultsPerPage": items.len()},
-    }))
-    .into_response()
+        "items": items,
+    });
+    (StatusCode::OK, Json(body).into_response())
 }
 
 async fn feed(
@@ -245,7 +354,10 @@ async fn feed(
         return StatusCode::NOT_FOUND.into_response();
     };
     let videos = lock(&state.videos);
-    let entries: Vec<&Video> = entries.iter().filter_map(|id| videos.get(id)).collect();
+    let entries: Vec<(&Video, DateTime<Utc>)> = entries
+        .iter()
+        .filter_map(|entry| Some((videos.get(&entry.video_id)?, entry.updated)))
+        .collect();
     let body = feed_xml(channel, &entries);
     ([("content-type", "text/xml; charset=UTF-8")], body).into_response()
 }
@@ -271,23 +383,47 @@ fn entry_xml(video: &Video, updated: DateTime<Utc>) -> String {
     )
 }
 
-fn feed_xml(channel: &str, videos: &[&Video]) -> String {
+fn feed_xml(channel: &str, entries: &[(&Video, DateTime<Utc>)]) -> String {
     let mut body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feed xmlns:yt=\"http://www.youtube.com/xml/schemas/2015\" \
          xmlns:media=\"http://search.yahoo.com/mrss/\" xmlns=\"http://www.w3.org/2005/Atom\">\n \
          <link rel=\"self\" href=\"http://www.youtube.com/feeds/videos.xml?channel_id={channel}\"/>\n \
          <id>yt:channel:{channel}</id>\n <yt:channelId>{channel}</yt:channelId>\n <title>Channel {channel}</title>\n"
     );
-    for video in videos {
-        body.push_str(&entry_xml(video, video.published));
+    for (video, updated) in entries {
+        body.push_str(&entry_xml(video, *updated));
     }
     body.push_str("</feed>\n");
     body
 }
 
+/// The Atom document the hub pushes when `video` was published or updated at `updated`
+/// (its title and times as given, whatever the Data API says).
+pub fn notification_xml(video: &Video, updated: DateTime<Utc>) -> String {
+    format!(
+        "<?xml version='1.0' encoding='UTF-8'?>\n<feed xmlns:yt=\"http://www.youtube.com/xml/schemas/2015\" \
+         xmlns=\"http://www.w3.org/2005/Atom\"><link rel=\"hub\" href=\"https://pubsubhubbub.appspot.com\"/>\
+         <link rel=\"self\" href=\"{topic}\"/><title>YouTube video feed</title><updated>{updated}</updated>{entry}</feed>\n",
+        topic = xml_escape(&topic(&video.channel_id)),
+        updated = updated.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        entry = entry_xml(video, updated),
+    )
+}
+
+/// The Atom document the hub pushes when video `video_id` of `channel_id` was deleted.
+pub fn tombstone_xml(video_id: &str, channel_id: &str) -> String {
+    format!(
+        "<?xml version='1.0' encoding='UTF-8'?>\n<feed xmlns:at=\"http://purl.org/atompub/tombstones/1.0\" \
+         xmlns=\"http://www.w3.org/2005/Atom\">\n  <at:deleted-entry ref=\"yt:video:{video_id}\" when=\"{when}\">\n    \
+         <link href=\"https://www.youtube.com/watch?v={video_id}\"/>\n    <at:by>\n     <name>Channel {channel_id}</name>\n     \
+         <uri>https://www.youtube.com/channel/{channel_id}</uri>\n    </at:by>\n  </at:deleted-entry>\n</feed>\n",
+        when = Utc::now().to_rfc3339(),
+    )
+}
+
 impl Youtube {
     /// Starts the double accepting `api_key`.
-    pub async fn start(api_key: &str) -> crate::Result<Self> {
+    pub async fn start(api_key: &str) -> std::io::Result<Self> {
         let state = Arc::new(YoutubeState {
             api_key: api_key.to_owned(),
             ..YoutubeState::default()
@@ -312,15 +448,35 @@ impl Youtube {
             .or_default();
     }
 
-    /// Stores or replaces a video; when `in_feed`, it also heads its channel's feed.
+    /// Stores or replaces a video; when `in_feed`, it also heads its channel's feed, updated
+    /// when it was published.
     pub fn put_video(&self, video: Video, in_feed: bool) {
         if in_feed {
             let mut feeds = lock(&self.state.feeds);
             let entries = feeds.entry(video.channel_id.clone()).or_default();
-            entries.retain(|id| *id != video.id);
-            entries.insert(0, video.id.clone());
+            entries.retain(|entry| entry.video_id != video.id);
+            entries.insert(
+                0,
+                FeedEntry {
+                    video_id: video.id.clone(),
+                    updated: video.published,
+                },
+            );
         }
         lock(&self.state.videos).insert(video.id.clone(), video);
+    }
+
+    /// Replaces `channel_id`'s feed with `(video id, updated)` entries, newest first; ids
+    /// the API does not know are left out of the served feed.
+    pub fn set_feed(&self, channel_id: &str, entries: &[(&str, DateTime<Utc>)]) {
+        let entries = entries
+            .iter()
+            .map(|(video_id, updated)| FeedEntry {
+                video_id: (*video_id).to_owned(),
+                updated: *updated,
+            })
+            .collect();
+        lock(&self.state.feeds).insert(channel_id.to_owned(), entries);
     }
 
     /// Moves a known video to `broadcast`; `false` if the video is unknown.
@@ -334,24 +490,26 @@ impl Youtube {
         }
     }
 
-    /// The Atom document the hub pushes when `video` was published or updated at
-    /// `updated`.
-    pub fn push_xml(&self, video_id: &str, updated: DateTime<Utc>) -> Option<String> {
-        let videos = lock(&self.state.videos);
-        let video = videos.get(video_id)?;
-        Some(format!(
-            "<?xml version='1.0' encoding='UTF-8'?>\n<feed xmlns:yt=\"http://www.youtube.com/xml/schemas/2015\" \
-             xmlns=\"http://www.w3.org/2005/Atom\"><link rel=\"hub\" href=\"https://pubsubhubbub.appspot.com\"/>\
-             <link rel=\"self\" href=\"{topic}\"/><title>YouTube video feed</title><updated>{updated}</updated>{entry}</feed>\n",
-            topic = xml_escape(&topic(&video.channel_id)),
-            updated = updated.to_rfc3339_opts(SecondsFormat::Nanos, true),
-            entry = entry_xml(video, updated),
-        ))
+    /// Answers the next `count` valid `videos.list` calls with 403 `quotaExceeded`.
+    pub fn fail_quota(&self, count: u64) {
+        self.state.quota_failures.store(count, Ordering::SeqCst);
     }
 
-    /// `videos.list` calls so far.
+    /// The Atom document the hub pushes when stored video `video_id` was published or
+    /// updated at `updated`; `None` if the video is unknown.
+    pub fn push_xml(&self, video_id: &str, updated: DateTime<Utc>) -> Option<String> {
+        let videos = lock(&self.state.videos);
+        Some(notification_xml(videos.get(video_id)?, updated))
+    }
+
+    /// `videos.list` calls so far, refused ones included.
     pub fn list_calls(&self) -> u64 {
-        self.state.list_calls.load(Ordering::SeqCst)
+        lock(&self.state.list_requests).len() as u64
+    }
+
+    /// Every `videos.list` call so far, in arrival order.
+    pub fn list_requests(&self) -> Vec<ListRequest> {
+        lock(&self.state.list_requests).clone()
     }
 
     /// Feed requests so far.
@@ -365,5 +523,49 @@ impl Youtube {
             .get(channel_id)
             .copied()
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn list(youtube: &Youtube, query: &str) -> (u16, Value) {
+        let response = reqwest::get(format!("{}/youtube/v3/videos?{query}", youtube.base))
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn lists_known_videos_with_the_parts_asked_and_fails_quota_on_demand() {
+        let youtube = Youtube::start("k").await.unwrap();
+        let start = Utc::now();
+        youtube.put_video(Video::upcoming("vid00000001", "UC1", "Soon", start), false);
+        let (status, body) = list(
+            &youtube,
+            "key=k&part=liveStreamingDetails&id=vid00000001,unknown0001",
+        )
+        .await;
+        assert_eq!(status, 200);
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "unknown ids are left out");
+        assert_eq!(
+            items[0]["liveStreamingDetails"]["scheduledStartTime"],
+            rfc3339(start)
+        );
+        assert!(
+            items[0].get("snippet").is_none(),
+            "only the parts asked for"
+        );
+        youtube.fail_quota(1);
+        let (status, body) = list(&youtube, "key=k&part=snippet&id=vid00000001").await;
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["errors"][0]["reason"], "quotaExceeded");
+        let (status, _) = list(&youtube, "key=wrong&part=snippet&id=vid00000001").await;
+        assert_eq!(status, 400);
+        let statuses: Vec<u16> = youtube.list_requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, vec![200, 403, 400]);
+        assert_eq!(youtube.list_requests()[0].ids.len(), 2);
     }
 }
