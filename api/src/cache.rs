@@ -1,7 +1,8 @@
-//! Short-lived memory of serialized hot reads (the entity list, subscriber lookups).
+//! Short-lived memory of serialized hot reads (the entity list, single entities,
+//! subscriber lookups).
 //!
-//! Bots ask `getSubscribers` for every event and the frontend lists entities on every page
-//! load; both change rarely. An entry lives `read_cache_ms`; writes made through this
+//! Bots ask `getEntity` and `getSubscribers` for every event and the frontend lists
+//! entities on every page load; all of them change rarely. An entry lives `read_cache_ms`; writes made through this
 //! process clear the affected cache at once, writes made elsewhere (another api instance,
 //! the admin command) show after at most the lifetime. Concurrent misses of one key share
 //! one load. A lifetime of zero disables the cache.

@@ -54,10 +54,10 @@ pub struct ApiConfig {
     /// `login_window_secs` / `STARGAZER_API__LOGIN_WINDOW_SECS`: the window of the
     /// failed-login limit, seconds; default 300.
     pub login_window_secs: u64,
-    /// `read_cache_ms` / `STARGAZER_API__READ_CACHE_MS`: how long the entity list and
-    /// subscriber lookups are served from memory, milliseconds; writes through this process
-    /// clear it at once, writes elsewhere show after at most this long; 0 disables;
-    /// default 2000.
+    /// `read_cache_ms` / `STARGAZER_API__READ_CACHE_MS`: how long the entity list, single
+    /// entities and subscriber lookups are served from memory, milliseconds; writes
+    /// through this process clear it at once, writes elsewhere show after at most this
+    /// long; 0 disables; default 2000.
     pub read_cache_ms: u64,
     /// `trust_forwarded_for` / `STARGAZER_API__TRUST_FORWARDED_FOR`: take the client
     /// address from `X-Forwarded-For` (only behind a proxy that sets it); default false.

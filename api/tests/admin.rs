@@ -151,7 +151,8 @@ async fn admin_commands(backend: Backend) {
     assert!(out.starts_with("created entity "), "{out}");
     assert!(out.contains("youtube UC1DCedRgGHBdm81E1llLhOQ"), "{out}");
     let id: uuid::Uuid = out.split_whitespace().nth(2).unwrap().parse().unwrap();
-    // getEntities may serve its cached list for `read_cache_ms`; getEntity reads through.
+    // getEntities may serve its cached list for `read_cache_ms`; an entity id not asked
+    // for before is read from storage.
     let entity = ops.get_entity(id).await.unwrap();
     assert_eq!((entity.id, entity.names["ja"].as_str()), (id, "ぺこら"));
     assert_eq!(entity.tasks.len(), 2);

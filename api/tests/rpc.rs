@@ -960,6 +960,61 @@ async fn entities(backend: Backend) {
     server.stop().await;
 }
 
+/// `getEntity` is served from the read cache, and an entity write made through the api
+/// shows in it at once.
+async fn entity_reads_are_cached_until_written(backend: Backend) {
+    // A lifetime far longer than the test, so only the writes can refresh an entry.
+    let config = stargazer_api::ApiConfig {
+        read_cache_ms: 600_000,
+        ..common::test_config()
+    };
+    let server = TestServer::with_config(backend.connect().await, config).await;
+    let admin = server.admin().await;
+    let bot = server.bot().await;
+
+    let entity = admin.new_entity(&new_entity("Towa", 21)).await.unwrap();
+    assert_eq!(bot.get_entity(entity.id).await.unwrap(), entity);
+
+    // A change behind the api's back is not seen while the entry lives: it is cached.
+    let mut behind = server.storage.get_entity(entity.id).await.unwrap().unwrap();
+    behind.names.insert("en".into(), "Changed elsewhere".into());
+    server.storage.update_entity(&behind).await.unwrap();
+    assert_eq!(bot.get_entity(entity.id).await.unwrap(), entity);
+
+    // An update through the api shows at once.
+    let updated = admin
+        .update_entity(&UpdateEntity {
+            id: entity.id,
+            names: Some([("en".to_owned(), "Towa-sama".to_owned())].into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.names["en"], "Towa-sama");
+    assert_eq!(bot.get_entity(entity.id).await.unwrap(), updated);
+
+    // An unknown id is not remembered as missing, so creating it shows at once.
+    let mut later = new_entity("Luna", 22);
+    let id = Uuid::new_v4();
+    later.id = Some(id);
+    assert_code(
+        bot.get_entity(id).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    let created = admin.new_entity(&later).await.unwrap();
+    assert_eq!(bot.get_entity(id).await.unwrap(), created);
+
+    // A deletion through the api shows at once.
+    admin.del_entity(entity.id).await.unwrap();
+    assert_code(
+        bot.get_entity(entity.id).await.unwrap_err(),
+        404,
+        ErrorCode::NotFound,
+    );
+    server.stop().await;
+}
+
 async fn failed_logins_are_rate_limited(backend: Backend) {
     let storage = backend.connect().await;
     let config = stargazer_api::ApiConfig {
@@ -1107,6 +1162,7 @@ both_backends!(
     settings,
     subscriptions,
     entities,
+    entity_reads_are_cached_until_written,
     failed_logins_are_rate_limited,
     service_endpoints,
 );

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -91,7 +92,9 @@ delegate! {
     fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
     fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
     fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
+    fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>>;
     fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
+    fn delivered_chats(&self, event: Uuid, im: &str, chats: &[String]) -> Result<HashSet<String>>;
 }
 
 async fn storage_outage_is_503(backend: Backend) {

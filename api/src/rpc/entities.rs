@@ -18,6 +18,8 @@ use crate::types::{
     UpdateEntity, UserIndex,
 };
 
+/// The stored entity, read from storage (never the read cache: a write must start from
+/// what is stored).
 async fn load_entity(state: &AppState, id: Uuid) -> Result<model::Entity> {
     state
         .storage
@@ -98,15 +100,25 @@ pub(crate) async fn get_entities(
     Ok(RawData(bytes))
 }
 
-/// One entity with its tasks.
+/// One entity with its tasks. Bots ask for it on every event, so it is served from the
+/// read cache (an unknown id is not remembered: it is looked up again next time).
 #[utoipa::path(post, path = "/v1/getEntity", tag = "entities", request_body = EntityRef,
     responses((status = 200, description = "The entity", body = Envelope<Entity>)))]
 pub(crate) async fn get_entity(
     State(state): State<AppState>,
     _: Authorized<EntityRead>,
     RpcBody(req): RpcBody<EntityRef>,
-) -> Result<Data<Entity>> {
-    Ok(Data(load_entity(&state, req.id).await?.into()))
+) -> Result<RawData> {
+    let bytes = state
+        .entity_by_id
+        .get_or_load(req.id, || async {
+            let entity: Entity = load_entity(&state, req.id).await?.into();
+            serde_json::to_vec(&entity)
+                .map(Bytes::from)
+                .map_err(|err| Error::Internal(format!("serializing an entity: {err}")))
+        })
+        .await?;
+    Ok(RawData(bytes))
 }
 
 /// Creates an entity and its tasks (admin).

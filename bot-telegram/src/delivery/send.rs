@@ -1,11 +1,12 @@
 //! One message to one chat, as a scheduler [`Job`]: check the delivery log, send,
-//! interpret Telegram's answer, record the outcome.
+//! interpret Telegram's answer, hand the outcome to the [`Recorder`] (which reports it
+//! once it is in the log).
 //!
-//! A job moves through stages so that a retry never repeats a step that succeeded: a
-//! message that went out but could not be recorded (storage blinked) is only recorded on
-//! the next attempt, never sent again.
+//! A job moves through stages so that a retry never repeats a step that succeeded, and
+//! a message that went out is never sent again by this job: recording it (retried by the
+//! recorder while storage blinks) is all that is left.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::compose::{compose, Composed};
+use super::recorder::Recorder;
 use super::scheduler::{Attempt, Job};
 use crate::api::Api;
 use crate::telegram::{classify, Failure};
@@ -44,36 +46,43 @@ pub(crate) struct Outbox {
     pub bot: Bot,
     /// The Stargazer api (pausing blocked chats, following migrations).
     pub api: Api,
-    /// The delivery log lives here.
+    /// The delivery log lives here (read directly, written through `recorder`).
     pub storage: Arc<dyn Storage>,
+    /// Writes the delivery log in batches.
+    pub recorder: Recorder,
     /// Attempts on transient errors before a message is recorded failed.
     pub max_attempts: u32,
 }
 
 impl Outbox {
-    /// Whether `(event, chat)` is in the delivery log.
-    pub async fn logged(&self, event: Uuid, chat: &str) -> Result<bool, String> {
+    /// Which of `chats` are in the delivery log for `event`, in one storage query.
+    pub async fn delivered(
+        &self,
+        event: Uuid,
+        chats: &[String],
+    ) -> Result<HashSet<String>, String> {
         self.storage
-            .get_delivery(event, IM, chat)
+            .delivered_chats(event, IM, chats)
             .await
-            .map(|r| r.is_some())
             .map_err(|e| e.to_string())
     }
 
     async fn record(&self, event: Uuid, chat: &str, status: &str) -> Result<(), String> {
-        let record = DeliveryRecord {
-            event,
-            im: IM.to_owned(),
-            chat_id: chat.to_owned(),
-            status: status.to_owned(),
-            at: Utc::now(),
-        };
-        // `Ok(false)` (already recorded) is as good as recorded.
-        self.storage
-            .record_delivery(&record)
+        // An already recorded key is as good as recorded.
+        self.recorder
+            .record(delivery_record(event, chat, status))
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    }
+}
+
+/// The log entry saying `(event, chat)` was handled with `status`, now.
+fn delivery_record(event: Uuid, chat: &str, status: &str) -> DeliveryRecord {
+    DeliveryRecord {
+        event,
+        im: IM.to_owned(),
+        chat_id: chat.to_owned(),
+        status: status.to_owned(),
+        at: Utc::now(),
     }
 }
 
@@ -122,6 +131,17 @@ pub(crate) struct Recipient {
     pub language: String,
     /// Time zone of times in the message.
     pub timezone: Option<String>,
+}
+
+impl From<crate::api::Subscriber> for Recipient {
+    fn from(subscriber: crate::api::Subscriber) -> Self {
+        Self {
+            user: subscriber.user,
+            chat_id: subscriber.chat_id,
+            language: subscriber.language,
+            timezone: subscriber.timezone,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -258,17 +278,17 @@ impl SendJob {
     /// The send stage: log check, send, and what Telegram's answer leads to.
     async fn attempt_send(&mut self, chat: i64) -> Option<Attempt> {
         let event = self.event_id();
-        for key in self.log_keys(chat) {
-            match self.outbox.logged(event, &key).await {
-                Ok(true) => {
-                    self.finish(Outcome::AlreadyDone);
-                    return Some(Attempt::Skipped);
-                }
-                Ok(false) => {}
-                Err(cause) => {
-                    tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
-                    return Some(Attempt::Retry(backoff(self.attempts.min(5))));
-                }
+        // Checked again here, not only when the event was queued: another bot process may
+        // have sent a redelivered copy of the event meanwhile.
+        match self.outbox.delivered(event, &self.log_keys(chat)).await {
+            Ok(logged) if !logged.is_empty() => {
+                self.finish(Outcome::AlreadyDone);
+                return Some(Attempt::Skipped);
+            }
+            Ok(_) => {}
+            Err(cause) => {
+                tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
+                return Some(Attempt::Retry(backoff(self.attempts.min(5))));
             }
         }
         let message = self
@@ -346,16 +366,20 @@ impl Job for SendJob {
                     }
                 }
                 Stage::Record { chats, status } => {
-                    for key in &chats {
-                        if let Err(cause) = self.outbox.record(self.event_id(), key, &status).await
-                        {
-                            tracing::warn!(event_id = %self.event_id(), chat_id = chat, %cause, "could not record delivery; will retry");
-                            // Still at the Record stage: the retry records, it does not resend.
-                            return Attempt::Retry(backoff(3));
-                        }
-                    }
+                    // The recorder stores the records (retrying if it must) and only then
+                    // reports the outcome; the chat is free for its next message now.
+                    let event = self.event_id();
+                    let records = chats
+                        .iter()
+                        .map(|key| delivery_record(event, key, &status))
+                        .collect();
                     let outcome = self.outcome.take().unwrap_or(Outcome::Sent);
-                    self.finish(outcome);
+                    if let Some(done) = self.done.take() {
+                        self.outbox
+                            .recorder
+                            .finish_after_recording(records, done, outcome)
+                            .await;
+                    }
                     return Attempt::Done;
                 }
                 Stage::Pause { reason } => {

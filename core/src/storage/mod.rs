@@ -8,6 +8,7 @@
 pub mod mongo;
 pub mod sqlite;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -174,6 +175,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Records that `(event, im, chat_id)` was handled; `Ok(false)` if it already was.
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
+    /// Records several deliveries in one write: for each record, in order, whether it was
+    /// new, exactly as [`Storage::record_delivery`] would say (an already recorded one
+    /// keeps its first record; of two equal keys in `records`, the first is the new one).
+    /// On `Err` some records may be stored and others not; recording them all again is
+    /// safe.
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>>;
     /// The record for `(event, im, chat_id)`, if any.
     async fn get_delivery(
         &self,
@@ -181,6 +188,16 @@ pub trait Storage: Send + Sync + 'static {
         im: &str,
         chat_id: &str,
     ) -> Result<Option<DeliveryRecord>>;
+    /// Which of `chats` have a record for `(event, im)`, looked up together in one query
+    /// on the delivery log's `(event, im, chat_id)` key (not one lookup per chat). Chats
+    /// not in `chats` are never returned, whatever the log holds; repeats in `chats` are
+    /// harmless and an empty `chats` is an empty answer.
+    async fn delivered_chats(
+        &self,
+        event: Uuid,
+        im: &str,
+        chats: &[String],
+    ) -> Result<HashSet<String>>;
 }
 
 /// Opens the storage named by `url`.

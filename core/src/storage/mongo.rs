@@ -69,6 +69,10 @@ const MAX_COMMIT_ATTEMPTS: u32 = 3;
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
 
+/// Chat ids per delivery-log query of [`Storage::delivered_chats`]: keeps the `$in` list
+/// far below the 16 MiB command limit however long the candidate list is.
+const CHATS_PER_DELIVERY_QUERY: usize = 10_000;
+
 /// MongoDB-backed storage. Cheap to share behind an `Arc`; dropping it ends every stream
 /// returned by [`Storage::watch_tasks`].
 pub struct MongoStorage {
@@ -1094,21 +1098,43 @@ impl Storage for MongoStorage {
     // ---------------------------------------------------------------- delivery log
 
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool> {
-        let result = self
-            .deliveries
-            .insert_one(doc! {
-                "event": uuid_bson(record.event),
-                "im": &record.im,
-                "chat_id": &record.chat_id,
-                "status": &record.status,
-                "at": time_bson(record.at),
-            })
-            .await;
+        let result = self.deliveries.insert_one(delivery_doc(record)).await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(db_err("recording a delivery", e)),
         }
+    }
+
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Unordered: a record already in the log must not stop the ones after it.
+        let result = self
+            .deliveries
+            .insert_many(records.iter().map(delivery_doc))
+            .ordered(false)
+            .await;
+        let e = match result {
+            Ok(_) => return Ok(vec![true; records.len()]),
+            Err(e) => e,
+        };
+        if let ErrorKind::InsertMany(failure) = e.kind.as_ref() {
+            let errors = failure.write_errors.as_deref().unwrap_or_default();
+            let only_duplicates = failure.write_concern_error.is_none()
+                && errors.iter().all(|w| w.code == DUPLICATE_KEY);
+            if only_duplicates {
+                let mut new = vec![true; records.len()];
+                for error in errors {
+                    if let Some(slot) = new.get_mut(error.index) {
+                        *slot = false;
+                    }
+                }
+                return Ok(new);
+            }
+        }
+        Err(db_err("recording deliveries", e))
     }
 
     async fn get_delivery(
@@ -1133,6 +1159,36 @@ impl Storage for MongoStorage {
             status: get_string(&d, "status", WHAT)?,
             at: get_time(&d, "at", WHAT)?,
         }))
+    }
+
+    async fn delivered_chats(
+        &self,
+        event: Uuid,
+        im: &str,
+        chats: &[String],
+    ) -> Result<HashSet<String>> {
+        let mut delivered = HashSet::new();
+        // Equality on `event` and `im` plus `$in` on `chat_id` is answered from the unique
+        // `(event, im, chat_id)` index alone (the projection keeps it covered).
+        for chunk in chats.chunks(CHATS_PER_DELIVERY_QUERY) {
+            let docs = self
+                .deliveries
+                .find(doc! {
+                    "event": uuid_bson(event),
+                    "im": im,
+                    "chat_id": { "$in": chunk },
+                })
+                .projection(doc! { "_id": 0, "chat_id": 1 })
+                .await
+                .map_err(|e| db_err("reading deliveries", e))?
+                .try_collect::<Vec<Document>>()
+                .await
+                .map_err(|e| db_err("reading deliveries", e))?;
+            for d in &docs {
+                delivered.insert(get_string(d, "chat_id", "delivery")?);
+            }
+        }
+        Ok(delivered)
     }
 }
 
@@ -1518,6 +1574,17 @@ fn duplicate_index(e: &DriverError) -> Option<usize> {
 }
 
 // -------------------------------------------------------------------- encoding
+
+/// The `deliveries` document of a record.
+fn delivery_doc(record: &DeliveryRecord) -> Document {
+    doc! {
+        "event": uuid_bson(record.event),
+        "im": &record.im,
+        "chat_id": &record.chat_id,
+        "status": &record.status,
+        "at": time_bson(record.at),
+    }
+}
 
 /// A UUID as BSON binary subtype 4, the standard representation.
 fn uuid_bson(id: Uuid) -> Bson {

@@ -510,6 +510,29 @@ const DELAYED_AFTER_SQL: &str =
 const DELAYED_FIRST_SQL: &str =
     "SELECT id, routing_key, body, fire_at_ms FROM delayed ORDER BY id LIMIT ?1";
 
+/// Logs one delivery unless `(event, im, chat_id)` already is (then nothing changes).
+const INSERT_DELIVERY_SQL: &str = "
+INSERT INTO deliveries (event, im, chat_id, status, at) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (event, im, chat_id) DO NOTHING";
+
+/// The parameters of [`INSERT_DELIVERY_SQL`].
+fn delivery_params(record: DeliveryRecord) -> [String; 5] {
+    [
+        uuid_text(record.event),
+        record.im,
+        record.chat_id,
+        record.status,
+        time_text(record.at),
+    ]
+}
+
+/// Which of a JSON array of chat ids are logged for `(event, im)`: one lookup on the
+/// primary key `(event, im, chat_id)` per candidate, whatever the number of candidates,
+/// with one statement text (so it stays prepared).
+const DELIVERED_CHATS_SQL: &str = "
+SELECT chat_id FROM deliveries
+WHERE event = ?1 AND im = ?2 AND chat_id IN (SELECT value FROM json_each(?3))";
+
 // ---------------------------------------------------------------- the trait
 
 #[async_trait]
@@ -1232,21 +1255,32 @@ impl Storage for SqliteStorage {
         let record = record.clone();
         self.call(move |conn| {
             let n = conn
-                .prepare_cached(
-                    "INSERT INTO deliveries (event, im, chat_id, status, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (event, im, chat_id) DO NOTHING",
-                )
+                .prepare_cached(INSERT_DELIVERY_SQL)
                 .db()?
-                .execute([
-                    uuid_text(record.event),
-                    record.im,
-                    record.chat_id,
-                    record.status,
-                    time_text(record.at),
-                ])
+                .execute(delivery_params(record))
                 .db()?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = records.to_vec();
+        self.call(move |conn| {
+            // One transaction: one commit (one sync of the file) for the whole batch.
+            let tx = conn.transaction().db()?;
+            let mut new = Vec::with_capacity(records.len());
+            {
+                let mut insert = tx.prepare_cached(INSERT_DELIVERY_SQL).db()?;
+                for record in records {
+                    new.push(insert.execute(delivery_params(record)).db()? > 0);
+                }
+            }
+            tx.commit().db()?;
+            Ok(new)
         })
         .await
     }
@@ -1275,6 +1309,26 @@ impl Storage for SqliteStorage {
             )
             .optional()
             .db()
+        })
+        .await
+    }
+
+    async fn delivered_chats(
+        &self,
+        event: Uuid,
+        im: &str,
+        chats: &[String],
+    ) -> Result<HashSet<String>> {
+        if chats.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let (im, chats) = (im.to_owned(), json_text(chats)?);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(DELIVERED_CHATS_SQL).db()?;
+            let rows = stmt
+                .query_map([uuid_text(event), im, chats], |row| row.get(0))
+                .db()?;
+            rows.collect::<rusqlite::Result<HashSet<String>>>().db()
         })
         .await
     }
@@ -1337,6 +1391,13 @@ mod tests {
             "{subscribers:?}"
         );
         assert_indexed(&plan(&s, DELAYED_AFTER_SQL).await);
+        let delivered = plan(&s, DELIVERED_CHATS_SQL).await;
+        assert_indexed(&delivered);
+        assert!(
+            delivered.iter().any(|step| step
+                .contains("SEARCH deliveries USING PRIMARY KEY (event=? AND im=? AND chat_id=?)")),
+            "{delivered:?}"
+        );
         // The first page walks the id index from its start and stops at the limit.
         let first = plan(&s, DELAYED_FIRST_SQL).await;
         assert_eq!(
