@@ -35,6 +35,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus::Registry;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -126,7 +127,19 @@ pub async fn run(
     storage: Arc<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let state = AppState::new(config, storage)?;
+    run_with_registry(config, listener, storage, &Registry::new(), shutdown).await
+}
+
+/// [`run`] with the api's metrics registered in `registry`, which its `/metrics` serves:
+/// standalone passes one registry shared by every service, so one scrape sees them all.
+pub async fn run_with_registry(
+    config: ApiConfig,
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let state = AppState::new(config, storage, registry)?;
     let app = router(state.clone());
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "api listening");

@@ -12,7 +12,8 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
-/// The api's metric families, registered in their own registry.
+/// The api's metric families and the registry they are registered in (the one `/metrics`
+/// serves; in standalone it is shared with every other service).
 pub(crate) struct Metrics {
     pub(crate) registry: Registry,
     requests: IntCounterVec,
@@ -21,8 +22,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Result<Self> {
-        let registry = Registry::new();
+    pub(crate) fn new(registry: Registry) -> Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "stargazer_api_requests_total",

@@ -23,6 +23,8 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// The serialized `getEntities` result.
     pub(crate) entities: Arc<ReadCache<()>>,
+    /// Serialized `getEntity` results by entity id.
+    pub(crate) entity_by_id: Arc<ReadCache<Uuid>>,
     /// Serialized `getSubscribers` results by `(entity, kind, im)`.
     pub(crate) subscribers: Arc<ReadCache<(Uuid, String, String)>>,
     /// Serializes entity writes of this process (account uniqueness is checked, then
@@ -32,7 +34,12 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state after validating `config`.
-    pub fn new(config: ApiConfig, storage: Arc<dyn Storage>) -> Result<Self> {
+    /// The api's metrics are registered in `registry`, which `/metrics` serves.
+    pub fn new(
+        config: ApiConfig,
+        storage: Arc<dyn Storage>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self> {
         config.validate()?;
         let read_ttl = Duration::from_millis(config.read_cache_ms);
         Ok(Self {
@@ -45,8 +52,9 @@ impl AppState {
                 config.login_max_failures,
                 Duration::from_secs(config.login_window_secs),
             )),
-            metrics: Arc::new(Metrics::new()?),
+            metrics: Arc::new(Metrics::new(registry.clone())?),
             entities: Arc::new(ReadCache::new(read_ttl)),
+            entity_by_id: Arc::new(ReadCache::new(read_ttl)),
             subscribers: Arc::new(ReadCache::new(read_ttl)),
             entity_writes: Arc::default(),
             config: Arc::new(config),
@@ -54,10 +62,11 @@ impl AppState {
         })
     }
 
-    /// Called after any entity write: the entity list and the subscriber lookups (which
-    /// depend on entities existing) are stale.
+    /// Called after any entity write: the entity list, single entities and the subscriber
+    /// lookups (which depend on entities existing) are stale.
     pub(crate) fn entities_changed(&self) {
         self.entities.clear();
+        self.entity_by_id.clear();
         self.subscribers.clear();
     }
 

@@ -23,6 +23,7 @@ pub mod telegram;
 
 use std::sync::Arc;
 
+use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
@@ -59,6 +60,18 @@ pub async fn run(
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    run_with_registry(config, storage, bus, &Registry::new(), shutdown).await
+}
+
+/// [`run`] with the bot's metrics (events settled, sends, 429s, retries, migrations)
+/// registered in `registry`, for the caller to serve.
+pub async fn run_with_registry(
+    config: BotConfig,
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<()> {
     config.validate()?;
     let config = Arc::new(config);
     let bot = telegram::build_bot(&config)?;
@@ -73,7 +86,15 @@ pub async fn run(
         config.clone(),
         stop.clone(),
     ));
-    let mut delivery = tokio::spawn(delivery::run(bot, api, storage, bus, config, stop.clone()));
+    let mut delivery = tokio::spawn(delivery::run(
+        bot,
+        api,
+        storage,
+        bus,
+        config,
+        registry.clone(),
+        stop.clone(),
+    ));
 
     let (commands, delivery) = tokio::select! {
         first = &mut commands => {

@@ -30,6 +30,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::Registry;
 use stargazer_core::config::ConfigError;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
@@ -70,9 +71,21 @@ pub async fn run(
     storage: Arc<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    run_with_registry(config, listener, storage, &Registry::new(), shutdown).await
+}
+
+/// [`run`] with the coordinator's metrics registered in `registry`, which its `/metrics`
+/// serves (standalone shares one registry between every service).
+pub async fn run_with_registry(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    storage: Arc<dyn Storage>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<()> {
     config.validate()?;
     let config = Arc::new(config);
-    let metrics = Arc::new(metrics::Metrics::new()?);
+    let metrics = Arc::new(metrics::Metrics::new(registry.clone())?);
     // Cancelled on any exit, so a failing server still stops the tasks below.
     let stop = shutdown.child_token();
     let (engine_tx, engine_rx) = mpsc::channel(ENGINE_QUEUE);

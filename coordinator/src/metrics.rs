@@ -20,8 +20,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+    pub(crate) fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let per_kind = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["kind"]);
         let workers = per_kind("stargazer_coordinator_workers", "Connected workers by kind")?;
         let tasks = per_kind("stargazer_coordinator_tasks", "Tasks in storage by kind")?;

@@ -230,7 +230,8 @@ pub struct CommonConfig {
     /// `log_level` / `STARGAZER_LOG_LEVEL`: a `tracing` filter; default `info`.
     pub log_level: String,
     /// `metrics_listen` / `STARGAZER_METRICS_LISTEN`: address where roles without an HTTP
-    /// server of their own (the middlewares) serve `/healthz` and `/metrics`; unset: none.
+    /// server of their own (worker-twitter, the middlewares, bot-telegram) serve `/healthz`
+    /// and `/metrics`; unset: none.
     pub metrics_listen: Option<String>,
 }
 

@@ -9,11 +9,6 @@
 //!   of its own (deleted afterwards): the exchange, the services' default queue names and
 //!   `rabbitmqctl close_all_connections` are then scoped to the test, so tests run in
 //!   parallel without stealing each other's messages or leaving durable queues behind.
-//! - [`Pair::RabbitSqlite`]: RabbitMQ (each service its own connection, in a virtual
-//!   host of the test's own) with one shared SQLite storage, what `stargazer standalone
-//!   --amqp …` runs. For broker faults under a load the MongoDB-wire test server cannot
-//!   carry: it answers a few hundred operations a second, and the bot's delivery log
-//!   costs three per message.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -36,8 +31,6 @@ pub enum Pair {
     InProcess,
     /// MongoDB + RabbitMQ, connected to by each service on its own.
     Production,
-    /// RabbitMQ, connected to by each service on its own, + one shared SQLite.
-    RabbitSqlite,
 }
 
 impl std::fmt::Display for Pair {
@@ -45,7 +38,6 @@ impl std::fmt::Display for Pair {
         f.write_str(match self {
             Pair::InProcess => "sqlite + in-process bus",
             Pair::Production => "mongodb + rabbitmq",
-            Pair::RabbitSqlite => "sqlite + rabbitmq",
         })
     }
 }
@@ -213,13 +205,6 @@ pub enum Source {
         /// The one bus.
         bus: Arc<dyn Bus>,
     },
-    /// Every service shares this storage and connects to the bus itself.
-    SharedStorage {
-        /// The one storage.
-        storage: Arc<dyn Storage>,
-        /// `amqp://…/<vhost>`.
-        bus_url: String,
-    },
     /// Every service connects itself.
     Connect {
         /// `mongodb://…/<db>`.
@@ -233,9 +218,7 @@ impl Source {
     /// The storage for a service.
     pub async fn storage(&self) -> Result<Arc<dyn Storage>> {
         match self {
-            Source::Shared { storage, .. } | Source::SharedStorage { storage, .. } => {
-                Ok(storage.clone())
-            }
+            Source::Shared { storage, .. } => Ok(storage.clone()),
             Source::Connect { storage_url, .. } => {
                 Ok(stargazer_core::storage::connect(storage_url).await?)
             }
@@ -247,7 +230,7 @@ impl Source {
     pub async fn bus(&self, name: &str) -> Result<Arc<dyn Bus>> {
         match self {
             Source::Shared { bus, .. } => Ok(bus.clone()),
-            Source::Connect { bus_url, .. } | Source::SharedStorage { bus_url, .. } => {
+            Source::Connect { bus_url, .. } => {
                 Ok(Arc::new(AmqpBus::connect_named(bus_url, name).await?))
             }
         }
@@ -277,21 +260,6 @@ impl Backends {
                     pair,
                     source: Source::Shared { storage, bus },
                     vhost: None,
-                    database: None,
-                })
-            }
-            Pair::RabbitSqlite => {
-                let vhost = tokio::task::spawn_blocking(TestVhost::create)
-                    .await
-                    .map_err(|e| Error::Broker(e.to_string()))??;
-                let storage = stargazer_core::storage::connect("sqlite::memory:").await?;
-                Ok(Self {
-                    pair,
-                    source: Source::SharedStorage {
-                        storage,
-                        bus_url: vhost.amqp_url(),
-                    },
-                    vhost: Some(vhost),
                     database: None,
                 })
             }

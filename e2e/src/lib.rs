@@ -10,9 +10,9 @@
 //! - [`process`]: a service running on a runtime of its own, so a test can stop it
 //!   gracefully or kill it the way a crashed process dies (every task dropped at once,
 //!   sockets closed, nothing flushed).
-//! - [`platform`]: wires the services together through their library `run` entries the
-//!   way `stargazer standalone` does, with every external base URL pointed at the test
-//!   servers and the timings compressed through configuration.
+//! - [`platform`]: runs `stargazer standalone`, or one `stargazer <role>` per service,
+//!   through `stargazer-platform` (what the binary calls), with every external base URL
+//!   pointed at the test servers and the timings compressed through configuration.
 //! - [`events`]: numbered events published as a worker would, and the tally of what
 //!   reached each chat.
 //! - [`wait`]: polling helpers with deadlines.

@@ -1,13 +1,16 @@
-//! The whole platform wired like `stargazer standalone` (stargazer/src/standalone.rs):
-//! api, coordinator, YouTube and X workers, the three middlewares and the Telegram bot,
-//! each started through its library `run`, with service accounts created in storage, every
-//! external base URL pointed at the [`crate::servers`] and timings compressed through
-//! configuration (heartbeats, poll intervals and retry pauses in milliseconds).
+//! The whole platform for one test, started through `stargazer-platform`: exactly what
+//! the `stargazer` binary runs, with every external base URL pointed at the
+//! [`crate::servers`] and timings compressed through configuration (heartbeats, poll
+//! intervals and retry pauses in milliseconds).
 //!
-//! Unlike standalone, each service runs as a [`Process`] so a test can stop, kill and
-//! restart one while the others carry on; on the production pair each also opens its own
-//! storage and bus connections, as separate processes do.
-
+//! Two shapes:
+//! - [`Platform::start_all`] runs `stargazer standalone` ([`Standalone`]) on the test's
+//!   backends: every service in one "process", sharing them.
+//! - `start_api`, `start_coordinator`, `start_youtube_worker`, … each run one
+//!   `stargazer <role>` ([`run_role`]) as a [`Process`] of its own, opening its own
+//!   connections from the configured URLs, so a test can stop, kill and restart one while
+//!   the others carry on. Those need the production pair: separate processes cannot
+//!   share an in-process bus.
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,13 +23,16 @@ use stargazer_api::ApiConfig;
 use stargazer_bot_telegram::BotConfig;
 use stargazer_coordinator::CoordinatorConfig;
 use stargazer_core::bus::{Bus, QueueSpec};
-use stargazer_core::model::{Access, Credential, Permissions, TaskKind};
+use stargazer_core::config::CommonConfig;
+use stargazer_core::model::{Access, Credential, Permissions};
 use stargazer_core::routing;
 use stargazer_core::storage::Storage;
-use stargazer_core::worker_runtime::WorkerRuntimeConfig;
 use stargazer_middleware_delay::DelayConfig;
 use stargazer_middleware_live_check::LiveCheckConfig;
 use stargazer_middleware_translate::TranslateConfig;
+use stargazer_platform::roles::{run_role, Role};
+use stargazer_platform::settings::{Settings, WorkerSection};
+use stargazer_platform::standalone::Standalone;
 use stargazer_worker_twitter::TwitterConfig;
 use stargazer_worker_youtube::YoutubeConfig;
 use uuid::Uuid;
@@ -52,6 +58,10 @@ pub const BOT_PASSWORD: &str = "e2e-bot-password";
 pub const WORKER_USER: &str = "e2e-worker";
 /// Its password.
 pub const WORKER_PASSWORD: &str = "e2e-worker-password";
+
+/// The `[worker] id` of [`Platform::start_all`]: standalone's workers announce themselves
+/// as `<id>-youtube` and `<id>-twitter`.
+pub const STANDALONE_WORKER_ID: &str = "standalone-e2e";
 
 /// PBKDF2 rounds of the test accounts: the passwords are test constants, so stretching
 /// would only slow every login down.
@@ -103,116 +113,107 @@ impl Externals {
     }
 }
 
-/// Every service's configuration section.
-#[derive(Debug, Clone)]
-pub struct Configs {
-    /// `[api]`.
-    pub api: ApiConfig,
-    /// `[coordinator]`.
-    pub coordinator: CoordinatorConfig,
-    /// `[youtube]` (listen address and public URL are set per worker).
-    pub youtube: YoutubeConfig,
-    /// `[twitter]`.
-    pub twitter: TwitterConfig,
-    /// `[delay]`.
-    pub delay: DelayConfig,
-    /// `[translate]`.
-    pub translate: TranslateConfig,
-    /// `[live_check]`.
-    pub live_check: LiveCheckConfig,
-    /// `[telegram]`.
-    pub telegram: BotConfig,
-}
+/// The configuration every service of a test starts from.
+pub type Configs = Settings;
 
-impl Configs {
-    /// Settings pointing at `ext` with timings compressed from minutes to milliseconds.
-    fn compressed(ext: &Externals, api_addr: SocketAddr) -> Self {
-        Self {
-            api: ApiConfig {
-                listen: api_addr,
-                pbkdf2_iterations: ITERATIONS,
-                ..ApiConfig::default()
-            },
-            coordinator: CoordinatorConfig {
-                heartbeat_interval_ms: 300,
-                heartbeat_misses: 2,
-                snapshot_interval_ms: 300,
-                startup_hold_ms: Some(0),
-                ack_timeout_ms: 10_000,
-                ..CoordinatorConfig::default()
-            },
-            youtube: YoutubeConfig {
-                api_key: ext.youtube.api_key.clone(),
-                data_api_base: ext.youtube.base.clone(),
-                hub_url: ext.hub.url.clone(),
-                feed_base: ext.youtube.base.clone(),
-                verify_timeout_seconds: 5,
-                hub_retry_initial_ms: 100,
-                hub_retry_max_seconds: 2,
-                // WebSub only; tests that rely on the fallback poll turn it on.
-                poll_interval_seconds: 0,
-                batch_window_ms: 50,
-                api_retry_initial_ms: 100,
-                quota_retry_initial_seconds: 1,
-                api_retry_max_seconds: 2,
-                http_timeout_seconds: 5,
-                ..YoutubeConfig::default()
-            },
-            twitter: TwitterConfig {
-                bearer_token: ext.x.token.clone(),
-                api_base: ext.x.base.clone(),
-                poll_interval_seconds: 1,
-                auth_backoff_initial_seconds: 1,
-                rate_limit_fallback_seconds: 2,
-                error_backoff_max_seconds: 2,
-                http_timeout_seconds: 5,
-                ..TwitterConfig::default()
-            },
-            delay: DelayConfig {
-                retry_delay_ms: 100,
-                shutdown_grace_ms: 5_000,
-                ..DelayConfig::default()
-            },
-            translate: TranslateConfig {
-                deepl_key: ext.deepl.key.clone(),
-                deepl_base_url: ext.deepl.base.clone(),
-                backoff_initial_ms: 50,
-                backoff_max_ms: 1_000,
-                request_timeout_ms: 5_000,
-                retry_delay_ms: 100,
-                ..TranslateConfig::default()
-            },
-            live_check: LiveCheckConfig {
-                api_base_url: ext.youtube.base.clone(),
-                api_key: ext.youtube.api_key.clone(),
-                poll_interval_ms: 200,
-                give_up_after_ms: 120_000,
-                backoff_initial_ms: 100,
-                backoff_max_ms: 1_000,
-                request_timeout_ms: 5_000,
-                retry_delay_ms: 100,
-                ..LiveCheckConfig::default()
-            },
-            telegram: BotConfig {
-                token: ext.telegram.token.clone(),
-                api_url: ext.telegram.url.clone(),
-                stargazer_api_url: format!("http://{api_addr}"),
-                stargazer_api_username: BOT_USER.to_owned(),
-                stargazer_api_password: BOT_PASSWORD.to_owned(),
-                frontend_url: "https://stargazer.example".to_owned(),
-                poll_timeout_secs: 1,
-                // The local Bot API has no rate limits; Telegram's would make a
-                // 10,000-message test take hours.
-                global_per_second: 100_000.0,
-                chat_interval_ms: 0,
-                group_per_minute: 100_000,
-                max_in_flight: 64,
-                prefetch: 32,
-                ..BotConfig::default()
-            },
-        }
+/// Settings pointing at `ext` with timings compressed from minutes to milliseconds. The
+/// top-level keys (backend URLs) and `[worker]` are filled in per service.
+fn compressed(ext: &Externals, api_addr: SocketAddr) -> Settings {
+    Settings {
+        common: CommonConfig::default(),
+        worker: WorkerSection::default(),
+        api: ApiConfig {
+            listen: api_addr,
+            pbkdf2_iterations: ITERATIONS,
+            ..ApiConfig::default()
+        },
+        coordinator: CoordinatorConfig {
+            heartbeat_interval_ms: 300,
+            heartbeat_misses: 2,
+            snapshot_interval_ms: 300,
+            startup_hold_ms: Some(0),
+            ack_timeout_ms: 10_000,
+            ..CoordinatorConfig::default()
+        },
+        youtube: YoutubeConfig {
+            api_key: ext.youtube.api_key.clone(),
+            data_api_base: ext.youtube.base.clone(),
+            hub_url: ext.hub.url.clone(),
+            feed_base: ext.youtube.base.clone(),
+            verify_timeout_seconds: 5,
+            hub_retry_initial_ms: 100,
+            hub_retry_max_seconds: 2,
+            // WebSub only; tests that rely on the fallback poll turn it on.
+            poll_interval_seconds: 0,
+            batch_window_ms: 50,
+            api_retry_initial_ms: 100,
+            quota_retry_initial_seconds: 1,
+            api_retry_max_seconds: 2,
+            http_timeout_seconds: 5,
+            ..YoutubeConfig::default()
+        },
+        twitter: TwitterConfig {
+            bearer_token: ext.x.token.clone(),
+            api_base: ext.x.base.clone(),
+            poll_interval_seconds: 1,
+            auth_backoff_initial_seconds: 1,
+            rate_limit_fallback_seconds: 2,
+            error_backoff_max_seconds: 2,
+            http_timeout_seconds: 5,
+            ..TwitterConfig::default()
+        },
+        delay: DelayConfig {
+            retry_delay_ms: 100,
+            shutdown_grace_ms: 5_000,
+            ..DelayConfig::default()
+        },
+        translate: TranslateConfig {
+            deepl_key: ext.deepl.key.clone(),
+            deepl_base_url: ext.deepl.base.clone(),
+            backoff_initial_ms: 50,
+            backoff_max_ms: 1_000,
+            request_timeout_ms: 5_000,
+            retry_delay_ms: 100,
+            ..TranslateConfig::default()
+        },
+        live_check: LiveCheckConfig {
+            api_base_url: ext.youtube.base.clone(),
+            api_key: ext.youtube.api_key.clone(),
+            poll_interval_ms: 200,
+            give_up_after_ms: 120_000,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1_000,
+            request_timeout_ms: 5_000,
+            retry_delay_ms: 100,
+            ..LiveCheckConfig::default()
+        },
+        telegram: BotConfig {
+            token: ext.telegram.token.clone(),
+            api_url: ext.telegram.url.clone(),
+            stargazer_api_url: format!("http://{api_addr}"),
+            stargazer_api_username: BOT_USER.to_owned(),
+            stargazer_api_password: BOT_PASSWORD.to_owned(),
+            frontend_url: "https://stargazer.example".to_owned(),
+            poll_timeout_secs: 1,
+            // The local Bot API has no rate limits; Telegram's would make a
+            // 10,000-message test take hours.
+            global_per_second: 100_000.0,
+            chat_interval_ms: 0,
+            group_per_minute: 100_000,
+            max_in_flight: 64,
+            prefetch: 32,
+            ..BotConfig::default()
+        },
     }
 }
+
+/// The services that consume a queue of their own.
+const CONSUMERS: [Role; 4] = [
+    Role::MiddlewareDelay,
+    Role::MiddlewareTranslate,
+    Role::MiddlewareLiveCheck,
+    Role::BotTelegram,
+];
 
 /// A running platform for one test.
 pub struct Platform {
@@ -236,6 +237,7 @@ pub struct Platform {
     coordinator_addr: SocketAddr,
     reserved: Mutex<HashMap<SocketAddr, std::net::TcpListener>>,
     worker_urls: Mutex<HashMap<String, String>>,
+    metrics_addrs: Mutex<HashMap<String, SocketAddr>>,
     http: reqwest::Client,
     source: Source,
     /// The backends (their guards remove the database and virtual host when dropped).
@@ -267,11 +269,6 @@ async fn add_credential(
 
 fn reserve() -> Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
-}
-
-fn into_tokio(listener: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
-    listener.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(listener)
 }
 
 impl Platform {
@@ -322,7 +319,7 @@ impl Platform {
             },
         )
         .await?;
-        let configs = Configs::compressed(&ext, api_addr);
+        let configs = compressed(&ext, api_addr);
         let api_url = format!("http://{api_addr}");
         let admin = ApiClient::new(&api_url)?.with_basic(ADMIN_USER, ADMIN_PASSWORD);
         let service = ApiClient::new(&api_url)?.with_basic(BOT_USER, BOT_PASSWORD);
@@ -342,6 +339,7 @@ impl Platform {
                 (coordinator_addr, coordinator_listener),
             ])),
             worker_urls: Mutex::new(HashMap::new()),
+            metrics_addrs: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -357,29 +355,37 @@ impl Platform {
 
     /// The queues of the middlewares and the bot, as configured now.
     pub fn queue_specs(&self) -> Vec<QueueSpec> {
+        CONSUMERS
+            .iter()
+            .map(|role| self.queue_spec(*role))
+            .collect()
+    }
+
+    /// The queue consuming service `role` reads, as configured now.
+    fn queue_spec(&self, role: Role) -> QueueSpec {
         let c = &self.configs;
-        vec![
-            QueueSpec::new(
+        match role {
+            Role::MiddlewareDelay => QueueSpec::new(
                 c.delay.queue.clone(),
                 routing::middleware_pattern("delay"),
                 c.delay.prefetch,
             ),
-            QueueSpec::new(
+            Role::MiddlewareTranslate => QueueSpec::new(
                 c.translate.queue.clone(),
                 routing::middleware_pattern("translate"),
                 c.translate.prefetch,
             ),
-            QueueSpec::new(
+            Role::MiddlewareLiveCheck => QueueSpec::new(
                 c.live_check.queue.clone(),
                 routing::middleware_pattern("live_check"),
                 c.live_check.prefetch,
             ),
-            QueueSpec::new(
+            _ => QueueSpec::new(
                 c.telegram.queue.clone(),
                 routing::READY_PATTERN,
                 c.telegram.prefetch,
             ),
-        ]
+        }
     }
 
     /// Which backend pair this platform runs on.
@@ -387,19 +393,49 @@ impl Platform {
         self.backends.pair
     }
 
-    fn listener_at(&self, addr: SocketAddr) -> Result<std::net::TcpListener> {
-        if let Some(listener) = crate::servers::lock(&self.reserved).remove(&addr) {
-            return Ok(listener);
-        }
-        // A restart: the previous instance closed its listener; bind the same address.
-        Ok(std::net::TcpListener::bind(addr)?)
+    /// Frees `addr` if this platform still holds it, so a service can bind it. After a
+    /// restart the previous instance has closed its listener and the address is free.
+    fn release(&self, addr: SocketAddr) {
+        drop(crate::servers::lock(&self.reserved).remove(&addr));
     }
 
+    /// The settings `stargazer <role>` would read for a service of this platform: the
+    /// compressed configs plus the URLs of the test's own database and virtual host.
+    fn role_settings(&self) -> Result<Settings> {
+        let Source::Connect {
+            storage_url,
+            bus_url,
+        } = &self.source
+        else {
+            return Err(service_error(
+                "platform",
+                "separate service processes need the production pair",
+            ));
+        };
+        let mut settings = self.configs.clone();
+        settings.common.mongo_url = Some(storage_url.clone());
+        settings.common.amqp_url = Some(bus_url.clone());
+        Ok(settings)
+    }
+
+    /// Keeps `process` under its name; one that ran under that name before is killed.
     fn insert(&self, process: Process) {
         let name = process.name().to_owned();
         if let Some(previous) = crate::servers::lock(&self.processes).insert(name, process) {
             previous.kill();
         }
+    }
+
+    /// Runs `stargazer <role>` with `settings` as process `name`, with `metrics_listen`
+    /// on a free port (see [`Platform::metrics`]).
+    fn start_role(&self, name: &str, role: Role, mut settings: Settings) -> Result<()> {
+        let metrics_addr = reserve()?.local_addr()?;
+        settings.common.metrics_listen = Some(metrics_addr.to_string());
+        crate::servers::lock(&self.metrics_addrs).insert(name.to_owned(), metrics_addr);
+        self.insert(Process::start(name, move |token| async move {
+            run_role(&settings, role, token).await.map_err(text)
+        })?);
+        Ok(())
     }
 
     async fn wait_healthy(&self, service: &str, url: &str) -> Result<()> {
@@ -426,34 +462,22 @@ impl Platform {
             .is_some_and(Process::is_finished)
     }
 
-    /// Starts the api on its fixed address and waits for `/healthz`.
+    /// Starts `stargazer api` on its fixed address and waits for `/healthz`.
     pub async fn start_api(&self) -> Result<()> {
-        let listener = self.listener_at(self.api_addr)?;
-        let (config, source) = (self.configs.api.clone(), self.source.clone());
-        self.insert(Process::start("api", move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let listener = into_tokio(listener).map_err(text)?;
-            stargazer_api::run(config, listener, storage, token)
-                .await
-                .map_err(text)
-        })?);
+        let mut settings = self.role_settings()?;
+        settings.api.listen = self.api_addr;
+        self.release(self.api_addr);
+        self.start_role("api", Role::Api, settings)?;
         self.wait_healthy("api", &format!("{}/healthz", self.api_url))
             .await
     }
 
-    /// Starts the coordinator on its fixed address and waits for `/healthz`.
+    /// Starts `stargazer coordinator` on its fixed address and waits for `/healthz`.
     pub async fn start_coordinator(&self) -> Result<()> {
-        let listener = self.listener_at(self.coordinator_addr)?;
-        let mut config = self.configs.coordinator.clone();
-        config.listen = self.coordinator_addr.to_string();
-        let source = self.source.clone();
-        self.insert(Process::start("coordinator", move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let listener = into_tokio(listener).map_err(text)?;
-            stargazer_coordinator::run(config, listener, storage, token)
-                .await
-                .map_err(text)
-        })?);
+        let mut settings = self.role_settings()?;
+        settings.coordinator.listen = self.coordinator_addr.to_string();
+        self.release(self.coordinator_addr);
+        self.start_role("coordinator", Role::Coordinator, settings)?;
         self.wait_healthy(
             "coordinator",
             &format!("http://{}/healthz", self.coordinator_addr),
@@ -461,66 +485,48 @@ impl Platform {
         .await
     }
 
-    fn worker_runtime(&self, id: &str, kind: TaskKind) -> WorkerRuntimeConfig {
-        let mut runtime = WorkerRuntimeConfig::new(
-            format!("ws://{}/v1/worker", self.coordinator_addr),
-            WORKER_USER,
-            WORKER_PASSWORD,
-            id,
-            kind,
-        );
-        runtime.reconnect_max = Duration::from_millis(300);
-        runtime
+    /// `[worker]` of a worker process with id `id`.
+    fn worker_section(&self, id: &str) -> WorkerSection {
+        WorkerSection {
+            coordinator_url: format!("ws://{}/v1/worker", self.coordinator_addr),
+            username: WORKER_USER.to_owned(),
+            password: WORKER_PASSWORD.to_owned(),
+            id: id.to_owned(),
+        }
     }
 
-    /// Starts YouTube worker `id`, with its own callback server, and waits until the
-    /// coordinator sees it. Its service name and worker id are both `worker-youtube-<id>`
-    /// (worker ids must differ across kinds: the coordinator evicts a worker that
-    /// re-announces with another kind). Returns its public URL: the prefix of every
-    /// WebSub callback it registers.
+    /// Starts `stargazer worker-youtube` as worker `id`, with its own callback server,
+    /// and waits until the coordinator sees it. Its service name and worker id are both
+    /// `worker-youtube-<id>` (worker ids must differ across kinds: the coordinator evicts
+    /// a worker that re-announces with another kind). Returns its public URL: the prefix
+    /// of every WebSub callback it registers.
     pub async fn start_youtube_worker(&self, id: &str) -> Result<String> {
         let name = format!("worker-youtube-{id}");
-        let listener = reserve()?;
-        let addr = listener.local_addr()?;
-        let mut config = self.configs.youtube.clone();
-        config.listen = addr;
-        config.public_url = format!("http://{addr}");
-        let public_url = config.public_url.clone();
-        let runtime = self.worker_runtime(&name, TaskKind::Youtube);
-        let (source, bus_name) = (self.source.clone(), name.clone());
-        self.insert(Process::start(&name, move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let bus = source.bus(&bus_name).await.map_err(text)?;
-            let listener = into_tokio(listener).map_err(text)?;
-            stargazer_worker_youtube::run(config, runtime, listener, storage, bus, token)
-                .await
-                .map_err(text)
-        })?);
+        let addr = reserve()?.local_addr()?;
+        let mut settings = self.role_settings()?;
+        settings.worker = self.worker_section(&name);
+        settings.youtube.listen = addr;
+        settings.youtube.public_url = format!("http://{addr}");
+        let public_url = settings.youtube.public_url.clone();
+        self.start_role(&name, Role::WorkerYoutube, settings)?;
         crate::servers::lock(&self.worker_urls).insert(id.to_owned(), public_url.clone());
-        self.wait_worker_connected(&name).await?;
+        self.wait_worker_connected(&name, &name).await?;
         Ok(public_url)
     }
 
-    /// Starts X worker `id` (service name and worker id `worker-twitter-<id>`) and waits
-    /// until the coordinator sees it.
+    /// Starts `stargazer worker-twitter` as worker `id` (service name and worker id
+    /// `worker-twitter-<id>`) and waits until the coordinator sees it.
     pub async fn start_twitter_worker(&self, id: &str) -> Result<()> {
         let name = format!("worker-twitter-{id}");
-        let config = self.configs.twitter.clone();
-        let runtime = self.worker_runtime(&name, TaskKind::Twitter);
-        let (source, bus_name) = (self.source.clone(), name.clone());
-        self.insert(Process::start(&name, move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let bus = source.bus(&bus_name).await.map_err(text)?;
-            stargazer_worker_twitter::run(config, runtime, storage, bus, token)
-                .await
-                .map_err(text)
-        })?);
-        self.wait_worker_connected(&name).await
+        let mut settings = self.role_settings()?;
+        settings.worker = self.worker_section(&name);
+        self.start_role(&name, Role::WorkerTwitter, settings)?;
+        self.wait_worker_connected(&name, &name).await
     }
 
-    /// Waits until the coordinator reports worker `id` (its service name) connected.
-    async fn wait_worker_connected(&self, id: &str) -> Result<()> {
-        let service = id;
+    /// Waits until the coordinator reports worker `id` connected; `service` is the
+    /// process that runs it.
+    async fn wait_worker_connected(&self, service: &str, id: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(status) = self.coordinator_status().await {
@@ -541,115 +547,78 @@ impl Platform {
         }
     }
 
-    /// Starts middleware-delay.
+    /// Declares the queue of a consuming service, so what the test publishes before it
+    /// consumes is kept, then runs `stargazer <role>`.
+    async fn start_consumer(&self, role: Role) -> Result<()> {
+        let settings = self.role_settings()?;
+        self.bus.declare(&self.queue_spec(role)).await?;
+        self.start_role(role.name(), role, settings)
+    }
+
+    /// Starts `stargazer middleware-delay`.
     pub async fn start_delay(&self) -> Result<()> {
-        let config = self.configs.delay.clone();
-        self.bus
-            .declare(&QueueSpec::new(
-                config.queue.clone(),
-                routing::middleware_pattern("delay"),
-                config.prefetch,
-            ))
-            .await?;
-        let source = self.source.clone();
-        self.insert(Process::start(
-            "middleware-delay",
-            move |token| async move {
-                let storage = source.storage().await.map_err(text)?;
-                let bus = source.bus("middleware-delay").await.map_err(text)?;
-                stargazer_middleware_delay::run(config, storage, bus, token)
-                    .await
-                    .map_err(text)
-            },
-        )?);
-        Ok(())
+        self.start_consumer(Role::MiddlewareDelay).await
     }
 
-    /// Starts middleware-translate.
+    /// Starts `stargazer middleware-translate`.
     pub async fn start_translate(&self) -> Result<()> {
-        let config = self.configs.translate.clone();
-        self.bus
-            .declare(&QueueSpec::new(
-                config.queue.clone(),
-                routing::middleware_pattern("translate"),
-                config.prefetch,
-            ))
-            .await?;
-        let source = self.source.clone();
-        self.insert(Process::start(
-            "middleware-translate",
-            move |token| async move {
-                let storage = source.storage().await.map_err(text)?;
-                let bus = source.bus("middleware-translate").await.map_err(text)?;
-                stargazer_middleware_translate::run(config, storage, bus, token)
-                    .await
-                    .map_err(text)
-            },
-        )?);
-        Ok(())
+        self.start_consumer(Role::MiddlewareTranslate).await
     }
 
-    /// Starts middleware-live-check.
+    /// Starts `stargazer middleware-live-check`.
     pub async fn start_live_check(&self) -> Result<()> {
-        let config = self.configs.live_check.clone();
-        self.bus
-            .declare(&QueueSpec::new(
-                config.queue.clone(),
-                routing::middleware_pattern("live_check"),
-                config.prefetch,
-            ))
-            .await?;
-        let source = self.source.clone();
-        self.insert(Process::start(
-            "middleware-live-check",
-            move |token| async move {
-                let storage = source.storage().await.map_err(text)?;
-                let bus = source.bus("middleware-live-check").await.map_err(text)?;
-                stargazer_middleware_live_check::run(config, storage, bus, token)
-                    .await
-                    .map_err(text)
-            },
-        )?);
-        Ok(())
+        self.start_consumer(Role::MiddlewareLiveCheck).await
     }
 
-    /// Starts the Telegram bot.
+    /// Starts `stargazer bot-telegram`.
     pub async fn start_bot(&self) -> Result<()> {
-        let config = self.configs.telegram.clone();
-        self.bus
-            .declare(&QueueSpec::new(
-                config.queue.clone(),
-                routing::READY_PATTERN,
-                config.prefetch,
-            ))
-            .await?;
-        let source = self.source.clone();
-        self.insert(Process::start("bot-telegram", move |token| async move {
-            let storage = source.storage().await.map_err(text)?;
-            let bus = source.bus("bot-telegram").await.map_err(text)?;
-            stargazer_bot_telegram::run(config, storage, bus, token)
-                .await
-                .map_err(text)
-        })?);
-        Ok(())
+        self.start_consumer(Role::BotTelegram).await
     }
 
-    /// Starts everything `stargazer standalone` runs, in its order: api, coordinator,
-    /// the middlewares, one worker of each kind (id `a`), the bot.
+    /// Starts `stargazer standalone` on this platform's backends (the in-process pair's
+    /// shared storage and bus, or the production pair's database and virtual host) as
+    /// process `standalone`, and waits until the api answers, both workers are connected
+    /// to the coordinator and the bot polls Telegram.
     pub async fn start_all(&self) -> Result<()> {
-        self.start_api().await?;
-        self.start_coordinator().await?;
-        self.start_delay().await?;
-        self.start_translate().await?;
-        self.start_live_check().await?;
-        self.start_youtube_worker("a").await?;
-        self.start_twitter_worker("a").await?;
-        self.start_bot().await?;
+        let mut settings = self.configs.clone();
+        settings.api.listen = self.api_addr;
+        settings.coordinator.listen = self.coordinator_addr.to_string();
+        settings.worker.id = STANDALONE_WORKER_ID.to_owned();
+        let youtube_addr = reserve()?.local_addr()?;
+        settings.youtube.listen = youtube_addr;
+        settings.youtube.public_url = format!("http://{youtube_addr}");
+        crate::servers::lock(&self.worker_urls)
+            .insert("standalone".to_owned(), settings.youtube.public_url.clone());
+        self.release(self.api_addr);
+        self.release(self.coordinator_addr);
+        let source = self.source.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        self.insert(Process::start("standalone", move |token| async move {
+            let storage = source.storage().await.map_err(text)?;
+            let bus = source.bus("standalone").await.map_err(text)?;
+            let running = Standalone::start_with(settings, storage, bus, &token)
+                .await
+                .map_err(text)?;
+            // The test proceeds once it knows the worker ids; a dropped sender means
+            // start-up failed, which `has_exited` reports.
+            let _ = ready_tx.send(running.worker_ids.clone());
+            running.run(&token).await.map_err(text)
+        })?);
+        let worker_ids = tokio::time::timeout(READY_TIMEOUT, ready_rx)
+            .await
+            .map_err(|_| service_error("standalone", "did not start in time"))?
+            .map_err(|_| service_error("standalone", "exited during start-up"))?;
+        self.wait_healthy("standalone", &format!("{}/healthz", self.api_url))
+            .await?;
+        for (_, id) in &worker_ids {
+            self.wait_worker_connected("standalone", id).await?;
+        }
         self.ext.telegram.wait_polling(READY_TIMEOUT).await;
         Ok(())
     }
 
-    /// The public URL of YouTube worker `id`.
+    /// The public URL of YouTube worker `id` (`standalone` for the one of
+    /// [`Platform::start_all`]).
     pub fn worker_url(&self, id: &str) -> Option<String> {
         crate::servers::lock(&self.worker_urls).get(id).cloned()
     }
@@ -707,6 +676,31 @@ impl Platform {
             Some(err) => Err(err),
             None => Ok(()),
         }
+    }
+
+    /// `GET /healthz` and then `GET /metrics` of process `name`, started by a `start_*`
+    /// other than [`Platform::start_all`], on its `metrics_listen` address: the text
+    /// exposition of its metrics.
+    pub async fn metrics(&self, name: &str) -> Result<String> {
+        let addr = crate::servers::lock(&self.metrics_addrs)
+            .get(name)
+            .copied()
+            .ok_or_else(|| service_error(name, "was not started as a role"))?;
+        let get = |path: &'static str| {
+            let request = self.http.get(format!("http://{addr}/{path}"));
+            async move {
+                let response = request.send().await.map_err(|e| service_error(name, e))?;
+                if !response.status().is_success() {
+                    return Err(service_error(
+                        name,
+                        format!("/{path} answered {}", response.status()),
+                    ));
+                }
+                response.text().await.map_err(|e| service_error(name, e))
+            }
+        };
+        get("healthz").await?;
+        get("metrics").await
     }
 
     /// `GET /v1/status?tasks=true` of the coordinator.

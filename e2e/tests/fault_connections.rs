@@ -15,11 +15,9 @@
 //! same, because a broker-wide `close_all_connections` (as in DESIGN.md) would cut every
 //! test running beside it.
 //!
-//! Storage is one shared SQLite (what `stargazer standalone --amqp` runs): the fault is
-//! the broker's, and the MongoDB-wire test server answers a few hundred operations a
-//! second, which would make 20,000 logged deliveries take many minutes.
-//! `E2E_FAULT_STORAGE=mongo` runs it on MongoDB as well; `E2E_FAULT_EVENTS` changes the
-//! count.
+//! On the production pair (MongoDB-wire server + RabbitMQ), each service its own
+//! `stargazer <role>` with its own connections. `E2E_FAULT_EVENTS` changes the count for a
+//! quicker local run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,12 +38,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn closing_every_broker_connection_mid_stream_loses_and_repeats_nothing() {
-    let pair = match std::env::var("E2E_FAULT_STORAGE").as_deref() {
-        Ok("mongo") => Pair::Production,
-        _ => Pair::RabbitSqlite,
-    };
     let events: u64 = env_or("E2E_FAULT_EVENTS", 10_000);
-    let platform = Platform::new(pair).await.unwrap();
+    let platform = Platform::new(Pair::Production).await.unwrap();
     platform.start_api().await.unwrap();
     platform.start_translate().await.unwrap();
     platform.start_bot().await.unwrap();

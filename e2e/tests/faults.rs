@@ -25,6 +25,9 @@ use stargazer_e2e::servers::youtube::{new_channel_id, new_video_id, topic, Broad
 use stargazer_e2e::{unique, wait};
 
 const T: Duration = Duration::from_secs(60);
+/// Deadline for delivering a few hundred messages: the three tests of this file share
+/// one MongoDB-wire test server, which then stores only a few dozen deliveries a second.
+const BULK: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_worker_s_channels_move_and_no_upload_is_lost() {
@@ -170,7 +173,9 @@ async fn a_killed_delay_middleware_delivers_every_pending_message_after_restart(
         ("youtube.delay".to_owned(), event)
     };
 
-    let due = Utc::now().timestamp_millis() + 6_000;
+    // Far enough ahead that all of them are held before the first falls due, even on a
+    // loaded machine where the MongoDB-wire server stores a few dozen a second.
+    let due = Utc::now().timestamp_millis() + 20_000;
     publish_all(
         &platform.bus,
         (0..PENDING).map(|n| reminder(n, due)).collect(),
@@ -212,7 +217,7 @@ async fn a_killed_delay_middleware_delivers_every_pending_message_after_restart(
     platform
         .ext
         .telegram
-        .wait_sent((PENDING + WHILE_DOWN) as usize, T)
+        .wait_sent((PENDING + WHILE_DOWN) as usize, BULK)
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     exactly_once(
@@ -226,6 +231,22 @@ async fn a_killed_delay_middleware_delivers_every_pending_message_after_restart(
         stored.is_empty().then_some(())
     })
     .await;
+    // The restarted process reports on its metrics_listen what it did: the pending ones
+    // reloaded and fired, the ones that queued up while it was down forwarded at once
+    // (due already), nothing left pending.
+    let metrics = platform.metrics("middleware-delay").await.unwrap();
+    let value = |series: &str| metric_value(&metrics, series);
+    assert_eq!(
+        value("stargazer_delay_fired_total"),
+        Some(PENDING as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("stargazer_middleware_messages_total{middleware=\"delay\",outcome=\"forwarded\"}"),
+        Some(WHILE_DOWN as f64),
+        "{metrics}"
+    );
+    assert_eq!(value("stargazer_delay_pending"), Some(0.0), "{metrics}");
 
     platform.shutdown().await.unwrap();
 }
@@ -269,9 +290,32 @@ async fn the_bot_retries_while_the_api_restarts_and_finishes_the_fan_out() {
 
     platform.start_api().await.unwrap();
     publisher.await.unwrap().unwrap();
-    tg.wait_sent(total, T).await;
+    tg.wait_sent(total, BULK).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     exactly_once(&tg.sent(), 0..EVENTS, &chats).unwrap();
+    // The bot's metrics_listen shows the same: every event delivered once, every message
+    // sent once, although lookups failed while the api was down.
+    let metrics = platform.metrics("bot-telegram").await.unwrap();
+    let value = |series: &str| metric_value(&metrics, series);
+    assert_eq!(
+        value("stargazer_bot_events_total{outcome=\"delivered\"}"),
+        Some(EVENTS as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("stargazer_bot_send_attempts_done_total"),
+        Some(total as f64),
+        "{metrics}"
+    );
 
     platform.shutdown().await.unwrap();
+}
+
+/// The value of the sample `series` (name and labels as exposed) in a Prometheus text
+/// exposition.
+fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
 }

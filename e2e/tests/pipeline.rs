@@ -1,5 +1,5 @@
-//! The platform end to end, on both backend pairs, with every external service played by
-//! a local server speaking its protocol:
+//! `stargazer standalone` end to end, on both backend pairs, with every external service
+//! played by a local server speaking its protocol:
 //!
 //! 1. an admin creates an entity with a YouTube channel and an X account (RPC
 //!    `newEntity`); the coordinator hands the tasks to the workers, the YouTube worker
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use stargazer_api::types::TaskParams;
 use stargazer_e2e::backends::Pair;
-use stargazer_e2e::platform::Platform;
+use stargazer_e2e::platform::{Platform, STANDALONE_WORKER_ID};
 use stargazer_e2e::servers::telegram::Sent;
 use stargazer_e2e::servers::x::new_user_id;
 use stargazer_e2e::servers::youtube::{new_channel_id, new_video_id, topic, Broadcast, Video};
@@ -98,8 +98,9 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
                 .and_then(|ws| ws.iter().find(|w| w["id"] == id))
                 .is_some_and(|w| w["connected"] == true && w["tasks"] == 1)
         };
-        (holds("worker-youtube-a") && holds("worker-twitter-a") && status["settled"] == true)
-            .then_some(status)
+        let youtube = format!("{STANDALONE_WORKER_ID}-youtube");
+        let twitter = format!("{STANDALONE_WORKER_ID}-twitter");
+        (holds(&youtube) && holds(&twitter) && status["settled"] == true).then_some(status)
     })
     .await;
     assert_eq!(status["unassigned_count"], 0, "{status:#}");
@@ -221,6 +222,27 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
         );
     }
     assert!(scheduled.at < reminder.at && reminder.at < live.at);
+
+    // 5. Standalone's api serves the metrics of every service in the process, and they
+    //    counted what just happened.
+    let metrics = reqwest::get(format!("{}/metrics", platform.api_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "stargazer_api_requests_total{",
+        "stargazer_coordinator_workers{kind=\"youtube\"} 1",
+        "stargazer_youtube_notifications_total{",
+        "stargazer_twitter_events_published_total{",
+        "stargazer_middleware_messages_total{middleware=\"delay\",outcome=\"held\"}",
+        "stargazer_middleware_messages_total{middleware=\"translate\",outcome=\"forwarded\"}",
+        "stargazer_middleware_messages_total{middleware=\"live_check\",outcome=\"held\"}",
+        "stargazer_bot_events_total{outcome=\"delivered\"} 4",
+    ] {
+        assert!(metrics.contains(family), "no {family} in:\n{metrics}");
+    }
 
     platform.shutdown().await.unwrap();
 }

@@ -1,48 +1,79 @@
-//! Running one service role against the configured backends.
+//! One service per process: what `stargazer <role>` runs against the configured
+//! production backends.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
 use prometheus::Registry;
-use stargazer_core::backoff::Backoff;
-use stargazer_core::bus::Bus;
-use stargazer_core::config::ConfigError;
 use stargazer_core::model::TaskKind;
-use stargazer_core::storage::Storage;
 use stargazer_core::worker_runtime::WorkerRuntimeConfig;
 use stargazer_core::CancellationToken;
-use tokio::net::TcpListener;
 
+use crate::backends::{bind, open_both, open_storage, parse_addr};
+use crate::metrics::MetricsServer;
 use crate::settings::{Settings, WorkerSection};
-use crate::Role;
+use crate::{Error, Result};
 
-/// Runs one service until `shutdown`.
-pub async fn run_role(
-    settings: &Settings,
-    role: Role,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// The services one process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// RPC API, sessions, RabbitMQ HTTP auth backend, OpenAPI, frontend.
+    Api,
+    /// Assigns tasks to workers.
+    Coordinator,
+    /// Watches YouTube channels.
+    WorkerYoutube,
+    /// Watches X accounts.
+    WorkerTwitter,
+    /// Holds messages until their time.
+    MiddlewareDelay,
+    /// Translates texts.
+    MiddlewareTranslate,
+    /// Holds `youtube.live` until the stream has started.
+    MiddlewareLiveCheck,
+    /// Telegram bot.
+    BotTelegram,
+}
+
+impl Role {
+    /// The role's name as on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Coordinator => "coordinator",
+            Role::WorkerYoutube => "worker-youtube",
+            Role::WorkerTwitter => "worker-twitter",
+            Role::MiddlewareDelay => "middleware-delay",
+            Role::MiddlewareTranslate => "middleware-translate",
+            Role::MiddlewareLiveCheck => "middleware-live-check",
+            Role::BotTelegram => "bot-telegram",
+        }
+    }
+}
+
+/// Runs one service until `shutdown`: opens the backends it needs (waiting for them),
+/// binds its listeners and calls its library `run`.
+pub async fn run_role(settings: &Settings, role: Role, shutdown: CancellationToken) -> Result<()> {
     let storage_url = settings.common.storage_url();
     let bus_url = settings.common.bus_url();
+    let name = role.name();
     match role {
         Role::Api => {
             let storage = open_storage(&storage_url, &shutdown).await?;
             let listener = bind(settings.api.listen, "api.listen").await?;
-            stargazer_api::run(settings.api.clone(), listener, storage, shutdown).await?;
+            stargazer_api::run(settings.api.clone(), listener, storage, shutdown)
+                .await
+                .map_err(Error::service(name))?;
         }
         Role::Coordinator => {
             let addr = parse_addr(&settings.coordinator.listen, "coordinator.listen")?;
             let storage = open_storage(&storage_url, &shutdown).await?;
             let listener = bind(addr, "coordinator.listen").await?;
             stargazer_coordinator::run(settings.coordinator.clone(), listener, storage, shutdown)
-                .await?;
+                .await
+                .map_err(Error::service(name))?;
         }
         Role::WorkerYoutube => {
             settings.worker.validate()?;
             let runtime = worker_runtime(&settings.worker, TaskKind::Youtube);
-            let (storage, bus) = open_backends(&storage_url, &bus_url, &shutdown).await?;
+            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
             let listener = bind(settings.youtube.listen, "youtube.listen").await?;
             stargazer_worker_youtube::run(
                 settings.youtube.clone(),
@@ -52,105 +83,93 @@ pub async fn run_role(
                 bus,
                 shutdown,
             )
-            .await?;
+            .await
+            .map_err(Error::service(name))?;
         }
         Role::WorkerTwitter => {
             settings.worker.validate()?;
             let runtime = worker_runtime(&settings.worker, TaskKind::Twitter);
-            let (storage, bus) = open_backends(&storage_url, &bus_url, &shutdown).await?;
-            stargazer_worker_twitter::run(
+            let registry = Registry::new();
+            let metrics = metrics_server(settings, &registry, &shutdown).await?;
+            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
+            stargazer_worker_twitter::run_with_registry(
                 settings.twitter.clone(),
                 runtime,
                 storage,
                 bus,
+                &registry,
                 shutdown,
             )
-            .await?;
+            .await
+            .map_err(Error::service(name))?;
+            metrics.join().await;
         }
         Role::MiddlewareDelay => {
             let registry = Registry::new();
-            let metrics = serve_metrics(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_backends(&storage_url, &bus_url, &shutdown).await?;
+            let metrics = metrics_server(settings, &registry, &shutdown).await?;
+            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
             let config = settings.delay.clone();
             stargazer_middleware_delay::run_with_registry(
                 config, storage, bus, &registry, shutdown,
             )
-            .await?;
-            join_metrics(metrics).await;
+            .await
+            .map_err(Error::service(name))?;
+            metrics.join().await;
         }
         Role::MiddlewareTranslate => {
             let registry = Registry::new();
-            let metrics = serve_metrics(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_backends(&storage_url, &bus_url, &shutdown).await?;
+            let metrics = metrics_server(settings, &registry, &shutdown).await?;
+            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
             let config = settings.translate.clone();
             stargazer_middleware_translate::run_with_registry(
                 config, storage, bus, &registry, shutdown,
             )
-            .await?;
-            join_metrics(metrics).await;
+            .await
+            .map_err(Error::service(name))?;
+            metrics.join().await;
         }
         Role::MiddlewareLiveCheck => {
             let registry = Registry::new();
-            let metrics = serve_metrics(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_backends(&storage_url, &bus_url, &shutdown).await?;
+            let metrics = metrics_server(settings, &registry, &shutdown).await?;
+            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
             let config = live_check_config(settings);
             stargazer_middleware_live_check::run_with_registry(
                 config, storage, bus, &registry, shutdown,
             )
-            .await?;
-            join_metrics(metrics).await;
+            .await
+            .map_err(Error::service(name))?;
+            metrics.join().await;
         }
         Role::BotTelegram => {
-            let (storage, bus) = open_backends(&storage_url, &bus_url, &shutdown).await?;
-            stargazer_bot_telegram::run(settings.telegram.clone(), storage, bus, shutdown).await?;
+            let registry = Registry::new();
+            let metrics = metrics_server(settings, &registry, &shutdown).await?;
+            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
+            stargazer_bot_telegram::run_with_registry(
+                settings.telegram.clone(),
+                storage,
+                bus,
+                &registry,
+                shutdown,
+            )
+            .await
+            .map_err(Error::service(name))?;
+            metrics.join().await;
         }
-        Role::Standalone(_) | Role::Admin { .. } => unreachable!("handled by main"),
     }
     Ok(())
 }
 
-/// Serves `/healthz` and `/metrics` of `registry` on `metrics_listen`, if configured, until
-/// `shutdown`.
-async fn serve_metrics(
+async fn metrics_server(
     settings: &Settings,
     registry: &Registry,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let Some(listen) = &settings.common.metrics_listen else {
-        return Ok(None);
-    };
-    let listener = bind(parse_addr(listen, "metrics_listen")?, "metrics_listen").await?;
-    let app = stargazer_core::telemetry::health_and_metrics_router::<()>(registry.clone());
-    let shutdown = shutdown.clone();
-    Ok(Some(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(cause = %err, "metrics server failed");
-        }
-    })))
-}
-
-async fn join_metrics(server: Option<tokio::task::JoinHandle<()>>) {
-    if let Some(server) = server {
-        if let Err(err) = server.await {
-            tracing::error!(cause = %err, "metrics server task failed");
-        }
-    }
-}
-
-/// `stargazer admin …` against the configured storage.
-pub async fn admin(
-    settings: &Settings,
-    command: stargazer_api::admin::AdminCommand,
-) -> anyhow::Result<()> {
-    let storage = stargazer_core::storage::connect(&settings.common.storage_url())
-        .await
-        .context("cannot open storage")?;
-    let mut out = std::io::stdout();
-    stargazer_api::admin::run_admin(command, storage, &mut out).await?;
-    Ok(())
+) -> Result<MetricsServer> {
+    MetricsServer::start(
+        settings.common.metrics_listen.as_deref(),
+        registry,
+        shutdown,
+    )
+    .await
 }
 
 /// The live-check config, borrowing the YouTube Data API settings when its own are unset.
@@ -171,81 +190,4 @@ pub fn worker_runtime(section: &WorkerSection, kind: TaskKind) -> WorkerRuntimeC
         section.id.clone(),
         kind,
     )
-}
-
-/// Opens storage, retrying with backoff while the database is unreachable.
-pub async fn open_storage(
-    url: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Arc<dyn Storage>> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        match stargazer_core::storage::connect(url).await {
-            Ok(storage) => return Ok(storage),
-            Err(stargazer_core::storage::StorageError::InvalidUrl(url)) => {
-                return Err(ConfigError::invalid(
-                    "mongo_url",
-                    format!("`{url}` is not a storage URL"),
-                )
-                .into())
-            }
-            Err(err) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(cause = %err, retry_in = ?delay, "storage unavailable");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for storage"),
-                }
-            }
-        }
-    }
-}
-
-/// Opens the bus, retrying with backoff while the broker is unreachable.
-pub async fn open_bus(url: &str, shutdown: &CancellationToken) -> anyhow::Result<Arc<dyn Bus>> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        match stargazer_core::bus::connect(url).await {
-            Ok(bus) => return Ok(bus),
-            Err(stargazer_core::bus::BusError::InvalidUrl(url)) => {
-                return Err(
-                    ConfigError::invalid("amqp_url", format!("`{url}` is not a bus URL")).into(),
-                )
-            }
-            Err(err) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(cause = %err, retry_in = ?delay, "broker unavailable");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for the broker"),
-                }
-            }
-        }
-    }
-}
-
-/// Opens storage and bus.
-pub async fn open_backends(
-    storage_url: &str,
-    bus_url: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(Arc<dyn Storage>, Arc<dyn Bus>)> {
-    Ok((
-        open_storage(storage_url, shutdown).await?,
-        open_bus(bus_url, shutdown).await?,
-    ))
-}
-
-/// Parses a listen address, as a config error naming `key`.
-pub fn parse_addr(value: &str, key: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|err| {
-        ConfigError::invalid(key, format!("`{value}` is not a socket address: {err}"))
-    })
-}
-
-/// Binds a listener; failure names the config key.
-pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (config key `{key}`)"))
 }

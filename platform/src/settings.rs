@@ -131,6 +131,39 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../../stargazer.example.toml");
+    const ENV_EXAMPLE: &str = include_str!("../../.env.example");
+
+    /// Each key of the TOML example as its environment variable.
+    fn example_variables() -> Vec<String> {
+        let mut section = String::new();
+        let mut variables = Vec::new();
+        for line in EXAMPLE.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = format!("{}__", name.to_uppercase());
+            } else if let Some((key, _)) = line.strip_prefix("# ").and_then(|l| l.split_once(" = "))
+            {
+                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    variables.push(format!("STARGAZER_{section}{}", key.to_uppercase()));
+                }
+            }
+        }
+        variables
+    }
+
+    #[test]
+    fn env_example_lists_every_setting() {
+        let variables = example_variables();
+        assert!(
+            variables.len() > 100,
+            "the example was parsed: {variables:?}"
+        );
+        for variable in variables {
+            assert!(
+                ENV_EXAMPLE.contains(&format!("{variable}=")),
+                ".env.example does not list {variable}"
+            );
+        }
+    }
 
     /// The example with every `# key = value` line uncommented (placeholders skipped).
     fn uncommented_example() -> String {

@@ -1,5 +1,5 @@
 //! `stargazer`: the one binary. It parses arguments, loads configuration, initialises
-//! logging, connects the backends and hands them to a service's `run`; nothing else.
+//! logging and hands over to `stargazer-platform`, which wires the services; nothing else.
 //!
 //! - `stargazer <role>` runs one service against the production backends configured in
 //!   the TOML file / environment (`amqp_url`, `mongo_url`).
@@ -10,17 +10,18 @@
 //! Exit codes: 0 after a clean shutdown, 2 for a configuration error (one line naming the
 //! key), 1 for anything else.
 
-mod roles;
-mod settings;
 mod shutdown;
-mod standalone;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stargazer_api::admin::AdminCommand;
 use stargazer_core::config::ConfigError;
+use stargazer_platform::roles::{run_role, Role};
+use stargazer_platform::settings::Settings;
+use stargazer_platform::standalone::Standalone;
 
 /// Stargazer: tracks VTubers on YouTube and X and notifies chat users.
 #[derive(Debug, Parser)]
@@ -33,12 +34,12 @@ struct Cli {
 
     /// What to run.
     #[command(subcommand)]
-    role: Role,
+    command: Command,
 }
 
-/// The roles one image can play.
+/// The roles one image can play, plus standalone and the admin CLI.
 #[derive(Debug, Subcommand)]
-enum Role {
+enum Command {
     /// RPC API, sessions, RabbitMQ HTTP auth backend, OpenAPI, frontend.
     Api,
     /// Assigns tasks to workers over WebSocket by consistent hashing.
@@ -56,7 +57,7 @@ enum Role {
     /// Telegram bot: chat commands and delivery of ready events.
     BotTelegram,
     /// Every service in one process; embedded backends unless told otherwise.
-    Standalone(standalone::StandaloneArgs),
+    Standalone(StandaloneArgs),
     /// Manage credentials and entities in the configured storage.
     Admin {
         /// The admin action.
@@ -65,9 +66,37 @@ enum Role {
     },
 }
 
+/// Options of `stargazer standalone`.
+#[derive(Debug, Clone, clap::Args)]
+struct StandaloneArgs {
+    /// Use this RabbitMQ instead of the in-process bus (overrides `amqp_url`).
+    #[arg(long, value_name = "URL")]
+    amqp: Option<String>,
+    /// Use this MongoDB instead of SQLite (overrides `mongo_url`).
+    #[arg(long, value_name = "URL")]
+    mongo: Option<String>,
+}
+
+impl Command {
+    /// The single-service role this command runs, if it is one.
+    fn role(&self) -> Option<Role> {
+        Some(match self {
+            Command::Api => Role::Api,
+            Command::Coordinator => Role::Coordinator,
+            Command::WorkerYoutube => Role::WorkerYoutube,
+            Command::WorkerTwitter => Role::WorkerTwitter,
+            Command::MiddlewareDelay => Role::MiddlewareDelay,
+            Command::MiddlewareTranslate => Role::MiddlewareTranslate,
+            Command::MiddlewareLiveCheck => Role::MiddlewareLiveCheck,
+            Command::BotTelegram => Role::BotTelegram,
+            Command::Standalone(_) | Command::Admin { .. } => return None,
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match settings::Settings::load(cli.config.as_deref()) {
+    let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(err) => return config_failure(&err),
     };
@@ -84,15 +113,17 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async move {
-        match cli.role {
-            Role::Admin { command } => roles::admin(&settings, command).await,
-            Role::Standalone(args) => standalone::run(settings, args, shutdown::on_signal()).await,
-            role => roles::run_role(&settings, role, shutdown::on_signal()).await,
+        let role = cli.command.role();
+        match (cli.command, role) {
+            (_, Some(role)) => Ok(run_role(&settings, role, shutdown::on_signal()).await?),
+            (Command::Admin { command }, None) => admin(&settings, command).await,
+            (Command::Standalone(args), None) => standalone(settings, args).await,
+            (_, None) => unreachable!("every other command is a role"),
         }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => match err.downcast_ref::<ConfigError>() {
+        Err(err) => match config_error(&err) {
             Some(config_err) => config_failure(config_err),
             None => {
                 tracing::error!("{err:#}");
@@ -101,6 +132,38 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `stargazer standalone`: every service in one process until SIGINT/SIGTERM.
+async fn standalone(mut settings: Settings, args: StandaloneArgs) -> anyhow::Result<()> {
+    if let Some(url) = args.amqp {
+        settings.common.amqp_url = Some(url);
+    }
+    if let Some(url) = args.mongo {
+        settings.common.mongo_url = Some(url);
+    }
+    let shutdown = shutdown::on_signal();
+    let running = Standalone::start(settings, &shutdown).await?;
+    println!("{}", running.summary_text());
+    Ok(running.run(&shutdown).await?)
+}
+
+/// `stargazer admin …` against the configured storage.
+async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
+    let storage = stargazer_core::storage::connect(&settings.common.storage_url())
+        .await
+        .context("cannot open storage")?;
+    let mut out = std::io::stdout();
+    stargazer_api::admin::run_admin(command, storage, &mut out).await?;
+    Ok(())
+}
+
+/// The configuration error behind `err`, whether raised by loading or by the platform.
+fn config_error(err: &anyhow::Error) -> Option<&ConfigError> {
+    err.downcast_ref::<ConfigError>().or_else(|| {
+        err.downcast_ref::<stargazer_platform::Error>()
+            .and_then(stargazer_platform::Error::as_config)
+    })
 }
 
 fn config_failure(err: &ConfigError) -> ExitCode {

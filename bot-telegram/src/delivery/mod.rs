@@ -10,24 +10,26 @@
 //! JSON, unknown entity) is dead-lettered with the reason.
 //!
 //! Exactly-once per (event, chat) rests on the delivery log in storage: recipients
-//! already in it are skipped (checked when queueing and again just before sending), and
-//! a duplicate delivery of an event still being fanned out waits for the first one to
-//! finish instead of racing it.
+//! already in it are skipped (checked per chat just before sending and, for redelivered
+//! events, also when queueing, in one lookup for all of the event's chats; records are
+//! written in batches by the [`recorder`]), and a duplicate delivery of an event still
+//! being fanned out waits for the first one to finish instead of racing it.
 
 pub(crate) mod compose;
+pub(crate) mod recorder;
 pub(crate) mod scheduler;
 pub(crate) mod send;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use futures::stream::{self, StreamExt};
+use prometheus::{IntCounterVec, Registry};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
 use stargazer_core::model::Event;
 use stargazer_core::routing::READY_PATTERN;
 use stargazer_core::storage::Storage;
+use stargazer_core::telemetry::register_int_counter_vec;
 use teloxide::Bot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -36,11 +38,9 @@ use uuid::Uuid;
 use crate::api::{Api, ApiError};
 use crate::config::BotConfig;
 use crate::Result;
+use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
 use send::{Fanout, Outbox, Outcome, Recipient, SendJob};
-
-/// Log lookups run at once when filtering an event's recipients.
-const LOG_LOOKUPS_AT_ONCE: usize = 16;
 
 /// Runs the delivery half of the bot until `shutdown`.
 pub(crate) async fn run(
@@ -49,6 +49,7 @@ pub(crate) async fn run(
     storage: Arc<dyn Storage>,
     bus: Arc<dyn Bus>,
     config: Arc<BotConfig>,
+    registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let limits = Limits {
@@ -62,10 +63,22 @@ pub(crate) async fn run(
     let scheduler_stop = CancellationToken::new();
     let (scheduler, scheduler_task) = scheduler::start::<SendJob>(limits, scheduler_stop.clone());
     let scheduler_task = tokio::spawn(scheduler_task);
+    scheduler.stats().register(&registry);
+    let settled = register_int_counter_vec(
+        &registry,
+        "stargazer_bot_events_total",
+        "Ready events by how they were settled: delivered, dead_lettered, requeued, ignored.",
+        &["outcome"],
+    );
+    // The log writer ends by itself once the last job (and the outbox) is gone; it
+    // stops retrying failed writes with the scheduler.
+    let (recorder, writer) = Recorder::start(storage.clone(), scheduler_stop.clone());
+    let writer_task = tokio::spawn(writer);
     let outbox = Arc::new(Outbox {
         bot,
         api: api.clone(),
         storage,
+        recorder,
         max_attempts: config.max_send_attempts,
     });
     let consumer = Fanouts {
@@ -74,6 +87,7 @@ pub(crate) async fn run(
         scheduler,
         locks: EventLocks::default(),
         only_entities: config.only_entities.clone(),
+        settled,
         shutdown: shutdown.clone(),
     };
     let stats = consumer.scheduler.stats().clone();
@@ -83,12 +97,15 @@ pub(crate) async fn run(
     if let Err(err) = scheduler_task.await {
         tracing::error!(cause = %err, "send scheduler panicked");
     }
+    if let Err(err) = writer_task.await {
+        tracing::error!(cause = %err, "delivery log writer panicked");
+    }
     tracing::info!(
-        sent_or_failed = stats.done.load(Ordering::Relaxed),
-        skipped = stats.skipped.load(Ordering::Relaxed),
-        retry_after = stats.retry_after.load(Ordering::Relaxed),
-        retried = stats.retried.load(Ordering::Relaxed),
-        migrated = stats.moved.load(Ordering::Relaxed),
+        sent_or_failed = stats.done.get(),
+        skipped = stats.skipped.get(),
+        retry_after = stats.retry_after.get(),
+        retried = stats.retried.get(),
+        migrated = stats.moved.get(),
         "delivery stopped"
     );
     result
@@ -100,6 +117,8 @@ struct Fanouts {
     outbox: Arc<Outbox>,
     scheduler: SchedulerHandle<SendJob>,
     locks: EventLocks,
+    /// `stargazer_bot_events_total{outcome}`.
+    settled: IntCounterVec,
     only_entities: Vec<Uuid>,
     shutdown: CancellationToken,
 }
@@ -186,6 +205,7 @@ impl Fanouts {
         };
         if !self.only_entities.is_empty() && !self.only_entities.contains(&event.entity) {
             tracing::debug!(event_id = %event.id, entity_id = %event.entity, "event about an entity this bot does not serve");
+            self.settled.with_label_values(&["ignored"]).inc();
             if let Err(err) = delivery.ack().await {
                 tracing::warn!(cause = %err, "could not ack event");
             }
@@ -194,10 +214,11 @@ impl Fanouts {
         let id = event.id;
         match self.locks.try_lock(id) {
             Some(guard) => {
-                let prepared = self.prepare(event).await;
+                let prepared = self.prepare(event, delivery.redelivered).await;
+                let settled = self.settled.clone();
                 trackers.spawn(async move {
                     let _guard = guard;
-                    settle(id, delivery, prepared).await;
+                    settle(id, delivery, prepared, &settled).await;
                 });
             }
             None => {
@@ -207,18 +228,25 @@ impl Fanouts {
                 let this = self.clone();
                 trackers.spawn(async move {
                     let guard = this.locks.lock(id).await;
-                    let prepared = this.prepare(event).await;
+                    let prepared = this.prepare(event, true).await;
                     let _guard = guard;
-                    settle(id, delivery, prepared).await;
+                    settle(id, delivery, prepared, &this.settled).await;
                 });
             }
         }
     }
 
     /// Looks up the entity and the subscribers, filters out recipients already in the
-    /// log and queues a job for each of the rest.
+    /// log (when `check_log`) and queues a job for each of the rest.
+    ///
+    /// The queue-time check only spares jobs that would be skipped anyway: every job
+    /// checks the log again just before sending, and a copy of an event this process is
+    /// still fanning out waits for it (see [`EventLocks`]). So it is made for copies the
+    /// broker marks redelivered (or that waited for such a copy), whose recipients are
+    /// likely in the log; a first delivery goes straight to the jobs, which keeps one
+    /// storage round trip per event off this one-event-at-a-time path.
     #[tracing::instrument(skip_all, fields(event_id = %event.id, entity_id = %event.entity, kind = %event.kind))]
-    async fn prepare(&self, event: Event) -> Prepared {
+    async fn prepare(&self, event: Event, check_log: bool) -> Prepared {
         let entity = match self
             .with_retry("getEntity", || self.api.entity(event.entity))
             .await
@@ -243,9 +271,13 @@ impl Fanouts {
             None => return Prepared::Interrupted,
         };
         let total = subscribers.len();
-        let recipients = match self.unlogged(event.id, subscribers).await {
-            Some(r) => r,
-            None => return Prepared::Interrupted,
+        let recipients = if check_log {
+            match self.unlogged(event.id, subscribers).await {
+                Some(r) => r,
+                None => return Prepared::Interrupted,
+            }
+        } else {
+            subscribers.into_iter().map(Recipient::from).collect()
         };
         tracing::info!(
             subscribers = total,
@@ -276,43 +308,21 @@ impl Fanouts {
     }
 
     /// Subscribers not yet in the delivery log, in the api's order; `None` on shutdown.
+    /// The log is asked once for all of them, not once per chat.
     async fn unlogged(
         &self,
         event: Uuid,
         subscribers: Vec<crate::api::Subscriber>,
     ) -> Option<Vec<Recipient>> {
+        let chats: Vec<String> = subscribers.iter().map(|s| s.chat_id.clone()).collect();
         let mut backoff = Backoff::default();
-        loop {
-            // Each check owns what it uses, so the future stays `Send` for any lifetime.
-            let checks = stream::iter(subscribers.iter().cloned().map(|s| {
-                let outbox = self.outbox.clone();
-                async move {
-                    outbox
-                        .logged(event, &s.chat_id)
-                        .await
-                        .map(|logged| (!logged).then_some(s))
-                }
-            }))
-            .buffered(LOG_LOOKUPS_AT_ONCE)
-            .collect::<Vec<_>>();
-            let checked = tokio::select! {
+        let logged = loop {
+            let lookup = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                checked = checks => checked,
+                lookup = self.outbox.delivered(event, &chats) => lookup,
             };
-            match checked.into_iter().collect::<Result<Vec<_>, String>>() {
-                Ok(kept) => {
-                    return Some(
-                        kept.into_iter()
-                            .flatten()
-                            .map(|s| Recipient {
-                                user: s.user,
-                                chat_id: s.chat_id,
-                                language: s.language,
-                                timezone: s.timezone,
-                            })
-                            .collect(),
-                    )
-                }
+            match lookup {
+                Ok(logged) => break logged,
                 Err(cause) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(%cause, retry_in_ms = wait.as_millis() as u64, "delivery log unavailable");
@@ -322,7 +332,14 @@ impl Fanouts {
                     }
                 }
             }
-        }
+        };
+        Some(
+            subscribers
+                .into_iter()
+                .filter(|s| !logged.contains(&s.chat_id))
+                .map(Recipient::from)
+                .collect(),
+        )
     }
 
     /// Calls the api until it answers (transient failures retried with backoff);
@@ -354,13 +371,13 @@ impl Fanouts {
 }
 
 /// Waits for an event's recipients and settles the delivery accordingly.
-async fn settle(event: Uuid, delivery: Delivery, prepared: Prepared) {
-    let settled = match prepared {
+async fn settle(event: Uuid, delivery: Delivery, prepared: Prepared, counter: &IntCounterVec) {
+    let (outcome, settled) = match prepared {
         Prepared::DeadLetter(reason) => {
             tracing::warn!(event_id = %event, %reason, "dead-lettering event");
-            delivery.dead_letter(&reason).await
+            ("dead_lettered", delivery.dead_letter(&reason).await)
         }
-        Prepared::Interrupted => delivery.requeue().await,
+        Prepared::Interrupted => ("requeued", delivery.requeue().await),
         Prepared::Queued(waits) => {
             let outcomes = futures::future::join_all(waits).await;
             let total = outcomes.len();
@@ -375,18 +392,19 @@ async fn settle(event: Uuid, delivery: Delivery, prepared: Prepared) {
             }
             if unfinished == 0 {
                 tracing::info!(event_id = %event, total, sent, skipped, failed, "event delivered");
-                delivery.ack().await
+                ("delivered", delivery.ack().await)
             } else {
                 // Shutdown interrupted the fan-out: the log keeps what went out, and the
                 // next consumer finishes the rest.
                 tracing::info!(event_id = %event, total, sent, unfinished, "fan-out interrupted; requeueing event");
-                delivery.requeue().await
+                ("requeued", delivery.requeue().await)
             }
         }
     };
-    if let Err(err) = settled {
+    match settled {
+        Ok(()) => counter.with_label_values(&[outcome]).inc(),
         // The broker will redeliver it; the delivery log prevents repeats.
-        tracing::warn!(event_id = %event, cause = %err, "could not settle event");
+        Err(err) => tracing::warn!(event_id = %event, cause = %err, "could not settle event"),
     }
 }
 

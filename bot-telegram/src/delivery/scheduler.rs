@@ -19,11 +19,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use prometheus::{IntCounter, Registry};
+use stargazer_core::telemetry::register_collector;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -75,19 +76,64 @@ impl Limits {
     }
 }
 
-/// Counters the scheduler keeps (read by tests, benches and metrics).
-#[derive(Debug, Default)]
+/// Counters the scheduler keeps, read by tests and benches and exported as Prometheus
+/// metrics once [`Stats::register`]ed.
+#[derive(Debug, Clone)]
 pub(crate) struct Stats {
-    /// Attempts that ended `Done`.
-    pub done: AtomicU64,
-    /// Attempts that ended `Skipped`.
-    pub skipped: AtomicU64,
+    /// Attempts that ended `Done` (sent, or recorded failed for good).
+    pub done: IntCounter,
+    /// Attempts that ended `Skipped` (already in the delivery log).
+    pub skipped: IntCounter,
     /// 429 answers received.
-    pub retry_after: AtomicU64,
+    pub retry_after: IntCounter,
     /// Transient failures retried.
-    pub retried: AtomicU64,
+    pub retried: IntCounter,
     /// Chats followed to their new id.
-    pub moved: AtomicU64,
+    pub moved: IntCounter,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        // Names and help texts are fixed valid literals, so construction cannot fail.
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        Self {
+            done: counter(
+                "stargazer_bot_send_attempts_done_total",
+                "Message sends that ended: sent, or recorded failed for good.",
+            ),
+            skipped: counter(
+                "stargazer_bot_send_attempts_skipped_total",
+                "Message sends skipped because the delivery log already had them.",
+            ),
+            retry_after: counter(
+                "stargazer_bot_rate_limited_total",
+                "429 Too Many Requests answers from the Bot API.",
+            ),
+            retried: counter(
+                "stargazer_bot_send_retries_total",
+                "Message sends retried after a transient failure.",
+            ),
+            moved: counter(
+                "stargazer_bot_chats_migrated_total",
+                "Chats followed to their new id after a group migration.",
+            ),
+        }
+    }
+}
+
+impl Stats {
+    /// Exports the counters through `registry`.
+    pub fn register(&self, registry: &Registry) {
+        for counter in [
+            &self.done,
+            &self.skipped,
+            &self.retry_after,
+            &self.retried,
+            &self.moved,
+        ] {
+            register_collector(registry, counter.clone());
+        }
+    }
 }
 
 /// The handle jobs are queued through. Cloning it is cheap; the scheduler task ends once
@@ -354,17 +400,17 @@ impl<J: Job> Scheduler<J> {
         queue.busy = false;
         match attempt {
             Attempt::Done => {
-                self.stats.done.fetch_add(1, Ordering::Relaxed);
+                self.stats.done.inc();
                 queue.next_at = queue.next_at.max(started + interval);
                 drop(job);
             }
             Attempt::Skipped => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                self.stats.skipped.inc();
                 self.bucket.refund();
                 drop(job);
             }
             Attempt::RetryAfter(wait) => {
-                self.stats.retry_after.fetch_add(1, Ordering::Relaxed);
+                self.stats.retry_after.inc();
                 tracing::warn!(
                     chat_id = chat,
                     retry_after_ms = wait.as_millis() as u64,
@@ -375,12 +421,12 @@ impl<J: Job> Scheduler<J> {
                 self.bucket.throttle(now);
             }
             Attempt::Retry(wait) => {
-                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                self.stats.retried.inc();
                 queue.next_at = queue.next_at.max(now + wait);
                 queue.jobs.push_front(job);
             }
             Attempt::Moved(to) => {
-                self.stats.moved.fetch_add(1, Ordering::Relaxed);
+                self.stats.moved.inc();
                 queue.next_at = queue.next_at.max(started + interval);
                 self.refile(chat);
                 // The message was not delivered: it goes first in the new chat's queue.
@@ -530,7 +576,7 @@ mod tests {
         // Attempt, retry of the same job after 5 s, then the next one (order kept).
         assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 1, 2]);
         assert!(log[1].2 - log[0].2 >= Duration::from_secs(5));
-        assert_eq!(handle.stats().retry_after.load(Ordering::Relaxed), 1);
+        assert_eq!(handle.stats().retry_after.get(), 1);
         shutdown.cancel();
         task.await.unwrap();
     }
