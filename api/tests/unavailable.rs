@@ -3,106 +3,20 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use futures::stream::BoxStream;
-use stargazer_core::model::{
-    Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
-    TaskChange, TaskKind, User,
-};
-use stargazer_core::storage::{Result, Storage, StorageError, Subscriber};
-use uuid::Uuid;
+use stargazer_testkit::faulty::FaultyStorage;
 
 use common::{assert_error, Auth, Backend, RawBody, TestServer};
 
-/// Delegates to a real storage until switched off, then fails like an unreachable server.
-struct Switchable {
-    inner: Arc<dyn Storage>,
-    down: AtomicBool,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StorageError::Backend(
-                "connection refused (10.1.2.3:27017)".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-macro_rules! delegate {
-    ($(fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty;)*) => {
-        #[async_trait]
-        impl Storage for Switchable {
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.check()?;
-                    self.inner.$name($($arg),*).await
-                }
-            )*
-        }
-    };
-}
-
-delegate! {
-    fn insert_entity(&self, entity: &Entity) -> Result<()>;
-    fn get_entity(&self, id: Uuid) -> Result<Option<Entity>>;
-    fn list_entities(&self) -> Result<Vec<Entity>>;
-    fn update_entity(&self, entity: &Entity) -> Result<()>;
-    fn delete_entity(&self, id: Uuid) -> Result<()>;
-    fn upsert_group(&self, group: &Group) -> Result<()>;
-    fn list_groups(&self) -> Result<Vec<Group>>;
-    fn list_tasks(&self, kind: Option<TaskKind>) -> Result<Vec<Task>>;
-    fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
-    fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>>;
-    fn insert_user(&self, user: &User) -> Result<()>;
-    fn get_user(&self, id: Uuid) -> Result<Option<User>>;
-    fn find_user_by_chat(&self, im: &str, chat_id: &str) -> Result<Option<User>>;
-    fn update_user(&self, user: &User) -> Result<()>;
-    fn delete_user(&self, id: Uuid) -> Result<()>;
-    fn list_users(&self, im: Option<&str>) -> Result<Vec<User>>;
-    fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
-    fn delete_subscription(&self, user: Uuid, entity: Uuid) -> Result<bool>;
-    fn list_subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>>;
-    fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>>;
-    fn insert_session(&self, session: &Session) -> Result<()>;
-    fn get_session(&self, token_hash: &str) -> Result<Option<Session>>;
-    fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
-    fn delete_session(&self, token_hash: &str) -> Result<bool>;
-    fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
-    fn insert_credential(&self, credential: &Credential) -> Result<()>;
-    fn get_credential(&self, username: &str) -> Result<Option<Credential>>;
-    fn delete_credential(&self, username: &str) -> Result<bool>;
-    fn list_credentials(&self) -> Result<Vec<Credential>>;
-    fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
-    fn delete_delayed(&self, id: &str) -> Result<bool>;
-    fn get_delayed(&self, id: &str) -> Result<Option<DelayedMessage>>;
-    fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
-    fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>>;
-    fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> Result<()>;
-    fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
-    fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>>;
-    fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
-    fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
-    fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
-    fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>>;
-    fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
-    fn delivered_chats(&self, event: Uuid, im: &str, chats: &[String]) -> Result<HashSet<String>>;
-}
-
 async fn storage_outage_is_503(backend: Backend) {
-    let switchable = Arc::new(Switchable {
-        inner: backend.connect().await,
-        down: AtomicBool::new(false),
+    let down = Arc::new(AtomicBool::new(false));
+    let switch = down.clone();
+    let storage = FaultyStorage::new(backend.connect().await, move |_| {
+        switch.load(Ordering::SeqCst)
     });
-    let server = TestServer::with_config(switchable.clone(), common::test_config()).await;
+    let server = TestServer::with_config(Arc::new(storage), common::test_config()).await;
     let bot = server.bot().await;
     let user = bot
         .add_user(&stargazer_api::types::AddUser {
@@ -121,7 +35,7 @@ async fn storage_outage_is_503(backend: Backend) {
         )
         .await;
 
-    switchable.down.store(true, Ordering::SeqCst);
+    down.store(true, Ordering::SeqCst);
     // A verified (cached) credential reaches the method, which fails.
     let cached = server
         .post(
@@ -163,7 +77,7 @@ async fn storage_outage_is_503(backend: Backend) {
     assert_eq!(mq.status(), 503);
     assert_eq!(mq.text().await.unwrap(), "deny");
 
-    switchable.down.store(false, Ordering::SeqCst);
+    down.store(false, Ordering::SeqCst);
     assert_eq!(bot.get_user(user.id).await.unwrap().id, user.id);
     server.stop().await;
 }

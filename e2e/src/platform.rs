@@ -24,7 +24,7 @@ use stargazer_bot_telegram::BotConfig;
 use stargazer_coordinator::CoordinatorConfig;
 use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::config::CommonConfig;
-use stargazer_core::model::{Access, Credential, Permissions};
+use stargazer_core::model::{Access, Permissions};
 use stargazer_core::routing;
 use stargazer_core::storage::Storage;
 use stargazer_middleware_delay::DelayConfig;
@@ -32,7 +32,7 @@ use stargazer_middleware_live_check::LiveCheckConfig;
 use stargazer_middleware_translate::TranslateConfig;
 use stargazer_platform::roles::{run_role, Role};
 use stargazer_platform::settings::{Settings, WorkerSection};
-use stargazer_platform::standalone::Standalone;
+use stargazer_platform::standalone::{replace_credential, Standalone};
 use stargazer_worker_twitter::TwitterConfig;
 use stargazer_worker_youtube::YoutubeConfig;
 use uuid::Uuid;
@@ -250,21 +250,9 @@ async fn add_credential(
     password: &str,
     permissions: Permissions,
 ) -> Result<()> {
-    let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || {
-        stargazer_core::auth::hash_password(&password, ITERATIONS)
-    })
-    .await
-    .map_err(|e| service_error("credentials", e))?
-    .map_err(|e| service_error("credentials", e))?;
-    storage
-        .insert_credential(&Credential {
-            username: username.to_owned(),
-            hash,
-            permissions,
-        })
-        .await?;
-    Ok(())
+    replace_credential(storage, username, password, permissions, ITERATIONS)
+        .await
+        .map_err(|e| service_error("credentials", e))
 }
 
 fn reserve() -> Result<std::net::TcpListener> {

@@ -1,8 +1,13 @@
 //! One service per process: what `stargazer <role>` runs against the configured
 //! production backends.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use prometheus::Registry;
+use stargazer_core::bus::Bus;
 use stargazer_core::model::TaskKind;
+use stargazer_core::storage::Storage;
 use stargazer_core::worker_runtime::WorkerRuntimeConfig;
 use stargazer_core::CancellationToken;
 
@@ -11,24 +16,25 @@ use crate::metrics::MetricsServer;
 use crate::settings::{Settings, WorkerSection};
 use crate::{Error, Result};
 
-/// The services one process can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The services one process can run; each is a subcommand of the binary (the doc
+/// comments are its `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
 pub enum Role {
     /// RPC API, sessions, RabbitMQ HTTP auth backend, OpenAPI, frontend.
     Api,
-    /// Assigns tasks to workers.
+    /// Assigns tasks to workers over WebSocket by consistent hashing.
     Coordinator,
-    /// Watches YouTube channels.
+    /// Watches YouTube channels (WebSub + Data API) and publishes events.
     WorkerYoutube,
-    /// Watches X accounts.
+    /// Watches X accounts (API v2) and publishes events.
     WorkerTwitter,
-    /// Holds messages until their time.
+    /// Holds messages tagged `delay` until their time.
     MiddlewareDelay,
-    /// Translates texts.
+    /// Translates texts of messages tagged `translate` (DeepL).
     MiddlewareTranslate,
-    /// Holds `youtube.live` until the stream has started.
+    /// Holds `youtube.live` until the stream has really started.
     MiddlewareLiveCheck,
-    /// Telegram bot.
+    /// Telegram bot: chat commands and delivery of ready events.
     BotTelegram,
 }
 
@@ -89,87 +95,116 @@ pub async fn run_role(settings: &Settings, role: Role, shutdown: CancellationTok
         Role::WorkerTwitter => {
             settings.worker.validate()?;
             let runtime = worker_runtime(&settings.worker, TaskKind::Twitter);
-            let registry = Registry::new();
-            let metrics = metrics_server(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
-            stargazer_worker_twitter::run_with_registry(
-                settings.twitter.clone(),
-                runtime,
-                storage,
-                bus,
-                &registry,
+            let config = settings.twitter.clone();
+            run_with_metrics(
+                settings,
+                role,
                 shutdown,
+                |storage, bus, registry, token| async move {
+                    stargazer_worker_twitter::run_with_registry(
+                        config, runtime, storage, bus, &registry, token,
+                    )
+                    .await
+                },
             )
-            .await
-            .map_err(Error::service(name))?;
-            metrics.join().await;
+            .await?;
         }
         Role::MiddlewareDelay => {
-            let registry = Registry::new();
-            let metrics = metrics_server(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
             let config = settings.delay.clone();
-            stargazer_middleware_delay::run_with_registry(
-                config, storage, bus, &registry, shutdown,
+            run_with_metrics(
+                settings,
+                role,
+                shutdown,
+                |storage, bus, registry, token| async move {
+                    stargazer_middleware_delay::run_with_registry(
+                        config, storage, bus, &registry, token,
+                    )
+                    .await
+                },
             )
-            .await
-            .map_err(Error::service(name))?;
-            metrics.join().await;
+            .await?;
         }
         Role::MiddlewareTranslate => {
-            let registry = Registry::new();
-            let metrics = metrics_server(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
             let config = settings.translate.clone();
-            stargazer_middleware_translate::run_with_registry(
-                config, storage, bus, &registry, shutdown,
+            run_with_metrics(
+                settings,
+                role,
+                shutdown,
+                |storage, bus, registry, token| async move {
+                    stargazer_middleware_translate::run_with_registry(
+                        config, storage, bus, &registry, token,
+                    )
+                    .await
+                },
             )
-            .await
-            .map_err(Error::service(name))?;
-            metrics.join().await;
+            .await?;
         }
         Role::MiddlewareLiveCheck => {
-            let registry = Registry::new();
-            let metrics = metrics_server(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
             let config = live_check_config(settings);
-            stargazer_middleware_live_check::run_with_registry(
-                config, storage, bus, &registry, shutdown,
+            run_with_metrics(
+                settings,
+                role,
+                shutdown,
+                |storage, bus, registry, token| async move {
+                    stargazer_middleware_live_check::run_with_registry(
+                        config, storage, bus, &registry, token,
+                    )
+                    .await
+                },
             )
-            .await
-            .map_err(Error::service(name))?;
-            metrics.join().await;
+            .await?;
         }
         Role::BotTelegram => {
-            let registry = Registry::new();
-            let metrics = metrics_server(settings, &registry, &shutdown).await?;
-            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
-            stargazer_bot_telegram::run_with_registry(
-                settings.telegram.clone(),
-                storage,
-                bus,
-                &registry,
+            let config = settings.telegram.clone();
+            run_with_metrics(
+                settings,
+                role,
                 shutdown,
+                |storage, bus, registry, token| async move {
+                    stargazer_bot_telegram::run_with_registry(
+                        config, storage, bus, &registry, token,
+                    )
+                    .await
+                },
             )
-            .await
-            .map_err(Error::service(name))?;
-            metrics.join().await;
+            .await?;
         }
     }
     Ok(())
 }
 
-async fn metrics_server(
+/// Runs a role that has no HTTP server of its own: serves its metrics on
+/// `metrics_listen`, opens storage and bus, and calls `run` with them, its registry and
+/// the shutdown token.
+async fn run_with_metrics<F, Fut, E>(
     settings: &Settings,
-    registry: &Registry,
-    shutdown: &CancellationToken,
-) -> Result<MetricsServer> {
-    MetricsServer::start(
+    role: Role,
+    shutdown: CancellationToken,
+    run: F,
+) -> Result<()>
+where
+    F: FnOnce(Arc<dyn Storage>, Arc<dyn Bus>, Registry, CancellationToken) -> Fut,
+    Fut: Future<Output = std::result::Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let registry = Registry::new();
+    let metrics = MetricsServer::start(
         settings.common.metrics_listen.as_deref(),
-        registry,
-        shutdown,
+        &registry,
+        &shutdown,
     )
-    .await
+    .await?;
+    let (storage, bus) = open_both(
+        &settings.common.storage_url(),
+        &settings.common.bus_url(),
+        &shutdown,
+    )
+    .await?;
+    run(storage, bus, registry, shutdown)
+        .await
+        .map_err(Error::service(role.name()))?;
+    metrics.join().await;
+    Ok(())
 }
 
 /// The live-check config, borrowing the YouTube Data API settings when its own are unset.

@@ -435,19 +435,37 @@ async fn internal_account(
     permissions: Permissions,
 ) -> Result<String> {
     let password = auth::new_password();
-    let to_hash = password.clone();
+    // These passwords are 192 random bits that never leave the process: key stretching
+    // adds nothing against guessing them, so a low round count keeps start-up quick.
+    replace_credential(
+        storage,
+        username,
+        &password,
+        permissions,
+        INTERNAL_ACCOUNT_ITERATIONS,
+    )
+    .await?;
+    Ok(password)
+}
+
+/// Stores credential `username` with `password` hashed in `iterations` PBKDF2 rounds
+/// (off the async threads) and `permissions`, replacing one of that name.
+pub async fn replace_credential(
+    storage: &Arc<dyn Storage>,
+    username: &str,
+    password: &str,
+    permissions: Permissions,
+    iterations: u32,
+) -> Result<()> {
     let account_error = |reason: String| Error::Account {
         username: username.to_owned(),
         reason,
     };
-    // These passwords are 192 random bits that never leave the process: key stretching
-    // adds nothing against guessing them, so a low round count keeps start-up quick.
-    let hash = tokio::task::spawn_blocking(move || {
-        auth::hash_password(&to_hash, INTERNAL_ACCOUNT_ITERATIONS)
-    })
-    .await
-    .map_err(|e| account_error(e.to_string()))?
-    .map_err(|e| account_error(e.to_string()))?;
+    let to_hash = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&to_hash, iterations))
+        .await
+        .map_err(|e| account_error(e.to_string()))?
+        .map_err(|e| account_error(e.to_string()))?;
     storage.delete_credential(username).await?;
     storage
         .insert_credential(&Credential {
@@ -456,7 +474,7 @@ async fn internal_account(
             permissions,
         })
         .await?;
-    Ok(password)
+    Ok(())
 }
 
 /// Hides the password of a URL for the summary.

@@ -40,22 +40,9 @@ struct Cli {
 /// The roles one image can play, plus standalone and the admin CLI.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// RPC API, sessions, RabbitMQ HTTP auth backend, OpenAPI, frontend.
-    Api,
-    /// Assigns tasks to workers over WebSocket by consistent hashing.
-    Coordinator,
-    /// Watches YouTube channels (WebSub + Data API) and publishes events.
-    WorkerYoutube,
-    /// Watches X accounts (API v2) and publishes events.
-    WorkerTwitter,
-    /// Holds messages tagged `delay` until their time.
-    MiddlewareDelay,
-    /// Translates texts of messages tagged `translate` (DeepL).
-    MiddlewareTranslate,
-    /// Holds `youtube.live` until the stream has really started.
-    MiddlewareLiveCheck,
-    /// Telegram bot: chat commands and delivery of ready events.
-    BotTelegram,
+    /// One service.
+    #[command(flatten)]
+    Role(Role),
     /// Every service in one process; embedded backends unless told otherwise.
     Standalone(StandaloneArgs),
     /// Manage credentials and entities in the configured storage.
@@ -77,23 +64,6 @@ struct StandaloneArgs {
     mongo: Option<String>,
 }
 
-impl Command {
-    /// The single-service role this command runs, if it is one.
-    fn role(&self) -> Option<Role> {
-        Some(match self {
-            Command::Api => Role::Api,
-            Command::Coordinator => Role::Coordinator,
-            Command::WorkerYoutube => Role::WorkerYoutube,
-            Command::WorkerTwitter => Role::WorkerTwitter,
-            Command::MiddlewareDelay => Role::MiddlewareDelay,
-            Command::MiddlewareTranslate => Role::MiddlewareTranslate,
-            Command::MiddlewareLiveCheck => Role::MiddlewareLiveCheck,
-            Command::BotTelegram => Role::BotTelegram,
-            Command::Standalone(_) | Command::Admin { .. } => return None,
-        })
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
@@ -113,12 +83,10 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async move {
-        let role = cli.command.role();
-        match (cli.command, role) {
-            (_, Some(role)) => Ok(run_role(&settings, role, shutdown::on_signal()).await?),
-            (Command::Admin { command }, None) => admin(&settings, command).await,
-            (Command::Standalone(args), None) => standalone(settings, args).await,
-            (_, None) => unreachable!("every other command is a role"),
+        match cli.command {
+            Command::Role(role) => Ok(run_role(&settings, role, shutdown::on_signal()).await?),
+            Command::Admin { command } => admin(&settings, command).await,
+            Command::Standalone(args) => standalone(settings, args).await,
         }
     });
     match outcome {

@@ -1,13 +1,14 @@
 //! Support code shared by the integration tests of the Stargazer services: per-test bus and
 //! storage backends on the real servers ([`backends`]), a fake coordinator speaking the
 //! worker protocol ([`coordinator`]), an observer queue on the real RabbitMQ exchange
-//! ([`observer`]) and local servers playing the external APIs: Telegram, a WebSub hub,
-//! YouTube, X and DeepL ([`servers`]).
+//! ([`observer`]), local servers playing the external APIs: Telegram, a WebSub hub,
+//! YouTube, X and DeepL ([`servers`]), and a storage that fails on demand ([`faulty`]).
 //!
 //! Tests may panic freely, so the helpers here unwrap and assert rather than return errors.
 
 pub mod backends;
 pub mod coordinator;
+pub mod faulty;
 pub mod observer;
 pub mod servers;
 

@@ -189,6 +189,7 @@ mod tests {
     use super::*;
 
     use chrono::Utc;
+    use stargazer_testkit::faulty::FaultyStorage;
     use uuid::Uuid;
 
     fn record(event: Uuid, chat: &str) -> DeliveryRecord {
@@ -264,98 +265,19 @@ mod tests {
         writer.await.unwrap();
     }
 
-    /// Storage whose delivery-log writes fail while `failures` is above zero.
-    struct Flaky {
-        inner: Arc<dyn Storage>,
-        failures: std::sync::atomic::AtomicU32,
-    }
-
-    macro_rules! delegate {
-        ($(fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty;)*) => {
-            #[async_trait::async_trait]
-            impl Storage for Flaky {
-                $(
-                    async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                        self.inner.$name($($arg),*).await
-                    }
-                )*
-
-                async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>> {
-                    use std::sync::atomic::Ordering;
-                    let failing = self
-                        .failures
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
-                    if failing {
-                        return Err(StorageError::Backend("connection refused".into()));
-                    }
-                    self.inner.record_deliveries(records).await
-                }
-            }
-        };
-    }
-
-    use chrono::DateTime;
-    use futures::stream::BoxStream;
-    use stargazer_core::model::{
-        Credential, DelayedMessage, Entity, Group, Session, Subscription, Task, TaskChange,
-        TaskKind, User,
-    };
-    use stargazer_core::storage::{Result, StorageError, Subscriber};
-    use std::collections::HashSet;
-
-    delegate! {
-        fn insert_entity(&self, entity: &Entity) -> Result<()>;
-        fn get_entity(&self, id: Uuid) -> Result<Option<Entity>>;
-        fn list_entities(&self) -> Result<Vec<Entity>>;
-        fn update_entity(&self, entity: &Entity) -> Result<()>;
-        fn delete_entity(&self, id: Uuid) -> Result<()>;
-        fn upsert_group(&self, group: &Group) -> Result<()>;
-        fn list_groups(&self) -> Result<Vec<Group>>;
-        fn list_tasks(&self, kind: Option<TaskKind>) -> Result<Vec<Task>>;
-        fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
-        fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>>;
-        fn insert_user(&self, user: &User) -> Result<()>;
-        fn get_user(&self, id: Uuid) -> Result<Option<User>>;
-        fn find_user_by_chat(&self, im: &str, chat_id: &str) -> Result<Option<User>>;
-        fn update_user(&self, user: &User) -> Result<()>;
-        fn delete_user(&self, id: Uuid) -> Result<()>;
-        fn list_users(&self, im: Option<&str>) -> Result<Vec<User>>;
-        fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
-        fn delete_subscription(&self, user: Uuid, entity: Uuid) -> Result<bool>;
-        fn list_subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>>;
-        fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>>;
-        fn insert_session(&self, session: &Session) -> Result<()>;
-        fn get_session(&self, token_hash: &str) -> Result<Option<Session>>;
-        fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
-        fn delete_session(&self, token_hash: &str) -> Result<bool>;
-        fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
-        fn insert_credential(&self, credential: &Credential) -> Result<()>;
-        fn get_credential(&self, username: &str) -> Result<Option<Credential>>;
-        fn delete_credential(&self, username: &str) -> Result<bool>;
-        fn list_credentials(&self) -> Result<Vec<Credential>>;
-        fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
-        fn delete_delayed(&self, id: &str) -> Result<bool>;
-        fn get_delayed(&self, id: &str) -> Result<Option<DelayedMessage>>;
-        fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
-        fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>>;
-        fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> Result<()>;
-        fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
-        fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>>;
-        fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
-        fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
-        fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
-        fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
-        fn delivered_chats(&self, event: Uuid, im: &str, chats: &[String]) -> Result<HashSet<String>>;
-    }
-
-    async fn flaky(failures: u32) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            inner: stargazer_core::storage::connect("sqlite::memory:")
-                .await
-                .unwrap(),
-            failures: failures.into(),
-        })
+    /// Storage whose first `failures` delivery-log writes fail.
+    async fn flaky(failures: u32) -> Arc<dyn Storage> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let inner = stargazer_core::storage::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let left = AtomicU32::new(failures);
+        Arc::new(FaultyStorage::new(inner, move |method| {
+            method == "record_deliveries"
+                && left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+        }))
     }
 
     #[tokio::test(start_paused = true)]
