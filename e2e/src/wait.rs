@@ -37,3 +37,24 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// Polls `count` until it reaches `target`; panics naming `what` once the count has not
+/// grown for `stall`. For bulk deliveries whose total time depends on the machine (the
+/// MongoDB-wire test server stores a few dozen records a second): a slow run passes, a
+/// lost message still fails, because the count stops short of `target`.
+pub async fn until_count(what: &str, target: usize, stall: Duration, count: impl Fn() -> usize) {
+    let mut last = count();
+    let mut last_change = tokio::time::Instant::now();
+    while last < target {
+        tokio::time::sleep(POLL).await;
+        let now = count();
+        if now != last {
+            last = now;
+            last_change = tokio::time::Instant::now();
+        }
+        assert!(
+            last_change.elapsed() < stall,
+            "{what}: stuck at {last} of {target} for {stall:?}"
+        );
+    }
+}

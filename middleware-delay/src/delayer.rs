@@ -249,7 +249,13 @@ impl Delayer {
                             Err(_) => break,
                         },
                     };
-                    let due = self.timer().pop_due(now_ms());
+                    let (due, len) = {
+                        let mut timer = self.timer();
+                        (timer.pop_due(now_ms()), timer.len())
+                    };
+                    // A popped message is no longer pending here, whatever its firing
+                    // does; a reschedule during it counts it again.
+                    self.metrics.pending.set(gauge_value(len));
                     if let Some((id, at)) = due {
                         let this = self.clone();
                         let shutdown = shutdown.clone();
