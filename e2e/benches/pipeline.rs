@@ -905,8 +905,17 @@ async fn idle_roles(
         &["worker-youtube"],
         &worker_env,
     ));
+    // Roles without an HTTP server of their own serve /healthz and /metrics on
+    // metrics_listen, as the compose file deploys them.
+    let metrics_listen = || {
+        (
+            "STARGAZER_METRICS_LISTEN".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
+        )
+    };
     let mut worker_env = env_for(&worker);
     worker_env.push(("STARGAZER_WORKER__ID".into(), "bench-twitter".into()));
+    worker_env.push(metrics_listen());
     roles.push(spawn_role(
         &settings.binary,
         &dir,
@@ -919,15 +928,11 @@ async fn idle_roles(
         ("middleware-translate", "middleware-translate"),
         ("middleware-live-check", "middleware-live-check"),
     ] {
-        roles.push(spawn_role(
-            &settings.binary,
-            &dir,
-            name,
-            &[arg],
-            &env_for(&[]),
-        ));
+        let mut env = env_for(&[]);
+        env.push(metrics_listen());
+        roles.push(spawn_role(&settings.binary, &dir, name, &[arg], &env));
     }
-    let bot_env = env_for(&[
+    let mut bot_env = env_for(&[
         (
             "STARGAZER_TELEGRAM__STARGAZER_API_URL",
             format!("http://127.0.0.1:{api_port}"),
@@ -941,6 +946,7 @@ async fn idle_roles(
             password.to_owned(),
         ),
     ]);
+    bot_env.push(metrics_listen());
     roles.push(spawn_role(
         &settings.binary,
         &dir,
