@@ -219,6 +219,7 @@ pub enum LogFormat {
 #[serde(default)]
 pub struct CommonConfig {
     /// `amqp_url` / `STARGAZER_AMQP_URL`: RabbitMQ URL; unset means the in-process bus.
+    /// Frames are 16 KiB unless the URL sets `?frame_max=`.
     pub amqp_url: Option<String>,
     /// `mongo_url` / `STARGAZER_MONGO_URL`: MongoDB URL; unset means SQLite at `sqlite_path`.
     pub mongo_url: Option<String>,

@@ -796,6 +796,11 @@ fn pairs(items: &[(&str, String)]) -> Vec<(String, String)> {
 struct RoleMemory {
     role: &'static str,
     rss_kb: Option<u64>,
+    /// Of `rss_kb`: heap and stacks (`RssAnon`) and mapped files, mostly the binary's
+    /// code (`RssFile`).
+    anon_kb: Option<u64>,
+    file_kb: Option<u64>,
+    threads: Option<u64>,
     goal_mb: u64,
     note: String,
 }
@@ -978,7 +983,8 @@ async fn idle_roles(
     for role in &mut roles {
         let pid = role.child.id().to_string();
         let alive = matches!(role.child.try_wait(), Ok(None));
-        let rss = alive.then(|| proc_status_kb(&pid, "VmRSS:")).flatten();
+        let read = |field: &str| alive.then(|| proc_status_kb(&pid, field)).flatten();
+        let rss = read("VmRSS:");
         let note = if alive {
             match role.name {
                 "api" if !api_up => "healthz never answered".to_owned(),
@@ -992,6 +998,9 @@ async fn idle_roles(
         measured.push(RoleMemory {
             role: role.name,
             rss_kb: rss,
+            anon_kb: read("RssAnon:"),
+            file_kb: read("RssFile:"),
+            threads: read("Threads:"),
             goal_mb: if role.name == "standalone" { 60 } else { 30 },
             note,
         });
@@ -1313,10 +1322,18 @@ async fn bench(settings: Settings) {
     } else {
         let roles = idle_roles(&settings, &amqp, &database.url(), &telegram, &deepl).await;
         println!(
-            "| {:<22} | {:>9} | {:>7} | (roles on mongodb + rabbitmq; standalone on sqlite + in-process bus)",
-            "stargazer <role>, idle", "VmRSS MB", "goal MB"
+            "| {:<22} | {:>9} | {:>7} | {:>7} | {:>7} | {:>7} | (roles on mongodb + rabbitmq; standalone on sqlite + in-process bus)",
+            "stargazer <role>, idle", "VmRSS MB", "anon MB", "file MB", "threads", "goal MB"
         );
-        println!("|{}|{}|{}|", "-".repeat(24), "-".repeat(11), "-".repeat(9));
+        println!(
+            "|{}|{}|{}|{}|{}|{}|",
+            "-".repeat(24),
+            "-".repeat(11),
+            "-".repeat(9),
+            "-".repeat(9),
+            "-".repeat(9),
+            "-".repeat(9)
+        );
         let mut separate = 0;
         for measured in &roles {
             let rss = measured
@@ -1327,9 +1344,16 @@ async fn bench(settings: Settings) {
                 Some(_) => "OVER",
                 None => "",
             };
+            let part = |kb: Option<u64>| kb.map_or("-".to_owned(), |kb| format!("{:.1}", mb(kb)));
             println!(
-                "| {:<22} | {:>9} | {:>7} | {verdict} {}",
-                measured.role, rss, measured.goal_mb, measured.note
+                "| {:<22} | {:>9} | {:>7} | {:>7} | {:>7} | {:>7} | {verdict} {}",
+                measured.role,
+                rss,
+                part(measured.anon_kb),
+                part(measured.file_kb),
+                measured.threads.map_or("-".to_owned(), |n| n.to_string()),
+                measured.goal_mb,
+                measured.note
             );
             if measured.role != "standalone" {
                 separate += measured.rss_kb.unwrap_or(0);

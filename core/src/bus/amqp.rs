@@ -60,6 +60,12 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// change).
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Largest AMQP frame this client proposes unless the URL says otherwise
+/// (`?frame_max=`). lapin keeps two buffers of 32 frames per connection, so the broker's
+/// default of 128 KiB would pin 8 MiB in every process; events are a few KiB, and a
+/// larger body is simply split into more frames.
+pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+
 /// Upper bound for a graceful `connection.close` handshake during [`Bus::close`].
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -160,9 +166,10 @@ impl AmqpBus {
     /// the management tools, e.g. `rabbitmqctl list_connections client_properties`).
     pub async fn connect_named(url: &str, name: &str) -> Result<Self> {
         let display_url = redact(url);
-        let uri: AMQPUri = url
+        let mut uri: AMQPUri = url
             .parse()
             .map_err(|e: String| BusError::InvalidUrl(format!("{display_url} ({e})")))?;
+        uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BusError::Broker(
                 "the AMQP bus must be created inside a tokio runtime".into(),
