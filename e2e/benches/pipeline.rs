@@ -57,6 +57,11 @@ use stargazer_middleware_translate::TranslateConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// The allocator the `stargazer` binary uses, so the chains run in this process (the
+/// in-process ones above all) allocate as the deployed services do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // ------------------------------------------------------------------ settings
 
 struct Settings {

@@ -23,6 +23,14 @@ use stargazer_platform::roles::{run_role, Role};
 use stargazer_platform::settings::Settings;
 use stargazer_platform::standalone::Standalone;
 
+/// mimalloc instead of glibc malloc: the services allocate on every runtime thread, and
+/// glibc's arena locking and consolidation took about a quarter of the in-process
+/// pipeline's CPU time (mimalloc more than doubles its throughput). Built with `no_thp`,
+/// so mimalloc does not ask for transparent huge pages, which would add ~17 MB of
+/// resident memory to an idle service.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stargazer: tracks VTubers on YouTube and X and notifies chat users.
 #[derive(Debug, Parser)]
 #[command(name = "stargazer", version, about)]
