@@ -3,6 +3,7 @@
 //! message properties, durability, refused declarations and broker-side consumer
 //! cancellation.
 
+mod broker;
 #[macro_use]
 mod bus_suite;
 
@@ -211,39 +212,6 @@ async fn consumer_recovers_when_its_queue_is_deleted() {
     delete_queues(vec![spec.name]).await;
 }
 
-/// `frame_max` of each open broker connection whose client-provided name is in `names`,
-/// as RabbitMQ reports it.
-fn negotiated_frame_max(names: &[String]) -> Vec<(String, u64)> {
-    let listing = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "frame_max",
-            "client_properties",
-            "-q",
-            "--no-table-headers",
-        ])
-        .output()
-        .expect("run rabbitmqctl list_connections");
-    assert!(listing.status.success(), "{listing:?}");
-    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
-    let mut found = Vec::new();
-    for line in listing.lines() {
-        let Some((frame_max, properties)) = line.split_once('\t') else {
-            continue;
-        };
-        for name in names {
-            if properties.contains(&format!("{{\"connection_name\",\"{name}\"}}")) {
-                found.push((
-                    (*name).to_owned(),
-                    frame_max.trim().parse().expect("number"),
-                ));
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 /// The bus proposes small frames (the broker's 128 KiB default would make lapin pin 8 MiB
 /// of buffers per connection), an explicit `?frame_max=` in the URL still wins, and a
 /// body much larger than a frame crosses the broker intact.
@@ -261,15 +229,16 @@ async fn small_frames_by_default_and_large_bodies_still_pass() {
         .expect("connect with frame_max in the URL");
 
     let names = [small_name.clone(), large_name.clone()];
-    let reported = tokio::task::spawn_blocking(move || negotiated_frame_max(&names))
-        .await
-        .expect("rabbitmqctl task");
+    let reported =
+        tokio::task::spawn_blocking(move || broker::connections_named("frame_max", &names))
+            .await
+            .expect("rabbitmqctl task");
     let mut expected = vec![
         (
             small_name.clone(),
-            u64::from(stargazer_core::bus::amqp::DEFAULT_FRAME_MAX),
+            stargazer_core::bus::amqp::DEFAULT_FRAME_MAX.to_string(),
         ),
-        (large_name.clone(), 65_536),
+        (large_name.clone(), "65536".to_owned()),
     ];
     expected.sort();
     assert_eq!(reported, expected);
@@ -278,7 +247,8 @@ async fn small_frames_by_default_and_large_bodies_still_pass() {
     let spec = QueueSpec::new(queue_name(&src, "large"), format!("{src}.#"), 5);
     small.declare(&spec).await.expect("declare");
     let mut consumer = small.consume(&spec).await.expect("consume");
-    // Ten frames' worth of JSON, with content that would show a reordered or lost frame.
+    // More than eight 16 KiB frames of JSON, with content that would show a reordered or
+    // lost frame.
     let body = serde_json::to_vec(&(0..40_000).collect::<Vec<u32>>()).expect("json");
     assert!(body.len() > 8 * stargazer_core::bus::amqp::DEFAULT_FRAME_MAX as usize);
     large

@@ -7,6 +7,8 @@
 //! using the same broker on this machine. A separate test binary, so the contract suite
 //! does not share its timing.
 
+mod broker;
+
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,37 +45,15 @@ fn unique() -> String {
 async fn kill_connections(names: &[String]) -> usize {
     let names = names.to_vec();
     tokio::task::spawn_blocking(move || {
-        let listing = Command::new("rabbitmqctl")
-            .args([
-                "list_connections",
-                "pid",
-                "client_properties",
-                "-q",
-                "--no-table-headers",
-            ])
-            .output()
-            .expect("run rabbitmqctl list_connections");
-        assert!(listing.status.success(), "{listing:?}");
-        let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
-        let mut closed = 0;
-        for line in listing.lines() {
-            let Some((pid, properties)) = line.split_once('\t') else {
-                continue;
-            };
-            let ours = names
-                .iter()
-                .any(|name| properties.contains(&format!("{{\"connection_name\",\"{name}\"}}")));
-            if !ours {
-                continue;
-            }
+        let ours = broker::connections_named("pid", &names);
+        for (_, pid) in &ours {
             let status = Command::new("rabbitmqctl")
                 .args(["close_connection", pid, "test"])
                 .output()
                 .expect("run rabbitmqctl close_connection");
             assert!(status.status.success(), "{status:?}");
-            closed += 1;
         }
-        closed
+        ours.len()
     })
     .await
     .expect("rabbitmqctl task")
