@@ -26,7 +26,7 @@ pub struct BotConfig {
     /// its password; default empty.
     pub stargazer_api_password: String,
     /// `telegram.frontend_url` / `STARGAZER_TELEGRAM__FRONTEND_URL`: where `/settings`
-    /// links point (`{frontend_url}/?session=<token>`); default `http://localhost:3000`.
+    /// links point (`{frontend_url}/#token=<token>`); default `http://localhost:3000`.
     pub frontend_url: String,
     /// `telegram.queue` / `STARGAZER_TELEGRAM__QUEUE`: the durable queue of ready events;
     /// default `stargazer.bot.telegram`.
@@ -48,8 +48,9 @@ pub struct BotConfig {
     /// requests open at once; default 32.
     pub max_in_flight: usize,
     /// `telegram.max_send_attempts` / `STARGAZER_TELEGRAM__MAX_SEND_ATTEMPTS`: attempts per
-    /// message on transient errors (network, 5xx) before it is recorded as failed;
-    /// default 5.
+    /// message on transient errors (network, 5xx, bad token) and 429s before it is given
+    /// back unsent and its event requeued (with a growing pause) for a later try; such a
+    /// message is never recorded as failed; default 5.
     pub max_send_attempts: u32,
     /// `telegram.admin_cache_secs` / `STARGAZER_TELEGRAM__ADMIN_CACHE_SECS`: how long a
     /// group-admin check is remembered, seconds; default 300.

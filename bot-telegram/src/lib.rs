@@ -11,6 +11,8 @@
 //!   hands it to a scheduler that keeps within Telegram's rate limits. A delivery log in
 //!   storage makes every (event, chat) pair go out at most once across redeliveries and
 //!   restarts; an event is acked only once every recipient is sent or recorded failed.
+//!   Only permanent refusals (400, 403) are recorded failed: while Telegram is down the
+//!   event is requeued with a growing pause and resumes with the chats still missing.
 //!
 //! [`config::BotConfig`] is the `[telegram]` section; [`telegram`] builds the Bot API
 //! client from it (the base URL is configurable so tests use a local server).

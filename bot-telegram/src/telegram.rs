@@ -43,7 +43,8 @@ pub(crate) enum Failure {
     Forbidden(String),
     /// 400 and other permanent refusals; the description.
     Rejected(String),
-    /// Network trouble, 5xx, unreadable answers: worth another try.
+    /// Network trouble, 5xx, a rejected token, unreadable answers: worth another try
+    /// later, never final for the message.
     Transient(String),
 }
 
@@ -129,6 +130,10 @@ mod tests {
             classify(&RequestError::Api(ApiError::Unknown(
                 "Internal Server Error".into()
             ))),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(&RequestError::Api(ApiError::Unknown("Bad Gateway".into()))),
             Failure::Transient(_)
         ));
         assert_eq!(

@@ -295,3 +295,147 @@ async fn an_api_outage_delays_delivery_but_loses_nothing() {
     }
     bot.shutdown().await;
 }
+
+/// How long the Bot API answers 502 in the outage test: the 30 s.
+const OUTAGE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_outage_mid_fan_out_delays_delivery_but_loses_nothing() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Ookami Mio")]).await;
+    let chats: Vec<i64> = (6401..=6412).collect();
+    subscribe_chats(&platform, entity, &chats).await;
+    let tg = TelegramServer::start("123:gateway").await.unwrap();
+    let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
+    // Slow enough that the outage starts with most chats still waiting. teloxide waits
+    // 10 s after every 5xx before it reports it, so a job spends about 21 s on two
+    // attempts: with that budget the jobs give up within the outage and the event has to
+    // go back to the queue (the path under test) rather than outlast it in place.
+    let mut config = platform.bot_config(&tg, &queue.name);
+    config.global_per_second = 4.0;
+    config.max_send_attempts = 2;
+    let budget = config.max_send_attempts as usize;
+    let bot = RunningBot::start(config, platform.storage.clone(), bus.clone());
+
+    let stream = live(entity, "outage stream");
+    publish(&bus, &stream).await;
+    tg.wait_sent(3, T).await;
+    let outage_started = std::time::Instant::now();
+    tg.bad_gateway_for(OUTAGE);
+    let before = tg.sent_len();
+    assert!(
+        before < chats.len(),
+        "the outage was to start mid fan-out; {before} were sent"
+    );
+
+    // Every chat gets the event once Telegram is back.
+    eventually("every chat got the event", OUTAGE + 2 * T, || {
+        count_by_chat(&tg, "outage stream").len() == chats.len()
+    })
+    .await;
+    assert!(
+        outage_started.elapsed() >= OUTAGE,
+        "nothing was delivered during the outage"
+    );
+    assert!(tg.bad_gateways() > 0);
+    // A job tries at most `max_send_attempts` times: more attempts to one chat mean the
+    // event went back to the queue and came round again.
+    let most = chats.iter().map(|c| attempts_to(&tg, *c)).max().unwrap();
+    assert!(
+        most > budget,
+        "the event was never requeued ({most} attempts)"
+    );
+    // Chats served before the outage were not tried again by the later deliveries.
+    let served_before: Vec<i64> = tg
+        .sent()
+        .iter()
+        .filter(|s| s.at < outage_started)
+        .map(|s| s.chat_id)
+        .collect();
+    assert!(!served_before.is_empty());
+    for chat in &served_before {
+        assert_eq!(attempts_to(&tg, *chat), 1, "chat {chat} was tried again");
+    }
+    // Nothing was recorded as failed; every chat is logged sent.
+    for chat in &chats {
+        assert_eq!(
+            logged_status(&platform.storage, stream.id, *chat, T).await,
+            "sent",
+            "chat {chat}"
+        );
+    }
+
+    // No late duplicate: the sentinel reaches every chat after anything queued before it.
+    publish(&bus, &live(entity, "after the outage")).await;
+    eventually("the sentinel reached every chat", T, || {
+        count_by_chat(&tg, "after the outage").len() == chats.len()
+    })
+    .await;
+    let counts = count_by_chat(&tg, "outage stream");
+    for chat in &chats {
+        assert_eq!(counts.get(chat), Some(&1), "chat {chat}: {counts:?}");
+    }
+    assert_eq!(tg.sent().len(), 2 * chats.len());
+    bot.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_and_bad_request_answers_are_final() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Nekomata Okayu")]).await;
+    let (blocked, refused, fine) = (6501_i64, 6502_i64, 6503_i64);
+    subscribe_chats(&platform, entity, &[blocked, refused, fine]).await;
+    let tg = TelegramServer::start("123:final").await.unwrap();
+    tg.block(blocked);
+    tg.fail_next(
+        refused,
+        [Failure::BadRequest("Bad Request: PEER_ID_INVALID".into())],
+    );
+    let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
+    let bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus.clone(),
+    );
+
+    let first = live(entity, "final stream");
+    publish(&bus, &first).await;
+    tg.wait_for(fine, T, |s| s.text.contains("final stream"))
+        .await;
+    let status = logged_status(&platform.storage, first.id, blocked, T).await;
+    assert!(status.starts_with("failed: Forbidden"), "{status}");
+    let status = logged_status(&platform.storage, first.id, refused, T).await;
+    assert_eq!(status, "failed: Bad Request: PEER_ID_INVALID");
+
+    // The event was settled, not requeued: a later event reaches the chats first, and the
+    // refused ones were asked exactly once.
+    publish(&bus, &live(entity, "next stream")).await;
+    tg.wait_for(fine, T, |s| s.text.contains("next stream"))
+        .await;
+    // A 400 concerns one message: the chat gets the next one.
+    tg.wait_for(refused, T, |s| s.text.contains("next stream"))
+        .await;
+    assert!(tg
+        .sent_to(refused)
+        .iter()
+        .all(|s| !s.text.contains("final stream")));
+    assert!(tg.sent_to(blocked).is_empty());
+    assert_eq!(
+        tg.calls_of("sendMessage")
+            .iter()
+            .filter(|p| p["chat_id"] == serde_json::json!(refused)
+                && p["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("final stream")))
+            .count(),
+        1
+    );
+    // The blocked chat was paused after its one attempt.
+    assert_eq!(attempts_to(&tg, blocked), 1);
+    assert_eq!(count_by_chat(&tg, "final stream").get(&fine), Some(&1));
+    bot.shutdown().await;
+}

@@ -2,6 +2,14 @@
 //! event, queue one message per chat with the [`scheduler`], and ack the event once
 //! every recipient is sent or recorded failed.
 //!
+//! Only a permanent refusal (400, 403) is recorded as failed. When Telegram is
+//! unavailable (5xx, network errors, a bad token, 429s past the retry budget) a message
+//! is retried a few times and then given back unrecorded; once the event's other
+//! recipients are settled, the event is requeued after a pause that grows with every
+//! such requeue (bounded, see [`OUTAGE_BACKOFF_MAX`]) and is reset by the next event
+//! that goes out whole. Its next delivery skips every chat already in the log, so the
+//! fan-out resumes with the chats still missing, and goes on until Telegram is back.
+//!
 //! Events are taken one at a time up to the point where their messages are queued, so
 //! each chat's messages are queued — and, per chat, sent — in the order the events
 //! arrived; their sending then overlaps (up to `prefetch` events are unacked at once).
@@ -22,6 +30,7 @@ pub(crate) mod send;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus::{IntCounterVec, Registry};
 use stargazer_core::backoff::Backoff;
@@ -41,6 +50,11 @@ use crate::Result;
 use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
 use send::{Fanout, Outbox, Outcome, Recipient, SendJob};
+
+/// First pause before an event whose messages Telegram could not take is requeued.
+pub(crate) const OUTAGE_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest pause before such a requeue (the pause doubles with every consecutive one).
+pub(crate) const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Runs the delivery half of the bot until `shutdown`.
 pub(crate) async fn run(
@@ -88,6 +102,10 @@ pub(crate) async fn run(
         locks: EventLocks::default(),
         only_entities: config.only_entities.clone(),
         settled,
+        outage: Arc::new(Mutex::new(Backoff::new(
+            OUTAGE_BACKOFF_MIN,
+            OUTAGE_BACKOFF_MAX,
+        ))),
         shutdown: shutdown.clone(),
     };
     let stats = consumer.scheduler.stats().clone();
@@ -120,6 +138,9 @@ struct Fanouts {
     /// `stargazer_bot_events_total{outcome}`.
     settled: IntCounterVec,
     only_entities: Vec<Uuid>,
+    /// The pause before requeueing an event Telegram could not take, shared by every
+    /// event: an outage is Telegram's, not one event's.
+    outage: Arc<Mutex<Backoff>>,
     shutdown: CancellationToken,
 }
 
@@ -215,10 +236,10 @@ impl Fanouts {
         match self.locks.try_lock(id) {
             Some(guard) => {
                 let prepared = self.prepare(event, delivery.redelivered).await;
-                let settled = self.settled.clone();
+                let this = self.clone();
                 trackers.spawn(async move {
                     let _guard = guard;
-                    settle(id, delivery, prepared, &settled).await;
+                    this.settle(id, delivery, prepared).await;
                 });
             }
             None => {
@@ -230,7 +251,7 @@ impl Fanouts {
                     let guard = this.locks.lock(id).await;
                     let prepared = this.prepare(event, true).await;
                     let _guard = guard;
-                    settle(id, delivery, prepared, &this.settled).await;
+                    this.settle(id, delivery, prepared).await;
                 });
             }
         }
@@ -370,41 +391,76 @@ impl Fanouts {
     }
 }
 
-/// Waits for an event's recipients and settles the delivery accordingly.
-async fn settle(event: Uuid, delivery: Delivery, prepared: Prepared, counter: &IntCounterVec) {
-    let (outcome, settled) = match prepared {
-        Prepared::DeadLetter(reason) => {
-            tracing::warn!(event_id = %event, %reason, "dead-lettering event");
-            ("dead_lettered", delivery.dead_letter(&reason).await)
-        }
-        Prepared::Interrupted => ("requeued", delivery.requeue().await),
-        Prepared::Queued(waits) => {
-            let outcomes = futures::future::join_all(waits).await;
-            let total = outcomes.len();
-            let (mut sent, mut skipped, mut failed, mut unfinished) = (0, 0, 0, 0);
-            for outcome in outcomes {
-                match outcome {
-                    Ok(Outcome::Sent) => sent += 1,
-                    Ok(Outcome::AlreadyDone) => skipped += 1,
-                    Ok(Outcome::Failed(_)) => failed += 1,
-                    Err(_) => unfinished += 1,
+impl Fanouts {
+    /// Waits for an event's recipients and settles the delivery accordingly.
+    async fn settle(&self, event: Uuid, delivery: Delivery, prepared: Prepared) {
+        let (outcome, settled) = match prepared {
+            Prepared::DeadLetter(reason) => {
+                tracing::warn!(event_id = %event, %reason, "dead-lettering event");
+                ("dead_lettered", delivery.dead_letter(&reason).await)
+            }
+            Prepared::Interrupted => ("requeued", delivery.requeue().await),
+            Prepared::Queued(waits) => {
+                let outcomes = futures::future::join_all(waits).await;
+                let total = outcomes.len();
+                let (mut sent, mut skipped, mut failed, mut deferred, mut unfinished) =
+                    (0, 0, 0, 0, 0);
+                let mut cause = None;
+                for outcome in outcomes {
+                    match outcome {
+                        Ok(Outcome::Sent) => sent += 1,
+                        Ok(Outcome::AlreadyDone) => skipped += 1,
+                        Ok(Outcome::Failed(_)) => failed += 1,
+                        Ok(Outcome::Deferred(reason)) => {
+                            deferred += 1;
+                            cause.get_or_insert(reason);
+                        }
+                        Err(_) => unfinished += 1,
+                    }
+                }
+                if unfinished > 0 {
+                    // Shutdown interrupted the fan-out: the log keeps what went out, and
+                    // the next consumer finishes the rest.
+                    tracing::info!(event_id = %event, total, sent, unfinished, "fan-out interrupted; requeueing event");
+                    ("requeued", delivery.requeue().await)
+                } else if deferred > 0 {
+                    // Telegram is unavailable: hold the event for a while (which also
+                    // keeps this consumer from taking more while it lasts), then put it
+                    // back; its next delivery sends only to the chats still missing.
+                    let wait = self
+                        .outage
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .next_delay();
+                    tracing::warn!(
+                        event_id = %event, total, sent, skipped, failed, deferred,
+                        cause = cause.as_deref().unwrap_or_default(),
+                        requeue_in_ms = wait.as_millis() as u64,
+                        "telegram unavailable; event will be requeued"
+                    );
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    ("requeued", delivery.requeue().await)
+                } else {
+                    if sent > 0 {
+                        // Telegram answers again: the next outage starts from a short pause.
+                        self.outage
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .reset();
+                    }
+                    tracing::info!(event_id = %event, total, sent, skipped, failed, "event delivered");
+                    ("delivered", delivery.ack().await)
                 }
             }
-            if unfinished == 0 {
-                tracing::info!(event_id = %event, total, sent, skipped, failed, "event delivered");
-                ("delivered", delivery.ack().await)
-            } else {
-                // Shutdown interrupted the fan-out: the log keeps what went out, and the
-                // next consumer finishes the rest.
-                tracing::info!(event_id = %event, total, sent, unfinished, "fan-out interrupted; requeueing event");
-                ("requeued", delivery.requeue().await)
-            }
+        };
+        match settled {
+            Ok(()) => self.settled.with_label_values(&[outcome]).inc(),
+            // The broker will redeliver it; the delivery log prevents repeats.
+            Err(err) => tracing::warn!(event_id = %event, cause = %err, "could not settle event"),
         }
-    };
-    match settled {
-        Ok(()) => counter.with_label_values(&[outcome]).inc(),
-        // The broker will redeliver it; the delivery log prevents repeats.
-        Err(err) => tracing::warn!(event_id = %event, cause = %err, "could not settle event"),
     }
 }
 

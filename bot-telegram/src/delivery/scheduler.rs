@@ -44,12 +44,16 @@ pub(crate) enum Attempt {
     Retry(Duration),
     /// The chat became a supergroup with this id: send there instead.
     Moved(i64),
+    /// Telegram kept failing transiently past the job's retry budget: the job is over
+    /// without a final outcome (its event goes back to the queue), and the chat is held
+    /// for at least this long (a long `retry_after`, or zero).
+    Deferred(Duration),
 }
 
 /// A queued message: something that can be attempted (again) against a chat id.
 pub(crate) trait Job: Send + 'static {
     /// Attempts the job for `chat`. A job stays with the scheduler until it returns
-    /// `Done`, `Skipped`, or the scheduler shuts down (then it is dropped).
+    /// `Done`, `Skipped`, `Deferred`, or the scheduler shuts down (then it is dropped).
     fn attempt(&mut self, chat: i64) -> impl Future<Output = Attempt> + Send;
 }
 
@@ -90,6 +94,8 @@ pub(crate) struct Stats {
     pub retried: IntCounter,
     /// Chats followed to their new id.
     pub moved: IntCounter,
+    /// Messages given back unsent after transient failures past the retry budget.
+    pub deferred: IntCounter,
 }
 
 impl Default for Stats {
@@ -117,6 +123,10 @@ impl Default for Stats {
                 "stargazer_bot_chats_migrated_total",
                 "Chats followed to their new id after a group migration.",
             ),
+            deferred: counter(
+                "stargazer_bot_send_deferred_total",
+                "Message sends given back unsent (their event requeued) after transient failures past the retry budget.",
+            ),
         }
     }
 }
@@ -130,6 +140,7 @@ impl Stats {
             &self.retry_after,
             &self.retried,
             &self.moved,
+            &self.deferred,
         ] {
             register_collector(registry, counter.clone());
         }
@@ -425,6 +436,11 @@ impl<J: Job> Scheduler<J> {
                 queue.next_at = queue.next_at.max(now + wait);
                 queue.jobs.push_front(job);
             }
+            Attempt::Deferred(hold) => {
+                self.stats.deferred.inc();
+                queue.next_at = queue.next_at.max(started + interval).max(now + hold);
+                drop(job);
+            }
             Attempt::Moved(to) => {
                 self.stats.moved.inc();
                 queue.next_at = queue.next_at.max(started + interval);
@@ -466,7 +482,10 @@ mod tests {
                 .unwrap()
                 .push((self.id, chat, Instant::now()));
             let result = self.script.pop_front().unwrap_or(Attempt::Done);
-            if matches!(result, Attempt::Done | Attempt::Skipped) {
+            if matches!(
+                result,
+                Attempt::Done | Attempt::Skipped | Attempt::Deferred(_)
+            ) {
                 if let Some(done) = self.done.take() {
                     let _ = done.send(());
                 }
@@ -577,6 +596,28 @@ mod tests {
         assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 1, 2]);
         assert!(log[1].2 - log[0].2 >= Duration::from_secs(5));
         assert_eq!(handle.stats().retry_after.get(), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferred_job_leaves_the_queue_and_its_hold_delays_the_chat() {
+        let shutdown = CancellationToken::new();
+        let (handle, task) = start::<Scripted>(limits(20.0), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        let (given_back, rx1) = job(1, &log, &[Attempt::Deferred(Duration::from_secs(90))]);
+        let (next, rx2) = job(2, &log, &[]);
+        handle.submit(7, given_back).unwrap();
+        handle.submit(7, next).unwrap();
+        rx1.await.unwrap();
+        rx2.await.unwrap();
+        let log = log.lock().unwrap().clone();
+        // Attempted once, not retried; the chat's next job waits out the hold.
+        assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(log[1].2 - log[0].2 >= Duration::from_secs(90));
+        assert_eq!(handle.stats().deferred.get(), 1);
+        assert_eq!(handle.stats().done.get(), 1);
         shutdown.cancel();
         task.await.unwrap();
     }

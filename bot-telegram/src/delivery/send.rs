@@ -5,6 +5,12 @@
 //! A job moves through stages so that a retry never repeats a step that succeeded, and
 //! a message that went out is never sent again by this job: recording it (retried by the
 //! recorder while storage blinks) is all that is left.
+//!
+//! Only Telegram's permanent refusals end a job with a `failed` record: 400 (bad
+//! request) and 403 (blocked, kicked, deactivated). Transient failures — 5xx, network
+//! errors, a bad token, 429s past the retry budget — are retried a few times in place
+//! and then given back unrecorded ([`Outcome::Deferred`]): the event is requeued and a
+//! later delivery sends to this chat once Telegram is back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,6 +44,9 @@ pub(crate) enum Outcome {
     AlreadyDone,
     /// Could not be sent; the failure is recorded with this reason.
     Failed(String),
+    /// Not sent because of a transient failure, and not recorded: the event must be
+    /// delivered again (to this chat and the others still missing) later.
+    Deferred(String),
 }
 
 /// What every job needs, shared by all of them.
@@ -50,7 +59,8 @@ pub(crate) struct Outbox {
     pub storage: Arc<dyn Storage>,
     /// Writes the delivery log in batches.
     pub recorder: Recorder,
-    /// Attempts on transient errors before a message is recorded failed.
+    /// Attempts on transient errors (and 429s) before a message is given back unsent
+    /// for its event to be requeued.
     pub max_attempts: u32,
 }
 
@@ -159,6 +169,7 @@ pub(crate) struct SendJob {
     recipient: Recipient,
     stage: Stage,
     attempts: u32,
+    rate_limited: u32,
     moves: u32,
     as_text: bool,
     outcome: Option<Outcome>,
@@ -168,6 +179,11 @@ pub(crate) struct SendJob {
 /// Migrations followed for one message before it is recorded failed (a chat migrates
 /// once; more means something is wrong).
 const MAX_MOVES: u32 = 3;
+
+/// A `retry_after` longer than this is not waited out with the event unacked (the broker
+/// would time the consumer out): the message is given back at once, and the chat stays
+/// held for the whole wait.
+const LONGEST_HELD_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Waits between retries of storage or api calls and of transient send failures.
 fn backoff(attempt: u32) -> Duration {
@@ -189,6 +205,7 @@ impl SendJob {
             recipient,
             stage: Stage::Send,
             attempts: 0,
+            rate_limited: 0,
             moves: 0,
             as_text: false,
             outcome: None,
@@ -306,7 +323,18 @@ impl SendJob {
             Err(err) => classify(&err),
         };
         match failure {
-            Failure::RetryAfter(wait) => Some(Attempt::RetryAfter(wait)),
+            Failure::RetryAfter(wait) => {
+                self.rate_limited += 1;
+                if self.rate_limited >= self.outbox.max_attempts || wait > LONGEST_HELD_RETRY_AFTER
+                {
+                    let reason = format!("429 Too Many Requests (retry after {wait:?})");
+                    tracing::warn!(event_id = %event, chat_id = chat, %reason, answers = self.rate_limited, "rate limited past the retry budget; requeueing");
+                    self.finish(Outcome::Deferred(reason));
+                    Some(Attempt::Deferred(wait))
+                } else {
+                    Some(Attempt::RetryAfter(wait))
+                }
+            }
             Failure::Migrated(to) => {
                 tracing::info!(event_id = %event, chat_id = chat, to, "chat migrated to a supergroup");
                 self.moves += 1;
@@ -336,9 +364,11 @@ impl SendJob {
             Failure::Transient(reason) => {
                 self.attempts += 1;
                 if self.attempts >= self.outbox.max_attempts {
-                    tracing::warn!(event_id = %event, chat_id = chat, %reason, attempts = self.attempts, "giving up on message");
-                    self.fail(chat, format!("after {} attempts: {reason}", self.attempts));
-                    None
+                    // Not final: nothing is recorded, so a later delivery of the event
+                    // sends to this chat once Telegram answers again.
+                    tracing::warn!(event_id = %event, chat_id = chat, %reason, attempts = self.attempts, "telegram unavailable; message given back for a later delivery");
+                    self.finish(Outcome::Deferred(reason));
+                    Some(Attempt::Deferred(Duration::ZERO))
                 } else {
                     tracing::debug!(event_id = %event, chat_id = chat, %reason, "transient send failure");
                     Some(Attempt::Retry(backoff(self.attempts)))

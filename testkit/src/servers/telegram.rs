@@ -15,8 +15,10 @@
 //! The test side injects updates as a person would produce them (a text message, a press
 //! on an inline button), reads back every message the bot sent and every call it made,
 //! and can make sends fail: scripted answers per chat (429 with `retry_after`, 403
-//! blocked, 400 with `migrate_to_chat_id`, any 400), lasting blocks and migrations, send
-//! rates enforced with 429s, or a whole-API outage answered 500.
+//! blocked, 400 with `migrate_to_chat_id`, any 400), lasting blocks and migrations, users
+//! who never started the bot (403 on private messages), send rates enforced with 429s, an
+//! outage of sends answered 500, or a gateway outage answering every method 502 Bad
+//! Gateway (switched on and off, or for a set period).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -98,6 +100,8 @@ pub enum Failure {
     Migrate(i64),
     /// 400 with this description.
     BadRequest(String),
+    /// 403: the user never started a private chat with the bot.
+    CantInitiate,
 }
 
 /// Send rates the server enforces, answering 429 when exceeded
@@ -136,6 +140,35 @@ struct Inner {
     /// Sends are answered 500 while this holds (a Bot API outage).
     outage: bool,
     refused_during_outage: u64,
+    /// Every call is answered 502 while this lasts.
+    gateway: Option<GatewayOutage>,
+    bad_gateways: u64,
+    /// Users whose private chat with the bot was never started.
+    unstarted: HashSet<i64>,
+}
+
+/// How long a gateway outage lasts.
+#[derive(Debug, Clone, Copy)]
+enum GatewayOutage {
+    /// Until switched off.
+    UntilOff,
+    /// Until this instant.
+    Until(Instant),
+}
+
+impl Inner {
+    /// Whether a call arriving `now` is answered 502 (and counts it).
+    fn bad_gateway(&mut self, now: Instant) -> bool {
+        let down = match self.gateway {
+            Some(GatewayOutage::UntilOff) => true,
+            Some(GatewayOutage::Until(end)) => now < end,
+            None => false,
+        };
+        if down {
+            self.bad_gateways += 1;
+        }
+        down
+    }
 }
 
 struct Shared {
@@ -215,6 +248,11 @@ fn failure_response(failure: &Failure) -> Response {
             Some(json!({"migrate_to_chat_id": to})),
         ),
         Failure::BadRequest(description) => error(StatusCode::BAD_REQUEST, description, None),
+        Failure::CantInitiate => error(
+            StatusCode::FORBIDDEN,
+            "Forbidden: bot can't initiate conversation with a user",
+            None,
+        ),
     }
 }
 
@@ -342,9 +380,16 @@ async fn handle(
         Err(response) => return response,
     };
     let method = canonical(&method);
-    lock(&shared.inner)
-        .calls
-        .push((method.clone(), Value::Object(params.clone())));
+    {
+        let mut inner = lock(&shared.inner);
+        inner
+            .calls
+            .push((method.clone(), Value::Object(params.clone())));
+        if inner.bad_gateway(Instant::now()) {
+            // The shape the Bot API answers when its backend is unreachable.
+            return error(StatusCode::BAD_GATEWAY, "Bad Gateway", None);
+        }
+    }
     match method.as_str() {
         "getMe" => ok(json!({
             "id": BOT_ID, "is_bot": true, "first_name": "Stargazer", "username": BOT_USERNAME,
@@ -565,6 +610,9 @@ fn refusal(inner: &mut Inner, chat_id: i64, now: Instant) -> Option<Response> {
     if inner.blocked.contains(&chat_id) {
         return Some(failure_response(&Failure::Blocked));
     }
+    if inner.unstarted.contains(&chat_id) {
+        return Some(failure_response(&Failure::CantInitiate));
+    }
     if let Some(to) = inner.migrated.get(&chat_id).copied() {
         return Some(failure_response(&Failure::Migrate(to)));
     }
@@ -732,6 +780,10 @@ impl TelegramServer {
     pub fn send_text(&self, chat: i64, from: i64, text: &str) {
         let message_id = {
             let mut inner = lock(&self.shared.inner);
+            if chat == from {
+                // Writing to the bot starts the private chat.
+                inner.unstarted.remove(&from);
+            }
             inner.next_message_id += 1;
             inner.next_message_id
         };
@@ -814,6 +866,28 @@ impl TelegramServer {
     /// Sends refused during outages so far.
     pub fn refused_during_outage(&self) -> u64 {
         lock(&self.shared.inner).refused_during_outage
+    }
+
+    /// From now on every call (any method) is answered 502 Bad Gateway, in the Bot API's
+    /// error shape, until switched off (`down == false`).
+    pub fn set_bad_gateway(&self, down: bool) {
+        lock(&self.shared.inner).gateway = down.then_some(GatewayOutage::UntilOff);
+    }
+
+    /// Every call is answered 502 Bad Gateway for `period` from now, then served again.
+    pub fn bad_gateway_for(&self, period: Duration) {
+        lock(&self.shared.inner).gateway = Some(GatewayOutage::Until(Instant::now() + period));
+    }
+
+    /// Calls answered 502 so far.
+    pub fn bad_gateways(&self) -> u64 {
+        lock(&self.shared.inner).bad_gateways
+    }
+
+    /// Private messages to `user` are refused with 403 "bot can't initiate conversation"
+    /// until they write to the bot ([`TelegramServer::send_text`] in their private chat).
+    pub fn never_started(&self, user: i64) {
+        lock(&self.shared.inner).unstarted.insert(user);
     }
 
     /// 429 answers given so far (scripted and rate-limited).
@@ -1002,6 +1076,50 @@ mod tests {
         let (status, _) = post(&server, "sendMessage", json!({"chat_id": 7, "text": "x"})).await;
         assert_eq!(status, 500);
         assert_eq!(server.refused_during_outage(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_outage_answers_every_call_502_while_it_lasts() {
+        let server = TelegramServer::start("1:test").await.unwrap();
+        let message = json!({"chat_id": 7, "text": "x"});
+        server.set_bad_gateway(true);
+        let (status, body) = post(&server, "sendMessage", message.clone()).await;
+        assert_eq!(status, 502);
+        assert_eq!(
+            body,
+            json!({"ok": false, "error_code": 502, "description": "Bad Gateway"})
+        );
+        let (status, _) = post(&server, "getMe", json!({})).await;
+        assert_eq!(status, 502);
+        server.set_bad_gateway(false);
+        assert_eq!(post(&server, "sendMessage", message.clone()).await.0, 200);
+
+        server.bad_gateway_for(Duration::from_millis(300));
+        assert_eq!(post(&server, "sendMessage", message.clone()).await.0, 502);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(post(&server, "sendMessage", message).await.0, 200);
+        assert_eq!(server.bad_gateways(), 3);
+        assert_eq!(server.sent_len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_user_who_never_started_the_bot_cannot_be_messaged_until_they_write() {
+        let server = TelegramServer::start("1:test").await.unwrap();
+        server.never_started(42);
+        let (status, body) =
+            post(&server, "sendMessage", json!({"chat_id": 42, "text": "x"})).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            body["description"],
+            "Forbidden: bot can't initiate conversation with a user"
+        );
+        server.send_text(42, 42, "/start");
+        assert_eq!(
+            post(&server, "sendMessage", json!({"chat_id": 42, "text": "x"}))
+                .await
+                .0,
+            200
+        );
     }
 
     #[tokio::test]
