@@ -16,6 +16,16 @@ fn text_of(message: &Value) -> String {
     message["text"].as_str().unwrap_or_default().to_owned()
 }
 
+/// The session token of the first frontend link in `text`.
+fn token_in(text: &str) -> String {
+    text.split("#token=")
+        .nth(1)
+        .and_then(|rest| rest.split(['"', '<', '\n', ' ']).next())
+        .filter(|token| !token.is_empty())
+        .unwrap_or_else(|| panic!("no session link in {text:?}"))
+        .to_owned()
+}
+
 /// The callback data of the button whose label satisfies `pred`.
 fn button(buttons: &[(String, String)], pred: impl Fn(&str) -> bool) -> String {
     buttons
@@ -161,20 +171,14 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
         "sent"
     );
 
-    // /settings: a working session link to the frontend.
+    // /settings: a working session link to the frontend, the token in the fragment.
     tg.send_text(chat, chat, "/settings");
     let link = tg
         .wait_for(chat, T, |s| {
-            s.text.contains("https://stargazer.example/?session=")
+            s.text.contains("https://stargazer.example/#token=")
         })
         .await;
-    let token = link
-        .text
-        .split("session=")
-        .nth(1)
-        .and_then(|rest| rest.split(['"', '<', '\n']).next())
-        .unwrap()
-        .to_owned();
+    let token = token_in(&link.text);
     let status = platform.service.check_session(Some(&token)).await.unwrap();
     assert!(status.valid);
     assert_eq!(status.user, Some(user.id));
@@ -337,6 +341,119 @@ async fn group_members_who_are_not_admins_are_refused() {
     tg.wait_for(chat, T, |s| s.text.contains("No subscriptions yet"))
         .await;
 
+    bot.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_settings_link_goes_privately_to_the_admin_who_asked() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let tg = TelegramServer::start("123:group-settings").await.unwrap();
+    let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
+    let bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus,
+    );
+    tg.wait_polling(T).await;
+    let (group, admin, member) = (-7101, 8101, 8102);
+    tg.add_admin(group, admin);
+    tg.never_started(admin);
+    let deep_link = format!("https://t.me/stargazer_test_bot?start=settings_{group}");
+
+    // /start registers a group, so it is for admins only.
+    tg.send_text(group, member, "/start");
+    tg.wait_for(group, T, |s| {
+        s.text.contains("Only this group's administrators")
+    })
+    .await;
+    let unregistered = platform
+        .service
+        .find_user("telegram", &group.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(unregistered.code(), Some(ErrorCode::NotFound));
+    tg.send_text(group, admin, "/start");
+    tg.wait_for(group, T, |s| s.text.contains("Welcome to Stargazer"))
+        .await;
+    let group_user = platform
+        .service
+        .find_user("telegram", &group.to_string())
+        .await
+        .unwrap();
+
+    // The admin never wrote to the bot: the group learns how to start a private chat.
+    tg.send_text(group, admin, "/settings");
+    let hint = tg
+        .wait_for(group, T, |s| s.text.contains("not started one with me"))
+        .await;
+    assert!(hint.text.contains(&deep_link), "{}", hint.text);
+    assert!(tg.sent_to(admin).is_empty());
+
+    // The deep link's /start in the private chat brings the group's link there.
+    tg.send_text(admin, admin, &format!("/start settings_{group}"));
+    let private = tg.wait_for(admin, T, |s| s.text.contains("#token=")).await;
+    assert!(
+        private.text.contains(&format!("Group {group}")),
+        "{}",
+        private.text
+    );
+    let status = platform
+        .service
+        .check_session(Some(&token_in(&private.text)))
+        .await
+        .unwrap();
+    assert!(status.valid);
+    assert_eq!(status.user, Some(group_user.id));
+
+    // Now that the private chat exists, /settings in the group goes straight there.
+    tg.send_text(group, admin, "/settings");
+    tg.wait_for(group, T, |s| {
+        s.text
+            .contains("sent you the settings link in a private message")
+    })
+    .await;
+    eventually("a second link reached the admin", T, || {
+        tg.sent_to(admin)
+            .iter()
+            .filter(|s| s.text.contains("#token="))
+            .count()
+            == 2
+    })
+    .await;
+    let second = tg.sent_to(admin).last().unwrap().text.clone();
+    let status = platform
+        .service
+        .check_session(Some(&token_in(&second)))
+        .await
+        .unwrap();
+    assert_eq!(status.user, Some(group_user.id));
+
+    // A member cannot use the deep link, nor /settings in the group.
+    tg.send_text(member, member, &format!("/start settings_{group}"));
+    tg.wait_for(member, T, |s| {
+        s.text.contains("Only this group's administrators")
+    })
+    .await;
+    tg.send_text(group, member, "/settings");
+    eventually("the member is refused /settings", T, || {
+        tg.sent_to(group)
+            .iter()
+            .filter(|s| s.text.contains("Only this group's administrators"))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(tg
+        .sent_to(member)
+        .iter()
+        .all(|s| !s.text.contains("token=")));
+    // No session link ever appeared in the group.
+    for sent in tg.sent_to(group) {
+        assert!(!sent.text.contains("token="), "{}", sent.text);
+        assert!(!sent.text.contains("stargazer.example"), "{}", sent.text);
+    }
     bot.shutdown().await;
 }
 

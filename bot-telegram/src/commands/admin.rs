@@ -70,12 +70,22 @@ pub(crate) async fn may_change(
     let Some(user) = user else {
         return Ok(false);
     };
-    if let Some(admin) = cache.get(chat.id.0, user.id.0) {
+    is_admin(bot, cache, chat.id, user).await
+}
+
+/// Whether `user` administers group `chat` (asked of Telegram, remembered a while).
+pub(crate) async fn is_admin(
+    bot: &Bot,
+    cache: &AdminCache,
+    chat: ChatId,
+    user: &User,
+) -> Result<bool, teloxide::RequestError> {
+    if let Some(admin) = cache.get(chat.0, user.id.0) {
         return Ok(admin);
     }
-    let member = bot.get_chat_member(chat.id, user.id).await?;
+    let member = bot.get_chat_member(chat, user.id).await?;
     let admin = member.is_privileged();
-    cache.put(chat.id.0, user.id.0, admin);
+    cache.put(chat.0, user.id.0, admin);
     Ok(admin)
 }
 

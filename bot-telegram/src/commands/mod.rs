@@ -3,7 +3,9 @@
 //! The single [`Command`] enum is the dispatch table (its `///` docs are `/help`);
 //! handlers live per group: [`account`] (`/start`, `/help`, `/settings`, `/lang`,
 //! `/delete`) and [`subscriptions`] (`/subscribe`, `/unsubscribe`, `/list` and their
-//! keyboards). [`admin`] decides who may change a group's settings.
+//! keyboards). [`admin`] decides who may change a group's settings (`/start` included).
+//! A group's `/settings` link never appears in the group: it goes privately to the admin
+//! who asked (see [`account::settings`]).
 //!
 //! Every message that looks like a command gets an answer: a result, a usage hint for bad
 //! arguments, the command list for unknown commands, or a refusal for group members who
@@ -39,7 +41,7 @@ use admin::AdminCache;
 )]
 pub enum Command {
     /// Register this chat (safe to repeat).
-    Start,
+    Start(String),
     /// Show this help.
     Help,
     /// Subscribe to a streamer: /subscribe <name or id>
@@ -255,9 +257,12 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
         }
     };
     tracing::debug!(chat_id = msg.chat.id.0, ?command, "command");
+    // `/start` registers a group, so in groups it is for admins too (in a private chat
+    // everything is allowed).
     let needs_admin = matches!(
         command,
-        Command::Subscribe(_)
+        Command::Start(_)
+            | Command::Subscribe(_)
             | Command::Unsubscribe(_)
             | Command::Settings
             | Command::Lang(_)
@@ -277,14 +282,17 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
         return Ok(());
     }
     match command {
-        Command::Start => account::start(&bot, &msg, &ctx).await,
+        Command::Start(payload) => match account::settings_payload(&payload) {
+            Some(group) if private => account::group_settings_link(&bot, &msg, &ctx, group).await,
+            _ => account::start(&bot, &msg, &ctx).await,
+        },
         Command::Help => reply(&bot, &msg, &Command::descriptions().to_string()).await,
         Command::Subscribe(query) => subscriptions::subscribe(&bot, &msg, &ctx, query.trim()).await,
         Command::Unsubscribe(query) => {
             subscriptions::unsubscribe(&bot, &msg, &ctx, query.trim()).await
         }
         Command::List => subscriptions::list(&bot, &msg, &ctx).await,
-        Command::Settings => account::settings(&bot, &msg, &ctx).await,
+        Command::Settings => account::settings(&bot, &msg, &ctx, &me).await,
         Command::Lang(code) => account::lang(&bot, &msg, &ctx, code.trim()).await,
         Command::Delete => account::delete(&bot, &msg, &ctx).await,
     }
@@ -412,7 +420,14 @@ mod tests {
 
     #[test]
     fn commands_parse_with_and_without_arguments() {
-        assert_eq!(Command::parse("/start", "bot").unwrap(), Command::Start);
+        assert_eq!(
+            Command::parse("/start", "bot").unwrap(),
+            Command::Start(String::new())
+        );
+        assert_eq!(
+            Command::parse("/start settings_-100", "bot").unwrap(),
+            Command::Start("settings_-100".into())
+        );
         assert_eq!(
             Command::parse("/subscribe Minato Aqua", "bot").unwrap(),
             Command::Subscribe("Minato Aqua".into())
