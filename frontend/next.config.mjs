@@ -1,9 +1,10 @@
 // Next.js configuration: a static export (`out/`) that the api serves at `/`, or any
 // static host. Build-time knobs, all optional:
-//   NEXT_PUBLIC_API_BASE  where the api lives (default: the page's own origin);
-//   NEXT_BASE_PATH        a sub-path the export is served under (default: none).
-// The api base can also be changed after the build through `config.json` or `?api=`
-// (see lib/config.ts).
+//   NEXT_PUBLIC_API_BASE             where the api lives (default: the page's own origin);
+//   NEXT_PUBLIC_ALLOWED_API_ORIGINS  other api origins `?api=` may name (comma-separated);
+//   NEXT_BASE_PATH                   a sub-path the export is served under (default: none).
+// The api base can also be changed after the build through `config.json` (`apiBase`,
+// `allowedApiOrigins`) or an allowed `?api=` (see lib/config.ts).
 
 const basePath = (process.env.NEXT_BASE_PATH ?? '').replace(/\/+$/, '');
 

@@ -20,6 +20,7 @@ import {
   rpc,
   SCREENSHOTS,
   startFixture,
+  startRecordingServer,
   startStaticServer,
 } from './support.mjs';
 
@@ -29,6 +30,8 @@ const PHONE = { width: 390, height: 844 };
 let api;
 let staticSite;
 let staticConfig = {};
+/** A server that records every request (an origin `?api=` must not reach). */
+let trap;
 let browser;
 /** Every URL the pages asked for, to check nothing leaves the test's own servers. */
 const requested = new Set();
@@ -51,6 +54,7 @@ describe('subscription page', () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
     buildFixture();
     staticSite = await startStaticServer(() => staticConfig);
+    trap = await startRecordingServer();
     api = await startFixture(['--static-dir', OUT, '--cors-origin', staticSite.url]);
     browser = await launchBrowser();
   });
@@ -59,11 +63,12 @@ describe('subscription page', () => {
     await browser?.close();
     await api?.stop();
     await staticSite?.close();
+    await trap?.close();
   });
 
   it('opens from the session link and shows the chat and every entity', async () => {
     const page = await newPage();
-    await page.goto(`${api.url}/?session=${api.token}`);
+    await page.goto(`${api.url}/#token=${api.token}`);
     await assertText(byTest(page, 'chat-name'), 'Stargazer Fans');
     await assertText(byTest(page, 'chat-im'), 'Telegram');
     // The token leaves the address bar at once.
@@ -88,7 +93,7 @@ describe('subscription page', () => {
 
   it('filters by search text and by group', async () => {
     const page = await newPage();
-    await page.goto(`${api.url}/?session=${api.token}`);
+    await page.goto(`${api.url}/#token=${api.token}`);
     await byTest(page, 'search').fill('hoshino');
     await assertText(byTest(page, 'showing'), '1 of 4');
     assert.equal(await byTest(page, `entity-${api.entities.aki}`).count(), 1);
@@ -111,7 +116,7 @@ describe('subscription page', () => {
 
   it('subscribes with two kinds, changes the language, saves and keeps it after a reload', async () => {
     const page = await newPage();
-    await page.goto(`${api.url}/?session=${api.token}`);
+    await page.goto(`${api.url}/#token=${api.token}`);
     const aki = api.entities.aki;
     await byTest(page, `subscribe-${aki}`).check();
     // A new subscription starts with every kind of both platforms.
@@ -182,17 +187,30 @@ describe('subscription page', () => {
     await page.close();
   });
 
-  it('accepts the token in the fragment too', async () => {
+  it('takes the token from the fragment only, never from the query', async () => {
+    // The server never saw the fragment: the api's access to the page carries no token.
     const page = await newPage();
-    await page.goto(`${api.url}/#session=${api.token}`);
+    const pageRequests = [];
+    page.on('request', (request) => pageRequests.push(request.url()));
+    await page.goto(`${api.url}/#token=${api.token}`);
     await assertText(byTest(page, 'chat-name'), 'Stargazer Fans');
     assert.ok(!page.url().includes(api.token));
+    assert.deepEqual(pageRequests.filter((url) => url.includes(api.token)), []);
     await page.close();
+
+    // A token in the query string is not used (and is removed from the address bar).
+    const query = await newPage();
+    await query.goto(`${api.url}/?session=${api.token}`);
+    const problem = byTest(query, 'session-problem');
+    await problem.waitFor();
+    assert.equal(await problem.getAttribute('data-reason'), 'missing');
+    assert.ok(!query.url().includes(api.token), `token still in ${query.url()}`);
+    await query.close();
   });
 
   it('tells the user to send /settings again when the link has expired', async () => {
     const page = await newPage();
-    await page.goto(`${api.url}/?session=${api.expired_token}`);
+    await page.goto(`${api.url}/#token=${api.expired_token}`);
     const problem = byTest(page, 'session-problem');
     await problem.waitFor();
     assert.equal(await problem.getAttribute('data-reason'), 'expired');
@@ -216,30 +234,59 @@ describe('subscription page', () => {
     await page.close();
   });
 
-  it('works from another origin through config.json or ?api=, with CORS', async () => {
+  it('works from another origin through config.json or an allowed ?api=, with CORS', async () => {
     staticConfig = { apiBase: api.url };
     const page = await newPage();
-    await page.goto(`${staticSite.url}/?session=${api.token}`);
+    await page.goto(`${staticSite.url}/#token=${api.token}`);
     await assertText(byTest(page, `entity-${api.entities.aki}`), '星野アキ');
     await page.close();
 
-    // `?api=` wins over config.json (which now points at a closed port).
-    staticConfig = { apiBase: 'http://127.0.0.1:9' };
+    // An allowed `?api=` wins over config.json (which now points at a closed port).
+    staticConfig = { apiBase: 'http://127.0.0.1:9', allowedApiOrigins: [api.url] };
     const second = await newPage();
-    await second.goto(`${staticSite.url}/?api=${encodeURIComponent(api.url)}&session=${api.token}`);
+    await second.goto(`${staticSite.url}/?api=${encodeURIComponent(api.url)}#token=${api.token}`);
     await assertText(byTest(second, 'chat-name'), 'Stargazer Fans');
     assert.ok(second.url().includes('api='), 'other query parameters stay');
     await second.close();
 
     // An origin the api does not allow cannot read its answers.
     const third = await newPage();
-    await third.goto(`${staticSite.url.replace('127.0.0.1', 'localhost')}/?api=${encodeURIComponent(api.url)}&session=${api.token}`);
+    await third.goto(`${staticSite.url.replace('127.0.0.1', 'localhost')}/?api=${encodeURIComponent(api.url)}#token=${api.token}`);
     await byTest(third, 'load-error').waitFor();
     await third.close();
   });
 
+  it('never sends the session to an ?api= origin that is not allowed', async () => {
+    // The page served by the api, pointed by a crafted link at a server that would take
+    // any request (CORS open): the page keeps to its own api, the trap hears nothing.
+    const page = await newPage();
+    await page.goto(`${api.url}/?api=${encodeURIComponent(trap.url)}#token=${api.token}`);
+    await assertText(byTest(page, 'chat-name'), 'Stargazer Fans');
+    await page.close();
+
+    // The same on a second origin: config.json names the api but does not allow the trap.
+    staticConfig = { apiBase: api.url, allowedApiOrigins: ['https://api.example.org'] };
+    const second = await newPage();
+    await second.goto(`${staticSite.url}/?api=${encodeURIComponent(trap.url)}#token=${api.token}`);
+    await assertText(byTest(second, `entity-${api.entities.aki}`), '星野アキ');
+    await second.close();
+    assert.deepEqual(trap.requests, []);
+
+    // Allowed, the same link does reach it (the check is what kept it away).
+    staticConfig = { apiBase: api.url, allowedApiOrigins: [trap.url] };
+    const third = await newPage();
+    await third.goto(`${staticSite.url}/?api=${encodeURIComponent(trap.url)}#token=${api.token}`);
+    await byTest(third, 'load-error').waitFor();
+    await third.close();
+    assert.ok(
+      trap.requests.some((r) => r.authorization === `Bearer ${api.token}`),
+      `the allowed origin was not asked: ${JSON.stringify(trap.requests)}`,
+    );
+  });
+
   it('asked for nothing outside the test servers and threw no errors', () => {
-    const allowed = [new URL(api.url).origin, new URL(staticSite.url).origin, staticSite.url.replace('127.0.0.1', 'localhost')];
+    // The trap only when it was allowed (the last `?api=` check); before that it heard nothing.
+    const allowed = [new URL(api.url).origin, new URL(staticSite.url).origin, staticSite.url.replace('127.0.0.1', 'localhost'), trap.url];
     const outside = [...requested].filter((url) => !allowed.some((origin) => url.startsWith(`${origin}/`)));
     const notAllowed = outside.filter((url) => !url.startsWith('http://127.0.0.1:9/'));
     assert.deepEqual(notAllowed, []);

@@ -114,6 +114,31 @@ export function startStaticServer(config) {
   });
 }
 
+/**
+ * A server that records every request it gets (`method`, `path`, `authorization`) and
+ * answers 503 with CORS open to every origin, so that a page would happily send it its
+ * requests: what a crafted `?api=` link would point at.
+ */
+export function startRecordingServer() {
+  const requests = [];
+  const server = createServer((req, res) => {
+    requests.push({ method: req.method, path: req.url, authorization: req.headers.authorization ?? null });
+    res.writeHead(req.method === 'OPTIONS' ? 204 : 503, {
+      'Access-Control-Allow-Origin': '*',
+      'Access-Control-Allow-Headers': 'authorization, content-type',
+      'Access-Control-Allow-Methods': 'POST, GET, OPTIONS',
+      'Content-Type': 'application/json',
+    });
+    res.end(req.method === 'OPTIONS' ? undefined : '{"success":false}');
+  });
+  return new Promise((ready) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      ready({ url: `http://127.0.0.1:${port}`, requests, close: () => new Promise((done) => server.close(done)) });
+    });
+  });
+}
+
 /** Calls an api method as a session would; resolves to `{ status, body }`. */
 export async function rpc(base, method, token, body = {}) {
   const response = await fetch(`${base}/v1/${method}`, {
