@@ -4,7 +4,7 @@
 //! `stargazer` exchange; a worker credential (mq rw) publishes; wrong passwords, unknown
 //! users and credentials without mq permission cannot log in.
 //!
-//! The node is started from a temporary directory (DESIGN.md §7) and stopped by a guard
+//! The node is started from a temporary directory (docs/ARCHITECTURE.md §7) and stopped by a guard
 //! even when an assertion fails.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Stargazer's Telegram bot (DESIGN.md §5, bot-telegram).
+//! Stargazer's Telegram bot (docs/ARCHITECTURE.md §5, bot-telegram).
 //!
 //! Two halves run side by side in [`run`]:
 //!

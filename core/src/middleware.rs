@@ -1,4 +1,4 @@
-//! The loop every middleware runs (DESIGN.md §4): consume the durable shared queue
+//! The loop every middleware runs (docs/ARCHITECTURE.md §4): consume the durable shared queue
 //! `stargazer.middleware.<tag>` bound to `#.<tag>`, decode each [`Event`], hand it to the
 //! [`Middleware`], then settle the delivery according to the [`Outcome`]:
 //!

@@ -307,7 +307,7 @@ pub struct Credential {
     pub permissions: Permissions,
 }
 
-/// A thing that happened, as it travels on the bus (DESIGN.md §4).
+/// A thing that happened, as it travels on the bus (docs/ARCHITECTURE.md §4).
 ///
 /// Control values (`x-…` keys) sit at the top level beside the fixed fields; each
 /// middleware removes the ones it consumed.

@@ -1,4 +1,4 @@
-//! The coordinator ↔ worker WebSocket protocol (DESIGN.md §5, coordinator).
+//! The coordinator ↔ worker WebSocket protocol (docs/ARCHITECTURE.md §5, coordinator).
 //!
 //! A worker opens `GET /v1/worker` ([`WORKER_PATH`]) with HTTP Basic credentials that
 //! grant `coordinator: ro`, then speaks JSON text frames, one message per frame, each an

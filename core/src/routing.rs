@@ -1,4 +1,4 @@
-//! Routing keys and the tag stack (DESIGN.md §4).
+//! Routing keys and the tag stack (docs/ARCHITECTURE.md §4).
 //!
 //! A key is `<source>.<tag1>.<tag2>…`. Tags form a stack: the LAST tag is processed
 //! first. A message is *ready* when only the source word is left. This module also holds

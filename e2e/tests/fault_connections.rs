@@ -12,7 +12,7 @@
 //!
 //! The connections are closed for the test's own virtual host only, so tests of other
 //! binaries running meanwhile keep theirs. The test lives in a binary of its own all the
-//! same, because a broker-wide `close_all_connections` (as in DESIGN.md) would cut every
+//! same, because a broker-wide `close_all_connections` (as the original fault recipe did) would cut every
 //! test running beside it.
 //!
 //! On the production pair (MongoDB-wire server + RabbitMQ), each service its own

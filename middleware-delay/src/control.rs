@@ -1,4 +1,4 @@
-//! Parsing of the delay control fields (DESIGN.md §4): `x-delay-at` (unix ms),
+//! Parsing of the delay control fields (docs/ARCHITECTURE.md §4): `x-delay-at` (unix ms),
 //! `x-delay-id` (string) and `x-delay-cancel` (bool). Parsing removes them from the event,
 //! so what is stored and republished no longer carries them.
 

@@ -1,5 +1,5 @@
 //! Stargazer middleware-delay: holds messages tagged `delay` until their `x-delay-at`
-//! (DESIGN.md §4, §5).
+//! (docs/ARCHITECTURE.md §4, §5).
 //!
 //! - [`control`]: the `x-delay-at` / `x-delay-id` / `x-delay-cancel` fields.
 //! - [`timer`]: the one timer structure (a heap of `(fire_at, id)` with lazy deletion).

@@ -1,5 +1,5 @@
 //! Stargazer middleware-live-check: holds `youtube.live` events tagged `live_check`
-//! until the YouTube Data API shows the broadcast started (DESIGN.md §4, §5).
+//! until the YouTube Data API shows the broadcast started (docs/ARCHITECTURE.md §4, §5).
 //!
 //! - [`youtube`]: the `videos.list?part=liveStreamingDetails` call (≤ 50 ids each).
 //! - [`checker`]: holding (persisted in the key/value namespace before the ack), the

@@ -1,5 +1,5 @@
 //! Stargazer middleware-translate: translates the texts of events tagged `translate`
-//! with the DeepL API v2 (DESIGN.md §4, §5).
+//! with the DeepL API v2 (docs/ARCHITECTURE.md §4, §5).
 //!
 //! - [`deepl`]: one API call and its failure classes.
 //! - [`batcher`]: groups texts of concurrent events into calls of ≤ 50 texts, retries,

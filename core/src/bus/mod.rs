@@ -3,7 +3,7 @@
 //! ([`memory::MemoryBus`], standalone). Both pass the same contract suite
 //! (`core/tests/bus_*.rs`).
 //!
-//! Semantics both honour (DESIGN.md §4): one durable topic exchange `stargazer`; durable
+//! Semantics both honour (docs/ARCHITECTURE.md §4): one durable topic exchange `stargazer`; durable
 //! named queues shared by every instance of a service; messages published before a
 //! consumer starts wait in its queue; publishes return only once the broker confirmed;
 //! consumers ack explicitly; a message that can never be processed is dead-lettered to
