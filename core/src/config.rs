@@ -266,13 +266,25 @@ impl CommonConfig {
             .unwrap_or_else(|| "memory://".to_owned())
     }
 
-    /// Checks values serde cannot: URL schemes.
+    /// Checks values serde cannot: that both URLs parse, with the right scheme. A URL
+    /// that cannot be right is a configuration error at once, never retried; messages show
+    /// it with its password masked ([`redact_url`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.amqp_url {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
                 return Err(ConfigError::invalid(
                     "amqp_url",
-                    format!("`{url}` is not an amqp:// or amqps:// URL"),
+                    format!("`{}` is not an amqp:// or amqps:// URL", redact_url(url)),
+                ));
+            }
+            if let Err(err) = url.parse::<lapin::uri::AMQPUri>() {
+                return Err(ConfigError::invalid(
+                    "amqp_url",
+                    format!(
+                        "`{}` is not a valid AMQP URL: {}",
+                        redact_url(url),
+                        scrub(&err, url)
+                    ),
                 ));
             }
         }
@@ -280,11 +292,61 @@ impl CommonConfig {
             if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
                 return Err(ConfigError::invalid(
                     "mongo_url",
-                    format!("`{url}` is not a mongodb:// URL"),
+                    format!("`{}` is not a mongodb:// URL", redact_url(url)),
+                ));
+            }
+            if let Err(err) = mongodb::options::ConnectionString::parse(url) {
+                return Err(ConfigError::invalid(
+                    "mongo_url",
+                    format!(
+                        "`{}` is not a valid MongoDB URL: {}",
+                        redact_url(url),
+                        scrub(&err.to_string(), url)
+                    ),
                 ));
             }
         }
         Ok(())
+    }
+}
+
+/// Where the user info of `url` sits: the bytes between the scheme's `://` (the start,
+/// when a mistyped URL has none) and the last `@`. The last `@`, because an unencoded `@`
+/// in a password is a common mistake and must not leave the rest of the password visible.
+fn userinfo_span(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://").map_or(0, |at| at + 3);
+    let end = start + url[start..].rfind('@')?;
+    Some((start, end))
+}
+
+/// The password in `url`'s user info, if it has one.
+fn password_of(url: &str) -> Option<&str> {
+    let (start, end) = userinfo_span(url)?;
+    url[start..end]
+        .split_once(':')
+        .map(|(_, password)| password)
+        .filter(|password| !password.is_empty())
+}
+
+/// `url` with the password of its user info replaced by `***`: how backend URLs appear in
+/// errors, logs and startup lines. Works on malformed URLs too (they are the ones that end
+/// up in error messages).
+pub fn redact_url(url: &str) -> String {
+    let Some((start, end)) = userinfo_span(url) else {
+        return url.to_owned();
+    };
+    match url[start..end].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..start], &url[end..]),
+        None => url.to_owned(),
+    }
+}
+
+/// `message` (a parser's complaint about `url`) with `url`'s password masked, should the
+/// parser have quoted it.
+fn scrub(message: &str, url: &str) -> String {
+    match password_of(url) {
+        Some(password) => message.replace(password, "***"),
+        None => message.to_owned(),
     }
 }
 
@@ -384,6 +446,64 @@ mod tests {
         let missing =
             ConfigSource::load_with_env(Some(&dir.join("nope.toml")), env(&[])).unwrap_err();
         assert!(matches!(missing, ConfigError::File { .. }));
+    }
+
+    #[test]
+    fn passwords_are_masked_in_urls() {
+        assert_eq!(
+            redact_url("amqp://u:secret@host:5672/%2f"),
+            "amqp://u:***@host:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("mongodb://u:p@ss@host/db"),
+            "mongodb://u:***@host/db"
+        );
+        // Without `://` everything before the first `:` is kept, the rest is masked.
+        assert_eq!(redact_url("amqp:u:secret@host"), "amqp:***@host");
+        assert_eq!(redact_url("amqps//u:secret@host"), "amqps//u:***@host");
+        assert_eq!(redact_url("mongodb://host/db"), "mongodb://host/db");
+        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
+        assert_eq!(redact_url("sqlite://stargazer.db"), "sqlite://stargazer.db");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn malformed_urls_are_rejected_without_their_password() {
+        for (amqp, mongo) in [
+            (Some("http://u:hunter2@x"), None),
+            (Some("amqp://u:hunter2@host:notaport/%2f"), None),
+            (None, Some("postgres://u:hunter2@x")),
+            (None, Some("mongodb://u:hunter2@host:99999999/db")),
+            (None, Some("mongodb://u:hunter2@/db")),
+            (
+                None,
+                Some("mongodb://u:hunter2@host/db?w=banana&journal=maybe"),
+            ),
+        ] {
+            let common = CommonConfig {
+                amqp_url: amqp.map(Into::into),
+                mongo_url: mongo.map(Into::into),
+                ..Default::default()
+            };
+            let err = match common.validate() {
+                Err(err) => err.to_string(),
+                Ok(()) => panic!("accepted {amqp:?} {mongo:?}"),
+            };
+            let key = if amqp.is_some() {
+                "amqp_url"
+            } else {
+                "mongo_url"
+            };
+            assert!(err.contains(key), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let fine = CommonConfig {
+            amqp_url: Some("amqp://u:p@host:5672/%2f".into()),
+            mongo_url: Some("mongodb://u:p@a:27017,b/db?replicaSet=rs0".into()),
+            ..Default::default()
+        };
+        assert!(fine.validate().is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError};
-use stargazer_core::config::ConfigError;
+use stargazer_core::config::{redact_url, ConfigError};
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
@@ -31,7 +31,7 @@ pub async fn open_storage(url: &str, shutdown: &CancellationToken) -> Result<Arc
             Err(StorageError::InvalidUrl(url)) => {
                 return Err(ConfigError::invalid(
                     "mongo_url",
-                    format!("`{url}` is not a storage URL"),
+                    format!("`{}` is not a storage URL", redact_url(&url)),
                 )
                 .into())
             }
@@ -54,9 +54,11 @@ pub async fn open_bus(url: &str, shutdown: &CancellationToken) -> Result<Arc<dyn
         match stargazer_core::bus::connect(url).await {
             Ok(bus) => return Ok(bus),
             Err(BusError::InvalidUrl(url)) => {
-                return Err(
-                    ConfigError::invalid("amqp_url", format!("`{url}` is not a bus URL")).into(),
+                return Err(ConfigError::invalid(
+                    "amqp_url",
+                    format!("`{}` is not a bus URL", redact_url(&url)),
                 )
+                .into())
             }
             Err(err) => {
                 let delay = backoff.next_delay();

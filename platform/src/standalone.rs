@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use stargazer_core::auth;
 use stargazer_core::bus::Bus;
+use stargazer_core::config::redact_url;
 use stargazer_core::model::{Access, Credential, Permissions, TaskKind};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
@@ -131,11 +132,11 @@ impl Standalone {
             summary: vec![
                 SummaryLine {
                     service: "storage",
-                    status: redact(&settings.common.storage_url()),
+                    status: redact_url(&settings.common.storage_url()),
                 },
                 SummaryLine {
                     service: "bus",
-                    status: redact(&settings.common.bus_url()),
+                    status: redact_url(&settings.common.bus_url()),
                 },
             ],
             api_addr,
@@ -475,33 +476,4 @@ pub async fn replace_credential(
         })
         .await?;
     Ok(())
-}
-
-/// Hides the password of a URL for the summary.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_hides_passwords_only() {
-        assert_eq!(
-            redact("amqp://u:secret@host:5672/%2f"),
-            "amqp://u:***@host:5672/%2f"
-        );
-        assert_eq!(redact("mongodb://host/db"), "mongodb://host/db");
-        assert_eq!(redact("sqlite://stargazer.db"), "sqlite://stargazer.db");
-    }
 }

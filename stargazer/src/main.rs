@@ -118,6 +118,9 @@ async fn standalone(mut settings: Settings, args: StandaloneArgs) -> anyhow::Res
     if let Some(url) = args.mongo {
         settings.common.mongo_url = Some(url);
     }
+    // The flags bypass the loader's checks: a malformed URL given here is a configuration
+    // error as well (exit 2, password masked), not a backend to wait for.
+    settings.common.validate()?;
     let shutdown = shutdown::on_signal();
     let running = Standalone::start(settings, &shutdown).await?;
     println!("{}", running.summary_text());

@@ -100,6 +100,186 @@ fn broken_file_and_unknown_key_are_reported() {
     assert!(String::from_utf8_lossy(&wrong_scheme.stderr).contains("amqp_url"));
 }
 
+/// Runs `cmd` to completion within `limit` (killed and failed past it): stdout, stderr and
+/// exit code.
+fn run_within(mut cmd: Command, limit: Duration) -> (String, String, Option<i32>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        output.status.code(),
+    )
+}
+
+/// A malformed or mistyped backend URL stops the process at once with exit code 2 and one
+/// line naming the key; the password it carries is never printed.
+#[test]
+fn malformed_backend_urls_exit_2_with_the_password_masked() {
+    let dir = temp_dir("urls");
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "STARGAZER_MONGO_URL",
+            "mongodb://admin:hunter2@db:99999999/stargazer",
+            &["api"],
+            "mongo_url",
+        ),
+        (
+            "STARGAZER_MONGO_URL",
+            "mongodb://admin:hunter2@/stargazer",
+            &["coordinator"],
+            "mongo_url",
+        ),
+        (
+            "STARGAZER_MONGO_URL",
+            "mongdb://admin:hunter2@db/stargazer",
+            &["admin", "credential", "list"],
+            "mongo_url",
+        ),
+        (
+            "STARGAZER_AMQP_URL",
+            "amqp://worker:hunter2@rabbitmq:notaport/%2f",
+            &["middleware-delay"],
+            "amqp_url",
+        ),
+        (
+            "STARGAZER_AMQP_URL",
+            "amqps//worker:hunter2@rabbitmq/%2f",
+            &["bot-telegram"],
+            "amqp_url",
+        ),
+        (
+            "STARGAZER_LOG_LEVEL",
+            "info",
+            &["standalone", "--mongo", "mongodb://admin:hunter2@db:0x/x"],
+            "mongo_url",
+        ),
+        (
+            "STARGAZER_LOG_LEVEL",
+            "info",
+            &["standalone", "--amqp", "amqp://u:hunter2@@host:notaport"],
+            "amqp_url",
+        ),
+    ];
+    for (var, value, args, key) in cases {
+        let mut cmd = stargazer();
+        cmd.current_dir(&dir).env(var, value).args(*args);
+        let (stdout, stderr, code) = run_within(cmd, Duration::from_secs(30));
+        assert_eq!(code, Some(2), "{args:?} with {value}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+        assert!(
+            stderr.contains(":***@"),
+            "the URL is shown masked: {stderr}"
+        );
+        assert!(
+            !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+            "{stdout}{stderr}"
+        );
+    }
+}
+
+/// While a backend is unreachable the role keeps retrying and says so, without printing
+/// the password of its URL.
+#[cfg(unix)]
+#[test]
+fn unreachable_backends_are_logged_without_their_password() {
+    let dir = temp_dir("unreachable");
+    for (var, value, role, expected) in [
+        (
+            "STARGAZER_MONGO_URL",
+            "mongodb://admin:hunter2@127.0.0.1:1/stargazer?serverSelectionTimeoutMS=200",
+            "api",
+            "storage unavailable",
+        ),
+        (
+            "STARGAZER_AMQP_URL",
+            "amqp://worker:hunter2@127.0.0.1:1/%2f",
+            "middleware-delay",
+            "broker unavailable",
+        ),
+    ] {
+        let mut child = stargazer()
+            .current_dir(&dir)
+            .env(var, value)
+            .env("STARGAZER_SQLITE_PATH", ":memory:")
+            .env("STARGAZER_API__LISTEN", "127.0.0.1:0")
+            .arg(role)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Two retries logged: the process is waiting for the backend, not exiting.
+        while seen
+            .iter()
+            .filter(|l: &&String| l.contains(expected))
+            .count()
+            < 2
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{role}: no `{expected}` retries logged: {seen:#?}"
+            );
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                seen.push(line);
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{role} exited: {seen:#?}"
+        );
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+        assert!(
+            !seen.iter().any(|line| line.contains("hunter2")),
+            "{role}: {seen:#?}"
+        );
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {

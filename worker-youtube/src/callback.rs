@@ -64,9 +64,11 @@ async fn verify(
         shared.metrics.verification(mode_label(mode), "refused");
         return (StatusCode::BAD_REQUEST, "missing hub.challenge").into_response();
     };
+    // A hub's lease is clamped: 0, negative or absurdly large values must neither panic
+    // nor leave the subscription unrenewed for ever.
     let lease_seconds = query
         .get("hub.lease_seconds")
-        .and_then(|s| s.parse::<u64>().ok());
+        .and_then(|s| crate::store::parse_lease_seconds(s));
     match shared
         .confirm_verification(subscription, mode, topic, lease_seconds)
         .await

@@ -160,8 +160,8 @@ impl YoutubeConfig {
         if self.batch_max == 0 || self.batch_max > 50 {
             return bad("batch_max", "must be between 1 and 50 (the Data API limit)");
         }
-        if self.lease_seconds < 60 {
-            return bad("lease_seconds", "must be at least 60");
+        if !(60..=crate::store::MAX_LEASE_SECONDS).contains(&self.lease_seconds) {
+            return bad("lease_seconds", "must be between 60 and 864000 (10 days)");
         }
         if self.hub_concurrency == 0 {
             return bad("hub_concurrency", "must be at least 1");

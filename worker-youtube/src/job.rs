@@ -200,7 +200,7 @@ impl Job {
             .renew_margin_seconds
             .min(granted / 2)
             .max(1);
-        let renew = expires - chrono::Duration::seconds(margin as i64);
+        let renew = expires - crate::store::lease_span(margin);
         let wait = (renew - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         Instant::now() + wait
     }
@@ -256,10 +256,13 @@ impl Job {
                 }
             }
         };
-        let granted = lease.granted_seconds.unwrap_or(config.lease_seconds);
+        // Stored by an older version or edited by hand: clamp like a hub's answer.
+        let granted = crate::store::clamp_lease_seconds(
+            lease.granted_seconds.unwrap_or(config.lease_seconds),
+        );
         let valid_until_renewal = lease.expires_at.filter(|&expires| {
             let margin = config.renew_margin_seconds.min(granted / 2);
-            expires - chrono::Duration::seconds(margin as i64) > now
+            expires - crate::store::lease_span(margin) > now
         });
         let (status, phase) = match valid_until_renewal {
             Some(expires) => {

@@ -126,8 +126,10 @@ impl Shared {
         }
         match (mode, entry.phase) {
             ("subscribe", Phase::Subscribing | Phase::Active) => {
-                let granted = lease_seconds.unwrap_or(self.config.lease_seconds).max(1);
-                let expires = Utc::now() + chrono::Duration::seconds(granted as i64);
+                let granted = crate::store::clamp_lease_seconds(
+                    lease_seconds.unwrap_or(self.config.lease_seconds),
+                );
+                let expires = Utc::now() + crate::store::lease_span(granted);
                 let lease = Lease {
                     subscription: id,
                     channel_id: entry.task.channel_id.clone(),

@@ -57,6 +57,45 @@ pub struct Lease {
     pub granted_seconds: Option<u64>,
 }
 
+/// Shortest lease accepted from a hub, seconds: a shorter one (0 included) would make the
+/// worker renew in a tight loop.
+pub const MIN_LEASE_SECONDS: u64 = 2;
+
+/// Longest lease accepted from a hub, seconds (10 days): a longer one would mean the
+/// subscription is never renewed, though hubs drop subscriptions on their own schedule.
+pub const MAX_LEASE_SECONDS: u64 = 10 * 86_400;
+
+/// `seconds` within [`MIN_LEASE_SECONDS`, `MAX_LEASE_SECONDS`].
+pub fn clamp_lease_seconds(seconds: u64) -> u64 {
+    seconds.clamp(MIN_LEASE_SECONDS, MAX_LEASE_SECONDS)
+}
+
+/// Reads a hub's `hub.lease_seconds`: any integer, clamped (a negative one to the minimum,
+/// one too large for any integer type to the maximum); `None` when it is not an integer.
+pub fn parse_lease_seconds(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let (negative, digits) = match raw.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, raw.strip_prefix('+').unwrap_or(raw)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if negative {
+        return Some(MIN_LEASE_SECONDS);
+    }
+    Some(clamp_lease_seconds(
+        digits.parse::<u64>().unwrap_or(u64::MAX),
+    ))
+}
+
+/// A lease length (or a part of one) as a time span, capped at [`MAX_LEASE_SECONDS`] so
+/// it can neither overflow nor panic.
+pub fn lease_span(seconds: u64) -> chrono::Duration {
+    let seconds = i64::try_from(seconds.min(MAX_LEASE_SECONDS)).unwrap_or(i64::MAX);
+    chrono::Duration::try_seconds(seconds).unwrap_or(chrono::Duration::MAX)
+}
+
 /// Loads every lease of a task.
 pub async fn leases(storage: &dyn Storage, task: Uuid) -> Result<Vec<Lease>, StorageError> {
     let mut out = Vec::new();
@@ -153,4 +192,27 @@ pub async fn prune_videos(
         }
     }
     Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_leases_are_clamped() {
+        assert_eq!(parse_lease_seconds("0"), Some(MIN_LEASE_SECONDS));
+        assert_eq!(parse_lease_seconds("-5"), Some(MIN_LEASE_SECONDS));
+        assert_eq!(parse_lease_seconds("86400"), Some(86_400));
+        assert_eq!(
+            parse_lease_seconds("99999999999999999999999999"),
+            Some(MAX_LEASE_SECONDS)
+        );
+        assert_eq!(
+            parse_lease_seconds(&u64::MAX.to_string()),
+            Some(MAX_LEASE_SECONDS)
+        );
+        assert_eq!(parse_lease_seconds("ten"), None);
+        assert_eq!(parse_lease_seconds("-"), None);
+        assert_eq!(lease_span(u64::MAX), chrono::Duration::days(10));
+    }
 }

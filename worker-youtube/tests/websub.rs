@@ -713,3 +713,78 @@ async fn feed_poll_catches_missed_pushes_without_flooding_history() {
     assert_eq!(yt.list_calls(), calls_after_sync + 1);
     worker.shutdown().await;
 }
+
+/// `hub.lease_seconds` of any size is clamped to [2 s, 10 days]: zero, negative and huge
+/// values (which used to overflow `as i64` and panic the handler) are all confirmed and
+/// stored within the bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_lease_seconds_are_clamped() {
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
+    let topic = topic(&channel);
+    let task = task(Uuid::new_v4(), &channel);
+    worker.runner.start(task.clone()).await.unwrap();
+    eventually("subscription verified", WAIT, || {
+        hub.subscriptions(&topic).len() == 1 && worker.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    let callback = hub.subscriptions(&topic).remove(0).callback;
+    let http = reqwest::Client::new();
+    const TEN_DAYS: i64 = 10 * 86_400;
+    for (given, granted) in [
+        ("18446744073709551615", TEN_DAYS),
+        ("99999999999999999999999999999", TEN_DAYS),
+        ("9223372036854775807", TEN_DAYS),
+        ("864001", TEN_DAYS),
+        ("-9223372036854775808", 2),
+        ("-1", 2),
+        ("0", 2),
+    ] {
+        let verified = hub.verified();
+        let before = Utc::now();
+        let response = http
+            .get(&callback)
+            .query(&[
+                ("hub.mode", "subscribe"),
+                ("hub.topic", topic.as_str()),
+                ("hub.challenge", "clamp"),
+                ("hub.lease_seconds", given),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "lease {given}");
+        assert_eq!(response.text().await.unwrap(), "clamp");
+        let after = Utc::now();
+        let leases = storage.kv_list(&lease_namespace(task.id)).await.unwrap();
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        let lease = &leases[0].1;
+        assert_eq!(lease["granted_seconds"], json!(granted), "lease {given}");
+        let expires: DateTime<Utc> = serde_json::from_value(lease["expires_at"].clone()).unwrap();
+        assert!(
+            expires >= before + ChronoDuration::seconds(granted)
+                && expires <= after + ChronoDuration::seconds(granted),
+            "lease {given}: expires {expires}"
+        );
+        if granted == 2 {
+            // A 2 s lease is renewed within a second: wait for that renewal to finish so
+            // it cannot overwrite the next case's lease while it is being checked. The hub
+            // counts a verification once the worker answered it, after storing the lease.
+            eventually("2 s lease renewed", WAIT, || hub.verified() > verified).await;
+        }
+    }
+    // The server is still answering after all of them.
+    assert_eq!(
+        http.get(format!("http://127.0.0.1:{}/healthz", worker.port))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    worker.shutdown().await;
+}
