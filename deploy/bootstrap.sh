@@ -1,7 +1,35 @@
 #!/bin/sh
 # Creates (or re-creates) the service accounts from the passwords in the environment.
 # Run once per deployment by the `bootstrap` service of docker-compose.yml; idempotent.
+# Refuses (exit 2, before touching anything) a password that is missing, a known
+# placeholder such as the `change-me` of .env.example, or shorter than 16 characters.
 set -eu
+
+MIN_LENGTH=16
+
+check() {
+  name=$1
+  eval "value=\${$name:-}"
+  lowered=$(printf '%s' "$value" | tr '[:upper:]' '[:lower:]')
+  case "$lowered" in
+    "")
+      echo "bootstrap: $name is not set; put a long random password in .env" >&2
+      exit 2 ;;
+    change-me|changeme|change_me|changeit|password|passw0rd|secret|admin|guest|example|placeholder|*change-me*|*changeme*|xxx*)
+      echo "bootstrap: $name is still a placeholder; put a long random password in .env (openssl rand -hex 24)" >&2
+      exit 2 ;;
+  esac
+  if [ "${#value}" -lt "$MIN_LENGTH" ]; then
+    echo "bootstrap: $name is shorter than $MIN_LENGTH characters; use a long random password (openssl rand -hex 24)" >&2
+    exit 2
+  fi
+}
+
+# Every password is checked before any account changes.
+for name in ADMIN_PASSWORD BOT_PASSWORD WORKER_PASSWORD MIDDLEWARE_PASSWORD; do
+  check "$name"
+done
+
 account() {
   name=$1; password=$2; shift 2
   stargazer admin credential remove "$name" >/dev/null 2>&1 || true

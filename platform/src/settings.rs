@@ -131,7 +131,7 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../../stargazer.example.toml");
-    const ENV_EXAMPLE: &str = include_str!("../../.env.example");
+    const ENV_EXAMPLE: &str = include_str!("../../deploy/stargazer.env");
 
     /// Each key of the TOML example as its environment variable.
     fn example_variables() -> Vec<String> {
@@ -160,7 +160,7 @@ mod tests {
         for variable in variables {
             assert!(
                 ENV_EXAMPLE.contains(&format!("{variable}=")),
-                ".env.example does not list {variable}"
+                "deploy/stargazer.env does not list {variable}"
             );
         }
     }

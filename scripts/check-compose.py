@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Checks the deployment files beyond "docker-compose.yml is valid" (run by check-compose.sh).
+
+- Each service sees only its own secrets: compose is rendered with a distinct marker for
+  every secret of .env.example, and every marker found in a service (its environment, its
+  env files, its command) must be one the table below allows that service.
+- No service reads .env whole; deploy/stargazer.env (seen by every service) sets no secret.
+- RabbitMQ and MongoDB publish ports on loopback only (or not at all).
+- .env is git-ignored; .dockerignore keeps build output, dependencies, virtualenvs, .git
+  and .env out of the image's build context.
+- deploy/bootstrap.sh refuses placeholder and short passwords (exit 2) before creating
+  anything, and creates every account from good ones.
+
+Usage: check-compose.py <scratch dir holding docker-compose.yml, deploy/, .env.example>
+"""
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import yaml
+
+# Which services may see each secret of .env.example. A new secret must be added here.
+ALLOWED = {
+    "ADMIN_PASSWORD": {"bootstrap"},
+    "BOT_PASSWORD": {"bootstrap", "bot-telegram"},
+    "WORKER_PASSWORD": {"bootstrap", "worker-youtube", "worker-twitter"},
+    "MIDDLEWARE_PASSWORD": {
+        "bootstrap",
+        "middleware-delay",
+        "middleware-translate",
+        "middleware-live-check",
+    },
+    "STARGAZER_TELEGRAM_TOKEN": {"bot-telegram"},
+    "STARGAZER_YOUTUBE_API_KEY": {"worker-youtube", "middleware-live-check"},
+    "STARGAZER_TWITTER_BEARER_TOKEN": {"worker-twitter"},
+    "STARGAZER_DEEPL_KEY": {"middleware-translate"},
+}
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")
+# Services that must not be reachable from beyond the host.
+INTERNAL = {"rabbitmq", "mongo"}
+PLACEHOLDERS = ["change-me", "CHANGE-ME", "changeme", "password", "guest", "short-1"]
+
+problems = []
+
+
+def problem(text):
+    problems.append(text)
+
+
+def env_assignments(text):
+    """KEY=VALUE lines that are not comments."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def check_secrets(scratch, repo):
+    example = env_assignments(open(os.path.join(repo, ".env.example")).read())
+    secrets = [name for name in example if SECRET_NAME.search(name)]
+    for name in secrets:
+        if name not in ALLOWED:
+            problem(f".env.example: secret {name} is not in check-compose.py's table of who may see it")
+    markers = {name: f"Marker{index:02d}x{name.lower().replace('_', 'x')}x0123456789" for index, name in enumerate(secrets)}
+    env = dict(example)
+    env.update(markers)
+    with open(os.path.join(scratch, ".env"), "w") as f:
+        for key, value in env.items():
+            f.write(f"{key}={value}\n")
+    rendered = subprocess.run(
+        ["docker-compose", "config"], cwd=scratch, check=True, capture_output=True, text=True
+    ).stdout
+    config = yaml.safe_load(rendered)
+    services = config.get("services", {})
+    for service, spec in services.items():
+        env_files = spec.get("env_file") or []
+        if isinstance(env_files, str):
+            env_files = [env_files]
+        seen = json.dumps(spec)
+        for path in env_files:
+            path = path if isinstance(path, str) else path.get("path", "")
+            if os.path.basename(path) == ".env":
+                problem(f"{service}: reads .env whole (env_file); name the values it needs instead")
+            full = path if os.path.isabs(path) else os.path.join(scratch, path)
+            if os.path.exists(full):
+                seen += open(full).read()
+        for name, marker in markers.items():
+            if marker in seen and service not in ALLOWED.get(name, set()):
+                problem(f"{service}: gets {name}, which is not its own secret")
+        for port in spec.get("ports") or []:
+            if service not in INTERNAL:
+                continue
+            if isinstance(port, dict):
+                host_ip = port.get("host_ip", "")
+            else:
+                parts = str(port).split(":")
+                host_ip = parts[0] if len(parts) == 3 else ""
+            if host_ip not in ("127.0.0.1", "::1", "[::1]"):
+                problem(f"{service}: publishes {port} beyond loopback")
+    for name in ALLOWED:
+        for service in ALLOWED[name]:
+            if service not in services:
+                problem(f"check-compose.py: {name} is allowed to unknown service {service}")
+    shared = env_assignments(open(os.path.join(repo, "deploy", "stargazer.env")).read())
+    for key, value in shared.items():
+        if SECRET_NAME.search(key) and value:
+            problem(f"deploy/stargazer.env sets {key}: every service would see it; put it in .env")
+        if re.search(r"://[^/@\s]*:[^/@\s]+@", value):
+            problem(f"deploy/stargazer.env: {key} holds a URL with a password")
+
+
+def check_ignores(repo):
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=repo).returncode == 0
+    if not ignored:
+        problem(".env is not git-ignored")
+    path = os.path.join(repo, ".dockerignore")
+    if not os.path.exists(path):
+        problem(".dockerignore is missing")
+        return
+    entries = {line.strip().rstrip("/") for line in open(path) if line.strip() and not line.startswith("#")}
+    for required in ["target", "**/node_modules", ".venv*", ".git", ".env"]:
+        if required not in entries:
+            problem(f".dockerignore does not exclude {required}")
+
+
+def check_bootstrap(scratch):
+    bin_dir = os.path.join(scratch, "fake-bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    log = os.path.join(scratch, "fake-calls")
+    fake = os.path.join(bin_dir, "stargazer")
+    with open(fake, "w") as f:
+        f.write(f'#!/bin/sh\necho "$*" >> "{log}"\ncat >/dev/null\n')
+    os.chmod(fake, os.stat(fake).st_mode | stat.S_IEXEC)
+    good = {
+        "ADMIN_PASSWORD": "a" * 12 + "0123456789",
+        "BOT_PASSWORD": "b" * 12 + "0123456789",
+        "WORKER_PASSWORD": "c" * 12 + "0123456789",
+        "MIDDLEWARE_PASSWORD": "d" * 12 + "0123456789",
+    }
+
+    def run(passwords):
+        if os.path.exists(log):
+            os.remove(log)
+        env = {"PATH": bin_dir + os.pathsep + os.environ["PATH"], **passwords}
+        result = subprocess.run(
+            ["sh", os.path.join(scratch, "deploy", "bootstrap.sh")], env=env, capture_output=True, text=True
+        )
+        calls = open(log).read().splitlines() if os.path.exists(log) else []
+        return result, calls
+
+    for name in good:
+        for bad in PLACEHOLDERS + [""]:
+            result, calls = run({**good, name: bad})
+            if result.returncode != 2 or calls:
+                problem(f"bootstrap.sh accepted {name}={bad!r} (exit {result.returncode}, calls {calls})")
+            elif name not in result.stderr:
+                problem(f"bootstrap.sh refused {name}={bad!r} without naming it: {result.stderr!r}")
+        result, calls = run({k: v for k, v in good.items() if k != name})
+        if result.returncode != 2 or calls:
+            problem(f"bootstrap.sh accepted a missing {name}")
+    result, calls = run(good)
+    added = [call.split()[3] for call in calls if call.startswith("admin credential add")]
+    if result.returncode != 0 or sorted(added) != ["admin", "bot-telegram", "middleware", "worker"]:
+        problem(f"bootstrap.sh with good passwords: exit {result.returncode}, accounts {added}: {result.stderr}")
+
+
+def main():
+    scratch = sys.argv[1]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    check_secrets(scratch, repo)
+    check_ignores(repo)
+    check_bootstrap(scratch)
+    if problems:
+        for text in problems:
+            print(f"check-compose: {text}", file=sys.stderr)
+        sys.exit(1)
+    print("check-compose: secrets are per service, ports internal, ignores and bootstrap checks in place")
+
+
+if __name__ == "__main__":
+    main()
