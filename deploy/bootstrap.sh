@@ -26,7 +26,8 @@ check() {
 }
 
 # Every password is checked before any account changes.
-for name in ADMIN_PASSWORD BOT_PASSWORD WORKER_PASSWORD MIDDLEWARE_PASSWORD; do
+for name in ADMIN_PASSWORD TOPOLOGY_PASSWORD BOT_PASSWORD WORKER_PASSWORD \
+  MIDDLEWARE_DELAY_PASSWORD MIDDLEWARE_TRANSLATE_PASSWORD MIDDLEWARE_LIVE_CHECK_PASSWORD; do
   check "$name"
 done
 
@@ -35,8 +36,14 @@ account() {
   stargazer admin credential remove "$name" >/dev/null 2>&1 || true
   printf '%s\n' "$password" | stargazer admin credential add "$name" --password-stdin "$@"
 }
-account admin "$ADMIN_PASSWORD" --admin rw --api rw --mq rw
-account bot-telegram "$BOT_PASSWORD" --api rw --mq ro
+# What each account may do on the broker is docs/ARCHITECTURE.md §8: a consumer owns its
+# queue (--queue); only `topology` (admin rw + mq rw, for `stargazer admin broker setup`)
+# may declare or delete the exchanges and other roles' queues.
+account admin "$ADMIN_PASSWORD" --admin rw --api rw
+account topology "$TOPOLOGY_PASSWORD" --admin rw --mq rw
+account bot-telegram "$BOT_PASSWORD" --api rw --mq ro --queue bot.telegram
 account worker "$WORKER_PASSWORD" --coordinator ro --mq rw
-account middleware "$MIDDLEWARE_PASSWORD" --mq rw
+account middleware-delay "$MIDDLEWARE_DELAY_PASSWORD" --mq rw --queue middleware.delay
+account middleware-translate "$MIDDLEWARE_TRANSLATE_PASSWORD" --mq rw --queue middleware.translate
+account middleware-live-check "$MIDDLEWARE_LIVE_CHECK_PASSWORD" --mq rw --queue middleware.live_check
 echo "bootstrap: service accounts ready"

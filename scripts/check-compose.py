@@ -26,14 +26,13 @@ import yaml
 # Which services may see each secret of .env.example. A new secret must be added here.
 ALLOWED = {
     "ADMIN_PASSWORD": {"bootstrap"},
+    "TOPOLOGY_PASSWORD": {"bootstrap"},
     "BOT_PASSWORD": {"bootstrap", "bot-telegram"},
     "WORKER_PASSWORD": {"bootstrap", "worker-youtube", "worker-twitter"},
-    "MIDDLEWARE_PASSWORD": {
-        "bootstrap",
-        "middleware-delay",
-        "middleware-translate",
-        "middleware-live-check",
-    },
+    "MIDDLEWARE_DELAY_PASSWORD": {"bootstrap", "middleware-delay"},
+    "MIDDLEWARE_TRANSLATE_PASSWORD": {"bootstrap", "middleware-translate"},
+    "MIDDLEWARE_LIVE_CHECK_PASSWORD": {"bootstrap", "middleware-live-check"},
+    "BROKER_AUTH_SECRET": {"api", "rabbitmq"},
     "STARGAZER_TELEGRAM_TOKEN": {"bot-telegram"},
     "STARGAZER_YOUTUBE_API_KEY": {"worker-youtube", "middleware-live-check"},
     "STARGAZER_TWITTER_BEARER_TOKEN": {"worker-twitter"},
@@ -141,9 +140,12 @@ def check_bootstrap(scratch):
     os.chmod(fake, os.stat(fake).st_mode | stat.S_IEXEC)
     good = {
         "ADMIN_PASSWORD": "a" * 12 + "0123456789",
+        "TOPOLOGY_PASSWORD": "t" * 12 + "0123456789",
         "BOT_PASSWORD": "b" * 12 + "0123456789",
         "WORKER_PASSWORD": "c" * 12 + "0123456789",
-        "MIDDLEWARE_PASSWORD": "d" * 12 + "0123456789",
+        "MIDDLEWARE_DELAY_PASSWORD": "d" * 12 + "0123456789",
+        "MIDDLEWARE_TRANSLATE_PASSWORD": "e" * 12 + "0123456789",
+        "MIDDLEWARE_LIVE_CHECK_PASSWORD": "f" * 12 + "0123456789",
     }
 
     def run(passwords):
@@ -168,7 +170,15 @@ def check_bootstrap(scratch):
             problem(f"bootstrap.sh accepted a missing {name}")
     result, calls = run(good)
     added = [call.split()[3] for call in calls if call.startswith("admin credential add")]
-    if result.returncode != 0 or sorted(added) != ["admin", "bot-telegram", "middleware", "worker"]:
+    if result.returncode != 0 or sorted(added) != [
+        "admin",
+        "bot-telegram",
+        "middleware-delay",
+        "middleware-live-check",
+        "middleware-translate",
+        "topology",
+        "worker",
+    ]:
         problem(f"bootstrap.sh with good passwords: exit {result.returncode}, accounts {added}: {result.stderr}")
 
 

@@ -135,6 +135,7 @@ async fn seed(storage: &Arc<dyn Storage>) -> Uuid {
                 api: Some(Access::Ro),
                 ..Default::default()
             },
+            queues: Vec::new(),
         })
         .await
         .expect("credential");

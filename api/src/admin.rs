@@ -2,7 +2,9 @@
 //! configured storage (no running api needed).
 //!
 //! ```text
-//! stargazer admin credential add telegram-bot --api rw --mq ro          # password generated, printed once
+//! stargazer admin credential add telegram-bot --api rw --mq ro --queue bot.telegram   # password generated, printed once
+//! stargazer admin credential add middleware-delay --mq rw --queue middleware.delay
+//! stargazer admin credential add topology --admin rw --mq rw   # for `stargazer admin broker setup`
 //! stargazer admin credential add admin --admin rw --api ro --password-stdin < pw.txt
 //! stargazer admin credential list
 //! stargazer admin credential remove telegram-bot
@@ -89,6 +91,10 @@ pub enum CredentialCommand {
         /// Access to the coordinator (workers: ro).
         #[arg(long, value_enum)]
         coordinator: Option<AccessArg>,
+        /// A broker queue the credential owns, as the suffix after `stargazer.`
+        /// (`bot.telegram`, `middleware.delay`); repeat for more. Needs --mq.
+        #[arg(long = "queue", value_name = "SUFFIX")]
+        queues: Vec<String>,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -183,7 +189,17 @@ pub async fn run_admin_with_input(
     }
 }
 
-fn describe(p: &Permissions) -> String {
+/// Permissions and owned queues, as `created` and `list` print them.
+fn describe(p: &Permissions, queues: &[String]) -> String {
+    let permissions = describe_permissions(p);
+    if queues.is_empty() {
+        permissions
+    } else {
+        format!("{permissions}; queues {}", queues.join(", "))
+    }
+}
+
+fn describe_permissions(p: &Permissions) -> String {
     let parts: Vec<String> = [
         ("api", p.api),
         ("admin", p.admin),
@@ -221,6 +237,7 @@ async fn credential(
             admin,
             mq,
             coordinator,
+            queues,
             password_stdin,
             iterations,
         } => {
@@ -243,6 +260,16 @@ async fn credential(
                 mq: mq.map(Into::into),
                 coordinator: coordinator.map(Into::into),
             };
+            for (i, queue) in queues.iter().enumerate() {
+                model::check_queue_suffix(queue)
+                    .map_err(|reason| Error::invalid("queue", reason))?;
+                if queues[..i].contains(queue) {
+                    return Err(Error::invalid("queue", format!("`{queue}` given twice")));
+                }
+            }
+            if !queues.is_empty() && permissions.mq.is_none() {
+                return Err(Error::invalid("queue", "owning a queue needs --mq"));
+            }
             let (password, generated) = if password_stdin {
                 let mut line = String::new();
                 input.read_line(&mut line)?;
@@ -269,12 +296,13 @@ async fn credential(
                     username: username.clone(),
                     hash,
                     permissions,
+                    queues: queues.clone(),
                 })
                 .await?;
             writeln!(
                 out,
                 "created credential {username} ({})",
-                describe(&permissions)
+                describe(&permissions, &queues)
             )?;
             if generated {
                 writeln!(out, "password: {password}")?;
@@ -300,7 +328,7 @@ async fn credential(
                     out,
                     "{}\t{}",
                     credential.username,
-                    describe(&credential.permissions)
+                    describe(&credential.permissions, &credential.queues)
                 )?;
             }
             Ok(())
@@ -468,6 +496,10 @@ mod tests {
             "rw",
             "--mq",
             "ro",
+            "--queue",
+            "bot.telegram",
+            "--queue",
+            "bot.telegram-eu",
         ])
         .unwrap();
         let AdminCommand::Credential(CredentialCommand::Add {
@@ -475,6 +507,7 @@ mod tests {
             api,
             mq,
             admin,
+            queues,
             ..
         }) = cli.command
         else {
@@ -484,6 +517,7 @@ mod tests {
             (username.as_str(), api, mq, admin),
             ("bot", Some(AccessArg::Rw), Some(AccessArg::Ro), None)
         );
+        assert_eq!(queues, ["bot.telegram", "bot.telegram-eu"]);
         let cli = Cli::try_parse_from([
             "admin",
             "entity",

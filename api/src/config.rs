@@ -69,7 +69,24 @@ pub struct ApiConfig {
     /// open, a list or one comma-separated string; default `["/"]`.
     #[serde(deserialize_with = "string_or_list")]
     pub mq_vhosts: Vec<String>,
+    /// `internal_listen` / `STARGAZER_API__INTERNAL_LISTEN`: address of the internal
+    /// listener, the only one serving the RabbitMQ auth backend (`/auth/*`); keep it
+    /// reachable by the broker only; default none (no auth backend served).
+    pub internal_listen: Option<SocketAddr>,
+    /// `metrics_on_internal` / `STARGAZER_API__METRICS_ON_INTERNAL`: serve `/metrics` on
+    /// the internal listener instead of the public one (needs `internal_listen`);
+    /// default false.
+    pub metrics_on_internal: bool,
+    /// `auth_secret` / `STARGAZER_API__AUTH_SECRET`: when set, the RabbitMQ auth
+    /// endpoints answer only requests carrying HTTP Basic with this password (RabbitMQ
+    /// sends it from the URLs it is configured with,
+    /// `http://rabbit:SECRET@api:8089/auth/user`), 401 otherwise; at least 16
+    /// characters, URL-safe; default none.
+    pub auth_secret: Option<String>,
 }
+
+/// Shortest `auth_secret` accepted.
+const MIN_AUTH_SECRET_LEN: usize = 16;
 
 /// Accepts `["a", "b"]` (TOML) or `"a,b"` (an environment variable).
 fn string_or_list<'de, D: serde::Deserializer<'de>>(
@@ -111,6 +128,9 @@ impl Default for ApiConfig {
             trust_forwarded_for: false,
             mq_prefix: "stargazer".to_owned(),
             mq_vhosts: vec!["/".to_owned()],
+            internal_listen: None,
+            metrics_on_internal: false,
+            auth_secret: None,
         }
     }
 }
@@ -170,6 +190,31 @@ impl ApiConfig {
                 "mq_prefix",
                 format!("`{}` is not a plain exchange name", self.mq_prefix),
             );
+        }
+        if self.metrics_on_internal && self.internal_listen.is_none() {
+            return invalid(
+                "metrics_on_internal",
+                "needs `api.internal_listen` to be set".into(),
+            );
+        }
+        if let Some(secret) = &self.auth_secret {
+            if secret.chars().count() < MIN_AUTH_SECRET_LEN {
+                return invalid(
+                    "auth_secret",
+                    format!("must be at least {MIN_AUTH_SECRET_LEN} characters"),
+                );
+            }
+            // RabbitMQ sends it from the userinfo of a URL: keep to characters that
+            // need no escaping there.
+            if !secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            {
+                return invalid(
+                    "auth_secret",
+                    "may hold only letters, digits and `-._~`".into(),
+                );
+            }
         }
         for origin in self.cors_origins.iter().chain(self.frontend_url.iter()) {
             if crate::http::origin_of(origin).is_none() {
@@ -244,5 +289,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("api.cors_origins"));
+        for (secret, ok) in [
+            ("short", false),
+            ("0123456789abcdef", true),
+            ("0123456789abcde@", false),
+            ("0123456789abcdef:x", false),
+        ] {
+            let config = ApiConfig {
+                auth_secret: Some(secret.into()),
+                ..ApiConfig::default()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "{secret}");
+        }
+        let config = ApiConfig {
+            metrics_on_internal: true,
+            ..ApiConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("api.metrics_on_internal"));
     }
 }

@@ -1,13 +1,15 @@
-//! Stargazer api service: RPC over POST for bots, the frontend and admins, plus the
-//! RabbitMQ HTTP auth backend, on one HTTP server.
+//! Stargazer api service: RPC over POST for bots, the frontend and admins on the public
+//! listener, and the RabbitMQ HTTP auth backend on an internal one.
 //!
-//! - [`run`]: serves until the shutdown token is cancelled; [`router`] builds the app for
-//!   tests. [`ApiConfig`] is the `[api]` config section.
+//! - [`run`] / [`serve`]: serve until the shutdown token is cancelled; [`router`] and
+//!   [`internal_router`] build the two apps. [`ApiConfig`] is the `[api]` config section.
 //! - `rpc`: `POST /v1/{method}`, one file per method group and the dispatch table.
 //! - `auth`: service accounts (HTTP Basic, PBKDF2, cache, failed-login limit) and
 //!   end-user sessions (bearer); the per-method permission rules are in its docs.
-//! - `mq_auth`: `POST /auth/user|vhost|resource|topic` for `rabbitmq_auth_backend_http`.
-//! - `openapi`: `/openapi.json`. `/healthz` and `/metrics` come from core's telemetry.
+//! - `mq_auth`: `POST /auth/user|vhost|resource|topic` for `rabbitmq_auth_backend_http`,
+//!   on the internal listener only, and the broker policy (docs/ARCHITECTURE.md §8).
+//! - `openapi`: `/openapi.json` of each listener. `/metrics` renders with core's telemetry,
+//!   on the public listener or (`metrics_on_internal`) the internal one.
 //! - [`admin`]: the `stargazer admin …` commands (credentials, entities, groups).
 //! - [`client`]: a typed client, [`client::ApiClient`], with [`types`] shared by both ends.
 //! - [`Error`]: the crate's one error type and its HTTP mapping.
@@ -48,17 +50,18 @@ pub use state::AppState;
 /// How often expired sessions, cache entries and login windows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Builds the whole HTTP app: RPC methods, RabbitMQ auth, `/openapi.json`, `/healthz`,
-/// `/metrics`, CORS and (when `frontend_dir` exists) the static frontend at `/`.
+/// Builds the public HTTP app: RPC methods, `/openapi.json`, `/healthz`, `/metrics`
+/// (unless `metrics_on_internal`), CORS and (when `frontend_dir` exists) the static
+/// frontend at `/`. The RabbitMQ auth backend is never here: see [`internal_router`].
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let mut app = Router::new()
         .merge(rpc::router())
-        .merge(mq_auth::router())
         .route("/openapi.json", get(openapi_json))
-        .merge(stargazer_core::telemetry::health_and_metrics_router(
-            state.metrics.registry.clone(),
-        ));
+        .route("/healthz", get(|| async { "ok" }));
+    if !config.metrics_on_internal {
+        app = app.merge(metrics_router(&state));
+    }
     match config.frontend_dir.as_ref().filter(|dir| dir.is_dir()) {
         Some(dir) => {
             app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true))
@@ -83,6 +86,47 @@ pub fn router(state: AppState) -> Router {
         None => app,
     };
     app.with_state(state)
+}
+
+/// Builds the internal HTTP app (docs/ARCHITECTURE.md §8): the RabbitMQ auth backend
+/// `POST /auth/user|vhost|resource|topic` (behind `auth_secret` when set), its
+/// `/openapi.json`, `/healthz`, and `/metrics` when `metrics_on_internal`.
+pub fn internal_router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .merge(mq_auth::router(&state))
+        .route("/openapi.json", get(internal_openapi_json))
+        .route("/healthz", get(|| async { "ok" }));
+    if state.config.metrics_on_internal {
+        app = app.merge(metrics_router(&state));
+    }
+    app.fallback(|| async { Error::NotFound("no such path".into()) })
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+/// `/metrics` of the registry the api's metrics live in.
+fn metrics_router(state: &AppState) -> Router<AppState> {
+    let registry = state.metrics.registry.clone();
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    stargazer_core::telemetry::render_metrics(&registry),
+                )
+            }
+        }),
+    )
+}
+
+async fn internal_openapi_json() -> impl IntoResponse {
+    Json(openapi::internal_document())
 }
 
 async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
@@ -119,8 +163,18 @@ fn cors_layer(config: &ApiConfig) -> Option<CorsLayer> {
     )
 }
 
-/// Serves the api on `listener` until `shutdown` is cancelled, then finishes in-flight
-/// requests and returns. A periodic sweep removes expired sessions.
+/// The sockets the api serves on.
+pub struct Listeners {
+    /// `api.listen`: everything [`router`] serves.
+    pub public: tokio::net::TcpListener,
+    /// `api.internal_listen`: what [`internal_router`] serves; none serves no RabbitMQ
+    /// auth backend.
+    pub internal: Option<tokio::net::TcpListener>,
+}
+
+/// Serves the api on `listener` (and on `internal_listen` when configured) until
+/// `shutdown` is cancelled, then finishes in-flight requests and returns. A periodic
+/// sweep removes expired sessions.
 pub async fn run(
     config: ApiConfig,
     listener: tokio::net::TcpListener,
@@ -139,24 +193,75 @@ pub async fn run_with_registry(
     registry: &Registry,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let internal = match config.internal_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+            Error::Io(std::io::Error::new(
+                err.kind(),
+                format!("cannot bind api.internal_listen {addr}: {err}"),
+            ))
+        })?),
+        None => None,
+    };
+    let listeners = Listeners {
+        public: listener,
+        internal,
+    };
+    serve(config, listeners, storage, registry, shutdown).await
+}
+
+/// Serves the api on listeners bound by the caller (the internal one replaces
+/// `internal_listen`), with its metrics in `registry`, until `shutdown` is cancelled.
+pub async fn serve(
+    config: ApiConfig,
+    listeners: Listeners,
+    storage: Arc<dyn Storage>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let state = AppState::new(config, storage, registry)?;
-    let app = router(state.clone());
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "api listening");
-    }
     let stop = shutdown.child_token();
+    let mut servers = tokio::task::JoinSet::new();
+    for (listener, app, name) in
+        std::iter::once((listeners.public, router(state.clone()), "public")).chain(
+            listeners
+                .internal
+                .map(|listener| (listener, internal_router(state.clone()), "internal")),
+        )
+    {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, listener = name, "api listening");
+        }
+        let stop = stop.clone();
+        servers.spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+            // One listener failing stops the other too.
+            stop.cancel();
+            served
+        });
+    }
     let sweeper = tokio::spawn(sweep(state, stop.clone()));
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned())
-    .await;
+    let mut result = Ok(());
+    while let Some(joined) = servers.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => result = result.and(Err(Error::Io(err))),
+            Err(err) => {
+                result = result.and(Err(Error::Internal(format!(
+                    "api server task failed: {err}"
+                ))))
+            }
+        }
+    }
     stop.cancel();
     if let Err(err) = sweeper.await {
         tracing::error!(cause = %err, "session sweeper failed");
     }
-    served.map_err(Error::Io)
+    result
 }
 
 /// Periodically purges expired sessions and forgets stale in-memory entries.
@@ -168,6 +273,7 @@ async fn sweep(state: AppState, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
         }
         state.credentials.sweep();
+        state.grants.sweep();
         state.limiter.sweep();
         match state.storage.purge_sessions(chrono::Utc::now()).await {
             Ok(0) => {}

@@ -1,5 +1,6 @@
-//! `/openapi.json`: every RPC method with its request and response schemas, the common
-//! error responses, both authentication schemes and the RabbitMQ auth endpoints.
+//! `/openapi.json` of each listener: on the public one every RPC method with its request
+//! and response schemas, the common error responses and both authentication schemes; on
+//! the internal one the RabbitMQ auth endpoints.
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -44,7 +45,6 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
             `{\"success\", \"time\", \"data\"}` or `{\"success\": false, \"time\", \"error\": {\"code\", \"message\"}}`. \
             Service accounts use HTTP Basic; end users use the bearer token of a session issued by `newSession`."
     ),
-    paths(crate::mq_auth::user, crate::mq_auth::vhost, crate::mq_auth::resource, crate::mq_auth::topic),
     components(schemas(ErrorResponse)),
     modifiers(&CommonParts),
     tags(
@@ -53,10 +53,27 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
         (name = "settings", description = "User settings"),
         (name = "subscriptions", description = "Subscriptions and the bots' fan-out lookup"),
         (name = "entities", description = "Tracked streamers (writes need admin rw)"),
-        (name = "rabbitmq", description = "RabbitMQ HTTP auth backend (form-encoded, text answers)"),
     )
 )]
 struct ApiDoc;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Stargazer api, internal listener",
+        description = "The RabbitMQ HTTP auth backend (`rabbitmq_auth_backend_http`, POST, \
+            form-encoded, text answers). With `auth_secret` set, requests carry HTTP Basic \
+            with it as the password."
+    ),
+    paths(crate::mq_auth::user, crate::mq_auth::vhost, crate::mq_auth::resource, crate::mq_auth::topic),
+    tags((name = "rabbitmq", description = "RabbitMQ HTTP auth backend")),
+)]
+struct InternalDoc;
+
+/// The internal listener's document: the RabbitMQ auth endpoints.
+pub(crate) fn internal_document() -> Document {
+    InternalDoc::openapi()
+}
 
 struct CommonParts;
 
@@ -146,7 +163,15 @@ mod tests {
                 "schema {schema} missing"
             );
         }
-        assert!(json["paths"]["/auth/topic"]["post"].is_object());
+        assert!(
+            json["paths"]["/auth/topic"].is_null(),
+            "served internally only"
+        );
         assert_eq!(json["servers"][0]["url"], "https://api.example");
+        let internal = serde_json::to_value(internal_document()).unwrap();
+        for check in ["user", "vhost", "resource", "topic"] {
+            let op = &internal["paths"][format!("/auth/{check}")]["post"];
+            assert!(op["responses"]["400"].is_object(), "{check}: {op}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::cache::ReadCache;
 use crate::config::ApiConfig;
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::mq_auth::Grants;
 
 /// Configuration, storage and the in-memory helpers of one api process. Cheap to clone.
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct AppState {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) credentials: Arc<CredentialVerifier>,
     pub(crate) limiter: Arc<LoginLimiter>,
+    /// Broker grants by username, for RabbitMQ's checks that carry no password.
+    pub(crate) grants: Arc<Grants>,
     pub(crate) metrics: Arc<Metrics>,
     /// The serialized `getEntities` result.
     pub(crate) entities: Arc<ReadCache<()>>,
@@ -51,6 +54,10 @@ impl AppState {
             limiter: Arc::new(LoginLimiter::new(
                 config.login_max_failures,
                 Duration::from_secs(config.login_window_secs),
+            )),
+            grants: Arc::new(Grants::new(
+                storage.clone(),
+                Duration::from_secs(config.credential_cache_secs),
             )),
             metrics: Arc::new(Metrics::new(registry.clone())?),
             entities: Arc::new(ReadCache::new(read_ttl)),

@@ -41,6 +41,8 @@ async fn admin_commands(backend: Backend) {
             "rw",
             "--mq",
             "ro",
+            "--queue",
+            "bot.telegram",
             "--password-stdin",
             "--iterations",
             "1000",
@@ -50,7 +52,7 @@ async fn admin_commands(backend: Backend) {
     .await
     .unwrap();
     assert!(
-        out.contains("created credential bot (api rw, mq ro)"),
+        out.contains("created credential bot (api rw, mq ro; queues bot.telegram)"),
         "{out}"
     );
     assert!(!out.contains("s3cret"));
@@ -98,8 +100,48 @@ async fn admin_commands(backend: Backend) {
     .await
     .unwrap_err();
     assert_eq!(empty.code(), ErrorCode::InvalidInput, "{empty}");
+    // Queue suffixes are checked, and owning one needs mq access.
+    for args in [
+        &["credential", "add", "q1", "--mq", "rw", "--queue", "bot.*"][..],
+        &["credential", "add", "q2", "--mq", "rw", "--queue", "a..b"][..],
+        &[
+            "credential",
+            "add",
+            "q3",
+            "--mq",
+            "rw",
+            "--queue",
+            "a",
+            "--queue",
+            "a",
+        ][..],
+        &[
+            "credential",
+            "add",
+            "q4",
+            "--api",
+            "rw",
+            "--queue",
+            "bot.telegram",
+        ][..],
+    ] {
+        let args: Vec<&str> = args
+            .iter()
+            .copied()
+            .chain(["--iterations", "1000"])
+            .collect();
+        let refused = admin(&server, &args, "").await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            ErrorCode::InvalidInput,
+            "{args:?}: {refused}"
+        );
+    }
     let list = admin(&server, &["credential", "list"], "").await.unwrap();
-    assert_eq!(list, "bot\tapi rw, mq ro\nops\tadmin rw\n");
+    assert_eq!(
+        list,
+        "bot\tapi rw, mq ro; queues bot.telegram\nops\tadmin rw\n"
+    );
 
     // The credentials work over HTTP.
     let bot = server.client().with_basic("bot", "s3cret");
@@ -212,7 +254,7 @@ async fn admin_commands(backend: Backend) {
     assert_eq!(missing.code(), ErrorCode::NotFound);
     assert_eq!(
         admin(&server, &["credential", "list"], "").await.unwrap(),
-        "bot\tapi rw, mq ro\n"
+        "bot\tapi rw, mq ro; queues bot.telegram\n"
     );
     server.stop().await;
 }

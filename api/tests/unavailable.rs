@@ -69,7 +69,7 @@ async fn storage_outage_is_503(backend: Backend) {
     // RabbitMQ gets a non-200 (which it treats as deny).
     let mq = server
         .http
-        .post(format!("{}/auth/user", server.base))
+        .post(format!("{}/auth/user", server.internal_base))
         .form(&[("username", "fresh"), ("password", "pw-fresh")])
         .send()
         .await

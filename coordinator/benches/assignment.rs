@@ -288,6 +288,7 @@ async fn death_run(death: Death, rounds: usize) -> Vec<f64> {
                 coordinator: Some(Access::Ro),
                 ..Default::default()
             },
+            queues: Vec::new(),
         })
         .await
         .expect("credential");

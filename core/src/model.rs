@@ -305,6 +305,36 @@ pub struct Credential {
     pub hash: String,
     /// What the account may do.
     pub permissions: Permissions,
+    /// The broker queues the account owns, as suffixes under the exchange prefix
+    /// (`bot.telegram` for `stargazer.bot.telegram`); see docs/ARCHITECTURE.md §8.
+    #[serde(default)]
+    pub queues: Vec<String>,
+}
+
+/// Longest queue suffix a credential may own, bytes (RabbitMQ names are at most 255).
+pub const MAX_QUEUE_SUFFIX_LEN: usize = 200;
+
+/// Checks a queue suffix for [`Credential::queues`]: 1 to [`MAX_QUEUE_SUFFIX_LEN`]
+/// bytes of ASCII letters, digits, `_` and `-`, in dot-separated words (no empty word),
+/// so a suffix names exactly one queue and never a wildcard.
+pub fn check_queue_suffix(suffix: &str) -> Result<(), String> {
+    if suffix.is_empty() || suffix.len() > MAX_QUEUE_SUFFIX_LEN {
+        return Err(format!(
+            "queue suffix must be 1 to {MAX_QUEUE_SUFFIX_LEN} bytes"
+        ));
+    }
+    let word_ok = |word: &str| {
+        !word.is_empty()
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if !suffix.split('.').all(word_ok) {
+        return Err(format!(
+            "queue suffix `{suffix}` must be dot-separated words of letters, digits, `_` and `-`"
+        ));
+    }
+    Ok(())
 }
 
 /// A thing that happened, as it travels on the bus (docs/ARCHITECTURE.md §4).
@@ -398,6 +428,28 @@ pub struct DeliveryRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_suffixes_are_plain_dotted_words() {
+        for good in ["bot.telegram", "middleware.live_check", "a", "x-1.y_2"] {
+            assert!(check_queue_suffix(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(MAX_QUEUE_SUFFIX_LEN + 1);
+        for bad in [
+            "", ".", "bot.", ".bot", "a..b", "#", "bot.*", "a b", "é", &long,
+        ] {
+            assert!(check_queue_suffix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_without_queues_read_as_owning_none() {
+        let credential: Credential = serde_json::from_value(serde_json::json!({
+            "username": "old", "hash": "h", "permissions": {"mq": "rw"}
+        }))
+        .unwrap();
+        assert!(credential.queues.is_empty());
+    }
 
     #[test]
     fn event_ids_are_deterministic_and_distinct() {

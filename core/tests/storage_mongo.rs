@@ -260,6 +260,7 @@ async fn credentials_have_the_documented_shape() {
             mq: Some(Access::Ro),
             ..Default::default()
         },
+        queues: vec!["bot.telegram".into()],
     };
     s.insert_credential(&credential).await.unwrap();
     let d = raw_client()
@@ -275,6 +276,21 @@ async fn credentials_have_the_documented_shape() {
         d.get_document("permissions").unwrap(),
         &doc! { "api": "rw", "mq": "ro" }
     );
+    assert_eq!(
+        d.get_array("queues").unwrap(),
+        &vec![Bson::String("bot.telegram".into())]
+    );
+    // A credential stored before `queues` existed owns none.
+    raw_client()
+        .await
+        .database(&name)
+        .collection::<Document>("auth")
+        .insert_one(doc! { "username": "old", "hash": "h", "permissions": { "mq": "rw" } })
+        .await
+        .unwrap();
+    let old = s.get_credential("old").await.unwrap().unwrap();
+    assert!(old.queues.is_empty());
+    assert_eq!(old.permissions.mq, Some(Access::Rw));
 }
 
 /// Values BSON documents cannot hold exactly still round-trip.

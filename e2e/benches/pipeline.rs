@@ -849,6 +849,7 @@ async fn idle_roles(
                 username: username.into(),
                 hash: hash.clone(),
                 permissions,
+                queues: Vec::new(),
             })
             .await
             .expect("credential");

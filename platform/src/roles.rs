@@ -63,10 +63,21 @@ pub async fn run_role(settings: &Settings, role: Role, shutdown: CancellationTok
     match role {
         Role::Api => {
             let storage = open_storage(&storage_url, &shutdown).await?;
-            let listener = bind(settings.api.listen, "api.listen").await?;
-            stargazer_api::run(settings.api.clone(), listener, storage, shutdown)
-                .await
-                .map_err(Error::service(name))?;
+            let public = bind(settings.api.listen, "api.listen").await?;
+            let internal = match settings.api.internal_listen {
+                Some(addr) => Some(bind(addr, "api.internal_listen").await?),
+                None => None,
+            };
+            let listeners = stargazer_api::Listeners { public, internal };
+            stargazer_api::serve(
+                settings.api.clone(),
+                listeners,
+                storage,
+                &Registry::new(),
+                shutdown,
+            )
+            .await
+            .map_err(Error::service(name))?;
         }
         Role::Coordinator => {
             let addr = parse_addr(&settings.coordinator.listen, "coordinator.listen")?;

@@ -473,6 +473,7 @@ pub async fn replace_credential(
             username: username.to_owned(),
             hash,
             permissions,
+            queues: Vec::new(),
         })
         .await?;
     Ok(())

@@ -32,7 +32,6 @@ pub(crate) struct CredentialVerifier {
     iterations: u32,
     secret: [u8; 32],
     verified: Mutex<HashMap<Key, (Permissions, Instant)>>,
-    by_name: Mutex<HashMap<String, (Option<Permissions>, Instant)>>,
     inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// A hash checked against when the username is unknown, so that unknown and known
     /// usernames take the same time to refuse.
@@ -49,7 +48,6 @@ impl CredentialVerifier {
             iterations,
             secret,
             verified: Mutex::default(),
-            by_name: Mutex::default(),
             inflight: Mutex::default(),
             decoy: OnceLock::new(),
         }
@@ -93,7 +91,7 @@ impl CredentialVerifier {
         }
         let result = self.verify_uncached(username, password).await;
         if let Ok(Some(permissions)) = &result {
-            self.remember(key, username, *permissions);
+            self.remember(key, *permissions);
         }
         self.inflight
             .lock()
@@ -137,7 +135,7 @@ impl CredentialVerifier {
         }
     }
 
-    fn remember(&self, key: Key, username: &str, permissions: Permissions) {
+    fn remember(&self, key: Key, permissions: Permissions) {
         let expires = Instant::now() + self.ttl;
         {
             let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,47 +148,12 @@ impl CredentialVerifier {
             }
             verified.insert(key, (permissions, expires));
         }
-        self.by_name
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(username.to_owned(), (Some(permissions), expires));
-    }
-
-    /// The permissions of `username` without a password: RabbitMQ's vhost, resource and
-    /// topic checks name only the user it already authenticated.
-    pub(crate) async fn permissions_of(&self, username: &str) -> Result<Option<Permissions>> {
-        {
-            let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((permissions, until)) = by_name.get(username) {
-                if *until > Instant::now() {
-                    return Ok(*permissions);
-                }
-            }
-        }
-        let permissions = self
-            .storage
-            .get_credential(username)
-            .await?
-            .map(|c| c.permissions);
-        let mut by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
-        if by_name.len() >= CACHE_SOFT_CAP {
-            by_name.clear();
-        }
-        by_name.insert(
-            username.to_owned(),
-            (permissions, Instant::now() + self.ttl),
-        );
-        Ok(permissions)
     }
 
     /// Drops expired entries (called periodically).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         self.verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (_, until)| *until > now);
-        self.by_name
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, (_, until)| *until > now);

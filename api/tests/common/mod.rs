@@ -72,10 +72,15 @@ pub fn test_config() -> ApiConfig {
     }
 }
 
-/// The api running on `127.0.0.1:<random>` until dropped or stopped.
+/// The api running on `127.0.0.1:<random>` (and its internal listener on another
+/// random port) until dropped or stopped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub base: String,
+    /// The internal listener: the RabbitMQ auth backend.
+    pub internal_addr: SocketAddr,
+    /// `http://<internal_addr>`.
+    pub internal_base: String,
     pub storage: Arc<dyn Storage>,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -98,16 +103,28 @@ impl TestServer {
         listener: tokio::net::TcpListener,
     ) -> Self {
         let addr = listener.local_addr().unwrap();
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal_addr = internal.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(stargazer_api::run(
-            config,
-            listener,
-            storage.clone(),
-            shutdown.clone(),
-        ));
+        let (storage_for_server, stop) = (storage.clone(), shutdown.clone());
+        let handle = tokio::spawn(async move {
+            stargazer_api::serve(
+                config,
+                stargazer_api::Listeners {
+                    public: listener,
+                    internal: Some(internal),
+                },
+                storage_for_server,
+                &prometheus::Registry::new(),
+                stop,
+            )
+            .await
+        });
         Self {
             addr,
             base: format!("http://{addr}"),
+            internal_addr,
+            internal_base: format!("http://{internal_addr}"),
             storage,
             http: reqwest::Client::new(),
             shutdown,
@@ -129,6 +146,17 @@ impl TestServer {
 
     /// Stores a credential with the given permissions; returns a client using it.
     pub async fn credential(&self, username: &str, permissions: Permissions) -> ApiClient {
+        self.credential_owning(username, permissions, &[]).await
+    }
+
+    /// Stores a credential with the given permissions owning broker `queues`
+    /// (suffixes); its password is `pw-<username>`. Returns a client using it.
+    pub async fn credential_owning(
+        &self,
+        username: &str,
+        permissions: Permissions,
+        queues: &[&str],
+    ) -> ApiClient {
         let password = format!("pw-{username}");
         let hash = hash_password(&password, TEST_ITERATIONS).unwrap();
         self.storage
@@ -136,6 +164,7 @@ impl TestServer {
                 username: username.to_owned(),
                 hash,
                 permissions,
+                queues: queues.iter().map(|q| (*q).to_owned()).collect(),
             })
             .await
             .unwrap();
@@ -151,8 +180,12 @@ impl TestServer {
     }
 
     pub async fn bot(&self) -> ApiClient {
-        self.credential("bot", perms(&[("api", Access::Rw), ("mq", Access::Ro)]))
-            .await
+        self.credential_owning(
+            "bot",
+            perms(&[("api", Access::Rw), ("mq", Access::Ro)]),
+            &["bot.telegram"],
+        )
+        .await
     }
 
     /// A raw POST returning status, headers and JSON body.

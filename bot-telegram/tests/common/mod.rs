@@ -77,6 +77,7 @@ async fn credential(
             username: username.into(),
             hash,
             permissions,
+            queues: Vec::new(),
         })
         .await
         .unwrap();

@@ -85,6 +85,7 @@ pub async fn add_credential(
             username: username.into(),
             hash: hash_password(password, 1_000).unwrap(),
             permissions,
+            queues: Vec::new(),
         })
         .await
         .unwrap();

@@ -913,6 +913,7 @@ impl Storage for MongoStorage {
                 "username": &credential.username,
                 "hash": &credential.hash,
                 "permissions": permissions_doc(&credential.permissions),
+                "queues": &credential.queues,
             })
             .await
             .map_err(|e| {
@@ -1892,6 +1893,8 @@ fn decode_credential(d: &Document) -> Result<Credential> {
         username: get_string(d, "username", WHAT)?,
         hash: get_string(d, "hash", WHAT)?,
         permissions,
+        // Credentials stored before queues existed own none.
+        queues: get_strings(d, "queues", WHAT)?,
     })
 }
 

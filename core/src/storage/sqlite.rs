@@ -98,7 +98,8 @@ CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
 CREATE TABLE IF NOT EXISTS credentials (
     username    TEXT PRIMARY KEY NOT NULL,
     hash        TEXT NOT NULL,
-    permissions TEXT NOT NULL
+    permissions TEXT NOT NULL,
+    queues      TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS delayed (
     id          TEXT PRIMARY KEY NOT NULL,
@@ -247,9 +248,28 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         )));
     }
     tx.execute_batch(SCHEMA).db()?;
+    add_credential_queues(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .db()?;
     tx.commit().db()
+}
+
+/// Adds `credentials.queues` to a database created before it existed; the column's
+/// default makes existing credentials own no queue. Checked by name, so it runs once
+/// whatever `user_version` says.
+fn add_credential_queues(tx: &Transaction<'_>) -> Result<()> {
+    let present: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('credentials') WHERE name = 'queues')",
+            [],
+            |row| row.get(0),
+        )
+        .db()?;
+    if !present {
+        tx.execute_batch("ALTER TABLE credentials ADD COLUMN queues TEXT NOT NULL DEFAULT '[]'")
+            .db()?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- errors and columns
@@ -398,6 +418,7 @@ fn credential_from_row(row: &Row<'_>) -> rusqlite::Result<Credential> {
         username: row.get(0)?,
         hash: row.get(1)?,
         permissions: col_json(row, 2)?,
+        queues: col_json(row, 3)?,
     })
 }
 
@@ -1044,10 +1065,11 @@ impl Storage for SqliteStorage {
     async fn insert_credential(&self, credential: &Credential) -> Result<()> {
         let credential = credential.clone();
         let permissions = json_text(&credential.permissions)?;
+        let queues = json_text(&credential.queues)?;
         self.call(move |conn| {
             conn.execute(
-                "INSERT INTO credentials (username, hash, permissions) VALUES (?1, ?2, ?3)",
-                params![credential.username, credential.hash, permissions],
+                "INSERT INTO credentials (username, hash, permissions, queues) VALUES (?1, ?2, ?3, ?4)",
+                params![credential.username, credential.hash, permissions, queues],
             )
             .unique(|| format!("credential {}", credential.username))?;
             Ok(())
@@ -1059,7 +1081,7 @@ impl Storage for SqliteStorage {
         let username = username.to_owned();
         self.call(move |conn| {
             conn.query_row(
-                "SELECT username, hash, permissions FROM credentials WHERE username = ?1",
+                "SELECT username, hash, permissions, queues FROM credentials WHERE username = ?1",
                 [username],
                 credential_from_row,
             )
@@ -1084,7 +1106,7 @@ impl Storage for SqliteStorage {
         self.call(|conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT username, hash, permissions FROM credentials ORDER BY username",
+                    "SELECT username, hash, permissions, queues FROM credentials ORDER BY username",
                 )
                 .db()?;
             let rows = stmt.query_map([], credential_from_row).db()?;
@@ -1417,6 +1439,42 @@ mod tests {
         ] {
             assert_indexed(&plan(&s, sql).await);
         }
+    }
+
+    #[tokio::test]
+    async fn credentials_from_before_queues_are_migrated() {
+        let dir = std::env::temp_dir().join(format!("sg-sqlite-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE credentials (username TEXT PRIMARY KEY NOT NULL, \
+                 hash TEXT NOT NULL, permissions TEXT NOT NULL); \
+                 INSERT INTO credentials VALUES ('bot', 'h', '{\"mq\":\"ro\"}'); \
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let path = path.to_str().unwrap().to_owned();
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        let old = storage.get_credential("bot").await.unwrap().unwrap();
+        assert!(old.queues.is_empty());
+        assert_eq!(old.permissions.mq, Some(crate::model::Access::Ro));
+        let new = Credential {
+            username: "mw".into(),
+            hash: "h".into(),
+            permissions: Default::default(),
+            queues: vec!["middleware.delay".into()],
+        };
+        storage.insert_credential(&new).await.unwrap();
+        drop(storage);
+        // Opening again finds the column in place and keeps what was stored.
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        assert_eq!(storage.get_credential("mw").await.unwrap(), Some(new));
+        assert_eq!(storage.list_credentials().await.unwrap().len(), 2);
+        drop(storage);
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

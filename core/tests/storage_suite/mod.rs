@@ -882,6 +882,7 @@ pub async fn credentials_crud(s: Arc<dyn Storage>) {
             mq: Some(Access::Ro),
             ..Default::default()
         },
+        queues: vec!["bot.telegram".into(), "bot.telegram-eu".into()],
     };
     let admin = Credential {
         username: format!("admin-{suffix}"),
@@ -891,6 +892,7 @@ pub async fn credentials_crud(s: Arc<dyn Storage>) {
             coordinator: Some(Access::Ro),
             ..Default::default()
         },
+        queues: Vec::new(),
     };
     s.insert_credential(&bot).await.unwrap();
     s.insert_credential(&admin).await.unwrap();
