@@ -6,39 +6,47 @@
 //! process clear the affected cache at once, writes made elsewhere (another api instance,
 //! the admin command) show after at most the lifetime. Concurrent misses of one key share
 //! one load. A lifetime of zero disables the cache.
+//!
+//! Each cache holds at most `read_cache_capacity` keys, evicting the least recently used,
+//! and a load that fails (an unknown id, a storage error) leaves no slot behind: callers
+//! spraying random ids cost one lookup each and leave nothing in memory.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use hashlink::LruCache;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::error::Result;
-
-/// Keys beyond which stale entries are swept on insert.
-const SOFT_CAP: usize = 4096;
 
 struct Slot {
     created: Instant,
     value: Arc<OnceCell<Bytes>>,
 }
 
-/// Serialized values by key, each for at most `ttl`.
-pub(crate) struct ReadCache<K> {
+/// Serialized values by key, each for at most `ttl`, at most `capacity` keys.
+pub(crate) struct ReadCache<K: Eq + Hash> {
     ttl: Duration,
-    slots: Mutex<HashMap<K, Slot>>,
+    slots: Mutex<LruCache<K, Slot>>,
 }
 
 impl<K: Eq + Hash + Clone> ReadCache<K> {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    /// A cache keeping values for `ttl` (zero disables it) and at most `capacity` keys
+    /// (at least one).
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            slots: Mutex::default(),
+            slots: Mutex::new(LruCache::new(capacity.max(1))),
         }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, LruCache<K, Slot>> {
+        // Sections under the lock never panic half-way; a poisoned map is still whole.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cached value of `key`, or the result of `load` (remembered when it succeeds).
@@ -51,17 +59,14 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
             return load().await;
         }
         let cell = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slots = self.slots();
             match slots.get(&key) {
                 Some(slot) if slot.created.elapsed() < self.ttl => slot.value.clone(),
                 _ => {
-                    if slots.len() >= SOFT_CAP {
-                        let ttl = self.ttl;
-                        slots.retain(|_, slot| slot.created.elapsed() < ttl);
-                    }
                     let value = Arc::new(OnceCell::new());
+                    // Evicts the least recently used key when full.
                     slots.insert(
-                        key,
+                        key.clone(),
                         Slot {
                             created: Instant::now(),
                             value: value.clone(),
@@ -71,12 +76,30 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
                 }
             }
         };
-        cell.get_or_try_init(load).await.cloned()
+        let loaded = cell.get_or_try_init(load).await.cloned();
+        if loaded.is_err() {
+            // Forget the slot this call made (unless a later load filled or replaced it),
+            // so failed and unknown keys take no room.
+            let mut slots = self.slots();
+            let ours = slots
+                .peek(&key)
+                .is_some_and(|slot| Arc::ptr_eq(&slot.value, &cell) && !cell.initialized());
+            if ours {
+                slots.remove(&key);
+            }
+        }
+        loaded
     }
 
     /// Forgets everything (after a write that may change any entry).
     pub(crate) fn clear(&self) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.slots().clear();
+    }
+
+    /// How many keys are held (values and loads in flight).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots().len()
     }
 }
 
@@ -87,7 +110,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn serves_from_memory_until_expiry_or_clear() {
-        let cache = ReadCache::new(Duration::from_secs(2));
+        let cache = ReadCache::new(Duration::from_secs(2), 16);
         let loads = AtomicUsize::new(0);
         let load = || async {
             loads.fetch_add(1, Ordering::SeqCst);
@@ -106,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_loads_are_not_remembered_and_zero_ttl_disables() {
-        let cache = ReadCache::new(Duration::from_secs(60));
+        let cache = ReadCache::new(Duration::from_secs(60), 16);
         let err = cache
             .get_or_load(1, || async {
                 Err(crate::error::Error::Internal("x".into()))
@@ -118,7 +141,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok, Bytes::from_static(b"1"));
-        let off = ReadCache::new(Duration::ZERO);
+        let off = ReadCache::new(Duration::ZERO, 16);
         off.get_or_load(1, || async { Ok(Bytes::from_static(b"1")) })
             .await
             .unwrap();
@@ -127,5 +150,74 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, Bytes::from_static(b"2"));
+    }
+
+    #[tokio::test]
+    async fn random_keys_stay_bounded_and_misses_leave_nothing() {
+        let cache = ReadCache::new(Duration::from_secs(60), 100);
+        // Unknown ids: every load fails, nothing is kept.
+        for _ in 0..10_000 {
+            let id = uuid::Uuid::new_v4();
+            let miss = cache
+                .get_or_load(id, || async move {
+                    Err(crate::error::Error::NotFound(format!("no entity {id}")))
+                })
+                .await;
+            assert!(miss.is_err());
+        }
+        assert_eq!(cache.len(), 0);
+        // Known ids: at most the capacity, the most recently used kept.
+        let ids: Vec<uuid::Uuid> = (0..1000).map(|_| uuid::Uuid::new_v4()).collect();
+        for id in &ids {
+            cache
+                .get_or_load(*id, || async { Ok(Bytes::from_static(b"{}")) })
+                .await
+                .unwrap();
+            assert!(cache.len() <= 100);
+        }
+        assert_eq!(cache.len(), 100);
+        let loads = AtomicUsize::new(0);
+        let count = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok(Bytes::from_static(b"{}"))
+        };
+        cache.get_or_load(ids[999], count).await.unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 0, "recent key still cached");
+        cache.get_or_load(ids[0], count).await.unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "oldest key was evicted");
+        assert_eq!(cache.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_does_not_drop_a_value_loaded_meanwhile() {
+        let cache = Arc::new(ReadCache::new(Duration::from_secs(60), 16));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<()>();
+        let failing = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_load(7, || async move {
+                        let _ = started_tx.send(());
+                        let _ = fail_rx.await;
+                        Err(crate::error::Error::Internal("down".into()))
+                    })
+                    .await
+            })
+        };
+        started_rx.await.unwrap();
+        cache.clear();
+        cache
+            .get_or_load(7, || async { Ok(Bytes::from_static(b"new")) })
+            .await
+            .unwrap();
+        fail_tx.send(()).unwrap();
+        assert!(failing.await.unwrap().is_err());
+        assert_eq!(cache.len(), 1);
+        let kept = cache
+            .get_or_load(7, || async { Ok(Bytes::from_static(b"other")) })
+            .await
+            .unwrap();
+        assert_eq!(kept, Bytes::from_static(b"new"));
     }
 }

@@ -59,6 +59,14 @@ pub struct ApiConfig {
     /// through this process clear it at once, writes elsewhere show after at most this
     /// long; 0 disables; default 2000.
     pub read_cache_ms: u64,
+    /// `read_cache_capacity` / `STARGAZER_API__READ_CACHE_CAPACITY`: most keys each read
+    /// cache (single entities, subscriber lookups) holds, least recently used evicted
+    /// first; failed lookups take no room; default 4096.
+    pub read_cache_capacity: usize,
+    /// `storage_timeout_ms` / `STARGAZER_API__STORAGE_TIMEOUT_MS`: longest a database
+    /// call may take before the request is answered 503 with `Retry-After`,
+    /// milliseconds; default 5000.
+    pub storage_timeout_ms: u64,
     /// `trust_forwarded_for` / `STARGAZER_API__TRUST_FORWARDED_FOR`: take the client
     /// address from `X-Forwarded-For` (only behind a proxy that sets it); default false.
     pub trust_forwarded_for: bool,
@@ -125,6 +133,8 @@ impl Default for ApiConfig {
             login_max_failures: 5,
             login_window_secs: 300,
             read_cache_ms: 2000,
+            read_cache_capacity: 4096,
+            storage_timeout_ms: 5000,
             trust_forwarded_for: false,
             mq_prefix: "stargazer".to_owned(),
             mq_vhosts: vec!["/".to_owned()],
@@ -182,6 +192,18 @@ impl ApiConfig {
         if self.read_cache_ms > 3_600_000 {
             return invalid("read_cache_ms", "must be at most 3600000 (an hour)".into());
         }
+        if self.read_cache_capacity == 0 || self.read_cache_capacity > 1_000_000 {
+            return invalid(
+                "read_cache_capacity",
+                "must be between 1 and 1000000".into(),
+            );
+        }
+        if self.storage_timeout_ms == 0 || self.storage_timeout_ms > 600_000 {
+            return invalid(
+                "storage_timeout_ms",
+                "must be between 1 and 600000 (ten minutes)".into(),
+            );
+        }
         if self.login_max_failures == 0 {
             return invalid("login_max_failures", "must be at least 1".into());
         }
@@ -222,6 +244,10 @@ impl ApiConfig {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn storage_timeout(&self) -> Duration {
+        Duration::from_millis(self.storage_timeout_ms)
     }
 
     pub(crate) fn session_ttl(&self) -> Duration {

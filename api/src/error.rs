@@ -12,6 +12,9 @@ use stargazer_core::storage::StorageError;
 
 use crate::types::{ErrorBody, ErrorCode};
 
+/// Seconds a client is asked to wait after a 503 (storage unavailable or too slow).
+const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 5;
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -119,6 +122,10 @@ impl Error {
             Error::Storage(StorageError::Backend(_)) => {
                 "the database is unavailable; retry later".to_owned()
             }
+            // Names the stored record (collection, id, field): no driver text, no data.
+            Error::Storage(StorageError::Corrupt(what)) => {
+                format!("a stored record is malformed: {what}")
+            }
             Error::Storage(_) | Error::Internal(_) | Error::Config(_) | Error::Io(_) => {
                 "internal error".to_owned()
             }
@@ -176,7 +183,11 @@ impl IntoResponse for Error {
             Error::Storage(StorageError::Backend(detail)) => {
                 tracing::warn!(cause = %detail, "storage unavailable")
             }
-            Error::Storage(err @ (StorageError::Corrupt(_) | StorageError::InvalidUrl(_))) => {
+            Error::Storage(
+                err @ (StorageError::Corrupt(_)
+                | StorageError::InvalidUrl(_)
+                | StorageError::Inconsistent(_)),
+            ) => {
                 tracing::error!(cause = %err, "storage failure")
             }
             Error::Internal(_) | Error::Config(_) | Error::Io(_) => {
@@ -213,6 +224,12 @@ impl IntoResponse for Error {
             }
             Error::MethodNotAllowed => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECS),
+                );
             }
             _ => {}
         }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use stargazer_core::storage::timeout::TimedStorage;
 use stargazer_core::storage::Storage;
 use uuid::Uuid;
 
@@ -30,21 +31,26 @@ pub struct AppState {
     pub(crate) entity_by_id: Arc<ReadCache<Uuid>>,
     /// Serialized `getSubscribers` results by `(entity, kind, im)`.
     pub(crate) subscribers: Arc<ReadCache<(Uuid, String, String)>>,
-    /// Serializes entity writes of this process (account uniqueness is checked, then
-    /// written).
+    /// Serializes entity writes of this process, so its own writers never race for an
+    /// account (across processes the storage's unique index decides).
     pub(crate) entity_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
     /// Builds the state after validating `config`.
-    /// The api's metrics are registered in `registry`, which `/metrics` serves.
+    /// The api's metrics (and the storage's) are registered in `registry`, which
+    /// `/metrics` serves. Every storage call is bounded by `storage_timeout_ms`.
     pub fn new(
         config: ApiConfig,
         storage: Arc<dyn Storage>,
         registry: &prometheus::Registry,
     ) -> Result<Self> {
         config.validate()?;
+        storage.register_metrics(registry);
+        let storage: Arc<dyn Storage> =
+            Arc::new(TimedStorage::new(storage, config.storage_timeout()));
         let read_ttl = Duration::from_millis(config.read_cache_ms);
+        let capacity = config.read_cache_capacity;
         Ok(Self {
             credentials: Arc::new(CredentialVerifier::new(
                 storage.clone(),
@@ -60,9 +66,9 @@ impl AppState {
                 Duration::from_secs(config.credential_cache_secs),
             )),
             metrics: Arc::new(Metrics::new(registry.clone())?),
-            entities: Arc::new(ReadCache::new(read_ttl)),
-            entity_by_id: Arc::new(ReadCache::new(read_ttl)),
-            subscribers: Arc::new(ReadCache::new(read_ttl)),
+            entities: Arc::new(ReadCache::new(read_ttl, 1)),
+            entity_by_id: Arc::new(ReadCache::new(read_ttl, capacity)),
+            subscribers: Arc::new(ReadCache::new(read_ttl, capacity)),
             entity_writes: Arc::default(),
             config: Arc::new(config),
             storage,

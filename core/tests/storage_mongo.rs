@@ -116,15 +116,16 @@ fn sample_entity() -> Entity {
             Task {
                 id: Uuid::new_v4(),
                 entity: id,
+                // Accounts are unique per kind across entities.
                 params: TaskParams::Youtube {
-                    channel_id: "UCaaaaaaaaaaaaaaaaaaaaaa".into(),
+                    channel_id: format!("UC{}", &Uuid::new_v4().simple().to_string()[..22]),
                 },
             },
             Task {
                 id: Uuid::new_v4(),
                 entity: id,
                 params: TaskParams::Twitter {
-                    user_id: "12345".into(),
+                    user_id: (Uuid::new_v4().as_u128() % 1_000_000_000_000).to_string(),
                 },
             },
         ],
@@ -308,40 +309,192 @@ async fn kv_values_round_trip_exactly() {
     assert_eq!(s.kv_get("ns", "k").await.unwrap(), Some(value));
 }
 
-/// A document that does not match the model is a `Corrupt` error naming it, not a panic.
+fn uuid_bson(id: Uuid) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Uuid,
+        bytes: id.as_bytes().to_vec(),
+    })
+}
+
+/// A document that does not match the model is left out of listings (with the metric
+/// counting it) and is a `Corrupt` error naming it when read by id, never a panic and
+/// never a failure of the whole listing.
 #[tokio::test]
-async fn corrupt_documents_are_reported() {
+async fn malformed_documents_are_skipped_and_counted() {
     let (s, name) = fresh_named().await;
-    let tasks = raw_client()
-        .await
-        .database(&name)
-        .collection::<Document>("tasks");
+    let registry = prometheus::Registry::new();
+    s.register_metrics(&registry);
+    s.register_metrics(&registry);
+    let good = sample_entity();
+    s.insert_entity(&good).await.unwrap();
+    let db = raw_client().await.database(&name);
+    let tasks = db.collection::<Document>("tasks");
     tasks
         .insert_one(
             doc! { "_id": "not-a-uuid", "entity": "x", "kind": "youtube", "channel_id": "UC" },
         )
         .await
         .unwrap();
-    match s.list_tasks(None).await {
-        Err(StorageError::Corrupt(what)) => assert!(what.contains("not-a-uuid"), "{what}"),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
-    let id = Uuid::new_v4();
+    let myspace = Uuid::new_v4();
     tasks
-        .insert_one(doc! {
-            "_id": Bson::Binary(Binary { subtype: BinarySubtype::Uuid, bytes: id.as_bytes().to_vec() }),
-            "entity": Bson::Binary(Binary { subtype: BinarySubtype::Uuid, bytes: id.as_bytes().to_vec() }),
-            "kind": "myspace",
-        })
+        .insert_one(
+            doc! { "_id": uuid_bson(myspace), "entity": uuid_bson(good.id), "kind": "myspace" },
+        )
         .await
         .unwrap();
-    match s.get_task(id).await {
+    let broken = Uuid::new_v4();
+    db.collection::<Document>("entities")
+        .insert_one(doc! { "_id": uuid_bson(broken), "names": "not a map", "default_language": 7 })
+        .await
+        .unwrap();
+    db.collection::<Document>("users")
+        .insert_one(doc! { "_id": uuid_bson(Uuid::new_v4()), "im": "telegram" })
+        .await
+        .unwrap();
+
+    let listed = s.list_tasks(None).await.unwrap();
+    assert_eq!(listed.len(), good.tasks.len(), "{listed:?}");
+    let entities = s.list_entities().await.unwrap();
+    assert_eq!(entities.len(), 1);
+    assert_eq!(entities[0].tasks.len(), good.tasks.len());
+    assert_eq!(
+        s.get_entity(good.id).await.unwrap().unwrap().tasks.len(),
+        good.tasks.len()
+    );
+    assert!(s.list_users(None).await.unwrap().is_empty());
+    match s.get_entity(broken).await {
+        Err(StorageError::Corrupt(what)) => assert!(what.contains(&broken.to_string()), "{what}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    match s.get_task(myspace).await {
         Err(StorageError::Corrupt(what)) => assert!(what.contains("myspace"), "{what}"),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    let metrics = stargazer_core::telemetry::render_metrics(&registry);
+    for line in [
+        // Two bad tasks, seen by list_tasks, list_entities and get_entity(good).
+        r#"stargazer_storage_malformed_total{collection="tasks"} 5"#,
+        r#"stargazer_storage_malformed_total{collection="entities"} 1"#,
+        r#"stargazer_storage_malformed_total{collection="users"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+}
+
+/// Two instances, each with its own connection, race to give one channel to two
+/// entities: exactly one wins and the other gets a `Conflict` naming the account and the
+/// winner, with transactions and without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_race_for_one_account() {
+    for transactions in [true, false] {
+        let (first, name) = fresh_named().await;
+        let second = MongoStorage::connect_db(&mongo_url(), &name).await.unwrap();
+        let (first, second) = if transactions {
+            (first, second)
+        } else {
+            (first.without_transactions(), second.without_transactions())
+        };
+        for round in 0..5 {
+            let (a, b) = (sample_entity(), sample_entity());
+            let mut b = b;
+            b.tasks[0].params = a.tasks[0].params.clone();
+            let (ra, rb) = tokio::join!(first.insert_entity(&a), second.insert_entity(&b));
+            let account = a.tasks[0].params.source_id().to_owned();
+            let (winner, loser) = match (&ra, &rb) {
+                (Ok(()), Err(StorageError::Conflict(what))) => (a.id, what.clone()),
+                (Err(StorageError::Conflict(what)), Ok(())) => (b.id, what.clone()),
+                other => panic!("round {round} (transactions: {transactions}): {other:?}"),
+            };
+            assert!(loser.contains(&account), "{loser}");
+            assert!(loser.contains(&winner.to_string()), "{loser}");
+            let watching: Vec<Task> = first
+                .list_tasks(None)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.params.source_id() == account)
+                .collect();
+            assert_eq!(watching.len(), 1, "{watching:?}");
+            assert_eq!(watching[0].entity, winner);
+        }
+    }
+}
+
+/// Tasks written before the account index existed get their account on open; two that
+/// share one make opening fail with `Inconsistent` naming both, and nothing is deleted.
+#[tokio::test]
+async fn opening_checks_accounts_written_before_the_index() {
+    let name = fresh_db_name();
+    let db = raw_client().await.database(&name);
+    let tasks = db.collection::<Document>("tasks");
+    let (t1, t2, e1, e2) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let channel = "UCdupdupdupdupdupdupdupd";
+    tasks
+        .insert_many([
+            doc! { "_id": uuid_bson(t1), "entity": uuid_bson(e1), "kind": "youtube", "channel_id": channel },
+            doc! { "_id": uuid_bson(t2), "entity": uuid_bson(e2), "kind": "youtube", "channel_id": channel },
+            doc! { "_id": "junk", "kind": "youtube" },
+        ])
+        .await
+        .unwrap();
+    match MongoStorage::connect_db(&mongo_url(), &name).await {
+        Err(StorageError::Inconsistent(what)) => {
+            for part in [
+                channel.to_owned(),
+                t1.to_string(),
+                t2.to_string(),
+                e1.to_string(),
+                e2.to_string(),
+            ] {
+                assert!(what.contains(&part), "{part} missing in {what}");
+            }
+        }
+        other => panic!("expected Inconsistent, got {other:?}"),
+    }
+    assert_eq!(tasks.count_documents(doc! {}).await.unwrap(), 3);
+
+    // The operator removes one; now it opens and the other has its account.
+    tasks
+        .delete_one(doc! { "_id": uuid_bson(t2) })
+        .await
+        .unwrap();
+    let s = MongoStorage::connect_db(&mongo_url(), &name).await.unwrap();
+    let stored = tasks
+        .find_one(doc! { "_id": uuid_bson(t1) })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_str("account").unwrap(), channel);
+    let mut thief = sample_entity();
+    thief.tasks[0].params = TaskParams::Youtube {
+        channel_id: channel.to_owned(),
+    };
+    assert!(matches!(
+        s.insert_entity(&thief).await,
+        Err(StorageError::Conflict(what)) if what.contains(&e1.to_string())
+    ));
 }
 
 // ---------------------------------------------------------------- connection and indexes
+
+/// A server that is not there fails opening within the server-selection bound (a few
+/// seconds), not the driver's default 30 s.
+#[tokio::test]
+async fn an_unreachable_server_fails_within_the_selection_timeout() {
+    let started = std::time::Instant::now();
+    let result = MongoStorage::connect_db("mongodb://127.0.0.1:1/", &fresh_db_name()).await;
+    assert!(
+        matches!(result, Err(StorageError::Backend(_))),
+        "{result:?}"
+    );
+    let bound = stargazer_core::storage::mongo::SERVER_SELECTION_TIMEOUT + Duration::from_secs(3);
+    assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+}
 
 /// Connecting twice to one database is fine (index creation is idempotent) and both
 /// instances see the same data; the URL path picks the database.

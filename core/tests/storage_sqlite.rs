@@ -106,8 +106,9 @@ mod sqlite_specific {
                 .map(|i| Task {
                     id: Uuid::new_v4(),
                     entity: id,
+                    // Accounts are unique per kind across entities.
                     params: TaskParams::Twitter {
-                        user_id: i.to_string(),
+                        user_id: format!("{}{i:05}", id.as_u128() % 1_000_000_000),
                     },
                 })
                 .collect(),
@@ -132,7 +133,12 @@ mod sqlite_specific {
         let a = entity_with_tasks(1);
         s.insert_entity(&a).await.unwrap();
         let mut b = entity_with_tasks(1);
-        b.tasks.push(a.tasks[0].clone());
+        // a's task id, watching an account of its own.
+        let mut stolen = a.tasks[0].clone();
+        stolen.params = TaskParams::Twitter {
+            user_id: format!("{}", b.id.as_u128() % 1_000_000_007),
+        };
+        b.tasks.push(stolen);
         match s.insert_entity(&b).await {
             Err(StorageError::Conflict(what)) => {
                 assert!(what.contains(&a.tasks[0].id.to_string()), "{what}")
@@ -261,5 +267,192 @@ mod sqlite_specific {
         assert_eq!(got.iter().map(|x| x.user.id).collect::<Vec<_>>(), wanted);
         let ids: HashSet<Uuid> = got.iter().map(|x| x.subscription.user).collect();
         assert_eq!(ids.len(), wanted.len());
+    }
+
+    /// A fresh database file path (removed, with its WAL files, by [`remove_db`]).
+    fn db_path() -> String {
+        let dir = std::env::temp_dir().join("stargazer-sqlite-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(format!("{}.db", Uuid::new_v4()))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn remove_db(path: &str) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    }
+
+    /// Rows that do not decode are left out of listings (and counted), and are a
+    /// `Corrupt` error naming them when read by id.
+    #[tokio::test]
+    async fn malformed_rows_are_skipped_and_counted() {
+        let path = db_path();
+        let s = SqliteStorage::open(&path).await.unwrap();
+        let registry = prometheus::Registry::new();
+        s.register_metrics(&registry);
+        let good = entity_with_tasks(2);
+        s.insert_entity(&good).await.unwrap();
+        let broken = Uuid::new_v4();
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO entities (id, names, default_language, group_id, translate_to)
+                 VALUES (?1, 'not json', 'en', NULL, '[]')",
+                [broken.to_string()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO tasks (id, entity, position, kind, params) VALUES ('junk', ?1, 9, 'twitter', '{')",
+                [good.id.to_string()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO users (id, im, im_chat_id, name, language, settings, paused, created_at)
+                 VALUES ('not-a-uuid', 'telegram', '1', 'n', 'en', '{}', 0, 'yesterday')",
+                [],
+            )
+            .unwrap();
+        }
+        let entities = s.list_entities().await.unwrap();
+        assert_eq!(entities.len(), 1);
+        assert_eq!(entities[0].tasks, good.tasks);
+        assert_eq!(
+            s.get_entity(good.id).await.unwrap().unwrap().tasks,
+            good.tasks
+        );
+        assert_eq!(s.list_tasks(None).await.unwrap().len(), 2);
+        assert!(s.list_users(None).await.unwrap().is_empty());
+        match s.get_entity(broken).await {
+            Err(StorageError::Corrupt(what)) => {
+                assert!(
+                    what.contains(&format!("entity {broken}: column 1")),
+                    "{what}"
+                )
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        let metrics = stargazer_core::telemetry::render_metrics(&registry);
+        for line in [
+            // The bad task, seen by list_entities, get_entity(good) and list_tasks.
+            r#"stargazer_storage_malformed_total{collection="tasks"} 3"#,
+            r#"stargazer_storage_malformed_total{collection="entities"} 1"#,
+            r#"stargazer_storage_malformed_total{collection="users"} 1"#,
+        ] {
+            assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+        }
+        drop(s);
+        remove_db(&path);
+    }
+
+    /// Two connections to one file race to give one account to two entities: exactly
+    /// one wins, the other gets a `Conflict` naming the account and the winner.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_connections_race_for_one_account() {
+        let path = db_path();
+        let first = SqliteStorage::open(&path).await.unwrap();
+        let second = SqliteStorage::open(&path).await.unwrap();
+        for round in 0..5 {
+            let a = entity_with_tasks(1);
+            let mut b = entity_with_tasks(1);
+            b.tasks[0].params = a.tasks[0].params.clone();
+            let (ra, rb) = tokio::join!(first.insert_entity(&a), second.insert_entity(&b));
+            let (winner, loser) = match (&ra, &rb) {
+                (Ok(()), Err(StorageError::Conflict(what))) => (a.id, what.clone()),
+                (Err(StorageError::Conflict(what)), Ok(())) => (b.id, what.clone()),
+                other => panic!("round {round}: {other:?}"),
+            };
+            assert!(loser.contains(a.tasks[0].params.source_id()), "{loser}");
+            assert!(loser.contains(&winner.to_string()), "{loser}");
+        }
+        drop((first, second));
+        remove_db(&path);
+    }
+
+    /// Turns a current database file back into schema version 1 (no account column,
+    /// no account index), as an older build left it.
+    fn downgrade_to_v1(path: &str) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX tasks_by_account;
+             ALTER TABLE tasks DROP COLUMN account;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+
+    /// A version-1 file migrates (accounts filled in, index created); one where two tasks
+    /// share an account refuses to open with `Inconsistent` naming both, keeping them.
+    #[tokio::test]
+    async fn version_1_files_migrate_unless_accounts_repeat() {
+        let path = db_path();
+        let a = entity_with_tasks(1);
+        let mut b = entity_with_tasks(1);
+        drop(SqliteStorage::open(&path).await.unwrap());
+        downgrade_to_v1(&path);
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for (e, task) in [(&a, &a.tasks[0]), (&b, &b.tasks[0])] {
+                conn.execute(
+                    "INSERT INTO entities (id, names, default_language, group_id, translate_to)
+                     VALUES (?1, '{}', 'en', NULL, '[]')",
+                    [e.id.to_string()],
+                )
+                .unwrap();
+                // Both watch a's account.
+                conn.execute(
+                    "INSERT INTO tasks (id, entity, position, kind, params) VALUES (?1, ?2, 0, 'twitter', ?3)",
+                    [
+                        task.id.to_string(),
+                        e.id.to_string(),
+                        serde_json::to_string(&a.tasks[0].params).unwrap(),
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let account = a.tasks[0].params.source_id();
+        match SqliteStorage::open(&path).await {
+            Err(StorageError::Inconsistent(what)) => {
+                for part in [
+                    account.to_owned(),
+                    a.tasks[0].id.to_string(),
+                    b.tasks[0].id.to_string(),
+                    a.id.to_string(),
+                    b.id.to_string(),
+                ] {
+                    assert!(what.contains(&part), "{part} missing in {what}");
+                }
+            }
+            Err(other) => panic!("expected Inconsistent, got {other:?}"),
+            Ok(_) => panic!("a repeated account was accepted"),
+        }
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let (tasks, version): (i64, i64) = (
+                conn.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+                    .unwrap(),
+                conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .unwrap(),
+            );
+            assert_eq!((tasks, version), (2, 1), "nothing changed");
+            conn.execute(
+                "DELETE FROM tasks WHERE id = ?1",
+                [b.tasks[0].id.to_string()],
+            )
+            .unwrap();
+        }
+        let s = SqliteStorage::open(&path).await.unwrap();
+        b.tasks[0].params = a.tasks[0].params.clone();
+        match s.update_entity(&b).await {
+            Err(StorageError::Conflict(what)) => {
+                assert!(what.contains(&a.id.to_string()), "{what}")
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        drop(s);
+        remove_db(&path);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Storage and bus are retried with backoff while unreachable, because in a deployment
 //! the database or broker may start after the service; a URL that cannot be right is a
-//! configuration error at once.
+//! configuration error at once, and stored data the storage refuses to open
+//! ([`StorageError::Inconsistent`]) stops the role with the storage's message.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub async fn open_storage(url: &str, shutdown: &CancellationToken) -> Result<Arc
                 )
                 .into())
             }
+            // Waiting does not fix stored data: stop and say what to fix.
+            Err(err @ StorageError::Inconsistent(_)) => return Err(err.into()),
             Err(err) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(cause = %err, retry_in = ?delay, "storage unavailable");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::State;
 use stargazer_core::model::{self, Access, Component};
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::{Storage, StorageError};
 use uuid::Uuid;
 
 use crate::auth::{AdminWrite, Authorized, Caller, EntityRead};
@@ -28,6 +28,15 @@ async fn load_entity(state: &AppState, id: Uuid) -> Result<model::Entity> {
         .ok_or_else(|| Error::NotFound(format!("no entity {id}")))
 }
 
+/// A write refused by the storage's unique keys is a 409 whose message is the storage's
+/// own (for an account: which one, and which entity watches it).
+fn conflict_as_is(err: StorageError) -> Error {
+    match err {
+        StorageError::Conflict(what) => Error::Conflict(what),
+        other => other.into(),
+    }
+}
+
 /// 404 unless `group` is absent or exists.
 pub(crate) async fn ensure_group(storage: &dyn Storage, group: Option<Uuid>) -> Result<()> {
     let Some(group) = group else {
@@ -41,7 +50,9 @@ pub(crate) async fn ensure_group(storage: &dyn Storage, group: Option<Uuid>) -> 
 }
 
 /// Builds the task list of `entity` from `params`, keeping the ids of accounts it already
-/// watches, and refuses accounts another entity watches (409).
+/// watches, and refuses accounts another entity watches (409). This check answers early
+/// with a clear message; the storage's unique `(kind, account)` index is what holds
+/// when another api instance writes at the same time.
 pub(crate) async fn build_tasks(
     storage: &dyn Storage,
     entity: Uuid,
@@ -132,8 +143,8 @@ pub(crate) async fn new_entity(
     validate::names(&req.names, &req.default_language)?;
     validate::languages("translate_to", &req.translate_to)?;
     validate::tasks(&req.tasks)?;
-    // One entity write at a time in this process, so two creations cannot claim the
-    // same account between the check and the insert.
+    // One entity write at a time in this process, so its own creations do not race
+    // between the check and the insert (other processes meet the storage's index).
     let _write = state.entity_writes.lock().await;
     ensure_group(state.storage.as_ref(), req.group).await?;
     let id = req.id.unwrap_or_else(Uuid::new_v4);
@@ -146,7 +157,11 @@ pub(crate) async fn new_entity(
         translate_to: req.translate_to,
         tasks,
     };
-    state.storage.insert_entity(&entity).await?;
+    state
+        .storage
+        .insert_entity(&entity)
+        .await
+        .map_err(conflict_as_is)?;
     state.entities_changed();
     Ok(Data(entity.into()))
 }
@@ -180,7 +195,11 @@ pub(crate) async fn update_entity(
         entity.tasks =
             build_tasks(state.storage.as_ref(), entity.id, params, &entity.tasks).await?;
     }
-    state.storage.update_entity(&entity).await?;
+    state
+        .storage
+        .update_entity(&entity)
+        .await
+        .map_err(conflict_as_is)?;
     state.entities_changed();
     Ok(Data(entity.into()))
 }

@@ -92,12 +92,15 @@ pub async fn add_credential(
 }
 
 pub fn make_task(kind: TaskKind, n: usize) -> Task {
+    // Storage allows one task per account: a random prefix keeps calls that reuse `n`
+    // (several batches in one database) apart.
+    let salt = Uuid::new_v4().as_u128() % 1_000_000_000;
     let params = match kind {
         TaskKind::Youtube => TaskParams::Youtube {
-            channel_id: format!("UC{n:022}"),
+            channel_id: format!("UC{salt:09}{n:013}"),
         },
         TaskKind::Twitter => TaskParams::Twitter {
-            user_id: format!("{}", 1_000_000 + n),
+            user_id: format!("{salt}{n:07}"),
         },
     };
     Task {

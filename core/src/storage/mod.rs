@@ -3,10 +3,16 @@
 //! embedded). Both pass the same contract suite (`core/tests/storage_*.rs`).
 //!
 //! [`connect`] picks the implementation from the URL scheme: `mongodb://…`,
-//! `mongodb+srv://…`, `sqlite://path` or `sqlite::memory:`.
+//! `mongodb+srv://…`, `sqlite://path` or `sqlite::memory:`. [`timeout::TimedStorage`]
+//! bounds every call of another storage.
+//!
+//! Reads degrade rather than fail (docs/ARCHITECTURE.md §3): a stored record that does
+//! not decode is left out of listings with a warning naming it, counted in
+//! `stargazer_storage_malformed_total{collection}` ([`MalformedRecords`]).
 
 pub mod mongo;
 pub mod sqlite;
+pub mod timeout;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
+use prometheus::{IntCounterVec, Opts, Registry};
 use uuid::Uuid;
 
 use crate::model::{
@@ -36,6 +43,11 @@ pub enum StorageError {
     /// A stored document could not be decoded into the model.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The stored data breaks an invariant the storage enforces (two tasks watching one
+    /// account); found when opening, and fixing it needs an operator. The message names
+    /// the records.
+    #[error("inconsistent data: {0}")]
+    Inconsistent(String),
     /// The database could not be reached or failed.
     #[error("database error: {0}")]
     Backend(String),
@@ -59,16 +71,33 @@ pub struct Subscriber {
 /// contract suite.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
+    // ---- health and metrics ----
+
+    /// Checks that the database answers (a round trip, no data read). The default reads
+    /// one key/value entry; implementations send their cheapest command.
+    async fn ping(&self) -> Result<()> {
+        self.kv_get("stargazer", "ping").await.map(drop)
+    }
+
+    /// Registers this storage's metrics (malformed records skipped) in `registry`.
+    /// Registering one storage in one registry twice is harmless.
+    fn register_metrics(&self, registry: &Registry) {
+        let _ = registry;
+    }
+
     // ---- entities and groups ----
 
-    /// Inserts an entity and its tasks; `Conflict` if the id or a task id exists.
+    /// Inserts an entity and its tasks; `Conflict` if the id or a task id exists, or if
+    /// another entity's task watches the same account (`(kind, account)` is unique: the
+    /// message names the account and the entity that owns it).
     async fn insert_entity(&self, entity: &Entity) -> Result<()>;
     /// The entity with its tasks.
     async fn get_entity(&self, id: Uuid) -> Result<Option<Entity>>;
-    /// Every entity with its tasks, ordered by id.
+    /// Every entity with its tasks, ordered by id. Entities and tasks whose stored form
+    /// does not decode are skipped (and reported), as in every listing.
     async fn list_entities(&self) -> Result<Vec<Entity>>;
     /// Replaces an entity and its task list (tasks not in the list are deleted, new ones
-    /// inserted); `NotFound` if absent.
+    /// inserted); `NotFound` if absent, `Conflict` as for [`Storage::insert_entity`].
     async fn update_entity(&self, entity: &Entity) -> Result<()>;
     /// Deletes an entity, its tasks and every subscription to it; `NotFound` if absent.
     async fn delete_entity(&self, id: Uuid) -> Result<()>;
@@ -198,6 +227,72 @@ pub trait Storage: Send + Sync + 'static {
         im: &str,
         chats: &[String],
     ) -> Result<HashSet<String>>;
+}
+
+/// The `Conflict` message for `task`, whose account the task of entity `owner` watches.
+pub(crate) fn account_taken(task: &Task, owner: Option<&str>) -> String {
+    let (kind, account) = (task.kind(), task.params.source_id());
+    match owner {
+        Some(owner) => format!("{kind} account {account} is already watched by entity {owner}"),
+        None => format!("{kind} account {account} is already watched by another entity"),
+    }
+}
+
+/// The name of the metric counting skipped records.
+pub const MALFORMED_METRIC: &str = "stargazer_storage_malformed_total";
+
+/// Reports stored records that do not decode and are skipped: a warning naming the
+/// collection and the record's id, and the counter [`MALFORMED_METRIC`]`{collection}`.
+/// Clones share the counter.
+#[derive(Clone)]
+pub struct MalformedRecords {
+    counter: IntCounterVec,
+}
+
+impl std::fmt::Debug for MalformedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MalformedRecords").finish_non_exhaustive()
+    }
+}
+
+impl Default for MalformedRecords {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MalformedRecords {
+    /// A counter at zero, registered nowhere yet.
+    pub fn new() -> Self {
+        let counter = IntCounterVec::new(
+            Opts::new(
+                MALFORMED_METRIC,
+                "Stored records skipped because they do not decode, by collection.",
+            ),
+            &["collection"],
+        )
+        .expect("the metric name and label are valid literals");
+        Self { counter }
+    }
+
+    /// Logs and counts one skipped record.
+    pub fn skip(&self, collection: &str, id: &str, cause: &dyn std::fmt::Display) {
+        tracing::warn!(collection, id, %cause, "skipping a malformed stored record");
+        self.counter.with_label_values(&[collection]).inc();
+    }
+
+    /// How many records of `collection` were skipped so far.
+    pub fn count(&self, collection: &str) -> u64 {
+        self.counter.with_label_values(&[collection]).get()
+    }
+
+    /// Registers the counter in `registry`; already being registered there is fine.
+    pub fn register(&self, registry: &Registry) {
+        match registry.register(Box::new(self.counter.clone())) {
+            Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+            Err(err) => tracing::warn!(cause = %err, "storage metrics not registered"),
+        }
+    }
 }
 
 /// Opens the storage named by `url`.

@@ -6,7 +6,7 @@
 //! | collection | `_id` | other fields | indexes |
 //! |---|---|---|---|
 //! | `entities` | entity id | `names`, `default_language`, `group`, `translate_to`, `tasks` (task ids, in list order) | |
-//! | `tasks` | task id | `entity`, `kind`, `channel_id` or `user_id` | `entity`; `(kind, _id)` |
+//! | `tasks` | task id | `entity`, `kind`, `channel_id` or `user_id`, `account` (the same id again) | `entity`; `(kind, _id)`; unique `(kind, account)` |
 //! | `groups` | group id | `names` | |
 //! | `users` | user id | `im`, `im_chat_id`, `name`, `language`, `settings`, `created_at` | unique `(im, im_chat_id)` |
 //! | `subscriptions` | generated | `user`, `entity`, `kinds` | unique `(user, entity)`; `(entity, user)` |
@@ -29,6 +29,16 @@
 //! removes what it wrote.
 //!
 //! Times are BSON dates, so they keep millisecond precision.
+//!
+//! One account is watched by one task (docs/ARCHITECTURE.md §3): the unique `(kind,
+//! account)` index makes a second api instance's insert fail with `Conflict`. Opening a
+//! database written before the index existed fills in `account` and fails with
+//! [`StorageError::Inconsistent`], naming the tasks, if two already share one.
+//!
+//! Listings skip documents that do not decode (reported through [`MalformedRecords`]);
+//! reading one such document by id is a `Corrupt` error naming it. Unless the URL says
+//! otherwise (`connectTimeoutMS`, `serverSelectionTimeoutMS`), an unreachable server
+//! fails a call after [`SERVER_SELECTION_TIMEOUT`] rather than the driver's 30 s.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -50,7 +60,7 @@ use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
-use super::{Result, Storage, StorageError, Subscriber};
+use super::{MalformedRecords, Result, Storage, StorageError, Subscriber};
 use crate::backoff::Backoff;
 use crate::model::{
     Access, Credential, DelayedMessage, DeliveryRecord, Entity, Group, LocalizedNames, Permissions,
@@ -68,6 +78,18 @@ const MAX_COMMIT_ATTEMPTS: u32 = 3;
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
+
+/// MongoDB's code for a collection that does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
+
+/// How long opening a connection to a server may take, unless the URL says otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an operation waits for a usable server, unless the URL says otherwise.
+pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The name of the unique `(kind, account)` index on `tasks`.
+const TASK_ACCOUNT_INDEX: &str = "kind_account";
 
 /// Chat ids per delivery-log query of [`Storage::delivered_chats`]: keeps the `$in` list
 /// far below the 16 MiB command limit however long the candidate list is.
@@ -91,6 +113,8 @@ pub struct MongoStorage {
     deliveries: Collection<Document>,
     /// Whether the deployment supports multi-document transactions.
     transactions: bool,
+    /// Reports documents skipped by listings.
+    malformed: MalformedRecords,
     /// Cancelled when the storage is dropped; watch streams end on it.
     closed: CancellationToken,
     _close_on_drop: DropGuard,
@@ -125,6 +149,10 @@ impl MongoStorage {
         if options.app_name.is_none() {
             options.app_name = Some("stargazer".to_owned());
         }
+        options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        options
+            .server_selection_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
         let client =
             Client::with_options(options).map_err(|e| db_err("creating the MongoDB client", e))?;
         let db = client.database(db_name);
@@ -152,6 +180,7 @@ impl MongoStorage {
             client,
             db,
             transactions,
+            malformed: MalformedRecords::new(),
             _close_on_drop: closed.clone().drop_guard(),
             closed,
         };
@@ -199,6 +228,29 @@ impl MongoStorage {
                 )
                 .build()
         };
+        self.prepare_task_accounts().await?;
+        // Partial: a task document without a string `account` (written by hand, not
+        // decodable) is not indexed, so it cannot block the index or another task.
+        let account_index = IndexModel::builder()
+            .keys(doc! { "kind": 1, "account": 1 })
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .name(TASK_ACCOUNT_INDEX.to_owned())
+                    .unique(true)
+                    .partial_filter_expression(doc! { "account": { "$type": "string" } })
+                    .build(),
+            )
+            .build();
+        if let Err(e) = self.tasks.create_index(account_index).await {
+            // A writer without the index slipped a duplicate in since the check.
+            return Err(if is_duplicate_key(&e) {
+                StorageError::Inconsistent(format!(
+                    "two tasks watch one account ({e}); keep one task per account and start again"
+                ))
+            } else {
+                db_err("creating the task account index", e)
+            });
+        }
         let plan: Vec<(&Collection<Document>, Vec<IndexModel>)> = vec![
             (
                 &self.tasks,
@@ -274,6 +326,111 @@ impl MongoStorage {
             }
         }
         Ok(())
+    }
+
+    /// Before the unique account index exists: gives every task written without an
+    /// `account` one, and refuses (naming them) tasks that already share an account,
+    /// which the index would reject. Nothing is deleted: choosing is the operator's call.
+    async fn prepare_task_accounts(&self) -> Result<()> {
+        let names = match self.tasks.list_index_names().await {
+            Ok(names) => names,
+            Err(e) if is_code(&e, NAMESPACE_NOT_FOUND) => Vec::new(),
+            Err(e) => return Err(db_err("listing task indexes", e)),
+        };
+        if names.iter().any(|name| name == TASK_ACCOUNT_INDEX) {
+            return Ok(());
+        }
+        let unfilled = find_all(
+            &self.tasks,
+            doc! { "account": { "$exists": false } },
+            doc! {},
+            "reading tasks",
+        )
+        .await?;
+        for d in &unfilled {
+            match decode_task(d) {
+                Ok(task) => {
+                    self.tasks
+                        .update_one(
+                            doc! { "_id": uuid_bson(task.id) },
+                            doc! { "$set": { "account": task.params.source_id() } },
+                        )
+                        .await
+                        .map_err(|e| db_err("filling in task accounts", e))?;
+                }
+                Err(e) => self.malformed.skip("tasks", &doc_id(d), &e),
+            }
+        }
+        let indexed = find_all(
+            &self.tasks,
+            doc! { "account": { "$type": "string" } },
+            doc! { "_id": 1 },
+            "reading tasks",
+        )
+        .await?;
+        let mut owners: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for d in &indexed {
+            let (Ok(kind), Ok(account)) = (d.get_str("kind"), d.get_str("account")) else {
+                continue;
+            };
+            let entity =
+                get_uuid(d, "entity", "task").map_or_else(|_| "?".to_owned(), |u| u.to_string());
+            owners
+                .entry((kind.to_owned(), account.to_owned()))
+                .or_default()
+                .push(format!("task {} of entity {entity}", doc_id(d)));
+        }
+        let mut duplicates: Vec<String> = owners
+            .into_iter()
+            .filter(|(_, tasks)| tasks.len() > 1)
+            .map(|((kind, account), tasks)| {
+                format!(
+                    "{kind} account {account} is watched by {}",
+                    tasks.join(", ")
+                )
+            })
+            .collect();
+        if duplicates.is_empty() {
+            return Ok(());
+        }
+        duplicates.sort();
+        Err(StorageError::Inconsistent(format!(
+            "{}; keep one task per account (remove the others) and start again",
+            duplicates.join("; ")
+        )))
+    }
+
+    /// The `Conflict` for `task`, whose account another task already watches, naming
+    /// the account and (when it can be read) the entity that owns it.
+    async fn account_conflict(&self, task: &Task) -> StorageError {
+        let owner = self
+            .tasks
+            .find_one(doc! { "kind": task.kind().as_str(), "account": task.params.source_id() })
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| get_uuid(&d, "entity", "task").ok())
+            .map(|owner| owner.to_string());
+        StorageError::Conflict(super::account_taken(task, owner.as_deref()))
+    }
+
+    /// Decodes every document, leaving out (and reporting) those of `collection` that
+    /// do not decode.
+    fn decode_each<T>(
+        &self,
+        collection: &str,
+        docs: &[Document],
+        mut decode: impl FnMut(&Document) -> Result<T>,
+    ) -> Vec<T> {
+        docs.iter()
+            .filter_map(|d| match decode(d) {
+                Ok(value) => Some(value),
+                Err(e) => {
+                    self.malformed.skip(collection, &doc_id(d), &e);
+                    None
+                }
+            })
+            .collect()
     }
 
     // ---------------------------------------------------------------- transactions
@@ -353,11 +510,17 @@ impl MongoStorage {
             .map(|t| task_doc(t, entity.id))
             .collect();
         if let Err(e) = tx.insert_many(&self.tasks, docs).await {
-            let failed_at = duplicate_index(&e);
-            let error = TxError::unique(e, "inserting tasks", || match failed_at {
-                Some(i) if i < entity.tasks.len() => format!("task {}", entity.tasks[i].id),
-                _ => format!("a task of entity {}", entity.id),
+            let failed_at = duplicate_index(&e).filter(|&i| i < entity.tasks.len());
+            let on_account = is_account_duplicate(&e);
+            let mut error = TxError::unique(e, "inserting tasks", || match failed_at {
+                Some(i) => format!("task {}", entity.tasks[i].id),
+                None => format!("a task of entity {}", entity.id),
             });
+            if let (true, Some(i), StorageError::Conflict(_)) =
+                (on_account, failed_at, &error.error)
+            {
+                error.error = self.account_conflict(&entity.tasks[i]).await;
+            }
             if !tx.atomic() {
                 // No transaction to roll back: remove what this call wrote. Filtering on
                 // the owner keeps another entity's task with a colliding id.
@@ -410,6 +573,30 @@ impl MongoStorage {
             ))
             .into());
         }
+        // Likewise accounts another entity's task watches (the index catches a race).
+        let accounts: Vec<Document> = entity
+            .tasks
+            .iter()
+            .map(|t| doc! { "kind": t.kind().as_str(), "account": t.params.source_id() })
+            .collect();
+        if !accounts.is_empty() {
+            let taken = tx
+                .find(
+                    &self.tasks,
+                    doc! { "$or": accounts, "entity": { "$ne": key.clone() } },
+                )
+                .await
+                .map_err(|e| TxError::driver(e, "checking task accounts"))?;
+            if let Some(other) = taken.first() {
+                let owner = get_uuid(other, "entity", "task")?;
+                let kind = other.get_str("kind").unwrap_or_default();
+                let account = other.get_str("account").unwrap_or_default();
+                return Err(StorageError::Conflict(format!(
+                    "{kind} account {account} is already watched by entity {owner}"
+                ))
+                .into());
+            }
+        }
 
         let old: HashMap<Uuid, Task> = tx
             .find(&self.tasks, doc! { "entity": key.clone() })
@@ -437,14 +624,23 @@ impl MongoStorage {
             }
             // The filter names the owner, so an id another entity took meanwhile fails
             // the upsert with a duplicate key instead of being moved here.
-            tx.replace_one(
-                &self.tasks,
-                doc! { "_id": uuid_bson(task.id), "entity": key.clone() },
-                task_doc(task, entity.id),
-                true,
-            )
-            .await
-            .map_err(|e| TxError::unique(e, "writing a task", || format!("task {}", task.id)))?;
+            if let Err(e) = tx
+                .replace_one(
+                    &self.tasks,
+                    doc! { "_id": uuid_bson(task.id), "entity": key.clone() },
+                    task_doc(task, entity.id),
+                    true,
+                )
+                .await
+            {
+                let on_account = is_account_duplicate(&e);
+                let mut error =
+                    TxError::unique(e, "writing a task", || format!("task {}", task.id));
+                if on_account && matches!(error.error, StorageError::Conflict(_)) {
+                    error.error = self.account_conflict(task).await;
+                }
+                return Err(error);
+            }
         }
         tx.replace_one(
             &self.entities,
@@ -511,8 +707,7 @@ impl MongoStorage {
         };
         let docs = find_all(&self.tasks, filter, doc! { "_id": 1 }, "reading tasks").await?;
         let mut grouped: HashMap<Uuid, Vec<Task>> = HashMap::new();
-        for d in &docs {
-            let task = decode_task(d)?;
+        for task in self.decode_each("tasks", &docs, decode_task) {
             grouped.entry(task.entity).or_default().push(task);
         }
         Ok(grouped)
@@ -562,6 +757,18 @@ macro_rules! atomically {
 
 #[async_trait]
 impl Storage for MongoStorage {
+    async fn ping(&self) -> Result<()> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(drop)
+            .map_err(|e| db_err("pinging MongoDB", e))
+    }
+
+    fn register_metrics(&self, registry: &prometheus::Registry) {
+        self.malformed.register(registry);
+    }
+
     // ---------------------------------------------------------------- entities and groups
 
     async fn insert_entity(&self, entity: &Entity) -> Result<()> {
@@ -592,12 +799,10 @@ impl Storage for MongoStorage {
         )
         .await?;
         let mut tasks = self.tasks_by_entity(None).await?;
-        docs.iter()
-            .map(|d| {
-                let id = get_uuid(d, "_id", "entity")?;
-                decode_entity(d, tasks.remove(&id).unwrap_or_default())
-            })
-            .collect()
+        Ok(self.decode_each("entities", &docs, |d| {
+            let id = get_uuid(d, "_id", "entity")?;
+            decode_entity(d, tasks.remove(&id).unwrap_or_default())
+        }))
     }
 
     async fn update_entity(&self, entity: &Entity) -> Result<()> {
@@ -624,14 +829,12 @@ impl Storage for MongoStorage {
 
     async fn list_groups(&self) -> Result<Vec<Group>> {
         let docs = find_all(&self.groups, doc! {}, doc! { "_id": 1 }, "reading groups").await?;
-        docs.iter()
-            .map(|d| {
-                Ok(Group {
-                    id: get_uuid(d, "_id", "group")?,
-                    names: get_names(d, "names", "group")?,
-                })
+        Ok(self.decode_each("groups", &docs, |d| {
+            Ok(Group {
+                id: get_uuid(d, "_id", "group")?,
+                names: get_names(d, "names", "group")?,
             })
-            .collect()
+        }))
     }
 
     // ---------------------------------------------------------------- tasks
@@ -642,7 +845,7 @@ impl Storage for MongoStorage {
             None => doc! {},
         };
         let docs = find_all(&self.tasks, filter, doc! { "_id": 1 }, "reading tasks").await?;
-        docs.iter().map(decode_task).collect()
+        Ok(self.decode_each("tasks", &docs, decode_task))
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
@@ -731,7 +934,7 @@ impl Storage for MongoStorage {
             None => doc! {},
         };
         let docs = find_all(&self.users, filter, doc! { "_id": 1 }, "reading users").await?;
-        docs.iter().map(decode_user).collect()
+        Ok(self.decode_each("users", &docs, decode_user))
     }
 
     // ---------------------------------------------------------------- subscriptions
@@ -778,7 +981,7 @@ impl Storage for MongoStorage {
             "reading subscriptions",
         )
         .await?;
-        docs.iter().map(decode_subscription).collect()
+        Ok(self.decode_each("subscriptions", &docs, decode_subscription))
     }
 
     async fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>> {
@@ -815,18 +1018,16 @@ impl Storage for MongoStorage {
             .try_collect()
             .await
             .map_err(|e| db_err("reading subscribers", e))?;
-        let mut out = docs
-            .iter()
-            .map(|d| {
-                let user = d
-                    .get_document("user_doc")
-                    .map_err(|_| corrupt("subscriber", d, "user_doc", "is not a document"))?;
-                Ok(Subscriber {
-                    user: decode_user(user)?,
-                    subscription: decode_subscription(d)?,
-                })
+        // One undecodable user must not stop the fan-out to the others.
+        let mut out = self.decode_each("subscriptions", &docs, |d| {
+            let user = d
+                .get_document("user_doc")
+                .map_err(|_| corrupt("subscriber", d, "user_doc", "is not a document"))?;
+            Ok(Subscriber {
+                user: decode_user(user)?,
+                subscription: decode_subscription(d)?,
             })
-            .collect::<Result<Vec<_>>>()?;
+        });
         // Sorted here rather than by a `$sort` stage: cheaper than a server-side blocking
         // sort after the join, and independent of how a server orders binary values.
         out.sort_by_key(|s| s.user.id);
@@ -1544,6 +1745,11 @@ fn is_duplicate_key(e: &DriverError) -> bool {
     is_code(e, DUPLICATE_KEY)
 }
 
+/// Whether `e` is a collision on the unique `(kind, account)` index of `tasks`.
+fn is_account_duplicate(e: &DriverError) -> bool {
+    duplicate_message(e).is_some_and(|m| m.contains(TASK_ACCOUNT_INDEX))
+}
+
 /// The server's message for a duplicate key (names the index that collided).
 fn duplicate_message(e: &DriverError) -> Option<&str> {
     match e.kind.as_ref() {
@@ -1631,6 +1837,7 @@ fn task_doc(task: &Task, entity: Uuid) -> Document {
         "_id": uuid_bson(task.id),
         "entity": uuid_bson(entity),
         "kind": task.kind().as_str(),
+        "account": task.params.source_id(),
     };
     match &task.params {
         TaskParams::Youtube { channel_id } => d.insert("channel_id", channel_id),
@@ -1696,15 +1903,19 @@ fn check_distinct_tasks(entity: &Entity) -> Result<()> {
 
 // -------------------------------------------------------------------- decoding
 
-fn corrupt(what: &str, d: &Document, key: &str, problem: &str) -> StorageError {
-    let id = match d.get("_id") {
+/// A document's `_id` as text (a UUID when it is one), to name it in messages.
+fn doc_id(d: &Document) -> String {
+    match d.get("_id") {
         Some(Bson::Binary(b)) => Uuid::from_slice(&b.bytes)
             .map(|u| u.to_string())
             .unwrap_or_else(|_| format!("{b}")),
         Some(other) => other.to_string(),
         None => "without _id".to_owned(),
-    };
-    StorageError::Corrupt(format!("{what} {id}: field `{key}` {problem}"))
+    }
+}
+
+fn corrupt(what: &str, d: &Document, key: &str, problem: &str) -> StorageError {
+    StorageError::Corrupt(format!("{what} {}: field `{key}` {problem}", doc_id(d)))
 }
 
 fn get_uuid(d: &Document, key: &str, what: &str) -> Result<Uuid> {

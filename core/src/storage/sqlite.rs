@@ -4,7 +4,12 @@
 //! Layout: one table per collection, UUIDs as hyphenated lowercase text (so text order is
 //! UUID byte order, the order MongoDB uses), times as fixed-width RFC 3339 with nanoseconds
 //! (so text order is time order), maps and lists as JSON text. The schema is created on
-//! open and versioned in `PRAGMA user_version`.
+//! open and versioned in `PRAGMA user_version`. Version 2 adds each task's `account`
+//! (its platform-side id) and the unique index on `(kind, account)`; opening a version-1
+//! file where two tasks watch one account fails with [`StorageError::Inconsistent`]
+//! naming them, and changes nothing.
+//!
+//! Listings skip rows that do not decode (reported through [`MalformedRecords`]).
 //!
 //! Every rusqlite call runs on the blocking pool under a std [`Mutex`]: sections are short
 //! and never await, and one connection keeps SQLite's single-writer rule trivially true.
@@ -30,14 +35,14 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
-use super::{Result, Storage, StorageError, Subscriber};
+use super::{MalformedRecords, Result, Storage, StorageError, Subscriber};
 use crate::model::{
     Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
     TaskChange, TaskKind, TaskParams, User, UserSettings,
 };
 
 /// The schema version this build creates and understands.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write lock on a file database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,7 +50,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Task changes buffered per watcher before it is told it lagged.
 const CHANGE_BUFFER: usize = 4096;
 
-/// Version 1 of the schema. Every statement is idempotent.
+/// Version 1 of the schema (later versions migrate from it). Every statement is
+/// idempotent.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entities (
     id               TEXT PRIMARY KEY NOT NULL,
@@ -143,6 +149,7 @@ pub struct SqliteStorage {
 struct Inner {
     conn: Mutex<Connection>,
     changes: broadcast::Sender<TaskChange>,
+    malformed: MalformedRecords,
 }
 
 impl SqliteStorage {
@@ -187,6 +194,7 @@ impl SqliteStorage {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 changes,
+                malformed: MalformedRecords::new(),
             }),
         })
     }
@@ -205,6 +213,11 @@ impl SqliteStorage {
             f(&mut conn)
         })
         .await
+    }
+
+    /// The reporter of skipped rows, for a closure run by [`SqliteStorage::call`].
+    fn malformed(&self) -> MalformedRecords {
+        self.inner.malformed.clone()
     }
 
     /// Announces committed task changes; having no watcher is fine.
@@ -249,6 +262,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.execute_batch(SCHEMA).db()?;
     add_credential_queues(&tx)?;
+    if version < 2 {
+        add_task_accounts(&tx)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .db()?;
     tx.commit().db()
@@ -271,6 +287,46 @@ fn add_credential_queues(tx: &Transaction<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Version 2: each task's account in its own column, unique per kind. Rows whose params
+/// are not JSON get no account (NULLs never collide) and are skipped when read, as before.
+fn add_task_accounts(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE tasks ADD COLUMN account TEXT;
+         UPDATE tasks SET account = CASE WHEN json_valid(params)
+             THEN coalesce(json_extract(params, '$.channel_id'), json_extract(params, '$.user_id'))
+         END;",
+    )
+    .db()?;
+    let duplicates: Vec<(String, String, String)> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT kind, account, group_concat('task ' || id || ' of entity ' || entity, ', ')
+                 FROM tasks WHERE account IS NOT NULL
+                 GROUP BY kind, account HAVING count(*) > 1 ORDER BY kind, account",
+            )
+            .db()?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .db()?;
+        rows.collect::<rusqlite::Result<_>>().db()?
+    };
+    if !duplicates.is_empty() {
+        let list: Vec<String> = duplicates
+            .iter()
+            .map(|(kind, account, tasks)| format!("{kind} account {account} is watched by {tasks}"))
+            .collect();
+        return Err(StorageError::Inconsistent(format!(
+            "{}; keep one task per account (remove the others) and start again",
+            list.join("; ")
+        )));
+    }
+    tx.execute_batch(TASK_ACCOUNT_INDEX).db()
+}
+
+/// One task per account and platform, whichever entity asks (docs/ARCHITECTURE.md §3).
+const TASK_ACCOUNT_INDEX: &str =
+    "CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_account ON tasks (kind, account);";
 
 // ---------------------------------------------------------------- errors and columns
 
@@ -305,6 +361,14 @@ fn db_error(e: rusqlite::Error) -> StorageError {
             StorageError::Corrupt(format!("column {column} `{name}` holds {ty}"))
         }
         other => StorageError::Backend(other.to_string()),
+    }
+}
+
+/// Names the record a `Corrupt` error was found in (`entity <id>: column 1: …`).
+fn in_record(e: StorageError, what: &str, id: impl std::fmt::Display) -> StorageError {
+    match e {
+        StorageError::Corrupt(detail) => StorageError::Corrupt(format!("{what} {id}: {detail}")),
+        other => other,
     }
 }
 
@@ -360,6 +424,58 @@ fn col_time(row: &Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
 fn col_json<T: DeserializeOwned>(row: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     let text: String = row.get(i)?;
     serde_json::from_str(&text).map_err(|e| conversion(i, e))
+}
+
+/// A row's key column as text whatever its type, to name a row that does not decode.
+fn row_id(row: &Row<'_>, i: usize) -> String {
+    use rusqlite::types::ValueRef;
+    match row.get_ref(i) {
+        Ok(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+        Ok(ValueRef::Integer(n)) => n.to_string(),
+        Ok(ValueRef::Real(x)) => x.to_string(),
+        Ok(ValueRef::Blob(b)) => hex::encode(b),
+        Ok(ValueRef::Null) => "NULL".to_owned(),
+        Err(e) => format!("unreadable ({e})"),
+    }
+}
+
+/// A decoded row, or why it does not decode, named by its key columns.
+type Lenient<T> = std::result::Result<T, (String, StorageError)>;
+
+/// Decodes a row with `decode`, turning a decoding failure into a value (naming the row
+/// by its columns `key`) so one bad row does not fail a whole listing.
+fn lenient<T>(
+    row: &Row<'_>,
+    key: &[usize],
+    decode: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Lenient<T>> {
+    match decode(row) {
+        Ok(value) => Ok(Ok(value)),
+        Err(
+            e @ (rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)),
+        ) => {
+            let id: Vec<String> = key.iter().map(|&i| row_id(row, i)).collect();
+            Ok(Err((id.join("/"), db_error(e))))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The rows that decode; the others are reported to `malformed` as rows of `table`.
+fn keep_decoded<T>(
+    rows: impl Iterator<Item = rusqlite::Result<Lenient<T>>>,
+    malformed: &MalformedRecords,
+    table: &str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for row in rows {
+        match row.db()? {
+            Ok(value) => out.push(value),
+            Err((id, cause)) => malformed.skip(table, &id, &cause),
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- row mappers
@@ -457,18 +573,43 @@ fn owned_task(task: &Task, entity: Uuid) -> Task {
 }
 
 fn insert_task(tx: &Transaction<'_>, task: &Task, position: usize) -> Result<()> {
-    tx.execute(
-        "INSERT INTO tasks (id, entity, position, kind, params) VALUES (?1, ?2, ?3, ?4, ?5)",
+    let inserted = tx.execute(
+        "INSERT INTO tasks (id, entity, position, kind, params, account)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             uuid_text(task.id),
             uuid_text(task.entity),
             position as i64,
             task.kind().as_str(),
             json_text(&task.params)?,
+            task.params.source_id(),
         ],
-    )
-    .unique(|| format!("task {}", task.id))?;
-    Ok(())
+    );
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_account_violation(&e) => Err(account_conflict(tx, task)),
+        Err(e) => Err(e).unique(|| format!("task {}", task.id)),
+    }
+}
+
+/// Whether `e` is a collision on the unique `(kind, account)` index.
+fn is_account_violation(e: &rusqlite::Error) -> bool {
+    is_unique_violation(e) && e.to_string().contains("tasks.account")
+}
+
+/// The `Conflict` for a task whose account another task already watches, naming the
+/// account and (when it can be read) the entity that owns it.
+fn account_conflict(conn: &Connection, task: &Task) -> StorageError {
+    let owner: Option<String> = conn
+        .query_row(
+            "SELECT entity FROM tasks WHERE kind = ?1 AND account = ?2",
+            [task.kind().as_str(), task.params.source_id()],
+            |row| row.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten();
+    StorageError::Conflict(super::account_taken(task, owner.as_deref()))
 }
 
 fn write_entity_row(tx: &Transaction<'_>, entity: &Entity, insert: bool) -> Result<usize> {
@@ -492,18 +633,17 @@ fn write_entity_row(tx: &Transaction<'_>, entity: &Entity, insert: bool) -> Resu
     .unique(|| format!("entity {}", entity.id))
 }
 
-fn tasks_of(conn: &Connection, entity: Uuid) -> Result<Vec<Task>> {
+/// The tasks of `entity` that decode, in list order.
+fn tasks_of(conn: &Connection, entity: Uuid, malformed: &MalformedRecords) -> Result<Vec<Task>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE entity = ?1 ORDER BY position"
         ))
         .db()?;
-    let tasks = stmt
-        .query_map([uuid_text(entity)], task_from_row)
-        .db()?
-        .collect::<rusqlite::Result<Vec<_>>>()
+    let rows = stmt
+        .query_map([uuid_text(entity)], |row| lenient(row, &[0], task_from_row))
         .db()?;
-    Ok(tasks)
+    keep_decoded(rows, malformed, "tasks")
 }
 
 // ---------------------------------------------------------------- hot queries
@@ -558,6 +698,15 @@ WHERE event = ?1 AND im = ?2 AND chat_id IN (SELECT value FROM json_each(?3))";
 
 #[async_trait]
 impl Storage for SqliteStorage {
+    async fn ping(&self) -> Result<()> {
+        self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).db())
+            .await
+    }
+
+    fn register_metrics(&self, registry: &prometheus::Registry) {
+        self.inner.malformed.register(registry);
+    }
+
     async fn insert_entity(&self, entity: &Entity) -> Result<()> {
         check_distinct_tasks(entity)?;
         let entity = entity.clone();
@@ -580,6 +729,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn get_entity(&self, id: Uuid) -> Result<Option<Entity>> {
+        let malformed = self.malformed();
         self.call(move |conn| {
             let entity = conn
                 .query_row(
@@ -588,10 +738,11 @@ impl Storage for SqliteStorage {
                     entity_from_row,
                 )
                 .optional()
-                .db()?;
+                .db()
+                .map_err(|e| in_record(e, "entity", id))?;
             match entity {
                 Some(mut entity) => {
-                    entity.tasks = tasks_of(conn, id)?;
+                    entity.tasks = tasks_of(conn, id, &malformed)?;
                     Ok(Some(entity))
                 }
                 None => Ok(None),
@@ -601,7 +752,8 @@ impl Storage for SqliteStorage {
     }
 
     async fn list_entities(&self) -> Result<Vec<Entity>> {
-        self.call(|conn| {
+        let malformed = self.malformed();
+        self.call(move |conn| {
             let tx = conn.transaction().db()?;
             let mut by_entity: HashMap<Uuid, Vec<Task>> = HashMap::new();
             {
@@ -610,9 +762,10 @@ impl Storage for SqliteStorage {
                         "SELECT {TASK_COLUMNS} FROM tasks ORDER BY entity, position"
                     ))
                     .db()?;
-                let rows = stmt.query_map([], task_from_row).db()?;
-                for task in rows {
-                    let task = task.db()?;
+                let rows = stmt
+                    .query_map([], |row| lenient(row, &[0], task_from_row))
+                    .db()?;
+                for task in keep_decoded(rows, &malformed, "tasks")? {
                     by_entity.entry(task.entity).or_default().push(task);
                 }
             }
@@ -622,8 +775,10 @@ impl Storage for SqliteStorage {
                         "SELECT {ENTITY_COLUMNS} FROM entities ORDER BY id"
                     ))
                     .db()?;
-                let rows = stmt.query_map([], entity_from_row).db()?;
-                rows.collect::<rusqlite::Result<Vec<_>>>().db()?
+                let rows = stmt
+                    .query_map([], |row| lenient(row, &[0], entity_from_row))
+                    .db()?;
+                keep_decoded(rows, &malformed, "entities")?
             };
             for entity in &mut entities {
                 entity.tasks = by_entity.remove(&entity.id).unwrap_or_default();
@@ -637,13 +792,14 @@ impl Storage for SqliteStorage {
     async fn update_entity(&self, entity: &Entity) -> Result<()> {
         check_distinct_tasks(entity)?;
         let entity = entity.clone();
+        let malformed = self.malformed();
         let changes = self
             .call(move |conn| {
                 let tx = conn.transaction().db()?;
                 if write_entity_row(&tx, &entity, false)? == 0 {
                     return Err(StorageError::NotFound(format!("entity {}", entity.id)));
                 }
-                let old: HashMap<Uuid, Task> = tasks_of(&tx, entity.id)?
+                let old: HashMap<Uuid, Task> = tasks_of(&tx, entity.id, &malformed)?
                     .into_iter()
                     .map(|t| (t.id, t))
                     .collect();
@@ -664,17 +820,25 @@ impl Storage for SqliteStorage {
                             changes.push(TaskChange::Upserted(task));
                         }
                         Some(previous) => {
-                            tx.execute(
-                                "UPDATE tasks SET position = ?2, kind = ?3, params = ?4
+                            let updated = tx.execute(
+                                "UPDATE tasks SET position = ?2, kind = ?3, params = ?4,
+                                     account = ?5
                                  WHERE id = ?1",
                                 params![
                                     uuid_text(task.id),
                                     position as i64,
                                     task.kind().as_str(),
                                     json_text(&task.params)?,
+                                    task.params.source_id(),
                                 ],
-                            )
-                            .db()?;
+                            );
+                            match updated {
+                                Ok(_) => {}
+                                Err(e) if is_account_violation(&e) => {
+                                    return Err(account_conflict(&tx, &task))
+                                }
+                                Err(e) => return Err(db_error(e)),
+                            }
                             if *previous != task {
                                 changes.push(TaskChange::Upserted(task));
                             }
@@ -694,7 +858,12 @@ impl Storage for SqliteStorage {
             .call(move |conn| {
                 let tx = conn.transaction().db()?;
                 let key = uuid_text(id);
-                let tasks: Vec<Uuid> = tasks_of(&tx, id)?.into_iter().map(|t| t.id).collect();
+                // Every task row goes, decodable or not: announce each by its id.
+                let tasks: Vec<Uuid> = {
+                    let mut stmt = tx.prepare("SELECT id FROM tasks WHERE entity = ?1").db()?;
+                    let rows = stmt.query_map([&key], |row| col_uuid(row, 0)).db()?;
+                    rows.filter_map(|id| id.ok()).collect()
+                };
                 if tx
                     .execute("DELETE FROM entities WHERE id = ?1", [&key])
                     .db()?
@@ -730,44 +899,48 @@ impl Storage for SqliteStorage {
     }
 
     async fn list_groups(&self) -> Result<Vec<Group>> {
-        self.call(|conn| {
+        let malformed = self.malformed();
+        self.call(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT id, names FROM groups ORDER BY id")
                 .db()?;
             let rows = stmt
                 .query_map([], |row| {
-                    Ok(Group {
-                        id: col_uuid(row, 0)?,
-                        names: col_json(row, 1)?,
+                    lenient(row, &[0], |row| {
+                        Ok(Group {
+                            id: col_uuid(row, 0)?,
+                            names: col_json(row, 1)?,
+                        })
                     })
                 })
                 .db()?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+            keep_decoded(rows, &malformed, "groups")
         })
         .await
     }
 
     async fn list_tasks(&self, kind: Option<TaskKind>) -> Result<Vec<Task>> {
+        let malformed = self.malformed();
         self.call(move |conn| {
-            let tasks = match kind {
+            let decode = |row: &Row<'_>| lenient(row, &[0], task_from_row);
+            match kind {
                 Some(kind) => {
                     let mut stmt = conn
                         .prepare_cached(&format!(
                             "SELECT {TASK_COLUMNS} FROM tasks WHERE kind = ?1 ORDER BY id"
                         ))
                         .db()?;
-                    let rows = stmt.query_map([kind.as_str()], task_from_row).db()?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                    let rows = stmt.query_map([kind.as_str()], decode).db()?;
+                    keep_decoded(rows, &malformed, "tasks")
                 }
                 None => {
                     let mut stmt = conn
                         .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"))
                         .db()?;
-                    let rows = stmt.query_map([], task_from_row).db()?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                    let rows = stmt.query_map([], decode).db()?;
+                    keep_decoded(rows, &malformed, "tasks")
                 }
-            };
-            tasks.db()
+            }
         })
         .await
     }
@@ -781,6 +954,7 @@ impl Storage for SqliteStorage {
             )
             .optional()
             .db()
+            .map_err(|e| in_record(e, "task", id))
         })
         .await
     }
@@ -830,6 +1004,7 @@ impl Storage for SqliteStorage {
             )
             .optional()
             .db()
+            .map_err(|e| in_record(e, "user", id))
         })
         .await
     }
@@ -893,26 +1068,27 @@ impl Storage for SqliteStorage {
 
     async fn list_users(&self, im: Option<&str>) -> Result<Vec<User>> {
         let im = im.map(str::to_owned);
+        let malformed = self.malformed();
         self.call(move |conn| {
-            let users = match im {
+            let decode = |row: &Row<'_>| lenient(row, &[0], user_from_row);
+            match im {
                 Some(im) => {
                     let mut stmt = conn
                         .prepare_cached(&format!(
                             "SELECT {USER_COLUMNS} FROM users WHERE im = ?1 ORDER BY id"
                         ))
                         .db()?;
-                    let rows = stmt.query_map([im], user_from_row).db()?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                    let rows = stmt.query_map([im], decode).db()?;
+                    keep_decoded(rows, &malformed, "users")
                 }
                 None => {
                     let mut stmt = conn
                         .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
                         .db()?;
-                    let rows = stmt.query_map([], user_from_row).db()?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                    let rows = stmt.query_map([], decode).db()?;
+                    keep_decoded(rows, &malformed, "users")
                 }
-            };
-            users.db()
+            }
         })
         .await
     }
@@ -947,6 +1123,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn list_subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>> {
+        let malformed = self.malformed();
         self.call(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -955,34 +1132,40 @@ impl Storage for SqliteStorage {
                 .db()?;
             let rows = stmt
                 .query_map([uuid_text(user)], |row| {
-                    Ok(Subscription {
-                        user: col_uuid(row, 0)?,
-                        entity: col_uuid(row, 1)?,
-                        kinds: col_json(row, 2)?,
+                    lenient(row, &[0, 1], |row| {
+                        Ok(Subscription {
+                            user: col_uuid(row, 0)?,
+                            entity: col_uuid(row, 1)?,
+                            kinds: col_json(row, 2)?,
+                        })
                     })
                 })
                 .db()?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+            keep_decoded(rows, &malformed, "subscriptions")
         })
         .await
     }
 
     async fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>> {
         let (kind, im) = (kind.to_owned(), im.to_owned());
+        let malformed = self.malformed();
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(SUBSCRIBERS_SQL).db()?;
             let rows = stmt
                 .query_map(params![uuid_text(entity), kind, im], |row| {
-                    let user = user_from_row(row)?;
-                    let subscription = Subscription {
-                        user: user.id,
-                        entity: col_uuid(row, 7)?,
-                        kinds: col_json(row, 8)?,
-                    };
-                    Ok(Subscriber { user, subscription })
+                    // One undecodable user must not stop the fan-out to the others.
+                    lenient(row, &[0], |row| {
+                        let user = user_from_row(row)?;
+                        let subscription = Subscription {
+                            user: user.id,
+                            entity: col_uuid(row, 7)?,
+                            kinds: col_json(row, 8)?,
+                        };
+                        Ok(Subscriber { user, subscription })
+                    })
                 })
                 .db()?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().db()
+            keep_decoded(rows, &malformed, "users")
         })
         .await
     }

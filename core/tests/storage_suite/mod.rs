@@ -50,6 +50,7 @@ macro_rules! storage_contract_tests {
         $crate::storage_contract_tests!(@each $factory;
             entities_crud,
             entity_conflicts,
+            account_conflicts,
             entity_not_found,
             update_entity_replaces_tasks,
             delete_entity_cascades,
@@ -317,6 +318,73 @@ pub async fn entity_conflicts(s: Arc<dyn Storage>) {
         normalized(s.get_entity(a.id).await.unwrap().unwrap()),
         normalized(a)
     );
+}
+
+/// One account is watched by one task: a second entity (inserted or updated) asking for
+/// it is a `Conflict` naming the account and the entity that owns it, and changes nothing.
+pub async fn account_conflicts(s: Arc<dyn Storage>) {
+    let a = entity();
+    s.insert_entity(&a).await.unwrap();
+    let taken = a.tasks[0].params.clone();
+    let account = taken.source_id().to_owned();
+
+    let mut thief = entity();
+    thief.tasks[0].params = taken.clone();
+    match s.insert_entity(&thief).await {
+        Err(StorageError::Conflict(what)) => {
+            assert!(what.contains(&account), "{what}");
+            assert!(what.contains(&a.id.to_string()), "{what}");
+        }
+        other => panic!("expected a conflict on {account}, got {other:?}"),
+    }
+    assert_eq!(s.get_entity(thief.id).await.unwrap(), None);
+    assert_eq!(s.get_task(thief.tasks[1].id).await.unwrap(), None);
+
+    let mut b = entity();
+    s.insert_entity(&b).await.unwrap();
+    let before = s.get_entity(b.id).await.unwrap().unwrap();
+    b.tasks.push(Task {
+        id: Uuid::new_v4(),
+        entity: b.id,
+        params: taken.clone(),
+    });
+    match s.update_entity(&b).await {
+        Err(StorageError::Conflict(what)) => {
+            assert!(what.contains(&account), "{what}");
+            assert!(what.contains(&a.id.to_string()), "{what}");
+        }
+        other => panic!("expected a conflict on {account}, got {other:?}"),
+    }
+    assert_eq!(
+        normalized(s.get_entity(b.id).await.unwrap().unwrap()),
+        normalized(before)
+    );
+    let watching: Vec<Task> = s
+        .list_tasks(Some(taken.kind()))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.params == taken)
+        .collect();
+    assert_eq!(watching.len(), 1, "{watching:?}");
+    assert_eq!(watching[0].entity, a.id);
+
+    // The same id on the other platform is another account.
+    let mut other_kind = entity();
+    other_kind.tasks[1].params = TaskParams::Twitter {
+        user_id: account.clone(),
+    };
+    s.insert_entity(&other_kind).await.unwrap();
+
+    // Once the owner lets go, the account is free.
+    s.delete_entity(a.id).await.unwrap();
+    s.update_entity(&b).await.unwrap();
+    let owner = s
+        .get_task(b.tasks[2].id)
+        .await
+        .unwrap()
+        .expect("task stored");
+    assert_eq!(owner.entity, b.id);
 }
 
 /// Updating or deleting a missing entity is `NotFound`.

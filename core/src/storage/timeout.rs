@@ -1,0 +1,296 @@
+//! [`TimedStorage`]: every call of another storage, bounded in time.
+//!
+//! A database that stops answering (a partitioned network, a stuck lock) must not hold a
+//! request for the driver's own timeouts (30 s and more): past the bound the call fails
+//! with [`StorageError::Backend`], which services answer as "unavailable, retry later"
+//! (docs/ARCHITECTURE.md §3). A write that timed out may still complete in the database;
+//! retrying it is as safe as retrying after a lost connection.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use prometheus::Registry;
+use uuid::Uuid;
+
+use super::{Result, Storage, StorageError, Subscriber};
+use crate::model::{
+    Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
+    TaskChange, TaskKind, User,
+};
+
+/// Delegates to `inner`, failing any call that takes longer than `limit`.
+pub struct TimedStorage {
+    inner: Arc<dyn Storage>,
+    limit: Duration,
+}
+
+impl TimedStorage {
+    /// Bounds every call of `inner` by `limit`.
+    pub fn new(inner: Arc<dyn Storage>, limit: Duration) -> Self {
+        Self { inner, limit }
+    }
+
+    /// The bound of each call.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    async fn bounded<T>(&self, method: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.limit, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    method,
+                    limit_ms = self.limit.as_millis() as u64,
+                    "storage call timed out"
+                );
+                Err(StorageError::Backend(format!(
+                    "no answer within {} ms ({method})",
+                    self.limit.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+macro_rules! bounded {
+    ($(fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty;)*) => {
+        #[async_trait]
+        impl Storage for TimedStorage {
+            fn register_metrics(&self, registry: &Registry) {
+                self.inner.register_metrics(registry);
+            }
+
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.bounded(stringify!($name), self.inner.$name($($arg),*)).await
+                }
+            )*
+        }
+    };
+}
+
+bounded! {
+    fn ping(&self) -> Result<()>;
+    fn insert_entity(&self, entity: &Entity) -> Result<()>;
+    fn get_entity(&self, id: Uuid) -> Result<Option<Entity>>;
+    fn list_entities(&self) -> Result<Vec<Entity>>;
+    fn update_entity(&self, entity: &Entity) -> Result<()>;
+    fn delete_entity(&self, id: Uuid) -> Result<()>;
+    fn upsert_group(&self, group: &Group) -> Result<()>;
+    fn list_groups(&self) -> Result<Vec<Group>>;
+    fn list_tasks(&self, kind: Option<TaskKind>) -> Result<Vec<Task>>;
+    fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+    fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>>;
+    fn insert_user(&self, user: &User) -> Result<()>;
+    fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+    fn find_user_by_chat(&self, im: &str, chat_id: &str) -> Result<Option<User>>;
+    fn update_user(&self, user: &User) -> Result<()>;
+    fn delete_user(&self, id: Uuid) -> Result<()>;
+    fn list_users(&self, im: Option<&str>) -> Result<Vec<User>>;
+    fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
+    fn delete_subscription(&self, user: Uuid, entity: Uuid) -> Result<bool>;
+    fn list_subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>>;
+    fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>>;
+    fn insert_session(&self, session: &Session) -> Result<()>;
+    fn get_session(&self, token_hash: &str) -> Result<Option<Session>>;
+    fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
+    fn delete_session(&self, token_hash: &str) -> Result<bool>;
+    fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
+    fn insert_credential(&self, credential: &Credential) -> Result<()>;
+    fn get_credential(&self, username: &str) -> Result<Option<Credential>>;
+    fn delete_credential(&self, username: &str) -> Result<bool>;
+    fn list_credentials(&self) -> Result<Vec<Credential>>;
+    fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
+    fn delete_delayed(&self, id: &str) -> Result<bool>;
+    fn get_delayed(&self, id: &str) -> Result<Option<DelayedMessage>>;
+    fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
+    fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>>;
+    fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> Result<()>;
+    fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+    fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>>;
+    fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
+    fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
+    fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>>;
+    fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
+    fn delivered_chats(&self, event: Uuid, im: &str, chats: &[String]) -> Result<HashSet<String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::SqliteStorage;
+
+    /// A storage whose every call waits forever, like a database that stopped answering.
+    struct Silent;
+
+    #[async_trait]
+    impl Storage for Silent {
+        async fn insert_entity(&self, _: &Entity) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn get_entity(&self, _: Uuid) -> Result<Option<Entity>> {
+            std::future::pending().await
+        }
+        async fn list_entities(&self) -> Result<Vec<Entity>> {
+            std::future::pending().await
+        }
+        async fn update_entity(&self, _: &Entity) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn delete_entity(&self, _: Uuid) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn upsert_group(&self, _: &Group) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn list_groups(&self) -> Result<Vec<Group>> {
+            std::future::pending().await
+        }
+        async fn list_tasks(&self, _: Option<TaskKind>) -> Result<Vec<Task>> {
+            std::future::pending().await
+        }
+        async fn get_task(&self, _: Uuid) -> Result<Option<Task>> {
+            std::future::pending().await
+        }
+        async fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>> {
+            std::future::pending().await
+        }
+        async fn insert_user(&self, _: &User) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn get_user(&self, _: Uuid) -> Result<Option<User>> {
+            std::future::pending().await
+        }
+        async fn find_user_by_chat(&self, _: &str, _: &str) -> Result<Option<User>> {
+            std::future::pending().await
+        }
+        async fn update_user(&self, _: &User) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn delete_user(&self, _: Uuid) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn list_users(&self, _: Option<&str>) -> Result<Vec<User>> {
+            std::future::pending().await
+        }
+        async fn put_subscription(&self, _: &Subscription) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn delete_subscription(&self, _: Uuid, _: Uuid) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn list_subscriptions(&self, _: Uuid) -> Result<Vec<Subscription>> {
+            std::future::pending().await
+        }
+        async fn subscribers(&self, _: Uuid, _: &str, _: &str) -> Result<Vec<Subscriber>> {
+            std::future::pending().await
+        }
+        async fn insert_session(&self, _: &Session) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn get_session(&self, _: &str) -> Result<Option<Session>> {
+            std::future::pending().await
+        }
+        async fn touch_session(&self, _: &str, _: DateTime<Utc>) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn delete_session(&self, _: &str) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn purge_sessions(&self, _: DateTime<Utc>) -> Result<u64> {
+            std::future::pending().await
+        }
+        async fn insert_credential(&self, _: &Credential) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn get_credential(&self, _: &str) -> Result<Option<Credential>> {
+            std::future::pending().await
+        }
+        async fn delete_credential(&self, _: &str) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn list_credentials(&self) -> Result<Vec<Credential>> {
+            std::future::pending().await
+        }
+        async fn put_delayed(&self, _: &DelayedMessage) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn delete_delayed(&self, _: &str) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn get_delayed(&self, _: &str) -> Result<Option<DelayedMessage>> {
+            std::future::pending().await
+        }
+        async fn list_delayed(&self, _: Option<&str>, _: u32) -> Result<Vec<DelayedMessage>> {
+            std::future::pending().await
+        }
+        async fn kv_get(&self, _: &str, _: &str) -> Result<Option<serde_json::Value>> {
+            std::future::pending().await
+        }
+        async fn kv_put(&self, _: &str, _: &str, _: &serde_json::Value) -> Result<()> {
+            std::future::pending().await
+        }
+        async fn kv_delete(&self, _: &str, _: &str) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn kv_list(&self, _: &str) -> Result<Vec<(String, serde_json::Value)>> {
+            std::future::pending().await
+        }
+        async fn mark_seen(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn purge_seen(&self, _: &str, _: DateTime<Utc>) -> Result<u64> {
+            std::future::pending().await
+        }
+        async fn record_delivery(&self, _: &DeliveryRecord) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn record_deliveries(&self, _: &[DeliveryRecord]) -> Result<Vec<bool>> {
+            std::future::pending().await
+        }
+        async fn get_delivery(&self, _: Uuid, _: &str, _: &str) -> Result<Option<DeliveryRecord>> {
+            std::future::pending().await
+        }
+        async fn delivered_chats(&self, _: Uuid, _: &str, _: &[String]) -> Result<HashSet<String>> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_database_fails_at_the_bound() {
+        let timed = TimedStorage::new(Arc::new(Silent), Duration::from_millis(1500));
+        let started = tokio::time::Instant::now();
+        match timed.list_entities().await {
+            Err(StorageError::Backend(message)) => {
+                assert!(message.contains("1500 ms"), "{message}");
+                assert!(message.contains("list_entities"), "{message}");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1500));
+        // The default ping goes through the inner storage too, and is bounded.
+        assert!(matches!(timed.ping().await, Err(StorageError::Backend(_))));
+    }
+
+    #[tokio::test]
+    async fn answers_within_the_bound_pass_through() {
+        let inner: Arc<dyn Storage> = Arc::new(SqliteStorage::open_in_memory().await.unwrap());
+        let timed = TimedStorage::new(inner, Duration::from_secs(5));
+        timed
+            .kv_put("ns", "k", &serde_json::json!(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            timed.kv_get("ns", "k").await.unwrap(),
+            Some(serde_json::json!(1))
+        );
+        timed.ping().await.unwrap();
+    }
+}
