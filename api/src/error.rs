@@ -142,8 +142,27 @@ impl Error {
         }
     }
 
-    /// Maps axum's JSON rejection: a syntax error is 400, a shape error (missing field,
-    /// wrong type, unknown field) is 422 with serde's path to the field.
+    /// Every request body is a JSON object. Anything else is refused before it reaches
+    /// serde, which would read a struct from an array: broken or truncated JSON is 400,
+    /// well-formed JSON that is not an object is 422 saying what it is.
+    pub(crate) fn check_object(body: &[u8]) -> Result<()> {
+        if is_object(body) {
+            return Ok(());
+        }
+        Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => Error::InvalidInput(format!(
+                    "the body must be a JSON object, not {}",
+                    json_kind(body)
+                )),
+                Err(err) => Error::BadRequest(format!("malformed JSON: {err}")),
+            },
+        )
+    }
+
+    /// Maps axum's JSON rejection: a syntax error (truncated or broken JSON) is 400, a
+    /// shape error (missing field, wrong type, unknown field) is 422 with serde's path to
+    /// the field.
     pub(crate) fn from_json_rejection(rejection: JsonRejection) -> Self {
         const PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
         const SYNTAX_PREFIX: &str = "Failed to parse the request body as JSON: ";
@@ -162,6 +181,22 @@ impl Error {
             }
             other => Error::BadRequest(other.body_text()),
         }
+    }
+}
+
+/// Whether `body` starts as a JSON object does.
+fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// What kind of JSON value well-formed `body` is, for messages.
+fn json_kind(body: &[u8]) -> &'static str {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
     }
 }
 
@@ -265,6 +300,28 @@ mod tests {
     fn backend_detail_is_not_sent() {
         let err = Error::Storage(StorageError::Backend("secret host 10.0.0.1".into()));
         assert!(!err.public_message().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn non_objects_are_named() {
+        assert!(is_object(b" \n{}"));
+        assert!(!is_object(b"[]"));
+        assert!(matches!(
+            Error::check_object(b"[]"),
+            Err(Error::InvalidInput(m)) if m.ends_with("not an array")
+        ));
+        assert!(matches!(
+            Error::check_object(b"[1,"),
+            Err(Error::BadRequest(_))
+        ));
+        assert!(matches!(
+            Error::check_object(b"nul"),
+            Err(Error::BadRequest(_))
+        ));
+        assert_eq!(json_kind(b" [1]"), "an array");
+        assert_eq!(json_kind(b"\"x\""), "a string");
+        assert_eq!(json_kind(b"null"), "null");
+        assert_eq!(json_kind(b"-1.5"), "a number");
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub(crate) fn envelope_error(error: ErrorBody) -> Json<serde_json::Value> {
     }))
 }
 
-/// A JSON request body; an empty body reads as `{}`.
+/// A JSON object request body; an empty body reads as `{}`, any other non-object is
+/// refused ([`Error::check_object`]).
 pub(crate) struct RpcBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for RpcBody<T> {
@@ -151,6 +152,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for RpcBody<T> {
         } else {
             &bytes
         };
+        Error::check_object(bytes)?;
         Json::<T>::from_bytes(bytes)
             .map(|Json(value)| RpcBody(value))
             .map_err(Error::from_json_rejection)

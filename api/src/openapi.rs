@@ -2,16 +2,21 @@
 //! and response schemas, the common error responses and both authentication schemes; on
 //! the internal one the RabbitMQ auth endpoints.
 
+use serde_json::{json, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, ResponseBuilder, Server};
 use utoipa::{Modify, OpenApi};
 
+use crate::rpc::validate;
 use crate::types::ErrorResponse;
 
 /// The errors any method may answer, besides its own 200.
 const COMMON_ERRORS: &[(&str, &str)] = &[
-    ("400", "The body is not JSON (`bad_request`)"),
+    (
+        "400",
+        "The body is not well-formed JSON, e.g. truncated (`bad_request`)",
+    ),
     (
         "401",
         "Missing or wrong credentials, or an unknown or expired session (`unauthorized`)",
@@ -28,7 +33,7 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ("413", "The body exceeds the limit (`payload_too_large`)"),
     (
         "422",
-        "A field is missing or invalid; the message names it (`invalid_input`)",
+        "The body is not a JSON object, or a field is missing or invalid; the message names it (`invalid_input`)",
     ),
     (
         "429",
@@ -120,7 +125,7 @@ fn add_common(operation: &mut Operation) {
 }
 
 /// The complete document; `public_url`, when configured, is its server.
-pub(crate) fn document(public_url: Option<&str>) -> Document {
+pub(crate) fn document(public_url: Option<&str>) -> Value {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::rpc::MethodsDoc::openapi());
     // Modifiers ran before the merge; apply the per-method parts to the merged paths.
@@ -128,7 +133,199 @@ pub(crate) fn document(public_url: Option<&str>) -> Document {
     if let Some(url) = public_url {
         doc.servers = Some(vec![Server::new(url)]);
     }
+    let mut doc = serde_json::to_value(&doc).unwrap_or_else(|_| json!({}));
+    exact(&mut doc);
     doc
+}
+
+/// What the derived document cannot say by itself, so that it describes exactly what the
+/// handlers accept: the field constraints of [`validate`], request bodies that may be
+/// empty, `getUser`'s three forms, and the RabbitMQ endpoints' required fields and 400s.
+fn exact(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let string = |rule: &validate::Rule| rule.schema();
+    let language = || string(&validate::LANGUAGE);
+    let names = || {
+        json!({
+            "minProperties": 1,
+            "propertyNames": language(),
+            "additionalProperties": string(&validate::ENTITY_NAME),
+        })
+    };
+    let languages = || json!({ "items": language() });
+    let timezone = |reset: bool| {
+        let mut names: Vec<Value> = validate::timezone_names().map(Value::from).collect();
+        if reset {
+            names.insert(0, json!(""));
+        }
+        // The field is optional: `null` stays allowed, as absent.
+        names.push(Value::Null);
+        json!({ "enum": names })
+    };
+    let tasks = json!({ "uniqueItems": true });
+    let fields: Vec<(&str, &str, Value)> = vec![
+        ("AddUser", "im", string(&validate::IM)),
+        ("AddUser", "chat_id", string(&validate::CHAT_ID)),
+        ("AddUser", "name", string(&validate::DISPLAY_NAME)),
+        ("AddUser", "language", language()),
+        ("UpdateSetting", "language", language()),
+        ("UpdateSetting", "timezone", timezone(true)),
+        ("UpdateSetting", "name", string(&validate::DISPLAY_NAME)),
+        ("UpdateSetting", "chat_id", string(&validate::CHAT_ID)),
+        (
+            "UpdateSubscription",
+            "kinds",
+            json!({ "items": string(&validate::KIND), "maxItems": validate::MAX_KINDS }),
+        ),
+        ("GetSubscribers", "kind", string(&validate::KIND)),
+        ("GetSubscribers", "im", string(&validate::IM)),
+        ("NewEntity", "names", names()),
+        ("NewEntity", "default_language", language()),
+        ("NewEntity", "translate_to", languages()),
+        ("NewEntity", "tasks", tasks.clone()),
+        ("UpdateEntity", "names", names()),
+        ("UpdateEntity", "default_language", language()),
+        ("UpdateEntity", "translate_to", languages()),
+        ("UpdateEntity", "tasks", tasks),
+    ];
+    for (schema, field, constraints) in fields {
+        merge(&mut schemas[schema]["properties"][field], constraints);
+    }
+    for (variant, field, rule) in [
+        (0, "channel_id", &validate::CHANNEL_ID),
+        (1, "user_id", &validate::X_USER_ID),
+    ] {
+        merge(
+            &mut schemas["TaskParams"]["oneOf"][variant]["properties"][field],
+            string(rule),
+        );
+    }
+    // getUser: by id, by platform and chat, or (a session) neither; never a mix.
+    let description = schemas["GetUser"]["description"].clone();
+    schemas["GetUser"] = json!({
+        "description": description,
+        "oneOf": [
+            {
+                "title": "by id",
+                "type": "object",
+                "required": ["user"],
+                "properties": { "user": { "type": "string", "format": "uuid" } },
+                "additionalProperties": false,
+            },
+            {
+                "title": "by chat",
+                "type": "object",
+                "required": ["im", "chat_id"],
+                "properties": {
+                    "im": string(&validate::IM),
+                    "chat_id": string(&validate::CHAT_ID),
+                },
+                "additionalProperties": false,
+            },
+            {
+                "title": "the session's own user",
+                "type": "object",
+                "additionalProperties": false,
+                "maxProperties": 0,
+            },
+        ],
+    });
+    optional_bodies(doc);
+    rabbitmq_forms(doc);
+}
+
+/// Adds `extra`'s keywords to `schema`, keeping its `type` (which says whether `null`
+/// is allowed).
+fn merge(schema: &mut Value, extra: Value) {
+    if let (Some(schema), Value::Object(extra)) = (schema.as_object_mut(), extra) {
+        for (key, value) in extra {
+            if key != "type" || !schema.contains_key("type") {
+                schema.insert(key, value);
+            }
+        }
+    }
+}
+
+/// An empty body reads as `{}` (`crate::http::RpcBody`): where `{}` is a valid request the
+/// body is optional.
+fn optional_bodies(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"].clone();
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let body = &mut item["post"]["requestBody"];
+        let reference = body["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or("");
+        let name = reference.rsplit('/').next().unwrap_or("");
+        let schema = &schemas[name];
+        let needs_nothing = |s: &Value| s["required"].as_array().is_none_or(Vec::is_empty);
+        let empty_ok = match schema["oneOf"].as_array() {
+            Some(variants) => variants.iter().any(needs_nothing),
+            None => needs_nothing(schema),
+        };
+        if empty_ok {
+            body["required"] = json!(false);
+        }
+    }
+}
+
+/// The RabbitMQ HTTP auth backend's forms: which fields each endpoint requires, their
+/// values, and the 400 a malformed request gets (RabbitMQ then denies).
+fn rabbitmq_forms(doc: &mut Value) {
+    let non_empty = json!({ "type": "string", "minLength": 1 });
+    let resource = |kinds: &[&str]| json!({ "type": "string", "enum": kinds });
+    let permission = json!({ "type": "string", "enum": ["configure", "write", "read"] });
+    let resource_fields = |kinds: &[&str]| {
+        json!({
+            "username": non_empty,
+            "vhost": non_empty,
+            "resource": resource(kinds),
+            "name": { "type": "string" },
+            "permission": permission,
+        })
+    };
+    let forms = [
+        (
+            "/auth/user",
+            json!({ "username": non_empty, "password": non_empty }),
+        ),
+        (
+            "/auth/vhost",
+            json!({ "username": non_empty, "vhost": non_empty }),
+        ),
+        (
+            "/auth/resource",
+            resource_fields(&["exchange", "queue", "topic"]),
+        ),
+        ("/auth/topic", resource_fields(&["topic"])),
+    ];
+    let schemas = doc["components"]["schemas"].clone();
+    for (path, required) in forms {
+        let operation = &mut doc["paths"][path]["post"];
+        if !operation.is_object() {
+            continue;
+        }
+        let content = &mut operation["requestBody"]["content"]["application/x-www-form-urlencoded"];
+        let reference = content["schema"]["$ref"].as_str().unwrap_or("");
+        let mut schema = schemas[reference.rsplit('/').next().unwrap_or("")].clone();
+        let Some(fields) = required.as_object() else {
+            continue;
+        };
+        for (field, constraints) in fields {
+            schema["properties"][field] = constraints.clone();
+        }
+        schema["required"] = json!(fields.keys().collect::<Vec<_>>());
+        content["schema"] = schema;
+        operation["responses"]["400"] = json!({
+            "description": "A required field is missing, empty or unknown (the text says which); RabbitMQ denies",
+            "content": { "text/plain": { "schema": { "type": "string" } } },
+        });
+    }
 }
 
 #[cfg(test)]
@@ -137,8 +334,7 @@ mod tests {
 
     #[test]
     fn every_method_is_described_with_schemas() {
-        let doc = document(Some("https://api.example"));
-        let json = serde_json::to_value(&doc).unwrap();
+        let json = document(Some("https://api.example"));
         for method in crate::rpc::METHODS {
             let op = &json["paths"][format!("/v1/{method}")]["post"];
             assert!(op.is_object(), "{method} missing");
@@ -172,6 +368,96 @@ mod tests {
         for check in ["user", "vhost", "resource", "topic"] {
             let op = &internal["paths"][format!("/auth/{check}")]["post"];
             assert!(op["responses"]["400"].is_object(), "{check}: {op}");
+        }
+    }
+
+    #[test]
+    fn constraints_come_from_the_validators() {
+        let json = document(None);
+        let schemas = &json["components"]["schemas"];
+        let im = &schemas["AddUser"]["properties"]["im"];
+        assert_eq!(im["pattern"], validate::IM.pattern);
+        assert_eq!(im["maxLength"], validate::IM_MAX);
+        assert_eq!(im["minLength"], 1);
+        assert_eq!(schemas["AddUser"]["required"], json!(["im", "chat_id"]));
+        // Optional fields stay nullable (`null` reads as absent).
+        assert_eq!(
+            schemas["UpdateSetting"]["properties"]["chat_id"]["type"],
+            json!(["string", "null"])
+        );
+        assert_eq!(
+            schemas["UpdateSetting"]["properties"]["chat_id"]["maxLength"],
+            validate::CHAT_ID_MAX
+        );
+        let zones = schemas["UpdateSetting"]["properties"]["timezone"]["enum"]
+            .as_array()
+            .unwrap();
+        assert!(zones.contains(&json!("Asia/Tokyo")) && zones.contains(&json!("")));
+        let kinds = &schemas["UpdateSubscription"]["properties"]["kinds"];
+        assert_eq!(kinds["maxItems"], validate::MAX_KINDS);
+        assert_eq!(kinds["items"]["pattern"], validate::KIND.pattern);
+        let names = &schemas["NewEntity"]["properties"]["names"];
+        assert_eq!(
+            names["propertyNames"]["pattern"],
+            validate::LANGUAGE.pattern
+        );
+        assert_eq!(names["minProperties"], 1);
+        assert_eq!(
+            schemas["TaskParams"]["oneOf"][0]["properties"]["channel_id"]["pattern"],
+            validate::CHANNEL_ID.pattern
+        );
+        assert_eq!(schemas["GetUser"]["oneOf"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn bodies_that_may_be_empty_are_optional() {
+        let json = document(None);
+        let required = |method: &str| {
+            json["paths"][format!("/v1/{method}")]["post"]["requestBody"]["required"].clone()
+        };
+        for method in [
+            "getEntities",
+            "authMe",
+            "getUserIndex",
+            "getUser",
+            "updateSetting",
+        ] {
+            assert_eq!(required(method), json!(false), "{method}");
+        }
+        for method in [
+            "newSession",
+            "addUser",
+            "getEntity",
+            "newEntity",
+            "getSubscribers",
+        ] {
+            assert_eq!(required(method), json!(true), "{method}");
+        }
+    }
+
+    #[test]
+    fn rabbitmq_endpoints_document_their_fields_and_400s() {
+        let json = document(None);
+        for (path, fields) in [
+            ("/auth/user", vec!["password", "username"]),
+            ("/auth/vhost", vec!["username", "vhost"]),
+            (
+                "/auth/resource",
+                vec!["name", "permission", "resource", "username", "vhost"],
+            ),
+        ] {
+            let operation = &json["paths"][path]["post"];
+            assert!(operation["responses"]["400"].is_object(), "{path}");
+            let schema =
+                &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+            let mut required: Vec<&str> = schema["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            required.sort();
+            assert_eq!(required, fields, "{path}");
         }
     }
 }

@@ -244,8 +244,8 @@ pub struct Subscription {
 
 // ---------------------------------------------------------------- users
 
-/// `getUser`: a user by id, or by IM platform and chat id. A session caller gets its own
-/// user and may give neither.
+/// `getUser`: a user by id, or by IM platform and chat id (never both). Giving neither
+/// asks for the session's own user (a service account, having none, gets 403).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetUser {
@@ -284,7 +284,8 @@ fn default_language() -> String {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelUser {
-    /// The user; a session caller may omit it (itself).
+    /// The user. Omitted: the session's own user (a service account, having none, gets
+    /// 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Uuid>,
 }
@@ -324,7 +325,8 @@ pub struct SessionToken {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSession {
-    /// The token to check.
+    /// The token to check. Omitted: the calling session itself (a service account, having
+    /// none, gets 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
@@ -350,7 +352,8 @@ pub struct SessionStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthMe {
-    /// The user the caller claims to act for.
+    /// The user the caller claims to act for (sessions only: a service account acts for
+    /// no user, 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Uuid>,
 }
@@ -382,7 +385,8 @@ pub enum Me {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRef {
-    /// The user.
+    /// The user. Omitted: the session's own user (a service account, having none, gets
+    /// 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Uuid>,
 }
@@ -398,11 +402,13 @@ pub struct Settings {
     pub paused: bool,
 }
 
-/// `updateSetting`: changes the given settings, leaving the others.
+/// `updateSetting`: changes the given settings, leaving the others (none given: answers
+/// the settings unchanged).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSetting {
-    /// The user; a session caller may omit it.
+    /// The user. Omitted: the session's own user (a service account, having none, gets
+    /// 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Uuid>,
     /// New language code.
@@ -429,7 +435,8 @@ pub struct UpdateSetting {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscription {
-    /// The user; a session caller may omit it.
+    /// The user. Omitted: the session's own user (a service account, having none, gets
+    /// 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Uuid>,
     /// The entity.
@@ -494,9 +501,10 @@ pub struct NewEntity {
     /// Id to use; a new random one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
-    /// Names by language code; must include `default_language`.
+    /// Names by language code, at least one, none blank.
     pub names: BTreeMap<String, String>,
-    /// Default language.
+    /// The language whose name readers without a name in their own language see (falling
+    /// back to any name when it has none).
     pub default_language: String,
     /// Group, which must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]

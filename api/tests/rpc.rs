@@ -81,6 +81,49 @@ async fn envelope_and_body_errors(backend: Backend) {
         .await;
     assert_error(&broken, 400, "bad_request");
 
+    // Well-formed JSON that is not an object is a 422 saying so, in the error envelope
+    // (serde alone would read a struct of optional fields from `[]`).
+    for (method, body, kind) in [
+        ("getUser", "[]", "an array"),
+        ("getEntities", "[]", "an array"),
+        ("getUserIndex", "[]", "an array"),
+        (
+            "getEntity",
+            "[\"00000000-0000-0000-0000-000000000001\"]",
+            "an array",
+        ),
+        ("getUser", "\"x\"", "a string"),
+        ("getUser", "null", "null"),
+        ("authMe", "true", "a boolean"),
+        ("getUser", "7", "a number"),
+    ] {
+        let response = server
+            .post(
+                &format!("/v1/{method}"),
+                Auth::Basic("bot", "pw-bot"),
+                RawBody::Text(body.into()),
+            )
+            .await;
+        assert_error(&response, 422, "invalid_input");
+        assert_eq!(response.2["success"], json!(false), "{body}");
+        assert_eq!(
+            response.2["error"]["message"],
+            json!(format!("the body must be a JSON object, not {kind}")),
+            "{body}"
+        );
+    }
+    // Truncated or broken JSON is a 400, whatever it would have been.
+    for body in ["{", "[", "{\"id\": \"", "{\"id\" 1}", "nul"] {
+        let response = server
+            .post(
+                "/v1/getEntity",
+                Auth::Basic("bot", "pw-bot"),
+                RawBody::Text(body.into()),
+            )
+            .await;
+        assert_error(&response, 400, "bad_request");
+    }
+
     let wrong_type = server
         .post(
             "/v1/getEntity",
@@ -247,10 +290,11 @@ async fn users(backend: Backend) {
         )
         .await;
     assert_error(&half, 422, "invalid_input");
+    // Neither asks for the caller's own user, which a service account does not have.
     let none = server
         .post("/v1/getUser", Auth::Basic("bot", "pw-bot"), RawBody::Empty)
         .await;
-    assert_error(&none, 422, "invalid_input");
+    assert_error(&none, 403, "forbidden");
 
     // Deleting a user removes their sessions and subscriptions.
     let admin = server.admin().await;
@@ -382,8 +426,8 @@ async fn sessions(backend: Backend) {
     assert!(permissions.api.is_some());
     assert_code(
         bot.auth_me(Some(user.id)).await.unwrap_err(),
-        422,
-        ErrorCode::InvalidInput,
+        403,
+        ErrorCode::Forbidden,
     );
 
     // Service accounts check named tokens.
@@ -396,8 +440,8 @@ async fn sessions(backend: Backend) {
     );
     assert_code(
         bot.check_session(None).await.unwrap_err(),
-        422,
-        ErrorCode::InvalidInput,
+        403,
+        ErrorCode::Forbidden,
     );
 
     // Unknown and expired tokens are 401.
@@ -495,8 +539,8 @@ async fn settings(backend: Backend) {
     );
     assert_code(
         bot.get_settings(None).await.unwrap_err(),
-        422,
-        ErrorCode::InvalidInput,
+        403,
+        ErrorCode::Forbidden,
     );
     assert_code(
         bot.get_settings(Some(Uuid::new_v4())).await.unwrap_err(),
@@ -527,12 +571,20 @@ async fn settings(backend: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!((reset.timezone, reset.paused), (None, true));
+    assert_eq!((reset.timezone.as_deref(), reset.paused), (None, true));
 
+    // Nothing to change answers the settings as they are.
+    assert_eq!(
+        session
+            .update_setting(&UpdateSetting::default())
+            .await
+            .unwrap(),
+        reset
+    );
     for bad in [
         json!({"language": "Japanese"}),
         json!({"timezone": "not a zone"}),
-        json!({}),
+        json!({"timezone": "asia/tokyo"}),
         json!({"name": "\u{0007}", "user": user.id}),
     ] {
         let result = server
@@ -812,10 +864,18 @@ async fn entities(backend: Backend) {
         .post(
             "/v1/newEntity",
             Auth::Basic("admin", "pw-admin"),
-            RawBody::Json(json!({"names": {"en": "X"}, "default_language": "ja"})),
+            RawBody::Json(json!({"names": {"en": "X"}, "default_language": "Japanese"})),
         )
         .await;
     assert_error(&bad_default, 422, "invalid_input");
+    let blank = server
+        .post(
+            "/v1/newEntity",
+            Auth::Basic("admin", "pw-admin"),
+            RawBody::Json(json!({"names": {"en": " "}, "default_language": "en"})),
+        )
+        .await;
+    assert_error(&blank, 422, "invalid_input");
     let bad_kind = server
         .post(
             "/v1/newEntity",
@@ -882,7 +942,7 @@ async fn entities(backend: Backend) {
     let no_default = admin
         .update_entity(&UpdateEntity {
             id: entity.id,
-            default_language: Some("fr".into()),
+            default_language: Some("French".into()),
             ..Default::default()
         })
         .await

@@ -19,7 +19,8 @@ pub type LocalizedNames = BTreeMap<String, String>;
 pub struct Entity {
     /// Stable identifier.
     pub id: Uuid,
-    /// Display names per language; must contain `default_language`.
+    /// Display names per language: at least one. Usually one of them is in
+    /// `default_language`; readers fall back to any name when not ([`Entity::name_in`]).
     pub names: LocalizedNames,
     /// Language whose name is shown when the reader's language has none.
     pub default_language: String,

@@ -27,7 +27,8 @@
 //! | [`AdminWrite`] | admin rw | no (403) | newEntity, updateEntity, delEntity |
 //!
 //! "Own user only": a session caller may omit the `user` field (it means itself); naming
-//! another user is 403. A service caller must name the user. A session may not change a
+//! another user is 403. A service caller names the user; omitting it asks for a user of
+//! its own, which it does not have (403). A session may not change a
 //! user's chat id or name (403), and cannot mint sessions.
 //!
 //! No or malformed credentials, a wrong password, an unknown username and an unknown or
@@ -88,9 +89,10 @@ impl Caller {
                 "a session may only act for its own user".into(),
             )),
             (Caller::Service(_), Some(user)) => Ok(user),
-            (Caller::Service(_), None) => {
-                Err(Error::invalid("user", "required for service accounts"))
-            }
+            // Omitting `user` means "my own user", which a service account does not have.
+            (Caller::Service(_), None) => Err(Error::Forbidden(
+                "a service account has no user of its own: name one in `user`".into(),
+            )),
         }
     }
 
@@ -363,7 +365,7 @@ mod tests {
         });
         assert!(matches!(
             service.target_user(None),
-            Err(Error::InvalidInput(_))
+            Err(Error::Forbidden(_))
         ));
     }
 }

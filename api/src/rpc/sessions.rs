@@ -65,7 +65,11 @@ pub(crate) async fn check_session(
         (Caller::User(_), Some(_)) => {
             Err(Error::Forbidden("a session may only check itself".into()))
         }
-        (Caller::Service(_), None) => Err(Error::invalid("token", "required for service accounts")),
+        // Omitting `token` asks about the caller's own session, which a service account
+        // does not have.
+        (Caller::Service(_), None) => Err(Error::Forbidden(
+            "a service account has no session of its own: name one in `token`".into(),
+        )),
         (Caller::Service(_), Some(token)) => {
             let now = Utc::now();
             let session = if token.is_empty() || token.len() > 1024 {
@@ -102,7 +106,9 @@ pub(crate) async fn auth_me(
     match caller {
         Caller::Service(account) => {
             if req.user.is_some() {
-                return Err(Error::invalid("user", "only sessions act for a user"));
+                return Err(Error::Forbidden(
+                    "a service account does not act for a user; only sessions do".into(),
+                ));
             }
             Ok(Data(Me::Service {
                 username: account.username,

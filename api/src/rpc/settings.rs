@@ -22,7 +22,8 @@ pub(crate) async fn get_settings(
     Ok(Data(Settings::from(&user)))
 }
 
-/// Changes the given settings; `name` and `chat_id` are for service accounts only.
+/// Changes the given settings (none given: answers them unchanged); `name` and `chat_id`
+/// are for service accounts only.
 #[utoipa::path(post, path = "/v1/updateSetting", tag = "settings", request_body = UpdateSetting,
     responses((status = 200, description = "The settings after the change", body = Envelope<Settings>)))]
 pub(crate) async fn update_setting(
@@ -34,17 +35,6 @@ pub(crate) async fn update_setting(
     if caller.is_session() && (req.name.is_some() || req.chat_id.is_some()) {
         return Err(Error::Forbidden(
             "a session may not change the chat id or name".into(),
-        ));
-    }
-    if req.language.is_none()
-        && req.timezone.is_none()
-        && req.paused.is_none()
-        && req.name.is_none()
-        && req.chat_id.is_none()
-    {
-        return Err(Error::InvalidInput(
-            "no setting given: expected one of `language`, `timezone`, `paused`, `name`, `chat_id`"
-                .into(),
         ));
     }
     if let Some(language) = &req.language {
@@ -60,6 +50,15 @@ pub(crate) async fn update_setting(
         validate::chat_id("chat_id", chat_id)?;
     }
     let mut user = load_user(&state, id).await?;
+    if req.language.is_none()
+        && req.timezone.is_none()
+        && req.paused.is_none()
+        && req.name.is_none()
+        && req.chat_id.is_none()
+    {
+        // Nothing to change: the settings as they are.
+        return Ok(Data(Settings::from(&user)));
+    }
     if let Some(language) = req.language {
         user.language = language;
     }

@@ -16,9 +16,6 @@ use crate::types::{
     UserRef,
 };
 
-/// Most kinds one subscription may filter on.
-const MAX_KINDS: usize = 32;
-
 async fn subscriptions_of(state: &AppState, user: Uuid) -> Result<Vec<Subscription>> {
     Ok(state
         .storage
@@ -57,10 +54,10 @@ pub(crate) async fn update_subscription(
     RpcBody(req): RpcBody<UpdateSubscription>,
 ) -> Result<Data<SubscriptionUpdate>> {
     let user = load_user(&state, caller.target_user(req.user)?).await?;
-    if req.kinds.len() > MAX_KINDS {
+    if req.kinds.len() > validate::MAX_KINDS {
         return Err(Error::invalid(
             "kinds",
-            format!("at most {MAX_KINDS} kinds"),
+            format!("at most {} kinds", validate::MAX_KINDS),
         ));
     }
     for (index, kind) in req.kinds.iter().enumerate() {

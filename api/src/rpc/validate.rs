@@ -1,9 +1,110 @@
 //! Field checks shared by the methods; each failure is a 422 naming the field.
+//!
+//! Each kind of field has one [`Rule`]: the limits its check enforces and the JSON Schema
+//! pattern that says the same thing. `/openapi.json` takes its constraints from these
+//! rules (`crate::openapi`), so the document and the checks cannot drift apart; the
+//! Schemathesis run (`scripts/schemathesis.sh`) tests that they agree.
 
 use std::collections::BTreeMap;
 
+use serde_json::{json, Value};
+
 use crate::error::{Error, Result};
 use crate::types::TaskParams;
+
+/// The constraints of one kind of string field.
+pub(crate) struct Rule {
+    /// A JSON Schema (ECMA-262) pattern, anchored, matching exactly the accepted values.
+    pub(crate) pattern: &'static str,
+    /// Fewest characters.
+    pub(crate) min_length: usize,
+    /// Most characters.
+    pub(crate) max_length: usize,
+}
+
+impl Rule {
+    /// The JSON Schema keywords of this rule.
+    pub(crate) fn schema(&self) -> Value {
+        let mut schema = json!({
+            "type": "string",
+            "pattern": self.pattern,
+            "maxLength": self.max_length,
+        });
+        if self.min_length > 0 {
+            schema["minLength"] = json!(self.min_length);
+        }
+        schema
+    }
+}
+
+/// Longest IM platform name.
+pub(crate) const IM_MAX: usize = 32;
+/// Longest chat id.
+pub(crate) const CHAT_ID_MAX: usize = 64;
+/// Longest display or entity name, in characters.
+pub(crate) const NAME_MAX: usize = 256;
+/// Longest event kind.
+pub(crate) const KIND_MAX: usize = 64;
+/// Most kinds one subscription may filter on.
+pub(crate) const MAX_KINDS: usize = 32;
+/// Length of a YouTube channel id (`UC` + 22).
+pub(crate) const CHANNEL_ID_LEN: usize = 24;
+/// Longest numeric X user id.
+pub(crate) const X_USER_ID_MAX: usize = 20;
+
+/// `telegram`: lowercase letters, digits, `_`.
+pub(crate) const IM: Rule = Rule {
+    pattern: "^[a-z0-9_]+$",
+    min_length: 1,
+    max_length: IM_MAX,
+};
+/// Printable ASCII without spaces.
+pub(crate) const CHAT_ID: Rule = Rule {
+    pattern: "^[!-~]+$",
+    min_length: 1,
+    max_length: CHAT_ID_MAX,
+};
+/// Anything without control characters (Unicode category Cc), possibly empty.
+pub(crate) const DISPLAY_NAME: Rule = Rule {
+    pattern: "^[^\\x00-\\x1F\\x7F-\\x9F]*$",
+    min_length: 0,
+    max_length: NAME_MAX,
+};
+/// A display name with at least one character that is not white space.
+pub(crate) const ENTITY_NAME: Rule = Rule {
+    pattern: "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$",
+    min_length: 1,
+    max_length: NAME_MAX,
+};
+/// `en`, `zh-Hant`: 2–3 lowercase letters, optionally `-` and 2–8 letters or digits.
+pub(crate) const LANGUAGE: Rule = Rule {
+    pattern: "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$",
+    min_length: 2,
+    max_length: 12,
+};
+/// `youtube.live`: two words of lowercase letters and `_`.
+pub(crate) const KIND: Rule = Rule {
+    pattern: "^[a-z_]+\\.[a-z_]+$",
+    min_length: 3,
+    max_length: KIND_MAX,
+};
+/// `UC` and 22 letters, digits, `_` or `-`.
+pub(crate) const CHANNEL_ID: Rule = Rule {
+    pattern: "^UC[A-Za-z0-9_-]{22}$",
+    min_length: CHANNEL_ID_LEN,
+    max_length: CHANNEL_ID_LEN,
+};
+/// Decimal digits.
+pub(crate) const X_USER_ID: Rule = Rule {
+    pattern: "^[0-9]+$",
+    min_length: 1,
+    max_length: X_USER_ID_MAX,
+};
+
+/// Every time zone name [`timezone`] accepts, for the schema's `enum`.
+pub(crate) fn timezone_names() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
 
 /// An ISO-639 language code, optionally with a region or script (`en`, `zh-Hant`).
 pub(crate) fn language(field: &str, value: &str) -> Result<()> {
@@ -24,7 +125,7 @@ pub(crate) fn language(field: &str, value: &str) -> Result<()> {
 /// An IM platform name: lowercase letters, digits, `_`; at most 32.
 pub(crate) fn im(field: &str, value: &str) -> Result<()> {
     if !value.is_empty()
-        && value.len() <= 32
+        && value.len() <= IM_MAX
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -40,7 +141,10 @@ pub(crate) fn im(field: &str, value: &str) -> Result<()> {
 
 /// A chat id: 1 to 64 printable characters without spaces.
 pub(crate) fn chat_id(field: &str, value: &str) -> Result<()> {
-    if !value.is_empty() && value.len() <= 64 && value.chars().all(|c| c.is_ascii_graphic()) {
+    if !value.is_empty()
+        && value.len() <= CHAT_ID_MAX
+        && value.chars().all(|c| c.is_ascii_graphic())
+    {
         Ok(())
     } else {
         Err(Error::invalid(
@@ -52,7 +156,7 @@ pub(crate) fn chat_id(field: &str, value: &str) -> Result<()> {
 
 /// A display name: at most 256 characters, no control characters.
 pub(crate) fn display_name(field: &str, value: &str) -> Result<()> {
-    if value.chars().count() <= 256 && !value.chars().any(char::is_control) {
+    if value.chars().count() <= NAME_MAX && !value.chars().any(char::is_control) {
         Ok(())
     } else {
         Err(Error::invalid(
@@ -77,7 +181,7 @@ pub(crate) fn timezone(field: &str, value: &str) -> Result<()> {
 pub(crate) fn kind(field: &str, value: &str) -> Result<()> {
     let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
     match value.split_once('.') {
-        Some((source, what)) if value.len() <= 64 && word(source) && word(what) => Ok(()),
+        Some((source, what)) if value.len() <= KIND_MAX && word(source) && word(what) => Ok(()),
         _ => Err(Error::invalid(
             field,
             format!("`{value}` is not an event kind like `youtube.live`"),
@@ -85,7 +189,9 @@ pub(crate) fn kind(field: &str, value: &str) -> Result<()> {
     }
 }
 
-/// Entity names: non-empty, keyed by language codes, including `default_language`.
+/// Entity names: at least one, keyed by language codes, none blank. `default_language`
+/// need not have one: readers fall back to any name (`Entity::name_in`), and a rule
+/// linking two fields could not be stated in the schema.
 pub(crate) fn names(names: &BTreeMap<String, String>, default_language: &str) -> Result<()> {
     language("default_language", default_language)?;
     if names.is_empty() {
@@ -104,12 +210,6 @@ pub(crate) fn names(names: &BTreeMap<String, String>, default_language: &str) ->
         }
         display_name(&format!("names.{lang}"), name)?;
     }
-    if !names.contains_key(default_language) {
-        return Err(Error::invalid(
-            "default_language",
-            format!("`{default_language}` has no entry in `names`"),
-        ));
-    }
     Ok(())
 }
 
@@ -117,7 +217,7 @@ pub(crate) fn names(names: &BTreeMap<String, String>, default_language: &str) ->
 pub(crate) fn task(index: usize, params: &TaskParams) -> Result<()> {
     match params {
         TaskParams::Youtube { channel_id } => {
-            let ok = channel_id.len() == 24
+            let ok = channel_id.len() == CHANNEL_ID_LEN
                 && channel_id.starts_with("UC")
                 && channel_id
                     .bytes()
@@ -131,7 +231,7 @@ pub(crate) fn task(index: usize, params: &TaskParams) -> Result<()> {
         }
         TaskParams::Twitter { user_id } => {
             if user_id.is_empty()
-                || user_id.len() > 20
+                || user_id.len() > X_USER_ID_MAX
                 || !user_id.bytes().all(|b| b.is_ascii_digit())
             {
                 return Err(Error::invalid(
@@ -211,12 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn names_need_the_default_language() {
+    fn names_need_one_non_blank_name() {
         let mut names = BTreeMap::new();
         names.insert("ja".to_owned(), "名前".to_owned());
         assert!(names_ok(&names, "ja"));
-        assert!(!names_ok(&names, "en"));
+        assert!(names_ok(&names, "en"));
+        assert!(!names_ok(&names, "EN"));
         assert!(!names_ok(&BTreeMap::new(), "en"));
+        names.insert("en".to_owned(), " \u{3000}".to_owned());
+        assert!(!names_ok(&names, "ja"));
     }
 
     fn names_ok(n: &BTreeMap<String, String>, d: &str) -> bool {
