@@ -234,6 +234,10 @@ pub struct CommonConfig {
     /// server of their own (worker-twitter, the middlewares, bot-telegram) serve `/healthz`
     /// and `/metrics`; unset: none.
     pub metrics_listen: Option<String>,
+    /// `unroutable_retries` / `STARGAZER_UNROUTABLE_RETRIES`: times a publish the broker
+    /// could not route (no queue bound for its key) is retried, 200 ms apart and
+    /// doubling, before it is dead-lettered to `stargazer.dead`; default 6.
+    pub unroutable_retries: u32,
 }
 
 impl Default for CommonConfig {
@@ -245,6 +249,7 @@ impl Default for CommonConfig {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             metrics_listen: None,
+            unroutable_retries: 6,
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: entities, tasks, users, subscriptions, sessions, credentials, events.
 //! - [`routing`]: routing keys, the tag stack and AMQP topic matching.
+//! - [`topology`]: the exchanges and queues of the broker, as data.
 //! - [`storage`]: the [`storage::Storage`] trait with MongoDB and SQLite implementations.
 //! - [`bus`]: the [`bus::Bus`] trait with RabbitMQ and in-process implementations.
 //! - [`config`]: TOML + environment configuration with one-line errors.
@@ -26,6 +27,7 @@ pub mod protocol;
 pub mod routing;
 pub mod storage;
 pub mod telemetry;
+pub mod topology;
 pub mod worker_runtime;
 
 pub use tokio_util::sync::CancellationToken;

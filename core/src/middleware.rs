@@ -7,21 +7,35 @@
 //! | [`Outcome::Forward`] | pops the tag, republishes (confirmed) with the rest of the key, then acks |
 //! | [`Outcome::Hold`] | acks: the middleware persisted the event and publishes it later itself |
 //! | [`Outcome::Drop`] | logs the reason, counts it, acks |
-//! | [`Outcome::Retry`] | waits `retry_delay`, then requeues (a backend is down, try again) |
-//! | [`Outcome::Reject`] | dead-letters to `stargazer.dead` with the reason |
+//! | [`Outcome::Retry`] | waits `retry_delay`, then requeues (a backend is down, try again); the `delivery_attempts`-th attempt is dead-lettered instead |
+//! | [`Outcome::Reject`] | dead-letters (rejects without requeue: the broker moves it to `stargazer.dead`), logging the reason |
 //!
-//! A body that is not an event, or a routing key whose next tag is not this middleware's,
-//! is dead-lettered without reaching the middleware. Any number of instances may consume
-//! the same queue; each delivery reaches one of them.
+//! A handler that panics is caught and counted like a [`Outcome::Retry`] (metric outcome
+//! `panicked`). A body that is not an event, or a routing key whose next tag is not this
+//! middleware's, is dead-lettered without reaching the middleware. A forward the broker
+//! could not route was dead-lettered by the bus ([`BusError::Unroutable`]) and is acked.
+//! Any number of instances may consume the same queue; each delivery reaches one of them.
+//!
+//! Attempts are counted per instance, in memory, by event id and routing key (RabbitMQ's
+//! `redelivered` flag only says "at least once before", and classic queues keep no
+//! delivery count). A delivery flagged `redelivered` that this instance has not seen
+//! starts at one earlier attempt. So with N instances a message is tried at most about
+//! N × `delivery_attempts` times, and a restart starts counting afresh; the table is
+//! bounded ([`TRACKED_ATTEMPTS`]) and an entry is forgotten once its message is settled
+//! for good. Republishing with an attempts header would count across instances, but it
+//! needs write access for every consumer and moves the message behind later ones.
 //!
 //! Events are handled concurrently, except that events with the same
 //! [`Middleware::order_key`] are handled one after the other in queue order (a chain per
 //! key stripe), so e.g. a replacement never overtakes the message it replaces.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -74,6 +88,48 @@ pub trait Middleware: Send + Sync + 'static {
     }
 }
 
+/// Default of [`RuntimeOptions::delivery_attempts`].
+pub const DEFAULT_DELIVERY_ATTEMPTS: u32 = 5;
+
+/// Most messages whose attempts one runtime remembers at once.
+pub const TRACKED_ATTEMPTS: usize = 100_000;
+
+/// The reason class (metric label) of messages dead-lettered after too many attempts.
+pub const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
+
+/// Attempts per message not yet settled for good. A std mutex: a map operation per
+/// message, never held across `.await`.
+#[derive(Default)]
+struct Attempts {
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+impl Attempts {
+    /// Counts one more attempt of `key` and returns the total.
+    fn bump(&self, key: &str, redelivered: bool) -> u32 {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if !counts.contains_key(key) && counts.len() >= TRACKED_ATTEMPTS {
+            // Full: forget any one entry; that message merely gets its attempts again.
+            if let Some(victim) = counts.keys().next().cloned() {
+                counts.remove(&victim);
+            }
+        }
+        let count = counts
+            .entry(key.to_owned())
+            .or_insert(u32::from(redelivered));
+        *count += 1;
+        *count
+    }
+
+    /// Forgets `key`: its message was settled for good.
+    fn forget(&self, key: &str) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
 /// Number of ordering chains; keys hash onto them, so unrelated keys rarely wait on each
 /// other.
 const ORDER_STRIPES: usize = 1024;
@@ -93,11 +149,14 @@ pub struct RuntimeOptions {
     /// Pause before requeueing after [`Outcome::Retry`], so a failing backend is not
     /// hammered by the same message.
     pub retry_delay: Duration,
+    /// Attempts (a [`Outcome::Retry`] or a panic each) after which a message is
+    /// dead-lettered instead of requeued; at least 1.
+    pub delivery_attempts: u32,
 }
 
 impl RuntimeOptions {
     /// The contract defaults for `tag`: queue `stargazer.middleware.<tag>`, prefetch 32,
-    /// concurrency 16, retry delay 1 s.
+    /// concurrency 16, retry delay 1 s, 5 delivery attempts.
     pub fn new(tag: impl Into<String>) -> Self {
         let tag = tag.into();
         Self {
@@ -106,6 +165,7 @@ impl RuntimeOptions {
             prefetch: 32,
             concurrency: 16,
             retry_delay: Duration::from_secs(1),
+            delivery_attempts: DEFAULT_DELIVERY_ATTEMPTS,
         }
     }
 
@@ -154,7 +214,8 @@ impl RuntimeMetrics {
     }
 
     /// How many messages ended with `outcome` (`forwarded`, `held`, `dropped`, `retried`,
-    /// `dead_lettered`).
+    /// `panicked`, `dead_lettered`); a panic that exhausted the attempts counts as both
+    /// `panicked` and `dead_lettered`.
     pub fn count(&self, outcome: &str) -> u64 {
         self.messages.with_label_values(&[outcome]).get()
     }
@@ -178,6 +239,7 @@ pub async fn run(
     };
     tracing::info!(middleware = %options.tag, queue = %options.queue, "middleware consuming");
     let options = Arc::new(options);
+    let attempts = Arc::new(Attempts::default());
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut in_flight = JoinSet::new();
     // The tail of each ordering chain: the next event on that stripe waits for it.
@@ -214,6 +276,7 @@ pub async fn run(
             options: options.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
+            attempts: attempts.clone(),
         };
         in_flight.spawn(async move {
             if let Some(previous) = after {
@@ -280,6 +343,7 @@ struct Settle {
     options: Arc<RuntimeOptions>,
     metrics: RuntimeMetrics,
     shutdown: CancellationToken,
+    attempts: Arc<Attempts>,
 }
 
 impl Settle {
@@ -287,7 +351,7 @@ impl Settle {
         let incoming = match decoded {
             Ok(incoming) => incoming,
             Err(reason) => {
-                tracing::warn!(middleware = %self.options.tag, routing_key = %delivery.routing_key, %reason, "dead-lettering message");
+                tracing::error!(middleware = %self.options.tag, routing_key = %delivery.routing_key, %reason, "dead-lettering message");
                 self.metrics.inc("dead_lettered");
                 if let Err(err) = delivery.dead_letter(&reason).await {
                     tracing::error!(cause = %err, "dead-lettering failed; the message will come back");
@@ -306,37 +370,56 @@ impl Settle {
 
     async fn settle(&self, delivery: Delivery, incoming: Incoming) {
         let rest_key = incoming.rest_key.clone();
-        let outcome = self.middleware.handle(incoming).await;
+        let attempt_key = format!("{}:{}", incoming.event.id, delivery.routing_key);
+        let handled = AssertUnwindSafe(self.middleware.handle(incoming))
+            .catch_unwind()
+            .await;
+        let outcome = match handled {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                tracing::error!(panic = %what, "middleware handler panicked");
+                self.metrics.inc("panicked");
+                Outcome::Retry(format!("handler panicked: {what}"))
+            }
+        };
         let settled = match outcome {
             Outcome::Forward(event) => match self.bus.publish(&rest_key, &event.to_bytes()).await {
                 Ok(()) => {
                     tracing::debug!(routing_key = %rest_key, "forwarded");
                     self.metrics.inc("forwarded");
+                    self.attempts.forget(&attempt_key);
+                    delivery.ack().await
+                }
+                Err(err @ BusError::Unroutable { .. }) => {
+                    // The bus put the forwarded event in `stargazer.dead`; requeueing
+                    // would only add copies there.
+                    tracing::error!(routing_key = %rest_key, cause = %err, "forward unroutable; dead-lettered by the bus");
+                    self.metrics.inc("dead_lettered");
+                    self.attempts.forget(&attempt_key);
                     delivery.ack().await
                 }
                 Err(err) => {
-                    tracing::warn!(routing_key = %rest_key, cause = %err, "republish failed; requeueing");
-                    self.metrics.inc("retried");
-                    self.requeue_later(delivery).await
+                    let reason = format!("republish failed: {err}");
+                    self.retry_or_dead(delivery, &attempt_key, reason).await
                 }
             },
             Outcome::Hold => {
                 self.metrics.inc("held");
+                self.attempts.forget(&attempt_key);
                 delivery.ack().await
             }
             Outcome::Drop(reason) => {
                 tracing::info!(%reason, "event dropped");
                 self.metrics.inc("dropped");
+                self.attempts.forget(&attempt_key);
                 delivery.ack().await
             }
-            Outcome::Retry(reason) => {
-                tracing::warn!(%reason, "event requeued for another attempt");
-                self.metrics.inc("retried");
-                self.requeue_later(delivery).await
-            }
+            Outcome::Retry(reason) => self.retry_or_dead(delivery, &attempt_key, reason).await,
             Outcome::Reject(reason) => {
-                tracing::warn!(%reason, "dead-lettering event");
+                tracing::error!(%reason, "dead-lettering event");
                 self.metrics.inc("dead_lettered");
+                self.attempts.forget(&attempt_key);
                 delivery.dead_letter(&reason).await
             }
         };
@@ -345,12 +428,45 @@ impl Settle {
         }
     }
 
+    /// Counts an attempt that failed for `reason`: requeues after the pause, or
+    /// dead-letters once the attempts are used up.
+    async fn retry_or_dead(
+        &self,
+        delivery: Delivery,
+        attempt_key: &str,
+        reason: String,
+    ) -> crate::bus::Result<()> {
+        let attempt = self.attempts.bump(attempt_key, delivery.redelivered);
+        let cap = self.options.delivery_attempts.max(1);
+        if attempt >= cap {
+            tracing::error!(attempt, %reason, "attempts used up; dead-lettering event");
+            self.metrics.inc("dead_lettered");
+            self.attempts.forget(attempt_key);
+            let reason = format!("{reason} (attempt {attempt} of {cap})");
+            return delivery.dead_letter_as(ATTEMPTS_EXHAUSTED, &reason).await;
+        }
+        tracing::warn!(attempt, %reason, "event requeued for another attempt");
+        self.metrics.inc("retried");
+        self.requeue_later(delivery).await
+    }
+
     async fn requeue_later(&self, delivery: Delivery) -> crate::bus::Result<()> {
         tokio::select! {
             _ = self.shutdown.cancelled() => {}
             _ = tokio::time::sleep(self.options.retry_delay) => {}
         }
         delivery.requeue().await
+    }
+}
+
+/// The text a panic was raised with, when it is a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
     }
 }
 
@@ -441,11 +557,7 @@ mod tests {
         let ready_spec = QueueSpec::new("test.ready", "*", 10);
         let mut ready = bus.consume(&ready_spec).await.unwrap();
         let mut dead = bus
-            .consume(&QueueSpec {
-                name: routing::DEAD_LETTER_QUEUE.into(),
-                bindings: vec![],
-                prefetch: 10,
-            })
+            .consume(&crate::topology::dead_letter_queue(10))
             .await
             .unwrap();
         let options = RuntimeOptions::new("echo");
@@ -472,27 +584,33 @@ mod tests {
 
         bus.publish("youtube.echo", b"{not json").await.unwrap();
         let got = next_body(&mut dead).await;
-        assert!(got
-            .header(routing::DEAD_REASON_HEADER)
-            .unwrap()
-            .starts_with("undecodable event"));
+        assert_eq!(got.body, b"{not json");
+        assert_eq!(
+            got.header(crate::topology::FIRST_DEATH_QUEUE_HEADER),
+            Some("stargazer.middleware.echo")
+        );
         got.ack().await.unwrap();
 
         bus.publish("twitter.echo", &plain.to_bytes())
             .await
             .unwrap();
         let got = next_body(&mut dead).await;
-        assert!(got
-            .header(routing::DEAD_REASON_HEADER)
-            .unwrap()
-            .contains("routing key source"));
+        assert_eq!(
+            got.routing_key, "twitter.echo",
+            "dead letters keep their key"
+        );
         got.ack().await.unwrap();
 
-        bus.publish("youtube.echo", &event(Some("reject")).to_bytes())
+        let rejected = event(Some("reject"));
+        bus.publish("youtube.echo", &rejected.to_bytes())
             .await
             .unwrap();
         let got = next_body(&mut dead).await;
-        assert_eq!(got.header(routing::DEAD_REASON_HEADER), Some("asked to"));
+        assert_eq!(Event::from_bytes(&got.body).unwrap().id, rejected.id);
+        assert_eq!(
+            got.header(crate::topology::FIRST_DEATH_REASON_HEADER),
+            Some("rejected")
+        );
         got.ack().await.unwrap();
 
         bus.publish("youtube.echo", &event(Some("hold")).to_bytes())
@@ -513,6 +631,105 @@ mod tests {
         assert_eq!(metrics.count("held"), 1);
         assert_eq!(metrics.count("dropped"), 1);
         assert_eq!(metrics.count("dead_lettered"), 3);
+        assert_eq!(
+            bus.metrics()
+                .dead_lettered("stargazer.middleware.echo", crate::bus::REJECTED_REASON),
+            3
+        );
+    }
+
+    /// Retries `x-echo: retry` forever, panics on `x-echo: panic`, counting each call.
+    struct Failing {
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait]
+    impl Middleware for Failing {
+        async fn handle(&self, message: Incoming) -> Outcome {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match message.event.control.get("x-echo").and_then(|v| v.as_str()) {
+                Some("panic") => panic!("handler blew up"),
+                _ => Outcome::Retry("backend down".into()),
+            }
+        }
+    }
+
+    async fn dead_after_attempts(echo: &str) {
+        let bus = MemoryBus::new();
+        let mut dead = bus
+            .consume(&crate::topology::dead_letter_queue(10))
+            .await
+            .unwrap();
+        let options = RuntimeOptions {
+            retry_delay: Duration::from_millis(1),
+            delivery_attempts: 3,
+            ..RuntimeOptions::new("echo")
+        };
+        bus.declare(&options.queue_spec()).await.unwrap();
+        let metrics = RuntimeMetrics::register("echo", &Registry::new());
+        let shutdown = CancellationToken::new();
+        let failing = Arc::new(Failing {
+            calls: Default::default(),
+        });
+        let shared: Arc<dyn Bus> = Arc::new(bus.clone());
+        let task = tokio::spawn(run(
+            failing.clone(),
+            shared.clone(),
+            options,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let doomed = event(Some(echo));
+        shared
+            .publish("youtube.echo", &doomed.to_bytes())
+            .await
+            .unwrap();
+        let got = next_body(&mut dead).await;
+        assert_eq!(Event::from_bytes(&got.body).unwrap().id, doomed.id);
+        got.ack().await.unwrap();
+        assert_eq!(
+            failing.calls.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "dead after exactly 3 attempts"
+        );
+        assert_eq!(bus.queue_len("stargazer.middleware.echo"), 0);
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(metrics.count("retried"), 2);
+        assert_eq!(metrics.count("dead_lettered"), 1);
+        assert_eq!(
+            shared
+                .metrics()
+                .dead_lettered("stargazer.middleware.echo", ATTEMPTS_EXHAUSTED),
+            1
+        );
+        if echo == "panic" {
+            assert_eq!(metrics.count("panicked"), 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_are_capped_then_dead_lettered() {
+        dead_after_attempts("retry").await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_counts_as_an_attempt() {
+        dead_after_attempts("panic").await;
+    }
+
+    #[test]
+    fn attempts_start_after_an_unseen_redelivery_and_stay_bounded() {
+        let attempts = Attempts::default();
+        assert_eq!(attempts.bump("a", false), 1);
+        assert_eq!(attempts.bump("a", true), 2);
+        assert_eq!(attempts.bump("b", true), 2, "redelivered: tried before");
+        attempts.forget("a");
+        assert_eq!(attempts.bump("a", false), 1);
+        for i in 0..TRACKED_ATTEMPTS + 10 {
+            attempts.bump(&i.to_string(), false);
+        }
+        assert!(attempts.counts.lock().unwrap().len() <= TRACKED_ATTEMPTS);
     }
 
     #[test]
@@ -526,7 +743,7 @@ mod tests {
             async fn requeue(&self) -> crate::bus::Result<()> {
                 Ok(())
             }
-            async fn dead_letter(&self, _: &str, _: &[u8], _: &str) -> crate::bus::Result<()> {
+            async fn reject(&self, _: &str, _: &'static str, _: &str) -> crate::bus::Result<()> {
                 Ok(())
             }
         }

@@ -4,17 +4,9 @@
 //! first. A message is *ready* when only the source word is left. This module also holds
 //! the AMQP topic matcher the in-process bus uses, so both buses route alike.
 
-/// The topic exchange every service publishes to.
-pub const EXCHANGE: &str = "stargazer";
-
-/// The queue that receives messages that can never be processed.
-pub const DEAD_LETTER_QUEUE: &str = "stargazer.dead";
-
-/// Header carrying the reason a message was dead-lettered.
-pub const DEAD_REASON_HEADER: &str = "x-stargazer-dead-reason";
-
-/// Header carrying the routing key a dead-lettered message had.
-pub const DEAD_ROUTING_KEY_HEADER: &str = "x-stargazer-routing-key";
+pub use crate::topology::{
+    DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, EXCHANGE,
+};
 
 /// The binding pattern that selects ready messages (source word only).
 pub const READY_PATTERN: &str = "*";

@@ -1,7 +1,7 @@
 //! The bus contract suite against RabbitMQ ([`AmqpBus`]) at `STARGAZER_TEST_AMQP_URL`
-//! (default `amqp://guest:guest@127.0.0.1:5672/%2f`), plus what only the broker shows:
-//! message properties, durability, refused declarations and broker-side consumer
-//! cancellation.
+//! (default `amqp://guest:guest@127.0.0.1:5672/%2f`), each test in a vhost of its own,
+//! plus what only the broker shows: message properties, durability, refused declarations
+//! and broker-side consumer cancellation.
 
 mod broker;
 #[macro_use]
@@ -9,6 +9,7 @@ mod bus_suite;
 
 use std::sync::Arc;
 
+use broker::TestVhost;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -17,44 +18,32 @@ use stargazer_core::bus::{self, Bus, BusError, QueueSpec};
 
 use bus_suite::{next, queue_name, unique};
 
-fn amqp_url() -> String {
-    std::env::var("STARGAZER_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-async fn amqp_bus() -> Arc<dyn Bus> {
+/// A bus with the suite's options on `vhost`.
+async fn bus_on(vhost: &TestVhost) -> Arc<dyn Bus> {
     let name = format!("stargazer-test-{}", unique());
     Arc::new(
-        AmqpBus::connect_named(&amqp_url(), &name)
+        AmqpBus::connect_named_with(&vhost.url(), &name, bus_suite::test_options())
             .await
             .expect("connect to RabbitMQ"),
     )
 }
 
+async fn amqp_bus() -> (Arc<dyn Bus>, TestVhost) {
+    let vhost = TestVhost::create().await;
+    (bus_on(&vhost).await, vhost)
+}
+
 /// A plain lapin connection for looking at the broker from outside the bus.
-async fn raw_connection() -> Connection {
+async fn raw_connection(url: &str) -> Connection {
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
-    Connection::connect(&amqp_url(), properties)
+    Connection::connect(url, properties)
         .await
         .expect("raw connection")
 }
 
-/// Deletes the durable queues a test created so runs do not pile them up on the broker.
-async fn delete_queues(queues: Vec<String>) {
-    let raw = raw_connection().await;
-    let channel = raw.create_channel().await.expect("channel");
-    for queue in queues {
-        channel
-            .queue_delete(&queue, QueueDeleteOptions::default())
-            .await
-            .expect("delete test queue");
-    }
-    raw.close(200, "done").await.expect("close raw");
-}
-
-bus_contract_tests!(amqp_bus, delete_queues);
+bus_contract_tests!(amqp_bus, TestVhost::delete);
 
 #[tokio::test]
 async fn bad_urls_and_unreachable_brokers_fail_precisely() {
@@ -70,13 +59,15 @@ async fn bad_urls_and_unreachable_brokers_fail_precisely() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("connected to a closed port"),
     }
-    let bus = bus::connect(&amqp_url()).await.expect("amqp url");
+    let vhost = TestVhost::create().await;
+    let bus = bus::connect(&vhost.url()).await.expect("amqp url");
     bus.close().await;
+    vhost.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_persistent_json_in_durable_queues() {
-    let bus = amqp_bus().await;
+    let (bus, vhost) = amqp_bus().await;
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "props"), format!("{src}.#"), 5);
     bus.declare(&spec).await.expect("declare");
@@ -84,7 +75,7 @@ async fn messages_are_persistent_json_in_durable_queues() {
         .await
         .expect("publish");
 
-    let raw = raw_connection().await;
+    let raw = raw_connection(&vhost.url()).await;
     let channel = raw.create_channel().await.expect("channel");
     let got = channel
         .basic_get(&spec.name, BasicGetOptions { no_ack: true })
@@ -129,14 +120,15 @@ async fn messages_are_persistent_json_in_durable_queues() {
         .expect("cleanup");
     raw.close(200, "done").await.expect("close raw");
     bus.close().await;
+    vhost.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_declaration_fails_instead_of_retrying() {
-    let bus = amqp_bus().await;
+    let (bus, vhost) = amqp_bus().await;
     let src = unique();
     let name = queue_name(&src, "transient");
-    let raw = raw_connection().await;
+    let raw = raw_connection(&vhost.url()).await;
     let channel = raw.create_channel().await.expect("channel");
     channel
         .queue_declare(
@@ -167,12 +159,12 @@ async fn refused_declaration_fails_instead_of_retrying() {
         .expect("publish after a refusal");
     raw.close(200, "done").await.expect("close raw");
     bus.close().await;
-    delete_queues(vec![ok.name, name]).await;
+    vhost.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_recovers_when_its_queue_is_deleted() {
-    let bus = amqp_bus().await;
+    let (bus, vhost) = amqp_bus().await;
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "deleted"), format!("{src}.#"), 5);
     let mut consumer = bus.consume(&spec).await.expect("consume");
@@ -184,7 +176,7 @@ async fn consumer_recovers_when_its_queue_is_deleted() {
 
     // Deleting the queue makes the broker cancel the consumer; the bus re-declares the
     // queue (with its binding) and consumes again behind the same Consumer.
-    let raw = raw_connection().await;
+    let raw = raw_connection(&vhost.url()).await;
     let channel = raw.create_channel().await.expect("channel");
     channel
         .queue_delete(&spec.name, QueueDeleteOptions::default())
@@ -197,10 +189,13 @@ async fn consumer_recovers_when_its_queue_is_deleted() {
         body
     });
     // Keep publishing until the re-declared queue catches one: messages sent while the
-    // queue does not exist are unroutable.
+    // queue does not exist are unroutable (and dead-lettered).
     let key = format!("{src}.x");
     let body = loop {
-        bus.publish(&key, b"two").await.expect("publish");
+        match bus.publish(&key, b"two").await {
+            Ok(()) | Err(BusError::Unroutable { .. }) => {}
+            Err(other) => panic!("publish: {other}"),
+        }
         if waiting.is_finished() {
             break waiting.await.expect("consumer task");
         }
@@ -209,7 +204,7 @@ async fn consumer_recovers_when_its_queue_is_deleted() {
     assert_eq!(body, b"two");
     raw.close(200, "done").await.expect("close raw");
     bus.close().await;
-    delete_queues(vec![spec.name]).await;
+    vhost.delete().await;
 }
 
 /// The bus proposes small frames (the broker's 128 KiB default would make lapin pin 8 MiB
@@ -219,7 +214,8 @@ async fn consumer_recovers_when_its_queue_is_deleted() {
 async fn small_frames_by_default_and_large_bodies_still_pass() {
     let small_name = format!("stargazer-test-{}", unique());
     let large_name = format!("stargazer-test-{}", unique());
-    let base = amqp_url();
+    let vhost = TestVhost::create().await;
+    let base = vhost.url();
     let separator = if base.contains('?') { '&' } else { '?' };
     let small = AmqpBus::connect_named(&base, &small_name)
         .await
@@ -266,7 +262,7 @@ async fn small_frames_by_default_and_large_bodies_still_pass() {
         delivery.ack().await.expect("ack");
     }
     drop(consumer);
-    delete_queues(vec![spec.name.clone()]).await;
     small.close().await;
     large.close().await;
+    vhost.delete().await;
 }

@@ -8,12 +8,15 @@ use std::sync::Arc;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{self, Bus, BusError};
 
-async fn memory_bus() -> Arc<dyn Bus> {
-    Arc::new(MemoryBus::new())
+async fn memory_bus() -> (Arc<dyn Bus>, ()) {
+    (
+        Arc::new(MemoryBus::with_options(bus_suite::test_options())),
+        (),
+    )
 }
 
 /// Queues of the in-process bus vanish with it.
-async fn no_cleanup(_queues: Vec<String>) {}
+async fn no_cleanup(_scope: ()) {}
 
 bus_contract_tests!(memory_bus, no_cleanup);
 

@@ -62,6 +62,10 @@ pub struct DelayConfig {
     /// `delay.retry_delay_ms` / `STARGAZER_DELAY__RETRY_DELAY_MS`: pause before a message
     /// that could not be stored is requeued, milliseconds; default 1000.
     pub retry_delay_ms: u64,
+    /// `delay.delivery_attempts` / `STARGAZER_DELAY__DELIVERY_ATTEMPTS`: attempts (a
+    /// failure to process or a panic each) after which a message is dead-lettered instead
+    /// of requeued; default 5.
+    pub delivery_attempts: u32,
     /// `delay.shutdown_grace_ms` / `STARGAZER_DELAY__SHUTDOWN_GRACE_MS`: how long
     /// firings in progress may take to finish at shutdown, milliseconds; default 10000.
     pub shutdown_grace_ms: u64,
@@ -76,6 +80,7 @@ impl Default for DelayConfig {
             fire_concurrency: 64,
             reload_page_size: 5000,
             retry_delay_ms: 1000,
+            delivery_attempts: middleware::DEFAULT_DELIVERY_ATTEMPTS,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -125,6 +130,7 @@ impl DelayConfig {
             prefetch: self.prefetch,
             concurrency: self.concurrency,
             retry_delay: Duration::from_millis(self.retry_delay_ms),
+            delivery_attempts: self.delivery_attempts,
             ..RuntimeOptions::new(TAG)
         }
     }

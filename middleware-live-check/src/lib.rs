@@ -71,6 +71,10 @@ pub struct LiveCheckConfig {
     /// `live_check.retry_delay_ms` / `STARGAZER_LIVE_CHECK__RETRY_DELAY_MS`: pause before an
     /// event that could not be stored is requeued, milliseconds; default 1000.
     pub retry_delay_ms: u64,
+    /// `live_check.delivery_attempts` / `STARGAZER_LIVE_CHECK__DELIVERY_ATTEMPTS`: attempts (a
+    /// failure to process or a panic each) after which a message is dead-lettered instead
+    /// of requeued; default 5.
+    pub delivery_attempts: u32,
 }
 
 impl Default for LiveCheckConfig {
@@ -87,6 +91,7 @@ impl Default for LiveCheckConfig {
             kv_namespace: "live_check".to_owned(),
             request_timeout_ms: 15_000,
             retry_delay_ms: 1000,
+            delivery_attempts: middleware::DEFAULT_DELIVERY_ATTEMPTS,
         }
     }
 }
@@ -203,6 +208,7 @@ pub async fn run_with_registry(
         queue: config.queue.clone(),
         prefetch: config.prefetch,
         retry_delay: Duration::from_millis(config.retry_delay_ms),
+        delivery_attempts: config.delivery_attempts,
         ..RuntimeOptions::new(TAG)
     };
     let result = middleware::run(

@@ -423,6 +423,7 @@ async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: Stor
             name: spy_name,
             bindings: vec!["youtube.live_check".into(), "youtube.delay".into()],
             prefetch: 10,
+            kind: Default::default(),
         })
         .await
         .unwrap();

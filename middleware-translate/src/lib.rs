@@ -97,6 +97,10 @@ pub struct TranslateConfig {
     /// `translate.retry_delay_ms` / `STARGAZER_TRANSLATE__RETRY_DELAY_MS`: pause before an
     /// event interrupted by shutdown is requeued, milliseconds; default 1000.
     pub retry_delay_ms: u64,
+    /// `translate.delivery_attempts` / `STARGAZER_TRANSLATE__DELIVERY_ATTEMPTS`: attempts (a
+    /// failure to process or a panic each) after which a message is dead-lettered instead
+    /// of requeued; default 5.
+    pub delivery_attempts: u32,
 }
 
 impl Default for TranslateConfig {
@@ -118,6 +122,7 @@ impl Default for TranslateConfig {
             cache_entries: 10_000,
             request_timeout_ms: 15_000,
             retry_delay_ms: 1000,
+            delivery_attempts: middleware::DEFAULT_DELIVERY_ATTEMPTS,
         }
     }
 }
@@ -233,6 +238,7 @@ pub async fn run_with_registry(
         prefetch: config.prefetch,
         concurrency: config.concurrency,
         retry_delay: Duration::from_millis(config.retry_delay_ms),
+        delivery_attempts: config.delivery_attempts,
         ..RuntimeOptions::new(TAG)
     };
     let result = middleware::run(

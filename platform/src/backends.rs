@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stargazer_core::backoff::Backoff;
-use stargazer_core::bus::{Bus, BusError};
+use stargazer_core::bus::{Bus, BusError, BusOptions};
 use stargazer_core::config::{redact_url, ConfigError};
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::CancellationToken;
@@ -50,11 +50,16 @@ pub async fn open_storage(url: &str, shutdown: &CancellationToken) -> Result<Arc
     }
 }
 
-/// Opens the bus, retrying with backoff while the broker is unreachable.
-pub async fn open_bus(url: &str, shutdown: &CancellationToken) -> Result<Arc<dyn Bus>> {
+/// Opens the bus, retrying with backoff while the broker is unreachable or its topology
+/// is missing (`stargazer admin broker setup` not run yet).
+pub async fn open_bus(
+    url: &str,
+    options: &BusOptions,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn Bus>> {
     let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     loop {
-        match stargazer_core::bus::connect(url).await {
+        match stargazer_core::bus::connect_with(url, options.clone()).await {
             Ok(bus) => return Ok(bus),
             Err(BusError::InvalidUrl(url)) => {
                 return Err(ConfigError::invalid(
@@ -62,6 +67,14 @@ pub async fn open_bus(url: &str, shutdown: &CancellationToken) -> Result<Arc<dyn
                     format!("`{}` is not a bus URL", redact_url(&url)),
                 )
                 .into())
+            }
+            Err(err @ BusError::TopologyMissing { .. }) => {
+                let delay = backoff.next_delay();
+                tracing::error!(cause = %err, retry_in = ?delay, "broker topology missing");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Err(Error::Interrupted("the broker")),
+                }
             }
             Err(err) => {
                 let delay = backoff.next_delay();
@@ -79,11 +92,12 @@ pub async fn open_bus(url: &str, shutdown: &CancellationToken) -> Result<Arc<dyn
 pub async fn open_both(
     storage_url: &str,
     bus_url: &str,
+    bus_options: &BusOptions,
     shutdown: &CancellationToken,
 ) -> Result<(Arc<dyn Storage>, Arc<dyn Bus>)> {
     Ok((
         open_storage(storage_url, shutdown).await?,
-        open_bus(bus_url, shutdown).await?,
+        open_bus(bus_url, bus_options, shutdown).await?,
     ))
 }
 

@@ -90,14 +90,19 @@ pub async fn run_role(settings: &Settings, role: Role, shutdown: CancellationTok
         Role::WorkerYoutube => {
             settings.worker.validate()?;
             let runtime = worker_runtime(&settings.worker, TaskKind::Youtube);
-            let (storage, bus) = open_both(&storage_url, &bus_url, &shutdown).await?;
+            let (storage, bus) =
+                open_both(&storage_url, &bus_url, &settings.bus_options(), &shutdown).await?;
             let listener = bind(settings.youtube.listen, "youtube.listen").await?;
-            stargazer_worker_youtube::run(
+            // The worker's callback server serves this registry on `/metrics`.
+            let registry = Registry::new();
+            bus.metrics().register(&registry);
+            stargazer_worker_youtube::run_with_registry(
                 settings.youtube.clone(),
                 runtime,
                 listener,
                 storage,
                 bus,
+                &registry,
                 shutdown,
             )
             .await
@@ -208,9 +213,11 @@ where
     let (storage, bus) = open_both(
         &settings.common.storage_url(),
         &settings.common.bus_url(),
+        &settings.bus_options(),
         &shutdown,
     )
     .await?;
+    bus.metrics().register(&registry);
     run(storage, bus, registry, shutdown)
         .await
         .map_err(Error::service(role.name()))?;

@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use stargazer_core::bus::{BusOptions, QueueSpec};
 use stargazer_core::config::{CommonConfig, ConfigError, ConfigSource};
+use stargazer_core::routing;
+use stargazer_core::topology::Topology;
 
 /// Every section of the configuration file.
 #[derive(Debug, Clone)]
@@ -42,6 +45,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "metrics_listen",
+    "unroutable_retries",
     "api",
     "coordinator",
     "worker",
@@ -80,6 +84,48 @@ impl Settings {
             live_check: source.section("live_check")?,
             telegram: source.section("telegram")?,
         })
+    }
+}
+
+impl Settings {
+    /// The consumer queues of this deployment (docs/ARCHITECTURE.md §4): each middleware's
+    /// and the bot's, under the names configured for them.
+    pub fn topology(&self) -> Topology {
+        let middleware = |queue: &str, tag: &str, prefetch: u16| {
+            QueueSpec::new(queue, routing::middleware_pattern(tag), prefetch)
+        };
+        Topology::new(vec![
+            middleware(
+                &self.delay.queue,
+                stargazer_middleware_delay::TAG,
+                self.delay.prefetch,
+            ),
+            middleware(
+                &self.translate.queue,
+                stargazer_middleware_translate::TAG,
+                self.translate.prefetch,
+            ),
+            middleware(
+                &self.live_check.queue,
+                stargazer_middleware_live_check::TAG,
+                self.live_check.prefetch,
+            ),
+            QueueSpec::new(
+                self.telegram.queue.clone(),
+                routing::READY_PATTERN,
+                self.telegram.prefetch,
+            ),
+        ])
+    }
+
+    /// How the bus handles unroutable messages, and the topology the in-process bus
+    /// declares at creation.
+    pub fn bus_options(&self) -> BusOptions {
+        BusOptions {
+            unroutable_retries: self.common.unroutable_retries,
+            topology: self.topology(),
+            ..BusOptions::default()
+        }
     }
 }
 

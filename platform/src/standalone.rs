@@ -71,7 +71,16 @@ impl Standalone {
     pub async fn start(settings: Settings, shutdown: &CancellationToken) -> Result<Self> {
         settings.common.validate()?;
         let storage = open_storage(&settings.common.storage_url(), shutdown).await?;
-        let bus = open_bus(&settings.common.bus_url(), shutdown).await?;
+        let bus_options = settings.bus_options();
+        let bus = open_bus(&settings.common.bus_url(), &bus_options, shutdown).await?;
+        // The in-process bus declared these at creation; on RabbitMQ make sure they exist
+        // before the workers publish (passively first, see docs/ARCHITECTURE.md §4).
+        for queue in &bus_options.topology.queues {
+            bus.declare(queue).await.map_err(|err| Error::Service {
+                service: "bus",
+                source: Box::new(err),
+            })?;
+        }
         Self::start_with(settings, storage, bus, shutdown).await
     }
 
@@ -124,6 +133,7 @@ impl Standalone {
 
         // One registry for every service: the api's `/metrics` serves them all.
         let registry = prometheus::Registry::new();
+        bus.metrics().register(&registry);
         let services = shutdown.child_token();
         let mut running = Self {
             tasks: JoinSet::new(),

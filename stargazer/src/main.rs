@@ -5,7 +5,8 @@
 //!   the TOML file / environment (`amqp_url`, `mongo_url`).
 //! - `stargazer standalone` runs every service in one process (embedded backends by
 //!   default).
-//! - `stargazer admin …` manages credentials and entities in the configured storage.
+//! - `stargazer admin …` manages credentials and entities in the configured storage;
+//!   `stargazer admin broker setup` declares the broker topology.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for a configuration error (one line naming the
 //! key), 1 for anything else.
@@ -53,11 +54,35 @@ enum Command {
     Role(Role),
     /// Every service in one process; embedded backends unless told otherwise.
     Standalone(StandaloneArgs),
-    /// Manage credentials and entities in the configured storage.
+    /// Manage credentials and entities in the configured storage, or the broker.
     Admin {
         /// The admin action.
         #[command(subcommand)]
-        command: AdminCommand,
+        command: Admin,
+    },
+}
+
+/// `stargazer admin …`: the storage actions, plus the broker.
+#[derive(Debug, Subcommand)]
+enum Admin {
+    /// Manage the RabbitMQ topology.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
+    /// Storage actions.
+    #[command(flatten)]
+    Storage(AdminCommand),
+}
+
+/// `stargazer admin broker …`.
+#[derive(Debug, Subcommand)]
+enum BrokerCommand {
+    /// Declare the exchanges, the dead-letter queue and every configured consumer queue
+    /// (docs/ARCHITECTURE.md §4); run it once with a topology credential before the
+    /// services start. Idempotent.
+    Setup {
+        /// The broker, with a credential allowed to configure it (default: `amqp_url`).
+        #[arg(long, value_name = "URL")]
+        amqp_url: Option<String>,
     },
 }
 
@@ -93,7 +118,12 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Role(role) => Ok(run_role(&settings, role, shutdown::on_signal()).await?),
-            Command::Admin { command } => admin(&settings, command).await,
+            Command::Admin {
+                command: Admin::Storage(command),
+            } => admin(&settings, command).await,
+            Command::Admin {
+                command: Admin::Broker(BrokerCommand::Setup { amqp_url }),
+            } => broker_setup(&settings, amqp_url.as_deref()).await,
             Command::Standalone(args) => standalone(settings, args).await,
         }
     });
@@ -134,6 +164,26 @@ async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result<()>
         .context("cannot open storage")?;
     let mut out = std::io::stdout();
     stargazer_api::admin::run_admin(command, storage, &mut out).await?;
+    Ok(())
+}
+
+/// `stargazer admin broker setup`: one line per part of the topology; fails if any part
+/// was refused.
+async fn broker_setup(settings: &Settings, url: Option<&str>) -> anyhow::Result<()> {
+    let steps = stargazer_platform::broker::setup(settings, url).await?;
+    let mut refused = 0;
+    for step in &steps {
+        match &step.outcome {
+            Ok(()) => println!("ok      {}", step.entity),
+            Err(problem) => {
+                refused += 1;
+                println!("FAILED  {}: {problem}", step.entity);
+            }
+        }
+    }
+    if refused > 0 {
+        anyhow::bail!("{refused} part(s) of the broker topology could not be declared");
+    }
     Ok(())
 }
 

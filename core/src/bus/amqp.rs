@@ -1,24 +1,40 @@
 //! RabbitMQ implementation of [`Bus`](super::Bus) on `lapin`, driven by the tokio runtime.
 //!
 //! Shape:
-//! - A supervisor task owns the connection. It declares the durable topic exchange
-//!   `stargazer` and the durable dead-letter queue on every connect, watches the
+//! - A supervisor task owns the connection. On every connect it checks the fixed topology
+//!   ([`crate::topology`]: both exchanges and `stargazer.dead`) and watches the
 //!   connection (error callback, status polling, and kicks from callers that saw a
-//!   failure) and reconnects with [`Backoff`] when it is lost. The current connection is
+//!   failure), reconnecting with [`Backoff`] when it is lost. The current connection is
 //!   published through a `watch` channel together with a generation number.
-//! - Publishing shares ONE confirm-mode channel among all concurrent publishers: each
-//!   publish sends its frames and then awaits only its own confirm, so many confirms are in
-//!   flight at once instead of one round trip per message. A failed or lost confirm
-//!   discards the channel and the publish is retried on a fresh one (possibly after a
-//!   reconnect) until the broker confirms it or the bus is closed. A retry after a lost
-//!   confirm may duplicate the message; consumers deduplicate on the event id.
+//! - Declarations are passive first: only a topology credential may configure the
+//!   `stargazer` exchange and other roles' queues (docs/ARCHITECTURE.md §8), so a service
+//!   only looks for them, and declares a part only when the broker says it does not exist
+//!   (a failed passive declare closes its channel, so the next step uses a fresh one).
+//!   When it may not create it either, the operation fails with
+//!   [`BusError::TopologyMissing`] naming the part and `stargazer admin broker setup`; the
+//!   supervisor and the consumers keep retrying with backoff. A consumer then re-declares
+//!   its own queue with the topology's arguments: a queue left from a deployment without
+//!   `x-dead-letter-exchange` is reported by an error log line naming it (the broker would
+//!   drop what that queue rejects) and is still consumed; other mismatches are refused.
+//! - Publishing uses a pool of confirm-mode channels, each carrying ONE publish at a time,
+//!   so up to [`PUBLISH_CHANNELS`] confirms are in flight while a `basic.return` (an
+//!   unroutable mandatory publish) can only belong to the publish on its channel; the
+//!   returned message's `message_id` is checked against the publish as well. A failed or
+//!   lost confirm discards the channel and the publish is retried on a fresh one (possibly
+//!   after a reconnect) until the broker confirms it or the bus is closed; a retry after a
+//!   lost confirm may duplicate the message, and consumers deduplicate on the event id.
+//! - A returned message is published again after a pause (200 ms doubling, by default 6
+//!   more times) and then to `stargazer.dlx` with the headers `x-stargazer-dead-reason`
+//!   and `x-stargazer-routing-key`, logged and counted; the caller gets
+//!   [`BusError::Unroutable`].
 //! - Each consumer has its own channel with `basic.qos(prefetch)`. When the channel or the
 //!   connection dies, the consumer re-declares its queue and re-consumes on the next
 //!   connection while the caller keeps reading from the same [`Consumer`] object.
 //!   Deliveries taken from a dead channel cannot be settled (their ack returns an error);
 //!   the broker redelivers them.
-//! - Dead-lettering publishes (confirmed) to `stargazer.dead` through the default exchange
-//!   with the reason and original routing key as headers, then acks the original.
+//! - Dead-lettering rejects the delivery without requeue: the broker moves it through the
+//!   queue's dead-letter exchange to `stargazer.dead` with an `x-death` header, so a
+//!   consumer needs no write permission anywhere to dead-letter.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,16 +51,25 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{Acker, Bus, BusError, Consumer, Delivery, QueueSpec, Result};
+use super::{
+    Acker, Bus, BusError, BusMetrics, BusOptions, Consumer, Delivery, QueueKind, QueueSpec, Result,
+    UNROUTABLE_REASON, UNROUTED_QUEUE_LABEL,
+};
 use crate::backoff::Backoff;
-use crate::routing::{DEAD_LETTER_QUEUE, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, EXCHANGE};
+use crate::topology::{
+    self, ExchangeSpec, ExchangeType, Topology, DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE,
+    DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, EXCHANGE, SETUP_COMMAND,
+};
 
 /// Client-provided connection name used by [`AmqpBus::connect`].
 pub const DEFAULT_CONNECTION_NAME: &str = "stargazer";
+
+/// Confirm-mode channels publishing at once, one publish each (see the module docs).
+pub const PUBLISH_CHANNELS: usize = 64;
 
 /// A confirm that never arrives (a lost frame, a broker that stopped answering without
 /// closing the socket) must not hang a publisher forever: past this the publish is retried
@@ -96,20 +121,47 @@ enum Failure {
     /// The broker refused the operation itself (e.g. a queue redeclared with other
     /// arguments, access refused): retrying cannot help.
     Permanent(String),
+    /// A part of the topology is missing and may not be created with this credential.
+    Missing {
+        /// What is missing.
+        entity: String,
+        /// The broker's answer.
+        detail: String,
+    },
+}
+
+impl Failure {
+    fn into_error(self, what: &str) -> BusError {
+        match self {
+            Failure::Closed => BusError::Closed,
+            Failure::Transient(message) | Failure::Permanent(message) => {
+                BusError::Broker(format!("{what}: {message}"))
+            }
+            Failure::Missing { entity, detail } => BusError::TopologyMissing { entity, detail },
+        }
+    }
+}
+
+/// The soft error (channel-level refusal) behind `error`, if that is what it is.
+fn soft_error(error: &lapin::Error) -> Option<AMQPSoftError> {
+    match error {
+        lapin::Error::ProtocolError(e) => match e.kind() {
+            AMQPErrorKind::Soft(soft) => Some(soft.clone()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
+    }
 }
 
 impl From<lapin::Error> for Failure {
     fn from(error: lapin::Error) -> Self {
         let permanent = matches!(
-            &error,
-            lapin::Error::ProtocolError(e) if matches!(
-                e.kind(),
-                AMQPErrorKind::Soft(
-                    AMQPSoftError::PRECONDITIONFAILED
-                        | AMQPSoftError::ACCESSREFUSED
-                        | AMQPSoftError::NOTFOUND
-                        | AMQPSoftError::RESOURCELOCKED
-                )
+            soft_error(&error),
+            Some(
+                AMQPSoftError::PRECONDITIONFAILED
+                    | AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::RESOURCELOCKED
             )
         );
         if permanent {
@@ -124,9 +176,25 @@ impl From<BusError> for Failure {
     fn from(error: BusError) -> Self {
         match error {
             BusError::Closed => Failure::Closed,
+            BusError::TopologyMissing { entity, detail } => Failure::Missing { entity, detail },
             other => Failure::Transient(other.to_string()),
         }
     }
+}
+
+/// Where a confirmed publish ended.
+enum Routed {
+    /// A queue took it.
+    Yes,
+    /// The broker returned it: no binding matched (its reply text).
+    Returned(String),
+}
+
+/// The idle publishing channels of one connection. A std mutex: held only to push or pop.
+struct PublishPool {
+    idle: Mutex<Vec<(u64, Channel)>>,
+    /// One permit per channel that may be publishing.
+    slots: Semaphore,
 }
 
 struct Inner {
@@ -134,14 +202,15 @@ struct Inner {
     /// The URL with its password masked, for messages.
     display_url: String,
     name: String,
+    options: BusOptions,
+    metrics: BusMetrics,
     closed: CancellationToken,
     link: watch::Sender<Link>,
     /// Kicked by callers that saw a failure so the supervisor checks the connection now.
     kick: Notify,
-    /// The shared confirm-mode publishing channel. A std mutex: held only to clone or swap.
-    publisher: Mutex<Option<Channel>>,
-    /// Serializes opening the publishing channel so concurrent publishers share one.
-    opening_publisher: tokio::sync::Mutex<()>,
+    publishers: PublishPool,
+    /// Numbers publishes, so a returned message is recognised by its `message_id`.
+    published: AtomicU64,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     connections_opened: AtomicU64,
 }
@@ -155,16 +224,27 @@ pub struct AmqpBus {
 
 impl AmqpBus {
     /// Connects to `url` (`amqp://user:pass@host:port/vhost`) under the connection name
-    /// [`DEFAULT_CONNECTION_NAME`]. Fails if the URL is invalid or the first connection
-    /// cannot be made; once connected, later losses are repaired in the background.
-    /// Must be called inside a tokio runtime.
+    /// [`DEFAULT_CONNECTION_NAME`] with default [`BusOptions`]. Fails if the URL is invalid
+    /// or the first connection cannot be made (or the topology is missing); once
+    /// connected, later losses are repaired in the background. Must be called inside a
+    /// tokio runtime.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_named(url, DEFAULT_CONNECTION_NAME).await
+        Self::connect_named_with(url, DEFAULT_CONNECTION_NAME, BusOptions::default()).await
+    }
+
+    /// [`AmqpBus::connect`] with `options`.
+    pub async fn connect_with(url: &str, options: BusOptions) -> Result<Self> {
+        Self::connect_named_with(url, DEFAULT_CONNECTION_NAME, options).await
     }
 
     /// Like [`AmqpBus::connect`], with the client-provided connection name `name` (shown by
     /// the management tools, e.g. `rabbitmqctl list_connections client_properties`).
     pub async fn connect_named(url: &str, name: &str) -> Result<Self> {
+        Self::connect_named_with(url, name, BusOptions::default()).await
+    }
+
+    /// [`AmqpBus::connect_named`] with `options`.
+    pub async fn connect_named_with(url: &str, name: &str, options: BusOptions) -> Result<Self> {
         let display_url = redact(url);
         let mut uri: AMQPUri = url
             .parse()
@@ -180,16 +260,22 @@ impl AmqpBus {
             uri,
             display_url,
             name: name.to_owned(),
+            options,
+            metrics: BusMetrics::new(),
             closed: CancellationToken::new(),
             link,
             kick: Notify::new(),
-            publisher: Mutex::new(None),
-            opening_publisher: tokio::sync::Mutex::new(()),
+            publishers: PublishPool {
+                idle: Mutex::new(Vec::new()),
+                slots: Semaphore::new(PUBLISH_CHANNELS),
+            },
+            published: AtomicU64::new(0),
             supervisor: Mutex::new(None),
             connections_opened: AtomicU64::new(0),
         });
-        let first = inner.open_connection().await.map_err(|e| {
-            BusError::Broker(format!("cannot connect to {}: {e}", inner.display_url))
+        let first = inner.open_connection().await.map_err(|e| match e {
+            missing @ BusError::TopologyMissing { .. } => missing,
+            other => BusError::Broker(format!("cannot connect to {}: {other}", inner.display_url)),
         })?;
         let handle = tokio::spawn(supervise(inner.clone(), first));
         *lock(&inner.supervisor) = Some(handle);
@@ -221,6 +307,55 @@ pub async fn connect_shared(url: &str) -> Result<Arc<dyn Bus>> {
     Ok(Arc::new(AmqpBus::connect(url).await?))
 }
 
+/// What [`setup`] did with one part of the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupStep {
+    /// The part, e.g. "queue `stargazer.dead`".
+    pub entity: String,
+    /// `declared` or the problem found.
+    pub outcome: std::result::Result<(), String>,
+}
+
+/// Declares the whole topology (both exchanges, `stargazer.dead` and every queue of
+/// `topology` with bindings and arguments) on `url` with a credential allowed to configure
+/// it, as `stargazer admin broker setup` does. Declaring is idempotent; a part that exists
+/// with other properties (a queue from a deployment without dead-lettering) is reported in
+/// its step and the rest is still declared. Fails only when the broker cannot be reached.
+pub async fn setup(url: &str, topology: &Topology) -> Result<Vec<SetupStep>> {
+    let display_url = redact(url);
+    let mut uri: AMQPUri = url
+        .parse()
+        .map_err(|e: String| BusError::InvalidUrl(format!("{display_url} ({e})")))?;
+    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+    let properties = connection_properties("stargazer-broker-setup");
+    let connection = Connection::connect_uri(uri, properties)
+        .await
+        .map_err(|e| BusError::Broker(format!("cannot connect to {display_url}: {e}")))?;
+    let mut declarer = Declarer::new(&connection);
+    let mut steps = Vec::new();
+    for exchange in &topology::EXCHANGES {
+        let outcome = declarer.exchange(exchange, Mode::Setup).await;
+        steps.push(SetupStep {
+            entity: format!("exchange `{}`", exchange.name),
+            outcome: outcome
+                .map(|_| ())
+                .map_err(|f| f.into_error("declare").to_string()),
+        });
+    }
+    for queue in topology.all_queues() {
+        let outcome = declarer.queue(&queue, Mode::Setup).await;
+        steps.push(SetupStep {
+            entity: format!("queue `{}`", queue.name),
+            outcome: outcome
+                .map(|_| ())
+                .map_err(|f| f.into_error("declare").to_string()),
+        });
+    }
+    // Best effort: everything is declared (or reported) already.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "setup done")).await;
+    Ok(steps)
+}
+
 /// Locks a std mutex, ignoring poisoning: the guarded values are plain handles that stay
 /// valid even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,17 +378,26 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn properties(headers: Option<FieldTable>) -> BasicProperties {
+fn connection_properties(name: &str) -> ConnectionProperties {
+    ConnectionProperties::default()
+        .with_connection_name(LongString::from(name))
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio)
+}
+
+fn properties(message_id: &str, headers: Option<FieldTable>) -> BasicProperties {
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"));
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(message_id));
     match headers {
         Some(headers) => properties.with_headers(headers),
         None => properties,
     }
 }
 
-/// The string-valued headers of a delivery (others are not part of the bus contract).
+/// The string-valued headers of a delivery (others, such as the broker's `x-death`
+/// table, are not part of the bus contract).
 fn string_headers(properties: &BasicProperties) -> Vec<(String, String)> {
     let Some(table) = properties.headers() else {
         return Vec::new();
@@ -272,73 +416,280 @@ fn string_headers(properties: &BasicProperties) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Declares the exchange, then the durable queue of `spec` with its bindings.
-async fn declare_queue(channel: &Channel, spec: &QueueSpec) -> lapin::Result<()> {
-    declare_exchange(channel).await?;
-    channel
-        .queue_declare(
-            &spec.name,
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    for pattern in &spec.bindings {
-        channel
-            .queue_bind(
-                &spec.name,
-                EXCHANGE,
-                pattern,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+fn field_table(pairs: &[(&str, &str)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in pairs {
+        table.insert(
+            ShortString::from(*key),
+            AMQPValue::LongString(LongString::from(*value)),
+        );
     }
-    Ok(())
+    table
 }
 
-async fn declare_exchange(channel: &Channel) -> lapin::Result<()> {
-    channel
-        .exchange_declare(
-            EXCHANGE,
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+/// How a part of the topology is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Look for it (passive); create it only when missing. For the fixed parts each
+    /// service checks on connect.
+    Check,
+    /// [`Mode::Check`], then re-declare an existing queue with its arguments and bind it:
+    /// for the queue a consumer owns, and for explicit declares.
+    Ensure,
+    /// Declare actively and report any mismatch: the topology credential's setup.
+    Setup,
+}
+
+/// Whether a declare found the part or made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    Existed,
+    Created,
+}
+
+/// Declares on one connection, replacing its channel after each refusal (a refused
+/// method closes the channel it was sent on).
+struct Declarer<'a> {
+    connection: &'a Connection,
+    channel: Option<Channel>,
+}
+
+impl<'a> Declarer<'a> {
+    fn new(connection: &'a Connection) -> Self {
+        Self {
+            connection,
+            channel: None,
+        }
+    }
+
+    async fn channel(&mut self) -> lapin::Result<Channel> {
+        if let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.connection.create_channel().await?;
+        self.channel = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Runs one declaration method; a refusal closed the channel, so it is forgotten.
+    async fn call<F, Fut>(&mut self, method: F) -> lapin::Result<()>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: std::future::Future<Output = lapin::Result<()>>,
+    {
+        let channel = self.channel().await?;
+        let result = method(channel).await;
+        if result.is_err() {
+            self.channel = None;
+        }
+        result
+    }
+
+    async fn declare_exchange(&mut self, spec: &ExchangeSpec, passive: bool) -> lapin::Result<()> {
+        let kind = match spec.kind {
+            ExchangeType::Topic => ExchangeKind::Topic,
+        };
+        let name = spec.name;
+        self.call(|channel| async move {
+            channel
+                .exchange_declare(
+                    name,
+                    kind,
+                    ExchangeDeclareOptions {
+                        passive,
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+        })
         .await
+    }
+
+    async fn declare_queue(&mut self, spec: &QueueSpec, passive: bool) -> lapin::Result<()> {
+        let arguments = field_table(&spec.kind.arguments());
+        let name = spec.name.clone();
+        self.call(|channel| async move {
+            channel
+                .queue_declare(
+                    &name,
+                    QueueDeclareOptions {
+                        passive,
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    arguments,
+                )
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn bind(&mut self, spec: &QueueSpec, pattern: &str) -> lapin::Result<()> {
+        let name = spec.name.clone();
+        let exchange = spec.kind.exchange();
+        let pattern = pattern.to_owned();
+        self.call(|channel| async move {
+            channel
+                .queue_bind(
+                    &name,
+                    exchange,
+                    &pattern,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        })
+        .await
+    }
+
+    /// Declares an exchange as `mode` says.
+    async fn exchange(
+        &mut self,
+        spec: &ExchangeSpec,
+        mode: Mode,
+    ) -> std::result::Result<Declared, Failure> {
+        let entity = format!("exchange `{}`", spec.name);
+        if mode != Mode::Setup {
+            match self.declare_exchange(spec, true).await {
+                Ok(()) => return Ok(Declared::Existed),
+                Err(e) if soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.declare_exchange(spec, false).await {
+            Ok(()) => {
+                if mode != Mode::Setup {
+                    tracing::info!(exchange = spec.name, "declared missing exchange");
+                }
+                Ok(Declared::Created)
+            }
+            Err(e) => Err(refusal(&entity, mode, e)),
+        }
+    }
+
+    /// Declares a queue and its bindings as `mode` says.
+    async fn queue(
+        &mut self,
+        spec: &QueueSpec,
+        mode: Mode,
+    ) -> std::result::Result<Declared, Failure> {
+        let entity = format!("queue `{}`", spec.name);
+        let mut declared = Declared::Created;
+        if mode != Mode::Setup {
+            match self.declare_queue(spec, true).await {
+                Ok(()) => declared = Declared::Existed,
+                Err(e) if soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if declared == Declared::Existed && mode == Mode::Check {
+            return Ok(declared);
+        }
+        match self.declare_queue(spec, false).await {
+            Ok(()) => {
+                if declared == Declared::Created && mode != Mode::Setup {
+                    tracing::info!(queue = %spec.name, "declared missing queue");
+                }
+            }
+            // Not this credential's queue: it exists, which is all a service needs.
+            Err(e)
+                if declared == Declared::Existed
+                    && soft_error(&e) == Some(AMQPSoftError::ACCESSREFUSED) =>
+            {
+                return Ok(declared);
+            }
+            Err(e) if declared == Declared::Existed && lacks_dead_lettering(&e, spec) => {
+                tracing::error!(
+                    queue = %spec.name,
+                    cause = %e,
+                    "queue exists without `{DEAD_LETTER_ARGUMENT} = {DEAD_LETTER_EXCHANGE}` \
+                     (declared by an older deployment): the broker drops what it rejects \
+                     instead of dead-lettering it; drain and delete the queue, then run \
+                     `{SETUP_COMMAND}` (docs/ARCHITECTURE.md §4)"
+                );
+                return Ok(declared);
+            }
+            Err(e) => return Err(refusal(&entity, mode, e)),
+        }
+        for pattern in &spec.bindings {
+            match self.bind(spec, pattern).await {
+                Ok(()) => {}
+                Err(e)
+                    if declared == Declared::Existed
+                        && soft_error(&e) == Some(AMQPSoftError::ACCESSREFUSED) =>
+                {
+                    // Bindings of a queue this credential does not own are the setup's.
+                    break;
+                }
+                Err(e) => {
+                    return Err(refusal(
+                        &format!("binding `{pattern}` of {entity}"),
+                        mode,
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(declared)
+    }
+}
+
+/// Whether `error` is the broker refusing `spec` because the existing queue was declared
+/// without the dead-letter argument.
+fn lacks_dead_lettering(error: &lapin::Error, spec: &QueueSpec) -> bool {
+    spec.kind == QueueKind::Work
+        && soft_error(error) == Some(AMQPSoftError::PRECONDITIONFAILED)
+        && error.to_string().contains(DEAD_LETTER_ARGUMENT)
+}
+
+/// Turns a refused active declare into the failure to report.
+fn refusal(entity: &str, mode: Mode, error: lapin::Error) -> Failure {
+    match soft_error(&error) {
+        Some(AMQPSoftError::ACCESSREFUSED) if mode != Mode::Setup => Failure::Missing {
+            entity: entity.to_owned(),
+            detail: error.to_string(),
+        },
+        Some(AMQPSoftError::ACCESSREFUSED) => Failure::Permanent(format!(
+            "{entity}: this credential may not configure it ({error}); use a topology credential"
+        )),
+        Some(AMQPSoftError::PRECONDITIONFAILED) => Failure::Permanent(format!(
+            "{entity} exists with other properties than the topology's ({error}); \
+             a queue declared without `{DEAD_LETTER_ARGUMENT} = {DEAD_LETTER_EXCHANGE}` must \
+             be drained and deleted, then declared again (docs/ARCHITECTURE.md §4)"
+        )),
+        _ => error.into(),
+    }
 }
 
 impl Inner {
-    /// Opens a connection and declares the exchange and the dead-letter queue on it.
-    async fn open_connection(&self) -> lapin::Result<Connection> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(LongString::from(self.name.as_str()))
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio);
-        let connection = Connection::connect_uri(self.uri.clone(), properties).await?;
+    /// Opens a connection and checks (passively, creating what is missing when allowed)
+    /// both exchanges and the dead-letter queue on it.
+    async fn open_connection(&self) -> Result<Connection> {
+        let connection =
+            Connection::connect_uri(self.uri.clone(), connection_properties(&self.name))
+                .await
+                .map_err(|e| BusError::Broker(e.to_string()))?;
         let setup = async {
-            let channel = connection.create_channel().await?;
-            declare_queue(
-                &channel,
-                &QueueSpec {
-                    name: DEAD_LETTER_QUEUE.to_owned(),
-                    bindings: Vec::new(),
-                    prefetch: 1,
-                },
-            )
-            .await?;
-            channel.close(200, "setup done").await
+            let mut declarer = Declarer::new(&connection);
+            for exchange in &topology::EXCHANGES {
+                declarer.exchange(exchange, Mode::Check).await?;
+            }
+            declarer
+                .queue(&topology::dead_letter_queue(1), Mode::Check)
+                .await?;
+            if let Some(channel) = declarer.channel.take() {
+                channel.close(200, "setup done").await?;
+            }
+            Ok::<(), Failure>(())
         };
-        if let Err(error) = setup.await {
+        if let Err(failure) = setup.await {
             // Best effort: the connection is unusable for us either way.
             let _ =
                 tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "setup failed")).await;
-            return Err(error);
+            return Err(failure.into_error("topology check"));
         }
         self.connections_opened.fetch_add(1, Ordering::Relaxed);
         Ok(connection)
@@ -385,38 +736,40 @@ impl Inner {
             };
             match attempt {
                 Ok(value) => return Ok(value),
-                Err(Failure::Closed) => return Err(BusError::Closed),
-                Err(Failure::Permanent(message)) => {
-                    return Err(BusError::Broker(format!("{what}: {message}")))
-                }
                 Err(Failure::Transient(message)) => {
                     tracing::warn!(what, error = %message, "broker operation failed; retrying");
                     self.kick.notify_one();
                     self.pause(&mut backoff).await?;
                 }
+                Err(other) => return Err(other.into_error(what)),
             }
         }
     }
 
     /// Sleeps the next backoff delay unless the bus closes first.
     async fn pause(&self, backoff: &mut Backoff) -> Result<()> {
+        self.sleep(backoff.next_delay()).await
+    }
+
+    /// Sleeps `delay` unless the bus closes first.
+    async fn sleep(&self, delay: Duration) -> Result<()> {
         tokio::select! {
             _ = self.closed.cancelled() => Err(BusError::Closed),
-            _ = tokio::time::sleep(backoff.next_delay()) => Ok(()),
+            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 
-    /// The shared confirm-mode channel, opened on first use or after a loss.
-    async fn publish_channel(&self) -> Result<Channel> {
-        if let Some(channel) = self.live_publish_channel() {
-            return Ok(channel);
-        }
-        let _opening = self.opening_publisher.lock().await;
-        // Another publisher may have opened it while this one waited.
-        if let Some(channel) = self.live_publish_channel() {
-            return Ok(channel);
-        }
+    /// An idle publishing channel of the current connection, or a new one in confirm mode.
+    async fn publish_channel(&self) -> Result<(u64, Channel)> {
         let session = self.session().await?;
+        {
+            let mut idle = lock(&self.publishers.idle);
+            while let Some((generation, channel)) = idle.pop() {
+                if generation == session.generation && channel.status().connected() {
+                    return Ok((generation, channel));
+                }
+            }
+        }
         let channel = session
             .connection
             .create_channel()
@@ -426,63 +779,52 @@ impl Inner {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| BusError::Broker(e.to_string()))?;
-        // A publishing channel is (re)opened only at start and after a failure; declaring
-        // the exchange here repairs one deleted under a running bus, which would otherwise
-        // fail every retry with NOT_FOUND.
-        declare_exchange(&channel)
-            .await
-            .map_err(|e| BusError::Broker(e.to_string()))?;
-        *lock(&self.publisher) = Some(channel.clone());
-        Ok(channel)
+        Ok((session.generation, channel))
     }
 
-    fn live_publish_channel(&self) -> Option<Channel> {
-        lock(&self.publisher)
-            .as_ref()
-            .filter(|channel| channel.status().connected())
-            .cloned()
-    }
-
-    /// Forgets the publishing channel `failed` so the next publish opens a fresh one.
-    fn discard_publish_channel(&self, failed: &Channel) {
-        let mut current = lock(&self.publisher);
-        if current.as_ref().is_some_and(|c| c.id() == failed.id()) {
-            *current = None;
-        }
-    }
-
-    /// Publishes persistently and waits for the broker's confirm, retrying on connection
-    /// or channel loss until confirmed or closed. A nack is final.
+    /// Publishes persistently and mandatory and waits for the broker's confirm, retrying
+    /// on connection or channel loss until confirmed or closed. A nack is final.
     async fn publish_confirmed(
         &self,
         exchange: &str,
         routing_key: &str,
         body: &[u8],
         headers: Option<FieldTable>,
-    ) -> Result<()> {
+    ) -> Result<Routed> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             if self.closed.is_cancelled() {
                 return Err(BusError::Closed);
             }
-            let channel = match self.publish_channel().await {
+            // One publish per channel at a time: see the module docs. The semaphore is
+            // never closed.
+            let slot = tokio::select! {
+                _ = self.closed.cancelled() => return Err(BusError::Closed),
+                slot = self.publishers.slots.acquire() => slot.map_err(|_| BusError::Closed)?,
+            };
+            let (generation, channel) = match self.publish_channel().await {
                 Ok(channel) => channel,
                 Err(BusError::Closed) => return Err(BusError::Closed),
                 Err(error) => {
-                    tracing::warn!(%error, "cannot open the publishing channel; retrying");
+                    drop(slot);
+                    tracing::warn!(%error, "cannot open a publishing channel; retrying");
                     self.kick.notify_one();
                     self.pause(&mut backoff).await?;
                     continue;
                 }
             };
+            let message_id = self.published.fetch_add(1, Ordering::Relaxed).to_string();
             let outcome = async {
                 let confirm = channel
                     .basic_publish(
                         exchange,
                         routing_key,
-                        BasicPublishOptions::default(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
                         body,
-                        properties(headers.clone()),
+                        properties(&message_id, headers.clone()),
                     )
                     .await
                     .map_err(|e| e.to_string())?;
@@ -495,36 +837,114 @@ impl Inner {
                 _ = self.closed.cancelled() => return Err(BusError::Closed),
                 outcome = outcome => outcome,
             };
+            let keep = |channel: Channel| lock(&self.publishers.idle).push((generation, channel));
             match outcome {
-                Ok(Confirmation::Ack(_)) => return Ok(()),
+                Ok(Confirmation::Ack(None)) => {
+                    keep(channel);
+                    return Ok(Routed::Yes);
+                }
+                Ok(Confirmation::Ack(Some(returned))) => {
+                    let theirs = returned
+                        .delivery
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|id| id.as_str().to_owned());
+                    if theirs.as_deref() == Some(message_id.as_str()) {
+                        keep(channel);
+                        return Ok(Routed::Returned(returned.reply_text.as_str().to_owned()));
+                    }
+                    // Cannot happen with one publish per channel; should it, the
+                    // channel's bookkeeping is not to be trusted, and whether this
+                    // publish was routed is unknown: publish it again on a fresh one.
+                    tracing::warn!(routing_key, ?theirs, ours = %message_id, "a returned message belongs to another publish; retrying on a fresh channel");
+                }
                 Ok(Confirmation::Nack(_)) => {
+                    keep(channel);
                     return Err(BusError::NotConfirmed(format!(
                         "broker nacked the message for `{routing_key}`"
-                    )))
+                    )));
                 }
                 Ok(Confirmation::NotRequested) => {
                     // Only possible if the channel lost confirm mode; use a fresh one.
                     tracing::warn!("publishing channel is not in confirm mode; reopening");
-                    self.discard_publish_channel(&channel);
                 }
                 Err(error) => {
                     tracing::warn!(routing_key, %error, "publish not confirmed; retrying");
-                    self.discard_publish_channel(&channel);
                     self.kick.notify_one();
+                    drop(slot);
                     self.pause(&mut backoff).await?;
                 }
             }
         }
     }
 
-    /// Opens a consumer channel with its prefetch, declares the queue and starts consuming.
+    /// Publishes to `stargazer`; a returned message is retried with backoff and then
+    /// dead-lettered (see the module docs).
+    async fn publish_routed(&self, routing_key: &str, body: &[u8]) -> Result<()> {
+        let retries = self.options.unroutable_retries;
+        let mut delay = self.options.unroutable_delay;
+        let mut reply = String::new();
+        for retry in 0..=retries {
+            match self
+                .publish_confirmed(EXCHANGE, routing_key, body, None)
+                .await?
+            {
+                Routed::Yes => return Ok(()),
+                Routed::Returned(text) => reply = text,
+            }
+            if retry < retries {
+                tracing::warn!(routing_key, retry = retry + 1, ?delay, reply = %reply, "no queue took the message; retrying");
+                self.sleep(delay).await?;
+                delay = delay.saturating_mul(2);
+            }
+        }
+        let attempts = retries + 1;
+        let reason = format!(
+            "unroutable: no queue bound for `{routing_key}` after {attempts} attempts ({reply})"
+        );
+        let headers = field_table(&[
+            (DEAD_REASON_HEADER, reason.as_str()),
+            (DEAD_ROUTING_KEY_HEADER, routing_key),
+        ]);
+        match self
+            .publish_confirmed(DEAD_LETTER_EXCHANGE, routing_key, body, Some(headers))
+            .await?
+        {
+            Routed::Yes => {
+                self.metrics
+                    .count_dead_letter(UNROUTED_QUEUE_LABEL, UNROUTABLE_REASON);
+                tracing::error!(routing_key, attempts, %reason, "message dead-lettered");
+                Err(BusError::Unroutable {
+                    routing_key: routing_key.to_owned(),
+                    attempts,
+                })
+            }
+            Routed::Returned(text) => {
+                tracing::error!(routing_key, %reason, "cannot dead-letter an unroutable message: nothing is bound to `{DEAD_LETTER_EXCHANGE}`");
+                Err(BusError::TopologyMissing {
+                    entity: format!("a queue bound to exchange `{DEAD_LETTER_EXCHANGE}`"),
+                    detail: text,
+                })
+            }
+        }
+    }
+
+    /// Opens a consumer channel with its prefetch, makes sure the queue exists and starts
+    /// consuming.
     async fn open_consumer(&self, spec: &QueueSpec) -> std::result::Result<Active, Failure> {
         let session = self.session().await?;
+        {
+            let mut declarer = Declarer::new(&session.connection);
+            declarer.queue(spec, Mode::Ensure).await?;
+            if let Some(channel) = declarer.channel.take() {
+                channel.close(200, "declared").await?;
+            }
+        }
         let channel = session.connection.create_channel().await?;
         channel
             .basic_qos(spec.prefetch.max(1), BasicQosOptions::default())
             .await?;
-        declare_queue(&channel, spec).await?;
         let tag = format!("{}.{}", self.name, uuid::Uuid::new_v4().simple());
         let stream = channel
             .basic_consume(
@@ -565,10 +985,14 @@ async fn supervise(inner: Arc<Inner>, first: Connection) {
                     }
                     Err(error) => {
                         let delay = backoff.next_delay();
-                        tracing::warn!(
-                            url = %inner.display_url, %error, ?delay,
-                            "cannot connect to the broker; retrying"
-                        );
+                        if matches!(error, BusError::TopologyMissing { .. }) {
+                            tracing::error!(url = %inner.display_url, %error, ?delay, "broker topology missing; retrying");
+                        } else {
+                            tracing::warn!(
+                                url = %inner.display_url, %error, ?delay,
+                                "cannot connect to the broker; retrying"
+                            );
+                        }
                         tokio::select! {
                             _ = inner.closed.cancelled() => break,
                             _ = tokio::time::sleep(delay) => continue,
@@ -619,14 +1043,14 @@ async fn supervise(inner: Arc<Inner>, first: Connection) {
             "broker connection lost; reconnecting"
         );
         inner.link.send_replace(Link::Down);
-        *lock(&inner.publisher) = None;
+        lock(&inner.publishers.idle).clear();
     }
     inner.link.send_replace(Link::Closed);
 }
 
 async fn shut_down(inner: &Inner, session: &Session) {
     inner.link.send_replace(Link::Closed);
-    *lock(&inner.publisher) = None;
+    lock(&inner.publishers.idle).clear();
     if session.connection.status().connected() {
         match tokio::time::timeout(CLOSE_TIMEOUT, session.connection.close(200, "bus closed")).await
         {
@@ -640,9 +1064,7 @@ async fn shut_down(inner: &Inner, session: &Session) {
 #[async_trait]
 impl Bus for AmqpBus {
     async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()> {
-        self.inner
-            .publish_confirmed(EXCHANGE, routing_key, body, None)
-            .await
+        self.inner.publish_routed(routing_key, body).await
     }
 
     async fn consume(&self, queue: &QueueSpec) -> Result<Box<dyn Consumer>> {
@@ -654,6 +1076,7 @@ impl Bus for AmqpBus {
         Ok(Box::new(AmqpConsumer {
             inner: self.inner.clone(),
             spec: queue.clone(),
+            queue: Arc::from(queue.name.as_str()),
             active: Some(active),
             backoff: Backoff::default(),
         }))
@@ -664,12 +1087,18 @@ impl Bus for AmqpBus {
         self.inner
             .retry(&what, || async {
                 let session = self.inner.session().await?;
-                let channel = session.connection.create_channel().await?;
-                declare_queue(&channel, queue).await?;
-                channel.close(200, "declared").await?;
+                let mut declarer = Declarer::new(&session.connection);
+                declarer.queue(queue, Mode::Ensure).await?;
+                if let Some(channel) = declarer.channel.take() {
+                    channel.close(200, "declared").await?;
+                }
                 Ok(())
             })
             .await
+    }
+
+    fn metrics(&self) -> &BusMetrics {
+        &self.inner.metrics
     }
 
     async fn close(&self) {
@@ -718,6 +1147,7 @@ enum Wake {
 struct AmqpConsumer {
     inner: Arc<Inner>,
     spec: QueueSpec,
+    queue: Arc<str>,
     active: Option<Active>,
     backoff: Backoff,
 }
@@ -727,6 +1157,7 @@ impl AmqpConsumer {
         let headers = string_headers(&delivery.properties);
         let acker = AmqpAcker {
             inner: self.inner.clone(),
+            queue: self.queue.clone(),
             channel: channel.clone(),
             acker: delivery.acker,
             settled: AtomicBool::new(false),
@@ -761,7 +1192,8 @@ impl Consumer for AmqpConsumer {
                         self.active = Some(active);
                     }
                     Err(Failure::Closed) => return None,
-                    Err(Failure::Transient(error) | Failure::Permanent(error)) => {
+                    Err(failure) => {
+                        let error = failure.into_error("re-consume");
                         tracing::warn!(queue = %self.spec.name, %error, "cannot re-consume; retrying");
                         self.inner.kick.notify_one();
                         if self.inner.pause(&mut self.backoff).await.is_err() {
@@ -807,6 +1239,7 @@ impl Consumer for AmqpConsumer {
 
 struct AmqpAcker {
     inner: Arc<Inner>,
+    queue: Arc<str>,
     /// Keeps the channel open while the delivery is unsettled, and tells whether it still is.
     channel: Channel,
     acker: lapin::acker::Acker,
@@ -859,25 +1292,19 @@ impl Acker for AmqpAcker {
         .await
     }
 
-    async fn dead_letter(&self, routing_key: &str, body: &[u8], reason: &str) -> Result<()> {
+    async fn reject(&self, routing_key: &str, class: &'static str, reason: &str) -> Result<()> {
         if !self.claim() {
             return Ok(());
         }
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from(DEAD_REASON_HEADER),
-            AMQPValue::LongString(LongString::from(reason)),
-        );
-        headers.insert(
-            ShortString::from(DEAD_ROUTING_KEY_HEADER),
-            AMQPValue::LongString(LongString::from(routing_key)),
-        );
-        // The default exchange routes by queue name, so the dead-letter queue needs no
-        // binding on `stargazer` (where it would also catch live traffic).
-        self.inner
-            .publish_confirmed("", DEAD_LETTER_QUEUE, body, Some(headers))
-            .await?;
-        self.send(self.acker.ack(BasicAckOptions::default())).await
+        // Without requeue the broker moves it through the queue's dead-letter exchange.
+        self.send(self.acker.nack(BasicNackOptions {
+            multiple: false,
+            requeue: false,
+        }))
+        .await?;
+        self.inner.metrics.count_dead_letter(&self.queue, class);
+        tracing::warn!(queue = %self.queue, routing_key, reason_class = class, %reason, "message dead-lettered");
+        Ok(())
     }
 }
 

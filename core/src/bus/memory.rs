@@ -4,8 +4,12 @@
 //! bindings (the same matcher as AMQP, [`crate::routing::topic_matches`]), messages that
 //! wait in a declared queue until consumed, competing consumers on one queue, a prefetch
 //! window per consumer, explicit ack/requeue, redelivery of deliveries dropped unsettled,
-//! and the dead-letter queue. Messages live in memory only: a process exit loses them,
-//! which is why production uses RabbitMQ.
+//! and the dead-letter topology (docs/ARCHITECTURE.md §4): `stargazer.dead` bound to
+//! `stargazer.dlx` with `#` exists from creation on, together with the consumer queues of
+//! [`BusOptions::topology`]; a rejected delivery moves there with the broker's
+//! `x-first-death-*` headers, and a publish no queue takes is retried with backoff and
+//! then dead-lettered with its reason, as the RabbitMQ bus does. Messages live in memory
+//! only: a process exit loses them, which is why production uses RabbitMQ.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +19,14 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{Acker, Bus, BusError, Consumer, Delivery, QueueSpec, Result};
-use crate::routing::{
-    topic_matches, DEAD_LETTER_QUEUE, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER,
+use super::{
+    Acker, Bus, BusError, BusMetrics, BusOptions, Consumer, Delivery, QueueKind, QueueSpec, Result,
+    UNROUTABLE_REASON, UNROUTED_QUEUE_LABEL,
+};
+use crate::routing::topic_matches;
+use crate::topology::{
+    self, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, FIRST_DEATH_QUEUE_HEADER,
+    FIRST_DEATH_REASON_HEADER,
 };
 
 #[derive(Clone)]
@@ -29,14 +38,16 @@ struct Message {
 }
 
 struct Queue {
+    kind: QueueKind,
     bindings: Vec<String>,
     ready: VecDeque<Message>,
     notify: Arc<Notify>,
 }
 
 impl Queue {
-    fn new() -> Self {
+    fn new(kind: QueueKind) -> Self {
         Self {
+            kind,
             bindings: Vec::new(),
             ready: VecDeque::new(),
             notify: Arc::new(Notify::new()),
@@ -53,6 +64,8 @@ struct Inner {
     // A std Mutex: every critical section is a few VecDeque operations with no `.await`.
     queues: Mutex<HashMap<String, Queue>>,
     closed: CancellationToken,
+    options: BusOptions,
+    metrics: BusMetrics,
 }
 
 impl Inner {
@@ -66,7 +79,9 @@ impl Inner {
 
     fn declare(&self, spec: &QueueSpec) -> Arc<Notify> {
         let mut queues = self.queues();
-        let queue = queues.entry(spec.name.clone()).or_insert_with(Queue::new);
+        let queue = queues
+            .entry(spec.name.clone())
+            .or_insert_with(|| Queue::new(spec.kind));
         for binding in &spec.bindings {
             if !queue.bindings.contains(binding) {
                 queue.bindings.push(binding.clone());
@@ -78,9 +93,30 @@ impl Inner {
     fn requeue(&self, queue: &str, mut message: Message) {
         message.redelivered = true;
         let mut queues = self.queues();
-        let queue = queues.entry(queue.to_owned()).or_insert_with(Queue::new);
+        let queue = queues
+            .entry(queue.to_owned())
+            .or_insert_with(|| Queue::new(QueueKind::Work));
         queue.ready.push_front(message);
         queue.notify.notify_one();
+    }
+
+    /// Puts `message` in every queue bound on `exchange` with a matching pattern; whether
+    /// any took it.
+    fn route(&self, exchange: &str, message: &Message) -> bool {
+        let mut queues = self.queues();
+        let mut routed = false;
+        for queue in queues.values_mut() {
+            if queue.kind.exchange() == exchange
+                && queue
+                    .bindings
+                    .iter()
+                    .any(|pattern| topic_matches(pattern, &message.routing_key))
+            {
+                queue.push_back(message.clone());
+                routed = true;
+            }
+        }
+        routed
     }
 }
 
@@ -97,17 +133,23 @@ impl Default for MemoryBus {
 }
 
 impl MemoryBus {
-    /// A new bus with no queues (besides the dead-letter queue).
+    /// A new bus with default options: only the dead-letter queue exists.
     pub fn new() -> Self {
+        Self::with_options(BusOptions::default())
+    }
+
+    /// A new bus with the dead-letter queue and every queue of `options.topology`
+    /// declared.
+    pub fn with_options(options: BusOptions) -> Self {
         let inner = Arc::new(Inner {
             queues: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
+            options,
+            metrics: BusMetrics::new(),
         });
-        inner.declare(&QueueSpec {
-            name: DEAD_LETTER_QUEUE.to_owned(),
-            bindings: Vec::new(),
-            prefetch: 1,
-        });
+        for queue in inner.options.topology.all_queues() {
+            inner.declare(&queue);
+        }
         Self { inner }
     }
 
@@ -120,30 +162,55 @@ impl MemoryBus {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()> {
-        if self.inner.closed.is_cancelled() {
-            return Err(BusError::Closed);
-        }
-        let mut queues = self.inner.queues();
-        let mut routed = false;
-        for queue in queues.values_mut() {
-            if queue
-                .bindings
-                .iter()
-                .any(|pattern| topic_matches(pattern, routing_key))
-            {
-                queue.push_back(Message {
-                    routing_key: routing_key.to_owned(),
-                    body: body.to_vec(),
-                    headers: Vec::new(),
-                    redelivered: false,
-                });
-                routed = true;
+        let message = Message {
+            routing_key: routing_key.to_owned(),
+            body: body.to_vec(),
+            headers: Vec::new(),
+            redelivered: false,
+        };
+        let options = &self.inner.options;
+        let mut delay = options.unroutable_delay;
+        for retry in 0..=options.unroutable_retries {
+            if self.inner.closed.is_cancelled() {
+                return Err(BusError::Closed);
             }
+            if self.inner.route(topology::EXCHANGE, &message) {
+                return Ok(());
+            }
+            if retry == options.unroutable_retries {
+                break;
+            }
+            tracing::warn!(
+                routing_key,
+                retry = retry + 1,
+                ?delay,
+                "no queue took the message; retrying"
+            );
+            tokio::select! {
+                _ = self.inner.closed.cancelled() => return Err(BusError::Closed),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = delay.saturating_mul(2);
         }
-        if !routed {
-            tracing::debug!(routing_key, "message matched no queue binding");
-        }
-        Ok(())
+        let attempts = options.unroutable_retries + 1;
+        let reason =
+            format!("unroutable: no queue bound for `{routing_key}` after {attempts} attempts");
+        let dead = Message {
+            headers: vec![
+                (DEAD_REASON_HEADER.to_owned(), reason.clone()),
+                (DEAD_ROUTING_KEY_HEADER.to_owned(), routing_key.to_owned()),
+            ],
+            ..message
+        };
+        let kept = self.inner.route(topology::DEAD_LETTER_EXCHANGE, &dead);
+        self.inner
+            .metrics
+            .count_dead_letter(UNROUTED_QUEUE_LABEL, UNROUTABLE_REASON);
+        tracing::error!(routing_key, attempts, kept, %reason, "message dead-lettered");
+        Err(BusError::Unroutable {
+            routing_key: routing_key.to_owned(),
+            attempts,
+        })
     }
 
     async fn consume(&self, queue: &QueueSpec) -> Result<Box<dyn Consumer>> {
@@ -165,6 +232,10 @@ impl Bus for MemoryBus {
         }
         self.inner.declare(queue);
         Ok(())
+    }
+
+    fn metrics(&self) -> &BusMetrics {
+        &self.inner.metrics
     }
 
     async fn close(&self) {
@@ -250,23 +321,29 @@ impl Acker for MemoryAcker {
         Ok(())
     }
 
-    async fn dead_letter(&self, routing_key: &str, body: &[u8], reason: &str) -> Result<()> {
-        if self.settle().is_some() {
-            let mut queues = self.inner.queues();
-            let dead = queues
-                .entry(DEAD_LETTER_QUEUE.to_owned())
-                .or_insert_with(Queue::new);
-            // Like RabbitMQ, where the dead letter is published to the queue by name through
-            // the default exchange: the original key travels in a header.
-            dead.push_back(Message {
-                routing_key: DEAD_LETTER_QUEUE.to_owned(),
-                body: body.to_vec(),
-                headers: vec![
-                    (DEAD_REASON_HEADER.to_owned(), reason.to_owned()),
-                    (DEAD_ROUTING_KEY_HEADER.to_owned(), routing_key.to_owned()),
-                ],
-                redelivered: false,
-            });
+    async fn reject(&self, routing_key: &str, class: &'static str, reason: &str) -> Result<()> {
+        if let Some(mut message) = self.settle() {
+            let kind = self.inner.queues().get(&self.queue).map(|q| q.kind);
+            if kind == Some(QueueKind::DeadLetter) {
+                // Like a queue without a dead-letter exchange: the broker drops it.
+                tracing::warn!(queue = %self.queue, routing_key, %reason, "dead letter rejected and dropped");
+                return Ok(());
+            }
+            // As RabbitMQ does through the queue's dead-letter exchange: the original key
+            // routes it, the broker's headers say where it came from and why.
+            message
+                .headers
+                .retain(|(k, _)| !k.starts_with("x-first-death-"));
+            message
+                .headers
+                .push((FIRST_DEATH_REASON_HEADER.to_owned(), "rejected".to_owned()));
+            message
+                .headers
+                .push((FIRST_DEATH_QUEUE_HEADER.to_owned(), self.queue.clone()));
+            message.redelivered = false;
+            self.inner.route(topology::DEAD_LETTER_EXCHANGE, &message);
+            self.inner.metrics.count_dead_letter(&self.queue, class);
+            tracing::warn!(queue = %self.queue, routing_key, reason_class = class, %reason, "message dead-lettered");
         }
         Ok(())
     }

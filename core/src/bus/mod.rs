@@ -3,11 +3,14 @@
 //! ([`memory::MemoryBus`], standalone). Both pass the same contract suite
 //! (`core/tests/bus_*.rs`).
 //!
-//! Semantics both honour (docs/ARCHITECTURE.md §4): one durable topic exchange `stargazer`; durable
-//! named queues shared by every instance of a service; messages published before a
-//! consumer starts wait in its queue; publishes return only once the broker confirmed;
-//! consumers ack explicitly; a message that can never be processed is dead-lettered to
-//! `stargazer.dead` with its reason.
+//! Semantics both honour (docs/ARCHITECTURE.md §4): the topology of [`crate::topology`]
+//! (exchanges `stargazer` and `stargazer.dlx`, the queue `stargazer.dead`, durable named
+//! consumer queues that dead-letter into `stargazer.dlx`) shared by every instance of a
+//! service; messages published before a consumer starts wait in its queue; publishes are
+//! mandatory and return only once the broker confirmed a routed message; a message no
+//! queue takes is retried with backoff and then dead-lettered with its reason
+//! ([`BusError::Unroutable`]); consumers ack explicitly; a message that can never be
+//! processed is rejected and the broker moves it to `stargazer.dead`.
 //!
 //! [`connect`] picks the implementation from the URL: `amqp://…`, `amqps://…` or
 //! `memory://`.
@@ -16,8 +19,12 @@ pub mod amqp;
 pub mod memory;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::topology::{self, Topology, SETUP_COMMAND};
 
 /// Errors of bus operations.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,30 @@ pub enum BusError {
     /// confirm arrived); the message may or may not have been routed.
     #[error("publish not confirmed: {0}")]
     NotConfirmed(String),
+    /// No queue took the message on any attempt: it was published to the dead-letter
+    /// exchange with its reason instead (docs/ARCHITECTURE.md §4), so it is not lost, but
+    /// it will not reach a consumer.
+    #[error(
+        "no queue is bound for routing key `{routing_key}` after {attempts} attempts; \
+         the message was dead-lettered to `stargazer.dead`"
+    )]
+    Unroutable {
+        /// The key no binding matched.
+        routing_key: String,
+        /// Publishes tried.
+        attempts: u32,
+    },
+    /// A part of the topology does not exist and this credential may not create it.
+    #[error(
+        "broker topology incomplete: {entity} does not exist and this credential may not \
+         create it ({detail}); run `{SETUP_COMMAND}` with a topology credential"
+    )]
+    TopologyMissing {
+        /// What is missing, e.g. "exchange `stargazer.dlx`".
+        entity: String,
+        /// The broker's answer.
+        detail: String,
+    },
     /// The broker could not be reached or the channel failed.
     #[error("broker error: {0}")]
     Broker(String),
@@ -40,25 +71,131 @@ pub enum BusError {
 /// Result alias for bus operations.
 pub type Result<T, E = BusError> = std::result::Result<T, E>;
 
+/// Which part of the topology a queue is (docs/ARCHITECTURE.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueKind {
+    /// A consumer queue: bound on `stargazer`, dead-letters into `stargazer.dlx`.
+    #[default]
+    Work,
+    /// `stargazer.dead`: bound on `stargazer.dlx`, dead-letters nowhere.
+    DeadLetter,
+}
+
+impl QueueKind {
+    /// The exchange its bindings are on.
+    pub fn exchange(self) -> &'static str {
+        match self {
+            QueueKind::Work => topology::EXCHANGE,
+            QueueKind::DeadLetter => topology::DEAD_LETTER_EXCHANGE,
+        }
+    }
+
+    /// The queue arguments it is declared with.
+    pub fn arguments(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            QueueKind::Work => topology::queue_arguments(),
+            QueueKind::DeadLetter => Vec::new(),
+        }
+    }
+}
+
 /// Where and how a consumer reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {
     /// Durable queue name, e.g. `stargazer.middleware.delay`.
     pub name: String,
-    /// Binding patterns on the `stargazer` exchange (`#.delay`, `*`); may be empty (for
-    /// the dead-letter queue).
+    /// Binding patterns on the queue's exchange (`#.delay`, `*`).
     pub bindings: Vec<String>,
     /// How many unacknowledged deliveries this consumer may hold.
     pub prefetch: u16,
+    /// Consumer queue or the dead-letter queue.
+    pub kind: QueueKind,
 }
 
 impl QueueSpec {
-    /// A queue bound to one pattern.
+    /// A consumer queue bound to one pattern on `stargazer`.
     pub fn new(name: impl Into<String>, binding: impl Into<String>, prefetch: u16) -> Self {
         Self {
             name: name.into(),
             bindings: vec![binding.into()],
             prefetch,
+            kind: QueueKind::Work,
+        }
+    }
+}
+
+/// Counters every bus keeps; [`BusMetrics::register`] exposes them.
+#[derive(Clone)]
+pub struct BusMetrics {
+    dead_lettered: IntCounterVec,
+}
+
+impl Default for BusMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BusMetrics {
+    /// Unregistered counters: `stargazer_bus_dead_lettered_total{queue, reason}`.
+    pub fn new() -> Self {
+        let opts = Opts::new(
+            "stargazer_bus_dead_lettered_total",
+            "Messages dead-lettered, by the queue they left (`none` when no queue took \
+             them) and a reason class.",
+        );
+        // Fixed valid name and label names: construction cannot fail.
+        let dead_lettered =
+            IntCounterVec::new(opts, &["queue", "reason"]).expect("fixed metric options are valid");
+        Self { dead_lettered }
+    }
+
+    /// Registers the counters in `registry`; a second registration is logged and ignored.
+    pub fn register(&self, registry: &Registry) {
+        if let Err(err) = registry.register(Box::new(self.dead_lettered.clone())) {
+            tracing::warn!(cause = %err, "bus metrics not registered");
+        }
+    }
+
+    /// How many messages left `queue` dead-lettered for `reason`.
+    pub fn dead_lettered(&self, queue: &str, reason: &str) -> u64 {
+        self.dead_lettered.with_label_values(&[queue, reason]).get()
+    }
+
+    pub(crate) fn count_dead_letter(&self, queue: &str, reason: &str) {
+        self.dead_lettered.with_label_values(&[queue, reason]).inc();
+    }
+}
+
+/// The `queue` label of messages no queue took.
+pub const UNROUTED_QUEUE_LABEL: &str = "none";
+
+/// The `reason` label of messages no queue took.
+pub const UNROUTABLE_REASON: &str = "unroutable";
+
+/// The `reason` label of a plain [`Delivery::dead_letter`].
+pub const REJECTED_REASON: &str = "rejected";
+
+/// How a bus handles what the broker cannot route, and what it declares up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusOptions {
+    /// Publishes retried after the broker returned a message as unroutable, before it is
+    /// dead-lettered (`unroutable_retries`, default 6).
+    pub unroutable_retries: u32,
+    /// Pause before the first such retry; it doubles with each (default 200 ms).
+    pub unroutable_delay: Duration,
+    /// The consumer queues of the deployment: the in-process bus declares them at
+    /// creation; the RabbitMQ bus leaves them to `stargazer admin broker setup` and to
+    /// the consumers.
+    pub topology: Topology,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        Self {
+            unroutable_retries: 6,
+            unroutable_delay: Duration::from_millis(200),
+            topology: Topology::default(),
         }
     }
 }
@@ -73,7 +210,8 @@ pub struct Delivery {
     pub body: Vec<u8>,
     /// Whether the broker delivered it before (to this or another consumer).
     pub redelivered: bool,
-    /// String headers (dead-letter reason and original key on `stargazer.dead`).
+    /// String headers (on `stargazer.dead`: the broker's `x-first-death-*`, or the
+    /// publisher's reason and original key for unroutable messages).
     pub headers: Vec<(String, String)>,
     acker: Box<dyn Acker>,
 }
@@ -124,11 +262,17 @@ impl Delivery {
         self.acker.requeue().await
     }
 
-    /// Can never process it: publish it to `stargazer.dead` with `reason`, then ack.
+    /// Can never process it: rejects it without requeue, so the broker moves it through
+    /// the queue's dead-letter exchange to `stargazer.dead` (with `x-death`). The bus logs
+    /// `reason` and counts it as [`REJECTED_REASON`]; callers log it with the event id.
     pub async fn dead_letter(self, reason: &str) -> Result<()> {
-        self.acker
-            .dead_letter(&self.routing_key, &self.body, reason)
-            .await
+        self.dead_letter_as(REJECTED_REASON, reason).await
+    }
+
+    /// [`Delivery::dead_letter`] counted under the reason class `class` (a fixed word
+    /// such as `attempts_exhausted`: it becomes a metric label).
+    pub async fn dead_letter_as(self, class: &'static str, reason: &str) -> Result<()> {
+        self.acker.reject(&self.routing_key, class, reason).await
     }
 }
 
@@ -139,8 +283,9 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<()>;
     /// Reject with requeue.
     async fn requeue(&self) -> Result<()>;
-    /// Publish to the dead-letter queue with `reason` (confirmed), then acknowledge.
-    async fn dead_letter(&self, routing_key: &str, body: &[u8], reason: &str) -> Result<()>;
+    /// Reject without requeue (the broker dead-letters it); `class` and `reason` are for
+    /// the log line and the metric.
+    async fn reject(&self, routing_key: &str, class: &'static str, reason: &str) -> Result<()>;
 }
 
 /// A stream of deliveries from one queue. It survives broker reconnects: after a
@@ -155,27 +300,38 @@ pub trait Consumer: Send {
 /// Publish and consume on the `stargazer` exchange.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes a persistent JSON message with `routing_key` and waits for the broker's
-    /// confirm. Retries across reconnects until confirmed or the bus is closed.
+    /// Publishes a persistent JSON message with `routing_key` (mandatory) and waits for the
+    /// broker's confirm that a queue took it. Retries across reconnects until confirmed or
+    /// the bus is closed; an unroutable message is retried with backoff and then
+    /// dead-lettered ([`BusError::Unroutable`]).
     async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()>;
 
-    /// Declares the durable queue with its bindings (idempotent) and starts consuming.
+    /// Makes sure the durable queue with its bindings exists (creating it when missing and
+    /// allowed) and starts consuming.
     async fn consume(&self, queue: &QueueSpec) -> Result<Box<dyn Consumer>>;
 
-    /// Declares the durable queue with its bindings without consuming, so messages
-    /// published from now on wait for a consumer.
+    /// Makes sure the durable queue with its bindings exists without consuming, so
+    /// messages published from now on wait for a consumer.
     async fn declare(&self, queue: &QueueSpec) -> Result<()>;
+
+    /// The bus's counters.
+    fn metrics(&self) -> &BusMetrics;
 
     /// Closes connections; later calls fail with [`BusError::Closed`].
     async fn close(&self);
 }
 
-/// Opens the bus named by `url`.
+/// Opens the bus named by `url` with default [`BusOptions`].
 pub async fn connect(url: &str) -> Result<Arc<dyn Bus>> {
+    connect_with(url, BusOptions::default()).await
+}
+
+/// Opens the bus named by `url` with `options`.
+pub async fn connect_with(url: &str, options: BusOptions) -> Result<Arc<dyn Bus>> {
     if url.starts_with("amqp://") || url.starts_with("amqps://") {
-        amqp::connect_shared(url).await
+        Ok(Arc::new(amqp::AmqpBus::connect_with(url, options).await?))
     } else if url == "memory://" || url.starts_with("memory://") {
-        Ok(Arc::new(memory::MemoryBus::new()))
+        Ok(Arc::new(memory::MemoryBus::with_options(options)))
     } else {
         Err(BusError::InvalidUrl(url.to_owned()))
     }

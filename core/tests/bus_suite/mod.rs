@@ -1,10 +1,9 @@
 //! The bus contract: behaviour every [`Bus`] implementation must show, written once and
 //! instantiated per implementation by [`bus_contract_tests!`].
 //!
-//! The RabbitMQ exchange is shared by every test (and every test run), so each test uses
-//! its own queue names and its own routing-key words (`t<uuid>`), never publishes a
-//! one-word key (a bot queue bound to `*` elsewhere would catch it) and, on the shared
-//! `stargazer.dead` queue, looks only for its own message by body.
+//! Each test gets a bus of its own (on RabbitMQ: in a vhost of its own), made with
+//! [`test_options`]; it still uses its own queue names and routing-key words
+//! (`t<uuid>`) and, on `stargazer.dead`, looks only for its own message by body.
 
 #![allow(dead_code)]
 
@@ -13,8 +12,43 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stargazer_core::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
-use stargazer_core::routing::{DEAD_LETTER_QUEUE, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER};
+use stargazer_core::bus::{Bus, BusError, BusOptions, Consumer, Delivery, QueueSpec};
+use stargazer_core::topology::{
+    self, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, FIRST_DEATH_QUEUE_HEADER,
+    FIRST_DEATH_REASON_HEADER,
+};
+
+/// Bus options of the suite: one quick retry of an unroutable message.
+pub fn test_options() -> BusOptions {
+    BusOptions {
+        unroutable_retries: 1,
+        unroutable_delay: Duration::from_millis(20),
+        ..BusOptions::default()
+    }
+}
+
+/// Reads `stargazer.dead` until the message with `body`, handing the others back.
+pub async fn dead_letter_with_body(bus: &Arc<dyn Bus>, body: &str) -> Delivery {
+    let mut dead_consumer = bus
+        .consume(&topology::dead_letter_queue(1000))
+        .await
+        .expect("consume dead");
+    let mut others = Vec::new();
+    let ours = loop {
+        let delivery = next(&mut dead_consumer).await;
+        if text(&delivery) == body {
+            break delivery;
+        }
+        others.push(delivery);
+    };
+    for other in others {
+        other
+            .requeue()
+            .await
+            .expect("hand back another dead letter");
+    }
+    ours
+}
 
 /// How long a test waits for a delivery that must come. Generous: it bounds a failure, it
 /// does not measure speed.
@@ -88,11 +122,18 @@ pub async fn routes_by_patterns_to_several_queues(bus: Arc<dyn Bus>) -> Vec<Stri
     let two_tags = format!("{src}.other.{tag}");
     let tag_not_last = format!("{src}.{tag}.other");
     let foreign = format!("{}.{tag}.x", unique());
-    for key in [&one_tag, &two_tags, &tag_not_last, &foreign] {
+    for key in [&one_tag, &two_tags, &tag_not_last] {
         bus.publish(key, format!("to {key}").as_bytes())
             .await
             .expect("publish");
     }
+    assert!(
+        matches!(
+            bus.publish(&foreign, b"to nobody").await,
+            Err(BusError::Unroutable { .. })
+        ),
+        "a key no binding matches is unroutable"
+    );
     // Publishes from one task are delivered in order, so a fence routed to every queue
     // marks the end of what each queue received.
     bus.publish(&one_tag, b"fence")
@@ -123,12 +164,22 @@ pub async fn routes_by_patterns_to_several_queues(bus: Arc<dyn Bus>) -> Vec<Stri
 }
 
 /// A declared queue keeps what is published before anyone consumes it; a message
-/// published before the declare matched no queue and is not delivered.
+/// published before the declare matched no queue: it is dead-lettered with its reason,
+/// not delivered.
 pub async fn declared_queue_keeps_messages_until_consumed(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "early"), format!("{src}.#"), 10);
     let key = format!("{src}.early");
-    bus.publish(&key, b"before declare").await.expect("publish");
+    match bus.publish(&key, b"before declare").await {
+        Err(BusError::Unroutable {
+            routing_key,
+            attempts,
+        }) => {
+            assert_eq!(routing_key, key);
+            assert_eq!(attempts, 2, "one retry, as the options say");
+        }
+        other => panic!("expected Unroutable, got {other:?}"),
+    }
     bus.declare(&spec).await.expect("declare");
     bus.declare(&spec).await.expect("declare is idempotent");
     bus.publish(&key, b"after declare").await.expect("publish");
@@ -259,8 +310,9 @@ pub async fn dropped_delivery_is_redelivered(bus: Arc<dyn Bus>) -> Vec<String> {
     vec![spec.name]
 }
 
-/// `dead_letter` moves the message to `stargazer.dead` with the reason and the original
-/// routing key as headers, and removes it from its queue.
+/// `dead_letter` rejects the message: the broker moves it through the queue's
+/// dead-letter exchange to `stargazer.dead` under its original key, with the broker's
+/// headers naming the queue, and removes it from its queue. The bus counts it.
 pub async fn dead_letter_moves_message_with_reason(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "poison"), format!("{src}.#"), 5);
@@ -277,40 +329,48 @@ pub async fn dead_letter_moves_message_with_reason(bus: Arc<dyn Bus>) -> Vec<Str
         .expect("dead_letter");
     assert_quiet(&mut consumer, "dead-lettered message stayed in its queue").await;
 
-    // The dead-letter queue is shared with every other test: hold the others' messages
-    // unsettled while looking (dropping them at the end hands them back) and settle only
-    // ours.
-    let dead = QueueSpec {
-        name: DEAD_LETTER_QUEUE.to_owned(),
-        bindings: Vec::new(),
-        prefetch: 1000,
-    };
-    let mut dead_consumer = bus.consume(&dead).await.expect("consume dead");
-    let mut others = Vec::new();
-    let ours = loop {
-        let delivery = next(&mut dead_consumer).await;
-        if text(&delivery) == body {
-            break delivery;
-        }
-        others.push(delivery);
-    };
+    let ours = dead_letter_with_body(&bus, &body).await;
+    assert_eq!(ours.routing_key, key, "dead letters keep their key");
+    assert_eq!(ours.header(FIRST_DEATH_REASON_HEADER), Some("rejected"));
     assert_eq!(
-        ours.header(DEAD_REASON_HEADER),
-        Some("bad json: expected value at line 1")
-    );
-    assert_eq!(ours.header(DEAD_ROUTING_KEY_HEADER), Some(key.as_str()));
-    assert_eq!(
-        ours.routing_key, DEAD_LETTER_QUEUE,
-        "delivered by queue name"
+        ours.header(FIRST_DEATH_QUEUE_HEADER),
+        Some(spec.name.as_str())
     );
     assert!(!ours.redelivered);
     ours.ack().await.expect("ack dead");
-    for other in others {
-        other
-            .requeue()
-            .await
-            .expect("hand back another test's dead letter");
-    }
+    assert_eq!(bus.metrics().dead_lettered(&spec.name, "rejected"), 1);
+    bus.close().await;
+    vec![spec.name]
+}
+
+/// A publish no queue takes is retried, then dead-lettered with its reason and original
+/// key as headers, counted, and reported as [`BusError::Unroutable`]; once a queue is
+/// bound, the same key is delivered normally.
+pub async fn unroutable_publish_is_dead_lettered_with_reason(bus: Arc<dyn Bus>) -> Vec<String> {
+    let src = unique();
+    let key = format!("{src}.nobody");
+    let body = format!("{{\"lost\":\"{src}\"}}");
+    let published = bus.publish(&key, body.as_bytes()).await;
+    assert!(
+        matches!(published, Err(BusError::Unroutable { .. })),
+        "{published:?}"
+    );
+    let ours = dead_letter_with_body(&bus, &body).await;
+    let reason = ours.header(DEAD_REASON_HEADER).expect("reason header");
+    assert!(
+        reason.contains("unroutable") && reason.contains(&key),
+        "{reason}"
+    );
+    assert_eq!(ours.header(DEAD_ROUTING_KEY_HEADER), Some(key.as_str()));
+    ours.ack().await.expect("ack dead");
+    assert_eq!(bus.metrics().dead_lettered("none", "unroutable"), 1);
+
+    let spec = QueueSpec::new(queue_name(&src, "late"), format!("{src}.#"), 5);
+    let mut consumer = bus.consume(&spec).await.expect("consume");
+    bus.publish(&key, b"now routed").await.expect("publish");
+    let delivery = next(&mut consumer).await;
+    assert_eq!(text(&delivery), "now routed");
+    delivery.ack().await.expect("ack");
     bus.close().await;
     vec![spec.name]
 }
@@ -401,8 +461,8 @@ pub async fn concurrent_publishers_all_arrive(bus: Arc<dyn Bus>) -> Vec<String> 
 }
 
 /// Instantiates every contract test for the bus built by the async factory `$factory`
-/// (a path to an `async fn() -> Arc<dyn Bus>`); after a passing test, `$cleanup` (an
-/// `async fn(Vec<String>)`) receives the names of the queues it created.
+/// (a path to an `async fn() -> (Arc<dyn Bus>, Scope)`); after a passing test,
+/// `$cleanup` (an `async fn(Scope)`) removes what it left.
 macro_rules! bus_contract_tests {
     ($factory:path, $cleanup:path) => {
         bus_contract_tests!(@each $factory, $cleanup;
@@ -412,6 +472,7 @@ macro_rules! bus_contract_tests {
             requeue_redelivers_with_flag,
             dropped_delivery_is_redelivered,
             dead_letter_moves_message_with_reason,
+            unroutable_publish_is_dead_lettered_with_reason,
             prefetch_limits_unacked_deliveries,
             close_ends_consumers,
             concurrent_publishers_all_arrive,
@@ -421,8 +482,9 @@ macro_rules! bus_contract_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let queues = bus_suite::$name($factory().await).await;
-                $cleanup(queues).await;
+                let (bus, scope) = $factory().await;
+                bus_suite::$name(bus).await;
+                $cleanup(scope).await;
             }
         )*
     };

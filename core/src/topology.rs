@@ -1,0 +1,187 @@
+//! The broker topology as data (docs/ARCHITECTURE.md §4): both exchanges, the dead-letter
+//! queue and every consumer queue with its bindings and arguments. `stargazer admin broker
+//! setup` declares all of it with a topology credential; each service checks the parts it
+//! uses (passively first, see [`crate::bus::amqp`]); the in-process bus declares it when it
+//! is created. Producers and consumers take every name from here.
+//!
+//! | entity | type | bound to | arguments |
+//! |---|---|---|---|
+//! | exchange `stargazer` | topic, durable | | |
+//! | exchange `stargazer.dlx` | topic, durable | | |
+//! | queue `stargazer.dead` | durable | `stargazer.dlx` with `#` | |
+//! | queue `stargazer.middleware.<tag>` | durable | `stargazer` with `#.<tag>` | `x-dead-letter-exchange = stargazer.dlx` |
+//! | queue `stargazer.bot.<im>` | durable | `stargazer` with `*` | `x-dead-letter-exchange = stargazer.dlx` |
+//!
+//! The dead-letter exchange is a topic exchange, not a fanout: RabbitMQ checks topic
+//! permissions (the routing key a credential may write with) only on topic exchanges, so
+//! with a fanout any credential allowed to declare a dead-lettering queue could also
+//! publish straight into `stargazer.dead`.
+
+use crate::bus::{QueueKind, QueueSpec};
+use crate::routing;
+
+/// The topic exchange every service publishes to.
+pub const EXCHANGE: &str = "stargazer";
+
+/// The dead-letter exchange: consumer queues dead-letter into it, and publishers send
+/// messages the broker could not route there.
+pub const DEAD_LETTER_EXCHANGE: &str = "stargazer.dlx";
+
+/// The queue that keeps every dead letter.
+pub const DEAD_LETTER_QUEUE: &str = "stargazer.dead";
+
+/// The binding of [`DEAD_LETTER_QUEUE`] on [`DEAD_LETTER_EXCHANGE`]: every key.
+pub const DEAD_LETTER_BINDING: &str = "#";
+
+/// The queue argument that makes the broker move rejected messages to an exchange.
+pub const DEAD_LETTER_ARGUMENT: &str = "x-dead-letter-exchange";
+
+/// Header carrying the reason a publisher dead-lettered a message it could not route.
+pub const DEAD_REASON_HEADER: &str = "x-stargazer-dead-reason";
+
+/// Header carrying the routing key a dead-lettered message was published with.
+pub const DEAD_ROUTING_KEY_HEADER: &str = "x-stargazer-routing-key";
+
+/// Header the broker sets (a string) on a message it dead-lettered: why (`rejected`,
+/// `expired`, …). The full history is in `x-death`.
+pub const FIRST_DEATH_REASON_HEADER: &str = "x-first-death-reason";
+
+/// Header the broker sets (a string) on a message it dead-lettered: the queue it left.
+pub const FIRST_DEATH_QUEUE_HEADER: &str = "x-first-death-queue";
+
+/// The command that declares the topology; errors about missing parts name it.
+pub const SETUP_COMMAND: &str = "stargazer admin broker setup";
+
+/// Exchange type as AMQP names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeType {
+    /// Routes by pattern on dot-separated words.
+    Topic,
+}
+
+/// One durable exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeSpec {
+    /// Its name.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: ExchangeType,
+}
+
+/// Both exchanges, in declaration order.
+pub const EXCHANGES: [ExchangeSpec; 2] = [
+    ExchangeSpec {
+        name: EXCHANGE,
+        kind: ExchangeType::Topic,
+    },
+    ExchangeSpec {
+        name: DEAD_LETTER_EXCHANGE,
+        kind: ExchangeType::Topic,
+    },
+];
+
+/// The arguments every consumer queue is declared with: dead letters go to
+/// [`DEAD_LETTER_EXCHANGE`] (keeping their routing key).
+pub fn queue_arguments() -> Vec<(&'static str, &'static str)> {
+    vec![(DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE)]
+}
+
+/// The dead-letter queue, for reading dead letters with `prefetch` in flight.
+pub fn dead_letter_queue(prefetch: u16) -> QueueSpec {
+    QueueSpec {
+        name: DEAD_LETTER_QUEUE.to_owned(),
+        bindings: vec![DEAD_LETTER_BINDING.to_owned()],
+        prefetch,
+        kind: QueueKind::DeadLetter,
+    }
+}
+
+/// The queue of middleware `tag`: `stargazer.middleware.<tag>` bound to `#.<tag>`.
+pub fn middleware_queue(tag: &str, prefetch: u16) -> QueueSpec {
+    QueueSpec::new(
+        routing::middleware_queue(tag),
+        routing::middleware_pattern(tag),
+        prefetch,
+    )
+}
+
+/// The queue of the bot for IM platform `im`: `stargazer.bot.<im>` bound to `*`.
+pub fn bot_queue(im: &str, prefetch: u16) -> QueueSpec {
+    QueueSpec::new(routing::bot_queue(im), routing::READY_PATTERN, prefetch)
+}
+
+/// The middlewares of this workspace, by tag.
+pub const MIDDLEWARES: [&str; 3] = ["delay", "translate", "live_check"];
+
+/// The IM platforms of this workspace.
+pub const IMS: [&str; 1] = ["telegram"];
+
+/// The consumer queues of a deployment (besides the fixed exchanges and dead-letter
+/// queue, which every topology has).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Every consumer queue with its bindings; all are dead-lettering work queues.
+    pub queues: Vec<QueueSpec>,
+}
+
+impl Topology {
+    /// A topology with these consumer queues.
+    pub fn new(queues: Vec<QueueSpec>) -> Self {
+        Self { queues }
+    }
+
+    /// The default deployment: every middleware of [`MIDDLEWARES`] and every bot of
+    /// [`IMS`] under its default queue name.
+    pub fn standard() -> Self {
+        let mut queues: Vec<QueueSpec> = MIDDLEWARES
+            .iter()
+            .map(|tag| middleware_queue(tag, 1))
+            .collect();
+        queues.extend(IMS.iter().map(|im| bot_queue(im, 1)));
+        Self { queues }
+    }
+
+    /// Every queue to declare, the dead-letter queue first (so that nothing a consumer
+    /// queue dead-letters is lost while the rest is being declared).
+    pub fn all_queues(&self) -> Vec<QueueSpec> {
+        let mut all = vec![dead_letter_queue(1)];
+        all.extend(self.queues.iter().cloned());
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_queues_dead_letter_and_the_dead_queue_does_not() {
+        let topology = Topology::standard();
+        let all = topology.all_queues();
+        assert_eq!(all[0].name, DEAD_LETTER_QUEUE);
+        assert_eq!(all[0].kind.exchange(), DEAD_LETTER_EXCHANGE);
+        assert!(all[0].kind.arguments().is_empty());
+        let names: Vec<&str> = all[1..].iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "stargazer.middleware.delay",
+                "stargazer.middleware.translate",
+                "stargazer.middleware.live_check",
+                "stargazer.bot.telegram"
+            ]
+        );
+        for queue in &all[1..] {
+            assert_eq!(queue.kind.exchange(), EXCHANGE);
+            assert_eq!(queue.kind.arguments(), queue_arguments());
+        }
+        assert_eq!(all[1].bindings, ["#.delay"]);
+        assert_eq!(all[4].bindings, ["*"]);
+    }
+
+    #[test]
+    fn both_exchanges_are_topic() {
+        assert!(EXCHANGES.iter().all(|e| e.kind == ExchangeType::Topic));
+        assert_eq!(EXCHANGES[1].name, DEAD_LETTER_EXCHANGE);
+    }
+}
