@@ -140,7 +140,7 @@ pub(crate) fn document(public_url: Option<&str>) -> Value {
 
 /// What the derived document cannot say by itself, so that it describes exactly what the
 /// handlers accept: the field constraints of [`validate`], request bodies that may be
-/// empty, `getUser`'s three forms, and the RabbitMQ endpoints' required fields and 400s.
+/// empty and `getUser`'s three forms.
 fn exact(doc: &mut Value) {
     let schemas = &mut doc["components"]["schemas"];
     let string = |rule: &validate::Rule| rule.schema();
@@ -231,7 +231,6 @@ fn exact(doc: &mut Value) {
         ],
     });
     optional_bodies(doc);
-    rabbitmq_forms(doc);
 }
 
 /// Adds `extra`'s keywords to `schema`, keeping its `type` (which says whether `null`
@@ -271,60 +270,6 @@ fn optional_bodies(doc: &mut Value) {
         if empty_ok {
             body["required"] = json!(false);
         }
-    }
-}
-
-/// The RabbitMQ HTTP auth backend's forms: which fields each endpoint requires, their
-/// values, and the 400 a malformed request gets (RabbitMQ then denies).
-fn rabbitmq_forms(doc: &mut Value) {
-    let non_empty = json!({ "type": "string", "minLength": 1 });
-    let resource = |kinds: &[&str]| json!({ "type": "string", "enum": kinds });
-    let permission = json!({ "type": "string", "enum": ["configure", "write", "read"] });
-    let resource_fields = |kinds: &[&str]| {
-        json!({
-            "username": non_empty,
-            "vhost": non_empty,
-            "resource": resource(kinds),
-            "name": { "type": "string" },
-            "permission": permission,
-        })
-    };
-    let forms = [
-        (
-            "/auth/user",
-            json!({ "username": non_empty, "password": non_empty }),
-        ),
-        (
-            "/auth/vhost",
-            json!({ "username": non_empty, "vhost": non_empty }),
-        ),
-        (
-            "/auth/resource",
-            resource_fields(&["exchange", "queue", "topic"]),
-        ),
-        ("/auth/topic", resource_fields(&["topic"])),
-    ];
-    let schemas = doc["components"]["schemas"].clone();
-    for (path, required) in forms {
-        let operation = &mut doc["paths"][path]["post"];
-        if !operation.is_object() {
-            continue;
-        }
-        let content = &mut operation["requestBody"]["content"]["application/x-www-form-urlencoded"];
-        let reference = content["schema"]["$ref"].as_str().unwrap_or("");
-        let mut schema = schemas[reference.rsplit('/').next().unwrap_or("")].clone();
-        let Some(fields) = required.as_object() else {
-            continue;
-        };
-        for (field, constraints) in fields {
-            schema["properties"][field] = constraints.clone();
-        }
-        schema["required"] = json!(fields.keys().collect::<Vec<_>>());
-        content["schema"] = schema;
-        operation["responses"]["400"] = json!({
-            "description": "A required field is missing, empty or unknown (the text says which); RabbitMQ denies",
-            "content": { "text/plain": { "schema": { "type": "string" } } },
-        });
     }
 }
 
@@ -432,32 +377,6 @@ mod tests {
             "getSubscribers",
         ] {
             assert_eq!(required(method), json!(true), "{method}");
-        }
-    }
-
-    #[test]
-    fn rabbitmq_endpoints_document_their_fields_and_400s() {
-        let json = document(None);
-        for (path, fields) in [
-            ("/auth/user", vec!["password", "username"]),
-            ("/auth/vhost", vec!["username", "vhost"]),
-            (
-                "/auth/resource",
-                vec!["name", "permission", "resource", "username", "vhost"],
-            ),
-        ] {
-            let operation = &json["paths"][path]["post"];
-            assert!(operation["responses"]["400"].is_object(), "{path}");
-            let schema =
-                &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
-            let mut required: Vec<&str> = schema["required"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            required.sort();
-            assert_eq!(required, fields, "{path}");
         }
     }
 }
