@@ -352,3 +352,63 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl").args(args).output().unwrap();
+    assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
+}
+
+/// `admin broker setup` declares the topology of the configured deployment on a fresh
+/// vhost (queue names from the configuration), is idempotent, and without a broker URL
+/// stops with exit code 2 naming `amqp_url`.
+#[test]
+fn broker_setup_declares_the_configured_topology() {
+    let vhost = format!("sg-cli-{}", uuid::Uuid::new_v4().simple());
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    let url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+    for _ in 0..2 {
+        let output = stargazer()
+            .env("STARGAZER_TELEGRAM__QUEUE", "stargazer.bot.telegram_eu")
+            .args(["admin", "broker", "setup", "--amqp-url", &url])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+        for entity in [
+            "exchange `stargazer`",
+            "exchange `stargazer.dlx`",
+            "queue `stargazer.dead`",
+            "queue `stargazer.middleware.delay`",
+            "queue `stargazer.middleware.translate`",
+            "queue `stargazer.middleware.live_check`",
+            "queue `stargazer.bot.telegram_eu`",
+        ] {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|line| line == format!("ok      {entity}")),
+                "{entity} missing from:\n{stdout}"
+            );
+        }
+    }
+    let listing = Command::new("rabbitmqctl")
+        .args(["list_queues", "-p", &vhost, "name", "arguments", "-q"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("stargazer.bot.telegram_eu") && l.contains("stargazer.dlx")),
+        "{listing}"
+    );
+    rabbitmqctl(&["delete_vhost", &vhost]);
+
+    let output = stargazer()
+        .args(["admin", "broker", "setup"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("amqp_url"));
+}

@@ -353,6 +353,10 @@ pub async fn setup(url: &str, topology: &Topology) -> Result<Vec<SetupStep>> {
     }
     // Best effort: everything is declared (or reported) already.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "setup done")).await;
+    // lapin's I/O thread notices the close on its next turn; a process that exits right
+    // after this (the setup command) would otherwise see it fail on a stopped runtime and
+    // log an error.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(steps)
 }
 
