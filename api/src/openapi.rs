@@ -75,9 +75,12 @@ struct ApiDoc;
 )]
 struct InternalDoc;
 
-/// The internal listener's document: the RabbitMQ auth endpoints.
-pub(crate) fn internal_document() -> Document {
-    InternalDoc::openapi()
+/// The internal listener's document: the RabbitMQ auth endpoints, with the fields each
+/// requires and their constraints.
+pub(crate) fn internal_document() -> Value {
+    let mut doc = serde_json::to_value(InternalDoc::openapi()).unwrap_or_else(|_| json!({}));
+    rabbitmq_forms(&mut doc);
+    doc
 }
 
 struct CommonParts;
@@ -273,6 +276,59 @@ fn optional_bodies(doc: &mut Value) {
     }
 }
 
+/// The RabbitMQ HTTP auth backend's forms: which fields each endpoint requires, their
+/// values, and the 400 a malformed request gets (RabbitMQ then denies).
+fn rabbitmq_forms(doc: &mut Value) {
+    let non_empty = json!({ "type": "string", "minLength": 1 });
+    let username =
+        json!({ "type": "string", "minLength": 1, "maxLength": crate::mq_auth::MAX_USERNAME_LEN });
+    let resource = |kinds: &[&str]| json!({ "type": "string", "enum": kinds });
+    let permission = json!({ "type": "string", "enum": ["configure", "write", "read"] });
+    let resource_fields = |kinds: &[&str]| {
+        json!({
+            "username": username,
+            "vhost": non_empty,
+            "resource": resource(kinds),
+            "name": { "type": "string" },
+            "permission": permission,
+        })
+    };
+    let forms = [
+        (
+            "/auth/user",
+            json!({ "username": username, "password": non_empty }),
+        ),
+        (
+            "/auth/vhost",
+            json!({ "username": username, "vhost": non_empty }),
+        ),
+        ("/auth/resource", resource_fields(&["exchange", "queue"])),
+        ("/auth/topic", resource_fields(&["topic"])),
+    ];
+    let schemas = doc["components"]["schemas"].clone();
+    for (path, required) in forms {
+        let operation = &mut doc["paths"][path]["post"];
+        if !operation.is_object() {
+            continue;
+        }
+        let content = &mut operation["requestBody"]["content"]["application/x-www-form-urlencoded"];
+        let reference = content["schema"]["$ref"].as_str().unwrap_or("");
+        let mut schema = schemas[reference.rsplit('/').next().unwrap_or("")].clone();
+        let Some(fields) = required.as_object() else {
+            continue;
+        };
+        for (field, constraints) in fields {
+            schema["properties"][field] = constraints.clone();
+        }
+        schema["required"] = json!(fields.keys().collect::<Vec<_>>());
+        content["schema"] = schema;
+        operation["responses"]["400"] = json!({
+            "description": "A required field is missing, empty, unknown or too long (the text says which); RabbitMQ denies",
+            "content": { "text/plain": { "schema": { "type": "string" } } },
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +365,7 @@ mod tests {
             "served internally only"
         );
         assert_eq!(json["servers"][0]["url"], "https://api.example");
-        let internal = serde_json::to_value(internal_document()).unwrap();
+        let internal = internal_document();
         for check in ["user", "vhost", "resource", "topic"] {
             let op = &internal["paths"][format!("/auth/{check}")]["post"];
             assert!(op["responses"]["400"].is_object(), "{check}: {op}");
@@ -377,6 +433,32 @@ mod tests {
             "getSubscribers",
         ] {
             assert_eq!(required(method), json!(true), "{method}");
+        }
+    }
+
+    #[test]
+    fn rabbitmq_endpoints_document_their_fields_and_400s() {
+        let json = internal_document();
+        for (path, fields) in [
+            ("/auth/user", vec!["password", "username"]),
+            ("/auth/vhost", vec!["username", "vhost"]),
+            (
+                "/auth/resource",
+                vec!["name", "permission", "resource", "username", "vhost"],
+            ),
+        ] {
+            let operation = &json["paths"][path]["post"];
+            assert!(operation["responses"]["400"].is_object(), "{path}");
+            let schema =
+                &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+            let mut required: Vec<&str> = schema["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            required.sort();
+            assert_eq!(required, fields, "{path}");
         }
     }
 }

@@ -1,5 +1,8 @@
 //! A RabbitMQ node of a test's own that authenticates through the api's internal
 //! listener (docs/ARCHITECTURE.md §7), stopped by a guard even when an assertion fails.
+//! Included by the tests that start one; each uses only part of it.
+
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
