@@ -765,15 +765,21 @@ impl Inner {
 
     /// An idle publishing channel of the current connection, or a new one in confirm mode.
     async fn publish_channel(&self) -> Result<(u64, Channel)> {
-        let session = self.session().await?;
-        {
+        // The hot path: an idle channel of the current connection, without subscribing
+        // to the link.
+        let current = match &*self.link.borrow() {
+            Link::Up(session) => Some(session.generation),
+            Link::Down | Link::Closed => None,
+        };
+        if let Some(current) = current {
             let mut idle = lock(&self.publishers.idle);
             while let Some((generation, channel)) = idle.pop() {
-                if generation == session.generation && channel.status().connected() {
+                if generation == current && channel.status().connected() {
                     return Ok((generation, channel));
                 }
             }
         }
+        let session = self.session().await?;
         let channel = session
             .connection
             .create_channel()
