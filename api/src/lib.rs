@@ -50,7 +50,7 @@ pub use state::AppState;
 /// How often expired sessions, cache entries and login windows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Builds the public HTTP app: RPC methods, `/openapi.json`, `/healthz`, `/metrics`
+/// Builds the public HTTP app: RPC methods, `/openapi.json`, `/healthz`, `/readyz`, `/metrics`
 /// (unless `metrics_on_internal`), CORS and (when `frontend_dir` exists) the static
 /// frontend at `/`. The RabbitMQ auth backend is never here: see [`internal_router`].
 pub fn router(state: AppState) -> Router {
@@ -58,7 +58,8 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(rpc::router())
         .route("/openapi.json", get(openapi_json))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(readiness_router(&state));
     if !config.metrics_on_internal {
         app = app.merge(metrics_router(&state));
     }
@@ -95,7 +96,8 @@ pub fn internal_router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(mq_auth::router(&state))
         .route("/openapi.json", get(internal_openapi_json))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(readiness_router(&state));
     if state.config.metrics_on_internal {
         app = app.merge(metrics_router(&state));
     }
@@ -106,6 +108,11 @@ pub fn internal_router(state: AppState) -> Router {
             metrics::track,
         ))
         .with_state(state)
+}
+
+/// `/readyz`: the api's one dependency, storage, pinged within its time bound.
+fn readiness_router(state: &AppState) -> Router<AppState> {
+    stargazer_core::readiness::Readiness::of(Some(state.storage.clone()), None).router()
 }
 
 /// `/metrics` of the registry the api's metrics live in.

@@ -83,6 +83,7 @@ fn label(path: &str) -> &'static str {
     }
     match path {
         "/healthz" => "healthz",
+        "/readyz" => "readyz",
         "/metrics" => "metrics",
         "/openapi.json" => "openapi",
         "/auth/user" => "auth_user",

@@ -1,7 +1,7 @@
 //! Degrade, don't fail (docs/ARCHITECTURE.md §3): two api instances cannot both accept
 //! one channel, one malformed stored record does not fail reads for everyone, and a
 //! database that stops answering is a 503 with `Retry-After` within
-//! `storage_timeout_ms`, on both storage backends.
+//! `storage_timeout_ms`, on both storage backends; `/readyz` reports storage.
 
 mod common;
 
@@ -213,7 +213,8 @@ async fn one_malformed_record_is_skipped(backend: Backend) {
 
 both_backends!(
     two_instances_race_for_one_channel,
-    one_malformed_record_is_skipped
+    one_malformed_record_is_skipped,
+    readyz_reports_storage
 );
 
 /// A TCP relay to the MongoDB-wire server that can be told to stop answering: bytes
@@ -383,5 +384,48 @@ async fn a_locked_sqlite_file_is_503_within_the_bound() {
         answered,
         "the api did not recover after the lock was released"
     );
+    server.stop().await;
+}
+
+/// `/readyz` reports storage (pinged) while `/healthz` stays a plain liveness check.
+async fn readyz_reports_storage(backend: Backend) {
+    let down = Arc::new(AtomicBool::new(false));
+    let switch = down.clone();
+    let storage =
+        stargazer_testkit::faulty::FaultyStorage::new(backend.connect().await, move |_| {
+            switch.load(Ordering::SeqCst)
+        });
+    let server = TestServer::with_config(Arc::new(storage), test_config()).await;
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", server.base);
+        let http = server.http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({"ready": true, "checks": {"storage": {"ready": true}}})
+    );
+
+    down.store(true, Ordering::SeqCst);
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"]["storage"]["ready"], false);
+    assert!(
+        !body.to_string().contains("10.1.2.3"),
+        "driver detail leaked: {body}"
+    );
+    assert_eq!(get("/healthz").await.0, 200);
+
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(get("/readyz").await.0, 200);
     server.stop().await;
 }

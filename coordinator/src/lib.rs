@@ -13,7 +13,7 @@
 //! - `ring`: the per-kind `hashring` rings.
 //! - [`snapshot`]: what is persisted for restarts.
 //! - `engine`: the single task owning the state; `tasks`: the storage watcher.
-//! - `http`: the worker socket, `GET /v1/status`, `/metrics`, `/healthz`; `auth`: Basic
+//! - `http`: the worker socket, `GET /v1/status`, `/metrics`, `/healthz`, `/readyz`; `auth`: Basic
 //!   credentials with a verified-password cache.
 
 pub mod assignment;
@@ -86,6 +86,8 @@ pub async fn run_with_registry(
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::new(registry.clone())?);
+    storage.register_metrics(registry);
+    let readiness = stargazer_core::readiness::Readiness::of(Some(storage.clone()), None);
     // Cancelled on any exit, so a failing server still stops the tasks below.
     let stop = shutdown.child_token();
     let (engine_tx, engine_rx) = mpsc::channel(ENGINE_QUEUE);
@@ -113,6 +115,7 @@ pub async fn run_with_registry(
         next_conn: Arc::new(AtomicU64::new(1)),
         sockets: sockets.clone(),
         shutdown: stop.clone(),
+        readiness,
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "coordinator listening");

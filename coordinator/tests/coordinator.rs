@@ -265,6 +265,10 @@ async fn last_worker_leaves_then_a_rejoin_assigns_every_task() {
     converge("y joined", &coordinator, &[&y], &tasks, &ledger).await;
     assert_eq!(y.running().len(), 35);
     assert_eq!(coordinator.get("/healthz", None).await.status(), 200);
+    let ready = coordinator.get("/readyz", None).await;
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["storage"]["ready"], true, "{ready}");
     // And once more with the same id as the worker that left.
     y.stop().await;
     converge("nobody again", &coordinator, &[], &tasks, &ledger).await;

@@ -231,8 +231,8 @@ pub struct CommonConfig {
     /// `log_level` / `STARGAZER_LOG_LEVEL`: a `tracing` filter; default `info`.
     pub log_level: String,
     /// `metrics_listen` / `STARGAZER_METRICS_LISTEN`: address where roles without an HTTP
-    /// server of their own (worker-twitter, the middlewares, bot-telegram) serve `/healthz`
-    /// and `/metrics`; unset: none.
+    /// server of their own (worker-twitter, the middlewares, bot-telegram) serve `/healthz`,
+    /// `/readyz` and `/metrics`; unset: none.
     pub metrics_listen: Option<String>,
     /// `unroutable_retries` / `STARGAZER_UNROUTABLE_RETRIES`: times a publish the broker
     /// could not route (no queue bound for its key) is retried, 200 ms apart and

@@ -8,6 +8,7 @@
 //! - [`config`]: TOML + environment configuration with one-line errors.
 //! - [`auth`]: PBKDF2 password hashes and session tokens.
 //! - [`telemetry`]: tracing setup, Prometheus rendering, `/healthz`.
+//! - [`readiness`]: `/readyz`, each dependency of a role checked now.
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
 //! - [`outbox`]: publish-once with a crash-safe outbox, for event sources.
 //! - [`protocol`]: the coordinator ↔ worker WebSocket messages.
@@ -24,6 +25,7 @@ pub mod middleware;
 pub mod model;
 pub mod outbox;
 pub mod protocol;
+pub mod readiness;
 pub mod routing;
 pub mod storage;
 pub mod telemetry;

@@ -8,7 +8,7 @@
 //! - [`backends`]: opening storage and bus with retry, binding listeners, so a service
 //!   waits for a database or broker that is not up yet instead of failing.
 //! - [`broker`]: `stargazer admin broker setup`, declaring the broker topology.
-//! - [`metrics`]: `/healthz` and `/metrics` on `metrics_listen` for roles that serve no
+//! - [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `metrics_listen` for roles that serve no
 //!   HTTP of their own.
 //! - [`roles`]: one service per process (`stargazer <role>`).
 //! - [`standalone`]: every service in one process (`stargazer standalone`).

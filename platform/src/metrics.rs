@@ -1,7 +1,10 @@
-//! `/healthz` and `/metrics` for roles that serve no HTTP of their own, on the top-level
-//! `metrics_listen` address, so every role can be scraped and health-checked.
+//! `/healthz`, `/readyz` and `/metrics` for roles that serve no HTTP of their own, on the
+//! top-level `metrics_listen` address, so every role can be scraped and health-checked.
+//! The server starts before the role's backends are open, so `/readyz` says "connecting"
+//! while the role waits for them.
 
 use prometheus::Registry;
+use stargazer_core::readiness::Readiness;
 use stargazer_core::CancellationToken;
 use tokio::task::JoinHandle;
 
@@ -11,20 +14,27 @@ use crate::Result;
 /// A running metrics server, stopped by the shutdown token it was started with.
 pub struct MetricsServer {
     task: Option<JoinHandle<()>>,
+    addr: Option<std::net::SocketAddr>,
 }
 
 impl MetricsServer {
-    /// Serves `registry` on `listen` (when set) until `shutdown`.
+    /// Serves `registry` and `readiness` on `listen` (when set) until `shutdown`.
     pub async fn start(
         listen: Option<&str>,
         registry: &Registry,
+        readiness: &Readiness,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
         let Some(listen) = listen else {
-            return Ok(Self { task: None });
+            return Ok(Self {
+                task: None,
+                addr: None,
+            });
         };
         let listener = bind(parse_addr(listen, "metrics_listen")?, "metrics_listen").await?;
-        let app = stargazer_core::telemetry::health_and_metrics_router::<()>(registry.clone());
+        let addr = listener.local_addr().ok();
+        let app = stargazer_core::telemetry::health_and_metrics_router::<()>(registry.clone())
+            .merge(readiness.clone().router());
         let shutdown = shutdown.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -34,7 +44,15 @@ impl MetricsServer {
                 tracing::error!(cause = %err, "metrics server failed");
             }
         });
-        Ok(Self { task: Some(task) })
+        Ok(Self {
+            task: Some(task),
+            addr,
+        })
+    }
+
+    /// The address it listens on (useful with port 0); `None` when not serving.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.addr
     }
 
     /// Waits for the server to finish after shutdown.

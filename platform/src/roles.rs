@@ -7,11 +7,12 @@ use std::sync::Arc;
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::TaskKind;
+use stargazer_core::readiness::Readiness;
 use stargazer_core::storage::Storage;
 use stargazer_core::worker_runtime::WorkerRuntimeConfig;
 use stargazer_core::CancellationToken;
 
-use crate::backends::{bind, open_both, open_storage, parse_addr};
+use crate::backends::{bind, open_both, open_bus, open_storage, parse_addr};
 use crate::metrics::MetricsServer;
 use crate::settings::{Settings, WorkerSection};
 use crate::{Error, Result};
@@ -189,7 +190,7 @@ pub async fn run_role(settings: &Settings, role: Role, shutdown: CancellationTok
     Ok(())
 }
 
-/// Runs a role that has no HTTP server of its own: serves its metrics on
+/// Runs a role that has no HTTP server of its own: serves its metrics and `/readyz` on
 /// `metrics_listen`, opens storage and bus, and calls `run` with them, its registry and
 /// the shutdown token.
 async fn run_with_metrics<F, Fut, E>(
@@ -204,20 +205,25 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let registry = Registry::new();
+    let readiness = Readiness::expecting(true, true);
     let metrics = MetricsServer::start(
         settings.common.metrics_listen.as_deref(),
         &registry,
+        &readiness,
         &shutdown,
     )
     .await?;
-    let (storage, bus) = open_both(
-        &settings.common.storage_url(),
+    let storage = open_storage(&settings.common.storage_url(), &shutdown).await?;
+    storage.register_metrics(&registry);
+    readiness.provide_storage(storage.clone());
+    let bus = open_bus(
         &settings.common.bus_url(),
         &settings.bus_options(),
         &shutdown,
     )
     .await?;
     bus.metrics().register(&registry);
+    readiness.provide_bus(bus.clone());
     run(storage, bus, registry, shutdown)
         .await
         .map_err(Error::service(role.name()))?;

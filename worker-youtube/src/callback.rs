@@ -1,5 +1,6 @@
 //! The callback server the hub talks to: `GET /websub/{id}` answers verification requests,
-//! `POST /websub/{id}` receives notifications; `/healthz` and `/metrics` sit beside them.
+//! `POST /websub/{id}` receives notifications; `/healthz`, `/readyz` and `/metrics` sit
+//! beside them.
 //!
 //! Verification: the challenge is echoed (200) only when this worker asked for exactly
 //! that (subscription id, topic, mode); anything else gets 404 so nobody can subscribe or
@@ -32,6 +33,7 @@ use crate::signature;
 pub(crate) fn router(shared: std::sync::Arc<Shared>) -> Router {
     let limit = shared.config.max_body_bytes;
     let registry = shared.metrics.registry().clone();
+    let readiness = shared.readiness.clone();
     Router::new()
         .route("/websub/{id}", get(verify).post(notify))
         .layer(DefaultBodyLimit::max(limit))
@@ -39,6 +41,7 @@ pub(crate) fn router(shared: std::sync::Arc<Shared>) -> Router {
         .merge(stargazer_core::telemetry::health_and_metrics_router(
             registry,
         ))
+        .merge(readiness.router())
 }
 
 async fn verify(

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Task, TaskParams};
+use stargazer_core::readiness::Readiness;
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::worker_runtime::{JobSet, JobTokens};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) publisher: Publisher,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
+    /// What `/readyz` checks: storage and the broker.
+    pub(crate) readiness: Readiness,
 }
 
 impl Shared {
@@ -273,6 +276,8 @@ impl YoutubeRunner {
             .build()
             .map_err(|err| Error::Config(format!("HTTP client: {err}")))?;
         let metrics = Metrics::register(registry);
+        storage.register_metrics(registry);
+        let readiness = Readiness::of(Some(storage.clone()), Some(bus.clone()));
         let publisher = Publisher::new(storage.clone(), bus, metrics.clone());
         let (classify_tx, classify_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -284,6 +289,7 @@ impl YoutubeRunner {
             publisher: publisher.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
+            readiness,
             storage: storage.clone(),
             http: http.clone(),
             config: config.clone(),
@@ -310,7 +316,7 @@ impl YoutubeRunner {
         })
     }
 
-    /// The callback server's routes (`/websub/{id}`, `/healthz`, `/metrics`).
+    /// The callback server's routes (`/websub/{id}`, `/healthz`, `/readyz`, `/metrics`).
     pub fn router(&self) -> axum::Router {
         crate::callback::router(self.shared.clone())
     }

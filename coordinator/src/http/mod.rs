@@ -1,5 +1,5 @@
 //! The coordinator's HTTP surface: the worker WebSocket ([`worker`]), the status report
-//! ([`status`]), and `/metrics` + `/healthz` from core's telemetry.
+//! ([`status`]), `/metrics` + `/healthz` from core's telemetry and `/readyz` (storage).
 
 pub(crate) mod status;
 pub(crate) mod worker;
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use stargazer_core::protocol::WORKER_PATH;
+use stargazer_core::readiness::Readiness;
 use stargazer_core::telemetry::health_and_metrics_router;
 use stargazer_core::CancellationToken;
 use tokio::sync::mpsc;
@@ -34,16 +35,20 @@ pub(crate) struct AppState {
     /// Upgraded sockets outlive their HTTP request; this lets `run` wait for them.
     pub(crate) sockets: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// What `/readyz` checks: the storage tasks and credentials come from.
+    pub(crate) readiness: Readiness,
 }
 
 /// The whole router.
 pub(crate) fn router(state: AppState) -> Router {
     let registry = state.metrics.registry.clone();
+    let readiness = state.readiness.clone();
     Router::new()
         .route(WORKER_PATH, get(worker::upgrade))
         .route("/v1/status", get(status::status))
         .with_state(state)
         .merge(health_and_metrics_router(registry))
+        .merge(readiness.router())
 }
 
 /// A refused or failed HTTP request, answered as

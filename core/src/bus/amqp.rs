@@ -1073,6 +1073,10 @@ async fn shut_down(inner: &Inner, session: &Session) {
 
 #[async_trait]
 impl Bus for AmqpBus {
+    fn is_ready(&self) -> bool {
+        self.is_connected()
+    }
+
     async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()> {
         self.inner.publish_routed(routing_key, body).await
     }

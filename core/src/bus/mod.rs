@@ -319,6 +319,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Closes connections; later calls fail with [`BusError::Closed`].
     async fn close(&self);
+
+    /// Whether the bus can publish and consume right now (for `/readyz`): a broker
+    /// connection is up. The default, for buses without a connection, is `true`.
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 /// Opens the bus named by `url` with default [`BusOptions`].
