@@ -136,8 +136,8 @@ pub(crate) fn envelope_error(error: ErrorBody) -> Json<serde_json::Value> {
     }))
 }
 
-/// A JSON object request body; an empty body reads as `{}`, any other non-object is
-/// refused ([`Error::check_object`]).
+/// A JSON object request body; an empty body reads as `{}`, any other non-object
+/// (whitespace alone included: it is not JSON) is refused ([`Error::check_object`]).
 pub(crate) struct RpcBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for RpcBody<T> {
@@ -147,11 +147,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for RpcBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             Error::from_bytes_rejection(rejection, state.config.body_limit_bytes)
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         Error::check_object(bytes)?;
         Json::<T>::from_bytes(bytes)
             .map(|Json(value)| RpcBody(value))

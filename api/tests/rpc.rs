@@ -112,11 +112,20 @@ async fn envelope_and_body_errors(backend: Backend) {
             "{body}"
         );
     }
-    // Truncated or broken JSON is a 400, whatever it would have been.
-    for body in ["{", "[", "{\"id\": \"", "{\"id\" 1}", "nul"] {
+    // Truncated or broken JSON is a 400, whatever it would have been; whitespace alone is
+    // not JSON either (only a body with no bytes at all reads as `{}`).
+    for (method, body) in [
+        ("getEntity", "{"),
+        ("getEntity", "["),
+        ("getEntity", "{\"id\": \""),
+        ("getEntity", "{\"id\" 1}"),
+        ("getEntity", "nul"),
+        ("getEntities", "\r"),
+        ("getEntities", " \n"),
+    ] {
         let response = server
             .post(
-                "/v1/getEntity",
+                &format!("/v1/{method}"),
                 Auth::Basic("bot", "pw-bot"),
                 RawBody::Text(body.into()),
             )
