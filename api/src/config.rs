@@ -1,6 +1,6 @@
 //! The `[api]` configuration section.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,13 +47,24 @@ pub struct ApiConfig {
     /// verified service password (and a credential's permissions) is remembered, seconds;
     /// also how long a removed credential may still be accepted; default 60.
     pub credential_cache_secs: u64,
-    /// `login_max_failures` / `STARGAZER_API__LOGIN_MAX_FAILURES`: failed logins allowed
-    /// per username and client address within `login_window_secs` before further attempts
-    /// get 429; default 5.
-    pub login_max_failures: u32,
-    /// `login_window_secs` / `STARGAZER_API__LOGIN_WINDOW_SECS`: the window of the
-    /// failed-login limit, seconds; default 300.
-    pub login_window_secs: u64,
+    /// `login_delay_ms` / `STARGAZER_API__LOGIN_DELAY_MS`: after a failed service login,
+    /// the next password check of that username (and of that client address) waits this
+    /// long, doubled per further recent failure; nobody is ever refused for someone
+    /// else's failures, only slowed; milliseconds; default 250.
+    pub login_delay_ms: u64,
+    /// `login_delay_max_ms` / `STARGAZER_API__LOGIN_DELAY_MAX_MS`: the longest such wait,
+    /// milliseconds; 0 turns login throttling off; default 4000.
+    pub login_delay_max_ms: u64,
+    /// `login_forget_secs` / `STARGAZER_API__LOGIN_FORGET_SECS`: how long after its last
+    /// failure a username's or address's failures are forgotten, seconds; default 600.
+    pub login_forget_secs: u64,
+    /// `pbkdf2_concurrency` / `STARGAZER_API__PBKDF2_CONCURRENCY`: password checks run at
+    /// once (each takes a core for a fraction of a second); default 2.
+    pub pbkdf2_concurrency: usize,
+    /// `pbkdf2_wait_ms` / `STARGAZER_API__PBKDF2_WAIT_MS`: longest a login waits for a
+    /// free password check before it is answered 429 with `Retry-After`, milliseconds;
+    /// default 2000.
+    pub pbkdf2_wait_ms: u64,
     /// `read_cache_ms` / `STARGAZER_API__READ_CACHE_MS`: how long the entity list, single
     /// entities and subscriber lookups are served from memory, milliseconds; writes
     /// through this process clear it at once, writes elsewhere show after at most this
@@ -67,9 +78,16 @@ pub struct ApiConfig {
     /// call may take before the request is answered 503 with `Retry-After`,
     /// milliseconds; default 5000.
     pub storage_timeout_ms: u64,
-    /// `trust_forwarded_for` / `STARGAZER_API__TRUST_FORWARDED_FOR`: take the client
-    /// address from `X-Forwarded-For` (only behind a proxy that sets it); default false.
+    /// `trust_forwarded_for` / `STARGAZER_API__TRUST_FORWARDED_FOR`: the api runs behind
+    /// a reverse proxy that appends the address it saw to `X-Forwarded-For`; the client
+    /// is then the rightmost hop that is not one of `forwarded_proxies` (hops further
+    /// left were written by the client and are not believed); default false.
     pub trust_forwarded_for: bool,
+    /// `forwarded_proxies` / `STARGAZER_API__FORWARDED_PROXIES`: addresses of further
+    /// proxies in front of that one (a CDN, a load balancer), skipped from the right of
+    /// `X-Forwarded-For`, a list or one comma-separated string; default none.
+    #[serde(deserialize_with = "ip_list")]
+    pub forwarded_proxies: Vec<IpAddr>,
     /// `mq_prefix` / `STARGAZER_API__MQ_PREFIX`: the exchange name; queues and auxiliary
     /// exchanges credentials may use are `<prefix>.*`; default `stargazer`.
     pub mq_prefix: String,
@@ -95,6 +113,17 @@ pub struct ApiConfig {
 
 /// Shortest `auth_secret` accepted.
 const MIN_AUTH_SECRET_LEN: usize = 16;
+
+/// Accepts `["a", "b"]` (TOML) or `"a,b"` (an environment variable) of IP addresses.
+fn ip_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpAddr>, D::Error> {
+    string_or_list(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<IpAddr>()
+                .map_err(|_| serde::de::Error::custom(format!("`{text}` is not an IP address")))
+        })
+        .collect()
+}
 
 /// Accepts `["a", "b"]` (TOML) or `"a,b"` (an environment variable).
 fn string_or_list<'de, D: serde::Deserializer<'de>>(
@@ -130,12 +159,16 @@ impl Default for ApiConfig {
             body_limit_bytes: 64 * 1024,
             pbkdf2_iterations: stargazer_core::auth::DEFAULT_ITERATIONS,
             credential_cache_secs: 60,
-            login_max_failures: 5,
-            login_window_secs: 300,
+            login_delay_ms: 250,
+            login_delay_max_ms: 4000,
+            login_forget_secs: 600,
+            pbkdf2_concurrency: 2,
+            pbkdf2_wait_ms: 2000,
             read_cache_ms: 2000,
             read_cache_capacity: 4096,
             storage_timeout_ms: 5000,
             trust_forwarded_for: false,
+            forwarded_proxies: Vec::new(),
             mq_prefix: "stargazer".to_owned(),
             mq_vhosts: vec!["/".to_owned()],
             internal_listen: None,
@@ -183,11 +216,32 @@ impl ApiConfig {
                 format!("must be at most {DAY} (a day)"),
             );
         }
-        if self.login_window_secs > DAY {
+        if self.login_forget_secs > DAY {
             return invalid(
-                "login_window_secs",
+                "login_forget_secs",
                 format!("must be at most {DAY} (a day)"),
             );
+        }
+        if self.login_delay_max_ms > 60_000 {
+            return invalid(
+                "login_delay_max_ms",
+                "must be at most 60000 (a minute)".into(),
+            );
+        }
+        if self.login_delay_max_ms > 0 && self.login_delay_ms > self.login_delay_max_ms {
+            return invalid(
+                "login_delay_ms",
+                format!(
+                    "must be at most login_delay_max_ms ({})",
+                    self.login_delay_max_ms
+                ),
+            );
+        }
+        if self.pbkdf2_concurrency == 0 || self.pbkdf2_concurrency > 256 {
+            return invalid("pbkdf2_concurrency", "must be between 1 and 256".into());
+        }
+        if self.pbkdf2_wait_ms > 60_000 {
+            return invalid("pbkdf2_wait_ms", "must be at most 60000 (a minute)".into());
         }
         if self.read_cache_ms > 3_600_000 {
             return invalid("read_cache_ms", "must be at most 3600000 (an hour)".into());
@@ -203,9 +257,6 @@ impl ApiConfig {
                 "storage_timeout_ms",
                 "must be between 1 and 600000 (ten minutes)".into(),
             );
-        }
-        if self.login_max_failures == 0 {
-            return invalid("login_max_failures", "must be at least 1".into());
         }
         if self.mq_prefix.is_empty() || self.mq_prefix.contains(['*', '#', ' ']) {
             return invalid(
@@ -248,6 +299,16 @@ impl ApiConfig {
 
     pub(crate) fn storage_timeout(&self) -> Duration {
         Duration::from_millis(self.storage_timeout_ms)
+    }
+
+    /// The login throttle's settings.
+    pub(crate) fn login_throttle(&self) -> stargazer_core::throttle::ThrottleSettings {
+        stargazer_core::throttle::ThrottleSettings {
+            base: Duration::from_millis(self.login_delay_ms),
+            max: Duration::from_millis(self.login_delay_max_ms),
+            forget: Duration::from_secs(self.login_forget_secs),
+            ..Default::default()
+        }
     }
 
     pub(crate) fn session_ttl(&self) -> Duration {

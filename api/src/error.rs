@@ -48,10 +48,11 @@ pub enum Error {
     /// A field is missing or invalid (422); the message names the field.
     #[error("{0}")]
     InvalidInput(String),
-    /// Too many failed logins for this username and address (429).
-    #[error("too many failed logins; retry in {retry_after_secs} s")]
+    /// Every password check is busy and none came free within `pbkdf2_wait_ms` (429):
+    /// logins are arriving faster than they can be verified.
+    #[error("too many logins are being checked; retry in {retry_after_secs} s")]
     RateLimited {
-        /// Seconds until attempts are accepted again.
+        /// Seconds to wait before trying again.
         retry_after_secs: u64,
     },
     /// A storage failure; mapped by kind (409, 404, 503 or 500).

@@ -281,7 +281,6 @@ async fn sweep(state: AppState, shutdown: CancellationToken) {
         }
         state.credentials.sweep();
         state.grants.sweep();
-        state.limiter.sweep();
         match state.storage.purge_sessions(chrono::Utc::now()).await {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "expired sessions purged"),

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     pub(crate) mq_auth: IntCounterVec,
+    logins: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,15 +57,32 @@ impl Metrics {
         registry
             .register(Box::new(duration.clone()))
             .map_err(metric_error)?;
-        registry
-            .register(Box::new(mq_auth.clone()))
-            .map_err(metric_error)?;
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "stargazer_api_password_checks_total",
+                "Uncached service logins by outcome: ok, failed (wrong password or unknown \
+                 username) or busy (no password check came free in time)",
+            ),
+            &["outcome"],
+        )
+        .map_err(metric_error)?;
+        for collector in [&mq_auth, &logins] {
+            registry
+                .register(Box::new(collector.clone()))
+                .map_err(metric_error)?;
+        }
         Ok(Self {
             registry,
             requests,
             duration,
             mq_auth,
+            logins,
         })
+    }
+
+    /// Counts an uncached login by `outcome`.
+    pub(crate) fn login(&self, outcome: &'static str) {
+        self.logins.with_label_values(&[outcome]).inc();
     }
 }
 

@@ -72,7 +72,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use utoipa::ToSchema;
 
-use crate::auth::ClientIp;
+use crate::auth::LoginVia;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -269,14 +269,13 @@ fn tags(permissions: &Permissions) -> Option<&'static str> {
         (status = 503, description = "The database is unavailable (RabbitMQ denies)", body = String)))]
 pub(crate) async fn user(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
     body: Result<Form<UserForm>, FormRejection>,
 ) -> Answer {
     let answer = async {
         let f = form(body)?;
         let username = username(f.username)?;
         let password = required("password", f.password)?;
-        match state.login(&username, &password, ip).await {
+        match state.login(&username, &password, LoginVia::Broker).await {
             Ok(permissions) if permissions.mq.is_some() => Ok(Answer::Allow(tags(&permissions))),
             Ok(_) | Err(Error::Unauthorized(_)) | Err(Error::RateLimited { .. }) => {
                 Ok(Answer::Deny)

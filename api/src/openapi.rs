@@ -37,7 +37,7 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "429",
-        "Too many failed logins; see `Retry-After` (`rate_limited`)",
+        "Logins arrive faster than passwords can be checked; see `Retry-After` (`rate_limited`)",
     ),
     ("503", "The database is unavailable (`unavailable`)"),
 ];

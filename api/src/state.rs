@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use stargazer_core::storage::timeout::TimedStorage;
 use stargazer_core::storage::Storage;
+use stargazer_core::throttle::LoginThrottle;
 use uuid::Uuid;
 
-use crate::auth::credentials::CredentialVerifier;
-use crate::auth::limiter::LoginLimiter;
+use crate::auth::credentials::{CheckLimits, CredentialVerifier};
 use crate::cache::ReadCache;
 use crate::config::ApiConfig;
 use crate::error::Result;
@@ -21,7 +21,6 @@ pub struct AppState {
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) credentials: Arc<CredentialVerifier>,
-    pub(crate) limiter: Arc<LoginLimiter>,
     /// Broker grants by username, for RabbitMQ's checks that carry no password.
     pub(crate) grants: Arc<Grants>,
     pub(crate) metrics: Arc<Metrics>,
@@ -51,21 +50,23 @@ impl AppState {
             Arc::new(TimedStorage::new(storage, config.storage_timeout()));
         let read_ttl = Duration::from_millis(config.read_cache_ms);
         let capacity = config.read_cache_capacity;
+        let metrics = Arc::new(Metrics::new(registry.clone())?);
         Ok(Self {
             credentials: Arc::new(CredentialVerifier::new(
                 storage.clone(),
                 Duration::from_secs(config.credential_cache_secs),
-                config.pbkdf2_iterations,
-            )),
-            limiter: Arc::new(LoginLimiter::new(
-                config.login_max_failures,
-                Duration::from_secs(config.login_window_secs),
+                LoginThrottle::new(config.login_throttle()),
+                CheckLimits {
+                    concurrency: config.pbkdf2_concurrency,
+                    wait: Duration::from_millis(config.pbkdf2_wait_ms),
+                },
+                metrics.clone(),
             )),
             grants: Arc::new(Grants::new(
                 storage.clone(),
                 Duration::from_secs(config.credential_cache_secs),
             )),
-            metrics: Arc::new(Metrics::new(registry.clone())?),
+            metrics,
             entities: Arc::new(ReadCache::new(read_ttl, 1)),
             entity_by_id: Arc::new(ReadCache::new(read_ttl, capacity)),
             subscribers: Arc::new(ReadCache::new(read_ttl, capacity)),

@@ -75,7 +75,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 422: the body is JSON but a field is missing or invalid.
     InvalidInput,
-    /// 429: too many failed logins; retry after the `Retry-After` header.
+    /// 429: every password check stayed busy; retry after the `Retry-After` header.
     RateLimited,
     /// 503: the database is unreachable.
     Unavailable,

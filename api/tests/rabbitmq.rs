@@ -4,7 +4,8 @@
 //! (lapin): the topology credential declares the exchange, a bot credential (mq ro)
 //! declares, binds and consumes the queue it owns but may not publish, a worker
 //! credential (mq rw) publishes; wrong passwords, unknown users and credentials without
-//! mq permission cannot log in.
+//! mq permission cannot log in, and 20 wrong passwords for the worker do not keep the
+//! worker's right one out.
 //!
 //! The node is started from a temporary directory (docs/ARCHITECTURE.md §7) and stopped by
 //! a guard even when an assertion fails. `broker_matrix.rs` checks every credential kind
@@ -278,6 +279,26 @@ async fn a_real_node_authenticates_through_the_api() {
         metrics.contains(r#"stargazer_api_mq_auth_total{check="topic",result="allow"}"#),
         "{metrics}"
     );
+
+    // 20 wrong logins for the worker account through the broker (all from the node's
+    // own address), then the worker, with its right password, connects at once.
+    for n in 0..20 {
+        let err = node
+            .connect("worker", &format!("guess-{n}"))
+            .await
+            .expect_err("a wrong password is refused");
+        assert!(access_refused(&err), "expected ACCESS_REFUSED, got {err:?}");
+    }
+    let started = std::time::Instant::now();
+    let again = connect("worker", "pw-worker")
+        .await
+        .expect("the worker is never locked out by someone else's failures");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "the worker connected at once: {:?}",
+        started.elapsed()
+    );
+    let _ = within("close", again.close(200, "done")).await;
 
     for connection in [admin, bot, worker] {
         let _ = within("close", connection.close(200, "done")).await;

@@ -1084,48 +1084,6 @@ async fn entity_reads_are_cached_until_written(backend: Backend) {
     server.stop().await;
 }
 
-async fn failed_logins_are_rate_limited(backend: Backend) {
-    let storage = backend.connect().await;
-    let config = stargazer_api::ApiConfig {
-        login_max_failures: 3,
-        login_window_secs: 120,
-        ..common::test_config()
-    };
-    let server = TestServer::with_config(storage, config).await;
-    let bot = server.bot().await;
-    let wrong = server.client().with_basic("bot", "guess");
-    for _ in 0..3 {
-        assert_code(
-            wrong.get_entities().await.unwrap_err(),
-            401,
-            ErrorCode::Unauthorized,
-        );
-    }
-    let limited = server
-        .post(
-            "/v1/getEntities",
-            Auth::Basic("bot", "guess"),
-            RawBody::Empty,
-        )
-        .await;
-    assert_error(&limited, 429, "rate_limited");
-    let retry: u64 = limited.1["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=120).contains(&retry), "{retry}");
-    let err = bot.get_entities().await.unwrap_err();
-    assert_code(err, 429, ErrorCode::RateLimited);
-    // Other usernames are unaffected.
-    let admin = server.admin().await;
-    admin.get_entities().await.unwrap();
-    // Unknown usernames are 401 like wrong passwords.
-    let nobody = server.client().with_basic("nobody", "x");
-    assert_code(
-        nobody.get_entities().await.unwrap_err(),
-        401,
-        ErrorCode::Unauthorized,
-    );
-    server.stop().await;
-}
-
 async fn service_endpoints(backend: Backend) {
     let storage = backend.connect().await;
     let dir = std::env::temp_dir().join(format!("sg-frontend-{}", Uuid::new_v4()));
@@ -1232,6 +1190,5 @@ both_backends!(
     subscriptions,
     entities,
     entity_reads_are_cached_until_written,
-    failed_logins_are_rate_limited,
     service_endpoints,
 );

@@ -9,12 +9,21 @@
 //! same pair wait for one verification; and at most [`MAX_CONCURRENT_VERIFICATIONS`]
 //! PBKDF2 runs happen at a time, so a storm of wrong passwords queues instead of eating
 //! every core.
+//!
+//! That queue is bounded too: past `auth_max_pending` logins waiting for a check, the
+//! next is answered 503 with `Retry-After` at once. Failures slow guessing down (core's
+//! [`LoginThrottle`], per username and per peer address: an uncached attempt waits
+//! before it is checked) but never refuse a right password, and a worker whose pair is
+//! remembered is not throttled at all. An unknown username costs no check: it waits as
+//! long as one takes, so the answer does not tell whether the account exists.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use base64::Engine;
@@ -23,6 +32,7 @@ use sha2::{Digest, Sha256};
 use stargazer_core::auth::verify_password;
 use stargazer_core::model::{Access, Component};
 use stargazer_core::storage::Storage;
+use stargazer_core::throttle::LoginThrottle;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -34,10 +44,8 @@ pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
 /// Entries beyond which expired ones are swept on insert.
 const CACHE_SOFT_CAP: usize = 4096;
 
-/// A PBKDF2 hash of a random password, checked when the username is unknown so that a
-/// refusal takes as long whether or not the account exists (cheap parameters would give
-/// it away; these match the default).
-const DECOY_HASH: &str = "$pbkdf2-sha256$i=600000,l=32$c3RhcmdhemVyLWRlY295LQ$3vBcZc+xEYWMxt7mT6+kZNzSV7kgDsiAI7VDC6HBmtU";
+/// What an unknown username waits before its refusal until a real check has been timed.
+const INITIAL_CHECK_TIME: Duration = Duration::from_millis(200);
 
 type Key = [u8; 32];
 
@@ -52,6 +60,8 @@ pub(crate) enum AuthFailure {
     Forbidden,
     /// Storage could not be asked.
     Unavailable(String),
+    /// Too many logins are already waiting for a password check.
+    Busy,
 }
 
 /// Checks service credentials with a memory of recent successes.
@@ -62,10 +72,30 @@ pub(crate) struct Authenticator {
     verified: Mutex<HashMap<Key, Instant>>,
     inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     verifications: Semaphore,
+    /// Logins waiting for (or running) a check, and the most allowed.
+    pending: AtomicUsize,
+    max_pending: usize,
+    throttle: LoginThrottle,
+    /// How long the last check took, microseconds: what an unknown username waits.
+    check_time_us: AtomicU64,
+}
+
+/// Gives a pending slot back when dropped (the request may be cancelled while waiting).
+struct PendingSlot<'a>(&'a AtomicUsize);
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Authenticator {
-    pub(crate) fn new(storage: Arc<dyn Storage>, ttl: Duration) -> Self {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        ttl: Duration,
+        throttle: LoginThrottle,
+        max_pending: usize,
+    ) -> Self {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         Self {
@@ -75,6 +105,10 @@ impl Authenticator {
             verified: Mutex::default(),
             inflight: Mutex::default(),
             verifications: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+            pending: AtomicUsize::new(0),
+            max_pending: max_pending.max(1),
+            throttle,
+            check_time_us: AtomicU64::new(INITIAL_CHECK_TIME.as_micros() as u64),
         }
     }
 
@@ -83,6 +117,7 @@ impl Authenticator {
     pub(crate) async fn authenticate(
         &self,
         authorization: Option<&HeaderValue>,
+        peer: Option<IpAddr>,
     ) -> Result<String, AuthFailure> {
         let (username, password) = parse_basic(authorization)?;
         let credential = self
@@ -90,11 +125,17 @@ impl Authenticator {
             .get_credential(&username)
             .await
             .map_err(|err| AuthFailure::Unavailable(err.to_string()))?;
-        let stored = credential
-            .as_ref()
-            .map(|c| c.hash.as_str())
-            .unwrap_or(DECOY_HASH);
-        let key = self.key(&username, &password, stored);
+        let Some(credential) = credential else {
+            let attempt = self.throttle.reserve(&username, peer);
+            attempt.wait().await;
+            tokio::time::sleep(Duration::from_micros(
+                self.check_time_us.load(Ordering::Relaxed),
+            ))
+            .await;
+            attempt.failed();
+            return Err(AuthFailure::BadCredentials);
+        };
+        let key = self.key(&username, &password, &credential.hash);
         if !self.is_cached(&key) {
             let gate = {
                 let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,26 +143,23 @@ impl Authenticator {
             };
             let turn = gate.lock().await;
             let matched = if self.is_cached(&key) {
-                true
+                Ok(true)
             } else {
-                let matched = self.verify(&password, stored).await;
-                if matched && credential.is_some() {
-                    self.remember(key);
-                }
-                matched
+                self.throttled_verify(&username, &password, &credential.hash, peer)
+                    .await
             };
+            if let Ok(true) = matched {
+                self.remember(key);
+            }
             drop(turn);
             self.inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
-            if !matched || credential.is_none() {
+            if !matched? {
                 return Err(AuthFailure::BadCredentials);
             }
         }
-        let Some(credential) = credential else {
-            return Err(AuthFailure::BadCredentials);
-        };
         if !credential
             .permissions
             .allows(Component::Coordinator, Access::Ro)
@@ -160,23 +198,60 @@ impl Authenticator {
         verified.insert(key, now + self.ttl);
     }
 
-    async fn verify(&self, password: &str, stored: &str) -> bool {
+    /// Waits out the throttle, then checks within the bound on pending checks.
+    async fn throttled_verify(
+        &self,
+        username: &str,
+        password: &str,
+        stored: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<bool, AuthFailure> {
+        let attempt = self.throttle.reserve(username, peer);
+        attempt.wait().await;
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            attempt.refund();
+            return Err(AuthFailure::Busy);
+        }
+        let slot = PendingSlot(&self.pending);
+        let matched = self.verify(password, stored).await;
+        drop(slot);
+        match matched {
+            Some(true) => attempt.succeeded(),
+            Some(false) => {
+                tracing::info!(username, peer = ?peer, "failed worker login");
+                attempt.failed();
+            }
+            None => attempt.refund(),
+        }
+        Ok(matched == Some(true))
+    }
+
+    /// `None` when the check could not run.
+    async fn verify(&self, password: &str, stored: &str) -> Option<bool> {
         // The semaphore is never closed, so acquiring cannot fail.
         let Ok(_permit) = self.verifications.acquire().await else {
-            return false;
+            return None;
         };
         let password = password.to_owned();
         let stored = stored.to_owned();
-        match tokio::task::spawn_blocking(move || verify_password(&password, &stored)).await {
-            Ok(Ok(matched)) => matched,
+        let started = Instant::now();
+        let outcome =
+            tokio::task::spawn_blocking(move || verify_password(&password, &stored)).await;
+        match outcome {
+            Ok(Ok(matched)) => {
+                let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                self.check_time_us.store(took, Ordering::Relaxed);
+                Some(matched)
+            }
             Ok(Err(err)) => {
                 // A broken stored hash must not lock a worker out silently.
                 tracing::error!(cause = %err, "stored credential hash is unusable");
-                false
+                Some(false)
             }
             Err(err) => {
                 tracing::error!(cause = %err, "password check task failed");
-                false
+                None
             }
         }
     }
@@ -218,9 +293,13 @@ impl FromRequestParts<AppState> for ServiceAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
         let result = state
             .auth
-            .authenticate(parts.headers.get(header::AUTHORIZATION))
+            .authenticate(parts.headers.get(header::AUTHORIZATION), peer)
             .await;
         match result {
             Ok(username) => Ok(ServiceAuth { username }),
@@ -230,6 +309,7 @@ impl FromRequestParts<AppState> for ServiceAuth {
                     AuthFailure::BadCredentials => "bad_credentials",
                     AuthFailure::Forbidden => "forbidden",
                     AuthFailure::Unavailable(_) => "unavailable",
+                    AuthFailure::Busy => "busy",
                 };
                 state
                     .metrics

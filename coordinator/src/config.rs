@@ -37,6 +37,18 @@ pub struct CoordinatorConfig {
     /// `auth_cache_ttl_secs` / `STARGAZER_COORDINATOR__AUTH_CACHE_TTL_SECS`: how long a
     /// verified worker password is remembered, seconds; default 300.
     pub auth_cache_ttl_secs: u64,
+    /// `auth_max_pending` / `STARGAZER_COORDINATOR__AUTH_MAX_PENDING`: logins waiting for
+    /// a password check beyond which the next is answered 503 with `Retry-After` at
+    /// once (a remembered worker is never held up by them); default 32.
+    pub auth_max_pending: usize,
+    /// `login_delay_ms` / `STARGAZER_COORDINATOR__LOGIN_DELAY_MS`: after a failed login,
+    /// the next check of that username (and of that peer address) waits this long,
+    /// doubled per further recent failure; a right password is slowed, never refused;
+    /// milliseconds; default 250.
+    pub login_delay_ms: u64,
+    /// `login_delay_max_ms` / `STARGAZER_COORDINATOR__LOGIN_DELAY_MAX_MS`: the longest
+    /// such wait, milliseconds; 0 turns throttling off; default 4000.
+    pub login_delay_max_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -50,6 +62,9 @@ impl Default for CoordinatorConfig {
             ack_timeout_ms: 60_000,
             startup_hold_ms: None,
             auth_cache_ttl_secs: 300,
+            auth_max_pending: 32,
+            login_delay_ms: 250,
+            login_delay_max_ms: 4000,
         }
     }
 }
@@ -75,6 +90,7 @@ impl CoordinatorConfig {
                 self.snapshot_interval_ms,
             ),
             ("coordinator.ack_timeout_ms", self.ack_timeout_ms),
+            ("coordinator.auth_max_pending", self.auth_max_pending as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -82,6 +98,15 @@ impl CoordinatorConfig {
             }
         }
         Ok(())
+    }
+
+    /// The login throttle's settings.
+    pub fn login_throttle(&self) -> stargazer_core::throttle::ThrottleSettings {
+        stargazer_core::throttle::ThrottleSettings {
+            base: Duration::from_millis(self.login_delay_ms),
+            max: Duration::from_millis(self.login_delay_max_ms),
+            ..Default::default()
+        }
     }
 
     /// The heartbeat interval.

@@ -33,6 +33,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use stargazer_core::config::ConfigError;
 use stargazer_core::storage::Storage;
+use stargazer_core::throttle::LoginThrottle;
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -109,6 +110,8 @@ pub async fn run_with_registry(
         auth: Arc::new(auth::Authenticator::new(
             storage,
             Duration::from_secs(config.auth_cache_ttl_secs),
+            LoginThrottle::new(config.login_throttle()),
+            config.auth_max_pending,
         )),
         metrics,
         engine: engine_tx,
@@ -120,9 +123,12 @@ pub async fn run_with_registry(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "coordinator listening");
     }
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
+    let served = axum::serve(
+        listener,
+        http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
+    .await;
     if let Err(err) = &served {
         tracing::error!(cause = %err, "coordinator server failed");
     }

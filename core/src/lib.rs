@@ -29,6 +29,7 @@ pub mod readiness;
 pub mod routing;
 pub mod storage;
 pub mod telemetry;
+pub mod throttle;
 pub mod topology;
 pub mod worker_runtime;
 

@@ -5,10 +5,11 @@
 //!
 //! - **Service accounts** (bots, admins, workers) send `Authorization: Basic` with a
 //!   credential from the `auth` collection. The password is checked with PBKDF2 off the
-//!   async threads and the success remembered for a short while
-//!   ([`credentials::CredentialVerifier`]); wrong passwords count against the
-//!   `(username, client address)` pair and lock it out with 429 after too many
-//!   ([`limiter::LoginLimiter`]).
+//!   async threads, a few at a time, and the success remembered for a short while;
+//!   recent failures of a username or a client address slow its next checks down
+//!   without ever refusing a right password ([`credentials::CredentialVerifier`]).
+//!   When every check stays busy past `pbkdf2_wait_ms` the answer is 429 with
+//!   `Retry-After`.
 //! - **End users** send `Authorization: Bearer <token>` with a session token a bot
 //!   obtained through `newSession` and handed over in its `/settings` link. Only the
 //!   token's SHA-256 is stored. Each use slides the expiry forward by `session_ttl_secs`,
@@ -35,7 +36,6 @@
 //! expired session are all 401 with `WWW-Authenticate` challenges for both schemes.
 
 pub(crate) mod credentials;
-pub(crate) mod limiter;
 
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +49,8 @@ use stargazer_core::auth::token_hash;
 use stargazer_core::model::{Access, Component, Permissions};
 use stargazer_core::storage::StorageError;
 use uuid::Uuid;
+
+pub(crate) use credentials::LoginVia;
 
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -101,60 +103,52 @@ impl Caller {
     }
 }
 
-/// The client's address: the peer, or the first `X-Forwarded-For` hop when trusted.
+/// The client's address: the peer, or, behind a trusted proxy, the rightmost
+/// `X-Forwarded-For` hop that is not one of `forwarded_proxies`.
 pub(crate) fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
-    if state.config.trust_forwarded_for {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = forwarded {
-            return ip;
-        }
-    }
-    parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if !state.config.trust_forwarded_for {
+        return peer;
+    }
+    let hops = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    forwarded_client(&hops, &state.config.forwarded_proxies).unwrap_or(peer)
 }
 
-/// The client's address as an extractor (see [`client_ip`]).
-pub(crate) struct ClientIp(pub(crate) IpAddr);
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(parts, state)))
+/// The client in an `X-Forwarded-For` list: hops are appended left to right, so the
+/// rightmost ones were written by our proxies and everything left of the first
+/// address they did not add was written by the client itself (and may be anything).
+fn forwarded_client(hops: &str, proxies: &[IpAddr]) -> Option<IpAddr> {
+    for hop in hops.rsplit(',') {
+        let ip = hop.trim().parse::<IpAddr>().ok()?;
+        if !proxies.contains(&ip) {
+            return Some(ip);
+        }
     }
+    None
 }
 
 impl AppState {
-    /// Checks a service password, applying the failed-login limit.
+    /// Checks a service password (throttled and bounded, see [`credentials`]).
     pub(crate) async fn login(
         &self,
         username: &str,
         password: &str,
-        ip: IpAddr,
+        via: LoginVia,
     ) -> Result<Permissions> {
-        self.limiter.check(username, ip)?;
-        match self.credentials.verify(username, password).await? {
-            Some(permissions) => {
-                self.limiter.succeeded(username, ip);
-                Ok(permissions)
-            }
-            None => {
-                self.limiter.failed(username, ip);
-                tracing::info!(username, %ip, "failed login");
-                Err(Error::Unauthorized("wrong username or password".into()))
-            }
-        }
+        self.credentials
+            .verify(username, password, via)
+            .await?
+            .ok_or_else(|| Error::Unauthorized("wrong username or password".into()))
     }
 
     /// Resolves a bearer token to its live session, sliding its expiry.
@@ -210,8 +204,8 @@ impl FromRequestParts<AppState> for Caller {
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
             let (username, password) = parse_basic(rest)?;
-            let ip = client_ip(parts, state);
-            let permissions = state.login(&username, &password, ip).await?;
+            let via = LoginVia::Api(client_ip(parts, state));
+            let permissions = state.login(&username, &password, via).await?;
             Ok(Caller::Service(ServiceAccount {
                 username,
                 permissions,
@@ -332,6 +326,28 @@ impl<P: Policy> FromRequestParts<AppState> for Authorized<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_rightmost_hop_our_proxies_did_not_add() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cdn = ip("198.51.100.7");
+        // The client wrote `6.6.6.6` itself; our proxy appended the address it saw.
+        assert_eq!(
+            forwarded_client("6.6.6.6, 203.0.113.5", &[]),
+            Some(ip("203.0.113.5"))
+        );
+        assert_eq!(
+            forwarded_client("6.6.6.6, 203.0.113.5, 198.51.100.7", &[cdn]),
+            Some(ip("203.0.113.5"))
+        );
+        assert_eq!(forwarded_client("198.51.100.7", &[cdn]), None);
+        assert_eq!(forwarded_client("6.6.6.6, garbage", &[]), None);
+        assert_eq!(forwarded_client("", &[]), None);
+        assert_eq!(
+            forwarded_client(" 2001:db8::1 ", &[]),
+            Some(ip("2001:db8::1"))
+        );
+    }
 
     #[test]
     fn basic_credentials_parse() {

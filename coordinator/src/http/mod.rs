@@ -75,6 +75,9 @@ impl From<AuthFailure> for HttpError {
                 tracing::warn!(%cause, "credential lookup failed");
                 HttpError::Unavailable("credential storage unavailable".to_owned())
             }
+            AuthFailure::Busy => HttpError::Unavailable(
+                "too many logins are waiting for a password check; retry shortly".to_owned(),
+            ),
         }
     }
 }
@@ -102,6 +105,11 @@ impl IntoResponse for HttpError {
             "error": {"code": code, "message": message},
         }));
         let mut response = (status, body).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
