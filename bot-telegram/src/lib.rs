@@ -33,7 +33,7 @@ use stargazer_core::CancellationToken;
 pub use config::BotConfig;
 
 /// The IM platform name this bot serves, as stored on users and in the delivery log.
-pub const IM: &str = "telegram";
+pub use stargazer_core::contract::im::TELEGRAM as IM;
 
 /// Errors of the bot-telegram service.
 #[derive(Debug, thiserror::Error)]

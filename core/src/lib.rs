@@ -1,6 +1,7 @@
 //! Shared foundation of every Stargazer service.
 //!
 //! - [`model`]: entities, tasks, users, subscriptions, sessions, credentials, events.
+//! - [`contract`]: the wire contract as constants: source words, tags, control fields, kinds.
 //! - [`routing`]: routing keys, the tag stack and AMQP topic matching.
 //! - [`topology`]: the exchanges and queues of the broker, as data.
 //! - [`storage`]: the [`storage::Storage`] trait with MongoDB and SQLite implementations.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod backoff;
 pub mod bus;
 pub mod config;
+pub mod contract;
 pub mod middleware;
 pub mod model;
 pub mod outbox;

@@ -111,10 +111,10 @@ pub fn bot_queue(im: &str, prefetch: u16) -> QueueSpec {
 }
 
 /// The middlewares of this workspace, by tag.
-pub const MIDDLEWARES: [&str; 3] = ["delay", "translate", "live_check"];
+pub const MIDDLEWARES: [&str; 3] = crate::contract::tag::ALL;
 
 /// The IM platforms of this workspace.
-pub const IMS: [&str; 1] = ["telegram"];
+pub const IMS: [&str; 1] = crate::contract::im::ALL;
 
 /// The consumer queues of a deployment (besides the fixed exchanges and dead-letter
 /// queue, which every topology has).

@@ -47,6 +47,8 @@ use serde_json::{json, Value};
 use stargazer_core::bus::amqp::AmqpBus;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{Bus, QueueSpec};
+use stargazer_core::contract::control::{TRANSLATE_FIELDS, TRANSLATE_TO};
+use stargazer_core::contract::kind;
 use stargazer_core::model::{Access, Credential, Event, Permissions};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
@@ -146,8 +148,8 @@ fn now_ns() -> u64 {
 /// distinct (so no translation cache hit), stamped with the publish time.
 fn event_body(run: &str, n: usize, entity: uuid::Uuid) -> Vec<u8> {
     let mut event = Event {
-        id: Event::make_id("twitter.tweet", &format!("{run}-{n}"), None),
-        kind: "twitter.tweet".into(),
+        id: Event::make_id(kind::TWITTER_TWEET, &format!("{run}-{n}"), None),
+        kind: kind::TWITTER_TWEET.into(),
         entity,
         time: chrono::Utc::now(),
         fields: Default::default(),
@@ -164,8 +166,8 @@ fn event_body(run: &str, n: usize, entity: uuid::Uuid) -> Vec<u8> {
     event.fields.insert("sent_at_ns".into(), json!(now_ns()));
     event
         .control
-        .insert("x-translate-fields".into(), json!(["/fields/text"]));
-    event.control.insert("x-translate-to".into(), json!(["en"]));
+        .insert(TRANSLATE_FIELDS.into(), json!(["/fields/text"]));
+    event.control.insert(TRANSLATE_TO.into(), json!(["en"]));
     event.to_bytes()
 }
 
@@ -408,8 +410,8 @@ async fn raw_middleware(connection: Connection, settings: (u16, usize), stop: Ca
                     .unwrap_or_default()
                     .to_owned();
                 if let Some(object) = event.as_object_mut() {
-                    object.remove("x-translate-fields");
-                    object.remove("x-translate-to");
+                    object.remove(TRANSLATE_FIELDS);
+                    object.remove(TRANSLATE_TO);
                 }
                 event["fields"]["translations"] =
                     json!({"en": {"/fields/text": format!("[EN-US] {text}")}});
@@ -685,8 +687,8 @@ async fn raw_channel_chain(settings: &Settings, load: Load) -> Outcome {
                 .unwrap_or_default()
                 .to_owned();
             if let Some(object) = event.as_object_mut() {
-                object.remove("x-translate-fields");
-                object.remove("x-translate-to");
+                object.remove(TRANSLATE_FIELDS);
+                object.remove(TRANSLATE_TO);
             }
             event["fields"]["translations"] =
                 json!({"en": {"/fields/text": format!("[EN-US] {text}")}});

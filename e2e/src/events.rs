@@ -11,7 +11,9 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::json;
 use stargazer_core::bus::Bus;
+use stargazer_core::contract::{control, kind, source, tag};
 use stargazer_core::model::Event;
+use stargazer_core::routing::push_tag;
 use uuid::Uuid;
 
 use crate::servers::telegram::Sent;
@@ -56,7 +58,7 @@ pub fn numbered(kind: &str, entity: Uuid, n: u64, run: &str) -> Event {
 /// Tweet `n` in Japanese about `entity`, tagged for translation into `to` when given:
 /// returns the routing key to publish with and the event.
 pub fn tweet(entity: Uuid, n: u64, run: &str, translate_to: Option<&str>) -> (String, Event) {
-    let mut event = numbered("twitter.tweet", entity, n, run);
+    let mut event = numbered(kind::TWITTER_TWEET, entity, n, run);
     event.fields.remove("title");
     event
         .fields
@@ -69,11 +71,13 @@ pub fn tweet(entity: Uuid, n: u64, run: &str, translate_to: Option<&str>) -> (St
         Some(lang) => {
             event
                 .control
-                .insert("x-translate-fields".into(), json!(["/fields/text"]));
-            event.control.insert("x-translate-to".into(), json!([lang]));
-            ("twitter.translate".to_owned(), event)
+                .insert(control::TRANSLATE_FIELDS.into(), json!(["/fields/text"]));
+            event
+                .control
+                .insert(control::TRANSLATE_TO.into(), json!([lang]));
+            (push_tag(source::TWITTER, tag::TRANSLATE), event)
         }
-        None => ("twitter".to_owned(), event),
+        None => (source::TWITTER.to_owned(), event),
     }
 }
 

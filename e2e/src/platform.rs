@@ -24,6 +24,7 @@ use stargazer_bot_telegram::BotConfig;
 use stargazer_coordinator::CoordinatorConfig;
 use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::config::CommonConfig;
+use stargazer_core::contract::tag;
 use stargazer_core::model::{Access, Permissions};
 use stargazer_core::routing;
 use stargazer_core::storage::Storage;
@@ -355,17 +356,17 @@ impl Platform {
         match role {
             Role::MiddlewareDelay => QueueSpec::new(
                 c.delay.queue.clone(),
-                routing::middleware_pattern("delay"),
+                routing::middleware_pattern(tag::DELAY),
                 c.delay.prefetch,
             ),
             Role::MiddlewareTranslate => QueueSpec::new(
                 c.translate.queue.clone(),
-                routing::middleware_pattern("translate"),
+                routing::middleware_pattern(tag::TRANSLATE),
                 c.translate.prefetch,
             ),
             Role::MiddlewareLiveCheck => QueueSpec::new(
                 c.live_check.queue.clone(),
-                routing::middleware_pattern("live_check"),
+                routing::middleware_pattern(tag::LIVE_CHECK),
                 c.live_check.prefetch,
             ),
             _ => QueueSpec::new(

@@ -22,6 +22,7 @@ use prometheus::Registry;
 use serde_json::json;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{Bus, QueueSpec};
+use stargazer_core::contract::control::{DELAY_AT, LIVE_CHECK_VIDEO};
 use stargazer_core::middleware::{self, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::model::{DelayedMessage, Event};
 use stargazer_core::storage;
@@ -67,7 +68,7 @@ fn sample_event(i: usize) -> Event {
             "thumbnail": format!("https://i.ytimg.com/vi/v{i:010}/maxresdefault.jpg"),
             "scheduled_start_time": "2026-01-01T12:00:00Z"
         },
-        "x-live-check-video": format!("v{i:010}")
+        (LIVE_CHECK_VIDEO): format!("v{i:010}")
     }))
     .expect("valid sample event")
 }
@@ -217,7 +218,7 @@ async fn child(path: &str) {
     for i in 0..FIRINGS {
         let due = first_due + (i as i64 * 1000) / FIRINGS_PER_SEC as i64;
         let mut event = sample_event(i);
-        event.control.insert("x-delay-at".into(), json!(due));
+        event.control.insert(DELAY_AT.into(), json!(due));
         event.fields.insert("due_ms".into(), json!(due));
         bus.publish("youtube.delay", &event.to_bytes())
             .await

@@ -4,12 +4,7 @@
 
 use stargazer_core::model::Event;
 
-/// Control field: when to fire, unix milliseconds.
-pub const DELAY_AT: &str = "x-delay-at";
-/// Control field: the id a later message can replace or cancel this one by.
-pub const DELAY_ID: &str = "x-delay-id";
-/// Control field: `true` cancels the pending message with the id.
-pub const DELAY_CANCEL: &str = "x-delay-cancel";
+pub use stargazer_core::contract::control::{DELAY_AT, DELAY_CANCEL, DELAY_ID};
 
 /// Longest accepted `x-delay-id`, in bytes: ids are kept in memory for every pending
 /// message, so an unbounded one would be a memory hazard.

@@ -38,7 +38,7 @@ use stargazer_core::CancellationToken;
 pub use delayer::{DelayMetrics, Delayer, FireOptions};
 
 /// The tag this middleware pops.
-pub const TAG: &str = "delay";
+pub use stargazer_core::contract::tag::DELAY as TAG;
 
 /// Configuration section `[delay]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,8 +33,7 @@ use stargazer_core::CancellationToken;
 
 use crate::youtube::{LiveStreamingDetails, YoutubeClient, MAX_IDS_PER_CALL};
 
-/// Control field: the YouTube video id to watch.
-pub const LIVE_CHECK_VIDEO: &str = "x-live-check-video";
+pub use stargazer_core::contract::control::LIVE_CHECK_VIDEO;
 
 /// One held event, as stored under `(namespace, event id)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -31,7 +31,7 @@ pub use checker::{Checker, Held, LiveCheckMetrics, PollOptions, LIVE_CHECK_VIDEO
 use youtube::YoutubeClient;
 
 /// The tag this middleware pops.
-pub const TAG: &str = "live_check";
+pub use stargazer_core::contract::tag::LIVE_CHECK as TAG;
 
 /// Configuration section `[live_check]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

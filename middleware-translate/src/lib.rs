@@ -42,7 +42,7 @@ use crate::cache::Lru;
 use crate::deepl::DeeplClient;
 
 /// The tag this middleware pops.
-pub const TAG: &str = "translate";
+pub use stargazer_core::contract::tag::TRANSLATE as TAG;
 
 /// Configuration section `[translate]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

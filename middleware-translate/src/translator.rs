@@ -18,12 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batcher::{lock, Job, JobError, SharedCache, TranslateMetrics};
 use crate::deepl::Translation;
 
-/// Control field: JSON pointers (RFC 6901) into the event naming the texts to translate.
-pub const TRANSLATE_FIELDS: &str = "x-translate-fields";
-/// Control field: language codes to translate into (else the configured default).
-pub const TRANSLATE_TO: &str = "x-translate-to";
-/// Control field set when something could not be translated.
-pub const TRANSLATE_ERROR: &str = "x-translate-error";
+pub use stargazer_core::contract::control::{TRANSLATE_ERROR, TRANSLATE_FIELDS, TRANSLATE_TO};
 
 /// Implements [`Middleware`] for the `translate` tag.
 pub struct Translator {

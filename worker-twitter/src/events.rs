@@ -4,6 +4,8 @@
 
 use chrono::Utc;
 use serde_json::{json, Map, Value};
+use stargazer_core::contract::control::{TRANSLATE_FIELDS, TRANSLATE_TO};
+use stargazer_core::contract::{kind, source, tag};
 use stargazer_core::model::Event;
 use stargazer_core::routing::key_with_tags;
 use uuid::Uuid;
@@ -36,9 +38,9 @@ pub fn tweet_event(
             .ok_or(r.id.as_str())
     });
     let kind = if retweet_ref.is_some() {
-        "twitter.retweet"
+        kind::TWITTER_RETWEET
     } else {
-        "twitter.tweet"
+        kind::TWITTER_TWEET
     };
     let mut fields = Map::new();
     fields.insert("tweet_id".into(), json!(tweet.id));
@@ -94,11 +96,11 @@ pub fn tweet_event(
 
     let mut control = Map::new();
     let routing_key = if translate_to.is_empty() {
-        key_with_tags("twitter", &[])
+        key_with_tags(source::TWITTER, &[])
     } else {
-        control.insert("x-translate-fields".into(), json!(["/fields/text"]));
-        control.insert("x-translate-to".into(), json!(translate_to));
-        key_with_tags("twitter", &["translate"])
+        control.insert(TRANSLATE_FIELDS.into(), json!(["/fields/text"]));
+        control.insert(TRANSLATE_TO.into(), json!(translate_to));
+        key_with_tags(source::TWITTER, &[tag::TRANSLATE])
     };
     let event = Event {
         id: Event::make_id(kind, &tweet.id, None),

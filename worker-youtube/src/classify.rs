@@ -20,6 +20,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use stargazer_core::contract::control::{DELAY_AT, DELAY_CANCEL, DELAY_ID, LIVE_CHECK_VIDEO};
+use stargazer_core::contract::{kind, source, tag};
 use stargazer_core::model::Event;
 use stargazer_core::routing::key_with_tags;
 use uuid::Uuid;
@@ -223,10 +225,10 @@ fn scheduled_messages(
     let s = schedule_text(start);
     let base = fields(ctx, video);
     let mut out = vec![Outgoing {
-        routing_key: "youtube".into(),
+        routing_key: source::YOUTUBE.into(),
         event: event(
-            "youtube.scheduled",
-            Event::make_id("youtube.scheduled", ctx.video_id, Some(&s)),
+            kind::YOUTUBE_SCHEDULED,
+            Event::make_id(kind::YOUTUBE_SCHEDULED, ctx.video_id, Some(&s)),
             ctx,
             start,
             base.clone(),
@@ -236,13 +238,13 @@ fn scheduled_messages(
     let reminder_at = start - ctx.reminder_lead;
     if reminder_at > ctx.now {
         let mut control = Map::new();
-        control.insert("x-delay-at".into(), json!(reminder_at.timestamp_millis()));
-        control.insert("x-delay-id".into(), json!(reminder_delay_id(ctx.video_id)));
+        control.insert(DELAY_AT.into(), json!(reminder_at.timestamp_millis()));
+        control.insert(DELAY_ID.into(), json!(reminder_delay_id(ctx.video_id)));
         out.push(Outgoing {
-            routing_key: key_with_tags("youtube", &["delay"]),
+            routing_key: key_with_tags(source::YOUTUBE, &[tag::DELAY]),
             event: event(
-                "youtube.reminder",
-                Event::make_id("youtube.reminder", ctx.video_id, Some(&s)),
+                kind::YOUTUBE_REMINDER,
+                Event::make_id(kind::YOUTUBE_REMINDER, ctx.video_id, Some(&s)),
                 ctx,
                 start,
                 base.clone(),
@@ -254,14 +256,14 @@ fn scheduled_messages(
         out.push(reminder_cancel(ctx, video, prev_start));
     }
     let mut control = Map::new();
-    control.insert("x-delay-at".into(), json!(start.timestamp_millis()));
-    control.insert("x-delay-id".into(), json!(live_delay_id(ctx.video_id)));
-    control.insert("x-live-check-video".into(), json!(ctx.video_id));
+    control.insert(DELAY_AT.into(), json!(start.timestamp_millis()));
+    control.insert(DELAY_ID.into(), json!(live_delay_id(ctx.video_id)));
+    control.insert(LIVE_CHECK_VIDEO.into(), json!(ctx.video_id));
     out.push(Outgoing {
-        routing_key: key_with_tags("youtube", &["delay", "live_check"]),
+        routing_key: key_with_tags(source::YOUTUBE, &[tag::DELAY, tag::LIVE_CHECK]),
         event: event(
-            "youtube.live",
-            Event::make_id("youtube.live", ctx.video_id, Some(&s)),
+            kind::YOUTUBE_LIVE,
+            Event::make_id(kind::YOUTUBE_LIVE, ctx.video_id, Some(&s)),
             ctx,
             start,
             base,
@@ -275,17 +277,17 @@ fn reminder_cancel(ctx: &Context<'_>, video: Option<&Video>, start: DateTime<Utc
     let s = schedule_text(start);
     let mut control = Map::new();
     control.insert(
-        "x-delay-at".into(),
+        DELAY_AT.into(),
         json!((start - ctx.reminder_lead).timestamp_millis()),
     );
-    control.insert("x-delay-id".into(), json!(reminder_delay_id(ctx.video_id)));
-    control.insert("x-delay-cancel".into(), json!(true));
+    control.insert(DELAY_ID.into(), json!(reminder_delay_id(ctx.video_id)));
+    control.insert(DELAY_CANCEL.into(), json!(true));
     Outgoing {
-        routing_key: key_with_tags("youtube", &["delay"]),
+        routing_key: key_with_tags(source::YOUTUBE, &[tag::DELAY]),
         event: event(
-            "youtube.reminder",
+            kind::YOUTUBE_REMINDER,
             Event::make_id(
-                "youtube.reminder",
+                kind::YOUTUBE_REMINDER,
                 ctx.video_id,
                 Some(&format!("cancel@{s}")),
             ),
@@ -300,15 +302,19 @@ fn reminder_cancel(ctx: &Context<'_>, video: Option<&Video>, start: DateTime<Utc
 fn live_cancel(ctx: &Context<'_>, video: Option<&Video>, start: DateTime<Utc>) -> Outgoing {
     let s = schedule_text(start);
     let mut control = Map::new();
-    control.insert("x-delay-at".into(), json!(start.timestamp_millis()));
-    control.insert("x-delay-id".into(), json!(live_delay_id(ctx.video_id)));
-    control.insert("x-delay-cancel".into(), json!(true));
-    control.insert("x-live-check-video".into(), json!(ctx.video_id));
+    control.insert(DELAY_AT.into(), json!(start.timestamp_millis()));
+    control.insert(DELAY_ID.into(), json!(live_delay_id(ctx.video_id)));
+    control.insert(DELAY_CANCEL.into(), json!(true));
+    control.insert(LIVE_CHECK_VIDEO.into(), json!(ctx.video_id));
     Outgoing {
-        routing_key: key_with_tags("youtube", &["delay", "live_check"]),
+        routing_key: key_with_tags(source::YOUTUBE, &[tag::DELAY, tag::LIVE_CHECK]),
         event: event(
-            "youtube.live",
-            Event::make_id("youtube.live", ctx.video_id, Some(&format!("cancel@{s}"))),
+            kind::YOUTUBE_LIVE,
+            Event::make_id(
+                kind::YOUTUBE_LIVE,
+                ctx.video_id,
+                Some(&format!("cancel@{s}")),
+            ),
             ctx,
             start,
             fields(ctx, video),
@@ -368,13 +374,13 @@ pub fn decide(
                 .and_then(|s| s.published_at);
             let fresh = published.is_some_and(|at| ctx.now - at <= ctx.max_video_age);
             if prev_state != Some(VideoState::Upload) && !ctx.initial && fresh {
-                let id = Event::make_id("youtube.video", ctx.video_id, None);
+                let id = Event::make_id(kind::YOUTUBE_VIDEO, ctx.video_id, None);
                 groups.push(Group {
                     claim: id.to_string(),
                     messages: vec![Outgoing {
-                        routing_key: "youtube".into(),
+                        routing_key: source::YOUTUBE.into(),
                         event: event(
-                            "youtube.video",
+                            kind::YOUTUBE_VIDEO,
                             id,
                             ctx,
                             published.unwrap_or(ctx.now),
@@ -415,7 +421,7 @@ pub fn decide(
             });
             if prev_state != Some(VideoState::Live) && !delayed_fired {
                 let s = scheduled.map(schedule_text);
-                let id = Event::make_id("youtube.live", ctx.video_id, s.as_deref());
+                let id = Event::make_id(kind::YOUTUBE_LIVE, ctx.video_id, s.as_deref());
                 let mut messages = Vec::new();
                 let claim = match pending {
                     Some(start) => {
@@ -430,9 +436,9 @@ pub fn decide(
                     .and_then(|l| l.actual_start_time)
                     .unwrap_or(ctx.now);
                 messages.push(Outgoing {
-                    routing_key: "youtube".into(),
+                    routing_key: source::YOUTUBE.into(),
                     event: event(
-                        "youtube.live",
+                        kind::YOUTUBE_LIVE,
                         id,
                         ctx,
                         time,

@@ -5,6 +5,7 @@
 //! their state in the button data ([`Callback`]), so the bot keeps no dialogue state and
 //! a restart in the middle of a selection loses nothing.
 
+use stargazer_core::contract::kind;
 use teloxide::prelude::*;
 use teloxide::types::{Chat, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode};
 use uuid::Uuid;
@@ -18,12 +19,12 @@ use crate::delivery::compose::escape;
 /// Event kinds a subscription can filter on, with their button labels. The index of a
 /// kind is its bit in the selection masks carried by buttons.
 pub(crate) const KINDS: [(&str, &str); 6] = [
-    ("youtube.live", "🔴 Live"),
-    ("youtube.scheduled", "📅 Scheduled"),
-    ("youtube.reminder", "⏰ Reminder"),
-    ("youtube.video", "🎬 Video"),
-    ("twitter.tweet", "🐦 Post"),
-    ("twitter.retweet", "🔁 Repost"),
+    (kind::YOUTUBE_LIVE, "🔴 Live"),
+    (kind::YOUTUBE_SCHEDULED, "📅 Scheduled"),
+    (kind::YOUTUBE_REMINDER, "⏰ Reminder"),
+    (kind::YOUTUBE_VIDEO, "🎬 Video"),
+    (kind::TWITTER_TWEET, "🐦 Post"),
+    (kind::TWITTER_RETWEET, "🔁 Repost"),
 ];
 
 /// Every kind selected.

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde_json::{Map, Value};
+use stargazer_core::contract::kind;
 use stargazer_core::model::{Entity, Event};
 
 /// Longest text of a message, in characters.
@@ -199,7 +200,7 @@ pub(crate) fn format_time(time: DateTime<Utc>, timezone: Option<&str>) -> String
 fn shown_time(event: &Event) -> (DateTime<Utc>, bool) {
     if matches!(
         event.kind.as_str(),
-        "youtube.scheduled" | "youtube.reminder"
+        kind::YOUTUBE_SCHEDULED | kind::YOUTUBE_REMINDER
     ) {
         let start = str_field(
             &event.fields,
@@ -226,12 +227,12 @@ pub(crate) fn compose(
     let w = words(language);
     let name = entity.name_in(language);
     let headline = match event.kind.as_str() {
-        "youtube.live" => w.live,
-        "youtube.scheduled" => w.scheduled,
-        "youtube.reminder" => w.reminder,
-        "youtube.video" => w.video,
-        "twitter.tweet" => w.tweet,
-        "twitter.retweet" => w.retweet,
+        kind::YOUTUBE_LIVE => w.live,
+        kind::YOUTUBE_SCHEDULED => w.scheduled,
+        kind::YOUTUBE_REMINDER => w.reminder,
+        kind::YOUTUBE_VIDEO => w.video,
+        kind::TWITTER_TWEET => w.tweet,
+        kind::TWITTER_RETWEET => w.retweet,
         _ => w.other,
     };
     let fields = &event.fields;
