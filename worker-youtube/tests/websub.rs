@@ -12,7 +12,8 @@ use stargazer_core::bus::{self, Bus};
 use stargazer_core::model::{Event, Task, TaskParams};
 use stargazer_core::storage::{self, Storage};
 use stargazer_core::CancellationToken;
-use stargazer_worker_youtube::signature::{sign_sha1, sign_sha256};
+use stargazer_testkit::servers::hub::SignatureMethod;
+use stargazer_worker_youtube::signature::{sign, Method};
 use stargazer_worker_youtube::store::lease_namespace;
 use stargazer_worker_youtube::{YoutubeConfig, YoutubeRunner};
 use support::*;
@@ -228,7 +229,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         hub.post(
             &sub.callback,
             &forged,
-            Some(sign_sha1(b"not the secret", forged.as_bytes()))
+            Some(sign(Method::Sha1, b"not the secret", forged.as_bytes()))
         )
         .await,
         202
@@ -241,7 +242,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         hub.post(
             &sub.callback,
             &tampered,
-            Some(sign_sha1(sub.secret.as_bytes(), forged.as_bytes()))
+            Some(sign(Method::Sha1, sub.secret.as_bytes(), forged.as_bytes()))
         )
         .await,
         202
@@ -258,7 +259,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         hub.post(
             &sub.callback,
             &body,
-            Some(sign_sha256(sub.secret.as_bytes(), body.as_bytes()))
+            Some(sign(Method::Sha256, sub.secret.as_bytes(), body.as_bytes()))
         )
         .await,
         202
@@ -419,8 +420,28 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
             && ids.contains(&json!(format!("live:{v4}")))
     );
 
+    // A hub signing with sha384 or sha512 (Flask-WebSub's default) is heard as well.
+    for (n, method) in [(21, SignatureMethod::Sha384), (22, SignatureMethod::Sha512)] {
+        hub.sign_with(method);
+        let id = video_id();
+        let title = format!("{method:?}");
+        yt.put_video(Video::upload(&id, &channel, &title, now), false);
+        assert_eq!(
+            hub.publish_now(&topic, &push_xml(&id, &channel, &title, updated(n)))
+                .await,
+            vec![Some(202)]
+        );
+        let events = observer.wait_for(entity, n as usize - 9, WAIT).await;
+        assert!(
+            events
+                .iter()
+                .any(|(_, e)| e.fields["video_id"] == id.as_str()),
+            "{method:?}-signed push delivered"
+        );
+    }
+
     let all = observer.settle(entity, QUIET).await;
-    assert_eq!(all.len(), 11, "{all:#?}");
+    assert_eq!(all.len(), 13, "{all:#?}");
     assert_unique_ids(&all);
     // Every call stayed within the API's 50-id limit.
     assert!(yt.list_requests().iter().all(|r| r.ids.len() <= 50));

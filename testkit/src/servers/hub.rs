@@ -8,7 +8,8 @@
 //! - [`Hub::publish`] distributes a feed document to every verified subscription of the
 //!   topic in the background: `POST <callback>` with `Content-Type: application/atom+xml`,
 //!   `Link` headers and, when the subscriber gave a secret,
-//!   `X-Hub-Signature: sha1=<HMAC-SHA1 of the body>`. A delivery that fails (no answer or
+//!   `X-Hub-Signature: sha1=<HMAC-SHA1 of the body>` (or another WebSub method chosen with
+//!   [`Hub::sign_with`], as hubs such as Flask-WebSub sign with `sha512`). A delivery that fails (no answer or
 //!   a non-2xx status) is retried with exponential backoff a bounded number of times, as
 //!   the hub redelivers; a subscriber that is gone for longer loses the notification.
 //!   [`Hub::publish_now`] delivers once and returns the subscribers' answers, and
@@ -75,6 +76,22 @@ struct HubState {
     unsubscribe_requests: AtomicU64,
     verified: AtomicU64,
     refused_verifications: AtomicU64,
+    /// The hash content is signed with.
+    method: Mutex<SignatureMethod>,
+}
+
+/// The hash functions WebSub allows for `X-Hub-Signature`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignatureMethod {
+    /// `sha1=`: what Google's hub sends.
+    #[default]
+    Sha1,
+    /// `sha256=`.
+    Sha256,
+    /// `sha384=`.
+    Sha384,
+    /// `sha512=`: Flask-WebSub's default.
+    Sha512,
 }
 
 #[derive(Clone)]
@@ -215,11 +232,30 @@ async fn verify(ctx: Ctx, request: HubRequest, lease: u64) {
 
 /// The `X-Hub-Signature` value Google's hub sends.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    // HMAC takes keys of any length.
-    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret.as_bytes())
-        .expect("HMAC accepts any key length");
-    mac.update(body);
-    format!("sha1={}", hex::encode(mac.finalize().into_bytes()))
+    signature_with(SignatureMethod::Sha1, secret, body)
+}
+
+/// The `X-Hub-Signature` value of `body` signed with `method`.
+pub fn signature_with(method: SignatureMethod, secret: &str, body: &[u8]) -> String {
+    fn hex_mac<M: Mac + hmac::digest::KeyInit>(secret: &str, body: &[u8]) -> String {
+        // HMAC takes keys of any length.
+        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret.as_bytes())
+            .expect("HMAC accepts any key length");
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+    match method {
+        SignatureMethod::Sha1 => format!("sha1={}", hex_mac::<Hmac<sha1::Sha1>>(secret, body)),
+        SignatureMethod::Sha256 => {
+            format!("sha256={}", hex_mac::<Hmac<sha2::Sha256>>(secret, body))
+        }
+        SignatureMethod::Sha384 => {
+            format!("sha384={}", hex_mac::<Hmac<sha2::Sha384>>(secret, body))
+        }
+        SignatureMethod::Sha512 => {
+            format!("sha512={}", hex_mac::<Hmac<sha2::Sha512>>(secret, body))
+        }
+    }
 }
 
 /// Posts a notification to `callback` as the hub does; the subscriber's status, `None`
@@ -249,8 +285,9 @@ async fn notify(
 
 /// One signed delivery attempt to `subscription`, recorded.
 async fn attempt(ctx: &Ctx, subscription: &Subscription, body: &str, attempt: u32) -> Option<u16> {
-    let signature =
-        (!subscription.secret.is_empty()).then(|| signature(&subscription.secret, body.as_bytes()));
+    let method = *lock(&ctx.state.method);
+    let signature = (!subscription.secret.is_empty())
+        .then(|| signature_with(method, &subscription.secret, body.as_bytes()));
     let status = notify(
         &ctx.http,
         &subscription.callback,
@@ -311,6 +348,11 @@ impl Hub {
     /// instead of accepting them.
     pub fn refuse_next(&self, statuses: &[u16]) {
         lock(&self.ctx.state.refusals).extend(statuses.iter().copied());
+    }
+
+    /// Signs content with `method` from now on (`sha1` until then).
+    pub fn sign_with(&self, method: SignatureMethod) {
+        *lock(&self.ctx.state.method) = method;
     }
 
     /// Grants leases of `seconds` from now on, whatever the subscriber asks for.
@@ -418,6 +460,16 @@ mod tests {
         assert_eq!(
             signature("Jefe", b"what do ya want for nothing?"),
             "sha1=effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature_with(
+                SignatureMethod::Sha512,
+                "Jefe",
+                b"what do ya want for nothing?"
+            ),
+            "sha512=164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
+             9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
         );
     }
 
