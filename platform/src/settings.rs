@@ -141,7 +141,7 @@ pub struct WorkerSection {
     /// `worker.password` / `STARGAZER_WORKER__PASSWORD`: its password.
     pub password: String,
     /// `worker.id` / `STARGAZER_WORKER__ID`: stable worker identity (host or pod name);
-    /// empty means random per process.
+    /// empty means random per process (standalone: created once and kept in storage).
     pub id: String,
 }
 

@@ -18,7 +18,7 @@ use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
 use stargazer_core::model::{Access, Credential, Permissions, TaskKind};
 use stargazer_core::storage::Storage;
-use stargazer_core::CancellationToken;
+use stargazer_core::{CancellationToken, Uuid};
 use tokio::task::JoinSet;
 
 use crate::backends::{bind, connect_addr, open_bus, open_storage, parse_addr};
@@ -125,7 +125,7 @@ impl Standalone {
             username: WORKER_ACCOUNT.to_owned(),
             password: worker_password,
             id: if settings.worker.id.is_empty() {
-                format!("standalone-{}", std::process::id())
+                stored_worker_id(&storage).await?
             } else {
                 settings.worker.id.clone()
             },
@@ -440,6 +440,33 @@ fn describe_exit(
 }
 
 /// Replaces an internal account with a fresh random password and returns the password.
+/// Storage namespace and key of the standalone worker's identity.
+const WORKER_ID_NAMESPACE: &str = "standalone";
+const WORKER_ID_KEY: &str = "worker_id";
+
+/// The standalone worker's id, kept in storage: created at the first start, the same after
+/// every restart on that storage. The in-process coordinator's snapshot assigns the
+/// channels to this id, so a restarted worker gets them back at once instead of after the
+/// old id's heartbeat timeout (during which the hub's pushes would find nobody).
+async fn stored_worker_id(storage: &Arc<dyn Storage>) -> Result<String> {
+    if let Some(serde_json::Value::String(id)) =
+        storage.kv_get(WORKER_ID_NAMESPACE, WORKER_ID_KEY).await?
+    {
+        if !id.trim().is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = format!("standalone-{}", Uuid::new_v4().simple());
+    storage
+        .kv_put(
+            WORKER_ID_NAMESPACE,
+            WORKER_ID_KEY,
+            &serde_json::Value::String(id.clone()),
+        )
+        .await?;
+    Ok(id)
+}
+
 async fn internal_account(
     storage: &Arc<dyn Storage>,
     username: &str,
@@ -487,4 +514,28 @@ pub async fn replace_credential(
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_worker_id_survives_a_restart_on_the_same_storage() {
+        let dir = std::env::temp_dir().join(format!("sg-standalone-id-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+        let first = {
+            let storage = stargazer_core::storage::connect(&url).await.unwrap();
+            stored_worker_id(&storage).await.unwrap()
+        };
+        assert!(first.starts_with("standalone-"), "{first}");
+        let storage = stargazer_core::storage::connect(&url).await.unwrap();
+        assert_eq!(stored_worker_id(&storage).await.unwrap(), first);
+        let other = stargazer_core::storage::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        assert_ne!(stored_worker_id(&other).await.unwrap(), first);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

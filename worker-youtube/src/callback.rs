@@ -10,9 +10,15 @@
 //! secret. Forged, unsigned or unparsable posts are ignored (logged and counted) but still
 //! answered 202, as the WebSub spec allows: an error status would only make the hub retry
 //! the same bytes, and a different answer for bad signatures would help someone probing
-//! for the secret. Posts for subscriptions this worker does not hold are also answered 202
-//! and ignored (a 410 would make the hub drop a subscription another owner may still
-//! reuse after a restart).
+//! for the secret.
+//!
+//! A post for a subscription this worker does not hold (yet) is answered `503` with
+//! `Retry-After`, never acknowledged: right after a restart, or while the coordinator
+//! hands the channel back, the lease is in storage but not loaded, and a `202` would make
+//! the hub forget a notification nobody handled. The hub redelivers with backoff and the
+//! retry lands once the worker holds the subscription again (a `410` would make the hub
+//! drop a subscription the worker is about to reuse). A subscription the worker is
+//! leaving (unsubscribing) is answered 202: the channel's new holder has its own.
 
 use std::collections::HashMap;
 
@@ -28,6 +34,10 @@ use uuid::Uuid;
 use crate::atom::{parse_feed, Feed};
 use crate::runner::{Phase, Shared, SubEntry};
 use crate::signature;
+
+/// `Retry-After` for a notification of a subscription this worker does not hold yet,
+/// seconds: about how long a restarted worker takes to get its channels back.
+pub const UNKNOWN_SUBSCRIPTION_RETRY_AFTER_SECS: u64 = 5;
 
 /// The routes of the callback server.
 pub(crate) fn router(shared: std::sync::Arc<Shared>) -> Router {
@@ -118,12 +128,23 @@ async fn notify(
     let Some(entry) = Uuid::parse_str(&id)
         .ok()
         .and_then(|subscription| shared.subscription(subscription))
-        .filter(|entry| entry.phase != Phase::Unsubscribing)
     else {
         shared.metrics.notification("unknown_subscription");
-        tracing::info!(subscription = %id, "notification for a subscription this worker does not hold; ignored");
-        return accepted;
+        tracing::info!(subscription = %id, "notification for a subscription this worker does not hold (yet); asking the hub to retry");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                header::RETRY_AFTER,
+                UNKNOWN_SUBSCRIPTION_RETRY_AFTER_SECS.to_string(),
+            )],
+        )
+            .into_response();
     };
+    if entry.phase == Phase::Unsubscribing {
+        shared.metrics.notification("unsubscribing");
+        tracing::info!(subscription = %id, task_id = %entry.task.task_id, "notification for a subscription being left; ignored");
+        return accepted;
+    }
     let signature = headers
         .get("x-hub-signature")
         .and_then(|value| value.to_str().ok());

@@ -143,7 +143,7 @@ impl Metrics {
     }
 
     /// Notifications counted with `result` (`accepted`, `forged`, `unsigned`, `malformed`,
-    /// `unknown_subscription`, `foreign_entry`).
+    /// `unknown_subscription`, `unsubscribing`, `foreign_entry`).
     pub fn notifications_with(&self, result: &str) -> u64 {
         self.notifications.with_label_values(&[result]).get()
     }

@@ -480,7 +480,23 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     a.shutdown().await;
 
     // Restart: same public URL, same storage → the lease is reused, the hub is not asked.
+    // A push arriving before the task is handed back is refused with a retryable 503 and
+    // delivered by the hub's retry once the worker holds the subscription again.
     let a = Worker::start(config(&hub, &yt), port, storage.clone(), bus.clone()).await;
+    let v2 = video_id();
+    yt.put_video(Video::upload(&v2, &channel, "two", Utc::now()), false);
+    let attempts_before = hub.attempts().len();
+    assert_eq!(
+        hub.publish(&topic, &push_xml(&v2, &channel, "two", updated(2))),
+        1
+    );
+    eventually("the early push refused with 503", WAIT, || {
+        hub.attempts()[attempts_before..]
+            .iter()
+            .any(|attempt| attempt.status == Some(503))
+    })
+    .await;
+    assert_eq!(a.runner.metrics().notifications_with("accepted"), 0);
     a.runner.start(task.clone()).await.unwrap();
     eventually("lease reused", WAIT, || {
         a.runner.metrics().active_subscriptions() == 1
@@ -493,13 +509,9 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
         "a restart must not subscribe again"
     );
     assert_eq!(hub.subscriptions(&topic).len(), 1);
+    observer.wait_for(entity, 2, WAIT).await;
     hub.publish_now(&topic, &push_xml(&v1, &channel, "one", updated(1)))
         .await;
-    let v2 = video_id();
-    yt.put_video(Video::upload(&v2, &channel, "two", Utc::now()), false);
-    hub.publish_now(&topic, &push_xml(&v2, &channel, "two", updated(2)))
-        .await;
-    observer.wait_for(entity, 2, WAIT).await;
 
     // Reassignment with overlap: B starts before A stops; both receive the next push.
     let b = Worker::start(config(&hub, &yt), 0, storage.clone(), bus.clone()).await;
