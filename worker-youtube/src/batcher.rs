@@ -3,6 +3,14 @@
 //! `videos.list` call (one quota unit for up to 50 videos). Failed calls keep their ids and
 //! are retried with backoff (long after quota exhaustion); new requests keep joining.
 //!
+//! Idle, the window only costs latency: the first pushed video after a quiet
+//! `batch_window_ms` (no push in that time, no call in flight, no backoff) is classified at
+//! once, with whatever else is pending (`batch_idle_instant`). A push arriving within a
+//! window of the previous one, or while a call is in flight (the loop does not receive
+//! during a call), is batched, so a burst costs the first call plus one per `batch_max`
+//! ids. Feed polls are the fallback and never urgent: their videos always wait the window,
+//! so a poll's entries share one call.
+//!
 //! After a video is decided, its record is stored last, so a crash or shutdown before that
 //! leaves the entry unprocessed and the next push or poll brings it back.
 
@@ -33,6 +41,17 @@ pub(crate) struct TaskRef {
     pub(crate) channel_id: String,
 }
 
+/// Where a video to classify was heard of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A hub notification: someone may be waiting for it.
+    Push,
+    /// A periodic feed poll (the fallback): batched, never urgent.
+    Poll,
+    /// The channel's first feed poll: what it finds is history, not news.
+    FirstSync,
+}
+
 /// One video to classify.
 #[derive(Debug, Clone)]
 pub(crate) struct ClassifyRequest {
@@ -41,6 +60,8 @@ pub(crate) struct ClassifyRequest {
     pub(crate) updated: Option<String>,
     pub(crate) title_hint: Option<String>,
     pub(crate) initial: bool,
+    /// From a hub push (may be classified at once when idle).
+    pub(crate) pushed: bool,
 }
 
 /// Pending requests, in arrival order of their video ids.
@@ -66,8 +87,10 @@ impl Pending {
         {
             Some(existing) => {
                 let initial = existing.initial && request.initial;
+                let pushed = existing.pushed || request.pushed;
                 *existing = request;
                 existing.initial = initial;
+                existing.pushed = pushed;
             }
             None => list.push(request),
         }
@@ -140,6 +163,8 @@ impl Batcher {
         // When the next call may go out: end of the collection window or of a backoff.
         let mut deadline: Option<Instant> = None;
         let mut backing_off = false;
+        // When a push last arrived: a quiet window since then means idle.
+        let mut last_push: Option<Instant> = None;
 
         loop {
             let due = deadline.filter(|_| pending.len() > 0);
@@ -147,12 +172,22 @@ impl Batcher {
                 _ = shutdown.cancelled() => break,
                 request = rx.recv() => {
                     let Some(request) = request else { break };
+                    let mut pushed = request.pushed;
                     pending.add(request);
                     while let Ok(more) = rx.try_recv() {
+                        pushed |= more.pushed;
                         pending.add(more);
                     }
+                    let now = Instant::now();
+                    if pushed {
+                        let idle = last_push.is_none_or(|at| now.duration_since(at) >= window);
+                        last_push = Some(now);
+                        if idle && self.config.batch_idle_instant && !backing_off {
+                            deadline = Some(now);
+                        }
+                    }
                     if deadline.is_none() {
-                        deadline = Some(Instant::now() + window);
+                        deadline = Some(now + window);
                     }
                     if pending.len() >= max && !backing_off {
                         deadline = Some(Instant::now());
@@ -300,6 +335,7 @@ mod tests {
             updated: Some(updated.into()),
             title_hint: None,
             initial: false,
+            pushed: false,
         }
     }
 

@@ -32,6 +32,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::atom::{parse_feed, Feed};
+use crate::batcher::Origin;
 use crate::runner::{Phase, Shared, SubEntry};
 use crate::signature;
 
@@ -183,7 +184,7 @@ async fn process(shared: std::sync::Arc<Shared>, entry: SubEntry, feed: Feed) {
             tracing::warn!(task_id = %entry.task.task_id, channel = %item.channel_id, "entry for another channel in a notification; ignored");
             continue;
         }
-        if let Err(err) = shared.submit(&entry.task, item, false).await {
+        if let Err(err) = shared.submit(&entry.task, item, Origin::Push).await {
             tracing::error!(task_id = %entry.task.task_id, cause = %err, "could not queue a notified video");
         }
     }

@@ -65,8 +65,14 @@ pub struct YoutubeConfig {
     /// once. Default 8.
     pub poll_concurrency: usize,
     /// `batch_window_ms` / `STARGAZER_YOUTUBE__BATCH_WINDOW_MS`: how long videos to classify
-    /// are collected before one `videos.list` call, milliseconds. Default 2000.
+    /// are collected before one `videos.list` call under load, milliseconds. Default 2000.
     pub batch_window_ms: u64,
+    /// `batch_idle_instant` / `STARGAZER_YOUTUBE__BATCH_IDLE_INSTANT`: the first video after
+    /// a quiet `batch_window_ms` is classified at once (one call for one id) instead of
+    /// waiting out the window; videos arriving while a call is in flight, or within a
+    /// window of the previous one, are batched as before. `false` always waits the window.
+    /// Default true.
+    pub batch_idle_instant: bool,
     /// `batch_max` / `STARGAZER_YOUTUBE__BATCH_MAX`: videos per `videos.list` call (the API
     /// accepts at most 50). Default 50.
     pub batch_max: usize,
@@ -122,6 +128,7 @@ impl Default for YoutubeConfig {
             poll_interval_seconds: 900,
             poll_concurrency: 8,
             batch_window_ms: 2000,
+            batch_idle_instant: true,
             batch_max: 50,
             api_retry_initial_ms: 1000,
             quota_retry_initial_seconds: 60,

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::atom::parse_feed;
-use crate::batcher::TaskRef;
+use crate::batcher::{Origin, TaskRef};
 use crate::hub::{HubRequest, Mode};
 use crate::runner::{Phase, Shared, SubEntry, Verified};
 use crate::store::{self, Lease, SYNCED_NAMESPACE};
@@ -472,7 +472,12 @@ impl Job {
             if entry.channel_id != self.task.channel_id {
                 continue;
             }
-            if let Err(err) = self.shared.submit(&self.task, entry, initial).await {
+            let origin = if initial {
+                Origin::FirstSync
+            } else {
+                Origin::Poll
+            };
+            if let Err(err) = self.shared.submit(&self.task, entry, origin).await {
                 tracing::warn!(cause = %err, "could not queue a polled video");
                 return false;
             }

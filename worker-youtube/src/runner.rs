@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::atom::FeedEntry;
-use crate::batcher::{Batcher, ClassifyRequest, TaskRef};
+use crate::batcher::{Batcher, ClassifyRequest, Origin, TaskRef};
 use crate::classify::{decide_tombstone, Context};
 use crate::config::YoutubeConfig;
 use crate::data_api::DataApi;
@@ -175,7 +175,7 @@ impl Shared {
         &self,
         task: &Arc<TaskRef>,
         entry: FeedEntry,
-        initial: bool,
+        origin: Origin,
     ) -> Result<(), Error> {
         if let Some(updated) = entry.updated.as_deref() {
             let record = store::video(self.storage.as_ref(), task.task_id, &entry.video_id).await?;
@@ -191,7 +191,8 @@ impl Shared {
                 video_id: entry.video_id,
                 updated: entry.updated,
                 title_hint: title,
-                initial,
+                initial: origin == Origin::FirstSync,
+                pushed: origin == Origin::Push,
             })
             .map_err(|_| Error::ShuttingDown)
     }

@@ -821,3 +821,61 @@ async fn hub_lease_seconds_are_clamped() {
     );
     worker.shutdown().await;
 }
+
+/// Idle, a push is classified at once (one call for its one id) though the batch window is
+/// far longer than the test waits; pushes right behind it are batched (here: until
+/// `batch_max`), so a burst costs one call per `batch_max` ids after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_push_is_classified_at_once_and_a_burst_is_batched() {
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(OBSERVER, &["youtube"]).await;
+    let cfg = YoutubeConfig {
+        // Nothing that waits the window can arrive within `WAIT`.
+        batch_window_ms: 120_000,
+        batch_max: 3,
+        ..config(&hub, &yt)
+    };
+    let worker = Worker::start(cfg, 0, storage, amqp().await).await;
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
+    let topic = topic(&channel);
+    let entity = Uuid::new_v4();
+    worker.runner.start(task(entity, &channel)).await.unwrap();
+    eventually("subscription verified", WAIT, || {
+        worker.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    let calls_before = yt.list_requests().len();
+    let now = Utc::now();
+
+    let first = video_id();
+    yt.put_video(Video::upload(&first, &channel, "idle", now), false);
+    hub.publish_now(&topic, &push_xml(&first, &channel, "idle", updated(1)))
+        .await;
+    observer.wait_for(entity, 1, WAIT).await;
+    let calls = yt.list_requests();
+    assert_eq!(calls.len(), calls_before + 1);
+    assert_eq!(calls[calls_before].ids, vec![first.clone()]);
+
+    // Right behind it: not idle any more, so the next three share one call.
+    let burst: Vec<String> = (0..3).map(|_| video_id()).collect();
+    for (n, id) in burst.iter().enumerate() {
+        yt.put_video(Video::upload(id, &channel, "burst", now), false);
+        hub.publish_now(
+            &topic,
+            &push_xml(id, &channel, "burst", updated(2 + n as u32)),
+        )
+        .await;
+    }
+    observer.wait_for(entity, 4, WAIT).await;
+    let calls = yt.list_requests();
+    assert_eq!(calls.len(), calls_before + 2, "{calls:#?}");
+    let mut batched = calls[calls_before + 1].ids.clone();
+    batched.sort();
+    let mut expected = burst.clone();
+    expected.sort();
+    assert_eq!(batched, expected);
+    worker.shutdown().await;
+}
