@@ -88,7 +88,10 @@ mod sqlite_specific {
 
     use chrono::Utc;
     use futures::StreamExt;
-    use stargazer_core::model::{Entity, Subscription, Task, TaskParams, User, UserSettings};
+    use stargazer_core::model::{
+        Entity, Subscription, Task, TaskChange, TaskParams, User, UserSettings,
+    };
+    use stargazer_core::storage::sqlite::FOREIGN_POLL;
     use stargazer_core::storage::{Storage, StorageError};
     use uuid::Uuid;
 
@@ -368,6 +371,81 @@ mod sqlite_specific {
             assert!(loser.contains(&winner.to_string()), "{loser}");
         }
         drop((first, second));
+        remove_db(&path);
+    }
+
+    /// The next `count` task changes of `stream`, each within a few polls of other
+    /// processes' commits.
+    async fn next_changes(
+        stream: &mut futures::stream::BoxStream<
+            'static,
+            stargazer_core::storage::Result<TaskChange>,
+        >,
+        count: usize,
+    ) -> Vec<TaskChange> {
+        let mut changes = Vec::new();
+        while changes.len() < count {
+            let change = tokio::time::timeout(FOREIGN_POLL * 10, stream.next())
+                .await
+                .expect("a task change within ten polls")
+                .expect("the stream is open")
+                .expect("no lag");
+            changes.push(change);
+        }
+        changes
+    }
+
+    /// A watcher sees the tasks another connection (the admin CLI, a second api: another
+    /// process) inserts and deletes, within a few polls; its own writes once, at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn task_changes_by_another_connection_are_seen() {
+        let path = db_path();
+        let watched = SqliteStorage::open(&path).await.unwrap();
+        let other = SqliteStorage::open(&path).await.unwrap();
+        // Already there when the watch starts: not a change.
+        other.insert_entity(&entity_with_tasks(1)).await.unwrap();
+        let mut stream = watched.watch_tasks().await.unwrap();
+
+        let added = entity_with_tasks(2);
+        other.insert_entity(&added).await.unwrap();
+        let mut upserted: Vec<Task> = next_changes(&mut stream, 2)
+            .await
+            .into_iter()
+            .map(|change| match change {
+                TaskChange::Upserted(task) => task,
+                other => panic!("expected an upsert, got {other:?}"),
+            })
+            .collect();
+        upserted.sort_by_key(|task| task.id);
+        let mut expected = added.tasks.clone();
+        expected.sort_by_key(|task| task.id);
+        assert_eq!(upserted, expected);
+
+        let own = entity_with_tasks(1);
+        watched.insert_entity(&own).await.unwrap();
+        assert_eq!(
+            next_changes(&mut stream, 1).await,
+            vec![TaskChange::Upserted(own.tasks[0].clone())]
+        );
+
+        other.delete_entity(added.id).await.unwrap();
+        let deleted: HashSet<Uuid> = next_changes(&mut stream, 2)
+            .await
+            .into_iter()
+            .map(|change| match change {
+                TaskChange::Deleted(id) => id,
+                other => panic!("expected a deletion, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(deleted, added.tasks.iter().map(|task| task.id).collect());
+        // Nothing else: the own write is not announced a second time.
+        assert!(
+            tokio::time::timeout(FOREIGN_POLL * 3, stream.next())
+                .await
+                .is_err(),
+            "no further changes"
+        );
+        drop((watched, other));
         remove_db(&path);
     }
 

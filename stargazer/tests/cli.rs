@@ -280,14 +280,15 @@ fn unreachable_backends_are_logged_without_their_password() {
     }
 }
 
+/// Starts `stargazer standalone` in `dir` (its SQLite file there) on free ports, with
+/// `envs` on top; the child and the api's `host:port` from the start-up summary.
 #[cfg(unix)]
-#[test]
-fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
-    let dir = temp_dir("standalone");
+fn start_standalone(dir: &std::path::Path, envs: &[(&str, &str)]) -> (std::process::Child, String) {
     let mut child = stargazer()
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("STARGAZER_API__LISTEN", "127.0.0.1:0")
         .env("STARGAZER_COORDINATOR__LISTEN", "127.0.0.1:0")
+        .envs(envs.iter().copied())
         .arg("standalone")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -312,14 +313,12 @@ fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
         }
     }
     let api_url = api_url.expect("standalone printed its summary with the api address");
-    let addr = api_url.trim_start_matches("http://");
-    let response = http_get(addr, "/healthz");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(
-        dir.join("stargazer.db").exists(),
-        "SQLite file created in the working directory"
-    );
+    (child, api_url.trim_start_matches("http://").to_owned())
+}
 
+/// Sends SIGINT and waits (30 s at most) for a successful exit.
+#[cfg(unix)]
+fn interrupt_and_wait(mut child: std::process::Child) {
     let status = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -338,6 +337,82 @@ fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
+    let dir = temp_dir("standalone");
+    let (child, addr) = start_standalone(&dir, &[]);
+    let response = http_get(&addr, "/healthz");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        dir.join("stargazer.db").exists(),
+        "SQLite file created in the working directory"
+    );
+    interrupt_and_wait(child);
+}
+
+/// The value of the sample `name` in a Prometheus text body, if present.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// `stargazer admin entity add`, a second process on the SQLite file of a running
+/// standalone, is seen by its coordinator, which hands the new channel to the YouTube
+/// worker without a restart.
+#[cfg(unix)]
+#[test]
+fn an_entity_added_with_the_admin_cli_is_tracked_by_a_running_standalone() {
+    let dir = temp_dir("admin-entity");
+    // A worker that can start: the hub and Data API are unreachable ports, which only
+    // makes its subscription attempts fail; being handed the task is what counts here.
+    let (child, addr) = start_standalone(
+        &dir,
+        &[
+            ("STARGAZER_YOUTUBE_API_KEY", "test-key"),
+            ("STARGAZER_YOUTUBE__HUB_URL", "http://127.0.0.1:9/subscribe"),
+            ("STARGAZER_YOUTUBE__DATA_API_BASE", "http://127.0.0.1:9"),
+            ("STARGAZER_YOUTUBE__FEED_BASE", "http://127.0.0.1:9"),
+            ("STARGAZER_YOUTUBE__LISTEN", "127.0.0.1:0"),
+            ("STARGAZER_YOUTUBE__PUBLIC_URL", "http://127.0.0.1:9"),
+        ],
+    );
+    let tasks = "stargazer_coordinator_tasks{kind=\"youtube\"}";
+    let unassigned = "stargazer_coordinator_unassigned_tasks{kind=\"youtube\"}";
+    let metrics = http_get(&addr, "/metrics");
+    assert_eq!(sample(&metrics, tasks).unwrap_or(0.0), 0.0, "{metrics}");
+
+    let output = stargazer()
+        .current_dir(&dir)
+        .args([
+            "admin",
+            "entity",
+            "add",
+            "--name",
+            "en=Pekora",
+            "--youtube",
+            "UC1DCedRgGHBdm81E1llLhOQ",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http_get(&addr, "/metrics");
+        if sample(&metrics, tasks) == Some(1.0) && sample(&metrics, unassigned) == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running standalone did not take up the new channel: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    interrupt_and_wait(child);
 }
 
 fn http_get(addr: &str, path: &str) -> String {

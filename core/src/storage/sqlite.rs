@@ -13,7 +13,11 @@
 //!
 //! Every rusqlite call runs on the blocking pool under a std [`Mutex`]: sections are short
 //! and never await, and one connection keeps SQLite's single-writer rule trivially true.
-//! Task changes are announced in-process on a broadcast channel after each commit.
+//! Task changes are announced in-process on a broadcast channel after each commit. Writes
+//! by other processes on the same file (the admin CLI, a second api) are noticed through
+//! `PRAGMA data_version`, which changes when another connection commits: once someone
+//! watches, it is read every [`FOREIGN_POLL`], and on a change the task set is listed and
+//! its difference from the last known one announced.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -49,6 +53,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Task changes buffered per watcher before it is told it lagged.
 const CHANGE_BUFFER: usize = 4096;
+
+/// How often a watched file database is checked for commits by other processes.
+pub const FOREIGN_POLL: Duration = Duration::from_secs(1);
 
 /// Version 1 of the schema (later versions migrate from it). Every statement is
 /// idempotent.
@@ -138,9 +145,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 
 /// SQLite-backed storage. Cloning is cheap and shares the connection.
 ///
-/// Differences from MongoDB worth knowing: [`Storage::watch_tasks`] sees only changes made
-/// through this process's handles, and a task's `entity` is always stored as the id of the
-/// entity whose list carries it.
+/// Differences from MongoDB worth knowing: [`Storage::watch_tasks`] sees changes made
+/// through this process's handles at once and other processes' within about
+/// [`FOREIGN_POLL`] (as upserts and deletions of whole tasks, not the individual writes),
+/// and a task's `entity` is always stored as the id of the entity whose list carries it.
 #[derive(Clone)]
 pub struct SqliteStorage {
     inner: Arc<Inner>,
@@ -150,6 +158,10 @@ struct Inner {
     conn: Mutex<Connection>,
     changes: broadcast::Sender<TaskChange>,
     malformed: MalformedRecords,
+    /// Whether this is a file other processes may write to.
+    shared_file: bool,
+    /// The task set as last announced, once other processes' writes are watched for.
+    known_tasks: Mutex<Option<HashMap<Uuid, Task>>>,
 }
 
 impl SqliteStorage {
@@ -173,16 +185,16 @@ impl SqliteStorage {
             Ok(conn)
         })
         .await?;
-        Self::from_connection(conn).await
+        Self::from_connection(conn, true).await
     }
 
     /// Opens a private in-memory database, gone when the last clone is dropped.
     pub async fn open_in_memory() -> Result<Self> {
         let conn = blocking(|| Connection::open_in_memory().db()).await?;
-        Self::from_connection(conn).await
+        Self::from_connection(conn, false).await
     }
 
-    async fn from_connection(conn: Connection) -> Result<Self> {
+    async fn from_connection(conn: Connection, shared_file: bool) -> Result<Self> {
         let conn = blocking(move || {
             let mut conn = conn;
             migrate(&mut conn)?;
@@ -195,6 +207,8 @@ impl SqliteStorage {
                 conn: Mutex::new(conn),
                 changes,
                 malformed: MalformedRecords::new(),
+                shared_file,
+                known_tasks: Mutex::new(None),
             }),
         })
     }
@@ -222,10 +236,139 @@ impl SqliteStorage {
 
     /// Announces committed task changes; having no watcher is fine.
     fn announce(&self, changes: Vec<TaskChange>) {
+        let mut known = self
+            .inner
+            .known_tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for change in changes {
+            if let Some(known) = known.as_mut() {
+                match &change {
+                    TaskChange::Upserted(task) => {
+                        known.insert(task.id, task.clone());
+                    }
+                    TaskChange::Deleted(id) => {
+                        known.remove(id);
+                    }
+                }
+            }
             let _ = self.inner.changes.send(change);
         }
     }
+
+    /// Starts watching for other processes' commits (once per database handle): records
+    /// the task set and the data version now, then polls the version every
+    /// [`FOREIGN_POLL`] for as long as the storage is open.
+    async fn watch_other_processes(&self) -> Result<()> {
+        if !self.inner.shared_file
+            || self
+                .inner
+                .known_tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+        {
+            return Ok(());
+        }
+        let malformed = self.malformed();
+        let (version, tasks) = self
+            .call(move |conn| Ok((data_version(conn)?, all_tasks(conn, &malformed)?)))
+            .await?;
+        {
+            let mut known = self
+                .inner
+                .known_tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if known.is_some() {
+                // Another watcher started it meanwhile.
+                return Ok(());
+            }
+            *known = Some(tasks.into_iter().map(|task| (task.id, task)).collect());
+        }
+        let storage = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut version = version;
+            loop {
+                tokio::time::sleep(FOREIGN_POLL).await;
+                // Ends once every handle of the storage is dropped.
+                let Some(inner) = storage.upgrade() else {
+                    return;
+                };
+                let storage = SqliteStorage { inner };
+                match storage.foreign_changes(version).await {
+                    Ok((seen, changes)) => {
+                        version = seen;
+                        if !changes.is_empty() {
+                            tracing::debug!(
+                                changes = changes.len(),
+                                "task changes by another process"
+                            );
+                            storage.announce(changes);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(cause = %err, "could not check for other processes' task changes")
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The data version now and, when it moved past `version`, the task changes since the
+    /// last known task set.
+    async fn foreign_changes(&self, version: i64) -> Result<(i64, Vec<TaskChange>)> {
+        let malformed = self.malformed();
+        let (seen, tasks) = self
+            .call(move |conn| {
+                let seen = data_version(conn)?;
+                if seen == version {
+                    return Ok((seen, None));
+                }
+                Ok((seen, Some(all_tasks(conn, &malformed)?)))
+            })
+            .await?;
+        let Some(tasks) = tasks else {
+            return Ok((seen, Vec::new()));
+        };
+        let known = self
+            .inner
+            .known_tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(known) = known.as_ref() else {
+            return Ok((seen, Vec::new()));
+        };
+        let now: HashMap<Uuid, Task> = tasks.into_iter().map(|task| (task.id, task)).collect();
+        let mut changes: Vec<TaskChange> = known
+            .keys()
+            .filter(|id| !now.contains_key(id))
+            .map(|id| TaskChange::Deleted(*id))
+            .collect();
+        changes.extend(
+            now.into_values()
+                .filter(|task| known.get(&task.id) != Some(task))
+                .map(TaskChange::Upserted),
+        );
+        Ok((seen, changes))
+    }
+}
+
+/// `PRAGMA data_version`: changes whenever another connection commits.
+fn data_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+        .db()
+}
+
+/// Every task that decodes, in id order.
+fn all_tasks(conn: &Connection, malformed: &MalformedRecords) -> Result<Vec<Task>> {
+    let decode = |row: &Row<'_>| lenient(row, &[0], task_from_row);
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"))
+        .db()?;
+    let rows = stmt.query_map([], decode).db()?;
+    keep_decoded(rows, malformed, "tasks")
 }
 
 /// Opens the file at `path` (in memory when `None`) as a shared [`super::Storage`].
@@ -933,13 +1076,7 @@ impl Storage for SqliteStorage {
                     let rows = stmt.query_map([kind.as_str()], decode).db()?;
                     keep_decoded(rows, &malformed, "tasks")
                 }
-                None => {
-                    let mut stmt = conn
-                        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"))
-                        .db()?;
-                    let rows = stmt.query_map([], decode).db()?;
-                    keep_decoded(rows, &malformed, "tasks")
-                }
+                None => all_tasks(conn, &malformed),
             }
         })
         .await
@@ -960,7 +1097,9 @@ impl Storage for SqliteStorage {
     }
 
     async fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>> {
-        let stream = BroadcastStream::new(self.inner.changes.subscribe()).map(|item| {
+        let receiver = self.inner.changes.subscribe();
+        self.watch_other_processes().await?;
+        let stream = BroadcastStream::new(receiver).map(|item| {
             item.map_err(|BroadcastStreamRecvError::Lagged(missed)| {
                 StorageError::Backend(format!(
                     "lagged: {missed} task changes were missed; resynchronise with list_tasks"
