@@ -331,9 +331,11 @@ async fn group_members_who_are_not_admins_are_refused() {
     tg.send_text(chat, chat, "/subscribe nobody-at-all");
     tg.wait_for(chat, T, |s| s.text.contains("No streamer matches"))
         .await;
-    tg.send_text(chat, chat, "/lang english");
-    tg.wait_for(chat, T, |s| s.text.contains("is not a language code"))
-        .await;
+    tg.send_text(chat, chat, "/lang xx");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("I do not speak “xx”") && s.text.contains("ja (日本語)")
+    })
+    .await;
     tg.send_text(chat, chat, "hello");
     tg.wait_for(chat, T, |s| s.text.contains("I answer commands only"))
         .await;

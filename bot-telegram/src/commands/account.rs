@@ -10,7 +10,7 @@ use teloxide::types::{
 use super::admin::{is_admin, REFUSAL};
 use super::{api_trouble, chat_name, reply, Callback, Ctx, HandlerResult};
 use crate::api::{ApiError, User};
-use crate::delivery::compose::escape;
+use crate::delivery::compose::{escape, spoken_language, spoken_languages};
 use crate::telegram::{classify, Failure};
 
 /// The chat's user, registering it first if needed (any command implies consent to
@@ -28,26 +28,14 @@ pub(crate) async fn ensure_user(
         .await
 }
 
-/// A new private chat starts in its user's Telegram language (when it looks like a
-/// language code); groups start in English.
+/// A new private chat starts in its user's Telegram language when the bot speaks it;
+/// groups and everyone else start in English.
 fn initial_language(chat: &Chat, from: Option<&TgUser>) -> String {
     from.filter(|_| chat.is_private())
         .and_then(|u| u.language_code.as_deref())
-        .and_then(|code| code.split('-').next())
-        .filter(|code| is_language_code(code))
+        .and_then(spoken_language)
         .unwrap_or("en")
-        .to_ascii_lowercase()
-}
-
-/// Whether `code` looks like an ISO-639 code (two or three letters), optionally with a
-/// region (`pt-BR`).
-pub(crate) fn is_language_code(code: &str) -> bool {
-    let mut parts = code.splitn(2, ['-', '_']);
-    let lang = parts.next().unwrap_or("");
-    let region_ok = parts
-        .next()
-        .is_none_or(|r| (2..=3).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric()));
-    (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_alphabetic()) && region_ok
+        .to_owned()
 }
 
 /// `/start`: registers the chat (idempotent), and resumes deliveries a block paused.
@@ -273,17 +261,21 @@ pub(crate) async fn lang(bot: &Bot, msg: &Message, ctx: &Ctx, code: &str) -> Han
     };
     if code.is_empty() {
         let text = format!(
-            "Notifications here are in `{}`. To change: /lang <code>, e.g. /lang en, /lang ja, /lang zh.",
-            user.language
+            "Notifications here are in `{}`. I speak {}: /lang en, /lang ja or /lang zh.",
+            user.language,
+            spoken_languages()
         );
         return reply(bot, msg, &text).await;
     }
-    if !is_language_code(code) {
-        let text = format!("“{code}” is not a language code. Use two letters, e.g. /lang en, /lang ja or /lang zh.");
+    let Some(code) = spoken_language(code) else {
+        let shown: String = code.chars().take(32).collect();
+        let text = format!(
+            "I do not speak “{shown}”. I speak {}: /lang en, /lang ja or /lang zh.",
+            spoken_languages()
+        );
         return reply(bot, msg, &text).await;
-    }
-    let code = code.to_ascii_lowercase();
-    match ctx.api.set_language(user.id, &code).await {
+    };
+    match ctx.api.set_language(user.id, code).await {
         Ok(()) => {
             reply(
                 bot,
@@ -359,12 +351,13 @@ mod tests {
     }
 
     #[test]
-    fn language_codes() {
-        for ok in ["en", "ja", "zh", "pt-BR", "fil", "zh_TW"] {
-            assert!(is_language_code(ok), "{ok}");
+    fn only_spoken_languages_are_accepted() {
+        for (code, spoken) in [("en", "en"), ("JA", "ja"), ("ja-JP", "ja"), ("zh_TW", "zh")] {
+            assert_eq!(spoken_language(code), Some(spoken), "{code}");
         }
-        for bad in ["", "e", "english", "e1", "en-", "../", "ja-JP-x"] {
-            assert!(!is_language_code(bad), "{bad}");
+        for unspoken in ["", "xx", "pt-BR", "english", "e", "../", "jaa"] {
+            assert_eq!(spoken_language(unspoken), None, "{unspoken}");
         }
+        assert_eq!(spoken_languages(), "en (English), ja (日本語), zh (中文)");
     }
 }

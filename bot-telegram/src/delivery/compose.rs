@@ -45,6 +45,7 @@ struct Words {
     open_x: &'static str,
     open: &'static str,
     starts: &'static str,
+    started: &'static str,
     original: &'static str,
 }
 
@@ -60,6 +61,7 @@ const EN: Words = Words {
     open_x: "Open on X",
     open: "Open",
     starts: "Starts",
+    started: "Started",
     original: "Original",
 };
 
@@ -75,6 +77,7 @@ const JA: Words = Words {
     open_x: "X で開く",
     open: "開く",
     starts: "開始",
+    started: "配信開始",
     original: "原文",
 };
 
@@ -90,8 +93,31 @@ const ZH: Words = Words {
     open_x: "在 X 打开",
     open: "打开",
     starts: "开始",
+    started: "开播时间",
     original: "原文",
 };
+
+/// The languages the bot speaks (its own texts and notifications), with their names.
+pub(crate) const LANGUAGES: [(&str, &str); 3] =
+    [("en", "English"), ("ja", "日本語"), ("zh", "中文")];
+
+/// The language the bot speaks for `code` (`ja`, `ja-JP`, `ZH_tw` …), if any.
+pub(crate) fn spoken_language(code: &str) -> Option<&'static str> {
+    let primary = code.split(['-', '_']).next().unwrap_or(code);
+    LANGUAGES
+        .iter()
+        .map(|(code, _)| *code)
+        .find(|spoken| primary.eq_ignore_ascii_case(spoken))
+}
+
+/// The spoken languages as `en (English), ja (日本語), zh (中文)`.
+pub(crate) fn spoken_languages() -> String {
+    LANGUAGES
+        .iter()
+        .map(|(code, name)| format!("{code} ({name})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn words(language: &str) -> &'static Words {
     match language.split(['-', '_']).next().unwrap_or(language) {
@@ -195,26 +221,50 @@ pub(crate) fn format_time(time: DateTime<Utc>, timezone: Option<&str>) -> String
     }
 }
 
-/// The time the message shows: a stream's scheduled start for scheduled streams and
-/// reminders (`scheduled_start`/`scheduled_start_time`), otherwise the event time.
-fn shown_time(event: &Event) -> (DateTime<Utc>, bool) {
-    if matches!(
-        event.kind.as_str(),
-        kind::YOUTUBE_SCHEDULED | kind::YOUTUBE_REMINDER
-    ) {
-        let start = str_field(
-            &event.fields,
-            &[
-                "scheduled_start",
-                "scheduled_start_time",
-                "scheduledStartTime",
-            ],
-        )
+/// Which time a message shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// A stream's scheduled start.
+    Starts,
+    /// When a live stream actually started.
+    Started,
+    /// When the event happened.
+    At,
+}
+
+/// A time field of `fields` (RFC 3339), the first of `names` present and valid.
+fn time_field(fields: &Map<String, Value>, names: &[&str]) -> Option<DateTime<Utc>> {
+    str_field(fields, names)
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc));
-        return (start.unwrap_or(event.time), true);
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The time the message shows: a stream's scheduled start for scheduled streams and
+/// reminders (`scheduled_start`/`scheduled_start_time`); the actual start for a live
+/// stream (`actual_start_time` from live-check, `actual_start` from the worker; a stream
+/// released by its schedule carries the scheduled time as its event time); otherwise the
+/// event time.
+fn shown_time(event: &Event) -> (DateTime<Utc>, Shown) {
+    match event.kind.as_str() {
+        kind::YOUTUBE_SCHEDULED | kind::YOUTUBE_REMINDER => {
+            let start = time_field(
+                &event.fields,
+                &[
+                    "scheduled_start",
+                    "scheduled_start_time",
+                    "scheduledStartTime",
+                ],
+            );
+            (start.unwrap_or(event.time), Shown::Starts)
+        }
+        kind::YOUTUBE_LIVE => {
+            match time_field(&event.fields, &["actual_start_time", "actual_start"]) {
+                Some(started) => (started, Shown::Started),
+                None => (event.time, Shown::At),
+            }
+        }
+        _ => (event.time, Shown::At),
     }
-    (event.time, false)
 }
 
 /// Composes the message for a chat reading `language` in `timezone`.
@@ -240,11 +290,11 @@ pub(crate) fn compose(
     let title = translation(fields, language, "title").or(title_original);
     let text_original = str_field(fields, &["text", "description"]);
     let text_translated = translation(fields, language, "text");
-    let (time, is_start) = shown_time(event);
-    let time_line = if is_start {
-        format!("🕒 {}: {}", w.starts, format_time(time, timezone))
-    } else {
-        format!("🕒 {}", format_time(time, timezone))
+    let (time, shown) = shown_time(event);
+    let time_line = match shown {
+        Shown::Starts => format!("🕒 {}: {}", w.starts, format_time(time, timezone)),
+        Shown::Started => format!("🕒 {}: {}", w.started, format_time(time, timezone)),
+        Shown::At => format!("🕒 {}", format_time(time, timezone)),
     };
 
     let render = |limit: usize| -> String {
@@ -367,6 +417,42 @@ mod tests {
         // An unknown language falls back to the default name and English words.
         let fr = compose(&e, &entity(), "fr", Some("Not/AZone"));
         assert!(fr.html.contains("湊あくあ is live") && fr.html.ends_with("UTC"));
+    }
+
+    #[test]
+    fn a_live_stream_shows_when_it_actually_started() {
+        // Released by live-check at the scheduled time (the event time), started later.
+        let e = event(
+            "youtube.live",
+            json!({"title": "Late start", "actual_start_time": "2026-03-01T12:41:07+00:00"}),
+        );
+        let en = compose(&e, &entity(), "en", None);
+        assert!(
+            en.html.ends_with("🕒 Started: 2026-03-01 12:41 UTC"),
+            "{}",
+            en.html
+        );
+        let ja = compose(&e, &entity(), "ja", Some("Asia/Tokyo"));
+        assert!(
+            ja.html.ends_with("配信開始: 2026-03-01 21:41 JST"),
+            "{}",
+            ja.html
+        );
+        // Announced by the worker when it found the stream already live.
+        let e = event(
+            "youtube.live",
+            json!({"title": "Early", "actual_start": "2026-03-01T12:20:00Z"}),
+        );
+        let en = compose(&e, &entity(), "en", None);
+        assert!(
+            en.html.ends_with("🕒 Started: 2026-03-01 12:20 UTC"),
+            "{}",
+            en.html
+        );
+        // A broken value falls back to the event time.
+        let e = event("youtube.live", json!({"actual_start_time": "soon"}));
+        let en = compose(&e, &entity(), "en", None);
+        assert!(en.html.ends_with("🕒 2026-03-01 12:30 UTC"), "{}", en.html);
     }
 
     #[test]
