@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::storage::Storage;
 use tokio::sync::mpsc;
@@ -48,8 +48,12 @@ pub(crate) enum Origin {
     Push,
     /// A periodic feed poll (the fallback): batched, never urgent.
     Poll,
-    /// The channel's first feed poll: what it finds is history, not news.
-    FirstSync,
+    /// The channel's first feed poll: uploads published before `history_before` (when
+    /// the channel began to be tracked) are history, not news.
+    FirstSync {
+        /// When the channel began to be tracked.
+        history_before: DateTime<Utc>,
+    },
 }
 
 /// One video to classify.
@@ -59,7 +63,8 @@ pub(crate) struct ClassifyRequest {
     pub(crate) video_id: String,
     pub(crate) updated: Option<String>,
     pub(crate) title_hint: Option<String>,
-    pub(crate) initial: bool,
+    /// Set by the first sync: uploads published before it are history.
+    pub(crate) history_before: Option<DateTime<Utc>>,
     /// From a hub push (may be classified at once when idle).
     pub(crate) pushed: bool,
 }
@@ -86,10 +91,14 @@ impl Pending {
             .find(|r| r.task.task_id == request.task.task_id)
         {
             Some(existing) => {
-                let initial = existing.initial && request.initial;
+                // History only when every request says so (a push is news).
+                let history_before = existing
+                    .history_before
+                    .zip(request.history_before)
+                    .map(|(a, b)| a.max(b));
                 let pushed = existing.pushed || request.pushed;
                 *existing = request;
-                existing.initial = initial;
+                existing.history_before = history_before;
                 existing.pushed = pushed;
             }
             None => list.push(request),
@@ -299,7 +308,7 @@ impl Batcher {
             video_id: &request.video_id,
             updated: request.updated.as_deref(),
             title_hint: request.title_hint.as_deref(),
-            initial: request.initial,
+            history_before: request.history_before,
             max_video_age: chrono::Duration::hours(self.config.max_video_age_hours as i64),
             reminder_lead: chrono::Duration::seconds(self.config.reminder_lead_seconds as i64),
             stale_upcoming: chrono::Duration::hours(self.config.stale_upcoming_hours as i64),
@@ -334,7 +343,7 @@ mod tests {
             video_id: video.into(),
             updated: Some(updated.into()),
             title_hint: None,
-            initial: false,
+            history_before: None,
             pushed: false,
         }
     }

@@ -178,6 +178,11 @@ async fn notify(
 
 async fn process(shared: std::sync::Arc<Shared>, entry: SubEntry, feed: Feed) {
     let now = Utc::now();
+    if let Err(err) =
+        crate::store::record_contact(shared.storage.as_ref(), entry.task.task_id, now).await
+    {
+        tracing::warn!(task_id = %entry.task.task_id, cause = %err, "could not record the push as the last contact");
+    }
     for item in feed.entries {
         if item.channel_id != entry.task.channel_id {
             shared.metrics.notification("foreign_entry");

@@ -2,8 +2,8 @@
 //! recorded about it before. Pure functions: no I/O, so every transition is unit-tested.
 //!
 //! Transitions (S = scheduled start, "pending" = S still in the future):
-//! - upload, fresh (published within `max_video_age_hours`, not the channel's first sync) →
-//!   `youtube.video`;
+//! - upload, fresh (published within `max_video_age_hours`, and — in the channel's first
+//!   sync — after the channel began to be tracked) → `youtube.video`;
 //! - upcoming with a new S → `youtube.scheduled` (ready), `youtube.reminder` on `delay`
 //!   firing at S − lead (`reminder:<id>`), `youtube.live` on `live_check.delay` firing at S
 //!   (`live:<id>`); the same delay ids make a reschedule replace the pending messages; when
@@ -135,8 +135,9 @@ pub struct Context<'a> {
     pub updated: Option<&'a str>,
     /// Fallback title (from the Atom entry) when the API returned none.
     pub title_hint: Option<&'a str>,
-    /// First sync of the channel: uploads are history, not news.
-    pub initial: bool,
+    /// For the channel's first sync: when it began to be tracked. Uploads published in an
+    /// earlier second (or with no publication time) are history, not news; `None` otherwise.
+    pub history_before: Option<DateTime<Utc>>,
     /// Uploads older than this are not announced.
     pub max_video_age: chrono::Duration,
     /// Reminder lead before the scheduled start.
@@ -373,7 +374,12 @@ pub fn decide(
                 .and_then(|v| v.snippet.as_ref())
                 .and_then(|s| s.published_at);
             let fresh = published.is_some_and(|at| ctx.now - at <= ctx.max_video_age);
-            if prev_state != Some(VideoState::Upload) && !ctx.initial && fresh {
+            // Whole seconds: the Data API gives `publishedAt` to the second, so an upload in
+            // the very second tracking began counts as news.
+            let history = ctx.history_before.is_some_and(|before| {
+                published.is_none_or(|at| at.timestamp() < before.timestamp())
+            });
+            if prev_state != Some(VideoState::Upload) && !history && fresh {
                 let id = Event::make_id(kind::YOUTUBE_VIDEO, ctx.video_id, None);
                 groups.push(Group {
                     claim: id.to_string(),
@@ -503,7 +509,7 @@ mod tests {
             video_id: "V1",
             updated: Some("u1"),
             title_hint: None,
-            initial: false,
+            history_before: None,
             max_video_age: Duration::hours(48),
             reminder_lead: Duration::minutes(30),
             stale_upcoming: Duration::hours(24),
@@ -553,12 +559,20 @@ mod tests {
     fn old_or_initial_uploads_are_history() {
         let mut v = video("none", None, false);
         let initial = Context {
-            initial: true,
+            history_before: Some(now() - Duration::minutes(30)),
             ..ctx()
         };
+        // Published an hour ago, before the channel was tracked.
         assert!(decide(None, &Class::Upload, Some(&v), &initial)
             .groups
             .is_empty());
+        // Published after tracking began (a first poll that failed until now): news.
+        let mut recent = v.clone();
+        recent.snippet.as_mut().unwrap().published_at = Some(now() - Duration::minutes(10));
+        assert_eq!(
+            keys(&decide(None, &Class::Upload, Some(&recent), &initial)),
+            vec![("youtube.video".into(), "youtube".into())]
+        );
         v.snippet.as_mut().unwrap().published_at = Some(now() - Duration::days(3));
         assert!(decide(None, &Class::Upload, Some(&v), &ctx())
             .groups

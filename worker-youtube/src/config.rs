@@ -61,6 +61,12 @@ pub struct YoutubeConfig {
     /// `poll_interval_seconds` / `STARGAZER_YOUTUBE__POLL_INTERVAL_SECONDS`: fallback feed poll
     /// interval per channel, seconds; 0 disables polling. Default 900.
     pub poll_interval_seconds: u64,
+    /// `catch_up_after_seconds` / `STARGAZER_YOUTUBE__CATCH_UP_AFTER_SECONDS`: a channel not
+    /// heard from (no accepted push, no successful feed poll) for longer than this when its
+    /// task starts is polled at once, even with polling off: a hub redelivers an
+    /// unacknowledged push only for a while, so a longer outage may have lost some.
+    /// Default 600.
+    pub catch_up_after_seconds: u64,
     /// `poll_concurrency` / `STARGAZER_YOUTUBE__POLL_CONCURRENCY`: feed requests in flight at
     /// once. Default 8.
     pub poll_concurrency: usize,
@@ -126,6 +132,7 @@ impl Default for YoutubeConfig {
             hub_retry_max_seconds: 600,
             unsubscribe_attempts: 5,
             poll_interval_seconds: 900,
+            catch_up_after_seconds: 600,
             poll_concurrency: 8,
             batch_window_ms: 2000,
             batch_idle_instant: true,
@@ -213,6 +220,10 @@ impl YoutubeConfig {
 
     pub(crate) fn http_timeout(&self) -> Duration {
         Duration::from_secs(self.http_timeout_seconds.max(1))
+    }
+
+    pub(crate) fn catch_up_after(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.catch_up_after_seconds.min(i64::MAX as u64) as i64)
     }
 
     pub(crate) fn seen_window(&self) -> chrono::Duration {

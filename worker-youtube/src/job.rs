@@ -28,6 +28,16 @@ use crate::hub::{HubRequest, Mode};
 use crate::runner::{Phase, Shared, SubEntry, Verified};
 use crate::store::{self, Lease, SYNCED_NAMESPACE};
 
+/// What a job reads from storage before it starts polling.
+struct StartState {
+    /// Whether the channel had its first sync.
+    synced: bool,
+    /// When the channel began to be tracked.
+    tracked_since: DateTime<Utc>,
+    /// The last accepted push or successful poll.
+    last_contact: Option<DateTime<Utc>>,
+}
+
 /// What the subscription waits for next.
 #[derive(Debug, Clone, Copy)]
 enum Status {
@@ -99,11 +109,20 @@ impl Job {
         };
 
         let interval = Duration::from_secs(config.poll_interval_seconds);
-        let mut initial = match self.synced().await {
-            Some(synced) => !synced,
-            None => return,
+        let Some(state) = self.start_state().await else {
+            return;
         };
-        let mut next_poll = if initial {
+        let mut initial = !state.synced;
+        let tracked_since = state.tracked_since;
+        // Out of touch for longer than a hub redelivers: pushes may have been lost.
+        let catch_up = !initial
+            && state
+                .last_contact
+                .is_none_or(|at| Utc::now() - at > config.catch_up_after());
+        if catch_up {
+            tracing::info!(last_contact = ?state.last_contact, "not heard from recently; polling the feed now");
+        }
+        let mut next_poll = if initial || catch_up {
             Some(Instant::now())
         } else if interval.is_zero() {
             None
@@ -160,7 +179,7 @@ impl Job {
                     }
                 }
                 _ = tokio::time::sleep_until(next_poll.unwrap_or_else(Instant::now)), if next_poll.is_some() => {
-                    let ok = self.poll(initial).await;
+                    let ok = self.poll(initial.then_some(tracked_since)).await;
                     if ok && initial {
                         initial = false;
                     }
@@ -406,20 +425,16 @@ impl Job {
         }
     }
 
-    /// Whether the channel had its first sync; `None` when interrupted.
-    async fn synced(&self) -> Option<bool> {
+    /// The sync marker, tracking start and last contact (recording the tracking start at
+    /// the first start), retried while storage fails; `None` when interrupted.
+    async fn start_state(&self) -> Option<StartState> {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            match self
-                .shared
-                .storage
-                .kv_get(SYNCED_NAMESPACE, &self.task.task_id.to_string())
-                .await
-            {
-                Ok(value) => return Some(value.is_some()),
+            match self.read_start_state().await {
+                Ok(state) => return Some(state),
                 Err(err) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(cause = %err, retry_in = ?delay, "could not read the sync marker");
+                    tracing::warn!(cause = %err, retry_in = ?delay, "could not read the channel's sync state");
                     if !self.pause(delay).await {
                         return None;
                     }
@@ -428,8 +443,23 @@ impl Job {
         }
     }
 
+    async fn read_start_state(&self) -> Result<StartState, stargazer_core::storage::StorageError> {
+        let storage = self.shared.storage.as_ref();
+        let task = self.task.task_id;
+        let synced = storage
+            .kv_get(SYNCED_NAMESPACE, &task.to_string())
+            .await?
+            .is_some();
+        Ok(StartState {
+            synced,
+            tracked_since: store::tracked_since(storage, task, Utc::now()).await?,
+            last_contact: store::last_contact(storage, task).await?,
+        })
+    }
+
     /// Fetches the channel feed and queues its entries; `true` on success.
-    async fn poll(&self, initial: bool) -> bool {
+    /// `history_before` is set for the first sync: when the channel began to be tracked.
+    async fn poll(&self, history_before: Option<DateTime<Utc>>) -> bool {
         let config = &self.shared.config;
         let url = config.feed_url(&self.task.channel_id);
         let fetch = async {
@@ -472,10 +502,9 @@ impl Job {
             if entry.channel_id != self.task.channel_id {
                 continue;
             }
-            let origin = if initial {
-                Origin::FirstSync
-            } else {
-                Origin::Poll
+            let origin = match history_before {
+                Some(history_before) => Origin::FirstSync { history_before },
+                None => Origin::Poll,
             };
             if let Err(err) = self.shared.submit(&self.task, entry, origin).await {
                 tracing::warn!(cause = %err, "could not queue a polled video");
@@ -483,7 +512,7 @@ impl Job {
             }
         }
         let storage = self.shared.storage.as_ref();
-        if initial {
+        if history_before.is_some() {
             let marker = serde_json::json!({ "at": now.to_rfc3339() });
             if let Err(err) = storage
                 .kv_put(SYNCED_NAMESPACE, &self.task.task_id.to_string(), &marker)
@@ -499,7 +528,14 @@ impl Job {
             Ok(_) => {}
             Err(err) => tracing::warn!(cause = %err, "could not prune video records"),
         }
-        tracing::debug!(entries = count, initial, "feed polled");
+        if let Err(err) = store::record_contact(storage, self.task.task_id, now).await {
+            tracing::warn!(cause = %err, "could not record the poll as the last contact");
+        }
+        tracing::debug!(
+            entries = count,
+            initial = history_before.is_some(),
+            "feed polled"
+        );
         true
     }
 }

@@ -191,7 +191,10 @@ impl Shared {
                 video_id: entry.video_id,
                 updated: entry.updated,
                 title_hint: title,
-                initial: origin == Origin::FirstSync,
+                history_before: match origin {
+                    Origin::FirstSync { history_before } => Some(history_before),
+                    Origin::Push | Origin::Poll => None,
+                },
                 pushed: origin == Origin::Push,
             })
             .map_err(|_| Error::ShuttingDown)
@@ -212,7 +215,7 @@ impl Shared {
             video_id,
             updated: None,
             title_hint: None,
-            initial: false,
+            history_before: None,
             max_video_age: chrono::Duration::hours(self.config.max_video_age_hours as i64),
             reminder_lead: chrono::Duration::seconds(self.config.reminder_lead_seconds as i64),
             stale_upcoming: chrono::Duration::hours(self.config.stale_upcoming_hours as i64),

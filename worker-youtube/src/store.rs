@@ -5,6 +5,8 @@
 //! | `youtube.lease.<task id>` | subscription id | [`Lease`]: callback, secret, expiry |
 //! | `youtube.videos.<task id>` | video id | [`VideoRecord`] |
 //! | `youtube.synced` | task id | when the channel's first sync happened |
+//! | `youtube.tracked` | task id | when the channel began to be tracked (before its first sync) |
+//! | `youtube.contact` | task id | the last accepted push or successful feed poll |
 //! | `youtube.outbox` | `<event id>:<routing key>` | a message whose publish failed |
 //! | seen window `youtube.seen` | `<entity>/<claim>` | published message groups |
 //!
@@ -25,6 +27,76 @@ pub const SEEN_NAMESPACE: &str = "youtube.seen";
 pub const OUTBOX_NAMESPACE: &str = "youtube.outbox";
 /// Namespace of first-sync markers.
 pub const SYNCED_NAMESPACE: &str = "youtube.synced";
+/// Namespace of when each task began to be tracked.
+pub const TRACKED_NAMESPACE: &str = "youtube.tracked";
+/// Namespace of each task's last successful contact (an accepted push, a feed poll).
+pub const CONTACT_NAMESPACE: &str = "youtube.contact";
+
+/// A point in time, as the `tracked` and `contact` records hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Marker {
+    at: DateTime<Utc>,
+}
+
+async fn marker(
+    storage: &dyn Storage,
+    namespace: &str,
+    task: Uuid,
+) -> Result<Option<DateTime<Utc>>, StorageError> {
+    let Some(value) = storage.kv_get(namespace, &task.to_string()).await? else {
+        return Ok(None);
+    };
+    match serde_json::from_value::<Marker>(value) {
+        Ok(marker) => Ok(Some(marker.at)),
+        Err(err) => {
+            tracing::warn!(%task, namespace, cause = %err, "ignoring an unreadable time record");
+            Ok(None)
+        }
+    }
+}
+
+async fn put_marker(
+    storage: &dyn Storage,
+    namespace: &str,
+    task: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    let value =
+        serde_json::to_value(Marker { at }).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    storage.kv_put(namespace, &task.to_string(), &value).await
+}
+
+/// When the task began to be tracked: recorded as `now` at its first start, the same
+/// afterwards. Uploads published before it are the channel's history; after it, news, even
+/// when the first feed poll only succeeds later.
+pub async fn tracked_since(
+    storage: &dyn Storage,
+    task: Uuid,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, StorageError> {
+    if let Some(since) = marker(storage, TRACKED_NAMESPACE, task).await? {
+        return Ok(since);
+    }
+    put_marker(storage, TRACKED_NAMESPACE, task, now).await?;
+    Ok(now)
+}
+
+/// The task's last successful contact, if any was recorded.
+pub async fn last_contact(
+    storage: &dyn Storage,
+    task: Uuid,
+) -> Result<Option<DateTime<Utc>>, StorageError> {
+    marker(storage, CONTACT_NAMESPACE, task).await
+}
+
+/// Records a successful contact (an accepted push, a feed poll) at `at`.
+pub async fn record_contact(
+    storage: &dyn Storage,
+    task: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    put_marker(storage, CONTACT_NAMESPACE, task, at).await
+}
 
 /// The lease namespace of a task.
 pub fn lease_namespace(task: Uuid) -> String {

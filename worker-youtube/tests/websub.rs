@@ -879,3 +879,104 @@ async fn an_idle_push_is_classified_at_once_and_a_burst_is_batched() {
     assert_eq!(batched, expected);
     worker.shutdown().await;
 }
+
+/// A channel out of touch for longer than `catch_up_after_seconds` is polled as soon as its
+/// task starts again, even with polling off: an upload whose push was lost while the worker
+/// was down is announced (and the channel's history still is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_long_outage_polls_the_feed_at_once() {
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(OBSERVER, &["youtube"]).await;
+    let cfg = YoutubeConfig {
+        catch_up_after_seconds: 1,
+        ..config(&hub, &yt)
+    };
+    assert_eq!(cfg.poll_interval_seconds, 0, "periodic polling is off");
+    let channel = new_channel_id();
+    let old = video_id();
+    yt.put_video(
+        Video::upload(
+            &old,
+            &channel,
+            "history",
+            Utc::now() - ChronoDuration::hours(1),
+        ),
+        true,
+    );
+    let entity = Uuid::new_v4();
+    let task = task(entity, &channel);
+
+    let worker = Worker::start(cfg.clone(), 0, storage.clone(), amqp().await).await;
+    worker.runner.start(task.clone()).await.unwrap();
+    eventually("the first sync", WAIT, || {
+        worker.runner.metrics().feed_polls_with("ok") == 1
+    })
+    .await;
+    worker.shutdown().await;
+
+    // While the worker is down, an upload whose push nobody receives.
+    let missed = video_id();
+    yt.put_video(
+        Video::upload(&missed, &channel, "missed push", Utc::now()),
+        true,
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    let worker = Worker::start(cfg, 0, storage, amqp().await).await;
+    worker.runner.start(task).await.unwrap();
+    let events = observer.wait_for(entity, 1, WAIT).await;
+    assert_eq!(events[0].1.fields["video_id"], missed.as_str());
+    assert_eq!(observer.settle(entity, QUIET).await.len(), 1);
+    assert_eq!(worker.runner.metrics().feed_polls_with("ok"), 1);
+    worker.shutdown().await;
+}
+
+/// A first feed poll that fails leaves the channel unsynced without turning news into
+/// history: the first poll that succeeds announces what was published after the channel
+/// began to be tracked, and only that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_poll_does_not_turn_news_into_history() {
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(OBSERVER, &["youtube"]).await;
+    // No feed yet: the test server answers 404.
+    let channel = new_channel_id();
+    let entity = Uuid::new_v4();
+    let task = task(entity, &channel);
+    let old = video_id();
+    yt.put_video(
+        Video::upload(
+            &old,
+            &channel,
+            "history",
+            Utc::now() - ChronoDuration::hours(1),
+        ),
+        false,
+    );
+
+    let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
+    worker.runner.start(task.clone()).await.unwrap();
+    eventually("the first poll failed", WAIT, || {
+        worker.runner.metrics().feed_polls_with("failed") == 1
+    })
+    .await;
+    worker.shutdown().await;
+
+    // Published after tracking began, while the feed could not be read.
+    let fresh = video_id();
+    yt.put_video(Video::upload(&fresh, &channel, "news", Utc::now()), false);
+    yt.set_feed(
+        &channel,
+        &[(fresh.as_str(), updated(2)), (old.as_str(), updated(1))],
+    );
+
+    let worker = Worker::start(config(&hub, &yt), 0, storage, amqp().await).await;
+    worker.runner.start(task).await.unwrap();
+    let events = observer.wait_for(entity, 1, WAIT).await;
+    assert_eq!(events[0].1.fields["video_id"], fresh.as_str());
+    assert_eq!(observer.settle(entity, QUIET).await.len(), 1);
+    worker.shutdown().await;
+}
