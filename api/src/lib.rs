@@ -71,9 +71,13 @@ pub fn router(state: AppState) -> Router {
             if let Some(dir) = &config.frontend_dir {
                 tracing::warn!(dir = %dir.display(), "frontend_dir does not exist; not serving a frontend");
             }
-            app = app.fallback(|| async {
-                Error::NotFound("no such path; methods are under /v1/".into())
-            });
+            // A `/settings` link can point here before anyone built the page: say what to
+            // run instead of answering 404.
+            app = app
+                .route("/", get(settings_page_missing))
+                .fallback(|| async {
+                    Error::NotFound("no such path; methods are under /v1/".into())
+                });
         }
     }
     let app = app
@@ -87,6 +91,27 @@ pub fn router(state: AppState) -> Router {
         None => app,
     };
     app.with_state(state)
+}
+
+/// What `/` shows when no static export of the settings page is served.
+pub const SETTINGS_PAGE_MISSING: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Stargazer: settings page not built</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto; line-height: 1.5">
+<h1>The settings page is not built yet</h1>
+<p>This Stargazer serves the subscription settings page from the static export of its
+<code>frontend/</code> folder, and found none.</p>
+<p>On the machine running Stargazer, in the repository's folder, run:</p>
+<pre>cd frontend &amp;&amp; npm ci &amp;&amp; npm run build</pre>
+<p>then restart Stargazer from the repository's folder: it serves <code>frontend/out</code>
+when it finds it (or set <code>[api] frontend_dir</code> to the export's path). Then open the
+link from the bot's <code>/settings</code> again. The link carries your session: keep it to
+yourself.</p>
+</body></html>
+"#;
+
+async fn settings_page_missing() -> axum::response::Html<&'static str> {
+    axum::response::Html(SETTINGS_PAGE_MISSING)
 }
 
 /// Builds the internal HTTP app (docs/ARCHITECTURE.md §8): the RabbitMQ auth backend

@@ -26,7 +26,8 @@ pub struct BotConfig {
     /// its password; default empty.
     pub stargazer_api_password: String,
     /// `telegram.frontend_url` / `STARGAZER_TELEGRAM__FRONTEND_URL`: where `/settings`
-    /// links point (`{frontend_url}/#token=<token>`); default `http://localhost:3000`.
+    /// links point (`{frontend_url}/#token=<token>`); default `http://localhost:3000`
+    /// (standalone replaces that default with the api's own address, which serves the page).
     pub frontend_url: String,
     /// `telegram.queue` / `STARGAZER_TELEGRAM__QUEUE`: the durable queue of ready events;
     /// default `stargazer.bot.telegram`.

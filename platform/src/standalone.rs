@@ -169,6 +169,25 @@ impl Standalone {
                 },
             );
         }
+        running.summary.push(SummaryLine {
+            service: "settings page",
+            status: match settings
+                .api
+                .frontend_dir
+                .as_ref()
+                .filter(|dir| dir.is_dir())
+            {
+                Some(dir) => format!(
+                    "http://{}/ (from {})",
+                    connect_addr(api_addr),
+                    dir.display()
+                ),
+                None => format!(
+                    "http://{}/ says how to build it (cd frontend && npm ci && npm run build)",
+                    connect_addr(api_addr)
+                ),
+            },
+        });
         {
             let (config, storage, token) = (
                 settings.coordinator.clone(),
@@ -314,6 +333,7 @@ impl Standalone {
         }
         let mut telegram = settings.telegram.clone();
         telegram.stargazer_api_url = format!("http://{}", connect_addr(api_addr));
+        telegram.frontend_url = settings_link_base(&telegram.frontend_url, api_addr);
         telegram.stargazer_api_username = BOT_ACCOUNT.to_owned();
         telegram.stargazer_api_password = bot_password;
         if let Err(why) = telegram.validate() {
@@ -440,6 +460,17 @@ fn describe_exit(
 }
 
 /// Replaces an internal account with a fresh random password and returns the password.
+/// Where standalone's `/settings` links point: the configured frontend URL, unless it is
+/// the bot's default (on which nothing listens in standalone); then the api's own address,
+/// which serves the page (or says how to build it).
+fn settings_link_base(configured: &str, api_addr: SocketAddr) -> String {
+    if configured == stargazer_bot_telegram::BotConfig::default().frontend_url {
+        format!("http://{}/", connect_addr(api_addr))
+    } else {
+        configured.to_owned()
+    }
+}
+
 /// Storage namespace and key of the standalone worker's identity.
 const WORKER_ID_NAMESPACE: &str = "standalone";
 const WORKER_ID_KEY: &str = "worker_id";
@@ -519,6 +550,17 @@ pub async fn replace_credential(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_links_point_at_the_api_unless_configured() {
+        let api: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let default = stargazer_bot_telegram::BotConfig::default().frontend_url;
+        assert_eq!(settings_link_base(&default, api), "http://127.0.0.1:8080/");
+        assert_eq!(
+            settings_link_base("https://settings.example/", api),
+            "https://settings.example/"
+        );
+    }
 
     #[tokio::test]
     async fn the_worker_id_survives_a_restart_on_the_same_storage() {

@@ -346,6 +346,10 @@ fn standalone_starts_on_embedded_backends_and_stops_on_sigint() {
     let (child, addr) = start_standalone(&dir, &[]);
     let response = http_get(&addr, "/healthz");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // No settings page was built here: `/`, where `/settings` links point, says how.
+    let page = http_get(&addr, "/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("npm ci &amp;&amp; npm run build"), "{page}");
     assert!(
         dir.join("stargazer.db").exists(),
         "SQLite file created in the working directory"
