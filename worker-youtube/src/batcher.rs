@@ -28,9 +28,10 @@ use uuid::Uuid;
 
 use crate::classify::{classify, decide, Context};
 use crate::config::YoutubeConfig;
-use crate::data_api::{DataApi, DataApiError, Video};
+use crate::data_api::{DataApi, DataApiError, Snippet, Video};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
+use crate::quota::{Budget, QuotaMeter};
 use crate::store;
 
 /// The task a video belongs to.
@@ -67,6 +68,29 @@ pub(crate) struct ClassifyRequest {
     pub(crate) history_before: Option<DateTime<Utc>>,
     /// From a hub push (may be classified at once when idle).
     pub(crate) pushed: bool,
+    /// The Atom entry's `published`, for classifying without the Data API.
+    pub(crate) published: Option<DateTime<Utc>>,
+}
+
+impl ClassifyRequest {
+    /// What the feed entry alone says, as a `videos.list` result would: an upload with its
+    /// publication time and title. Only for when no call may be made: the feed does not
+    /// tell streams from uploads.
+    fn feed_video(&self) -> Option<Video> {
+        let published = self.published?;
+        Some(Video {
+            id: self.video_id.clone(),
+            snippet: Some(Snippet {
+                published_at: Some(published),
+                channel_id: self.task.channel_id.clone(),
+                title: self.title_hint.clone().unwrap_or_default(),
+                channel_title: String::new(),
+                thumbnails: Default::default(),
+                live_broadcast_content: "none".into(),
+            }),
+            live: None,
+        })
+    }
 }
 
 /// Pending requests, in arrival order of their video ids.
@@ -148,6 +172,15 @@ pub(crate) struct Batcher {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) publisher: Publisher,
     pub(crate) metrics: Metrics,
+    pub(crate) quota: Arc<QuotaMeter>,
+}
+
+/// The collection window for `budget`: five times wider when the quota runs low.
+fn window_for(base: Duration, budget: Budget) -> Duration {
+    match budget {
+        Budget::Plenty => base,
+        Budget::Low | Budget::Spent => base * 5,
+    }
 }
 
 impl Batcher {
@@ -157,8 +190,9 @@ impl Batcher {
         mut rx: mpsc::UnboundedReceiver<ClassifyRequest>,
         shutdown: CancellationToken,
     ) {
-        let window = Duration::from_millis(self.config.batch_window_ms);
+        let base_window = Duration::from_millis(self.config.batch_window_ms);
         let max = self.config.batch_max;
+        self.quota.load().await;
         let retry_max = Duration::from_secs(self.config.api_retry_max_seconds.max(1));
         let mut transient = Backoff::new(
             Duration::from_millis(self.config.api_retry_initial_ms.max(1)).min(retry_max),
@@ -188,10 +222,13 @@ impl Batcher {
                         pending.add(more);
                     }
                     let now = Instant::now();
+                    let budget = self.quota.budget();
+                    let window = window_for(base_window, budget);
                     if pushed {
                         let idle = last_push.is_none_or(|at| now.duration_since(at) >= window);
                         last_push = Some(now);
-                        if idle && self.config.batch_idle_instant && !backing_off {
+                        let instant = self.config.batch_idle_instant && budget == Budget::Plenty;
+                        if idle && instant && !backing_off {
                             deadline = Some(now);
                         }
                     }
@@ -209,6 +246,7 @@ impl Batcher {
                             transient.reset();
                             quota.reset();
                             backing_off = false;
+                            let window = window_for(base_window, self.quota.budget());
                             deadline = (pending.len() > 0).then(|| {
                                 if pending.len() >= max { Instant::now() } else { Instant::now() + window }
                             });
@@ -233,8 +271,16 @@ impl Batcher {
             // the seen window their publishing must run to the end.
             let batch = pending.take(max);
             let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+            if self.quota.budget() == Budget::Spent {
+                self.apply_from_feed(&batch).await;
+                return;
+            }
             self.metrics.api_call(ids.len());
-            match tokio::time::timeout(Duration::from_secs(10), self.api.list(&ids)).await {
+            let answer = tokio::time::timeout(Duration::from_secs(10), self.api.list(&ids)).await;
+            if !matches!(answer, Ok(Err(DataApiError::Quota(_)))) {
+                self.quota.spend(1).await;
+            }
+            match answer {
                 Ok(Ok(videos)) => self.apply_all(&batch, &videos).await,
                 Ok(Err(err)) => {
                     self.metrics.api_error(err.label());
@@ -255,9 +301,18 @@ impl Batcher {
         &self,
         batch: Vec<(String, Vec<ClassifyRequest>)>,
     ) -> Result<(), (DataApiError, Vec<(String, Vec<ClassifyRequest>)>)> {
+        if self.quota.budget() == Budget::Spent {
+            self.apply_from_feed(&batch).await;
+            return Ok(());
+        }
         let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
         self.metrics.api_call(ids.len());
-        let videos = match self.api.list(&ids).await {
+        let answer = self.api.list(&ids).await;
+        // A call refused for quota costs nothing; any other is a unit spent.
+        if !matches!(answer, Err(DataApiError::Quota(_))) {
+            self.quota.spend(1).await;
+        }
+        let videos = match answer {
             Ok(videos) => videos,
             Err(err) => {
                 self.metrics.api_error(err.label());
@@ -267,6 +322,33 @@ impl Batcher {
         tracing::debug!(asked = ids.len(), returned = videos.len(), "videos.list");
         self.apply_all(&batch, &videos).await;
         Ok(())
+    }
+
+    /// With the day's quota spent: new videos are classified from their feed entries
+    /// (announced as uploads: the feed does not tell streams apart); videos the worker
+    /// already knows are left alone (a made-up upload would cancel a pending stream's
+    /// reminders) for the next push or poll after the quota resets.
+    async fn apply_from_feed(&self, batch: &[(String, Vec<ClassifyRequest>)]) {
+        for (id, requests) in batch {
+            for request in requests {
+                let known = store::video(self.storage.as_ref(), request.task.task_id, id).await;
+                let video = match known {
+                    Ok(None) => request.feed_video(),
+                    Ok(Some(_)) => None,
+                    Err(err) => {
+                        tracing::warn!(task_id = %request.task.task_id, video_id = %id, cause = %err, "could not read a video record");
+                        None
+                    }
+                };
+                let Some(video) = video else {
+                    tracing::info!(task_id = %request.task.task_id, video_id = %id, "Data API quota spent: left for after the reset");
+                    continue;
+                };
+                if let Err(err) = self.apply(request, Some(&video)).await {
+                    tracing::error!(task_id = %request.task.task_id, video_id = %id, cause = %err, "could not record a video classified from the feed");
+                }
+            }
+        }
     }
 
     async fn apply_all(&self, batch: &[(String, Vec<ClassifyRequest>)], videos: &[Video]) {
@@ -345,6 +427,7 @@ mod tests {
             title_hint: None,
             history_before: None,
             pushed: false,
+            published: None,
         }
     }
 

@@ -79,6 +79,16 @@ pub struct YoutubeConfig {
     /// window of the previous one, are batched as before. `false` always waits the window.
     /// Default true.
     pub batch_idle_instant: bool,
+    /// `daily_quota_units` / `STARGAZER_YOUTUBE__DAILY_QUOTA_UNITS`: the Data API project's
+    /// daily quota, units (`videos.list` costs one). Every worker on the storage counts what
+    /// it spends per Pacific day, when Google resets quotas; 0 turns the accounting off.
+    /// Default 10000.
+    pub daily_quota_units: u64,
+    /// `quota_reserve_units` / `STARGAZER_YOUTUBE__QUOTA_RESERVE_UNITS`: with at most this
+    /// many units left today, batches widen (five windows, no instant classification); with
+    /// none left, no call is made and new uploads are announced from the feed's own data
+    /// until the quota resets. Default 500.
+    pub quota_reserve_units: u64,
     /// `batch_max` / `STARGAZER_YOUTUBE__BATCH_MAX`: videos per `videos.list` call (the API
     /// accepts at most 50). Default 50.
     pub batch_max: usize,
@@ -136,6 +146,8 @@ impl Default for YoutubeConfig {
             poll_concurrency: 8,
             batch_window_ms: 2000,
             batch_idle_instant: true,
+            daily_quota_units: 10_000,
+            quota_reserve_units: 500,
             batch_max: 50,
             api_retry_initial_ms: 1000,
             quota_retry_initial_seconds: 60,
@@ -169,6 +181,12 @@ impl YoutubeConfig {
             return bad(
                 "public_url",
                 &format!("`{}` is not an absolute URL", self.public_url),
+            );
+        }
+        if self.daily_quota_units > 0 && self.quota_reserve_units >= self.daily_quota_units {
+            return bad(
+                "quota_reserve_units",
+                "must be below daily_quota_units (or daily_quota_units = 0)",
             );
         }
         if self.batch_max == 0 || self.batch_max > 50 {

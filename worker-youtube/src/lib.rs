@@ -7,6 +7,7 @@
 //! - [`signature`]: `X-Hub-Signature` checks.
 //! - [`atom`]: Atom entry and tombstone parsing.
 //! - [`data_api`]: `videos.list` client; `batcher`: ≤ 50 ids per call.
+//! - [`quota`]: the Data API units spent per Pacific day, shared through storage.
 //! - [`classify`]: what to publish for a video given its previous state.
 //! - `publish`: seen-window claims, publishing and the retry outbox.
 //! - [`store`]: what is persisted (leases, video records, markers).
@@ -25,6 +26,7 @@ pub mod hub;
 mod job;
 pub mod metrics;
 mod publish;
+pub mod quota;
 pub mod runner;
 pub mod signature;
 pub mod store;

@@ -20,6 +20,8 @@ pub struct Metrics {
     published: IntCounterVec,
     publish_failures: IntCounter,
     subscriptions: IntGauge,
+    quota_used: IntGauge,
+    quota_remaining: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,6 +98,16 @@ impl Metrics {
                 "Publishes that failed and went to the outbox",
             ),
             subscriptions,
+            quota_used: register_int_gauge(
+                &registry,
+                "stargazer_youtube_quota_used_units",
+                "Data API units spent today (Pacific time) by every worker sharing the storage",
+            ),
+            quota_remaining: register_int_gauge(
+                &registry,
+                "stargazer_youtube_quota_remaining_units",
+                "Data API units left today of daily_quota_units",
+            ),
             registry,
         }
     }
@@ -115,6 +127,24 @@ impl Metrics {
 
     pub(crate) fn hub_request(&self, mode: &str, result: &str) {
         self.hub_requests.with_label_values(&[mode, result]).inc();
+    }
+
+    pub(crate) fn quota_used(&self) -> &IntGauge {
+        &self.quota_used
+    }
+
+    pub(crate) fn quota_remaining(&self) -> &IntGauge {
+        &self.quota_remaining
+    }
+
+    /// Data API units spent today, as last counted.
+    pub fn quota_used_units(&self) -> i64 {
+        self.quota_used.get()
+    }
+
+    /// Data API units left today, as last counted.
+    pub fn quota_remaining_units(&self) -> i64 {
+        self.quota_remaining.get()
     }
 
     pub(crate) fn api_call(&self, videos: usize) {

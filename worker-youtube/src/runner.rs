@@ -28,6 +28,7 @@ use crate::data_api::DataApi;
 use crate::hub::HubClient;
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
+use crate::quota::QuotaMeter;
 use crate::store::{self, Lease, SEEN_NAMESPACE};
 use crate::Error;
 
@@ -196,6 +197,11 @@ impl Shared {
                     Origin::Push | Origin::Poll => None,
                 },
                 pushed: origin == Origin::Push,
+                published: entry
+                    .published
+                    .as_deref()
+                    .and_then(|at| DateTime::parse_from_rfc3339(at.trim()).ok())
+                    .map(|at| at.with_timezone(&Utc)),
             })
             .map_err(|_| Error::ShuttingDown)
     }
@@ -303,6 +309,12 @@ impl YoutubeRunner {
             config: config.clone(),
             storage: storage.clone(),
             publisher: publisher.clone(),
+            quota: Arc::new(QuotaMeter::new(
+                storage.clone(),
+                config.daily_quota_units,
+                config.quota_reserve_units,
+                metrics.clone(),
+            )),
             metrics,
         };
         let batcher_task = tokio::spawn(batcher.run(classify_rx, shutdown.clone()));

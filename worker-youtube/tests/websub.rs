@@ -980,3 +980,69 @@ async fn a_failed_first_poll_does_not_turn_news_into_history() {
     assert_eq!(observer.settle(entity, QUIET).await.len(), 1);
     worker.shutdown().await;
 }
+
+/// The day's Data API units are counted (metric and storage); with few left, batching
+/// widens; with none left, no call is made and a new upload is announced from the
+/// notification's own data instead of waiting for the quota to reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_quota_falls_back_to_the_feed_for_uploads() {
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(OBSERVER, &["youtube"]).await;
+    let cfg = YoutubeConfig {
+        daily_quota_units: 2,
+        quota_reserve_units: 1,
+        ..config(&hub, &yt)
+    };
+    let worker = Worker::start(cfg, 0, storage.clone(), amqp().await).await;
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
+    let topic = topic(&channel);
+    let entity = Uuid::new_v4();
+    worker.runner.start(task(entity, &channel)).await.unwrap();
+    eventually("subscription verified", WAIT, || {
+        worker.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    let metrics = worker.runner.metrics();
+    assert_eq!(metrics.quota_remaining_units(), 2);
+
+    let mut ids = Vec::new();
+    for n in 1..=3u32 {
+        let id = video_id();
+        let title = format!("upload {n}");
+        // Published now: the notification's own data must make it news.
+        let video = Video::upload(&id, &channel, &title, Utc::now());
+        let body = notification_xml(&video, Utc::now());
+        yt.put_video(video, false);
+        hub.publish_now(&topic, &body).await;
+        let events = observer.wait_for(entity, n as usize, WAIT).await;
+        assert!(events
+            .iter()
+            .any(|(_, e)| e.fields["video_id"] == id.as_str()));
+        ids.push(id);
+    }
+    // Two calls spent the budget; the third upload came from the notification alone.
+    assert_eq!(yt.list_calls(), 2);
+    assert_eq!(metrics.quota_used_units(), 2);
+    assert_eq!(metrics.quota_remaining_units(), 0);
+    let events = observer.settle(entity, QUIET).await;
+    let third = events
+        .iter()
+        .find(|(_, e)| e.fields["video_id"] == ids[2].as_str())
+        .unwrap();
+    assert_eq!(third.1.kind, "youtube.video");
+    assert_eq!(third.1.fields["title"], "upload 3");
+    // The count is in storage, under today's Pacific date, for other workers and restarts.
+    let today = stargazer_worker_youtube::quota::quota_day(Utc::now());
+    let stored: u64 = storage
+        .kv_list(&stargazer_worker_youtube::quota::quota_namespace(today))
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|(_, units)| units.as_u64())
+        .sum();
+    assert_eq!(stored, 2);
+    worker.shutdown().await;
+}
