@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use stargazer_core::config::{check_http_url, ConfigError, Section};
+
 use crate::error::Error;
 
 /// Settings of the api service, read from the `[api]` section of the config file.
@@ -13,7 +15,7 @@ use crate::error::Error;
 /// Every key can be overridden from the environment as `STARGAZER_API__<KEY>`
 /// (upper-case key), e.g. `STARGAZER_API__LISTEN=0.0.0.0:8080`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// `listen` / `STARGAZER_API__LISTEN`: address to bind; default `127.0.0.1:8080`.
     pub listen: SocketAddr,
@@ -179,11 +181,21 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
-    /// Checks values serde cannot; the error names the key.
+    /// Checks values serde cannot ([`Section::check`]) as the api's error.
     pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |key: &str, reason: String| {
-            Err(Error::Config(format!("config key `api.{key}`: {reason}")))
-        };
+        self.check().map_err(|err| Error::Config(err.to_string()))
+    }
+}
+
+impl Section for ApiConfig {
+    const NAME: &'static str = "api";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, reason: String| Err(ConfigError::invalid(format!("api.{key}"), reason));
+        if let Some(url) = &self.public_url {
+            check_http_url("api.public_url", url)?;
+        }
         if self.session_ttl_secs == 0 {
             return invalid("session_ttl_secs", "must be at least 1".into());
         }
@@ -296,7 +308,9 @@ impl ApiConfig {
         }
         Ok(())
     }
+}
 
+impl ApiConfig {
     pub(crate) fn storage_timeout(&self) -> Duration {
         Duration::from_millis(self.storage_timeout_ms)
     }

@@ -25,6 +25,7 @@ mod metrics;
 mod mq_auth;
 mod openapi;
 mod rpc;
+mod service;
 mod state;
 pub mod types;
 
@@ -45,6 +46,7 @@ use tower_http::services::ServeDir;
 
 pub use config::ApiConfig;
 pub use error::{Error, Result};
+pub use service::ApiService;
 pub use state::AppState;
 
 /// How often expired sessions, cache entries and login windows are swept.

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stargazer_core::config::ConfigError;
+use stargazer_core::config::{check_http_url, ConfigError, Section};
 
 /// Configuration of the Telegram bot (section `[telegram]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BotConfig {
     /// `telegram.token` / `STARGAZER_TELEGRAM_TOKEN`: the bot token from @BotFather.
     /// Required; no default.
@@ -101,17 +101,20 @@ impl BotConfig {
                 "missing: set STARGAZER_TELEGRAM_TOKEN to the bot token",
             ));
         }
+        self.check()
+    }
+}
+
+impl Section for BotConfig {
+    const NAME: &'static str = "telegram";
+
+    fn check(&self) -> Result<(), ConfigError> {
         for (key, url) in [
             ("telegram.api_url", &self.api_url),
             ("telegram.stargazer_api_url", &self.stargazer_api_url),
             ("telegram.frontend_url", &self.frontend_url),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("`{url}` is not an http:// or https:// URL"),
-                ));
-            }
+            check_http_url(key, url)?;
         }
         if !(self.global_per_second.is_finite() && self.global_per_second > 0.0) {
             return Err(ConfigError::invalid(
@@ -146,7 +149,9 @@ impl BotConfig {
         }
         Ok(())
     }
+}
 
+impl BotConfig {
     /// Minimum gap between two messages to one private chat.
     pub fn chat_interval(&self) -> Duration {
         Duration::from_millis(self.chat_interval_ms)

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
+use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 
@@ -125,5 +126,47 @@ pub async fn run_with_registry(
     match failure {
         Some(err) => Err(err),
         None => Ok(()),
+    }
+}
+
+/// The Telegram bot as a platform service.
+pub struct TelegramService {
+    config: BotConfig,
+}
+
+impl TelegramService {
+    /// The bot with these settings.
+    pub fn new(config: BotConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for TelegramService {
+    fn name(&self) -> &'static str {
+        "bot-telegram"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            bus: true,
+            ..Needs::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        use stargazer_core::config::redact_url;
+        format!(
+            "Bot API at {}; api {}; /settings links to {}",
+            redact_url(&self.config.api_url),
+            redact_url(&self.config.stargazer_api_url),
+            redact_url(&self.config.frontend_url)
+        )
+    }
+
+    async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
+        let bus = cx.bus()?;
+        run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?;
+        Ok(())
     }
 }

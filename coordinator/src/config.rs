@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stargazer_core::config::ConfigError;
+use stargazer_core::config::{ConfigError, Section};
 
 /// Settings of the coordinator (`[coordinator]` in the TOML file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// `listen` / `STARGAZER_COORDINATOR__LISTEN`: address the binary binds for the worker
     /// WebSocket, `/v1/status`, `/metrics` and `/healthz`; default `127.0.0.1:8090`.
@@ -66,6 +66,14 @@ impl Default for CoordinatorConfig {
             login_delay_ms: 250,
             login_delay_max_ms: 4000,
         }
+    }
+}
+
+impl Section for CoordinatorConfig {
+    const NAME: &'static str = "coordinator";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
     }
 }
 

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use stargazer_core::config::ConfigError;
+use stargazer_core::service::{ContextError, Listen, Needs, Service, ServiceContext, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::throttle::LoginThrottle;
 use stargazer_core::CancellationToken;
@@ -141,4 +142,53 @@ pub async fn run_with_registry(
         }
     }
     served.map_err(Error::Serve)
+}
+
+/// The coordinator as a platform service: workers connect to `coordinator.listen`, which
+/// also serves `/healthz`, `/readyz` and `/metrics`.
+pub struct CoordinatorService {
+    config: CoordinatorConfig,
+    listen: std::net::SocketAddr,
+}
+
+impl CoordinatorService {
+    /// The coordinator with these settings; fails if `coordinator.listen` is no address.
+    pub fn new(config: CoordinatorConfig) -> Result<Self, ConfigError> {
+        let listen = config.listen.parse().map_err(|err| {
+            ConfigError::invalid("coordinator.listen", format!("`{}`: {err}", config.listen))
+        })?;
+        Ok(Self { config, listen })
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for CoordinatorService {
+    fn name(&self) -> &'static str {
+        "coordinator"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            bus: false,
+            listeners: vec![Listen {
+                key: "coordinator.listen",
+                addr: self.listen,
+            }],
+            serves_metrics: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("ws://{}/v1/worker", self.listen)
+    }
+
+    async fn run(self: Box<Self>, mut cx: ServiceContext) -> Result<(), ServiceError> {
+        let listener = cx
+            .take_listeners(1)?
+            .into_iter()
+            .next()
+            .ok_or(ContextError::NoListener(0))?;
+        run_with_registry(self.config, listener, cx.storage, &cx.registry, cx.shutdown).await?;
+        Ok(())
+    }
 }

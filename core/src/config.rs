@@ -59,6 +59,37 @@ impl ConfigError {
     }
 }
 
+/// One section of the configuration file (`[api]`, `[youtube]`, …), owned by the crate of
+/// the service that reads it.
+///
+/// The platform's settings loader reads every section and calls [`Section::check`] on it
+/// before anything connects, so a bad value exits 2 whatever role the process plays.
+/// Sections refuse unknown keys (`#[serde(deny_unknown_fields)]`) in the same step: a
+/// misspelt key is an error, not a silently ignored line.
+pub trait Section: DeserializeOwned + Default {
+    /// `[NAME]` in the file; `STARGAZER_NAME__KEY` in the environment.
+    const NAME: &'static str;
+
+    /// Checks what serde cannot (ranges, URLs, names), apart from the credential of an
+    /// external account: standalone runs without one and reports the service disabled.
+    fn check(&self) -> Result<(), ConfigError>;
+}
+
+/// Checks that `value` (config key `key`) is an absolute `http://` or `https://` URL.
+pub fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
+        Ok(_) => Err(ConfigError::invalid(
+            key,
+            format!("`{}` is not an http:// or https:// URL", redact_url(value)),
+        )),
+        Err(err) => Err(ConfigError::invalid(
+            key,
+            format!("`{}` is not an absolute URL: {err}", redact_url(value)),
+        )),
+    }
+}
+
 /// The merged sources (defaults < file < environment) every section is read from.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
@@ -117,6 +148,13 @@ impl ConfigSource {
             self.figment.extract_inner::<T>(name)
         };
         result.map_err(|err| figment_error(name, err))
+    }
+
+    /// Reads section `S` (absent means all defaults) and checks it with [`Section::check`].
+    pub fn read<S: Section>(&self) -> Result<S, ConfigError> {
+        let section: S = self.section(S::NAME)?;
+        section.check()?;
+        Ok(section)
     }
 
     /// Fails on the first top-level key that is not in `known`, so a misspelt section or

@@ -13,6 +13,7 @@
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
 //! - [`outbox`]: publish-once with a crash-safe outbox, for event sources.
 //! - [`protocol`]: the coordinator ↔ worker WebSocket messages.
+//! - [`service`]: the [`service::Service`] trait every service implements once.
 //! - [`worker_runtime`]: the worker side of that protocol, shared by both workers.
 //! - [`middleware`]: the consume → process → pop tag → republish → ack loop of middlewares.
 //!
@@ -29,6 +30,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod readiness;
 pub mod routing;
+pub mod service;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;

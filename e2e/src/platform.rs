@@ -599,7 +599,7 @@ impl Platform {
             .map_err(|_| service_error("standalone", "exited during start-up"))?;
         self.wait_healthy("standalone", &format!("{}/healthz", self.api_url))
             .await?;
-        for (_, id) in &worker_ids {
+        for id in &worker_ids {
             self.wait_worker_connected("standalone", id).await?;
         }
         self.ext.telegram.wait_polling(READY_TIMEOUT).await;

@@ -29,9 +29,10 @@ use std::time::Duration;
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use stargazer_core::bus::Bus;
-use stargazer_core::config::ConfigError;
+use stargazer_core::config::{ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
+use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 
@@ -42,7 +43,7 @@ pub use stargazer_core::contract::tag::DELAY as TAG;
 
 /// Configuration section `[delay]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DelayConfig {
     /// `delay.queue` / `STARGAZER_DELAY__QUEUE`: queue consumed, bound to `#.delay`;
     /// default `stargazer.middleware.delay`.
@@ -83,6 +84,14 @@ impl Default for DelayConfig {
             delivery_attempts: middleware::DEFAULT_DELIVERY_ATTEMPTS,
             shutdown_grace_ms: 10_000,
         }
+    }
+}
+
+impl Section for DelayConfig {
+    const NAME: &'static str = "delay";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
     }
 }
 
@@ -198,4 +207,43 @@ pub async fn run_with_registry(
         tracing::error!(cause = %err, "delay firing loop failed");
     }
     Ok(result?)
+}
+
+/// The delay middleware as a platform service.
+pub struct DelayService {
+    config: DelayConfig,
+}
+
+impl DelayService {
+    /// The middleware with these settings.
+    pub fn new(config: DelayConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for DelayService {
+    fn name(&self) -> &'static str {
+        "middleware-delay"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            bus: true,
+            ..Needs::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "queue {}: holds `{TAG}`-tagged messages in storage until their time",
+            self.config.queue
+        )
+    }
+
+    async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
+        let bus = cx.bus()?;
+        run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?;
+        Ok(())
+    }
 }

@@ -21,13 +21,14 @@ use std::time::Duration;
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use stargazer_core::bus::Bus;
-use stargazer_core::config::ConfigError;
+use stargazer_core::config::{check_http_url, ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 
 pub use checker::{Checker, Held, LiveCheckMetrics, PollOptions, LIVE_CHECK_VIDEO};
+use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
 use youtube::YoutubeClient;
 
 /// The tag this middleware pops.
@@ -35,7 +36,7 @@ pub use stargazer_core::contract::tag::LIVE_CHECK as TAG;
 
 /// Configuration section `[live_check]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LiveCheckConfig {
     /// `live_check.queue` / `STARGAZER_LIVE_CHECK__QUEUE`: queue consumed, bound to
     /// `#.live_check`; default `stargazer.middleware.live_check`.
@@ -97,7 +98,7 @@ impl Default for LiveCheckConfig {
 }
 
 impl LiveCheckConfig {
-    /// Checks values serde cannot.
+    /// Checks that the Data API key is set and every other value ([`Section::check`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.api_key.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -105,13 +106,15 @@ impl LiveCheckConfig {
                 "must be set (or youtube.api_key / STARGAZER_YOUTUBE_API_KEY)",
             ));
         }
-        if !(self.api_base_url.starts_with("http://") || self.api_base_url.starts_with("https://"))
-        {
-            return Err(ConfigError::invalid(
-                "live_check.api_base_url",
-                format!("`{}` is not an http(s) URL", self.api_base_url),
-            ));
-        }
+        self.check()
+    }
+}
+
+impl Section for LiveCheckConfig {
+    const NAME: &'static str = "live_check";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        check_http_url("live_check.api_base_url", &self.api_base_url)?;
         if self.queue.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "live_check.queue",
@@ -138,7 +141,9 @@ impl LiveCheckConfig {
         }
         Ok(())
     }
+}
 
+impl LiveCheckConfig {
     fn poll_options(&self) -> PollOptions {
         PollOptions {
             interval: Duration::from_millis(self.poll_interval_ms),
@@ -224,4 +229,44 @@ pub async fn run_with_registry(
         tracing::error!(cause = %err, "live-check polling loop failed");
     }
     Ok(result?)
+}
+
+/// The live-check middleware as a platform service.
+pub struct LiveCheckService {
+    config: LiveCheckConfig,
+}
+
+impl LiveCheckService {
+    /// The middleware with these settings.
+    pub fn new(config: LiveCheckConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for LiveCheckService {
+    fn name(&self) -> &'static str {
+        "middleware-live-check"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            bus: true,
+            ..Needs::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "queue {}: Data API at {}",
+            self.config.queue,
+            stargazer_core::config::redact_url(&self.config.api_base_url)
+        )
+    }
+
+    async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
+        let bus = cx.bus()?;
+        run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?;
+        Ok(())
+    }
 }

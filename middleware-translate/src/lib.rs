@@ -26,7 +26,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use stargazer_core::bus::Bus;
-use stargazer_core::config::ConfigError;
+use stargazer_core::config::{check_http_url, ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
 use stargazer_core::storage::Storage;
@@ -40,13 +40,14 @@ pub use translator::{Translator, TRANSLATE_ERROR, TRANSLATE_FIELDS, TRANSLATE_TO
 use crate::batcher::{Batcher, Policy};
 use crate::cache::Lru;
 use crate::deepl::DeeplClient;
+use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
 
 /// The tag this middleware pops.
 pub use stargazer_core::contract::tag::TRANSLATE as TAG;
 
 /// Configuration section `[translate]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TranslateConfig {
     /// `translate.queue` / `STARGAZER_TRANSLATE__QUEUE`: queue consumed, bound to
     /// `#.translate`; default `stargazer.middleware.translate`.
@@ -128,7 +129,7 @@ impl Default for TranslateConfig {
 }
 
 impl TranslateConfig {
-    /// Checks values serde cannot.
+    /// Checks that the DeepL key is set and every other value ([`Section::check`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.deepl_key.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -136,14 +137,15 @@ impl TranslateConfig {
                 "must be set (STARGAZER_DEEPL_KEY)",
             ));
         }
-        if !(self.deepl_base_url.starts_with("http://")
-            || self.deepl_base_url.starts_with("https://"))
-        {
-            return Err(ConfigError::invalid(
-                "translate.deepl_base_url",
-                format!("`{}` is not an http(s) URL", self.deepl_base_url),
-            ));
-        }
+        self.check()
+    }
+}
+
+impl Section for TranslateConfig {
+    const NAME: &'static str = "translate";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        check_http_url("translate.deepl_base_url", &self.deepl_base_url)?;
         if self.queue.trim().is_empty() {
             return Err(ConfigError::invalid("translate.queue", "must not be empty"));
         }
@@ -159,7 +161,9 @@ impl TranslateConfig {
         }
         Ok(())
     }
+}
 
+impl TranslateConfig {
     fn policy(&self) -> Policy {
         Policy {
             batch_window: Duration::from_millis(self.batch_window_ms),
@@ -255,4 +259,69 @@ pub async fn run_with_registry(
         tracing::error!(cause = %err, "translate batcher failed");
     }
     Ok(result?)
+}
+
+/// The translate middleware as a platform service: DeepL when its key is set, otherwise
+/// (standalone only) a pass-through stage that forwards events untranslated.
+pub struct TranslateService {
+    config: TranslateConfig,
+    /// Why translation is off, for the pass-through stage.
+    disabled: Option<String>,
+}
+
+impl TranslateService {
+    /// Translates with DeepL; the config must hold a key ([`TranslateConfig::validate`]).
+    pub fn new(config: TranslateConfig) -> Self {
+        Self {
+            config,
+            disabled: None,
+        }
+    }
+
+    /// Passes events on untranslated, marked with `x-translate-error: {reason}`.
+    pub fn untranslated(config: TranslateConfig, reason: impl Into<String>) -> Self {
+        Self {
+            config,
+            disabled: Some(reason.into()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for TranslateService {
+    fn name(&self) -> &'static str {
+        "middleware-translate"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            bus: true,
+            ..Needs::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.disabled {
+            None => format!(
+                "queue {}: DeepL at {}",
+                self.config.queue,
+                stargazer_core::config::redact_url(&self.config.deepl_base_url)
+            ),
+            Some(why) => format!("pass-through, events go on untranslated: {why}"),
+        }
+    }
+
+    async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
+        let bus = cx.bus()?;
+        match self.disabled {
+            None => {
+                run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?
+            }
+            Some(why) => {
+                let reason = format!("translation disabled: {why}");
+                run_untranslated(self.config, bus, &cx.registry, &reason, cx.shutdown).await?
+            }
+        }
+        Ok(())
+    }
 }

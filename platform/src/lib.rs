@@ -10,6 +10,7 @@
 //! - [`broker`]: `stargazer admin broker setup`, declaring the broker topology.
 //! - [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `metrics_listen` for roles that serve no
 //!   HTTP of their own.
+//! - [`services`]: the table of services, each built from the settings.
 //! - [`roles`]: one service per process (`stargazer <role>`).
 //! - [`standalone`]: every service in one process (`stargazer standalone`).
 
@@ -17,6 +18,7 @@ pub mod backends;
 pub mod broker;
 pub mod metrics;
 pub mod roles;
+pub mod services;
 pub mod settings;
 pub mod standalone;
 

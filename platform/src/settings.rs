@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use stargazer_core::bus::{BusOptions, QueueSpec};
-use stargazer_core::config::{CommonConfig, ConfigError, ConfigSource};
+use stargazer_core::config::{CommonConfig, ConfigError, ConfigSource, Section};
 use stargazer_core::routing;
 use stargazer_core::topology::Topology;
 
@@ -58,13 +58,19 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 impl Settings {
-    /// Reads the file (if any) and the environment, and type-checks every section.
+    /// Reads the file (if any) and the environment, and checks every section
+    /// ([`Section::check`]), whatever role will run: a bad value or unknown key anywhere
+    /// is reported here, before any connection.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let source = ConfigSource::load(file)?;
+        Self::from_source(ConfigSource::load(file)?)
+    }
+
+    /// [`Settings::load`] from given sources.
+    pub fn from_source(source: ConfigSource) -> Result<Self, ConfigError> {
         source.reject_unknown_top_level(KNOWN_KEYS)?;
         let common: CommonConfig = source.section("")?;
         common.validate()?;
-        let mut api: stargazer_api::ApiConfig = source.section("api")?;
+        let mut api: stargazer_api::ApiConfig = source.read()?;
         if api.frontend_dir.is_none() {
             // Serve the frontend's static export when running from a checkout that built it.
             let built = Path::new(DEFAULT_FRONTEND_DIR);
@@ -75,14 +81,14 @@ impl Settings {
         Ok(Self {
             common,
             api,
-            coordinator: source.section("coordinator")?,
-            worker: source.section("worker")?,
-            youtube: source.section("youtube")?,
-            twitter: source.section("twitter")?,
-            delay: source.section("delay")?,
-            translate: source.section("translate")?,
-            live_check: source.section("live_check")?,
-            telegram: source.section("telegram")?,
+            coordinator: source.read()?,
+            worker: source.read()?,
+            youtube: source.read()?,
+            twitter: source.read()?,
+            delay: source.read()?,
+            translate: source.read()?,
+            live_check: source.read()?,
+            telegram: source.read()?,
         })
     }
 }
@@ -131,7 +137,7 @@ impl Settings {
 
 /// Section `[worker]`: the coordinator connection of a worker process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct WorkerSection {
     /// `worker.coordinator_url` / `STARGAZER_WORKER__COORDINATOR_URL`: WebSocket URL of the
     /// coordinator; default `ws://127.0.0.1:8090/v1/worker`.
@@ -152,6 +158,20 @@ impl Default for WorkerSection {
             username: String::new(),
             password: String::new(),
             id: String::new(),
+        }
+    }
+}
+
+impl Section for WorkerSection {
+    const NAME: &'static str = "worker";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        match url::Url::parse(&self.coordinator_url) {
+            Ok(url) if matches!(url.scheme(), "ws" | "wss") && url.has_host() => Ok(()),
+            _ => Err(ConfigError::invalid(
+                "worker.coordinator_url",
+                format!("`{}` is not a ws:// or wss:// URL", self.coordinator_url),
+            )),
         }
     }
 }

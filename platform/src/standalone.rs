@@ -16,13 +16,14 @@ use std::time::Duration;
 use stargazer_core::auth;
 use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
-use stargazer_core::model::{Access, Credential, Permissions, TaskKind};
+use stargazer_core::model::{Access, Credential, Permissions};
+use stargazer_core::service::{Listen, ServiceContext};
 use stargazer_core::storage::Storage;
 use stargazer_core::{CancellationToken, Uuid};
 use tokio::task::JoinSet;
 
 use crate::backends::{bind, connect_addr, open_bus, open_storage, parse_addr};
-use crate::roles::{live_check_config, worker_runtime};
+use crate::services::{Mode, SERVICES};
 use crate::settings::{Settings, WorkerSection};
 use crate::{Error, Result};
 
@@ -61,8 +62,8 @@ pub struct Standalone {
     pub coordinator_addr: SocketAddr,
     /// Where the YouTube worker takes WebSub callbacks, when it runs.
     pub youtube_addr: Option<SocketAddr>,
-    /// The coordinator worker ids of the in-process workers, by kind.
-    pub worker_ids: Vec<(TaskKind, String)>,
+    /// The ids the in-process workers announce to the coordinator.
+    pub worker_ids: Vec<String>,
 }
 
 impl Standalone {
@@ -84,60 +85,29 @@ impl Standalone {
         Self::start_with(settings, storage, bus, shutdown).await
     }
 
-    /// Starts every service on the given backends: binds the listeners, creates the
-    /// internal accounts, and spawns each service whose configuration allows it. The
-    /// services stop when `shutdown` is cancelled or when [`Standalone::run`] sees one
-    /// of them fail.
+    /// Starts every service of the service table on the given backends: binds the api's
+    /// and the coordinator's listeners, creates the internal accounts that connect the
+    /// workers and the bot to them, and spawns each service whose configuration allows
+    /// it. The services stop when `shutdown` is cancelled or when [`Standalone::run`]
+    /// sees one of them fail.
     pub async fn start_with(
         settings: Settings,
         storage: Arc<dyn Storage>,
         bus: Arc<dyn Bus>,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
-        let api_listener = bind(settings.api.listen, "api.listen").await?;
-        let api_addr = local_addr(&api_listener, "api.listen")?;
-        let coordinator_addr = parse_addr(&settings.coordinator.listen, "coordinator.listen")?;
-        let coordinator_listener = bind(coordinator_addr, "coordinator.listen").await?;
-        let coordinator_addr = local_addr(&coordinator_listener, "coordinator.listen")?;
-
-        let worker_password = internal_account(
-            &storage,
-            WORKER_ACCOUNT,
-            Permissions {
-                coordinator: Some(Access::Ro),
-                mq: Some(Access::Rw),
-                ..Permissions::default()
-            },
-        )
-        .await?;
-        let bot_password = internal_account(
-            &storage,
-            BOT_ACCOUNT,
-            Permissions {
-                api: Some(Access::Rw),
-                mq: Some(Access::Ro),
-                ..Permissions::default()
-            },
-        )
-        .await?;
-        let worker = WorkerSection {
-            coordinator_url: format!("ws://{}/v1/worker", connect_addr(coordinator_addr)),
-            username: WORKER_ACCOUNT.to_owned(),
-            password: worker_password,
-            id: if settings.worker.id.is_empty() {
-                stored_worker_id(&storage).await?
-            } else {
-                settings.worker.id.clone()
-            },
-        };
+        let mut bound = Bound::default();
+        let api_addr = bound.bind("api.listen", settings.api.listen).await?;
+        let coordinator_listen = parse_addr(&settings.coordinator.listen, "coordinator.listen")?;
+        let coordinator_addr = bound.bind("coordinator.listen", coordinator_listen).await?;
+        let settings = wired(settings, &storage, api_addr, coordinator_addr).await?;
 
         // One registry for every service: the api's `/metrics` serves them all.
         let registry = prometheus::Registry::new();
         bus.metrics().register(&registry);
-        let services = shutdown.child_token();
         let mut running = Self {
             tasks: JoinSet::new(),
-            services: services.clone(),
+            services: shutdown.child_token(),
             bus: bus.clone(),
             summary: vec![
                 SummaryLine {
@@ -154,200 +124,45 @@ impl Standalone {
             youtube_addr: None,
             worker_ids: Vec::new(),
         };
-
-        {
-            let (config, storage, token) =
-                (settings.api.clone(), storage.clone(), services.clone());
-            let registry = registry.clone();
-            running.spawn(
-                "api",
-                format!("http://{api_addr} (RPC /v1/…, /openapi.json, /healthz, /metrics of every service)"),
-                async move {
-                    stargazer_api::run_with_registry(config, api_listener, storage, &registry, token)
-                        .await
-                        .map_err(Error::service("api"))
-                },
-            );
+        for row in SERVICES {
+            let service = match (row.build)(&settings, Mode::Standalone) {
+                Ok(service) => service,
+                Err(why) => {
+                    running.disabled(row.role.name(), why);
+                    continue;
+                }
+            };
+            let needs = service.needs();
+            let mut listeners = Vec::with_capacity(needs.listeners.len());
+            for listen in &needs.listeners {
+                let listener = bound.take_or_bind(listen).await?;
+                if listen.key == "youtube.listen" {
+                    running.youtube_addr = Some(local_addr(&listener, listen.key)?);
+                }
+                listeners.push(listener);
+            }
+            let cx = ServiceContext {
+                storage: storage.clone(),
+                bus: needs.bus.then(|| bus.clone()),
+                listeners,
+                registry: registry.clone(),
+                shutdown: running.services.clone(),
+            };
+            running
+                .worker_ids
+                .extend(service.worker_id().map(str::to_owned));
+            let name = service.name();
+            running.spawn(name, service.describe(), async move {
+                service.run(cx).await.map_err(|source| Error::Service {
+                    service: name,
+                    source,
+                })
+            });
         }
         running.summary.push(SummaryLine {
             service: "settings page",
-            status: match settings
-                .api
-                .frontend_dir
-                .as_ref()
-                .filter(|dir| dir.is_dir())
-            {
-                Some(dir) => format!(
-                    "http://{}/ (from {})",
-                    connect_addr(api_addr),
-                    dir.display()
-                ),
-                None => format!(
-                    "http://{}/ says how to build it (cd frontend && npm ci && npm run build)",
-                    connect_addr(api_addr)
-                ),
-            },
+            status: settings_page_status(&settings, api_addr),
         });
-        {
-            let (config, storage, token) = (
-                settings.coordinator.clone(),
-                storage.clone(),
-                services.clone(),
-            );
-            let registry = registry.clone();
-            running.spawn(
-                "coordinator",
-                format!("ws://{coordinator_addr}/v1/worker"),
-                async move {
-                    stargazer_coordinator::run_with_registry(
-                        config,
-                        coordinator_listener,
-                        storage,
-                        &registry,
-                        token,
-                    )
-                    .await
-                    .map_err(Error::service("coordinator"))
-                },
-            );
-        }
-        {
-            let (config, storage, bus, token) = (
-                settings.delay.clone(),
-                storage.clone(),
-                bus.clone(),
-                services.clone(),
-            );
-            let registry = registry.clone();
-            running.spawn("middleware-delay", "running".to_owned(), async move {
-                stargazer_middleware_delay::run_with_registry(
-                    config, storage, bus, &registry, token,
-                )
-                .await
-                .map_err(Error::service("middleware-delay"))
-            });
-        }
-        {
-            let (config, storage, bus, token) = (
-                settings.translate.clone(),
-                storage.clone(),
-                bus.clone(),
-                services.clone(),
-            );
-            let disabled = config.validate().err();
-            let status = match &disabled {
-                None => format!("DeepL at {}", config.deepl_base_url),
-                Some(why) => format!("pass-through, events go on untranslated: {why}"),
-            };
-            let registry = registry.clone();
-            running.spawn("middleware-translate", status, async move {
-                let result = match disabled {
-                    None => {
-                        stargazer_middleware_translate::run_with_registry(
-                            config, storage, bus, &registry, token,
-                        )
-                        .await
-                    }
-                    Some(why) => {
-                        let reason = format!("translation disabled: {why}");
-                        stargazer_middleware_translate::run_untranslated(
-                            config, bus, &registry, &reason, token,
-                        )
-                        .await
-                    }
-                };
-                result.map_err(Error::service("middleware-translate"))
-            });
-        }
-        let live_check = live_check_config(&settings);
-        if let Err(why) = live_check.validate() {
-            running.disabled("middleware-live-check", why);
-        } else {
-            let (storage, bus, token) = (storage.clone(), bus.clone(), services.clone());
-            let registry = registry.clone();
-            running.spawn("middleware-live-check", "running".to_owned(), async move {
-                stargazer_middleware_live_check::run_with_registry(
-                    live_check, storage, bus, &registry, token,
-                )
-                .await
-                .map_err(Error::service("middleware-live-check"))
-            });
-        }
-        if settings.youtube.api_key.trim().is_empty() {
-            running.disabled(
-                "worker-youtube",
-                "youtube.api_key is not set (STARGAZER_YOUTUBE_API_KEY)",
-            );
-        } else {
-            let listener = bind(settings.youtube.listen, "youtube.listen").await?;
-            let callback_addr = local_addr(&listener, "youtube.listen")?;
-            running.youtube_addr = Some(callback_addr);
-            let runtime = running.worker_runtime(&worker, TaskKind::Youtube);
-            let (config, storage, bus, token) = (
-                settings.youtube.clone(),
-                storage.clone(),
-                bus.clone(),
-                services.clone(),
-            );
-            let status = if config.websub_enabled() {
-                format!(
-                    "WebSub callbacks on {callback_addr} as {}",
-                    config.public_url
-                )
-            } else {
-                format!(
-                    "feed polling only (youtube.public_url unset); callbacks on {callback_addr}"
-                )
-            };
-            let registry = registry.clone();
-            running.spawn("worker-youtube", status, async move {
-                stargazer_worker_youtube::run_with_registry(
-                    config, runtime, listener, storage, bus, &registry, token,
-                )
-                .await
-                .map_err(Error::service("worker-youtube"))
-            });
-        }
-        if settings.twitter.bearer_token.trim().is_empty() {
-            running.disabled(
-                "worker-twitter",
-                "twitter.bearer_token is not set (STARGAZER_TWITTER_BEARER_TOKEN)",
-            );
-        } else {
-            let runtime = running.worker_runtime(&worker, TaskKind::Twitter);
-            let (config, storage, bus, token) = (
-                settings.twitter.clone(),
-                storage.clone(),
-                bus.clone(),
-                services.clone(),
-            );
-            let status = format!("X API at {}", config.api_base);
-            let registry = registry.clone();
-            running.spawn("worker-twitter", status, async move {
-                stargazer_worker_twitter::run_with_registry(
-                    config, runtime, storage, bus, &registry, token,
-                )
-                .await
-                .map_err(Error::service("worker-twitter"))
-            });
-        }
-        let mut telegram = settings.telegram.clone();
-        telegram.stargazer_api_url = format!("http://{}", connect_addr(api_addr));
-        telegram.frontend_url = settings_link_base(&telegram.frontend_url, api_addr);
-        telegram.stargazer_api_username = BOT_ACCOUNT.to_owned();
-        telegram.stargazer_api_password = bot_password;
-        if let Err(why) = telegram.validate() {
-            running.disabled("bot-telegram", why);
-        } else {
-            let status = format!("Bot API at {}", telegram.api_url);
-            let (storage, bus, token) = (storage.clone(), bus.clone(), services.clone());
-            let registry = registry.clone();
-            running.spawn("bot-telegram", status, async move {
-                stargazer_bot_telegram::run_with_registry(telegram, storage, bus, &registry, token)
-                    .await
-                    .map_err(Error::service("bot-telegram"))
-            });
-        }
         Ok(running)
     }
 
@@ -366,20 +181,6 @@ impl Standalone {
             service,
             status: format!("disabled: {why}"),
         });
-    }
-
-    /// The runtime settings of the in-process worker of `kind`. Each kind gets its own
-    /// id: the coordinator treats one id announcing two kinds as a worker that changed
-    /// kind.
-    fn worker_runtime(
-        &mut self,
-        worker: &WorkerSection,
-        kind: TaskKind,
-    ) -> stargazer_core::worker_runtime::WorkerRuntimeConfig {
-        let mut runtime = worker_runtime(worker, kind);
-        runtime.worker_id = format!("{}-{kind}", worker.id);
-        self.worker_ids.push((kind, runtime.worker_id.clone()));
-        runtime
     }
 
     /// What runs where, one line per service, as printed at start-up.
@@ -459,7 +260,100 @@ fn describe_exit(
     }
 }
 
-/// Replaces an internal account with a fresh random password and returns the password.
+/// Listeners standalone binds before building the services (the addresses the others
+/// are wired to), handed to the service that asks for the same key.
+#[derive(Default)]
+struct Bound {
+    listeners: Vec<(&'static str, tokio::net::TcpListener)>,
+}
+
+impl Bound {
+    /// Binds `addr` for config key `key` and returns the address it got.
+    async fn bind(&mut self, key: &'static str, addr: SocketAddr) -> Result<SocketAddr> {
+        let listener = bind(addr, key).await?;
+        let bound = local_addr(&listener, key)?;
+        self.listeners.push((key, listener));
+        Ok(bound)
+    }
+
+    /// The listener bound earlier for `listen.key`, or a new one.
+    async fn take_or_bind(&mut self, listen: &Listen) -> Result<tokio::net::TcpListener> {
+        match self
+            .listeners
+            .iter()
+            .position(|(key, _)| *key == listen.key)
+        {
+            Some(index) => Ok(self.listeners.swap_remove(index).1),
+            None => bind(listen.addr, listen.key).await,
+        }
+    }
+}
+
+/// The settings standalone's services run with: the bound api and coordinator addresses,
+/// internal accounts for the workers (→ coordinator) and the bot (→ api), and `/settings`
+/// links that lead somewhere.
+async fn wired(
+    mut settings: Settings,
+    storage: &Arc<dyn Storage>,
+    api_addr: SocketAddr,
+    coordinator_addr: SocketAddr,
+) -> Result<Settings> {
+    settings.api.listen = api_addr;
+    settings.coordinator.listen = coordinator_addr.to_string();
+    let worker_password = internal_account(
+        storage,
+        WORKER_ACCOUNT,
+        Permissions {
+            coordinator: Some(Access::Ro),
+            mq: Some(Access::Rw),
+            ..Permissions::default()
+        },
+    )
+    .await?;
+    let bot_password = internal_account(
+        storage,
+        BOT_ACCOUNT,
+        Permissions {
+            api: Some(Access::Rw),
+            mq: Some(Access::Ro),
+            ..Permissions::default()
+        },
+    )
+    .await?;
+    settings.worker = WorkerSection {
+        coordinator_url: format!("ws://{}/v1/worker", connect_addr(coordinator_addr)),
+        username: WORKER_ACCOUNT.to_owned(),
+        password: worker_password,
+        id: if settings.worker.id.is_empty() {
+            stored_worker_id(storage).await?
+        } else {
+            settings.worker.id.clone()
+        },
+    };
+    let telegram = &mut settings.telegram;
+    telegram.stargazer_api_url = format!("http://{}", connect_addr(api_addr));
+    telegram.frontend_url = settings_link_base(&telegram.frontend_url, api_addr);
+    telegram.stargazer_api_username = BOT_ACCOUNT.to_owned();
+    telegram.stargazer_api_password = bot_password;
+    Ok(settings)
+}
+
+/// Where the settings page is, for the summary.
+fn settings_page_status(settings: &Settings, api_addr: SocketAddr) -> String {
+    let page = format!("http://{}/", connect_addr(api_addr));
+    match settings
+        .api
+        .frontend_dir
+        .as_ref()
+        .filter(|dir| dir.is_dir())
+    {
+        Some(dir) => format!("{page} (from {})", dir.display()),
+        None => {
+            format!("{page} says how to build it (cd frontend && npm ci && npm run build)")
+        }
+    }
+}
+
 /// Where standalone's `/settings` links point: the configured frontend URL, unless it is
 /// the bot's default (on which nothing listens in standalone); then the api's own address,
 /// which serves the page (or says how to build it).
@@ -498,6 +392,7 @@ async fn stored_worker_id(storage: &Arc<dyn Storage>) -> Result<String> {
     Ok(id)
 }
 
+/// Replaces an internal account with a fresh random password and returns the password.
 async fn internal_account(
     storage: &Arc<dyn Storage>,
     username: &str,

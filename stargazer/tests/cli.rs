@@ -100,6 +100,63 @@ fn broken_file_and_unknown_key_are_reported() {
     assert!(String::from_utf8_lossy(&wrong_scheme.stderr).contains("amqp_url"));
 }
 
+/// Every section is read and checked at load, whatever role runs: an unknown key or a
+/// malformed URL in any section exits 2 at once with one line naming the key, even in a
+/// process whose role never reads that section.
+#[test]
+fn every_section_rejects_unknown_keys_and_malformed_urls_before_connecting() {
+    let dir = temp_dir("sections");
+    let cases = [
+        ("[api]\nlistn = \"127.0.0.1:1\"", "api.listn"),
+        ("[api]\npublic_url = \"not a url\"", "api.public_url"),
+        ("[coordinator]\nheartbeat = 5", "coordinator.heartbeat"),
+        (
+            "[worker]\ncoordinator_url = \"http://x\"",
+            "worker.coordinator_url",
+        ),
+        ("[worker]\nname = \"w1\"", "worker.name"),
+        ("[youtube]\nreminder_lead = 5", "youtube.reminder_lead"),
+        ("[youtube]\nhub_url = \"not a url\"", "youtube.hub_url"),
+        ("[twitter]\napi_base = \"api.x.com\"", "twitter.api_base"),
+        ("[twitter]\ntoken = \"t\"", "twitter.token"),
+        ("[delay]\nqueue_name = \"q\"", "delay.queue_name"),
+        (
+            "[translate]\ndeepl_base_url = \"ftp://deepl\"",
+            "translate.deepl_base_url",
+        ),
+        ("[translate]\nkey = \"k\"", "translate.key"),
+        ("[live_check]\ninterval_ms = 5", "live_check.interval_ms"),
+        (
+            "[live_check]\napi_base_url = \"//nohost\"",
+            "live_check.api_base_url",
+        ),
+        ("[telegram]\napi_url = \"telegram\"", "telegram.api_url"),
+        ("[telegram]\nbot_token = \"t\"", "telegram.bot_token"),
+    ];
+    for (index, (text, key)) in cases.into_iter().enumerate() {
+        let file = dir.join(format!("case{index}.toml"));
+        std::fs::write(&file, text).unwrap();
+        // middleware-delay reads none of these sections but [delay]; the backends are
+        // unreachable, so only a check at load can make it exit at once.
+        let (_, stderr, code) = run_within(
+            {
+                let mut cmd = stargazer();
+                cmd.arg("--config")
+                    .arg(&file)
+                    .env("STARGAZER_AMQP_URL", "amqp://127.0.0.1:1")
+                    .env("STARGAZER_MONGO_URL", "mongodb://127.0.0.1:1")
+                    .arg("middleware-delay");
+                cmd
+            },
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, Some(2), "{text}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{text}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "{text}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Runs `cmd` to completion within `limit` (killed and failed past it): stdout, stderr and
 /// exit code.
 fn run_within(mut cmd: Command, limit: Duration) -> (String, String, Option<i32>) {

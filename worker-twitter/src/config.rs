@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use stargazer_core::config::{check_http_url, ConfigError, Section};
 
 /// Settings of the X worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TwitterConfig {
     /// `bearer_token` / `STARGAZER_TWITTER_BEARER_TOKEN`: app bearer token for X API v2.
     /// Default: empty (every request then fails with 401, logged once per account).
@@ -73,15 +74,18 @@ impl Default for TwitterConfig {
 impl TwitterConfig {
     /// Checks values that would make the worker misbehave; the error names the key.
     pub fn validate(&self) -> Result<(), crate::Error> {
-        let bad = |key: &str, reason: String| {
-            Err(crate::Error::Config(format!("twitter.{key}: {reason}")))
-        };
-        if reqwest::Url::parse(&self.api_base).is_err() {
-            return bad(
-                "api_base",
-                format!("`{}` is not an absolute URL", self.api_base),
-            );
-        }
+        self.check()
+            .map_err(|err| crate::Error::Config(err.to_string()))
+    }
+}
+
+impl Section for TwitterConfig {
+    const NAME: &'static str = "twitter";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, reason: String| Err(ConfigError::invalid(format!("twitter.{key}"), reason));
+        check_http_url("twitter.api_base", &self.api_base)?;
         if !(5..=100).contains(&self.max_results) {
             return bad("max_results", "must be between 5 and 100".into());
         }
@@ -93,7 +97,9 @@ impl TwitterConfig {
         }
         Ok(())
     }
+}
 
+impl TwitterConfig {
     pub(crate) fn http_timeout(&self) -> Duration {
         Duration::from_secs(self.http_timeout_seconds.max(1))
     }

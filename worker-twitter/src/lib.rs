@@ -21,7 +21,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
+use stargazer_core::config::redact_url;
 use stargazer_core::model::Task;
+use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::worker_runtime::{
     run_worker, TaskError, TaskRunner, WorkerRuntimeConfig, WorkerRuntimeError,
@@ -101,4 +103,57 @@ pub async fn run_with_registry(
     inner.cancel();
     runner.join().await;
     worked.map_err(Error::from)
+}
+
+/// The X worker as a platform service: tasks from the coordinator, events on the bus.
+pub struct TwitterService {
+    config: TwitterConfig,
+    runtime: WorkerRuntimeConfig,
+}
+
+impl TwitterService {
+    /// The worker with these settings, logging in to the coordinator with `runtime`.
+    pub fn new(config: TwitterConfig, runtime: WorkerRuntimeConfig) -> Self {
+        Self { config, runtime }
+    }
+}
+
+#[async_trait]
+impl Service for TwitterService {
+    fn name(&self) -> &'static str {
+        "worker-twitter"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            bus: true,
+            ..Needs::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "X API at {}; coordinator {}",
+            redact_url(&self.config.api_base),
+            redact_url(&self.runtime.coordinator_url)
+        )
+    }
+
+    fn worker_id(&self) -> Option<&str> {
+        Some(&self.runtime.worker_id)
+    }
+
+    async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
+        let bus = cx.bus()?;
+        run_with_registry(
+            self.config,
+            self.runtime,
+            cx.storage,
+            bus,
+            &cx.registry,
+            cx.shutdown,
+        )
+        .await?;
+        Ok(())
+    }
 }

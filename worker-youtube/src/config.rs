@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use stargazer_core::config::{check_http_url, ConfigError, Section};
 
 /// Settings of the YouTube worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct YoutubeConfig {
     /// `api_key` / `STARGAZER_YOUTUBE_API_KEY`: YouTube Data API v3 key. Default: empty
     /// (classification calls then fail with the API's own error, which is logged).
@@ -165,23 +166,27 @@ impl Default for YoutubeConfig {
 impl YoutubeConfig {
     /// Checks values that would make the worker misbehave; the error names the key.
     pub fn validate(&self) -> Result<(), crate::Error> {
+        self.check()
+            .map_err(|err| crate::Error::Config(err.to_string()))
+    }
+}
+
+impl Section for YoutubeConfig {
+    const NAME: &'static str = "youtube";
+
+    fn check(&self) -> Result<(), ConfigError> {
         let bad =
-            |key: &str, reason: &str| Err(crate::Error::Config(format!("youtube.{key}: {reason}")));
+            |key: &str, reason: &str| Err(ConfigError::invalid(format!("youtube.{key}"), reason));
         for (key, value) in [
-            ("data_api_base", &self.data_api_base),
-            ("hub_url", &self.hub_url),
-            ("topic_base", &self.topic_base),
-            ("feed_base", &self.feed_base),
+            ("youtube.data_api_base", &self.data_api_base),
+            ("youtube.hub_url", &self.hub_url),
+            ("youtube.topic_base", &self.topic_base),
+            ("youtube.feed_base", &self.feed_base),
         ] {
-            if reqwest::Url::parse(value).is_err() {
-                return bad(key, &format!("`{value}` is not an absolute URL"));
-            }
+            check_http_url(key, value)?;
         }
-        if !self.public_url.is_empty() && reqwest::Url::parse(&self.public_url).is_err() {
-            return bad(
-                "public_url",
-                &format!("`{}` is not an absolute URL", self.public_url),
-            );
+        if !self.public_url.is_empty() {
+            check_http_url("youtube.public_url", &self.public_url)?;
         }
         if self.daily_quota_units > 0 && self.quota_reserve_units >= self.daily_quota_units {
             return bad(
@@ -209,7 +214,9 @@ impl YoutubeConfig {
         }
         Ok(())
     }
+}
 
+impl YoutubeConfig {
     /// Whether WebSub is enabled (a public callback URL is configured).
     pub fn websub_enabled(&self) -> bool {
         !self.public_url.is_empty()

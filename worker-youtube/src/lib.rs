@@ -36,7 +36,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
+use stargazer_core::config::redact_url;
 use stargazer_core::model::Task;
+use stargazer_core::service::{ContextError, Listen, Needs, Service, ServiceContext, ServiceError};
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::worker_runtime::{
     run_worker, TaskError, TaskRunner, WorkerRuntimeConfig, WorkerRuntimeError,
@@ -142,4 +144,82 @@ pub async fn run_with_registry(
     runner.join().await;
     worked?;
     served
+}
+
+/// The YouTube worker as a platform service: WebSub callbacks (and `/metrics`) on
+/// `youtube.listen`, tasks from the coordinator, events on the bus.
+pub struct YoutubeService {
+    config: YoutubeConfig,
+    runtime: WorkerRuntimeConfig,
+}
+
+impl YoutubeService {
+    /// The worker with these settings, logging in to the coordinator with `runtime`.
+    pub fn new(config: YoutubeConfig, runtime: WorkerRuntimeConfig) -> Self {
+        Self { config, runtime }
+    }
+}
+
+#[async_trait]
+impl Service for YoutubeService {
+    fn name(&self) -> &'static str {
+        "worker-youtube"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            bus: true,
+            listeners: vec![Listen {
+                key: "youtube.listen",
+                addr: self.config.listen,
+            }],
+            serves_metrics: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let callbacks = if self.config.websub_enabled() {
+            format!(
+                "WebSub callbacks on {} as {}, hub {}",
+                self.config.listen,
+                redact_url(&self.config.public_url),
+                redact_url(&self.config.hub_url)
+            )
+        } else {
+            format!(
+                "feed polling only (youtube.public_url unset), callbacks on {}",
+                self.config.listen
+            )
+        };
+        format!(
+            "{callbacks}; Data API {}; feeds {}; coordinator {}",
+            redact_url(&self.config.data_api_base),
+            redact_url(&self.config.feed_base),
+            redact_url(&self.runtime.coordinator_url)
+        )
+    }
+
+    fn worker_id(&self) -> Option<&str> {
+        Some(&self.runtime.worker_id)
+    }
+
+    async fn run(self: Box<Self>, mut cx: ServiceContext) -> Result<(), ServiceError> {
+        let bus = cx.bus()?;
+        let listener = cx
+            .take_listeners(1)?
+            .into_iter()
+            .next()
+            .ok_or(ContextError::NoListener(0))?;
+        run_with_registry(
+            self.config,
+            self.runtime,
+            listener,
+            cx.storage,
+            bus,
+            &cx.registry,
+            cx.shutdown,
+        )
+        .await?;
+        Ok(())
+    }
 }

@@ -1,0 +1,242 @@
+//! The table of services: every role the binary can run, and how each is built from the
+//! settings. Single-role processes ([`crate::roles`]) and standalone
+//! ([`crate::standalone`]) are both built from [`SERVICES`]; neither names a service.
+//!
+//! Adding a service is a crate implementing [`Service`], a configuration
+//! [`Section`](stargazer_core::config::Section) in [`Settings`], a [`Role`] variant (the
+//! subcommand) and one row here.
+
+use stargazer_core::config::ConfigError;
+use stargazer_core::model::TaskKind;
+use stargazer_core::service::Service;
+use stargazer_core::worker_runtime::WorkerRuntimeConfig;
+
+use crate::roles::Role;
+use crate::settings::Settings;
+
+/// Which process a service is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `stargazer <role>`: a missing credential is a configuration error.
+    Role,
+    /// `stargazer standalone`: every service in one process; a service whose external
+    /// account is not configured is reported disabled (translation passes events on
+    /// untranslated instead).
+    Standalone,
+}
+
+/// Builds a service from the settings, or says which key keeps it from running.
+pub type Build = fn(&Settings, Mode) -> Result<Box<dyn Service>, ConfigError>;
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceRow {
+    /// The role (subcommand) that runs it alone.
+    pub role: Role,
+    /// How to build it.
+    pub build: Build,
+}
+
+/// Every service, in standalone's start order (the api and coordinator first, so the
+/// others find them).
+pub const SERVICES: &[ServiceRow] = &[
+    ServiceRow {
+        role: Role::Api,
+        build: api,
+    },
+    ServiceRow {
+        role: Role::Coordinator,
+        build: coordinator,
+    },
+    ServiceRow {
+        role: Role::MiddlewareDelay,
+        build: delay,
+    },
+    ServiceRow {
+        role: Role::MiddlewareTranslate,
+        build: translate,
+    },
+    ServiceRow {
+        role: Role::MiddlewareLiveCheck,
+        build: live_check,
+    },
+    ServiceRow {
+        role: Role::WorkerYoutube,
+        build: worker_youtube,
+    },
+    ServiceRow {
+        role: Role::WorkerTwitter,
+        build: worker_twitter,
+    },
+    ServiceRow {
+        role: Role::BotTelegram,
+        build: bot_telegram,
+    },
+];
+
+/// The row of `role`.
+pub fn row(role: Role) -> Option<&'static ServiceRow> {
+    SERVICES.iter().find(|row| row.role == role)
+}
+
+fn api(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    Ok(Box::new(stargazer_api::ApiService::new(
+        settings.api.clone(),
+    )))
+}
+
+fn coordinator(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    Ok(Box::new(stargazer_coordinator::CoordinatorService::new(
+        settings.coordinator.clone(),
+    )?))
+}
+
+fn delay(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    Ok(Box::new(stargazer_middleware_delay::DelayService::new(
+        settings.delay.clone(),
+    )))
+}
+
+fn translate(settings: &Settings, mode: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    use stargazer_middleware_translate::TranslateService;
+    let config = settings.translate.clone();
+    match (config.validate(), mode) {
+        (Ok(()), _) => Ok(Box::new(TranslateService::new(config))),
+        // Without DeepL the events still reach the chats, untranslated.
+        (Err(why), Mode::Standalone) => Ok(Box::new(TranslateService::untranslated(
+            config,
+            why.to_string(),
+        ))),
+        (Err(why), Mode::Role) => Err(why),
+    }
+}
+
+fn live_check(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    let config = live_check_config(settings);
+    config.validate()?;
+    Ok(Box::new(
+        stargazer_middleware_live_check::LiveCheckService::new(config),
+    ))
+}
+
+fn worker_youtube(settings: &Settings, mode: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    if settings.youtube.api_key.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "youtube.api_key",
+            "is not set (STARGAZER_YOUTUBE_API_KEY)",
+        ));
+    }
+    Ok(Box::new(stargazer_worker_youtube::YoutubeService::new(
+        settings.youtube.clone(),
+        worker_runtime(settings, TaskKind::Youtube, mode)?,
+    )))
+}
+
+fn worker_twitter(settings: &Settings, mode: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    if settings.twitter.bearer_token.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "twitter.bearer_token",
+            "is not set (STARGAZER_TWITTER_BEARER_TOKEN)",
+        ));
+    }
+    Ok(Box::new(stargazer_worker_twitter::TwitterService::new(
+        settings.twitter.clone(),
+        worker_runtime(settings, TaskKind::Twitter, mode)?,
+    )))
+}
+
+fn bot_telegram(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    settings.telegram.validate()?;
+    Ok(Box::new(stargazer_bot_telegram::TelegramService::new(
+        settings.telegram.clone(),
+    )))
+}
+
+/// The live-check config, borrowing the YouTube Data API settings when its own are unset.
+pub fn live_check_config(settings: &Settings) -> stargazer_middleware_live_check::LiveCheckConfig {
+    let mut config = settings.live_check.clone();
+    if config.api_key.is_empty() {
+        config.api_key = settings.youtube.api_key.clone();
+    }
+    config
+}
+
+/// How a worker of `kind` logs in to the coordinator. In standalone each kind gets its
+/// own id: the coordinator treats one id announcing two kinds as a worker that changed
+/// kind.
+fn worker_runtime(
+    settings: &Settings,
+    kind: TaskKind,
+    mode: Mode,
+) -> Result<WorkerRuntimeConfig, ConfigError> {
+    let section = &settings.worker;
+    section.validate()?;
+    let id = match mode {
+        Mode::Role => section.id.clone(),
+        Mode::Standalone => format!("{}-{kind}", section.id),
+    };
+    Ok(WorkerRuntimeConfig::new(
+        section.coordinator_url.clone(),
+        section.username.clone(),
+        section.password.clone(),
+        id,
+        kind,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Subcommand;
+
+    use super::*;
+
+    #[test]
+    fn every_role_has_exactly_one_row_and_every_row_a_subcommand() {
+        let command = Role::augment_subcommands(clap::Command::new("stargazer"));
+        let subcommands: Vec<String> = command
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_owned())
+            .collect();
+        assert_eq!(subcommands.len(), SERVICES.len(), "{subcommands:?}");
+        for row in SERVICES {
+            assert!(
+                subcommands.iter().any(|name| name == row.role.name()),
+                "{} has no subcommand",
+                row.role.name()
+            );
+            assert_eq!(
+                SERVICES
+                    .iter()
+                    .filter(|other| other.role == row.role)
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn a_role_missing_its_credential_is_a_config_error_but_standalone_runs_without() {
+        let settings = Settings::from_source(
+            stargazer_core::config::ConfigSource::load_with_env(None, Vec::new()).unwrap(),
+        )
+        .unwrap();
+        for (role, key) in [
+            (Role::WorkerYoutube, "youtube.api_key"),
+            (Role::WorkerTwitter, "twitter.bearer_token"),
+            (Role::MiddlewareTranslate, "translate.deepl_key"),
+            (Role::MiddlewareLiveCheck, "live_check.api_key"),
+            (Role::BotTelegram, "telegram.token"),
+        ] {
+            let row = row(role).unwrap();
+            let err = (row.build)(&settings, Mode::Role).err().unwrap();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let translate =
+            (row(Role::MiddlewareTranslate).unwrap().build)(&settings, Mode::Standalone).unwrap();
+        assert!(translate.describe().contains("untranslated"));
+        for role in [Role::Api, Role::Coordinator, Role::MiddlewareDelay] {
+            let service = (row(role).unwrap().build)(&settings, Mode::Role).unwrap();
+            assert_eq!(service.name(), role.name());
+        }
+    }
+}
