@@ -7,13 +7,13 @@
 //! `STARGAZER_TEST_MONGO_URL` (default `mongodb://127.0.0.1:27017/`), `SUBSCRIBERS`
 //! (default 10 000), `SKIP_IN=1` to leave out the slow `$in` variant.
 
+use stargazer_core::storage::UserStore;
 use std::time::{Duration, Instant};
 
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document};
 use futures::TryStreamExt;
 use stargazer_core::storage::mongo::MongoStorage;
-use stargazer_core::storage::Storage;
 use uuid::Uuid;
 
 const RUNS: usize = 3;

@@ -3,6 +3,11 @@
 //! per test, plus the MongoDB-only behaviour: the BSON shape of stored documents, change
 //! streams fed by other processes and by hand-made edits, indexes, corrupt documents.
 
+use stargazer_core::storage::AccessStore;
+use stargazer_core::storage::DeliveryStore;
+use stargazer_core::storage::EntityStore;
+use stargazer_core::storage::StateStore;
+use stargazer_core::storage::UserStore;
 mod storage_suite;
 
 use std::collections::HashSet;

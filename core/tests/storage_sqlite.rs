@@ -20,6 +20,8 @@ storage_contract_tests!(in_memory);
 /// The same suite against a WAL file database, one file per test.
 mod on_disk {
     use super::*;
+    use stargazer_core::storage::DelayStore;
+    use stargazer_core::storage::StateStore;
 
     use std::time::{Duration, SystemTime};
 
@@ -83,6 +85,8 @@ mod on_disk {
 
 /// SQLite-only behaviour: error wording, lag reporting, schema versioning, scale.
 mod sqlite_specific {
+    use stargazer_core::storage::EntityStore;
+    use stargazer_core::storage::UserStore;
     use std::collections::HashSet;
     use std::time::Duration;
 

@@ -1,6 +1,25 @@
-//! Persistent state behind one trait, [`Storage`], with two implementations:
-//! MongoDB ([`mongo::MongoStorage`], production) and SQLite ([`sqlite::SqliteStorage`],
-//! embedded). Both pass the same contract suite (`core/tests/storage_*.rs`).
+//! Persistent state behind one trait, [`Storage`], made of one trait per capability:
+//!
+//! | capability | what | used by |
+//! |---|---|---|
+//! | [`EntityStore`] | entities, groups, tasks, the task change stream | api, coordinator |
+//! | [`UserStore`] | chat users, subscriptions, the subscriber lookup | api, bots |
+//! | [`AccessStore`] | sessions, credentials | api, coordinator |
+//! | [`DelayStore`] | messages held until their time | middleware-delay |
+//! | [`StateStore`] | key/value entries, seen windows | workers, coordinator, middlewares, bots |
+//! | [`DeliveryStore`] | the delivery log | bots |
+//!
+//! Two implementations: MongoDB ([`mongo::MongoStorage`], production) and SQLite
+//! ([`sqlite::SqliteStorage`], embedded). Each backend is a folder with one file per
+//! capability beside its codec and plumbing (`mod.rs`: connection and schema; `codec.rs`:
+//! records to and from the model; MongoDB's `tx.rs` and `watch.rs`: transactions and the
+//! change stream). Invariants both enforce live here (`check_distinct_tasks`,
+//! `owned_task`, the conflict messages). Both pass the same contract suite
+//! (`core/tests/storage_suite/`, one file per capability).
+//!
+//! Methods of every capability can be called on an `Arc<dyn Storage>` without importing
+//! the capability trait (trait-object methods include their supertraits'); a concrete
+//! backend type needs the trait in scope.
 //!
 //! [`connect`] picks the implementation from the URL scheme: `mongodb://…`,
 //! `mongodb+srv://…`, `sqlite://path` or `sqlite::memory:`. [`timeout::TimedStorage`]
@@ -65,14 +84,16 @@ pub struct Subscriber {
     pub subscription: Subscription,
 }
 
-/// Everything the services persist. Implementations are cheap to share (`Arc<dyn Storage>`).
+/// Everything the services persist, as one object: every capability below. Implementations
+/// are cheap to share (`Arc<dyn Storage>`); a service that needs one capability can hold
+/// just that (`Arc<dyn DelayStore>`, upcast from `Arc<dyn Storage>`).
 ///
-/// Methods are grouped by collection; each group's semantics are pinned down by the
-/// contract suite.
+/// Each capability's semantics are pinned down by the contract suite
+/// (`core/tests/storage_suite/`), organised the same way.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
-    // ---- health and metrics ----
-
+pub trait Storage:
+    EntityStore + UserStore + AccessStore + DelayStore + StateStore + DeliveryStore
+{
     /// Checks that the database answers (a round trip, no data read). The default reads
     /// one key/value entry; implementations send their cheapest command.
     async fn ping(&self) -> Result<()> {
@@ -84,7 +105,12 @@ pub trait Storage: Send + Sync + 'static {
     fn register_metrics(&self, registry: &Registry) {
         let _ = registry;
     }
+}
 
+/// Entities with their tasks, groups, and the task change stream (the api writes them;
+/// the coordinator reads and watches tasks).
+#[async_trait]
+pub trait EntityStore: Send + Sync + 'static {
     // ---- entities and groups ----
 
     /// Inserts an entity and its tasks; `Conflict` if the id or a task id exists, or if
@@ -97,7 +123,7 @@ pub trait Storage: Send + Sync + 'static {
     /// does not decode are skipped (and reported), as in every listing.
     async fn list_entities(&self) -> Result<Vec<Entity>>;
     /// Replaces an entity and its task list (tasks not in the list are deleted, new ones
-    /// inserted); `NotFound` if absent, `Conflict` as for [`Storage::insert_entity`].
+    /// inserted); `NotFound` if absent, `Conflict` as for [`EntityStore::insert_entity`].
     async fn update_entity(&self, entity: &Entity) -> Result<()>;
     /// Deletes an entity, its tasks and every subscription to it; `NotFound` if absent.
     async fn delete_entity(&self, id: Uuid) -> Result<()>;
@@ -115,9 +141,13 @@ pub trait Storage: Send + Sync + 'static {
     /// A stream of task inserts, updates and deletes made after the call returns (by any
     /// process for MongoDB; by this process for SQLite). The stream ends only when the
     /// storage is dropped; a lagging reader gets `Err` and should resynchronise with
-    /// [`Storage::list_tasks`].
+    /// [`EntityStore::list_tasks`].
     async fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>>;
+}
 
+/// Chat users and their subscriptions, and the fan-out lookup of subscribers (the api and the bots).
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
     // ---- users ----
 
     /// Inserts a user; `Conflict` if the id or `(im, im_chat_id)` exists.
@@ -145,7 +175,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Users on `im` subscribed to `entity` whose kinds include `kind` (or are empty),
     /// excluding paused users, ordered by user id.
     async fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>>;
+}
 
+/// Sessions and credentials: who may log in and what each credential may reach (the api
+/// and the coordinator).
+#[async_trait]
+pub trait AccessStore: Send + Sync + 'static {
     // ---- sessions ----
 
     /// Stores a new session; `Conflict` if the token hash exists.
@@ -169,8 +204,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete_credential(&self, username: &str) -> Result<bool>;
     /// Every credential, ordered by username.
     async fn list_credentials(&self) -> Result<Vec<Credential>>;
+}
 
-    // ---- delayed messages (middleware-delay) ----
+/// Messages held by middleware-delay until their time.
+#[async_trait]
+pub trait DelayStore: Send + Sync + 'static {
+    // ---- delayed messages ----
 
     /// Inserts or replaces the pending message with `message.id`.
     async fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
@@ -181,8 +220,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Pending messages with id greater than `after` (all when `None`), ordered by id,
     /// at most `limit`: a cursor for reloading millions without holding them twice.
     async fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
+}
 
-    // ---- key/value state (worker cursors, WebSub leases, coordinator snapshot) ----
+/// Small state of services: key/value entries (worker cursors, WebSub leases, the
+/// coordinator's snapshot) and seen windows (dedup of ids within a time window).
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    // ---- key/value state ----
 
     /// The value stored under `(namespace, key)`.
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>>;
@@ -193,19 +237,23 @@ pub trait Storage: Send + Sync + 'static {
     /// Every `(key, value)` in a namespace, ordered by key.
     async fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>>;
 
-    // ---- seen windows (dedup of ids within a time window) ----
+    // ---- seen windows ----
 
     /// Records `id` as seen in `namespace` at `at`; `Ok(true)` if it was not seen before.
     async fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Forgets ids seen before `before` in `namespace`; returns how many.
     async fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
+}
 
-    // ---- delivery log (bots) ----
+/// The bots' delivery log: exactly one message per (event, chat).
+#[async_trait]
+pub trait DeliveryStore: Send + Sync + 'static {
+    // ---- delivery log ----
 
     /// Records that `(event, im, chat_id)` was handled; `Ok(false)` if it already was.
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
     /// Records several deliveries in one write: for each record, in order, whether it was
-    /// new, exactly as [`Storage::record_delivery`] would say (an already recorded one
+    /// new, exactly as [`DeliveryStore::record_delivery`] would say (an already recorded one
     /// keeps its first record; of two equal keys in `records`, the first is the new one).
     /// On `Err` some records may be stored and others not; recording them all again is
     /// safe.
@@ -227,6 +275,40 @@ pub trait Storage: Send + Sync + 'static {
         im: &str,
         chats: &[String],
     ) -> Result<HashSet<String>>;
+}
+
+/// Checks that no task is listed twice in `entity` (both backends refuse it before
+/// writing anything).
+pub(crate) fn check_distinct_tasks(entity: &Entity) -> Result<()> {
+    let mut ids = HashSet::with_capacity(entity.tasks.len());
+    for task in &entity.tasks {
+        if !ids.insert(task.id) {
+            return Err(StorageError::Conflict(format!(
+                "task {} (listed twice in entity {})",
+                task.id, entity.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The task as stored: owned by `entity` whatever its own `entity` field said.
+pub(crate) fn owned_task(task: &Task, entity: Uuid) -> Task {
+    Task {
+        id: task.id,
+        entity,
+        params: task.params.clone(),
+    }
+}
+
+/// The `Conflict` message for inserting or updating `user`: its chat is taken by another
+/// user (`on_chat`), or its id exists.
+pub(crate) fn user_taken(user: &User, on_chat: bool) -> String {
+    if on_chat {
+        format!("user with chat {}:{}", user.im, user.im_chat_id)
+    } else {
+        format!("user {}", user.id)
+    }
 }
 
 /// The `Conflict` message for `task`, whose account the task of entity `owner` watches.

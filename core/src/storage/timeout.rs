@@ -17,7 +17,10 @@ use futures::stream::BoxStream;
 use prometheus::Registry;
 use uuid::Uuid;
 
-use super::{Result, Storage, StorageError, Subscriber};
+use super::{
+    AccessStore, DelayStore, DeliveryStore, EntityStore, Result, StateStore, Storage, StorageError,
+    Subscriber, UserStore,
+};
 use crate::model::{
     Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
     TaskChange, TaskKind, User,
@@ -59,67 +62,87 @@ impl TimedStorage {
 }
 
 macro_rules! bounded {
-    ($(fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty;)*) => {
-        #[async_trait]
-        impl Storage for TimedStorage {
-            fn register_metrics(&self, registry: &Registry) {
-                self.inner.register_metrics(registry);
+    ($(impl $capability:ident { $(fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty;)* })*) => {
+        $(
+            #[async_trait]
+            impl $capability for TimedStorage {
+                $(
+                    async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                        self.bounded(stringify!($name), self.inner.$name($($arg),*)).await
+                    }
+                )*
             }
-
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.bounded(stringify!($name), self.inner.$name($($arg),*)).await
-                }
-            )*
-        }
+        )*
     };
 }
 
+#[async_trait]
+impl Storage for TimedStorage {
+    async fn ping(&self) -> Result<()> {
+        self.bounded("ping", self.inner.ping()).await
+    }
+
+    fn register_metrics(&self, registry: &Registry) {
+        self.inner.register_metrics(registry);
+    }
+}
+
 bounded! {
-    fn ping(&self) -> Result<()>;
-    fn insert_entity(&self, entity: &Entity) -> Result<()>;
-    fn get_entity(&self, id: Uuid) -> Result<Option<Entity>>;
-    fn list_entities(&self) -> Result<Vec<Entity>>;
-    fn update_entity(&self, entity: &Entity) -> Result<()>;
-    fn delete_entity(&self, id: Uuid) -> Result<()>;
-    fn upsert_group(&self, group: &Group) -> Result<()>;
-    fn list_groups(&self) -> Result<Vec<Group>>;
-    fn list_tasks(&self, kind: Option<TaskKind>) -> Result<Vec<Task>>;
-    fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
-    fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>>;
-    fn insert_user(&self, user: &User) -> Result<()>;
-    fn get_user(&self, id: Uuid) -> Result<Option<User>>;
-    fn find_user_by_chat(&self, im: &str, chat_id: &str) -> Result<Option<User>>;
-    fn update_user(&self, user: &User) -> Result<()>;
-    fn delete_user(&self, id: Uuid) -> Result<()>;
-    fn list_users(&self, im: Option<&str>) -> Result<Vec<User>>;
-    fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
-    fn delete_subscription(&self, user: Uuid, entity: Uuid) -> Result<bool>;
-    fn list_subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>>;
-    fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>>;
-    fn insert_session(&self, session: &Session) -> Result<()>;
-    fn get_session(&self, token_hash: &str) -> Result<Option<Session>>;
-    fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
-    fn delete_session(&self, token_hash: &str) -> Result<bool>;
-    fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
-    fn insert_credential(&self, credential: &Credential) -> Result<()>;
-    fn get_credential(&self, username: &str) -> Result<Option<Credential>>;
-    fn delete_credential(&self, username: &str) -> Result<bool>;
-    fn list_credentials(&self) -> Result<Vec<Credential>>;
-    fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
-    fn delete_delayed(&self, id: &str) -> Result<bool>;
-    fn get_delayed(&self, id: &str) -> Result<Option<DelayedMessage>>;
-    fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
-    fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>>;
-    fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> Result<()>;
-    fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
-    fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>>;
-    fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
-    fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
-    fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
-    fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>>;
-    fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
-    fn delivered_chats(&self, event: Uuid, im: &str, chats: &[String]) -> Result<HashSet<String>>;
+    impl EntityStore {
+        fn insert_entity(&self, entity: &Entity) -> Result<()>;
+        fn get_entity(&self, id: Uuid) -> Result<Option<Entity>>;
+        fn list_entities(&self) -> Result<Vec<Entity>>;
+        fn update_entity(&self, entity: &Entity) -> Result<()>;
+        fn delete_entity(&self, id: Uuid) -> Result<()>;
+        fn upsert_group(&self, group: &Group) -> Result<()>;
+        fn list_groups(&self) -> Result<Vec<Group>>;
+        fn list_tasks(&self, kind: Option<TaskKind>) -> Result<Vec<Task>>;
+        fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+        fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>>;
+    }
+    impl UserStore {
+        fn insert_user(&self, user: &User) -> Result<()>;
+        fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+        fn find_user_by_chat(&self, im: &str, chat_id: &str) -> Result<Option<User>>;
+        fn update_user(&self, user: &User) -> Result<()>;
+        fn delete_user(&self, id: Uuid) -> Result<()>;
+        fn list_users(&self, im: Option<&str>) -> Result<Vec<User>>;
+        fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
+        fn delete_subscription(&self, user: Uuid, entity: Uuid) -> Result<bool>;
+        fn list_subscriptions(&self, user: Uuid) -> Result<Vec<Subscription>>;
+        fn subscribers(&self, entity: Uuid, kind: &str, im: &str) -> Result<Vec<Subscriber>>;
+    }
+    impl AccessStore {
+        fn insert_session(&self, session: &Session) -> Result<()>;
+        fn get_session(&self, token_hash: &str) -> Result<Option<Session>>;
+        fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
+        fn delete_session(&self, token_hash: &str) -> Result<bool>;
+        fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
+        fn insert_credential(&self, credential: &Credential) -> Result<()>;
+        fn get_credential(&self, username: &str) -> Result<Option<Credential>>;
+        fn delete_credential(&self, username: &str) -> Result<bool>;
+        fn list_credentials(&self) -> Result<Vec<Credential>>;
+    }
+    impl DelayStore {
+        fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
+        fn delete_delayed(&self, id: &str) -> Result<bool>;
+        fn get_delayed(&self, id: &str) -> Result<Option<DelayedMessage>>;
+        fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
+    }
+    impl StateStore {
+        fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>>;
+        fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> Result<()>;
+        fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+        fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>>;
+        fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
+        fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
+    }
+    impl DeliveryStore {
+        fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
+        fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>>;
+        fn get_delivery(&self, event: Uuid, im: &str, chat_id: &str) -> Result<Option<DeliveryRecord>>;
+        fn delivered_chats(&self, event: Uuid, im: &str, chats: &[String]) -> Result<HashSet<String>>;
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +154,7 @@ mod tests {
     struct Silent;
 
     #[async_trait]
-    impl Storage for Silent {
+    impl EntityStore for Silent {
         async fn insert_entity(&self, _: &Entity) -> Result<()> {
             std::future::pending().await
         }
@@ -162,6 +185,10 @@ mod tests {
         async fn watch_tasks(&self) -> Result<BoxStream<'static, Result<TaskChange>>> {
             std::future::pending().await
         }
+    }
+
+    #[async_trait]
+    impl UserStore for Silent {
         async fn insert_user(&self, _: &User) -> Result<()> {
             std::future::pending().await
         }
@@ -192,6 +219,10 @@ mod tests {
         async fn subscribers(&self, _: Uuid, _: &str, _: &str) -> Result<Vec<Subscriber>> {
             std::future::pending().await
         }
+    }
+
+    #[async_trait]
+    impl AccessStore for Silent {
         async fn insert_session(&self, _: &Session) -> Result<()> {
             std::future::pending().await
         }
@@ -219,6 +250,10 @@ mod tests {
         async fn list_credentials(&self) -> Result<Vec<Credential>> {
             std::future::pending().await
         }
+    }
+
+    #[async_trait]
+    impl DelayStore for Silent {
         async fn put_delayed(&self, _: &DelayedMessage) -> Result<()> {
             std::future::pending().await
         }
@@ -231,6 +266,10 @@ mod tests {
         async fn list_delayed(&self, _: Option<&str>, _: u32) -> Result<Vec<DelayedMessage>> {
             std::future::pending().await
         }
+    }
+
+    #[async_trait]
+    impl StateStore for Silent {
         async fn kv_get(&self, _: &str, _: &str) -> Result<Option<serde_json::Value>> {
             std::future::pending().await
         }
@@ -249,6 +288,10 @@ mod tests {
         async fn purge_seen(&self, _: &str, _: DateTime<Utc>) -> Result<u64> {
             std::future::pending().await
         }
+    }
+
+    #[async_trait]
+    impl DeliveryStore for Silent {
         async fn record_delivery(&self, _: &DeliveryRecord) -> Result<bool> {
             std::future::pending().await
         }
@@ -262,6 +305,9 @@ mod tests {
             std::future::pending().await
         }
     }
+
+    #[async_trait]
+    impl Storage for Silent {}
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_database_fails_at_the_bound() {

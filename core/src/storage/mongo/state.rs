@@ -1,0 +1,85 @@
+//! MongoDB: key/value entries and seen windows ([`StateStore`]).
+
+use super::*;
+use crate::storage::StateStore;
+
+#[async_trait]
+impl StateStore for MongoStorage {
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<serde_json::Value>> {
+        self.kv
+            .find_one(doc! { "namespace": namespace, "key": key })
+            .await
+            .map_err(|e| db_err("reading a value", e))?
+            .as_ref()
+            .map(|d| decode_kv_value(d, namespace, key))
+            .transpose()
+    }
+
+    async fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> Result<()> {
+        // Stored as JSON text: any JSON value round-trips exactly (integers beyond i64,
+        // object keys starting with `$` or holding dots), which a BSON document cannot promise.
+        let text = serde_json::to_string(value)
+            .map_err(|e| StorageError::Backend(format!("encoding value {namespace}/{key}: {e}")))?;
+        let d = doc! { "namespace": namespace, "key": key, "value": text };
+        upsert(
+            &self.kv,
+            doc! { "namespace": namespace, "key": key },
+            d,
+            "writing a value",
+            || format!("value {namespace}/{key}"),
+        )
+        .await
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let result = self
+            .kv
+            .delete_one(doc! { "namespace": namespace, "key": key })
+            .await
+            .map_err(|e| db_err("deleting a value", e))?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn kv_list(&self, namespace: &str) -> Result<Vec<(String, serde_json::Value)>> {
+        let docs = find_all(
+            &self.kv,
+            doc! { "namespace": namespace },
+            doc! { "key": 1 },
+            "reading values",
+        )
+        .await?;
+        docs.iter()
+            .map(|d| {
+                let key = get_string(d, "key", "value")?;
+                let value = decode_kv_value(d, namespace, &key)?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
+    async fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let result = self
+            .seen
+            .update_one(
+                doc! { "namespace": namespace, "id": id },
+                doc! { "$setOnInsert": { "at": time_bson(at) } },
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(r) => Ok(r.upserted_id.is_some()),
+            // A concurrent first sighting won the insert: this one is a repeat.
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(db_err("recording a seen id", e)),
+        }
+    }
+
+    async fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64> {
+        let result = self
+            .seen
+            .delete_many(doc! { "namespace": namespace, "at": { "$lt": time_bson(before) } })
+            .await
+            .map_err(|e| db_err("purging seen ids", e))?;
+        Ok(result.deleted_count)
+    }
+}

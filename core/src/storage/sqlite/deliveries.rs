@@ -1,0 +1,89 @@
+//! SQLite: the delivery log ([`DeliveryStore`]).
+
+use super::*;
+use crate::storage::DeliveryStore;
+
+#[async_trait]
+impl DeliveryStore for SqliteStorage {
+    async fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool> {
+        let record = record.clone();
+        self.call(move |conn| {
+            let n = conn
+                .prepare_cached(INSERT_DELIVERY_SQL)
+                .db()?
+                .execute(delivery_params(record))
+                .db()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = records.to_vec();
+        self.call(move |conn| {
+            // One transaction: one commit (one sync of the file) for the whole batch.
+            let tx = conn.transaction().db()?;
+            let mut new = Vec::with_capacity(records.len());
+            {
+                let mut insert = tx.prepare_cached(INSERT_DELIVERY_SQL).db()?;
+                for record in records {
+                    new.push(insert.execute(delivery_params(record)).db()? > 0);
+                }
+            }
+            tx.commit().db()?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn get_delivery(
+        &self,
+        event: Uuid,
+        im: &str,
+        chat_id: &str,
+    ) -> Result<Option<DeliveryRecord>> {
+        let (im, chat_id) = (im.to_owned(), chat_id.to_owned());
+        self.call(move |conn| {
+            conn.query_row(
+                "SELECT event, im, chat_id, status, at FROM deliveries
+                 WHERE event = ?1 AND im = ?2 AND chat_id = ?3",
+                [uuid_text(event), im, chat_id],
+                |row| {
+                    Ok(DeliveryRecord {
+                        event: col_uuid(row, 0)?,
+                        im: row.get(1)?,
+                        chat_id: row.get(2)?,
+                        status: row.get(3)?,
+                        at: col_time(row, 4)?,
+                    })
+                },
+            )
+            .optional()
+            .db()
+        })
+        .await
+    }
+
+    async fn delivered_chats(
+        &self,
+        event: Uuid,
+        im: &str,
+        chats: &[String],
+    ) -> Result<HashSet<String>> {
+        if chats.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let (im, chats) = (im.to_owned(), json_text(chats)?);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(DELIVERED_CHATS_SQL).db()?;
+            let rows = stmt
+                .query_map([uuid_text(event), im, chats], |row| row.get(0))
+                .db()?;
+            rows.collect::<rusqlite::Result<HashSet<String>>>().db()
+        })
+        .await
+    }
+}
