@@ -9,6 +9,7 @@ use futures::StreamExt;
 use stargazer_core::backoff::Backoff;
 use stargazer_core::model::{Task, TaskChange};
 use stargazer_core::storage::Storage;
+use stargazer_core::wait::backoff_unless_cancelled;
 use stargazer_core::CancellationToken;
 use tokio::sync::mpsc;
 
@@ -39,7 +40,10 @@ pub(crate) async fn watch(
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(cause = %err, "cannot watch tasks; retrying");
-                if pause(&shutdown, &mut backoff).await {
+                if backoff_unless_cancelled(&mut backoff, &shutdown)
+                    .await
+                    .is_cancelled()
+                {
                     return;
                 }
                 continue;
@@ -59,7 +63,10 @@ pub(crate) async fn watch(
             }
             Err(err) => {
                 tracing::warn!(cause = %err, "cannot list tasks; retrying");
-                if pause(&shutdown, &mut backoff).await {
+                if backoff_unless_cancelled(&mut backoff, &shutdown)
+                    .await
+                    .is_cancelled()
+                {
                     return;
                 }
                 continue;
@@ -86,16 +93,11 @@ pub(crate) async fn watch(
                 }
             }
         }
-        if pause(&shutdown, &mut backoff).await {
+        if backoff_unless_cancelled(&mut backoff, &shutdown)
+            .await
+            .is_cancelled()
+        {
             return;
         }
-    }
-}
-
-/// Waits the next backoff delay; `true` if shutdown came first.
-async fn pause(shutdown: &CancellationToken, backoff: &mut Backoff) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(backoff.next_delay()) => false,
     }
 }

@@ -11,6 +11,7 @@
 //! - [`telemetry`]: tracing setup, Prometheus rendering, `/healthz`.
 //! - [`readiness`]: `/readyz`, each dependency of a role checked now.
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
+//! - [`wait`]: sleep unless cancelled, the one way every loop waits.
 //! - [`outbox`]: publish-once with a crash-safe outbox, for event sources.
 //! - [`protocol`]: the coordinator ↔ worker WebSocket messages.
 //! - [`service`]: the [`service::Service`] trait every service implements once.
@@ -35,6 +36,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod throttle;
 pub mod topology;
+pub mod wait;
 pub mod worker_runtime;
 
 pub use tokio_util::sync::CancellationToken;

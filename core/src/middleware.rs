@@ -46,6 +46,7 @@ use crate::backoff::Backoff;
 use crate::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
 use crate::model::Event;
 use crate::routing;
+use crate::wait::sleep_unless_cancelled;
 
 /// What a middleware decided about one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -319,9 +320,8 @@ async fn open_consumer(
             Err(err) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(queue = %spec.name, cause = %err, ?delay, "cannot consume yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
+                if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
+                    return Ok(None);
                 }
             }
         }
@@ -451,10 +451,9 @@ impl Settle {
     }
 
     async fn requeue_later(&self, delivery: Delivery) -> crate::bus::Result<()> {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => {}
-            _ = tokio::time::sleep(self.options.retry_delay) => {}
-        }
+        // Requeued either way: a shutdown only cuts the wait short, so the event is
+        // back on the queue for the next instance instead of held by this one.
+        let _ = sleep_unless_cancelled(self.options.retry_delay, &self.shutdown).await;
         delivery.requeue().await
     }
 }

@@ -46,6 +46,7 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::model::{Task, TaskKind};
 use crate::protocol::{CoordinatorMessage, TaskFailure, WorkerMessage, WORKER_PATH};
+use crate::wait::backoff_unless_cancelled;
 
 /// Why a task could not be started or stopped. Boxed because the runtime never branches
 /// on it: it logs the text and reports it to the coordinator.
@@ -240,12 +241,22 @@ async fn connect_loop(
             Ok(Ok((socket, _response))) => socket,
             Ok(Err(err)) => {
                 log_connect_error(config, &err);
-                wait(shutdown, backoff.next_delay()).await;
+                if backoff_unless_cancelled(&mut backoff, shutdown)
+                    .await
+                    .is_cancelled()
+                {
+                    break;
+                }
                 continue;
             }
             Err(_) => {
                 tracing::warn!(url = %config.endpoint(), timeout = ?config.connect_timeout, "coordinator connection timed out");
-                wait(shutdown, backoff.next_delay()).await;
+                if backoff_unless_cancelled(&mut backoff, shutdown)
+                    .await
+                    .is_cancelled()
+                {
+                    break;
+                }
                 continue;
             }
         };
@@ -279,7 +290,12 @@ async fn connect_loop(
             SessionEnd::Lost(reason) => {
                 tracing::warn!(%reason, tasks = assigned.len(), "lost the coordinator; tasks keep running, reconnecting");
                 let _ = tokio::time::timeout(Duration::from_millis(200), socket.close(None)).await;
-                wait(shutdown, backoff.next_delay()).await;
+                if backoff_unless_cancelled(&mut backoff, shutdown)
+                    .await
+                    .is_cancelled()
+                {
+                    break;
+                }
             }
         }
     }
@@ -323,13 +339,6 @@ fn log_connect_error(config: &WorkerRuntimeConfig, err: &tokio_tungstenite::tung
         other => {
             tracing::warn!(url = %config.endpoint(), cause = %other, "cannot reach the coordinator")
         }
-    }
-}
-
-async fn wait(shutdown: &CancellationToken, delay: Duration) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(delay) => {}
     }
 }
 

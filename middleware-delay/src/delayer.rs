@@ -17,6 +17,7 @@ use stargazer_core::bus::Bus;
 use stargazer_core::middleware::{Incoming, Middleware, Outcome};
 use stargazer_core::model::DelayedMessage;
 use stargazer_core::storage::Storage;
+use stargazer_core::wait::{backoff_unless_cancelled, sleep_unless_cancelled, Waited};
 use stargazer_core::CancellationToken;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -199,9 +200,9 @@ impl Delayer {
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(cause = %err, ?delay, "reading pending delayed messages failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(delay) => continue,
+                    match sleep_unless_cancelled(delay, shutdown).await {
+                        Waited::Cancelled => return None,
+                        Waited::Elapsed => continue,
                     }
                 }
             };
@@ -307,7 +308,7 @@ impl Delayer {
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(delay_id = id, cause = %err, ?delay, "cannot read delayed message; retrying");
-                    if !pause(shutdown, delay).await {
+                    if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
                         self.schedule(id, at);
                         return;
                     }
@@ -327,7 +328,7 @@ impl Delayer {
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(delay_id = id, cause = %err, ?delay, "republishing delayed message failed; retrying");
-                    if !pause(shutdown, delay).await {
+                    if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
                         self.schedule(id, at);
                         return;
                     }
@@ -344,7 +345,10 @@ impl Delayer {
                 Ok(_) => return,
                 Err(err) => {
                     tracing::warn!(delay_id = id, cause = %err, attempt, "deleting a fired message failed");
-                    if !pause(shutdown, backoff.next_delay()).await {
+                    if backoff_unless_cancelled(&mut backoff, shutdown)
+                        .await
+                        .is_cancelled()
+                    {
                         break;
                     }
                 }
@@ -355,14 +359,6 @@ impl Delayer {
             delay_id = id,
             "fired message could not be deleted; it may be delivered again after a restart"
         );
-    }
-}
-
-/// Sleeps `delay` unless shut down first; `false` when shut down.
-async fn pause(shutdown: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(delay) => true,
     }
 }
 

@@ -29,6 +29,7 @@ use stargazer_core::bus::Bus;
 use stargazer_core::middleware::{Incoming, Middleware, Outcome};
 use stargazer_core::model::Event;
 use stargazer_core::storage::Storage;
+use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
 
 use crate::youtube::{LiveStreamingDetails, YoutubeClient, MAX_IDS_PER_CALL};
@@ -210,9 +211,8 @@ impl Checker {
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(cause = %err, ?delay, "reading held live-check events failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(delay) => {}
+                    if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
+                        return None;
                     }
                 }
             }
@@ -251,9 +251,8 @@ impl Checker {
                 }
                 false => backoff.next_delay().max(self.options.interval),
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+            if sleep_unless_cancelled(wait, &shutdown).await.is_cancelled() {
+                return;
             }
         }
     }

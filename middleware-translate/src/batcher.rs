@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prometheus::{IntCounterVec, Opts, Registry};
 use stargazer_core::backoff::Backoff;
+use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -264,7 +265,9 @@ impl Batcher {
         }
     }
 
-    fn pause(&self) -> DateTime<Utc> {
+    /// Stops DeepL calls for `quota_pause` (quota spent); returns until when. Sets a
+    /// deadline, never waits: named apart from the waiting helpers of `stargazer_core::wait`.
+    fn pause_calls(&self) -> DateTime<Utc> {
         let until = Utc::now()
             + chrono::Duration::from_std(self.policy.quota_pause)
                 .unwrap_or(chrono::Duration::hours(1));
@@ -303,7 +306,7 @@ impl Batcher {
                 .with_label_values(&[result_label(&err)])
                 .inc();
             if err == CallError::QuotaExceeded {
-                let until = self.pause();
+                let until = self.pause_calls();
                 tracing::warn!(until = %until, "DeepL quota exceeded; pausing translation calls");
                 return Err(JobError::Failed(format!(
                     "DeepL quota exceeded; calls paused until {}",
@@ -324,9 +327,11 @@ impl Batcher {
                 )));
             }
             tracing::info!(cause = %err, attempt, ?wait, "DeepL call failed; retrying");
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(JobError::ShuttingDown),
-                _ = tokio::time::sleep(wait) => {}
+            if sleep_unless_cancelled(wait, &self.shutdown)
+                .await
+                .is_cancelled()
+            {
+                return Err(JobError::ShuttingDown);
             }
         }
     }

@@ -13,6 +13,7 @@ use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError, BusOptions};
 use stargazer_core::config::{redact_url, ConfigError};
 use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
 
@@ -41,9 +42,8 @@ pub async fn open_storage(url: &str, shutdown: &CancellationToken) -> Result<Arc
             Err(err) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(cause = %err, retry_in = ?delay, "storage unavailable");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(Error::Interrupted("storage")),
+                if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
+                    return Err(Error::Interrupted("storage"));
                 }
             }
         }
@@ -71,17 +71,15 @@ pub async fn open_bus(
             Err(err @ BusError::TopologyMissing { .. }) => {
                 let delay = backoff.next_delay();
                 tracing::error!(cause = %err, retry_in = ?delay, "broker topology missing");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(Error::Interrupted("the broker")),
+                if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
+                    return Err(Error::Interrupted("the broker"));
                 }
             }
             Err(err) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(cause = %err, retry_in = ?delay, "broker unavailable");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(Error::Interrupted("the broker")),
+                if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
+                    return Err(Error::Interrupted("the broker"));
                 }
             }
         }

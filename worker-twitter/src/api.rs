@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
+use stargazer_core::wait::{sleep_unless_cancelled, Waited};
 use tokio_util::sync::CancellationToken;
 
 /// Failures of a timeline request.
@@ -220,17 +221,16 @@ impl RateGate {
         }
     }
 
-    /// Waits until requests may go out; `false` if `cancel` fired first.
-    pub async fn wait(&self, cancel: &CancellationToken) -> bool {
+    /// Waits until requests may go out: [`Waited::Cancelled`] if `cancel` fired first.
+    pub async fn wait(&self, cancel: &CancellationToken) -> Waited {
         while let Some(until) = self.closed_until() {
             let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tracing::info!(?wait, %until, "waiting for the X rate limit window to reset");
-            tokio::select! {
-                _ = cancel.cancelled() => return false,
-                _ = tokio::time::sleep(wait) => {}
+            if sleep_unless_cancelled(wait, cancel).await.is_cancelled() {
+                return Waited::Cancelled;
             }
         }
-        true
+        Waited::Elapsed
     }
 
     /// Reads `x-rate-limit-remaining` / `x-rate-limit-reset` from a response.

@@ -21,6 +21,7 @@ use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Task, TaskParams};
 use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::worker_runtime::{JobSet, JobTokens};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -246,7 +247,7 @@ impl Job {
         let mut auth_reported = false;
         let mut entity: Option<EntityCache> = None;
         loop {
-            if !self.shared.api.gate().wait(&self.stop).await {
+            if self.shared.api.gate().wait(&self.stop).await.is_cancelled() {
                 break;
             }
             // Not raced against `stop`: only the requests inside are interruptible, so a
@@ -301,9 +302,11 @@ impl Job {
                     delay
                 }
             };
-            tokio::select! {
-                _ = self.stop.cancelled() => break,
-                _ = tokio::time::sleep(pause) => {}
+            if sleep_unless_cancelled(pause, &self.stop)
+                .await
+                .is_cancelled()
+            {
+                break;
             }
         }
         tracing::info!("task ended");
@@ -386,7 +389,7 @@ impl Job {
         let mut token: Option<String> = None;
         let mut pages = 0;
         loop {
-            if pages > 0 && !self.shared.api.gate().wait(&self.stop).await {
+            if pages > 0 && self.shared.api.gate().wait(&self.stop).await.is_cancelled() {
                 return Err(PollError::Stopped);
             }
             let page = self

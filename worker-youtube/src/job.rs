@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use stargazer_core::backoff::Backoff;
+use stargazer_core::wait::{sleep_unless_cancelled, Waited};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -203,12 +204,14 @@ impl Job {
         tracing::info!("task ended");
     }
 
-    /// Sleeps for `delay` unless stopped or aborted; `false` when interrupted.
-    async fn pause(&self, delay: Duration) -> bool {
+    /// Sleeps for `delay` unless stopped or aborted first ([`Waited::Cancelled`]). Both
+    /// tokens are watched: this worker's job set stops gracefully, so `stop` is not a
+    /// child of `abort` and neither covers the other.
+    async fn sleep_unless_ended(&self, delay: Duration) -> Waited {
         tokio::select! {
-            _ = self.abort.cancelled() => false,
-            _ = self.stop.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
+            biased;
+            _ = self.abort.cancelled() => Waited::Cancelled,
+            waited = sleep_unless_cancelled(delay, &self.stop) => waited,
         }
     }
 
@@ -237,7 +240,7 @@ impl Job {
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(cause = %err, retry_in = ?delay, "could not load leases");
-                    if !self.pause(delay).await {
+                    if self.sleep_unless_ended(delay).await.is_cancelled() {
                         return None;
                     }
                 }
@@ -302,7 +305,7 @@ impl Job {
                     Err(err) => {
                         let delay = backoff.next_delay();
                         tracing::warn!(cause = %err, retry_in = ?delay, "could not store the lease");
-                        if !self.pause(delay).await {
+                        if self.sleep_unless_ended(delay).await.is_cancelled() {
                             return None;
                         }
                     }
@@ -404,12 +407,13 @@ impl Job {
                 Some(Err(err)) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(cause = %err, attempt, retry_in = ?delay, "unsubscribe failed");
-                    tokio::select! {
-                        _ = self.abort.cancelled() => {
-                            self.shared.deregister(id);
-                            return;
-                        }
-                        _ = tokio::time::sleep(delay) => {}
+                    // Only an abort interrupts: a stop is what this unsubscribe serves.
+                    if sleep_unless_cancelled(delay, &self.abort)
+                        .await
+                        .is_cancelled()
+                    {
+                        self.shared.deregister(id);
+                        return;
                     }
                 }
             }
@@ -435,7 +439,7 @@ impl Job {
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(cause = %err, retry_in = ?delay, "could not read the channel's sync state");
-                    if !self.pause(delay).await {
+                    if self.sleep_unless_ended(delay).await.is_cancelled() {
                         return None;
                     }
                 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stargazer_core::backoff::Backoff;
+use stargazer_core::wait::sleep_unless_cancelled;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::ErrorHandler;
 use teloxide::prelude::*;
@@ -124,9 +125,8 @@ pub(crate) async fn run(
                 Err(err) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(cause = %err, retry_in_ms = wait.as_millis() as u64, "Telegram not reachable");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
+                    if sleep_unless_cancelled(wait, &shutdown).await.is_cancelled() {
+                        return Ok(());
                     }
                 }
             }
@@ -194,9 +194,8 @@ pub(crate) async fn run(
             Err(err) => {
                 let wait = backoff.next_delay();
                 tracing::warn!(cause = %err, retry_in_ms = wait.as_millis() as u64, "could not start polling");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break Ok(()),
-                    _ = tokio::time::sleep(wait) => {}
+                if sleep_unless_cancelled(wait, &shutdown).await.is_cancelled() {
+                    break Ok(());
                 }
             }
         }

@@ -39,6 +39,7 @@ use stargazer_core::model::Event;
 use stargazer_core::routing::READY_PATTERN;
 use stargazer_core::storage::Storage;
 use stargazer_core::telemetry::register_int_counter_vec;
+use stargazer_core::wait::sleep_unless_cancelled;
 use teloxide::Bot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -172,9 +173,8 @@ impl Fanouts {
                     Err(err) => {
                         let wait = backoff.next_delay();
                         tracing::warn!(queue = %spec.name, cause = %err, retry_in_ms = wait.as_millis() as u64, "cannot consume yet");
-                        tokio::select! {
-                            _ = this.shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(wait) => {}
+                        if sleep_unless_cancelled(wait, &this.shutdown).await.is_cancelled() {
+                            return Ok(());
                         }
                     }
                 },
@@ -347,9 +347,11 @@ impl Fanouts {
                 Err(cause) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(%cause, retry_in_ms = wait.as_millis() as u64, "delivery log unavailable");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(wait) => {}
+                    if sleep_unless_cancelled(wait, &self.shutdown)
+                        .await
+                        .is_cancelled()
+                    {
+                        return None;
                     }
                 }
             }
@@ -380,9 +382,11 @@ impl Fanouts {
                 Err(err) if err.is_transient() => {
                     let wait = backoff.next_delay();
                     tracing::warn!(call = what, cause = %err, retry_in_ms = wait.as_millis() as u64, "api unavailable");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(wait) => {}
+                    if sleep_unless_cancelled(wait, &self.shutdown)
+                        .await
+                        .is_cancelled()
+                    {
+                        return None;
                     }
                 }
                 other => return Some(other),
@@ -438,10 +442,8 @@ impl Fanouts {
                         requeue_in_ms = wait.as_millis() as u64,
                         "telegram unavailable; event will be requeued"
                     );
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(wait) => {}
-                    }
+                    // Requeued either way: a shutdown only cuts the hold short.
+                    let _ = sleep_unless_cancelled(wait, &self.shutdown).await;
                     ("requeued", delivery.requeue().await)
                 } else {
                     if sent > 0 {

@@ -1,6 +1,6 @@
 //! Group commit of the delivery log: send jobs hand their records to one writer task,
 //! which stores everything that arrived while its previous write was in flight with a
-//! single [`Storage::record_deliveries`] call.
+//! single [`DeliveryStore::record_deliveries`](stargazer_core::storage::DeliveryStore::record_deliveries) call.
 //!
 //! A database write costs about the same for one record as for dozens, and a chat sends
 //! its next message only when the previous job is over. So a job that has sent its
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use stargazer_core::backoff::Backoff;
 use stargazer_core::model::DeliveryRecord;
 use stargazer_core::storage::Storage;
+use stargazer_core::wait::sleep_unless_cancelled;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -175,10 +176,9 @@ async fn write_batches(
                 batch = kept;
                 let wait = backoff.next_delay();
                 tracing::warn!(%cause, retry_in_ms = wait.as_millis() as u64, "could not record deliveries; will retry");
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                }
+                // A stop only cuts the wait short: the batch gets one last try, and is
+                // given up above if that fails too.
+                let _ = sleep_unless_cancelled(wait, &stop).await;
             }
         }
     }

@@ -64,6 +64,7 @@ use crate::topology::{
     self, ExchangeSpec, ExchangeType, Topology, DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE,
     DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, EXCHANGE, SETUP_COMMAND,
 };
+use crate::wait::{backoff_unless_cancelled, sleep_unless_cancelled, Waited};
 
 /// Client-provided connection name used by [`AmqpBus::connect`].
 pub const DEFAULT_CONNECTION_NAME: &str = "stargazer";
@@ -743,23 +744,15 @@ impl Inner {
                 Err(Failure::Transient(message)) => {
                     tracing::warn!(what, error = %message, "broker operation failed; retrying");
                     self.kick.notify_one();
-                    self.pause(&mut backoff).await?;
+                    if backoff_unless_cancelled(&mut backoff, &self.closed)
+                        .await
+                        .is_cancelled()
+                    {
+                        return Err(BusError::Closed);
+                    }
                 }
                 Err(other) => return Err(other.into_error(what)),
             }
-        }
-    }
-
-    /// Sleeps the next backoff delay unless the bus closes first.
-    async fn pause(&self, backoff: &mut Backoff) -> Result<()> {
-        self.sleep(backoff.next_delay()).await
-    }
-
-    /// Sleeps `delay` unless the bus closes first.
-    async fn sleep(&self, delay: Duration) -> Result<()> {
-        tokio::select! {
-            _ = self.closed.cancelled() => Err(BusError::Closed),
-            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 
@@ -819,7 +812,12 @@ impl Inner {
                     drop(slot);
                     tracing::warn!(%error, "cannot open a publishing channel; retrying");
                     self.kick.notify_one();
-                    self.pause(&mut backoff).await?;
+                    if backoff_unless_cancelled(&mut backoff, &self.closed)
+                        .await
+                        .is_cancelled()
+                    {
+                        return Err(BusError::Closed);
+                    }
                     continue;
                 }
             };
@@ -883,7 +881,12 @@ impl Inner {
                     tracing::warn!(routing_key, %error, "publish not confirmed; retrying");
                     self.kick.notify_one();
                     drop(slot);
-                    self.pause(&mut backoff).await?;
+                    if backoff_unless_cancelled(&mut backoff, &self.closed)
+                        .await
+                        .is_cancelled()
+                    {
+                        return Err(BusError::Closed);
+                    }
                 }
             }
         }
@@ -905,7 +908,12 @@ impl Inner {
             }
             if retry < retries {
                 tracing::warn!(routing_key, retry = retry + 1, ?delay, reply = %reply, "no queue took the message; retrying");
-                self.sleep(delay).await?;
+                if sleep_unless_cancelled(delay, &self.closed)
+                    .await
+                    .is_cancelled()
+                {
+                    return Err(BusError::Closed);
+                }
                 delay = delay.saturating_mul(2);
             }
         }
@@ -1003,9 +1011,9 @@ async fn supervise(inner: Arc<Inner>, first: Connection) {
                                 "cannot connect to the broker; retrying"
                             );
                         }
-                        tokio::select! {
-                            _ = inner.closed.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => continue,
+                        match sleep_unless_cancelled(delay, &inner.closed).await {
+                            Waited::Cancelled => break,
+                            Waited::Elapsed => continue,
                         }
                     }
                 }
@@ -1210,7 +1218,10 @@ impl Consumer for AmqpConsumer {
                         let error = failure.into_error("re-consume");
                         tracing::warn!(queue = %self.spec.name, %error, "cannot re-consume; retrying");
                         self.inner.kick.notify_one();
-                        if self.inner.pause(&mut self.backoff).await.is_err() {
+                        if backoff_unless_cancelled(&mut self.backoff, &self.inner.closed)
+                            .await
+                            .is_cancelled()
+                        {
                             return None;
                         }
                     }

@@ -28,6 +28,7 @@ use crate::topology::{
     self, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, FIRST_DEATH_QUEUE_HEADER,
     FIRST_DEATH_REASON_HEADER,
 };
+use crate::wait::sleep_unless_cancelled;
 
 #[derive(Clone)]
 struct Message {
@@ -186,9 +187,11 @@ impl Bus for MemoryBus {
                 ?delay,
                 "no queue took the message; retrying"
             );
-            tokio::select! {
-                _ = self.inner.closed.cancelled() => return Err(BusError::Closed),
-                _ = tokio::time::sleep(delay) => {}
+            if sleep_unless_cancelled(delay, &self.inner.closed)
+                .await
+                .is_cancelled()
+            {
+                return Err(BusError::Closed);
             }
             delay = delay.saturating_mul(2);
         }

@@ -249,6 +249,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::wait::{sleep_unless_cancelled, Waited};
 
     /// What a test job reports when it ends.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,10 +374,11 @@ mod tests {
                 _ = t.abort.cancelled() => { let _ = tx.send((20, Ended::Aborted)); return; }
                 _ = t.stop.cancelled() => {}
             }
-            tokio::select! {
-                _ = t.abort.cancelled() => { let _ = tx.send((20, Ended::Aborted)); }
-                _ = tokio::time::sleep(Duration::from_secs(30)) => { let _ = tx.send((20, Ended::Stopped)); }
-            }
+            let how = match sleep_unless_cancelled(Duration::from_secs(30), &t.abort).await {
+                Waited::Cancelled => Ended::Aborted,
+                Waited::Elapsed => Ended::Stopped,
+            };
+            let _ = tx.send((20, how));
         };
         set.start(1, "a", |t| slow(t, tx.clone())).await;
         assert!(set.stop(&1));
