@@ -22,6 +22,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::error::Result;
+use stargazer_core::sync::lock;
 
 struct Slot {
     created: Instant,
@@ -46,7 +47,7 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
 
     fn slots(&self) -> std::sync::MutexGuard<'_, LruCache<K, Slot>> {
         // Sections under the lock never panic half-way; a poisoned map is still whole.
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.slots)
     }
 
     /// The cached value of `key`, or the result of `load` (remembered when it succeeds).

@@ -24,7 +24,7 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Now, truncated to milliseconds: the precision every backend stores, so what a write
 /// returns equals what a later read returns.
-pub(crate) fn now_ms() -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn stored_now() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
     chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }

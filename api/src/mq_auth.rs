@@ -68,6 +68,7 @@ use base64::Engine;
 use serde::Deserialize;
 use stargazer_core::model::{Access, Component, Permissions};
 use stargazer_core::storage::Storage;
+use stargazer_core::sync::lock;
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use utoipa::ToSchema;
@@ -434,7 +435,7 @@ impl Grants {
     /// The grant of `username`, none if no such credential exists.
     pub(crate) async fn get(&self, username: &str) -> Result<Option<Grant>> {
         {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let entries = lock(&self.entries);
             if let Some((grant, until)) = entries.get(username) {
                 if *until > Instant::now() {
                     return Ok(Some(grant.clone()));
@@ -442,9 +443,7 @@ impl Grants {
             }
         }
         let Some(credential) = self.storage.get_credential(username).await? else {
-            self.entries
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            lock(&self.entries)
                 .remove(username);
             return Ok(None);
         };
@@ -454,7 +453,7 @@ impl Grants {
             queues: credential.queues.into(),
         };
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = lock(&self.entries);
         if entries.len() >= GRANTS_CAPACITY && !entries.contains_key(username) {
             entries.retain(|_, (_, until)| *until > now);
             if entries.len() >= GRANTS_CAPACITY {
@@ -475,16 +474,14 @@ impl Grants {
     /// Drops expired entries (called periodically).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.entries)
             .retain(|_, (_, until)| *until > now);
     }
 
     /// How many credentials are remembered.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.entries).len()
     }
 }
 

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use crate::http::{AppState, HttpError};
 
 /// PBKDF2 verifications allowed to run at once.
-pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
+pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
 
 /// Entries beyond which expired ones are swept on insert.
 const CACHE_SOFT_CAP: usize = 4096;

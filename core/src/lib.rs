@@ -8,6 +8,7 @@
 //! - [`bus`]: the [`bus::Bus`] trait with RabbitMQ and in-process implementations.
 //! - [`config`]: TOML + environment configuration with one-line errors.
 //! - [`auth`]: PBKDF2 password hashes and session tokens.
+//! - [`sync`]: a mutex lock that survives a panic elsewhere.
 //! - [`telemetry`]: tracing setup, Prometheus rendering, `/healthz`.
 //! - [`readiness`]: `/readyz`, each dependency of a role checked now.
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
@@ -33,6 +34,7 @@ pub mod readiness;
 pub mod routing;
 pub mod service;
 pub mod storage;
+pub mod sync;
 pub mod telemetry;
 pub mod throttle;
 pub mod topology;

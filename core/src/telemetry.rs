@@ -2,6 +2,8 @@
 //! registry each service registers its metrics in (with helpers that tolerate a shared
 //! registry), and axum routes for `/metrics` and `/healthz`.
 
+use std::io::IsTerminal;
+
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -12,12 +14,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global `tracing` subscriber. `filter` is an `EnvFilter` directive
+/// Installs the global `tracing` subscriber, one line per event (without colour codes
+/// unless stderr is a terminal). `filter` is an `EnvFilter` directive
 /// (`info`, `stargazer_api=debug`); `RUST_LOG` wins when set. Calling it twice is harmless.
 pub fn init_tracing(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    // Colour codes only on a terminal: in a file or a log collector they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

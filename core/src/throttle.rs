@@ -112,7 +112,7 @@ impl LoginThrottle {
     fn lock(&self) -> MutexGuard<'_, Records> {
         // A panic while holding the lock cannot leave the counters inconsistent in a way
         // that matters: they are advisory.
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.records)
     }
 
     /// Reserves an attempt for `username` from `source` (when known): counts it now and

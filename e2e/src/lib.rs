@@ -67,7 +67,5 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A short random suffix for names that must be unique per test run.
-pub fn unique() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
+/// A random suffix for names that must be unique per test run (the one `testkit` uses).
+pub use stargazer_testkit::backends::unique;

@@ -30,9 +30,7 @@ pub(crate) type SharedCache = Arc<Mutex<Lru<CacheKey, Translation>>>;
 
 /// Locks the cache; a poisoned lock still holds a valid map.
 pub(crate) fn lock(cache: &SharedCache) -> MutexGuard<'_, Lru<CacheKey, Translation>> {
-    cache
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    stargazer_core::sync::lock(cache)
 }
 
 /// Why a text has no translation.

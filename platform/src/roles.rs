@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::backends::{bind, open_bus, open_storage};
 use crate::metrics::MetricsServer;
-use crate::services::{row, Mode};
+use crate::services::{row, Mode, ServiceRow};
 use crate::settings::Settings;
 use crate::{Error, Result};
 
@@ -60,6 +60,15 @@ pub async fn run_role(settings: &Settings, role: Role, shutdown: CancellationTok
         "no service table row for role {}",
         role.name()
     )))?;
+    run_service(settings, row, shutdown).await
+}
+
+/// [`run_role`] for any row of a service table.
+pub async fn run_service(
+    settings: &Settings,
+    row: &ServiceRow,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let service = (row.build)(settings, Mode::Role)?;
     let name = service.name();
     tracing::info!(service = name, endpoints = %service.describe(), "starting");

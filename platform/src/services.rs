@@ -31,8 +31,8 @@ pub type Build = fn(&Settings, Mode) -> Result<Box<dyn Service>, ConfigError>;
 /// One row of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceRow {
-    /// The role (subcommand) that runs it alone.
-    pub role: Role,
+    /// The service's name: the subcommand that runs it alone ([`Role::name`]).
+    pub name: &'static str,
     /// How to build it.
     pub build: Build,
 }
@@ -41,42 +41,42 @@ pub struct ServiceRow {
 /// others find them).
 pub const SERVICES: &[ServiceRow] = &[
     ServiceRow {
-        role: Role::Api,
+        name: "api",
         build: api,
     },
     ServiceRow {
-        role: Role::Coordinator,
+        name: "coordinator",
         build: coordinator,
     },
     ServiceRow {
-        role: Role::MiddlewareDelay,
+        name: "middleware-delay",
         build: delay,
     },
     ServiceRow {
-        role: Role::MiddlewareTranslate,
+        name: "middleware-translate",
         build: translate,
     },
     ServiceRow {
-        role: Role::MiddlewareLiveCheck,
+        name: "middleware-live-check",
         build: live_check,
     },
     ServiceRow {
-        role: Role::WorkerYoutube,
+        name: "worker-youtube",
         build: worker_youtube,
     },
     ServiceRow {
-        role: Role::WorkerTwitter,
+        name: "worker-twitter",
         build: worker_twitter,
     },
     ServiceRow {
-        role: Role::BotTelegram,
+        name: "bot-telegram",
         build: bot_telegram,
     },
 ];
 
 /// The row of `role`.
 pub fn row(role: Role) -> Option<&'static ServiceRow> {
-    SERVICES.iter().find(|row| row.role == role)
+    SERVICES.iter().find(|row| row.name == role.name())
 }
 
 fn api(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
@@ -200,14 +200,14 @@ mod tests {
         assert_eq!(subcommands.len(), SERVICES.len(), "{subcommands:?}");
         for row in SERVICES {
             assert!(
-                subcommands.iter().any(|name| name == row.role.name()),
+                subcommands.iter().any(|name| name == row.name),
                 "{} has no subcommand",
-                row.role.name()
+                row.name
             );
             assert_eq!(
                 SERVICES
                     .iter()
-                    .filter(|other| other.role == row.role)
+                    .filter(|other| other.name == row.name)
                     .count(),
                 1
             );

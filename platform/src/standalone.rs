@@ -17,13 +17,13 @@ use stargazer_core::auth;
 use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
 use stargazer_core::model::{Access, Credential, Permissions};
-use stargazer_core::service::{Listen, ServiceContext};
+use stargazer_core::service::{Listen, Service, ServiceContext};
 use stargazer_core::storage::Storage;
 use stargazer_core::{CancellationToken, Uuid};
 use tokio::task::JoinSet;
 
 use crate::backends::{bind, connect_addr, open_bus, open_storage, parse_addr};
-use crate::services::{Mode, SERVICES};
+use crate::services::{Mode, ServiceRow, SERVICES};
 use crate::settings::{Settings, WorkerSection};
 use crate::{Error, Result};
 
@@ -96,6 +96,19 @@ impl Standalone {
         bus: Arc<dyn Bus>,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
+        Self::start_table(settings, storage, bus, shutdown, SERVICES).await
+    }
+
+    /// [`Standalone::start_with`] with another table of services (the api's and the
+    /// coordinator's listeners are bound whatever the table holds: the internal accounts
+    /// point at them).
+    pub async fn start_table(
+        settings: Settings,
+        storage: Arc<dyn Storage>,
+        bus: Arc<dyn Bus>,
+        shutdown: &CancellationToken,
+        table: &[ServiceRow],
+    ) -> Result<Self> {
         let mut bound = Bound::default();
         let api_addr = bound.bind("api.listen", settings.api.listen).await?;
         let coordinator_listen = parse_addr(&settings.coordinator.listen, "coordinator.listen")?;
@@ -105,7 +118,34 @@ impl Standalone {
         // One registry for every service: the api's `/metrics` serves them all.
         let registry = prometheus::Registry::new();
         bus.metrics().register(&registry);
-        let mut running = Self {
+        let shared = Shared {
+            storage,
+            bus,
+            registry,
+        };
+        let mut running = Self::empty(&settings, &shared.bus, shutdown, api_addr, coordinator_addr);
+        for row in table {
+            match (row.build)(&settings, Mode::Standalone) {
+                Ok(service) => running.start_service(service, &mut bound, &shared).await?,
+                Err(why) => running.disabled(row.name, why),
+            }
+        }
+        running.summary.push(SummaryLine {
+            service: "settings page",
+            status: settings_page_status(&settings, api_addr),
+        });
+        Ok(running)
+    }
+
+    /// Nothing running yet: the summary names the backends.
+    fn empty(
+        settings: &Settings,
+        bus: &Arc<dyn Bus>,
+        shutdown: &CancellationToken,
+        api_addr: SocketAddr,
+        coordinator_addr: SocketAddr,
+    ) -> Self {
+        Self {
             tasks: JoinSet::new(),
             services: shutdown.child_token(),
             bus: bus.clone(),
@@ -123,47 +163,43 @@ impl Standalone {
             coordinator_addr,
             youtube_addr: None,
             worker_ids: Vec::new(),
-        };
-        for row in SERVICES {
-            let service = match (row.build)(&settings, Mode::Standalone) {
-                Ok(service) => service,
-                Err(why) => {
-                    running.disabled(row.role.name(), why);
-                    continue;
-                }
-            };
-            let needs = service.needs();
-            let mut listeners = Vec::with_capacity(needs.listeners.len());
-            for listen in &needs.listeners {
-                let listener = bound.take_or_bind(listen).await?;
-                if listen.key == "youtube.listen" {
-                    running.youtube_addr = Some(local_addr(&listener, listen.key)?);
-                }
-                listeners.push(listener);
-            }
-            let cx = ServiceContext {
-                storage: storage.clone(),
-                bus: needs.bus.then(|| bus.clone()),
-                listeners,
-                registry: registry.clone(),
-                shutdown: running.services.clone(),
-            };
-            running
-                .worker_ids
-                .extend(service.worker_id().map(str::to_owned));
-            let name = service.name();
-            running.spawn(name, service.describe(), async move {
-                service.run(cx).await.map_err(|source| Error::Service {
-                    service: name,
-                    source,
-                })
-            });
         }
-        running.summary.push(SummaryLine {
-            service: "settings page",
-            status: settings_page_status(&settings, api_addr),
+    }
+
+    /// Hands `service` its listeners (bound earlier or now) and the shared backends, and
+    /// spawns it.
+    async fn start_service(
+        &mut self,
+        service: Box<dyn Service>,
+        bound: &mut Bound,
+        shared: &Shared,
+    ) -> Result<()> {
+        let needs = service.needs();
+        let mut listeners = Vec::with_capacity(needs.listeners.len());
+        for listen in &needs.listeners {
+            let listener = bound.take_or_bind(listen).await?;
+            if listen.key == "youtube.listen" {
+                self.youtube_addr = Some(local_addr(&listener, listen.key)?);
+            }
+            listeners.push(listener);
+        }
+        let cx = ServiceContext {
+            storage: shared.storage.clone(),
+            bus: needs.bus.then(|| shared.bus.clone()),
+            listeners,
+            registry: shared.registry.clone(),
+            shutdown: self.services.clone(),
+        };
+        self.worker_ids
+            .extend(service.worker_id().map(str::to_owned));
+        let name = service.name();
+        self.spawn(name, service.describe(), async move {
+            service.run(cx).await.map_err(|source| Error::Service {
+                service: name,
+                source,
+            })
         });
-        Ok(running)
+        Ok(())
     }
 
     fn spawn(
@@ -258,6 +294,13 @@ fn describe_exit(
         Ok((_, Err(err))) => Err(err),
         Err(err) => Err(Error::Panicked(err.to_string())),
     }
+}
+
+/// What every in-process service shares.
+struct Shared {
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
+    registry: prometheus::Registry,
 }
 
 /// Listeners standalone binds before building the services (the addresses the others

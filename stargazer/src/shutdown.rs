@@ -5,7 +5,7 @@ use stargazer_core::CancellationToken;
 
 /// A token cancelled on the first SIGTERM or SIGINT. A second signal exits at once, for an
 /// operator whose graceful shutdown is stuck.
-pub fn on_signal() -> CancellationToken {
+pub(crate) fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {

@@ -320,6 +320,16 @@ fn unreachable_backends_are_logged_without_their_password() {
             child.try_wait().unwrap().is_none(),
             "{role} exited: {seen:#?}"
         );
+        // Piped, not a terminal: plain lines, no colour codes.
+        assert!(
+            seen.iter().all(|line| !line.contains('\u{1b}')),
+            "{role} logged colour codes: {seen:#?}"
+        );
+        // The start-up line names the endpoints the service talks to.
+        assert!(
+            seen.iter().any(|line| line.contains("starting")),
+            "{role}: no start-up line: {seen:#?}"
+        );
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())

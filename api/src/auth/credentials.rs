@@ -34,6 +34,7 @@ use stargazer_core::auth::verify_password;
 use stargazer_core::model::Permissions;
 use stargazer_core::storage::Storage;
 use stargazer_core::throttle::{Attempt, LoginThrottle};
+use stargazer_core::sync::lock;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -116,7 +117,7 @@ impl CredentialVerifier {
     }
 
     fn is_cached(&self, key: &Key) -> bool {
-        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let verified = lock(&self.verified);
         verified
             .get(key)
             .is_some_and(|expires| *expires > Instant::now())
@@ -140,7 +141,7 @@ impl CredentialVerifier {
             return Ok(Some(credential.permissions));
         }
         let gate = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inflight = lock(&self.inflight);
             inflight.entry(key).or_default().clone()
         };
         let turn = gate.lock().await;
@@ -153,9 +154,7 @@ impl CredentialVerifier {
             self.remember(key);
         }
         drop(turn);
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.inflight)
             .remove(&key);
         Ok(result?.then_some(credential.permissions))
     }
@@ -254,7 +253,7 @@ impl CredentialVerifier {
 
     fn remember(&self, key: Key) {
         let now = Instant::now();
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut verified = lock(&self.verified);
         if verified.len() >= CACHE_SOFT_CAP {
             verified.retain(|_, until| *until > now);
             if verified.len() >= CACHE_SOFT_CAP {
@@ -267,9 +266,7 @@ impl CredentialVerifier {
     /// Drops expired entries and forgotten failures (called periodically).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        self.verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.verified)
             .retain(|_, until| *until > now);
         self.throttle.sweep();
     }

@@ -156,7 +156,7 @@ impl AppState {
         let unknown = || Error::Unauthorized("unknown or expired session".into());
         let hash = token_hash(token);
         let session = self.storage.get_session(&hash).await?.ok_or_else(unknown)?;
-        let now = crate::http::now_ms();
+        let now = crate::http::stored_now();
         if session.expires_at <= now || session.max_expires_at <= now {
             return Err(unknown());
         }

@@ -30,7 +30,7 @@ pub(crate) async fn new_session(
 ) -> Result<Data<SessionToken>> {
     load_user(&state, req.user).await?;
     let token = new_token();
-    let now = crate::http::now_ms();
+    let now = crate::http::stored_now();
     let session = model::Session {
         token_hash: token_hash(&token),
         user: req.user,

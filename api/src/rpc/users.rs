@@ -75,7 +75,7 @@ pub(crate) async fn add_user(
         name: req.name,
         language: req.language,
         settings: model::UserSettings::default(),
-        created_at: crate::http::now_ms(),
+        created_at: crate::http::stored_now(),
     };
     state.storage.insert_user(&user).await?;
     state.users_changed();

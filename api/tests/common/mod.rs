@@ -18,13 +18,13 @@ use uuid::Uuid;
 
 /// The storage implementations every HTTP test runs against.
 #[derive(Debug, Clone, Copy)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Mongo,
 }
 
 impl Backend {
-    pub async fn connect(self) -> Arc<dyn Storage> {
+    pub(crate) async fn connect(self) -> Arc<dyn Storage> {
         let url = match self {
             Backend::Sqlite => "sqlite::memory:".to_owned(),
             Backend::Mongo => format!(
@@ -62,10 +62,10 @@ macro_rules! both_backends {
 }
 
 /// Fast hashes for tests (production uses 600 000 rounds).
-pub const TEST_ITERATIONS: u32 = 1000;
+pub(crate) const TEST_ITERATIONS: u32 = 1000;
 
 /// A config suited to tests.
-pub fn test_config() -> ApiConfig {
+pub(crate) fn test_config() -> ApiConfig {
     ApiConfig {
         pbkdf2_iterations: TEST_ITERATIONS,
         ..ApiConfig::default()
@@ -74,7 +74,7 @@ pub fn test_config() -> ApiConfig {
 
 /// The api running on `127.0.0.1:<random>` (and its internal listener on another
 /// random port) until dropped or stopped.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub base: String,
     /// The internal listener: the RabbitMQ auth backend.
@@ -88,16 +88,16 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(backend: Backend) -> Self {
+    pub(crate) async fn start(backend: Backend) -> Self {
         Self::with_config(backend.connect().await, test_config()).await
     }
 
-    pub async fn with_config(storage: Arc<dyn Storage>, config: ApiConfig) -> Self {
+    pub(crate) async fn with_config(storage: Arc<dyn Storage>, config: ApiConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::on_listener(storage, config, listener).await
     }
 
-    pub async fn on_listener(
+    pub(crate) async fn on_listener(
         storage: Arc<dyn Storage>,
         config: ApiConfig,
         listener: tokio::net::TcpListener,
@@ -133,25 +133,25 @@ impl TestServer {
     }
 
     /// Stops the server and checks it returned cleanly.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.unwrap().unwrap();
         }
     }
 
-    pub fn client(&self) -> ApiClient {
+    pub(crate) fn client(&self) -> ApiClient {
         ApiClient::new(&self.base).unwrap()
     }
 
     /// Stores a credential with the given permissions; returns a client using it.
-    pub async fn credential(&self, username: &str, permissions: Permissions) -> ApiClient {
+    pub(crate) async fn credential(&self, username: &str, permissions: Permissions) -> ApiClient {
         self.credential_owning(username, permissions, &[]).await
     }
 
     /// Stores a credential with the given permissions owning broker `queues`
     /// (suffixes); its password is `pw-<username>`. Returns a client using it.
-    pub async fn credential_owning(
+    pub(crate) async fn credential_owning(
         &self,
         username: &str,
         permissions: Permissions,
@@ -171,7 +171,7 @@ impl TestServer {
         self.client().with_basic(username, password)
     }
 
-    pub async fn admin(&self) -> ApiClient {
+    pub(crate) async fn admin(&self) -> ApiClient {
         self.credential(
             "admin",
             perms(&[("admin", Access::Rw), ("api", Access::Ro)]),
@@ -179,7 +179,7 @@ impl TestServer {
         .await
     }
 
-    pub async fn bot(&self) -> ApiClient {
+    pub(crate) async fn bot(&self) -> ApiClient {
         self.credential_owning(
             "bot",
             perms(&[("api", Access::Rw), ("mq", Access::Ro)]),
@@ -189,7 +189,7 @@ impl TestServer {
     }
 
     /// A raw POST returning status, headers and JSON body.
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         path: &str,
         auth: Auth<'_>,
@@ -223,20 +223,20 @@ impl Drop for TestServer {
     }
 }
 
-pub enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     None,
     Basic(&'a str, &'a str),
     Bearer(&'a str),
     Header(&'a str),
 }
 
-pub enum RawBody {
+pub(crate) enum RawBody {
     Json(Value),
     Text(String),
     Empty,
 }
 
-pub fn perms(list: &[(&str, Access)]) -> Permissions {
+pub(crate) fn perms(list: &[(&str, Access)]) -> Permissions {
     let mut p = Permissions::default();
     for (component, access) in list {
         match *component {
@@ -251,12 +251,12 @@ pub fn perms(list: &[(&str, Access)]) -> Permissions {
 }
 
 /// A valid YouTube channel id derived from `n`.
-pub fn channel(n: u32) -> String {
+pub(crate) fn channel(n: u32) -> String {
     format!("UC{:022}", n)
 }
 
 /// A `newEntity` body.
-pub fn entity_body(name: &str, n: u32) -> Value {
+pub(crate) fn entity_body(name: &str, n: u32) -> Value {
     json!({
         "names": {"en": name},
         "default_language": "en",
@@ -266,7 +266,7 @@ pub fn entity_body(name: &str, n: u32) -> Value {
 
 /// Asserts an error envelope with `status` and `code`.
 #[track_caller]
-pub fn assert_error(result: &(u16, reqwest::header::HeaderMap, Value), status: u16, code: &str) {
+pub(crate) fn assert_error(result: &(u16, reqwest::header::HeaderMap, Value), status: u16, code: &str) {
     let (got, _, body) = result;
     assert_eq!(*got, status, "body: {body}");
     assert_eq!(body["success"], false, "{body}");

@@ -14,10 +14,10 @@ use uuid::Uuid;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How long one AMQP operation may take before the test fails.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stops the node and removes its directory when dropped.
-pub struct Node {
+pub(crate) struct Node {
     name: &'static str,
     /// The AMQP port.
     pub port: u16,
@@ -28,7 +28,7 @@ impl Node {
     /// Starts node `name` (`<name>@localhost`) on AMQP `port` (distribution port
     /// `port + 20000`), asking `auth_base` (`http://[user:secret@]host:port`) for every
     /// login and permission.
-    pub fn start(name: &'static str, port: u16, auth_base: &str) -> Node {
+    pub(crate) fn start(name: &'static str, port: u16, auth_base: &str) -> Node {
         let node = Node {
             name,
             port,
@@ -92,7 +92,7 @@ impl Node {
     }
 
     /// Waits until the node accepts connections.
-    pub async fn await_startup(&self) {
+    pub(crate) async fn await_startup(&self) {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
             let name = self.node_name();
@@ -114,7 +114,7 @@ impl Node {
     }
 
     /// Connects as `user` to the default virtual host.
-    pub async fn connect(&self, user: &str, password: &str) -> lapin::Result<Connection> {
+    pub(crate) async fn connect(&self, user: &str, password: &str) -> lapin::Result<Connection> {
         let uri = format!("amqp://{user}:{password}@127.0.0.1:{}/%2f", self.port);
         match tokio::time::timeout(
             OP_TIMEOUT,
@@ -159,7 +159,7 @@ impl Drop for Node {
 }
 
 /// Whether `err` is RabbitMQ's 403 ACCESS_REFUSED.
-pub fn access_refused(err: &lapin::Error) -> bool {
+pub(crate) fn access_refused(err: &lapin::Error) -> bool {
     match err {
         lapin::Error::ProtocolError(amqp) => amqp.get_id() == 403,
         other => format!("{other:?}").contains("ACCESS_REFUSED"),
@@ -167,7 +167,7 @@ pub fn access_refused(err: &lapin::Error) -> bool {
 }
 
 /// Runs `fut`, failing the test when it takes longer than [`OP_TIMEOUT`].
-pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(OP_TIMEOUT, fut)
         .await
         .unwrap_or_else(|_| panic!("{what} timed out after {OP_TIMEOUT:?}"))

@@ -27,7 +27,7 @@ const SWEEP_ABOVE: usize = 10_000;
 
 impl AdminCache {
     /// A cache whose answers expire after `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),

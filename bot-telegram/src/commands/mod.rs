@@ -354,7 +354,7 @@ pub(crate) enum Callback {
 
 impl Callback {
     /// The button data.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         match self {
             Callback::Pick(id) => format!("p:{id}"),
             Callback::Kinds(id, mask) => format!("k:{id}:{mask}"),
@@ -366,7 +366,7 @@ impl Callback {
     }
 
     /// Reads button data; `None` for anything this bot did not make.
-    pub fn parse(data: &str) -> Option<Self> {
+    pub(crate) fn parse(data: &str) -> Option<Self> {
         let mut parts = data.split(':');
         let tag = parts.next()?;
         let mut id = || parts.next().and_then(|s| s.parse::<Uuid>().ok());

@@ -50,7 +50,7 @@ use crate::config::BotConfig;
 use crate::Result;
 use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
-use send::{Fanout, Outbox, Outcome, Recipient, SendJob};
+use send::{Fanout, SendContext, Outcome, Recipient, SendJob};
 
 /// First pause before an event whose messages Telegram could not take is requeued.
 pub(crate) const OUTAGE_BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -85,20 +85,20 @@ pub(crate) async fn run(
         "Ready events by how they were settled: delivered, dead_lettered, requeued, ignored.",
         &["outcome"],
     );
-    // The log writer ends by itself once the last job (and the outbox) is gone; it
+    // The log writer ends by itself once the last job (and the send context) is gone; it
     // stops retrying failed writes with the scheduler.
     let (recorder, writer) = Recorder::start(storage.clone(), scheduler_stop.clone());
     let writer_task = tokio::spawn(writer);
-    let outbox = Arc::new(Outbox {
+    let sends = Arc::new(SendContext {
         bot,
         api: api.clone(),
         storage,
         recorder,
         max_attempts: config.max_send_attempts,
     });
-    let consumer = Fanouts {
+    let consumer = EventConsumer {
         api,
-        outbox,
+        sends,
         scheduler,
         locks: EventLocks::default(),
         only_entities: config.only_entities.clone(),
@@ -131,9 +131,9 @@ pub(crate) async fn run(
 }
 
 /// The consuming side: turns deliveries into queued jobs and settles them.
-struct Fanouts {
+struct EventConsumer {
     api: Api,
-    outbox: Arc<Outbox>,
+    sends: Arc<SendContext>,
     scheduler: SchedulerHandle<SendJob>,
     locks: EventLocks,
     /// `stargazer_bot_events_total{outcome}`.
@@ -155,7 +155,7 @@ enum Prepared {
     Interrupted,
 }
 
-impl Fanouts {
+impl EventConsumer {
     async fn consume(
         self,
         bus: Arc<dyn Bus>,
@@ -313,13 +313,13 @@ impl Fanouts {
                 Err(_) => {
                     // Not a Telegram chat id: record the failure so the event can settle.
                     tracing::warn!(chat_id = %recipient.chat_id, "subscriber has an invalid chat id");
-                    let (job, rx) = SendJob::new(self.outbox.clone(), fanout.clone(), recipient);
+                    let (job, rx) = SendJob::new(self.sends.clone(), fanout.clone(), recipient);
                     job.record_invalid().await;
                     waits.push(rx);
                     continue;
                 }
             };
-            let (job, rx) = SendJob::new(self.outbox.clone(), fanout.clone(), recipient);
+            let (job, rx) = SendJob::new(self.sends.clone(), fanout.clone(), recipient);
             if self.scheduler.submit(chat, job).is_err() {
                 return Prepared::Interrupted;
             }
@@ -340,7 +340,7 @@ impl Fanouts {
         let logged = loop {
             let lookup = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                lookup = self.outbox.delivered(event, &chats) => lookup,
+                lookup = self.sends.delivered(event, &chats) => lookup,
             };
             match lookup {
                 Ok(logged) => break logged,
@@ -395,7 +395,7 @@ impl Fanouts {
     }
 }
 
-impl Fanouts {
+impl EventConsumer {
     /// Waits for an event's recipients and settles the delivery accordingly.
     async fn settle(&self, event: Uuid, delivery: Delivery, prepared: Prepared) {
         let (outcome, settled) = match prepared {

@@ -65,7 +65,7 @@ impl Recorder {
     /// A recorder writing to `storage`, and the writer task to spawn. The writer stops
     /// retrying failed writes once `stop` is cancelled, and returns once every handle is
     /// dropped and the queue is empty.
-    pub fn start(
+    pub(crate) fn start(
         storage: Arc<dyn Storage>,
         stop: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
@@ -75,7 +75,7 @@ impl Recorder {
 
     /// Stores `record` (an already recorded key counts as stored); `Err` with the cause
     /// if the write failed, in which case recording it again is safe.
-    pub async fn record(&self, record: DeliveryRecord) -> Result<(), String> {
+    pub(crate) async fn record(&self, record: DeliveryRecord) -> Result<(), String> {
         let (stored, outcome) = oneshot::channel();
         let request = Request {
             records: vec![record],
@@ -90,7 +90,7 @@ impl Recorder {
 
     /// Takes over a finished job: stores `records`, then sends `outcome` on `done`. If
     /// the records are never stored, `done` is dropped unanswered.
-    pub async fn finish_after_recording(
+    pub(crate) async fn finish_after_recording(
         &self,
         records: Vec<DeliveryRecord>,
         done: oneshot::Sender<Outcome>,

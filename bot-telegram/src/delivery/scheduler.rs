@@ -133,7 +133,7 @@ impl Default for Stats {
 
 impl Stats {
     /// Exports the counters through `registry`.
-    pub fn register(&self, registry: &Registry) {
+    pub(crate) fn register(&self, registry: &Registry) {
         for counter in [
             &self.done,
             &self.skipped,
@@ -166,12 +166,12 @@ impl<J> Clone for SchedulerHandle<J> {
 impl<J: Job> SchedulerHandle<J> {
     /// Queues `job` behind every job already queued for `chat`. Returns the job back if
     /// the scheduler has stopped.
-    pub fn submit(&self, chat: i64, job: J) -> Result<(), J> {
+    pub(crate) fn submit(&self, chat: i64, job: J) -> Result<(), J> {
         self.tx.send((chat, job)).map_err(|err| err.0 .1)
     }
 
     /// The scheduler's counters.
-    pub fn stats(&self) -> &Arc<Stats> {
+    pub(crate) fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 }

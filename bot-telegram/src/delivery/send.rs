@@ -49,8 +49,8 @@ pub(crate) enum Outcome {
     Deferred(String),
 }
 
-/// What every job needs, shared by all of them.
-pub(crate) struct Outbox {
+/// What every send job needs, shared by all of them.
+pub(crate) struct SendContext {
     /// The Bot API client.
     pub bot: Bot,
     /// The Stargazer api (pausing blocked chats, following migrations).
@@ -64,9 +64,9 @@ pub(crate) struct Outbox {
     pub max_attempts: u32,
 }
 
-impl Outbox {
+impl SendContext {
     /// Which of `chats` are in the delivery log for `event`, in one storage query.
-    pub async fn delivered(
+    pub(crate) async fn delivered(
         &self,
         event: Uuid,
         chats: &[String],
@@ -112,7 +112,7 @@ pub(crate) struct Fanout {
 
 impl Fanout {
     /// A fan-out of `event` about `entity`.
-    pub fn new(event: Event, entity: Entity) -> Self {
+    pub(crate) fn new(event: Event, entity: Entity) -> Self {
         Self {
             event,
             entity,
@@ -164,7 +164,7 @@ enum Stage {
 
 /// A scheduler job delivering one event to one chat.
 pub(crate) struct SendJob {
-    outbox: Arc<Outbox>,
+    sends: Arc<SendContext>,
     fanout: Arc<Fanout>,
     recipient: Recipient,
     stage: Stage,
@@ -193,14 +193,14 @@ fn backoff(attempt: u32) -> Duration {
 
 impl SendJob {
     /// A job and the receiver that learns its outcome (dropped unfinished on shutdown).
-    pub fn new(
-        outbox: Arc<Outbox>,
+    pub(crate) fn new(
+        sends: Arc<SendContext>,
         fanout: Arc<Fanout>,
         recipient: Recipient,
     ) -> (Self, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
         let job = Self {
-            outbox,
+            sends,
             fanout,
             recipient,
             stage: Stage::Send,
@@ -216,12 +216,12 @@ impl SendJob {
 
     /// Records a recipient whose chat id is not a Telegram chat id as failed. If even
     /// that cannot be recorded the job is dropped unfinished, so the event is retried.
-    pub async fn record_invalid(mut self) {
+    pub(crate) async fn record_invalid(mut self) {
         let event = self.event_id();
         let chat = self.recipient.chat_id.clone();
         let reason = format!("invalid chat id `{chat}`");
         match self
-            .outbox
+            .sends
             .record(event, &chat, &format!("failed: {reason}"))
             .await
         {
@@ -255,7 +255,7 @@ impl SendJob {
     }
 
     async fn send(&self, chat: i64, message: &Composed) -> Result<(), teloxide::RequestError> {
-        let bot = &self.outbox.bot;
+        let bot = &self.sends.bot;
         let markup = message.button.as_ref().map(|(label, url)| {
             InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::url(
                 label.clone(),
@@ -297,7 +297,7 @@ impl SendJob {
         let event = self.event_id();
         // Checked again here, not only when the event was queued: another bot process may
         // have sent a redelivered copy of the event meanwhile.
-        match self.outbox.delivered(event, &self.log_keys(chat)).await {
+        match self.sends.delivered(event, &self.log_keys(chat)).await {
             Ok(logged) if !logged.is_empty() => {
                 self.finish(Outcome::AlreadyDone);
                 return Some(Attempt::Skipped);
@@ -325,7 +325,7 @@ impl SendJob {
         match failure {
             Failure::RetryAfter(wait) => {
                 self.rate_limited += 1;
-                if self.rate_limited >= self.outbox.max_attempts || wait > LONGEST_HELD_RETRY_AFTER
+                if self.rate_limited >= self.sends.max_attempts || wait > LONGEST_HELD_RETRY_AFTER
                 {
                     let reason = format!("429 Too Many Requests (retry after {wait:?})");
                     tracing::warn!(event_id = %event, chat_id = chat, %reason, answers = self.rate_limited, "rate limited past the retry budget; requeueing");
@@ -363,7 +363,7 @@ impl SendJob {
             }
             Failure::Transient(reason) => {
                 self.attempts += 1;
-                if self.attempts >= self.outbox.max_attempts {
+                if self.attempts >= self.sends.max_attempts {
                     // Not final: nothing is recorded, so a later delivery of the event
                     // sends to this chat once Telegram answers again.
                     tracing::warn!(event_id = %event, chat_id = chat, %reason, attempts = self.attempts, "telegram unavailable; message given back for a later delivery");
@@ -405,7 +405,7 @@ impl Job for SendJob {
                         .collect();
                     let outcome = self.outcome.take().unwrap_or(Outcome::Sent);
                     if let Some(done) = self.done.take() {
-                        self.outbox
+                        self.sends
                             .recorder
                             .finish_after_recording(records, done, outcome)
                             .await;
@@ -413,11 +413,11 @@ impl Job for SendJob {
                     return Attempt::Done;
                 }
                 Stage::Pause { reason } => {
-                    match self.outbox.api.set_paused(self.recipient.user, true).await {
+                    match self.sends.api.set_paused(self.recipient.user, true).await {
                         Ok(()) => {}
                         Err(err)
                             if err.is_transient()
-                                && self.attempts + 1 < self.outbox.max_attempts =>
+                                && self.attempts + 1 < self.sends.max_attempts =>
                         {
                             self.attempts += 1;
                             tracing::warn!(user = %self.recipient.user, cause = %err, "could not pause chat; will retry");
@@ -431,7 +431,7 @@ impl Job for SendJob {
                     self.fail(chat, reason);
                 }
                 Stage::Migrate { to } => {
-                    match self.outbox.api.move_chat(self.recipient.user, to).await {
+                    match self.sends.api.move_chat(self.recipient.user, to).await {
                         Ok(()) => {}
                         Err(err) if err.is_transient() => {
                             self.attempts += 1;

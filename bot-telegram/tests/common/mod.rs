@@ -26,10 +26,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 #[allow(unused_imports)]
-pub use stargazer_testkit::servers::telegram::{Failure, RateLimits, Sent, TelegramServer};
+pub(crate) use stargazer_testkit::servers::telegram::{Failure, RateLimits, Sent, TelegramServer};
 
 /// The broker every bus test uses.
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub(crate) const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 const BOT_USER: &str = "bot-telegram";
 const BOT_PASSWORD: &str = "bot-secret";
@@ -37,7 +37,7 @@ const ADMIN_USER: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-secret";
 
 /// Logs to the test output when `RUST_LOG` is set.
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -45,7 +45,7 @@ pub fn init_tracing() {
 }
 
 /// A running api with its storage and clients.
-pub struct Platform {
+pub(crate) struct Platform {
     /// The storage behind the api (the bot's delivery log lives here too).
     pub storage: Arc<dyn Storage>,
     /// The api's base URL.
@@ -86,7 +86,7 @@ async fn credential(
 impl Platform {
     /// Starts an api over a fresh in-memory SQLite database, with a bot and an admin
     /// credential.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let storage = stargazer_core::storage::connect("sqlite::memory:")
             .await
             .unwrap();
@@ -148,7 +148,7 @@ impl Platform {
 
     /// Serves a second api over the same storage on `listener` (for outage tests: the
     /// bot is pointed at an address where the api only appears later).
-    pub fn serve_api_on(&self, listener: tokio::net::TcpListener) {
+    pub(crate) fn serve_api_on(&self, listener: tokio::net::TcpListener) {
         let config = ApiConfig {
             pbkdf2_iterations: 1_000,
             read_cache_ms: 0,
@@ -164,7 +164,7 @@ impl Platform {
     }
 
     /// Creates an entity with names `(language, name)`, the first language the default.
-    pub async fn entity(&self, names: &[(&str, &str)]) -> Uuid {
+    pub(crate) async fn entity(&self, names: &[(&str, &str)]) -> Uuid {
         let names: BTreeMap<String, String> = names
             .iter()
             .map(|(l, n)| (l.to_string(), n.to_string()))
@@ -184,7 +184,7 @@ impl Platform {
     }
 
     /// Registers `chat` and subscribes it to `entity` (all kinds) through the api.
-    pub async fn subscribed_chat(&self, chat: i64, language: &str, entity: Uuid) -> User {
+    pub(crate) async fn subscribed_chat(&self, chat: i64, language: &str, entity: Uuid) -> User {
         let user = self
             .service
             .add_user(&AddUser {
@@ -208,7 +208,7 @@ impl Platform {
     }
 
     /// The bot's configuration against this api and `telegram`, consuming `queue`.
-    pub fn bot_config(&self, telegram: &TelegramServer, queue: &str) -> BotConfig {
+    pub(crate) fn bot_config(&self, telegram: &TelegramServer, queue: &str) -> BotConfig {
         BotConfig {
             token: telegram.token.clone(),
             api_url: telegram.url.clone(),
@@ -225,7 +225,7 @@ impl Platform {
 }
 
 /// A bot running in the background.
-pub struct RunningBot {
+pub(crate) struct RunningBot {
     /// Cancel to stop it.
     pub stop: CancellationToken,
     task: JoinHandle<Result<(), stargazer_bot_telegram::Error>>,
@@ -233,7 +233,7 @@ pub struct RunningBot {
 
 impl RunningBot {
     /// Starts the bot.
-    pub fn start(config: BotConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
+    pub(crate) fn start(config: BotConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
         let stop = CancellationToken::new();
         let task = tokio::spawn(stargazer_bot_telegram::run(
             config,
@@ -245,7 +245,7 @@ impl RunningBot {
     }
 
     /// Stops it and waits until it has returned.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.stop.cancel();
         let result = tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
@@ -256,7 +256,7 @@ impl RunningBot {
 }
 
 /// A queue name no other test uses; deleted from the broker when the guard drops.
-pub struct TestQueue {
+pub(crate) struct TestQueue {
     /// The queue name.
     pub name: String,
 }
@@ -264,7 +264,7 @@ pub struct TestQueue {
 impl TestQueue {
     /// A fresh queue, declared and bound to `*` so that events published from now on
     /// wait for the bot even before it consumes.
-    pub async fn declare(bus: &Arc<dyn Bus>) -> Self {
+    pub(crate) async fn declare(bus: &Arc<dyn Bus>) -> Self {
         let name = format!("stargazer.test.bot-telegram.{}", Uuid::new_v4());
         let spec = stargazer_core::bus::QueueSpec::new(
             name.clone(),
@@ -304,12 +304,12 @@ impl Drop for TestQueue {
 }
 
 /// Connects to the real broker.
-pub async fn rabbit() -> Arc<dyn Bus> {
+pub(crate) async fn rabbit() -> Arc<dyn Bus> {
     stargazer_core::bus::connect(AMQP_URL).await.unwrap()
 }
 
 /// A ready event of `kind` about `entity`.
-pub fn event(kind: &str, entity: Uuid, fields: serde_json::Value) -> Event {
+pub(crate) fn event(kind: &str, entity: Uuid, fields: serde_json::Value) -> Event {
     Event {
         id: Event::make_id(kind, &Uuid::new_v4().to_string(), None),
         kind: kind.into(),
@@ -321,14 +321,14 @@ pub fn event(kind: &str, entity: Uuid, fields: serde_json::Value) -> Event {
 }
 
 /// Publishes `event` with its ready routing key.
-pub async fn publish(bus: &Arc<dyn Bus>, event: &Event) {
+pub(crate) async fn publish(bus: &Arc<dyn Bus>, event: &Event) {
     bus.publish(event.source(), &event.to_bytes())
         .await
         .unwrap();
 }
 
 /// A live event with a title and link.
-pub fn live(entity: Uuid, title: &str) -> Event {
+pub(crate) fn live(entity: Uuid, title: &str) -> Event {
     event(
         "youtube.live",
         entity,
@@ -337,7 +337,7 @@ pub fn live(entity: Uuid, title: &str) -> Event {
 }
 
 /// Waits until `condition` holds, polling; panics with `what` after `timeout`.
-pub async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition() {
         assert!(
@@ -349,7 +349,7 @@ pub async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut
 }
 
 /// Waits until the delivery log has `(event, chat)` and returns its status.
-pub async fn logged_status(
+pub(crate) async fn logged_status(
     storage: &Arc<dyn Storage>,
     event: Uuid,
     chat: i64,

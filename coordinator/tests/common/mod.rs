@@ -28,13 +28,13 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-pub const USER: &str = "worker";
-pub const PASSWORD: &str = "worker-secret";
+pub(crate) const USER: &str = "worker";
+pub(crate) const PASSWORD: &str = "worker-secret";
 
 /// How long any convergence may take before a test fails.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
@@ -43,7 +43,7 @@ pub fn init_tracing() {
 
 /// Short heartbeats, yet long enough that a busy 2-core machine neither evicts healthy
 /// workers nor misses a reconnect window (one interval).
-pub fn test_config() -> CoordinatorConfig {
+pub(crate) fn test_config() -> CoordinatorConfig {
     CoordinatorConfig {
         heartbeat_interval_ms: 400,
         heartbeat_misses: 3,
@@ -56,7 +56,7 @@ pub fn test_config() -> CoordinatorConfig {
 }
 
 /// Fresh in-memory storage holding the worker credential.
-pub async fn storage() -> Arc<dyn Storage> {
+pub(crate) async fn storage() -> Arc<dyn Storage> {
     let storage = stargazer_core::storage::connect("sqlite::memory:")
         .await
         .unwrap();
@@ -74,7 +74,7 @@ pub async fn storage() -> Arc<dyn Storage> {
     storage
 }
 
-pub async fn add_credential(
+pub(crate) async fn add_credential(
     storage: &Arc<dyn Storage>,
     username: &str,
     password: &str,
@@ -91,7 +91,7 @@ pub async fn add_credential(
         .unwrap();
 }
 
-pub fn make_task(kind: TaskKind, n: usize) -> Task {
+pub(crate) fn make_task(kind: TaskKind, n: usize) -> Task {
     // Storage allows one task per account: a random prefix keeps calls that reuse `n`
     // (several batches in one database) apart.
     let salt = Uuid::new_v4().as_u128() % 1_000_000_000;
@@ -111,7 +111,7 @@ pub fn make_task(kind: TaskKind, n: usize) -> Task {
 }
 
 /// Inserts one entity per task; returns the tasks by id.
-pub async fn add_tasks(
+pub(crate) async fn add_tasks(
     storage: &Arc<dyn Storage>,
     kind: TaskKind,
     count: usize,
@@ -136,7 +136,7 @@ pub async fn add_tasks(
 }
 
 /// A running coordinator.
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), stargazer_coordinator::Error>>,
@@ -144,7 +144,7 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub async fn start(storage: Arc<dyn Storage>, config: CoordinatorConfig) -> Self {
+    pub(crate) async fn start(storage: Arc<dyn Storage>, config: CoordinatorConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -162,12 +162,12 @@ impl Coordinator {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
 
     /// Shuts down and waits until `run` returned.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(PATIENCE, self.handle)
             .await
@@ -176,7 +176,7 @@ impl Coordinator {
             .unwrap();
     }
 
-    pub async fn get(&self, path: &str, auth: Option<(&str, &str)>) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str, auth: Option<(&str, &str)>) -> reqwest::Response {
         let mut request = self.http.get(format!("http://{}{path}", self.addr));
         if let Some((user, password)) = auth {
             request = request.basic_auth(user, Some(password));
@@ -184,7 +184,7 @@ impl Coordinator {
         request.send().await.unwrap()
     }
 
-    pub async fn status(&self) -> Value {
+    pub(crate) async fn status(&self) -> Value {
         let response = self
             .get("/v1/status?tasks=true", Some((USER, PASSWORD)))
             .await;
@@ -195,13 +195,13 @@ impl Coordinator {
 
 /// Tasks currently running on any live runner, and violations of the one-runner rule.
 #[derive(Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     owners: Mutex<HashMap<Uuid, String>>,
     violations: Mutex<Vec<String>>,
 }
 
 impl Ledger {
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         self.violations.lock().unwrap().clone()
     }
 
@@ -212,7 +212,7 @@ impl Ledger {
 
 /// A runner that records what it runs and checks, at every start, that no other live
 /// runner runs the same task.
-pub struct Recorder {
+pub(crate) struct Recorder {
     name: String,
     kind: TaskKind,
     ledger: Arc<Ledger>,
@@ -222,7 +222,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn running(&self) -> HashMap<Uuid, Task> {
+    pub(crate) fn running(&self) -> HashMap<Uuid, Task> {
         self.running.lock().unwrap().clone()
     }
 
@@ -290,7 +290,7 @@ impl TaskRunner for Recorder {
 }
 
 /// A worker process: the real runtime driving a [`Recorder`].
-pub struct Worker {
+pub(crate) struct Worker {
     pub name: String,
     pub kind: TaskKind,
     pub recorder: Arc<Recorder>,
@@ -299,7 +299,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn start(url: &str, name: &str, kind: TaskKind, ledger: &Arc<Ledger>) -> Self {
+    pub(crate) fn start(url: &str, name: &str, kind: TaskKind, ledger: &Arc<Ledger>) -> Self {
         let recorder = Arc::new(Recorder {
             name: name.to_owned(),
             kind,
@@ -327,7 +327,7 @@ impl Worker {
     }
 
     /// Clean shutdown: stops its tasks and leaves.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             tokio::time::timeout(PATIENCE, handle)
@@ -338,7 +338,7 @@ impl Worker {
     }
 
     /// Sudden death: the connection drops without a leave.
-    pub async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         if let Some(handle) = self.handle.take() {
             handle.abort();
             let _ = handle.await;
@@ -346,15 +346,15 @@ impl Worker {
         self.recorder.crash();
     }
 
-    pub fn starts(&self) -> usize {
+    pub(crate) fn starts(&self) -> usize {
         self.recorder.starts.load(Ordering::SeqCst)
     }
 
-    pub fn stops(&self) -> usize {
+    pub(crate) fn stops(&self) -> usize {
         self.recorder.stops.load(Ordering::SeqCst)
     }
 
-    pub fn running(&self) -> HashMap<Uuid, Task> {
+    pub(crate) fn running(&self) -> HashMap<Uuid, Task> {
         self.recorder.running()
     }
 }
@@ -368,7 +368,7 @@ impl Drop for Worker {
 }
 
 /// Polls `check` until it passes; panics with its last complaint after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -390,7 +390,7 @@ where
 /// exactly one live worker of that kind, with its current parameters; the coordinator
 /// agrees (settled, same sets per worker, nothing unassigned for served kinds); tasks of
 /// kinds without workers are listed as unassigned; no violation was ever recorded.
-pub async fn check_converged(
+pub(crate) async fn check_converged(
     coordinator: &Coordinator,
     workers: &[&Worker],
     tasks: &HashMap<Uuid, Task>,
@@ -472,7 +472,7 @@ pub async fn check_converged(
 }
 
 /// Waits for [`check_converged`].
-pub async fn converge(
+pub(crate) async fn converge(
     what: &str,
     coordinator: &Coordinator,
     workers: &[&Worker],
@@ -487,7 +487,7 @@ pub async fn converge(
 
 /// A TCP forwarder the workers connect through, so a test can cut every connection (a
 /// network blip) or point it at another coordinator (a restart on a new port).
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     target: Arc<Mutex<SocketAddr>>,
     cut: Arc<Mutex<CancellationToken>>,
@@ -495,7 +495,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn start(target: SocketAddr) -> Self {
+    pub(crate) async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let target = Arc::new(Mutex::new(target));
@@ -527,16 +527,16 @@ impl Proxy {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
 
-    pub fn retarget(&self, target: SocketAddr) {
+    pub(crate) fn retarget(&self, target: SocketAddr) {
         *self.target.lock().unwrap() = target;
     }
 
     /// Drops every proxied connection abruptly (no close frames).
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         let old = std::mem::replace(&mut *self.cut.lock().unwrap(), CancellationToken::new());
         old.cancel();
     }
@@ -549,12 +549,12 @@ impl Drop for Proxy {
 }
 
 /// A hand-driven worker speaking the protocol directly.
-pub struct RawClient {
+pub(crate) struct RawClient {
     pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
 }
 
 impl RawClient {
-    pub async fn connect(
+    pub(crate) async fn connect(
         addr: SocketAddr,
         user: &str,
         password: &str,
@@ -571,7 +571,7 @@ impl RawClient {
         Ok(Self { socket })
     }
 
-    pub async fn send(&mut self, message: &WorkerMessage) {
+    pub(crate) async fn send(&mut self, message: &WorkerMessage) {
         self.socket
             .send(Message::text(message.to_text()))
             .await
@@ -579,7 +579,7 @@ impl RawClient {
     }
 
     /// The next protocol message, skipping heartbeats; `None` when the socket closes.
-    pub async fn next(&mut self) -> Option<CoordinatorMessage> {
+    pub(crate) async fn next(&mut self) -> Option<CoordinatorMessage> {
         loop {
             let frame = tokio::time::timeout(PATIENCE, self.socket.next())
                 .await

@@ -37,7 +37,7 @@
 //!   consumer needs no write permission anywhere to dead-letter.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,6 +60,8 @@ use super::{
     UNROUTABLE_REASON, UNROUTED_QUEUE_LABEL,
 };
 use crate::backoff::Backoff;
+use crate::config::redact_url;
+use crate::sync::lock;
 use crate::topology::{
     self, ExchangeSpec, ExchangeType, Topology, DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE,
     DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, EXCHANGE, SETUP_COMMAND,
@@ -246,7 +248,7 @@ impl AmqpBus {
 
     /// [`AmqpBus::connect_named`] with `options`.
     pub async fn connect_named_with(url: &str, name: &str, options: BusOptions) -> Result<Self> {
-        let display_url = redact(url);
+        let display_url = redact_url(url);
         let mut uri: AMQPUri = url
             .parse()
             .map_err(|e: String| BusError::InvalidUrl(format!("{display_url} ({e})")))?;
@@ -323,7 +325,7 @@ pub struct SetupStep {
 /// with other properties (a queue from a deployment without dead-lettering) is reported in
 /// its step and the rest is still declared. Fails only when the broker cannot be reached.
 pub async fn setup(url: &str, topology: &Topology) -> Result<Vec<SetupStep>> {
-    let display_url = redact(url);
+    let display_url = redact_url(url);
     let mut uri: AMQPUri = url
         .parse()
         .map_err(|e: String| BusError::InvalidUrl(format!("{display_url} ({e})")))?;
@@ -359,28 +361,6 @@ pub async fn setup(url: &str, topology: &Topology) -> Result<Vec<SetupStep>> {
     // log an error.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(steps)
-}
-
-/// Locks a std mutex, ignoring poisoning: the guarded values are plain handles that stay
-/// valid even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Masks the password of an `amqp://user:pass@host` URL.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
 }
 
 fn connection_properties(name: &str) -> ConnectionProperties {
@@ -1367,12 +1347,12 @@ mod tests {
     #[test]
     fn redact_masks_only_the_password() {
         assert_eq!(
-            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
-        assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
-        assert_eq!(redact("amqp://user@host"), "amqp://user@host");
-        assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

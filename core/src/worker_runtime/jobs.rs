@@ -74,9 +74,7 @@ impl<K, S> std::fmt::Debug for JobSet<K, S> {
 impl<K, S> JobSet<K, S> {
     fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry<S>>> {
         // Held only for map updates, never across an await: a poisoned lock is consistent.
-        self.jobs
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        crate::sync::lock(&self.jobs)
     }
 }
 

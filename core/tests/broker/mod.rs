@@ -8,7 +8,7 @@ use std::process::Command;
 /// `field` (a `rabbitmqctl list_connections` info item such as `pid` or `frame_max`) of
 /// every open connection whose client-provided name is one of `names`, as
 /// `(name, value)` pairs sorted by name. Blocking: call from `spawn_blocking`.
-pub fn connections_named(field: &str, names: &[String]) -> Vec<(String, String)> {
+pub(crate) fn connections_named(field: &str, names: &[String]) -> Vec<(String, String)> {
     let listing = Command::new("rabbitmqctl")
         .args([
             "list_connections",
@@ -37,7 +37,7 @@ pub fn connections_named(field: &str, names: &[String]) -> Vec<(String, String)>
 }
 
 /// Runs `rabbitmqctl` with `args`, failing the test if it fails. Blocking.
-pub fn rabbitmqctl(args: &[&str]) {
+pub(crate) fn rabbitmqctl(args: &[&str]) {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .output()
@@ -60,14 +60,14 @@ fn amqp_root() -> String {
 
 /// A virtual host of one test, where guest may do anything; [`TestVhost::delete`] removes
 /// it with everything in it.
-pub struct TestVhost {
+pub(crate) struct TestVhost {
     /// The vhost's name.
     pub name: String,
 }
 
 impl TestVhost {
     /// Creates a fresh vhost.
-    pub async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let name = format!("sg-bus-{}", uuid::Uuid::new_v4().simple());
         let vhost = name.clone();
         tokio::task::spawn_blocking(move || {
@@ -80,12 +80,12 @@ impl TestVhost {
     }
 
     /// The guest URL of this vhost.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/{}", amqp_root(), self.name)
     }
 
     /// The URL of this vhost for `user` with `password`.
-    pub fn url_as(&self, user: &str, password: &str) -> String {
+    pub(crate) fn url_as(&self, user: &str, password: &str) -> String {
         let root = amqp_root();
         let (scheme, rest) = root.split_once("://").expect("an amqp:// url");
         let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
@@ -93,7 +93,7 @@ impl TestVhost {
     }
 
     /// Deletes the vhost.
-    pub async fn delete(self) {
+    pub(crate) async fn delete(self) {
         let vhost = self.name;
         tokio::task::spawn_blocking(move || rabbitmqctl(&["delete_vhost", &vhost]))
             .await

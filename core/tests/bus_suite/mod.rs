@@ -19,7 +19,7 @@ use stargazer_core::topology::{
 };
 
 /// Bus options of the suite: one quick retry of an unroutable message.
-pub fn test_options() -> BusOptions {
+pub(crate) fn test_options() -> BusOptions {
     BusOptions {
         unroutable_retries: 1,
         unroutable_delay: Duration::from_millis(20),
@@ -28,7 +28,7 @@ pub fn test_options() -> BusOptions {
 }
 
 /// Reads `stargazer.dead` until the message with `body`, handing the others back.
-pub async fn dead_letter_with_body(bus: &Arc<dyn Bus>, body: &str) -> Delivery {
+pub(crate) async fn dead_letter_with_body(bus: &Arc<dyn Bus>, body: &str) -> Delivery {
     let mut dead_consumer = bus
         .consume(&topology::dead_letter_queue(1000))
         .await
@@ -52,23 +52,23 @@ pub async fn dead_letter_with_body(bus: &Arc<dyn Bus>, body: &str) -> Delivery {
 
 /// How long a test waits for a delivery that must come. Generous: it bounds a failure, it
 /// does not measure speed.
-pub const MUST_ARRIVE: Duration = Duration::from_secs(15);
+pub(crate) const MUST_ARRIVE: Duration = Duration::from_secs(15);
 
 /// How long a test waits to conclude that a delivery that must NOT come did not.
-pub const MUST_NOT_ARRIVE: Duration = Duration::from_millis(700);
+pub(crate) const MUST_NOT_ARRIVE: Duration = Duration::from_millis(700);
 
 /// A fresh word for queue names and routing keys: `t` + 32 hex digits.
-pub fn unique() -> String {
+pub(crate) fn unique() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A test queue name.
-pub fn queue_name(word: &str, role: &str) -> String {
+pub(crate) fn queue_name(word: &str, role: &str) -> String {
     format!("stargazer.test.{word}.{role}")
 }
 
 /// The next delivery, failing the test if none comes in time or the consumer ended.
-pub async fn next(consumer: &mut Box<dyn Consumer>) -> Delivery {
+pub(crate) async fn next(consumer: &mut Box<dyn Consumer>) -> Delivery {
     match tokio::time::timeout(MUST_ARRIVE, consumer.next()).await {
         Ok(Some(delivery)) => delivery,
         Ok(None) => panic!("consumer ended while a delivery was expected"),
@@ -77,7 +77,7 @@ pub async fn next(consumer: &mut Box<dyn Consumer>) -> Delivery {
 }
 
 /// Asserts that no delivery comes within [`MUST_NOT_ARRIVE`].
-pub async fn assert_quiet(consumer: &mut Box<dyn Consumer>, why: &str) {
+pub(crate) async fn assert_quiet(consumer: &mut Box<dyn Consumer>, why: &str) {
     if let Ok(Some(delivery)) = tokio::time::timeout(MUST_NOT_ARRIVE, consumer.next()).await {
         panic!(
             "{why}: unexpected delivery {:?} with body {:?}",
@@ -108,7 +108,7 @@ async fn drain_until(consumer: &mut Box<dyn Consumer>, fence: &str) -> Vec<Strin
 
 /// `*` matches exactly one word and `#` zero or more; one message reaches every queue
 /// whose binding matches, and no other.
-pub async fn routes_by_patterns_to_several_queues(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn routes_by_patterns_to_several_queues(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let tag = unique();
     let star = QueueSpec::new(queue_name(&src, "star"), format!("*.{tag}"), 10);
@@ -166,7 +166,7 @@ pub async fn routes_by_patterns_to_several_queues(bus: Arc<dyn Bus>) -> Vec<Stri
 /// A declared queue keeps what is published before anyone consumes it; a message
 /// published before the declare matched no queue: it is dead-lettered with its reason,
 /// not delivered.
-pub async fn declared_queue_keeps_messages_until_consumed(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn declared_queue_keeps_messages_until_consumed(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "early"), format!("{src}.#"), 10);
     let key = format!("{src}.early");
@@ -198,7 +198,7 @@ pub async fn declared_queue_keeps_messages_until_consumed(bus: Arc<dyn Bus>) -> 
 
 /// Two consumers on one queue share the work: each gets distinct messages and together
 /// they get every message once.
-pub async fn competing_consumers_get_distinct_messages(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn competing_consumers_get_distinct_messages(bus: Arc<dyn Bus>) -> Vec<String> {
     const COUNT: usize = 20;
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "shared"), format!("{src}.#"), 1);
@@ -249,7 +249,7 @@ pub async fn competing_consumers_get_distinct_messages(bus: Arc<dyn Bus>) -> Vec
 }
 
 /// A requeued delivery comes back flagged `redelivered`.
-pub async fn requeue_redelivers_with_flag(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn requeue_redelivers_with_flag(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "requeue"), format!("{src}.#"), 5);
     let mut consumer = bus.consume(&spec).await.expect("consume");
@@ -276,7 +276,7 @@ pub async fn requeue_redelivers_with_flag(bus: Arc<dyn Bus>) -> Vec<String> {
 }
 
 /// A delivery dropped without being settled is delivered again.
-pub async fn dropped_delivery_is_redelivered(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn dropped_delivery_is_redelivered(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "drop"), format!("{src}.#"), 5);
     let mut consumer = bus.consume(&spec).await.expect("consume");
@@ -313,7 +313,7 @@ pub async fn dropped_delivery_is_redelivered(bus: Arc<dyn Bus>) -> Vec<String> {
 /// `dead_letter` rejects the message: the broker moves it through the queue's
 /// dead-letter exchange to `stargazer.dead` under its original key, with the broker's
 /// headers naming the queue, and removes it from its queue. The bus counts it.
-pub async fn dead_letter_moves_message_with_reason(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn dead_letter_moves_message_with_reason(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "poison"), format!("{src}.#"), 5);
     let mut consumer = bus.consume(&spec).await.expect("consume");
@@ -346,7 +346,7 @@ pub async fn dead_letter_moves_message_with_reason(bus: Arc<dyn Bus>) -> Vec<Str
 /// A publish no queue takes is retried, then dead-lettered with its reason and original
 /// key as headers, counted, and reported as [`BusError::Unroutable`]; once a queue is
 /// bound, the same key is delivered normally.
-pub async fn unroutable_publish_is_dead_lettered_with_reason(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn unroutable_publish_is_dead_lettered_with_reason(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let key = format!("{src}.nobody");
     let body = format!("{{\"lost\":\"{src}\"}}");
@@ -376,7 +376,7 @@ pub async fn unroutable_publish_is_dead_lettered_with_reason(bus: Arc<dyn Bus>) 
 }
 
 /// A consumer never holds more unacked deliveries than its prefetch; acking frees room.
-pub async fn prefetch_limits_unacked_deliveries(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn prefetch_limits_unacked_deliveries(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "window"), format!("{src}.#"), 2);
     let mut consumer = bus.consume(&spec).await.expect("consume");
@@ -401,7 +401,7 @@ pub async fn prefetch_limits_unacked_deliveries(bus: Arc<dyn Bus>) -> Vec<String
 }
 
 /// After `close`, waiting consumers end with `None` and further calls fail with `Closed`.
-pub async fn close_ends_consumers(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn close_ends_consumers(bus: Arc<dyn Bus>) -> Vec<String> {
     let src = unique();
     let spec = QueueSpec::new(queue_name(&src, "close"), format!("{src}.#"), 5);
     let mut consumer = bus.consume(&spec).await.expect("consume");
@@ -428,7 +428,7 @@ pub async fn close_ends_consumers(bus: Arc<dyn Bus>) -> Vec<String> {
 }
 
 /// Many concurrent publishers are all confirmed and every message arrives once.
-pub async fn concurrent_publishers_all_arrive(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn concurrent_publishers_all_arrive(bus: Arc<dyn Bus>) -> Vec<String> {
     const TASKS: usize = 8;
     const EACH: usize = 50;
     let src = unique();

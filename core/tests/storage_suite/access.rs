@@ -5,7 +5,7 @@ use super::*;
 // ---------------------------------------------------------------- sessions
 
 /// Sessions are stored once, read, slid, deleted and purged when expired.
-pub async fn sessions_lifecycle(s: Arc<dyn Storage>) {
+pub(crate) async fn sessions_lifecycle(s: Arc<dyn Storage>) {
     let u = user(&unique_im());
     s.insert_user(&u).await.unwrap();
     let now = now_ms();
@@ -72,7 +72,7 @@ pub async fn sessions_lifecycle(s: Arc<dyn Storage>) {
 // ---------------------------------------------------------------- credentials
 
 /// Credentials are unique by username, listed in username order and deletable.
-pub async fn credentials_crud(s: Arc<dyn Storage>) {
+pub(crate) async fn credentials_crud(s: Arc<dyn Storage>) {
     let suffix = Uuid::new_v4().simple().to_string();
     let bot = Credential {
         username: format!("bot-{suffix}"),

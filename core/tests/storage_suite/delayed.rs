@@ -19,7 +19,7 @@ fn delayed(id: String, fire_at_ms: i64) -> DelayedMessage {
 }
 
 /// Delayed messages are put, replaced by id, read and deleted.
-pub async fn delayed_crud(s: Arc<dyn Storage>) {
+pub(crate) async fn delayed_crud(s: Arc<dyn Storage>) {
     let id = format!("delay-{}", Uuid::new_v4());
     let first = delayed(id.clone(), 1_700_000_000_000);
     s.put_delayed(&first).await.unwrap();
@@ -39,7 +39,7 @@ pub async fn delayed_crud(s: Arc<dyn Storage>) {
 }
 
 /// `list_delayed` pages through thousands of messages in id order without gaps or repeats.
-pub async fn delayed_pagination(s: Arc<dyn Storage>) {
+pub(crate) async fn delayed_pagination(s: Arc<dyn Storage>) {
     const COUNT: usize = 2_500;
     const PAGE: u32 = 700;
     let prefix = format!("page-{}-", Uuid::new_v4().simple());

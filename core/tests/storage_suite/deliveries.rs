@@ -5,7 +5,7 @@ use super::*;
 // ---------------------------------------------------------------- delivery log
 
 /// A delivery is recorded once per (event, im, chat) and can be read back.
-pub async fn delivery_log(s: Arc<dyn Storage>) {
+pub(crate) async fn delivery_log(s: Arc<dyn Storage>) {
     let event = Uuid::new_v4();
     let im = unique_im();
     let record = DeliveryRecord {
@@ -46,7 +46,7 @@ pub async fn delivery_log(s: Arc<dyn Storage>) {
 
 /// `delivered_chats` answers, for one event and platform, exactly which of the asked
 /// chats are logged: not other chats, events or platforms, and not chats never asked.
-pub async fn delivered_chats_of_an_event(s: Arc<dyn Storage>) {
+pub(crate) async fn delivered_chats_of_an_event(s: Arc<dyn Storage>) {
     let event = Uuid::new_v4();
     let im = unique_im();
     let record = |event: Uuid, im: &str, chat: &str| DeliveryRecord {
@@ -116,7 +116,7 @@ pub async fn delivered_chats_of_an_event(s: Arc<dyn Storage>) {
 
 /// `record_deliveries` stores a batch in one call and says, per record, whether it was
 /// new: records already logged and repeats within the batch keep the first record.
-pub async fn delivery_batches(s: Arc<dyn Storage>) {
+pub(crate) async fn delivery_batches(s: Arc<dyn Storage>) {
     let event = Uuid::new_v4();
     let im = unique_im();
     let record = |chat: &str, status: &str| DeliveryRecord {

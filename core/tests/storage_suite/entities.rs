@@ -5,7 +5,7 @@ use super::*;
 // ---------------------------------------------------------------- entities
 
 /// Insert, get, list and delete round-trip an entity with its tasks.
-pub async fn entities_crud(s: Arc<dyn Storage>) {
+pub(crate) async fn entities_crud(s: Arc<dyn Storage>) {
     let a = entity();
     let mut b = entity();
     b.group = None;
@@ -35,7 +35,7 @@ pub async fn entities_crud(s: Arc<dyn Storage>) {
 }
 
 /// Duplicate entity ids and task ids are refused and leave nothing behind.
-pub async fn entity_conflicts(s: Arc<dyn Storage>) {
+pub(crate) async fn entity_conflicts(s: Arc<dyn Storage>) {
     let a = entity();
     s.insert_entity(&a).await.unwrap();
 
@@ -73,7 +73,7 @@ pub async fn entity_conflicts(s: Arc<dyn Storage>) {
 
 /// One account is watched by one task: a second entity (inserted or updated) asking for
 /// it is a `Conflict` naming the account and the entity that owns it, and changes nothing.
-pub async fn account_conflicts(s: Arc<dyn Storage>) {
+pub(crate) async fn account_conflicts(s: Arc<dyn Storage>) {
     let a = entity();
     s.insert_entity(&a).await.unwrap();
     let taken = a.tasks[0].params.clone();
@@ -139,7 +139,7 @@ pub async fn account_conflicts(s: Arc<dyn Storage>) {
 }
 
 /// Updating or deleting a missing entity is `NotFound`.
-pub async fn entity_not_found(s: Arc<dyn Storage>) {
+pub(crate) async fn entity_not_found(s: Arc<dyn Storage>) {
     let ghost = entity();
     assert_not_found(s.update_entity(&ghost).await);
     assert_not_found(s.delete_entity(ghost.id).await);
@@ -149,7 +149,7 @@ pub async fn entity_not_found(s: Arc<dyn Storage>) {
 
 /// `update_entity` replaces fields and the task list: removed tasks go, new ones arrive,
 /// changed ones change.
-pub async fn update_entity_replaces_tasks(s: Arc<dyn Storage>) {
+pub(crate) async fn update_entity_replaces_tasks(s: Arc<dyn Storage>) {
     let mut e = entity();
     let extra = youtube_task(e.id);
     e.tasks.push(extra.clone());
@@ -184,7 +184,7 @@ pub async fn update_entity_replaces_tasks(s: Arc<dyn Storage>) {
 }
 
 /// Deleting an entity deletes its tasks and every subscription to it, and nothing else.
-pub async fn delete_entity_cascades(s: Arc<dyn Storage>) {
+pub(crate) async fn delete_entity_cascades(s: Arc<dyn Storage>) {
     let gone = entity();
     let kept = entity();
     s.insert_entity(&gone).await.unwrap();
@@ -218,7 +218,7 @@ pub async fn delete_entity_cascades(s: Arc<dyn Storage>) {
 }
 
 /// Groups are inserted, replaced and listed in id order.
-pub async fn groups_upsert_and_list(s: Arc<dyn Storage>) {
+pub(crate) async fn groups_upsert_and_list(s: Arc<dyn Storage>) {
     let mut g = Group {
         id: Uuid::new_v4(),
         names: [("en".to_owned(), "Agency".to_owned())]
@@ -249,7 +249,7 @@ pub async fn groups_upsert_and_list(s: Arc<dyn Storage>) {
 // ---------------------------------------------------------------- tasks
 
 /// Tasks are readable one by one and listable by kind, in id order.
-pub async fn tasks_get_and_list_by_kind(s: Arc<dyn Storage>) {
+pub(crate) async fn tasks_get_and_list_by_kind(s: Arc<dyn Storage>) {
     let mut e = entity();
     e.tasks.push(youtube_task(e.id));
     e.tasks.push(twitter_task(e.id));
@@ -281,7 +281,7 @@ pub async fn tasks_get_and_list_by_kind(s: Arc<dyn Storage>) {
 
 /// The watch stream reports inserted, changed, added and removed tasks, and nothing for
 /// tasks an update left untouched.
-pub async fn watch_tasks_sees_changes(s: Arc<dyn Storage>) {
+pub(crate) async fn watch_tasks_sees_changes(s: Arc<dyn Storage>) {
     let mut stream = s.watch_tasks().await.unwrap();
 
     let mut e = entity();

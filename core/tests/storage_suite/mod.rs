@@ -18,7 +18,7 @@
 //! each calling `factory().await` for its own storage. `mod storage_suite;` must sit at the
 //! root of the test file (the macro names `$crate::storage_suite::…`); the macro itself may
 //! be invoked anywhere, also inside a submodule to run the suite twice (see
-//! `storage_sqlite.rs`). Every function here is also `pub` so
+//! `storage_sqlite.rs`). Every function here is also reachable as `storage_suite::name`, so
 //! a backend file can call one directly with a storage it built differently.
 //!
 //! The suite checks only what the [`Storage`] docs promise. It uses fresh random ids and
@@ -259,9 +259,9 @@ mod entities;
 mod state;
 mod users;
 
-pub use access::*;
-pub use delayed::*;
-pub use deliveries::*;
-pub use entities::*;
-pub use state::*;
-pub use users::*;
+pub(crate) use access::*;
+pub(crate) use delayed::*;
+pub(crate) use deliveries::*;
+pub(crate) use entities::*;
+pub(crate) use state::*;
+pub(crate) use users::*;

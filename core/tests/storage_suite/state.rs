@@ -5,7 +5,7 @@ use super::*;
 // ---------------------------------------------------------------- key/value
 
 /// Values are stored per namespace, replaced, listed in key order and deleted.
-pub async fn kv_namespaces(s: Arc<dyn Storage>) {
+pub(crate) async fn kv_namespaces(s: Arc<dyn Storage>) {
     let ns = format!("kv-{}", Uuid::new_v4());
     let other = format!("kv-{}", Uuid::new_v4());
     assert_eq!(s.kv_get(&ns, "cursor").await.unwrap(), None);
@@ -62,7 +62,7 @@ pub async fn kv_namespaces(s: Arc<dyn Storage>) {
 // ---------------------------------------------------------------- seen windows
 
 /// An id is new once per namespace; purging forgets ids seen before the cut.
-pub async fn seen_window(s: Arc<dyn Storage>) {
+pub(crate) async fn seen_window(s: Arc<dyn Storage>) {
     let ns = format!("seen-{}", Uuid::new_v4());
     let other = format!("seen-{}", Uuid::new_v4());
     let now = now_ms();

@@ -5,7 +5,7 @@ use super::*;
 // ---------------------------------------------------------------- users
 
 /// Users round-trip and are found by id and by chat; updates replace their fields.
-pub async fn users_crud(s: Arc<dyn Storage>) {
+pub(crate) async fn users_crud(s: Arc<dyn Storage>) {
     let im = unique_im();
     let mut a = user(&im);
     let b = user(&im);
@@ -68,7 +68,7 @@ pub async fn users_crud(s: Arc<dyn Storage>) {
 }
 
 /// Duplicate user ids and chats are refused, also when an update would take a chat.
-pub async fn user_conflicts(s: Arc<dyn Storage>) {
+pub(crate) async fn user_conflicts(s: Arc<dyn Storage>) {
     let im = unique_im();
     let a = user(&im);
     let b = user(&im);
@@ -103,7 +103,7 @@ pub async fn user_conflicts(s: Arc<dyn Storage>) {
 }
 
 /// Updating or deleting a missing user is `NotFound`.
-pub async fn user_not_found(s: Arc<dyn Storage>) {
+pub(crate) async fn user_not_found(s: Arc<dyn Storage>) {
     let ghost = user(&unique_im());
     assert_not_found(s.update_user(&ghost).await);
     assert_not_found(s.delete_user(ghost.id).await);
@@ -111,7 +111,7 @@ pub async fn user_not_found(s: Arc<dyn Storage>) {
 }
 
 /// Deleting a user deletes their sessions and subscriptions, and nobody else's.
-pub async fn delete_user_cascades(s: Arc<dyn Storage>) {
+pub(crate) async fn delete_user_cascades(s: Arc<dyn Storage>) {
     let im = unique_im();
     let gone = user(&im);
     let kept = user(&im);
@@ -150,7 +150,7 @@ pub async fn delete_user_cascades(s: Arc<dyn Storage>) {
 // ---------------------------------------------------------------- subscriptions
 
 /// Subscriptions are put, replaced, listed in entity order and deleted.
-pub async fn subscriptions_crud(s: Arc<dyn Storage>) {
+pub(crate) async fn subscriptions_crud(s: Arc<dyn Storage>) {
     let u = user(&unique_im());
     s.insert_user(&u).await.unwrap();
     let mut entities = vec![entity(), entity(), entity()];
@@ -198,7 +198,7 @@ pub async fn subscriptions_crud(s: Arc<dyn Storage>) {
 
 /// `subscribers` matches the platform and kind, treats empty kinds as all, skips paused
 /// users and orders by user id.
-pub async fn subscribers_filtering(s: Arc<dyn Storage>) {
+pub(crate) async fn subscribers_filtering(s: Arc<dyn Storage>) {
     let im = unique_im();
     let other_im = unique_im();
     let e = entity();

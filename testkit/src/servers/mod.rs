@@ -54,8 +54,4 @@ pub async fn serve(router: Router) -> std::io::Result<Served> {
 
 /// Locks a std mutex, ignoring poisoning: a panicking test thread must not turn every
 /// later request of the server into a second panic.
-pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub use stargazer_core::sync::lock;
