@@ -14,6 +14,7 @@
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
 //! - [`wait`]: sleep unless cancelled, the one way every loop waits.
 //! - [`outbox`]: publish-once with a crash-safe outbox, for event sources.
+//! - [`source`]: the kit of event source workers: errors, publisher, housekeeping, HTTP.
 //! - [`protocol`]: the coordinator ↔ worker WebSocket messages.
 //! - [`service`]: the [`service::Service`] trait every service implements once.
 //! - [`worker_runtime`]: the worker side of that protocol, shared by both workers.
@@ -33,6 +34,7 @@ pub mod protocol;
 pub mod readiness;
 pub mod routing;
 pub mod service;
+pub mod source;
 pub mod storage;
 pub mod sync;
 pub mod telemetry;

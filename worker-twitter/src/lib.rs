@@ -6,14 +6,12 @@
 //! - [`events`]: tweet → event (translation tagging included).
 //! - [`runner`]: [`TwitterRunner`], the task set the coordinator drives (start/stop), and
 //!   the per-account polling job.
-//! - `publish`: seen-window deduplication and the retry outbox.
 //! - [`metrics`]: Prometheus counters.
 
 pub mod api;
 pub mod config;
 pub mod events;
 pub mod metrics;
-mod publish;
 pub mod runner;
 
 use std::sync::Arc;
@@ -22,57 +20,21 @@ use async_trait::async_trait;
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
-use stargazer_core::model::Task;
 use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::{Storage, StorageError};
-use stargazer_core::worker_runtime::{
-    run_worker, TaskError, TaskRunner, WorkerRuntimeConfig, WorkerRuntimeError,
-};
+use stargazer_core::storage::Storage;
+use stargazer_core::worker_runtime::{run_worker, WorkerRuntimeConfig};
 use stargazer_core::CancellationToken;
-use uuid::Uuid;
 
 pub use config::TwitterConfig;
 pub use runner::TwitterRunner;
 
-/// Errors of the X worker.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A configuration value is unusable (the message names the key).
-    #[error("bad configuration: {0}")]
-    Config(String),
-    /// A task the worker cannot run.
-    #[error("task {task}: {reason}")]
-    InvalidTask {
-        /// The task id.
-        task: Uuid,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Storage failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The coordinator connection is misconfigured.
-    #[error(transparent)]
-    Runtime(#[from] WorkerRuntimeError),
-    /// The worker is shutting down.
-    #[error("worker is shutting down")]
-    ShuttingDown,
-}
+/// Errors of the X worker: those of every source worker.
+pub use stargazer_core::source::SourceError as Error;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The coordinator drives the runner through the shared worker runtime.
-#[async_trait]
-impl TaskRunner for TwitterRunner {
-    async fn start(&self, task: Task) -> Result<(), TaskError> {
-        TwitterRunner::start(self, task).await.map_err(Into::into)
-    }
-
-    async fn stop(&self, task_id: Uuid) -> Result<(), TaskError> {
-        TwitterRunner::stop(self, task_id).await.map_err(Into::into)
-    }
-}
+stargazer_core::source_task_runner!(TwitterRunner);
 
 /// Runs the worker until `shutdown`: connects to the coordinator with `runtime` and polls
 /// the accounts it assigns.

@@ -1,6 +1,7 @@
 //! Prometheus counters of the X worker; tests read them through the accessors.
 
 use prometheus::{IntCounterVec, Registry};
+use stargazer_core::source::PublishMetrics;
 use stargazer_core::telemetry::register_int_counter_vec;
 
 /// The worker's counters.
@@ -8,8 +9,7 @@ use stargazer_core::telemetry::register_int_counter_vec;
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
-    published: IntCounterVec,
-    publish_failures: IntCounterVec,
+    publishing: PublishMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -35,18 +35,9 @@ impl Metrics {
                 "Timeline requests by outcome",
                 &["result"],
             ),
-            published: register_int_counter_vec(
-                &registry,
-                "stargazer_twitter_events_published_total",
-                "Events published by kind",
-                &["kind"],
-            ),
-            publish_failures: register_int_counter_vec(
-                &registry,
-                "stargazer_twitter_publish_failures_total",
-                "Publishes that failed and went to the outbox",
-                &["kind"],
-            ),
+            // stargazer_twitter_events_published_total{kind} and
+            // stargazer_twitter_publish_failures_total{kind}.
+            publishing: PublishMetrics::register(&registry, "stargazer_twitter"),
             registry,
         }
     }
@@ -60,12 +51,9 @@ impl Metrics {
         self.requests.with_label_values(&[result]).inc();
     }
 
-    pub(crate) fn published(&self, kind: &str) {
-        self.published.with_label_values(&[kind]).inc();
-    }
-
-    pub(crate) fn publish_failed(&self, kind: &str) {
-        self.publish_failures.with_label_values(&[kind]).inc();
+    /// The publish counters, which the shared publisher counts in.
+    pub fn publishing(&self) -> &PublishMetrics {
+        &self.publishing
     }
 
     /// Timeline requests with `result` (`ok`, `rate_limited`, `unauthorized`, `not_found`,
@@ -76,7 +64,7 @@ impl Metrics {
 
     /// Events published of `kind`.
     pub fn published_of(&self, kind: &str) -> u64 {
-        self.published.with_label_values(&[kind]).get()
+        self.publishing.published_of(kind)
     }
 }
 

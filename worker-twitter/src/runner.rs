@@ -11,7 +11,7 @@
 //! 429); 401/403 are logged once per job with what to check, and the job backs off;
 //! other errors back off exponentially.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -20,10 +20,12 @@ use serde::{Deserialize, Serialize};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Task, TaskParams};
+use stargazer_core::source::{
+    housekeeping, http_client, Background, Housekeeping, Namespaces, Publisher,
+};
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::worker_runtime::{JobSet, JobTokens};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -33,11 +35,21 @@ use crate::api::{id_cmp, ApiError, Includes, TimelineRequest, Tweet, XApi};
 use crate::config::TwitterConfig;
 use crate::events::tweet_event;
 use crate::metrics::Metrics;
-use crate::publish::{Publisher, SEEN_NAMESPACE};
 use crate::Error;
 
 /// Namespace of per-task cursors.
 pub const CURSOR_NAMESPACE: &str = "twitter.cursor";
+/// Seen-window namespace of published events, keyed `<entity>/<event id>`: an event goes
+/// out only if this process is the first to record it, so a restart before the cursor was
+/// saved, or another worker holding the task, does not publish it twice.
+pub const SEEN_NAMESPACE: &str = "twitter.seen";
+/// Namespace of publishes awaiting a broker confirm (flushed by the housekeeping).
+pub const OUTBOX_NAMESPACE: &str = "twitter.outbox";
+
+const PUBLISHING: Namespaces = Namespaces {
+    seen: SEEN_NAMESPACE,
+    outbox: OUTBOX_NAMESPACE,
+};
 
 /// A task's position in its account's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +73,7 @@ pub struct TwitterRunner {
     shared: Arc<Shared>,
     /// One polling job per task; a job ends the same way on stop and on shutdown.
     jobs: Arc<JobSet<Uuid, Task>>,
-    background: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    background: Background,
 }
 
 impl std::fmt::Debug for TwitterRunner {
@@ -95,16 +107,14 @@ impl TwitterRunner {
     ) -> Result<Self, Error> {
         config.validate()?;
         let config = Arc::new(config);
-        let http = reqwest::Client::builder()
-            .timeout(config.http_timeout())
-            .user_agent(concat!(
-                "stargazer-worker-twitter/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|err| Error::Config(format!("HTTP client: {err}")))?;
+        let http = http_client("twitter", config.http_timeout())?;
         let metrics = Metrics::register(registry);
-        let publisher = Publisher::new(storage.clone(), bus, metrics.clone());
+        let publisher = Publisher::new(
+            storage.clone(),
+            bus,
+            PUBLISHING,
+            metrics.publishing().clone(),
+        );
         let shared = Arc::new(Shared {
             api: XApi::new(
                 http,
@@ -113,22 +123,22 @@ impl TwitterRunner {
                 Duration::from_secs(config.rate_limit_fallback_seconds),
             ),
             config: config.clone(),
-            storage: storage.clone(),
+            storage,
             publisher: publisher.clone(),
             metrics,
             shutdown: shutdown.clone(),
         });
         let jobs = Arc::new(JobSet::new(shutdown.clone()));
-        let housekeeping = tokio::spawn(housekeeping(
-            storage,
+        let background = Background::new();
+        background.spawn(housekeeping(
             publisher,
-            chrono::Duration::days(config.seen_window_days as i64),
+            Housekeeping::new(chrono::Duration::days(config.seen_window_days as i64)),
             shutdown,
         ));
         Ok(Self {
             shared,
             jobs,
-            background: Arc::new(Mutex::new(vec![housekeeping])),
+            background,
         })
     }
 
@@ -196,15 +206,7 @@ impl TwitterRunner {
     /// Waits for every job and background task to end; call after cancelling `shutdown`.
     pub async fn join(&self) {
         self.jobs.abort_all().await;
-        let background: Vec<JoinHandle<()>> = self
-            .background
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .drain(..)
-            .collect();
-        for task in background {
-            let _ = task.await;
-        }
+        self.background.join().await;
     }
 }
 
@@ -437,7 +439,7 @@ impl Job {
             if self
                 .shared
                 .publisher
-                .publish_once(&routing_key, &event)
+                .publish_event(&routing_key, &event)
                 .await?
             {
                 published += 1;
@@ -465,31 +467,5 @@ impl Job {
             .storage
             .kv_put(CURSOR_NAMESPACE, &self.task_id.to_string(), &value)
             .await
-    }
-}
-
-async fn housekeeping(
-    storage: Arc<dyn Storage>,
-    publisher: Publisher,
-    window: chrono::Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(err) = storage
-            .purge_seen(SEEN_NAMESPACE, Utc::now() - window)
-            .await
-        {
-            tracing::warn!(cause = %err, "seen window purge failed");
-        }
-        match publisher.flush_outbox().await {
-            Ok(sent) if sent > 0 => tracing::info!(sent, "outbox flushed"),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(cause = %err, "outbox flush failed"),
-        }
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use stargazer_core::backoff::Backoff;
+use stargazer_core::source::Publisher;
 use stargazer_core::storage::Storage;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -30,7 +31,6 @@ use crate::classify::{classify, decide, Context};
 use crate::config::YoutubeConfig;
 use crate::data_api::{DataApi, DataApiError, Snippet, Video};
 use crate::metrics::Metrics;
-use crate::publish::Publisher;
 use crate::quota::{Budget, QuotaMeter};
 use crate::store;
 
@@ -399,7 +399,9 @@ impl Batcher {
         let plan = decide(prev.as_ref(), &class, video, &ctx);
         tracing::debug!(task_id = %task.task_id, video_id = %request.video_id, ?class, groups = plan.groups.len(), "classified");
         for group in &plan.groups {
-            self.publisher.publish_group(task.entity, group).await?;
+            self.publisher
+                .publish_once(task.entity, &group.claim, &group.messages)
+                .await?;
         }
         store::put_video(
             self.storage.as_ref(),

@@ -38,7 +38,7 @@ use crate::signature;
 
 /// `Retry-After` for a notification of a subscription this worker does not hold yet,
 /// seconds: about how long a restarted worker takes to get its channels back.
-pub const UNKNOWN_SUBSCRIPTION_RETRY_AFTER_SECS: u64 = 5;
+pub(crate) const UNKNOWN_SUBSCRIPTION_RETRY_AFTER_SECS: u64 = 5;
 
 /// The routes of the callback server.
 pub(crate) fn router(shared: std::sync::Arc<Shared>) -> Router {

@@ -9,7 +9,6 @@
 //! - [`data_api`]: `videos.list` client; `batcher`: ≤ 50 ids per call.
 //! - [`quota`]: the Data API units spent per Pacific day, shared through storage.
 //! - [`classify`]: what to publish for a video given its previous state.
-//! - `publish`: seen-window claims, publishing and the retry outbox.
 //! - [`store`]: what is persisted (leases, video records, markers).
 //! - [`metrics`]: Prometheus counters.
 //!
@@ -25,7 +24,6 @@ pub mod data_api;
 pub mod hub;
 mod job;
 pub mod metrics;
-mod publish;
 pub mod quota;
 pub mod runner;
 pub mod signature;
@@ -37,60 +35,22 @@ use async_trait::async_trait;
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
-use stargazer_core::model::Task;
 use stargazer_core::service::{ContextError, Listen, Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::{Storage, StorageError};
-use stargazer_core::worker_runtime::{
-    run_worker, TaskError, TaskRunner, WorkerRuntimeConfig, WorkerRuntimeError,
-};
+use stargazer_core::storage::Storage;
+use stargazer_core::worker_runtime::{run_worker, WorkerRuntimeConfig};
 use stargazer_core::CancellationToken;
-use uuid::Uuid;
 
 pub use config::YoutubeConfig;
 pub use runner::YoutubeRunner;
 
-/// Errors of the YouTube worker.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A configuration value is unusable (the message names the key).
-    #[error("bad configuration: {0}")]
-    Config(String),
-    /// A task the worker cannot run.
-    #[error("task {task}: {reason}")]
-    InvalidTask {
-        /// The task id.
-        task: Uuid,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Storage failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The callback server could not bind or serve.
-    #[error("callback server: {0}")]
-    Io(#[from] std::io::Error),
-    /// The coordinator connection is misconfigured.
-    #[error(transparent)]
-    Runtime(#[from] WorkerRuntimeError),
-    /// The worker is shutting down.
-    #[error("worker is shutting down")]
-    ShuttingDown,
-}
+/// Errors of the YouTube worker: those of every source worker (`Io` is the callback
+/// server's).
+pub use stargazer_core::source::SourceError as Error;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The coordinator drives the runner through the shared worker runtime.
-#[async_trait]
-impl TaskRunner for YoutubeRunner {
-    async fn start(&self, task: Task) -> Result<(), TaskError> {
-        YoutubeRunner::start(self, task).await.map_err(Into::into)
-    }
-
-    async fn stop(&self, task_id: Uuid) -> Result<(), TaskError> {
-        YoutubeRunner::stop(self, task_id).await.map_err(Into::into)
-    }
-}
+stargazer_core::source_task_runner!(YoutubeRunner);
 
 /// Runs the worker until `shutdown`: serves the callback server on `listener` (bound to
 /// `config.listen`, or port 0 in tests), connects to the coordinator with `runtime` and

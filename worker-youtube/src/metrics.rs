@@ -2,6 +2,7 @@
 //! served on the callback server's `/metrics`. Tests read them through the accessors.
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use stargazer_core::source::PublishMetrics;
 use stargazer_core::telemetry::{
     register_int_counter, register_int_counter_vec, register_int_gauge,
 };
@@ -17,8 +18,7 @@ pub struct Metrics {
     api_videos: IntCounter,
     api_errors: IntCounterVec,
     feed_polls: IntCounterVec,
-    published: IntCounterVec,
-    publish_failures: IntCounter,
+    publishing: PublishMetrics,
     subscriptions: IntGauge,
     quota_used: IntGauge,
     quota_remaining: IntGauge,
@@ -86,17 +86,9 @@ impl Metrics {
                 "Fallback feed polls by outcome",
                 &["result"],
             ),
-            published: register_int_counter_vec(
-                &registry,
-                "stargazer_youtube_events_published_total",
-                "Events published by kind",
-                &["kind"],
-            ),
-            publish_failures: register_int_counter(
-                &registry,
-                "stargazer_youtube_publish_failures_total",
-                "Publishes that failed and went to the outbox",
-            ),
+            // stargazer_youtube_events_published_total{kind} and
+            // stargazer_youtube_publish_failures_total{kind}.
+            publishing: PublishMetrics::register(&registry, "stargazer_youtube"),
             subscriptions,
             quota_used: register_int_gauge(
                 &registry,
@@ -160,12 +152,9 @@ impl Metrics {
         self.feed_polls.with_label_values(&[result]).inc();
     }
 
-    pub(crate) fn published(&self, kind: &str) {
-        self.published.with_label_values(&[kind]).inc();
-    }
-
-    pub(crate) fn publish_failed(&self) {
-        self.publish_failures.inc();
+    /// The publish counters, which the shared publisher counts in.
+    pub fn publishing(&self) -> &PublishMetrics {
+        &self.publishing
     }
 
     pub(crate) fn subscriptions(&self) -> &IntGauge {
@@ -211,7 +200,7 @@ impl Metrics {
 
     /// Events published of `kind`.
     pub fn published_of(&self, kind: &str) -> u64 {
-        self.published.with_label_values(&[kind]).get()
+        self.publishing.published_of(kind)
     }
 
     /// Verified subscriptions held now.

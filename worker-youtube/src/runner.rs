@@ -6,17 +6,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Task, TaskParams};
 use stargazer_core::readiness::Readiness;
+use stargazer_core::source::{housekeeping, http_client, Background, Housekeeping, Publisher};
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::worker_runtime::{JobSet, JobTokens};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,9 +26,8 @@ use crate::config::YoutubeConfig;
 use crate::data_api::DataApi;
 use crate::hub::HubClient;
 use crate::metrics::Metrics;
-use crate::publish::Publisher;
 use crate::quota::QuotaMeter;
-use crate::store::{self, Lease, SEEN_NAMESPACE};
+use crate::store::{self, Lease, PUBLISHING};
 use crate::Error;
 
 /// Where a subscription stands, as the callback server sees it.
@@ -228,7 +226,9 @@ impl Shared {
         };
         let plan = decide_tombstone(prev.as_ref(), &ctx);
         for group in &plan.groups {
-            self.publisher.publish_group(task.entity, group).await?;
+            self.publisher
+                .publish_once(task.entity, &group.claim, &group.messages)
+                .await?;
         }
         tracing::info!(task_id = %task.task_id, video_id, cancelled = !plan.groups.is_empty(), "video deleted");
         store::put_video(self.storage.as_ref(), task.task_id, video_id, &plan.record).await
@@ -242,7 +242,7 @@ pub struct YoutubeRunner {
     /// One job per task. A stop unsubscribes and deletes the lease, so it is kept apart
     /// from shutdown, which keeps the lease for the next run.
     jobs: Arc<JobSet<Uuid, Task>>,
-    background: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    background: Background,
 }
 
 impl std::fmt::Debug for YoutubeRunner {
@@ -277,18 +277,16 @@ impl YoutubeRunner {
     ) -> Result<Self, Error> {
         config.validate()?;
         let config = Arc::new(config);
-        let http = reqwest::Client::builder()
-            .timeout(config.http_timeout())
-            .user_agent(concat!(
-                "stargazer-worker-youtube/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|err| Error::Config(format!("HTTP client: {err}")))?;
+        let http = http_client("youtube", config.http_timeout())?;
         let metrics = Metrics::register(registry);
         storage.register_metrics(registry);
         let readiness = Readiness::of(Some(storage.clone()), Some(bus.clone()));
-        let publisher = Publisher::new(storage.clone(), bus, metrics.clone());
+        let publisher = Publisher::new(
+            storage.clone(),
+            bus,
+            PUBLISHING,
+            metrics.publishing().clone(),
+        );
         let (classify_tx, classify_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             hub: HubClient::new(http.clone(), &config.hub_url),
@@ -317,18 +315,18 @@ impl YoutubeRunner {
             )),
             metrics,
         };
-        let batcher_task = tokio::spawn(batcher.run(classify_rx, shutdown.clone()));
+        let background = Background::new();
+        background.spawn(batcher.run(classify_rx, shutdown.clone()));
         let jobs = Arc::new(JobSet::with_graceful_stop(shutdown.clone()));
-        let housekeeping = tokio::spawn(housekeeping(
-            storage,
+        background.spawn(housekeeping(
             publisher,
-            config.seen_window(),
+            Housekeeping::new(config.seen_window()),
             shutdown,
         ));
         Ok(Self {
             shared,
             jobs,
-            background: Arc::new(Mutex::new(vec![batcher_task, housekeeping])),
+            background,
         })
     }
 
@@ -413,15 +411,7 @@ impl YoutubeRunner {
     /// Waits for every job and background task to end; call after cancelling `shutdown`.
     pub async fn join(&self) {
         self.jobs.abort_all().await;
-        let background: Vec<JoinHandle<()>> = self
-            .background
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .drain(..)
-            .collect();
-        for task in background {
-            let _ = task.await;
-        }
+        self.background.join().await;
     }
 }
 
@@ -433,34 +423,6 @@ fn valid_channel_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-async fn housekeeping(
-    storage: Arc<dyn Storage>,
-    publisher: Publisher,
-    window: chrono::Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match storage
-            .purge_seen(SEEN_NAMESPACE, Utc::now() - window)
-            .await
-        {
-            Ok(purged) if purged > 0 => tracing::debug!(purged, "seen window purged"),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(cause = %err, "seen window purge failed"),
-        }
-        match publisher.flush_outbox().await {
-            Ok(sent) if sent > 0 => tracing::info!(sent, "outbox flushed"),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(cause = %err, "outbox flush failed"),
-        }
-    }
 }
 
 #[cfg(test)]

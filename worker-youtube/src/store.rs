@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use stargazer_core::source::Namespaces;
 use stargazer_core::storage::{Storage, StorageError};
 use uuid::Uuid;
 
@@ -25,6 +26,11 @@ use crate::classify::VideoRecord;
 pub const SEEN_NAMESPACE: &str = "youtube.seen";
 /// Namespace of failed publishes awaiting a retry.
 pub const OUTBOX_NAMESPACE: &str = "youtube.outbox";
+/// The seen window and outbox of the shared publisher.
+pub const PUBLISHING: Namespaces = Namespaces {
+    seen: SEEN_NAMESPACE,
+    outbox: OUTBOX_NAMESPACE,
+};
 /// Namespace of first-sync markers.
 pub const SYNCED_NAMESPACE: &str = "youtube.synced";
 /// Namespace of when each task began to be tracked.

@@ -4,23 +4,23 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
-pub use stargazer_testkit::coordinator;
-pub use stargazer_testkit::observer::{Observer, ObserverOptions};
-pub use stargazer_testkit::servers::x::{new_user_id, Media, Retweeted, XServer};
-pub use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
+pub(crate) use stargazer_testkit::coordinator;
+pub(crate) use stargazer_testkit::observer::{Observer, ObserverOptions};
+pub(crate) use stargazer_testkit::servers::x::{new_user_id, Media, Retweeted, XServer};
+pub(crate) use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
 
 use uuid::Uuid;
 
 /// The bearer token the tests' X server accepts.
-pub const TOKEN: &str = "test-bearer-token";
+pub(crate) const TOKEN: &str = "test-bearer-token";
 
 /// A short random suffix for names that must be unique per test.
-pub fn unique() -> String {
+pub(crate) fn unique() -> String {
     Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 /// How this crate's tests observe the real exchange (`Observer::start(OBSERVER, patterns)`).
-pub const OBSERVER: ObserverOptions<'static> = ObserverOptions {
+pub(crate) const OBSERVER: ObserverOptions<'static> = ObserverOptions {
     queue_prefix: "test.worker-twitter",
     require_json: false,
 };

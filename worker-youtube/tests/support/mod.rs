@@ -6,23 +6,23 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
-pub use stargazer_testkit::coordinator;
-pub use stargazer_testkit::observer::{Observer, ObserverOptions};
-pub use stargazer_testkit::servers::hub::Hub;
-pub use stargazer_testkit::servers::youtube::{
+pub(crate) use stargazer_testkit::coordinator;
+pub(crate) use stargazer_testkit::observer::{Observer, ObserverOptions};
+pub(crate) use stargazer_testkit::servers::hub::Hub;
+pub(crate) use stargazer_testkit::servers::youtube::{
     new_channel_id, notification_xml, tombstone_xml, topic, Video, Youtube,
 };
-pub use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
+pub(crate) use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
 
 use uuid::Uuid;
 
 /// A short random suffix for names that must be unique per test.
-pub fn unique() -> String {
+pub(crate) fn unique() -> String {
     Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 /// How this crate's tests observe the real exchange (`Observer::start(OBSERVER, patterns)`).
-pub const OBSERVER: ObserverOptions<'static> = ObserverOptions {
+pub(crate) const OBSERVER: ObserverOptions<'static> = ObserverOptions {
     queue_prefix: "test.worker-youtube",
     require_json: true,
 };
