@@ -443,8 +443,7 @@ impl Grants {
             }
         }
         let Some(credential) = self.storage.get_credential(username).await? else {
-            lock(&self.entries)
-                .remove(username);
+            lock(&self.entries).remove(username);
             return Ok(None);
         };
         let grant = Grant {
@@ -474,8 +473,7 @@ impl Grants {
     /// Drops expired entries (called periodically).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        lock(&self.entries)
-            .retain(|_, (_, until)| *until > now);
+        lock(&self.entries).retain(|_, (_, until)| *until > now);
     }
 
     /// How many credentials are remembered.

@@ -33,8 +33,8 @@ use sha2::{Digest, Sha256};
 use stargazer_core::auth::verify_password;
 use stargazer_core::model::Permissions;
 use stargazer_core::storage::Storage;
-use stargazer_core::throttle::{Attempt, LoginThrottle};
 use stargazer_core::sync::lock;
+use stargazer_core::throttle::{Attempt, LoginThrottle};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -154,8 +154,7 @@ impl CredentialVerifier {
             self.remember(key);
         }
         drop(turn);
-        lock(&self.inflight)
-            .remove(&key);
+        lock(&self.inflight).remove(&key);
         Ok(result?.then_some(credential.permissions))
     }
 
@@ -266,8 +265,7 @@ impl CredentialVerifier {
     /// Drops expired entries and forgotten failures (called periodically).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        lock(&self.verified)
-            .retain(|_, until| *until > now);
+        lock(&self.verified).retain(|_, until| *until > now);
         self.throttle.sweep();
     }
 }

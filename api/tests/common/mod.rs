@@ -266,7 +266,11 @@ pub(crate) fn entity_body(name: &str, n: u32) -> Value {
 
 /// Asserts an error envelope with `status` and `code`.
 #[track_caller]
-pub(crate) fn assert_error(result: &(u16, reqwest::header::HeaderMap, Value), status: u16, code: &str) {
+pub(crate) fn assert_error(
+    result: &(u16, reqwest::header::HeaderMap, Value),
+    status: u16,
+    code: &str,
+) {
     let (got, _, body) = result;
     assert_eq!(*got, status, "body: {body}");
     assert_eq!(body["success"], false, "{body}");

@@ -50,7 +50,7 @@ use crate::config::BotConfig;
 use crate::Result;
 use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
-use send::{Fanout, SendContext, Outcome, Recipient, SendJob};
+use send::{Fanout, Outcome, Recipient, SendContext, SendJob};
 
 /// First pause before an event whose messages Telegram could not take is requeued.
 pub(crate) const OUTAGE_BACKOFF_MIN: Duration = Duration::from_secs(1);

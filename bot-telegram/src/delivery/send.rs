@@ -325,8 +325,7 @@ impl SendJob {
         match failure {
             Failure::RetryAfter(wait) => {
                 self.rate_limited += 1;
-                if self.rate_limited >= self.sends.max_attempts || wait > LONGEST_HELD_RETRY_AFTER
-                {
+                if self.rate_limited >= self.sends.max_attempts || wait > LONGEST_HELD_RETRY_AFTER {
                     let reason = format!("429 Too Many Requests (retry after {wait:?})");
                     tracing::warn!(event_id = %event, chat_id = chat, %reason, answers = self.rate_limited, "rate limited past the retry budget; requeueing");
                     self.finish(Outcome::Deferred(reason));

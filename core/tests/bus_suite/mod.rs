@@ -346,7 +346,9 @@ pub(crate) async fn dead_letter_moves_message_with_reason(bus: Arc<dyn Bus>) -> 
 /// A publish no queue takes is retried, then dead-lettered with its reason and original
 /// key as headers, counted, and reported as [`BusError::Unroutable`]; once a queue is
 /// bound, the same key is delivered normally.
-pub(crate) async fn unroutable_publish_is_dead_lettered_with_reason(bus: Arc<dyn Bus>) -> Vec<String> {
+pub(crate) async fn unroutable_publish_is_dead_lettered_with_reason(
+    bus: Arc<dyn Bus>,
+) -> Vec<String> {
     let src = unique();
     let key = format!("{src}.nobody");
     let body = format!("{{\"lost\":\"{src}\"}}");
