@@ -277,6 +277,74 @@ pub trait DeliveryStore: Send + Sync + 'static {
     ) -> Result<HashSet<String>>;
 }
 
+/// Calls macro `$callback!` with every method of the capability traits, grouped by trait:
+/// `$callback! { impl EntityStore { fn insert_entity(&self, entity: &Entity) -> Result<()>;
+/// … } impl UserStore { … } … }`, types fully qualified. Decorators that wrap every call
+/// the same way ([`timeout::TimedStorage`], the test kit's fault-injecting storage) list
+/// the methods through this, so a new method is written down here once.
+#[macro_export]
+macro_rules! with_storage_methods {
+    ($callback:ident) => {
+        $callback! {
+            impl EntityStore {
+                fn insert_entity(&self, entity: &$crate::model::Entity) -> $crate::storage::Result<()>;
+                fn get_entity(&self, id: $crate::Uuid) -> $crate::storage::Result<Option<$crate::model::Entity>>;
+                fn list_entities(&self) -> $crate::storage::Result<Vec<$crate::model::Entity>>;
+                fn update_entity(&self, entity: &$crate::model::Entity) -> $crate::storage::Result<()>;
+                fn delete_entity(&self, id: $crate::Uuid) -> $crate::storage::Result<()>;
+                fn upsert_group(&self, group: &$crate::model::Group) -> $crate::storage::Result<()>;
+                fn list_groups(&self) -> $crate::storage::Result<Vec<$crate::model::Group>>;
+                fn list_tasks(&self, kind: Option<$crate::model::TaskKind>) -> $crate::storage::Result<Vec<$crate::model::Task>>;
+                fn get_task(&self, id: $crate::Uuid) -> $crate::storage::Result<Option<$crate::model::Task>>;
+                fn watch_tasks(&self) -> $crate::storage::Result<futures::stream::BoxStream<'static, $crate::storage::Result<$crate::model::TaskChange>>>;
+            }
+            impl UserStore {
+                fn insert_user(&self, user: &$crate::model::User) -> $crate::storage::Result<()>;
+                fn get_user(&self, id: $crate::Uuid) -> $crate::storage::Result<Option<$crate::model::User>>;
+                fn find_user_by_chat(&self, im: &str, chat_id: &str) -> $crate::storage::Result<Option<$crate::model::User>>;
+                fn update_user(&self, user: &$crate::model::User) -> $crate::storage::Result<()>;
+                fn delete_user(&self, id: $crate::Uuid) -> $crate::storage::Result<()>;
+                fn list_users(&self, im: Option<&str>) -> $crate::storage::Result<Vec<$crate::model::User>>;
+                fn put_subscription(&self, subscription: &$crate::model::Subscription) -> $crate::storage::Result<()>;
+                fn delete_subscription(&self, user: $crate::Uuid, entity: $crate::Uuid) -> $crate::storage::Result<bool>;
+                fn list_subscriptions(&self, user: $crate::Uuid) -> $crate::storage::Result<Vec<$crate::model::Subscription>>;
+                fn subscribers(&self, entity: $crate::Uuid, kind: &str, im: &str) -> $crate::storage::Result<Vec<$crate::storage::Subscriber>>;
+            }
+            impl AccessStore {
+                fn insert_session(&self, session: &$crate::model::Session) -> $crate::storage::Result<()>;
+                fn get_session(&self, token_hash: &str) -> $crate::storage::Result<Option<$crate::model::Session>>;
+                fn touch_session(&self, token_hash: &str, expires_at: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<()>;
+                fn delete_session(&self, token_hash: &str) -> $crate::storage::Result<bool>;
+                fn purge_sessions(&self, now: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<u64>;
+                fn insert_credential(&self, credential: &$crate::model::Credential) -> $crate::storage::Result<()>;
+                fn get_credential(&self, username: &str) -> $crate::storage::Result<Option<$crate::model::Credential>>;
+                fn delete_credential(&self, username: &str) -> $crate::storage::Result<bool>;
+                fn list_credentials(&self) -> $crate::storage::Result<Vec<$crate::model::Credential>>;
+            }
+            impl DelayStore {
+                fn put_delayed(&self, message: &$crate::model::DelayedMessage) -> $crate::storage::Result<()>;
+                fn delete_delayed(&self, id: &str) -> $crate::storage::Result<bool>;
+                fn get_delayed(&self, id: &str) -> $crate::storage::Result<Option<$crate::model::DelayedMessage>>;
+                fn list_delayed(&self, after: Option<&str>, limit: u32) -> $crate::storage::Result<Vec<$crate::model::DelayedMessage>>;
+            }
+            impl StateStore {
+                fn kv_get(&self, namespace: &str, key: &str) -> $crate::storage::Result<Option<serde_json::Value>>;
+                fn kv_put(&self, namespace: &str, key: &str, value: &serde_json::Value) -> $crate::storage::Result<()>;
+                fn kv_delete(&self, namespace: &str, key: &str) -> $crate::storage::Result<bool>;
+                fn kv_list(&self, namespace: &str) -> $crate::storage::Result<Vec<(String, serde_json::Value)>>;
+                fn mark_seen(&self, namespace: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<bool>;
+                fn purge_seen(&self, namespace: &str, before: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<u64>;
+            }
+            impl DeliveryStore {
+                fn record_delivery(&self, record: &$crate::model::DeliveryRecord) -> $crate::storage::Result<bool>;
+                fn record_deliveries(&self, records: &[$crate::model::DeliveryRecord]) -> $crate::storage::Result<Vec<bool>>;
+                fn get_delivery(&self, event: $crate::Uuid, im: &str, chat_id: &str) -> $crate::storage::Result<Option<$crate::model::DeliveryRecord>>;
+                fn delivered_chats(&self, event: $crate::Uuid, im: &str, chats: &[String]) -> $crate::storage::Result<std::collections::HashSet<String>>;
+            }
+        }
+    };
+}
+
 /// Checks that no task is listed twice in `entity` (both backends refuse it before
 /// writing anything).
 pub(crate) fn check_distinct_tasks(entity: &Entity) -> Result<()> {
