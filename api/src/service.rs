@@ -36,6 +36,7 @@ impl Service for ApiService {
             });
         }
         Needs {
+            storage: true,
             bus: false,
             listeners,
             serves_metrics: true,
@@ -66,7 +67,7 @@ impl Service for ApiService {
         serve(
             self.config,
             listeners,
-            cx.storage,
+            cx.storage()?,
             &cx.registry,
             cx.shutdown,
         )

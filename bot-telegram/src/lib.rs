@@ -149,6 +149,7 @@ impl Service for TelegramService {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: true,
             bus: true,
             ..Needs::default()
         }
@@ -166,7 +167,7 @@ impl Service for TelegramService {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
-        run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?;
+        run_with_registry(self.config, cx.storage()?, bus, &cx.registry, cx.shutdown).await?;
         Ok(())
     }
 }

@@ -169,6 +169,7 @@ impl Service for CoordinatorService {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: true,
             bus: false,
             listeners: vec![Listen {
                 key: "coordinator.listen",
@@ -188,7 +189,14 @@ impl Service for CoordinatorService {
             .into_iter()
             .next()
             .ok_or(ContextError::NoListener(0))?;
-        run_with_registry(self.config, listener, cx.storage, &cx.registry, cx.shutdown).await?;
+        run_with_registry(
+            self.config,
+            listener,
+            cx.storage()?,
+            &cx.registry,
+            cx.shutdown,
+        )
+        .await?;
         Ok(())
     }
 }

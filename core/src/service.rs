@@ -34,6 +34,9 @@ pub struct Listen {
 /// What a service needs the platform to provide before it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
+    /// The shared storage (every service but the translate middleware, which keeps its
+    /// cache in memory).
+    pub storage: bool,
     /// The message bus (every service but the api and the coordinator).
     pub bus: bool,
     /// Listeners, handed over in this order in [`ServiceContext::listeners`].
@@ -45,8 +48,8 @@ pub struct Needs {
 
 /// Everything the platform hands a service when it starts it.
 pub struct ServiceContext {
-    /// The storage every instance shares.
-    pub storage: Arc<dyn Storage>,
+    /// The storage every instance shares, when [`Needs::storage`] asked for it.
+    pub storage: Option<Arc<dyn Storage>>,
     /// The bus, when [`Needs::bus`] asked for it.
     pub bus: Option<Arc<dyn Bus>>,
     /// The listeners of [`Needs::listeners`], bound, in the same order.
@@ -60,6 +63,9 @@ pub struct ServiceContext {
 /// A need the platform did not meet: a bug in the wiring, reported instead of a panic.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
+    /// The service asked for storage but the context holds none.
+    #[error("no storage in the service context (the service must declare `Needs::storage`)")]
+    NoStorage,
     /// The service asked for the bus but the context holds none.
     #[error("no bus in the service context (the service must declare `Needs::bus`)")]
     NoBus,
@@ -69,6 +75,11 @@ pub enum ContextError {
 }
 
 impl ServiceContext {
+    /// The storage, or [`ContextError::NoStorage`].
+    pub fn storage(&self) -> Result<Arc<dyn Storage>, ContextError> {
+        self.storage.clone().ok_or(ContextError::NoStorage)
+    }
+
     /// The bus, or [`ContextError::NoBus`].
     pub fn bus(&self) -> Result<Arc<dyn Bus>, ContextError> {
         self.bus.clone().ok_or(ContextError::NoBus)

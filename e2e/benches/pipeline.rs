@@ -50,7 +50,6 @@ use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::contract::control::{TRANSLATE_FIELDS, TRANSLATE_TO};
 use stargazer_core::contract::kind;
 use stargazer_core::model::{Access, Credential, Event, Permissions};
-use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use stargazer_e2e::backends::{TestDatabase, TestVhost};
 use stargazer_e2e::servers::deepl::Deepl;
@@ -613,7 +612,7 @@ fn translate_config(settings: &Settings, deepl: &Deepl) -> TranslateConfig {
 /// Where middleware-translate runs for a stargazer chain.
 enum Translate<'a> {
     /// In this process, through its library `run`.
-    InProcess(&'a Arc<dyn Storage>),
+    InProcess,
     /// As a separate `stargazer middleware-translate` process.
     Process(&'a mut Child),
 }
@@ -639,11 +638,10 @@ async fn stargazer_chain(
     let stop = CancellationToken::new();
     let receiver = Receiver::new(count);
     let (middleware, sampler) = match translate {
-        Translate::InProcess(storage) => {
+        Translate::InProcess => {
             let bus = middleware_bus.expect("a bus for the middleware");
             let task = tokio::spawn(stargazer_middleware_translate::run(
                 translate_config(settings, deepl),
-                storage.clone(),
                 bus,
                 stop.clone(),
             ));
@@ -1092,18 +1090,12 @@ impl AmqpChain {
         }
     }
 
-    async fn run(
-        &self,
-        storage: &Arc<dyn Storage>,
-        settings: &Settings,
-        deepl: &Deepl,
-        load: Load,
-    ) -> Outcome {
+    async fn run(&self, settings: &Settings, deepl: &Deepl, load: Load) -> Outcome {
         stargazer_chain(
             self.publisher.clone(),
             Some(self.middleware.clone()),
             self.consumer.clone(),
-            Translate::InProcess(storage),
+            Translate::InProcess,
             settings,
             deepl,
             load,
@@ -1118,18 +1110,13 @@ impl AmqpChain {
     }
 }
 
-async fn memory_chain(
-    storage: &Arc<dyn Storage>,
-    settings: &Settings,
-    deepl: &Deepl,
-    load: Load,
-) -> Outcome {
+async fn memory_chain(settings: &Settings, deepl: &Deepl, load: Load) -> Outcome {
     let memory: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     stargazer_chain(
         memory.clone(),
         Some(memory.clone()),
         memory,
-        Translate::InProcess(storage),
+        Translate::InProcess,
         settings,
         deepl,
         load,
@@ -1150,9 +1137,6 @@ async fn bench(settings: Settings) {
         .expect("a RabbitMQ virtual host (is rabbitmqctl available?)");
     let database = TestDatabase::new();
     let amqp = vhost.amqp_url();
-    let storage = stargazer_core::storage::connect("sqlite::memory:")
-        .await
-        .expect("sqlite");
     let n = settings.events;
     println!(
         "pipeline: {n} events (+{} warm-up); publish window {}, prefetch {}, middleware concurrency {}",
@@ -1173,12 +1157,12 @@ async fn bench(settings: Settings) {
     let chain = AmqpChain::connect(&amqp).await;
     if settings.warmup > 0 {
         raw_lapin_chain(&amqp, &settings, warmup).await;
-        chain.run(&storage, &settings, &deepl, warmup).await;
+        chain.run(&settings, &deepl, warmup).await;
     }
     let (mut raw_rounds, mut sg_rounds) = (Vec::new(), Vec::new());
     for _ in 0..settings.rounds {
         raw_rounds.push(raw_lapin_chain(&amqp, &settings, flood).await);
-        sg_rounds.push(chain.run(&storage, &settings, &deepl, flood).await);
+        sg_rounds.push(chain.run(&settings, &deepl, flood).await);
     }
     let spread = |rounds: &[Outcome]| {
         rounds
@@ -1247,7 +1231,7 @@ async fn bench(settings: Settings) {
     let (mut raw_memory_rounds, mut memory_rounds) = (Vec::new(), Vec::new());
     for _ in 0..settings.rounds {
         raw_memory_rounds.push(raw_channel_chain(&settings, flood).await);
-        memory_rounds.push(memory_chain(&storage, &settings, &deepl, flood).await);
+        memory_rounds.push(memory_chain(&settings, &deepl, flood).await);
     }
     let (raw_memory, memory) = (median(raw_memory_rounds), median(memory_rounds));
     row("in-process raw tokio channels: same two hops", &raw_memory);
@@ -1276,7 +1260,7 @@ async fn bench(settings: Settings) {
     );
     row(
         "rabbitmq stargazer",
-        &chain.run(&storage, &settings, &deepl, paced).await,
+        &chain.run(&settings, &deepl, paced).await,
     );
     row(
         "in-process raw tokio channels",
@@ -1284,7 +1268,7 @@ async fn bench(settings: Settings) {
     );
     row(
         "in-process bus stargazer",
-        &memory_chain(&storage, &settings, &deepl, paced).await,
+        &memory_chain(&settings, &deepl, paced).await,
     );
     chain.close().await;
 

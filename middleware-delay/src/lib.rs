@@ -229,6 +229,7 @@ impl Service for DelayService {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: true,
             bus: true,
             ..Needs::default()
         }
@@ -243,7 +244,7 @@ impl Service for DelayService {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
-        run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?;
+        run_with_registry(self.config, cx.storage()?, bus, &cx.registry, cx.shutdown).await?;
         Ok(())
     }
 }

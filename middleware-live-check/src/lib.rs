@@ -251,6 +251,7 @@ impl Service for LiveCheckService {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: true,
             bus: true,
             ..Needs::default()
         }
@@ -266,7 +267,7 @@ impl Service for LiveCheckService {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
-        run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?;
+        run_with_registry(self.config, cx.storage()?, bus, &cx.registry, cx.shutdown).await?;
         Ok(())
     }
 }

@@ -29,7 +29,6 @@ use stargazer_core::bus::Bus;
 use stargazer_core::config::{check_http_url, ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
-use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use tokio::sync::mpsc;
 
@@ -192,22 +191,19 @@ pub enum Error {
 }
 
 /// Runs the service until `shutdown` is cancelled, with metrics in a private registry.
-/// `storage` is unused (translations are cached in memory) and taken for a uniform
-/// service signature.
+/// It needs no storage: translations are cached in memory.
 pub async fn run(
     config: TranslateConfig,
-    storage: Arc<dyn Storage>,
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    run_with_registry(config, storage, bus, &Registry::new(), shutdown).await
+    run_with_registry(config, bus, &Registry::new(), shutdown).await
 }
 
 /// Runs the service until `shutdown` is cancelled, registering its metrics in `registry`.
 /// Returns once consuming stopped and the events in flight were settled.
 pub async fn run_with_registry(
     config: TranslateConfig,
-    _storage: Arc<dyn Storage>,
     bus: Arc<dyn Bus>,
     registry: &Registry,
     shutdown: CancellationToken,
@@ -295,6 +291,7 @@ impl Service for TranslateService {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: false,
             bus: true,
             ..Needs::default()
         }
@@ -314,9 +311,7 @@ impl Service for TranslateService {
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
         match self.disabled {
-            None => {
-                run_with_registry(self.config, cx.storage, bus, &cx.registry, cx.shutdown).await?
-            }
+            None => run_with_registry(self.config, bus, &cx.registry, cx.shutdown).await?,
             Some(why) => {
                 let reason = format!("translation disabled: {why}");
                 run_untranslated(self.config, bus, &cx.registry, &reason, cx.shutdown).await?

@@ -11,7 +11,6 @@ use prometheus::Registry;
 use serde_json::{json, Value};
 use stargazer_core::bus::Bus;
 use stargazer_core::model::Event;
-use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use stargazer_middleware_translate::{run_with_registry, TranslateConfig, TRANSLATE_ERROR};
 use stargazer_testkit::backends::{event, BusKind, Env, StoreKind};
@@ -35,15 +34,13 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: TranslateConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
+    fn start(config: TranslateConfig, bus: Arc<dyn Bus>) -> Self {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let registry = Registry::new();
         let metrics = registry.clone();
         let task =
-            tokio::spawn(
-                async move { run_with_registry(config, storage, bus, &metrics, token).await },
-            );
+            tokio::spawn(async move { run_with_registry(config, bus, &metrics, token).await });
         Self {
             registry,
             shutdown,
@@ -108,7 +105,7 @@ async fn translates_fields_into_each_target_language(bus_kind: BusKind, store: S
     let (deepl, url) = start_deepl().await;
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
-    let running = Running::start(config(&queue, &url), env.storage.clone(), env.bus.clone());
+    let running = Running::start(config(&queue, &url), env.bus.clone());
 
     let mut e = tweet(
         "配信するよ",
@@ -182,7 +179,6 @@ async fn batches_and_translates_identical_texts_once(bus_kind: BusKind, store: S
             prefetch: 200,
             ..config(&queue, &url)
         },
-        env.storage.clone(),
         env.bus.clone(),
     );
     let got = ready
@@ -253,7 +249,7 @@ async fn retries_rate_limits_and_server_errors() {
     ]);
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
-    let running = Running::start(config(&queue, &url), env.storage.clone(), env.bus.clone());
+    let running = Running::start(config(&queue, &url), env.bus.clone());
     let events = vec![tweet(
         "こんにちは",
         json!({"x-translate-fields": ["/fields/text"]}),
@@ -288,7 +284,7 @@ async fn quota_exceeded_pauses_calls_and_events_pass_untranslated() {
     deepl.fail_next(&[Failure::QuotaExceeded]);
     let queue = env.middleware_queue("translate").await;
     let mut ready = env.ready().await;
-    let running = Running::start(config(&queue, &url), env.storage.clone(), env.bus.clone());
+    let running = Running::start(config(&queue, &url), env.bus.clone());
     let first = vec![tweet(
         "一つ目",
         json!({"x-translate-fields": ["/fields/text"]}),
@@ -337,7 +333,6 @@ async fn lasting_failure_and_bad_pointers_are_reported_not_fatal() {
             max_attempts: 3,
             ..config(&queue, &url)
         },
-        env.storage.clone(),
         env.bus.clone(),
     );
     let partly = vec![tweet(
@@ -389,7 +384,6 @@ async fn missing_key_is_a_config_error() {
     let env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let err = stargazer_middleware_translate::run(
         TranslateConfig::default(),
-        env.storage.clone(),
         env.bus.clone(),
         CancellationToken::new(),
     )

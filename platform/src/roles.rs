@@ -3,7 +3,11 @@
 
 use prometheus::Registry;
 use stargazer_core::readiness::Readiness;
-use stargazer_core::service::{Listen, ServiceContext};
+use std::sync::Arc;
+
+use stargazer_core::bus::Bus;
+use stargazer_core::service::{Listen, Needs, ServiceContext};
+use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
 
@@ -74,7 +78,7 @@ pub async fn run_service(
     tracing::info!(service = name, endpoints = %service.describe(), "starting");
     let needs = service.needs();
     let registry = Registry::new();
-    let readiness = Readiness::expecting(true, needs.bus);
+    let readiness = Readiness::expecting(needs.storage, needs.bus);
     let metrics = match needs.serves_metrics {
         true => None,
         false => Some(
@@ -88,25 +92,7 @@ pub async fn run_service(
         ),
     };
     let listeners = bind_all(&needs.listeners).await?;
-    let storage = open_storage(&settings.common.storage_url(), &shutdown).await?;
-    if metrics.is_some() {
-        storage.register_metrics(&registry);
-        readiness.provide_storage(storage.clone());
-    }
-    let bus = match needs.bus {
-        true => {
-            let bus = open_bus(
-                &settings.common.bus_url(),
-                &settings.bus_options(),
-                &shutdown,
-            )
-            .await?;
-            bus.metrics().register(&registry);
-            readiness.provide_bus(bus.clone());
-            Some(bus)
-        }
-        false => None,
-    };
+    let (storage, bus) = open_needed(settings, &needs, &registry, &readiness, &shutdown).await?;
     let cx = ServiceContext {
         storage,
         bus,
@@ -122,6 +108,44 @@ pub async fn run_service(
         metrics.join().await;
     }
     Ok(())
+}
+
+/// Opens the backends the service needs (waiting for them), registers their metrics and
+/// tells `/readyz` about them.
+async fn open_needed(
+    settings: &Settings,
+    needs: &Needs,
+    registry: &Registry,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<(Option<Arc<dyn Storage>>, Option<Arc<dyn Bus>>)> {
+    let storage = match needs.storage {
+        true => {
+            let storage = open_storage(&settings.common.storage_url(), shutdown).await?;
+            // Services with their own `/metrics` register their storage metrics themselves.
+            if !needs.serves_metrics {
+                storage.register_metrics(registry);
+            }
+            readiness.provide_storage(storage.clone());
+            Some(storage)
+        }
+        false => None,
+    };
+    let bus = match needs.bus {
+        true => {
+            let bus = open_bus(
+                &settings.common.bus_url(),
+                &settings.bus_options(),
+                shutdown,
+            )
+            .await?;
+            bus.metrics().register(registry);
+            readiness.provide_bus(bus.clone());
+            Some(bus)
+        }
+        false => None,
+    };
+    Ok((storage, bus))
 }
 
 /// Binds every listener a service asked for, in order.

@@ -184,7 +184,7 @@ impl Standalone {
             listeners.push(listener);
         }
         let cx = ServiceContext {
-            storage: shared.storage.clone(),
+            storage: needs.storage.then(|| shared.storage.clone()),
             bus: needs.bus.then(|| shared.bus.clone()),
             listeners,
             registry: shared.registry.clone(),

@@ -27,6 +27,7 @@ impl Service for Dummy {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: true,
             bus: true,
             ..Needs::default()
         }
@@ -39,7 +40,7 @@ impl Service for Dummy {
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         cx.bus()?;
         let mode = format!("{:?}", self.mode);
-        cx.storage
+        cx.storage()?
             .kv_put("dummy", "ran", &serde_json::Value::String(mode))
             .await?;
         cx.shutdown.cancelled().await;

@@ -88,6 +88,7 @@ impl Service for TwitterService {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: true,
             bus: true,
             ..Needs::default()
         }
@@ -110,7 +111,7 @@ impl Service for TwitterService {
         run_with_registry(
             self.config,
             self.runtime,
-            cx.storage,
+            cx.storage()?,
             bus,
             &cx.registry,
             cx.shutdown,

@@ -128,6 +128,7 @@ impl Service for YoutubeService {
 
     fn needs(&self) -> Needs {
         Needs {
+            storage: true,
             bus: true,
             listeners: vec![Listen {
                 key: "youtube.listen",
@@ -174,7 +175,7 @@ impl Service for YoutubeService {
             self.config,
             self.runtime,
             listener,
-            cx.storage,
+            cx.storage()?,
             bus,
             &cx.registry,
             cx.shutdown,
