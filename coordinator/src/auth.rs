@@ -37,6 +37,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::http::{AppState, HttpError};
+use stargazer_core::sync::lock;
 
 /// PBKDF2 verifications allowed to run at once.
 pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
@@ -138,7 +139,7 @@ impl Authenticator {
         let key = self.key(&username, &password, &credential.hash);
         if !self.is_cached(&key) {
             let gate = {
-                let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                let mut inflight = lock(&self.inflight);
                 inflight.entry(key).or_default().clone()
             };
             let turn = gate.lock().await;
@@ -152,10 +153,7 @@ impl Authenticator {
                 self.remember(key);
             }
             drop(turn);
-            self.inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            lock(&self.inflight).remove(&key);
             if !matched? {
                 return Err(AuthFailure::BadCredentials);
             }
@@ -180,7 +178,7 @@ impl Authenticator {
     }
 
     fn is_cached(&self, key: &Key) -> bool {
-        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let verified = lock(&self.verified);
         verified
             .get(key)
             .is_some_and(|until| *until > Instant::now())
@@ -188,7 +186,7 @@ impl Authenticator {
 
     fn remember(&self, key: Key) {
         let now = Instant::now();
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut verified = lock(&self.verified);
         if verified.len() >= CACHE_SOFT_CAP {
             verified.retain(|_, until| *until > now);
             if verified.len() >= CACHE_SOFT_CAP {

@@ -46,6 +46,7 @@ use crate::backoff::Backoff;
 use crate::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
 use crate::model::Event;
 use crate::routing;
+use crate::sync::lock;
 use crate::wait::sleep_unless_cancelled;
 
 /// What a middleware decided about one event.
@@ -108,7 +109,7 @@ struct Attempts {
 impl Attempts {
     /// Counts one more attempt of `key` and returns the total.
     fn bump(&self, key: &str, redelivered: bool) -> u32 {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         if !counts.contains_key(key) && counts.len() >= TRACKED_ATTEMPTS {
             // Full: forget any one entry; that message merely gets its attempts again.
             if let Some(victim) = counts.keys().next().cloned() {
@@ -124,10 +125,7 @@ impl Attempts {
 
     /// Forgets `key`: its message was settled for good.
     fn forget(&self, key: &str) {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        lock(&self.counts).remove(key);
     }
 }
 

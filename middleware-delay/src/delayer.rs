@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::control::{take_request, Request};
 use crate::timer::Timer;
+use stargazer_core::sync::lock;
 
 /// Number of per-id lock stripes; ids hash onto them.
 const STRIPES: usize = 1024;
@@ -147,9 +148,7 @@ impl Delayer {
     fn timer(&self) -> MutexGuard<'_, Timer> {
         // Poisoning means a panic mid-operation elsewhere; the heap and map are still
         // structurally valid, so keep serving.
-        self.timer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.timer)
     }
 
     fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {

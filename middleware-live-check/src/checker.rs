@@ -33,6 +33,7 @@ use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
 
 use crate::youtube::{LiveStreamingDetails, YoutubeClient, MAX_IDS_PER_CALL};
+use stargazer_core::sync::lock;
 
 pub use stargazer_core::contract::control::LIVE_CHECK_VIDEO;
 
@@ -180,9 +181,7 @@ impl Checker {
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
-        self.held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.held)
     }
 
     /// How many events are held.

@@ -18,6 +18,9 @@ use tokio::task::JoinSet;
 
 use crate::cache::Lru;
 use crate::deepl::{CallError, DeeplClient, Translation, MAX_TEXTS_PER_CALL};
+/// Locks a mutex of this crate (the cache, the in-flight map); a poisoned lock still
+/// holds a valid map.
+pub(crate) use stargazer_core::sync::lock;
 
 /// Most text bytes put in one call, well under DeepL's 128 KiB request limit.
 const MAX_BYTES_PER_CALL: usize = 64 * 1024;
@@ -28,10 +31,6 @@ pub(crate) type CacheKey = (String, String);
 /// The translation cache shared by the middleware and the calls.
 pub(crate) type SharedCache = Arc<Mutex<Lru<CacheKey, Translation>>>;
 
-/// Locks the cache; a poisoned lock still holds a valid map.
-pub(crate) fn lock(cache: &SharedCache) -> MutexGuard<'_, Lru<CacheKey, Translation>> {
-    stargazer_core::sync::lock(cache)
-}
 
 /// Why a text has no translation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,9 +190,7 @@ impl Batcher {
 
     fn in_flight(&self) -> MutexGuard<'_, HashMap<CacheKey, Vec<Reply>>> {
         // Poisoning leaves a structurally valid map.
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.in_flight)
     }
 
     fn add(&self, groups: &mut HashMap<String, Group>, job: Job) {
@@ -252,7 +249,7 @@ impl Batcher {
     }
 
     fn paused_until(&self) -> Option<DateTime<Utc>> {
-        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut paused = lock(&self.paused_until);
         match *paused {
             Some(until) if until > Utc::now() => Some(until),
             Some(_) => {
@@ -269,7 +266,7 @@ impl Batcher {
         let until = Utc::now()
             + chrono::Duration::from_std(self.policy.quota_pause)
                 .unwrap_or(chrono::Duration::hours(1));
-        *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        *lock(&self.paused_until) = Some(until);
         until
     }
 

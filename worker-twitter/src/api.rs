@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
+use stargazer_core::sync::lock;
 use stargazer_core::wait::{sleep_unless_cancelled, Waited};
 use tokio_util::sync::CancellationToken;
 
@@ -202,9 +203,7 @@ pub struct RateGate {
 impl RateGate {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<DateTime<Utc>>> {
         // Short, await-free critical sections: a poisoned lock still holds a valid value.
-        self.closed_until
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        lock(&self.closed_until)
     }
 
     /// When requests may resume, if they are held now.

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::quota::QuotaMeter;
 use crate::store::{self, Lease, PUBLISHING};
 use crate::Error;
+use stargazer_core::sync::lock;
 
 /// Where a subscription stands, as the callback server sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +83,7 @@ impl Shared {
     pub(crate) fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SubEntry>> {
         // A panic while holding this short, await-free lock cannot leave the map half
         // updated, so a poisoned lock is still safe to use.
-        self.subs
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        lock(&self.subs)
     }
 
     pub(crate) fn register(&self, id: Uuid, entry: SubEntry) {

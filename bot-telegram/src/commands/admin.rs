@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use stargazer_core::sync::lock;
 use teloxide::prelude::*;
 use teloxide::types::{Chat, User};
 use tokio::time::Instant;
@@ -35,7 +36,7 @@ impl AdminCache {
     }
 
     fn get(&self, chat: i64, user: u64) -> Option<bool> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = lock(&self.entries);
         entries
             .get(&(chat, user))
             .filter(|(_, at)| at.elapsed() < self.ttl)
@@ -43,7 +44,7 @@ impl AdminCache {
     }
 
     fn put(&self, chat: i64, user: u64, admin: bool) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = lock(&self.entries);
         if entries.len() >= SWEEP_ABOVE {
             let ttl = self.ttl;
             entries.retain(|_, (_, at)| at.elapsed() < ttl);

@@ -51,6 +51,7 @@ use crate::Result;
 use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
 use send::{Fanout, Outcome, Recipient, SendContext, SendJob};
+use stargazer_core::sync::lock;
 
 /// First pause before an event whose messages Telegram could not take is requeued.
 pub(crate) const OUTAGE_BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -431,11 +432,7 @@ impl EventConsumer {
                     // Telegram is unavailable: hold the event for a while (which also
                     // keeps this consumer from taking more while it lasts), then put it
                     // back; its next delivery sends only to the chats still missing.
-                    let wait = self
-                        .outage
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .next_delay();
+                    let wait = lock(&self.outage).next_delay();
                     tracing::warn!(
                         event_id = %event, total, sent, skipped, failed, deferred,
                         cause = cause.as_deref().unwrap_or_default(),
@@ -448,10 +445,7 @@ impl EventConsumer {
                 } else {
                     if sent > 0 {
                         // Telegram answers again: the next outage starts from a short pause.
-                        self.outage
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .reset();
+                        lock(&self.outage).reset();
                     }
                     tracing::info!(event_id = %event, total, sent, skipped, failed, "event delivered");
                     ("delivered", delivery.ack().await)
@@ -482,7 +476,7 @@ struct EventGuard {
 impl Drop for EventGuard {
     fn drop(&mut self) {
         self.guard.take();
-        let mut map = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.locks.locks);
         if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
             map.remove(&self.id);
         }
@@ -491,12 +485,7 @@ impl Drop for EventGuard {
 
 impl EventLocks {
     fn entry(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id)
-            .or_default()
-            .clone()
+        lock(&self.locks).entry(id).or_default().clone()
     }
 
     fn try_lock(&self, id: Uuid) -> Option<EventGuard> {

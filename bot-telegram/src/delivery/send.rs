@@ -34,6 +34,7 @@ use super::scheduler::{Attempt, Job};
 use crate::api::Api;
 use crate::telegram::{classify, Failure};
 use crate::IM;
+use stargazer_core::sync::lock;
 
 /// What became of one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +123,7 @@ impl Fanout {
 
     fn message(&self, language: &str, timezone: Option<&str>) -> Arc<Composed> {
         let key = (language.to_owned(), timezone.map(str::to_owned));
-        let mut cache = self.composed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = lock(&self.composed);
         cache
             .entry(key)
             .or_insert_with(|| Arc::new(compose(&self.event, &self.entity, language, timezone)))

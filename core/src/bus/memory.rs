@@ -24,6 +24,7 @@ use super::{
     UNROUTABLE_REASON, UNROUTED_QUEUE_LABEL,
 };
 use crate::routing::topic_matches;
+use crate::sync::lock;
 use crate::topology::{
     self, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, FIRST_DEATH_QUEUE_HEADER,
     FIRST_DEATH_REASON_HEADER,
@@ -73,9 +74,7 @@ impl Inner {
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         // A poisoned lock only means another thread panicked mid-push; the map is still
         // structurally valid, so keep serving.
-        self.queues
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.queues)
     }
 
     fn declare(&self, spec: &QueueSpec) -> Arc<Notify> {
@@ -303,10 +302,7 @@ impl MemoryAcker {
         if self.settled.swap(true, Ordering::SeqCst) {
             return None;
         }
-        self.message
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        lock(&self.message).take()
     }
 }
 
