@@ -31,7 +31,6 @@ pub(crate) type CacheKey = (String, String);
 /// The translation cache shared by the middleware and the calls.
 pub(crate) type SharedCache = Arc<Mutex<Lru<CacheKey, Translation>>>;
 
-
 /// Why a text has no translation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum JobError {

@@ -265,6 +265,9 @@ mod tests {
         );
         std::fs::write(&path, &text).unwrap();
         let source = ConfigSource::load_with_env(Some(&path), Vec::new()).unwrap();
+        // Every documented key is one a section knows (sections refuse unknown keys), and
+        // every documented default passes the checks at load.
+        Settings::from_source(source.clone()).unwrap();
         source.reject_unknown_top_level(KNOWN_KEYS).unwrap();
         let from_file: stargazer_api::ApiConfig = source.section("api").unwrap();
         assert_eq!(from_file.listen, stargazer_api::ApiConfig::default().listen);
