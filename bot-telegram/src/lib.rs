@@ -148,11 +148,7 @@ impl Service for TelegramService {
     }
 
     fn needs(&self) -> Needs {
-        Needs {
-            storage: true,
-            bus: true,
-            ..Needs::default()
-        }
+        Needs::storage_and_bus()
     }
 
     fn describe(&self) -> String {

@@ -46,6 +46,18 @@ pub struct Needs {
     pub serves_metrics: bool,
 }
 
+impl Needs {
+    /// Storage and bus, no listener, metrics served by the platform: what a consumer or
+    /// a polling source needs.
+    pub fn storage_and_bus() -> Self {
+        Self {
+            storage: true,
+            bus: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// Everything the platform hands a service when it starts it.
 pub struct ServiceContext {
     /// The storage every instance shares, when [`Needs::storage`] asked for it.

@@ -228,11 +228,7 @@ impl Service for DelayService {
     }
 
     fn needs(&self) -> Needs {
-        Needs {
-            storage: true,
-            bus: true,
-            ..Needs::default()
-        }
+        Needs::storage_and_bus()
     }
 
     fn describe(&self) -> String {

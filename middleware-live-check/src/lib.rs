@@ -250,11 +250,7 @@ impl Service for LiveCheckService {
     }
 
     fn needs(&self) -> Needs {
-        Needs {
-            storage: true,
-            bus: true,
-            ..Needs::default()
-        }
+        Needs::storage_and_bus()
     }
 
     fn describe(&self) -> String {

@@ -26,11 +26,7 @@ impl Service for Dummy {
     }
 
     fn needs(&self) -> Needs {
-        Needs {
-            storage: true,
-            bus: true,
-            ..Needs::default()
-        }
+        Needs::storage_and_bus()
     }
 
     fn describe(&self) -> String {

@@ -87,11 +87,7 @@ impl Service for TwitterService {
     }
 
     fn needs(&self) -> Needs {
-        Needs {
-            storage: true,
-            bus: true,
-            ..Needs::default()
-        }
+        Needs::storage_and_bus()
     }
 
     fn describe(&self) -> String {
