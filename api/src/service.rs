@@ -1,7 +1,7 @@
 //! The api as a platform [`Service`].
 
 use async_trait::async_trait;
-use stargazer_core::service::{Listen, Needs, Service, ServiceContext, ServiceError};
+use stargazer_core::service::{Capability, Listen, Needs, Service, ServiceContext, ServiceError};
 
 use crate::{serve, ApiConfig, Listeners};
 
@@ -36,7 +36,8 @@ impl Service for ApiService {
             });
         }
         Needs {
-            storage: true,
+            // The api serves all of the storage (admins, users, brokers, bots).
+            storage: Capability::ALL.to_vec(),
             bus: false,
             listeners,
             serves_metrics: true,

@@ -19,9 +19,9 @@ mod node;
 use std::fmt;
 
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
@@ -358,7 +358,7 @@ async fn run(connection: &Connection, role: &Role, op: Op) -> lapin::Result<()> 
         }
         Op::ConsumeQueue(whose) => {
             let (name, _) = queue(whose);
-            channel
+            let consumed = channel
                 .basic_consume(
                     &name,
                     "matrix",
@@ -366,7 +366,16 @@ async fn run(connection: &Connection, role: &Role, op: Op) -> lapin::Result<()> 
                     FieldTable::default(),
                 )
                 .await
-                .map(drop)
+                .map(drop);
+            if consumed.is_ok() {
+                // Cancel before the channel closes: a delivery still in flight when
+                // the channel is gone would put the whole connection into error,
+                // failing the next operation instead of this one.
+                channel
+                    .basic_cancel("matrix", BasicCancelOptions::default())
+                    .await?;
+            }
+            consumed
         }
         Op::PurgeQueue(whose) => {
             let (name, _) = queue(whose);

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
-use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::Storage;
+use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
+use stargazer_core::storage::DeliveryStore;
 use stargazer_core::CancellationToken;
 
 pub use config::BotConfig;
@@ -59,7 +59,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// every task has ended.
 pub async fn run(
     config: BotConfig,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn DeliveryStore>,
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -70,7 +70,7 @@ pub async fn run(
 /// registered in `registry`, for the caller to serve.
 pub async fn run_with_registry(
     config: BotConfig,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn DeliveryStore>,
     bus: Arc<dyn Bus>,
     registry: &Registry,
     shutdown: CancellationToken,
@@ -148,7 +148,7 @@ impl Service for TelegramService {
     }
 
     fn needs(&self) -> Needs {
-        Needs::storage_and_bus()
+        Needs::storage_and_bus(&[Capability::Deliveries])
     }
 
     fn describe(&self) -> String {
@@ -163,7 +163,14 @@ impl Service for TelegramService {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
-        run_with_registry(self.config, cx.storage()?, bus, &cx.registry, cx.shutdown).await?;
+        run_with_registry(
+            self.config,
+            cx.delivery_store()?,
+            bus,
+            &cx.registry,
+            cx.shutdown,
+        )
+        .await?;
         Ok(())
     }
 }

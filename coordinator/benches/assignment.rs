@@ -319,7 +319,7 @@ async fn death_run(death: Death, rounds: usize) -> Vec<f64> {
     let coordinator = tokio::spawn(stargazer_coordinator::run(
         config,
         listener,
-        storage,
+        stargazer_coordinator::Stores::of(storage),
         shutdown.clone(),
     ));
 

@@ -31,7 +31,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use stargazer_core::auth::verify_password;
 use stargazer_core::model::{Access, Component};
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::AccessStore;
 use stargazer_core::throttle::LoginThrottle;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -67,7 +67,7 @@ pub(crate) enum AuthFailure {
 
 /// Checks service credentials with a memory of recent successes.
 pub(crate) struct Authenticator {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn AccessStore>,
     ttl: Duration,
     secret: [u8; 32],
     verified: Mutex<HashMap<Key, Instant>>,
@@ -92,7 +92,7 @@ impl Drop for PendingSlot<'_> {
 
 impl Authenticator {
     pub(crate) fn new(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn AccessStore>,
         ttl: Duration,
         throttle: LoginThrottle,
         max_pending: usize,

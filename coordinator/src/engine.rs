@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use stargazer_core::model::TaskKind;
 use stargazer_core::protocol::{CoordinatorMessage, TaskFailure};
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::StateStore;
 use stargazer_core::CancellationToken;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -69,7 +69,7 @@ pub(crate) enum Outbound {
 /// Runs the engine until `shutdown`.
 pub(crate) async fn run(
     config: Arc<CoordinatorConfig>,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     metrics: Arc<Metrics>,
     mut events: mpsc::Receiver<EngineEvent>,
     mut feed: mpsc::Receiver<TaskFeed>,
@@ -218,7 +218,7 @@ fn dispatch(conns: &mut HashMap<ConnId, mpsc::UnboundedSender<Outbound>>, action
 }
 
 async fn write_snapshots(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     mut latest: watch::Receiver<Option<Arc<Snapshot>>>,
 ) {
     while latest.changed().await.is_ok() {

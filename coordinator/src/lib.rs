@@ -32,8 +32,10 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use stargazer_core::config::ConfigError;
-use stargazer_core::service::{ContextError, Listen, Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::Storage;
+use stargazer_core::service::{
+    Capability, ContextError, Listen, Needs, Service, ServiceContext, ServiceError,
+};
+use stargazer_core::storage::{AccessStore, EntityStore, StateStore, Storage, StorageHealth};
 use stargazer_core::throttle::LoginThrottle;
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
@@ -64,16 +66,41 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// sockets' reads rather than dropping events.
 const ENGINE_QUEUE: usize = 4096;
 
+/// The storage capabilities the coordinator uses, each narrowed to what it does with it.
+#[derive(Clone)]
+pub struct Stores {
+    /// The tasks to assign and their change stream.
+    pub tasks: Arc<dyn EntityStore>,
+    /// Worker credentials, checked when a worker connects.
+    pub credentials: Arc<dyn AccessStore>,
+    /// The assignment snapshot.
+    pub state: Arc<dyn StateStore>,
+    /// Whether the database answers, for `/readyz`.
+    pub health: Arc<dyn StorageHealth>,
+}
+
+impl Stores {
+    /// Every capability from one storage (what tests and benches hold).
+    pub fn of(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            tasks: storage.clone(),
+            credentials: storage.clone(),
+            state: storage.clone(),
+            health: storage,
+        }
+    }
+}
+
 /// Serves workers on `listener` until `shutdown` is cancelled, then closes every worker
 /// connection (workers keep their tasks and reconnect to the next coordinator), stores a
 /// final snapshot and returns.
 pub async fn run(
     config: CoordinatorConfig,
     listener: TcpListener,
-    storage: Arc<dyn Storage>,
+    stores: Stores,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    run_with_registry(config, listener, storage, &Registry::new(), shutdown).await
+    run_with_registry(config, listener, stores, &Registry::new(), shutdown).await
 }
 
 /// [`run`] with the coordinator's metrics registered in `registry`, which its `/metrics`
@@ -81,15 +108,14 @@ pub async fn run(
 pub async fn run_with_registry(
     config: CoordinatorConfig,
     listener: TcpListener,
-    storage: Arc<dyn Storage>,
+    stores: Stores,
     registry: &Registry,
     shutdown: CancellationToken,
 ) -> Result<()> {
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::new(registry.clone())?);
-    storage.register_metrics(registry);
-    let readiness = stargazer_core::readiness::Readiness::of(Some(storage.clone()), None);
+    let readiness = stargazer_core::readiness::Readiness::of(Some(stores.health), None);
     // Cancelled on any exit, so a failing server still stops the tasks below.
     let stop = shutdown.child_token();
     let (engine_tx, engine_rx) = mpsc::channel(ENGINE_QUEUE);
@@ -97,19 +123,19 @@ pub async fn run_with_registry(
 
     let engine = tokio::spawn(engine::run(
         config.clone(),
-        storage.clone(),
+        stores.state,
         metrics.clone(),
         engine_rx,
         feed_rx,
         stop.clone(),
     ));
-    let watcher = tokio::spawn(tasks::watch(storage.clone(), feed_tx, stop.clone()));
+    let watcher = tokio::spawn(tasks::watch(stores.tasks, feed_tx, stop.clone()));
 
     let sockets = TaskTracker::new();
     let state = http::AppState {
         config: config.clone(),
         auth: Arc::new(auth::Authenticator::new(
-            storage,
+            stores.credentials,
             Duration::from_secs(config.auth_cache_ttl_secs),
             LoginThrottle::new(config.login_throttle()),
             config.auth_max_pending,
@@ -169,7 +195,7 @@ impl Service for CoordinatorService {
 
     fn needs(&self) -> Needs {
         Needs {
-            storage: true,
+            storage: vec![Capability::Entities, Capability::Access, Capability::State],
             bus: false,
             listeners: vec![Listen {
                 key: "coordinator.listen",
@@ -192,7 +218,12 @@ impl Service for CoordinatorService {
         run_with_registry(
             self.config,
             listener,
-            cx.storage()?,
+            Stores {
+                tasks: cx.entity_store()?,
+                credentials: cx.access_store()?,
+                state: cx.state_store()?,
+                health: cx.storage_health()?,
+            },
             &cx.registry,
             cx.shutdown,
         )

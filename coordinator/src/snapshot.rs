@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use stargazer_core::model::TaskKind;
-use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::storage::{StateStore, StorageError};
 use uuid::Uuid;
 
 /// Storage namespace of the snapshot.
@@ -49,7 +49,7 @@ pub struct SnapshotWorker {
 
 /// Reads the stored snapshot. A missing, unreadable or foreign-version snapshot yields
 /// `None` (logged): the coordinator then starts from scratch, which is only slower.
-pub async fn load(storage: &Arc<dyn Storage>) -> Result<Option<Snapshot>, StorageError> {
+pub async fn load(storage: &Arc<dyn StateStore>) -> Result<Option<Snapshot>, StorageError> {
     let Some(value) = storage.kv_get(NAMESPACE, KEY).await? else {
         return Ok(None);
     };
@@ -70,7 +70,7 @@ pub async fn load(storage: &Arc<dyn Storage>) -> Result<Option<Snapshot>, Storag
 }
 
 /// Stores `snapshot`, replacing the previous one.
-pub async fn save(storage: &Arc<dyn Storage>, snapshot: &Snapshot) -> Result<(), StorageError> {
+pub async fn save(storage: &Arc<dyn StateStore>, snapshot: &Snapshot) -> Result<(), StorageError> {
     let value =
         serde_json::to_value(snapshot).map_err(|err| StorageError::Corrupt(err.to_string()))?;
     storage.kv_put(NAMESPACE, KEY, &value).await

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use stargazer_core::backoff::Backoff;
 use stargazer_core::model::{Task, TaskChange};
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::EntityStore;
 use stargazer_core::wait::backoff_unless_cancelled;
 use stargazer_core::CancellationToken;
 use tokio::sync::mpsc;
@@ -24,7 +24,7 @@ pub(crate) enum TaskFeed {
 
 /// Runs until `shutdown` (or until the engine is gone).
 pub(crate) async fn watch(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn EntityStore>,
     feed: mpsc::Sender<TaskFeed>,
     shutdown: CancellationToken,
 ) {

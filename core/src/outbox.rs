@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{Bus, BusError};
 use crate::model::Event;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{StateStore, StorageError};
 
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ pub enum Sent {
 /// The claim window and the outbox of one source, in two storage namespaces.
 #[derive(Clone)]
 pub struct Outbox {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     outbox_namespace: &'static str,
     seen_namespace: &'static str,
@@ -68,7 +68,7 @@ impl Outbox {
     /// An outbox keeping pending messages in `outbox_namespace` (key/value) and claims in
     /// `seen_namespace` (seen window).
     pub fn new(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn StateStore>,
         bus: Arc<dyn Bus>,
         outbox_namespace: &'static str,
         seen_namespace: &'static str,
@@ -179,6 +179,7 @@ mod tests {
     use crate::bus::memory::MemoryBus;
     use crate::bus::QueueSpec;
     use crate::storage::sqlite::SqliteStorage;
+    use crate::storage::Storage;
 
     fn message(key: &str) -> OutboxMessage {
         OutboxMessage {

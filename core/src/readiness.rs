@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::bus::Bus;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{StorageError, StorageHealth};
 
 /// How long the storage ping may take before storage counts as not ready.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,7 +41,7 @@ pub struct Readiness {
 struct Inner {
     wants_storage: bool,
     wants_bus: bool,
-    storage: OnceLock<Arc<dyn Storage>>,
+    storage: OnceLock<Arc<dyn StorageHealth>>,
     bus: OnceLock<Arc<dyn Bus>>,
 }
 
@@ -94,7 +94,7 @@ impl Readiness {
     }
 
     /// Checks of dependencies already open.
-    pub fn of(storage: Option<Arc<dyn Storage>>, bus: Option<Arc<dyn Bus>>) -> Self {
+    pub fn of(storage: Option<Arc<dyn StorageHealth>>, bus: Option<Arc<dyn Bus>>) -> Self {
         let readiness = Self::expecting(storage.is_some(), bus.is_some());
         if let Some(storage) = storage {
             readiness.provide_storage(storage);
@@ -106,7 +106,7 @@ impl Readiness {
     }
 
     /// Hands over the storage once open (later calls are ignored).
-    pub fn provide_storage(&self, storage: Arc<dyn Storage>) {
+    pub fn provide_storage(&self, storage: Arc<dyn StorageHealth>) {
         let _ = self.inner.storage.set(storage);
     }
 
@@ -206,7 +206,8 @@ mod tests {
         let none = Readiness::default().check().await;
         assert!(none.ready);
         assert!(none.checks.is_empty());
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open_in_memory().await.unwrap());
+        let storage: Arc<dyn StorageHealth> =
+            Arc::new(SqliteStorage::open_in_memory().await.unwrap());
         let api = Readiness::of(Some(storage), None).check().await;
         assert_eq!(api.checks.keys().copied().collect::<Vec<_>>(), ["storage"]);
         assert!(api.ready);

@@ -25,7 +25,7 @@ use stargazer_core::model::{
     DeliveryRecord, Entity, Session, Subscription, Task, TaskChange, TaskParams, User, UserSettings,
 };
 use stargazer_core::storage::mongo::MongoStorage;
-use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::storage::{Storage, StorageError, StorageHealth};
 use uuid::Uuid;
 
 /// Prefix of every database these tests create.

@@ -96,7 +96,7 @@ mod sqlite_specific {
         Entity, Subscription, Task, TaskChange, TaskParams, User, UserSettings,
     };
     use stargazer_core::storage::sqlite::FOREIGN_POLL;
-    use stargazer_core::storage::{Storage, StorageError};
+    use stargazer_core::storage::{StorageError, StorageHealth};
     use uuid::Uuid;
 
     use super::SqliteStorage;

@@ -209,11 +209,11 @@ fn compressed(ext: &Externals, api_addr: SocketAddr) -> Settings {
 }
 
 /// The services that consume a queue of their own.
-const CONSUMERS: [Role; 4] = [
-    Role::MiddlewareDelay,
-    Role::MiddlewareTranslate,
-    Role::MiddlewareLiveCheck,
-    Role::BotTelegram,
+const CONSUMERS: [&str; 4] = [
+    "middleware-delay",
+    "middleware-translate",
+    "middleware-live-check",
+    "bot-telegram",
 ];
 
 /// A running platform for one test.
@@ -344,27 +344,24 @@ impl Platform {
 
     /// The queues of the middlewares and the bot, as configured now.
     pub fn queue_specs(&self) -> Vec<QueueSpec> {
-        CONSUMERS
-            .iter()
-            .map(|role| self.queue_spec(*role))
-            .collect()
+        CONSUMERS.iter().map(|role| self.queue_spec(role)).collect()
     }
 
     /// The queue consuming service `role` reads, as configured now.
-    fn queue_spec(&self, role: Role) -> QueueSpec {
+    fn queue_spec(&self, role: &str) -> QueueSpec {
         let c = &self.configs;
         match role {
-            Role::MiddlewareDelay => QueueSpec::new(
+            "middleware-delay" => QueueSpec::new(
                 c.delay.queue.clone(),
                 routing::middleware_pattern(tag::DELAY),
                 c.delay.prefetch,
             ),
-            Role::MiddlewareTranslate => QueueSpec::new(
+            "middleware-translate" => QueueSpec::new(
                 c.translate.queue.clone(),
                 routing::middleware_pattern(tag::TRANSLATE),
                 c.translate.prefetch,
             ),
-            Role::MiddlewareLiveCheck => QueueSpec::new(
+            "middleware-live-check" => QueueSpec::new(
                 c.live_check.queue.clone(),
                 routing::middleware_pattern(tag::LIVE_CHECK),
                 c.live_check.prefetch,
@@ -417,7 +414,11 @@ impl Platform {
 
     /// Runs `stargazer <role>` with `settings` as process `name`, with `metrics_listen`
     /// on a free port (see [`Platform::metrics`]).
-    fn start_role(&self, name: &str, role: Role, mut settings: Settings) -> Result<()> {
+    fn start_role(&self, name: &str, role: &str, mut settings: Settings) -> Result<()> {
+        let role = Role::named(role).ok_or_else(|| Error::Service {
+            service: role.to_owned(),
+            reason: "no such service in the table".to_owned(),
+        })?;
         let metrics_addr = reserve()?.local_addr()?;
         settings.common.metrics_listen = Some(metrics_addr.to_string());
         crate::servers::lock(&self.metrics_addrs).insert(name.to_owned(), metrics_addr);
@@ -456,7 +457,7 @@ impl Platform {
         let mut settings = self.role_settings()?;
         settings.api.listen = self.api_addr;
         self.release(self.api_addr);
-        self.start_role("api", Role::Api, settings)?;
+        self.start_role("api", "api", settings)?;
         self.wait_healthy("api", &format!("{}/healthz", self.api_url))
             .await
     }
@@ -466,7 +467,7 @@ impl Platform {
         let mut settings = self.role_settings()?;
         settings.coordinator.listen = self.coordinator_addr.to_string();
         self.release(self.coordinator_addr);
-        self.start_role("coordinator", Role::Coordinator, settings)?;
+        self.start_role("coordinator", "coordinator", settings)?;
         self.wait_healthy(
             "coordinator",
             &format!("http://{}/healthz", self.coordinator_addr),
@@ -497,7 +498,7 @@ impl Platform {
         settings.youtube.listen = addr;
         settings.youtube.public_url = format!("http://{addr}");
         let public_url = settings.youtube.public_url.clone();
-        self.start_role(&name, Role::WorkerYoutube, settings)?;
+        self.start_role(&name, "worker-youtube", settings)?;
         crate::servers::lock(&self.worker_urls).insert(id.to_owned(), public_url.clone());
         self.wait_worker_connected(&name, &name).await?;
         Ok(public_url)
@@ -509,7 +510,7 @@ impl Platform {
         let name = format!("worker-twitter-{id}");
         let mut settings = self.role_settings()?;
         settings.worker = self.worker_section(&name);
-        self.start_role(&name, Role::WorkerTwitter, settings)?;
+        self.start_role(&name, "worker-twitter", settings)?;
         self.wait_worker_connected(&name, &name).await
     }
 
@@ -538,30 +539,30 @@ impl Platform {
 
     /// Declares the queue of a consuming service, so what the test publishes before it
     /// consumes is kept, then runs `stargazer <role>`.
-    async fn start_consumer(&self, role: Role) -> Result<()> {
+    async fn start_consumer(&self, role: &str) -> Result<()> {
         let settings = self.role_settings()?;
         self.bus.declare(&self.queue_spec(role)).await?;
-        self.start_role(role.name(), role, settings)
+        self.start_role(role, role, settings)
     }
 
     /// Starts `stargazer middleware-delay`.
     pub async fn start_delay(&self) -> Result<()> {
-        self.start_consumer(Role::MiddlewareDelay).await
+        self.start_consumer("middleware-delay").await
     }
 
     /// Starts `stargazer middleware-translate`.
     pub async fn start_translate(&self) -> Result<()> {
-        self.start_consumer(Role::MiddlewareTranslate).await
+        self.start_consumer("middleware-translate").await
     }
 
     /// Starts `stargazer middleware-live-check`.
     pub async fn start_live_check(&self) -> Result<()> {
-        self.start_consumer(Role::MiddlewareLiveCheck).await
+        self.start_consumer("middleware-live-check").await
     }
 
     /// Starts `stargazer bot-telegram`.
     pub async fn start_bot(&self) -> Result<()> {
-        self.start_consumer(Role::BotTelegram).await
+        self.start_consumer("bot-telegram").await
     }
 
     /// Starts `stargazer standalone` on this platform's backends (the in-process pair's

@@ -27,6 +27,7 @@ use stargazer_core::middleware::{self, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::model::{DelayedMessage, Event};
 use stargazer_core::storage;
 use stargazer_core::CancellationToken;
+use stargazer_middleware_delay::delayer::now_ms;
 use stargazer_middleware_delay::{DelayMetrics, Delayer, FireOptions};
 use uuid::Uuid;
 
@@ -47,10 +48,6 @@ fn status_kb(field: &str) -> u64 {
 
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// A realistic `youtube.live` body (~450 bytes).

@@ -16,7 +16,7 @@ use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
 use stargazer_core::middleware::{Incoming, Middleware, Outcome};
 use stargazer_core::model::DelayedMessage;
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::DelayStore;
 use stargazer_core::wait::{backoff_unless_cancelled, sleep_unless_cancelled, Waited};
 use stargazer_core::CancellationToken;
 use tokio::sync::{Notify, Semaphore};
@@ -111,7 +111,7 @@ pub struct FireOptions {
 
 /// Holds delayed messages and fires them; implements [`Middleware`] for the `delay` tag.
 pub struct Delayer {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn DelayStore>,
     bus: Arc<dyn Bus>,
     // A std Mutex: every critical section is a few heap/map operations with no `.await`.
     timer: Mutex<Timer>,
@@ -124,7 +124,7 @@ pub struct Delayer {
 impl Delayer {
     /// A delayer with nothing pending; call [`Delayer::reload`] to pick up stored messages.
     pub fn new(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn DelayStore>,
         bus: Arc<dyn Bus>,
         options: FireOptions,
         metrics: DelayMetrics,

@@ -32,8 +32,8 @@ use stargazer_core::bus::Bus;
 use stargazer_core::config::{ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
-use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::Storage;
+use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
+use stargazer_core::storage::DelayStore;
 use stargazer_core::CancellationToken;
 
 pub use delayer::{DelayMetrics, Delayer, FireOptions};
@@ -159,7 +159,7 @@ pub enum Error {
 /// Runs the service until `shutdown` is cancelled, with metrics in a private registry.
 pub async fn run(
     config: DelayConfig,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn DelayStore>,
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -171,7 +171,7 @@ pub async fn run(
 /// Returns once consuming stopped and the firings in progress finished.
 pub async fn run_with_registry(
     config: DelayConfig,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn DelayStore>,
     bus: Arc<dyn Bus>,
     registry: &Registry,
     shutdown: CancellationToken,
@@ -228,7 +228,7 @@ impl Service for DelayService {
     }
 
     fn needs(&self) -> Needs {
-        Needs::storage_and_bus()
+        Needs::storage_and_bus(&[Capability::Delayed])
     }
 
     fn describe(&self) -> String {
@@ -240,7 +240,14 @@ impl Service for DelayService {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
-        run_with_registry(self.config, cx.storage()?, bus, &cx.registry, cx.shutdown).await?;
+        run_with_registry(
+            self.config,
+            cx.delay_store()?,
+            bus,
+            &cx.registry,
+            cx.shutdown,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
 use stargazer_core::middleware::{Incoming, Middleware, Outcome};
 use stargazer_core::model::Event;
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::StateStore;
 use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
 
@@ -146,7 +146,7 @@ pub struct PollOptions {
 
 /// Holds events and polls; implements [`Middleware`] for the `live_check` tag.
 pub struct Checker {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     client: YoutubeClient,
     options: PollOptions,
@@ -164,7 +164,7 @@ enum Verdict {
 impl Checker {
     /// A checker with nothing held; call [`Checker::reload`] to pick up stored events.
     pub fn new(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn StateStore>,
         bus: Arc<dyn Bus>,
         client: YoutubeClient,
         options: PollOptions,

@@ -24,11 +24,11 @@ use stargazer_core::bus::Bus;
 use stargazer_core::config::{check_http_url, ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::StateStore;
 use stargazer_core::CancellationToken;
 
 pub use checker::{Checker, Held, LiveCheckMetrics, PollOptions, LIVE_CHECK_VIDEO};
-use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
+use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
 use youtube::YoutubeClient;
 
 /// The tag this middleware pops.
@@ -172,7 +172,7 @@ pub enum Error {
 /// Runs the service until `shutdown` is cancelled, with metrics in a private registry.
 pub async fn run(
     config: LiveCheckConfig,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -183,7 +183,7 @@ pub async fn run(
 /// reloads held events, then polls and consumes `#.live_check` side by side.
 pub async fn run_with_registry(
     config: LiveCheckConfig,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     registry: &Registry,
     shutdown: CancellationToken,
@@ -250,7 +250,7 @@ impl Service for LiveCheckService {
     }
 
     fn needs(&self) -> Needs {
-        Needs::storage_and_bus()
+        Needs::storage_and_bus(&[Capability::State])
     }
 
     fn describe(&self) -> String {
@@ -263,7 +263,14 @@ impl Service for LiveCheckService {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
-        run_with_registry(self.config, cx.storage()?, bus, &cx.registry, cx.shutdown).await?;
+        run_with_registry(
+            self.config,
+            cx.state_store()?,
+            bus,
+            &cx.registry,
+            cx.shutdown,
+        )
+        .await?;
         Ok(())
     }
 }

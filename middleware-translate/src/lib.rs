@@ -291,7 +291,7 @@ impl Service for TranslateService {
 
     fn needs(&self) -> Needs {
         Needs {
-            storage: false,
+            storage: Vec::new(),
             bus: true,
             ..Needs::default()
         }

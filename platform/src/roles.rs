@@ -6,52 +6,81 @@ use stargazer_core::readiness::Readiness;
 use std::sync::Arc;
 
 use stargazer_core::bus::Bus;
-use stargazer_core::service::{Listen, Needs, ServiceContext};
-use stargazer_core::storage::Storage;
+use stargazer_core::service::{Listen, Needs, ServiceContext, StorageGrant};
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
 
 use crate::backends::{bind, open_bus, open_storage};
 use crate::metrics::MetricsServer;
-use crate::services::{row, Mode, ServiceRow};
+use crate::services::{Mode, ServiceRow, SERVICES};
 use crate::settings::Settings;
 use crate::{Error, Result};
 
-/// The services one process can run; each is a subcommand of the binary (the doc
-/// comments are its `--help`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
-pub enum Role {
-    /// RPC API, sessions, RabbitMQ HTTP auth backend, OpenAPI, frontend.
-    Api,
-    /// Assigns tasks to workers over WebSocket by consistent hashing.
-    Coordinator,
-    /// Watches YouTube channels (WebSub + Data API) and publishes events.
-    WorkerYoutube,
-    /// Watches X accounts (API v2) and publishes events.
-    WorkerTwitter,
-    /// Holds messages tagged `delay` until their time.
-    MiddlewareDelay,
-    /// Translates texts of messages tagged `translate` (DeepL).
-    MiddlewareTranslate,
-    /// Holds `youtube.live` until the stream has really started.
-    MiddlewareLiveCheck,
-    /// Telegram bot: chat commands and delivery of ready events.
-    BotTelegram,
+/// One service of [`SERVICES`] to run alone. The binary's subcommands are derived from
+/// the table: each row is a subcommand named after the service, its `about` the help.
+#[derive(Debug, Clone, Copy)]
+pub struct Role {
+    row: &'static ServiceRow,
 }
 
 impl Role {
+    /// The service of that name (`worker-youtube`), if the table has it.
+    pub fn named(name: &str) -> Option<Self> {
+        SERVICES
+            .iter()
+            .find(|row| row.name == name)
+            .map(|row| Self { row })
+    }
+
     /// The role's name as on the command line and in logs.
     pub fn name(self) -> &'static str {
-        match self {
-            Role::Api => "api",
-            Role::Coordinator => "coordinator",
-            Role::WorkerYoutube => "worker-youtube",
-            Role::WorkerTwitter => "worker-twitter",
-            Role::MiddlewareDelay => "middleware-delay",
-            Role::MiddlewareTranslate => "middleware-translate",
-            Role::MiddlewareLiveCheck => "middleware-live-check",
-            Role::BotTelegram => "bot-telegram",
-        }
+        self.row.name
+    }
+
+    /// Its row of the table.
+    pub fn row(self) -> &'static ServiceRow {
+        self.row
+    }
+}
+
+impl PartialEq for Role {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Role {}
+
+impl clap::FromArgMatches for Role {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let name = matches.subcommand_name().unwrap_or_default();
+        Self::named(name).ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidSubcommand,
+                format!("no service named `{name}`\n"),
+            )
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Subcommand for Role {
+    fn augment_subcommands(command: clap::Command) -> clap::Command {
+        SERVICES.iter().fold(command, |command, row| {
+            command.subcommand(clap::Command::new(row.name).about(row.about))
+        })
+    }
+
+    fn augment_subcommands_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_subcommands(command)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        Self::named(name).is_some()
     }
 }
 
@@ -60,11 +89,7 @@ impl Role {
 /// listeners, serves its metrics on `metrics_listen` when it serves none itself, opens
 /// the backends it needs (waiting for them) and runs it.
 pub async fn run_role(settings: &Settings, role: Role, shutdown: CancellationToken) -> Result<()> {
-    let row = row(role).ok_or(Error::Panicked(format!(
-        "no service table row for role {}",
-        role.name()
-    )))?;
-    run_service(settings, row, shutdown).await
+    run_service(settings, role.row(), shutdown).await
 }
 
 /// [`run_role`] for any row of a service table.
@@ -78,7 +103,7 @@ pub async fn run_service(
     tracing::info!(service = name, endpoints = %service.describe(), "starting");
     let needs = service.needs();
     let registry = Registry::new();
-    let readiness = Readiness::expecting(needs.storage, needs.bus);
+    let readiness = Readiness::expecting(needs.uses_storage(), needs.bus);
     let metrics = match needs.serves_metrics {
         true => None,
         false => Some(
@@ -118,16 +143,13 @@ async fn open_needed(
     registry: &Registry,
     readiness: &Readiness,
     shutdown: &CancellationToken,
-) -> Result<(Option<Arc<dyn Storage>>, Option<Arc<dyn Bus>>)> {
-    let storage = match needs.storage {
+) -> Result<(Option<StorageGrant>, Option<Arc<dyn Bus>>)> {
+    let storage = match needs.uses_storage() {
         true => {
             let storage = open_storage(&settings.common.storage_url(), shutdown).await?;
-            // Services with their own `/metrics` register their storage metrics themselves.
-            if !needs.serves_metrics {
-                storage.register_metrics(registry);
-            }
+            storage.register_metrics(registry);
             readiness.provide_storage(storage.clone());
-            Some(storage)
+            Some(StorageGrant::new(storage, &needs.storage))
         }
         false => None,
     };

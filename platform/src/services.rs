@@ -3,15 +3,14 @@
 //! ([`crate::standalone`]) are both built from [`SERVICES`]; neither names a service.
 //!
 //! Adding a service is a crate implementing [`Service`], a configuration
-//! [`Section`](stargazer_core::config::Section) in [`Settings`], a [`Role`] variant (the
-//! subcommand) and one row here.
+//! [`Section`](stargazer_core::config::Section) in [`Settings`] and one row here; the row is
+//! also the binary's subcommand ([`Role`](crate::roles::Role)).
 
 use stargazer_core::config::ConfigError;
 use stargazer_core::model::TaskKind;
 use stargazer_core::service::Service;
 use stargazer_core::worker_runtime::WorkerRuntimeConfig;
 
-use crate::roles::Role;
 use crate::settings::Settings;
 
 /// Which process a service is built for.
@@ -31,8 +30,10 @@ pub type Build = fn(&Settings, Mode) -> Result<Box<dyn Service>, ConfigError>;
 /// One row of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceRow {
-    /// The service's name: the subcommand that runs it alone ([`Role::name`]).
+    /// The service's name: the subcommand that runs it alone ([`Role::name`](crate::roles::Role::name)).
     pub name: &'static str,
+    /// One line for the subcommand's `--help`.
+    pub about: &'static str,
     /// How to build it.
     pub build: Build,
 }
@@ -42,42 +43,45 @@ pub struct ServiceRow {
 pub const SERVICES: &[ServiceRow] = &[
     ServiceRow {
         name: "api",
+        about: "RPC API, sessions, RabbitMQ HTTP auth backend, OpenAPI, frontend.",
         build: api,
     },
     ServiceRow {
         name: "coordinator",
+        about: "Assigns tasks to workers over WebSocket by consistent hashing.",
         build: coordinator,
     },
     ServiceRow {
         name: "middleware-delay",
+        about: "Holds messages tagged `delay` until their time.",
         build: delay,
     },
     ServiceRow {
         name: "middleware-translate",
+        about: "Translates texts of messages tagged `translate` (DeepL).",
         build: translate,
     },
     ServiceRow {
         name: "middleware-live-check",
+        about: "Holds `youtube.live` until the stream has really started.",
         build: live_check,
     },
     ServiceRow {
         name: "worker-youtube",
+        about: "Watches YouTube channels (WebSub + Data API) and publishes events.",
         build: worker_youtube,
     },
     ServiceRow {
         name: "worker-twitter",
+        about: "Watches X accounts (API v2) and publishes events.",
         build: worker_twitter,
     },
     ServiceRow {
         name: "bot-telegram",
+        about: "Telegram bot: chat commands and delivery of ready events.",
         build: bot_telegram,
     },
 ];
-
-/// The row of `role`.
-pub fn row(role: Role) -> Option<&'static ServiceRow> {
-    SERVICES.iter().find(|row| row.name == role.name())
-}
 
 fn api(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
     Ok(Box::new(stargazer_api::ApiService::new(
@@ -189,29 +193,30 @@ mod tests {
     use clap::Subcommand;
 
     use super::*;
+    use crate::roles::Role;
 
     #[test]
-    fn every_role_has_exactly_one_row_and_every_row_a_subcommand() {
+    fn every_row_is_a_subcommand_that_parses_back_to_its_row() {
+        let names: Vec<&str> = SERVICES.iter().map(|row| row.name).collect();
+        let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "a name twice: {names:?}");
         let command = Role::augment_subcommands(clap::Command::new("stargazer"));
-        let subcommands: Vec<String> = command
+        let subcommands: Vec<&str> = command
             .get_subcommands()
-            .map(|sub| sub.get_name().to_owned())
+            .map(|sub| sub.get_name())
             .collect();
-        assert_eq!(subcommands.len(), SERVICES.len(), "{subcommands:?}");
+        assert_eq!(subcommands, names);
         for row in SERVICES {
-            assert!(
-                subcommands.iter().any(|name| name == row.name),
-                "{} has no subcommand",
-                row.name
-            );
-            assert_eq!(
-                SERVICES
-                    .iter()
-                    .filter(|other| other.name == row.name)
-                    .count(),
-                1
-            );
+            let matches = command
+                .clone()
+                .try_get_matches_from(["stargazer", row.name])
+                .unwrap();
+            let role = <Role as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+            // Rows are compared by name and help: a `const` table has no stable address.
+            assert_eq!((role.name(), role.row().about), (row.name, row.about));
         }
+        let unknown = command.try_get_matches_from(["stargazer", "worker-myspace"]);
+        assert!(unknown.is_err());
     }
 
     #[test]
@@ -220,23 +225,23 @@ mod tests {
             stargazer_core::config::ConfigSource::load_with_env(None, Vec::new()).unwrap(),
         )
         .unwrap();
+        let row = |name| Role::named(name).unwrap().row();
         for (role, key) in [
-            (Role::WorkerYoutube, "youtube.api_key"),
-            (Role::WorkerTwitter, "twitter.bearer_token"),
-            (Role::MiddlewareTranslate, "translate.deepl_key"),
-            (Role::MiddlewareLiveCheck, "live_check.api_key"),
-            (Role::BotTelegram, "telegram.token"),
+            ("worker-youtube", "youtube.api_key"),
+            ("worker-twitter", "twitter.bearer_token"),
+            ("middleware-translate", "translate.deepl_key"),
+            ("middleware-live-check", "live_check.api_key"),
+            ("bot-telegram", "telegram.token"),
         ] {
-            let row = row(role).unwrap();
+            let row = row(role);
             let err = (row.build)(&settings, Mode::Role).err().unwrap();
             assert!(err.to_string().contains(key), "{err}");
         }
-        let translate =
-            (row(Role::MiddlewareTranslate).unwrap().build)(&settings, Mode::Standalone).unwrap();
+        let translate = (row("middleware-translate").build)(&settings, Mode::Standalone).unwrap();
         assert!(translate.describe().contains("untranslated"));
-        for role in [Role::Api, Role::Coordinator, Role::MiddlewareDelay] {
-            let service = (row(role).unwrap().build)(&settings, Mode::Role).unwrap();
-            assert_eq!(service.name(), role.name());
+        for role in ["api", "coordinator", "middleware-delay"] {
+            let service = (row(role).build)(&settings, Mode::Role).unwrap();
+            assert_eq!(service.name(), role);
         }
     }
 }

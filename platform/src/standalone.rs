@@ -17,7 +17,7 @@ use stargazer_core::auth;
 use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
 use stargazer_core::model::{Access, Credential, Permissions};
-use stargazer_core::service::{Listen, Service, ServiceContext};
+use stargazer_core::service::{Listen, Service, ServiceContext, StorageGrant};
 use stargazer_core::storage::Storage;
 use stargazer_core::{CancellationToken, Uuid};
 use tokio::task::JoinSet;
@@ -118,6 +118,7 @@ impl Standalone {
         // One registry for every service: the api's `/metrics` serves them all.
         let registry = prometheus::Registry::new();
         bus.metrics().register(&registry);
+        storage.register_metrics(&registry);
         let shared = Shared {
             storage,
             bus,
@@ -184,7 +185,9 @@ impl Standalone {
             listeners.push(listener);
         }
         let cx = ServiceContext {
-            storage: needs.storage.then(|| shared.storage.clone()),
+            storage: needs
+                .uses_storage()
+                .then(|| StorageGrant::new(shared.storage.clone(), &needs.storage)),
             bus: needs.bus.then(|| shared.bus.clone()),
             listeners,
             registry: shared.registry.clone(),

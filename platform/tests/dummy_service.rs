@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stargazer_core::config::{ConfigError, ConfigSource};
-use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
+use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
 use stargazer_core::CancellationToken;
 use stargazer_platform::roles::run_service;
 use stargazer_platform::services::{Mode, ServiceRow};
@@ -26,7 +26,7 @@ impl Service for Dummy {
     }
 
     fn needs(&self) -> Needs {
-        Needs::storage_and_bus()
+        Needs::storage_and_bus(&[Capability::State])
     }
 
     fn describe(&self) -> String {
@@ -35,8 +35,12 @@ impl Service for Dummy {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         cx.bus()?;
+        // It declared key/value state only: the rest of the storage is out of reach.
+        if cx.user_store().is_ok() {
+            return Err("granted a capability it did not declare".into());
+        }
         let mode = format!("{:?}", self.mode);
-        cx.storage()?
+        cx.state_store()?
             .kv_put("dummy", "ran", &serde_json::Value::String(mode))
             .await?;
         cx.shutdown.cancelled().await;
@@ -51,6 +55,7 @@ fn build(_: &Settings, mode: Mode) -> Result<Box<dyn Service>, ConfigError> {
 /// The whole table: one row.
 const TABLE: &[ServiceRow] = &[ServiceRow {
     name: "dummy",
+    about: "A service that only proves the wiring.",
     build,
 }];
 

@@ -16,6 +16,7 @@ use stargazer_core::bus::amqp::AmqpBus;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{Bus, Consumer, QueueSpec};
 use stargazer_core::model::Event;
+use stargazer_core::service::{Capability, ServiceContext, StorageGrant};
 use stargazer_core::storage::mongo::MongoStorage;
 use stargazer_core::storage::{self, Storage};
 use uuid::Uuid;
@@ -60,26 +61,201 @@ fn amqp_url_for(vhost: &str) -> String {
     format!("{root}/{vhost}")
 }
 
-fn rabbitmqctl(args: &[&str]) {
+/// A `rabbitmqctl` command that could not run or failed, with its output.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RabbitmqctlError(String);
+
+fn rabbitmqctl(args: &[&str]) -> Result<String, RabbitmqctlError> {
     let output = std::process::Command::new("rabbitmqctl")
         .args(args)
         .output()
-        .expect("rabbitmqctl runs (RabbitMQ tests create a virtual host each)");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .map_err(|e| RabbitmqctlError(format!("cannot run rabbitmqctl: {e}")))?;
+    if !output.status.success() {
+        return Err(RabbitmqctlError(format!(
+            "rabbitmqctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-async fn create_vhost(vhost: &str) {
-    let vhost = vhost.to_owned();
-    tokio::task::spawn_blocking(move || {
-        rabbitmqctl(&["add_vhost", &vhost]);
-        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-    })
-    .await
-    .expect("vhost setup");
+/// A RabbitMQ virtual host for one test, where guest may do anything; deleted (with
+/// everything in it) when dropped.
+#[derive(Debug)]
+pub struct TestVhost {
+    /// The virtual host name.
+    pub name: String,
+}
+
+impl TestVhost {
+    /// Creates `sgtest-<random>` and gives `guest` full rights in it. Blocks on
+    /// `rabbitmqctl`; call from `spawn_blocking` in async code.
+    pub fn create() -> Result<Self, RabbitmqctlError> {
+        let vhost = Self {
+            name: format!("sgtest-{}", unique()),
+        };
+        rabbitmqctl(&["add_vhost", &vhost.name])?;
+        let guest_may_do_anything = ["-p", &vhost.name, "guest", ".*", ".*", ".*"];
+        rabbitmqctl(&[&["set_permissions"][..], &guest_may_do_anything].concat())?;
+        Ok(vhost)
+    }
+
+    /// The AMQP URL of this virtual host.
+    pub fn amqp_url(&self) -> String {
+        amqp_url_for(&self.name)
+    }
+
+    /// `rabbitmqctl close_all_connections` for this virtual host. Blocks.
+    pub fn close_all_connections(&self, explanation: &str) -> Result<(), RabbitmqctlError> {
+        close_all_connections(&self.name, explanation)
+    }
+
+    /// Messages waiting in `queue` of this virtual host. Blocks.
+    pub fn queue_depth(&self, queue: &str) -> Result<Option<u64>, RabbitmqctlError> {
+        queue_depth(&self.name, queue)
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        if let Err(err) = rabbitmqctl(&["delete_vhost", &self.name]) {
+            eprintln!("could not delete test vhost {}: {err}", self.name);
+        }
+    }
+}
+
+/// `rabbitmqctl close_all_connections` for virtual host `vhost` only: every client in it
+/// loses its connection at once, as when the broker restarts. Blocks.
+pub fn close_all_connections(vhost: &str, explanation: &str) -> Result<(), RabbitmqctlError> {
+    let args = ["close_all_connections", "-p", vhost, "--limit", "10000"];
+    rabbitmqctl(&[&args[..], &[explanation]].concat()).map(drop)
+}
+
+/// Messages waiting in `queue` of `vhost` (ready plus unacknowledged); `None` if there
+/// is no such queue. Blocks.
+pub fn queue_depth(vhost: &str, queue: &str) -> Result<Option<u64>, RabbitmqctlError> {
+    let listing = rabbitmqctl(&[
+        "list_queues",
+        "-p",
+        vhost,
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages",
+    ])?;
+    Ok(listing.lines().find_map(|line| {
+        let mut cols = line.split_whitespace();
+        (cols.next() == Some(queue))
+            .then(|| cols.next().and_then(|n| n.parse().ok()))
+            .flatten()
+    }))
+}
+
+/// A database on the MongoDB-wire test server for one test, dropped when the guard drops.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The database name.
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// A fresh database name (the database appears with its first write).
+    pub fn new() -> Self {
+        Self {
+            name: format!("sgtest_{}", unique()),
+        }
+    }
+
+    /// The MongoDB URL selecting this database.
+    pub fn url(&self) -> String {
+        format!("{}/{}", mongo_base(), self.name)
+    }
+}
+
+impl Default for TestDatabase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await and may run inside a runtime: drop on a thread of its own.
+        let dropped = std::thread::spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let mongo = MongoStorage::connect_db(&mongo_base(), &name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                mongo.database().drop().await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// A SQLite database file in the temporary directory for one test, deleted (with its
+/// journal files) when the guard drops.
+#[derive(Debug)]
+pub struct TestSqliteFile {
+    /// The database file.
+    pub path: std::path::PathBuf,
+}
+
+impl TestSqliteFile {
+    /// A fresh file name (the file appears when the storage opens it).
+    pub fn new() -> Self {
+        Self {
+            path: std::env::temp_dir().join(format!("sgtest-{}.db", unique())),
+        }
+    }
+
+    /// The storage URL of this file.
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+}
+
+impl Default for TestSqliteFile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestSqliteFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The context a platform would hand a service: all of `storage`, `bus`, `listeners` in
+/// the order the service declared them, a fresh metrics registry and `shutdown`.
+pub fn service_context(
+    storage: Arc<dyn Storage>,
+    bus: Arc<dyn Bus>,
+    listeners: Vec<tokio::net::TcpListener>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> ServiceContext {
+    ServiceContext {
+        storage: Some(StorageGrant::new(storage, Capability::ALL)),
+        bus: Some(bus),
+        listeners,
+        registry: prometheus::Registry::new(),
+        shutdown,
+    }
 }
 
 /// The MongoDB-wire server URL without a database: `STARGAZER_TEST_MONGO_URL`, or
@@ -104,9 +280,11 @@ pub struct Env {
     pub storage: Arc<dyn Storage>,
     /// The storage URL, for reopening it as a restarted process would.
     pub storage_url: String,
-    vhost: Option<String>,
+    /// Dropped after `bus` and `storage` (fields drop in order): the connections close
+    /// before their vhost and database go.
+    _vhost: Option<TestVhost>,
+    _database: Option<TestDatabase>,
     sqlite_file: Option<std::path::PathBuf>,
-    mongo_db: Option<String>,
 }
 
 impl Env {
@@ -121,10 +299,12 @@ impl Env {
         let bus: Arc<dyn Bus> = match bus_kind {
             BusKind::Memory => Arc::new(MemoryBus::new()),
             BusKind::Amqp => {
-                let name = format!("sgtest-{}", unique());
-                create_vhost(&name).await;
-                let url = amqp_url_for(&name);
-                vhost = Some(name);
+                let created = tokio::task::spawn_blocking(TestVhost::create).await;
+                let created = created
+                    .expect("vhost task")
+                    .expect("a RabbitMQ virtual host of the test's own");
+                let url = created.amqp_url();
+                vhost = Some(created);
                 Arc::new(
                     AmqpBus::connect_named(&url, &format!("sgtest-{}", unique()))
                         .await
@@ -132,14 +312,14 @@ impl Env {
                 )
             }
         };
-        let (storage_url, sqlite_file, mongo_db) = match store {
+        let (storage_url, sqlite_file, database) = match store {
             StoreKind::Sqlite => {
                 let path = std::env::temp_dir().join(format!("sgtest-{}.db", unique()));
                 (format!("sqlite://{}", path.display()), Some(path), None)
             }
             StoreKind::Mongo => {
-                let db = format!("sgtest_{}", unique());
-                (format!("{}/{db}", mongo_base()), None, Some(db))
+                let database = TestDatabase::new();
+                (database.url(), None, Some(database))
             }
         };
         let storage = storage::connect(&storage_url).await.expect("open storage");
@@ -148,9 +328,9 @@ impl Env {
             bus,
             storage,
             storage_url,
-            vhost,
+            _vhost: vhost,
+            _database: database,
             sqlite_file,
-            mongo_db,
         }
     }
 
@@ -191,36 +371,12 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let vhost = self.vhost.take();
-        let mongo_db = self.mongo_db.take();
+        // The vhost and database guards clean up the servers after this.
         if let Some(path) = self.sqlite_file.take() {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
         }
-        // Cleanup needs async clients; run it on a runtime of its own so it works from
-        // inside or outside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            if let Some(vhost) = vhost {
-                let _ = std::process::Command::new("rabbitmqctl")
-                    .args(["delete_vhost", &vhost])
-                    .output();
-            }
-            rt.block_on(async move {
-                if let Some(db) = mongo_db {
-                    if let Ok(mongo) = MongoStorage::connect_db(&mongo_base(), &db).await {
-                        let _ = mongo.database().drop().await;
-                    }
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -353,6 +509,37 @@ macro_rules! matrix {
             }
         }
     };
+}
+
+/// Runs a test body once per storage backend, as separate tests: `storage_matrix!(body)`
+/// where `body` is an `async fn(Arc<dyn Storage>)` in scope, giving tests `body::sqlite`
+/// (a fresh file, deleted afterwards) and `body::mongo` (a fresh database, dropped).
+#[macro_export]
+macro_rules! storage_matrix {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let file = $crate::backends::TestSqliteFile::new();
+                $name($crate::backends::open_storage(&file.url()).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mongo() {
+                let database = $crate::backends::TestDatabase::new();
+                $name($crate::backends::open_storage(&database.url()).await).await;
+            }
+        }
+    };
+}
+
+/// Opens the storage at `url` (panics if it cannot).
+pub async fn open_storage(url: &str) -> Arc<dyn Storage> {
+    storage::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("storage {url}: {e}"))
 }
 
 /// Runs a test body once per bus, as separate tests (storage: SQLite): `bus_matrix!(body)`

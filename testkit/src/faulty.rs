@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use stargazer_core::storage::{
     AccessStore, DelayStore, DeliveryStore, EntityStore, Result, StateStore, Storage, StorageError,
-    UserStore,
+    StorageHealth, UserStore,
 };
 
 /// Decides, per call, whether it fails: given the [`Storage`] method's name, `true` makes
@@ -59,9 +59,15 @@ macro_rules! delegate {
     };
 }
 
-// `ping` keeps the default, which reads through `kv_get` (and so fails with it).
-#[async_trait]
 impl Storage for FaultyStorage {}
+
+/// The ping reads through `kv_get`, and so fails with it.
+#[async_trait]
+impl StorageHealth for FaultyStorage {
+    async fn ping(&self) -> Result<()> {
+        self.kv_get("stargazer", "ping").await.map(drop)
+    }
+}
 
 stargazer_core::with_storage_methods!(delegate);
 

@@ -71,14 +71,6 @@ impl Default for TwitterConfig {
     }
 }
 
-impl TwitterConfig {
-    /// Checks values that would make the worker misbehave; the error names the key.
-    pub fn validate(&self) -> Result<(), crate::Error> {
-        self.check()
-            .map_err(|err| crate::Error::Config(err.to_string()))
-    }
-}
-
 impl Section for TwitterConfig {
     const NAME: &'static str = "twitter";
 

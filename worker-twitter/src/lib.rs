@@ -17,13 +17,9 @@ pub mod runner;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use prometheus::Registry;
-use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
-use stargazer_core::service::{Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::Storage;
+use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
 use stargazer_core::worker_runtime::{run_worker, WorkerRuntimeConfig};
-use stargazer_core::CancellationToken;
 
 pub use config::TwitterConfig;
 pub use runner::TwitterRunner;
@@ -35,37 +31,6 @@ pub use stargazer_core::source::SourceError as Error;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 stargazer_core::source_task_runner!(TwitterRunner);
-
-/// Runs the worker until `shutdown`: connects to the coordinator with `runtime` and polls
-/// the accounts it assigns.
-pub async fn run(
-    config: TwitterConfig,
-    runtime: WorkerRuntimeConfig,
-    storage: Arc<dyn Storage>,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    run_with_registry(config, runtime, storage, bus, &Registry::new(), shutdown).await
-}
-
-/// [`run`] with the worker's metrics registered in `registry`, for the caller to serve.
-pub async fn run_with_registry(
-    config: TwitterConfig,
-    runtime: WorkerRuntimeConfig,
-    storage: Arc<dyn Storage>,
-    bus: Arc<dyn Bus>,
-    registry: &Registry,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    // run_worker returns at shutdown, or at once on a bad runtime config; either way the
-    // jobs must end, without cancelling the caller's token.
-    let inner = shutdown.child_token();
-    let runner = TwitterRunner::with_registry(config, storage, bus, registry, inner.clone())?;
-    let worked = run_worker(runtime, Arc::new(runner.clone()), inner.clone()).await;
-    inner.cancel();
-    runner.join().await;
-    worked.map_err(Error::from)
-}
 
 /// The X worker as a platform service: tasks from the coordinator, events on the bus.
 pub struct TwitterService {
@@ -87,7 +52,7 @@ impl Service for TwitterService {
     }
 
     fn needs(&self) -> Needs {
-        Needs::storage_and_bus()
+        Needs::storage_and_bus(&[Capability::State, Capability::Entities])
     }
 
     fn describe(&self) -> String {
@@ -103,16 +68,22 @@ impl Service for TwitterService {
     }
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
-        let bus = cx.bus()?;
-        run_with_registry(
+        let (state, entities, bus) = (cx.state_store()?, cx.entity_store()?, cx.bus()?);
+        // run_worker returns at shutdown, or at once on a bad runtime config; either way
+        // the jobs must end, without cancelling the caller's token.
+        let inner = cx.shutdown.child_token();
+        let runner = TwitterRunner::new(
             self.config,
-            self.runtime,
-            cx.storage()?,
+            state,
+            entities,
             bus,
             &cx.registry,
-            cx.shutdown,
-        )
-        .await?;
+            inner.clone(),
+        )?;
+        let worked = run_worker(self.runtime, Arc::new(runner.clone()), inner.clone()).await;
+        inner.cancel();
+        runner.join().await;
+        worked.map_err(Error::from)?;
         Ok(())
     }
 }

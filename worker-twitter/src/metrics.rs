@@ -5,25 +5,14 @@ use stargazer_core::source::PublishMetrics;
 use stargazer_core::telemetry::register_int_counter_vec;
 
 /// The worker's counters.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     publishing: PublishMetrics,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
 impl Metrics {
-    /// Fresh counters in a fresh registry.
-    pub fn new() -> Self {
-        Self::register(&Registry::new())
-    }
-
     /// Fresh counters registered in `registry` (shared with other services in
     /// standalone; a name already taken there is logged and counted privately).
     pub fn register(registry: &Registry) -> Self {
@@ -69,7 +58,8 @@ impl Metrics {
 }
 
 impl Default for Metrics {
+    /// Fresh counters in a fresh registry.
     fn default() -> Self {
-        Self::new()
+        Self::register(&Registry::new())
     }
 }

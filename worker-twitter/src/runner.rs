@@ -19,11 +19,12 @@ use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
+use stargazer_core::config::Section;
 use stargazer_core::model::{Task, TaskParams};
 use stargazer_core::source::{
     housekeeping, http_client, Background, Housekeeping, Namespaces, Publisher,
 };
-use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::storage::{EntityStore, StateStore, StorageError};
 use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::worker_runtime::{JobSet, JobTokens};
 use tokio::time::Instant;
@@ -60,7 +61,10 @@ pub struct Cursor {
 
 struct Shared {
     config: Arc<TwitterConfig>,
-    storage: Arc<dyn Storage>,
+    /// Cursors (and, through the publisher, the outbox and seen window).
+    state: Arc<dyn StateStore>,
+    /// Read for an entity's translation target.
+    entities: Arc<dyn EntityStore>,
     api: XApi,
     publisher: Publisher,
     metrics: Metrics,
@@ -76,45 +80,24 @@ pub struct TwitterRunner {
     background: Background,
 }
 
-impl std::fmt::Debug for TwitterRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TwitterRunner")
-            .field("tasks", &self.tasks())
-            .finish_non_exhaustive()
-    }
-}
-
 impl TwitterRunner {
-    /// Builds the runner and starts its background work (seen-window purge, outbox
-    /// retries). Everything stops when `shutdown` is cancelled; [`TwitterRunner::join`]
-    /// waits for it.
+    /// Builds the runner, its metrics registered in `registry`, and starts its background
+    /// work (seen-window purge, outbox retries). Everything stops when `shutdown` is
+    /// cancelled; [`TwitterRunner::join`] waits for it.
     pub fn new(
         config: TwitterConfig,
-        storage: Arc<dyn Storage>,
-        bus: Arc<dyn Bus>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, Error> {
-        Self::with_registry(config, storage, bus, &Registry::new(), shutdown)
-    }
-
-    /// [`TwitterRunner::new`] with the worker's metrics registered in `registry`.
-    pub fn with_registry(
-        config: TwitterConfig,
-        storage: Arc<dyn Storage>,
+        state: Arc<dyn StateStore>,
+        entities: Arc<dyn EntityStore>,
         bus: Arc<dyn Bus>,
         registry: &Registry,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        config.validate()?;
+        config.check()?;
         let config = Arc::new(config);
         let http = http_client("twitter", config.http_timeout())?;
         let metrics = Metrics::register(registry);
-        let publisher = Publisher::new(
-            storage.clone(),
-            bus,
-            PUBLISHING,
-            metrics.publishing().clone(),
-        );
+        let publisher =
+            Publisher::new(state.clone(), bus, PUBLISHING, metrics.publishing().clone());
         let shared = Arc::new(Shared {
             api: XApi::new(
                 http,
@@ -123,7 +106,8 @@ impl TwitterRunner {
                 Duration::from_secs(config.rate_limit_fallback_seconds),
             ),
             config: config.clone(),
-            storage,
+            state,
+            entities,
             publisher: publisher.clone(),
             metrics,
             shutdown: shutdown.clone(),
@@ -319,7 +303,7 @@ impl Job {
         if let Some(cached) = cache.as_ref().filter(|c| c.loaded.elapsed() < refresh) {
             return cached.translate_to.clone();
         }
-        let translate_to = match self.shared.storage.get_entity(self.entity).await {
+        let translate_to = match self.shared.entities.get_entity(self.entity).await {
             Ok(Some(entity)) => entity.translate_to,
             Ok(None) => {
                 tracing::warn!(entity_id = %self.entity, "entity not found; publishing untranslated");
@@ -351,7 +335,7 @@ impl Job {
 
     /// One poll; returns how many events were published.
     async fn poll(&self, entity: &mut Option<EntityCache>) -> Result<usize, PollError> {
-        let storage = self.shared.storage.as_ref();
+        let storage = self.shared.state.as_ref();
         let key = self.task_id.to_string();
         let cursor = match storage.kv_get(CURSOR_NAMESPACE, &key).await? {
             Some(value) => match serde_json::from_value::<Cursor>(value) {
@@ -464,7 +448,7 @@ impl Job {
         let value =
             serde_json::to_value(cursor).map_err(|err| StorageError::Corrupt(err.to_string()))?;
         self.shared
-            .storage
+            .state
             .kv_put(CURSOR_NAMESPACE, &self.task_id.to_string(), &value)
             .await
     }

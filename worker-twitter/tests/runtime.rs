@@ -1,4 +1,4 @@
-//! `run` wired to a coordinator: an assign starts polling, an unassign stops it,
+//! The service wired to a coordinator: an assign starts polling, an unassign stops it,
 //! shutdown leaves.
 
 mod support;
@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use stargazer_core::model::{Task, TaskKind, TaskParams};
 use stargazer_core::protocol::{CoordinatorMessage, WorkerMessage};
+use stargazer_core::service::Service;
 use stargazer_core::worker_runtime::WorkerRuntimeConfig;
 use stargazer_core::{bus, storage, CancellationToken};
-use stargazer_worker_twitter::TwitterConfig;
+use stargazer_testkit::backends::service_context;
+use stargazer_worker_twitter::{TwitterConfig, TwitterService};
 use support::coordinator::{FakeCoordinator, PASSWORD, USER};
 use support::*;
 use uuid::Uuid;
@@ -35,13 +37,9 @@ async fn coordinator_assignments_drive_polling() {
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let bus = bus::connect(AMQP_URL).await.unwrap();
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(stargazer_worker_twitter::run(
-        config,
-        runtime,
-        storage,
-        bus,
-        shutdown.clone(),
-    ));
+    let service = Box::new(TwitterService::new(config, runtime));
+    let cx = service_context(storage, bus, Vec::new(), shutdown.clone());
+    let worker = tokio::spawn(service.run(cx));
 
     let wait = Duration::from_secs(15);
     eventually("announce", wait, || {

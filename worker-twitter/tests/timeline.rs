@@ -3,6 +3,7 @@
 
 mod support;
 
+use prometheus::Registry;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,9 @@ struct Worker {
 impl Worker {
     fn start(config: TwitterConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
         let shutdown = CancellationToken::new();
-        let runner = TwitterRunner::new(config, storage, bus, shutdown.clone()).unwrap();
+        let (registry, stop) = (Registry::new(), shutdown.clone());
+        let runner =
+            TwitterRunner::new(config, storage.clone(), storage, bus, &registry, stop).unwrap();
         Self { runner, shutdown }
     }
 
@@ -325,23 +328,7 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_and_reassignment_on_sqlite() {
-    let path = std::env::temp_dir().join(format!("sg-x-{}.db", unique()));
-    let storage = storage::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    restart_and_reassignment(storage).await;
-    let _ = std::fs::remove_file(&path);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_and_reassignment_on_mongodb() {
-    let storage = storage::connect(&format!("{MONGO_URL}/sg_x_{}", unique()))
-        .await
-        .unwrap();
-    restart_and_reassignment(storage).await;
-}
+stargazer_testkit::storage_matrix!(restart_and_reassignment);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_headers_and_429_hold_requests_until_the_reset() {

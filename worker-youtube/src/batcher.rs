@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::source::Publisher;
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::StateStore;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -169,7 +169,7 @@ impl Pending {
 pub(crate) struct Batcher {
     pub(crate) config: Arc<YoutubeConfig>,
     pub(crate) api: DataApi,
-    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) storage: Arc<dyn StateStore>,
     pub(crate) publisher: Publisher,
     pub(crate) metrics: Metrics,
     pub(crate) quota: Arc<QuotaMeter>,

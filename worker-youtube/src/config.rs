@@ -163,14 +163,6 @@ impl Default for YoutubeConfig {
     }
 }
 
-impl YoutubeConfig {
-    /// Checks values that would make the worker misbehave; the error names the key.
-    pub fn validate(&self) -> Result<(), crate::Error> {
-        self.check()
-            .map_err(|err| crate::Error::Config(err.to_string()))
-    }
-}
-
 impl Section for YoutubeConfig {
     const NAME: &'static str = "youtube";
 

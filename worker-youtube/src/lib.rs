@@ -12,8 +12,8 @@
 //! - [`store`]: what is persisted (leases, video records, markers).
 //! - [`metrics`]: Prometheus counters.
 //!
-//! [`run`] wires it together: callback server, runner, and the connection to the
-//! coordinator through the shared worker runtime.
+//! [`YoutubeService`] wires it together: callback server, runner, and the connection to
+//! the coordinator through the shared worker runtime.
 
 pub mod atom;
 mod batcher;
@@ -32,13 +32,11 @@ pub mod store;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use prometheus::Registry;
-use stargazer_core::bus::Bus;
 use stargazer_core::config::redact_url;
-use stargazer_core::service::{ContextError, Listen, Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::Storage;
+use stargazer_core::service::{
+    Capability, ContextError, Listen, Needs, Service, ServiceContext, ServiceError,
+};
 use stargazer_core::worker_runtime::{run_worker, WorkerRuntimeConfig};
-use stargazer_core::CancellationToken;
 
 pub use config::YoutubeConfig;
 pub use runner::YoutubeRunner;
@@ -51,60 +49,6 @@ pub use stargazer_core::source::SourceError as Error;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 stargazer_core::source_task_runner!(YoutubeRunner);
-
-/// Runs the worker until `shutdown`: serves the callback server on `listener` (bound to
-/// `config.listen`, or port 0 in tests), connects to the coordinator with `runtime` and
-/// runs the channels it assigns.
-///
-/// Shutdown keeps the WebSub leases (a restart reuses them without calling the hub); only
-/// an unassignment unsubscribes.
-pub async fn run(
-    config: YoutubeConfig,
-    runtime: WorkerRuntimeConfig,
-    listener: tokio::net::TcpListener,
-    storage: Arc<dyn Storage>,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let registry = Registry::new();
-    run_with_registry(config, runtime, listener, storage, bus, &registry, shutdown).await
-}
-
-/// [`run`] with the worker's metrics registered in `registry`, which the callback
-/// server's `/metrics` serves (standalone shares one registry between every service).
-pub async fn run_with_registry(
-    config: YoutubeConfig,
-    runtime: WorkerRuntimeConfig,
-    listener: tokio::net::TcpListener,
-    storage: Arc<dyn Storage>,
-    bus: Arc<dyn Bus>,
-    registry: &Registry,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    if !config.websub_enabled() {
-        tracing::warn!("youtube.public_url is empty: WebSub disabled, relying on feed polls only");
-    }
-    // A child token so a failing callback server can stop the rest without cancelling
-    // the caller's token.
-    let inner = shutdown.child_token();
-    let runner = YoutubeRunner::with_registry(config, storage, bus, registry, inner.clone())?;
-    let server = async {
-        let served = runner.serve(listener).await;
-        inner.cancel();
-        served
-    };
-    let worker = async {
-        let result = run_worker(runtime, Arc::new(runner.clone()), inner.clone()).await;
-        if result.is_err() {
-            inner.cancel();
-        }
-        result
-    };
-    let (served, worked) = tokio::join!(server, worker);
-    runner.join().await;
-    worked?;
-    served
-}
 
 /// The YouTube worker as a platform service: WebSub callbacks (and `/metrics`) on
 /// `youtube.listen`, tasks from the coordinator, events on the bus.
@@ -128,7 +72,7 @@ impl Service for YoutubeService {
 
     fn needs(&self) -> Needs {
         Needs {
-            storage: true,
+            storage: vec![Capability::State],
             bus: true,
             listeners: vec![Listen {
                 key: "youtube.listen",
@@ -171,16 +115,34 @@ impl Service for YoutubeService {
             .into_iter()
             .next()
             .ok_or(ContextError::NoListener(0))?;
-        run_with_registry(
-            self.config,
-            self.runtime,
-            listener,
-            cx.storage()?,
-            bus,
-            &cx.registry,
-            cx.shutdown,
-        )
-        .await?;
+        if !self.config.websub_enabled() {
+            tracing::warn!(
+                "youtube.public_url is empty: WebSub disabled, relying on feed polls only"
+            );
+        }
+        // A child token so a failing callback server can stop the rest without cancelling
+        // the caller's token.
+        let inner = cx.shutdown.child_token();
+        let (state, health) = (cx.state_store()?, cx.storage_health()?);
+        let runner =
+            YoutubeRunner::new(self.config, state, health, bus, &cx.registry, inner.clone())?;
+        let runtime = self.runtime;
+        let server = async {
+            let served = runner.serve(listener).await;
+            inner.cancel();
+            served
+        };
+        let worker = async {
+            let result = run_worker(runtime, Arc::new(runner.clone()), inner.clone()).await;
+            if result.is_err() {
+                inner.cancel();
+            }
+            result
+        };
+        let (served, worked) = tokio::join!(server, worker);
+        runner.join().await;
+        worked.map_err(Error::from)?;
+        served?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use stargazer_core::telemetry::{
 };
 
 /// The worker's counters.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
     notifications: IntCounterVec,
@@ -22,12 +22,6 @@ pub struct Metrics {
     subscriptions: IntGauge,
     quota_used: IntGauge,
     quota_remaining: IntGauge,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
 }
 
 impl Metrics {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::America::Los_Angeles;
-use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::storage::{StateStore, StorageError};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -53,7 +53,7 @@ struct Day {
 
 /// This process's view of the day's quota.
 pub(crate) struct QuotaMeter {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     /// This process's key in the day's namespace.
     instance: String,
     daily: u64,
@@ -65,7 +65,7 @@ pub(crate) struct QuotaMeter {
 impl QuotaMeter {
     /// A meter for a project with `daily` units (0: not accounted), keeping `reserve`.
     pub(crate) fn new(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn StateStore>,
         daily: u64,
         reserve: u64,
         metrics: Metrics,

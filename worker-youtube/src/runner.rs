@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
+use stargazer_core::config::Section;
 use stargazer_core::model::{Task, TaskParams};
 use stargazer_core::readiness::Readiness;
 use stargazer_core::source::{housekeeping, http_client, Background, Housekeeping, Publisher};
-use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::storage::{StateStore, StorageError, StorageHealth};
 use stargazer_core::worker_runtime::{JobSet, JobTokens};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -61,7 +62,7 @@ pub(crate) struct SubEntry {
 /// State shared by the jobs, the batcher and the callback server.
 pub(crate) struct Shared {
     pub(crate) config: Arc<YoutubeConfig>,
-    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) storage: Arc<dyn StateStore>,
     pub(crate) http: reqwest::Client,
     pub(crate) hub: HubClient,
     pub(crate) hub_limit: Semaphore,
@@ -244,42 +245,24 @@ pub struct YoutubeRunner {
     background: Background,
 }
 
-impl std::fmt::Debug for YoutubeRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("YoutubeRunner")
-            .field("tasks", &self.tasks())
-            .finish_non_exhaustive()
-    }
-}
-
 impl YoutubeRunner {
-    /// Builds the runner and starts its background work (classification batcher,
-    /// seen-window purge, outbox retries). Everything stops when `shutdown` is cancelled;
-    /// [`YoutubeRunner::join`] waits for it. The callback server is served separately
-    /// ([`YoutubeRunner::serve`]).
+    /// Builds the runner, its metrics registered in `registry`, and starts its background
+    /// work (classification batcher, seen-window purge, outbox retries). Everything stops
+    /// when `shutdown` is cancelled; [`YoutubeRunner::join`] waits for it. The callback
+    /// server is served separately ([`YoutubeRunner::serve`]).
     pub fn new(
         config: YoutubeConfig,
-        storage: Arc<dyn Storage>,
-        bus: Arc<dyn Bus>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, Error> {
-        Self::with_registry(config, storage, bus, &Registry::new(), shutdown)
-    }
-
-    /// [`YoutubeRunner::new`] with the worker's metrics registered in `registry`.
-    pub fn with_registry(
-        config: YoutubeConfig,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn StateStore>,
+        health: Arc<dyn StorageHealth>,
         bus: Arc<dyn Bus>,
         registry: &Registry,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        config.validate()?;
+        config.check()?;
         let config = Arc::new(config);
         let http = http_client("youtube", config.http_timeout())?;
         let metrics = Metrics::register(registry);
-        storage.register_metrics(registry);
-        let readiness = Readiness::of(Some(storage.clone()), Some(bus.clone()));
+        let readiness = Readiness::of(Some(health), Some(bus.clone()));
         let publisher = Publisher::new(
             storage.clone(),
             bus,

@@ -17,7 +17,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use stargazer_core::source::Namespaces;
-use stargazer_core::storage::{Storage, StorageError};
+use stargazer_core::storage::{StateStore, StorageError};
 use uuid::Uuid;
 
 use crate::classify::VideoRecord;
@@ -45,7 +45,7 @@ struct Marker {
 }
 
 async fn marker(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     namespace: &str,
     task: Uuid,
 ) -> Result<Option<DateTime<Utc>>, StorageError> {
@@ -62,7 +62,7 @@ async fn marker(
 }
 
 async fn put_marker(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     namespace: &str,
     task: Uuid,
     at: DateTime<Utc>,
@@ -76,7 +76,7 @@ async fn put_marker(
 /// afterwards. Uploads published before it are the channel's history; after it, news, even
 /// when the first feed poll only succeeds later.
 pub async fn tracked_since(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, StorageError> {
@@ -89,7 +89,7 @@ pub async fn tracked_since(
 
 /// The task's last successful contact, if any was recorded.
 pub async fn last_contact(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
 ) -> Result<Option<DateTime<Utc>>, StorageError> {
     marker(storage, CONTACT_NAMESPACE, task).await
@@ -97,7 +97,7 @@ pub async fn last_contact(
 
 /// Records a successful contact (an accepted push, a feed poll) at `at`.
 pub async fn record_contact(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
     at: DateTime<Utc>,
 ) -> Result<(), StorageError> {
@@ -175,7 +175,7 @@ pub fn lease_span(seconds: u64) -> chrono::Duration {
 }
 
 /// Loads every lease of a task.
-pub async fn leases(storage: &dyn Storage, task: Uuid) -> Result<Vec<Lease>, StorageError> {
+pub async fn leases(storage: &dyn StateStore, task: Uuid) -> Result<Vec<Lease>, StorageError> {
     let mut out = Vec::new();
     for (key, value) in storage.kv_list(&lease_namespace(task)).await? {
         match serde_json::from_value::<Lease>(value) {
@@ -191,7 +191,7 @@ pub async fn leases(storage: &dyn Storage, task: Uuid) -> Result<Vec<Lease>, Sto
 
 /// Stores a lease.
 pub async fn put_lease(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
     lease: &Lease,
 ) -> Result<(), StorageError> {
@@ -207,7 +207,7 @@ pub async fn put_lease(
 
 /// Deletes a lease.
 pub async fn delete_lease(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
     subscription: Uuid,
 ) -> Result<(), StorageError> {
@@ -219,7 +219,7 @@ pub async fn delete_lease(
 
 /// Loads a video record; an unreadable one counts as absent (and is logged).
 pub async fn video(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
     video_id: &str,
 ) -> Result<Option<VideoRecord>, StorageError> {
@@ -237,7 +237,7 @@ pub async fn video(
 
 /// Stores a video record.
 pub async fn put_video(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
     video_id: &str,
     record: &VideoRecord,
@@ -250,7 +250,7 @@ pub async fn put_video(
 
 /// Deletes records of a task older than `before`, except pending scheduled streams.
 pub async fn prune_videos(
-    storage: &dyn Storage,
+    storage: &dyn StateStore,
     task: Uuid,
     before: DateTime<Utc>,
     now: DateTime<Utc>,

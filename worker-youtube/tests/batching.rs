@@ -6,6 +6,7 @@
 
 mod support;
 
+use prometheus::Registry;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -43,7 +44,9 @@ async fn a_thousand_notifications_cost_about_twenty_units() {
         ..YoutubeConfig::default()
     };
     let shutdown = CancellationToken::new();
-    let runner = YoutubeRunner::new(config, storage, bus, shutdown.clone()).unwrap();
+    let (registry, stop) = (Registry::new(), shutdown.clone());
+    let runner =
+        YoutubeRunner::new(config, storage.clone(), storage, bus, &registry, stop).unwrap();
     let serving = runner.clone();
     let server = tokio::spawn(async move { serving.serve(listener).await.unwrap() });
 

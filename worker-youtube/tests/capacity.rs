@@ -9,6 +9,7 @@
 
 mod support;
 
+use prometheus::Registry;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -104,7 +105,16 @@ async fn channels_held_by_one_worker() {
         ..YoutubeConfig::default()
     };
     let shutdown = CancellationToken::new();
-    let runner = YoutubeRunner::new(config.clone(), storage, bus, shutdown.clone()).unwrap();
+    let (registry, stop) = (Registry::new(), shutdown.clone());
+    let runner = YoutubeRunner::new(
+        config.clone(),
+        storage.clone(),
+        storage,
+        bus,
+        &registry,
+        stop,
+    )
+    .unwrap();
     let serving = runner.clone();
     let server = tokio::spawn(async move { serving.serve(listener).await.unwrap() });
     let baseline = baseline(channels, config.hub_concurrency).await;

@@ -1,4 +1,4 @@
-//! `run` wired to a coordinator: an assign subscribes the channel, an unassign
+//! The service wired to a coordinator: an assign subscribes the channel, an unassign
 //! unsubscribes it, shutdown leaves.
 
 mod support;
@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use stargazer_core::model::{Task, TaskKind, TaskParams};
 use stargazer_core::protocol::{CoordinatorMessage, WorkerMessage};
+use stargazer_core::service::Service;
 use stargazer_core::worker_runtime::WorkerRuntimeConfig;
 use stargazer_core::{bus, storage, CancellationToken};
-use stargazer_worker_youtube::YoutubeConfig;
+use stargazer_testkit::backends::service_context;
+use stargazer_worker_youtube::{YoutubeConfig, YoutubeService};
 use support::coordinator::{FakeCoordinator, PASSWORD, USER};
 use support::*;
 use uuid::Uuid;
@@ -40,14 +42,9 @@ async fn coordinator_assignments_drive_subscriptions() {
     let storage = storage::connect("sqlite::memory:").await.unwrap();
     let bus = bus::connect(AMQP_URL).await.unwrap();
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(stargazer_worker_youtube::run(
-        config,
-        runtime,
-        listener,
-        storage,
-        bus,
-        shutdown.clone(),
-    ));
+    let service = Box::new(YoutubeService::new(config, runtime));
+    let cx = service_context(storage, bus, vec![listener], shutdown.clone());
+    let worker = tokio::spawn(service.run(cx));
 
     let wait = Duration::from_secs(15);
     eventually("announce", wait, || {

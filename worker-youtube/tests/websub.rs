@@ -3,6 +3,7 @@
 
 mod support;
 
+use prometheus::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +47,9 @@ impl Worker {
             ..config
         };
         let shutdown = CancellationToken::new();
-        let runner = YoutubeRunner::new(config, storage, bus, shutdown.clone()).unwrap();
+        let (registry, stop) = (Registry::new(), shutdown.clone());
+        let runner =
+            YoutubeRunner::new(config, storage.clone(), storage, bus, &registry, stop).unwrap();
         let serving = runner.clone();
         let server = tokio::spawn(async move { serving.serve(listener).await.unwrap() });
         Self {
@@ -577,23 +580,7 @@ async fn restart_and_reassignment(storage: Arc<dyn Storage>) {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_and_reassignment_on_sqlite() {
-    let path = std::env::temp_dir().join(format!("sg-yt-{}.db", unique()));
-    let storage = storage::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    restart_and_reassignment(storage).await;
-    let _ = std::fs::remove_file(&path);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_and_reassignment_on_mongodb() {
-    let storage = storage::connect(&format!("{MONGO_URL}/sg_yt_{}", unique()))
-        .await
-        .unwrap();
-    restart_and_reassignment(storage).await;
-}
+stargazer_testkit::storage_matrix!(restart_and_reassignment);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_errors_are_retried_and_leases_renewed_before_expiry() {

@@ -37,7 +37,7 @@ use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
 use stargazer_core::model::Event;
 use stargazer_core::routing::READY_PATTERN;
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::DeliveryStore;
 use stargazer_core::telemetry::register_int_counter_vec;
 use stargazer_core::wait::sleep_unless_cancelled;
 use teloxide::Bot;
@@ -62,7 +62,7 @@ pub(crate) const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub(crate) async fn run(
     bot: Bot,
     api: Api,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn DeliveryStore>,
     bus: Arc<dyn Bus>,
     config: Arc<BotConfig>,
     registry: Registry,

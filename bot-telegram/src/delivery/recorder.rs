@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use stargazer_core::backoff::Backoff;
 use stargazer_core::model::DeliveryRecord;
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::DeliveryStore;
 use stargazer_core::wait::sleep_unless_cancelled;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ impl Recorder {
     /// retrying failed writes once `stop` is cancelled, and returns once every handle is
     /// dropped and the queue is empty.
     pub(crate) fn start(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn DeliveryStore>,
         stop: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (requests, queue) = mpsc::channel(QUEUE);
@@ -110,7 +110,7 @@ impl Recorder {
 /// call and answers every request of the batch; keeps jobs' requests of a failed write
 /// for the next try.
 async fn write_batches(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn DeliveryStore>,
     mut queue: mpsc::Receiver<Request>,
     stop: CancellationToken,
 ) {
@@ -266,7 +266,7 @@ mod tests {
     }
 
     /// Storage whose first `failures` delivery-log writes fail.
-    async fn flaky(failures: u32) -> Arc<dyn Storage> {
+    async fn flaky(failures: u32) -> Arc<dyn stargazer_core::storage::Storage> {
         use std::sync::atomic::{AtomicU32, Ordering};
         let inner = stargazer_core::storage::connect("sqlite::memory:")
             .await

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use stargazer_core::model::{DeliveryRecord, Entity, Event};
-use stargazer_core::storage::Storage;
+use stargazer_core::storage::DeliveryStore;
 use teloxide::payloads::{SendMessageSetters, SendPhotoSetters};
 use teloxide::prelude::Requester;
 use teloxide::types::{
@@ -57,7 +57,7 @@ pub(crate) struct SendContext {
     /// The Stargazer api (pausing blocked chats, following migrations).
     pub api: Api,
     /// The delivery log lives here (read directly, written through `recorder`).
-    pub storage: Arc<dyn Storage>,
+    pub storage: Arc<dyn DeliveryStore>,
     /// Writes the delivery log in batches.
     pub recorder: Recorder,
     /// Attempts on transient errors (and 429s) before a message is given back unsent

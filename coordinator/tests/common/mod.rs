@@ -151,7 +151,7 @@ impl Coordinator {
         let handle = tokio::spawn(stargazer_coordinator::run(
             config,
             listener,
-            storage,
+            stargazer_coordinator::Stores::of(storage),
             shutdown.clone(),
         ));
         Self {

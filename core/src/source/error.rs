@@ -36,3 +36,9 @@ pub enum SourceError {
     #[error("worker is shutting down")]
     ShuttingDown,
 }
+
+impl From<crate::config::ConfigError> for SourceError {
+    fn from(err: crate::config::ConfigError) -> Self {
+        Self::Config(err.to_string())
+    }
+}

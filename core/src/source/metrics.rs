@@ -9,16 +9,10 @@ use crate::telemetry::register_int_counter_vec;
 /// The names take the source's prefix (`stargazer_youtube`, `stargazer_twitter`) because
 /// dashboards and tests scrape them per source; the label set is the same for both
 /// counters and every source, so a dashboard can divide one by the other.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PublishMetrics {
     published: IntCounterVec,
     failures: IntCounterVec,
-}
-
-impl std::fmt::Debug for PublishMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublishMetrics").finish_non_exhaustive()
-    }
 }
 
 impl PublishMetrics {

@@ -40,7 +40,8 @@ pub mod __private {
 /// Implements [`TaskRunner`](crate::worker_runtime::TaskRunner) for a source's runner
 /// type by forwarding to its inherent `async fn start(&self, Task)` and
 /// `async fn stop(&self, Uuid)`, whose errors (a [`SourceError`] or any other error)
-/// become the runtime's boxed [`TaskError`](crate::worker_runtime::TaskError).
+/// become the runtime's boxed [`TaskError`](crate::worker_runtime::TaskError); and
+/// `Debug` from its inherent `fn tasks(&self) -> Vec<Uuid>`.
 ///
 /// A macro rather than a blanket impl over a trait: the runners keep `start`/`stop` as
 /// inherent methods that tests call directly, and a second trait with the same method
@@ -71,6 +72,15 @@ macro_rules! source_task_runner {
                 <$runner>::stop(self, task_id)
                     .await
                     .map_err(::std::convert::Into::into)
+            }
+        }
+
+        /// Names the tasks the runner holds.
+        impl ::std::fmt::Debug for $runner {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(::std::stringify!($runner))
+                    .field("tasks", &self.tasks())
+                    .finish_non_exhaustive()
             }
         }
     };

@@ -15,7 +15,7 @@ use super::PublishMetrics;
 use crate::bus::Bus;
 use crate::model::Event;
 use crate::outbox::{Outbox, OutboxMessage, Sent};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{StateStore, StorageError};
 
 /// The two storage namespaces of a source's publishing.
 ///
@@ -32,7 +32,7 @@ pub struct Namespaces {
 /// Claims and publishes a source's messages. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn StateStore>,
     outbox: Outbox,
     namespaces: Namespaces,
     metrics: PublishMetrics,
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// A publisher keeping its claims and outbox in `namespaces` and counting in `metrics`.
     pub fn new(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn StateStore>,
         bus: Arc<dyn Bus>,
         namespaces: Namespaces,
         metrics: PublishMetrics,
@@ -148,6 +148,7 @@ mod tests {
     use crate::bus::memory::MemoryBus;
     use crate::bus::QueueSpec;
     use crate::storage::sqlite::SqliteStorage;
+    use crate::storage::Storage;
     use prometheus::Registry;
 
     const NAMESPACES: Namespaces = Namespaces {

@@ -90,15 +90,18 @@ pub struct Subscriber {
 ///
 /// Each capability's semantics are pinned down by the contract suite
 /// (`core/tests/storage_suite/`), organised the same way.
-#[async_trait]
 pub trait Storage:
-    EntityStore + UserStore + AccessStore + DelayStore + StateStore + DeliveryStore
+    StorageHealth + EntityStore + UserStore + AccessStore + DelayStore + StateStore + DeliveryStore
 {
-    /// Checks that the database answers (a round trip, no data read). The default reads
-    /// one key/value entry; implementations send their cheapest command.
-    async fn ping(&self) -> Result<()> {
-        self.kv_get("stargazer", "ping").await.map(drop)
-    }
+}
+
+/// Whether the database answers, and its metrics: not a capability (it reads and writes
+/// nothing), so every service that holds any capability may check it for `/readyz`.
+#[async_trait]
+pub trait StorageHealth: Send + Sync + 'static {
+    /// Checks that the database answers (a round trip, no data read): each backend sends
+    /// its cheapest command.
+    async fn ping(&self) -> Result<()>;
 
     /// Registers this storage's metrics (malformed records skipped) in `registry`.
     /// Registering one storage in one registry twice is harmless.

@@ -15,7 +15,7 @@ use prometheus::Registry;
 
 use super::{
     AccessStore, DelayStore, DeliveryStore, EntityStore, Result, StateStore, Storage, StorageError,
-    UserStore,
+    StorageHealth, UserStore,
 };
 
 /// Delegates to `inner`, failing any call that takes longer than `limit`.
@@ -68,8 +68,10 @@ macro_rules! bounded {
     };
 }
 
+impl Storage for TimedStorage {}
+
 #[async_trait]
-impl Storage for TimedStorage {
+impl StorageHealth for TimedStorage {
     async fn ping(&self) -> Result<()> {
         self.bounded("ping", self.inner.ping()).await
     }
@@ -253,8 +255,14 @@ mod tests {
         }
     }
 
-    #[async_trait]
     impl Storage for Silent {}
+
+    #[async_trait]
+    impl StorageHealth for Silent {
+        async fn ping(&self) -> Result<()> {
+            std::future::pending().await
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_database_fails_at_the_bound() {

@@ -8,7 +8,7 @@ use super::*;
 pub(crate) async fn sessions_lifecycle(s: Arc<dyn Storage>) {
     let u = user(&unique_im());
     s.insert_user(&u).await.unwrap();
-    let now = now_ms();
+    let now = now_truncated_to_ms();
     let mut live = session(u.id, now + TimeDelta::minutes(30));
     s.insert_session(&live).await.unwrap();
     assert_eq!(

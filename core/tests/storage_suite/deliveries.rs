@@ -13,7 +13,7 @@ pub(crate) async fn delivery_log(s: Arc<dyn Storage>) {
         im: im.clone(),
         chat_id: "1001".into(),
         status: "sent".into(),
-        at: now_ms(),
+        at: now_truncated_to_ms(),
     };
     assert_eq!(s.get_delivery(event, &im, "1001").await.unwrap(), None);
     assert!(s.record_delivery(&record).await.unwrap());
@@ -54,7 +54,7 @@ pub(crate) async fn delivered_chats_of_an_event(s: Arc<dyn Storage>) {
         im: im.to_owned(),
         chat_id: chat.to_owned(),
         status: "sent".into(),
-        at: now_ms(),
+        at: now_truncated_to_ms(),
     };
     let chats = |ids: &[&str]| ids.iter().map(|c| c.to_string()).collect::<Vec<_>>();
     let set = |ids: &[&str]| ids.iter().map(|c| c.to_string()).collect::<HashSet<_>>();
@@ -124,7 +124,7 @@ pub(crate) async fn delivery_batches(s: Arc<dyn Storage>) {
         im: im.clone(),
         chat_id: chat.to_owned(),
         status: status.to_owned(),
-        at: now_ms(),
+        at: now_truncated_to_ms(),
     };
     assert_eq!(s.record_deliveries(&[]).await.unwrap(), Vec::<bool>::new());
     let earlier = record("2", "sent");

@@ -91,7 +91,7 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------- fixtures
 
 /// Now, truncated to milliseconds: the finest precision every backend keeps.
-fn now_ms() -> DateTime<Utc> {
+fn now_truncated_to_ms() -> DateTime<Utc> {
     let now = Utc::now();
     Utc.timestamp_millis_opt(now.timestamp_millis())
         .single()
@@ -150,7 +150,7 @@ fn user(im: &str) -> User {
         name: "Chat".into(),
         language: "en".into(),
         settings: UserSettings::default(),
-        created_at: now_ms(),
+        created_at: now_truncated_to_ms(),
     }
 }
 

@@ -65,7 +65,7 @@ pub(crate) async fn kv_namespaces(s: Arc<dyn Storage>) {
 pub(crate) async fn seen_window(s: Arc<dyn Storage>) {
     let ns = format!("seen-{}", Uuid::new_v4());
     let other = format!("seen-{}", Uuid::new_v4());
-    let now = now_ms();
+    let now = now_truncated_to_ms();
     let old = now - TimeDelta::hours(2);
 
     assert!(s.mark_seen(&ns, "v1", old).await.unwrap());

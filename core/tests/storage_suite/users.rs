@@ -119,7 +119,7 @@ pub(crate) async fn delete_user_cascades(s: Arc<dyn Storage>) {
     s.insert_entity(&e).await.unwrap();
     s.insert_user(&gone).await.unwrap();
     s.insert_user(&kept).await.unwrap();
-    let later = now_ms() + TimeDelta::hours(1);
+    let later = now_truncated_to_ms() + TimeDelta::hours(1);
     let gone_session = session(gone.id, later);
     let kept_session = session(kept.id, later);
     s.insert_session(&gone_session).await.unwrap();

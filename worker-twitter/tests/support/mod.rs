@@ -4,20 +4,14 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+pub(crate) use stargazer_testkit::backends::unique;
 pub(crate) use stargazer_testkit::coordinator;
 pub(crate) use stargazer_testkit::observer::{Observer, ObserverOptions};
 pub(crate) use stargazer_testkit::servers::x::{new_user_id, Media, Retweeted, XServer};
 pub(crate) use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
 
-use uuid::Uuid;
-
 /// The bearer token the tests' X server accepts.
 pub(crate) const TOKEN: &str = "test-bearer-token";
-
-/// A short random suffix for names that must be unique per test.
-pub(crate) fn unique() -> String {
-    Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
 
 /// How this crate's tests observe the real exchange (`Observer::start(OBSERVER, patterns)`).
 pub(crate) const OBSERVER: ObserverOptions<'static> = ObserverOptions {

@@ -6,6 +6,7 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+pub(crate) use stargazer_testkit::backends::unique;
 pub(crate) use stargazer_testkit::coordinator;
 pub(crate) use stargazer_testkit::observer::{Observer, ObserverOptions};
 pub(crate) use stargazer_testkit::servers::hub::Hub;
@@ -13,13 +14,6 @@ pub(crate) use stargazer_testkit::servers::youtube::{
     new_channel_id, notification_xml, tombstone_xml, topic, Video, Youtube,
 };
 pub(crate) use stargazer_testkit::{eventually, AMQP_URL, MONGO_URL};
-
-use uuid::Uuid;
-
-/// A short random suffix for names that must be unique per test.
-pub(crate) fn unique() -> String {
-    Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
 
 /// How this crate's tests observe the real exchange (`Observer::start(OBSERVER, patterns)`).
 pub(crate) const OBSERVER: ObserverOptions<'static> = ObserverOptions {

@@ -61,7 +61,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use super::{
-    check_distinct_tasks, owned_task, MalformedRecords, Result, Storage, StorageError, Subscriber,
+    check_distinct_tasks, owned_task, MalformedRecords, Result, Storage, StorageError,
+    StorageHealth, Subscriber,
 };
 use crate::backoff::Backoff;
 use crate::model::{
@@ -760,8 +761,10 @@ macro_rules! atomically {
     }};
 }
 
+impl Storage for MongoStorage {}
+
 #[async_trait]
-impl Storage for MongoStorage {
+impl StorageHealth for MongoStorage {
     async fn ping(&self) -> Result<()> {
         self.db
             .run_command(doc! { "ping": 1 })

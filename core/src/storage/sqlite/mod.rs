@@ -40,7 +40,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use super::{
-    check_distinct_tasks, owned_task, MalformedRecords, Result, Storage, StorageError, Subscriber,
+    check_distinct_tasks, owned_task, MalformedRecords, Result, Storage, StorageError,
+    StorageHealth, Subscriber,
 };
 use crate::model::{
     Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
@@ -473,8 +474,10 @@ fn add_task_accounts(tx: &Transaction<'_>) -> Result<()> {
 const TASK_ACCOUNT_INDEX: &str =
     "CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_account ON tasks (kind, account);";
 
+impl Storage for SqliteStorage {}
+
 #[async_trait]
-impl Storage for SqliteStorage {
+impl StorageHealth for SqliteStorage {
     async fn ping(&self) -> Result<()> {
         self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).db())
             .await
