@@ -234,12 +234,14 @@ async fn round(storage: Arc<dyn Storage>, popular: Uuid, read_cache_ms: u64) {
         ..ApiConfig::default()
     };
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(stargazer_api::run(
-        config,
-        listener,
-        storage,
-        shutdown.clone(),
-    ));
+    let listeners = stargazer_api::Listeners {
+        public: listener,
+        internal: None,
+    };
+    let (registry, stop) = (prometheus::Registry::new(), shutdown.clone());
+    let server = tokio::spawn(async move {
+        stargazer_api::serve(config, listeners, storage, &registry, stop).await
+    });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()

@@ -1,7 +1,7 @@
 //! Stargazer api service: RPC over POST for bots, the frontend and admins on the public
 //! listener, and the RabbitMQ HTTP auth backend on an internal one.
 //!
-//! - [`run`] / [`serve`]: serve until the shutdown token is cancelled; [`router`] and
+//! - [`serve`] (and [`ApiService`], the platform service): serve until the shutdown token is cancelled; [`router`] and
 //!   [`internal_router`] build the two apps. [`ApiConfig`] is the `[api]` config section.
 //! - `rpc`: `POST /v1/{method}`, one file per method group and the dispatch table.
 //! - `auth`: service accounts (HTTP Basic, PBKDF2, cache, failed-login limit) and
@@ -206,45 +206,11 @@ pub struct Listeners {
     pub internal: Option<tokio::net::TcpListener>,
 }
 
-/// Serves the api on `listener` (and on `internal_listen` when configured) until
-/// `shutdown` is cancelled, then finishes in-flight requests and returns. A periodic
-/// sweep removes expired sessions.
-pub async fn run(
-    config: ApiConfig,
-    listener: tokio::net::TcpListener,
-    storage: Arc<dyn Storage>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    run_with_registry(config, listener, storage, &Registry::new(), shutdown).await
-}
-
-/// [`run`] with the api's metrics registered in `registry`, which its `/metrics` serves:
-/// standalone passes one registry shared by every service, so one scrape sees them all.
-pub async fn run_with_registry(
-    config: ApiConfig,
-    listener: tokio::net::TcpListener,
-    storage: Arc<dyn Storage>,
-    registry: &Registry,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let internal = match config.internal_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|err| {
-            Error::Io(std::io::Error::new(
-                err.kind(),
-                format!("cannot bind api.internal_listen {addr}: {err}"),
-            ))
-        })?),
-        None => None,
-    };
-    let listeners = Listeners {
-        public: listener,
-        internal,
-    };
-    serve(config, listeners, storage, registry, shutdown).await
-}
-
 /// Serves the api on listeners bound by the caller (the internal one replaces
-/// `internal_listen`), with its metrics in `registry`, until `shutdown` is cancelled.
+/// `internal_listen`), with its metrics in `registry`, until `shutdown` is cancelled, then
+/// finishes in-flight requests and returns. A periodic sweep removes expired sessions.
+/// [`ApiService`] runs it on the listeners the platform bound; tests and the frontend's
+/// fixture server embed the api through it.
 pub async fn serve(
     config: ApiConfig,
     listeners: Listeners,

@@ -1,6 +1,6 @@
 //! Stargazer's Telegram bot (docs/ARCHITECTURE.md §5, bot-telegram).
 //!
-//! Two halves run side by side in [`run`]:
+//! Two halves run side by side in [`TelegramService`]:
 //!
 //! - [`commands`]: a teloxide [`Dispatcher`](teloxide::dispatching::Dispatcher) answering
 //!   chat commands (`/start`, `/subscribe`, `/settings`, …) and inline-keyboard presses.
@@ -54,21 +54,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Runs the bot until `shutdown` is cancelled: the command dispatcher and the delivery
-/// consumer. On shutdown it stops polling Telegram, stops starting sends, lets sends in
+/// consumer, with its metrics (events settled, sends, 429s, retries, migrations) in
+/// `registry`. On shutdown it stops polling Telegram, stops starting sends, lets sends in
 /// flight finish and be recorded, requeues events it had not finished, and returns once
 /// every task has ended.
-pub async fn run(
-    config: BotConfig,
-    storage: Arc<dyn DeliveryStore>,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    run_with_registry(config, storage, bus, &Registry::new(), shutdown).await
-}
-
-/// [`run`] with the bot's metrics (events settled, sends, 429s, retries, migrations)
-/// registered in `registry`, for the caller to serve.
-pub async fn run_with_registry(
+async fn run_bot(
     config: BotConfig,
     storage: Arc<dyn DeliveryStore>,
     bus: Arc<dyn Bus>,
@@ -163,7 +153,7 @@ impl Service for TelegramService {
 
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
-        run_with_registry(
+        run_bot(
             self.config,
             cx.delivery_store()?,
             bus,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 use stargazer_api::types::ErrorCode;
+use stargazer_core::service::Service;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -468,12 +469,11 @@ async fn a_rejected_token_stops_the_bot_with_a_clear_error() {
     config.token = "123:wrong".into();
     let bus = stargazer_core::bus::connect("memory://").await.unwrap();
     let stop = stargazer_core::CancellationToken::new();
-    let result = tokio::time::timeout(
-        T,
-        stargazer_bot_telegram::run(config, platform.storage.clone(), bus, stop),
-    )
-    .await
-    .expect("the bot gave up on a rejected token");
+    let service = Box::new(stargazer_bot_telegram::TelegramService::new(config));
+    let cx = service_context(Some(platform.storage.clone()), bus, Vec::new(), stop);
+    let result = tokio::time::timeout(T, service.run(cx))
+        .await
+        .expect("the bot gave up on a rejected token");
     let err = result.unwrap_err().to_string();
     assert!(err.contains("telegram.token"), "{err}");
 }

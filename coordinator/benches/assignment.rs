@@ -21,10 +21,11 @@ use std::time::{Duration, Instant as StdInstant};
 
 use async_trait::async_trait;
 use stargazer_coordinator::assignment::{Action, Assignment, ConnId, Timing};
-use stargazer_coordinator::CoordinatorConfig;
+use stargazer_coordinator::{CoordinatorConfig, CoordinatorService};
 use stargazer_core::auth::hash_password;
 use stargazer_core::model::{Access, Credential, Entity, Permissions, Task, TaskKind, TaskParams};
 use stargazer_core::protocol::CoordinatorMessage;
+use stargazer_core::service::{Service, ServiceContext, StorageGrant};
 use stargazer_core::worker_runtime::{run_worker, TaskError, TaskRunner, WorkerRuntimeConfig};
 use stargazer_core::CancellationToken;
 use tokio::time::Instant;
@@ -316,12 +317,15 @@ async fn death_run(death: Death, rounds: usize) -> Vec<f64> {
         .expect("bind");
     let coordinator_addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let coordinator = tokio::spawn(stargazer_coordinator::run(
-        config,
-        listener,
-        stargazer_coordinator::Stores::of(storage),
-        shutdown.clone(),
-    ));
+    let service = Box::new(CoordinatorService::new(config).expect("config"));
+    let cx = ServiceContext {
+        storage: Some(StorageGrant::new(storage, &service.needs().storage)),
+        bus: None,
+        listeners: vec![listener],
+        registry: prometheus::Registry::new(),
+        shutdown: shutdown.clone(),
+    };
+    let coordinator = tokio::spawn(service.run(cx));
 
     let mut workers = Vec::new();
     for i in 0..LIVE_WORKERS {

@@ -35,7 +35,7 @@ use stargazer_core::config::ConfigError;
 use stargazer_core::service::{
     Capability, ContextError, Listen, Needs, Service, ServiceContext, ServiceError,
 };
-use stargazer_core::storage::{AccessStore, EntityStore, StateStore, Storage, StorageHealth};
+use stargazer_core::storage::{AccessStore, EntityStore, StateStore, StorageHealth};
 use stargazer_core::throttle::LoginThrottle;
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
@@ -68,44 +68,21 @@ const ENGINE_QUEUE: usize = 4096;
 
 /// The storage capabilities the coordinator uses, each narrowed to what it does with it.
 #[derive(Clone)]
-pub struct Stores {
+struct Stores {
     /// The tasks to assign and their change stream.
-    pub tasks: Arc<dyn EntityStore>,
+    tasks: Arc<dyn EntityStore>,
     /// Worker credentials, checked when a worker connects.
-    pub credentials: Arc<dyn AccessStore>,
+    credentials: Arc<dyn AccessStore>,
     /// The assignment snapshot.
-    pub state: Arc<dyn StateStore>,
+    state: Arc<dyn StateStore>,
     /// Whether the database answers, for `/readyz`.
-    pub health: Arc<dyn StorageHealth>,
+    health: Arc<dyn StorageHealth>,
 }
 
-impl Stores {
-    /// Every capability from one storage (what tests and benches hold).
-    pub fn of(storage: Arc<dyn Storage>) -> Self {
-        Self {
-            tasks: storage.clone(),
-            credentials: storage.clone(),
-            state: storage.clone(),
-            health: storage,
-        }
-    }
-}
-
-/// Serves workers on `listener` until `shutdown` is cancelled, then closes every worker
-/// connection (workers keep their tasks and reconnect to the next coordinator), stores a
-/// final snapshot and returns.
-pub async fn run(
-    config: CoordinatorConfig,
-    listener: TcpListener,
-    stores: Stores,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    run_with_registry(config, listener, stores, &Registry::new(), shutdown).await
-}
-
-/// [`run`] with the coordinator's metrics registered in `registry`, which its `/metrics`
-/// serves (standalone shares one registry between every service).
-pub async fn run_with_registry(
+/// Serves workers on `listener` until `shutdown` is cancelled, with its metrics in
+/// `registry`, then closes every worker connection (workers keep their tasks and reconnect
+/// to the next coordinator), stores a final snapshot and returns.
+async fn serve_workers(
     config: CoordinatorConfig,
     listener: TcpListener,
     stores: Stores,
@@ -215,7 +192,7 @@ impl Service for CoordinatorService {
             .into_iter()
             .next()
             .ok_or(ContextError::NoListener(0))?;
-        run_with_registry(
+        serve_workers(
             self.config,
             listener,
             Stores {

@@ -50,11 +50,12 @@ use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::contract::control::{TRANSLATE_FIELDS, TRANSLATE_TO};
 use stargazer_core::contract::kind;
 use stargazer_core::model::{Access, Credential, Event, Permissions};
+use stargazer_core::service::Service;
 use stargazer_core::CancellationToken;
-use stargazer_e2e::backends::{TestDatabase, TestVhost};
+use stargazer_e2e::backends::{service_context, TestDatabase, TestVhost};
 use stargazer_e2e::servers::deepl::Deepl;
 use stargazer_e2e::servers::telegram::TelegramServer;
-use stargazer_middleware_translate::TranslateConfig;
+use stargazer_middleware_translate::{TranslateConfig, TranslateService};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -640,11 +641,9 @@ async fn stargazer_chain(
     let (middleware, sampler) = match translate {
         Translate::InProcess => {
             let bus = middleware_bus.expect("a bus for the middleware");
-            let task = tokio::spawn(stargazer_middleware_translate::run(
-                translate_config(settings, deepl),
-                bus,
-                stop.clone(),
-            ));
+            let service = Box::new(TranslateService::new(translate_config(settings, deepl)));
+            let cx = service_context(None, bus, Vec::new(), stop.clone());
+            let task = tokio::spawn(service.run(cx));
             (Some(task), RssSampler::start("self".into()))
         }
         Translate::Process(child) => (None, RssSampler::start(child.id().to_string())),

@@ -19,7 +19,7 @@ use stargazer_core::storage::Storage;
 use crate::{Error, Result};
 
 pub use stargazer_testkit::backends::{
-    close_all_connections, queue_depth, RabbitmqctlError, TestDatabase, TestVhost,
+    close_all_connections, queue_depth, service_context, RabbitmqctlError, TestDatabase, TestVhost,
 };
 
 /// Which backends a platform runs on.

@@ -23,18 +23,13 @@ pub mod control;
 pub mod delayer;
 pub mod timer;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
 use serde::{Deserialize, Serialize};
-use stargazer_core::bus::Bus;
 use stargazer_core::config::{ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
 use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::DelayStore;
-use stargazer_core::CancellationToken;
 
 pub use delayer::{DelayMetrics, Delayer, FireOptions};
 
@@ -156,59 +151,6 @@ pub enum Error {
     Middleware(#[from] MiddlewareError),
 }
 
-/// Runs the service until `shutdown` is cancelled, with metrics in a private registry.
-pub async fn run(
-    config: DelayConfig,
-    storage: Arc<dyn DelayStore>,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
-    run_with_registry(config, storage, bus, &Registry::new(), shutdown).await
-}
-
-/// Runs the service until `shutdown` is cancelled, registering its metrics in `registry`:
-/// reloads stored messages (firing overdue ones meanwhile), then consumes `#.delay`.
-/// Returns once consuming stopped and the firings in progress finished.
-pub async fn run_with_registry(
-    config: DelayConfig,
-    storage: Arc<dyn DelayStore>,
-    bus: Arc<dyn Bus>,
-    registry: &Registry,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
-    config.validate()?;
-    let delayer = Delayer::new(
-        storage,
-        bus.clone(),
-        config.fire_options(),
-        DelayMetrics::register(registry),
-    );
-    let runtime_metrics = RuntimeMetrics::register(TAG, registry);
-    // A child token so that a failing consumer also stops the firing loop.
-    let stop = shutdown.child_token();
-    // Dropping this future (an aborted task) also stops the firing loop.
-    let _stop_on_drop = stop.clone().drop_guard();
-    let firing = tokio::spawn(delayer.clone().fire_loop(stop.clone()));
-    let result = match delayer.reload(config.reload_page_size, &stop).await {
-        Some(_) => {
-            middleware::run(
-                delayer,
-                bus,
-                config.runtime_options(),
-                runtime_metrics,
-                stop.clone(),
-            )
-            .await
-        }
-        None => Ok(()),
-    };
-    stop.cancel();
-    if let Err(err) = firing.await {
-        tracing::error!(cause = %err, "delay firing loop failed");
-    }
-    Ok(result?)
-}
-
 /// The delay middleware as a platform service.
 pub struct DelayService {
     config: DelayConfig,
@@ -238,16 +180,42 @@ impl Service for DelayService {
         )
     }
 
+    /// Reloads stored messages (firing overdue ones meanwhile), then consumes `#.delay`.
+    /// Returns once consuming stopped and the firings in progress finished.
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
-        let bus = cx.bus()?;
-        run_with_registry(
-            self.config,
-            cx.delay_store()?,
-            bus,
-            &cx.registry,
-            cx.shutdown,
-        )
-        .await?;
+        let (config, storage, bus, registry) =
+            (self.config, cx.delay_store()?, cx.bus()?, &cx.registry);
+        config.validate().map_err(Error::from)?;
+        let delayer = Delayer::new(
+            storage,
+            bus.clone(),
+            config.fire_options(),
+            DelayMetrics::register(registry),
+        );
+        let runtime_metrics = RuntimeMetrics::register(TAG, registry);
+        // A child token so that a failing consumer also stops the firing loop.
+        let stop = cx.shutdown.child_token();
+        // Dropping this future (an aborted task) also stops the firing loop.
+        let _stop_on_drop = stop.clone().drop_guard();
+        let firing = tokio::spawn(delayer.clone().fire_loop(stop.clone()));
+        let result = match delayer.reload(config.reload_page_size, &stop).await {
+            Some(_) => {
+                middleware::run(
+                    delayer,
+                    bus,
+                    config.runtime_options(),
+                    runtime_metrics,
+                    stop.clone(),
+                )
+                .await
+            }
+            None => Ok(()),
+        };
+        stop.cancel();
+        if let Err(err) = firing.await {
+            tracing::error!(cause = %err, "delay firing loop failed");
+        }
+        result.map_err(Error::from)?;
         Ok(())
     }
 }

@@ -11,11 +11,12 @@ use serde_json::json;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::model::Event;
+use stargazer_core::service::{Service, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::topology::FIRST_DEATH_QUEUE_HEADER;
 use stargazer_core::CancellationToken;
-use stargazer_middleware_delay::{run_with_registry, DelayConfig};
-use stargazer_testkit::backends::{event, now_ms, BusKind, Env, StoreKind};
+use stargazer_middleware_delay::{DelayConfig, DelayService};
+use stargazer_testkit::backends::{event, now_ms, service_context, BusKind, Env, StoreKind};
 use stargazer_testkit::matrix;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -24,7 +25,7 @@ use uuid::Uuid;
 struct Running {
     registry: Registry,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), stargazer_middleware_delay::Error>>,
+    task: JoinHandle<Result<(), ServiceError>>,
 }
 
 impl Running {
@@ -35,13 +36,9 @@ impl Running {
             ..DelayConfig::default()
         };
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let registry = Registry::new();
-        let metrics = registry.clone();
-        let task =
-            tokio::spawn(
-                async move { run_with_registry(config, storage, bus, &metrics, token).await },
-            );
+        let cx = service_context(Some(storage), bus, Vec::new(), shutdown.clone());
+        let registry = cx.registry.clone();
+        let task = tokio::spawn(Box::new(DelayService::new(config)).run(cx));
         Self {
             registry,
             shutdown,

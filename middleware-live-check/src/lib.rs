@@ -15,17 +15,12 @@
 pub mod checker;
 pub mod youtube;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
 use serde::{Deserialize, Serialize};
-use stargazer_core::bus::Bus;
 use stargazer_core::config::{check_http_url, ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
-use stargazer_core::storage::StateStore;
-use stargazer_core::CancellationToken;
 
 pub use checker::{Checker, Held, LiveCheckMetrics, PollOptions, LIVE_CHECK_VIDEO};
 use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
@@ -169,68 +164,6 @@ pub enum Error {
     Middleware(#[from] MiddlewareError),
 }
 
-/// Runs the service until `shutdown` is cancelled, with metrics in a private registry.
-pub async fn run(
-    config: LiveCheckConfig,
-    storage: Arc<dyn StateStore>,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
-    run_with_registry(config, storage, bus, &Registry::new(), shutdown).await
-}
-
-/// Runs the service until `shutdown` is cancelled, registering its metrics in `registry`:
-/// reloads held events, then polls and consumes `#.live_check` side by side.
-pub async fn run_with_registry(
-    config: LiveCheckConfig,
-    storage: Arc<dyn StateStore>,
-    bus: Arc<dyn Bus>,
-    registry: &Registry,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
-    config.validate()?;
-    let client = YoutubeClient::new(
-        &config.api_base_url,
-        &config.api_key,
-        Duration::from_millis(config.request_timeout_ms),
-    )?;
-    let checker = Checker::new(
-        storage,
-        bus.clone(),
-        client,
-        config.poll_options(),
-        LiveCheckMetrics::register(registry),
-    );
-    // A child token so that a failing consumer also stops the polling loop.
-    let stop = shutdown.child_token();
-    // Dropping this future (an aborted task) also stops the polling loop.
-    let _stop_on_drop = stop.clone().drop_guard();
-    if checker.reload(&stop).await.is_none() {
-        return Ok(());
-    }
-    let polling = tokio::spawn(checker.clone().poll_loop(stop.clone()));
-    let options = RuntimeOptions {
-        queue: config.queue.clone(),
-        prefetch: config.prefetch,
-        retry_delay: Duration::from_millis(config.retry_delay_ms),
-        delivery_attempts: config.delivery_attempts,
-        ..RuntimeOptions::new(TAG)
-    };
-    let result = middleware::run(
-        checker,
-        bus,
-        options,
-        RuntimeMetrics::register(TAG, registry),
-        stop.clone(),
-    )
-    .await;
-    stop.cancel();
-    if let Err(err) = polling.await {
-        tracing::error!(cause = %err, "live-check polling loop failed");
-    }
-    Ok(result?)
-}
-
 /// The live-check middleware as a platform service.
 pub struct LiveCheckService {
     config: LiveCheckConfig,
@@ -261,16 +194,52 @@ impl Service for LiveCheckService {
         )
     }
 
+    /// Reloads held events, then polls and consumes `#.live_check` side by side.
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
-        let bus = cx.bus()?;
-        run_with_registry(
-            self.config,
-            cx.state_store()?,
-            bus,
-            &cx.registry,
-            cx.shutdown,
+        let (config, storage, bus, registry) =
+            (self.config, cx.state_store()?, cx.bus()?, &cx.registry);
+        config.validate().map_err(Error::from)?;
+        let client = YoutubeClient::new(
+            &config.api_base_url,
+            &config.api_key,
+            Duration::from_millis(config.request_timeout_ms),
         )
-        .await?;
+        .map_err(Error::from)?;
+        let checker = Checker::new(
+            storage,
+            bus.clone(),
+            client,
+            config.poll_options(),
+            LiveCheckMetrics::register(registry),
+        );
+        // A child token so that a failing consumer also stops the polling loop.
+        let stop = cx.shutdown.child_token();
+        // Dropping this future (an aborted task) also stops the polling loop.
+        let _stop_on_drop = stop.clone().drop_guard();
+        if checker.reload(&stop).await.is_none() {
+            return Ok(());
+        }
+        let polling = tokio::spawn(checker.clone().poll_loop(stop.clone()));
+        let options = RuntimeOptions {
+            queue: config.queue.clone(),
+            prefetch: config.prefetch,
+            retry_delay: Duration::from_millis(config.retry_delay_ms),
+            delivery_attempts: config.delivery_attempts,
+            ..RuntimeOptions::new(TAG)
+        };
+        let result = middleware::run(
+            checker,
+            bus,
+            options,
+            RuntimeMetrics::register(TAG, registry),
+            stop.clone(),
+        )
+        .await;
+        stop.cancel();
+        if let Err(err) = polling.await {
+            tracing::error!(cause = %err, "live-check polling loop failed");
+        }
+        result.map_err(Error::from)?;
         Ok(())
     }
 }

@@ -13,11 +13,12 @@ use prometheus::Registry;
 use serde_json::json;
 use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::model::Event;
+use stargazer_core::service::{Service, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
-use stargazer_middleware_delay::DelayConfig;
-use stargazer_middleware_live_check::{run_with_registry, LiveCheckConfig};
-use stargazer_testkit::backends::{event, now_ms, BusKind, Env, StoreKind};
+use stargazer_middleware_delay::{DelayConfig, DelayService};
+use stargazer_middleware_live_check::{LiveCheckConfig, LiveCheckService};
+use stargazer_testkit::backends::{event, now_ms, service_context, BusKind, Env, StoreKind};
 use stargazer_testkit::matrix;
 use stargazer_testkit::servers::youtube::{Broadcast, Video, Youtube};
 use tokio::task::JoinHandle;
@@ -61,19 +62,15 @@ async fn start_api() -> (Youtube, String) {
 struct Running {
     registry: Registry,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), stargazer_middleware_live_check::Error>>,
+    task: JoinHandle<Result<(), ServiceError>>,
 }
 
 impl Running {
     fn start(config: LiveCheckConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let registry = Registry::new();
-        let metrics = registry.clone();
-        let task =
-            tokio::spawn(
-                async move { run_with_registry(config, storage, bus, &metrics, token).await },
-            );
+        let cx = service_context(Some(storage), bus, Vec::new(), shutdown.clone());
+        let registry = cx.registry.clone();
+        let task = tokio::spawn(Box::new(LiveCheckService::new(config)).run(cx));
         Self {
             registry,
             shutdown,
@@ -429,15 +426,16 @@ async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: Stor
         .unwrap();
 
     let shutdown = CancellationToken::new();
-    let delay = tokio::spawn(stargazer_middleware_delay::run(
-        DelayConfig {
-            queue: delay_queue,
-            ..DelayConfig::default()
-        },
-        env.storage.clone(),
+    let delay = Box::new(DelayService::new(DelayConfig {
+        queue: delay_queue,
+        ..DelayConfig::default()
+    }));
+    let delay = tokio::spawn(delay.run(service_context(
+        Some(env.storage.clone()),
         env.bus.clone(),
+        Vec::new(),
         shutdown.clone(),
-    ));
+    )));
     let live = Running::start(
         config(&live_queue, &url, &namespace),
         env.storage.clone(),

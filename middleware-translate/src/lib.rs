@@ -190,19 +190,10 @@ pub enum Error {
     Middleware(#[from] MiddlewareError),
 }
 
-/// Runs the service until `shutdown` is cancelled, with metrics in a private registry.
-/// It needs no storage: translations are cached in memory.
-pub async fn run(
-    config: TranslateConfig,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
-    run_with_registry(config, bus, &Registry::new(), shutdown).await
-}
-
-/// Runs the service until `shutdown` is cancelled, registering its metrics in `registry`.
-/// Returns once consuming stopped and the events in flight were settled.
-pub async fn run_with_registry(
+/// Translates until `shutdown` is cancelled, registering its metrics in `registry`.
+/// Returns once consuming stopped and the events in flight were settled. It needs no
+/// storage: translations are cached in memory.
+async fn translate(
     config: TranslateConfig,
     bus: Arc<dyn Bus>,
     registry: &Registry,
@@ -311,7 +302,7 @@ impl Service for TranslateService {
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
         match self.disabled {
-            None => run_with_registry(self.config, bus, &cx.registry, cx.shutdown).await?,
+            None => translate(self.config, bus, &cx.registry, cx.shutdown).await?,
             Some(why) => {
                 let reason = format!("translation disabled: {why}");
                 run_untranslated(self.config, bus, &cx.registry, &reason, cx.shutdown).await?

@@ -11,9 +11,10 @@ use prometheus::Registry;
 use serde_json::{json, Value};
 use stargazer_core::bus::Bus;
 use stargazer_core::model::Event;
+use stargazer_core::service::{Service, ServiceError};
 use stargazer_core::CancellationToken;
-use stargazer_middleware_translate::{run_with_registry, TranslateConfig, TRANSLATE_ERROR};
-use stargazer_testkit::backends::{event, BusKind, Env, StoreKind};
+use stargazer_middleware_translate::{TranslateConfig, TranslateService, TRANSLATE_ERROR};
+use stargazer_testkit::backends::{event, service_context, BusKind, Env, StoreKind};
 use stargazer_testkit::bus_matrix;
 use stargazer_testkit::servers::deepl::{Deepl, Failure};
 use tokio::task::JoinHandle;
@@ -30,17 +31,15 @@ async fn start_deepl() -> (Deepl, String) {
 struct Running {
     registry: Registry,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), stargazer_middleware_translate::Error>>,
+    task: JoinHandle<Result<(), ServiceError>>,
 }
 
 impl Running {
     fn start(config: TranslateConfig, bus: Arc<dyn Bus>) -> Self {
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let registry = Registry::new();
-        let metrics = registry.clone();
-        let task =
-            tokio::spawn(async move { run_with_registry(config, bus, &metrics, token).await });
+        let cx = service_context(None, bus, Vec::new(), shutdown.clone());
+        let registry = cx.registry.clone();
+        let task = tokio::spawn(Box::new(TranslateService::new(config)).run(cx));
         Self {
             registry,
             shutdown,
@@ -382,13 +381,16 @@ async fn lasting_failure_and_bad_pointers_are_reported_not_fatal() {
 #[tokio::test]
 async fn missing_key_is_a_config_error() {
     let env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
-    let err = stargazer_middleware_translate::run(
-        TranslateConfig::default(),
-        env.bus.clone(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let service = Box::new(TranslateService::new(TranslateConfig::default()));
+    let err = service
+        .run(service_context(
+            None,
+            env.bus.clone(),
+            Vec::new(),
+            CancellationToken::new(),
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("translate.deepl_key"), "{err}");
 }

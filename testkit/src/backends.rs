@@ -241,16 +241,17 @@ impl Drop for TestSqliteFile {
     }
 }
 
-/// The context a platform would hand a service: all of `storage`, `bus`, `listeners` in
-/// the order the service declared them, a fresh metrics registry and `shutdown`.
+/// The context a platform would hand a service: all of `storage` (if any), `bus`,
+/// `listeners` in the order the service declared them, a fresh metrics registry (clone it
+/// before the service takes the context to read its metrics) and `shutdown`.
 pub fn service_context(
-    storage: Arc<dyn Storage>,
+    storage: Option<Arc<dyn Storage>>,
     bus: Arc<dyn Bus>,
     listeners: Vec<tokio::net::TcpListener>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> ServiceContext {
     ServiceContext {
-        storage: Some(StorageGrant::new(storage, Capability::ALL)),
+        storage: storage.map(|storage| StorageGrant::new(storage, Capability::ALL)),
         bus: Some(bus),
         listeners,
         registry: prometheus::Registry::new(),

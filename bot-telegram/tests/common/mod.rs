@@ -1,4 +1,4 @@
-//! Shared test harness: a real api (`stargazer_api::run` on 127.0.0.1:0 over SQLite), the
+//! Shared test harness: a real api (`stargazer_api::serve` on 127.0.0.1:0 over SQLite), the
 //! local Telegram Bot API server of `stargazer-testkit`, the real RabbitMQ, and the bot
 //! under test.
 //!
@@ -13,18 +13,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use prometheus::Registry;
 use serde_json::json;
 use stargazer_api::client::ApiClient;
 use stargazer_api::types::{AddUser, NewEntity, UpdateSubscription, User};
-use stargazer_api::ApiConfig;
+use stargazer_api::{ApiConfig, Listeners};
 use stargazer_bot_telegram::BotConfig;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Access, Credential, Event, Permissions};
+use stargazer_core::service::{Service, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub(crate) use stargazer_testkit::backends::service_context;
 #[allow(unused_imports)]
 pub(crate) use stargazer_testkit::servers::telegram::{Failure, RateLimits, Sent, TelegramServer};
 
@@ -124,7 +127,18 @@ impl Platform {
             let storage = storage.clone();
             let stop = stop.clone();
             async move {
-                if let Err(err) = stargazer_api::run(config, listener, storage, stop).await {
+                if let Err(err) = stargazer_api::serve(
+                    config,
+                    Listeners {
+                        public: listener,
+                        internal: None,
+                    },
+                    storage,
+                    &Registry::new(),
+                    stop,
+                )
+                .await
+                {
                     panic!("api failed: {err}");
                 }
             }
@@ -157,7 +171,18 @@ impl Platform {
         let storage = self.storage.clone();
         let stop = self.stop.clone();
         tokio::spawn(async move {
-            if let Err(err) = stargazer_api::run(config, listener, storage, stop).await {
+            if let Err(err) = stargazer_api::serve(
+                config,
+                Listeners {
+                    public: listener,
+                    internal: None,
+                },
+                storage,
+                &Registry::new(),
+                stop,
+            )
+            .await
+            {
                 panic!("api failed: {err}");
             }
         });
@@ -228,19 +253,16 @@ impl Platform {
 pub(crate) struct RunningBot {
     /// Cancel to stop it.
     pub stop: CancellationToken,
-    task: JoinHandle<Result<(), stargazer_bot_telegram::Error>>,
+    task: JoinHandle<Result<(), ServiceError>>,
 }
 
 impl RunningBot {
     /// Starts the bot.
     pub(crate) fn start(config: BotConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(stargazer_bot_telegram::run(
-            config,
-            storage,
-            bus,
-            stop.clone(),
-        ));
+        let service = Box::new(stargazer_bot_telegram::TelegramService::new(config));
+        let cx = service_context(Some(storage), bus, Vec::new(), stop.clone());
+        let task = tokio::spawn(service.run(cx));
         Self { stop, task }
     }
 

@@ -14,10 +14,11 @@ use async_trait::async_trait;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use stargazer_coordinator::CoordinatorConfig;
+use stargazer_coordinator::{CoordinatorConfig, CoordinatorService};
 use stargazer_core::auth::hash_password;
 use stargazer_core::model::{Access, Credential, Entity, Permissions, Task, TaskKind, TaskParams};
 use stargazer_core::protocol::{CoordinatorMessage, WorkerMessage};
+use stargazer_core::service::{Service, ServiceContext, ServiceError, StorageGrant};
 use stargazer_core::storage::Storage;
 use stargazer_core::worker_runtime::{run_worker, TaskError, TaskRunner, WorkerRuntimeConfig};
 use stargazer_core::CancellationToken;
@@ -139,7 +140,7 @@ pub(crate) async fn add_tasks(
 pub(crate) struct Coordinator {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
-    handle: JoinHandle<Result<(), stargazer_coordinator::Error>>,
+    handle: JoinHandle<Result<(), ServiceError>>,
     http: reqwest::Client,
 }
 
@@ -148,12 +149,15 @@ impl Coordinator {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(stargazer_coordinator::run(
-            config,
-            listener,
-            stargazer_coordinator::Stores::of(storage),
-            shutdown.clone(),
-        ));
+        let service = Box::new(CoordinatorService::new(config).unwrap());
+        let cx = ServiceContext {
+            storage: Some(StorageGrant::new(storage, &service.needs().storage)),
+            bus: None,
+            listeners: vec![listener],
+            registry: prometheus::Registry::new(),
+            shutdown: shutdown.clone(),
+        };
+        let handle = tokio::spawn(service.run(cx));
         Self {
             addr,
             shutdown,

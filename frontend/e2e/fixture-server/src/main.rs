@@ -314,12 +314,17 @@ async fn main() -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(stargazer_api::run(
-        config,
-        listener,
-        storage,
-        shutdown.clone(),
-    ));
+    let listeners = stargazer_api::Listeners {
+        public: listener,
+        internal: None,
+    };
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let registry = prometheus::Registry::new();
+            stargazer_api::serve(config, listeners, storage, &registry, shutdown).await
+        }
+    });
 
     let ready = serde_json::json!({
         "url": format!("http://{addr}"),
