@@ -8,14 +8,14 @@ use stargazer_core::config::ConfigError;
 use stargazer_core::model::Entity;
 use uuid::Uuid;
 
-pub use stargazer_api::types::{IndexEntry, SessionToken, Subscriber, User, UserIndex};
+pub(crate) use stargazer_api::types::{IndexEntry, SessionToken, Subscriber, User, UserIndex};
 
 use crate::config::BotConfig;
 use crate::IM;
 
 /// Why an api call failed, as far as the bot cares.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The record does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -40,7 +40,7 @@ pub enum ApiError {
 impl ApiError {
     /// Whether trying again later may succeed. Rejected credentials count: an operator
     /// fixing them must not find that events were dropped meanwhile.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             ApiError::Unavailable(_) => true,
             ApiError::Refused { status, .. } => matches!(status, 401 | 403 | 429),
@@ -49,7 +49,7 @@ impl ApiError {
     }
 
     /// Text fit for a chat user.
-    pub fn user_message(&self) -> String {
+    pub(crate) fn user_message(&self) -> String {
         match self {
             ApiError::NotFound(_) => "it does not exist (any more).".to_owned(),
             ApiError::Conflict(_) => "it already exists.".to_owned(),
@@ -87,13 +87,13 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The api client with the bot's credentials. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Api {
+pub(crate) struct Api {
     client: ApiClient,
 }
 
 impl Api {
     /// A client of the api named in `config`, authenticating with its Basic credentials.
-    pub fn new(config: &BotConfig) -> crate::Result<Self> {
+    pub(crate) fn new(config: &BotConfig) -> crate::Result<Self> {
         let client = ApiClient::new(&config.stargazer_api_url)
             .map_err(|err| ConfigError::invalid("telegram.stargazer_api_url", err.to_string()))?
             .with_basic(
@@ -104,7 +104,7 @@ impl Api {
     }
 
     /// An entity (only what composing a message needs).
-    pub async fn entity(&self, id: Uuid) -> ApiResult<Entity> {
+    pub(crate) async fn entity(&self, id: Uuid) -> ApiResult<Entity> {
         let entity = self.client.get_entity(id).await?;
         Ok(Entity {
             id: entity.id,
@@ -117,12 +117,12 @@ impl Api {
     }
 
     /// Who on Telegram wants events of `kind` about `entity` (paused chats left out).
-    pub async fn subscribers(&self, entity: Uuid, kind: &str) -> ApiResult<Vec<Subscriber>> {
+    pub(crate) async fn subscribers(&self, entity: Uuid, kind: &str) -> ApiResult<Vec<Subscriber>> {
         Ok(self.client.get_subscribers(entity, kind, IM).await?)
     }
 
     /// The user of a chat, if registered.
-    pub async fn user_by_chat(&self, chat: i64) -> ApiResult<Option<User>> {
+    pub(crate) async fn user_by_chat(&self, chat: i64) -> ApiResult<Option<User>> {
         match self.client.find_user(IM, &chat.to_string()).await {
             Ok(user) => Ok(Some(user)),
             Err(err) => match ApiError::from(err) {
@@ -133,7 +133,7 @@ impl Api {
     }
 
     /// Registers a chat; an already registered chat is simply returned.
-    pub async fn register(&self, chat: i64, name: &str, language: &str) -> ApiResult<User> {
+    pub(crate) async fn register(&self, chat: i64, name: &str, language: &str) -> ApiResult<User> {
         let request = AddUser {
             im: IM.to_owned(),
             chat_id: chat.to_string(),
@@ -154,7 +154,7 @@ impl Api {
     }
 
     /// Pauses (the chat blocked the bot) or resumes deliveries to a user.
-    pub async fn set_paused(&self, user: Uuid, paused: bool) -> ApiResult<()> {
+    pub(crate) async fn set_paused(&self, user: Uuid, paused: bool) -> ApiResult<()> {
         let request = UpdateSetting {
             user: Some(user),
             paused: Some(paused),
@@ -165,7 +165,7 @@ impl Api {
     }
 
     /// Records that a user's chat now lives at `chat` (a group became a supergroup).
-    pub async fn move_chat(&self, user: Uuid, chat: i64) -> ApiResult<()> {
+    pub(crate) async fn move_chat(&self, user: Uuid, chat: i64) -> ApiResult<()> {
         let request = UpdateSetting {
             user: Some(user),
             chat_id: Some(chat.to_string()),
@@ -176,7 +176,7 @@ impl Api {
     }
 
     /// Sets the language of a user's messages.
-    pub async fn set_language(&self, user: Uuid, language: &str) -> ApiResult<()> {
+    pub(crate) async fn set_language(&self, user: Uuid, language: &str) -> ApiResult<()> {
         let request = UpdateSetting {
             user: Some(user),
             language: Some(language.to_owned()),
@@ -187,12 +187,12 @@ impl Api {
     }
 
     /// The searchable entity index, marked with `user`'s subscriptions.
-    pub async fn index(&self, user: Uuid) -> ApiResult<UserIndex> {
+    pub(crate) async fn index(&self, user: Uuid) -> ApiResult<UserIndex> {
         Ok(self.client.get_user_index(Some(user)).await?)
     }
 
     /// Subscribes (`kinds` empty: all kinds) or unsubscribes `user` to `entity`.
-    pub async fn update_subscription(
+    pub(crate) async fn update_subscription(
         &self,
         user: Uuid,
         entity: Uuid,
@@ -210,12 +210,12 @@ impl Api {
     }
 
     /// A fresh frontend session for `user`.
-    pub async fn new_session(&self, user: Uuid) -> ApiResult<SessionToken> {
+    pub(crate) async fn new_session(&self, user: Uuid) -> ApiResult<SessionToken> {
         Ok(self.client.new_session(user).await?)
     }
 
     /// Deletes `user` with their subscriptions and sessions.
-    pub async fn delete_user(&self, user: Uuid) -> ApiResult<()> {
+    pub(crate) async fn delete_user(&self, user: Uuid) -> ApiResult<()> {
         self.client.del_user(Some(user)).await?;
         Ok(())
     }

@@ -2,11 +2,11 @@
 //!
 //! Two halves run side by side in [`TelegramService`]:
 //!
-//! - [`commands`]: a teloxide [`Dispatcher`](teloxide::dispatching::Dispatcher) answering
+//! - `commands`: a teloxide [`Dispatcher`](teloxide::dispatching::Dispatcher) answering
 //!   chat commands (`/start`, `/subscribe`, `/settings`, …) and inline-keyboard presses.
 //!   Everything it knows about users and entities comes from the Stargazer api through
-//!   its typed client ([`api`]); in groups only chat admins may change anything.
-//! - [`delivery`]: consumes ready events from the durable queue `stargazer.bot.telegram`,
+//!   its typed client (`api`); in groups only chat admins may change anything.
+//! - `delivery`: consumes ready events from the durable queue `stargazer.bot.telegram`,
 //!   asks the api who is subscribed, composes each chat's message in its language and
 //!   hands it to a scheduler that keeps within Telegram's rate limits. A delivery log in
 //!   storage makes every (event, chat) pair go out at most once across redeliveries and
@@ -14,14 +14,14 @@
 //!   Only permanent refusals (400, 403) are recorded failed: while Telegram is down the
 //!   event is requeued with a growing pause and resumes with the chats still missing.
 //!
-//! [`config::BotConfig`] is the `[telegram]` section; [`telegram`] builds the Bot API
+//! [`config::BotConfig`] is the `[telegram]` section; `telegram` builds the Bot API
 //! client from it (the base URL is configurable so tests use a local server).
 
-pub mod api;
-pub mod commands;
-pub mod config;
-pub mod delivery;
-pub mod telegram;
+mod api;
+mod commands;
+mod config;
+mod delivery;
+mod telegram;
 
 use std::sync::Arc;
 

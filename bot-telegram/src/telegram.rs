@@ -12,7 +12,7 @@ use crate::config::BotConfig;
 use crate::{Error, Result};
 
 /// Builds the Bot API client for `config` (token and base URL).
-pub fn build_bot(config: &BotConfig) -> Result<Bot> {
+pub(crate) fn build_bot(config: &BotConfig) -> Result<Bot> {
     let base = config.api_url.trim_end_matches('/');
     let url = Url::parse(base).map_err(|err| {
         Error::Config(stargazer_core::config::ConfigError::invalid(

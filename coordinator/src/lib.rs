@@ -7,23 +7,23 @@
 //! changes in storage touch only the changed tasks; heartbeats evict dead workers; and an
 //! assignment snapshot in storage lets a restarted coordinator resume without churn.
 //!
-//! - [`config`]: the `[coordinator]` section ([`CoordinatorConfig`]).
+//! - `config`: the `[coordinator]` section ([`CoordinatorConfig`]).
 //! - [`assignment`]: the state machine (targets, holders, the one-holder rule), free of
 //!   I/O so the benchmark can drive it directly.
 //! - `ring`: the per-kind `hashring` rings.
-//! - [`snapshot`]: what is persisted for restarts.
+//! - `snapshot`: what is persisted for restarts.
 //! - `engine`: the single task owning the state; `tasks`: the storage watcher.
 //! - `http`: the worker socket, `GET /v1/status`, `/metrics`, `/healthz`, `/readyz`; `auth`: Basic
 //!   credentials with a verified-password cache.
 
 pub mod assignment;
 mod auth;
-pub mod config;
+mod config;
 mod engine;
 mod http;
 mod metrics;
 mod ring;
-pub mod snapshot;
+mod snapshot;
 mod tasks;
 
 use std::sync::atomic::AtomicU64;

@@ -17,11 +17,11 @@ use stargazer_core::storage::{StateStore, StorageError};
 use uuid::Uuid;
 
 /// Storage namespace of the snapshot.
-pub const NAMESPACE: &str = "coordinator";
+pub(crate) const NAMESPACE: &str = "coordinator";
 /// Storage key of the snapshot.
-pub const KEY: &str = "snapshot";
+pub(crate) const KEY: &str = "snapshot";
 /// Format version; a snapshot of another version is ignored.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub(crate) const SNAPSHOT_VERSION: u32 = 1;
 
 /// Membership and holdings at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub struct SnapshotWorker {
 
 /// Reads the stored snapshot. A missing, unreadable or foreign-version snapshot yields
 /// `None` (logged): the coordinator then starts from scratch, which is only slower.
-pub async fn load(storage: &Arc<dyn StateStore>) -> Result<Option<Snapshot>, StorageError> {
+pub(crate) async fn load(storage: &Arc<dyn StateStore>) -> Result<Option<Snapshot>, StorageError> {
     let Some(value) = storage.kv_get(NAMESPACE, KEY).await? else {
         return Ok(None);
     };
@@ -70,7 +70,10 @@ pub async fn load(storage: &Arc<dyn StateStore>) -> Result<Option<Snapshot>, Sto
 }
 
 /// Stores `snapshot`, replacing the previous one.
-pub async fn save(storage: &Arc<dyn StateStore>, snapshot: &Snapshot) -> Result<(), StorageError> {
+pub(crate) async fn save(
+    storage: &Arc<dyn StateStore>,
+    snapshot: &Snapshot,
+) -> Result<(), StorageError> {
     let value =
         serde_json::to_value(snapshot).map_err(|err| StorageError::Corrupt(err.to_string()))?;
     storage.kv_put(NAMESPACE, KEY, &value).await

@@ -4,15 +4,15 @@
 
 use stargazer_core::model::Event;
 
-pub use stargazer_core::contract::control::{DELAY_AT, DELAY_CANCEL, DELAY_ID};
+pub(crate) use stargazer_core::contract::control::{DELAY_AT, DELAY_CANCEL, DELAY_ID};
 
 /// Longest accepted `x-delay-id`, in bytes: ids are kept in memory for every pending
 /// message, so an unbounded one would be a memory hazard.
-pub const MAX_ID_LEN: usize = 512;
+pub(crate) const MAX_ID_LEN: usize = 512;
 
 /// What a message asks the delay middleware to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// Hold the event until `at_ms` under `id`, replacing a pending one with that id.
     Schedule {
         /// The delay id (`x-delay-id`, else the event id).
@@ -29,7 +29,7 @@ pub enum Request {
 
 /// Takes the control fields out of `event` and interprets them; `Err` is a reason for
 /// the dead-letter queue.
-pub fn take_request(event: &mut Event) -> Result<Request, String> {
+pub(crate) fn take_request(event: &mut Event) -> Result<Request, String> {
     let id = match event.take_control(DELAY_ID) {
         None | Some(serde_json::Value::Null) => event.id.to_string(),
         Some(serde_json::Value::String(id)) if id.is_empty() => {

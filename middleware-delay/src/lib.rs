@@ -1,8 +1,8 @@
 //! Stargazer middleware-delay: holds messages tagged `delay` until their `x-delay-at`
 //! (docs/ARCHITECTURE.md §4, §5).
 //!
-//! - [`control`]: the `x-delay-at` / `x-delay-id` / `x-delay-cancel` fields.
-//! - [`timer`]: the one timer structure (a heap of `(fire_at, id)` with lazy deletion).
+//! - `control`: the `x-delay-at` / `x-delay-id` / `x-delay-cancel` fields.
+//! - `timer`: the one timer structure (a heap of `(fire_at, id)` with lazy deletion).
 //! - [`delayer`]: storage before ack, the firing loop, reload after a restart.
 //!
 //! A held message is written to storage (`put_delayed`) before its delivery is acked, so a
@@ -19,9 +19,9 @@
 //! stored message at start, so a second one would fire them twice (consumers deduplicate
 //! by event id, but the work is wasted).
 
-pub mod control;
+mod control;
 pub mod delayer;
-pub mod timer;
+mod timer;
 
 use std::time::Duration;
 

@@ -14,20 +14,20 @@ use std::sync::Arc;
 
 /// Pending ids ordered by fire time.
 #[derive(Debug, Default)]
-pub struct Timer {
+pub(crate) struct Timer {
     heap: BinaryHeap<Reverse<(i64, Arc<str>)>>,
     live: HashMap<Arc<str>, i64>,
 }
 
 impl Timer {
     /// An empty timer.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Schedules `id` at `fire_at_ms`, replacing any earlier schedule of the same id.
     /// Returns whether it is now the earliest pending entry (the firing task must wake).
-    pub fn schedule(&mut self, id: &str, fire_at_ms: i64) -> bool {
+    pub(crate) fn schedule(&mut self, id: &str, fire_at_ms: i64) -> bool {
         let key: Arc<str> = match self.live.get_key_value(id) {
             Some((key, _)) => key.clone(),
             None => Arc::from(id),
@@ -54,7 +54,7 @@ impl Timer {
     }
 
     /// Removes `id`; returns the time it was scheduled at, if it was pending.
-    pub fn cancel(&mut self, id: &str) -> Option<i64> {
+    pub(crate) fn cancel(&mut self, id: &str) -> Option<i64> {
         let removed = self.live.remove(id);
         if removed.is_some() {
             self.compact_if_sparse();
@@ -63,28 +63,29 @@ impl Timer {
     }
 
     /// The time `id` is scheduled at.
-    pub fn fire_at(&self, id: &str) -> Option<i64> {
+    pub(crate) fn fire_at(&self, id: &str) -> Option<i64> {
         self.live.get(id).copied()
     }
 
     /// How many ids are pending.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.live.len()
     }
 
     /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
 
     /// The earliest pending fire time.
-    pub fn next_fire_at(&mut self) -> Option<i64> {
+    pub(crate) fn next_fire_at(&mut self) -> Option<i64> {
         self.drop_stale_top();
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Removes and returns the earliest entry if it is due at `now_ms`.
-    pub fn pop_due(&mut self, now_ms: i64) -> Option<(Arc<str>, i64)> {
+    pub(crate) fn pop_due(&mut self, now_ms: i64) -> Option<(Arc<str>, i64)> {
         self.drop_stale_top();
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now_ms => {

@@ -1,8 +1,8 @@
 //! Stargazer middleware-live-check: holds `youtube.live` events tagged `live_check`
 //! until the YouTube Data API shows the broadcast started (docs/ARCHITECTURE.md §4, §5).
 //!
-//! - [`youtube`]: the `videos.list?part=liveStreamingDetails` call (≤ 50 ids each).
-//! - [`checker`]: holding (persisted in the key/value namespace before the ack), the
+//! - `youtube`: the `videos.list?part=liveStreamingDetails` call (≤ 50 ids each).
+//! - `checker`: holding (persisted in the key/value namespace before the ack), the
 //!   polling loop and the verdict table (forward when `actualStartTime` shows; drop with a
 //!   log line and a metric when the video is gone, ended, no broadcast, or not live within
 //!   the bound).
@@ -12,8 +12,8 @@
 //! instance per storage: each instance polls what it holds plus everything stored when it
 //! started.
 
-pub mod checker;
-pub mod youtube;
+mod checker;
+mod youtube;
 
 use std::time::Duration;
 

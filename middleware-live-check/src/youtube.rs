@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 /// Most ids one `videos.list` call accepts.
-pub const MAX_IDS_PER_CALL: usize = 50;
+pub(crate) const MAX_IDS_PER_CALL: usize = 50;
 
 /// What the API says about one video's broadcast.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -5,7 +5,7 @@ use std::hash::Hash;
 
 /// Keeps at most `capacity` entries, evicting the least recently used.
 #[derive(Debug)]
-pub struct Lru<K, V> {
+pub(crate) struct Lru<K, V> {
     map: HashMap<K, (V, u64)>,
     order: BTreeMap<u64, K>,
     tick: u64,
@@ -14,7 +14,7 @@ pub struct Lru<K, V> {
 
 impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
     /// An empty cache holding up to `capacity` entries (0 disables caching).
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             map: HashMap::new(),
             order: BTreeMap::new(),
@@ -24,7 +24,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
     }
 
     /// The value under `key`, marking it recently used.
-    pub fn get(&mut self, key: &K) -> Option<V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<V> {
         self.tick += 1;
         let tick = self.tick;
         let (value, used) = self.map.get_mut(key)?;
@@ -35,7 +35,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
     }
 
     /// Stores `value` under `key`, evicting the least recently used entry when full.
-    pub fn put(&mut self, key: K, value: V) {
+    pub(crate) fn put(&mut self, key: K, value: V) {
         if self.capacity == 0 {
             return;
         }
@@ -53,12 +53,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
     }
 
     /// How many entries are cached.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 }

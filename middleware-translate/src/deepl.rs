@@ -14,11 +14,11 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// Most texts DeepL accepts in one request.
-pub const MAX_TEXTS_PER_CALL: usize = 50;
+pub(crate) const MAX_TEXTS_PER_CALL: usize = 50;
 
 /// One translated text.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Translation {
+pub(crate) struct Translation {
     /// Source language DeepL detected (`JA`, `EN`).
     pub detected_source_language: String,
     /// The translation.
@@ -43,7 +43,7 @@ struct ErrorBody {
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// 429: too many requests; `retry_after` when the server said how long to wait.
     #[error("DeepL rate limit (429)")]
     RateLimited {
@@ -80,7 +80,7 @@ pub enum CallError {
 
 impl CallError {
     /// Whether another attempt may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             CallError::RateLimited { .. } | CallError::Server { .. } | CallError::Network(_)
@@ -88,7 +88,7 @@ impl CallError {
     }
 
     /// How long the server asked to wait before the next attempt.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             CallError::RateLimited { retry_after } | CallError::Server { retry_after, .. } => {
                 *retry_after
@@ -100,7 +100,7 @@ impl CallError {
 
 /// A DeepL API client.
 #[derive(Debug, Clone)]
-pub struct DeeplClient {
+pub(crate) struct DeeplClient {
     http: reqwest::Client,
     url: String,
     authorization: String,
@@ -110,7 +110,11 @@ impl DeeplClient {
     /// A client for the API at `base_url` (`https://api-free.deepl.com` or
     /// `https://api.deepl.com`) authenticating with `key`; each request times out after
     /// `timeout`.
-    pub fn new(base_url: &str, key: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(
+        base_url: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().timeout(timeout).build()?;
         Ok(Self {
             http,
@@ -121,7 +125,7 @@ impl DeeplClient {
 
     /// Translates up to [`MAX_TEXTS_PER_CALL`] texts into `target_lang` (a DeepL code,
     /// e.g. `EN-US`); the answer has one entry per text, in order.
-    pub async fn translate(
+    pub(crate) async fn translate(
         &self,
         texts: &[String],
         target_lang: &str,
@@ -182,7 +186,7 @@ fn error_message(body: &[u8]) -> String {
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -1,24 +1,24 @@
 //! Stargazer middleware-translate: translates the texts of events tagged `translate`
 //! with the DeepL API v2 (docs/ARCHITECTURE.md §4, §5).
 //!
-//! - [`deepl`]: one API call and its failure classes.
-//! - [`batcher`]: groups texts of concurrent events into calls of ≤ 50 texts, retries,
+//! - `deepl`: one API call and its failure classes.
+//! - `batcher`: groups texts of concurrent events into calls of ≤ 50 texts, retries,
 //!   and the quota pause after a 456.
-//! - [`cache`]: the bounded LRU that makes identical texts cost one translation.
-//! - [`translator`]: the control fields and where results land in the event.
+//! - `cache`: the bounded LRU that makes identical texts cost one translation.
+//! - `translator`: the control fields and where results land in the event.
 //!
 //! Control fields: `x-translate-fields` (JSON pointers into the event, e.g.
 //! `["/fields/text"]`) and `x-translate-to` (language codes; else
 //! [`TranslateConfig::default_targets`]); both are removed. Results go to
-//! `fields.translations.<lang>.<pointer>` (see [`translator`] for the exact shape). The
+//! `fields.translations.<lang>.<pointer>` (see `translator` for the exact shape). The
 //! event always goes on: when DeepL fails for good (retries exhausted, quota exceeded,
 //! request rejected) it carries `x-translate-error` with the reason instead.
 
-pub mod batcher;
-pub mod cache;
-pub mod deepl;
-pub mod passthrough;
-pub mod translator;
+mod batcher;
+mod cache;
+mod deepl;
+mod passthrough;
+mod translator;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -17,13 +17,13 @@ use stargazer_core::CancellationToken;
 use crate::{Error, TranslateConfig, TAG, TRANSLATE_ERROR, TRANSLATE_FIELDS, TRANSLATE_TO};
 
 /// Forwards every event untranslated, noting `reason` in `x-translate-error`.
-pub struct PassThrough {
+pub(crate) struct PassThrough {
     reason: String,
 }
 
 impl PassThrough {
     /// A pass-through stage that explains itself with `reason`.
-    pub fn new(reason: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
         }

@@ -40,7 +40,7 @@ struct Wanted {
 
 /// The DeepL target code for a requested language: upper case, with the regional
 /// variant DeepL requires for English and Portuguese targets.
-pub fn deepl_target(lang: &str) -> String {
+pub(crate) fn deepl_target(lang: &str) -> String {
     match lang.to_ascii_uppercase().as_str() {
         "EN" => "EN-US".to_owned(),
         "PT" => "PT-BR".to_owned(),

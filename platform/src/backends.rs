@@ -25,7 +25,10 @@ const RETRY_INITIAL: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Opens storage, retrying with backoff while the database is unreachable.
-pub async fn open_storage(url: &str, shutdown: &CancellationToken) -> Result<Arc<dyn Storage>> {
+pub(crate) async fn open_storage(
+    url: &str,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn Storage>> {
     let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     loop {
         match stargazer_core::storage::connect(url).await {
@@ -52,7 +55,7 @@ pub async fn open_storage(url: &str, shutdown: &CancellationToken) -> Result<Arc
 
 /// Opens the bus, retrying with backoff while the broker is unreachable or its topology
 /// is missing (`stargazer admin broker setup` not run yet).
-pub async fn open_bus(
+pub(crate) async fn open_bus(
     url: &str,
     options: &BusOptions,
     shutdown: &CancellationToken,
@@ -86,28 +89,15 @@ pub async fn open_bus(
     }
 }
 
-/// Opens storage and bus.
-pub async fn open_both(
-    storage_url: &str,
-    bus_url: &str,
-    bus_options: &BusOptions,
-    shutdown: &CancellationToken,
-) -> Result<(Arc<dyn Storage>, Arc<dyn Bus>)> {
-    Ok((
-        open_storage(storage_url, shutdown).await?,
-        open_bus(bus_url, bus_options, shutdown).await?,
-    ))
-}
-
 /// Parses a listen address, as a config error naming `key`.
-pub fn parse_addr(value: &str, key: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn parse_addr(value: &str, key: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|err| {
         ConfigError::invalid(key, format!("`{value}` is not a socket address: {err}"))
     })
 }
 
 /// Binds a listener; failure names the config key.
-pub async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|source| Error::Bind {
         addr,
         key: key.to_owned(),
@@ -117,7 +107,7 @@ pub async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
 
 /// The address to dial for a listener bound to `addr`: a wildcard bind is dialled on
 /// loopback.
-pub fn connect_addr(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn connect_addr(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         let loopback = match addr {
             SocketAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),

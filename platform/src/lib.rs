@@ -5,7 +5,7 @@
 //!
 //! - [`settings`]: the whole configuration (every service's section), loaded from TOML and
 //!   `STARGAZER_…` variables and type-checked before anything starts.
-//! - [`backends`]: opening storage and bus with retry, binding listeners, so a service
+//! - `backends`: opening storage and bus with retry, binding listeners, so a service
 //!   waits for a database or broker that is not up yet instead of failing.
 //! - [`broker`]: `stargazer admin broker setup`, declaring the broker topology.
 //! - [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `metrics_listen` for roles that serve no
@@ -14,7 +14,7 @@
 //! - [`roles`]: one service per process (`stargazer <role>`).
 //! - [`standalone`]: every service in one process (`stargazer standalone`).
 
-pub mod backends;
+mod backends;
 pub mod broker;
 pub mod metrics;
 pub mod roles;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Failures of a timeline request.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 429: no more requests until `until`.
     #[error("rate limited until {until}")]
     RateLimited {
@@ -50,7 +50,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// A short label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unauthorized { .. } => "unauthorized",
@@ -64,7 +64,7 @@ impl ApiError {
 
 /// One tweet.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Tweet {
+pub(crate) struct Tweet {
     /// Tweet id (decimal string; exceeds 2^53).
     pub id: String,
     /// Text (for retweets, the truncated `RT @user: …`).
@@ -86,7 +86,7 @@ pub struct Tweet {
 
 /// A reference to another tweet.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ReferencedTweet {
+pub(crate) struct ReferencedTweet {
     /// `retweeted`, `quoted` or `replied_to`.
     #[serde(rename = "type")]
     pub kind: String,
@@ -96,7 +96,7 @@ pub struct ReferencedTweet {
 
 /// `attachments` of a tweet.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-pub struct Attachments {
+pub(crate) struct Attachments {
     /// Keys into `includes.media`.
     #[serde(default)]
     pub media_keys: Vec<String>,
@@ -104,7 +104,7 @@ pub struct Attachments {
 
 /// One media object of `includes.media`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Media {
+pub(crate) struct Media {
     /// The key tweets refer to.
     pub media_key: String,
     /// `photo`, `video` or `animated_gif`.
@@ -120,7 +120,7 @@ pub struct Media {
 
 /// One user of `includes.users`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct User {
+pub(crate) struct User {
     /// User id.
     pub id: String,
     /// Handle without `@`.
@@ -133,7 +133,7 @@ pub struct User {
 
 /// `includes` of a page.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-pub struct Includes {
+pub(crate) struct Includes {
     /// Media objects.
     #[serde(default)]
     pub media: Vec<Media>,
@@ -147,7 +147,7 @@ pub struct Includes {
 
 impl Includes {
     /// Adds another page's includes.
-    pub fn merge(&mut self, other: Includes) {
+    pub(crate) fn merge(&mut self, other: Includes) {
         self.media.extend(other.media);
         self.tweets.extend(other.tweets);
         self.users.extend(other.users);
@@ -156,7 +156,7 @@ impl Includes {
 
 /// `meta` of a page.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// Tweets on this page.
     #[serde(default)]
     pub result_count: u32,
@@ -173,7 +173,7 @@ pub struct Meta {
 
 /// One page of a user timeline.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-pub struct Page {
+pub(crate) struct Page {
     /// Tweets, newest first.
     #[serde(default)]
     pub data: Vec<Tweet>,
@@ -189,14 +189,14 @@ pub struct Page {
 }
 
 /// Orders tweet ids numerically (they are decimal strings without leading zeros).
-pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// The app-wide rate limit: when the remaining budget reaches zero (or a 429 arrives),
 /// every account's next request waits until the window resets.
 #[derive(Debug, Default)]
-pub struct RateGate {
+pub(crate) struct RateGate {
     closed_until: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -207,13 +207,13 @@ impl RateGate {
     }
 
     /// When requests may resume, if they are held now.
-    pub fn closed_until(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn closed_until(&self) -> Option<DateTime<Utc>> {
         let until = *self.lock();
         until.filter(|at| *at > Utc::now())
     }
 
     /// Holds requests until `until` (keeps the later of two closings).
-    pub fn close_until(&self, until: DateTime<Utc>) {
+    pub(crate) fn close_until(&self, until: DateTime<Utc>) {
         let mut current = self.lock();
         if current.is_none_or(|at| at < until) {
             *current = Some(until);
@@ -221,7 +221,7 @@ impl RateGate {
     }
 
     /// Waits until requests may go out: [`Waited::Cancelled`] if `cancel` fired first.
-    pub async fn wait(&self, cancel: &CancellationToken) -> Waited {
+    pub(crate) async fn wait(&self, cancel: &CancellationToken) -> Waited {
         while let Some(until) = self.closed_until() {
             let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tracing::info!(?wait, %until, "waiting for the X rate limit window to reset");
@@ -233,7 +233,7 @@ impl RateGate {
     }
 
     /// Reads `x-rate-limit-remaining` / `x-rate-limit-reset` from a response.
-    pub fn observe(&self, headers: &HeaderMap) {
+    pub(crate) fn observe(&self, headers: &HeaderMap) {
         let remaining = header_number(headers, "x-rate-limit-remaining");
         let reset = reset_time(headers);
         if let (Some(0), Some(reset)) = (remaining, reset) {
@@ -254,7 +254,7 @@ fn reset_time(headers: &HeaderMap) -> Option<DateTime<Utc>> {
 
 /// A timeline request.
 #[derive(Debug, Clone, Default)]
-pub struct TimelineRequest<'a> {
+pub(crate) struct TimelineRequest<'a> {
     /// The account.
     pub user_id: &'a str,
     /// Only tweets newer than this id.
@@ -267,7 +267,7 @@ pub struct TimelineRequest<'a> {
 
 /// The X API client.
 #[derive(Debug)]
-pub struct XApi {
+pub(crate) struct XApi {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -277,7 +277,7 @@ pub struct XApi {
 
 impl XApi {
     /// A client for `base` with `token`; a 429 without reset header pauses `fallback`.
-    pub fn new(http: reqwest::Client, base: &str, token: &str, fallback: Duration) -> Self {
+    pub(crate) fn new(http: reqwest::Client, base: &str, token: &str, fallback: Duration) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -289,12 +289,12 @@ impl XApi {
     }
 
     /// The shared rate gate.
-    pub fn gate(&self) -> &RateGate {
+    pub(crate) fn gate(&self) -> &RateGate {
         &self.gate
     }
 
     /// Fetches one page. Honours nothing by itself: callers wait on [`XApi::gate`] first.
-    pub async fn timeline(&self, request: &TimelineRequest<'_>) -> Result<Page, ApiError> {
+    pub(crate) async fn timeline(&self, request: &TimelineRequest<'_>) -> Result<Page, ApiError> {
         let url = format!("{}/2/users/{}/tweets", self.base, request.user_id);
         let max_results = request.max_results.to_string();
         let mut query: Vec<(&str, &str)> = vec![

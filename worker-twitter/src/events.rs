@@ -13,12 +13,12 @@ use uuid::Uuid;
 use crate::api::{Includes, Tweet};
 
 /// The link to a tweet.
-pub fn tweet_link(id: &str) -> String {
+pub(crate) fn tweet_link(id: &str) -> String {
     format!("https://x.com/i/web/status/{id}")
 }
 
 /// The event and routing key for `tweet`.
-pub fn tweet_event(
+pub(crate) fn tweet_event(
     entity: Uuid,
     account_id: &str,
     tweet: &Tweet,

@@ -1,17 +1,17 @@
 //! Stargazer X (Twitter) worker: polls assigned accounts' timelines through X API v2 and
 //! publishes `twitter.tweet` / `twitter.retweet` events.
 //!
-//! - [`config`]: the `[twitter]` section ([`TwitterConfig`]).
-//! - [`api`]: the `GET /2/users/:id/tweets` client and the shared rate-limit gate.
-//! - [`events`]: tweet → event (translation tagging included).
+//! - `config`: the `[twitter]` section ([`TwitterConfig`]).
+//! - `api`: the `GET /2/users/:id/tweets` client and the shared rate-limit gate.
+//! - `events`: tweet → event (translation tagging included).
 //! - [`runner`]: [`TwitterRunner`], the task set the coordinator drives (start/stop), and
 //!   the per-account polling job.
-//! - [`metrics`]: Prometheus counters.
+//! - `metrics`: Prometheus counters.
 
-pub mod api;
-pub mod config;
-pub mod events;
-pub mod metrics;
+mod api;
+mod config;
+mod events;
+mod metrics;
 pub mod runner;
 
 use std::sync::Arc;

@@ -15,7 +15,7 @@ const TOMBSTONE_NS: &[u8] = b"http://purl.org/atompub/tombstones/1.0";
 
 /// Why a document could not be parsed.
 #[derive(Debug, thiserror::Error)]
-pub enum AtomError {
+pub(crate) enum AtomError {
     /// The body is not UTF-8.
     #[error("feed is not UTF-8: {0}")]
     Encoding(#[from] std::str::Utf8Error),
@@ -45,7 +45,7 @@ pub enum AtomError {
 
 /// One video entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedEntry {
+pub(crate) struct FeedEntry {
     /// `yt:videoId`.
     pub video_id: String,
     /// `yt:channelId`.
@@ -62,7 +62,7 @@ pub struct FeedEntry {
 
 /// One deleted video (`at:deleted-entry`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tombstone {
+pub(crate) struct Tombstone {
     /// The video id from `ref="yt:video:<id>"`.
     pub video_id: String,
     /// `when`, as sent.
@@ -73,7 +73,7 @@ pub struct Tombstone {
 
 /// Everything one document carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Feed {
+pub(crate) struct Feed {
     /// Video entries, in document order.
     pub entries: Vec<FeedEntry>,
     /// Tombstones, in document order.
@@ -106,7 +106,7 @@ enum Context {
 }
 
 /// Parses a notification body or a channel feed.
-pub fn parse_feed(body: &[u8]) -> Result<Feed, AtomError> {
+pub(crate) fn parse_feed(body: &[u8]) -> Result<Feed, AtomError> {
     let text = std::str::from_utf8(body)?;
     let mut reader = NsReader::from_str(text);
     reader.config_mut().trim_text(true);

@@ -63,7 +63,7 @@ pub enum VideoState {
 
 /// How the Data API classifies a video right now.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Class {
+pub(crate) enum Class {
     /// A plain upload.
     Upload,
     /// A scheduled stream or premiere starting at the given time.
@@ -77,7 +77,7 @@ pub enum Class {
 }
 
 /// Classifies a `videos.list` item (`None` when the API did not return the id).
-pub fn classify(video: Option<&Video>) -> Class {
+pub(crate) fn classify(video: Option<&Video>) -> Class {
     let Some(video) = video else {
         return Class::Missing;
     };
@@ -99,11 +99,11 @@ pub fn classify(video: Option<&Video>) -> Class {
 }
 
 /// One message to publish (routing key and event).
-pub type Outgoing = stargazer_core::outbox::OutboxMessage;
+pub(crate) type Outgoing = stargazer_core::outbox::OutboxMessage;
 
 /// Messages published together under one seen-window claim.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Group {
+pub(crate) struct Group {
     /// The seen-window id (without the entity prefix); the group is published only by
     /// whoever records it first.
     pub claim: String,
@@ -113,7 +113,7 @@ pub struct Group {
 
 /// The outcome of a decision: groups to publish, then the record to store.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Groups to publish, in order.
     pub groups: Vec<Group>,
     /// The record to store afterwards.
@@ -122,7 +122,7 @@ pub struct Plan {
 
 /// Everything a decision depends on besides the video.
 #[derive(Debug, Clone)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// Now.
     pub now: DateTime<Utc>,
     /// The entity events are about.
@@ -147,12 +147,12 @@ pub struct Context<'a> {
 }
 
 /// The `x-delay-id` of a video's reminder.
-pub fn reminder_delay_id(video_id: &str) -> String {
+pub(crate) fn reminder_delay_id(video_id: &str) -> String {
     format!("reminder:{video_id}")
 }
 
 /// The `x-delay-id` of a video's delayed live check.
-pub fn live_delay_id(video_id: &str) -> String {
+pub(crate) fn live_delay_id(video_id: &str) -> String {
     format!("live:{video_id}")
 }
 
@@ -345,7 +345,7 @@ fn pending_start(prev: Option<&VideoRecord>, now: DateTime<Utc>) -> Option<DateT
 }
 
 /// Decides what to publish for a classified video.
-pub fn decide(
+pub(crate) fn decide(
     prev: Option<&VideoRecord>,
     class: &Class,
     video: Option<&Video>,
@@ -475,7 +475,7 @@ pub fn decide(
 }
 
 /// Decides what to publish for a tombstone: cancels when a stream was pending.
-pub fn decide_tombstone(prev: Option<&VideoRecord>, ctx: &Context<'_>) -> Plan {
+pub(crate) fn decide_tombstone(prev: Option<&VideoRecord>, ctx: &Context<'_>) -> Plan {
     let mut groups = Vec::new();
     if let Some(start) = pending_start(prev, ctx.now) {
         groups.push(cancel_group(ctx, None, start));

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 /// Errors of a `videos.list` call.
 #[derive(Debug, thiserror::Error)]
-pub enum DataApiError {
+pub(crate) enum DataApiError {
     /// The daily quota is spent (403 `quotaExceeded`/`dailyLimitExceeded`) or requests come
     /// too fast (403 `rateLimitExceeded`, 429): wait long before retrying.
     #[error("Data API quota exhausted: {0}")]
@@ -30,7 +30,7 @@ pub enum DataApiError {
 
 impl DataApiError {
     /// A short label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             DataApiError::Quota(_) => "quota",
             DataApiError::Rejected { .. } => "rejected",
@@ -42,7 +42,7 @@ impl DataApiError {
 
 /// One `youtube#video` resource, reduced to what classification needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Video {
+pub(crate) struct Video {
     /// Video id.
     pub id: String,
     /// `snippet`.
@@ -56,7 +56,7 @@ pub struct Video {
 /// `snippet` of a video.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Snippet {
+pub(crate) struct Snippet {
     /// When the video was published (for streams: when the broadcast was created).
     #[serde(default)]
     pub published_at: Option<DateTime<Utc>>,
@@ -79,7 +79,7 @@ pub struct Snippet {
 
 /// One thumbnail.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Thumbnail {
+pub(crate) struct Thumbnail {
     /// Image URL.
     pub url: String,
 }
@@ -87,7 +87,7 @@ pub struct Thumbnail {
 /// `liveStreamingDetails` of a stream or premiere.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct LiveStreamingDetails {
+pub(crate) struct LiveStreamingDetails {
     /// Announced start.
     #[serde(default)]
     pub scheduled_start_time: Option<DateTime<Utc>>,
@@ -101,7 +101,7 @@ pub struct LiveStreamingDetails {
 
 impl Video {
     /// The largest thumbnail's URL.
-    pub fn best_thumbnail(&self) -> Option<&str> {
+    pub(crate) fn best_thumbnail(&self) -> Option<&str> {
         let thumbs = &self.snippet.as_ref()?.thumbnails;
         ["maxres", "standard", "high", "medium", "default"]
             .iter()
@@ -139,7 +139,7 @@ struct ErrorItem {
 
 /// A `videos.list` client.
 #[derive(Debug, Clone)]
-pub struct DataApi {
+pub(crate) struct DataApi {
     http: reqwest::Client,
     endpoint: String,
     key: String,
@@ -147,7 +147,7 @@ pub struct DataApi {
 
 impl DataApi {
     /// A client for `{base}/youtube/v3/videos` with API key `key`.
-    pub fn new(http: reqwest::Client, base: &str, key: &str) -> Self {
+    pub(crate) fn new(http: reqwest::Client, base: &str, key: &str) -> Self {
         Self {
             http,
             endpoint: format!("{}/youtube/v3/videos", base.trim_end_matches('/')),
@@ -158,7 +158,7 @@ impl DataApi {
     /// Fetches up to 50 videos in one call (one quota unit). Ids the API does not return
     /// (private, deleted, never existed) are simply absent from the result. Items that do
     /// not parse are skipped with a warning rather than failing the whole batch.
-    pub async fn list(&self, ids: &[String]) -> Result<Vec<Video>, DataApiError> {
+    pub(crate) async fn list(&self, ids: &[String]) -> Result<Vec<Video>, DataApiError> {
         let joined = ids.join(",");
         let response = self
             .http

@@ -4,7 +4,7 @@
 
 /// Why a hub request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HubError {
+pub(crate) enum HubError {
     /// The hub answered with an error status (4xx incl. 409, 5xx).
     #[error("hub answered {status}: {body}")]
     Status {
@@ -20,7 +20,7 @@ pub enum HubError {
 
 /// `subscribe` or `unsubscribe`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `hub.mode=subscribe`.
     Subscribe,
     /// `hub.mode=unsubscribe`.
@@ -29,7 +29,7 @@ pub enum Mode {
 
 impl Mode {
     /// The `hub.mode` value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Subscribe => "subscribe",
             Mode::Unsubscribe => "unsubscribe",
@@ -39,7 +39,7 @@ impl Mode {
 
 /// A subscription request.
 #[derive(Debug, Clone)]
-pub struct HubRequest<'a> {
+pub(crate) struct HubRequest<'a> {
     /// Subscribe or unsubscribe.
     pub mode: Mode,
     /// `hub.topic`.
@@ -54,14 +54,14 @@ pub struct HubRequest<'a> {
 
 /// Sends requests to one hub.
 #[derive(Debug, Clone)]
-pub struct HubClient {
+pub(crate) struct HubClient {
     http: reqwest::Client,
     url: String,
 }
 
 impl HubClient {
     /// A client for the hub at `url`.
-    pub fn new(http: reqwest::Client, url: &str) -> Self {
+    pub(crate) fn new(http: reqwest::Client, url: &str) -> Self {
         Self {
             http,
             url: url.to_owned(),
@@ -69,7 +69,7 @@ impl HubClient {
     }
 
     /// Sends one request; `Ok` when the hub accepted it (202 or 204).
-    pub async fn send(&self, request: &HubRequest<'_>) -> Result<(), HubError> {
+    pub(crate) async fn send(&self, request: &HubRequest<'_>) -> Result<(), HubError> {
         let lease = request.lease_seconds.to_string();
         let mut form = vec![
             ("hub.mode", request.mode.as_str()),

@@ -1,31 +1,31 @@
 //! Stargazer YouTube worker: turns a set of assigned channels into events on the bus.
 //!
-//! - [`config`]: the `[youtube]` section ([`YoutubeConfig`]).
-//! - [`runner`]: [`YoutubeRunner`], the task set the coordinator drives (start/stop).
+//! - `config`: the `[youtube]` section ([`YoutubeConfig`]).
+//! - `runner`: [`YoutubeRunner`], the task set the coordinator drives (start/stop).
 //! - `job`: per channel, the WebSub subscription life cycle and the fallback feed poll.
 //! - `callback`: the HTTP server the hub calls (verification GET, notification POST).
 //! - [`signature`]: `X-Hub-Signature` checks.
-//! - [`atom`]: Atom entry and tombstone parsing.
-//! - [`data_api`]: `videos.list` client; `batcher`: ≤ 50 ids per call.
+//! - `atom`: Atom entry and tombstone parsing.
+//! - `data_api`: `videos.list` client; `batcher`: ≤ 50 ids per call.
 //! - [`quota`]: the Data API units spent per Pacific day, shared through storage.
-//! - [`classify`]: what to publish for a video given its previous state.
+//! - `classify`: what to publish for a video given its previous state.
 //! - [`store`]: what is persisted (leases, video records, markers).
-//! - [`metrics`]: Prometheus counters.
+//! - `metrics`: Prometheus counters.
 //!
 //! [`YoutubeService`] wires it together: callback server, runner, and the connection to
 //! the coordinator through the shared worker runtime.
 
-pub mod atom;
+mod atom;
 mod batcher;
 mod callback;
-pub mod classify;
-pub mod config;
-pub mod data_api;
-pub mod hub;
+mod classify;
+mod config;
+mod data_api;
+mod hub;
 mod job;
-pub mod metrics;
+mod metrics;
 pub mod quota;
-pub mod runner;
+mod runner;
 pub mod signature;
 pub mod store;
 

@@ -40,7 +40,7 @@ use admin::AdminCache;
     rename_rule = "lowercase",
     description = "Stargazer tells you when your favourite streamers go live, post or upload. Commands:"
 )]
-pub enum Command {
+pub(crate) enum Command {
     /// Register this chat (safe to repeat).
     Start(String),
     /// Show this help.
