@@ -470,7 +470,8 @@ async fn a_rejected_token_stops_the_bot_with_a_clear_error() {
     let bus = stargazer_core::bus::connect("memory://").await.unwrap();
     let stop = stargazer_core::CancellationToken::new();
     let service = Box::new(stargazer_bot_telegram::TelegramService::new(config));
-    let cx = service_context(Some(platform.storage.clone()), bus, Vec::new(), stop);
+    let storage = Some(platform.storage.clone());
+    let cx = service_context(&*service, storage, Some(bus), vec![], stop);
     let result = tokio::time::timeout(T, service.run(cx))
         .await
         .expect("the bot gave up on a rejected token");

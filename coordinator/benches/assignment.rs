@@ -25,9 +25,10 @@ use stargazer_coordinator::{CoordinatorConfig, CoordinatorService};
 use stargazer_core::auth::hash_password;
 use stargazer_core::model::{Access, Credential, Entity, Permissions, Task, TaskKind, TaskParams};
 use stargazer_core::protocol::CoordinatorMessage;
-use stargazer_core::service::{Service, ServiceContext, StorageGrant};
+use stargazer_core::service::Service;
 use stargazer_core::worker_runtime::{run_worker, TaskError, TaskRunner, WorkerRuntimeConfig};
 use stargazer_core::CancellationToken;
+use stargazer_testkit::backends::service_context;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -318,13 +319,13 @@ async fn death_run(death: Death, rounds: usize) -> Vec<f64> {
     let coordinator_addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let service = Box::new(CoordinatorService::new(config).expect("config"));
-    let cx = ServiceContext {
-        storage: Some(StorageGrant::new(storage, &service.needs().storage)),
-        bus: None,
-        listeners: vec![listener],
-        registry: prometheus::Registry::new(),
-        shutdown: shutdown.clone(),
-    };
+    let cx = service_context(
+        &*service,
+        Some(storage),
+        None,
+        vec![listener],
+        shutdown.clone(),
+    );
     let coordinator = tokio::spawn(service.run(cx));
 
     let mut workers = Vec::new();

@@ -642,7 +642,7 @@ async fn stargazer_chain(
         Translate::InProcess => {
             let bus = middleware_bus.expect("a bus for the middleware");
             let service = Box::new(TranslateService::new(translate_config(settings, deepl)));
-            let cx = service_context(None, bus, Vec::new(), stop.clone());
+            let cx = service_context(&*service, None, Some(bus), vec![], stop.clone());
             let task = tokio::spawn(service.run(cx));
             (Some(task), RssSampler::start("self".into()))
         }

@@ -6,26 +6,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
 use serde_json::json;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::model::Event;
-use stargazer_core::service::{Service, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::topology::FIRST_DEATH_QUEUE_HEADER;
-use stargazer_core::CancellationToken;
 use stargazer_middleware_delay::{DelayConfig, DelayService};
-use stargazer_testkit::backends::{event, now_ms, service_context, BusKind, Env, StoreKind};
+use stargazer_testkit::backends::{event, now_ms, BusKind, Env, RunningService, StoreKind};
 use stargazer_testkit::matrix;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// A running delay middleware.
 struct Running {
-    registry: Registry,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ServiceError>>,
+    service: RunningService,
 }
 
 impl Running {
@@ -35,20 +29,16 @@ impl Running {
             retry_delay_ms: 100,
             ..DelayConfig::default()
         };
-        let shutdown = CancellationToken::new();
-        let cx = service_context(Some(storage), bus, Vec::new(), shutdown.clone());
-        let registry = cx.registry.clone();
-        let task = tokio::spawn(Box::new(DelayService::new(config)).run(cx));
+        let service = Box::new(DelayService::new(config));
         Self {
-            registry,
-            shutdown,
-            task,
+            service: RunningService::start(service, Some(storage), Some(bus)),
         }
     }
 
     /// `stargazer_delay_pending`: what this instance holds in its timer.
     fn pending(&self) -> i64 {
-        self.registry
+        self.service
+            .registry
             .gather()
             .iter()
             .find(|family| family.name() == "stargazer_delay_pending")
@@ -74,17 +64,11 @@ impl Running {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within 30 s")
-            .expect("task did not panic")
-            .expect("run returned Ok");
+        self.service.stop().await;
     }
 
     async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        self.service.kill().await;
     }
 }
 

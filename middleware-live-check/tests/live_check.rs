@@ -9,19 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use prometheus::Registry;
 use serde_json::json;
 use stargazer_core::bus::{Bus, QueueSpec};
 use stargazer_core::model::Event;
-use stargazer_core::service::{Service, ServiceError};
+use stargazer_core::service::Service;
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use stargazer_middleware_delay::{DelayConfig, DelayService};
 use stargazer_middleware_live_check::{LiveCheckConfig, LiveCheckService};
-use stargazer_testkit::backends::{event, now_ms, service_context, BusKind, Env, StoreKind};
+use stargazer_testkit::backends::{
+    event, now_ms, service_context, BusKind, Env, RunningService, StoreKind,
+};
 use stargazer_testkit::matrix;
 use stargazer_testkit::servers::youtube::{Broadcast, Video, Youtube};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const KEY: &str = "test-api-key";
@@ -60,26 +60,20 @@ async fn start_api() -> (Youtube, String) {
 }
 
 struct Running {
-    registry: Registry,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ServiceError>>,
+    service: RunningService,
 }
 
 impl Running {
     fn start(config: LiveCheckConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
-        let shutdown = CancellationToken::new();
-        let cx = service_context(Some(storage), bus, Vec::new(), shutdown.clone());
-        let registry = cx.registry.clone();
-        let task = tokio::spawn(Box::new(LiveCheckService::new(config)).run(cx));
+        let service = Box::new(LiveCheckService::new(config));
         Self {
-            registry,
-            shutdown,
-            task,
+            service: RunningService::start(service, Some(storage), Some(bus)),
         }
     }
 
     fn metric(&self, name: &str, label: Option<&str>) -> f64 {
-        self.registry
+        self.service
+            .registry
             .gather()
             .iter()
             .filter(|f| f.name() == name)
@@ -102,12 +96,7 @@ impl Running {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within 30 s")
-            .expect("no panic")
-            .expect("run returned Ok");
+        self.service.stop().await;
     }
 }
 
@@ -430,12 +419,9 @@ async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: Stor
         queue: delay_queue,
         ..DelayConfig::default()
     }));
-    let delay = tokio::spawn(delay.run(service_context(
-        Some(env.storage.clone()),
-        env.bus.clone(),
-        Vec::new(),
-        shutdown.clone(),
-    )));
+    let (storage, bus) = (Some(env.storage.clone()), Some(env.bus.clone()));
+    let cx = service_context(&*delay, storage, bus, vec![], shutdown.clone());
+    let delay = tokio::spawn(delay.run(cx));
     let live = Running::start(
         config(&live_queue, &url, &namespace),
         env.storage.clone(),

@@ -7,17 +7,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
 use serde_json::{json, Value};
 use stargazer_core::bus::Bus;
 use stargazer_core::model::Event;
-use stargazer_core::service::{Service, ServiceError};
-use stargazer_core::CancellationToken;
+use stargazer_core::service::Service;
 use stargazer_middleware_translate::{TranslateConfig, TranslateService, TRANSLATE_ERROR};
-use stargazer_testkit::backends::{event, service_context, BusKind, Env, StoreKind};
+use stargazer_testkit::backends::{
+    event, service_context, BusKind, Env, RunningService, StoreKind,
+};
 use stargazer_testkit::bus_matrix;
 use stargazer_testkit::servers::deepl::{Deepl, Failure};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const KEY: &str = "test-key:fx";
@@ -29,26 +28,20 @@ async fn start_deepl() -> (Deepl, String) {
 }
 
 struct Running {
-    registry: Registry,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ServiceError>>,
+    service: RunningService,
 }
 
 impl Running {
     fn start(config: TranslateConfig, bus: Arc<dyn Bus>) -> Self {
-        let shutdown = CancellationToken::new();
-        let cx = service_context(None, bus, Vec::new(), shutdown.clone());
-        let registry = cx.registry.clone();
-        let task = tokio::spawn(Box::new(TranslateService::new(config)).run(cx));
+        let service = Box::new(TranslateService::new(config));
         Self {
-            registry,
-            shutdown,
-            task,
+            service: RunningService::start(service, None, Some(bus)),
         }
     }
 
     fn counter(&self, name: &str, label: &str) -> u64 {
-        self.registry
+        self.service
+            .registry
             .gather()
             .iter()
             .filter(|f| f.name() == name)
@@ -59,12 +52,7 @@ impl Running {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within 30 s")
-            .expect("no panic")
-            .expect("run returned Ok");
+        self.service.stop().await;
     }
 }
 
@@ -382,15 +370,13 @@ async fn lasting_failure_and_bad_pointers_are_reported_not_fatal() {
 async fn missing_key_is_a_config_error() {
     let env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
     let service = Box::new(TranslateService::new(TranslateConfig::default()));
-    let err = service
-        .run(service_context(
-            None,
-            env.bus.clone(),
-            Vec::new(),
-            CancellationToken::new(),
-        ))
-        .await
-        .unwrap_err()
-        .to_string();
+    let cx = service_context(
+        &*service,
+        None,
+        Some(env.bus.clone()),
+        vec![],
+        Default::default(),
+    );
+    let err = service.run(cx).await.unwrap_err().to_string();
     assert!(err.contains("translate.deepl_key"), "{err}");
 }

@@ -16,7 +16,7 @@ use stargazer_core::bus::amqp::AmqpBus;
 use stargazer_core::bus::memory::MemoryBus;
 use stargazer_core::bus::{Bus, Consumer, QueueSpec};
 use stargazer_core::model::Event;
-use stargazer_core::service::{Capability, ServiceContext, StorageGrant};
+use stargazer_core::service::{Service, ServiceContext, ServiceError, StorageGrant};
 use stargazer_core::storage::mongo::MongoStorage;
 use stargazer_core::storage::{self, Storage};
 use uuid::Uuid;
@@ -241,21 +241,68 @@ impl Drop for TestSqliteFile {
     }
 }
 
-/// The context a platform would hand a service: all of `storage` (if any), `bus`,
-/// `listeners` in the order the service declared them, a fresh metrics registry (clone it
-/// before the service takes the context to read its metrics) and `shutdown`.
+/// The context the platform would hand `service`: `storage` narrowed to the capabilities
+/// the service declares (so a test fails as production would if it uses one it did not
+/// declare), `bus`, `listeners` in the order the service declared them, a fresh metrics
+/// registry (clone it before the service takes the context, to read its metrics) and
+/// `shutdown`.
 pub fn service_context(
+    service: &dyn Service,
     storage: Option<Arc<dyn Storage>>,
-    bus: Arc<dyn Bus>,
+    bus: Option<Arc<dyn Bus>>,
     listeners: Vec<tokio::net::TcpListener>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> ServiceContext {
+    let needs = service.needs();
     ServiceContext {
-        storage: storage.map(|storage| StorageGrant::new(storage, Capability::ALL)),
-        bus: Some(bus),
+        storage: storage.map(|storage| StorageGrant::new(storage, &needs.storage)),
+        bus,
         listeners,
         registry: prometheus::Registry::new(),
         shutdown,
+    }
+}
+
+/// A service running on a test's backends, started through [`service_context`].
+pub struct RunningService {
+    /// The service's metrics.
+    pub registry: prometheus::Registry,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+}
+
+impl RunningService {
+    /// Spawns `service` on `storage` (narrowed to what it declares) and `bus`.
+    pub fn start(
+        service: Box<dyn Service>,
+        storage: Option<Arc<dyn Storage>>,
+        bus: Option<Arc<dyn Bus>>,
+    ) -> Self {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let cx = service_context(&*service, storage, bus, Vec::new(), shutdown.clone());
+        let registry = cx.registry.clone();
+        let task = tokio::spawn(service.run(cx));
+        Self {
+            registry,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Asks it to stop and waits until it returned: within 30 s, without a panic, `Ok`.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops within 30 s")
+            .expect("no panic")
+            .expect("run returned Ok");
+    }
+
+    /// Drops it where it stands, as a crash would (its future is aborted).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 }
 

@@ -38,7 +38,13 @@ async fn coordinator_assignments_drive_polling() {
     let bus = bus::connect(AMQP_URL).await.unwrap();
     let shutdown = CancellationToken::new();
     let service = Box::new(TwitterService::new(config, runtime));
-    let cx = service_context(Some(storage), bus, Vec::new(), shutdown.clone());
+    let cx = service_context(
+        &*service,
+        Some(storage),
+        Some(bus),
+        vec![],
+        shutdown.clone(),
+    );
     let worker = tokio::spawn(service.run(cx));
 
     let wait = Duration::from_secs(15);

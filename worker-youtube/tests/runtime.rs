@@ -43,7 +43,8 @@ async fn coordinator_assignments_drive_subscriptions() {
     let bus = bus::connect(AMQP_URL).await.unwrap();
     let shutdown = CancellationToken::new();
     let service = Box::new(YoutubeService::new(config, runtime));
-    let cx = service_context(Some(storage), bus, vec![listener], shutdown.clone());
+    let (storage, bus) = (Some(storage), Some(bus));
+    let cx = service_context(&*service, storage, bus, vec![listener], shutdown.clone());
     let worker = tokio::spawn(service.run(cx));
 
     let wait = Duration::from_secs(15);

@@ -31,6 +31,27 @@ pub(crate) use stargazer_testkit::backends::service_context;
 #[allow(unused_imports)]
 pub(crate) use stargazer_testkit::servers::telegram::{Failure, RateLimits, Sent, TelegramServer};
 
+/// The real api over `storage` on `listener` until `stop` (cheap hashes, no read cache).
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    storage: Arc<dyn Storage>,
+    stop: CancellationToken,
+) {
+    let config = ApiConfig {
+        pbkdf2_iterations: 1_000,
+        read_cache_ms: 0,
+        ..Default::default()
+    };
+    let listeners = Listeners {
+        public: listener,
+        internal: None,
+    };
+    if let Err(err) = stargazer_api::serve(config, listeners, storage, &Registry::new(), stop).await
+    {
+        panic!("api failed: {err}");
+    }
+}
+
 /// The broker every bus test uses.
 pub(crate) const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -115,34 +136,10 @@ impl Platform {
             },
         )
         .await;
-        let config = ApiConfig {
-            pbkdf2_iterations: 1_000,
-            read_cache_ms: 0,
-            ..Default::default()
-        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let storage = storage.clone();
-            let stop = stop.clone();
-            async move {
-                if let Err(err) = stargazer_api::serve(
-                    config,
-                    Listeners {
-                        public: listener,
-                        internal: None,
-                    },
-                    storage,
-                    &Registry::new(),
-                    stop,
-                )
-                .await
-                {
-                    panic!("api failed: {err}");
-                }
-            }
-        });
+        let task = tokio::spawn(serve_api(listener, storage.clone(), stop.clone()));
         let admin = ApiClient::new(&api_url)
             .unwrap()
             .with_basic(ADMIN_USER, ADMIN_PASSWORD);
@@ -163,29 +160,7 @@ impl Platform {
     /// Serves a second api over the same storage on `listener` (for outage tests: the
     /// bot is pointed at an address where the api only appears later).
     pub(crate) fn serve_api_on(&self, listener: tokio::net::TcpListener) {
-        let config = ApiConfig {
-            pbkdf2_iterations: 1_000,
-            read_cache_ms: 0,
-            ..Default::default()
-        };
-        let storage = self.storage.clone();
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            if let Err(err) = stargazer_api::serve(
-                config,
-                Listeners {
-                    public: listener,
-                    internal: None,
-                },
-                storage,
-                &Registry::new(),
-                stop,
-            )
-            .await
-            {
-                panic!("api failed: {err}");
-            }
-        });
+        tokio::spawn(serve_api(listener, self.storage.clone(), self.stop.clone()));
     }
 
     /// Creates an entity with names `(language, name)`, the first language the default.
@@ -261,7 +236,7 @@ impl RunningBot {
     pub(crate) fn start(config: BotConfig, storage: Arc<dyn Storage>, bus: Arc<dyn Bus>) -> Self {
         let stop = CancellationToken::new();
         let service = Box::new(stargazer_bot_telegram::TelegramService::new(config));
-        let cx = service_context(Some(storage), bus, Vec::new(), stop.clone());
+        let cx = service_context(&*service, Some(storage), Some(bus), vec![], stop.clone());
         let task = tokio::spawn(service.run(cx));
         Self { stop, task }
     }

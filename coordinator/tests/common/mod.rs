@@ -18,10 +18,11 @@ use stargazer_coordinator::{CoordinatorConfig, CoordinatorService};
 use stargazer_core::auth::hash_password;
 use stargazer_core::model::{Access, Credential, Entity, Permissions, Task, TaskKind, TaskParams};
 use stargazer_core::protocol::{CoordinatorMessage, WorkerMessage};
-use stargazer_core::service::{Service, ServiceContext, ServiceError, StorageGrant};
+use stargazer_core::service::{Service, ServiceError};
 use stargazer_core::storage::Storage;
 use stargazer_core::worker_runtime::{run_worker, TaskError, TaskRunner, WorkerRuntimeConfig};
 use stargazer_core::CancellationToken;
+use stargazer_testkit::backends::service_context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -150,13 +151,13 @@ impl Coordinator {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let service = Box::new(CoordinatorService::new(config).unwrap());
-        let cx = ServiceContext {
-            storage: Some(StorageGrant::new(storage, &service.needs().storage)),
-            bus: None,
-            listeners: vec![listener],
-            registry: prometheus::Registry::new(),
-            shutdown: shutdown.clone(),
-        };
+        let cx = service_context(
+            &*service,
+            Some(storage),
+            None,
+            vec![listener],
+            shutdown.clone(),
+        );
         let handle = tokio::spawn(service.run(cx));
         Self {
             addr,
