@@ -2,11 +2,12 @@
 //!
 //! A service crate (a source, a middleware, a bot, the api, the coordinator) implements
 //! [`Service`] once: it says what it needs ([`Needs`]: the storage capabilities it uses,
-//! the bus, listeners, whether it serves its own `/metrics`), describes the endpoints it talks to for the start-up
-//! summary, and runs on a [`ServiceContext`] until the context's shutdown token is
-//! cancelled. The platform holds one table of services and builds both single-role
-//! processes and standalone from it, so a new service is a crate implementing this trait,
-//! a configuration [`Section`](crate::config::Section) and one row in that table.
+//! the bus, listeners, whether it serves its own `/metrics`), describes the endpoints it
+//! talks to for the start-up summary, and runs on a [`ServiceContext`] until the
+//! context's shutdown token is cancelled. The platform holds one table of services and
+//! builds both single-role processes and standalone from it, so a new service is a crate
+//! implementing this trait, a configuration [`Section`](crate::config::Section) and one
+//! row in that table.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
