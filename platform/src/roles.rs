@@ -43,14 +43,6 @@ impl Role {
     }
 }
 
-impl PartialEq for Role {
-    fn eq(&self, other: &Self) -> bool {
-        self.name() == other.name()
-    }
-}
-
-impl Eq for Role {}
-
 impl clap::FromArgMatches for Role {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         let name = matches.subcommand_name().unwrap_or_default();

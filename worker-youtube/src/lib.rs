@@ -108,6 +108,9 @@ impl Service for YoutubeService {
         Some(&self.runtime.worker_id)
     }
 
+    /// Serves the callback server on the `youtube.listen` listener, connects to the
+    /// coordinator and runs the channels it assigns. Shutdown keeps the WebSub leases (a
+    /// restart reuses them without calling the hub); only an unassignment unsubscribes.
     async fn run(self: Box<Self>, mut cx: ServiceContext) -> Result<(), ServiceError> {
         let bus = cx.bus()?;
         let listener = cx
