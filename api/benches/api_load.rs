@@ -184,6 +184,7 @@ async fn seed(storage: &Arc<dyn Storage>) -> Uuid {
             settings: UserSettings {
                 timezone: Some("Asia/Tokyo".into()),
                 paused: false,
+                reminder_leads: Vec::new(),
             },
             created_at: Utc::now(),
         };

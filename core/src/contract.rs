@@ -51,26 +51,114 @@ pub mod control {
 pub mod kind {
     /// A new upload.
     pub const YOUTUBE_VIDEO: &str = "youtube.video";
-    /// A stream was scheduled (or its start time moved).
+    /// A new Short (an upload of the Shorts format, see docs/ARCHITECTURE.md §4).
+    pub const YOUTUBE_SHORT: &str = "youtube.short";
+    /// A stream was scheduled: the first message of its life in a chat.
     pub const YOUTUBE_SCHEDULED: &str = "youtube.scheduled";
-    /// A scheduled stream starts soon.
+    /// A premiere was scheduled: the first message of its life in a chat. The premiere's
+    /// later events carry `format = "premiere"` and reach only chats that want this kind.
+    pub const YOUTUBE_PREMIERE: &str = "youtube.premiere";
+    /// A scheduled stream's start time moved (`previous_start` says from when).
+    pub const YOUTUBE_RESCHEDULED: &str = "youtube.rescheduled";
+    /// A scheduled stream starts soon (one event per offered lead, `lead_seconds`).
     pub const YOUTUBE_REMINDER: &str = "youtube.reminder";
     /// A stream is live now.
     pub const YOUTUBE_LIVE: &str = "youtube.live";
+    /// A stream ended (`actual_end`, `duration_seconds`); its first message is edited.
+    pub const YOUTUBE_ENDED: &str = "youtube.ended";
+    /// A scheduled stream was cancelled or deleted before it went live.
+    pub const YOUTUBE_CANCELLED: &str = "youtube.cancelled";
+    /// Not an event's kind but a gate: events with `members_only = true` reach only chats
+    /// that want this kind as well as the event's own.
+    pub const YOUTUBE_MEMBERS: &str = "youtube.members";
     /// A new post on X.
     pub const TWITTER_TWEET: &str = "twitter.tweet";
     /// A repost on X.
     pub const TWITTER_RETWEET: &str = "twitter.retweet";
     /// Every kind produced in this workspace, in the order pickers show them.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 12] = [
         YOUTUBE_LIVE,
         YOUTUBE_SCHEDULED,
+        YOUTUBE_RESCHEDULED,
         YOUTUBE_REMINDER,
+        YOUTUBE_ENDED,
+        YOUTUBE_CANCELLED,
+        YOUTUBE_PREMIERE,
         YOUTUBE_VIDEO,
+        YOUTUBE_SHORT,
+        YOUTUBE_MEMBERS,
         TWITTER_TWEET,
         TWITTER_RETWEET,
     ];
+
+    /// The kinds that open a stream's life in a chat: the message later events of the
+    /// stream reply to or edit.
+    pub const STREAM_OPENERS: [&str; 2] = [YOUTUBE_SCHEDULED, YOUTUBE_PREMIERE];
+
+    /// The kinds a subscription must want, besides the event's own, for `event` to reach
+    /// it: `youtube.premiere` for a premiere's later events, `youtube.members` for a
+    /// members-only video.
+    pub fn gates(event: &crate::model::Event) -> Vec<&'static str> {
+        let mut gates = Vec::new();
+        let format = event.fields.get(super::field::FORMAT);
+        if format.and_then(|f| f.as_str()) == Some(super::format::PREMIERE)
+            && event.kind != YOUTUBE_PREMIERE
+        {
+            gates.push(YOUTUBE_PREMIERE);
+        }
+        if event.fields.get(super::field::MEMBERS_ONLY) == Some(&serde_json::Value::Bool(true)) {
+            gates.push(YOUTUBE_MEMBERS);
+        }
+        gates
+    }
 }
+
+/// Event fields (`Event::fields`) that more than one crate reads.
+pub mod field {
+    /// The YouTube video id of a stream or upload: the key of a stream's life in a chat.
+    pub const VIDEO_ID: &str = "video_id";
+    /// The title.
+    pub const TITLE: &str = "title";
+    /// The watch link.
+    pub const LINK: &str = "link";
+    /// A picture URL.
+    pub const THUMBNAIL: &str = "thumbnail";
+    /// Scheduled start, RFC 3339.
+    pub const SCHEDULED_START: &str = "scheduled_start";
+    /// For `youtube.rescheduled`: the start it moved from, RFC 3339.
+    pub const PREVIOUS_START: &str = "previous_start";
+    /// Actual start, RFC 3339.
+    pub const ACTUAL_START: &str = "actual_start";
+    /// Actual end, RFC 3339.
+    pub const ACTUAL_END: &str = "actual_end";
+    /// For `youtube.ended`: how long the stream lasted, seconds.
+    pub const DURATION_SECONDS: &str = "duration_seconds";
+    /// What a YouTube video is: one of [`super::format`].
+    pub const FORMAT: &str = "format";
+    /// `true` for a video only channel members can watch.
+    pub const MEMBERS_ONLY: &str = "members_only";
+    /// For `youtube.reminder`: seconds between the reminder and the scheduled start.
+    pub const LEAD_SECONDS: &str = "lead_seconds";
+    /// For `youtube.reminder`: `true` on the reminder at the default lead, the one chats
+    /// that chose no lead receive.
+    pub const LEAD_DEFAULT: &str = "lead_default";
+}
+
+/// Values of [`field::FORMAT`].
+pub mod format {
+    /// A live stream.
+    pub const STREAM: &str = "stream";
+    /// A premiere: a pre-recorded video shown first at a scheduled time.
+    pub const PREMIERE: &str = "premiere";
+    /// A Short.
+    pub const SHORT: &str = "short";
+    /// Any other upload.
+    pub const VIDEO: &str = "video";
+}
+
+/// Reminder leads a chat can pick, minutes before the scheduled start; the worker's
+/// default offers each of them.
+pub const REMINDER_LEAD_CHOICES_MINUTES: [u32; 4] = [5, 15, 30, 60];
 
 /// IM words: the suffix of a bot's queue (`stargazer.bot.<im>`) and of a chat's platform.
 pub mod im {

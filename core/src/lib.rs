@@ -13,6 +13,7 @@
 //! - [`readiness`]: `/readyz`, each dependency of a role checked now.
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
 //! - [`wait`]: sleep unless cancelled, the one way every loop waits.
+//! - [`schedule`]: streams announced and not over, for the iCal feed and Upcoming view.
 //! - [`outbox`]: publish-once with a crash-safe outbox, for event sources.
 //! - [`source`]: the kit of event source workers: errors, publisher, housekeeping, HTTP.
 //! - [`protocol`]: the coordinator ↔ worker WebSocket messages.
@@ -33,6 +34,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod readiness;
 pub mod routing;
+pub mod schedule;
 pub mod service;
 pub mod source;
 pub mod storage;

@@ -171,6 +171,29 @@ pub struct UserSettings {
     /// Whether deliveries are paused (set when the chat blocked the bot).
     #[serde(default)]
     pub paused: bool,
+    /// Reminder leads this chat wants, minutes before a stream (a subset of
+    /// `contract::REMINDER_LEAD_CHOICES_MINUTES`); empty means the default lead only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reminder_leads: Vec<u32>,
+}
+
+impl UserSettings {
+    /// Whether a reminder at `lead_seconds` before the start reaches this chat. A chat that
+    /// chose no lead gets the reminder marked as the default (`is_default`); a reminder
+    /// without a lead (from an older worker) reaches everyone.
+    pub fn wants_reminder(&self, lead_seconds: Option<u64>, is_default: bool) -> bool {
+        let Some(lead) = lead_seconds else {
+            return true;
+        };
+        if self.reminder_leads.is_empty() {
+            return is_default;
+        }
+        lead % 60 == 0
+            && self
+                .reminder_leads
+                .iter()
+                .any(|&minutes| u64::from(minutes) * 60 == lead)
+    }
 }
 
 /// A chat (a person or a group) on one IM platform.
@@ -209,6 +232,15 @@ impl Subscription {
     /// Whether this subscription wants events of `kind`.
     pub fn wants(&self, kind: &str) -> bool {
         self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind)
+    }
+
+    /// Whether this subscription wants `event`: its kind and every gate kind it carries
+    /// (`contract::kind::gates`: premieres, members-only videos).
+    pub fn wants_event(&self, event: &Event) -> bool {
+        self.wants(&event.kind)
+            && crate::contract::kind::gates(event)
+                .into_iter()
+                .all(|gate| self.wants(gate))
     }
 }
 

@@ -49,6 +49,7 @@ pub(crate) async fn users_crud(s: Arc<dyn Storage>) {
     a.settings = UserSettings {
         timezone: Some("Asia/Tokyo".into()),
         paused: true,
+        reminder_leads: vec![5, 60],
     };
     a.im_chat_id = format!("{old_chat}0");
     s.update_user(&a).await.unwrap();

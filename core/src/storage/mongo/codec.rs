@@ -135,6 +135,7 @@ pub(super) fn settings_doc(settings: &UserSettings) -> Document {
     doc! {
         "timezone": settings.timezone.as_deref().map_or(Bson::Null, |tz| Bson::String(tz.to_owned())),
         "paused": settings.paused,
+        "reminder_leads": settings.reminder_leads.iter().map(|&m| Bson::Int64(i64::from(m))).collect::<Vec<_>>(),
     }
 }
 
@@ -236,6 +237,22 @@ pub(super) fn get_strings(d: &Document, key: &str, what: &str) -> Result<Vec<Str
     }
 }
 
+/// `reminder_leads` of a settings document: absent means none.
+fn get_minutes(settings: &Document) -> std::result::Result<Vec<u32>, ()> {
+    match settings.get("reminder_leads") {
+        None | Some(Bson::Null) => Ok(Vec::new()),
+        Some(Bson::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Bson::Int32(m) => u32::try_from(*m).map_err(|_| ()),
+                Bson::Int64(m) => u32::try_from(*m).map_err(|_| ()),
+                _ => Err(()),
+            })
+            .collect(),
+        Some(_) => Err(()),
+    }
+}
+
 pub(super) fn get_time(d: &Document, key: &str, what: &str) -> Result<DateTime<Utc>> {
     match d.get(key) {
         Some(Bson::DateTime(t)) => Ok(t.to_chrono()),
@@ -316,6 +333,14 @@ pub(super) fn decode_user(d: &Document) -> Result<User> {
                 Some(Bson::Boolean(b)) => *b,
                 Some(_) => return Err(corrupt(WHAT, d, "settings.paused", "is not a boolean")),
             },
+            reminder_leads: get_minutes(s).map_err(|()| {
+                corrupt(
+                    WHAT,
+                    d,
+                    "settings.reminder_leads",
+                    "is not a list of minutes",
+                )
+            })?,
         },
         Some(_) => return Err(corrupt(WHAT, d, "settings", "is not a document")),
     };
