@@ -142,6 +142,9 @@ pub mod field {
     /// For `youtube.reminder`: `true` on the reminder at the default lead, the one chats
     /// that chose no lead receive.
     pub const LEAD_DEFAULT: &str = "lead_default";
+    /// For `youtube.live`: `true` when live-check released the event at its scheduled start
+    /// without confirming it (the day's Data API quota was spent).
+    pub const LIVE_UNVERIFIED: &str = "live_unverified";
 }
 
 /// Values of [`field::FORMAT`].

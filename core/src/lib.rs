@@ -13,6 +13,7 @@
 //! - [`readiness`]: `/readyz`, each dependency of a role checked now.
 //! - [`backoff`]: capped exponential backoff for reconnect loops.
 //! - [`wait`]: sleep unless cancelled, the one way every loop waits.
+//! - [`quota`]: the YouTube Data API's daily quota, counted across processes.
 //! - [`schedule`]: streams announced and not over, for the iCal feed and Upcoming view.
 //! - [`outbox`]: publish-once with a crash-safe outbox, for event sources.
 //! - [`source`]: the kit of event source workers: errors, publisher, housekeeping, HTTP.
@@ -32,6 +33,7 @@ pub mod middleware;
 pub mod model;
 pub mod outbox;
 pub mod protocol;
+pub mod quota;
 pub mod readiness;
 pub mod routing;
 pub mod schedule;

@@ -21,7 +21,7 @@ use stargazer_api::types::TaskParams;
 use stargazer_e2e::backends::Pair;
 use stargazer_e2e::events::{exactly_once, marker, numbered, publish_all, tally};
 use stargazer_e2e::platform::Platform;
-use stargazer_e2e::servers::youtube::{new_channel_id, new_video_id, topic, Broadcast, Video};
+use stargazer_e2e::servers::youtube::{new_channel_id, new_video_id, topic, Video};
 use stargazer_e2e::{unique, wait};
 
 const T: Duration = Duration::from_secs(60);
@@ -90,13 +90,12 @@ async fn a_killed_worker_s_channels_move_and_no_upload_is_lost() {
     // A new upload on every channel, right away: the hub pushes it (to a dead callback for
     // the moved channels, retrying) and the feed lists it.
     for (n, channel) in channels.iter().enumerate() {
-        let video = Video {
-            id: new_video_id(),
-            channel_id: channel.clone(),
-            title: format!("Upload {}", marker(n as u64)),
-            published: Utc::now(),
-            broadcast: Broadcast::Upload,
-        };
+        let video = Video::upload(
+            &new_video_id(),
+            channel,
+            &format!("Upload {}", marker(n as u64)),
+            Utc::now(),
+        );
         ext.youtube.put_video(video.clone(), true);
         let push = ext.youtube.push_xml(&video.id, Utc::now()).unwrap();
         assert_eq!(ext.hub.publish(&topic(channel), &push), 1);

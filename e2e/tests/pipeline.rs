@@ -117,6 +117,9 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
             title: title.to_owned(),
             published: Utc::now(),
             broadcast: Broadcast::Upcoming(start),
+            description: String::new(),
+            duration_seconds: 0,
+            short: false,
         },
         true,
     );

@@ -33,6 +33,8 @@ use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
 
 use crate::youtube::{LiveStreamingDetails, YoutubeClient, MAX_IDS_PER_CALL};
+use stargazer_core::contract::field;
+use stargazer_core::quota::{Budget, QuotaMeter};
 use stargazer_core::sync::lock;
 
 pub use stargazer_core::contract::control::LIVE_CHECK_VIDEO;
@@ -130,7 +132,7 @@ impl LiveCheckMetrics {
 }
 
 /// Polling settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PollOptions {
     /// Time between polls.
     pub interval: Duration,
@@ -142,6 +144,9 @@ pub struct PollOptions {
     pub backoff_max: Duration,
     /// Key/value namespace of held events.
     pub namespace: String,
+    /// The Data API quota shared with the YouTube worker: every call is counted on it;
+    /// polls are five times rarer when it runs low, and none are made when it is spent.
+    pub quota: Option<Arc<QuotaMeter>>,
 }
 
 /// Holds events and polls; implements [`Middleware`] for the `live_check` tag.
@@ -157,6 +162,8 @@ pub struct Checker {
 
 enum Verdict {
     Forward(DateTime<Utc>),
+    /// The quota is spent: released at its scheduled start without asking the API.
+    ForwardUnverified,
     Drop(&'static str, String),
     Wait(Option<DateTime<Utc>>),
 }
@@ -242,17 +249,46 @@ impl Checker {
     /// Polls every `interval` (backing off after failures) until `shutdown`.
     pub async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(self.options.backoff_initial, self.options.backoff_max);
+        if let Some(quota) = &self.options.quota {
+            quota.load().await;
+        }
         loop {
             let wait = match self.poll_once(&shutdown).await {
                 true => {
                     backoff.reset();
-                    self.options.interval
+                    match self.budget() {
+                        Budget::Low => self.options.interval * 5,
+                        Budget::Plenty | Budget::Spent => self.options.interval,
+                    }
                 }
                 false => backoff.next_delay().max(self.options.interval),
             };
             if sleep_unless_cancelled(wait, &shutdown).await.is_cancelled() {
                 return;
             }
+        }
+    }
+
+    fn budget(&self) -> Budget {
+        self.options
+            .quota
+            .as_ref()
+            .map_or(Budget::Plenty, |quota| quota.budget())
+    }
+
+    /// With the day's quota spent: every held event whose scheduled start passed is
+    /// released unverified (marked so), since a notification that may be early beats none;
+    /// the others wait for their start or the quota's reset.
+    async fn release_unverified(&self, snapshot: Vec<(String, Held)>) {
+        let now = Utc::now();
+        for (key, held) in snapshot {
+            let due = held.scheduled_start.unwrap_or(held.held_at) <= now;
+            let verdict = if due {
+                Verdict::ForwardUnverified
+            } else {
+                Verdict::Wait(None)
+            };
+            self.apply(&key, held, verdict).await;
         }
     }
 
@@ -264,6 +300,10 @@ impl Checker {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if snapshot.is_empty() {
+            return true;
+        }
+        if self.budget() == Budget::Spent {
+            self.release_unverified(snapshot).await;
             return true;
         }
         let videos: Vec<String> = snapshot
@@ -279,7 +319,15 @@ impl Checker {
             if shutdown.is_cancelled() {
                 return true;
             }
-            match self.client.live_details(ids).await {
+            let answer = self.client.live_details(ids).await;
+            // A call refused for quota costs nothing; any other answer is a unit spent.
+            if let (Some(quota), false) = (
+                &self.options.quota,
+                answer.as_ref().is_err_and(|e| e.is_quota()),
+            ) {
+                quota.spend(1).await;
+            }
+            match answer {
                 Ok(found) => {
                     self.metrics.api_calls.with_label_values(&["ok"]).inc();
                     answered.extend(ids.iter().cloned());
@@ -325,12 +373,21 @@ impl Checker {
                 self.store(key, &held).await;
             }
             Verdict::Wait(_) => {}
-            Verdict::Forward(started) => {
+            Verdict::Forward(_) | Verdict::ForwardUnverified => {
                 let mut event = held.event.clone();
-                event
-                    .fields
-                    .entry("actual_start_time")
-                    .or_insert_with(|| serde_json::Value::String(started.to_rfc3339()));
+                match verdict {
+                    Verdict::Forward(started) => {
+                        event
+                            .fields
+                            .entry("actual_start_time")
+                            .or_insert_with(|| serde_json::Value::String(started.to_rfc3339()));
+                    }
+                    _ => {
+                        event
+                            .fields
+                            .insert(field::LIVE_UNVERIFIED.into(), serde_json::Value::Bool(true));
+                    }
+                }
                 if let Err(err) = self.bus.publish(&held.routing_key, &event.to_bytes()).await {
                     tracing::warn!(event_id = %event.id, cause = %err, "forwarding a live event failed; kept for the next poll");
                     return;

@@ -15,12 +15,15 @@
 mod checker;
 mod youtube;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stargazer_core::config::{check_http_url, ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
+use stargazer_core::quota::QuotaMeter;
 use stargazer_core::routing;
+use stargazer_core::storage::StateStore;
 
 pub use checker::{Checker, Held, LiveCheckMetrics, PollOptions, LIVE_CHECK_VIDEO};
 use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
@@ -71,6 +74,13 @@ pub struct LiveCheckConfig {
     /// failure to process or a panic each) after which a message is dead-lettered instead
     /// of requeued; default 5.
     pub delivery_attempts: u32,
+    /// `live_check.daily_quota_units` / `STARGAZER_LIVE_CHECK__DAILY_QUOTA_UNITS`: the Data
+    /// API project's daily quota, shared with the YouTube worker's count (set both alike when
+    /// they use one key); 0 turns the accounting off. Default 10000.
+    pub daily_quota_units: u64,
+    /// `live_check.quota_reserve_units` / `STARGAZER_LIVE_CHECK__QUOTA_RESERVE_UNITS`: with
+    /// at most this many units left, polls are five times rarer. Default 500.
+    pub quota_reserve_units: u64,
 }
 
 impl Default for LiveCheckConfig {
@@ -88,6 +98,8 @@ impl Default for LiveCheckConfig {
             request_timeout_ms: 15_000,
             retry_delay_ms: 1000,
             delivery_attempts: middleware::DEFAULT_DELIVERY_ATTEMPTS,
+            daily_quota_units: 10_000,
+            quota_reserve_units: 500,
         }
     }
 }
@@ -128,6 +140,12 @@ impl Section for LiveCheckConfig {
                 "must be at least 1",
             ));
         }
+        if self.daily_quota_units > 0 && self.quota_reserve_units >= self.daily_quota_units {
+            return Err(ConfigError::invalid(
+                "live_check.quota_reserve_units",
+                "must be below daily_quota_units (or daily_quota_units = 0)",
+            ));
+        }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::invalid(
                 "live_check.poll_interval_ms",
@@ -139,8 +157,14 @@ impl Section for LiveCheckConfig {
 }
 
 impl LiveCheckConfig {
-    fn poll_options(&self) -> PollOptions {
+    fn poll_options(&self, storage: Arc<dyn StateStore>) -> PollOptions {
         PollOptions {
+            quota: Some(Arc::new(QuotaMeter::new(
+                storage,
+                self.daily_quota_units,
+                self.quota_reserve_units,
+                None,
+            ))),
             interval: Duration::from_millis(self.poll_interval_ms),
             give_up_after: Duration::from_millis(self.give_up_after_ms),
             backoff_initial: Duration::from_millis(self.backoff_initial_ms),
@@ -206,10 +230,10 @@ impl Service for LiveCheckService {
         )
         .map_err(Error::from)?;
         let checker = Checker::new(
-            storage,
+            storage.clone(),
             bus.clone(),
             client,
-            config.poll_options(),
+            config.poll_options(storage),
             LiveCheckMetrics::register(registry),
         );
         // A child token so that a failing consumer also stops the polling loop.

@@ -92,6 +92,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Whether the API refused the call for quota (such a call costs no unit).
+    pub fn is_quota(&self) -> bool {
+        matches!(self, ApiError::Quota(_))
+    }
+
     /// The metric label of this error.
     pub fn label(&self) -> &'static str {
         match self {

@@ -30,11 +30,9 @@ const KEY: &str = "test-api-key";
 fn set(api: &Youtube, id: &str, broadcast: Broadcast) {
     api.put_video(
         Video {
-            id: id.to_owned(),
-            channel_id: "UCliveCheckTestChannel".to_owned(),
-            title: id.to_owned(),
-            published: Utc::now(),
             broadcast,
+            duration_seconds: 0,
+            ..Video::upload(id, "UCliveCheckTestChannel", id, Utc::now())
         },
         false,
     );
@@ -474,3 +472,66 @@ async fn multi_tag_key_runs_delay_then_live_check(bus_kind: BusKind, store: Stor
     env.close().await;
 }
 matrix!(multi_tag_key_runs_delay_then_live_check);
+
+/// Calls are counted on the Data API quota shared with the YouTube worker (its units
+/// included); once the day's quota is spent no call is made, and an event whose start
+/// passed is released unverified (marked so) rather than dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_quota_stops_calls_and_releases_due_events_unverified() {
+    use stargazer_core::quota::{quota_day, quota_namespace};
+    let mut env = Env::new(BusKind::Memory, StoreKind::Sqlite).await;
+    let (api, url) = start_api().await;
+    let day = quota_namespace(quota_day(Utc::now()));
+    // The worker spent one unit of three today.
+    env.storage
+        .kv_put(&day, "youtube-worker", &json!(1))
+        .await
+        .unwrap();
+    let scheduled = Utc::now() - chrono::Duration::minutes(1);
+    set(&api, "vidLateStart", Broadcast::Upcoming(scheduled));
+    let queue = env.middleware_queue("live_check").await;
+    let mut ready = env.ready().await;
+    let running = Running::start(
+        LiveCheckConfig {
+            daily_quota_units: 3,
+            quota_reserve_units: 1,
+            ..config(&queue, &url, "live_check")
+        },
+        env.storage.clone(),
+        env.bus.clone(),
+    );
+    let e = live_event("vidLateStart");
+    env.bus
+        .publish("youtube.live_check", &e.to_bytes())
+        .await
+        .unwrap();
+    let got = ready
+        .collect_n(&[e.id].into(), 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(got.len(), 1, "released once the quota is spent");
+    assert_eq!(got[0].event.fields["live_unverified"], json!(true));
+    assert!(got[0].event.fields.get("actual_start_time").is_none());
+    // Two calls (the third unit was the worker's), then none.
+    assert_eq!(asked_about(&api, "vidLateStart").len(), 2);
+    let counted: u64 = env
+        .storage
+        .kv_list(&day)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|(_, units)| units.as_u64())
+        .sum();
+    assert_eq!(counted, 3, "the live check's calls are on the shared count");
+    let held = live_event("vidLateStart");
+    env.bus
+        .publish("youtube.live_check", &held.to_bytes())
+        .await
+        .unwrap();
+    let again = ready
+        .collect_n(&[held.id].into(), 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(api.list_calls(), 2, "no call with the quota spent");
+    running.stop().await;
+    env.close().await;
+}

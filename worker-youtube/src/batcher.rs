@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::classify::{classify, decide, Context};
+use crate::classify::{classify, decide, Context, Timing};
 use crate::config::YoutubeConfig;
 use crate::data_api::{DataApi, DataApiError, Snippet, Video};
 use crate::metrics::Metrics;
@@ -64,6 +64,8 @@ pub(crate) struct ClassifyRequest {
     pub(crate) video_id: String,
     pub(crate) updated: Option<String>,
     pub(crate) title_hint: Option<String>,
+    /// The Atom entry's alternate link (tells Shorts apart).
+    pub(crate) feed_link: Option<String>,
     /// Set by the first sync: uploads published before it are history.
     pub(crate) history_before: Option<DateTime<Utc>>,
     /// From a hub push (may be classified at once when idle).
@@ -84,11 +86,13 @@ impl ClassifyRequest {
                 published_at: Some(published),
                 channel_id: self.task.channel_id.clone(),
                 title: self.title_hint.clone().unwrap_or_default(),
+                description: String::new(),
                 channel_title: String::new(),
                 thumbnails: Default::default(),
                 live_broadcast_content: "none".into(),
             }),
             live: None,
+            content: None,
         })
     }
 }
@@ -173,6 +177,7 @@ pub(crate) struct Batcher {
     pub(crate) publisher: Publisher,
     pub(crate) metrics: Metrics,
     pub(crate) quota: Arc<QuotaMeter>,
+    pub(crate) timing: Timing,
 }
 
 /// The collection window for `budget`: five times wider when the quota runs low.
@@ -390,10 +395,9 @@ impl Batcher {
             video_id: &request.video_id,
             updated: request.updated.as_deref(),
             title_hint: request.title_hint.as_deref(),
+            feed_link: request.feed_link.as_deref(),
             history_before: request.history_before,
-            max_video_age: chrono::Duration::hours(self.config.max_video_age_hours as i64),
-            reminder_lead: chrono::Duration::seconds(self.config.reminder_lead_seconds as i64),
-            stale_upcoming: chrono::Duration::hours(self.config.stale_upcoming_hours as i64),
+            timing: &self.timing,
         };
         let class = classify(video);
         let plan = decide(prev.as_ref(), &class, video, &ctx);
@@ -403,6 +407,15 @@ impl Batcher {
                 .publish_once(task.entity, &group.claim, &group.messages)
                 .await?;
         }
+        store::update_schedule(
+            self.storage.as_ref(),
+            task,
+            &request.video_id,
+            prev.as_ref(),
+            &plan.record,
+            video,
+        )
+        .await?;
         store::put_video(
             self.storage.as_ref(),
             task.task_id,
@@ -427,6 +440,7 @@ mod tests {
             video_id: video.into(),
             updated: Some(updated.into()),
             title_hint: None,
+            feed_link: None,
             history_before: None,
             pushed: false,
             published: None,

@@ -110,9 +110,15 @@ pub struct YoutubeConfig {
     /// longer ago than this are recorded but not announced (edits of old videos re-push them),
     /// hours. Default 48.
     pub max_video_age_hours: u64,
-    /// `reminder_lead_seconds` / `STARGAZER_YOUTUBE__REMINDER_LEAD_SECONDS`: how long before a
-    /// scheduled start the reminder fires, seconds. Default 1800.
+    /// `reminder_lead_seconds` / `STARGAZER_YOUTUBE__REMINDER_LEAD_SECONDS`: the default
+    /// reminder lead, the one chats that chose no lead receive, seconds before a scheduled
+    /// start. Default 1800.
     pub reminder_lead_seconds: u64,
+    /// `reminder_leads_seconds` / `STARGAZER_YOUTUBE__REMINDER_LEADS_SECONDS`: the reminder
+    /// leads offered to chats, seconds before a scheduled start; one delayed reminder is
+    /// published per lead (and `reminder_lead_seconds` always among them). Default
+    /// `[300, 900, 1800, 3600]`, the choices of the bot and the web page.
+    pub reminder_leads_seconds: Vec<u64>,
     /// `stale_upcoming_hours` / `STARGAZER_YOUTUBE__STALE_UPCOMING_HOURS`: an upcoming stream
     /// whose scheduled start passed longer ago than this is treated as abandoned and not
     /// announced, hours. Default 24.
@@ -156,6 +162,10 @@ impl Default for YoutubeConfig {
             seen_window_days: 30,
             max_video_age_hours: 48,
             reminder_lead_seconds: 1800,
+            reminder_leads_seconds: stargazer_core::contract::REMINDER_LEAD_CHOICES_MINUTES
+                .iter()
+                .map(|&minutes| u64::from(minutes) * 60)
+                .collect(),
             stale_upcoming_hours: 24,
             max_body_bytes: 1 << 20,
             http_timeout_seconds: 30,
@@ -191,6 +201,12 @@ impl Section for YoutubeConfig {
         }
         if !(60..=crate::store::MAX_LEASE_SECONDS).contains(&self.lease_seconds) {
             return bad("lease_seconds", "must be between 60 and 864000 (10 days)");
+        }
+        if self.reminder_leads_seconds.len() > 8 {
+            return bad(
+                "reminder_leads_seconds",
+                "at most 8 leads (each is one delayed message per stream)",
+            );
         }
         if self.hub_concurrency == 0 {
             return bad("hub_concurrency", "must be at least 1");

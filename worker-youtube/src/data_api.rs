@@ -1,4 +1,4 @@
-//! YouTube Data API v3 `videos.list?part=snippet,liveStreamingDetails`: the one call the
+//! YouTube Data API v3 `videos.list?part=snippet,liveStreamingDetails,contentDetails`: the one call the
 //! worker makes to tell uploads, scheduled streams and live streams apart. Each call costs
 //! one quota unit whatever the number of ids (≤ 50), which is why callers batch.
 
@@ -51,6 +51,17 @@ pub(crate) struct Video {
     /// `liveStreamingDetails`, present for streams and premieres.
     #[serde(default, rename = "liveStreamingDetails")]
     pub live: Option<LiveStreamingDetails>,
+    /// `contentDetails`, for the duration (premieres and Shorts).
+    #[serde(default, rename = "contentDetails")]
+    pub content: Option<ContentDetails>,
+}
+
+/// `contentDetails` of a video.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub(crate) struct ContentDetails {
+    /// ISO 8601 duration (`PT3M20S`; `P0D` for a stream not over yet).
+    #[serde(default)]
+    pub duration: Option<String>,
 }
 
 /// `snippet` of a video.
@@ -66,6 +77,9 @@ pub(crate) struct Snippet {
     /// Title.
     #[serde(default)]
     pub title: String,
+    /// Description (members-only and Shorts markers).
+    #[serde(default)]
+    pub description: String,
     /// Channel title.
     #[serde(default)]
     pub channel_title: String,
@@ -100,6 +114,11 @@ pub(crate) struct LiveStreamingDetails {
 }
 
 impl Video {
+    /// `contentDetails.duration` in seconds, when present and readable.
+    pub(crate) fn duration_seconds(&self) -> Option<u64> {
+        parse_duration(self.content.as_ref()?.duration.as_deref()?)
+    }
+
     /// The largest thumbnail's URL.
     pub(crate) fn best_thumbnail(&self) -> Option<&str> {
         let thumbs = &self.snippet.as_ref()?.thumbnails;
@@ -108,6 +127,40 @@ impl Video {
             .find_map(|size| thumbs.get(*size))
             .map(|t| t.url.as_str())
     }
+}
+
+/// Seconds of an ISO 8601 duration of the form the Data API uses (`P[nD][T[nH][nM][nS]]`,
+/// whole numbers); `None` for anything else.
+pub(crate) fn parse_duration(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix('P').filter(|rest| !rest.is_empty())?;
+    let (days, time) = match rest.split_once('T') {
+        Some((days, time)) => (days, Some(time)),
+        None => (rest, None),
+    };
+    let mut seconds: u64 = 0;
+    let mut add = |part: &str, units: &[(char, u64)]| -> Option<()> {
+        let mut number = String::new();
+        let mut allowed = units.iter();
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let (_, scale) = allowed.find(|(unit, _)| *unit == c)?;
+            let value: u64 = number.parse().ok()?;
+            seconds = seconds.checked_add(value.checked_mul(*scale)?)?;
+            number.clear();
+        }
+        number.is_empty().then_some(())
+    };
+    add(days, &[('W', 604_800), ('D', 86_400)])?;
+    if let Some(time) = time {
+        if time.is_empty() {
+            return None;
+        }
+        add(time, &[('H', 3_600), ('M', 60), ('S', 1)])?;
+    }
+    Some(seconds)
 }
 
 #[derive(Deserialize)]
@@ -164,7 +217,7 @@ impl DataApi {
             .http
             .get(&self.endpoint)
             .query(&[
-                ("part", "snippet,liveStreamingDetails"),
+                ("part", "snippet,liveStreamingDetails,contentDetails"),
                 ("id", joined.as_str()),
                 ("maxResults", "50"),
                 ("key", self.key.as_str()),
@@ -249,6 +302,28 @@ fn without_url(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_in_the_data_api_form() {
+        assert_eq!(parse_duration("P0D"), Some(0));
+        assert_eq!(parse_duration("PT59S"), Some(59));
+        assert_eq!(parse_duration("PT3M"), Some(180));
+        assert_eq!(parse_duration("PT1H2M3S"), Some(3723));
+        assert_eq!(parse_duration("P1DT1S"), Some(86_401));
+        for bad in [
+            "",
+            "P",
+            "PT",
+            "T1S",
+            "PT1X",
+            "PT1",
+            "P1H",
+            "PTS",
+            "PT99999999999999999999S",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn parses_a_real_shaped_item() {

@@ -115,12 +115,12 @@ impl Metrics {
         self.hub_requests.with_label_values(&[mode, result]).inc();
     }
 
-    pub(crate) fn quota_used(&self) -> &IntGauge {
-        &self.quota_used
-    }
-
-    pub(crate) fn quota_remaining(&self) -> &IntGauge {
-        &self.quota_remaining
+    /// The quota gauges, for the meter to show the day's count on.
+    pub(crate) fn quota_gauges(&self) -> crate::quota::QuotaGauges {
+        crate::quota::QuotaGauges {
+            used: self.quota_used.clone(),
+            remaining: self.quota_remaining.clone(),
+        }
     }
 
     /// Data API units spent today, as last counted.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::atom::FeedEntry;
 use crate::batcher::{Batcher, ClassifyRequest, Origin, TaskRef};
-use crate::classify::{decide_tombstone, Context};
+use crate::classify::{decide_tombstone, Context, Timing};
 use crate::config::YoutubeConfig;
 use crate::data_api::DataApi;
 use crate::hub::HubClient;
@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) hub_limit: Semaphore,
     pub(crate) poll_limit: Semaphore,
     pub(crate) classify_tx: mpsc::UnboundedSender<ClassifyRequest>,
+    /// Timing settings of decisions (tombstones are decided here).
+    pub(crate) timing: Timing,
     pub(crate) subs: Mutex<HashMap<Uuid, SubEntry>>,
     pub(crate) publisher: Publisher,
     pub(crate) metrics: Metrics,
@@ -190,6 +192,7 @@ impl Shared {
                 video_id: entry.video_id,
                 updated: entry.updated,
                 title_hint: title,
+                feed_link: entry.link,
                 history_before: match origin {
                     Origin::FirstSync { history_before } => Some(history_before),
                     Origin::Push | Origin::Poll => None,
@@ -219,10 +222,9 @@ impl Shared {
             video_id,
             updated: None,
             title_hint: None,
+            feed_link: None,
             history_before: None,
-            max_video_age: chrono::Duration::hours(self.config.max_video_age_hours as i64),
-            reminder_lead: chrono::Duration::seconds(self.config.reminder_lead_seconds as i64),
-            stale_upcoming: chrono::Duration::hours(self.config.stale_upcoming_hours as i64),
+            timing: &self.timing,
         };
         let plan = decide_tombstone(prev.as_ref(), &ctx);
         for group in &plan.groups {
@@ -230,6 +232,15 @@ impl Shared {
                 .publish_once(task.entity, &group.claim, &group.messages)
                 .await?;
         }
+        store::update_schedule(
+            self.storage.as_ref(),
+            task,
+            video_id,
+            prev.as_ref(),
+            &plan.record,
+            None,
+        )
+        .await?;
         tracing::info!(task_id = %task.task_id, video_id, cancelled = !plan.groups.is_empty(), "video deleted");
         store::put_video(self.storage.as_ref(), task.task_id, video_id, &plan.record).await
     }
@@ -275,6 +286,7 @@ impl YoutubeRunner {
             hub_limit: Semaphore::new(config.hub_concurrency),
             poll_limit: Semaphore::new(config.poll_concurrency),
             classify_tx,
+            timing: Timing::from_config(&config),
             subs: Mutex::new(HashMap::new()),
             publisher: publisher.clone(),
             metrics: metrics.clone(),
@@ -293,9 +305,10 @@ impl YoutubeRunner {
                 storage.clone(),
                 config.daily_quota_units,
                 config.quota_reserve_units,
-                metrics.clone(),
+                Some(metrics.quota_gauges()),
             )),
             metrics,
+            timing: Timing::from_config(&config),
         };
         let background = Background::new();
         background.spawn(batcher.run(classify_rx, shutdown.clone()));

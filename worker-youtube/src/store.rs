@@ -272,6 +272,67 @@ pub async fn prune_videos(
     Ok(pruned)
 }
 
+/// Keeps the shared schedule (`stargazer_core::schedule`) in step with a video's new
+/// record: a stream that became upcoming, moved or went live is recorded; one that is no
+/// longer upcoming or live is forgotten. Re-pushes of the same state write nothing.
+pub(crate) async fn update_schedule(
+    storage: &dyn StateStore,
+    task: &crate::batcher::TaskRef,
+    video_id: &str,
+    prev: Option<&VideoRecord>,
+    record: &VideoRecord,
+    video: Option<&crate::data_api::Video>,
+) -> Result<(), StorageError> {
+    use crate::classify::VideoState;
+    use stargazer_core::contract::{format, source};
+    use stargazer_core::schedule::{self, ScheduledStream, StreamState};
+
+    let state = match record.state {
+        VideoState::Upcoming => StreamState::Upcoming,
+        VideoState::Live => StreamState::Live,
+        _ => {
+            if prev.is_some_and(|p| matches!(p.state, VideoState::Upcoming | VideoState::Live)) {
+                schedule::forget(storage, source::YOUTUBE, video_id).await?;
+            }
+            return Ok(());
+        }
+    };
+    let unchanged = prev
+        .is_some_and(|p| p.state == record.state && p.scheduled_start == record.scheduled_start);
+    let live = video.and_then(|v| v.live.as_ref());
+    let Some(scheduled_start) = record
+        .scheduled_start
+        .or_else(|| live.and_then(|l| l.actual_start_time))
+    else {
+        return Ok(());
+    };
+    if unchanged {
+        return Ok(());
+    }
+    let title = video
+        .and_then(|v| v.snippet.as_ref())
+        .map(|s| s.title.clone())
+        .unwrap_or_default();
+    let stream = ScheduledStream {
+        source: source::YOUTUBE.to_owned(),
+        id: video_id.to_owned(),
+        entity: task.entity,
+        task: task.task_id,
+        title,
+        link: format!("https://www.youtube.com/watch?v={video_id}"),
+        scheduled_start,
+        actual_start: live.and_then(|l| l.actual_start_time),
+        state,
+        format: record
+            .format
+            .clone()
+            .unwrap_or_else(|| format::STREAM.to_owned()),
+        members_only: crate::classify::members_only(video),
+        updated_at: Utc::now(),
+    };
+    schedule::record(storage, &stream).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

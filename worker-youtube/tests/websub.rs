@@ -82,6 +82,8 @@ fn config(hub: &Hub, yt: &Youtube) -> YoutubeConfig {
         hub_retry_initial_ms: 50,
         hub_retry_max_seconds: 1,
         verify_timeout_seconds: 5,
+        // One reminder per stream (the default lead) keeps the event counts below readable.
+        reminder_leads_seconds: Vec::new(),
         ..YoutubeConfig::default()
     }
 }
@@ -312,7 +314,10 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
                     e.control["x-delay-at"],
                     json!((start - ChronoDuration::minutes(30)).timestamp_millis())
                 );
-                assert_eq!(e.control["x-delay-id"], json!(format!("reminder:{v4}")));
+                assert_eq!(
+                    e.control["x-delay-id"],
+                    json!(format!("reminder:{v4}:1800"))
+                );
             }
             "youtube.live" => {
                 assert_eq!(e.id, Event::make_id("youtube.live", &v4, Some(&schedule)));
@@ -371,7 +376,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         "an identical re-push must not cost quota"
     );
 
-    // Rescheduled: new scheduled event, delayed messages under the same delay ids.
+    // Rescheduled: a rescheduled event, delayed messages under the same delay ids.
     let later = start + ChronoDuration::hours(1);
     yt.put_video(Video::upcoming(&v4, &channel, "Stream soon", later), false);
     hub.publish_now(&topic, &push_xml(&v4, &channel, "Stream soon", updated(14)))
@@ -381,12 +386,23 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     let later_s = later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for (_, e) in &resched {
         match e.kind.as_str() {
-            "youtube.scheduled" => assert_eq!(
-                e.id,
-                Event::make_id("youtube.scheduled", &v4, Some(&later_s))
-            ),
+            "youtube.rescheduled" => {
+                assert_eq!(
+                    e.id,
+                    Event::make_id(
+                        "youtube.rescheduled",
+                        &v4,
+                        Some(&format!("{schedule}>{later_s}"))
+                    )
+                );
+                assert_eq!(e.fields["previous_start"], json!(start.to_rfc3339()));
+                assert_eq!(e.fields["scheduled_start"], json!(later.to_rfc3339()));
+            }
             "youtube.reminder" => {
-                assert_eq!(e.control["x-delay-id"], json!(format!("reminder:{v4}")));
+                assert_eq!(
+                    e.control["x-delay-id"],
+                    json!(format!("reminder:{v4}:1800"))
+                );
                 assert_eq!(
                     e.control["x-delay-at"],
                     json!((later - ChronoDuration::minutes(30)).timestamp_millis())
@@ -400,17 +416,19 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         }
     }
 
-    // Deleted before it started: both delayed messages are cancelled.
+    // Deleted before it started: both delayed messages are cancelled, and the chats told.
     hub.publish_now(&topic, &tombstone_xml(&v4, &channel)).await;
-    let events = observer.wait_for(entity, 11, WAIT).await;
-    let cancels: Vec<_> = events[9..].to_vec();
+    let events = observer.wait_for(entity, 12, WAIT).await;
+    let mut cancels: Vec<_> = events[9..].to_vec();
     assert_eq!(
         kinds(&cancels),
         vec![
+            ("youtube.cancelled".into(), "youtube".into()),
             ("youtube.live".into(), "youtube.live_check.delay".into()),
             ("youtube.reminder".into(), "youtube.delay".into()),
         ]
     );
+    cancels.retain(|(_, e)| e.kind != "youtube.cancelled");
     for (_, e) in &cancels {
         assert_eq!(e.control["x-delay-cancel"], json!(true));
     }
@@ -419,7 +437,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
         .map(|(_, e)| e.control["x-delay-id"].clone())
         .collect();
     assert!(
-        ids.contains(&json!(format!("reminder:{v4}")))
+        ids.contains(&json!(format!("reminder:{v4}:1800")))
             && ids.contains(&json!(format!("live:{v4}")))
     );
 
@@ -434,7 +452,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
                 .await,
             vec![Some(202)]
         );
-        let events = observer.wait_for(entity, n as usize - 9, WAIT).await;
+        let events = observer.wait_for(entity, n as usize - 8, WAIT).await;
         assert!(
             events
                 .iter()
@@ -444,7 +462,7 @@ async fn subscribes_verifies_and_turns_signed_notifications_into_events() {
     }
 
     let all = observer.settle(entity, QUIET).await;
-    assert_eq!(all.len(), 13, "{all:#?}");
+    assert_eq!(all.len(), 14, "{all:#?}");
     assert_unique_ids(&all);
     // Every call stayed within the API's 50-id limit.
     assert!(yt.list_requests().iter().all(|r| r.ids.len() <= 50));
@@ -1031,5 +1049,140 @@ async fn a_spent_quota_falls_back_to_the_feed_for_uploads() {
         .filter_map(|(_, units)| units.as_u64())
         .sum();
     assert_eq!(stored, 2);
+    worker.shutdown().await;
+}
+
+/// A stream's life through real pushes: a members-only stream scheduled → live early →
+/// ended with its duration, the shared schedule following it; a premiere and a Short (linked
+/// `/shorts/` in the push) told apart by their own kinds; a deleted premiere cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_s_life_premieres_shorts_and_the_schedule() {
+    use stargazer_core::schedule::{self, StreamState};
+    use stargazer_testkit::servers::youtube::Broadcast;
+    let hub = Hub::start().await.unwrap();
+    let yt = Youtube::start(KEY).await.unwrap();
+    let storage = storage::connect("sqlite::memory:").await.unwrap();
+    let mut observer = Observer::start(OBSERVER, &["youtube", "youtube.#"]).await;
+    let worker = Worker::start(config(&hub, &yt), 0, storage.clone(), amqp().await).await;
+    let channel = new_channel_id();
+    yt.add_channel(&channel);
+    let entity = Uuid::new_v4();
+    let topic = topic(&channel);
+    worker.runner.start(task(entity, &channel)).await.unwrap();
+    eventually("subscription verified", WAIT, || {
+        worker.runner.metrics().active_subscriptions() == 1
+    })
+    .await;
+    let of = |events: &[(String, Event)], kind: &str| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|(key, e)| key == "youtube" && e.kind == kind)
+            .map(|(_, e)| e.clone())
+            .collect()
+    };
+
+    let now = Utc::now()
+        .duration_trunc(ChronoDuration::seconds(1))
+        .unwrap();
+    let start = now + ChronoDuration::hours(2);
+    let stream = video_id();
+    let title = "【メン限】Karaoke";
+    yt.put_video(Video::upcoming(&stream, &channel, title, start), false);
+    hub.publish_now(&topic, &push_xml(&stream, &channel, title, updated(1)))
+        .await;
+    let events = observer.wait_for(entity, 3, WAIT).await;
+    let scheduled = of(&events, "youtube.scheduled");
+    assert_eq!(scheduled.len(), 1);
+    assert_eq!(scheduled[0].fields["members_only"], json!(true));
+    assert_eq!(scheduled[0].fields["format"], json!("stream"));
+    let listed = schedule::list(storage.as_ref(), Utc::now()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].id.as_str(),
+            listed[0].state,
+            listed[0].scheduled_start
+        ),
+        (stream.as_str(), StreamState::Upcoming, start)
+    );
+    assert!(listed[0].members_only);
+
+    // Live two hours early: the delayed messages are cancelled, live goes out ready.
+    let started = Utc::now()
+        .duration_trunc(ChronoDuration::seconds(1))
+        .unwrap();
+    assert!(yt.set_broadcast(
+        &stream,
+        Broadcast::Live {
+            scheduled: start,
+            started
+        }
+    ));
+    hub.publish_now(&topic, &push_xml(&stream, &channel, title, updated(2)))
+        .await;
+    let events = observer.wait_for(entity, 6, WAIT).await;
+    assert_eq!(of(&events, "youtube.live").len(), 1);
+    let listed = schedule::list(storage.as_ref(), Utc::now()).await.unwrap();
+    assert_eq!(listed[0].state, StreamState::Live);
+    assert_eq!(listed[0].actual_start, Some(started));
+
+    // Over after 2 h 13 min: `youtube.ended` with the duration; the schedule forgets it.
+    let ended = started + ChronoDuration::minutes(133);
+    assert!(yt.set_broadcast(&stream, Broadcast::Ended { started, ended }));
+    hub.publish_now(&topic, &push_xml(&stream, &channel, title, updated(3)))
+        .await;
+    let events = observer.wait_for(entity, 7, WAIT).await;
+    let over = of(&events, "youtube.ended");
+    assert_eq!(over.len(), 1);
+    assert_eq!(over[0].fields["duration_seconds"], json!(133 * 60));
+    assert_eq!(over[0].fields["format"], json!("stream"));
+    assert!(schedule::list(storage.as_ref(), Utc::now())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A premiere: a finished video (non-zero duration) scheduled to be shown.
+    let premiere = video_id();
+    yt.put_video(
+        Video {
+            duration_seconds: 250,
+            ..Video::upcoming(&premiere, &channel, "MV premiere", start)
+        },
+        false,
+    );
+    hub.publish_now(&topic, &push_xml(&premiere, &channel, "MV", updated(4)))
+        .await;
+    let events = observer.wait_for(entity, 10, WAIT).await;
+    assert_eq!(of(&events, "youtube.premiere").len(), 1);
+    assert!(
+        of(&events, "youtube.scheduled").len() == 1,
+        "no second scheduled"
+    );
+
+    // A Short: the push links it as /shorts/.
+    let short = Video {
+        duration_seconds: 42,
+        short: true,
+        ..Video::upload(&video_id(), &channel, "cat", Utc::now())
+    };
+    yt.put_video(short.clone(), false);
+    hub.publish_now(&topic, &notification_xml(&short, updated(5)))
+        .await;
+    let events = observer.wait_for(entity, 11, WAIT).await;
+    assert_eq!(of(&events, "youtube.short").len(), 1);
+    assert!(of(&events, "youtube.video").is_empty());
+
+    // The premiere is deleted: its reminder and live check are cancelled, chats are told.
+    hub.publish_now(&topic, &tombstone_xml(&premiere, &channel))
+        .await;
+    let events = observer.wait_for(entity, 14, WAIT).await;
+    let cancelled = of(&events, "youtube.cancelled");
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].fields["format"], json!("premiere"));
+    assert!(schedule::list(storage.as_ref(), Utc::now())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_unique_ids(&observer.settle(entity, QUIET).await);
     worker.shutdown().await;
 }

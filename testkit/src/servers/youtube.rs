@@ -78,6 +78,13 @@ pub struct Video {
     pub published: DateTime<Utc>,
     /// Its state.
     pub broadcast: Broadcast,
+    /// Its description.
+    pub description: String,
+    /// Its length in seconds (`contentDetails.duration`): 0 for a stream not over yet; a
+    /// premiere's is its video's length before it starts.
+    pub duration_seconds: u64,
+    /// A Short: the feed links it as `/shorts/<id>`, as YouTube's feeds do.
+    pub short: bool,
 }
 
 impl Video {
@@ -89,6 +96,9 @@ impl Video {
             title: title.to_owned(),
             published,
             broadcast: Broadcast::Upload,
+            description: String::new(),
+            duration_seconds: 600,
+            short: false,
         }
     }
 
@@ -96,6 +106,7 @@ impl Video {
     pub fn upcoming(id: &str, channel_id: &str, title: &str, start: DateTime<Utc>) -> Self {
         Self {
             broadcast: Broadcast::Upcoming(start),
+            duration_seconds: 0,
             ..Self::upload(id, channel_id, title, Utc::now())
         }
     }
@@ -108,6 +119,7 @@ impl Video {
                 scheduled,
                 started: now,
             },
+            duration_seconds: 0,
             ..Self::upload(id, channel_id, title, now)
         }
     }
@@ -184,7 +196,7 @@ fn video_json(video: &Video, parts: &[&str]) -> Value {
             "publishedAt": rfc3339(video.published),
             "channelId": video.channel_id,
             "title": video.title,
-            "description": "",
+            "description": video.description,
             "thumbnails": {
                 "default": thumb("default", 120, 90),
                 "medium": thumb("mqdefault", 320, 180),
@@ -193,6 +205,17 @@ fn video_json(video: &Video, parts: &[&str]) -> Value {
             "channelTitle": format!("Channel {}", video.channel_id),
             "categoryId": "20",
             "liveBroadcastContent": content,
+        });
+    }
+    if parts.contains(&"contentDetails") {
+        item["contentDetails"] = json!({
+            "duration": iso_duration(video.duration_seconds),
+            "dimension": "2d",
+            "definition": "hd",
+            "caption": "false",
+            "licensedContent": false,
+            "contentRating": {},
+            "projection": "rectangular",
         });
     }
     if parts.contains(&"liveStreamingDetails") {
@@ -218,6 +241,29 @@ fn video_json(video: &Video, parts: &[&str]) -> Value {
         }
     }
     item
+}
+
+/// `seconds` as the Data API writes a duration: `P0D` for none, else `PT#H#M#S` without
+/// zero parts (days when over 24 hours).
+fn iso_duration(seconds: u64) -> String {
+    if seconds == 0 {
+        return "P0D".into();
+    }
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
+    let mut text = String::from("P");
+    if days > 0 {
+        text.push_str(&format!("{days}D"));
+    }
+    if rest > 0 {
+        text.push('T');
+        for (value, unit) in [(h, 'H'), (m, 'M'), (s, 'S')] {
+            if value > 0 {
+                text.push_str(&format!("{value}{unit}"));
+            }
+        }
+    }
+    text
 }
 
 /// The non-empty items of comma-separated query parameter `name`.
@@ -372,10 +418,11 @@ fn xml_escape(text: &str) -> String {
 fn entry_xml(video: &Video, updated: DateTime<Utc>) -> String {
     format!(
         "<entry>\n  <id>yt:video:{id}</id>\n  <yt:videoId>{id}</yt:videoId>\n  <yt:channelId>{channel}</yt:channelId>\n  \
-         <title>{title}</title>\n  <link rel=\"alternate\" href=\"https://www.youtube.com/watch?v={id}\"/>\n  \
+         <title>{title}</title>\n  <link rel=\"alternate\" href=\"https://www.youtube.com/{page}{id}\"/>\n  \
          <author>\n   <name>Channel {channel}</name>\n   <uri>https://www.youtube.com/channel/{channel}</uri>\n  </author>\n  \
          <published>{published}</published>\n  <updated>{updated}</updated>\n </entry>\n",
         id = video.id,
+        page = if video.short { "shorts/" } else { "watch?v=" },
         channel = video.channel_id,
         title = xml_escape(&video.title),
         published = video.published.to_rfc3339(),
