@@ -21,6 +21,7 @@ mod api;
 mod commands;
 mod config;
 mod delivery;
+mod i18n;
 mod telegram;
 
 use std::sync::Arc;

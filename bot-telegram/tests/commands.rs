@@ -118,9 +118,12 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
     tg.send_text(chat, chat, "/list");
     tg.wait_for(chat, T, |s| s.text.contains("Minato Aqua — 🔴 Live"))
         .await;
+    // From here on the chat reads Japanese: notifications and replies alike.
     tg.send_text(chat, chat, "/lang ja");
-    tg.wait_for(chat, T, |s| s.text.contains("now in `ja`"))
-        .await;
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("設定しました") && s.text.contains("`ja`")
+    })
+    .await;
 
     // An unwanted kind, then a live event with a thumbnail: only the latter arrives, in
     // Japanese, as a photo with a link button.
@@ -183,12 +186,15 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
     let status = platform.service.check_session(Some(&token)).await.unwrap();
     assert!(status.valid);
     assert_eq!(status.user, Some(user.id));
-    assert_eq!(link.buttons()[0].0, "Open settings");
+    assert_eq!(link.buttons()[0].0, "設定を開く");
+    assert!(link.text.contains("こちらで編集できます"), "{}", link.text);
 
     // /unsubscribe without a name offers the current subscriptions.
     tg.send_text(chat, chat, "/unsubscribe");
     let offer = tg
-        .wait_for(chat, T, |s| s.text.contains("Unsubscribe from which one"))
+        .wait_for(chat, T, |s| {
+            s.text.contains("どの配信者のフォローを解除しますか")
+        })
         .await;
     tg.press(
         chat,
@@ -197,7 +203,7 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
         &button(&offer.buttons(), |l| l.contains("湊あくあ")),
     );
     tg.wait_message(chat, offer.message_id, T, |m| {
-        text_of(m).contains("Unsubscribed from 湊あくあ")
+        text_of(m).contains("湊あくあ のフォローを解除しました")
     })
     .await;
     assert!(platform
@@ -210,22 +216,193 @@ async fn a_chat_subscribes_by_command_and_receives_a_live_event() {
     // /delete asks first, then removes the registration.
     tg.send_text(chat, chat, "/delete");
     let ask = tg
-        .wait_for(chat, T, |s| s.text.contains("This cannot be undone"))
+        .wait_for(chat, T, |s| s.text.contains("元に戻すことはできません"))
         .await;
     tg.press(
         chat,
         ask.message_id,
         chat,
-        &button(&ask.buttons(), |l| l.starts_with("Yes")),
+        &button(&ask.buttons(), |l| l.starts_with("はい")),
     );
-    tg.wait_message(chat, ask.message_id, T, |m| text_of(m).contains("Deleted"))
-        .await;
+    tg.wait_message(chat, ask.message_id, T, |m| {
+        text_of(m).contains("削除しました")
+    })
+    .await;
     let gone = platform
         .service
         .find_user("telegram", &chat.to_string())
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Some(ErrorCode::NotFound));
+
+    bot.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_is_answered_in_the_language_it_chose() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let aqua = platform
+        .entity(&[("en", "Minato Aqua"), ("ja", "湊あくあ")])
+        .await;
+    platform.entity(&[("en", "Houshou Marine")]).await;
+    let tg = TelegramServer::start("123:languages").await.unwrap();
+    let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
+    let bot = RunningBot::start(
+        platform.bot_config(&tg, &queue.name),
+        platform.storage.clone(),
+        bus,
+    );
+    tg.wait_polling(T).await;
+    let chat = 5101;
+
+    // The command menu is published in every language the bot speaks.
+    eventually("the menu is published per language", T, || {
+        tg.calls_of("setMyCommands").len() >= 3
+    })
+    .await;
+    let menus = tg.calls_of("setMyCommands");
+    let menu_in = |code: Option<&str>| {
+        menus
+            .iter()
+            .find(|call| call["language_code"].as_str() == code)
+            .unwrap_or_else(|| panic!("no menu for {code:?} in {menus:#?}"))
+            .to_string()
+    };
+    assert!(menu_in(None).contains("Register this chat"));
+    assert!(menu_in(Some("ja")).contains("このチャットを登録します"));
+    assert!(menu_in(Some("zh")).contains("注册此聊天"));
+
+    tg.send_text(chat, chat, "/start");
+    tg.wait_for(chat, T, |s| s.text.contains("Welcome to Stargazer"))
+        .await;
+    tg.send_text(chat, chat, "/lang");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("This chat is in `en`")
+            && s.text.contains("en (English), ja (日本語), zh (中文)")
+    })
+    .await;
+
+    // Japanese: help, an empty list, a subscription chosen on a Japanese keyboard.
+    tg.send_text(chat, chat, "/lang ja");
+    tg.wait_for(chat, T, |s| s.text.contains("設定しました"))
+        .await;
+    let user = platform
+        .service
+        .find_user("telegram", &chat.to_string())
+        .await
+        .unwrap();
+    assert_eq!(user.language, "ja");
+    tg.send_text(chat, chat, "/help");
+    let help = tg
+        .wait_for(chat, T, |s| s.text.contains("コマンド一覧"))
+        .await;
+    assert!(
+        help.text.contains("/subscribe — 配信者をフォローします"),
+        "{}",
+        help.text
+    );
+    tg.send_text(chat, chat, "/list");
+    tg.wait_for(chat, T, |s| s.text.contains("まだ誰もフォローしていません"))
+        .await;
+    tg.send_text(chat, chat, "/subscribe aqua");
+    let keyboard = tg
+        .wait_for(chat, T, |s| {
+            s.text.contains("湊あくあ のどのイベントを受け取りますか")
+        })
+        .await;
+    let video = button(&keyboard.buttons(), |l| l == "✅ 🎬 動画");
+    tg.press(chat, keyboard.message_id, chat, &video);
+    tg.wait_message(chat, keyboard.message_id, T, |m| {
+        m.to_string().contains("⬜ 🎬 動画")
+    })
+    .await;
+    let done = button(&tg.buttons(chat, keyboard.message_id), |l| l == "完了");
+    tg.press(chat, keyboard.message_id, chat, &done);
+    let confirmed = tg
+        .wait_message(chat, keyboard.message_id, T, |m| {
+            text_of(m).contains("✅ 湊あくあ をフォローしました: 🔴 配信、📅 配信予定")
+        })
+        .await;
+    assert!(!text_of(&confirmed).contains("動画"), "{confirmed}");
+    let subscriptions = platform
+        .service
+        .get_subscription(Some(user.id))
+        .await
+        .unwrap();
+    assert_eq!(subscriptions.len(), 1);
+    assert_eq!(subscriptions[0].entity, aqua);
+    tg.send_text(chat, chat, "/list");
+    let list = tg
+        .wait_for(chat, T, |s| s.text.contains("フォロー中（1）"))
+        .await;
+    assert!(list.text.contains("湊あくあ — 🔴 配信、"), "{}", list.text);
+    tg.send_text(chat, chat, "/subscribe nobody-at-all");
+    tg.wait_for(chat, T, |s| {
+        s.text
+            .contains("「nobody-at-all」に一致する配信者はいません")
+    })
+    .await;
+    tg.send_text(chat, chat, "/frobnicate");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("/frobnicate というコマンドはありません") && s.text.contains("コマンド一覧")
+    })
+    .await;
+    tg.send_text(chat, chat, "hello");
+    tg.wait_for(chat, T, |s| s.text.contains("コマンドにだけお答えします"))
+        .await;
+    // An unknown language stays refused, in the chat's language, naming the languages.
+    tg.send_text(chat, chat, "/lang xx");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("「xx」には対応していません")
+            && s.text.contains("en (English), ja (日本語), zh (中文)")
+    })
+    .await;
+
+    // Chinese.
+    tg.send_text(chat, chat, "/lang zh");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("完成") && s.text.contains("`zh`")
+    })
+    .await;
+    tg.send_text(chat, chat, "/help");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("命令：") && s.text.contains("/list — 列出已关注的主播")
+    })
+    .await;
+    tg.send_text(chat, chat, "/list");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("关注列表（1）") && s.text.contains("🔴 直播、")
+    })
+    .await;
+    tg.send_text(chat, chat, "/lang pt-BR");
+    tg.wait_for(chat, T, |s| {
+        s.text.contains("我不会说“pt-BR”") && s.text.contains("ja (日本語)")
+    })
+    .await;
+    assert_eq!(
+        platform
+            .service
+            .find_user("telegram", &chat.to_string())
+            .await
+            .unwrap()
+            .language,
+        "zh"
+    );
+
+    // A group that reads Japanese refuses its members in Japanese.
+    let (group, admin, member) = (-7201, 8201, 8202);
+    tg.add_admin(group, admin);
+    tg.send_text(group, admin, "/start");
+    tg.wait_for(group, T, |s| s.text.contains("Welcome to Stargazer"))
+        .await;
+    tg.send_text(group, admin, "/lang ja");
+    tg.wait_for(group, T, |s| s.text.contains("設定しました"))
+        .await;
+    tg.send_text(group, member, "/subscribe aqua");
+    tg.wait_for(group, T, |s| s.text.contains("グループの管理者だけです"))
+        .await;
 
     bot.shutdown().await;
 }

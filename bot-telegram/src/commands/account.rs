@@ -8,68 +8,65 @@ use teloxide::types::{
 };
 
 use super::admin::{is_admin, REFUSAL};
-use super::{api_trouble, chat_name, reply, Callback, Ctx, HandlerResult};
+use super::{api_trouble, chat_name, reply, Callback, Ctx, HandlerResult, Lookup};
 use crate::api::{ApiError, User};
-use crate::delivery::compose::{escape, spoken_language, spoken_languages};
+use crate::delivery::compose::escape;
+use crate::i18n::{self, text};
 use crate::telegram::{classify, Failure};
 
-/// The chat's user, registering it first if needed (any command implies consent to
-/// being registered, as `/start` does).
+/// The chat's user as `looked_up` found it, registering the chat first if it was not
+/// (any command implies consent to being registered, as `/start` does).
 pub(crate) async fn ensure_user(
     ctx: &Ctx,
     chat: &Chat,
     from: Option<&TgUser>,
+    looked_up: Result<Option<User>, ApiError>,
 ) -> Result<User, ApiError> {
-    if let Some(user) = ctx.api.user_by_chat(chat.id.0).await? {
+    if let Some(user) = looked_up? {
         return Ok(user);
     }
     ctx.api
-        .register(chat.id.0, &chat_name(chat), &initial_language(chat, from))
+        .register(chat.id.0, &chat_name(chat), initial_language(chat, from))
         .await
 }
 
 /// A new private chat starts in its user's Telegram language when the bot speaks it;
 /// groups and everyone else start in English.
-fn initial_language(chat: &Chat, from: Option<&TgUser>) -> String {
+pub(crate) fn initial_language(chat: &Chat, from: Option<&TgUser>) -> &'static str {
     from.filter(|_| chat.is_private())
         .and_then(|u| u.language_code.as_deref())
-        .and_then(spoken_language)
-        .unwrap_or("en")
-        .to_owned()
+        .and_then(i18n::spoken_language)
+        .unwrap_or(i18n::DEFAULT)
 }
 
 /// `/start`: registers the chat (idempotent), and resumes deliveries a block paused.
-pub(crate) async fn start(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
-    let existing = match ctx.api.user_by_chat(msg.chat.id.0).await {
+pub(crate) async fn start(bot: &Bot, msg: &Message, ctx: &Ctx, lookup: Lookup) -> HandlerResult {
+    let lang = lookup.lang;
+    let existing = match lookup.user {
         Ok(existing) => existing,
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
-    let text = match existing {
+    let answer = match existing {
         // Deliveries were paused because the chat had blocked the bot; writing to it again
         // means it wants them back.
         Some(user) if user.settings.paused => match ctx.api.set_paused(user.id, false).await {
-            Ok(()) => "Welcome back! Notifications to this chat are on again. /list shows your subscriptions.".to_owned(),
-            Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+            Ok(()) => text(lang, "start-resumed", &[]),
+            Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
         },
-        Some(user) => format!(
-            "Welcome back! This chat is already registered (language: {}).\n\
-             Use /subscribe <name> to follow a streamer, /list to see your subscriptions, /help for more.",
-            user.language
-        ),
+        Some(user) => text(lang, "start-again", &[("language", user.language.into())]),
         None => match ctx
             .api
-            .register(msg.chat.id.0, &chat_name(&msg.chat), &initial_language(&msg.chat, msg.from.as_ref()))
+            .register(msg.chat.id.0, &chat_name(&msg.chat), lang)
             .await
         {
-            Ok(user) => format!(
-                "Welcome to Stargazer! This chat is registered (language: {}).\n\
-                 Use /subscribe <name> to follow a streamer, /lang <code> to change the language, /help for more.",
-                user.language
-            ),
-            Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+            Ok(user) => {
+                let lang = i18n::language_for(&user.language);
+                text(lang, "start-new", &[("language", user.language.into())])
+            }
+            Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
         },
     };
-    reply(bot, msg, &text).await
+    reply(bot, msg, &answer).await
 }
 
 /// The `/start` payload of the deep link that asks for a group's settings link in a
@@ -111,12 +108,13 @@ enum LinkError {
     Telegram(teloxide::RequestError),
 }
 
-/// Sends a fresh session link for `user` to chat `to`; `group` names the group the
-/// link is for when it goes to an admin's private chat.
+/// Sends a fresh session link for `user` to chat `to`, worded in `lang`; `group` names
+/// the group the link is for when it goes to an admin's private chat.
 async fn send_session_link(
     bot: &Bot,
     ctx: &Ctx,
     to: ChatId,
+    lang: &str,
     user: &User,
     group: Option<&str>,
 ) -> Result<(), LinkError> {
@@ -125,18 +123,23 @@ async fn send_session_link(
     let minutes = (session.expires_at - chrono::Utc::now())
         .num_minutes()
         .max(1);
-    let what = match group {
-        Some(name) if !name.is_empty() => {
-            format!("the subscriptions and settings of {}", escape(name))
-        }
-        Some(_) => "the group's subscriptions and settings".to_owned(),
-        None => "your subscriptions and settings".to_owned(),
+    let target = match group {
+        Some(name) if !name.is_empty() => text(
+            lang,
+            "settings-target-group",
+            &[("name", escape(name).into())],
+        ),
+        Some(_) => text(lang, "settings-target-group-unnamed", &[]),
+        None => text(lang, "settings-target-own", &[]),
     };
-    let html = format!(
-        "Edit {what} here:\n<a href=\"{href}\">{text}</a>\n\n\
-         The link works for {minutes} minutes; send /settings again for a new one. Do not share it.",
-        href = escape(&link),
-        text = escape(&link),
+    let html = text(
+        lang,
+        "settings-link",
+        &[
+            ("target", target.into()),
+            ("href", escape(&link).into()),
+            ("minutes", minutes.into()),
+        ],
     );
     let mut request = bot.send_message(to, html).parse_mode(ParseMode::Html);
     // Telegram refuses buttons pointing at local addresses; the text link still works.
@@ -147,7 +150,7 @@ async fn send_session_link(
         );
         if !local {
             request = request.reply_markup(InlineKeyboardMarkup::new(vec![vec![
-                InlineKeyboardButton::url("Open settings", url),
+                InlineKeyboardButton::url(text(lang, "settings-button", &[]), url),
             ]]));
         }
     }
@@ -162,15 +165,22 @@ async fn send_session_link(
 /// privately to the admin who asked; if the bot cannot write to them (they never
 /// started a private chat with it), the group is told how to start one, with a deep link
 /// that then delivers the link there.
-pub(crate) async fn settings(bot: &Bot, msg: &Message, ctx: &Ctx, me: &Me) -> HandlerResult {
-    let user = match ensure_user(ctx, &msg.chat, msg.from.as_ref()).await {
+pub(crate) async fn settings(
+    bot: &Bot,
+    msg: &Message,
+    ctx: &Ctx,
+    lookup: Lookup,
+    me: &Me,
+) -> HandlerResult {
+    let lang = lookup.lang;
+    let user = match ensure_user(ctx, &msg.chat, msg.from.as_ref(), lookup.user).await {
         Ok(user) => user,
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
     if msg.chat.is_private() {
-        return match send_session_link(bot, ctx, msg.chat.id, &user, None).await {
+        return match send_session_link(bot, ctx, msg.chat.id, lang, &user, None).await {
             Ok(()) => Ok(()),
-            Err(LinkError::Api(err)) => api_trouble(bot, msg.chat.id, &err).await,
+            Err(LinkError::Api(err)) => api_trouble(bot, msg.chat.id, lang, &err).await,
             Err(LinkError::Telegram(err)) => Err(err.into()),
         };
     }
@@ -181,31 +191,32 @@ pub(crate) async fn settings(bot: &Bot, msg: &Message, ctx: &Ctx, me: &Me) -> Ha
         .as_ref()
         .filter(|_| msg.sender_chat.as_ref().is_none_or(|s| s.id != msg.chat.id));
     let Some(admin) = admin else {
-        let text = format!(
-            "The settings link is only sent in a private chat. As an admin of this group, \
-             open {deep_link} from your own account and press Start: I will send it there."
-        );
-        return reply(bot, msg, &text).await;
+        let hint = text(lang, "settings-private-only", &[("link", deep_link.into())]);
+        return reply(bot, msg, &hint).await;
     };
     let to = ChatId(admin.id.0 as i64);
-    match send_session_link(bot, ctx, to, &user, Some(&chat_name(&msg.chat))).await {
+    match send_session_link(bot, ctx, to, lang, &user, Some(&chat_name(&msg.chat))).await {
         Ok(()) => {
-            let text = format!(
-                "{}, I sent you the settings link in a private message.",
-                admin.first_name
+            let sent = text(
+                lang,
+                "settings-sent-privately",
+                &[("admin", admin.first_name.as_str().into())],
             );
-            reply(bot, msg, &text).await
+            reply(bot, msg, &sent).await
         }
-        Err(LinkError::Api(err)) => api_trouble(bot, msg.chat.id, &err).await,
+        Err(LinkError::Api(err)) => api_trouble(bot, msg.chat.id, lang, &err).await,
         Err(LinkError::Telegram(err)) => match classify(&err) {
             Failure::Forbidden(reason) => {
                 tracing::info!(chat_id = msg.chat.id.0, user_id = admin.id.0, %reason, "cannot write to the admin privately");
-                let text = format!(
-                    "{}, I can only send the settings link in a private chat, and you have not \
-                     started one with me yet. Open {deep_link} and press Start: I will send it there.",
-                    admin.first_name
+                let hint = text(
+                    lang,
+                    "settings-start-private",
+                    &[
+                        ("admin", admin.first_name.as_str().into()),
+                        ("link", deep_link.into()),
+                    ],
                 );
-                reply(bot, msg, &text).await
+                reply(bot, msg, &hint).await
             }
             _ => Err(err.into()),
         },
@@ -213,11 +224,13 @@ pub(crate) async fn settings(bot: &Bot, msg: &Message, ctx: &Ctx, me: &Me) -> Ha
 }
 
 /// `/start settings_<group>` in a private chat (the deep link [`settings`] offers): the
-/// group's settings link, if the person is one of its admins.
+/// group's settings link, if the person is one of its admins. `lang` is the private
+/// chat's.
 pub(crate) async fn group_settings_link(
     bot: &Bot,
     msg: &Message,
     ctx: &Ctx,
+    lang: &str,
     group: ChatId,
 ) -> HandlerResult {
     let Some(person) = msg.from.as_ref() else {
@@ -232,97 +245,99 @@ pub(crate) async fn group_settings_link(
         }
     };
     if !admin {
-        return reply(bot, msg, REFUSAL).await;
+        return reply(bot, msg, &text(lang, REFUSAL, &[])).await;
     }
     let user = match ctx.api.user_by_chat(group.0).await {
         Ok(Some(user)) => user,
-        Ok(None) => {
-            return reply(
-                bot,
-                msg,
-                "That group is not registered. Send /start in the group first.",
-            )
-            .await
-        }
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Ok(None) => return reply(bot, msg, &text(lang, "settings-group-unregistered", &[])).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
-    match send_session_link(bot, ctx, msg.chat.id, &user, Some(&user.name)).await {
+    match send_session_link(bot, ctx, msg.chat.id, lang, &user, Some(&user.name)).await {
         Ok(()) => Ok(()),
-        Err(LinkError::Api(err)) => api_trouble(bot, msg.chat.id, &err).await,
+        Err(LinkError::Api(err)) => api_trouble(bot, msg.chat.id, lang, &err).await,
         Err(LinkError::Telegram(err)) => Err(err.into()),
     }
 }
 
-/// `/lang <code>`: the language of notifications.
-pub(crate) async fn lang(bot: &Bot, msg: &Message, ctx: &Ctx, code: &str) -> HandlerResult {
-    let user = match ensure_user(ctx, &msg.chat, msg.from.as_ref()).await {
+/// `/lang <code>`: the language of replies and notifications.
+pub(crate) async fn lang(
+    bot: &Bot,
+    msg: &Message,
+    ctx: &Ctx,
+    lookup: Lookup,
+    code: &str,
+) -> HandlerResult {
+    let lang = lookup.lang;
+    let user = match ensure_user(ctx, &msg.chat, msg.from.as_ref(), lookup.user).await {
         Ok(user) => user,
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
+    let languages = i18n::spoken_languages();
     if code.is_empty() {
-        let text = format!(
-            "Notifications here are in `{}`. I speak {}: /lang en, /lang ja or /lang zh.",
-            user.language,
-            spoken_languages()
+        let current = text(
+            lang,
+            "lang-current",
+            &[
+                ("language", user.language.into()),
+                ("languages", languages.into()),
+            ],
         );
-        return reply(bot, msg, &text).await;
+        return reply(bot, msg, &current).await;
     }
-    let Some(code) = spoken_language(code) else {
+    let Some(code) = i18n::spoken_language(code) else {
         let shown: String = code.chars().take(32).collect();
-        let text = format!(
-            "I do not speak “{shown}”. I speak {}: /lang en, /lang ja or /lang zh.",
-            spoken_languages()
+        let unknown = text(
+            lang,
+            "lang-unknown",
+            &[("code", shown.into()), ("languages", languages.into())],
         );
-        return reply(bot, msg, &text).await;
+        return reply(bot, msg, &unknown).await;
     };
     match ctx.api.set_language(user.id, code).await {
+        // Said in the new language: the chat hears right away what it chose.
         Ok(()) => {
             reply(
                 bot,
                 msg,
-                &format!("Done: notifications here are now in `{code}`."),
+                &text(code, "lang-set", &[("language", code.into())]),
             )
             .await
         }
-        Err(err) => api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => api_trouble(bot, msg.chat.id, lang, &err).await,
     }
 }
 
 /// `/delete`: asks for confirmation.
-pub(crate) async fn delete(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
-    match ctx.api.user_by_chat(msg.chat.id.0).await {
+pub(crate) async fn delete(bot: &Bot, msg: &Message, lookup: Lookup) -> HandlerResult {
+    let lang = lookup.lang;
+    match lookup.user {
         Ok(Some(_)) => {}
-        Ok(None) => {
-            return reply(
-                bot,
-                msg,
-                "This chat is not registered, so there is nothing to delete.",
-            )
-            .await
-        }
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Ok(None) => return reply(bot, msg, &text(lang, "delete-nothing", &[])).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     }
     let keyboard = InlineKeyboardMarkup::new(vec![vec![
-        InlineKeyboardButton::callback("Yes, delete everything", Callback::DeleteYes.encode()),
-        InlineKeyboardButton::callback("Cancel", Callback::Cancel.encode()),
+        InlineKeyboardButton::callback(text(lang, "delete-yes", &[]), Callback::DeleteYes.encode()),
+        InlineKeyboardButton::callback(text(lang, "button-cancel", &[]), Callback::Cancel.encode()),
     ]]);
-    bot.send_message(
-        msg.chat.id,
-        "Delete this chat's registration and all its subscriptions? This cannot be undone.",
-    )
-    .reply_markup(keyboard)
-    .await?;
+    bot.send_message(msg.chat.id, text(lang, "delete-ask", &[]))
+        .reply_markup(keyboard)
+        .await?;
     Ok(())
 }
 
-/// The confirmed `/delete`: what to show in place of the question.
-pub(crate) async fn delete_confirmed(ctx: &Ctx, chat: &Chat) -> Result<String, ApiError> {
-    match ctx.api.user_by_chat(chat.id.0).await? {
+/// The confirmed `/delete` of the chat's registration `looked_up`: what to show, in
+/// `lang`, in place of the question.
+pub(crate) async fn delete_confirmed(
+    ctx: &Ctx,
+    lang: &str,
+    looked_up: Result<Option<User>, ApiError>,
+) -> Result<String, ApiError> {
+    match looked_up? {
         Some(user) => {
             ctx.api.delete_user(user.id).await?;
-            Ok("Deleted: this chat's registration and subscriptions are gone. Send /start to register again.".to_owned())
+            Ok(text(lang, "delete-done", &[]))
         }
-        None => Ok("This chat is not registered any more; nothing to delete.".to_owned()),
+        None => Ok(text(lang, "delete-gone", &[])),
     }
 }
 
@@ -348,16 +363,5 @@ mod tests {
             session_link("https://s.example/app/", "abc"),
             "https://s.example/app/#token=abc"
         );
-    }
-
-    #[test]
-    fn only_spoken_languages_are_accepted() {
-        for (code, spoken) in [("en", "en"), ("JA", "ja"), ("ja-JP", "ja"), ("zh_TW", "zh")] {
-            assert_eq!(spoken_language(code), Some(spoken), "{code}");
-        }
-        for unspoken in ["", "xx", "pt-BR", "english", "e", "../", "jaa"] {
-            assert_eq!(spoken_language(unspoken), None, "{unspoken}");
-        }
-        assert_eq!(spoken_languages(), "en (English), ja (日本語), zh (中文)");
     }
 }

@@ -12,9 +12,8 @@ use teloxide::prelude::*;
 use teloxide::types::{Chat, User};
 use tokio::time::Instant;
 
-/// What a non-admin in a group is told.
-pub(crate) const REFUSAL: &str =
-    "Only this group's administrators can change its subscriptions and settings.";
+/// The message (`i18n` id) a non-admin in a group is told.
+pub(crate) const REFUSAL: &str = "admin-only";
 
 /// Remembered admin checks, keyed by (chat, user).
 pub(crate) struct AdminCache {

@@ -10,6 +10,10 @@
 //! Every message that looks like a command gets an answer: a result, a usage hint for bad
 //! arguments, the command list for unknown commands, or a refusal for group members who
 //! are not admins. When the api is unreachable the chat is told to try again later.
+//!
+//! Answers are in the chat's language (its user's `language`, see [`Lookup`]), worded in
+//! the `.ftl` files of [`crate::i18n`]; so are `/help` and the command menu published
+//! to Telegram per language.
 
 pub(crate) mod account;
 pub(crate) mod admin;
@@ -23,18 +27,20 @@ use stargazer_core::wait::sleep_unless_cancelled;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::ErrorHandler;
 use teloxide::prelude::*;
-use teloxide::types::{Me, ParseMode};
+use teloxide::types::{BotCommand, Me, ParseMode, User as TgUser};
 use teloxide::update_listeners::Polling;
 use teloxide::utils::command::{BotCommands, ParseError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::{Api, ApiError};
+use crate::api::{Api, ApiError, User};
 use crate::config::BotConfig;
+use crate::i18n::{self, text};
 use crate::Result;
 use admin::AdminCache;
 
-/// The bot's commands.
+/// The bot's commands. The `///` docs are the English fallback of the descriptions, which
+/// come from the `command-<name>` messages of the chat's language (see [`help`]).
 #[derive(BotCommands, Clone, Debug, PartialEq, Eq)]
 #[command(
     rename_rule = "lowercase",
@@ -67,6 +73,74 @@ pub(crate) struct Ctx {
     pub config: Arc<BotConfig>,
     /// Remembered group-admin checks.
     pub admins: AdminCache,
+}
+
+/// The chat's registration, looked up once per update, and the language to answer in.
+pub(crate) struct Lookup {
+    /// The chat's user (`None`: not registered), or why the api could not tell.
+    pub user: std::result::Result<Option<User>, ApiError>,
+    /// The user's language when the bot speaks it; for an unregistered chat (or when the
+    /// api is down) the language it would be registered in.
+    pub lang: &'static str,
+}
+
+/// Looks up `chat`'s registration and language (`from`: who wrote, for the language a
+/// private chat would start in).
+pub(crate) async fn look_up(
+    ctx: &Ctx,
+    chat: &teloxide::types::Chat,
+    from: Option<&TgUser>,
+) -> Lookup {
+    let user = ctx.api.user_by_chat(chat.id.0).await;
+    let lang = match &user {
+        Ok(Some(user)) => i18n::language_for(&user.language),
+        Ok(None) => account::initial_language(chat, from),
+        Err(err) => {
+            tracing::debug!(chat_id = chat.id.0, cause = %err, "chat language unknown; api unavailable");
+            account::initial_language(chat, from)
+        }
+    };
+    Lookup { user, lang }
+}
+
+/// The `/help` text in `lang`: what the bot does, then every command.
+pub(crate) fn help(lang: &str) -> String {
+    let mut out = text(lang, "help-intro", &[]);
+    out.push('\n');
+    for command in bot_commands(lang) {
+        out.push_str(&format!("\n{} — {}", command.command, command.description));
+    }
+    out
+}
+
+/// The command menu in `lang` (descriptions missing from the locale files keep the
+/// English of the [`Command`] docs).
+pub(crate) fn bot_commands(lang: &str) -> Vec<BotCommand> {
+    Command::bot_commands()
+        .into_iter()
+        .map(|command| {
+            let id = format!("command-{}", command.command.trim_start_matches('/'));
+            match i18n::try_text(lang, &id, &[]) {
+                Some(description) => BotCommand::new(command.command, description),
+                None => command,
+            }
+        })
+        .collect()
+}
+
+/// Publishes the command menu: English for everyone, and each other language for the
+/// Telegram clients set to it.
+async fn publish_commands(bot: &Bot) {
+    for (code, _) in i18n::LANGUAGES {
+        let mut request = bot.set_my_commands(bot_commands(code));
+        if code != i18n::DEFAULT {
+            request = request.language_code(code);
+        }
+        if let Err(err) = request.await {
+            // Only the command menu in clients depends on it.
+            tracing::warn!(language = code, cause = %err, "could not publish the command list");
+        }
+    }
 }
 
 /// A handler failure worth logging (user-facing problems are answered in the chat).
@@ -132,10 +206,8 @@ pub(crate) async fn run(
             }
         }
     }
-    if let Err(err) = bot.set_my_commands(Command::bot_commands()).await {
-        // Only the command menu in clients depends on it.
-        tracing::warn!(cause = %err, "could not publish the command list");
-    }
+    publish_commands(&bot).await;
+    i18n::check_delivery_languages();
 
     let ctx = Arc::new(Ctx {
         api,
@@ -209,22 +281,19 @@ pub(crate) async fn run(
 
 /// Routes a message: commands to their handler, everything else to a hint.
 async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerResult {
-    let Some(text) = msg.text() else {
+    let Some(message) = msg.text() else {
         return Ok(());
     };
     let private = msg.chat.is_private();
-    if !text.starts_with('/') {
+    // Group chatter gets no answer, so it costs no api call either.
+    if !message.starts_with('/') {
         if private {
-            reply(
-                &bot,
-                &msg,
-                "I answer commands only. Send /help to see them.",
-            )
-            .await?;
+            let lookup = look_up(&ctx, &msg.chat, msg.from.as_ref()).await;
+            reply(&bot, &msg, &text(lookup.lang, "only-commands", &[])).await?;
         }
         return Ok(());
     }
-    let command = match Command::parse(text, me.username()) {
+    let command = match Command::parse(message, me.username()) {
         Ok(command) => command,
         // Addressed to another bot in the same group.
         Err(ParseError::WrongBotName(_)) => return Ok(()),
@@ -232,30 +301,31 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
             // In a group an unknown bare command is likely another bot's; answer only
             // when it was addressed to us.
             if private
-                || text
+                || message
                     .split_whitespace()
                     .next()
                     .is_some_and(|c| c.contains(&format!("@{}", me.username())))
             {
-                let help = format!(
-                    "Unknown command {}.\n\n{}",
-                    name.split('@').next().unwrap_or(&name),
-                    Command::descriptions()
-                );
-                reply(&bot, &msg, &help).await?;
+                let lang = look_up(&ctx, &msg.chat, msg.from.as_ref()).await.lang;
+                let name = name.split('@').next().unwrap_or(&name).to_owned();
+                let unknown = text(lang, "unknown-command", &[("command", name.into())]);
+                reply(&bot, &msg, &format!("{unknown}\n\n{}", help(lang))).await?;
             }
             return Ok(());
         }
         Err(err) => {
-            let help = format!(
-                "I could not read that command ({err}).\n\n{}",
-                Command::descriptions()
+            let lang = look_up(&ctx, &msg.chat, msg.from.as_ref()).await.lang;
+            let unreadable = text(
+                lang,
+                "unreadable-command",
+                &[("reason", err.to_string().into())],
             );
-            reply(&bot, &msg, &help).await?;
+            reply(&bot, &msg, &format!("{unreadable}\n\n{}", help(lang))).await?;
             return Ok(());
         }
     };
     tracing::debug!(chat_id = msg.chat.id.0, ?command, "command");
+    let lookup = look_up(&ctx, &msg.chat, msg.from.as_ref()).await;
     // `/start` registers a group, so in groups it is for admins too (in a private chat
     // everything is allowed).
     let needs_admin = matches!(
@@ -277,23 +347,27 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
         )
         .await?
     {
-        reply(&bot, &msg, admin::REFUSAL).await?;
+        reply(&bot, &msg, &text(lookup.lang, admin::REFUSAL, &[])).await?;
         return Ok(());
     }
     match command {
         Command::Start(payload) => match account::settings_payload(&payload) {
-            Some(group) if private => account::group_settings_link(&bot, &msg, &ctx, group).await,
-            _ => account::start(&bot, &msg, &ctx).await,
+            Some(group) if private => {
+                account::group_settings_link(&bot, &msg, &ctx, lookup.lang, group).await
+            }
+            _ => account::start(&bot, &msg, &ctx, lookup).await,
         },
-        Command::Help => reply(&bot, &msg, &Command::descriptions().to_string()).await,
-        Command::Subscribe(query) => subscriptions::subscribe(&bot, &msg, &ctx, query.trim()).await,
-        Command::Unsubscribe(query) => {
-            subscriptions::unsubscribe(&bot, &msg, &ctx, query.trim()).await
+        Command::Help => reply(&bot, &msg, &help(lookup.lang)).await,
+        Command::Subscribe(query) => {
+            subscriptions::subscribe(&bot, &msg, &ctx, lookup, query.trim()).await
         }
-        Command::List => subscriptions::list(&bot, &msg, &ctx).await,
-        Command::Settings => account::settings(&bot, &msg, &ctx, &me).await,
-        Command::Lang(code) => account::lang(&bot, &msg, &ctx, code.trim()).await,
-        Command::Delete => account::delete(&bot, &msg, &ctx).await,
+        Command::Unsubscribe(query) => {
+            subscriptions::unsubscribe(&bot, &msg, &ctx, lookup, query.trim()).await
+        }
+        Command::List => subscriptions::list(&bot, &msg, &ctx, lookup).await,
+        Command::Settings => account::settings(&bot, &msg, &ctx, lookup, &me).await,
+        Command::Lang(code) => account::lang(&bot, &msg, &ctx, lookup, code.trim()).await,
+        Command::Delete => account::delete(&bot, &msg, lookup).await,
     }
 }
 
@@ -311,17 +385,37 @@ pub(crate) async fn reply_html(bot: &Bot, msg: &Message, html: &str) -> HandlerR
     Ok(())
 }
 
-/// Tells the chat the api is unreachable (or refused), and logs why.
-pub(crate) async fn api_trouble(bot: &Bot, chat: ChatId, err: &ApiError) -> HandlerResult {
-    let text = if err.is_transient() {
+/// Tells the chat, in `lang`, that the api is unreachable (or refused), and logs why.
+pub(crate) async fn api_trouble(
+    bot: &Bot,
+    chat: ChatId,
+    lang: &str,
+    err: &ApiError,
+) -> HandlerResult {
+    if err.is_transient() {
         tracing::warn!(chat_id = chat.0, cause = %err, "api unavailable for a command");
-        "Stargazer is temporarily unavailable. Please try again in a minute.".to_owned()
     } else {
         tracing::warn!(chat_id = chat.0, cause = %err, "api refused a command");
-        format!("That did not work: {}", err.user_message())
-    };
-    bot.send_message(chat, text).await?;
+    }
+    bot.send_message(chat, trouble_text(lang, err)).await?;
     Ok(())
+}
+
+/// What a chat reading `lang` is told when the api failed with `err`.
+pub(crate) fn trouble_text(lang: &str, err: &ApiError) -> String {
+    if err.is_transient() {
+        return text(lang, "error-unavailable", &[]);
+    }
+    match err {
+        ApiError::NotFound(_) => text(lang, "error-not-found", &[]),
+        ApiError::Conflict(_) => text(lang, "error-conflict", &[]),
+        // The api's own explanation, in English.
+        _ => text(
+            lang,
+            "error-refused",
+            &[("reason", err.user_message().into())],
+        ),
+    }
 }
 
 /// A display name for a chat: its title, or its user's name.
@@ -443,7 +537,25 @@ mod tests {
             Command::parse("/nope", "bot"),
             Err(ParseError::UnknownCommand(_))
         ));
-        let help = Command::descriptions().to_string();
+    }
+
+    #[test]
+    fn help_and_the_command_menu_speak_every_language() {
+        for (lang, intro, start) in [
+            ("en", "Stargazer tells you", "Register this chat"),
+            ("ja", "お知らせします", "このチャットを登録します"),
+            ("zh", "通知你", "注册此聊天"),
+        ] {
+            let help = help(lang);
+            assert!(help.lines().next().unwrap().contains(intro), "{help}");
+            assert!(help.contains(&format!("/start — {start}")), "{help}");
+            let menu = bot_commands(lang);
+            assert_eq!(menu.len(), Command::bot_commands().len());
+            assert!(menu[0].description.contains(start), "{menu:?}");
+        }
+        // An unknown language gets English.
+        assert_eq!(help("xx"), help("en"));
+        let help = help("ja");
         for name in [
             "/start",
             "/help",

@@ -12,11 +12,16 @@ use uuid::Uuid;
 
 use super::account::{delete_confirmed, ensure_user};
 use super::admin::{may_change, REFUSAL};
-use super::{api_trouble, reply, reply_html, Callback, Ctx, HandlerError, HandlerResult};
-use crate::api::{ApiError, IndexEntry, User};
+use super::{
+    api_trouble, look_up, reply, reply_html, trouble_text, Callback, Ctx, HandlerError,
+    HandlerResult, Lookup,
+};
+use crate::api::{ApiError, IndexEntry};
 use crate::delivery::compose::escape;
+use crate::i18n::{self, text};
 
-/// Event kinds a subscription can filter on, with their button labels. The index of a
+/// Event kinds a subscription can filter on, with their English button labels (each
+/// language words them in its `kind-<kind>` message, see [`kind_label`]). The index of a
 /// kind is its bit in the selection masks carried by buttons.
 pub(crate) const KINDS: [(&str, &str); 6] = [
     (kind::YOUTUBE_LIVE, "🔴 Live"),
@@ -58,20 +63,30 @@ fn kinds_of(mask: u8) -> Vec<String> {
         .collect()
 }
 
-/// Labels of `kinds` in the keyboard's order (unknown kinds last, as they are).
-fn describe_kinds(kinds: &[String]) -> String {
+/// The label of `kind` in `lang`: its `kind-<kind with dashes>` message
+/// (`kind-youtube-live`), else `fallback` (a kind no locale file words yet).
+fn kind_label(kind: &str, fallback: &str, lang: &str) -> String {
+    let id = format!("kind-{}", kind.replace('.', "-"));
+    i18n::try_text(lang, &id, &[]).unwrap_or_else(|| fallback.to_owned())
+}
+
+/// Labels of `kinds` in `lang`, in the keyboard's order (unknown kinds last, as they are).
+fn describe_kinds(kinds: &[String], lang: &str) -> String {
     if kinds.is_empty() {
-        return "all events".to_owned();
+        return text(lang, "kinds-all", &[]);
     }
     let known = KINDS
         .iter()
         .filter(|(kind, _)| kinds.iter().any(|k| k == kind))
-        .map(|(_, label)| (*label).to_owned());
+        .map(|(kind, label)| kind_label(kind, label, lang));
     let unknown = kinds
         .iter()
         .filter(|k| !KINDS.iter().any(|(kind, _)| kind == k))
         .cloned();
-    known.chain(unknown).collect::<Vec<_>>().join(", ")
+    known
+        .chain(unknown)
+        .collect::<Vec<_>>()
+        .join(&text(lang, "kinds-separator", &[]))
 }
 
 /// An entry's name in `language` (then its default language, then any).
@@ -112,18 +127,18 @@ pub(crate) fn search<'a>(entries: &'a [IndexEntry], query: &str) -> Vec<&'a Inde
         .collect()
 }
 
-fn kinds_keyboard(entity: Uuid, mask: u8) -> InlineKeyboardMarkup {
+fn kinds_keyboard(entity: Uuid, mask: u8, lang: &str) -> InlineKeyboardMarkup {
     let mut rows: Vec<Vec<InlineKeyboardButton>> = KINDS
         .chunks(2)
         .enumerate()
         .map(|(row, pair)| {
             pair.iter()
                 .enumerate()
-                .map(|(col, (_, label))| {
+                .map(|(col, (kind, label))| {
                     let bit = 1u8 << (row * 2 + col);
                     let mark = if mask & bit != 0 { "✅" } else { "⬜" };
                     InlineKeyboardButton::callback(
-                        format!("{mark} {label}"),
+                        format!("{mark} {}", kind_label(kind, label, lang)),
                         Callback::Kinds(entity, mask ^ bit).encode(),
                     )
                 })
@@ -131,22 +146,24 @@ fn kinds_keyboard(entity: Uuid, mask: u8) -> InlineKeyboardMarkup {
         })
         .collect();
     rows.push(vec![
-        InlineKeyboardButton::callback("Done", Callback::Done(entity, mask).encode()),
-        InlineKeyboardButton::callback("Cancel", Callback::Cancel.encode()),
+        InlineKeyboardButton::callback(
+            text(lang, "button-done", &[]),
+            Callback::Done(entity, mask).encode(),
+        ),
+        InlineKeyboardButton::callback(text(lang, "button-cancel", &[]), Callback::Cancel.encode()),
     ]);
     InlineKeyboardMarkup::new(rows)
 }
 
-fn kinds_prompt(name: &str) -> String {
-    format!(
-        "Which events of <b>{}</b> do you want? Tap to toggle, then Done.",
-        escape(name)
-    )
+fn kinds_prompt(name: &str, lang: &str) -> String {
+    text(lang, "subscribe-kinds", &[("name", escape(name).into())])
 }
 
+/// One button per entry, named in `language` (the user's), and Cancel in `lang`.
 fn pick_keyboard(
     entries: &[&IndexEntry],
     language: &str,
+    lang: &str,
     make: impl Fn(Uuid) -> Callback,
 ) -> InlineKeyboardMarkup {
     let mut rows: Vec<Vec<InlineKeyboardButton>> = entries
@@ -159,63 +176,64 @@ fn pick_keyboard(
         })
         .collect();
     rows.push(vec![InlineKeyboardButton::callback(
-        "Cancel",
+        text(lang, "button-cancel", &[]),
         Callback::Cancel.encode(),
     )]);
     InlineKeyboardMarkup::new(rows)
 }
 
 /// `/subscribe <name or id>`.
-pub(crate) async fn subscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str) -> HandlerResult {
+pub(crate) async fn subscribe(
+    bot: &Bot,
+    msg: &Message,
+    ctx: &Ctx,
+    lookup: Lookup,
+    query: &str,
+) -> HandlerResult {
+    let lang = lookup.lang;
     if query.is_empty() {
-        return reply(
-            bot,
-            msg,
-            "Tell me whom to follow: /subscribe <name or id>, e.g. /subscribe Aqua. Names work in any language.",
-        )
-        .await;
+        return reply(bot, msg, &text(lang, "subscribe-usage", &[])).await;
     }
-    let user = match ensure_user(ctx, &msg.chat, msg.from.as_ref()).await {
+    let user = match ensure_user(ctx, &msg.chat, msg.from.as_ref(), lookup.user).await {
         Ok(user) => user,
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
     let index = match ctx.api.index(user.id).await {
         Ok(index) => index,
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
     let found = search(&index.entities, query);
     match found.as_slice() {
         [] => {
-            reply(
-                bot,
-                msg,
-                &format!(
-                    "No streamer matches “{query}”. Try part of a name, in any language, or an id."
-                ),
-            )
-            .await
+            let none = text(lang, "subscribe-no-match", &[("query", query.into())]);
+            reply(bot, msg, &none).await
         }
         [entry] => {
             let mask = entry.subscribed.as_deref().map_or(ALL, mask_of);
-            bot.send_message(msg.chat.id, kinds_prompt(&name_of(entry, &user.language)))
-                .parse_mode(ParseMode::Html)
-                .reply_markup(kinds_keyboard(entry.id, mask))
-                .await?;
+            bot.send_message(
+                msg.chat.id,
+                kinds_prompt(&name_of(entry, &user.language), lang),
+            )
+            .parse_mode(ParseMode::Html)
+            .reply_markup(kinds_keyboard(entry.id, mask, lang))
+            .await?;
             Ok(())
         }
         many => {
             let limit = ctx.config.search_limit.max(1);
-            let mut text = format!("Several streamers match “{}”. Which one?", escape(query));
+            let mut html = text(lang, "subscribe-pick", &[("query", escape(query).into())]);
             if many.len() > limit {
-                text.push_str(&format!(
-                    "\n({} more match; type more of the name to narrow it down.)",
-                    many.len() - limit
+                html.push('\n');
+                html.push_str(&text(
+                    lang,
+                    "subscribe-more",
+                    &[("count", (many.len() - limit).into())],
                 ));
             }
             let shown: Vec<&IndexEntry> = many.iter().take(limit).copied().collect();
-            bot.send_message(msg.chat.id, text)
+            bot.send_message(msg.chat.id, html)
                 .parse_mode(ParseMode::Html)
-                .reply_markup(pick_keyboard(&shown, &user.language, Callback::Pick))
+                .reply_markup(pick_keyboard(&shown, &user.language, lang, Callback::Pick))
                 .await?;
             Ok(())
         }
@@ -223,22 +241,22 @@ pub(crate) async fn subscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str) 
 }
 
 /// `/unsubscribe [name]`.
-pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str) -> HandlerResult {
-    let user = match ctx.api.user_by_chat(msg.chat.id.0).await {
+pub(crate) async fn unsubscribe(
+    bot: &Bot,
+    msg: &Message,
+    ctx: &Ctx,
+    lookup: Lookup,
+    query: &str,
+) -> HandlerResult {
+    let lang = lookup.lang;
+    let user = match lookup.user {
         Ok(Some(user)) => user,
-        Ok(None) => {
-            return reply(
-                bot,
-                msg,
-                "This chat has no subscriptions. Use /subscribe <name> to add one.",
-            )
-            .await
-        }
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Ok(None) => return reply(bot, msg, &text(lang, "unsubscribe-none", &[])).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
     let index = match ctx.api.index(user.id).await {
         Ok(index) => index,
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
     let subscribed: Vec<IndexEntry> = index
         .entities
@@ -246,12 +264,7 @@ pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str
         .filter(|e| e.subscribed.is_some())
         .collect();
     if subscribed.is_empty() {
-        return reply(
-            bot,
-            msg,
-            "This chat has no subscriptions. Use /subscribe <name> to add one.",
-        )
-        .await;
+        return reply(bot, msg, &text(lang, "unsubscribe-none", &[])).await;
     }
     let candidates: Vec<&IndexEntry> = if query.is_empty() {
         subscribed.iter().collect()
@@ -260,12 +273,8 @@ pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str
     };
     match candidates.as_slice() {
         [] => {
-            reply(
-                bot,
-                msg,
-                &format!("None of this chat's subscriptions matches “{query}”. /list shows them."),
-            )
-            .await
+            let none = text(lang, "unsubscribe-no-match", &[("query", query.into())]);
+            reply(bot, msg, &none).await
         }
         [entry] if !query.is_empty() => {
             match ctx
@@ -274,19 +283,26 @@ pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str
                 .await
             {
                 Ok(()) => {
-                    let text = format!(
-                        "Unsubscribed from <b>{}</b>.",
-                        escape(&name_of(entry, &user.language))
-                    );
-                    reply_html(bot, msg, &text).await
+                    let name = escape(&name_of(entry, &user.language));
+                    reply_html(
+                        bot,
+                        msg,
+                        &text(lang, "unsubscribe-done", &[("name", name.into())]),
+                    )
+                    .await
                 }
-                Err(err) => api_trouble(bot, msg.chat.id, &err).await,
+                Err(err) => api_trouble(bot, msg.chat.id, lang, &err).await,
             }
         }
         many => {
             let shown: Vec<&IndexEntry> = many.iter().take(MAX_LISTED).copied().collect();
-            bot.send_message(msg.chat.id, "Unsubscribe from which one?")
-                .reply_markup(pick_keyboard(&shown, &user.language, Callback::Unsubscribe))
+            bot.send_message(msg.chat.id, text(lang, "unsubscribe-pick", &[]))
+                .reply_markup(pick_keyboard(
+                    &shown,
+                    &user.language,
+                    lang,
+                    Callback::Unsubscribe,
+                ))
                 .await?;
             Ok(())
         }
@@ -294,22 +310,16 @@ pub(crate) async fn unsubscribe(bot: &Bot, msg: &Message, ctx: &Ctx, query: &str
 }
 
 /// `/list`.
-pub(crate) async fn list(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
-    let user = match ctx.api.user_by_chat(msg.chat.id.0).await {
+pub(crate) async fn list(bot: &Bot, msg: &Message, ctx: &Ctx, lookup: Lookup) -> HandlerResult {
+    let lang = lookup.lang;
+    let user = match lookup.user {
         Ok(Some(user)) => user,
-        Ok(None) => {
-            return reply(
-                bot,
-                msg,
-                "This chat is not registered yet. Send /start, then /subscribe <name>.",
-            )
-            .await
-        }
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Ok(None) => return reply(bot, msg, &text(lang, "list-unregistered", &[])).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
     let index = match ctx.api.index(user.id).await {
         Ok(index) => index,
-        Err(err) => return api_trouble(bot, msg.chat.id, &err).await,
+        Err(err) => return api_trouble(bot, msg.chat.id, lang, &err).await,
     };
     let mut lines: Vec<(String, String)> = index
         .entities
@@ -317,19 +327,15 @@ pub(crate) async fn list(bot: &Bot, msg: &Message, ctx: &Ctx) -> HandlerResult {
         .filter_map(|e| {
             e.subscribed
                 .as_ref()
-                .map(|kinds| (name_of(e, &user.language), describe_kinds(kinds)))
+                .map(|kinds| (name_of(e, &user.language), describe_kinds(kinds, lang)))
         })
         .collect();
     if lines.is_empty() {
-        return reply(
-            bot,
-            msg,
-            "No subscriptions yet. Use /subscribe <name> to follow a streamer.",
-        )
-        .await;
+        return reply(bot, msg, &text(lang, "list-empty", &[])).await;
     }
     lines.sort();
-    let mut html = String::from("<b>Subscriptions</b>\n");
+    let mut html = text(lang, "list-title", &[("count", lines.len().into())]);
+    html.push('\n');
     for (name, kinds) in lines {
         html.push_str(&format!("• {} — {}\n", escape(&name), escape(&kinds)));
     }
@@ -366,31 +372,36 @@ pub(crate) async fn on_callback(
     ctx: std::sync::Arc<Ctx>,
 ) -> HandlerResult {
     let data = query.data.as_deref().and_then(Callback::parse);
-    let (Some(data), Some(message)) = (data, query.message.as_ref()) else {
+    let Some(message) = query.message.as_ref() else {
+        // Too old for Telegram to say where it was: answer in the presser's language.
+        let lang = i18n::language_for(query.from.language_code.as_deref().unwrap_or_default());
         bot.answer_callback_query(query.id.clone())
-            .text("This button is no longer valid.")
+            .text(text(lang, "button-expired", &[]))
             .await?;
         return Ok(());
     };
     let chat = message.chat().clone();
     let message_id = message.id();
+    let lookup = look_up(&ctx, &chat, Some(&query.from)).await;
+    let lang = lookup.lang;
+    let Some(data) = data else {
+        bot.answer_callback_query(query.id.clone())
+            .text(text(lang, "button-expired", &[]))
+            .await?;
+        return Ok(());
+    };
     if !may_change(&bot, &ctx.admins, &chat, Some(&query.from), None).await? {
         bot.answer_callback_query(query.id.clone())
-            .text(REFUSAL)
+            .text(text(lang, REFUSAL, &[]))
             .show_alert(true)
             .await?;
         return Ok(());
     }
-    let pressed = match handle_press(&ctx, &chat, data).await {
+    let pressed = match handle_press(&ctx, &chat, &query.from, lookup, data).await {
         Ok(pressed) => pressed,
         Err(err) => {
             tracing::warn!(chat_id = chat.id.0, cause = %err, "button press failed at the api");
-            let text = if err.is_transient() {
-                "Stargazer is temporarily unavailable. Please try again in a minute.".to_owned()
-            } else {
-                format!("That did not work: {}", err.user_message())
-            };
-            Pressed::Notice(text)
+            Pressed::Notice(trouble_text(lang, &err))
         }
     };
     let notice = match pressed {
@@ -442,32 +453,40 @@ fn ignore_unmodified(result: Result<(), teloxide::RequestError>) -> HandlerResul
     }
 }
 
-async fn registered(ctx: &Ctx, chat: &Chat) -> Result<User, ApiError> {
-    ensure_user(ctx, chat, None).await
-}
-
-async fn handle_press(ctx: &Ctx, chat: &Chat, data: Callback) -> Result<Pressed, ApiError> {
+/// What a press of `data` by `from` in `chat` leads to; `lookup` is the chat's
+/// registration and language.
+async fn handle_press(
+    ctx: &Ctx,
+    chat: &Chat,
+    from: &teloxide::types::User,
+    lookup: Lookup,
+    data: Callback,
+) -> Result<Pressed, ApiError> {
+    let lang = lookup.lang;
+    let gone = || Pressed::Edit(text(lang, "subscribe-gone", &[]), None);
     Ok(match data {
         Callback::Pick(entity) => {
-            let user = registered(ctx, chat).await?;
+            let user = ensure_user(ctx, chat, Some(from), lookup.user).await?;
             let index = ctx.api.index(user.id).await?;
             match index.entities.iter().find(|e| e.id == entity) {
                 Some(entry) => {
                     let mask = entry.subscribed.as_deref().map_or(ALL, mask_of);
                     Pressed::Edit(
-                        kinds_prompt(&name_of(entry, &user.language)),
-                        Some(kinds_keyboard(entity, mask)),
+                        kinds_prompt(&name_of(entry, &user.language), lang),
+                        Some(kinds_keyboard(entity, mask, lang)),
                     )
                 }
-                None => Pressed::Edit("That streamer is no longer tracked.".to_owned(), None),
+                None => gone(),
             }
         }
-        Callback::Kinds(entity, mask) => Pressed::Keyboard(kinds_keyboard(entity, mask & ALL)),
+        Callback::Kinds(entity, mask) => {
+            Pressed::Keyboard(kinds_keyboard(entity, mask & ALL, lang))
+        }
         Callback::Done(_, mask) if mask & ALL == 0 => {
-            Pressed::Notice("Choose at least one kind of event, or Cancel.".to_owned())
+            Pressed::Notice(text(lang, "subscribe-none-chosen", &[]))
         }
         Callback::Done(entity, mask) => {
-            let user = registered(ctx, chat).await?;
+            let user = ensure_user(ctx, chat, Some(from), lookup.user).await?;
             let kinds = kinds_of(mask);
             match ctx
                 .api
@@ -475,34 +494,36 @@ async fn handle_press(ctx: &Ctx, chat: &Chat, data: Callback) -> Result<Pressed,
                 .await
             {
                 Ok(()) => {}
-                Err(ApiError::NotFound(_)) => {
-                    return Ok(Pressed::Edit(
-                        "That streamer is no longer tracked.".to_owned(),
-                        None,
-                    ))
-                }
+                Err(ApiError::NotFound(_)) => return Ok(gone()),
                 Err(err) => return Err(err),
             }
             let name = entity_name(ctx, entity, &user.language).await;
-            Pressed::Edit(
-                format!(
-                    "✅ Subscribed to <b>{}</b>: {}.",
-                    escape(&name),
-                    escape(&describe_kinds(&kinds))
-                ),
-                None,
-            )
+            let done = text(
+                lang,
+                "subscribe-done",
+                &[
+                    ("name", escape(&name).into()),
+                    ("kinds", escape(&describe_kinds(&kinds, lang)).into()),
+                ],
+            );
+            Pressed::Edit(done, None)
         }
         Callback::Unsubscribe(entity) => {
-            let user = registered(ctx, chat).await?;
+            let user = ensure_user(ctx, chat, Some(from), lookup.user).await?;
             ctx.api
                 .update_subscription(user.id, entity, false, Vec::new())
                 .await?;
             let name = entity_name(ctx, entity, &user.language).await;
-            Pressed::Edit(format!("Unsubscribed from <b>{}</b>.", escape(&name)), None)
+            Pressed::Edit(
+                text(lang, "unsubscribe-done", &[("name", escape(&name).into())]),
+                None,
+            )
         }
-        Callback::DeleteYes => Pressed::Edit(escape(&delete_confirmed(ctx, chat).await?), None),
-        Callback::Cancel => Pressed::Edit("Cancelled.".to_owned(), None),
+        Callback::DeleteYes => Pressed::Edit(
+            escape(&delete_confirmed(ctx, lang, lookup.user).await?),
+            None,
+        ),
+        Callback::Cancel => Pressed::Edit(text(lang, "cancelled", &[]), None),
     })
 }
 
@@ -564,9 +585,34 @@ mod tests {
         assert_eq!(kinds_of(ALL), Vec::<String>::new());
         let some = vec!["youtube.live".to_owned(), "twitter.tweet".to_owned()];
         assert_eq!(kinds_of(mask_of(&some)), some);
-        assert_eq!(describe_kinds(&some), "🔴 Live, 🐦 Post");
-        let keyboard = kinds_keyboard(Uuid::nil(), 0b000001);
+        assert_eq!(describe_kinds(&some, "en"), "🔴 Live, 🐦 Post");
+        let keyboard = kinds_keyboard(Uuid::nil(), 0b000001, "en");
         let first = &keyboard.inline_keyboard[0][0];
         assert!(first.text.starts_with("✅"));
+    }
+
+    #[test]
+    fn kinds_are_worded_in_the_chat_language() {
+        let some = vec!["youtube.live".to_owned(), "twitter.tweet".to_owned()];
+        assert_eq!(describe_kinds(&some, "ja"), "🔴 配信、🐦 ポスト");
+        assert_eq!(describe_kinds(&[], "zh"), "全部事件");
+        // A kind no locale file words yet keeps the table's label; unknown kinds stay
+        // as they are.
+        assert_eq!(kind_label("youtube.brand_new", "🆕 New", "ja"), "🆕 New");
+        let odd = vec!["youtube.live".to_owned(), "other.kind".to_owned()];
+        assert_eq!(describe_kinds(&odd, "zh"), "🔴 直播、other.kind");
+        // Every kind of the table has its words in every language.
+        for (kind, label) in KINDS {
+            let id = format!("kind-{}", kind.replace('.', "-"));
+            assert_eq!(i18n::try_text("en", &id, &[]).as_deref(), Some(label));
+            for (lang, _) in i18n::LANGUAGES {
+                assert_ne!(kind_label(kind, "", lang), "", "{lang} {kind}");
+            }
+        }
+        let keyboard = kinds_keyboard(Uuid::nil(), ALL, "ja");
+        assert_eq!(keyboard.inline_keyboard[0][0].text, "✅ 🔴 配信");
+        let last = keyboard.inline_keyboard.last().unwrap();
+        assert_eq!(last[0].text, "完了");
+        assert_eq!(last[1].text, "キャンセル");
     }
 }

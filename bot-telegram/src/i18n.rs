@@ -1,0 +1,484 @@
+//! The bot's words in every language it speaks, as Project Fluent messages.
+//!
+//! Each language is a folder of `.ftl` files under `bot-telegram/locales/` (`commands.ftl`:
+//! command replies, keyboards, refusals, errors, the command menu; `notifications.ftl`:
+//! the texts of delivered events), embedded at compile time and parsed once into a
+//! thread-safe bundle per language. [`LANGUAGES`] is the one list of languages the bot
+//! speaks; `/lang` accepts exactly these.
+//!
+//! [`text`] never fails: a language the bot does not speak, or a message one language
+//! lacks, falls back to English; a message missing everywhere comes out as its id (and is
+//! logged), so a slip in a translation shows up as odd text, never as a lost reply.
+//! Arguments are inserted as given: callers escape them for Telegram HTML where the
+//! message is HTML, as they did before the texts moved here.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use fluent_bundle::concurrent::FluentBundle;
+use fluent_bundle::{FluentArgs, FluentError, FluentResource};
+use unic_langid::LanguageIdentifier;
+
+pub(crate) use fluent_bundle::FluentValue;
+
+/// The language used when a chat's language is unknown or a message is missing in it.
+pub(crate) const DEFAULT: &str = "en";
+
+/// The languages the bot speaks, each with its `.ftl` sources. The first is [`DEFAULT`].
+pub(crate) const LANGUAGES: [(&str, &[&str]); 3] = [
+    (
+        "en",
+        &[
+            include_str!("../locales/en/commands.ftl"),
+            include_str!("../locales/en/notifications.ftl"),
+        ],
+    ),
+    (
+        "ja",
+        &[
+            include_str!("../locales/ja/commands.ftl"),
+            include_str!("../locales/ja/notifications.ftl"),
+        ],
+    ),
+    (
+        "zh",
+        &[
+            include_str!("../locales/zh/commands.ftl"),
+            include_str!("../locales/zh/notifications.ftl"),
+        ],
+    ),
+];
+
+/// One bundle per entry of [`LANGUAGES`], in the same order.
+static BUNDLES: LazyLock<Vec<FluentBundle<FluentResource>>> = LazyLock::new(|| {
+    LANGUAGES
+        .iter()
+        .map(|(code, sources)| bundle(code, sources))
+        .collect()
+});
+
+/// Builds the bundle of `code`. A source that does not parse keeps the messages that do
+/// (the test suite refuses such files; at run time a broken message must not stop the
+/// bot).
+fn bundle(code: &str, sources: &[&str]) -> FluentBundle<FluentResource> {
+    let langid: LanguageIdentifier = code.parse().unwrap_or_default();
+    let mut bundle = FluentBundle::new_concurrent(vec![langid]);
+    // Telegram shows Unicode isolation marks around arguments as stray characters.
+    bundle.set_use_isolating(false);
+    for source in sources {
+        let resource = match FluentResource::try_new((*source).to_owned()) {
+            Ok(resource) => resource,
+            Err((resource, errors)) => {
+                tracing::error!(language = code, ?errors, "a locale file does not parse");
+                resource
+            }
+        };
+        if let Err(errors) = bundle.add_resource(resource) {
+            tracing::error!(language = code, ?errors, "a locale file repeats messages");
+        }
+    }
+    bundle
+}
+
+/// The language the bot speaks for `code` (`ja`, `ja-JP`, `ZH_tw` …), if any.
+pub(crate) fn spoken_language(code: &str) -> Option<&'static str> {
+    let primary = code.split(['-', '_']).next().unwrap_or(code);
+    LANGUAGES
+        .iter()
+        .map(|(code, _)| *code)
+        .find(|spoken| primary.eq_ignore_ascii_case(spoken))
+}
+
+/// The language to answer a chat reading `code` in: the spoken one, else [`DEFAULT`].
+pub(crate) fn language_for(code: &str) -> &'static str {
+    spoken_language(code).unwrap_or(DEFAULT)
+}
+
+/// The spoken languages with their own names: `en (English), ja (日本語), zh (中文)`.
+pub(crate) fn spoken_languages() -> String {
+    LANGUAGES
+        .iter()
+        .map(|(code, _)| format!("{code} ({})", text(code, "language-name", &[])))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The bundle of `language` (any spelling [`spoken_language`] accepts) among `bundles`
+/// (one per entry of [`LANGUAGES`]), if spoken.
+fn bundle_of<'b>(
+    bundles: &'b [FluentBundle<FluentResource>],
+    language: &str,
+) -> Option<&'b FluentBundle<FluentResource>> {
+    let code = spoken_language(language)?;
+    let index = LANGUAGES.iter().position(|(spoken, _)| *spoken == code)?;
+    bundles.get(index)
+}
+
+/// Formats message `id` of `bundle`, with the errors formatting met; `None` when the
+/// bundle lacks it.
+fn format(
+    bundle: &FluentBundle<FluentResource>,
+    id: &str,
+    args: &[(&str, FluentValue<'_>)],
+) -> Option<(String, Vec<FluentError>)> {
+    let pattern = bundle.get_message(id)?.value()?;
+    let mut fluent_args = FluentArgs::with_capacity(args.len());
+    for (name, value) in args {
+        fluent_args.set(*name, value.clone());
+    }
+    let mut errors = Vec::new();
+    let formatted = bundle.format_pattern(pattern, Some(&fluent_args), &mut errors);
+    Some((Cow::into_owned(formatted), errors))
+}
+
+/// Message `id` in `language` among `bundles`, else in English.
+fn lookup(
+    bundles: &[FluentBundle<FluentResource>],
+    language: &str,
+    id: &str,
+    args: &[(&str, FluentValue<'_>)],
+) -> Option<String> {
+    let found = bundle_of(bundles, language)
+        .and_then(|bundle| format(bundle, id, args))
+        .or_else(|| bundle_of(bundles, DEFAULT).and_then(|bundle| format(bundle, id, args)));
+    let (formatted, errors) = found?;
+    if !errors.is_empty() {
+        // Fluent still produced text (a missing argument shows as its name).
+        tracing::warn!(language, id, ?errors, "a message formatted with errors");
+    }
+    Some(formatted)
+}
+
+/// Message `id` in `language` with `args`, falling back to English; `None` when no
+/// language has it (for texts that have a fallback of their own).
+pub(crate) fn try_text(
+    language: &str,
+    id: &str,
+    args: &[(&str, FluentValue<'_>)],
+) -> Option<String> {
+    lookup(&BUNDLES, language, id, args)
+}
+
+/// Message `id` in `language` with `args` (`&[("name", name.into())]`), falling back to
+/// English; a message no language has comes out as its id.
+pub(crate) fn text(language: &str, id: &str, args: &[(&str, FluentValue<'_>)]) -> String {
+    try_text(language, id, args).unwrap_or_else(|| {
+        tracing::warn!(language, id, "no language has this message");
+        id.to_owned()
+    })
+}
+
+/// Warns when the language list `delivery::compose` still keeps for notifications differs
+/// from this one. Until compose.rs takes its words from here, two lists exist; a language
+/// added to one only would get replies in it but English notifications (or the reverse).
+pub(crate) fn check_delivery_languages() {
+    use crate::delivery::compose;
+    let agree = compose::spoken_languages() == spoken_languages()
+        && LANGUAGES
+            .iter()
+            .all(|(code, _)| compose::spoken_language(code) == Some(*code));
+    if !agree {
+        tracing::warn!(
+            delivery = %compose::spoken_languages(),
+            commands = %spoken_languages(),
+            "notifications and commands speak different languages"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fluent_syntax::ast;
+
+    /// Ids of the messages of `code`, and every parse error of its files.
+    fn messages(code: &str) -> (Vec<String>, Vec<String>) {
+        let (_, sources) = LANGUAGES.iter().find(|(c, _)| *c == code).unwrap();
+        let mut ids = Vec::new();
+        let mut errors = Vec::new();
+        for source in *sources {
+            let resource = match fluent_syntax::parser::parse(*source) {
+                Ok(resource) => resource,
+                Err((resource, errs)) => {
+                    errors.extend(errs.iter().map(|e| format!("{code}: {e:?}")));
+                    resource
+                }
+            };
+            for entry in resource.body {
+                match entry {
+                    ast::Entry::Message(message) => ids.push(message.id.name.to_owned()),
+                    ast::Entry::Junk { content } => errors.push(format!("{code}: junk {content}")),
+                    _ => {}
+                }
+            }
+        }
+        (ids, errors)
+    }
+
+    /// Every message with the arguments the code passes it (sample values; counts are
+    /// tried as one and as many).
+    const CALLS: &[(&str, &[&str])] = &[
+        ("language-name", &[]),
+        ("help-intro", &[]),
+        ("command-start", &[]),
+        ("command-help", &[]),
+        ("command-subscribe", &[]),
+        ("command-unsubscribe", &[]),
+        ("command-list", &[]),
+        ("command-settings", &[]),
+        ("command-lang", &[]),
+        ("command-delete", &[]),
+        ("only-commands", &[]),
+        ("unknown-command", &["command"]),
+        ("unreadable-command", &["reason"]),
+        ("admin-only", &[]),
+        ("error-unavailable", &[]),
+        ("error-not-found", &[]),
+        ("error-conflict", &[]),
+        ("error-refused", &["reason"]),
+        ("start-resumed", &[]),
+        ("start-again", &["language"]),
+        ("start-new", &["language"]),
+        ("settings-target-own", &[]),
+        ("settings-target-group", &["name"]),
+        ("settings-target-group-unnamed", &[]),
+        ("settings-link", &["target", "href", "#minutes"]),
+        ("settings-button", &[]),
+        ("settings-private-only", &["link"]),
+        ("settings-sent-privately", &["admin"]),
+        ("settings-start-private", &["admin", "link"]),
+        ("settings-group-unregistered", &[]),
+        ("lang-current", &["language", "languages"]),
+        ("lang-unknown", &["code", "languages"]),
+        ("lang-set", &["language"]),
+        ("delete-nothing", &[]),
+        ("delete-ask", &[]),
+        ("delete-yes", &[]),
+        ("delete-done", &[]),
+        ("delete-gone", &[]),
+        ("button-cancel", &[]),
+        ("button-done", &[]),
+        ("button-expired", &[]),
+        ("cancelled", &[]),
+        ("kinds-all", &[]),
+        ("kinds-separator", &[]),
+        ("kind-youtube-live", &[]),
+        ("kind-youtube-scheduled", &[]),
+        ("kind-youtube-reminder", &[]),
+        ("kind-youtube-video", &[]),
+        ("kind-twitter-tweet", &[]),
+        ("kind-twitter-retweet", &[]),
+        ("subscribe-usage", &[]),
+        ("subscribe-no-match", &["query"]),
+        ("subscribe-pick", &["query"]),
+        ("subscribe-more", &["#count"]),
+        ("subscribe-kinds", &["name"]),
+        ("subscribe-gone", &[]),
+        ("subscribe-none-chosen", &[]),
+        ("subscribe-done", &["name", "kinds"]),
+        ("unsubscribe-none", &[]),
+        ("unsubscribe-no-match", &["query"]),
+        ("unsubscribe-pick", &[]),
+        ("unsubscribe-done", &["name"]),
+        ("list-unregistered", &[]),
+        ("list-empty", &[]),
+        ("list-title", &["#count"]),
+        ("notify-live", &["name"]),
+        ("notify-scheduled", &["name"]),
+        ("notify-reminder", &["name"]),
+        ("notify-video", &["name"]),
+        ("notify-tweet", &["name"]),
+        ("notify-retweet", &["name"]),
+        ("notify-other", &["name"]),
+        ("notify-open-youtube", &[]),
+        ("notify-open-x", &[]),
+        ("notify-open", &[]),
+        ("notify-starts", &[]),
+        ("notify-started", &[]),
+        ("notify-original", &[]),
+    ];
+
+    /// Sample arguments for `names` (`#name` is a number) with counts set to `count`.
+    fn sample<'a>(names: &[&'a str], count: i64) -> Vec<(&'a str, FluentValue<'static>)> {
+        names
+            .iter()
+            .map(|name| match name.strip_prefix('#') {
+                Some(number) => (number, FluentValue::from(count)),
+                None => (*name, FluentValue::from(format!("<{name}>"))),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_locale_parses_and_has_every_english_message() {
+        let (english, errors) = messages("en");
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert!(english.len() > 50, "{english:?}");
+        for (code, _) in &LANGUAGES[1..] {
+            let (ids, errors) = messages(code);
+            assert!(errors.is_empty(), "{errors:#?}");
+            let missing: Vec<_> = english.iter().filter(|id| !ids.contains(id)).collect();
+            assert!(missing.is_empty(), "{code} lacks {missing:?}");
+            let extra: Vec<_> = ids.iter().filter(|id| !english.contains(id)).collect();
+            assert!(
+                extra.is_empty(),
+                "{code} has messages English lacks: {extra:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_message_formats_cleanly_with_the_arguments_the_code_passes() {
+        let (english, _) = messages("en");
+        let listed: Vec<&str> = CALLS.iter().map(|(id, _)| *id).collect();
+        let unlisted: Vec<_> = english
+            .iter()
+            .filter(|id| !listed.contains(&id.as_str()))
+            .collect();
+        assert!(unlisted.is_empty(), "add these to CALLS: {unlisted:?}");
+        for (code, _) in &LANGUAGES {
+            let bundle = bundle_of(&BUNDLES, code).unwrap();
+            for (id, names) in CALLS {
+                for count in [1, 7] {
+                    let args = sample(names, count);
+                    let (formatted, errors) =
+                        format(bundle, id, &args).unwrap_or_else(|| panic!("{code} lacks {id}"));
+                    assert!(errors.is_empty(), "{code} {id}: {errors:?}");
+                    assert!(!formatted.trim().is_empty(), "{code} {id} is empty");
+                    // No isolation marks around arguments.
+                    assert!(
+                        !formatted.contains('\u{2068}'),
+                        "{code} {id}: {formatted:?}"
+                    );
+                    for (name, _) in args
+                        .iter()
+                        .filter(|(n, _)| !names.contains(&format!("#{n}").as_str()))
+                    {
+                        assert!(
+                            formatted.contains(&format!("<{name}>")),
+                            "{code} {id} drops ${name}: {formatted}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_message_id_the_commands_name_exists() {
+        let sources = [
+            include_str!("commands/mod.rs"),
+            include_str!("commands/account.rs"),
+            include_str!("commands/admin.rs"),
+            include_str!("commands/subscriptions.rs"),
+        ];
+        let (english, _) = messages("en");
+        let mut named = 0;
+        for source in sources {
+            // Every stretch between two quotes shaped like an id (`delete-ask`).
+            for quoted in source.split('"').skip(1) {
+                let id_like = quoted.split('-').count() > 1
+                    && quoted.split('-').all(|part| {
+                        !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase())
+                    });
+                if id_like {
+                    named += 1;
+                    assert!(english.iter().any(|id| id == quoted), "no message {quoted}");
+                }
+            }
+        }
+        assert!(named > 40, "{named}");
+    }
+
+    #[test]
+    fn unknown_languages_and_missing_messages_fall_back_to_english() {
+        assert_eq!(text("fr", "cancelled", &[]), "Cancelled.");
+        assert_eq!(text("", "cancelled", &[]), "Cancelled.");
+        assert_eq!(text("ja-JP", "cancelled", &[]), "キャンセルしました。");
+        assert_eq!(text("ZH_tw", "cancelled", &[]), "已取消。");
+        // A message only English has (none does in the shipped files; the fallback is
+        // the same lookup): ids are looked up per language, then in English.
+        assert_eq!(try_text("ja", "no-such-message", &[]), None);
+        assert_eq!(text("ja", "no-such-message", &[]), "no-such-message");
+        assert_eq!(
+            text("ja", "notify-live", &[("name", "湊あくあ".into())]),
+            "🔴 湊あくあ の配信が始まりました"
+        );
+    }
+
+    #[test]
+    fn a_message_missing_in_a_language_comes_from_english() {
+        let bundles = [
+            bundle("en", &["cancelled = Cancelled.\ndelete-yes = Yes"]),
+            bundle("ja", &["cancelled = キャンセル"]),
+            bundle("zh", &["this is not fluent"]),
+        ];
+        assert_eq!(
+            lookup(&bundles, "ja", "cancelled", &[]).unwrap(),
+            "キャンセル"
+        );
+        assert_eq!(lookup(&bundles, "ja", "delete-yes", &[]).unwrap(), "Yes");
+        // A file that does not parse leaves an empty bundle, not a panic.
+        assert_eq!(
+            lookup(&bundles, "zh", "cancelled", &[]).unwrap(),
+            "Cancelled."
+        );
+        assert_eq!(lookup(&bundles, "ja", "nothing", &[]), None);
+    }
+
+    #[test]
+    fn the_delivery_language_list_agrees() {
+        assert_eq!(
+            crate::delivery::compose::spoken_languages(),
+            spoken_languages()
+        );
+    }
+
+    #[test]
+    fn counts_choose_plural_forms() {
+        let one = text("en", "list-title", &[("count", 1.into())]);
+        let many = text("en", "list-title", &[("count", 3.into())]);
+        assert_eq!(one, "<b>One subscription</b>");
+        assert_eq!(many, "<b>3 subscriptions</b>");
+        let more = text("en", "subscribe-more", &[("count", 1.into())]);
+        assert!(more.starts_with("(One more matches"), "{more}");
+        let link = |minutes: i64| {
+            text(
+                "en",
+                "settings-link",
+                &[
+                    ("target", "your settings".into()),
+                    ("href", "https://x".into()),
+                    ("minutes", minutes.into()),
+                ],
+            )
+        };
+        assert!(link(1).contains("works for one minute;"), "{}", link(1));
+        assert!(link(30).contains("works for 30 minutes;"), "{}", link(30));
+        assert!(link(30).contains("</a>\n\nThe link"), "{}", link(30));
+        assert_eq!(
+            text("ja", "list-title", &[("count", 3.into())]),
+            "<b>フォロー中（3）</b>"
+        );
+    }
+
+    #[test]
+    fn arguments_are_not_isolated() {
+        assert_eq!(
+            text("en", "unknown-command", &[("command", "/x".into())]),
+            "Unknown command /x."
+        );
+    }
+
+    #[test]
+    fn spoken_languages_come_from_the_locales() {
+        for (code, spoken) in [("en", "en"), ("JA", "ja"), ("ja-JP", "ja"), ("zh_TW", "zh")] {
+            assert_eq!(spoken_language(code), Some(spoken), "{code}");
+        }
+        for unspoken in ["", "xx", "pt-BR", "english", "e", "../", "jaa"] {
+            assert_eq!(spoken_language(unspoken), None, "{unspoken}");
+        }
+        assert_eq!(language_for("xx"), DEFAULT);
+        assert_eq!(spoken_languages(), "en (English), ja (日本語), zh (中文)");
+    }
+}
