@@ -3,14 +3,21 @@
 //! the chat's language when the translate middleware provided one), the time in the
 //! chat's time zone, a link button and a photo when the event carries one.
 //!
+//! A stream's life is shown in [`View`]s: the event's own message, its first message
+//! brought up to date (live now, moved, ended with its duration, cancelled), and the
+//! short notice that it moved earlier. Premieres are worded as premieres
+//! (`format = "premiere"`) and members-only videos are marked.
+//!
 //! Output is Telegram HTML; every piece of event text is escaped. Text is cut to
 //! Telegram's limits (4096 characters for a message, 1024 for a photo caption) with an
 //! ellipsis, never rejected.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde_json::{Map, Value};
-use stargazer_core::contract::kind;
+use stargazer_core::contract::{field, format, kind};
 use stargazer_core::model::{Entity, Event};
 
 /// Longest text of a message, in characters.
@@ -32,6 +39,17 @@ pub(crate) struct Composed {
     pub button: Option<(String, Url)>,
 }
 
+/// What a chat is shown of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum View {
+    /// The event's own message, sent anew.
+    Message,
+    /// The stream's first message brought up to date by this event (an edit).
+    FirstUpdated,
+    /// The short notice, replying to the first message, that the stream moved earlier.
+    MovedEarlier,
+}
+
 /// The words of a message in one language.
 struct Words {
     live: &'static str,
@@ -47,6 +65,23 @@ struct Words {
     starts: &'static str,
     started: &'static str,
     original: &'static str,
+    premiere: &'static str,
+    premiere_live: &'static str,
+    premiere_reminder: &'static str,
+    rescheduled: &'static str,
+    premiere_rescheduled: &'static str,
+    short: &'static str,
+    live_now: &'static str,
+    premiere_live_now: &'static str,
+    ended: &'static str,
+    ended_plain: &'static str,
+    cancelled: &'static str,
+    moved_from: &'static str,
+    moved_earlier: &'static str,
+    members_only: &'static str,
+    archive: &'static str,
+    hours_minutes: &'static str,
+    minutes: &'static str,
 }
 
 const EN: Words = Words {
@@ -63,6 +98,23 @@ const EN: Words = Words {
     starts: "Starts",
     started: "Started",
     original: "Original",
+    premiere: "🎞 {name} scheduled a premiere",
+    premiere_live: "🎞 {name}'s premiere has started",
+    premiere_reminder: "⏰ {name}'s premiere starts soon",
+    rescheduled: "📅 {name} moved a stream",
+    premiere_rescheduled: "🎞 {name} moved a premiere",
+    short: "📱 {name} posted a Short",
+    live_now: "🔴 Live now: {name}",
+    premiere_live_now: "🎞 Premiere live now: {name}",
+    ended: "⏹ Ended, lasted {duration}: {name}",
+    ended_plain: "⏹ Ended: {name}",
+    cancelled: "❌ Cancelled: {name}",
+    moved_from: "moved from {time}",
+    moved_earlier: "⏩ Moved earlier: {name} now starts {time}",
+    members_only: "🔒 Members only",
+    archive: "Watch the archive",
+    hours_minutes: "{h}h{m}m",
+    minutes: "{m}m",
 };
 
 const JA: Words = Words {
@@ -79,6 +131,23 @@ const JA: Words = Words {
     starts: "開始",
     started: "配信開始",
     original: "原文",
+    premiere: "🎞 {name} がプレミア公開を予定しました",
+    premiere_live: "🎞 {name} のプレミア公開が始まりました",
+    premiere_reminder: "⏰ {name} のプレミア公開がまもなく始まります",
+    rescheduled: "📅 {name} の配信予定が変更されました",
+    premiere_rescheduled: "🎞 {name} のプレミア公開の予定が変更されました",
+    short: "📱 {name} がショート動画を投稿しました",
+    live_now: "🔴 配信中: {name}",
+    premiere_live_now: "🎞 プレミア公開中: {name}",
+    ended: "⏹ 配信終了（{duration}）: {name}",
+    ended_plain: "⏹ 配信終了: {name}",
+    cancelled: "❌ 配信中止: {name}",
+    moved_from: "{time} から変更",
+    moved_earlier: "⏩ 予定が早まりました: {name} は {time} 開始",
+    members_only: "🔒 メンバー限定",
+    archive: "アーカイブを見る",
+    hours_minutes: "{h}時間{m}分",
+    minutes: "{m}分",
 };
 
 const ZH: Words = Words {
@@ -95,6 +164,23 @@ const ZH: Words = Words {
     starts: "开始",
     started: "开播时间",
     original: "原文",
+    premiere: "🎞 {name} 预定了首播",
+    premiere_live: "🎞 {name} 的首播开始了",
+    premiere_reminder: "⏰ {name} 的首播即将开始",
+    rescheduled: "📅 {name} 的直播时间变更了",
+    premiere_rescheduled: "🎞 {name} 的首播时间变更了",
+    short: "📱 {name} 发布了短视频",
+    live_now: "🔴 正在直播: {name}",
+    premiere_live_now: "🎞 正在首播: {name}",
+    ended: "⏹ 直播已结束，时长 {duration}: {name}",
+    ended_plain: "⏹ 直播已结束: {name}",
+    cancelled: "❌ 直播已取消: {name}",
+    moved_from: "原定 {time}",
+    moved_earlier: "⏩ 时间提前了: {name} 现在 {time} 开始",
+    members_only: "🔒 会员限定",
+    archive: "观看回放",
+    hours_minutes: "{h}小时{m}分钟",
+    minutes: "{m}分钟",
 };
 
 /// The languages the bot speaks (its own texts and notifications), with their names.
@@ -221,17 +307,6 @@ pub(crate) fn format_time(time: DateTime<Utc>, timezone: Option<&str>) -> String
     }
 }
 
-/// Which time a message shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shown {
-    /// A stream's scheduled start.
-    Starts,
-    /// When a live stream actually started.
-    Started,
-    /// When the event happened.
-    At,
-}
-
 /// A time field of `fields` (RFC 3339), the first of `names` present and valid.
 fn time_field(fields: &Map<String, Value>, names: &[&str]) -> Option<DateTime<Utc>> {
     str_field(fields, names)
@@ -239,78 +314,200 @@ fn time_field(fields: &Map<String, Value>, names: &[&str]) -> Option<DateTime<Ut
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The time the message shows: a stream's scheduled start for scheduled streams and
-/// reminders (`scheduled_start`/`scheduled_start_time`); the actual start for a live
-/// stream (`actual_start_time` from live-check, `actual_start` from the worker; a stream
-/// released by its schedule carries the scheduled time as its event time); otherwise the
-/// event time.
-fn shown_time(event: &Event) -> (DateTime<Utc>, Shown) {
-    match event.kind.as_str() {
-        kind::YOUTUBE_SCHEDULED | kind::YOUTUBE_REMINDER => {
-            let start = time_field(
-                &event.fields,
-                &[
-                    "scheduled_start",
-                    "scheduled_start_time",
-                    "scheduledStartTime",
-                ],
-            );
-            (start.unwrap_or(event.time), Shown::Starts)
-        }
-        kind::YOUTUBE_LIVE => {
-            match time_field(&event.fields, &["actual_start_time", "actual_start"]) {
-                Some(started) => (started, Shown::Started),
-                None => (event.time, Shown::At),
-            }
-        }
-        _ => (event.time, Shown::At),
+/// A stream's scheduled start (`scheduled_start`, or the spellings of older producers).
+pub(crate) fn scheduled_start(event: &Event) -> Option<DateTime<Utc>> {
+    time_field(
+        &event.fields,
+        &[
+            field::SCHEDULED_START,
+            "scheduled_start_time",
+            "scheduledStartTime",
+        ],
+    )
+}
+
+/// When a stream actually started: `actual_start_time` from live-check, `actual_start`
+/// from the worker.
+fn actual_start(event: &Event) -> Option<DateTime<Utc>> {
+    time_field(&event.fields, &["actual_start_time", field::ACTUAL_START])
+}
+
+/// Whether the event is about a premiere (the opener's kind, or the video's format).
+pub(crate) fn is_premiere(event: &Event) -> bool {
+    event.kind == kind::YOUTUBE_PREMIERE
+        || event.fields.get(field::FORMAT).and_then(Value::as_str) == Some(format::PREMIERE)
+}
+
+/// Whether only channel members can watch the video.
+fn members_only(event: &Event) -> bool {
+    event.fields.get(field::MEMBERS_ONLY) == Some(&Value::Bool(true))
+}
+
+/// How long a stream lasted: `duration_seconds`, else end minus start.
+fn duration(event: &Event) -> Option<Duration> {
+    let seconds = event
+        .fields
+        .get(field::DURATION_SECONDS)
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            let end = time_field(&event.fields, &[field::ACTUAL_END])?;
+            u64::try_from((end - actual_start(event)?).num_seconds()).ok()
+        })?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// `2h13m` (in the chat's words); under an hour only minutes, at least one.
+fn format_duration(w: &Words, lasted: Duration) -> String {
+    let minutes = (lasted.as_secs() / 60).max(1);
+    let (h, m) = (minutes / 60, minutes % 60);
+    if h > 0 {
+        w.hours_minutes
+            .replace("{h}", &h.to_string())
+            .replace("{m}", &m.to_string())
+    } else {
+        w.minutes.replace("{m}", &m.to_string())
     }
 }
 
-/// Composes the message for a chat reading `language` in `timezone`.
+/// `HH:MM` and the zone in the IANA zone `timezone` (UTC when absent or unknown).
+fn format_clock(time: DateTime<Utc>, timezone: Option<&str>) -> String {
+    match timezone
+        .filter(|tz| !tz.is_empty())
+        .and_then(|tz| tz.parse::<chrono_tz::Tz>().ok())
+    {
+        Some(tz) => time.with_timezone(&tz).format("%H:%M %Z").to_string(),
+        None => time.format("%H:%M UTC").to_string(),
+    }
+}
+
+/// The time line of a message, if it has one.
+fn time_line(event: &Event, view: View, w: &Words, timezone: Option<&str>) -> Option<String> {
+    let starts =
+        |start: DateTime<Utc>| format!("🕒 {}: {}", w.starts, format_time(start, timezone));
+    let started =
+        |start: DateTime<Utc>| format!("🕒 {}: {}", w.started, format_time(start, timezone));
+    let at = || format!("🕒 {}", format_time(event.time, timezone));
+    Some(match event.kind.as_str() {
+        kind::YOUTUBE_SCHEDULED | kind::YOUTUBE_PREMIERE | kind::YOUTUBE_REMINDER => {
+            starts(scheduled_start(event).unwrap_or(event.time))
+        }
+        kind::YOUTUBE_RESCHEDULED => {
+            let mut line = starts(scheduled_start(event).unwrap_or(event.time));
+            if let Some(previous) = time_field(&event.fields, &[field::PREVIOUS_START]) {
+                let moved = w
+                    .moved_from
+                    .replace("{time}", &format_time(previous, timezone));
+                line.push_str(&format!(" ({moved})"));
+            }
+            line
+        }
+        // A stream released by live-check carries the scheduled time as its event time.
+        kind::YOUTUBE_LIVE => actual_start(event).map_or_else(at, started),
+        kind::YOUTUBE_ENDED => started(actual_start(event)?),
+        // A cancelled stream has no time worth showing.
+        kind::YOUTUBE_CANCELLED if view == View::FirstUpdated => return None,
+        _ => at(),
+    })
+}
+
+/// The headline template of `event` in `view` (`{name}`, `{duration}` filled later).
+fn headline(event: &Event, view: View, w: &Words) -> &'static str {
+    let premiere = is_premiere(event);
+    let pick = |plain: &'static str, premiere_word: &'static str| {
+        if premiere {
+            premiere_word
+        } else {
+            plain
+        }
+    };
+    match (event.kind.as_str(), view) {
+        (kind::YOUTUBE_LIVE, View::FirstUpdated) => pick(w.live_now, w.premiere_live_now),
+        (kind::YOUTUBE_LIVE, _) => pick(w.live, w.premiere_live),
+        // An edited first message keeps its opener's headline; only its time moves.
+        (kind::YOUTUBE_RESCHEDULED, View::FirstUpdated) => pick(w.scheduled, w.premiere),
+        (kind::YOUTUBE_RESCHEDULED, _) => pick(w.rescheduled, w.premiere_rescheduled),
+        (kind::YOUTUBE_SCHEDULED, _) => pick(w.scheduled, w.premiere),
+        (kind::YOUTUBE_PREMIERE, _) => w.premiere,
+        (kind::YOUTUBE_REMINDER, _) => pick(w.reminder, w.premiere_reminder),
+        (kind::YOUTUBE_ENDED, _) if duration(event).is_some() => w.ended,
+        (kind::YOUTUBE_ENDED, _) => w.ended_plain,
+        (kind::YOUTUBE_CANCELLED, _) => w.cancelled,
+        (kind::YOUTUBE_VIDEO, _) => w.video,
+        (kind::YOUTUBE_SHORT, _) => w.short,
+        (kind::TWITTER_TWEET, _) => w.tweet,
+        (kind::TWITTER_RETWEET, _) => w.retweet,
+        _ => w.other,
+    }
+}
+
+/// Composes the event's own message for a chat reading `language` in `timezone`.
+#[cfg(test)]
 pub(crate) fn compose(
     event: &Event,
     entity: &Entity,
     language: &str,
     timezone: Option<&str>,
 ) -> Composed {
+    compose_view(event, entity, language, timezone, View::Message)
+}
+
+/// Composes what a chat reading `language` in `timezone` is shown of `event` in `view`.
+pub(crate) fn compose_view(
+    event: &Event,
+    entity: &Entity,
+    language: &str,
+    timezone: Option<&str>,
+    view: View,
+) -> Composed {
     let w = words(language);
     let name = entity.name_in(language);
-    let headline = match event.kind.as_str() {
-        kind::YOUTUBE_LIVE => w.live,
-        kind::YOUTUBE_SCHEDULED => w.scheduled,
-        kind::YOUTUBE_REMINDER => w.reminder,
-        kind::YOUTUBE_VIDEO => w.video,
-        kind::TWITTER_TWEET => w.tweet,
-        kind::TWITTER_RETWEET => w.retweet,
-        _ => w.other,
-    };
     let fields = &event.fields;
+    let link = str_field(fields, &["link", "url"]).and_then(http_url);
+    if view == View::MovedEarlier {
+        let start = scheduled_start(event).unwrap_or(event.time);
+        let text = w
+            .moved_earlier
+            .replace("{name}", name)
+            .replace("{time}", &format_clock(start, timezone));
+        let html = format!("<b>{}</b>", escape(&text));
+        return Composed {
+            html: html.clone(),
+            html_long: html,
+            photo: None,
+            button: None,
+        };
+    }
+    let headline_text = headline(event, view, w).replace("{name}", name).replace(
+        "{duration}",
+        &duration(event)
+            .map(|d| format_duration(w, d))
+            .unwrap_or_default(),
+    );
     let title_original = str_field(fields, &["title"]);
     let title = translation(fields, language, "title").or(title_original);
     let text_original = str_field(fields, &["text", "description"]);
     let text_translated = translation(fields, language, "text");
-    let (time, shown) = shown_time(event);
-    let time_line = match shown {
-        Shown::Starts => format!("🕒 {}: {}", w.starts, format_time(time, timezone)),
-        Shown::Started => format!("🕒 {}: {}", w.started, format_time(time, timezone)),
-        Shown::At => format!("🕒 {}", format_time(time, timezone)),
-    };
+    let time_line = time_line(event, view, w, timezone);
+    let members = members_only(event).then_some(w.members_only);
 
     let render = |limit: usize| -> String {
         // Headline, title and time are short and always kept; the body texts share what
         // is left of the limit (with room for separators and markup).
-        let headline_text = headline.replace("{name}", name);
         let title_text = title.map(|t| truncate(t, 256));
         let fixed = headline_text.chars().count()
             + title_text.as_ref().map_or(0, |t| t.chars().count() + 1)
-            + time_line.chars().count()
+            + members.map_or(0, |m| m.chars().count() + 1)
+            + time_line.as_ref().map_or(0, |t| t.chars().count())
             + 48;
         let mut budget = limit.saturating_sub(fixed);
         let mut out = format!("<b>{}</b>", escape(&headline_text));
         if let Some(title) = &title_text {
             out.push('\n');
             out.push_str(&escape(title));
+        }
+        if let Some(members) = members {
+            out.push('\n');
+            out.push_str(&escape(members));
         }
         match (text_translated, text_original) {
             (Some(translated), Some(original)) if translated != original => {
@@ -332,21 +529,27 @@ pub(crate) fn compose(
             }
             (None, None) => {}
         }
-        out.push_str("\n\n");
-        out.push_str(&escape(&time_line));
+        if let Some(time_line) = &time_line {
+            out.push_str("\n\n");
+            out.push_str(&escape(time_line));
+        }
         out
     };
 
     let photo = photo_url(fields);
-    let link = str_field(fields, &["link", "url"]).and_then(http_url);
-    let button = link.map(|url| {
-        let label = match event.source() {
-            "youtube" => w.open_youtube,
-            "twitter" => w.open_x,
-            _ => w.open,
-        };
-        (label.to_owned(), url)
-    });
+    let button = match (event.kind.as_str(), link) {
+        // The video of a cancelled stream is gone or private: no link to follow.
+        (kind::YOUTUBE_CANCELLED, _) | (_, None) => None,
+        (kind::YOUTUBE_ENDED, Some(url)) => Some((w.archive.to_owned(), url)),
+        (_, Some(url)) => {
+            let label = match event.source() {
+                "youtube" => w.open_youtube,
+                "twitter" => w.open_x,
+                _ => w.open,
+            };
+            Some((label.to_owned(), url))
+        }
+    };
     let html_long = render(MESSAGE_LIMIT);
     let html = if photo.is_some() {
         render(CAPTION_LIMIT)
@@ -494,6 +697,81 @@ mod tests {
         assert!(c.html.contains('…'));
         assert!(c.html_long.chars().count() <= MESSAGE_LIMIT);
         assert!(c.html_long.chars().count() > CAPTION_LIMIT);
+    }
+
+    #[test]
+    fn a_streams_life_is_worded_per_view_and_language() {
+        let moved = event(
+            "youtube.rescheduled",
+            json!({"title": "Karaoke", "scheduled_start": "2026-03-02T10:00:00Z",
+                   "previous_start": "2026-03-02T12:00:00Z", "link": "https://youtu.be/k"}),
+        );
+        let edit = compose_view(&moved, &entity(), "en", None, View::FirstUpdated);
+        assert!(
+            edit.html.starts_with("<b>📅 Aqua scheduled a stream</b>"),
+            "{}",
+            edit.html
+        );
+        assert!(
+            edit.html
+                .ends_with("Starts: 2026-03-02 10:00 UTC (moved from 2026-03-02 12:00 UTC)"),
+            "{}",
+            edit.html
+        );
+        let notice = compose_view(
+            &moved,
+            &entity(),
+            "ja",
+            Some("Asia/Tokyo"),
+            View::MovedEarlier,
+        );
+        assert_eq!(
+            notice.html,
+            "<b>⏩ 予定が早まりました: 湊あくあ は 19:00 JST 開始</b>"
+        );
+        assert!(notice.button.is_none());
+
+        let ended = event(
+            "youtube.ended",
+            json!({"title": "Karaoke", "format": "premiere", "members_only": true,
+                   "actual_start": "2026-03-02T10:00:00Z", "duration_seconds": 7980,
+                   "link": "https://youtu.be/archive"}),
+        );
+        let en = compose_view(&ended, &entity(), "en", None, View::FirstUpdated);
+        assert!(
+            en.html
+                .starts_with("<b>⏹ Ended, lasted 2h13m: Aqua</b>\nKaraoke\n🔒 Members only"),
+            "{}",
+            en.html
+        );
+        assert_eq!(en.button.unwrap().0, "Watch the archive");
+        let zh = compose_view(&ended, &entity(), "zh", None, View::FirstUpdated);
+        assert!(zh.html.contains("时长 2小时13分钟"), "{}", zh.html);
+        let short = event("youtube.ended", json!({"duration_seconds": 300}));
+        let ja = compose_view(&short, &entity(), "ja", None, View::FirstUpdated);
+        assert!(ja.html.contains("配信終了（5分）"), "{}", ja.html);
+
+        let premiere_live = event("youtube.live", json!({"format": "premiere"}));
+        let en = compose_view(&premiere_live, &entity(), "en", None, View::FirstUpdated);
+        assert!(
+            en.html.starts_with("<b>🎞 Premiere live now: Aqua</b>"),
+            "{}",
+            en.html
+        );
+        let en = compose(&premiere_live, &entity(), "en", None);
+        assert!(
+            en.html.starts_with("<b>🎞 Aqua's premiere has started</b>"),
+            "{}",
+            en.html
+        );
+
+        let cancelled = event(
+            "youtube.cancelled",
+            json!({"title": "Karaoke", "link": "https://youtu.be/k", "scheduled_start": "2026-03-02T10:00:00Z"}),
+        );
+        let en = compose_view(&cancelled, &entity(), "en", None, View::FirstUpdated);
+        assert_eq!(en.html, "<b>❌ Cancelled: Aqua</b>\nKaraoke");
+        assert!(en.button.is_none());
     }
 
     #[test]
