@@ -85,8 +85,10 @@ async fn run_bot(
     let mut delivery = tokio::spawn(delivery::run(
         bot,
         api,
-        storage,
-        state,
+        delivery::Stores {
+            deliveries: storage,
+            state,
+        },
         bus,
         config,
         registry.clone(),

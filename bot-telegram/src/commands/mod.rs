@@ -13,6 +13,7 @@
 
 pub(crate) mod account;
 pub(crate) mod admin;
+pub(crate) mod reminders;
 pub(crate) mod subscriptions;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub(crate) enum Command {
     Settings,
     /// Set the language of notifications: /lang <code>, e.g. /lang ja
     Lang(String),
+    /// Choose how long before a stream you are reminded.
+    Reminders,
     /// Delete this chat's registration and subscriptions.
     Delete,
 }
@@ -97,6 +100,11 @@ impl ErrorHandler<HandlerError> for LogErrors {
 pub(crate) fn schema() -> UpdateHandler<HandlerError> {
     dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
+        .branch(
+            Update::filter_callback_query()
+                .filter(reminders::is_ours)
+                .endpoint(reminders::on_callback),
+        )
         .branch(Update::filter_callback_query().endpoint(subscriptions::on_callback))
 }
 
@@ -265,6 +273,7 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
             | Command::Unsubscribe(_)
             | Command::Settings
             | Command::Lang(_)
+            | Command::Reminders
             | Command::Delete
     );
     if needs_admin
@@ -293,6 +302,7 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
         Command::List => subscriptions::list(&bot, &msg, &ctx).await,
         Command::Settings => account::settings(&bot, &msg, &ctx, &me).await,
         Command::Lang(code) => account::lang(&bot, &msg, &ctx, code.trim()).await,
+        Command::Reminders => reminders::show(&bot, &msg, &ctx).await,
         Command::Delete => account::delete(&bot, &msg, &ctx).await,
     }
 }
@@ -341,9 +351,9 @@ pub(crate) enum Callback {
     /// Picked an entity among search results: choose its kinds next.
     Pick(Uuid),
     /// Kind selection (bit mask over [`subscriptions::KINDS`]) being edited.
-    Kinds(Uuid, u8),
+    Kinds(Uuid, u16),
     /// Kind selection confirmed: subscribe.
-    Done(Uuid, u8),
+    Done(Uuid, u16),
     /// Unsubscribe from an entity.
     Unsubscribe(Uuid),
     /// Confirmed `/delete`.
@@ -375,7 +385,7 @@ impl Callback {
             "u" => Callback::Unsubscribe(id()?),
             "k" | "d" => {
                 let entity = id()?;
-                let mask = parts.next()?.parse::<u8>().ok()?;
+                let mask = parts.next()?.parse::<u16>().ok()?;
                 if tag == "k" {
                     Callback::Kinds(entity, mask)
                 } else {
@@ -452,6 +462,7 @@ mod tests {
             "/list",
             "/settings",
             "/lang",
+            "/reminders",
             "/delete",
         ] {
             assert!(help.contains(name), "{help}");

@@ -70,17 +70,28 @@ pub(crate) const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often memories of streams' first messages past the edit window are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// What delivery keeps in storage.
+pub(crate) struct Stores {
+    /// The delivery log.
+    pub deliveries: Arc<dyn DeliveryStore>,
+    /// The first message of each stream in each chat.
+    pub state: Arc<dyn StateStore>,
+}
+
 /// Runs the delivery half of the bot until `shutdown`.
 pub(crate) async fn run(
     bot: Bot,
     api: Api,
-    storage: Arc<dyn DeliveryStore>,
-    state: Arc<dyn StateStore>,
+    stores: Stores,
     bus: Arc<dyn Bus>,
     config: Arc<BotConfig>,
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let Stores {
+        deliveries: storage,
+        state,
+    } = stores;
     let streams = Arc::new(StreamMemory::new(state));
     let pruner = tokio::spawn(prune_streams(streams.clone(), shutdown.clone()));
     let limits = Limits {
