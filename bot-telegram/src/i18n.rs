@@ -168,24 +168,6 @@ pub(crate) fn text(language: &str, id: &str, args: &[(&str, FluentValue<'_>)]) -
     })
 }
 
-/// Warns when the language list `delivery::compose` still keeps for notifications differs
-/// from this one. Until compose.rs takes its words from here, two lists exist; a language
-/// added to one only would get replies in it but English notifications (or the reverse).
-pub(crate) fn check_delivery_languages() {
-    use crate::delivery::compose;
-    let agree = compose::spoken_languages() == spoken_languages()
-        && LANGUAGES
-            .iter()
-            .all(|(code, _)| compose::spoken_language(code) == Some(*code));
-    if !agree {
-        tracing::warn!(
-            delivery = %compose::spoken_languages(),
-            commands = %spoken_languages(),
-            "notifications and commands speak different languages"
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +210,7 @@ mod tests {
         ("command-settings", &[]),
         ("command-lang", &[]),
         ("command-delete", &[]),
+        ("command-reminders", &[]),
         ("only-commands", &[]),
         ("unknown-command", &["command"]),
         ("unreadable-command", &["reason"]),
@@ -268,6 +251,18 @@ mod tests {
         ("kind-youtube-video", &[]),
         ("kind-twitter-tweet", &[]),
         ("kind-twitter-retweet", &[]),
+        ("kind-youtube-rescheduled", &[]),
+        ("kind-youtube-ended", &[]),
+        ("kind-youtube-cancelled", &[]),
+        ("kind-youtube-premiere", &[]),
+        ("kind-youtube-short", &[]),
+        ("kind-youtube-members", &[]),
+        ("reminders-prompt", &["now"]),
+        ("reminders-default", &["minutes"]),
+        ("reminders-leads", &["list"]),
+        ("reminders-button", &["minutes"]),
+        ("reminders-save", &[]),
+        ("reminders-saved", &["leads"]),
         ("subscribe-usage", &[]),
         ("subscribe-no-match", &["query"]),
         ("subscribe-pick", &["query"]),
@@ -296,6 +291,23 @@ mod tests {
         ("notify-starts", &[]),
         ("notify-started", &[]),
         ("notify-original", &[]),
+        ("notify-premiere", &["name"]),
+        ("notify-premiere-live", &["name"]),
+        ("notify-premiere-reminder", &["name"]),
+        ("notify-rescheduled", &["name"]),
+        ("notify-premiere-rescheduled", &["name"]),
+        ("notify-short", &["name"]),
+        ("notify-live-now", &["name"]),
+        ("notify-premiere-live-now", &["name"]),
+        ("notify-ended", &["name", "duration"]),
+        ("notify-ended-plain", &["name"]),
+        ("notify-cancelled", &["name"]),
+        ("notify-moved-from", &["time"]),
+        ("notify-moved-earlier", &["name", "time"]),
+        ("notify-members-only", &[]),
+        ("notify-archive", &[]),
+        ("notify-hours-minutes", &["h", "m"]),
+        ("notify-minutes", &["m"]),
     ];
 
     /// Sample arguments for `names` (`#name` is a number) with counts set to `count`.
@@ -424,14 +436,6 @@ mod tests {
             "Cancelled."
         );
         assert_eq!(lookup(&bundles, "ja", "nothing", &[]), None);
-    }
-
-    #[test]
-    fn the_delivery_language_list_agrees() {
-        assert_eq!(
-            crate::delivery::compose::spoken_languages(),
-            spoken_languages()
-        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   restarts; an event is acked only once every recipient is sent or recorded failed.
 //!   Only permanent refusals (400, 403) are recorded failed: while Telegram is down the
 //!   event is requeued with a growing pause and resumes with the chats still missing.
+//!   A stream gets one message per chat, kept current: the bot remembers it in the
+//!   state store, later events of the stream reply to it and edit it.
 //!
 //! [`config::BotConfig`] is the `[telegram]` section; `telegram` builds the Bot API
 //! client from it (the base URL is configurable so tests use a local server).
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
-use stargazer_core::storage::DeliveryStore;
+use stargazer_core::storage::{DeliveryStore, StateStore};
 use stargazer_core::CancellationToken;
 
 pub use config::BotConfig;
@@ -62,6 +64,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 async fn run_bot(
     config: BotConfig,
     storage: Arc<dyn DeliveryStore>,
+    state: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     registry: &Registry,
     shutdown: CancellationToken,
@@ -83,7 +86,10 @@ async fn run_bot(
     let mut delivery = tokio::spawn(delivery::run(
         bot,
         api,
-        storage,
+        delivery::Stores {
+            deliveries: storage,
+            state,
+        },
         bus,
         config,
         registry.clone(),
@@ -139,7 +145,9 @@ impl Service for TelegramService {
     }
 
     fn needs(&self) -> Needs {
-        Needs::storage_and_bus(&[Capability::Deliveries])
+        // The delivery log, and the state store for the first message of each stream in
+        // each chat (what later events of the stream edit and reply to).
+        Needs::storage_and_bus(&[Capability::Deliveries, Capability::State])
     }
 
     fn describe(&self) -> String {
@@ -157,6 +165,7 @@ impl Service for TelegramService {
         run_bot(
             self.config,
             cx.delivery_store()?,
+            cx.state_store()?,
             bus,
             &cx.registry,
             cx.shutdown,

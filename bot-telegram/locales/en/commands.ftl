@@ -16,6 +16,7 @@ command-list = List your subscriptions.
 command-settings = Get a link to edit your settings on the web.
 command-lang = Set the language of replies and notifications: /lang <code>, e.g. /lang ja
 command-delete = Delete this chat's registration and subscriptions.
+command-reminders = Choose how long before a stream you are reminded.
 
 ## Messages that are not commands, and commands the bot does not know.
 
@@ -94,6 +95,12 @@ kind-youtube-reminder = ⏰ Reminder
 kind-youtube-video = 🎬 Video
 kind-twitter-tweet = 🐦 Post
 kind-twitter-retweet = 🔁 Repost
+kind-youtube-rescheduled = 🕒 Rescheduled
+kind-youtube-ended = ⏹ Ended
+kind-youtube-cancelled = ❌ Cancelled
+kind-youtube-premiere = 🎞 Premieres
+kind-youtube-short = 📱 Shorts
+kind-youtube-members = 🔒 Members-only
 
 ## /subscribe, /unsubscribe, /list
 
@@ -124,3 +131,13 @@ list-title = <b>{ $count ->
         [one] One subscription
        *[other] { $count } subscriptions
     }</b>
+
+## /reminders
+
+reminders-prompt = When should I remind this chat before a stream? Tap to toggle, then Save.
+    Now: { $now }. With none chosen you get the default reminder.
+reminders-default = { $minutes } minutes before (the default)
+reminders-leads = { $list } minutes before
+reminders-button = { $minutes } min
+reminders-save = Save
+reminders-saved = Saved: reminders { $leads }.

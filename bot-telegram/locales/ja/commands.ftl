@@ -14,6 +14,7 @@ command-list = フォロー中の配信者を表示します。
 command-settings = Web で設定を編集するリンクを受け取ります。
 command-lang = 返信と通知の言語を設定します: /lang <コード>（例: /lang ja）
 command-delete = このチャットの登録とフォローをすべて削除します。
+command-reminders = 配信の何分前にリマインドするかを選びます。
 
 ## コマンド以外のメッセージと未知のコマンド
 
@@ -83,6 +84,12 @@ kind-youtube-reminder = ⏰ リマインダー
 kind-youtube-video = 🎬 動画
 kind-twitter-tweet = 🐦 ポスト
 kind-twitter-retweet = 🔁 リポスト
+kind-youtube-rescheduled = 🕒 日時変更
+kind-youtube-ended = ⏹ 終了
+kind-youtube-cancelled = ❌ 中止
+kind-youtube-premiere = 🎞 プレミア公開
+kind-youtube-short = 📱 ショート
+kind-youtube-members = 🔒 メンバー限定
 
 ## /subscribe、/unsubscribe、/list
 
@@ -101,3 +108,13 @@ unsubscribe-done = <b>{ $name }</b> のフォローを解除しました。
 list-unregistered = このチャットはまだ登録されていません。/start を送ってから、/subscribe <名前> でフォローしてください。
 list-empty = まだ誰もフォローしていません。/subscribe <名前> で配信者をフォローできます。
 list-title = <b>フォロー中（{ $count }）</b>
+
+## /reminders
+
+reminders-prompt = 配信の何分前にこのチャットへリマインドしますか？タップで切り替えて、「保存」を押してください。
+    現在: { $now }。何も選ばないと既定のリマインドが届きます。
+reminders-default = { $minutes } 分前（既定）
+reminders-leads = { $list } 分前
+reminders-button = { $minutes } 分
+reminders-save = 保存
+reminders-saved = 保存しました: リマインドは { $leads } です。

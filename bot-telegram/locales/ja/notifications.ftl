@@ -1,4 +1,4 @@
-## 配信された通知の文面（delivery/compose.rs）。$name: チャットの言語での配信者名。
+## 配信通知の文言（delivery/compose.rs）。$name: チャットの言語での配信者名。
 
 notify-live = 🔴 { $name } の配信が始まりました
 notify-scheduled = 📅 { $name } が配信を予定しました
@@ -7,11 +7,26 @@ notify-video = 🎬 { $name } が動画を投稿しました
 notify-tweet = 🐦 { $name } がポストしました
 notify-retweet = 🔁 { $name } がリポストしました
 notify-other = 🔔 { $name }
-
 notify-open-youtube = YouTube で開く
 notify-open-x = X で開く
 notify-open = 開く
-
 notify-starts = 開始
 notify-started = 配信開始
 notify-original = 原文
+notify-premiere = 🎞 { $name } がプレミア公開を予定しました
+notify-premiere-live = 🎞 { $name } のプレミア公開が始まりました
+notify-premiere-reminder = ⏰ { $name } のプレミア公開がまもなく始まります
+notify-rescheduled = 📅 { $name } の配信予定が変更されました
+notify-premiere-rescheduled = 🎞 { $name } のプレミア公開の予定が変更されました
+notify-short = 📱 { $name } がショート動画を投稿しました
+notify-live-now = 🔴 配信中: { $name }
+notify-premiere-live-now = 🎞 プレミア公開中: { $name }
+notify-ended = ⏹ 配信終了（{ $duration }）: { $name }
+notify-ended-plain = ⏹ 配信終了: { $name }
+notify-cancelled = ❌ 配信中止: { $name }
+notify-moved-from = { $time } から変更
+notify-moved-earlier = ⏩ 予定が早まりました: { $name } は { $time } 開始
+notify-members-only = 🔒 メンバー限定
+notify-archive = アーカイブを見る
+notify-hours-minutes = { $h }時間{ $m }分
+notify-minutes = { $m }分

@@ -14,6 +14,7 @@ command-list = 列出已关注的主播。
 command-settings = 获取在网页上编辑设置的链接。
 command-lang = 设置回复和通知的语言：/lang <代码>，例如 /lang zh
 command-delete = 删除此聊天的注册和全部关注。
+command-reminders = 选择在直播前多久提醒你。
 
 ## 非命令消息与未知命令
 
@@ -83,6 +84,12 @@ kind-youtube-reminder = ⏰ 开播提醒
 kind-youtube-video = 🎬 视频
 kind-twitter-tweet = 🐦 推文
 kind-twitter-retweet = 🔁 转推
+kind-youtube-rescheduled = 🕒 改期
+kind-youtube-ended = ⏹ 已结束
+kind-youtube-cancelled = ❌ 已取消
+kind-youtube-premiere = 🎞 首映
+kind-youtube-short = 📱 短视频
+kind-youtube-members = 🔒 会员限定
 
 ## /subscribe、/unsubscribe、/list
 
@@ -101,3 +108,13 @@ unsubscribe-done = 已取消关注 <b>{ $name }</b>。
 list-unregistered = 此聊天尚未注册。请先发送 /start，再发送 /subscribe <名称>。
 list-empty = 还没有关注任何主播。发送 /subscribe <名称> 关注主播。
 list-title = <b>关注列表（{ $count }）</b>
+
+## /reminders
+
+reminders-prompt = 要在直播前多久提醒此聊天？点击切换，然后点“保存”。
+    当前：{ $now }。不选择时收到默认提醒。
+reminders-default = 提前 { $minutes } 分钟（默认）
+reminders-leads = 提前 { $list } 分钟
+reminders-button = { $minutes } 分钟
+reminders-save = 保存
+reminders-saved = 已保存：{ $leads }提醒。

@@ -1,4 +1,4 @@
-## 推送通知的文字（delivery/compose.rs）。$name：主播在该聊天语言中的名字。
+## 推送通知的文本（delivery/compose.rs）。$name：以聊天语言显示的主播名称。
 
 notify-live = 🔴 { $name } 开始直播了
 notify-scheduled = 📅 { $name } 预定了直播
@@ -7,11 +7,26 @@ notify-video = 🎬 { $name } 发布了视频
 notify-tweet = 🐦 { $name } 发布了推文
 notify-retweet = 🔁 { $name } 转发了推文
 notify-other = 🔔 { $name }
-
 notify-open-youtube = 在 YouTube 打开
 notify-open-x = 在 X 打开
 notify-open = 打开
-
 notify-starts = 开始
 notify-started = 开播时间
 notify-original = 原文
+notify-premiere = 🎞 { $name } 预定了首播
+notify-premiere-live = 🎞 { $name } 的首播开始了
+notify-premiere-reminder = ⏰ { $name } 的首播即将开始
+notify-rescheduled = 📅 { $name } 的直播时间变更了
+notify-premiere-rescheduled = 🎞 { $name } 的首播时间变更了
+notify-short = 📱 { $name } 发布了短视频
+notify-live-now = 🔴 正在直播: { $name }
+notify-premiere-live-now = 🎞 正在首播: { $name }
+notify-ended = ⏹ 直播已结束，时长 { $duration }: { $name }
+notify-ended-plain = ⏹ 直播已结束: { $name }
+notify-cancelled = ❌ 直播已取消: { $name }
+notify-moved-from = 原定 { $time }
+notify-moved-earlier = ⏩ 时间提前了: { $name } 现在 { $time } 开始
+notify-members-only = 🔒 会员限定
+notify-archive = 观看回放
+notify-hours-minutes = { $h }小时{ $m }分钟
+notify-minutes = { $m }分钟

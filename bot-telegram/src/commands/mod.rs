@@ -17,6 +17,7 @@
 
 pub(crate) mod account;
 pub(crate) mod admin;
+pub(crate) mod reminders;
 pub(crate) mod subscriptions;
 
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub(crate) enum Command {
     Settings,
     /// Set the language of notifications: /lang <code>, e.g. /lang ja
     Lang(String),
+    /// Choose how long before a stream you are reminded.
+    Reminders,
     /// Delete this chat's registration and subscriptions.
     Delete,
 }
@@ -171,6 +174,11 @@ impl ErrorHandler<HandlerError> for LogErrors {
 pub(crate) fn schema() -> UpdateHandler<HandlerError> {
     dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
+        .branch(
+            Update::filter_callback_query()
+                .filter(reminders::is_ours)
+                .endpoint(reminders::on_callback),
+        )
         .branch(Update::filter_callback_query().endpoint(subscriptions::on_callback))
 }
 
@@ -207,7 +215,6 @@ pub(crate) async fn run(
         }
     }
     publish_commands(&bot).await;
-    i18n::check_delivery_languages();
 
     let ctx = Arc::new(Ctx {
         api,
@@ -335,6 +342,7 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
             | Command::Unsubscribe(_)
             | Command::Settings
             | Command::Lang(_)
+            | Command::Reminders
             | Command::Delete
     );
     if needs_admin
@@ -367,6 +375,7 @@ async fn on_message(bot: Bot, msg: Message, me: Me, ctx: Arc<Ctx>) -> HandlerRes
         Command::List => subscriptions::list(&bot, &msg, &ctx, lookup).await,
         Command::Settings => account::settings(&bot, &msg, &ctx, lookup, &me).await,
         Command::Lang(code) => account::lang(&bot, &msg, &ctx, lookup, code.trim()).await,
+        Command::Reminders => reminders::show(&bot, &msg, &ctx, lookup).await,
         Command::Delete => account::delete(&bot, &msg, lookup).await,
     }
 }
@@ -435,9 +444,9 @@ pub(crate) enum Callback {
     /// Picked an entity among search results: choose its kinds next.
     Pick(Uuid),
     /// Kind selection (bit mask over [`subscriptions::KINDS`]) being edited.
-    Kinds(Uuid, u8),
+    Kinds(Uuid, u16),
     /// Kind selection confirmed: subscribe.
-    Done(Uuid, u8),
+    Done(Uuid, u16),
     /// Unsubscribe from an entity.
     Unsubscribe(Uuid),
     /// Confirmed `/delete`.
@@ -469,7 +478,7 @@ impl Callback {
             "u" => Callback::Unsubscribe(id()?),
             "k" | "d" => {
                 let entity = id()?;
-                let mask = parts.next()?.parse::<u8>().ok()?;
+                let mask = parts.next()?.parse::<u16>().ok()?;
                 if tag == "k" {
                     Callback::Kinds(entity, mask)
                 } else {
@@ -564,6 +573,7 @@ mod tests {
             "/list",
             "/settings",
             "/lang",
+            "/reminders",
             "/delete",
         ] {
             assert!(help.contains(name), "{help}");

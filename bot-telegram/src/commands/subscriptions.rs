@@ -23,23 +23,30 @@ use crate::i18n::{self, text};
 /// Event kinds a subscription can filter on, with their English button labels (each
 /// language words them in its `kind-<kind>` message, see [`kind_label`]). The index of a
 /// kind is its bit in the selection masks carried by buttons.
-pub(crate) const KINDS: [(&str, &str); 6] = [
+/// New kinds go last, so that keyboards already in chats keep their meaning.
+pub(crate) const KINDS: [(&str, &str); 12] = [
     (kind::YOUTUBE_LIVE, "🔴 Live"),
     (kind::YOUTUBE_SCHEDULED, "📅 Scheduled"),
     (kind::YOUTUBE_REMINDER, "⏰ Reminder"),
     (kind::YOUTUBE_VIDEO, "🎬 Video"),
     (kind::TWITTER_TWEET, "🐦 Post"),
     (kind::TWITTER_RETWEET, "🔁 Repost"),
+    (kind::YOUTUBE_RESCHEDULED, "🕒 Rescheduled"),
+    (kind::YOUTUBE_ENDED, "⏹ Ended"),
+    (kind::YOUTUBE_CANCELLED, "❌ Cancelled"),
+    (kind::YOUTUBE_PREMIERE, "🎞 Premieres"),
+    (kind::YOUTUBE_SHORT, "📱 Shorts"),
+    (kind::YOUTUBE_MEMBERS, "🔒 Members-only"),
 ];
 
 /// Every kind selected.
-const ALL: u8 = (1 << KINDS.len()) - 1;
+const ALL: u16 = (1 << KINDS.len()) - 1;
 
 /// Most buttons in one keyboard of current subscriptions.
 const MAX_LISTED: usize = 50;
 
 /// The selection mask of a subscription's kinds (empty means all).
-fn mask_of(kinds: &[String]) -> u8 {
+fn mask_of(kinds: &[String]) -> u16 {
     if kinds.is_empty() {
         return ALL;
     }
@@ -51,7 +58,7 @@ fn mask_of(kinds: &[String]) -> u8 {
 }
 
 /// The kinds of a selection mask (all selected means all kinds, also future ones).
-fn kinds_of(mask: u8) -> Vec<String> {
+fn kinds_of(mask: u16) -> Vec<String> {
     if mask & ALL == ALL {
         return Vec::new();
     }
@@ -127,7 +134,7 @@ pub(crate) fn search<'a>(entries: &'a [IndexEntry], query: &str) -> Vec<&'a Inde
         .collect()
 }
 
-fn kinds_keyboard(entity: Uuid, mask: u8, lang: &str) -> InlineKeyboardMarkup {
+fn kinds_keyboard(entity: Uuid, mask: u16, lang: &str) -> InlineKeyboardMarkup {
     let mut rows: Vec<Vec<InlineKeyboardButton>> = KINDS
         .chunks(2)
         .enumerate()
@@ -135,7 +142,7 @@ fn kinds_keyboard(entity: Uuid, mask: u8, lang: &str) -> InlineKeyboardMarkup {
             pair.iter()
                 .enumerate()
                 .map(|(col, (kind, label))| {
-                    let bit = 1u8 << (row * 2 + col);
+                    let bit = 1u16 << (row * 2 + col);
                     let mark = if mask & bit != 0 { "✅" } else { "⬜" };
                     InlineKeyboardButton::callback(
                         format!("{mark} {}", kind_label(kind, label, lang)),

@@ -3,15 +3,25 @@
 //! the chat's language when the translate middleware provided one), the time in the
 //! chat's time zone, a link button and a photo when the event carries one.
 //!
+//! A stream's life is shown in [`View`]s: the event's own message, its first message
+//! brought up to date (live now, moved, ended with its duration, cancelled), and the
+//! short notice that it moved earlier. Premieres are worded as premieres
+//! (`format = "premiere"`) and members-only videos are marked.
+//!
 //! Output is Telegram HTML; every piece of event text is escaped. Text is cut to
 //! Telegram's limits (4096 characters for a message, 1024 for a photo caption) with an
 //! ellipsis, never rejected.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use fluent_bundle::FluentValue;
 use reqwest::Url;
 use serde_json::{Map, Value};
-use stargazer_core::contract::kind;
+use stargazer_core::contract::{field, format, kind};
 use stargazer_core::model::{Entity, Event};
+
+use crate::i18n::text;
 
 /// Longest text of a message, in characters.
 pub(crate) const MESSAGE_LIMIT: usize = 4096;
@@ -32,99 +42,39 @@ pub(crate) struct Composed {
     pub button: Option<(String, Url)>,
 }
 
-/// The words of a message in one language.
-struct Words {
-    live: &'static str,
-    scheduled: &'static str,
-    reminder: &'static str,
-    video: &'static str,
-    tweet: &'static str,
-    retweet: &'static str,
-    other: &'static str,
-    open_youtube: &'static str,
-    open_x: &'static str,
-    open: &'static str,
-    starts: &'static str,
-    started: &'static str,
-    original: &'static str,
+/// What a chat is shown of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum View {
+    /// The event's own message, sent anew.
+    Message,
+    /// The stream's first message brought up to date by this event (an edit).
+    FirstUpdated,
+    /// The short notice, replying to the first message, that the stream moved earlier.
+    MovedEarlier,
 }
 
-const EN: Words = Words {
-    live: "🔴 {name} is live",
-    scheduled: "📅 {name} scheduled a stream",
-    reminder: "⏰ {name} goes live soon",
-    video: "🎬 {name} uploaded a video",
-    tweet: "🐦 {name} posted",
-    retweet: "🔁 {name} reposted",
-    other: "🔔 {name}",
-    open_youtube: "Open on YouTube",
-    open_x: "Open on X",
-    open: "Open",
-    starts: "Starts",
-    started: "Started",
-    original: "Original",
-};
-
-const JA: Words = Words {
-    live: "🔴 {name} の配信が始まりました",
-    scheduled: "📅 {name} が配信を予定しました",
-    reminder: "⏰ {name} の配信がまもなく始まります",
-    video: "🎬 {name} が動画を投稿しました",
-    tweet: "🐦 {name} がポストしました",
-    retweet: "🔁 {name} がリポストしました",
-    other: "🔔 {name}",
-    open_youtube: "YouTube で開く",
-    open_x: "X で開く",
-    open: "開く",
-    starts: "開始",
-    started: "配信開始",
-    original: "原文",
-};
-
-const ZH: Words = Words {
-    live: "🔴 {name} 开始直播了",
-    scheduled: "📅 {name} 预定了直播",
-    reminder: "⏰ {name} 的直播即将开始",
-    video: "🎬 {name} 发布了视频",
-    tweet: "🐦 {name} 发布了推文",
-    retweet: "🔁 {name} 转发了推文",
-    other: "🔔 {name}",
-    open_youtube: "在 YouTube 打开",
-    open_x: "在 X 打开",
-    open: "打开",
-    starts: "开始",
-    started: "开播时间",
-    original: "原文",
-};
-
-/// The languages the bot speaks (its own texts and notifications), with their names.
-pub(crate) const LANGUAGES: [(&str, &str); 3] =
-    [("en", "English"), ("ja", "日本語"), ("zh", "中文")];
-
-/// The language the bot speaks for `code` (`ja`, `ja-JP`, `ZH_tw` …), if any.
-pub(crate) fn spoken_language(code: &str) -> Option<&'static str> {
-    let primary = code.split(['-', '_']).next().unwrap_or(code);
-    LANGUAGES
-        .iter()
-        .map(|(code, _)| *code)
-        .find(|spoken| primary.eq_ignore_ascii_case(spoken))
+/// The words of notifications in one language: the `notify-…` messages of the bot's
+/// Fluent files (`locales/<language>/notifications.ftl`), English when the language or a
+/// message is missing.
+#[derive(Clone, Copy)]
+struct Words<'a> {
+    language: &'a str,
 }
 
-/// The spoken languages as `en (English), ja (日本語), zh (中文)`.
-pub(crate) fn spoken_languages() -> String {
-    LANGUAGES
-        .iter()
-        .map(|(code, name)| format!("{code} ({name})"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn words(language: &str) -> &'static Words {
-    match language.split(['-', '_']).next().unwrap_or(language) {
-        "ja" => &JA,
-        "zh" => &ZH,
-        _ => &EN,
+impl Words<'_> {
+    /// Message `notify-<key>` without arguments.
+    fn get(&self, key: &str) -> String {
+        self.with(key, &[])
     }
+
+    /// Message `notify-<key>` with `args`.
+    fn with(&self, key: &str, args: &[(&str, FluentValue<'_>)]) -> String {
+        text(self.language, &format!("notify-{key}"), args)
+    }
+}
+
+fn words(language: &str) -> Words<'_> {
+    Words { language }
 }
 
 /// Escapes text for Telegram HTML.
@@ -221,17 +171,6 @@ pub(crate) fn format_time(time: DateTime<Utc>, timezone: Option<&str>) -> String
     }
 }
 
-/// Which time a message shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shown {
-    /// A stream's scheduled start.
-    Starts,
-    /// When a live stream actually started.
-    Started,
-    /// When the event happened.
-    At,
-}
-
 /// A time field of `fields` (RFC 3339), the first of `names` present and valid.
 fn time_field(fields: &Map<String, Value>, names: &[&str]) -> Option<DateTime<Utc>> {
     str_field(fields, names)
@@ -239,72 +178,200 @@ fn time_field(fields: &Map<String, Value>, names: &[&str]) -> Option<DateTime<Ut
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The time the message shows: a stream's scheduled start for scheduled streams and
-/// reminders (`scheduled_start`/`scheduled_start_time`); the actual start for a live
-/// stream (`actual_start_time` from live-check, `actual_start` from the worker; a stream
-/// released by its schedule carries the scheduled time as its event time); otherwise the
-/// event time.
-fn shown_time(event: &Event) -> (DateTime<Utc>, Shown) {
-    match event.kind.as_str() {
-        kind::YOUTUBE_SCHEDULED | kind::YOUTUBE_REMINDER => {
-            let start = time_field(
-                &event.fields,
-                &[
-                    "scheduled_start",
-                    "scheduled_start_time",
-                    "scheduledStartTime",
-                ],
-            );
-            (start.unwrap_or(event.time), Shown::Starts)
-        }
-        kind::YOUTUBE_LIVE => {
-            match time_field(&event.fields, &["actual_start_time", "actual_start"]) {
-                Some(started) => (started, Shown::Started),
-                None => (event.time, Shown::At),
-            }
-        }
-        _ => (event.time, Shown::At),
+/// A stream's scheduled start (`scheduled_start`, or the spellings of older producers).
+pub(crate) fn scheduled_start(event: &Event) -> Option<DateTime<Utc>> {
+    time_field(
+        &event.fields,
+        &[
+            field::SCHEDULED_START,
+            "scheduled_start_time",
+            "scheduledStartTime",
+        ],
+    )
+}
+
+/// When a stream actually started: `actual_start_time` from live-check, `actual_start`
+/// from the worker.
+fn actual_start(event: &Event) -> Option<DateTime<Utc>> {
+    time_field(&event.fields, &["actual_start_time", field::ACTUAL_START])
+}
+
+/// Whether the event is about a premiere (the opener's kind, or the video's format).
+pub(crate) fn is_premiere(event: &Event) -> bool {
+    event.kind == kind::YOUTUBE_PREMIERE
+        || event.fields.get(field::FORMAT).and_then(Value::as_str) == Some(format::PREMIERE)
+}
+
+/// Whether only channel members can watch the video.
+fn members_only(event: &Event) -> bool {
+    event.fields.get(field::MEMBERS_ONLY) == Some(&Value::Bool(true))
+}
+
+/// How long a stream lasted: `duration_seconds`, else end minus start.
+fn duration(event: &Event) -> Option<Duration> {
+    let seconds = event
+        .fields
+        .get(field::DURATION_SECONDS)
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            let end = time_field(&event.fields, &[field::ACTUAL_END])?;
+            u64::try_from((end - actual_start(event)?).num_seconds()).ok()
+        })?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// `2h13m` (in the chat's words); under an hour only minutes, at least one.
+fn format_duration(w: Words<'_>, lasted: Duration) -> String {
+    let minutes = (lasted.as_secs() / 60).max(1);
+    let (h, m) = (minutes / 60, minutes % 60);
+    if h > 0 {
+        w.with("hours-minutes", &[("h", h.into()), ("m", m.into())])
+    } else {
+        w.with("minutes", &[("m", m.into())])
     }
 }
 
-/// Composes the message for a chat reading `language` in `timezone`.
+/// `HH:MM` and the zone in the IANA zone `timezone` (UTC when absent or unknown).
+fn format_clock(time: DateTime<Utc>, timezone: Option<&str>) -> String {
+    match timezone
+        .filter(|tz| !tz.is_empty())
+        .and_then(|tz| tz.parse::<chrono_tz::Tz>().ok())
+    {
+        Some(tz) => time.with_timezone(&tz).format("%H:%M %Z").to_string(),
+        None => time.format("%H:%M UTC").to_string(),
+    }
+}
+
+/// The time line of a message, if it has one.
+fn time_line(event: &Event, view: View, w: Words<'_>, timezone: Option<&str>) -> Option<String> {
+    let starts =
+        |start: DateTime<Utc>| format!("🕒 {}: {}", w.get("starts"), format_time(start, timezone));
+    let started =
+        |start: DateTime<Utc>| format!("🕒 {}: {}", w.get("started"), format_time(start, timezone));
+    let at = || format!("🕒 {}", format_time(event.time, timezone));
+    Some(match event.kind.as_str() {
+        kind::YOUTUBE_SCHEDULED | kind::YOUTUBE_PREMIERE | kind::YOUTUBE_REMINDER => {
+            starts(scheduled_start(event).unwrap_or(event.time))
+        }
+        kind::YOUTUBE_RESCHEDULED => {
+            let mut line = starts(scheduled_start(event).unwrap_or(event.time));
+            if let Some(previous) = time_field(&event.fields, &[field::PREVIOUS_START]) {
+                let moved = w.with(
+                    "moved-from",
+                    &[("time", format_time(previous, timezone).into())],
+                );
+                line.push_str(&format!(" ({moved})"));
+            }
+            line
+        }
+        // A stream released by live-check carries the scheduled time as its event time.
+        kind::YOUTUBE_LIVE => actual_start(event).map_or_else(at, started),
+        kind::YOUTUBE_ENDED => started(actual_start(event)?),
+        // A cancelled stream has no time worth showing.
+        kind::YOUTUBE_CANCELLED if view == View::FirstUpdated => return None,
+        _ => at(),
+    })
+}
+
+/// The headline message of `event` in `view` (`notify-<key>`, formatted with `name` and
+/// `duration`).
+fn headline(event: &Event, view: View) -> &'static str {
+    let premiere = is_premiere(event);
+    let pick = |plain: &'static str, premiere_word: &'static str| {
+        if premiere {
+            premiere_word
+        } else {
+            plain
+        }
+    };
+    match (event.kind.as_str(), view) {
+        (kind::YOUTUBE_LIVE, View::FirstUpdated) => pick("live-now", "premiere-live-now"),
+        (kind::YOUTUBE_LIVE, _) => pick("live", "premiere-live"),
+        // An edited first message keeps its opener's headline; only its time moves.
+        (kind::YOUTUBE_RESCHEDULED, View::FirstUpdated) => pick("scheduled", "premiere"),
+        (kind::YOUTUBE_RESCHEDULED, _) => pick("rescheduled", "premiere-rescheduled"),
+        (kind::YOUTUBE_SCHEDULED, _) => pick("scheduled", "premiere"),
+        (kind::YOUTUBE_PREMIERE, _) => "premiere",
+        (kind::YOUTUBE_REMINDER, _) => pick("reminder", "premiere-reminder"),
+        (kind::YOUTUBE_ENDED, _) if duration(event).is_some() => "ended",
+        (kind::YOUTUBE_ENDED, _) => "ended-plain",
+        (kind::YOUTUBE_CANCELLED, _) => "cancelled",
+        (kind::YOUTUBE_VIDEO, _) => "video",
+        (kind::YOUTUBE_SHORT, _) => "short",
+        (kind::TWITTER_TWEET, _) => "tweet",
+        (kind::TWITTER_RETWEET, _) => "retweet",
+        _ => "other",
+    }
+}
+
+/// Composes the event's own message for a chat reading `language` in `timezone`.
+#[cfg(test)]
 pub(crate) fn compose(
     event: &Event,
     entity: &Entity,
     language: &str,
     timezone: Option<&str>,
 ) -> Composed {
+    compose_view(event, entity, language, timezone, View::Message)
+}
+
+/// Composes what a chat reading `language` in `timezone` is shown of `event` in `view`.
+pub(crate) fn compose_view(
+    event: &Event,
+    entity: &Entity,
+    language: &str,
+    timezone: Option<&str>,
+    view: View,
+) -> Composed {
     let w = words(language);
     let name = entity.name_in(language);
-    let headline = match event.kind.as_str() {
-        kind::YOUTUBE_LIVE => w.live,
-        kind::YOUTUBE_SCHEDULED => w.scheduled,
-        kind::YOUTUBE_REMINDER => w.reminder,
-        kind::YOUTUBE_VIDEO => w.video,
-        kind::TWITTER_TWEET => w.tweet,
-        kind::TWITTER_RETWEET => w.retweet,
-        _ => w.other,
-    };
     let fields = &event.fields;
+    let link = str_field(fields, &["link", "url"]).and_then(http_url);
+    if view == View::MovedEarlier {
+        let start = scheduled_start(event).unwrap_or(event.time);
+        let notice = w.with(
+            "moved-earlier",
+            &[
+                ("name", name.into()),
+                ("time", format_clock(start, timezone).into()),
+            ],
+        );
+        let html = format!("<b>{}</b>", escape(&notice));
+        return Composed {
+            html: html.clone(),
+            html_long: html,
+            photo: None,
+            button: None,
+        };
+    }
+    let headline_text = w.with(
+        headline(event, view),
+        &[
+            ("name", name.into()),
+            (
+                "duration",
+                duration(event)
+                    .map(|d| format_duration(w, d))
+                    .unwrap_or_default()
+                    .into(),
+            ),
+        ],
+    );
     let title_original = str_field(fields, &["title"]);
     let title = translation(fields, language, "title").or(title_original);
     let text_original = str_field(fields, &["text", "description"]);
     let text_translated = translation(fields, language, "text");
-    let (time, shown) = shown_time(event);
-    let time_line = match shown {
-        Shown::Starts => format!("🕒 {}: {}", w.starts, format_time(time, timezone)),
-        Shown::Started => format!("🕒 {}: {}", w.started, format_time(time, timezone)),
-        Shown::At => format!("🕒 {}", format_time(time, timezone)),
-    };
+    let time_line = time_line(event, view, w, timezone);
+    let members = members_only(event).then(|| w.get("members-only"));
 
     let render = |limit: usize| -> String {
         // Headline, title and time are short and always kept; the body texts share what
         // is left of the limit (with room for separators and markup).
-        let headline_text = headline.replace("{name}", name);
         let title_text = title.map(|t| truncate(t, 256));
         let fixed = headline_text.chars().count()
             + title_text.as_ref().map_or(0, |t| t.chars().count() + 1)
-            + time_line.chars().count()
+            + members.as_ref().map_or(0, |m| m.chars().count() + 1)
+            + time_line.as_ref().map_or(0, |t| t.chars().count())
             + 48;
         let mut budget = limit.saturating_sub(fixed);
         let mut out = format!("<b>{}</b>", escape(&headline_text));
@@ -312,9 +379,13 @@ pub(crate) fn compose(
             out.push('\n');
             out.push_str(&escape(title));
         }
+        if let Some(members) = &members {
+            out.push('\n');
+            out.push_str(&escape(members));
+        }
         match (text_translated, text_original) {
             (Some(translated), Some(original)) if translated != original => {
-                let label = format!("{}: ", w.original);
+                let label = format!("{}: ", w.get("original"));
                 let first = truncate(translated, budget);
                 budget = budget.saturating_sub(first.chars().count() + label.chars().count() + 3);
                 out.push_str("\n\n");
@@ -332,21 +403,27 @@ pub(crate) fn compose(
             }
             (None, None) => {}
         }
-        out.push_str("\n\n");
-        out.push_str(&escape(&time_line));
+        if let Some(time_line) = &time_line {
+            out.push_str("\n\n");
+            out.push_str(&escape(time_line));
+        }
         out
     };
 
     let photo = photo_url(fields);
-    let link = str_field(fields, &["link", "url"]).and_then(http_url);
-    let button = link.map(|url| {
-        let label = match event.source() {
-            "youtube" => w.open_youtube,
-            "twitter" => w.open_x,
-            _ => w.open,
-        };
-        (label.to_owned(), url)
-    });
+    let button = match (event.kind.as_str(), link) {
+        // The video of a cancelled stream is gone or private: no link to follow.
+        (kind::YOUTUBE_CANCELLED, _) | (_, None) => None,
+        (kind::YOUTUBE_ENDED, Some(url)) => Some((w.get("archive"), url)),
+        (_, Some(url)) => {
+            let label = match event.source() {
+                "youtube" => "open-youtube",
+                "twitter" => "open-x",
+                _ => "open",
+            };
+            Some((w.get(label), url))
+        }
+    };
     let html_long = render(MESSAGE_LIMIT);
     let html = if photo.is_some() {
         render(CAPTION_LIMIT)
@@ -494,6 +571,81 @@ mod tests {
         assert!(c.html.contains('…'));
         assert!(c.html_long.chars().count() <= MESSAGE_LIMIT);
         assert!(c.html_long.chars().count() > CAPTION_LIMIT);
+    }
+
+    #[test]
+    fn a_streams_life_is_worded_per_view_and_language() {
+        let moved = event(
+            "youtube.rescheduled",
+            json!({"title": "Karaoke", "scheduled_start": "2026-03-02T10:00:00Z",
+                   "previous_start": "2026-03-02T12:00:00Z", "link": "https://youtu.be/k"}),
+        );
+        let edit = compose_view(&moved, &entity(), "en", None, View::FirstUpdated);
+        assert!(
+            edit.html.starts_with("<b>📅 Aqua scheduled a stream</b>"),
+            "{}",
+            edit.html
+        );
+        assert!(
+            edit.html
+                .ends_with("Starts: 2026-03-02 10:00 UTC (moved from 2026-03-02 12:00 UTC)"),
+            "{}",
+            edit.html
+        );
+        let notice = compose_view(
+            &moved,
+            &entity(),
+            "ja",
+            Some("Asia/Tokyo"),
+            View::MovedEarlier,
+        );
+        assert_eq!(
+            notice.html,
+            "<b>⏩ 予定が早まりました: 湊あくあ は 19:00 JST 開始</b>"
+        );
+        assert!(notice.button.is_none());
+
+        let ended = event(
+            "youtube.ended",
+            json!({"title": "Karaoke", "format": "premiere", "members_only": true,
+                   "actual_start": "2026-03-02T10:00:00Z", "duration_seconds": 7980,
+                   "link": "https://youtu.be/archive"}),
+        );
+        let en = compose_view(&ended, &entity(), "en", None, View::FirstUpdated);
+        assert!(
+            en.html
+                .starts_with("<b>⏹ Ended, lasted 2h13m: Aqua</b>\nKaraoke\n🔒 Members only"),
+            "{}",
+            en.html
+        );
+        assert_eq!(en.button.unwrap().0, "Watch the archive");
+        let zh = compose_view(&ended, &entity(), "zh", None, View::FirstUpdated);
+        assert!(zh.html.contains("时长 2小时13分钟"), "{}", zh.html);
+        let short = event("youtube.ended", json!({"duration_seconds": 300}));
+        let ja = compose_view(&short, &entity(), "ja", None, View::FirstUpdated);
+        assert!(ja.html.contains("配信終了（5分）"), "{}", ja.html);
+
+        let premiere_live = event("youtube.live", json!({"format": "premiere"}));
+        let en = compose_view(&premiere_live, &entity(), "en", None, View::FirstUpdated);
+        assert!(
+            en.html.starts_with("<b>🎞 Premiere live now: Aqua</b>"),
+            "{}",
+            en.html
+        );
+        let en = compose(&premiere_live, &entity(), "en", None);
+        assert!(
+            en.html.starts_with("<b>🎞 Aqua's premiere has started</b>"),
+            "{}",
+            en.html
+        );
+
+        let cancelled = event(
+            "youtube.cancelled",
+            json!({"title": "Karaoke", "link": "https://youtu.be/k", "scheduled_start": "2026-03-02T10:00:00Z"}),
+        );
+        let en = compose_view(&cancelled, &entity(), "en", None, View::FirstUpdated);
+        assert_eq!(en.html, "<b>❌ Cancelled: Aqua</b>\nKaraoke");
+        assert!(en.button.is_none());
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //! retried with backoff, never acked or dropped; one that can never be handled (bad
 //! JSON, unknown entity) is dead-lettered with the reason.
 //!
+//! Who gets an event: the subscribers the api names for its kind, narrowed by the
+//! event's gates (`Subscription::wants_event`: premieres, members-only videos) and, for
+//! a reminder, by the chat's chosen reminder leads (`UserSettings::wants_reminder`).
+//! Events of a stream's life reply to and edit the stream's first message in each chat
+//! ([`streams`], [`send`]); an edit is a delivery of its event like a message.
+//!
 //! Exactly-once per (event, chat) rests on the delivery log in storage: recipients
 //! already in it are skipped (checked per chat just before sending and, for redelivered
 //! events, also when queueing, in one lookup for all of the event's chats; records are
@@ -27,6 +33,7 @@ pub(crate) mod compose;
 pub(crate) mod recorder;
 pub(crate) mod scheduler;
 pub(crate) mod send;
+pub(crate) mod streams;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,9 +42,10 @@ use std::time::Duration;
 use prometheus::{IntCounterVec, Registry};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
-use stargazer_core::model::Event;
+use stargazer_core::contract::field;
+use stargazer_core::model::{Event, Subscription, UserSettings};
 use stargazer_core::routing::READY_PATTERN;
-use stargazer_core::storage::DeliveryStore;
+use stargazer_core::storage::{DeliveryStore, StateStore};
 use stargazer_core::telemetry::register_int_counter_vec;
 use stargazer_core::wait::sleep_unless_cancelled;
 use teloxide::Bot;
@@ -50,24 +58,42 @@ use crate::config::BotConfig;
 use crate::Result;
 use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
-use send::{Fanout, Outcome, Recipient, SendContext, SendJob};
+use send::{Fanout, Outcome, Recipient, Role, SendContext, SendJob, StreamLife};
 use stargazer_core::sync::lock;
+use streams::StreamMemory;
 
 /// First pause before an event whose messages Telegram could not take is requeued.
 pub(crate) const OUTAGE_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest pause before such a requeue (the pause doubles with every consecutive one).
 pub(crate) const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// How often memories of streams' first messages past the edit window are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// What delivery keeps in storage.
+pub(crate) struct Stores {
+    /// The delivery log.
+    pub deliveries: Arc<dyn DeliveryStore>,
+    /// The first message of each stream in each chat.
+    pub state: Arc<dyn StateStore>,
+}
+
 /// Runs the delivery half of the bot until `shutdown`.
 pub(crate) async fn run(
     bot: Bot,
     api: Api,
-    storage: Arc<dyn DeliveryStore>,
+    stores: Stores,
     bus: Arc<dyn Bus>,
     config: Arc<BotConfig>,
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let Stores {
+        deliveries: storage,
+        state,
+    } = stores;
+    let streams = Arc::new(StreamMemory::new(state));
+    let pruner = tokio::spawn(prune_streams(streams.clone(), shutdown.clone()));
     let limits = Limits {
         global_per_second: config.global_per_second,
         chat_interval: config.chat_interval(),
@@ -96,6 +122,7 @@ pub(crate) async fn run(
         storage,
         recorder,
         max_attempts: config.max_send_attempts,
+        streams,
     });
     let consumer = EventConsumer {
         api,
@@ -120,6 +147,9 @@ pub(crate) async fn run(
     if let Err(err) = writer_task.await {
         tracing::error!(cause = %err, "delivery log writer panicked");
     }
+    if let Err(err) = pruner.await {
+        tracing::error!(cause = %err, "stream memory pruner panicked");
+    }
     tracing::info!(
         sent_or_failed = stats.done.get(),
         skipped = stats.skipped.get(),
@@ -129,6 +159,53 @@ pub(crate) async fn run(
         "delivery stopped"
     );
     result
+}
+
+/// Prunes the memories of streams' first messages past the edit window, at start and
+/// then every [`PRUNE_EVERY`], until `shutdown`.
+async fn prune_streams(streams: Arc<StreamMemory>, shutdown: CancellationToken) {
+    loop {
+        match streams.prune(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(
+                videos = pruned,
+                "pruned first-message memories past the edit window"
+            ),
+            Err(cause) => tracing::warn!(%cause, "could not prune first-message memories"),
+        }
+        if sleep_unless_cancelled(PRUNE_EVERY, &shutdown)
+            .await
+            .is_cancelled()
+        {
+            return;
+        }
+    }
+}
+
+/// Whether `subscriber` wants `event`: its subscription's kinds and the event's gates,
+/// and for a reminder, the chat's reminder leads.
+fn wants(event: &Event, subscriber: &crate::api::Subscriber) -> bool {
+    let subscription = Subscription {
+        user: subscriber.user,
+        entity: event.entity,
+        kinds: subscriber.kinds.clone(),
+    };
+    if !subscription.wants_event(event) {
+        return false;
+    }
+    if event.kind != stargazer_core::contract::kind::YOUTUBE_REMINDER {
+        return true;
+    }
+    let settings = UserSettings {
+        reminder_leads: subscriber.leads(),
+        ..UserSettings::default()
+    };
+    let lead = event
+        .fields
+        .get(field::LEAD_SECONDS)
+        .and_then(serde_json::Value::as_u64);
+    let is_default = event.fields.get(field::LEAD_DEFAULT) == Some(&serde_json::Value::Bool(true));
+    settings.wants_reminder(lead, is_default)
 }
 
 /// The consuming side: turns deliveries into queued jobs and settles them.
@@ -148,8 +225,9 @@ struct EventConsumer {
 
 /// How the preparation of one event ended.
 enum Prepared {
-    /// Jobs queued; wait for these outcomes.
-    Queued(Vec<tokio::sync::oneshot::Receiver<Outcome>>),
+    /// Jobs queued; wait for these outcomes. Once they are all settled, the memories of
+    /// the stream named (whose life the event ended) are forgotten.
+    Queued(Vec<tokio::sync::oneshot::Receiver<Outcome>>, Option<String>),
     /// It can never be handled.
     DeadLetter(String),
     /// Shutdown came first.
@@ -292,7 +370,27 @@ impl EventConsumer {
             }
             None => return Prepared::Interrupted,
         };
+        let asked = subscribers.len();
+        let subscribers: Vec<_> = subscribers
+            .into_iter()
+            .filter(|s| wants(&event, s))
+            .collect();
         let total = subscribers.len();
+        let stream = match Role::of(&event) {
+            Some((video, role)) => match self.load_stream(&video).await {
+                Some(snapshot) => Some(StreamLife {
+                    video,
+                    role,
+                    snapshot,
+                }),
+                None => return Prepared::Interrupted,
+            },
+            None => None,
+        };
+        let forget = stream
+            .as_ref()
+            .filter(|s| s.role.ends())
+            .map(|s| s.video.clone());
         let recipients = if check_log {
             match self.unlogged(event.id, subscribers).await {
                 Some(r) => r,
@@ -302,11 +400,12 @@ impl EventConsumer {
             subscribers.into_iter().map(Recipient::from).collect()
         };
         tracing::info!(
-            subscribers = total,
+            subscribers = asked,
+            wanting = total,
             to_send = recipients.len(),
             "fanning out event"
         );
-        let fanout = Arc::new(Fanout::new(event, entity));
+        let fanout = Arc::new(Fanout::new(event, entity, stream));
         let mut waits = Vec::with_capacity(recipients.len());
         for recipient in recipients {
             let chat = match recipient.chat_id.parse::<i64>() {
@@ -326,7 +425,32 @@ impl EventConsumer {
             }
             waits.push(rx);
         }
-        Prepared::Queued(waits)
+        Prepared::Queued(waits, forget)
+    }
+
+    /// The memories of `video`'s first messages, read once for the event; `None` on
+    /// shutdown (storage trouble is retried with backoff, as for the delivery log).
+    async fn load_stream(&self, video: &str) -> Option<streams::Snapshot> {
+        let mut backoff = Backoff::default();
+        loop {
+            let loaded = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                loaded = self.sends.streams.load(video) => loaded,
+            };
+            match loaded {
+                Ok(snapshot) => return Some(snapshot),
+                Err(cause) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(video_id = video, %cause, retry_in_ms = wait.as_millis() as u64, "stream memory unavailable");
+                    if sleep_unless_cancelled(wait, &self.shutdown)
+                        .await
+                        .is_cancelled()
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
     /// Subscribers not yet in the delivery log, in the api's order; `None` on shutdown.
@@ -405,7 +529,7 @@ impl EventConsumer {
                 ("dead_lettered", delivery.dead_letter(&reason).await)
             }
             Prepared::Interrupted => ("requeued", delivery.requeue().await),
-            Prepared::Queued(waits) => {
+            Prepared::Queued(waits, forget) => {
                 let outcomes = futures::future::join_all(waits).await;
                 let total = outcomes.len();
                 let (mut sent, mut skipped, mut failed, mut deferred, mut unfinished) =
@@ -414,7 +538,7 @@ impl EventConsumer {
                 for outcome in outcomes {
                     match outcome {
                         Ok(Outcome::Sent) => sent += 1,
-                        Ok(Outcome::AlreadyDone) => skipped += 1,
+                        Ok(Outcome::AlreadyDone | Outcome::NothingToDo) => skipped += 1,
                         Ok(Outcome::Failed(_)) => failed += 1,
                         Ok(Outcome::Deferred(reason)) => {
                             deferred += 1;
@@ -448,6 +572,18 @@ impl EventConsumer {
                         lock(&self.outage).reset();
                     }
                     tracing::info!(event_id = %event, total, sent, skipped, failed, "event delivered");
+                    if let Some(video) = forget {
+                        // The stream's life is over and its last edits are done. A
+                        // failure leaves the memories to the periodic prune.
+                        match self.sends.streams.forget(&video, chrono::Utc::now()).await {
+                            Ok(chats) => {
+                                tracing::debug!(video_id = %video, chats, "stream memories forgotten")
+                            }
+                            Err(cause) => {
+                                tracing::warn!(video_id = %video, %cause, "could not forget stream memories")
+                            }
+                        }
+                    }
                     ("delivered", delivery.ack().await)
                 }
             }
@@ -510,6 +646,69 @@ impl EventLocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn subscriber(kinds: &[&str], leads: &[u32]) -> crate::api::Subscriber {
+        serde_json::from_value(serde_json::json!({
+            "user": Uuid::nil(), "chat_id": "1", "language": "en",
+            "kinds": kinds, "reminder_leads": leads,
+        }))
+        .unwrap()
+    }
+
+    fn event(kind: &str, fields: serde_json::Value) -> Event {
+        Event {
+            id: Uuid::new_v4(),
+            kind: kind.into(),
+            entity: Uuid::nil(),
+            time: chrono::Utc::now(),
+            fields: fields.as_object().unwrap().clone(),
+            control: Default::default(),
+        }
+    }
+
+    #[test]
+    fn reminders_reach_the_chats_whose_leads_they_match() {
+        let at = |minutes: u64| {
+            event(
+                "youtube.reminder",
+                serde_json::json!({"lead_seconds": minutes * 60, "lead_default": minutes == 30}),
+            )
+        };
+        let chose = subscriber(&[], &[5, 60]);
+        let default = subscriber(&[], &[]);
+        let wanted = |s: &crate::api::Subscriber| -> Vec<u64> {
+            [5, 15, 30, 60]
+                .into_iter()
+                .filter(|m| wants(&at(*m), s))
+                .collect()
+        };
+        assert_eq!(wanted(&chose), [5, 60]);
+        assert_eq!(wanted(&default), [30]);
+        // A reminder without a lead (an older worker) reaches everyone.
+        assert!(wants(
+            &event("youtube.reminder", serde_json::json!({})),
+            &chose
+        ));
+        // Not subscribed to reminders at all: none.
+        assert!(wanted(&subscriber(&["youtube.live"], &[5])).is_empty());
+    }
+
+    #[test]
+    fn premieres_and_members_only_videos_need_their_gate() {
+        let premiere = event("youtube.live", serde_json::json!({"format": "premiere"}));
+        let members = event("youtube.live", serde_json::json!({"members_only": true}));
+        assert!(!wants(&premiere, &subscriber(&["youtube.live"], &[])));
+        assert!(wants(
+            &premiere,
+            &subscriber(&["youtube.live", "youtube.premiere"], &[])
+        ));
+        assert!(!wants(&members, &subscriber(&["youtube.live"], &[])));
+        assert!(wants(
+            &members,
+            &subscriber(&["youtube.live", "youtube.members"], &[])
+        ));
+        assert!(wants(&members, &subscriber(&[], &[])));
+    }
 
     #[tokio::test]
     async fn event_locks_serialize_one_event_and_clean_up() {

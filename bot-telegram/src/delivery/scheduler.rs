@@ -38,6 +38,10 @@ pub(crate) enum Attempt {
     /// Nothing was sent (the delivery log already had it): finished without using the
     /// chat's interval or the overall budget.
     Skipped,
+    /// One Bot API call of a job that makes several (a reply, then an edit of the first
+    /// message) went through: the job stays first in the chat's queue and makes its next
+    /// call once the chat's interval and the overall budget allow, like a new message.
+    Continue,
     /// Telegram answered 429: try again after this long, and slow down overall.
     RetryAfter(Duration),
     /// A transient failure: try again after this long.
@@ -96,6 +100,8 @@ pub(crate) struct Stats {
     pub moved: IntCounter,
     /// Messages given back unsent after transient failures past the retry budget.
     pub deferred: IntCounter,
+    /// Calls made by jobs with more calls to make (a reply before an edit).
+    pub steps: IntCounter,
 }
 
 impl Default for Stats {
@@ -127,6 +133,10 @@ impl Default for Stats {
                 "stargazer_bot_send_deferred_total",
                 "Message sends given back unsent (their event requeued) after transient failures past the retry budget.",
             ),
+            steps: counter(
+                "stargazer_bot_send_steps_total",
+                "Bot API calls of deliveries that make more than one (a reply, then an edit of the stream's first message).",
+            ),
         }
     }
 }
@@ -141,6 +151,7 @@ impl Stats {
             &self.retried,
             &self.moved,
             &self.deferred,
+            &self.steps,
         ] {
             register_collector(registry, counter.clone());
         }
@@ -420,6 +431,11 @@ impl<J: Job> Scheduler<J> {
                 self.bucket.refund();
                 drop(job);
             }
+            Attempt::Continue => {
+                self.stats.steps.inc();
+                queue.next_at = queue.next_at.max(started + interval);
+                queue.jobs.push_front(job);
+            }
             Attempt::RetryAfter(wait) => {
                 self.stats.retry_after.inc();
                 tracing::warn!(
@@ -575,6 +591,28 @@ mod tests {
         let group: Vec<_> = log.iter().filter(|e| e.1 == -5).collect();
         assert_eq!(group.len(), 2);
         assert!(group[1].2 - group[0].2 >= Duration::from_secs(3));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_step_of_a_job_is_paced_like_a_message_and_keeps_its_place() {
+        let shutdown = CancellationToken::new();
+        let (handle, task) = start::<Scripted>(limits(10.0), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        // A reply then an edit (two calls), queued before another message to that chat.
+        let (two_steps, rx1) = job(1, &log, &[Attempt::Continue, Attempt::Done]);
+        handle.submit(7, two_steps).unwrap();
+        let (next, rx2) = job(2, &log, &[]);
+        handle.submit(7, next).unwrap();
+        rx1.await.unwrap();
+        rx2.await.unwrap();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 1, 2]);
+        for pair in log.windows(2) {
+            assert!(pair[1].2 - pair[0].2 >= Duration::from_secs(1), "{log:?}");
+        }
         shutdown.cancel();
         task.await.unwrap();
     }

@@ -1,10 +1,19 @@
-//! One message to one chat, as a scheduler [`Job`]: check the delivery log, send,
-//! interpret Telegram's answer, hand the outcome to the [`Recorder`] (which reports it
-//! once it is in the log).
+//! One event to one chat, as a scheduler [`Job`]: check the delivery log, make the Bot
+//! API calls the event needs in that chat, interpret Telegram's answers, hand the
+//! outcome to the [`Recorder`] (which reports it once it is in the log).
 //!
-//! A job moves through stages so that a retry never repeats a step that succeeded, and
-//! a message that went out is never sent again by this job: recording it (retried by the
-//! recorder while storage blinks) is all that is left.
+//! Most events are one new message. An event of a stream's life (see
+//! [`super::streams`]) is planned per chat from the stream's first message there: a
+//! reply to it and/or an edit of it, or nothing at all for an end the chat never saw
+//! begin (recorded as settled, never retried). Each call is paced by the scheduler like
+//! a message ([`Attempt::Continue`] between them), an edit answered "message is not
+//! modified" counts as done, and one Telegram no longer allows (not found, too old) is
+//! given up quietly for that chat.
+//!
+//! A job moves through stages (and through its planned calls) so that a retry never
+//! repeats a step that succeeded, and a message that went out is never sent again by
+//! this job: recording it (retried by the recorder while storage blinks) is all that is
+//! left.
 //!
 //! Only Telegram's permanent refusals end a job with a `failed` record: 400 (bad
 //! request) and 403 (blocked, kicked, deactivated). Transient failures — 5xx, network
@@ -12,25 +21,31 @@
 //! and then given back unrecorded ([`Outcome::Deferred`]): the event is requeued and a
 //! later delivery sends to this chat once Telegram is back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use stargazer_core::contract::{field, kind, source};
 use stargazer_core::model::{DeliveryRecord, Entity, Event};
 use stargazer_core::storage::DeliveryStore;
-use teloxide::payloads::{SendMessageSetters, SendPhotoSetters};
+use teloxide::payloads::{
+    EditMessageCaptionSetters, EditMessageTextSetters, SendMessageSetters, SendPhotoSetters,
+};
 use teloxide::prelude::Requester;
 use teloxide::types::{
-    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, ParseMode,
+    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, MessageId,
+    ParseMode, ReplyParameters,
 };
-use teloxide::Bot;
+use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::compose::{compose, Composed};
+use super::compose::{compose_view, scheduled_start, Composed, View};
 use super::recorder::Recorder;
 use super::scheduler::{Attempt, Job};
+use super::streams::{FirstMessage, Snapshot, StreamMemory};
 use crate::api::Api;
 use crate::telegram::{classify, Failure};
 use crate::IM;
@@ -45,6 +60,9 @@ pub(crate) enum Outcome {
     AlreadyDone,
     /// Could not be sent; the failure is recorded with this reason.
     Failed(String),
+    /// Nothing to send or edit in this chat (a stream's end the chat never saw begin, a
+    /// first message Telegram no longer lets the bot edit); recorded as settled.
+    NothingToDo,
     /// Not sent because of a transient failure, and not recorded: the event must be
     /// delivered again (to this chat and the others still missing) later.
     Deferred(String),
@@ -63,6 +81,8 @@ pub(crate) struct SendContext {
     /// Attempts on transient errors (and 429s) before a message is given back unsent
     /// for its event to be requeued.
     pub max_attempts: u32,
+    /// The first message of each stream in each chat.
+    pub streams: Arc<StreamMemory>,
 }
 
 impl SendContext {
@@ -97,36 +117,107 @@ fn delivery_record(event: Uuid, chat: &str, status: &str) -> DeliveryRecord {
     }
 }
 
-/// What a composed message depends on besides the event: language and time zone.
-type ReaderKey = (String, Option<String>);
+/// What a composed message depends on besides the event: the view, language and time
+/// zone.
+type ReaderKey = (View, String, Option<String>);
+
+/// The part an event plays in a stream's life in a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Scheduled (a stream or a premiere): the first message.
+    Opener,
+    /// Its start moved: the first message is edited.
+    Rescheduled,
+    /// It starts soon: a new message replying to the first.
+    Reminder,
+    /// It is live: a new message replying to the first, which is edited.
+    Live,
+    /// It ended: the first message is edited, nothing is sent.
+    Ended,
+    /// It was cancelled: the first message is edited, nothing is sent.
+    Cancelled,
+}
+
+impl Role {
+    /// The video and the part `event` plays in its life, if it is a YouTube stream event
+    /// carrying its video id.
+    pub(crate) fn of(event: &Event) -> Option<(String, Role)> {
+        if event.source() != source::YOUTUBE {
+            return None;
+        }
+        let role = match event.kind.as_str() {
+            k if kind::STREAM_OPENERS.contains(&k) => Role::Opener,
+            kind::YOUTUBE_RESCHEDULED => Role::Rescheduled,
+            kind::YOUTUBE_REMINDER => Role::Reminder,
+            kind::YOUTUBE_LIVE => Role::Live,
+            kind::YOUTUBE_ENDED => Role::Ended,
+            kind::YOUTUBE_CANCELLED => Role::Cancelled,
+            _ => return None,
+        };
+        let video = event
+            .fields
+            .get(field::VIDEO_ID)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())?;
+        Some((video.to_owned(), role))
+    }
+
+    /// Whether this part ends the stream's life (its memories can go once delivered).
+    pub(crate) fn ends(self) -> bool {
+        matches!(self, Role::Ended | Role::Cancelled)
+    }
+}
+
+/// An event of a stream's life with the stream's first messages as read when the event
+/// was prepared.
+pub(crate) struct StreamLife {
+    /// The YouTube video id.
+    pub video: String,
+    /// The part the event plays.
+    pub role: Role,
+    /// The first messages by chat id.
+    pub snapshot: Snapshot,
+}
 
 /// One event on its way to its recipients: the event, its entity, and the messages
-/// composed so far (one per language and time zone, shared by every chat that reads
-/// them).
+/// composed so far (one per view, language and time zone, shared by every chat that
+/// reads them).
 pub(crate) struct Fanout {
     /// The event.
     pub event: Event,
     /// The entity it is about.
     pub entity: Entity,
+    /// Its stream's life, when it is part of one.
+    pub stream: Option<StreamLife>,
     composed: Mutex<HashMap<ReaderKey, Arc<Composed>>>,
 }
 
 impl Fanout {
-    /// A fan-out of `event` about `entity`.
-    pub(crate) fn new(event: Event, entity: Entity) -> Self {
+    /// A fan-out of `event` about `entity`, part of `stream`'s life if given.
+    pub(crate) fn new(event: Event, entity: Entity, stream: Option<StreamLife>) -> Self {
         Self {
             event,
             entity,
+            stream,
             composed: Mutex::new(HashMap::new()),
         }
     }
 
-    fn message(&self, language: &str, timezone: Option<&str>) -> Arc<Composed> {
-        let key = (language.to_owned(), timezone.map(str::to_owned));
+    fn message(&self, view: View, language: &str, timezone: Option<&str>) -> Arc<Composed> {
+        let key = (view, language.to_owned(), timezone.map(str::to_owned));
         let mut cache = lock(&self.composed);
         cache
             .entry(key)
-            .or_insert_with(|| Arc::new(compose(&self.event, &self.entity, language, timezone)))
+            .or_insert_with(|| {
+                Arc::new(compose_view(
+                    &self.event,
+                    &self.entity,
+                    language,
+                    timezone,
+                    view,
+                ))
+            })
             .clone()
     }
 }
@@ -142,16 +233,67 @@ pub(crate) struct Recipient {
     pub language: String,
     /// Time zone of times in the message.
     pub timezone: Option<String>,
+    /// Reminder leads the chat chose, minutes (empty: the default lead).
+    pub reminder_leads: Vec<u32>,
 }
 
 impl From<crate::api::Subscriber> for Recipient {
     fn from(subscriber: crate::api::Subscriber) -> Self {
+        let reminder_leads = subscriber.leads();
         Self {
             user: subscriber.user,
             chat_id: subscriber.chat_id,
             language: subscriber.language,
             timezone: subscriber.timezone,
+            reminder_leads,
         }
+    }
+}
+
+/// The reminder lead of a chat that chose none, minutes: the one the worker marks
+/// `lead_default`.
+pub(crate) const DEFAULT_LEAD_MINUTES: u32 = 30;
+
+/// One Bot API call planned for a chat.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A new message in `view`, replying to `reply_to` if set, remembered as its
+    /// stream's first message if `remember`.
+    Send {
+        view: View,
+        reply_to: Option<i32>,
+        remember: bool,
+    },
+    /// The stream's first message brought up to date.
+    Edit { first: FirstMessage },
+}
+
+/// How an edit Telegram refused ends, when it is not a failure of the delivery.
+enum EditEnd {
+    /// "message is not modified": it already shows this.
+    Unchanged,
+    /// The message is gone or too old to edit: nothing more to do in this chat.
+    Gone(String),
+}
+
+/// Sorts out the refusals of an edit that end it without failing the delivery.
+fn edit_end(err: &RequestError) -> Option<EditEnd> {
+    let RequestError::Api(api) = err else {
+        return None;
+    };
+    match api {
+        ApiError::MessageNotModified => Some(EditEnd::Unchanged),
+        ApiError::MessageToEditNotFound
+        | ApiError::MessageCantBeEdited
+        | ApiError::MessageIdInvalid => Some(EditEnd::Gone(api.to_string())),
+        ApiError::Unknown(text)
+            if text.contains("message to edit not found")
+                || text.contains("message can't be edited")
+                || text.contains("in the message to edit") =>
+        {
+            Some(EditEnd::Gone(text.clone()))
+        }
+        _ => None,
     }
 }
 
@@ -173,6 +315,12 @@ pub(crate) struct SendJob {
     rate_limited: u32,
     moves: u32,
     as_text: bool,
+    /// The calls still to make; planned at the first attempt.
+    plan: Option<VecDeque<Step>>,
+    /// Whether a call went through (a message sent, an edit made).
+    delivered: bool,
+    /// Why a planned edit was given up.
+    gave_up: Option<String>,
     outcome: Option<Outcome>,
     done: Option<oneshot::Sender<Outcome>>,
 }
@@ -209,6 +357,9 @@ impl SendJob {
             rate_limited: 0,
             moves: 0,
             as_text: false,
+            plan: None,
+            delivered: false,
+            gave_up: None,
             outcome: None,
             done: Some(tx),
         };
@@ -255,14 +406,37 @@ impl SendJob {
         }
     }
 
-    async fn send(&self, chat: i64, message: &Composed) -> Result<(), teloxide::RequestError> {
-        let bot = &self.sends.bot;
-        let markup = message.button.as_ref().map(|(label, url)| {
+    fn markup(message: &Composed) -> Option<InlineKeyboardMarkup> {
+        message.button.as_ref().map(|(label, url)| {
             InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::url(
                 label.clone(),
                 url.clone(),
             )]])
-        });
+        })
+    }
+
+    fn link_preview(message: &Composed) -> LinkPreviewOptions {
+        LinkPreviewOptions {
+            is_disabled: message.button.is_none(),
+            url: None,
+            prefer_small_media: false,
+            prefer_large_media: false,
+            show_above_text: false,
+        }
+    }
+
+    /// Sends `message` to `chat`, replying to `reply_to` when set (and sent anyway if
+    /// that message is gone); answers the new message's id and whether it is a photo.
+    async fn send(
+        &self,
+        chat: i64,
+        message: &Composed,
+        reply_to: Option<i32>,
+    ) -> Result<(i32, bool), RequestError> {
+        let bot = &self.sends.bot;
+        let markup = Self::markup(message);
+        let reply =
+            reply_to.map(|id| ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
         match (&message.photo, self.as_text) {
             (Some(photo), false) => {
                 let mut request = bot
@@ -272,68 +446,291 @@ impl SendJob {
                 if let Some(markup) = markup {
                     request = request.reply_markup(markup);
                 }
-                request.await.map(|_| ())
+                if let Some(reply) = reply {
+                    request = request.reply_parameters(reply);
+                }
+                request.await.map(|sent| (sent.id.0, true))
             }
             _ => {
                 let mut request = bot
                     .send_message(ChatId(chat), message.html_long.clone())
                     .parse_mode(ParseMode::Html)
-                    .link_preview_options(LinkPreviewOptions {
-                        is_disabled: message.button.is_none(),
-                        url: None,
-                        prefer_small_media: false,
-                        prefer_large_media: false,
-                        show_above_text: false,
-                    });
+                    .link_preview_options(Self::link_preview(message));
                 if let Some(markup) = markup {
                     request = request.reply_markup(markup);
                 }
-                request.await.map(|_| ())
+                if let Some(reply) = reply {
+                    request = request.reply_parameters(reply);
+                }
+                request.await.map(|sent| (sent.id.0, false))
             }
         }
     }
 
-    /// The send stage: log check, send, and what Telegram's answer leads to.
-    async fn attempt_send(&mut self, chat: i64) -> Option<Attempt> {
-        let event = self.event_id();
-        // Checked again here, not only when the event was queued: another bot process may
-        // have sent a redelivered copy of the event meanwhile.
-        match self.sends.delivered(event, &self.log_keys(chat)).await {
-            Ok(logged) if !logged.is_empty() => {
-                self.finish(Outcome::AlreadyDone);
-                return Some(Attempt::Skipped);
+    /// Replaces the text (or caption) and button of the stream's first message with
+    /// `message`; no button removes the old one.
+    async fn edit(&self, first: &FirstMessage, message: &Composed) -> Result<(), RequestError> {
+        let bot = &self.sends.bot;
+        let markup = Self::markup(message);
+        let (chat, id) = (ChatId(first.chat), MessageId(first.message_id));
+        if first.photo {
+            let mut request = bot
+                .edit_message_caption(chat, id)
+                .caption(message.html.clone())
+                .parse_mode(ParseMode::Html);
+            if let Some(markup) = markup {
+                request = request.reply_markup(markup);
             }
-            Ok(_) => {}
-            Err(cause) => {
-                tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
-                return Some(Attempt::Retry(backoff(self.attempts.min(5))));
+            request.await.map(|_| ())
+        } else {
+            let mut request = bot
+                .edit_message_text(chat, id, message.html_long.clone())
+                .parse_mode(ParseMode::Html)
+                .link_preview_options(Self::link_preview(message));
+            if let Some(markup) = markup {
+                request = request.reply_markup(markup);
+            }
+            request.await.map(|_| ())
+        }
+    }
+
+    /// Whether a stream moved earlier, to a start the chat's longest reminder lead has
+    /// already passed (so the chat would miss its reminder): then it gets a short notice.
+    fn moved_into_lead(&self, now: DateTime<Utc>) -> bool {
+        let event = &self.fanout.event;
+        let (Some(start), Some(previous)) = (
+            scheduled_start(event),
+            event
+                .fields
+                .get(field::PREVIOUS_START)
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        ) else {
+            return false;
+        };
+        let lead = self
+            .recipient
+            .reminder_leads
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(DEFAULT_LEAD_MINUTES);
+        start < previous && now + chrono::Duration::minutes(i64::from(lead)) > start
+    }
+
+    /// The Bot API calls this event needs in `chat`.
+    fn plan_for(&self, chat: i64) -> VecDeque<Step> {
+        let message = |reply_to, remember| Step::Send {
+            view: View::Message,
+            reply_to,
+            remember,
+        };
+        let Some(stream) = &self.fanout.stream else {
+            return VecDeque::from([message(None, false)]);
+        };
+        let now = Utc::now();
+        let first = self.sends.streams.lookup(
+            &stream.video,
+            &self.recipient.chat_id,
+            &stream.snapshot,
+            now,
+        );
+        // A reply can only point at a message of the same chat.
+        let reply_to = first.filter(|f| f.chat == chat).map(|f| f.message_id);
+        let steps = match (stream.role, first) {
+            (Role::Opener, _) => vec![message(None, true)],
+            (Role::Rescheduled, Some(first)) => {
+                let mut steps = vec![Step::Edit { first }];
+                if self.moved_into_lead(now) {
+                    steps.push(Step::Send {
+                        view: View::MovedEarlier,
+                        reply_to,
+                        remember: false,
+                    });
+                }
+                steps
+            }
+            (Role::Reminder, _) => vec![message(reply_to, false)],
+            (Role::Live, Some(first)) => vec![message(reply_to, false), Step::Edit { first }],
+            // The chat has no message of the stream yet: this one becomes the first.
+            (Role::Rescheduled | Role::Live, None) => vec![message(None, true)],
+            (Role::Ended | Role::Cancelled, Some(first)) => vec![Step::Edit { first }],
+            // Never announce the end of something the chat did not see begin.
+            (Role::Ended | Role::Cancelled, None) => {
+                self.skip_reason("no message of the stream to edit");
+                Vec::new()
+            }
+        };
+        steps.into()
+    }
+
+    fn skip_reason(&self, reason: &str) {
+        tracing::debug!(event_id = %self.event_id(), chat_id = %self.recipient.chat_id, reason, "nothing to deliver to this chat");
+    }
+
+    /// Remembers the message just sent as its stream's first message in this chat. A
+    /// memory that cannot be stored costs later edits, not this delivery: it is tried a
+    /// few times, then given up with a warning.
+    async fn remember(&self, chat: i64, message_id: i32, photo: bool) {
+        let Some(stream) = &self.fanout.stream else {
+            return;
+        };
+        let first = FirstMessage {
+            chat,
+            message_id,
+            photo,
+            sent_at: Utc::now(),
+        };
+        for attempt in 0..3 {
+            match self
+                .sends
+                .streams
+                .remember(&stream.video, &self.recipient.chat_id, first)
+                .await
+            {
+                Ok(()) => return,
+                Err(cause) if attempt < 2 => {
+                    tracing::debug!(video_id = %stream.video, chat_id = chat, %cause, "could not remember the first message; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(cause) => {
+                    tracing::warn!(video_id = %stream.video, chat_id = chat, %cause, "could not remember the stream's first message; later events will not edit it");
+                }
             }
         }
-        let message = self
-            .fanout
-            .message(&self.recipient.language, self.recipient.timezone.as_deref());
-        let failure = match self.send(chat, &message).await {
+    }
+
+    /// After a planned call is over: the next one (paced by the scheduler), or the
+    /// record once there is none left.
+    fn step_done(&mut self, chat: i64) -> Option<Attempt> {
+        if let Some(plan) = self.plan.as_mut() {
+            plan.pop_front();
+        }
+        if self.plan.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Some(Attempt::Continue);
+        }
+        let (status, outcome) = if self.delivered {
+            ("sent".to_owned(), Outcome::Sent)
+        } else {
+            let reason = self
+                .gave_up
+                .clone()
+                .unwrap_or_else(|| "no message of the stream to edit".to_owned());
+            (format!("skipped: {reason}"), Outcome::NothingToDo)
+        };
+        self.outcome = Some(outcome);
+        self.stage = Stage::Record {
+            chats: self.log_keys(chat),
+            status,
+        };
+        None
+    }
+
+    /// Gives up the calls left once one already went through: a later delivery of the
+    /// event would repeat that one (the message would arrive twice), so the delivery is
+    /// recorded as it stands.
+    fn abandon_rest(&mut self, chat: i64, reason: String) -> Option<Attempt> {
+        tracing::warn!(event_id = %self.event_id(), chat_id = chat, %reason, "telegram unavailable after part of a delivery; the rest is given up");
+        self.gave_up = Some(reason);
+        if let Some(plan) = self.plan.as_mut() {
+            plan.clear();
+        }
+        self.step_done(chat)
+    }
+
+    /// The send stage: log check and plan (once), then the next planned call and what
+    /// Telegram's answer leads to.
+    async fn attempt_send(&mut self, chat: i64) -> Option<Attempt> {
+        let event = self.event_id();
+        if self.plan.is_none() {
+            // Checked again here, not only when the event was queued: another bot
+            // process may have sent a redelivered copy of the event meanwhile.
+            match self.sends.delivered(event, &self.log_keys(chat)).await {
+                Ok(logged) if !logged.is_empty() => {
+                    self.finish(Outcome::AlreadyDone);
+                    return Some(Attempt::Skipped);
+                }
+                Ok(_) => {}
+                Err(cause) => {
+                    tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
+                    return Some(Attempt::Retry(backoff(self.attempts.min(5))));
+                }
+            }
+            self.plan = Some(self.plan_for(chat));
+        }
+        let Some(step) = self.plan.as_ref().and_then(|p| p.front()).copied() else {
+            // Nothing to do in this chat: settled without a call.
+            return self.step_done(chat);
+        };
+        let (language, timezone) = (
+            self.recipient.language.clone(),
+            self.recipient.timezone.clone(),
+        );
+        let (result, is_photo) = match step {
+            Step::Send {
+                view,
+                reply_to,
+                remember,
+            } => {
+                let message = self.fanout.message(view, &language, timezone.as_deref());
+                match self.send(chat, &message, reply_to).await {
+                    Ok((id, photo)) => {
+                        if remember {
+                            self.remember(chat, id, photo).await;
+                        }
+                        (Ok(()), message.photo.is_some())
+                    }
+                    Err(err) => (Err(err), message.photo.is_some()),
+                }
+            }
+            Step::Edit { first } => {
+                let message =
+                    self.fanout
+                        .message(View::FirstUpdated, &language, timezone.as_deref());
+                match self.edit(&first, &message).await {
+                    Ok(()) => (Ok(()), false),
+                    Err(err) => match edit_end(&err) {
+                        Some(EditEnd::Unchanged) => (Ok(()), false),
+                        Some(EditEnd::Gone(reason)) => {
+                            tracing::debug!(event_id = %event, chat_id = first.chat, message_id = first.message_id, %reason, "first message cannot be edited; giving up on it");
+                            self.gave_up = Some(reason);
+                            return self.step_done(chat);
+                        }
+                        None => (Err(err), false),
+                    },
+                }
+            }
+        };
+        let failure = match result {
             Ok(()) => {
-                self.outcome = Some(Outcome::Sent);
-                self.stage = Stage::Record {
-                    chats: self.log_keys(chat),
-                    status: "sent".to_owned(),
-                };
-                return None;
+                self.delivered = true;
+                return self.step_done(chat);
             }
             Err(err) => classify(&err),
         };
+        let editing = matches!(step, Step::Edit { .. });
         match failure {
             Failure::RetryAfter(wait) => {
                 self.rate_limited += 1;
                 if self.rate_limited >= self.sends.max_attempts || wait > LONGEST_HELD_RETRY_AFTER {
                     let reason = format!("429 Too Many Requests (retry after {wait:?})");
+                    if self.delivered {
+                        return self.abandon_rest(chat, reason);
+                    }
                     tracing::warn!(event_id = %event, chat_id = chat, %reason, answers = self.rate_limited, "rate limited past the retry budget; requeueing");
                     self.finish(Outcome::Deferred(reason));
                     Some(Attempt::Deferred(wait))
                 } else {
                     Some(Attempt::RetryAfter(wait))
                 }
+            }
+            // The first message's chat moved or refuses it: the edit is over, the
+            // delivery is not failed for it.
+            Failure::Migrated(_) | Failure::Rejected(_) if editing => {
+                tracing::warn!(event_id = %event, chat_id = chat, ?failure, "edit refused; giving up on it");
+                self.gave_up = Some(format!("edit refused: {failure:?}"));
+                self.step_done(chat)
             }
             Failure::Migrated(to) => {
                 tracing::info!(event_id = %event, chat_id = chat, to, "chat migrated to a supergroup");
@@ -350,7 +747,7 @@ impl SendJob {
                 self.stage = Stage::Pause { reason };
                 None
             }
-            Failure::Rejected(reason) if message.photo.is_some() && !self.as_text => {
+            Failure::Rejected(reason) if is_photo && !self.as_text => {
                 // A picture Telegram cannot fetch must not cost the chat its message.
                 tracing::info!(event_id = %event, chat_id = chat, %reason, "photo refused; sending as text");
                 self.as_text = true;
@@ -366,6 +763,9 @@ impl SendJob {
                 if self.attempts >= self.sends.max_attempts {
                     // Not final: nothing is recorded, so a later delivery of the event
                     // sends to this chat once Telegram answers again.
+                    if self.delivered {
+                        return self.abandon_rest(chat, reason);
+                    }
                     tracing::warn!(event_id = %event, chat_id = chat, %reason, attempts = self.attempts, "telegram unavailable; message given back for a later delivery");
                     self.finish(Outcome::Deferred(reason));
                     Some(Attempt::Deferred(Duration::ZERO))

@@ -8,8 +8,12 @@
 //! Served methods: what teloxide calls at start-up (`getMe`, `getWebhookInfo`,
 //! `deleteWebhook`, `setMyCommands`), long-polled `getUpdates` honouring `offset`,
 //! `timeout` and `limit`, `sendMessage`/`sendPhoto` (HTML parse mode and length limits
-//! checked as Telegram does), `editMessageText`/`editMessageReplyMarkup`,
-//! `answerCallbackQuery` and the chat member lookups a bot makes in groups (from a table
+//! checked as Telegram does; replies through `reply_parameters` or `reply_to_message_id`
+//! resolved, or refused unless `allow_sending_without_reply`),
+//! `editMessageText`/`editMessageCaption`/`editMessageReplyMarkup` (answering "message is
+//! not modified" for an edit that changes nothing, "there is no text/caption in the
+//! message to edit" for the wrong method, and refused like sends while a chat is
+//! blocked, rate limited or failing on script), `answerCallbackQuery` and the chat member lookups a bot makes in groups (from a table
 //! of admins the test fills). Dates are unix seconds.
 //!
 //! The test side injects updates as a person would produce them (a text message, a press
@@ -57,6 +61,10 @@ pub struct Sent {
     pub reply_markup: Option<Value>,
     /// The id the server gave the message.
     pub message_id: i64,
+    /// The message it replies to, if any (and that message exists).
+    pub reply_to: Option<i64>,
+    /// Whether it was sent silently (`disable_notification`).
+    pub silent: bool,
     /// When the server accepted it.
     pub at: Instant,
 }
@@ -354,6 +362,7 @@ fn canonical(method: &str) -> String {
         "sendPhoto",
         "sendChatAction",
         "editMessageText",
+        "editMessageCaption",
         "editMessageReplyMarkup",
         "answerCallbackQuery",
         "getChat",
@@ -405,7 +414,9 @@ async fn handle(
         "getMyCommands" => ok(json!([])),
         "getUpdates" => get_updates(&shared, &params).await,
         "sendMessage" | "sendPhoto" => send(&shared, &method, &params),
-        "editMessageText" | "editMessageReplyMarkup" => edit(&shared, &method, &params),
+        "editMessageText" | "editMessageCaption" | "editMessageReplyMarkup" => {
+            edit(&shared, &method, &params)
+        }
         "answerCallbackQuery" => {
             if str_param(&params, "callback_query_id").is_none() {
                 return bad_request("callback_query_id is empty");
@@ -668,11 +679,20 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
         });
     }
     let reply_markup = json_param(params, "reply_markup");
+    let silent = bool_param(params, "disable_notification");
     let now = Instant::now();
     let mut inner = lock(&shared.inner);
     if let Some(refused) = refusal(&mut inner, chat_id, now) {
         return refused;
     }
+    let reply_to = match reply_target(params) {
+        Some((target, allow_without)) => match inner.messages.get(&(chat_id, target)) {
+            Some(replied) => Some((target, replied.clone())),
+            None if allow_without => None,
+            None => return bad_request("message to be replied not found"),
+        },
+        None => None,
+    };
     inner.next_message_id += 1;
     let message_id = inner.next_message_id;
     let mut message = json!({
@@ -689,6 +709,9 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     if let Some(markup) = &reply_markup {
         message["reply_markup"] = markup.clone();
     }
+    if let Some((_, replied)) = &reply_to {
+        message["reply_to_message"] = replied.clone();
+    }
     inner
         .messages
         .insert((chat_id, message_id), message.clone());
@@ -700,6 +723,8 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
         photo,
         reply_markup,
         message_id,
+        reply_to: reply_to.map(|(target, _)| target),
+        silent,
         at: now,
     });
     let count = inner.sent.len();
@@ -715,20 +740,69 @@ fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     ) else {
         return bad_request("chat_id and message_id are required");
     };
+    // What the edit sets, checked before the message is looked at, as Telegram does.
+    let content = match method {
+        "editMessageText" => {
+            let Some(raw) = str_param(params, "text").filter(|t| !t.trim().is_empty()) else {
+                return bad_request("message text is empty");
+            };
+            match visible_text(params, &raw) {
+                Ok(text) if text.chars().count() > 4096 => {
+                    return bad_request("message is too long")
+                }
+                Ok(text) => Some(("text", text)),
+                Err(why) => return bad_request(&why),
+            }
+        }
+        "editMessageCaption" => {
+            let raw = str_param(params, "caption").unwrap_or_default();
+            match visible_text(params, &raw) {
+                Ok(text) if text.chars().count() > 1024 => {
+                    return bad_request("message caption is too long")
+                }
+                Ok(text) => Some(("caption", text)),
+                Err(why) => return bad_request(&why),
+            }
+        }
+        _ => None,
+    };
+    let markup = json_param(params, "reply_markup");
     let mut inner = lock(&shared.inner);
+    if let Some(refused) = refusal(&mut inner, chat_id, Instant::now()) {
+        return refused;
+    }
     let Some(message) = inner.messages.get_mut(&(chat_id, message_id)) else {
         return bad_request("message to edit not found");
     };
-    if method == "editMessageText" {
-        let Some(raw) = str_param(params, "text") else {
-            return bad_request("text is empty");
-        };
-        match visible_text(params, &raw) {
-            Ok(text) => message["text"] = json!(text),
-            Err(why) => return bad_request(&why),
+    let is_photo = message.get("photo").is_some();
+    match (&content, is_photo) {
+        (Some(("text", _)), true) => return bad_request("there is no text in the message to edit"),
+        (Some(("caption", _)), false) => {
+            return bad_request("there is no caption in the message to edit")
+        }
+        _ => {}
+    }
+    let unchanged_content = content.as_ref().is_none_or(|(field, text)| {
+        message
+            .get(*field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            == text
+    });
+    if unchanged_content && message.get("reply_markup") == markup.as_ref() {
+        return bad_request(
+            "message is not modified: specified new message content and reply markup are \
+             exactly the same as a content and reply markup of the current message",
+        );
+    }
+    if let (Some((field, text)), Some(fields)) = (content, message.as_object_mut()) {
+        if text.is_empty() {
+            fields.remove(field);
+        } else {
+            fields.insert(field.to_owned(), json!(text));
         }
     }
-    match json_param(params, "reply_markup") {
+    match markup {
         Some(markup) => message["reply_markup"] = markup,
         None => {
             if let Some(fields) = message.as_object_mut() {
@@ -738,6 +812,26 @@ fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     }
     message["edit_date"] = json!(now_secs());
     ok(message.clone())
+}
+
+/// A boolean parameter (`true`, or `"true"` in a form).
+fn bool_param(params: &Map<String, Value>, name: &str) -> bool {
+    match params.get(name) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// The message a send replies to, and whether it may go out without it: from
+/// `reply_parameters` or the older `reply_to_message_id`/`allow_sending_without_reply`.
+fn reply_target(params: &Map<String, Value>) -> Option<(i64, bool)> {
+    if let Some(Value::Object(reply)) = json_param(params, "reply_parameters") {
+        let target = int_param(&reply, "message_id")?;
+        return Some((target, bool_param(&reply, "allow_sending_without_reply")));
+    }
+    let target = int_param(params, "reply_to_message_id")?;
+    Some((target, bool_param(params, "allow_sending_without_reply")))
 }
 
 impl TelegramServer {
@@ -829,7 +923,7 @@ impl TelegramServer {
             .insert(user);
     }
 
-    /// Scripts the answers to the next sends to `chat`, one failure per send.
+    /// Scripts the answers to the next sends (or edits) to `chat`, one failure per call.
     pub fn fail_next(&self, chat: i64, failures: impl IntoIterator<Item = Failure>) {
         lock(&self.shared.inner)
             .failures
@@ -932,6 +1026,11 @@ impl TelegramServer {
     /// Every `answerCallbackQuery` call.
     pub fn callback_answers(&self) -> Vec<Value> {
         lock(&self.shared.inner).callback_answers.clone()
+    }
+
+    /// Every call so far (canonical method name and parameters), in order.
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        lock(&self.shared.inner).calls.clone()
     }
 
     /// Parameters of every call of `method` (any case), in order.
