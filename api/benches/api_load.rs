@@ -184,7 +184,7 @@ async fn seed(storage: &Arc<dyn Storage>) -> Uuid {
             settings: UserSettings {
                 timezone: Some("Asia/Tokyo".into()),
                 paused: false,
-                reminder_leads: Vec::new(),
+                ..UserSettings::default()
             },
             created_at: Utc::now(),
         };

@@ -1,5 +1,5 @@
-//! Short-lived memory of serialized hot reads (the entity list, single entities,
-//! subscriber lookups).
+//! Short-lived memory of hot reads (the entity list, single entities, subscriber
+//! lookups, serialized; the schedule and entity names for the calendar feed, as values).
 //!
 //! Bots ask `getEntity` and `getSubscribers` for every event and the frontend lists
 //! entities on every page load; all of them change rarely. An entry lives `read_cache_ms`; writes made through this
@@ -24,18 +24,19 @@ use tokio::time::Instant;
 use crate::error::Result;
 use stargazer_core::sync::lock;
 
-struct Slot {
+struct Slot<V> {
     created: Instant,
-    value: Arc<OnceCell<Bytes>>,
+    value: Arc<OnceCell<V>>,
 }
 
-/// Serialized values by key, each for at most `ttl`, at most `capacity` keys.
-pub(crate) struct ReadCache<K: Eq + Hash> {
+/// Values (by default serialized JSON) by key, each for at most `ttl`, at most
+/// `capacity` keys. Values are cloned out, so large ones are held behind an `Arc`.
+pub(crate) struct ReadCache<K: Eq + Hash, V = Bytes> {
     ttl: Duration,
-    slots: Mutex<LruCache<K, Slot>>,
+    slots: Mutex<LruCache<K, Slot<V>>>,
 }
 
-impl<K: Eq + Hash + Clone> ReadCache<K> {
+impl<K: Eq + Hash + Clone, V: Clone> ReadCache<K, V> {
     /// A cache keeping values for `ttl` (zero disables it) and at most `capacity` keys
     /// (at least one).
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
@@ -45,16 +46,16 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
         }
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, LruCache<K, Slot>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, LruCache<K, Slot<V>>> {
         // Sections under the lock never panic half-way; a poisoned map is still whole.
         lock(&self.slots)
     }
 
     /// The cached value of `key`, or the result of `load` (remembered when it succeeds).
-    pub(crate) async fn get_or_load<F, Fut>(&self, key: K, load: F) -> Result<Bytes>
+    pub(crate) async fn get_or_load<F, Fut>(&self, key: K, load: F) -> Result<V>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Bytes>>,
+        Fut: Future<Output = Result<V>>,
     {
         if self.ttl.is_zero() {
             return load().await;

@@ -315,4 +315,20 @@ impl ApiClient {
         };
         self.call("getSubscribers", &req).await
     }
+
+    /// `getUpcoming` (`None`: the session's own user).
+    pub async fn get_upcoming(&self, user: Option<Uuid>) -> ClientResult<Vec<UpcomingStream>> {
+        self.call("getUpcoming", &UserRef { user }).await
+    }
+
+    /// `createCalendarLink` (`None`: the session's own user); the previous link stops
+    /// working.
+    pub async fn create_calendar_link(&self, user: Option<Uuid>) -> ClientResult<CalendarLink> {
+        self.call("createCalendarLink", &UserRef { user }).await
+    }
+
+    /// `revokeCalendarLink` (`None`: the session's own user).
+    pub async fn revoke_calendar_link(&self, user: Option<Uuid>) -> ClientResult<CalendarRevoked> {
+        self.call("revokeCalendarLink", &UserRef { user }).await
+    }
 }

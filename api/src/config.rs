@@ -68,7 +68,8 @@ pub struct ApiConfig {
     /// default 2000.
     pub pbkdf2_wait_ms: u64,
     /// `read_cache_ms` / `STARGAZER_API__READ_CACHE_MS`: how long the entity list, single
-    /// entities and subscriber lookups are served from memory, milliseconds; writes
+    /// entities, subscriber lookups and the schedule (of the calendar feeds and
+    /// `getUpcoming`) are served from memory, milliseconds; writes
     /// through this process clear it at once, writes elsewhere show after at most this
     /// long; 0 disables; default 2000.
     pub read_cache_ms: u64,

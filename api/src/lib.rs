@@ -8,6 +8,8 @@
 //!   end-user sessions (bearer); the per-method permission rules are in its docs.
 //! - `mq_auth`: `POST /auth/user|vhost|resource|topic` for `rabbitmq_auth_backend_http`,
 //!   on the internal listener only, and the broker policy (docs/ARCHITECTURE.md §8).
+//! - `schedule` and `ical`: the upcoming streams of a user's subscriptions, and
+//!   `GET /ical/{secret}.ics`, their calendar feed, on the public listener.
 //! - `openapi`: `/openapi.json` of each listener. `/metrics` renders with core's telemetry,
 //!   on the public listener or (`metrics_on_internal`) the internal one.
 //! - [`admin`]: the `stargazer admin …` commands (credentials, entities, groups).
@@ -21,10 +23,12 @@ pub mod client;
 mod config;
 mod error;
 mod http;
+mod ical;
 mod metrics;
 mod mq_auth;
 mod openapi;
 mod rpc;
+mod schedule;
 mod service;
 mod state;
 pub mod types;
@@ -52,13 +56,14 @@ pub use state::AppState;
 /// How often expired sessions, cache entries and login windows are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Builds the public HTTP app: RPC methods, `/openapi.json`, `/healthz`, `/readyz`, `/metrics`
-/// (unless `metrics_on_internal`), CORS and (when `frontend_dir` exists) the static
-/// frontend at `/`. The RabbitMQ auth backend is never here: see [`internal_router`].
+/// Builds the public HTTP app: RPC methods, the calendar feeds `/ical/{secret}.ics`,
+/// `/openapi.json`, `/healthz`, `/readyz`, `/metrics` (unless `metrics_on_internal`), CORS
+/// and (when `frontend_dir` exists) the static frontend at `/`. The RabbitMQ auth backend is never here: see [`internal_router`].
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let mut app = Router::new()
         .merge(rpc::router())
+        .merge(ical::router())
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(|| async { "ok" }))
         .merge(readiness_router(&state));

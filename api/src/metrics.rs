@@ -99,6 +99,10 @@ fn label(path: &str) -> &'static str {
             .copied()
             .unwrap_or("unknown");
     }
+    // Feed paths carry a secret: one label for all of them, and never the path.
+    if path.starts_with("/ical/") {
+        return "ical";
+    }
     match path {
         "/healthz" => "healthz",
         "/readyz" => "readyz",
@@ -146,5 +150,6 @@ mod tests {
         assert_eq!(label("/v1/stealEverything"), "unknown");
         assert_eq!(label("/index.html"), "other");
         assert_eq!(label("/auth/topic"), "auth_topic");
+        assert_eq!(label("/ical/0123.secret.ics"), "ical");
     }
 }

@@ -8,6 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, OpenApi as Document, Ref, ResponseBuilder, Server};
 use utoipa::{Modify, OpenApi};
 
+use stargazer_core::contract::REMINDER_LEAD_CHOICES_MINUTES;
+
 use crate::rpc::validate;
 use crate::types::ErrorResponse;
 
@@ -58,6 +60,8 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
         (name = "settings", description = "User settings"),
         (name = "subscriptions", description = "Subscriptions and the bots' fan-out lookup"),
         (name = "entities", description = "Tracked streamers (writes need admin rw)"),
+        (name = "schedule", description = "Upcoming streams and the calendar feed link; the feed itself is \
+            `GET /ical/{secret}.ics` (`text/calendar`), authenticated by its secret alone"),
     )
 )]
 struct ApiDoc;
@@ -175,6 +179,15 @@ fn exact(doc: &mut Value) {
         ("UpdateSetting", "timezone", timezone(true)),
         ("UpdateSetting", "name", string(&validate::DISPLAY_NAME)),
         ("UpdateSetting", "chat_id", string(&validate::CHAT_ID)),
+        (
+            "UpdateSetting",
+            "reminder_leads",
+            json!({
+                "items": { "type": "integer", "enum": REMINDER_LEAD_CHOICES_MINUTES },
+                "uniqueItems": true,
+                "maxItems": REMINDER_LEAD_CHOICES_MINUTES.len(),
+            }),
+        ),
         (
             "UpdateSubscription",
             "kinds",
@@ -397,6 +410,10 @@ mod tests {
         let kinds = &schemas["UpdateSubscription"]["properties"]["kinds"];
         assert_eq!(kinds["maxItems"], validate::MAX_KINDS);
         assert_eq!(kinds["items"]["pattern"], validate::KIND.pattern);
+        let leads = &schemas["UpdateSetting"]["properties"]["reminder_leads"];
+        assert_eq!(leads["items"]["enum"], json!([5, 15, 30, 60]));
+        assert_eq!(leads["uniqueItems"], true);
+        assert_eq!(leads["type"], json!(["array", "null"]));
         let names = &schemas["NewEntity"]["properties"]["names"];
         assert_eq!(
             names["propertyNames"]["pattern"],

@@ -1,8 +1,11 @@
 //! The shared state every handler receives through axum's `State`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stargazer_core::model;
+use stargazer_core::schedule::ScheduledStream;
 use stargazer_core::storage::timeout::TimedStorage;
 use stargazer_core::storage::Storage;
 use stargazer_core::throttle::LoginThrottle;
@@ -30,6 +33,10 @@ pub struct AppState {
     pub(crate) entity_by_id: Arc<ReadCache<Uuid>>,
     /// Serialized `getSubscribers` results by `(entity, kind, im)`.
     pub(crate) subscribers: Arc<ReadCache<(Uuid, String, String)>>,
+    /// The schedule (every user's feed filters the same list).
+    pub(crate) schedule: Arc<ReadCache<(), Arc<Vec<ScheduledStream>>>>,
+    /// Every entity by id, for the names in the schedule.
+    pub(crate) entity_names: Arc<ReadCache<(), Arc<HashMap<Uuid, model::Entity>>>>,
     /// Serializes entity writes of this process, so its own writers never race for an
     /// account (across processes the storage's unique index decides).
     pub(crate) entity_writes: Arc<tokio::sync::Mutex<()>>,
@@ -70,6 +77,8 @@ impl AppState {
             entities: Arc::new(ReadCache::new(read_ttl, 1)),
             entity_by_id: Arc::new(ReadCache::new(read_ttl, capacity)),
             subscribers: Arc::new(ReadCache::new(read_ttl, capacity)),
+            schedule: Arc::new(ReadCache::new(read_ttl, 1)),
+            entity_names: Arc::new(ReadCache::new(read_ttl, 1)),
             entity_writes: Arc::default(),
             config: Arc::new(config),
             storage,
@@ -82,6 +91,7 @@ impl AppState {
         self.entities.clear();
         self.entity_by_id.clear();
         self.subscribers.clear();
+        self.entity_names.clear();
     }
 
     /// Called after any user or subscription write.

@@ -208,6 +208,14 @@ pub struct UserSettings {
     /// Whether deliveries are paused.
     #[serde(default)]
     pub paused: bool,
+    /// Reminder leads wanted, minutes before a stream, sorted; empty means the default
+    /// lead (30 minutes).
+    #[serde(default)]
+    pub reminder_leads: Vec<u32>,
+    /// Whether a calendar feed link exists (its secret is shown only when it is made,
+    /// by `createCalendarLink`).
+    #[serde(default)]
+    pub calendar_link: bool,
 }
 
 /// A chat on one IM platform.
@@ -400,6 +408,14 @@ pub struct Settings {
     pub timezone: Option<String>,
     /// Whether deliveries are paused.
     pub paused: bool,
+    /// Reminder leads wanted, minutes before a stream, sorted; empty means the default
+    /// lead (30 minutes).
+    #[serde(default)]
+    pub reminder_leads: Vec<u32>,
+    /// Whether a calendar feed link exists (made by `createCalendarLink`, removed by
+    /// `revokeCalendarLink`).
+    #[serde(default)]
+    pub calendar_link: bool,
 }
 
 /// `updateSetting`: changes the given settings, leaving the others (none given: answers
@@ -420,6 +436,11 @@ pub struct UpdateSetting {
     /// Pause or resume deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// New reminder leads, minutes before a stream: each one of 5, 15, 30, 60
+    /// (`REMINDER_LEAD_CHOICES_MINUTES`), none twice; stored sorted. `[]` returns to the
+    /// default lead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder_leads: Option<Vec<u32>>,
     /// New display name (service callers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -490,6 +511,72 @@ pub struct Subscriber {
     /// The kinds the subscription filters on (empty: all).
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// The chat's reminder leads, minutes (empty: the default lead only); see
+    /// `UserSettings::wants_reminder` in the core model.
+    #[serde(default)]
+    pub reminder_leads: Vec<u32>,
+}
+
+// ---------------------------------------------------------------- schedule
+
+/// A freshly made calendar feed link (`createCalendarLink`). Making one invalidates the
+/// previous link of the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CalendarLink {
+    /// The feed's secret, shown only here (the server keeps its hash).
+    pub secret: String,
+    /// The feed's path on the api: `/ical/<secret>.ics`.
+    pub path: String,
+    /// The feed's full URL when the api knows its public URL (`api.public_url`); else
+    /// none, and the client puts its api base before `path`.
+    pub url: Option<String>,
+}
+
+/// What `revokeCalendarLink` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CalendarRevoked {
+    /// Whether a link existed (and now answers 404).
+    pub revoked: bool,
+}
+
+/// Where a stream of the schedule stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// Scheduled, not started.
+    Upcoming,
+    /// Live now.
+    Live,
+}
+
+/// One stream of `getUpcoming`: announced, not over, of an entity the user subscribes
+/// to with a subscription that wants it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UpcomingStream {
+    /// Source word (`youtube`).
+    pub source: String,
+    /// The stream's id at its source (a YouTube video id).
+    pub id: String,
+    /// The entity streaming.
+    pub entity: Uuid,
+    /// The entity's name in the user's language.
+    pub entity_name: String,
+    /// Title.
+    pub title: String,
+    /// Where to watch.
+    pub link: String,
+    /// When it starts (or started, when live).
+    pub start: DateTime<Utc>,
+    /// When it was scheduled to start.
+    pub scheduled_start: DateTime<Utc>,
+    /// Upcoming or live.
+    pub state: StreamState,
+    /// What it is: `stream` or `premiere`.
+    pub format: String,
+    /// Whether only channel members can watch.
+    pub members_only: bool,
+    /// When the source last reported on the stream.
+    pub updated_at: DateTime<Utc>,
 }
 
 // ---------------------------------------------------------------- entities
@@ -698,8 +785,10 @@ impl From<model::User> for User {
             name: u.name,
             language: u.language,
             settings: UserSettings {
+                calendar_link: u.settings.calendar_secret_hash.is_some(),
                 timezone: u.settings.timezone,
                 paused: u.settings.paused,
+                reminder_leads: u.settings.reminder_leads,
             },
             created_at: u.created_at,
         }
@@ -722,6 +811,8 @@ impl From<&model::User> for Settings {
             language: u.language.clone(),
             timezone: u.settings.timezone.clone(),
             paused: u.settings.paused,
+            reminder_leads: u.settings.reminder_leads.clone(),
+            calendar_link: u.settings.calendar_secret_hash.is_some(),
         }
     }
 }

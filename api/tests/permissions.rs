@@ -42,8 +42,11 @@ fn allowed(method: &str) -> &'static [Kind] {
     match method {
         "authMe" => &[Admin, Bot, Reader, Worker, Middleware, Session],
         "getEntities" | "getEntity" | "getUserIndex" => &[Admin, Bot, Reader, Session],
-        "getUser" | "getSettings" | "getSubscription" | "checkSession" => &[Bot, Reader, Session],
-        "delUser" | "updateSetting" | "updateSubscription" => &[Bot, Session],
+        "getUser" | "getSettings" | "getSubscription" | "checkSession" | "getUpcoming" => {
+            &[Bot, Reader, Session]
+        }
+        "delUser" | "updateSetting" | "updateSubscription" | "createCalendarLink"
+        | "revokeCalendarLink" => &[Bot, Session],
         "getSubscribers" => &[Bot, Reader],
         "addUser" | "newSession" => &[Bot],
         "newEntity" | "updateEntity" | "delEntity" => &[Admin],
@@ -106,7 +109,8 @@ async fn fixture(server: &TestServer) -> Fixture {
 fn body(method: &str, f: &Fixture, session: bool) -> Value {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     match method {
-        "getUser" | "delUser" | "getSettings" | "getSubscription" => json!({"user": f.user}),
+        "getUser" | "delUser" | "getSettings" | "getSubscription" | "getUpcoming"
+        | "createCalendarLink" | "revokeCalendarLink" => json!({"user": f.user}),
         "addUser" => json!({"im": "telegram", "chat_id": format!("new-{n}")}),
         "getEntities" | "authMe" | "getUserIndex" => json!({}),
         "newSession" => json!({"user": f.user}),
@@ -165,6 +169,9 @@ async fn permission_matrix(backend: Backend) {
         "delEntity",
         "getUserIndex",
         "getSubscribers",
+        "getUpcoming",
+        "createCalendarLink",
+        "revokeCalendarLink",
     ];
     let mut failures = Vec::new();
     for method in methods {

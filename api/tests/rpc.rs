@@ -60,7 +60,7 @@ async fn envelope_and_body_errors(backend: Backend) {
         .await;
     assert_error(&unknown, 404, "unknown_method");
     let methods = unknown.2["error"]["methods"].as_array().unwrap();
-    assert_eq!(methods.len(), 17);
+    assert_eq!(methods.len(), 20);
     assert!(methods.contains(&json!("getSubscribers")));
 
     let get = server

@@ -175,6 +175,11 @@ pub struct UserSettings {
     /// `contract::REMINDER_LEAD_CHOICES_MINUTES`); empty means the default lead only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reminder_leads: Vec<u32>,
+    /// SHA-256 (hex, `auth::token_hash`) of the secret in the chat's calendar feed link;
+    /// `None` when the chat has no link (never made, or revoked). The secret itself is
+    /// shown once, when made; this hash never leaves storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar_secret_hash: Option<String>,
 }
 
 impl UserSettings {

@@ -10,8 +10,9 @@ import { ApiClient, ApiError } from '@/lib/api';
 import { forgetSessionToken, resolveApiBase, takeSessionToken } from '@/lib/config';
 import { LANGUAGES, nameIn, platformLabel, translator, type Translate } from '@/lib/i18n';
 import { apiKinds, kindsFor, sameSub, savedSub, selectsNothing, type SubState } from '@/lib/kinds';
-import type { IndexEntry, User, UserIndex } from '@/lib/types';
+import type { IndexEntry, UpcomingStream, User, UserIndex } from '@/lib/types';
 import { EntityCard } from './EntityCard';
+import { CalendarLinkPanel, UpcomingList } from './Schedule';
 import { SessionProblem } from './SessionProblem';
 import styles from './ui.module.css';
 
@@ -20,6 +21,15 @@ interface SettingsDraft {
   language: string;
   timezone: string;
   paused: boolean;
+  /** Sorted minutes; empty: the default lead. */
+  reminder_leads: number[];
+}
+
+/** Reminder leads on offer, minutes (the api's `REMINDER_LEAD_CHOICES_MINUTES`). */
+const LEAD_CHOICES = [5, 15, 30, 60];
+
+function sameLeads(a: number[], b: number[]): boolean {
+  return a.length === b.length && a.every((lead, i) => lead === b[i]);
 }
 
 type Phase =
@@ -39,6 +49,7 @@ function settingsOf(user: User): SettingsDraft {
     language: user.language,
     timezone: user.settings.timezone ?? '',
     paused: user.settings.paused,
+    reminder_leads: [...(user.settings.reminder_leads ?? [])].sort((a, b) => a - b),
   };
 }
 
@@ -77,6 +88,9 @@ export function SettingsApp() {
   const [saving, setSaving] = useState(false);
   const [status, setStatus] = useState<Status>(null);
   const [uiLang, setUiLang] = useState('en');
+  const [upcoming, setUpcoming] = useState<UpcomingStream[] | null>(null);
+  const [upcomingError, setUpcomingError] = useState<string | null>(null);
+  const [calendarActive, setCalendarActive] = useState(false);
 
   const t: Translate = useMemo(() => translator(uiLang), [uiLang]);
 
@@ -91,7 +105,18 @@ export function SettingsApp() {
 
   /** Loads the user and the index and makes them the saved state. */
   const load = useCallback(async (api: ApiClient) => {
-    const [me, idx] = await Promise.all([api.me(), api.index()]);
+    // The Upcoming list is extra: its failure shows in its own section only.
+    const streams = api.upcoming().then(
+      (list) => ({ list, error: null }),
+      (err: unknown) => {
+        if (err instanceof ApiError && err.sessionInvalid) throw err;
+        return { list: null, error: err instanceof Error ? err.message : String(err) };
+      },
+    );
+    const [me, idx, next] = await Promise.all([api.me(), api.index(), streams]);
+    setUpcoming(next.list);
+    setUpcomingError(next.error);
+    setCalendarActive(me.user.settings.calendar_link ?? false);
     const settings = settingsOf(me.user);
     setUser(me.user);
     setIndex(idx);
@@ -147,6 +172,9 @@ export function SettingsApp() {
     if (draftSettings.language !== savedSettings.language) change.language = draftSettings.language;
     if (draftSettings.timezone !== savedSettings.timezone) change.timezone = draftSettings.timezone;
     if (draftSettings.paused !== savedSettings.paused) change.paused = draftSettings.paused;
+    if (!sameLeads(draftSettings.reminder_leads, savedSettings.reminder_leads)) {
+      change.reminder_leads = draftSettings.reminder_leads;
+    }
     return Object.keys(change).length > 0 ? change : null;
   }, [draftSettings, savedSettings]);
 
@@ -282,6 +310,12 @@ export function SettingsApp() {
       onSubChange={onSubChange}
       onSave={() => void save()}
       onDiscard={discard}
+      client={client!}
+      upcoming={upcoming}
+      upcomingError={upcomingError}
+      calendarActive={calendarActive}
+      onCalendarActive={setCalendarActive}
+      onSessionInvalid={fail}
     />
   );
 }
@@ -307,6 +341,12 @@ interface ReadyProps {
   onSubChange: (id: string, state: SubState) => void;
   onSave: () => void;
   onDiscard: () => void;
+  client: ApiClient;
+  upcoming: UpcomingStream[] | null;
+  upcomingError: string | null;
+  calendarActive: boolean;
+  onCalendarActive: (active: boolean) => void;
+  onSessionInvalid: (err: unknown) => void;
 }
 
 function Ready(props: ReadyProps) {
@@ -353,68 +393,106 @@ function Ready(props: ReadyProps) {
       </header>
 
       <main className={styles.main}>
-        <section className={styles.panel} aria-labelledby="chat-heading">
-          <div className={styles.chat}>
-            <span className={styles.chatLabel} id="chat-heading">
-              {t('chat')}
-            </span>
-            <strong className={styles.chatName} data-testid="chat-name">
-              {user.name || user.im_chat_id}
-            </strong>
-            <span className={styles.chatMeta}>
-              <span className={styles.imTag} data-testid="chat-im">
-                {platformLabel(user.im)}
+        <div className={styles.side}>
+          <section className={styles.panel} aria-labelledby="chat-heading">
+            <div className={styles.chat}>
+              <span className={styles.chatLabel} id="chat-heading">
+                {t('chat')}
               </span>
-              <span>
-                {t('chatId')}: <code>{user.im_chat_id}</code>
+              <strong className={styles.chatName} data-testid="chat-name">
+                {user.name || user.im_chat_id}
+              </strong>
+              <span className={styles.chatMeta}>
+                <span className={styles.imTag} data-testid="chat-im">
+                  {platformLabel(user.im)}
+                </span>
+                <span>
+                  {t('chatId')}: <code>{user.im_chat_id}</code>
+                </span>
               </span>
-            </span>
-          </div>
-          <div className={styles.settings}>
-            <label className={styles.field}>
-              <span className={styles.fieldLabel}>{t('language')}</span>
-              <select
-                data-testid="language"
-                value={draftSettings.language}
-                disabled={saving}
-                onChange={(e) => props.onSettings({ language: e.target.value })}
-              >
-                {languages.map((l) => (
-                  <option key={l.code} value={l.code}>
-                    {l.label}
-                  </option>
-                ))}
-              </select>
-              <span className={styles.help}>{t('languageHelp')}</span>
-            </label>
-            <label className={styles.field}>
-              <span className={styles.fieldLabel}>{t('timezone')}</span>
-              <select
-                data-testid="timezone"
-                value={draftSettings.timezone}
-                disabled={saving}
-                onChange={(e) => props.onSettings({ timezone: e.target.value })}
-              >
-                <option value="">{t('utcDefault')}</option>
-                {zones.map((zone) => (
-                  <option key={zone} value={zone}>
-                    {zone.replaceAll('_', ' ')}
-                  </option>
-                ))}
-              </select>
-            </label>
-            <label className={styles.check}>
-              <input
-                type="checkbox"
-                data-testid="paused"
-                checked={draftSettings.paused}
-                disabled={saving}
-                onChange={(e) => props.onSettings({ paused: e.target.checked })}
-              />
-              <span>{t('paused')}</span>
-            </label>
-          </div>
-        </section>
+            </div>
+            <div className={styles.settings}>
+              <label className={styles.field}>
+                <span className={styles.fieldLabel}>{t('language')}</span>
+                <select
+                  data-testid="language"
+                  value={draftSettings.language}
+                  disabled={saving}
+                  onChange={(e) => props.onSettings({ language: e.target.value })}
+                >
+                  {languages.map((l) => (
+                    <option key={l.code} value={l.code}>
+                      {l.label}
+                    </option>
+                  ))}
+                </select>
+                <span className={styles.help}>{t('languageHelp')}</span>
+              </label>
+              <label className={styles.field}>
+                <span className={styles.fieldLabel}>{t('timezone')}</span>
+                <select
+                  data-testid="timezone"
+                  value={draftSettings.timezone}
+                  disabled={saving}
+                  onChange={(e) => props.onSettings({ timezone: e.target.value })}
+                >
+                  <option value="">{t('utcDefault')}</option>
+                  {zones.map((zone) => (
+                    <option key={zone} value={zone}>
+                      {zone.replaceAll('_', ' ')}
+                    </option>
+                  ))}
+                </select>
+              </label>
+              <label className={styles.check}>
+                <input
+                  type="checkbox"
+                  data-testid="paused"
+                  checked={draftSettings.paused}
+                  disabled={saving}
+                  onChange={(e) => props.onSettings({ paused: e.target.checked })}
+                />
+                <span>{t('paused')}</span>
+              </label>
+              <fieldset className={styles.leads} disabled={saving} data-testid="reminder-leads">
+                <legend className={styles.fieldLabel}>{t('reminderLeads')}</legend>
+                <div className={styles.leadChoices}>
+                  {LEAD_CHOICES.map((lead) => (
+                    <label key={lead} className={styles.check}>
+                      <input
+                        type="checkbox"
+                        data-testid={`lead-${lead}`}
+                        checked={draftSettings.reminder_leads.includes(lead)}
+                        onChange={(e) => {
+                          const others = draftSettings.reminder_leads.filter((l) => l !== lead);
+                          const next = e.target.checked ? [...others, lead] : others;
+                          props.onSettings({ reminder_leads: next.sort((a, b) => a - b) });
+                        }}
+                      />
+                      <span>{t('leadMinutes', { n: lead })}</span>
+                    </label>
+                  ))}
+                </div>
+                <span className={styles.help}>{t('reminderLeadsHelp')}</span>
+              </fieldset>
+            </div>
+          </section>
+
+          <UpcomingList
+            t={t}
+            streams={props.upcoming}
+            error={props.upcomingError}
+            language={language}
+            timeZone={user.settings.timezone}
+          />
+          <CalendarLinkPanel
+            t={t}
+            client={props.client}
+            active={props.calendarActive}
+            onActive={props.onCalendarActive}
+            onSessionInvalid={props.onSessionInvalid}
+          />
+        </div>
 
         <section aria-labelledby="entities-heading">
           <div className={styles.listHead}>

@@ -1,8 +1,9 @@
 // End-to-end: the static export served by the real api (on SQLite, seeded by the
 // fixture), driven in Debian's Chromium. Opens the bot's session link, subscribes to an
 // entity with two kinds, unsubscribes another, changes the language, saves, reloads and
-// checks the api agrees; then the expired and missing session pages, and the export on a
-// second origin reaching the api through config.json / `?api=` and CORS.
+// checks the api agrees; the Upcoming list of the seeded schedule, the reminder leads
+// picker and the calendar feed link; then the expired and missing session pages, and the
+// export on a second origin reaching the api through config.json / `?api=` and CORS.
 //
 // Needs the export (`npm run build`); builds and starts the fixture api itself. Writes
 // screenshots to e2e/screenshots/.
@@ -25,6 +26,19 @@ import {
 } from './support.mjs';
 
 const DESKTOP = { width: 1280, height: 800 };
+/** Every YouTube kind the picker offers, in its order. */
+const YOUTUBE_KINDS = [
+  'youtube.video',
+  'youtube.short',
+  'youtube.scheduled',
+  'youtube.premiere',
+  'youtube.rescheduled',
+  'youtube.reminder',
+  'youtube.live',
+  'youtube.ended',
+  'youtube.cancelled',
+  'youtube.members',
+];
 const PHONE = { width: 390, height: 844 };
 
 let api;
@@ -83,8 +97,13 @@ describe('subscription page', () => {
     assert.equal(await byTest(page, `subscribe-${api.entities.aki}`).isChecked(), false);
     // Seeded: subscribed to Luna with every kind.
     assert.equal(await byTest(page, `subscribe-${api.entities.luna}`).isChecked(), true);
-    for (const kind of ['youtube.video', 'youtube.scheduled', 'youtube.reminder', 'youtube.live']) {
+    for (const kind of YOUTUBE_KINDS) {
       assert.equal(await byTest(page, `kind-${api.entities.luna}-${kind}`).isChecked(), true, kind);
+    }
+    // Every kind has a label, not its raw name.
+    for (const kind of YOUTUBE_KINDS) {
+      const label = await byTest(page, `kind-${api.entities.luna}-${kind}`).locator('xpath=..').innerText();
+      assert.notEqual(label.trim(), kind);
     }
     // Only the kinds of the entity's platforms are offered.
     assert.equal(await byTest(page, `kind-${api.entities.luna}-twitter.tweet`).count(), 0);
@@ -114,16 +133,105 @@ describe('subscription page', () => {
     await page.close();
   });
 
+  it('lists the upcoming streams of the subscriptions, in the chat time zone', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/#token=${api.token}`);
+    const live = byTest(page, 'upcoming-lunaLive0001');
+    const next = byTest(page, 'upcoming-lunaNext0002');
+    await assertText(live, 'Luna: morning chat');
+    await assertText(live, 'Luna Tsukishiro');
+    await assertText(live, 'Live');
+    assert.equal(await live.getAttribute('data-state'), 'live');
+    await assertText(next, 'Luna: karaoke night');
+    assert.equal(await next.getAttribute('data-state'), 'upcoming');
+    // The chat has no time zone: times are in UTC, and the element carries the instant.
+    await assertText(next, 'UTC');
+    const upcoming = await rpc(api.url, 'getUpcoming', api.token);
+    const start = upcoming.body.data.find((s) => s.id === 'lunaNext0002').start;
+    assert.equal(await next.locator('time').getAttribute('datetime'), start);
+    // Soonest first; Aki's stream is not listed (not subscribed).
+    const order = await byTest(page, 'upcoming').locator('li').evaluateAll((items) => items.map((li) => li.dataset.testid));
+    assert.deepEqual(order, ['upcoming-lunaLive0001', 'upcoming-lunaNext0002']);
+    assert.equal(await byTest(page, 'upcoming-akiNext00003').count(), 0);
+    await page.screenshot({ path: join(SCREENSHOTS, 'upcoming.png') });
+    await page.close();
+  });
+
+  it('saves the reminder leads', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/#token=${api.token}`);
+    for (const lead of [5, 15, 30, 60]) {
+      assert.equal(await byTest(page, `lead-${lead}`).isChecked(), false, `${lead}`);
+    }
+    await byTest(page, 'lead-60').check();
+    await byTest(page, 'lead-5').check();
+    await assertText(byTest(page, 'unsaved-count'), '1 unsaved change(s)');
+    await byTest(page, 'save').click();
+    const status = byTest(page, 'status');
+    await status.waitFor();
+    assert.equal(await status.getAttribute('data-kind'), 'ok', await status.innerText());
+    const settings = await rpc(api.url, 'getSettings', api.token);
+    assert.deepEqual(settings.body.data.reminder_leads, [5, 60]);
+    await page.reload();
+    await byTest(page, 'chat-name').waitFor();
+    for (const [lead, on] of [[5, true], [15, false], [30, false], [60, true]]) {
+      assert.equal(await byTest(page, `lead-${lead}`).isChecked(), on, `${lead}`);
+    }
+    await page.close();
+  });
+
+  it('makes the calendar link, which serves the upcoming streams, then remakes and removes it', async () => {
+    const page = await newPage();
+    await page.goto(`${api.url}/#token=${api.token}`);
+    assert.equal(await byTest(page, 'calendar-state').getAttribute('data-active'), 'false');
+    await byTest(page, 'calendar-create').click();
+    const field = byTest(page, 'calendar-url');
+    await field.waitFor();
+    const url = await field.inputValue();
+    assert.match(url, new RegExp(`^${api.url}/ical/[0-9a-f]{32}\\.[A-Za-z0-9_-]{43}\\.ics$`));
+    const feed = await fetch(url);
+    assert.equal(feed.status, 200);
+    assert.equal(feed.headers.get('content-type'), 'text/calendar; charset=utf-8');
+    const ics = await feed.text();
+    assert.match(ics, /^BEGIN:VCALENDAR\r\n/);
+    assert.ok(ics.includes('UID:youtube-lunaNext0002@stargazer'), ics);
+    assert.ok(ics.includes('UID:youtube-lunaLive0001@stargazer'), ics);
+    assert.ok(!ics.includes('akiNext00003'), ics);
+    assert.ok(ics.includes('SUMMARY:Luna Tsukishiro: Luna: karaoke night'), ics);
+    await page.screenshot({ path: join(SCREENSHOTS, 'calendar.png') });
+
+    // A new link replaces the old one.
+    await byTest(page, 'calendar-create').click();
+    await page.waitForFunction(
+      (old) => document.querySelector('[data-testid="calendar-url"]')?.value !== old,
+      url,
+    );
+    const rotated = await field.inputValue();
+    assert.equal((await fetch(url)).status, 404);
+    assert.equal((await fetch(rotated)).status, 200);
+
+    // After a reload the secret is not shown again, but the page knows a link exists.
+    await page.reload();
+    await byTest(page, 'chat-name').waitFor();
+    assert.equal(await byTest(page, 'calendar-state').getAttribute('data-active'), 'true');
+    await byTest(page, 'calendar-revoke').click();
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid="calendar-state"]')?.dataset.active === 'false',
+    );
+    assert.equal((await fetch(rotated)).status, 404);
+    await page.close();
+  });
+
   it('subscribes with two kinds, changes the language, saves and keeps it after a reload', async () => {
     const page = await newPage();
     await page.goto(`${api.url}/#token=${api.token}`);
     const aki = api.entities.aki;
     await byTest(page, `subscribe-${aki}`).check();
     // A new subscription starts with every kind of both platforms.
-    for (const kind of ['youtube.video', 'youtube.scheduled', 'youtube.reminder', 'youtube.live', 'twitter.tweet', 'twitter.retweet']) {
+    for (const kind of [...YOUTUBE_KINDS, 'twitter.tweet', 'twitter.retweet']) {
       assert.equal(await byTest(page, `kind-${aki}-${kind}`).isChecked(), true, kind);
     }
-    for (const kind of ['youtube.video', 'youtube.scheduled', 'youtube.reminder', 'twitter.retweet']) {
+    for (const kind of [...YOUTUBE_KINDS.filter((k) => k !== 'youtube.live'), 'twitter.retweet']) {
       await byTest(page, `kind-${aki}-${kind}`).uncheck();
     }
     await byTest(page, `subscribe-${api.entities.luna}`).uncheck();
@@ -174,10 +282,7 @@ describe('subscription page', () => {
     assert.equal(await byTest(page, `subscribe-${aki}`).isChecked(), true);
     assert.equal(await byTest(page, `subscribe-${api.entities.luna}`).isChecked(), false);
     for (const [kind, on] of [
-      ['youtube.video', false],
-      ['youtube.scheduled', false],
-      ['youtube.reminder', false],
-      ['youtube.live', true],
+      ...YOUTUBE_KINDS.map((kind) => [kind, kind === 'youtube.live']),
       ['twitter.tweet', true],
       ['twitter.retweet', false],
     ]) {

@@ -1,7 +1,15 @@
 // The api client: `POST {base}/v1/{method}` with a JSON body and the session as a bearer
 // token, unwrapping the `{"success", "time", "data" | "error"}` envelope.
 
-import type { IndexEntry, MeUser, Settings, SubscriptionUpdate, UserIndex } from './types';
+import type {
+  CalendarLink,
+  IndexEntry,
+  MeUser,
+  Settings,
+  SubscriptionUpdate,
+  UpcomingStream,
+  UserIndex,
+} from './types';
 
 /** A failed call: HTTP status (0 when the api was unreachable) and the api's error code. */
 export class ApiError extends Error {
@@ -87,6 +95,26 @@ export class ApiClient {
   /** Changes the given settings. */
   updateSetting(change: Partial<Settings>): Promise<Settings> {
     return this.call<Settings>('updateSetting', change);
+  }
+
+  /** The upcoming and live streams of the session user's subscriptions. */
+  upcoming(): Promise<UpcomingStream[]> {
+    return this.call<UpcomingStream[]>('getUpcoming');
+  }
+
+  /** A new calendar feed link (the previous one stops working). */
+  createCalendarLink(): Promise<CalendarLink> {
+    return this.call<CalendarLink>('createCalendarLink');
+  }
+
+  /** Removes the calendar feed link. */
+  revokeCalendarLink(): Promise<{ revoked: boolean }> {
+    return this.call<{ revoked: boolean }>('revokeCalendarLink');
+  }
+
+  /** The absolute URL of an api path (`/ical/…`), on the api this client talks to. */
+  absolute(path: string): string {
+    return new URL(`${this.base}${path}`, window.location.href).toString();
   }
 
   /** Subscribes to `entity` with `kinds` (empty: all) or unsubscribes. */

@@ -6,7 +6,18 @@
 
 /** Kinds each platform produces, in display order. */
 export const PLATFORM_KINDS: Record<string, string[]> = {
-  youtube: ['youtube.video', 'youtube.scheduled', 'youtube.reminder', 'youtube.live'],
+  youtube: [
+    'youtube.video',
+    'youtube.short',
+    'youtube.scheduled',
+    'youtube.premiere',
+    'youtube.rescheduled',
+    'youtube.reminder',
+    'youtube.live',
+    'youtube.ended',
+    'youtube.cancelled',
+    'youtube.members',
+  ],
   twitter: ['twitter.tweet', 'twitter.retweet'],
 };
 

@@ -7,7 +7,7 @@ export interface User {
   im_chat_id: string;
   name: string;
   language: string;
-  settings: { timezone: string | null; paused: boolean };
+  settings: { timezone: string | null; paused: boolean; reminder_leads: number[]; calendar_link: boolean };
   created_at: string;
 }
 
@@ -23,6 +23,37 @@ export interface Settings {
   language: string;
   timezone: string | null;
   paused: boolean;
+  /** Minutes before a stream, sorted; empty: the default lead (30 min). */
+  reminder_leads: number[];
+  /** Whether a calendar feed link exists. */
+  calendar_link: boolean;
+}
+
+/** One stream of `getUpcoming`. */
+export interface UpcomingStream {
+  source: string;
+  id: string;
+  entity: string;
+  entity_name: string;
+  title: string;
+  link: string;
+  /** RFC 3339: the actual start when live, else the scheduled one. */
+  start: string;
+  scheduled_start: string;
+  state: 'upcoming' | 'live';
+  /** `stream` or `premiere`. */
+  format: string;
+  members_only: boolean;
+  updated_at: string;
+}
+
+/** `createCalendarLink`: the secret is shown only here. */
+export interface CalendarLink {
+  secret: string;
+  /** `/ical/<secret>.ics` on the api. */
+  path: string;
+  /** The full URL when the api knows its public URL. */
+  url: string | null;
 }
 
 /** A group of entities (agency, unit). */

@@ -21,8 +21,8 @@
 //! |---|---|---|---|
 //! | [`AnyCaller`] | any valid credential | yes | authMe |
 //! | [`EntityRead`] | api ro or admin ro | yes | getEntities, getEntity, getUserIndex |
-//! | [`UserRead`] | api ro | yes, own user only | getUser, getSettings, getSubscription, checkSession |
-//! | [`UserWrite`] | api rw | yes, own user only | delUser, updateSetting, updateSubscription |
+//! | [`UserRead`] | api ro | yes, own user only | getUser, getSettings, getSubscription, checkSession, getUpcoming |
+//! | [`UserWrite`] | api rw | yes, own user only | delUser, updateSetting, updateSubscription, createCalendarLink, revokeCalendarLink |
 //! | [`ServiceRead`] | api ro | no (403) | getSubscribers |
 //! | [`ServiceWrite`] | api rw | no (403) | addUser, newSession |
 //! | [`AdminWrite`] | admin rw | no (403) | newEntity, updateEntity, delEntity |

@@ -5,12 +5,14 @@
 //! - [`sessions`]: newSession, checkSession, authMe
 //! - [`settings`]: getSettings, updateSetting
 //! - [`subscriptions`]: getSubscription, updateSubscription, getSubscribers
+//! - [`schedule`]: getUpcoming, createCalendarLink, revokeCalendarLink
 //! - [`entities`]: getEntities, getEntity, newEntity, updateEntity, delEntity, getUserIndex
 //!
 //! Each handler takes its permission as an [`crate::auth::Authorized`] extractor first
 //! (so 401/403 come before body errors), then its body as [`crate::http::RpcBody`].
 
 pub(crate) mod entities;
+pub(crate) mod schedule;
 pub(crate) mod sessions;
 pub(crate) mod settings;
 pub(crate) mod subscriptions;
@@ -63,6 +65,9 @@ methods! {
     "delEntity" => entities::del_entity,
     "getUserIndex" => entities::get_user_index,
     "getSubscribers" => subscriptions::get_subscribers,
+    "getUpcoming" => schedule::get_upcoming,
+    "createCalendarLink" => schedule::create_calendar_link,
+    "revokeCalendarLink" => schedule::revoke_calendar_link,
 }
 
 /// A method route: POST runs the handler, any other HTTP method is 405.

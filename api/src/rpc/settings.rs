@@ -10,7 +10,8 @@ use crate::rpc::validate;
 use crate::state::AppState;
 use crate::types::{Envelope, Settings, UpdateSetting, UserRef};
 
-/// A user's language, time zone and pause state.
+/// A user's language, time zone, pause state, reminder leads and whether a calendar
+/// feed link exists.
 #[utoipa::path(post, path = "/v1/getSettings", tag = "settings", request_body = UserRef,
     responses((status = 200, description = "The settings", body = Envelope<Settings>)))]
 pub(crate) async fn get_settings(
@@ -49,10 +50,16 @@ pub(crate) async fn update_setting(
     if let Some(chat_id) = &req.chat_id {
         validate::chat_id("chat_id", chat_id)?;
     }
+    let reminder_leads = req
+        .reminder_leads
+        .as_deref()
+        .map(|leads| validate::reminder_leads("reminder_leads", leads))
+        .transpose()?;
     let mut user = load_user(&state, id).await?;
     if req.language.is_none()
         && req.timezone.is_none()
         && req.paused.is_none()
+        && reminder_leads.is_none()
         && req.name.is_none()
         && req.chat_id.is_none()
     {
@@ -67,6 +74,9 @@ pub(crate) async fn update_setting(
     }
     if let Some(paused) = req.paused {
         user.settings.paused = paused;
+    }
+    if let Some(leads) = reminder_leads {
+        user.settings.reminder_leads = leads;
     }
     if let Some(name) = req.name {
         user.name = name;

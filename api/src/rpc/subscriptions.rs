@@ -125,6 +125,7 @@ pub(crate) async fn get_subscribers(
                     language: s.user.language,
                     timezone: s.user.settings.timezone,
                     kinds: s.subscription.kinds,
+                    reminder_leads: s.user.settings.reminder_leads,
                 })
                 .collect();
             serde_json::to_vec(&list)

@@ -189,6 +189,34 @@ pub(crate) fn kind(field: &str, value: &str) -> Result<()> {
     }
 }
 
+/// Reminder leads, minutes before a stream: each one of
+/// [`REMINDER_LEAD_CHOICES_MINUTES`](stargazer_core::contract::REMINDER_LEAD_CHOICES_MINUTES),
+/// none twice. Returns them sorted (the stored form); an empty list means the default lead.
+pub(crate) fn reminder_leads(field: &str, leads: &[u32]) -> Result<Vec<u32>> {
+    let choices = stargazer_core::contract::REMINDER_LEAD_CHOICES_MINUTES;
+    for (index, lead) in leads.iter().enumerate() {
+        if !choices.contains(lead) {
+            let offered: Vec<String> = choices.iter().map(u32::to_string).collect();
+            return Err(Error::invalid(
+                &format!("{field}[{index}]"),
+                format!(
+                    "{lead} is not a reminder lead on offer; pick minutes among {}",
+                    offered.join(", ")
+                ),
+            ));
+        }
+        if leads[..index].contains(lead) {
+            return Err(Error::invalid(
+                &format!("{field}[{index}]"),
+                format!("{lead} is listed twice"),
+            ));
+        }
+    }
+    let mut sorted = leads.to_vec();
+    sorted.sort_unstable();
+    Ok(sorted)
+}
+
 /// Entity names: at least one, keyed by language codes, none blank. `default_language`
 /// need not have one: readers fall back to any name (`Entity::name_in`), and a rule
 /// linking two fields could not be stated in the schema.
@@ -308,6 +336,19 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn reminder_leads_are_offered_unique_and_sorted() {
+        assert_eq!(reminder_leads("r", &[60, 5]).unwrap(), vec![5, 60]);
+        assert_eq!(reminder_leads("r", &[]).unwrap(), Vec::<u32>::new());
+        let err = reminder_leads("r", &[5, 10]).unwrap_err().to_string();
+        assert!(
+            err.contains("r[1]") && err.contains("5, 15, 30, 60"),
+            "{err}"
+        );
+        let err = reminder_leads("r", &[15, 30, 15]).unwrap_err().to_string();
+        assert!(err.contains("r[2]") && err.contains("twice"), "{err}");
     }
 
     #[test]

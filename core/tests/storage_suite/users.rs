@@ -50,6 +50,7 @@ pub(crate) async fn users_crud(s: Arc<dyn Storage>) {
         timezone: Some("Asia/Tokyo".into()),
         paused: true,
         reminder_leads: vec![5, 60],
+        calendar_secret_hash: Some(stargazer_core::auth::token_hash("calendar secret")),
     };
     a.im_chat_id = format!("{old_chat}0");
     s.update_user(&a).await.unwrap();

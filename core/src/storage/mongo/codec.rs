@@ -136,6 +136,7 @@ pub(super) fn settings_doc(settings: &UserSettings) -> Document {
         "timezone": settings.timezone.as_deref().map_or(Bson::Null, |tz| Bson::String(tz.to_owned())),
         "paused": settings.paused,
         "reminder_leads": settings.reminder_leads.iter().map(|&m| Bson::Int64(i64::from(m))).collect::<Vec<_>>(),
+        "calendar_secret_hash": settings.calendar_secret_hash.as_deref().map_or(Bson::Null, |hash| Bson::String(hash.to_owned())),
     }
 }
 
@@ -341,6 +342,7 @@ pub(super) fn decode_user(d: &Document) -> Result<User> {
                     "is not a list of minutes",
                 )
             })?,
+            calendar_secret_hash: get_opt_string(s, "calendar_secret_hash", "user settings")?,
         },
         Some(_) => return Err(corrupt(WHAT, d, "settings", "is not a document")),
     };

@@ -1,9 +1,11 @@
 //! The frontend end-to-end test's api: the real `stargazer-api` service on an in-memory
 //! SQLite storage, seeded with groups, entities (YouTube and X accounts), one Telegram
-//! user with a subscription, a live session and an expired one.
+//! user with a subscription, a live session and an expired one, and a schedule of
+//! streams (one live and one upcoming of the subscribed entity, one upcoming of another).
 //!
 //! Prints one JSON line on stdout once it listens:
-//! `{"url", "port", "token", "expired_token", "user", "entities": {key: id}, "groups": {key: id}}`
+//! `{"url", "port", "token", "expired_token", "user", "entities": {key: id},
+//! "groups": {key: id}, "streams": {video id: entity key}}`
 //! and serves until SIGINT/SIGTERM, or until stdin closes when `--exit-on-stdin-eof` is
 //! given (so a test runner that dies takes it along).
 //!
@@ -23,6 +25,7 @@ use stargazer_core::auth::{new_token, token_hash};
 use stargazer_core::model::{
     Entity, Group, Session, Subscription, Task, TaskParams, User, UserSettings,
 };
+use stargazer_core::schedule::{self, ScheduledStream, StreamState};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
 use tokio::io::AsyncReadExt;
@@ -122,6 +125,8 @@ struct Seeded {
     expired_token: String,
     entities: BTreeMap<&'static str, Uuid>,
     groups: BTreeMap<&'static str, Uuid>,
+    /// Seeded streams: video id → entity key.
+    streams: BTreeMap<&'static str, &'static str>,
 }
 
 async fn seed(storage: &dyn Storage, config: &ApiConfig) -> Result<Seeded, BoxError> {
@@ -251,7 +256,57 @@ async fn seed(storage: &dyn Storage, config: &ApiConfig) -> Result<Seeded, BoxEr
         })
         .await?;
 
+    // The schedule, as the YouTube worker records it.
+    let streams: [(&str, &str, i64, StreamState, &str); 3] = [
+        (
+            "lunaLive0001",
+            "luna",
+            -30,
+            StreamState::Live,
+            "Luna: morning chat",
+        ),
+        (
+            "lunaNext0002",
+            "luna",
+            180,
+            StreamState::Upcoming,
+            "Luna: karaoke night",
+        ),
+        (
+            "akiNext00003",
+            "aki",
+            240,
+            StreamState::Upcoming,
+            "Aki: game night",
+        ),
+    ];
+    for (id, key, minutes, state, title) in streams {
+        let Some(entity) = entities.get(key) else {
+            continue;
+        };
+        let start = now + Duration::minutes(minutes);
+        schedule::record(
+            storage,
+            &ScheduledStream {
+                source: "youtube".to_owned(),
+                id: id.to_owned(),
+                entity: *entity,
+                task: Uuid::new_v4(),
+                title: title.to_owned(),
+                link: format!("https://www.youtube.com/watch?v={id}"),
+                scheduled_start: start,
+                actual_start: (state == StreamState::Live).then_some(start),
+                state,
+                format: "stream".to_owned(),
+                members_only: false,
+                updated_at: now,
+            },
+        )
+        .await?;
+    }
+
     Ok(Seeded {
+        streams: streams.iter().map(|(id, key, ..)| (*id, *key)).collect(),
         user: user.id,
         token,
         expired_token,
@@ -334,6 +389,7 @@ async fn main() -> Result<(), BoxError> {
         "user": seeded.user,
         "entities": seeded.entities,
         "groups": seeded.groups,
+        "streams": seeded.streams,
     });
     println!("{ready}");
 
