@@ -509,10 +509,9 @@ async fn a_redelivered_edit_is_not_made_twice() {
     bot.shutdown().await;
 }
 
-/// Needs the api to send each subscriber's `reminder_leads` in `getSubscribers` (the
-/// api side of per-chat reminder leads); run with `--ignored` once it does.
+/// Per-chat reminder leads through the api: `getSubscribers` carries each chat's
+/// `reminder_leads`, and each chat gets only the reminders at its leads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs getSubscribers to return reminder_leads (api change)"]
 async fn each_chat_gets_only_the_reminders_at_its_leads() {
     let s = setup("Shirogane Noel").await;
     let (five_and_sixty, fifteen, default) = (7601, 7602, 7603);

@@ -94,11 +94,9 @@ async fn the_picker_toggles_leads_in_place() {
     bot.shutdown().await;
 }
 
-/// Needs the api to take `reminder_leads` in `updateSetting` and answer them in
-/// `getSettings` (the api side of per-chat reminder leads); run with `--ignored` once
-/// it does.
+/// Leads picked on the keyboard are saved with `updateSetting` and shown from
+/// `getSettings` the next time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs updateSetting/getSettings with reminder_leads (api change)"]
 async fn saved_leads_reach_the_api_and_show_next_time() {
     init_tracing();
     let platform = Platform::start().await;
