@@ -1052,12 +1052,30 @@ async fn a_spent_quota_falls_back_to_the_feed_for_uploads() {
     worker.shutdown().await;
 }
 
+/// The schedule once `done` holds for it, or as it is after `WAIT` (the worker writes it
+/// after publishing the events the test waits for).
+async fn schedule_when(
+    storage: &Arc<dyn Storage>,
+    done: impl Fn(&[stargazer_core::schedule::ScheduledStream]) -> bool,
+) -> Vec<stargazer_core::schedule::ScheduledStream> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed = stargazer_core::schedule::list(storage.as_ref(), Utc::now())
+            .await
+            .unwrap();
+        if done(&listed) || std::time::Instant::now() > deadline {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A stream's life through real pushes: a members-only stream scheduled → live early →
 /// ended with its duration, the shared schedule following it; a premiere and a Short (linked
 /// `/shorts/` in the push) told apart by their own kinds; a deleted premiere cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_s_life_premieres_shorts_and_the_schedule() {
-    use stargazer_core::schedule::{self, StreamState};
+    use stargazer_core::schedule::StreamState;
     use stargazer_testkit::servers::youtube::Broadcast;
     let hub = Hub::start().await.unwrap();
     let yt = Youtube::start(KEY).await.unwrap();
@@ -1095,7 +1113,7 @@ async fn a_stream_s_life_premieres_shorts_and_the_schedule() {
     assert_eq!(scheduled.len(), 1);
     assert_eq!(scheduled[0].fields["members_only"], json!(true));
     assert_eq!(scheduled[0].fields["format"], json!("stream"));
-    let listed = schedule::list(storage.as_ref(), Utc::now()).await.unwrap();
+    let listed = schedule_when(&storage, |l| l.len() == 1).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (
@@ -1122,7 +1140,10 @@ async fn a_stream_s_life_premieres_shorts_and_the_schedule() {
         .await;
     let events = observer.wait_for(entity, 6, WAIT).await;
     assert_eq!(of(&events, "youtube.live").len(), 1);
-    let listed = schedule::list(storage.as_ref(), Utc::now()).await.unwrap();
+    let listed = schedule_when(&storage, |l| {
+        l.first().is_some_and(|s| s.state == StreamState::Live)
+    })
+    .await;
     assert_eq!(listed[0].state, StreamState::Live);
     assert_eq!(listed[0].actual_start, Some(started));
 
@@ -1136,10 +1157,7 @@ async fn a_stream_s_life_premieres_shorts_and_the_schedule() {
     assert_eq!(over.len(), 1);
     assert_eq!(over[0].fields["duration_seconds"], json!(133 * 60));
     assert_eq!(over[0].fields["format"], json!("stream"));
-    assert!(schedule::list(storage.as_ref(), Utc::now())
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(schedule_when(&storage, |l| l.is_empty()).await.is_empty());
 
     // A premiere: a finished video (non-zero duration) scheduled to be shown.
     let premiere = video_id();
@@ -1179,10 +1197,7 @@ async fn a_stream_s_life_premieres_shorts_and_the_schedule() {
     let cancelled = of(&events, "youtube.cancelled");
     assert_eq!(cancelled.len(), 1);
     assert_eq!(cancelled[0].fields["format"], json!("premiere"));
-    assert!(schedule::list(storage.as_ref(), Utc::now())
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(schedule_when(&storage, |l| l.is_empty()).await.is_empty());
     assert_unique_ids(&observer.settle(entity, QUIET).await);
     worker.shutdown().await;
 }
