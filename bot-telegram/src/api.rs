@@ -2,76 +2,13 @@
 //! ([`stargazer_api::client::ApiClient`]), with failures sorted into what the bot can act
 //! on — not found, conflict, refused, or unavailable (worth retrying).
 
-use serde::{Deserialize, Serialize};
 use stargazer_api::client::{ApiClient, ClientError};
 use stargazer_api::types::{AddUser, ErrorCode, GetSubscribers, UpdateSetting, UpdateSubscription};
 use stargazer_core::config::ConfigError;
 use stargazer_core::model::Entity;
 use uuid::Uuid;
 
-pub(crate) use stargazer_api::types::{IndexEntry, SessionToken, User, UserIndex};
-
-/// One recipient of an event, as `getSubscribers` answers it: the api's `Subscriber`
-/// read by the bot itself, so that it also takes the chat's reminder leads (minutes
-/// before a stream; empty means the default lead only), whether the api sends them
-/// beside the other settings (`reminder_leads`) or nested (`settings.reminder_leads`).
-/// An api that sends neither leaves every chat at the default lead.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub(crate) struct Subscriber {
-    /// The user id.
-    pub user: Uuid,
-    /// Chat id on the platform.
-    pub chat_id: String,
-    /// Language for the message.
-    pub language: String,
-    /// IANA time zone for times in the message; none means UTC.
-    #[serde(default)]
-    pub timezone: Option<String>,
-    /// The kinds the subscription filters on (empty: all).
-    #[serde(default)]
-    pub kinds: Vec<String>,
-    /// Reminder leads, minutes.
-    #[serde(default)]
-    pub reminder_leads: Vec<u32>,
-    /// Settings, when the api sends them nested.
-    #[serde(default)]
-    settings: Option<LeadSettings>,
-}
-
-impl Subscriber {
-    /// The chat's reminder leads, minutes (empty: the default lead only).
-    pub(crate) fn leads(&self) -> Vec<u32> {
-        if self.reminder_leads.is_empty() {
-            self.settings
-                .as_ref()
-                .map(|s| s.reminder_leads.clone())
-                .unwrap_or_default()
-        } else {
-            self.reminder_leads.clone()
-        }
-    }
-}
-
-/// The part of a user's settings the bot reads besides the api's typed DTOs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-struct LeadSettings {
-    #[serde(default)]
-    reminder_leads: Vec<u32>,
-}
-
-/// `updateSetting` with the reminder leads (a field the api's typed request may not have
-/// yet; the request is spelled here so the bot does not depend on it).
-#[derive(Debug, Serialize)]
-struct UpdateLeads<'a> {
-    user: Uuid,
-    reminder_leads: &'a [u32],
-}
-
-/// `getSettings`' request.
-#[derive(Debug, Serialize)]
-struct UserRef {
-    user: Uuid,
-}
+pub(crate) use stargazer_api::types::{IndexEntry, SessionToken, Subscriber, User, UserIndex};
 
 use crate::config::BotConfig;
 use crate::IM;
@@ -191,8 +128,7 @@ impl Api {
 
     /// A user's reminder leads, minutes (empty: the default lead only).
     pub(crate) async fn reminder_leads(&self, user: Uuid) -> ApiResult<Vec<u32>> {
-        let settings: LeadSettings = self.client.call("getSettings", &UserRef { user }).await?;
-        Ok(settings.reminder_leads)
+        Ok(self.client.get_settings(Some(user)).await?.reminder_leads)
     }
 
     /// Sets a user's reminder leads (minutes; empty: the default lead only); answers the
@@ -202,12 +138,12 @@ impl Api {
         user: Uuid,
         leads: &[u32],
     ) -> ApiResult<Vec<u32>> {
-        let request = UpdateLeads {
-            user,
-            reminder_leads: leads,
+        let request = UpdateSetting {
+            user: Some(user),
+            reminder_leads: Some(leads.to_vec()),
+            ..Default::default()
         };
-        let settings: LeadSettings = self.client.call("updateSetting", &request).await?;
-        Ok(settings.reminder_leads)
+        Ok(self.client.update_setting(&request).await?.reminder_leads)
     }
 
     /// The user of a chat, if registered.
@@ -322,25 +258,6 @@ mod tests {
             retry_after: None,
         }
         .into()
-    }
-
-    #[test]
-    fn subscribers_carry_their_reminder_leads_in_either_shape() {
-        let flat: Subscriber = serde_json::from_str(
-            r#"{"user":"00000000-0000-0000-0000-000000000001","chat_id":"1","language":"en","kinds":[],"reminder_leads":[5,60]}"#,
-        )
-        .unwrap();
-        assert_eq!(flat.leads(), vec![5, 60]);
-        let nested: Subscriber = serde_json::from_str(
-            r#"{"user":"00000000-0000-0000-0000-000000000001","chat_id":"1","language":"en","settings":{"timezone":null,"reminder_leads":[15]}}"#,
-        )
-        .unwrap();
-        assert_eq!(nested.leads(), vec![15]);
-        let older: Subscriber = serde_json::from_str(
-            r#"{"user":"00000000-0000-0000-0000-000000000001","chat_id":"1","language":"en","timezone":"Asia/Tokyo"}"#,
-        )
-        .unwrap();
-        assert!(older.leads().is_empty());
     }
 
     #[test]

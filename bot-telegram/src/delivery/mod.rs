@@ -197,7 +197,7 @@ fn wants(event: &Event, subscriber: &crate::api::Subscriber) -> bool {
         return true;
     }
     let settings = UserSettings {
-        reminder_leads: subscriber.leads(),
+        reminder_leads: subscriber.reminder_leads.clone(),
         ..UserSettings::default()
     };
     let lead = event

@@ -239,7 +239,7 @@ pub(crate) struct Recipient {
 
 impl From<crate::api::Subscriber> for Recipient {
     fn from(subscriber: crate::api::Subscriber) -> Self {
-        let reminder_leads = subscriber.leads();
+        let reminder_leads = subscriber.reminder_leads.clone();
         Self {
             user: subscriber.user,
             chat_id: subscriber.chat_id,
