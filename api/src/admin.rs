@@ -134,6 +134,13 @@ pub enum EntityCommand {
         /// A numeric X (Twitter) user id; repeatable.
         #[arg(long, value_name = "USER_ID")]
         twitter: Vec<String>,
+        /// A Twitch broadcaster: its login (looked up through Helix with the `[twitch]`
+        /// credentials) or its numeric user id; repeatable.
+        #[arg(long, value_name = "LOGIN")]
+        twitch: Vec<String>,
+        /// A numeric Bilibili uid; repeatable.
+        #[arg(long, value_name = "UID")]
+        bilibili: Vec<String>,
         /// Use this id instead of a random one.
         #[arg(long)]
         id: Option<Uuid>,
@@ -363,6 +370,8 @@ async fn entity(cmd: EntityCommand, storage: &dyn Storage, out: &mut impl Write)
             translate_to,
             youtube,
             twitter,
+            twitch,
+            bilibili,
             id,
         } => {
             let default_language = match default_language {
@@ -384,6 +393,12 @@ async fn entity(cmd: EntityCommand, storage: &dyn Storage, out: &mut impl Write)
                         .into_iter()
                         .map(|user_id| TaskParams::Twitter { user_id }),
                 )
+                .chain(
+                    twitch
+                        .into_iter()
+                        .map(|broadcaster_id| TaskParams::Twitch { broadcaster_id }),
+                )
+                .chain(bilibili.into_iter().map(|uid| TaskParams::Bilibili { uid }))
                 .collect();
             ensure_group(storage, group).await?;
             let id = id.unwrap_or_else(Uuid::new_v4);

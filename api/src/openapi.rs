@@ -210,6 +210,8 @@ fn exact(doc: &mut Value) {
     for (variant, field, rule) in [
         (0, "channel_id", &validate::CHANNEL_ID),
         (1, "user_id", &validate::X_USER_ID),
+        (2, "broadcaster_id", &validate::TWITCH_ID),
+        (3, "uid", &validate::BILIBILI_UID),
     ] {
         merge(
             &mut schemas["TaskParams"]["oneOf"][variant]["properties"][field],

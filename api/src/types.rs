@@ -156,6 +156,16 @@ pub enum TaskParams {
         /// The numeric user id, as a string.
         user_id: String,
     },
+    /// A Twitch broadcaster.
+    Twitch {
+        /// The numeric broadcaster id (Helix user id), as a string.
+        broadcaster_id: String,
+    },
+    /// A Bilibili user (live room and dynamics).
+    Bilibili {
+        /// The numeric uid, as a string.
+        uid: String,
+    },
 }
 
 /// One watched account of an entity.
@@ -731,6 +741,8 @@ impl From<model::TaskParams> for TaskParams {
         match p {
             model::TaskParams::Youtube { channel_id } => TaskParams::Youtube { channel_id },
             model::TaskParams::Twitter { user_id } => TaskParams::Twitter { user_id },
+            model::TaskParams::Twitch { broadcaster_id } => TaskParams::Twitch { broadcaster_id },
+            model::TaskParams::Bilibili { uid } => TaskParams::Bilibili { uid },
         }
     }
 }
@@ -740,6 +752,8 @@ impl From<TaskParams> for model::TaskParams {
         match p {
             TaskParams::Youtube { channel_id } => model::TaskParams::Youtube { channel_id },
             TaskParams::Twitter { user_id } => model::TaskParams::Twitter { user_id },
+            TaskParams::Twitch { broadcaster_id } => model::TaskParams::Twitch { broadcaster_id },
+            TaskParams::Bilibili { uid } => model::TaskParams::Bilibili { uid },
         }
     }
 }

@@ -12,6 +12,12 @@ pub mod source {
     pub const YOUTUBE: &str = "youtube";
     /// Posts on X.
     pub const TWITTER: &str = "twitter";
+    /// Twitch streams.
+    pub const TWITCH: &str = "twitch";
+    /// Bilibili live rooms and dynamics (posts, videos).
+    pub const BILIBILI: &str = "bilibili";
+    /// Every source word of this workspace.
+    pub const ALL: [&str; 4] = [YOUTUBE, TWITTER, TWITCH, BILIBILI];
 }
 
 /// Tags: the middleware words stacked on a routing key (the last one is processed first).
@@ -75,8 +81,24 @@ pub mod kind {
     pub const TWITTER_TWEET: &str = "twitter.tweet";
     /// A repost on X.
     pub const TWITTER_RETWEET: &str = "twitter.retweet";
-    /// Every kind produced in this workspace, in the order pickers show them.
-    pub const ALL: [&str; 12] = [
+    /// A Twitch broadcaster went live (EventSub `stream.online` of type `live`).
+    pub const TWITCH_LIVE: &str = "twitch.live";
+    /// A Twitch stream ended (`stream.offline`); its live message is edited.
+    pub const TWITCH_ENDED: &str = "twitch.ended";
+    /// A Twitch broadcast that is not live (`stream_type`: rerun, playlist, watch_party,
+    /// premiere), published only when `twitch.non_live_streams = "publish"`.
+    pub const TWITCH_RERUN: &str = "twitch.rerun";
+    /// A Bilibili live room went live (`live_status` 1).
+    pub const BILIBILI_LIVE: &str = "bilibili.live";
+    /// A Bilibili live stream ended; its live message is edited.
+    pub const BILIBILI_ENDED: &str = "bilibili.ended";
+    /// A Bilibili dynamic: a post, with or without pictures, or a repost.
+    pub const BILIBILI_DYNAMIC: &str = "bilibili.dynamic";
+    /// A Bilibili video upload.
+    pub const BILIBILI_VIDEO: &str = "bilibili.video";
+    /// Every kind produced in this workspace, in the order pickers show them. New kinds
+    /// are appended, so the index a chat's keyboard carries keeps its meaning.
+    pub const ALL: [&str; 19] = [
         YOUTUBE_LIVE,
         YOUTUBE_SCHEDULED,
         YOUTUBE_RESCHEDULED,
@@ -89,6 +111,13 @@ pub mod kind {
         YOUTUBE_MEMBERS,
         TWITTER_TWEET,
         TWITTER_RETWEET,
+        TWITCH_LIVE,
+        TWITCH_ENDED,
+        TWITCH_RERUN,
+        BILIBILI_LIVE,
+        BILIBILI_ENDED,
+        BILIBILI_DYNAMIC,
+        BILIBILI_VIDEO,
     ];
 
     /// The kinds that open a stream's life in a chat: the message later events of the
@@ -145,6 +174,41 @@ pub mod field {
     /// For `youtube.live`: `true` when live-check released the event at its scheduled start
     /// without confirming it (the day's Data API quota was spent).
     pub const LIVE_UNVERIFIED: &str = "live_unverified";
+    /// For Twitch and Bilibili streams: the id of one broadcast (Twitch: the stream id;
+    /// Bilibili: `<room id>:<live start, unix seconds>`), carried by its live and ended
+    /// events alike: the key of the stream's life in a chat (see [`stream_key`]).
+    pub const STREAM_ID: &str = "stream_id";
+    /// A stream's category (Twitch game, Bilibili area).
+    pub const CATEGORY: &str = "category";
+    /// For `twitch.rerun`: Twitch's stream type (`rerun`, `playlist`, `watch_party`,
+    /// `premiere`).
+    pub const STREAM_TYPE: &str = "stream_type";
+    /// The text of a post (X, Bilibili dynamic); translated when the entity wants it.
+    pub const TEXT: &str = "text";
+    /// Picture URLs of a post.
+    pub const MEDIA: &str = "media";
+    /// For Bilibili: the dynamic's id.
+    pub const DYNAMIC_ID: &str = "dynamic_id";
+    /// For `bilibili.video`: the video's BV id.
+    pub const BVID: &str = "bvid";
+}
+
+/// The key a stream's events share, under which a bot remembers the stream's messages in
+/// a chat: a YouTube event's `video_id` as it is (the key bots used before other sources
+/// streamed), else `<source>:<stream_id>`. `None` for an event that is no stream's.
+pub fn stream_key(event: &crate::model::Event) -> Option<String> {
+    let text = |name: &str| {
+        event
+            .fields
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    match event.source() {
+        source::YOUTUBE => text(field::VIDEO_ID).map(str::to_owned),
+        source => text(field::STREAM_ID).map(|id| format!("{source}:{id}")),
+    }
 }
 
 /// Values of [`field::FORMAT`].
@@ -179,7 +243,7 @@ mod tests {
     fn kinds_start_with_their_source_word() {
         for kind in kind::ALL {
             let (word, what) = kind.split_once('.').expect("kind has a source word");
-            assert!([source::YOUTUBE, source::TWITTER].contains(&word), "{kind}");
+            assert!(source::ALL.contains(&word), "{kind}");
             assert!(!what.is_empty() && !what.contains('.'), "{kind}");
         }
     }

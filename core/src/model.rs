@@ -65,17 +65,28 @@ pub enum TaskKind {
     Youtube,
     /// An X (Twitter) account (API v2).
     Twitter,
+    /// A Twitch broadcaster (EventSub webhooks + Helix).
+    Twitch,
+    /// A Bilibili user: their live room and their dynamics (posts, videos).
+    Bilibili,
 }
 
 impl TaskKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [TaskKind; 2] = [TaskKind::Youtube, TaskKind::Twitter];
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Youtube,
+        TaskKind::Twitter,
+        TaskKind::Twitch,
+        TaskKind::Bilibili,
+    ];
 
     /// The lowercase name used in routing keys, worker announcements and storage.
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Youtube => "youtube",
             TaskKind::Twitter => "twitter",
+            TaskKind::Twitch => "twitch",
+            TaskKind::Bilibili => "bilibili",
         }
     }
 }
@@ -93,8 +104,10 @@ impl std::str::FromStr for TaskKind {
         match s {
             "youtube" => Ok(TaskKind::Youtube),
             "twitter" => Ok(TaskKind::Twitter),
+            "twitch" => Ok(TaskKind::Twitch),
+            "bilibili" => Ok(TaskKind::Bilibili),
             other => Err(format!(
-                "unknown task kind `{other}` (expected youtube or twitter)"
+                "unknown task kind `{other}` (expected youtube, twitter, twitch or bilibili)"
             )),
         }
     }
@@ -114,6 +127,16 @@ pub enum TaskParams {
         /// The numeric user id, as a string (X ids exceed 2^53).
         user_id: String,
     },
+    /// A Twitch broadcaster, by the numeric user id Helix gives its login.
+    Twitch {
+        /// The numeric broadcaster (user) id, as a string.
+        broadcaster_id: String,
+    },
+    /// A Bilibili user, by their numeric uid (`mid`); their live room is found from it.
+    Bilibili {
+        /// The numeric uid, as a string.
+        uid: String,
+    },
 }
 
 impl TaskParams {
@@ -122,6 +145,8 @@ impl TaskParams {
         match self {
             TaskParams::Youtube { .. } => TaskKind::Youtube,
             TaskParams::Twitter { .. } => TaskKind::Twitter,
+            TaskParams::Twitch { .. } => TaskKind::Twitch,
+            TaskParams::Bilibili { .. } => TaskKind::Bilibili,
         }
     }
 
@@ -130,6 +155,8 @@ impl TaskParams {
         match self {
             TaskParams::Youtube { channel_id } => channel_id,
             TaskParams::Twitter { user_id } => user_id,
+            TaskParams::Twitch { broadcaster_id } => broadcaster_id,
+            TaskParams::Bilibili { uid } => uid,
         }
     }
 }

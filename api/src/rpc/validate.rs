@@ -51,6 +51,8 @@ pub(crate) const MAX_KINDS: usize = 32;
 pub(crate) const CHANNEL_ID_LEN: usize = 24;
 /// Longest numeric X user id.
 pub(crate) const X_USER_ID_MAX: usize = 20;
+/// Longest numeric Twitch or Bilibili id (both fit in 64 bits).
+pub(crate) const NUMERIC_ID_MAX: usize = 20;
 
 /// `telegram`: lowercase letters, digits, `_`.
 pub(crate) const IM: Rule = Rule {
@@ -99,6 +101,18 @@ pub(crate) const X_USER_ID: Rule = Rule {
     pattern: "^[0-9]+$",
     min_length: 1,
     max_length: X_USER_ID_MAX,
+};
+/// Decimal digits, not starting with 0 (Helix user ids).
+pub(crate) const TWITCH_ID: Rule = Rule {
+    pattern: "^[1-9][0-9]*$",
+    min_length: 1,
+    max_length: NUMERIC_ID_MAX,
+};
+/// Decimal digits, not starting with 0 (Bilibili `mid`).
+pub(crate) const BILIBILI_UID: Rule = Rule {
+    pattern: "^[1-9][0-9]*$",
+    min_length: 1,
+    max_length: NUMERIC_ID_MAX,
 };
 
 /// Every time zone name [`timezone`] accepts, for the schema's `enum`.
@@ -268,8 +282,35 @@ pub(crate) fn task(index: usize, params: &TaskParams) -> Result<()> {
                 ));
             }
         }
+        TaskParams::Twitch { broadcaster_id } => {
+            if !positive_number(broadcaster_id) {
+                return Err(Error::invalid(
+                    &format!("tasks[{index}].broadcaster_id"),
+                    format!(
+                        "`{broadcaster_id}` is not a numeric Twitch user id \
+                         (`stargazer admin entity add --twitch LOGIN` looks it up)"
+                    ),
+                ));
+            }
+        }
+        TaskParams::Bilibili { uid } => {
+            if !positive_number(uid) {
+                return Err(Error::invalid(
+                    &format!("tasks[{index}].uid"),
+                    format!("`{uid}` is not a numeric Bilibili uid"),
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// Decimal digits without a leading zero, at most [`NUMERIC_ID_MAX`] of them.
+fn positive_number(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= NUMERIC_ID_MAX
+        && !id.starts_with('0')
+        && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Every task valid and no account listed twice.
@@ -336,6 +377,18 @@ mod tests {
             }
         )
         .is_err());
+        let twitch = |id: &str| TaskParams::Twitch {
+            broadcaster_id: id.into(),
+        };
+        assert!(task(0, &twitch("141981764")).is_ok());
+        for bad in ["", "0", "012", "pekora", &"9".repeat(21)] {
+            let err = task(1, &twitch(bad)).unwrap_err().to_string();
+            assert!(err.contains("tasks[1].broadcaster_id"), "{bad}: {err}");
+        }
+        let bilibili = |uid: &str| TaskParams::Bilibili { uid: uid.into() };
+        assert!(task(0, &bilibili("1950658")).is_ok());
+        let err = task(2, &bilibili("-1")).unwrap_err().to_string();
+        assert!(err.contains("tasks[2].uid"), "{err}");
     }
 
     #[test]

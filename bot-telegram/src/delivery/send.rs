@@ -139,28 +139,20 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    /// The video and the part `event` plays in its life, if it is a YouTube stream event
-    /// carrying its video id.
+    /// The stream (`contract::stream_key`) and the part `event` plays in its life, if it
+    /// is a stream event carrying its key. Twitch and Bilibili streams are not announced
+    /// ahead: their live message is the first one, and their end edits it.
     pub(crate) fn of(event: &Event) -> Option<(String, Role)> {
-        if event.source() != source::YOUTUBE {
-            return None;
-        }
         let role = match event.kind.as_str() {
             k if kind::STREAM_OPENERS.contains(&k) => Role::Opener,
             kind::YOUTUBE_RESCHEDULED => Role::Rescheduled,
             kind::YOUTUBE_REMINDER => Role::Reminder,
-            kind::YOUTUBE_LIVE => Role::Live,
-            kind::YOUTUBE_ENDED => Role::Ended,
+            kind::YOUTUBE_LIVE | kind::TWITCH_LIVE | kind::BILIBILI_LIVE => Role::Live,
+            kind::YOUTUBE_ENDED | kind::TWITCH_ENDED | kind::BILIBILI_ENDED => Role::Ended,
             kind::YOUTUBE_CANCELLED => Role::Cancelled,
             _ => return None,
         };
-        let video = event
-            .fields
-            .get(field::VIDEO_ID)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())?;
-        Some((video.to_owned(), role))
+        Some((stream_key(event)?, role))
     }
 
     /// Whether this part ends the stream's life (its memories can go once delivered).

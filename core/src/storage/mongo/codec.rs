@@ -127,6 +127,8 @@ pub(super) fn task_doc(task: &Task, entity: Uuid) -> Document {
     match &task.params {
         TaskParams::Youtube { channel_id } => d.insert("channel_id", channel_id),
         TaskParams::Twitter { user_id } => d.insert("user_id", user_id),
+        TaskParams::Twitch { broadcaster_id } => d.insert("broadcaster_id", broadcaster_id),
+        TaskParams::Bilibili { uid } => d.insert("uid", uid),
     };
     d
 }
@@ -287,6 +289,12 @@ pub(super) fn decode_task(d: &Document) -> Result<Task> {
         },
         TaskKind::Twitter => TaskParams::Twitter {
             user_id: get_string(d, "user_id", WHAT)?,
+        },
+        TaskKind::Twitch => TaskParams::Twitch {
+            broadcaster_id: get_string(d, "broadcaster_id", WHAT)?,
+        },
+        TaskKind::Bilibili => TaskParams::Bilibili {
+            uid: get_string(d, "uid", WHAT)?,
         },
     };
     Ok(Task {
