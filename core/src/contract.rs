@@ -191,6 +191,8 @@ pub mod field {
     pub const DYNAMIC_ID: &str = "dynamic_id";
     /// For `bilibili.video`: the video's BV id.
     pub const BVID: &str = "bvid";
+    /// For a Bilibili repost: the id of the dynamic it forwards.
+    pub const FORWARDED_ID: &str = "forwarded_id";
 }
 
 /// The key a stream's events share, under which a bot remembers the stream's messages in

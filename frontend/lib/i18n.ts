@@ -75,6 +75,13 @@ const en = {
   'youtube.cancelled': 'Stream cancelled',
   'youtube.members': 'Members-only streams and videos',
   'youtube.reminder': 'Reminders before a stream',
+  'twitch.live': 'Stream started',
+  'twitch.ended': 'Stream ended',
+  'twitch.rerun': 'Reruns and other replays',
+  'bilibili.live': 'Stream started',
+  'bilibili.ended': 'Stream ended',
+  'bilibili.dynamic': 'Posts and reposts',
+  'bilibili.video': 'New videos',
 };
 
 /** The keys of every page text. */
@@ -147,6 +154,13 @@ const ja: Record<TextKey, string> = {
   'youtube.cancelled': '配信の中止',
   'youtube.members': 'メンバー限定の配信・動画',
   'youtube.reminder': '配信前のリマインダー',
+  'twitch.live': '配信開始',
+  'twitch.ended': '配信終了',
+  'twitch.rerun': '再放送など',
+  'bilibili.live': '配信開始',
+  'bilibili.ended': '配信終了',
+  'bilibili.dynamic': '投稿・リポスト',
+  'bilibili.video': '新しい動画',
 };
 
 const zh: Record<TextKey, string> = {
@@ -216,6 +230,13 @@ const zh: Record<TextKey, string> = {
   'youtube.cancelled': '直播取消',
   'youtube.members': '会员限定直播和视频',
   'youtube.reminder': '开播前提醒',
+  'twitch.live': '开始直播',
+  'twitch.ended': '直播结束',
+  'twitch.rerun': '重播等',
+  'bilibili.live': '开始直播',
+  'bilibili.ended': '直播结束',
+  'bilibili.dynamic': '动态和转发',
+  'bilibili.video': '新视频',
 };
 
 const TEXTS: Record<string, Record<TextKey, string>> = { en, ja, zh };
@@ -262,6 +283,10 @@ export function platformLabel(platform: string): string {
       return 'YouTube';
     case 'twitter':
       return 'X';
+    case 'twitch':
+      return 'Twitch';
+    case 'bilibili':
+      return 'Bilibili';
     default:
       return platform;
   }

@@ -19,6 +19,8 @@ export const PLATFORM_KINDS: Record<string, string[]> = {
     'youtube.members',
   ],
   twitter: ['twitter.tweet', 'twitter.retweet'],
+  twitch: ['twitch.live', 'twitch.ended', 'twitch.rerun'],
+  bilibili: ['bilibili.live', 'bilibili.ended', 'bilibili.dynamic', 'bilibili.video'],
 };
 
 /** Platforms in display order: known ones first, in `PLATFORM_KINDS` order. */

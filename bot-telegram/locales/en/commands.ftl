@@ -101,6 +101,13 @@ kind-youtube-cancelled = ❌ Cancelled
 kind-youtube-premiere = 🎞 Premieres
 kind-youtube-short = 📱 Shorts
 kind-youtube-members = 🔒 Members-only
+kind-twitch-live = 🟣 Twitch live
+kind-twitch-ended = ⏹ Twitch ended
+kind-twitch-rerun = 📼 Twitch rerun
+kind-bilibili-live = 📺 Bilibili live
+kind-bilibili-ended = ⏹ Bilibili ended
+kind-bilibili-dynamic = 💬 Bilibili post
+kind-bilibili-video = 🎬 Bilibili video
 
 ## /subscribe, /unsubscribe, /list
 

@@ -90,6 +90,13 @@ kind-youtube-cancelled = ❌ 中止
 kind-youtube-premiere = 🎞 プレミア公開
 kind-youtube-short = 📱 ショート
 kind-youtube-members = 🔒 メンバー限定
+kind-twitch-live = 🟣 Twitch 配信
+kind-twitch-ended = ⏹ Twitch 終了
+kind-twitch-rerun = 📼 Twitch 再放送
+kind-bilibili-live = 📺 ビリビリ配信
+kind-bilibili-ended = ⏹ ビリビリ終了
+kind-bilibili-dynamic = 💬 ビリビリ投稿
+kind-bilibili-video = 🎬 ビリビリ動画
 
 ## /subscribe、/unsubscribe、/list
 

@@ -90,6 +90,13 @@ kind-youtube-cancelled = ❌ 已取消
 kind-youtube-premiere = 🎞 首映
 kind-youtube-short = 📱 短视频
 kind-youtube-members = 🔒 会员限定
+kind-twitch-live = 🟣 Twitch 直播
+kind-twitch-ended = ⏹ Twitch 下播
+kind-twitch-rerun = 📼 Twitch 重播
+kind-bilibili-live = 📺 B站直播
+kind-bilibili-ended = ⏹ B站下播
+kind-bilibili-dynamic = 💬 B站动态
+kind-bilibili-video = 🎬 B站视频
 
 ## /subscribe、/unsubscribe、/list
 

@@ -443,10 +443,11 @@ pub(crate) fn chat_name(chat: &teloxide::types::Chat) -> String {
 pub(crate) enum Callback {
     /// Picked an entity among search results: choose its kinds next.
     Pick(Uuid),
-    /// Kind selection (bit mask over [`subscriptions::KINDS`]) being edited.
-    Kinds(Uuid, u16),
+    /// Kind selection (bit mask over [`subscriptions::KINDS`]) being edited, among the
+    /// kinds of the entity's platforms (bit mask over `contract::source::ALL`).
+    Kinds(Uuid, u32, u8),
     /// Kind selection confirmed: subscribe.
-    Done(Uuid, u16),
+    Done(Uuid, u32, u8),
     /// Unsubscribe from an entity.
     Unsubscribe(Uuid),
     /// Confirmed `/delete`.
@@ -460,8 +461,8 @@ impl Callback {
     pub(crate) fn encode(&self) -> String {
         match self {
             Callback::Pick(id) => format!("p:{id}"),
-            Callback::Kinds(id, mask) => format!("k:{id}:{mask}"),
-            Callback::Done(id, mask) => format!("d:{id}:{mask}"),
+            Callback::Kinds(id, mask, platforms) => format!("k:{id}:{mask}:{platforms}"),
+            Callback::Done(id, mask, platforms) => format!("d:{id}:{mask}:{platforms}"),
             Callback::Unsubscribe(id) => format!("u:{id}"),
             Callback::DeleteYes => "x:yes".to_owned(),
             Callback::Cancel => "c".to_owned(),
@@ -478,11 +479,16 @@ impl Callback {
             "u" => Callback::Unsubscribe(id()?),
             "k" | "d" => {
                 let entity = id()?;
-                let mask = parts.next()?.parse::<u16>().ok()?;
+                let mask = parts.next()?.parse::<u32>().ok()?;
+                // Keyboards sent before platforms were carried offer every kind.
+                let platforms = match parts.next() {
+                    Some(p) => p.parse::<u8>().ok()?,
+                    None => subscriptions::ALL_PLATFORMS,
+                };
                 if tag == "k" {
-                    Callback::Kinds(entity, mask)
+                    Callback::Kinds(entity, mask, platforms)
                 } else {
-                    Callback::Done(entity, mask)
+                    Callback::Done(entity, mask, platforms)
                 }
             }
             "x" if parts.next() == Some("yes") => Callback::DeleteYes,
@@ -505,8 +511,8 @@ mod tests {
         let id = Uuid::new_v4();
         for cb in [
             Callback::Pick(id),
-            Callback::Kinds(id, 63),
-            Callback::Done(id, 255),
+            Callback::Kinds(id, 63, 0b0011),
+            Callback::Done(id, (1 << 19) - 1, 0b1111),
             Callback::Unsubscribe(id),
             Callback::DeleteYes,
             Callback::Cancel,
@@ -516,6 +522,11 @@ mod tests {
             assert_eq!(Callback::parse(&data), Some(cb));
         }
         assert_eq!(Callback::parse("k:nope:1"), None);
+        // A keyboard from before platforms were carried offers every platform.
+        assert_eq!(
+            Callback::parse(&format!("d:{id}:4095")),
+            Some(Callback::Done(id, 4095, subscriptions::ALL_PLATFORMS))
+        );
         assert_eq!(Callback::parse(&format!("u:{id}:extra")), None);
         assert_eq!(Callback::parse(""), None);
     }

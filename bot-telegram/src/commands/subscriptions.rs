@@ -5,7 +5,7 @@
 //! their state in the button data ([`Callback`]), so the bot keeps no dialogue state and
 //! a restart in the middle of a selection loses nothing.
 
-use stargazer_core::contract::kind;
+use stargazer_core::contract::{kind, source};
 use teloxide::prelude::*;
 use teloxide::types::{Chat, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode};
 use uuid::Uuid;
@@ -24,7 +24,7 @@ use crate::i18n::{self, text};
 /// language words them in its `kind-<kind>` message, see [`kind_label`]). The index of a
 /// kind is its bit in the selection masks carried by buttons.
 /// New kinds go last, so that keyboards already in chats keep their meaning.
-pub(crate) const KINDS: [(&str, &str); 12] = [
+pub(crate) const KINDS: [(&str, &str); 19] = [
     (kind::YOUTUBE_LIVE, "🔴 Live"),
     (kind::YOUTUBE_SCHEDULED, "📅 Scheduled"),
     (kind::YOUTUBE_REMINDER, "⏰ Reminder"),
@@ -37,16 +37,56 @@ pub(crate) const KINDS: [(&str, &str); 12] = [
     (kind::YOUTUBE_PREMIERE, "🎞 Premieres"),
     (kind::YOUTUBE_SHORT, "📱 Shorts"),
     (kind::YOUTUBE_MEMBERS, "🔒 Members-only"),
+    (kind::TWITCH_LIVE, "🟣 Twitch live"),
+    (kind::TWITCH_ENDED, "⏹ Twitch ended"),
+    (kind::TWITCH_RERUN, "📼 Twitch rerun"),
+    (kind::BILIBILI_LIVE, "📺 Bilibili live"),
+    (kind::BILIBILI_ENDED, "⏹ Bilibili ended"),
+    (kind::BILIBILI_DYNAMIC, "💬 Bilibili post"),
+    (kind::BILIBILI_VIDEO, "🎬 Bilibili video"),
 ];
 
 /// Every kind selected.
-const ALL: u16 = (1 << KINDS.len()) - 1;
+const ALL: u32 = (1 << KINDS.len()) - 1;
+
+/// Every platform (bit `i` is `contract::source::ALL[i]`).
+pub(crate) const ALL_PLATFORMS: u8 = (1 << source::ALL.len()) - 1;
+
+/// The platforms bit mask of an entity watched on `platforms` (every platform when it
+/// names none this bot knows, so a keyboard is never empty).
+fn platforms_mask(platforms: &[String]) -> u8 {
+    let mask = source::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, word)| platforms.iter().any(|p| p == *word))
+        .fold(0, |mask, (i, _)| mask | (1 << i));
+    if mask == 0 {
+        ALL_PLATFORMS
+    } else {
+        mask
+    }
+}
+
+/// The kinds (bit mask over [`KINDS`]) an entity watched on `platforms` can produce.
+fn offered(platforms: u8) -> u32 {
+    KINDS
+        .iter()
+        .enumerate()
+        .filter(|(_, (kind, _))| {
+            let word = kind.split('.').next().unwrap_or_default();
+            source::ALL
+                .iter()
+                .position(|s| *s == word)
+                .is_some_and(|i| platforms & (1 << i) != 0)
+        })
+        .fold(0, |mask, (i, _)| mask | (1 << i))
+}
 
 /// Most buttons in one keyboard of current subscriptions.
 const MAX_LISTED: usize = 50;
 
 /// The selection mask of a subscription's kinds (empty means all).
-fn mask_of(kinds: &[String]) -> u16 {
+fn mask_of(kinds: &[String]) -> u32 {
     if kinds.is_empty() {
         return ALL;
     }
@@ -57,9 +97,10 @@ fn mask_of(kinds: &[String]) -> u16 {
         .fold(0, |mask, (i, _)| mask | (1 << i))
 }
 
-/// The kinds of a selection mask (all selected means all kinds, also future ones).
-fn kinds_of(mask: u16) -> Vec<String> {
-    if mask & ALL == ALL {
+/// The kinds of a selection mask among the `offered` ones (all offered selected means
+/// all kinds, also future ones).
+fn kinds_of(mask: u32, offered: u32) -> Vec<String> {
+    if mask & offered == offered {
         return Vec::new();
     }
     KINDS
@@ -134,28 +175,31 @@ pub(crate) fn search<'a>(entries: &'a [IndexEntry], query: &str) -> Vec<&'a Inde
         .collect()
 }
 
-fn kinds_keyboard(entity: Uuid, mask: u16, lang: &str) -> InlineKeyboardMarkup {
-    let mut rows: Vec<Vec<InlineKeyboardButton>> = KINDS
-        .chunks(2)
+/// The kind buttons of the entity's platforms (`platforms`), two a row, then Done and
+/// Cancel.
+fn kinds_keyboard(entity: Uuid, mask: u32, platforms: u8, lang: &str) -> InlineKeyboardMarkup {
+    let offered = offered(platforms);
+    let buttons: Vec<InlineKeyboardButton> = KINDS
+        .iter()
         .enumerate()
-        .map(|(row, pair)| {
-            pair.iter()
-                .enumerate()
-                .map(|(col, (kind, label))| {
-                    let bit = 1u16 << (row * 2 + col);
-                    let mark = if mask & bit != 0 { "✅" } else { "⬜" };
-                    InlineKeyboardButton::callback(
-                        format!("{mark} {}", kind_label(kind, label, lang)),
-                        Callback::Kinds(entity, mask ^ bit).encode(),
-                    )
-                })
-                .collect()
+        .filter(|(i, _)| offered & (1 << i) != 0)
+        .map(|(i, (kind, label))| {
+            let bit = 1u32 << i;
+            let mark = if mask & bit != 0 { "✅" } else { "⬜" };
+            InlineKeyboardButton::callback(
+                format!("{mark} {}", kind_label(kind, label, lang)),
+                Callback::Kinds(entity, mask ^ bit, platforms).encode(),
+            )
         })
+        .collect();
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = buttons
+        .chunks(2)
+        .map(<[InlineKeyboardButton]>::to_vec)
         .collect();
     rows.push(vec![
         InlineKeyboardButton::callback(
             text(lang, "button-done", &[]),
-            Callback::Done(entity, mask).encode(),
+            Callback::Done(entity, mask, platforms).encode(),
         ),
         InlineKeyboardButton::callback(text(lang, "button-cancel", &[]), Callback::Cancel.encode()),
     ]);
@@ -217,12 +261,13 @@ pub(crate) async fn subscribe(
         }
         [entry] => {
             let mask = entry.subscribed.as_deref().map_or(ALL, mask_of);
+            let platforms = platforms_mask(&entry.platforms);
             bot.send_message(
                 msg.chat.id,
                 kinds_prompt(&name_of(entry, &user.language), lang),
             )
             .parse_mode(ParseMode::Html)
-            .reply_markup(kinds_keyboard(entry.id, mask, lang))
+            .reply_markup(kinds_keyboard(entry.id, mask, platforms, lang))
             .await?;
             Ok(())
         }
@@ -478,23 +523,24 @@ async fn handle_press(
             match index.entities.iter().find(|e| e.id == entity) {
                 Some(entry) => {
                     let mask = entry.subscribed.as_deref().map_or(ALL, mask_of);
+                    let platforms = platforms_mask(&entry.platforms);
                     Pressed::Edit(
                         kinds_prompt(&name_of(entry, &user.language), lang),
-                        Some(kinds_keyboard(entity, mask, lang)),
+                        Some(kinds_keyboard(entity, mask, platforms, lang)),
                     )
                 }
                 None => gone(),
             }
         }
-        Callback::Kinds(entity, mask) => {
-            Pressed::Keyboard(kinds_keyboard(entity, mask & ALL, lang))
+        Callback::Kinds(entity, mask, platforms) => {
+            Pressed::Keyboard(kinds_keyboard(entity, mask & ALL, platforms, lang))
         }
-        Callback::Done(_, mask) if mask & ALL == 0 => {
+        Callback::Done(_, mask, platforms) if mask & offered(platforms) == 0 => {
             Pressed::Notice(text(lang, "subscribe-none-chosen", &[]))
         }
-        Callback::Done(entity, mask) => {
+        Callback::Done(entity, mask, platforms) => {
             let user = ensure_user(ctx, chat, Some(from), lookup.user).await?;
-            let kinds = kinds_of(mask);
+            let kinds = kinds_of(mask & ALL, offered(platforms));
             match ctx
                 .api
                 .update_subscription(user.id, entity, true, kinds.clone())
@@ -589,13 +635,58 @@ mod tests {
     #[test]
     fn masks_and_kinds_convert_both_ways() {
         assert_eq!(mask_of(&[]), ALL);
-        assert_eq!(kinds_of(ALL), Vec::<String>::new());
+        assert_eq!(kinds_of(ALL, ALL), Vec::<String>::new());
         let some = vec!["youtube.live".to_owned(), "twitter.tweet".to_owned()];
-        assert_eq!(kinds_of(mask_of(&some)), some);
+        assert_eq!(kinds_of(mask_of(&some), ALL), some);
         assert_eq!(describe_kinds(&some, "en"), "🔴 Live, 🐦 Post");
-        let keyboard = kinds_keyboard(Uuid::nil(), 0b000001, "en");
+        let keyboard = kinds_keyboard(Uuid::nil(), 0b000001, ALL_PLATFORMS, "en");
         let first = &keyboard.inline_keyboard[0][0];
         assert!(first.text.starts_with("✅"));
+    }
+
+    #[test]
+    fn the_keyboard_offers_the_kinds_of_the_entity_s_platforms() {
+        let twitch_only = platforms_mask(&["twitch".to_owned()]);
+        let keyboard = kinds_keyboard(Uuid::nil(), ALL, twitch_only, "en");
+        let labels: Vec<&str> = keyboard.inline_keyboard[..keyboard.inline_keyboard.len() - 1]
+            .iter()
+            .flatten()
+            .map(|b| b.text.as_str())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "✅ 🟣 Twitch live",
+                "✅ ⏹ Twitch ended",
+                "✅ 📼 Twitch rerun"
+            ]
+        );
+        // Every offered kind chosen is "everything", so kinds added later come too.
+        let offered_twitch = offered(twitch_only);
+        assert_eq!(
+            kinds_of(offered_twitch, offered_twitch),
+            Vec::<String>::new()
+        );
+        // One of them chosen is that one alone.
+        let live = mask_of(&["twitch.live".to_owned()]);
+        assert_eq!(
+            kinds_of(live, offered_twitch),
+            vec!["twitch.live".to_owned()]
+        );
+        // Pressing a button keeps the platforms in the button's data.
+        let Some(Callback::Kinds(_, _, platforms)) =
+            Callback::parse(match &keyboard.inline_keyboard[0][0].kind {
+                teloxide::types::InlineKeyboardButtonKind::CallbackData(data) => data,
+                other => panic!("{other:?}"),
+            })
+        else {
+            panic!("not a kinds button")
+        };
+        assert_eq!(platforms, twitch_only);
+        // An entity on no known platform is offered everything.
+        assert_eq!(platforms_mask(&[]), ALL_PLATFORMS);
+        let yt_x = platforms_mask(&["youtube".to_owned(), "twitter".to_owned()]);
+        assert_eq!(offered(yt_x).count_ones(), 12);
     }
 
     #[test]
@@ -616,7 +707,7 @@ mod tests {
                 assert_ne!(kind_label(kind, "", lang), "", "{lang} {kind}");
             }
         }
-        let keyboard = kinds_keyboard(Uuid::nil(), ALL, "ja");
+        let keyboard = kinds_keyboard(Uuid::nil(), ALL, ALL_PLATFORMS, "ja");
         assert_eq!(keyboard.inline_keyboard[0][0].text, "✅ 🔴 配信");
         let last = keyboard.inline_keyboard.last().unwrap();
         assert_eq!(last[0].text, "完了");

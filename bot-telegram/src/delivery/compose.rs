@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use fluent_bundle::FluentValue;
 use reqwest::Url;
 use serde_json::{Map, Value};
-use stargazer_core::contract::{field, format, kind};
+use stargazer_core::contract::{field, format, kind, source};
 use stargazer_core::model::{Entity, Event};
 
 use crate::i18n::text;
@@ -265,8 +265,12 @@ fn time_line(event: &Event, view: View, w: Words<'_>, timezone: Option<&str>) ->
             line
         }
         // A stream released by live-check carries the scheduled time as its event time.
-        kind::YOUTUBE_LIVE => actual_start(event).map_or_else(at, started),
-        kind::YOUTUBE_ENDED => started(actual_start(event)?),
+        kind::YOUTUBE_LIVE | kind::TWITCH_LIVE | kind::TWITCH_RERUN | kind::BILIBILI_LIVE => {
+            actual_start(event).map_or_else(at, started)
+        }
+        kind::YOUTUBE_ENDED | kind::TWITCH_ENDED | kind::BILIBILI_ENDED => {
+            started(actual_start(event)?)
+        }
         // A cancelled stream has no time worth showing.
         kind::YOUTUBE_CANCELLED if view == View::FirstUpdated => return None,
         _ => at(),
@@ -300,6 +304,18 @@ fn headline(event: &Event, view: View) -> &'static str {
         (kind::YOUTUBE_SHORT, _) => "short",
         (kind::TWITTER_TWEET, _) => "tweet",
         (kind::TWITTER_RETWEET, _) => "retweet",
+        (kind::TWITCH_LIVE, View::FirstUpdated) => "live-now",
+        (kind::TWITCH_LIVE, _) => "twitch-live",
+        (kind::TWITCH_RERUN, _) => "twitch-rerun",
+        (kind::BILIBILI_LIVE, View::FirstUpdated) => "live-now",
+        (kind::BILIBILI_LIVE, _) => "bilibili-live",
+        (kind::TWITCH_ENDED | kind::BILIBILI_ENDED, _) if duration(event).is_some() => "ended",
+        (kind::TWITCH_ENDED | kind::BILIBILI_ENDED, _) => "ended-plain",
+        (kind::BILIBILI_DYNAMIC, _) if event.fields.contains_key(field::FORWARDED_ID) => {
+            "bilibili-repost"
+        }
+        (kind::BILIBILI_DYNAMIC, _) => "bilibili-dynamic",
+        (kind::BILIBILI_VIDEO, _) => "bilibili-video",
         _ => "other",
     }
 }
@@ -363,6 +379,8 @@ pub(crate) fn compose_view(
     let text_translated = translation(fields, language, "text");
     let time_line = time_line(event, view, w, timezone);
     let members = members_only(event).then(|| w.get("members-only"));
+    // A Twitch game or Bilibili area: one short line under the title.
+    let category = str_field(fields, &[field::CATEGORY]).map(|c| format!("🎮 {}", truncate(c, 64)));
 
     let render = |limit: usize| -> String {
         // Headline, title and time are short and always kept; the body texts share what
@@ -371,6 +389,7 @@ pub(crate) fn compose_view(
         let fixed = headline_text.chars().count()
             + title_text.as_ref().map_or(0, |t| t.chars().count() + 1)
             + members.as_ref().map_or(0, |m| m.chars().count() + 1)
+            + category.as_ref().map_or(0, |c| c.chars().count() + 1)
             + time_line.as_ref().map_or(0, |t| t.chars().count())
             + 48;
         let mut budget = limit.saturating_sub(fixed);
@@ -382,6 +401,10 @@ pub(crate) fn compose_view(
         if let Some(members) = &members {
             out.push('\n');
             out.push_str(&escape(members));
+        }
+        if let Some(category) = &category {
+            out.push('\n');
+            out.push_str(&escape(category));
         }
         match (text_translated, text_original) {
             (Some(translated), Some(original)) if translated != original => {
@@ -417,8 +440,10 @@ pub(crate) fn compose_view(
         (kind::YOUTUBE_ENDED, Some(url)) => Some((w.get("archive"), url)),
         (_, Some(url)) => {
             let label = match event.source() {
-                "youtube" => "open-youtube",
-                "twitter" => "open-x",
+                source::YOUTUBE => "open-youtube",
+                source::TWITTER => "open-x",
+                source::TWITCH => "open-twitch",
+                source::BILIBILI => "open-bilibili",
                 _ => "open",
             };
             Some((w.get(label), url))

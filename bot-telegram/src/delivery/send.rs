@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use stargazer_core::contract::{field, kind, source};
+use stargazer_core::contract::{field, kind, stream_key};
 use stargazer_core::model::{DeliveryRecord, Entity, Event};
 use stargazer_core::storage::DeliveryStore;
 use teloxide::payloads::{

@@ -814,6 +814,10 @@ mod tests {
             TaskKind::Twitter => TaskParams::Twitter {
                 user_id: n.to_string(),
             },
+            TaskKind::Twitch => TaskParams::Twitch {
+                broadcaster_id: n.to_string(),
+            },
+            TaskKind::Bilibili => TaskParams::Bilibili { uid: n.to_string() },
         };
         Task {
             id,

@@ -104,6 +104,12 @@ pub(crate) fn make_task(kind: TaskKind, n: usize) -> Task {
         TaskKind::Twitter => TaskParams::Twitter {
             user_id: format!("{salt}{n:07}"),
         },
+        TaskKind::Twitch => TaskParams::Twitch {
+            broadcaster_id: format!("{}{n:07}", salt + 1),
+        },
+        TaskKind::Bilibili => TaskParams::Bilibili {
+            uid: format!("{}{n:07}", salt + 1),
+        },
     };
     Task {
         id: Uuid::new_v4(),
