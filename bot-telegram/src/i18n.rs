@@ -308,6 +308,21 @@ mod tests {
         ("notify-archive", &[]),
         ("notify-hours-minutes", &["h", "m"]),
         ("notify-minutes", &["m"]),
+        ("notify-twitch-live", &["name"]),
+        ("notify-twitch-rerun", &["name"]),
+        ("notify-bilibili-live", &["name"]),
+        ("notify-bilibili-dynamic", &["name"]),
+        ("notify-bilibili-repost", &["name"]),
+        ("notify-bilibili-video", &["name"]),
+        ("notify-open-twitch", &[]),
+        ("notify-open-bilibili", &[]),
+        ("kind-twitch-live", &[]),
+        ("kind-twitch-ended", &[]),
+        ("kind-twitch-rerun", &[]),
+        ("kind-bilibili-live", &[]),
+        ("kind-bilibili-ended", &[]),
+        ("kind-bilibili-dynamic", &[]),
+        ("kind-bilibili-video", &[]),
     ];
 
     /// Sample arguments for `names` (`#name` is a number) with counts set to `count`.

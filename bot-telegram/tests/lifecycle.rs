@@ -570,3 +570,89 @@ async fn each_chat_gets_only_the_reminders_at_its_leads() {
     }
     bot.shutdown().await;
 }
+
+/// A Twitch or Bilibili stream is not announced ahead: its live message is the first
+/// message, and the end (same `stream_id`) edits it; a second stream of the same channel
+/// is a life of its own, and an end whose stream the chat never saw sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twitch_or_bilibili_live_message_is_edited_when_the_stream_ends() {
+    let s = setup("Shirakami Fubuki").await;
+    let chat = 7701;
+    s.subscribe(chat, &[]).await;
+    let bot = s.bot();
+    let started = Utc::now();
+    let twitch = |kind: &str, stream: &str, extra: Value| {
+        let mut fields = json!({
+            "stream_id": stream,
+            "title": format!("Twitch {stream}"),
+            "link": "https://www.twitch.tv/fubuki",
+            "category": "Just Chatting",
+            "actual_start": rfc3339(started),
+        });
+        if let (Some(fields), Some(extra)) = (fields.as_object_mut(), extra.as_object()) {
+            fields.extend(extra.clone());
+        }
+        event(kind, s.entity, fields)
+    };
+    let live = twitch("twitch.live", "40001", json!({}));
+    assert_eq!(s.deliver(&live, &[chat]).await, ["sent"]);
+    let first = s.tg.sent_to(chat)[0].clone();
+    assert!(first.text.contains("is live on Twitch"), "{}", first.text);
+    assert!(first.text.contains("Just Chatting"), "{}", first.text);
+
+    let ended = twitch(
+        "twitch.ended",
+        "40001",
+        json!({"actual_end": rfc3339(started + chrono::Duration::seconds(5400)),
+               "duration_seconds": 5400}),
+    );
+    assert_eq!(s.deliver(&ended, &[chat]).await, ["sent"]);
+    let text = text_of(&s.tg.message(chat, first.message_id).unwrap());
+    assert!(text.starts_with("⏹ Ended, lasted 1h30m: Shirakami Fubuki"), "{text}");
+    assert_eq!(
+        s.tg.buttons(chat, first.message_id),
+        vec![(
+            "Open on Twitch".to_owned(),
+            "https://www.twitch.tv/fubuki".to_owned()
+        )]
+    );
+
+    // The end of a stream this chat never saw: settled, nothing sent or edited.
+    let unseen = twitch("twitch.ended", "40999", json!({"duration_seconds": 60}));
+    s.deliver(&unseen, &[chat]).await;
+
+    // A Bilibili room: the same life under its own key, even with a colliding id.
+    let room_live = event(
+        "bilibili.live",
+        s.entity,
+        json!({"stream_id": "40001", "title": "杂谈", "link": "https://live.bilibili.com/1",
+               "actual_start": rfc3339(started)}),
+    );
+    assert_eq!(s.deliver(&room_live, &[chat]).await, ["sent"]);
+    let room_first = s.tg.sent_to(chat)[1].clone();
+    assert!(room_first.text.contains("is live on Bilibili"), "{}", room_first.text);
+    assert_eq!(room_first.reply_to, None);
+    let room_ended = event(
+        "bilibili.ended",
+        s.entity,
+        json!({"stream_id": "40001", "title": "杂谈", "link": "https://live.bilibili.com/1",
+               "actual_start": rfc3339(started), "duration_seconds": 120}),
+    );
+    assert_eq!(s.deliver(&room_ended, &[chat]).await, ["sent"]);
+    let text = text_of(&s.tg.message(chat, room_first.message_id).unwrap());
+    assert!(text.starts_with("⏹ Ended, lasted 2m"), "{text}");
+    // The Twitch message kept its own end.
+    let text = text_of(&s.tg.message(chat, first.message_id).unwrap());
+    assert!(text.contains("1h30m"), "{text}");
+
+    assert_eq!(
+        methods(&calls_to(&s.tg, chat)),
+        [
+            "sendMessage",
+            "editMessageText",
+            "sendMessage",
+            "editMessageText"
+        ]
+    );
+    bot.shutdown().await;
+}

@@ -251,6 +251,29 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_s_events_share_one_key_per_source() {
+        let event = |kind: &str, fields: serde_json::Value| crate::model::Event {
+            id: uuid::Uuid::nil(),
+            kind: kind.into(),
+            entity: uuid::Uuid::nil(),
+            time: chrono::Utc::now(),
+            fields: fields.as_object().cloned().unwrap_or_default(),
+            control: serde_json::Map::new(),
+        };
+        let youtube = event(kind::YOUTUBE_LIVE, serde_json::json!({"video_id": "abc"}));
+        assert_eq!(stream_key(&youtube).as_deref(), Some("abc"));
+        let twitch = event(kind::TWITCH_ENDED, serde_json::json!({"stream_id": " 42 "}));
+        assert_eq!(stream_key(&twitch).as_deref(), Some("twitch:42"));
+        let room = event(kind::BILIBILI_LIVE, serde_json::json!({"stream_id": "42"}));
+        assert_eq!(stream_key(&room).as_deref(), Some("bilibili:42"));
+        // A YouTube event names its stream by video id only; a post names none.
+        let odd = event(kind::YOUTUBE_LIVE, serde_json::json!({"stream_id": "42"}));
+        assert_eq!(stream_key(&odd), None);
+        let post = event(kind::BILIBILI_DYNAMIC, serde_json::json!({"text": "hi"}));
+        assert_eq!(stream_key(&post), None);
+    }
+
+    #[test]
     fn control_fields_are_x_prefixed_and_distinct() {
         let fields = [
             control::DELAY_AT,

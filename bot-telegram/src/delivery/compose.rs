@@ -687,4 +687,70 @@ mod tests {
         );
         assert!(c.photo.is_none() && c.button.is_none());
     }
+
+    #[test]
+    fn twitch_and_bilibili_streams_and_posts_are_worded_per_platform() {
+        let live = event(
+            "twitch.live",
+            json!({"title": "Elden Ring <blind>", "category": "Elden Ring",
+                   "stream_id": "40952121085", "link": "https://www.twitch.tv/aqua",
+                   "thumbnail": "https://static-cdn.jtvnw.net/x-1280x720.jpg",
+                   "actual_start": "2026-03-01T12:31:00Z"}),
+        );
+        let en = compose(&live, &entity(), "en", None);
+        assert!(
+            en.html.starts_with(
+                "<b>🟣 Aqua is live on Twitch</b>\nElden Ring &lt;blind&gt;\n🎮 Elden Ring"
+            ),
+            "{}",
+            en.html
+        );
+        assert!(en.html.ends_with("🕒 Started: 2026-03-01 12:31 UTC"), "{}", en.html);
+        assert_eq!(en.button.as_ref().unwrap().0, "Open on Twitch");
+        assert!(en.photo.is_some());
+        let ja = compose(&live, &entity(), "ja", Some("Asia/Tokyo"));
+        assert!(ja.html.contains("湊あくあ が Twitch で配信を始めました"), "{}", ja.html);
+
+        // Its end edits the live message: the duration, and still a link to the channel
+        // (a Twitch channel is not an archive).
+        let ended = event(
+            "twitch.ended",
+            json!({"title": "Elden Ring", "stream_id": "40952121085",
+                   "link": "https://www.twitch.tv/aqua",
+                   "actual_start": "2026-03-01T12:31:00Z", "actual_end": "2026-03-01T15:02:00Z",
+                   "duration_seconds": 9060}),
+        );
+        let edited = compose_view(&ended, &entity(), "en", None, View::FirstUpdated);
+        assert!(
+            edited.html.starts_with("<b>⏹ Ended, lasted 2h31m: Aqua</b>"),
+            "{}",
+            edited.html
+        );
+        assert_eq!(edited.button.as_ref().unwrap().0, "Open on Twitch");
+
+        let room = event(
+            "bilibili.live",
+            json!({"title": "杂谈", "category": "虚拟主播", "stream_id": "21452505:1772368260",
+                   "link": "https://live.bilibili.com/21452505"}),
+        );
+        let zh = compose(&room, &entity(), "zh", None);
+        assert!(zh.html.starts_with("<b>📺 湊あくあ 在B站开播了</b>\n杂谈\n🎮 虚拟主播"), "{}", zh.html);
+        assert_eq!(zh.button.as_ref().unwrap().0, "在B站打开");
+
+        let repost = event(
+            "bilibili.dynamic",
+            json!({"text": "转发", "dynamic_id": "9", "forwarded_id": "8",
+                   "link": "https://t.bilibili.com/9"}),
+        );
+        let en = compose(&repost, &entity(), "en", None);
+        assert!(en.html.starts_with("<b>🔁 Aqua reposted on Bilibili</b>\n\n转发"), "{}", en.html);
+        let video = event(
+            "bilibili.video",
+            json!({"title": "新曲", "bvid": "BV1xx411c7mD", "dynamic_id": "10",
+                   "link": "https://www.bilibili.com/video/BV1xx411c7mD"}),
+        );
+        let ja = compose(&video, &entity(), "ja", None);
+        assert!(ja.html.starts_with("<b>🎬 湊あくあ がビリビリに動画を投稿しました</b>\n新曲"), "{}", ja.html);
+        assert_eq!(ja.button.as_ref().unwrap().0, "ビリビリで開く");
+    }
 }
