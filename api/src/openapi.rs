@@ -426,6 +426,14 @@ mod tests {
             schemas["TaskParams"]["oneOf"][0]["properties"]["channel_id"]["pattern"],
             validate::CHANNEL_ID.pattern
         );
+        assert_eq!(
+            schemas["TaskParams"]["oneOf"][2]["properties"]["broadcaster_id"]["pattern"],
+            validate::TWITCH_ID.pattern
+        );
+        assert_eq!(
+            schemas["TaskParams"]["oneOf"][3]["properties"]["uid"]["pattern"],
+            validate::BILIBILI_UID.pattern
+        );
         assert_eq!(schemas["GetUser"]["oneOf"].as_array().unwrap().len(), 3);
     }
 

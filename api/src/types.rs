@@ -695,7 +695,7 @@ pub struct IndexEntry {
     pub default_language: String,
     /// Group id.
     pub group: Option<Uuid>,
-    /// Platforms it is watched on (`youtube`, `twitter`).
+    /// Platforms it is watched on (`youtube`, `twitter`, `twitch`, `bilibili`).
     pub platforms: Vec<String>,
     /// Lowercased names and account ids, for substring search.
     pub search: Vec<String>,

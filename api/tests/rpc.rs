@@ -937,6 +937,58 @@ async fn entities(backend: Backend) {
     assert_eq!(updated.tasks.len(), 2);
     assert!(updated.tasks.contains(&youtube_task));
     assert_eq!(admin.get_entity(entity.id).await.unwrap(), updated);
+    // Twitch and Bilibili accounts are numeric ids; a login is refused with the field.
+    let not_an_id = admin
+        .update_entity(&UpdateEntity {
+            id: entity.id,
+            tasks: Some(vec![TaskParams::Twitch {
+                broadcaster_id: "usadapekora".into(),
+            }]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_code(not_an_id, 422, ErrorCode::InvalidInput);
+    let streams = admin
+        .update_entity(&UpdateEntity {
+            id: entity.id,
+            tasks: Some(vec![
+                youtube_task.params.clone(),
+                TaskParams::Twitter {
+                    user_id: "777".into(),
+                },
+                TaskParams::Twitch {
+                    broadcaster_id: "141981764".into(),
+                },
+                TaskParams::Bilibili {
+                    uid: "1950658".into(),
+                },
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(streams.tasks.len(), 4);
+    let index = admin.get_user_index(None).await.unwrap();
+    let peko = index.entities.iter().find(|e| e.id == entity.id).unwrap();
+    assert_eq!(
+        peko.platforms,
+        ["bilibili", "twitch", "twitter", "youtube"].map(String::from)
+    );
+    assert!(
+        peko.search.contains(&"1950658".to_owned()),
+        "{:?}",
+        peko.search
+    );
+    let updated = admin
+        .update_entity(&UpdateEntity {
+            id: entity.id,
+            tasks: Some(updated.tasks.iter().map(|t| t.params.clone()).collect()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.tasks.len(), 2);
     let stolen = admin
         .update_entity(&UpdateEntity {
             id: entity.id,

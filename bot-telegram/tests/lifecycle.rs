@@ -608,7 +608,10 @@ async fn a_twitch_or_bilibili_live_message_is_edited_when_the_stream_ends() {
     );
     assert_eq!(s.deliver(&ended, &[chat]).await, ["sent"]);
     let text = text_of(&s.tg.message(chat, first.message_id).unwrap());
-    assert!(text.starts_with("⏹ Ended, lasted 1h30m: Shirakami Fubuki"), "{text}");
+    assert!(
+        text.starts_with("⏹ Ended, lasted 1h30m: Shirakami Fubuki"),
+        "{text}"
+    );
     assert_eq!(
         s.tg.buttons(chat, first.message_id),
         vec![(
@@ -630,7 +633,11 @@ async fn a_twitch_or_bilibili_live_message_is_edited_when_the_stream_ends() {
     );
     assert_eq!(s.deliver(&room_live, &[chat]).await, ["sent"]);
     let room_first = s.tg.sent_to(chat)[1].clone();
-    assert!(room_first.text.contains("is live on Bilibili"), "{}", room_first.text);
+    assert!(
+        room_first.text.contains("is live on Bilibili"),
+        "{}",
+        room_first.text
+    );
     assert_eq!(room_first.reply_to, None);
     let room_ended = event(
         "bilibili.ended",

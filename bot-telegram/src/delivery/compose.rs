@@ -705,11 +705,19 @@ mod tests {
             "{}",
             en.html
         );
-        assert!(en.html.ends_with("🕒 Started: 2026-03-01 12:31 UTC"), "{}", en.html);
+        assert!(
+            en.html.ends_with("🕒 Started: 2026-03-01 12:31 UTC"),
+            "{}",
+            en.html
+        );
         assert_eq!(en.button.as_ref().unwrap().0, "Open on Twitch");
         assert!(en.photo.is_some());
         let ja = compose(&live, &entity(), "ja", Some("Asia/Tokyo"));
-        assert!(ja.html.contains("湊あくあ が Twitch で配信を始めました"), "{}", ja.html);
+        assert!(
+            ja.html.contains("湊あくあ が Twitch で配信を始めました"),
+            "{}",
+            ja.html
+        );
 
         // Its end edits the live message: the duration, and still a link to the channel
         // (a Twitch channel is not an archive).
@@ -722,7 +730,9 @@ mod tests {
         );
         let edited = compose_view(&ended, &entity(), "en", None, View::FirstUpdated);
         assert!(
-            edited.html.starts_with("<b>⏹ Ended, lasted 2h31m: Aqua</b>"),
+            edited
+                .html
+                .starts_with("<b>⏹ Ended, lasted 2h31m: Aqua</b>"),
             "{}",
             edited.html
         );
@@ -734,7 +744,12 @@ mod tests {
                    "link": "https://live.bilibili.com/21452505"}),
         );
         let zh = compose(&room, &entity(), "zh", None);
-        assert!(zh.html.starts_with("<b>📺 湊あくあ 在B站开播了</b>\n杂谈\n🎮 虚拟主播"), "{}", zh.html);
+        assert!(
+            zh.html
+                .starts_with("<b>📺 湊あくあ 在B站开播了</b>\n杂谈\n🎮 虚拟主播"),
+            "{}",
+            zh.html
+        );
         assert_eq!(zh.button.as_ref().unwrap().0, "在B站打开");
 
         let repost = event(
@@ -743,14 +758,24 @@ mod tests {
                    "link": "https://t.bilibili.com/9"}),
         );
         let en = compose(&repost, &entity(), "en", None);
-        assert!(en.html.starts_with("<b>🔁 Aqua reposted on Bilibili</b>\n\n转发"), "{}", en.html);
+        assert!(
+            en.html
+                .starts_with("<b>🔁 Aqua reposted on Bilibili</b>\n\n转发"),
+            "{}",
+            en.html
+        );
         let video = event(
             "bilibili.video",
             json!({"title": "新曲", "bvid": "BV1xx411c7mD", "dynamic_id": "10",
                    "link": "https://www.bilibili.com/video/BV1xx411c7mD"}),
         );
         let ja = compose(&video, &entity(), "ja", None);
-        assert!(ja.html.starts_with("<b>🎬 湊あくあ がビリビリに動画を投稿しました</b>\n新曲"), "{}", ja.html);
+        assert!(
+            ja.html
+                .starts_with("<b>🎬 湊あくあ がビリビリに動画を投稿しました</b>\n新曲"),
+            "{}",
+            ja.html
+        );
         assert_eq!(ja.button.as_ref().unwrap().0, "ビリビリで開く");
     }
 }
