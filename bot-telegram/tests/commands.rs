@@ -325,7 +325,7 @@ async fn a_chat_is_answered_in_the_language_it_chose() {
             text_of(m).contains("✅ 湊あくあ をフォローしました: 🔴 配信、📅 配信予定")
         })
         .await;
-    assert!(!text_of(&confirmed).contains("動画"), "{confirmed}");
+    assert!(!text_of(&confirmed).contains("🎬 動画"), "{confirmed}");
     let subscriptions = platform
         .service
         .get_subscription(Some(user.id))

@@ -480,10 +480,11 @@ impl Callback {
             "k" | "d" => {
                 let entity = id()?;
                 let mask = parts.next()?.parse::<u32>().ok()?;
-                // Keyboards sent before platforms were carried offer every kind.
+                // A keyboard sent before platforms were carried offered the kinds of
+                // that time; its masks keep their meaning over those.
                 let platforms = match parts.next() {
                     Some(p) => p.parse::<u8>().ok()?,
-                    None => subscriptions::ALL_PLATFORMS,
+                    None => subscriptions::EARLIER_KEYBOARD,
                 };
                 if tag == "k" {
                     Callback::Kinds(entity, mask, platforms)
@@ -522,10 +523,10 @@ mod tests {
             assert_eq!(Callback::parse(&data), Some(cb));
         }
         assert_eq!(Callback::parse("k:nope:1"), None);
-        // A keyboard from before platforms were carried offers every platform.
+        // A keyboard from before platforms were carried keeps its kinds.
         assert_eq!(
             Callback::parse(&format!("d:{id}:4095")),
-            Some(Callback::Done(id, 4095, subscriptions::ALL_PLATFORMS))
+            Some(Callback::Done(id, 4095, subscriptions::EARLIER_KEYBOARD))
         );
         assert_eq!(Callback::parse(&format!("u:{id}:extra")), None);
         assert_eq!(Callback::parse(""), None);

@@ -52,6 +52,14 @@ const ALL: u32 = (1 << KINDS.len()) - 1;
 /// Every platform (bit `i` is `contract::source::ALL[i]`).
 pub(crate) const ALL_PLATFORMS: u8 = (1 << source::ALL.len()) - 1;
 
+/// The platforms value of a keyboard sent before keyboards carried platforms: it offered
+/// the first [`EARLIER_KINDS`] kinds of [`KINDS`], and "all of them" still means every
+/// kind.
+pub(crate) const EARLIER_KEYBOARD: u8 = 0;
+
+/// How many kinds keyboards offered before they carried platforms.
+const EARLIER_KINDS: usize = 12;
+
 /// The platforms bit mask of an entity watched on `platforms` (every platform when it
 /// names none this bot knows, so a keyboard is never empty).
 fn platforms_mask(platforms: &[String]) -> u8 {
@@ -69,6 +77,9 @@ fn platforms_mask(platforms: &[String]) -> u8 {
 
 /// The kinds (bit mask over [`KINDS`]) an entity watched on `platforms` can produce.
 fn offered(platforms: u8) -> u32 {
+    if platforms == EARLIER_KEYBOARD {
+        return (1 << EARLIER_KINDS) - 1;
+    }
     KINDS
         .iter()
         .enumerate()
@@ -687,6 +698,15 @@ mod tests {
         assert_eq!(platforms_mask(&[]), ALL_PLATFORMS);
         let yt_x = platforms_mask(&["youtube".to_owned(), "twitter".to_owned()]);
         assert_eq!(offered(yt_x).count_ones(), 12);
+        // A keyboard from before: all of its twelve kinds is still everything.
+        assert_eq!(
+            kinds_of(4095, offered(EARLIER_KEYBOARD)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            kinds_of(1, offered(EARLIER_KEYBOARD)),
+            vec!["youtube.live".to_owned()]
+        );
     }
 
     #[test]
