@@ -261,7 +261,9 @@ impl SqliteStorage {
 
     /// Starts watching for other processes' commits (once per database handle): records
     /// the task set and the data version now, then polls the version every
-    /// [`FOREIGN_POLL`] for as long as the storage is open.
+    /// [`FOREIGN_POLL`] while the storage is open and someone watches. When the last
+    /// watcher is gone the poll stops and forgets the task set; the next watcher starts
+    /// it afresh.
     async fn watch_other_processes(&self) -> Result<()> {
         if !self.inner.shared_file
             || self
@@ -298,6 +300,19 @@ impl SqliteStorage {
                 let Some(inner) = storage.upgrade() else {
                     return;
                 };
+                {
+                    // Checked under the lock a new watcher takes after subscribing, so it
+                    // either keeps this poll alive or finds the set forgotten and starts
+                    // its own.
+                    let mut known = inner
+                        .known_tasks
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if inner.changes.receiver_count() == 0 {
+                        *known = None;
+                        return;
+                    }
+                }
                 let storage = SqliteStorage { inner };
                 match storage.foreign_changes(version).await {
                     Ok((seen, changes)) => {
@@ -605,6 +620,67 @@ mod tests {
         assert_eq!(storage.get_credential("mw").await.unwrap(), Some(new));
         assert_eq!(storage.list_credentials().await.unwrap().len(), 2);
         drop(storage);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The poll for other processes' commits runs while someone watches and stops with
+    /// the last watcher; a later watcher starts it again and sees later commits.
+    #[tokio::test]
+    async fn the_foreign_commit_poll_lives_as_long_as_its_watchers() {
+        use crate::storage::EntityStore;
+        use futures::StreamExt;
+
+        let dir = std::env::temp_dir().join(format!("sg-sqlite-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("poll.db");
+        let path = path.to_str().unwrap().to_owned();
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        let polling = |s: &SqliteStorage| {
+            s.inner
+                .known_tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+        };
+        let stream = storage.watch_tasks().await.unwrap();
+        assert!(polling(&storage));
+        drop(stream);
+        let stopped = async {
+            while polling(&storage) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(FOREIGN_POLL * 3, stopped)
+            .await
+            .expect("the poll stops once nobody watches");
+
+        // Watching again starts it again: a task another process adds is announced.
+        let mut stream = storage.watch_tasks().await.unwrap();
+        assert!(polling(&storage));
+        let other = SqliteStorage::open(&path).await.unwrap();
+        let entity = crate::model::Entity {
+            id: Uuid::new_v4(),
+            names: [("en".to_owned(), "Poll".to_owned())].into_iter().collect(),
+            default_language: "en".into(),
+            group: None,
+            translate_to: vec![],
+            tasks: vec![Task {
+                id: Uuid::new_v4(),
+                entity: Uuid::nil(),
+                params: crate::model::TaskParams::Bilibili { uid: "77".into() },
+            }],
+        };
+        other.insert_entity(&entity).await.unwrap();
+        let change = tokio::time::timeout(FOREIGN_POLL * 5, stream.next())
+            .await
+            .expect("the other process's task is announced")
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&change, TaskChange::Upserted(task) if task.params.source_id() == "77"),
+            "{change:?}"
+        );
+        drop((stream, storage, other));
         std::fs::remove_dir_all(dir).ok();
     }
 
