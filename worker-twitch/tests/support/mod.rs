@@ -56,8 +56,13 @@ pub(crate) struct Worker {
 impl Worker {
     /// Starts a worker with `config` (its callback URL set to its listener, unless the
     /// test chose one).
-    pub(crate) async fn start(mut config: TwitchConfig, env: &Env) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    pub(crate) async fn start(config: TwitchConfig, env: &Env) -> Self {
+        Self::start_at(config, env, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// [`Worker::start`] with the callback listener on `addr`.
+    pub(crate) async fn start_at(mut config: TwitchConfig, env: &Env, addr: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         if config.callback_url.is_empty() {
             config.callback_url = format!("http://{}{CALLBACK_PATH}", listener.local_addr().unwrap());
         }
