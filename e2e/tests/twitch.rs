@@ -65,7 +65,8 @@ async fn a_twitch_stream_reaches_the_chat_and_its_end_edits_the_message() {
 
     // 3. The stream starts.
     let title = "Pekora's Minecraft castle";
-    ext.twitch.go_live(&broadcaster, "81001", title, "Minecraft");
+    ext.twitch
+        .go_live(&broadcaster, "81001", title, "Minecraft");
     let online = ext.twitch.online(&broadcaster, "81001", "live").await;
     assert_eq!(online.status, 204, "{}", online.body);
     let live = ext
@@ -77,10 +78,7 @@ async fn a_twitch_stream_reaches_the_chat_and_its_end_edits_the_message() {
     assert!(
         mentions_link(&live.raw)
             || mentions_link(&live.text)
-            || live
-                .buttons()
-                .iter()
-                .any(|(_, url)| mentions_link(url)),
+            || live.buttons().iter().any(|(_, url)| mentions_link(url)),
         "{live:#?}"
     );
 
@@ -100,7 +98,10 @@ async fn a_twitch_stream_reaches_the_chat_and_its_end_edits_the_message() {
     wait::until("the live message is edited", T, || edits_of_live() >= 1).await;
     let (sent, edits) = (ext.telegram.sent_len(), edits_of_live());
     assert_eq!(ext.twitch.resend(&online.message_id).await.status, 204);
-    assert_eq!(ext.twitch.resend_as_new(&online.message_id).await.status, 204);
+    assert_eq!(
+        ext.twitch.resend_as_new(&online.message_id).await.status,
+        204
+    );
     assert_eq!(ext.twitch.resend(&offline.message_id).await.status, 204);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(ext.telegram.sent_len(), sent, "{:#?}", ext.telegram.sent());

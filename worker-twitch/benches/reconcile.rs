@@ -35,7 +35,9 @@ struct Outcome {
 }
 
 async fn run(seeded: bool) -> Outcome {
-    let twitch = TwitchServer::start("bench-client", "bench-secret").await.unwrap();
+    let twitch = TwitchServer::start("bench-client", "bench-secret")
+        .await
+        .unwrap();
     // Helix's default is 800 points a minute; the bench measures calls, not the bucket.
     twitch.set_bucket(1_000_000, 60);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -125,15 +127,25 @@ async fn run(seeded: bool) -> Outcome {
             .iter()
             .filter(|s| held.contains(&s.broadcaster) && s.status == "enabled")
             .count();
-        let orphans = subs.iter().filter(|s| !held.contains(&s.broadcaster)).count();
+        let orphans = subs
+            .iter()
+            .filter(|s| !held.contains(&s.broadcaster))
+            .count();
         if enabled == 3 * BROADCASTERS && orphans == 0 && subs.len() == 3 * BROADCASTERS {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "did not converge: {enabled} enabled");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "did not converge: {enabled} enabled"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let count = |method| twitch.requests_to(method, "/helix/eventsub/subscriptions").len();
+    let count = |method| {
+        twitch
+            .requests_to(method, "/helix/eventsub/subscriptions")
+            .len()
+    };
     let outcome = Outcome {
         pages: count("GET"),
         creates: count("POST"),

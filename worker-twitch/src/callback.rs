@@ -171,7 +171,11 @@ async fn eventsub(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         }
         other => {
             shared.metrics.notification(kind, "malformed");
-            tracing::warn!(message_id, message_type = other, "unknown EventSub message type");
+            tracing::warn!(
+                message_id,
+                message_type = other,
+                "unknown EventSub message type"
+            );
             (StatusCode::BAD_REQUEST, "unknown message type").into_response()
         }
     }

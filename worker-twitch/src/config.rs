@@ -162,7 +162,11 @@ impl TwitchConfig {
     /// The first key a running worker needs that is unset, if any.
     pub fn missing_credential(&self) -> Option<(&'static str, &'static str)> {
         [
-            ("twitch.client_id", "STARGAZER_TWITCH__CLIENT_ID", &self.client_id),
+            (
+                "twitch.client_id",
+                "STARGAZER_TWITCH__CLIENT_ID",
+                &self.client_id,
+            ),
             (
                 "twitch.client_secret",
                 "STARGAZER_TWITCH_CLIENT_SECRET",
@@ -208,7 +212,11 @@ mod tests {
             eventsub_secret: "short".into(),
             ..TwitchConfig::default()
         };
-        assert!(short.check().unwrap_err().to_string().contains("eventsub_secret"));
+        assert!(short
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("eventsub_secret"));
         let unicode = TwitchConfig {
             eventsub_secret: "ſecret-ſecret".into(),
             ..TwitchConfig::default()

@@ -143,7 +143,11 @@ pub(crate) fn started(
         entity,
     };
     let live = online.kind == "live";
-    let event_kind = if live { kind::TWITCH_LIVE } else { kind::TWITCH_RERUN };
+    let event_kind = if live {
+        kind::TWITCH_LIVE
+    } else {
+        kind::TWITCH_RERUN
+    };
     let mut fields = Map::new();
     put(&mut fields, field::STREAM_ID, &record.stream_id);
     put(&mut fields, field::TITLE, &record.title);

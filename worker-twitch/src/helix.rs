@@ -343,7 +343,12 @@ impl Helix {
                 let created: Data<SubscriptionInfo> = serde_json::from_str(&text)
                     .map_err(|err| HelixError::BadResponse(format!("create: {err}")))?;
                 Ok(Created::New(
-                    created.data.into_iter().next().map(|s| s.id).unwrap_or_default(),
+                    created
+                        .data
+                        .into_iter()
+                        .next()
+                        .map(|s| s.id)
+                        .unwrap_or_default(),
                 ))
             }
             409 => Ok(Created::Exists),
@@ -379,7 +384,10 @@ impl Helix {
 
     /// The channels of up to [`MAX_IDS`] broadcasters.
     pub(crate) async fn channels(&self, ids: &[String]) -> Result<Vec<ChannelInfo>, HelixError> {
-        let query: Vec<(&str, &str)> = ids.iter().map(|id| ("broadcaster_id", id.as_str())).collect();
+        let query: Vec<(&str, &str)> = ids
+            .iter()
+            .map(|id| ("broadcaster_id", id.as_str()))
+            .collect();
         Ok(self.get_data("channels", "channels", &query).await?.data)
     }
 

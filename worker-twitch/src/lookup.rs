@@ -51,14 +51,20 @@ impl Lookup {
             reply,
         };
         if self.tx.try_send(request).is_err() {
-            tracing::warn!(broadcaster, "lookup queue full; publishing without Helix details");
+            tracing::warn!(
+                broadcaster,
+                "lookup queue full; publishing without Helix details"
+            );
             return Details::default();
         }
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(details)) => details,
             Ok(Err(_)) => Details::default(),
             Err(_) => {
-                tracing::warn!(broadcaster, "Helix lookup too slow; publishing without its details");
+                tracing::warn!(
+                    broadcaster,
+                    "Helix lookup too slow; publishing without its details"
+                );
                 Details::default()
             }
         }
@@ -142,7 +148,9 @@ async fn resolve(helix: &Helix, ids: &[String]) -> HashMap<String, Details> {
                 );
             }
         }
-        Err(err) => tracing::warn!(cause = %err, ids = missing.len(), "Helix channels lookup failed"),
+        Err(err) => {
+            tracing::warn!(cause = %err, ids = missing.len(), "Helix channels lookup failed")
+        }
     }
     found
 }

@@ -3,7 +3,9 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use stargazer_core::source::PublishMetrics;
-use stargazer_core::telemetry::{register_collector, register_int_counter, register_int_counter_vec};
+use stargazer_core::telemetry::{
+    register_collector, register_int_counter, register_int_counter_vec,
+};
 
 /// Subscription statuses the gauge is reset for on every reconciliation, so a status
 /// nobody has any more drops to 0 instead of keeping its last value.
@@ -118,7 +120,9 @@ impl Metrics {
     }
 
     pub(crate) fn helix_call(&self, endpoint: &str, result: &str) {
-        self.helix_calls.with_label_values(&[endpoint, result]).inc();
+        self.helix_calls
+            .with_label_values(&[endpoint, result])
+            .inc();
     }
 
     pub(crate) fn rate_limit_wait(&self) {
@@ -131,7 +135,11 @@ impl Metrics {
             self.subscriptions.with_label_values(&[status]).set(0);
         }
         for (status, count) in counts {
-            let label = if STATUSES.contains(&status) { status } else { "other" };
+            let label = if STATUSES.contains(&status) {
+                status
+            } else {
+                "other"
+            };
             self.subscriptions.with_label_values(&[label]).add(count);
         }
     }
@@ -161,7 +169,9 @@ impl Metrics {
     /// Helix calls to `endpoint` with `result` (`ok`, `conflict`, `not_found`,
     /// `unauthorized`, `rate_limited`, `error`, `network`).
     pub fn helix_calls_with(&self, endpoint: &str, result: &str) -> u64 {
-        self.helix_calls.with_label_values(&[endpoint, result]).get()
+        self.helix_calls
+            .with_label_values(&[endpoint, result])
+            .get()
     }
 
     /// Calls held for the rate limit.

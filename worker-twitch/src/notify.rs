@@ -53,9 +53,17 @@ async fn record(shared: &Shared, broadcaster: &str) -> Result<Option<LiveRecord>
     }
 }
 
-async fn store(shared: &Shared, broadcaster: &str, record: &LiveRecord) -> Result<(), StorageError> {
-    let value = serde_json::to_value(record).map_err(|err| StorageError::Corrupt(err.to_string()))?;
-    shared.state.kv_put(LIVE_NAMESPACE, broadcaster, &value).await
+async fn store(
+    shared: &Shared,
+    broadcaster: &str,
+    record: &LiveRecord,
+) -> Result<(), StorageError> {
+    let value =
+        serde_json::to_value(record).map_err(|err| StorageError::Corrupt(err.to_string()))?;
+    shared
+        .state
+        .kv_put(LIVE_NAMESPACE, broadcaster, &value)
+        .await
 }
 
 /// Handles a notification of subscription type `kind`; returns the outcome label.
@@ -76,7 +84,10 @@ pub(crate) async fn notification(
 async fn online(shared: &Shared, online: Online) -> Result<&'static str, HandleError> {
     let broadcaster = online.broadcaster_user_id.clone();
     let Some(entity) = shared.entity_for(&broadcaster).await else {
-        tracing::info!(broadcaster, "stream.online for a broadcaster no task watches; ignored");
+        tracing::info!(
+            broadcaster,
+            "stream.online for a broadcaster no task watches; ignored"
+        );
         return Ok("unknown_broadcaster");
     };
     if online.kind != "live" && shared.config.non_live_streams == NonLiveStreams::Drop {
@@ -102,7 +113,10 @@ async fn offline(
 ) -> Result<&'static str, HandleError> {
     let broadcaster = offline.broadcaster_user_id;
     let Some(record) = record(shared, &broadcaster).await? else {
-        tracing::info!(broadcaster, "stream.offline without a stream seen starting; skipped");
+        tracing::info!(
+            broadcaster,
+            "stream.offline without a stream seen starting; skipped"
+        );
         return Ok("end_without_start");
     };
     let event = events::ended(&record, sent_at);
@@ -114,7 +128,10 @@ async fn offline(
     Ok(if published { "published" } else { "duplicate" })
 }
 
-async fn channel_update(shared: &Shared, update: ChannelUpdate) -> Result<&'static str, HandleError> {
+async fn channel_update(
+    shared: &Shared,
+    update: ChannelUpdate,
+) -> Result<&'static str, HandleError> {
     let broadcaster = update.broadcaster_user_id;
     let Some(mut record) = record(shared, &broadcaster).await? else {
         return Ok("ignored");
@@ -130,8 +147,11 @@ pub(crate) fn revocation(shared: &Arc<Shared>, subscription: SubscriptionInfo) {
     let status = subscription.status.as_str();
     let broadcaster = subscription.condition.broadcaster_user_id.clone();
     shared.metrics.revoked(match status {
-        "user_removed" | "authorization_revoked" | "notification_failures_exceeded"
-        | "version_removed" | "moderator_removed" => status,
+        "user_removed"
+        | "authorization_revoked"
+        | "notification_failures_exceeded"
+        | "version_removed"
+        | "moderator_removed" => status,
         _ => "other",
     });
     if FINAL_REVOCATIONS.contains(&status) {

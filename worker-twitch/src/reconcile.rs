@@ -22,7 +22,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use stargazer_core::backoff::Backoff;
-use stargazer_core::wait::{backoff_unless_cancelled, sleep_unless_cancelled, sleep_until_unless_cancelled};
+use stargazer_core::wait::{
+    backoff_unless_cancelled, sleep_unless_cancelled, sleep_until_unless_cancelled,
+};
 use tokio::time::Instant;
 
 use crate::helix::{Created, HelixError, SUBSCRIPTION_TYPES};
@@ -95,7 +97,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     next_full = Instant::now() + interval;
                 }
                 if report != Report::default() {
-                    tracing::info!(full, pages = report.pages, creates = report.creates, deletes = report.deletes, "subscriptions reconciled");
+                    tracing::info!(
+                        full,
+                        pages = report.pages,
+                        creates = report.creates,
+                        deletes = report.deletes,
+                        "subscriptions reconciled"
+                    );
                 }
             }
             Err(err) => {
@@ -130,7 +138,11 @@ async fn ensure_pending(shared: &Arc<Shared>) -> Result<Report, ReconcileError> 
         .collect();
     let wanted: Vec<(String, &'static str, &'static str)> = pending
         .iter()
-        .flat_map(|b| SUBSCRIPTION_TYPES.iter().map(move |(k, v)| (b.clone(), *k, *v)))
+        .flat_map(|b| {
+            SUBSCRIPTION_TYPES
+                .iter()
+                .map(move |(k, v)| (b.clone(), *k, *v))
+        })
         .collect();
     let mut report = Report::default();
     let failed = create_all(shared, wanted, &mut report).await;
@@ -205,7 +217,9 @@ async fn full_reconcile(shared: &Arc<Shared>) -> Result<Report, ReconcileError> 
                 }
             }
             // Deleting on a guess could cut off a broadcaster someone watches.
-            Err(err) => tracing::warn!(cause = %err, "could not list the Twitch tasks; orphans kept for now"),
+            Err(err) => {
+                tracing::warn!(cause = %err, "could not list the Twitch tasks; orphans kept for now")
+            }
         }
     }
     let concurrency = shared.config.subscribe_concurrency;
@@ -221,7 +235,11 @@ async fn full_reconcile(shared: &Arc<Shared>) -> Result<Report, ReconcileError> 
     report.failures += deleted.len() - report.deletes;
     let wanted: Vec<(String, &'static str, &'static str)> = held
         .iter()
-        .flat_map(|b| SUBSCRIPTION_TYPES.iter().map(move |(k, v)| (b.clone(), *k, *v)))
+        .flat_map(|b| {
+            SUBSCRIPTION_TYPES
+                .iter()
+                .map(move |(k, v)| (b.clone(), *k, *v))
+        })
         .filter(|(b, k, _)| !present.contains(&(k.to_string(), b.clone())))
         .collect();
     let failed = create_all(shared, wanted, &mut report).await;
@@ -257,7 +275,6 @@ async fn create_all(
     }
     failed
 }
-
 
 fn delete_one(shared: Arc<Shared>, id: String) -> BoxFuture<'static, bool> {
     Box::pin(async move {

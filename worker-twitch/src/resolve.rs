@@ -57,7 +57,10 @@ pub async fn resolve_logins(
     if !wanted.is_empty() {
         for (key, value) in [
             ("twitch.client_id", &config.client_id),
-            ("twitch.client_secret (STARGAZER_TWITCH_CLIENT_SECRET)", &config.client_secret),
+            (
+                "twitch.client_secret (STARGAZER_TWITCH_CLIENT_SECRET)",
+                &config.client_secret,
+            ),
         ] {
             if value.trim().is_empty() {
                 return Err(ResolveError::Config(format!(

@@ -95,7 +95,9 @@ impl Shared {
     }
 
     pub(crate) fn holds(&self, broadcaster: &str) -> bool {
-        lock(&self.held).values().any(|h| h.broadcaster == broadcaster)
+        lock(&self.held)
+            .values()
+            .any(|h| h.broadcaster == broadcaster)
     }
 
     /// Takes the broadcasters waiting to be made sure of.
@@ -132,7 +134,10 @@ impl Shared {
         if let Some(entity) = directory.entities.get(broadcaster) {
             return Some(*entity);
         }
-        if directory.loaded.is_some_and(|at| at.elapsed() < DIRECTORY_FRESH) {
+        if directory
+            .loaded
+            .is_some_and(|at| at.elapsed() < DIRECTORY_FRESH)
+        {
             return None;
         }
         match self.twitch_tasks().await {

@@ -114,6 +114,14 @@ mod tests {
         ));
         let future = (now + chrono::Duration::minutes(11)).to_rfc3339();
         let signed_future = sign("secret-secret", "m1", &future, "{}");
-        assert!(verify(b"secret-secret", "m1", &future, b"{}", Some(&signed_future), now).is_err());
+        assert!(verify(
+            b"secret-secret",
+            "m1",
+            &future,
+            b"{}",
+            Some(&signed_future),
+            now
+        )
+        .is_err());
     }
 }

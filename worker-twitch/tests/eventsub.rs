@@ -22,7 +22,11 @@ async fn a_stream_goes_live_once_and_ends_with_the_same_stream_id() {
     let worker = Worker::start(config(&twitch), &env).await;
     let broadcaster = twitch.add_user("Pekora");
     let entity = Uuid::new_v4();
-    worker.runner.start(task(entity, &broadcaster)).await.unwrap();
+    worker
+        .runner
+        .start(task(entity, &broadcaster))
+        .await
+        .unwrap();
     // Subscribed, and each verification challenge answered through the callback.
     wait_enabled(&twitch, &broadcaster).await;
     let created = twitch.subscriptions();
@@ -32,7 +36,13 @@ async fn a_stream_goes_live_once_and_ends_with_the_same_stream_id() {
         .map(|s| (s.kind.clone(), s.version.clone()))
         .collect();
     assert!(versions.contains(&("channel.update".into(), "2".into())));
-    assert_eq!(worker.runner.metrics().notifications_with("stream.online", "verified"), 1);
+    assert_eq!(
+        worker
+            .runner
+            .metrics()
+            .notifications_with("stream.online", "verified"),
+        1
+    );
 
     twitch.go_live(&broadcaster, "40001", "Minecraft with friends", "Minecraft");
     let sent = twitch.online(&broadcaster, "40001", "live").await;
@@ -64,7 +74,10 @@ async fn a_stream_goes_live_once_and_ends_with_the_same_stream_id() {
 
     // A title change while live is what the end reports.
     assert_eq!(
-        twitch.channel_update(&broadcaster, "Minecraft: the finale", "Minecraft").await.status,
+        twitch
+            .channel_update(&broadcaster, "Minecraft: the finale", "Minecraft")
+            .await
+            .status,
         204
     );
     let offline = twitch.offline(&broadcaster).await;
@@ -80,7 +93,10 @@ async fn a_stream_goes_live_once_and_ends_with_the_same_stream_id() {
     // An end again under a new id: its start is gone, so nothing is published.
     assert_eq!(twitch.resend_as_new(&offline.message_id).await.status, 204);
     assert!(ready.collect_for(&ended_ids, QUIET).await.is_empty());
-    assert_eq!(metrics.notifications_with("stream.offline", "end_without_start"), 1);
+    assert_eq!(
+        metrics.notifications_with("stream.offline", "end_without_start"),
+        1
+    );
     worker.shutdown().await;
     env.close().await;
 }
@@ -92,7 +108,11 @@ async fn forged_unsigned_and_stale_messages_are_refused_and_publish_nothing() {
     let twitch = TwitchServer::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
     let worker = Worker::start(config(&twitch), &env).await;
     let broadcaster = twitch.add_user("Suisei");
-    worker.runner.start(task(Uuid::new_v4(), &broadcaster)).await.unwrap();
+    worker
+        .runner
+        .start(task(Uuid::new_v4(), &broadcaster))
+        .await
+        .unwrap();
     wait_enabled(&twitch, &broadcaster).await;
     let event = |stream: &str| {
         json!({"id": stream, "broadcaster_user_id": broadcaster,
@@ -121,11 +141,19 @@ async fn forged_unsigned_and_stale_messages_are_refused_and_publish_nothing() {
     assert_eq!(metrics.rejections_with("stale"), 1);
     // A message nine minutes old is still Twitch's.
     let sent = twitch
-        .notify("stream.online", &broadcaster, event("50004"), Tamper::StaleBy(9 * 60))
+        .notify(
+            "stream.online",
+            &broadcaster,
+            event("50004"),
+            Tamper::StaleBy(9 * 60),
+        )
         .await;
     assert_eq!(sent.status, 204);
     assert_eq!(
-        ready.collect_n(&ids("50004", &[kind::TWITCH_LIVE]), 1, WAIT).await.len(),
+        ready
+            .collect_n(&ids("50004", &[kind::TWITCH_LIVE]), 1, WAIT)
+            .await
+            .len(),
         1
     );
     worker.shutdown().await;
@@ -140,13 +168,23 @@ async fn non_live_streams_are_dropped_by_default_and_published_as_reruns_when_as
     let dropping = Worker::start(config(&twitch), &env).await;
     let broadcaster = twitch.add_user("Rerunner");
     let entity = Uuid::new_v4();
-    dropping.runner.start(task(entity, &broadcaster)).await.unwrap();
+    dropping
+        .runner
+        .start(task(entity, &broadcaster))
+        .await
+        .unwrap();
     wait_enabled(&twitch, &broadcaster).await;
-    assert_eq!(twitch.online(&broadcaster, "60001", "rerun").await.status, 204);
+    assert_eq!(
+        twitch.online(&broadcaster, "60001", "rerun").await.status,
+        204
+    );
     let rerun_ids = ids("60001", &[kind::TWITCH_RERUN, kind::TWITCH_LIVE]);
     assert!(ready.collect_for(&rerun_ids, QUIET).await.is_empty());
     assert_eq!(
-        dropping.runner.metrics().notifications_with("stream.online", "dropped_non_live"),
+        dropping
+            .runner
+            .metrics()
+            .notifications_with("stream.online", "dropped_non_live"),
         1
     );
     // A worker publishing them, for another broadcaster.
@@ -173,7 +211,11 @@ async fn revoked_subscriptions_come_back_unless_the_user_is_gone() {
     let twitch = TwitchServer::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
     let worker = Worker::start(config(&twitch), &env).await;
     let broadcaster = twitch.add_user("Revoked");
-    worker.runner.start(task(Uuid::new_v4(), &broadcaster)).await.unwrap();
+    worker
+        .runner
+        .start(task(Uuid::new_v4(), &broadcaster))
+        .await
+        .unwrap();
     wait_enabled(&twitch, &broadcaster).await;
     let first_online = twitch
         .subscriptions()
@@ -181,7 +223,11 @@ async fn revoked_subscriptions_come_back_unless_the_user_is_gone() {
         .find(|s| s.kind == "stream.online")
         .unwrap();
     let sent = twitch
-        .revoke("stream.online", &broadcaster, "notification_failures_exceeded")
+        .revoke(
+            "stream.online",
+            &broadcaster,
+            "notification_failures_exceeded",
+        )
         .await;
     assert_eq!(sent.status, 204);
     // Re-created after the backoff (1 s here) and verified again.
@@ -193,12 +239,18 @@ async fn revoked_subscriptions_come_back_unless_the_user_is_gone() {
         .unwrap();
     assert_ne!(again.id, first_online.id);
     assert_eq!(
-        worker.runner.metrics().revocations_with("notification_failures_exceeded"),
+        worker
+            .runner
+            .metrics()
+            .revocations_with("notification_failures_exceeded"),
         1
     );
     // The account is gone: nothing to re-create.
     assert_eq!(
-        twitch.revoke("stream.offline", &broadcaster, "user_removed").await.status,
+        twitch
+            .revoke("stream.offline", &broadcaster, "user_removed")
+            .await
+            .status,
         204
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -221,15 +273,24 @@ async fn helix_401_refreshes_the_token_once_and_429_waits_for_the_reset() {
     let twitch = TwitchServer::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
     let worker = Worker::start(config(&twitch), &env).await;
     let broadcaster = twitch.add_user("Tokens");
-    worker.runner.start(task(Uuid::new_v4(), &broadcaster)).await.unwrap();
+    worker
+        .runner
+        .start(task(Uuid::new_v4(), &broadcaster))
+        .await
+        .unwrap();
     wait_enabled(&twitch, &broadcaster).await;
     assert_eq!(twitch.requests_to("POST", "/oauth2/token").len(), 1);
 
     // The token stops working: the lookup gets 401, fetches a new one, and succeeds.
     twitch.revoke_tokens();
     twitch.go_live(&broadcaster, "70001", "After the 401", "Art");
-    assert_eq!(twitch.online(&broadcaster, "70001", "live").await.status, 204);
-    let live = ready.collect_n(&ids("70001", &[kind::TWITCH_LIVE]), 1, WAIT).await;
+    assert_eq!(
+        twitch.online(&broadcaster, "70001", "live").await.status,
+        204
+    );
+    let live = ready
+        .collect_n(&ids("70001", &[kind::TWITCH_LIVE]), 1, WAIT)
+        .await;
     assert_eq!(live[0].event.fields[field::TITLE], "After the 401");
     assert_eq!(twitch.requests_to("POST", "/oauth2/token").len(), 2);
     let metrics = worker.runner.metrics();
@@ -240,8 +301,13 @@ async fn helix_401_refreshes_the_token_once_and_429_waits_for_the_reset() {
     twitch.go_live(&broadcaster, "70002", "After the 429", "Art");
     twitch.force_rate_limited(1, 1);
     let started = tokio::time::Instant::now();
-    assert_eq!(twitch.online(&broadcaster, "70002", "live").await.status, 204);
-    let live = ready.collect_n(&ids("70002", &[kind::TWITCH_LIVE]), 1, WAIT).await;
+    assert_eq!(
+        twitch.online(&broadcaster, "70002", "live").await.status,
+        204
+    );
+    let live = ready
+        .collect_n(&ids("70002", &[kind::TWITCH_LIVE]), 1, WAIT)
+        .await;
     assert_eq!(live[0].event.fields[field::TITLE], "After the 429");
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(metrics.helix_calls_with("streams", "rate_limited"), 1);

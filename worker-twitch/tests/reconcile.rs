@@ -26,8 +26,16 @@ async fn a_restart_reconciles_with_what_twitch_lists() {
         // Held by another worker of the deployment: left alone.
         seed(kind, &elsewhere, "enabled");
     }
-    seed("stream.online", &damaged, "webhook_callback_verification_pending");
-    let failed = seed("stream.offline", &damaged, "webhook_callback_verification_failed");
+    seed(
+        "stream.online",
+        &damaged,
+        "webhook_callback_verification_pending",
+    );
+    let failed = seed(
+        "stream.offline",
+        &damaged,
+        "webhook_callback_verification_failed",
+    );
     // No task watches this broadcaster any more.
     let orphan = seed("stream.online", &gone, "enabled");
     // Another deployment's callback: never ours to touch.
@@ -46,7 +54,12 @@ async fn a_restart_reconciles_with_what_twitch_lists() {
         vec![intact_task.clone(), damaged_task.clone()],
     )
     .await;
-    store_entity(env.storage.as_ref(), other_entity, vec![task(other_entity, &elsewhere)]).await;
+    store_entity(
+        env.storage.as_ref(),
+        other_entity,
+        vec![task(other_entity, &elsewhere)],
+    )
+    .await;
 
     let mut config = config(&twitch);
     config.callback_url = callback.clone();
@@ -57,12 +70,7 @@ async fn a_restart_reconciles_with_what_twitch_lists() {
     eventually("damaged repaired", WAIT, || {
         let subs = twitch.subscriptions();
         let of_damaged: Vec<_> = subs.iter().filter(|s| s.broadcaster == damaged).collect();
-        of_damaged.len() == 3
-            && of_damaged
-                .iter()
-                .filter(|s| s.status == "enabled")
-                .count()
-                == 2
+        of_damaged.len() == 3 && of_damaged.iter().filter(|s| s.status == "enabled").count() == 2
     })
     .await;
     let creates = twitch.requests_to("POST", "/helix/eventsub/subscriptions");

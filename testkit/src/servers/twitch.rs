@@ -238,15 +238,13 @@ fn decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -268,7 +266,7 @@ impl TwitchState {
     }
 
     /// Checks the app token and spends a point of the bucket.
-    fn admit(&self, headers: &HeaderMap) -> Result<HeaderMap, Response> {
+    fn admit(&self, headers: &HeaderMap) -> Result<HeaderMap, Box<Response>> {
         let client = headers.get("client-id").and_then(|v| v.to_str().ok());
         let bearer = headers
             .get("authorization")
@@ -281,13 +279,16 @@ impl TwitchState {
                 .is_some_and(|expires| *expires > now)
         });
         if client != Some(self.client_id.as_str()) {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "Client ID and OAuth token do not match",
-            ));
+            )));
         }
         if !valid {
-            return Err(error(StatusCode::UNAUTHORIZED, "Invalid OAuth token"));
+            return Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid OAuth token",
+            )));
         }
         let mut bucket = lock(&self.bucket);
         if now >= bucket.reset_at {
@@ -299,21 +300,25 @@ impl TwitchState {
             bucket.remaining = 0;
             bucket.reset_at = now + bucket.forced_reset_in;
             let headers = self.rate_headers(&bucket);
-            return Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                headers,
-                error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
-            )
-                .into_response());
+            return Err(Box::new(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    headers,
+                    error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+                )
+                    .into_response(),
+            ));
         }
         if bucket.remaining <= 0 {
             let headers = self.rate_headers(&bucket);
-            return Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                headers,
-                error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
-            )
-                .into_response());
+            return Err(Box::new(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    headers,
+                    error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+                )
+                    .into_response(),
+            ));
         }
         bucket.remaining -= 1;
         Ok(self.rate_headers(&bucket))
@@ -371,7 +376,7 @@ async fn users(
 ) -> Response {
     let query = query.unwrap_or_default();
     let response = match state.admit(&headers) {
-        Err(refused) => refused,
+        Err(refused) => *refused,
         Ok(limits) => {
             let logins = query_values(&query, "login");
             let ids = query_values(&query, "id");
@@ -404,11 +409,14 @@ async fn streams(
 ) -> Response {
     let query = query.unwrap_or_default();
     let response = match state.admit(&headers) {
-        Err(refused) => refused,
+        Err(refused) => *refused,
         Ok(limits) => {
             let ids = query_values(&query, "user_id");
             if ids.len() > MAX_IDS {
-                error(StatusCode::BAD_REQUEST, "The parameter \"user_id\" may only be specified up to 100 times")
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "The parameter \"user_id\" may only be specified up to 100 times",
+                )
             } else {
                 let (streams, users) = (lock(&state.streams), lock(&state.users));
                 let data: Vec<Value> = ids
@@ -440,11 +448,14 @@ async fn channels(
 ) -> Response {
     let query = query.unwrap_or_default();
     let response = match state.admit(&headers) {
-        Err(refused) => refused,
+        Err(refused) => *refused,
         Ok(limits) => {
             let ids = query_values(&query, "broadcaster_id");
             if ids.is_empty() || ids.len() > MAX_IDS {
-                error(StatusCode::BAD_REQUEST, "Missing or too many broadcaster_id")
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "Missing or too many broadcaster_id",
+                )
             } else {
                 let (channels, users) = (lock(&state.channels), lock(&state.users));
                 let data: Vec<Value> = ids
@@ -473,7 +484,7 @@ async fn list_subscriptions(
 ) -> Response {
     let query = query.unwrap_or_default();
     let response = match state.admit(&headers) {
-        Err(refused) => refused,
+        Err(refused) => *refused,
         Ok(limits) => {
             let after = query_values(&query, "after")
                 .first()
@@ -520,7 +531,7 @@ async fn create_subscription(
     body: String,
 ) -> Response {
     let response = match state.admit(&headers) {
-        Err(refused) => refused,
+        Err(refused) => *refused,
         Ok(limits) => create(&state, &body, limits),
     };
     state.record(
@@ -585,7 +596,8 @@ fn create(state: &Arc<TwitchState>, body: &str, limits: HeaderMap) -> Response {
         let sub = sub.clone();
         tokio::spawn(async move { verify(&state, sub).await });
     }
-    let body = json!({"data": [sub.to_json()], "total": 1, "total_cost": 1, "max_total_cost": 10000});
+    let body =
+        json!({"data": [sub.to_json()], "total": 1, "total_cost": 1, "max_total_cost": 10000});
     (StatusCode::ACCEPTED, limits, Json(body)).into_response()
 }
 
@@ -671,7 +683,7 @@ async fn delete_subscription(
     headers: HeaderMap,
 ) -> Response {
     let response = match state.admit(&headers) {
-        Err(refused) => refused,
+        Err(refused) => *refused,
         Ok(limits) => match query.get("id") {
             None => error(StatusCode::BAD_REQUEST, "Missing required parameter \"id\""),
             Some(id) => {
@@ -918,7 +930,13 @@ impl TwitchServer {
 
     /// Sends a notification of subscription type `kind` carrying `event`, damaged as
     /// `tamper` says.
-    pub async fn notify(&self, kind: &str, broadcaster: &str, event: Value, tamper: Tamper) -> Sent {
+    pub async fn notify(
+        &self,
+        kind: &str,
+        broadcaster: &str,
+        event: Value,
+        tamper: Tamper,
+    ) -> Sent {
         let mut sub = self.subscription(kind, broadcaster);
         sub.status = "enabled".to_owned();
         let body = json!({"subscription": sub.to_json(), "event": event}).to_string();
@@ -937,7 +955,13 @@ impl TwitchServer {
     }
 
     /// Sends `body` as a message of `message_type` for `sub`, with a fresh message id.
-    pub async fn send(&self, sub: &Subscription, message_type: &str, body: String, tamper: Tamper) -> Sent {
+    pub async fn send(
+        &self,
+        sub: &Subscription,
+        message_type: &str,
+        body: String,
+        tamper: Tamper,
+    ) -> Sent {
         let id = format!("msg-{}", uuid::Uuid::new_v4());
         let sent = deliver(&self.state, sub, message_type, &body, &id, 0, tamper).await;
         lock(&self.state.messages).insert(
@@ -968,7 +992,16 @@ impl TwitchServer {
                 message.retry,
             )
         };
-        deliver(&self.state, &sub, &kind, &body, message_id, retry, Tamper::None).await
+        deliver(
+            &self.state,
+            &sub,
+            &kind,
+            &body,
+            message_id,
+            retry,
+            Tamper::None,
+        )
+        .await
     }
 
     /// The same notification body as `message_id` under a new message id (Twitch may
@@ -979,7 +1012,11 @@ impl TwitchServer {
             let message = messages
                 .get(message_id)
                 .unwrap_or_else(|| panic!("no message {message_id}"));
-            (message.subscription.clone(), message.kind.clone(), message.body.clone())
+            (
+                message.subscription.clone(),
+                message.kind.clone(),
+                message.body.clone(),
+            )
         };
         self.send(&sub, &kind, body, Tamper::None).await
     }

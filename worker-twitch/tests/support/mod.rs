@@ -61,10 +61,15 @@ impl Worker {
     }
 
     /// [`Worker::start`] with the callback listener on `addr`.
-    pub(crate) async fn start_at(mut config: TwitchConfig, env: &Env, addr: std::net::SocketAddr) -> Self {
+    pub(crate) async fn start_at(
+        mut config: TwitchConfig,
+        env: &Env,
+        addr: std::net::SocketAddr,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         if config.callback_url.is_empty() {
-            config.callback_url = format!("http://{}{CALLBACK_PATH}", listener.local_addr().unwrap());
+            config.callback_url =
+                format!("http://{}{CALLBACK_PATH}", listener.local_addr().unwrap());
         }
         let callback = config.callback_url.clone();
         let shutdown = CancellationToken::new();
