@@ -41,6 +41,7 @@ use stargazer_core::worker_runtime::{run_worker, WorkerRuntimeConfig};
 pub use callback::CALLBACK_PATH;
 pub use config::{NonLiveStreams, TwitchConfig};
 pub use events::{LiveRecord, BROADCASTER_LOGIN, LIVE_NAMESPACE};
+pub use helix::HelixError;
 pub use metrics::Metrics;
 pub use resolve::{resolve_logins, ResolveError};
 pub use runner::TwitchRunner;

@@ -95,7 +95,8 @@ mod tests {
         assert!(gate.closed_for().is_none());
         gate.observe(&headers(0, 2), false, Duration::from_secs(60));
         let wait = gate.closed_for().unwrap();
-        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(2));
+        // The header has whole seconds: a second may tick between writing and reading it.
+        assert!(wait > Duration::from_millis(500) && wait <= Duration::from_secs(2));
         gate.observe(&headers(0, 1_000_000), false, Duration::from_secs(60));
         assert!(gate.closed_for().unwrap() <= MAX_WAIT);
     }
