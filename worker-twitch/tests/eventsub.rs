@@ -321,3 +321,76 @@ async fn helix_401_refreshes_the_token_once_and_429_waits_for_the_reset() {
     worker.shutdown().await;
     env.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_instance_behind_the_callback_handles_any_broadcaster() {
+    let mut env = env().await;
+    let mut ready = env.ready().await;
+    let twitch = TwitchServer::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
+    // The broadcaster's task is in storage and held by another instance; this one holds
+    // nothing, yet Twitch's POST may land here.
+    let broadcaster = twitch.add_user("Shared");
+    let entity = Uuid::new_v4();
+    store_entity(
+        env.storage.as_ref(),
+        entity,
+        vec![task(entity, &broadcaster)],
+    )
+    .await;
+    let idle = Worker::start(config(&twitch), &env).await;
+    let subscription = stargazer_testkit::servers::twitch::Subscription {
+        id: "sub-elsewhere".into(),
+        kind: "stream.online".into(),
+        version: "1".into(),
+        status: "enabled".into(),
+        broadcaster: broadcaster.clone(),
+        callback: idle.callback.clone(),
+        secret: EVENTSUB_SECRET.into(),
+    };
+    let body = json!({
+        "subscription": {"id": "sub-elsewhere", "type": "stream.online", "version": "1",
+            "status": "enabled", "cost": 0,
+            "condition": {"broadcaster_user_id": broadcaster},
+            "transport": {"method": "webhook", "callback": idle.callback},
+            "created_at": "2026-01-01T00:00:00Z"},
+        "event": {"id": "90001", "broadcaster_user_id": broadcaster,
+            "broadcaster_user_login": "shared", "broadcaster_user_name": "Shared",
+            "type": "live", "started_at": "2026-01-01T10:00:00Z"},
+    });
+    let sent = twitch
+        .send(
+            &subscription,
+            "notification",
+            body.to_string(),
+            Tamper::None,
+        )
+        .await;
+    assert_eq!(sent.status, 204, "{}", sent.body);
+    let received = ready
+        .collect_n(&ids("90001", &[kind::TWITCH_LIVE]), 1, WAIT)
+        .await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].event.entity, entity);
+    // A broadcaster no task watches is acknowledged and dropped.
+    let stranger = twitch.add_user("Stranger");
+    let mut foreign = subscription.clone();
+    foreign.broadcaster = stranger.clone();
+    let body = json!({
+        "subscription": {"id": "sub-x", "type": "stream.online", "version": "1",
+            "status": "enabled", "condition": {"broadcaster_user_id": stranger},
+            "transport": {"method": "webhook", "callback": idle.callback}},
+        "event": {"id": "90002", "broadcaster_user_id": stranger, "type": "live"},
+    });
+    let sent = twitch
+        .send(&foreign, "notification", body.to_string(), Tamper::None)
+        .await;
+    assert_eq!(sent.status, 204);
+    assert_eq!(
+        idle.runner
+            .metrics()
+            .notifications_with("stream.online", "unknown_broadcaster"),
+        1
+    );
+    idle.shutdown().await;
+    env.close().await;
+}
