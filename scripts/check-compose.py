@@ -28,7 +28,7 @@ ALLOWED = {
     "ADMIN_PASSWORD": {"bootstrap"},
     "TOPOLOGY_PASSWORD": {"bootstrap"},
     "BOT_PASSWORD": {"bootstrap", "bot-telegram"},
-    "WORKER_PASSWORD": {"bootstrap", "worker-youtube", "worker-twitter"},
+    "WORKER_PASSWORD": {"bootstrap", "worker-youtube", "worker-twitter", "worker-twitch"},
     "MIDDLEWARE_DELAY_PASSWORD": {"bootstrap", "middleware-delay"},
     "MIDDLEWARE_TRANSLATE_PASSWORD": {"bootstrap", "middleware-translate"},
     "MIDDLEWARE_LIVE_CHECK_PASSWORD": {"bootstrap", "middleware-live-check"},
@@ -36,6 +36,8 @@ ALLOWED = {
     "STARGAZER_TELEGRAM_TOKEN": {"bot-telegram"},
     "STARGAZER_YOUTUBE_API_KEY": {"worker-youtube", "middleware-live-check"},
     "STARGAZER_TWITTER_BEARER_TOKEN": {"worker-twitter"},
+    "STARGAZER_TWITCH_CLIENT_SECRET": {"worker-twitch"},
+    "STARGAZER_TWITCH_EVENTSUB_SECRET": {"worker-twitch"},
     "STARGAZER_DEEPL_KEY": {"middleware-translate"},
 }
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")

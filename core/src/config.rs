@@ -26,6 +26,8 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("DEEPL_KEY", "translate.deepl_key"),
     ("YOUTUBE_API_KEY", "youtube.api_key"),
     ("TWITTER_BEARER_TOKEN", "twitter.bearer_token"),
+    ("TWITCH_CLIENT_SECRET", "twitch.client_secret"),
+    ("TWITCH_EVENTSUB_SECRET", "twitch.eventsub_secret"),
 ];
 
 /// A configuration problem, phrased as one line naming the key.

@@ -34,6 +34,7 @@ use stargazer_middleware_translate::TranslateConfig;
 use stargazer_platform::roles::{run_role, Role};
 use stargazer_platform::settings::{Settings, WorkerSection};
 use stargazer_platform::standalone::{replace_credential, Standalone};
+use stargazer_worker_twitch::TwitchConfig;
 use stargazer_worker_twitter::TwitterConfig;
 use stargazer_worker_youtube::YoutubeConfig;
 use uuid::Uuid;
@@ -43,6 +44,7 @@ use crate::process::Process;
 use crate::servers::deepl::Deepl;
 use crate::servers::hub::Hub;
 use crate::servers::telegram::TelegramServer;
+use crate::servers::twitch::TwitchServer;
 use crate::servers::x::XServer;
 use crate::servers::youtube::Youtube;
 use crate::{Error, Result};
@@ -61,8 +63,11 @@ pub const WORKER_USER: &str = "e2e-worker";
 pub const WORKER_PASSWORD: &str = "e2e-worker-password";
 
 /// The `[worker] id` of [`Platform::start_all`]: standalone's workers announce themselves
-/// as `<id>-youtube` and `<id>-twitter`.
+/// as `<id>-youtube`, `<id>-twitter` and `<id>-twitch`.
 pub const STANDALONE_WORKER_ID: &str = "standalone-e2e";
+
+/// The EventSub secret the Twitch worker gives the Twitch server.
+pub const EVENTSUB_SECRET: &str = "e2e-eventsub-secret";
 
 /// PBKDF2 rounds of the test accounts: the passwords are test constants, so stretching
 /// would only slow every login down.
@@ -90,6 +95,8 @@ pub struct Externals {
     pub youtube: Youtube,
     /// X API v2.
     pub x: XServer,
+    /// Twitch: OAuth, Helix and the EventSub sender.
+    pub twitch: TwitchServer,
     /// DeepL.
     pub deepl: Deepl,
     /// The Telegram Bot API.
@@ -104,6 +111,8 @@ impl Externals {
             hub: Hub::start().await?,
             youtube: Youtube::start(&format!("AIza-e2e-{id}")).await?,
             x: XServer::start(&format!("AAAA-e2e-{id}")).await?,
+            twitch: TwitchServer::start(&format!("e2e-client-{id}"), &format!("e2e-secret-{id}"))
+                .await?,
             deepl: Deepl::start(&format!("{id}:fx")).await?,
             telegram: TelegramServer::start(&format!(
                 "{}:AAE2E{id}",
@@ -162,6 +171,24 @@ fn compressed(ext: &Externals, api_addr: SocketAddr) -> Settings {
             error_backoff_max_seconds: 2,
             http_timeout_seconds: 5,
             ..TwitterConfig::default()
+        },
+        twitch: TwitchConfig {
+            client_id: ext.twitch.client_id.clone(),
+            client_secret: ext.twitch.client_secret.clone(),
+            eventsub_secret: EVENTSUB_SECRET.to_owned(),
+            // Filled in with the worker's listener when it starts.
+            callback_url: "http://127.0.0.1:1/twitch/eventsub".to_owned(),
+            helix_base: ext.twitch.helix_base.clone(),
+            id_base: ext.twitch.id_base.clone(),
+            batch_window_ms: 50,
+            lookup_timeout_ms: 2_000,
+            reconcile_delay_ms: 50,
+            revocation_backoff_seconds: 1,
+            retry_initial_ms: 100,
+            retry_max_seconds: 2,
+            rate_limit_fallback_seconds: 2,
+            http_timeout_seconds: 5,
+            ..TwitchConfig::default()
         },
         delay: DelayConfig {
             retry_delay_ms: 100,
@@ -504,6 +531,22 @@ impl Platform {
         Ok(public_url)
     }
 
+    /// Starts `stargazer worker-twitch` as worker `id` (service name and worker id
+    /// `worker-twitch-<id>`), its EventSub callback on a listener of its own, and waits
+    /// until the coordinator sees it. Returns its callback URL.
+    pub async fn start_twitch_worker(&self, id: &str) -> Result<String> {
+        let name = format!("worker-twitch-{id}");
+        let addr = reserve()?.local_addr()?;
+        let mut settings = self.role_settings()?;
+        settings.worker = self.worker_section(&name);
+        settings.twitch.listen = addr;
+        settings.twitch.callback_url = format!("http://{addr}/twitch/eventsub");
+        let callback = settings.twitch.callback_url.clone();
+        self.start_role(&name, "worker-twitch", settings)?;
+        self.wait_worker_connected(&name, &name).await?;
+        Ok(callback)
+    }
+
     /// Starts `stargazer worker-twitter` as worker `id` (service name and worker id
     /// `worker-twitter-<id>`) and waits until the coordinator sees it.
     pub async fn start_twitter_worker(&self, id: &str) -> Result<()> {
@@ -579,6 +622,9 @@ impl Platform {
         settings.youtube.public_url = format!("http://{youtube_addr}");
         crate::servers::lock(&self.worker_urls)
             .insert("standalone".to_owned(), settings.youtube.public_url.clone());
+        let twitch_addr = reserve()?.local_addr()?;
+        settings.twitch.listen = twitch_addr;
+        settings.twitch.callback_url = format!("http://{twitch_addr}/twitch/eventsub");
         self.release(self.api_addr);
         self.release(self.coordinator_addr);
         let source = self.source.clone();

@@ -7,6 +7,7 @@
 //!   `STARGAZER_…` variables and type-checked before anything starts.
 //! - `backends`: opening storage and bus with retry, binding listeners, so a service
 //!   waits for a database or broker that is not up yet instead of failing.
+//! - [`admin`]: what the admin CLI asks of the services (Twitch logins to ids).
 //! - [`broker`]: `stargazer admin broker setup`, declaring the broker topology.
 //! - [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `metrics_listen` for roles that serve no
 //!   HTTP of their own.
@@ -14,6 +15,7 @@
 //! - [`roles`]: one service per process (`stargazer <role>`).
 //! - [`standalone`]: every service in one process (`stargazer standalone`).
 
+pub mod admin;
 mod backends;
 pub mod broker;
 pub mod metrics;

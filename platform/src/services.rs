@@ -77,6 +77,11 @@ pub const SERVICES: &[ServiceRow] = &[
         build: worker_twitter,
     },
     ServiceRow {
+        name: "worker-twitch",
+        about: "Watches Twitch broadcasters (EventSub webhooks + Helix) and publishes events.",
+        build: worker_twitch,
+    },
+    ServiceRow {
         name: "bot-telegram",
         about: "Telegram bot: chat commands and delivery of ready events.",
         build: bot_telegram,
@@ -146,6 +151,16 @@ fn worker_twitter(settings: &Settings, mode: Mode) -> Result<Box<dyn Service>, C
     Ok(Box::new(stargazer_worker_twitter::TwitterService::new(
         settings.twitter.clone(),
         worker_runtime(settings, TaskKind::Twitter, mode)?,
+    )))
+}
+
+fn worker_twitch(settings: &Settings, mode: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    if let Some((key, env)) = settings.twitch.missing_credential() {
+        return Err(ConfigError::invalid(key, format!("is not set ({env})")));
+    }
+    Ok(Box::new(stargazer_worker_twitch::TwitchService::new(
+        settings.twitch.clone(),
+        worker_runtime(settings, TaskKind::Twitch, mode)?,
     )))
 }
 
@@ -229,6 +244,7 @@ mod tests {
         for (role, key) in [
             ("worker-youtube", "youtube.api_key"),
             ("worker-twitter", "twitter.bearer_token"),
+            ("worker-twitch", "twitch.client_id"),
             ("middleware-translate", "translate.deepl_key"),
             ("middleware-live-check", "live_check.api_key"),
             ("bot-telegram", "telegram.token"),

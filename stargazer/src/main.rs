@@ -162,6 +162,10 @@ async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result<()>
     let storage = stargazer_core::storage::connect(&settings.common.storage_url())
         .await
         .context("cannot open storage")?;
+    // Logins typed for --twitch become the user ids tasks are keyed by.
+    let command = stargazer_platform::admin::resolve_twitch(settings, command)
+        .await
+        .context("cannot resolve the Twitch logins")?;
     let mut out = std::io::stdout();
     stargazer_api::admin::run_admin(command, storage, &mut out).await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! Local servers speaking the protocols of the external services Stargazer talks to: the
 //! Telegram Bot API ([`telegram`]), a WebSub hub ([`hub`]), YouTube's Data API and feeds
-//! ([`youtube`]), X API v2 timelines ([`x`]) and DeepL ([`deepl`]).
+//! ([`youtube`]), X API v2 timelines ([`x`]), Twitch's Helix and EventSub ([`twitch`]) and
+//! DeepL ([`deepl`]).
 //!
 //! Each binds `127.0.0.1:0`, serves until it is dropped, records what it was asked so tests
 //! can assert on the conversation, and can be told to fail the way the real service fails
@@ -10,6 +11,7 @@
 pub mod deepl;
 pub mod hub;
 pub mod telegram;
+pub mod twitch;
 pub mod x;
 pub mod youtube;
 
