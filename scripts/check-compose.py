@@ -28,7 +28,7 @@ ALLOWED = {
     "ADMIN_PASSWORD": {"bootstrap"},
     "TOPOLOGY_PASSWORD": {"bootstrap"},
     "BOT_PASSWORD": {"bootstrap", "bot-telegram"},
-    "WORKER_PASSWORD": {"bootstrap", "worker-youtube", "worker-twitter"},
+    "WORKER_PASSWORD": {"bootstrap", "worker-youtube", "worker-twitter", "worker-bilibili"},
     "MIDDLEWARE_DELAY_PASSWORD": {"bootstrap", "middleware-delay"},
     "MIDDLEWARE_TRANSLATE_PASSWORD": {"bootstrap", "middleware-translate"},
     "MIDDLEWARE_LIVE_CHECK_PASSWORD": {"bootstrap", "middleware-live-check"},

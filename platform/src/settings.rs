@@ -24,6 +24,8 @@ pub struct Settings {
     pub youtube: stargazer_worker_youtube::YoutubeConfig,
     /// `[twitter]`.
     pub twitter: stargazer_worker_twitter::TwitterConfig,
+    /// `[bilibili]`.
+    pub bilibili: stargazer_worker_bilibili::BilibiliConfig,
     /// `[delay]`.
     pub delay: stargazer_middleware_delay::DelayConfig,
     /// `[translate]`.
@@ -51,6 +53,7 @@ const KNOWN_KEYS: &[&str] = &[
     "worker",
     "youtube",
     "twitter",
+    "bilibili",
     "delay",
     "translate",
     "live_check",
@@ -85,6 +88,7 @@ impl Settings {
             worker: source.read()?,
             youtube: source.read()?,
             twitter: source.read()?,
+            bilibili: source.read()?,
             delay: source.read()?,
             translate: source.read()?,
             live_check: source.read()?,

@@ -20,6 +20,10 @@ pub(crate) const CODE_RISK: i64 = -352;
 /// "Access denied": also what stale WBI keys may earn.
 pub(crate) const CODE_DENIED: i64 = -403;
 
+/// The largest answer read: a status batch of 500 rooms is about 500 KB, a feed page of a
+/// dozen items some 100 KB.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
@@ -217,9 +221,19 @@ impl BiliApi {
         request: reqwest::RequestBuilder,
         accept: &[i64],
     ) -> Result<Value, ApiError> {
-        let response = request.send().await.map_err(ApiError::Unavailable)?;
+        let mut response = request.send().await.map_err(ApiError::Unavailable)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(ApiError::Unavailable)?;
+        // Read in chunks up to a bound: a broken or hostile answer cannot make the worker
+        // buffer without end.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(ApiError::Unavailable)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::BadResponse(format!(
+                    "answer larger than {MAX_BODY_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let envelope: Option<Envelope> = serde_json::from_slice(&body).ok();
         match (status, envelope) {
             (_, Some(e)) if e.code == CODE_INTERCEPTED || e.code == CODE_RISK => {

@@ -403,8 +403,7 @@ impl Shared {
     async fn wbi_keys(&self, stop: &CancellationToken) -> Result<WbiKeys, PollError> {
         let mut keys = self.keys.lock().await;
         let refresh = Duration::from_secs(self.config.wbi_key_refresh_seconds);
-        if let Some((keys, fetched)) = keys.as_ref().filter(|(_, at)| at.elapsed() < refresh) {
-            let _ = fetched;
+        if let Some((keys, _)) = keys.as_ref().filter(|(_, at)| at.elapsed() < refresh) {
             return Ok(keys.clone());
         }
         if self.dynamic_gate.pass(stop).await.is_cancelled() {
