@@ -42,6 +42,10 @@ pub(crate) struct Stream<'a> {
     pub(crate) started: i64,
     pub(crate) title: &'a str,
     pub(crate) link: String,
+    /// The room's area.
+    pub(crate) category: &'a str,
+    /// The room's cover, else its keyframe.
+    pub(crate) thumbnail: &'a str,
 }
 
 fn stream_fields(stream: &Stream<'_>) -> Map<String, Value> {
@@ -53,16 +57,16 @@ fn stream_fields(stream: &Stream<'_>) -> Map<String, Value> {
         field::ACTUAL_START.into(),
         json!(rfc3339(unix(stream.started))),
     );
+    fields.insert(field::CATEGORY.into(), json!(stream.category));
+    fields.insert(field::THUMBNAIL.into(), json!(stream.thumbnail));
     fields.insert("room_id".into(), json!(stream.room_id.to_string()));
     fields.insert("uid".into(), json!(stream.uid));
     fields
 }
 
 /// `bilibili.live` for a stream that started.
-pub(crate) fn live_event(stream: &Stream<'_>, category: &str, thumbnail: &str) -> Event {
-    let mut fields = stream_fields(stream);
-    fields.insert(field::CATEGORY.into(), json!(category));
-    fields.insert(field::THUMBNAIL.into(), json!(thumbnail));
+pub(crate) fn live_event(stream: &Stream<'_>) -> Event {
+    let fields = stream_fields(stream);
     Event {
         id: Event::make_id(kind::BILIBILI_LIVE, stream.stream_id, None),
         kind: kind::BILIBILI_LIVE.into(),
@@ -120,6 +124,7 @@ pub(crate) fn dynamic_event(
             };
             fields.insert(field::TEXT.into(), json!(text));
             fields.insert(field::THUMBNAIL.into(), json!(archive.cover));
+            fields.insert(field::MEDIA.into(), json!([archive.cover]));
             fields.insert(
                 field::LINK.into(),
                 json!(format!("https://www.bilibili.com/video/{}", archive.bvid)),
@@ -224,11 +229,14 @@ mod tests {
             started: 100,
             title: "t",
             link: room_link(5),
+            category: "Games",
+            thumbnail: "thumb",
         };
-        let live = live_event(&stream, "Games", "thumb");
+        let live = live_event(&stream);
         let ended = ended_event(&stream, 400);
         assert_eq!(live.fields["stream_id"], ended.fields["stream_id"]);
         assert_eq!(ended.fields["duration_seconds"], 300);
+        assert_eq!(ended.fields["category"], "Games");
         assert_eq!(live.fields["actual_start"], "1970-01-01T00:01:40Z");
         assert_ne!(live.id, ended.id);
     }

@@ -38,6 +38,9 @@ pub struct CurrentStream {
 /// [`LIVE_NAMESPACE`](crate::runner::LIVE_NAMESPACE)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveState {
+    /// The uid this state is about: a task whose uid changed starts over.
+    #[serde(default)]
+    pub uid: u64,
     /// The last `live_status` seen.
     pub status: u8,
     /// The stream announced and not yet ended.

@@ -346,40 +346,43 @@ impl Shared {
                 None => LiveState::default(),
             },
         };
+        let mut changed = false;
+        if state.uid != uid {
+            // A new state, or the task now watches another user: what was known is moot.
+            state = LiveState {
+                uid,
+                ..LiveState::default()
+            };
+            changed = true;
+        }
         let cooldown = self.config.live_cooldown_seconds as i64;
-        let (changes, changed) = state.observe(room, now, cooldown);
+        let (changes, observed) = state.observe(room, now, cooldown);
+        let changed = changed || observed;
         let uid = uid.to_string();
+        let thumbnail = if room.cover_from_user.is_empty() {
+            &room.keyframe
+        } else {
+            &room.cover_from_user
+        };
         for change in &changes {
-            let event = match change {
-                Change::Live(stream) => live_event(
-                    &Stream {
-                        entity,
-                        uid: &uid,
-                        room_id: stream.room_id,
-                        stream_id: &stream.stream_id,
-                        started: stream.started,
-                        title: &stream.title,
-                        link: room_link(stream.room_id),
-                    },
-                    &room.area_v2_name,
-                    if room.cover_from_user.is_empty() {
-                        &room.keyframe
-                    } else {
-                        &room.cover_from_user
-                    },
-                ),
-                Change::Ended { stream, at } => ended_event(
-                    &Stream {
-                        entity,
-                        uid: &uid,
-                        room_id: stream.room_id,
-                        stream_id: &stream.stream_id,
-                        started: stream.started,
-                        title: &stream.title,
-                        link: room_link(stream.room_id),
-                    },
-                    *at,
-                ),
+            let (stream, ended) = match change {
+                Change::Live(stream) => (stream, None),
+                Change::Ended { stream, at } => (stream, Some(*at)),
+            };
+            let stream = Stream {
+                entity,
+                uid: &uid,
+                room_id: stream.room_id,
+                stream_id: &stream.stream_id,
+                started: stream.started,
+                title: &stream.title,
+                link: room_link(stream.room_id),
+                category: &room.area_v2_name,
+                thumbnail,
+            };
+            let event = match ended {
+                None => live_event(&stream),
+                Some(at) => ended_event(&stream, at),
             };
             // Published before the state is stored: a crash in between publishes again
             // on the next cycle, and the seen window drops the repeat.

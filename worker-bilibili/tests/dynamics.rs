@@ -160,6 +160,10 @@ async fn first_poll_skips_history_then_new_posts_come_once_in_order_across_pages
         video.fields["thumbnail"],
         "http://i0.hdslb.com/bfs/archive/BV1test1.jpg"
     );
+    assert_eq!(
+        video.fields["media"],
+        json!(["http://i0.hdslb.com/bfs/archive/BV1test1.jpg"])
+    );
     let picture = &events[1].1;
     assert_eq!(picture.fields["text"], "絵");
     assert_eq!(picture.fields["media"], json!(pictures));

@@ -71,6 +71,7 @@ async fn live_then_ended_share_the_stream_id_and_a_rerun_is_never_live() {
     assert_eq!(ended.fields["duration_seconds"], end - started);
     assert!(end - started >= 1, "{}", ended.fields["duration_seconds"]);
     assert_eq!(ended.fields["link"], "https://live.bilibili.com/5050");
+    assert_eq!(ended.fields["category"], "虚拟Singer");
 
     // A rerun loop after the stream, and a room that only ever reruns: nothing.
     server.set_rerun(uid);
