@@ -34,6 +34,7 @@ use stargazer_middleware_translate::TranslateConfig;
 use stargazer_platform::roles::{run_role, Role};
 use stargazer_platform::settings::{Settings, WorkerSection};
 use stargazer_platform::standalone::{replace_credential, Standalone};
+use stargazer_worker_bilibili::BilibiliConfig;
 use stargazer_worker_twitch::TwitchConfig;
 use stargazer_worker_twitter::TwitterConfig;
 use stargazer_worker_youtube::YoutubeConfig;
@@ -41,6 +42,7 @@ use uuid::Uuid;
 
 use crate::backends::{Backends, Pair, Source};
 use crate::process::Process;
+use crate::servers::bilibili::BilibiliServer;
 use crate::servers::deepl::Deepl;
 use crate::servers::hub::Hub;
 use crate::servers::telegram::TelegramServer;
@@ -63,7 +65,7 @@ pub const WORKER_USER: &str = "e2e-worker";
 pub const WORKER_PASSWORD: &str = "e2e-worker-password";
 
 /// The `[worker] id` of [`Platform::start_all`]: standalone's workers announce themselves
-/// as `<id>-youtube`, `<id>-twitter` and `<id>-twitch`.
+/// as `<id>-youtube`, `<id>-twitter`, `<id>-twitch` and `<id>-bilibili`.
 pub const STANDALONE_WORKER_ID: &str = "standalone-e2e";
 
 /// The EventSub secret the Twitch worker gives the Twitch server.
@@ -97,6 +99,8 @@ pub struct Externals {
     pub x: XServer,
     /// Twitch: OAuth, Helix and the EventSub sender.
     pub twitch: TwitchServer,
+    /// Bilibili: room status, signing keys and space dynamics.
+    pub bilibili: BilibiliServer,
     /// DeepL.
     pub deepl: Deepl,
     /// The Telegram Bot API.
@@ -113,6 +117,7 @@ impl Externals {
             x: XServer::start(&format!("AAAA-e2e-{id}")).await?,
             twitch: TwitchServer::start(&format!("e2e-client-{id}"), &format!("e2e-secret-{id}"))
                 .await?,
+            bilibili: BilibiliServer::start().await?,
             deepl: Deepl::start(&format!("{id}:fx")).await?,
             telegram: TelegramServer::start(&format!(
                 "{}:AAE2E{id}",
@@ -189,6 +194,18 @@ fn compressed(ext: &Externals, api_addr: SocketAddr) -> Settings {
             rate_limit_fallback_seconds: 2,
             http_timeout_seconds: 5,
             ..TwitchConfig::default()
+        },
+        bilibili: BilibiliConfig {
+            live_base: ext.bilibili.base.clone(),
+            api_base: ext.bilibili.base.clone(),
+            live_poll_interval_seconds: 1,
+            dynamic_poll_interval_seconds: 1,
+            live_cooldown_seconds: 1,
+            min_request_gap_ms: 10,
+            risk_backoff_initial_seconds: 1,
+            risk_backoff_max_seconds: 2,
+            http_timeout_seconds: 5,
+            ..BilibiliConfig::default()
         },
         delay: DelayConfig {
             retry_delay_ms: 100,
@@ -557,6 +574,16 @@ impl Platform {
         self.wait_worker_connected(&name, &name).await
     }
 
+    /// Starts `stargazer worker-bilibili` as worker `id` (service name and worker id
+    /// `worker-bilibili-<id>`) and waits until the coordinator sees it.
+    pub async fn start_bilibili_worker(&self, id: &str) -> Result<()> {
+        let name = format!("worker-bilibili-{id}");
+        let mut settings = self.role_settings()?;
+        settings.worker = self.worker_section(&name);
+        self.start_role(&name, "worker-bilibili", settings)?;
+        self.wait_worker_connected(&name, &name).await
+    }
+
     /// Waits until the coordinator reports worker `id` connected; `service` is the
     /// process that runs it.
     async fn wait_worker_connected(&self, service: &str, id: &str) -> Result<()> {
@@ -610,7 +637,7 @@ impl Platform {
 
     /// Starts `stargazer standalone` on this platform's backends (the in-process pair's
     /// shared storage and bus, or the production pair's database and virtual host) as
-    /// process `standalone`, and waits until the api answers, both workers are connected
+    /// process `standalone`, and waits until the api answers, every worker is connected
     /// to the coordinator and the bot polls Telegram.
     pub async fn start_all(&self) -> Result<()> {
         let mut settings = self.configs.clone();

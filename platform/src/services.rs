@@ -82,6 +82,11 @@ pub const SERVICES: &[ServiceRow] = &[
         build: worker_twitch,
     },
     ServiceRow {
+        name: "worker-bilibili",
+        about: "Watches Bilibili users (live rooms, dynamics) and publishes events.",
+        build: worker_bilibili,
+    },
+    ServiceRow {
         name: "bot-telegram",
         about: "Telegram bot: chat commands and delivery of ready events.",
         build: bot_telegram,
@@ -161,6 +166,14 @@ fn worker_twitch(settings: &Settings, mode: Mode) -> Result<Box<dyn Service>, Co
     Ok(Box::new(stargazer_worker_twitch::TwitchService::new(
         settings.twitch.clone(),
         worker_runtime(settings, TaskKind::Twitch, mode)?,
+    )))
+}
+
+/// Bilibili needs no credential: the role builds in both modes.
+fn worker_bilibili(settings: &Settings, mode: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    Ok(Box::new(stargazer_worker_bilibili::BilibiliService::new(
+        settings.bilibili.clone(),
+        worker_runtime(settings, TaskKind::Bilibili, mode)?,
     )))
 }
 
@@ -258,6 +271,24 @@ mod tests {
         for role in ["api", "coordinator", "middleware-delay"] {
             let service = (row(role).build)(&settings, Mode::Role).unwrap();
             assert_eq!(service.name(), role);
+        }
+    }
+
+    #[test]
+    fn the_bilibili_worker_needs_no_credential_of_its_own() {
+        let mut settings = Settings::from_source(
+            stargazer_core::config::ConfigSource::load_with_env(None, Vec::new()).unwrap(),
+        )
+        .unwrap();
+        let row = Role::named("worker-bilibili").unwrap().row();
+        // Only the coordinator login a worker process always needs.
+        let err = (row.build)(&settings, Mode::Role).err().unwrap();
+        assert!(err.to_string().contains("worker.username"), "{err}");
+        settings.worker.username = "worker".into();
+        settings.worker.password = "secret".into();
+        for mode in [Mode::Role, Mode::Standalone] {
+            let service = (row.build)(&settings, mode).unwrap();
+            assert_eq!(service.name(), "worker-bilibili");
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Settings {
     pub twitter: stargazer_worker_twitter::TwitterConfig,
     /// `[twitch]`.
     pub twitch: stargazer_worker_twitch::TwitchConfig,
+    /// `[bilibili]`.
+    pub bilibili: stargazer_worker_bilibili::BilibiliConfig,
     /// `[delay]`.
     pub delay: stargazer_middleware_delay::DelayConfig,
     /// `[translate]`.
@@ -54,6 +56,7 @@ const KNOWN_KEYS: &[&str] = &[
     "youtube",
     "twitter",
     "twitch",
+    "bilibili",
     "delay",
     "translate",
     "live_check",
@@ -89,6 +92,7 @@ impl Settings {
             youtube: source.read()?,
             twitter: source.read()?,
             twitch: source.read()?,
+            bilibili: source.read()?,
             delay: source.read()?,
             translate: source.read()?,
             live_check: source.read()?,

@@ -35,6 +35,7 @@ fn help_lists_every_role() {
         "coordinator",
         "worker-youtube",
         "worker-twitter",
+        "worker-bilibili",
         "middleware-delay",
         "middleware-translate",
         "middleware-live-check",

@@ -3,6 +3,8 @@
 //! tests use. Each binds `127.0.0.1:0`, serves until it is dropped, and records what it
 //! was asked so tests can assert on the conversation.
 
-pub use stargazer_testkit::servers::{deepl, hub, serve, telegram, twitch, x, youtube, Served};
+pub use stargazer_testkit::servers::{
+    bilibili, deepl, hub, serve, telegram, twitch, x, youtube, Served,
+};
 
 pub(crate) use stargazer_testkit::servers::lock;

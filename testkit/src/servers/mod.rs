@@ -1,13 +1,14 @@
 //! Local servers speaking the protocols of the external services Stargazer talks to: the
 //! Telegram Bot API ([`telegram`]), a WebSub hub ([`hub`]), YouTube's Data API and feeds
-//! ([`youtube`]), X API v2 timelines ([`x`]), Twitch's Helix and EventSub ([`twitch`]) and
-//! DeepL ([`deepl`]).
+//! ([`youtube`]), X API v2 timelines ([`x`]), Twitch's Helix and EventSub ([`twitch`]),
+//! Bilibili's web APIs ([`bilibili`]) and DeepL ([`deepl`]).
 //!
 //! Each binds `127.0.0.1:0`, serves until it is dropped, records what it was asked so tests
 //! can assert on the conversation, and can be told to fail the way the real service fails
 //! (rate limits, outages, quota errors) where a test needs it. The same servers serve the
 //! crates' own integration tests and the whole-platform tests of `stargazer-e2e`.
 
+pub mod bilibili;
 pub mod deepl;
 pub mod hub;
 pub mod telegram;
