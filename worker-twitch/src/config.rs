@@ -66,6 +66,11 @@ pub struct TwitchConfig {
     /// between two full reconciliations of the subscriptions with Twitch's list, seconds.
     /// Default 600.
     pub reconcile_interval_seconds: u64,
+    /// `sweep_grace_seconds` / `STARGAZER_TWITCH__SWEEP_GRACE_SECONDS`: after each full
+    /// reconciliation, a remembered live stream that Helix no longer lists is ended (its
+    /// `stream.offline` was lost); one that started less than this ago is left alone,
+    /// since Helix lists new streams with a delay, seconds. Default 600.
+    pub sweep_grace_seconds: u64,
     /// `reconcile_delay_ms` / `STARGAZER_TWITCH__RECONCILE_DELAY_MS`: how long after a task
     /// assignment the worker waits for more before reconciling, milliseconds (the
     /// coordinator assigns in bursts). Default 500.
@@ -114,6 +119,7 @@ impl Default for TwitchConfig {
             batch_window_ms: 250,
             lookup_timeout_ms: 5000,
             reconcile_interval_seconds: 600,
+            sweep_grace_seconds: 600,
             reconcile_delay_ms: 500,
             delete_orphans: true,
             subscribe_concurrency: 8,

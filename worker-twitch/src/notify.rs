@@ -142,6 +142,75 @@ async fn channel_update(
     Ok("updated")
 }
 
+/// Why the sweep stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SweepError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Helix(#[from] crate::helix::HelixError),
+}
+
+/// Ends the remembered streams of the `held` broadcasters that Helix no longer lists
+/// live (or lists with another stream id) — a `stream.offline` Twitch gave up
+/// delivering — as if the end had arrived `now`; returns how many it ended. A stream
+/// that started less than `sweep_grace_seconds` ago is left alone (Helix lists new
+/// streams with a delay). The ended event has the
+/// same id as the notification's would, so one racing it is published once.
+pub(crate) async fn sweep_ended(
+    shared: &Shared,
+    held: &std::collections::HashSet<String>,
+    now: DateTime<Utc>,
+) -> Result<usize, SweepError> {
+    let grace = i64::try_from(shared.config.sweep_grace_seconds)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .unwrap_or(chrono::Duration::MAX);
+    let mut remembered: Vec<(String, LiveRecord)> = Vec::new();
+    for (broadcaster, value) in shared.state.kv_list(LIVE_NAMESPACE).await? {
+        if !held.contains(&broadcaster) {
+            continue;
+        }
+        match serde_json::from_value::<LiveRecord>(value) {
+            Ok(record) if now - record.started_at >= grace => {
+                remembered.push((broadcaster, record))
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(broadcaster, cause = %err, "unreadable live record; ignored")
+            }
+        }
+    }
+    let mut ended = 0;
+    for batch in remembered.chunks(crate::helix::MAX_IDS) {
+        let ids: Vec<String> = batch.iter().map(|(b, _)| b.clone()).collect();
+        let live: std::collections::HashMap<String, String> = shared
+            .helix
+            .streams(&ids)
+            .await?
+            .into_iter()
+            .map(|stream| (stream.user_id, stream.id))
+            .collect();
+        for (broadcaster, record) in batch {
+            if live.get(broadcaster) == Some(&record.stream_id) {
+                continue;
+            }
+            let event = events::ended(record, now);
+            shared
+                .publisher
+                .publish_event(source::TWITCH, &event)
+                .await?;
+            shared.state.kv_delete(LIVE_NAMESPACE, broadcaster).await?;
+            shared
+                .metrics
+                .notification("stream.offline", "ended_by_sweep");
+            tracing::info!(broadcaster, stream_id = %record.stream_id, "stream no longer live on Helix; ended without its stream.offline");
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
 /// Handles a revocation of `subscription`.
 pub(crate) fn revocation(shared: &Arc<Shared>, subscription: SubscriptionInfo) {
     let status = subscription.status.as_str();

@@ -95,6 +95,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 if full {
                     last_pages = Some(report.pages);
                     next_full = Instant::now() + interval;
+                    let held = shared.held_broadcasters();
+                    match crate::notify::sweep_ended(&shared, &held, chrono::Utc::now()).await {
+                        Ok(0) => {}
+                        Ok(ended) => tracing::info!(ended, "ended streams Helix no longer lists"),
+                        // The next full reconciliation sweeps again.
+                        Err(err) => tracing::warn!(cause = %err, "sweep of live streams failed"),
+                    }
                 }
                 if report != Report::default() {
                     tracing::info!(

@@ -394,3 +394,65 @@ async fn any_instance_behind_the_callback_handles_any_broadcaster() {
     idle.shutdown().await;
     env.close().await;
 }
+
+/// A `stream.offline` Twitch gave up delivering: after a full reconciliation, a
+/// remembered stream Helix no longer lists is ended with its own stream id, one still
+/// listed is left alone, and a late `stream.offline` for the swept stream publishes
+/// nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_end_is_found_by_the_sweep_after_a_reconciliation() {
+    let mut env = env().await;
+    let mut ready = env.ready().await;
+    let twitch = TwitchServer::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
+    let mut config = config(&twitch);
+    config.reconcile_interval_seconds = 1;
+    config.sweep_grace_seconds = 0;
+    let worker = Worker::start(config, &env).await;
+    let (gone, still) = (twitch.add_user("Korone"), twitch.add_user("Okayu"));
+    for broadcaster in [&gone, &still] {
+        worker
+            .runner
+            .start(task(Uuid::new_v4(), broadcaster))
+            .await
+            .unwrap();
+        wait_enabled(&twitch, broadcaster).await;
+    }
+    twitch.go_live(&gone, "50001", "Retro games", "Super Mario Bros.");
+    twitch.go_live(&still, "50002", "Zatsudan", "Just Chatting");
+    for (broadcaster, stream) in [(&gone, "50001"), (&still, "50002")] {
+        let sent = twitch.online(broadcaster, stream, "live").await;
+        assert_eq!(sent.status, 204, "{}", sent.body);
+    }
+    let mut live_ids = ids("50001", &[kind::TWITCH_LIVE]);
+    live_ids.extend(ids("50002", &[kind::TWITCH_LIVE]));
+    assert_eq!(ready.collect_n(&live_ids, 2, WAIT).await.len(), 2);
+
+    // Korone's stream ends on Twitch, and its stream.offline never arrives.
+    twitch.end_stream(&gone);
+    let mut ended_ids = ids("50001", &[kind::TWITCH_ENDED]);
+    ended_ids.extend(ids("50002", &[kind::TWITCH_ENDED]));
+    let ended = ready.collect_n(&ended_ids, 1, WAIT).await;
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    let fields = &ended[0].event.fields;
+    assert_eq!(fields[field::STREAM_ID], "50001");
+    assert_eq!(fields[field::TITLE], "Retro games");
+    assert!(fields[field::ACTUAL_END].is_string());
+    // Counted once the record is gone, just after the publish the test saw.
+    let swept = || {
+        worker
+            .runner
+            .metrics()
+            .notifications_with("stream.offline", "ended_by_sweep")
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while swept() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(swept(), 1);
+    // Later sweeps leave Okayu's live stream alone; the late end publishes nothing.
+    let late = twitch.offline(&gone).await;
+    assert_eq!(late.status, 204);
+    assert!(ready.collect_for(&ended_ids, QUIET * 2).await.is_empty());
+    worker.shutdown().await;
+    env.close().await;
+}
