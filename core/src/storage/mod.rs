@@ -246,6 +246,54 @@ pub trait StateStore: Send + Sync + 'static {
     async fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Forgets ids seen before `before` in `namespace`; returns how many.
     async fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- leases ----
+
+    /// Takes or renews the lease `(namespace, name)` for `owner` until `until`: granted
+    /// when nobody holds it, when its holder's term ended before `now`, or when `owner`
+    /// holds it already (a renewal, which keeps the epoch). Answers the lease as it now
+    /// stands when `owner` holds it, `None` when another owner's term runs on. The check
+    /// and the write are one atomic step, so of two instances asking at once one wins.
+    async fn lease_acquire(
+        &self,
+        namespace: &str,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Lease>>;
+    /// Ends `owner`'s term on `(namespace, name)` at once, so another instance may take
+    /// the lease without waiting for it to run out; `Ok(false)` if `owner` did not hold it.
+    async fn lease_release(&self, namespace: &str, name: &str, owner: &str) -> Result<bool>;
+    /// Every lease of a namespace (held or run out), ordered by name.
+    async fn lease_list(&self, namespace: &str) -> Result<Vec<Lease>>;
+}
+
+/// A named lease in the [`StateStore`]: one owner at a time, for a bounded term.
+///
+/// Instances of one role share work through leases (docs/ARCHITECTURE.md §3): a holder
+/// renews before `until`; one that dies stops renewing and, once `until` has passed,
+/// another instance's [`StateStore::lease_acquire`] takes the lease over. Terms compare
+/// the callers' clocks, so the clocks of a deployment's machines must agree to well
+/// within a term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease's name within its namespace.
+    pub name: String,
+    /// Who holds it (or last held it, once `until` has passed).
+    pub owner: String,
+    /// When the holder's term ends unless renewed.
+    pub until: DateTime<Utc>,
+    /// Counts changes of holder (1 for the first): a fencing token, so work stamped
+    /// with an older epoch can be told from the current holder's.
+    pub epoch: u64,
+}
+
+impl Lease {
+    /// Whether the term still runs at `now`.
+    pub fn is_held_at(&self, now: DateTime<Utc>) -> bool {
+        self.until >= now
+    }
 }
 
 /// The bots' delivery log: exactly one message per (event, chat).
@@ -337,6 +385,9 @@ macro_rules! with_storage_methods {
                 fn kv_list(&self, namespace: &str) -> $crate::storage::Result<Vec<(String, serde_json::Value)>>;
                 fn mark_seen(&self, namespace: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<bool>;
                 fn purge_seen(&self, namespace: &str, before: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<u64>;
+                fn lease_acquire(&self, namespace: &str, name: &str, owner: &str, now: chrono::DateTime<chrono::Utc>, until: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<Option<$crate::storage::Lease>>;
+                fn lease_release(&self, namespace: &str, name: &str, owner: &str) -> $crate::storage::Result<bool>;
+                fn lease_list(&self, namespace: &str) -> $crate::storage::Result<Vec<$crate::storage::Lease>>;
             }
             impl DeliveryStore {
                 fn record_delivery(&self, record: &$crate::model::DeliveryRecord) -> $crate::storage::Result<bool>;

@@ -237,6 +237,22 @@ mod tests {
         async fn purge_seen(&self, _: &str, _: DateTime<Utc>) -> Result<u64> {
             std::future::pending().await
         }
+        async fn lease_acquire(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<Option<crate::storage::Lease>> {
+            std::future::pending().await
+        }
+        async fn lease_release(&self, _: &str, _: &str, _: &str) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn lease_list(&self, _: &str) -> Result<Vec<crate::storage::Lease>> {
+            std::future::pending().await
+        }
     }
 
     #[async_trait]

@@ -40,7 +40,7 @@ use stargazer_core::model::{
     Access, Credential, DelayedMessage, DeliveryRecord, Entity, Group, Permissions, Session,
     Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
 };
-use stargazer_core::storage::{Result, Storage, StorageError, Subscriber};
+use stargazer_core::storage::{Lease, Result, Storage, StorageError, Subscriber};
 use uuid::Uuid;
 
 /// Expands to one `#[tokio::test]` per contract function, each given `$factory().await`.
@@ -69,6 +69,8 @@ macro_rules! storage_contract_tests {
             delayed_pagination,
             kv_namespaces,
             seen_window,
+            leases_one_holder_at_a_time,
+            leases_under_contention,
             delivery_log,
             delivered_chats_of_an_event,
             delivery_batches,

@@ -87,3 +87,123 @@ pub(crate) async fn seen_window(s: Arc<dyn Storage>) {
     assert!(!s.mark_seen(&ns, "v3", now).await.unwrap());
     assert!(!s.mark_seen(&other, "v1", now).await.unwrap());
 }
+
+// ---------------------------------------------------------------- leases
+
+/// A lease has one holder at a time: renewals keep the epoch, a run-out term is taken
+/// over with a new epoch, a release hands it on at once, and namespaces are apart.
+pub(crate) async fn leases_one_holder_at_a_time(s: Arc<dyn Storage>) {
+    let ns = format!("leases-{}", Uuid::new_v4());
+    let other = format!("leases-{}", Uuid::new_v4());
+    let t0 = now_truncated_to_ms();
+    let secs = chrono::Duration::seconds;
+
+    let a = s
+        .lease_acquire(&ns, "leader", "a", t0, t0 + secs(10))
+        .await
+        .unwrap()
+        .expect("a free lease is granted");
+    assert_eq!(
+        (a.owner.as_str(), a.epoch, a.until),
+        ("a", 1, t0 + secs(10))
+    );
+    // Another owner is refused while the term runs, even at its last instant.
+    assert_eq!(
+        s.lease_acquire(&ns, "leader", "b", t0 + secs(10), t0 + secs(20))
+            .await
+            .unwrap(),
+        None
+    );
+    // The same name in another namespace is another lease.
+    assert!(s
+        .lease_acquire(&other, "leader", "b", t0, t0 + secs(10))
+        .await
+        .unwrap()
+        .is_some());
+    // A renewal moves the term and keeps the epoch.
+    let renewed = s
+        .lease_acquire(&ns, "leader", "a", t0 + secs(5), t0 + secs(15))
+        .await
+        .unwrap()
+        .expect("the holder renews");
+    assert_eq!((renewed.epoch, renewed.until), (1, t0 + secs(15)));
+    // Once the term has run out, another owner takes it over with a new epoch, and the
+    // old holder's renewal is refused.
+    let b = s
+        .lease_acquire(&ns, "leader", "b", t0 + secs(16), t0 + secs(26))
+        .await
+        .unwrap()
+        .expect("a run-out lease is taken over");
+    assert_eq!((b.owner.as_str(), b.epoch), ("b", 2));
+    assert_eq!(
+        s.lease_acquire(&ns, "leader", "a", t0 + secs(17), t0 + secs(27))
+            .await
+            .unwrap(),
+        None
+    );
+    // Only the holder can release; a release lets the next owner in before the term ends.
+    assert!(!s.lease_release(&ns, "leader", "a").await.unwrap());
+    assert!(s.lease_release(&ns, "leader", "b").await.unwrap());
+    let a = s
+        .lease_acquire(&ns, "leader", "a", t0 + secs(18), t0 + secs(28))
+        .await
+        .unwrap()
+        .expect("a released lease is free");
+    assert_eq!(a.epoch, 3);
+    s.lease_acquire(&ns, "shard-7", "c", t0, t0 + secs(5))
+        .await
+        .unwrap()
+        .expect("another name is another lease");
+
+    let listed = s.lease_list(&ns).await.unwrap();
+    let summary: Vec<(&str, &str, u64)> = listed
+        .iter()
+        .map(|l| (l.name.as_str(), l.owner.as_str(), l.epoch))
+        .collect();
+    assert_eq!(summary, [("leader", "a", 3), ("shard-7", "c", 1)]);
+    assert!(listed[0].is_held_at(t0 + secs(28)));
+    assert!(!listed[1].is_held_at(t0 + secs(6)));
+    assert!(s
+        .lease_list(&format!("leases-{}", Uuid::new_v4()))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Many owners asking for one free (or run-out) lease at once: exactly one gets it.
+pub(crate) async fn leases_under_contention(s: Arc<dyn Storage>) {
+    let ns = format!("leases-{}", Uuid::new_v4());
+    let t0 = now_truncated_to_ms();
+    let mut previous: Option<Lease> = None;
+    for round in 0..3i64 {
+        // Each round starts after the previous holder's term ended.
+        let now = t0 + chrono::Duration::seconds(100 * round);
+        let until = now + chrono::Duration::seconds(50);
+        let asks = (0..8).map(|i| {
+            let s = s.clone();
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                s.lease_acquire(&ns, "leader", &format!("owner-{i}"), now, until)
+                    .await
+                    .unwrap()
+            })
+        });
+        let granted: Vec<_> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|joined| joined.unwrap())
+            .collect();
+        assert_eq!(granted.len(), 1, "round {round}: {granted:?}");
+        // A new holder gets a new epoch; the last holder taking its own lease back
+        // (nobody held it between) keeps its epoch.
+        let expected = match &previous {
+            None => 1,
+            Some(p) if p.owner == granted[0].owner => p.epoch,
+            Some(p) => p.epoch + 1,
+        };
+        assert_eq!(granted[0].epoch, expected, "round {round}");
+        let stored = s.lease_list(&ns).await.unwrap();
+        assert_eq!(stored, granted);
+        previous = Some(granted[0].clone());
+    }
+}

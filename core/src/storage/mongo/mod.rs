@@ -116,6 +116,7 @@ pub struct MongoStorage {
     delayed: Collection<Document>,
     kv: Collection<Document>,
     seen: Collection<Document>,
+    leases: Collection<Document>,
     deliveries: Collection<Document>,
     /// Whether the deployment supports multi-document transactions.
     transactions: bool,
@@ -182,6 +183,7 @@ impl MongoStorage {
             delayed: db.collection("delayed"),
             kv: db.collection("kv"),
             seen: db.collection("seen"),
+            leases: db.collection("leases"),
             deliveries: db.collection("deliveries"),
             client,
             db,
@@ -295,6 +297,10 @@ impl MongoStorage {
                     unique(doc! { "namespace": 1, "id": 1 }, "namespace_id"),
                     plain(doc! { "namespace": 1, "at": 1 }, "namespace_at"),
                 ],
+            ),
+            (
+                &self.leases,
+                vec![unique(doc! { "namespace": 1, "name": 1 }, "namespace_name")],
             ),
             (
                 &self.deliveries,

@@ -1,7 +1,30 @@
 //! MongoDB: key/value entries and seen windows ([`StateStore`]).
 
 use super::*;
-use crate::storage::StateStore;
+use crate::storage::{Lease, StateStore};
+
+/// How often [`StateStore::lease_acquire`] retries when another writer changed the lease
+/// between its read and its conditional write, before answering "held by another".
+const LEASE_ATTEMPTS: usize = 3;
+
+fn decode_lease(d: &Document) -> Result<Lease> {
+    let epoch = match d.get("epoch") {
+        Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+        Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| corrupt("lease", d, "epoch", "is not a count"))?;
+    Ok(Lease {
+        name: get_string(d, "name", "lease")?,
+        owner: get_string(d, "owner", "lease")?,
+        until: get_time(d, "until", "lease")?,
+        epoch,
+    })
+}
+
+fn epoch_bson(epoch: u64) -> Bson {
+    Bson::Int64(i64::try_from(epoch).unwrap_or(i64::MAX))
+}
 
 #[async_trait]
 impl StateStore for MongoStorage {
@@ -81,5 +104,100 @@ impl StateStore for MongoStorage {
             .await
             .map_err(|e| db_err("purging seen ids", e))?;
         Ok(result.deleted_count)
+    }
+
+    async fn lease_acquire(
+        &self,
+        namespace: &str,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Lease>> {
+        // Read, then write on the condition that nothing changed since: a compare-and-set
+        // on (owner, epoch, until), which needs no transaction and no pipeline update.
+        let key = doc! { "namespace": namespace, "name": name };
+        for _ in 0..LEASE_ATTEMPTS {
+            let current = self
+                .leases
+                .find_one(key.clone())
+                .await
+                .map_err(|e| db_err("reading a lease", e))?;
+            let Some(current) = current else {
+                let fresh = doc! {
+                    "namespace": namespace, "name": name, "owner": owner,
+                    "until": time_bson(until), "epoch": epoch_bson(1),
+                };
+                match self.leases.insert_one(fresh).await {
+                    Ok(_) => {
+                        return Ok(Some(Lease {
+                            name: name.to_owned(),
+                            owner: owner.to_owned(),
+                            until,
+                            epoch: 1,
+                        }))
+                    }
+                    // Another instance created it first: look again.
+                    Err(e) if is_duplicate_key(&e) => continue,
+                    Err(e) => return Err(db_err("taking a lease", e)),
+                }
+            };
+            let lease = decode_lease(&current)?;
+            let epoch = if lease.owner == owner {
+                lease.epoch
+            } else if lease.until < now {
+                lease.epoch.saturating_add(1)
+            } else {
+                return Ok(None);
+            };
+            // Owner, epoch and term as read: a renewal in between changes the term, a
+            // takeover the owner, so two writers cannot both match.
+            let mut filter = key.clone();
+            filter.insert("owner", &lease.owner);
+            filter.insert("epoch", epoch_bson(lease.epoch));
+            filter.insert("until", time_bson(lease.until));
+            let update = doc! { "$set": {
+                "owner": owner, "until": time_bson(until), "epoch": epoch_bson(epoch),
+            } };
+            let result = self
+                .leases
+                .update_one(filter, update)
+                .await
+                .map_err(|e| db_err("taking a lease", e))?;
+            if result.matched_count == 1 {
+                return Ok(Some(Lease {
+                    name: name.to_owned(),
+                    owner: owner.to_owned(),
+                    until,
+                    epoch,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn lease_release(&self, namespace: &str, name: &str, owner: &str) -> Result<bool> {
+        // The document stays (with its epoch), its term ended at the epoch of time: the
+        // next holder's epoch is still a new one.
+        let result = self
+            .leases
+            .update_one(
+                doc! { "namespace": namespace, "name": name, "owner": owner },
+                doc! { "$set": { "until": time_bson(DateTime::UNIX_EPOCH) } },
+            )
+            .await
+            .map_err(|e| db_err("releasing a lease", e))?;
+        Ok(result.matched_count > 0)
+    }
+
+    async fn lease_list(&self, namespace: &str) -> Result<Vec<Lease>> {
+        let docs = find_all(
+            &self.leases,
+            doc! { "namespace": namespace },
+            doc! { "name": 1 },
+            "reading leases",
+        )
+        .await?;
+        docs.iter().map(decode_lease).collect()
     }
 }

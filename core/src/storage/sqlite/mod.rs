@@ -136,6 +136,14 @@ CREATE TABLE IF NOT EXISTS seen (
     PRIMARY KEY (namespace, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_by_time ON seen (namespace, at);
+CREATE TABLE IF NOT EXISTS leases (
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    until_ms  INTEGER NOT NULL,
+    epoch     INTEGER NOT NULL,
+    PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
     event   TEXT NOT NULL,
     im      TEXT NOT NULL,

@@ -1,7 +1,23 @@
 //! SQLite: key/value entries and seen windows ([`StateStore`]).
 
 use super::*;
-use crate::storage::StateStore;
+use crate::storage::{Lease, StateStore};
+
+/// A lease row's `until` in unix milliseconds: integers compare exactly in SQL.
+fn until_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn lease_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    let until: i64 = row.get(2)?;
+    let epoch: i64 = row.get(3)?;
+    Ok(Lease {
+        name: row.get(0)?,
+        owner: row.get(1)?,
+        until: DateTime::<Utc>::from_timestamp_millis(until).unwrap_or(DateTime::UNIX_EPOCH),
+        epoch: u64::try_from(epoch).unwrap_or(0),
+    })
+}
 
 #[async_trait]
 impl StateStore for SqliteStorage {
@@ -89,6 +105,81 @@ impl StateStore for SqliteStorage {
                 )
                 .db()?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn lease_acquire(
+        &self,
+        namespace: &str,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Lease>> {
+        let (namespace, name, owner) = (namespace.to_owned(), name.to_owned(), owner.to_owned());
+        let (now, until) = (until_ms(now), until_ms(until));
+        self.call(move |conn| {
+            // One statement decides and writes, so other processes on the same file see
+            // either the old holder or the new one: the row is inserted when absent,
+            // taken over (a new epoch) when its term ended before `now`, renewed (same
+            // epoch) when `owner` holds it, and left alone otherwise.
+            conn.prepare_cached(
+                "INSERT INTO leases (namespace, name, owner, until_ms, epoch)
+                 VALUES (?1, ?2, ?3, ?5, 1)
+                 ON CONFLICT (namespace, name) DO UPDATE SET
+                     epoch = CASE WHEN owner = excluded.owner THEN epoch ELSE epoch + 1 END,
+                     owner = excluded.owner,
+                     until_ms = excluded.until_ms
+                 WHERE owner = excluded.owner OR until_ms < ?4",
+            )
+            .db()?
+            .execute(params![namespace, name, owner, now, until])
+            .db()?;
+            let lease = conn
+                .query_row(
+                    "SELECT name, owner, until_ms, epoch FROM leases
+                     WHERE namespace = ?1 AND name = ?2",
+                    [&namespace, &name],
+                    lease_from_row,
+                )
+                .optional()
+                .db()?;
+            // The statement wrote the row exactly when `owner` holds it now.
+            Ok(lease.filter(|lease| lease.owner == owner))
+        })
+        .await
+    }
+
+    async fn lease_release(&self, namespace: &str, name: &str, owner: &str) -> Result<bool> {
+        let (namespace, name, owner) = (namespace.to_owned(), name.to_owned(), owner.to_owned());
+        self.call(move |conn| {
+            // The row stays (with its epoch), its term ended at the epoch of time: the
+            // next holder's epoch is still a new one.
+            let n = conn
+                .prepare_cached(
+                    "UPDATE leases SET until_ms = ?4
+                     WHERE namespace = ?1 AND name = ?2 AND owner = ?3",
+                )
+                .db()?
+                .execute(params![namespace, name, owner, 0])
+                .db()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lease_list(&self, namespace: &str) -> Result<Vec<Lease>> {
+        let namespace = namespace.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, owner, until_ms, epoch FROM leases
+                     WHERE namespace = ?1 ORDER BY name",
+                )
+                .db()?;
+            let rows = stmt.query_map([namespace], lease_from_row).db()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().db()
         })
         .await
     }
