@@ -13,6 +13,7 @@
 //!   share an in-process bus.
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -285,6 +286,10 @@ pub struct Platform {
     metrics_addrs: Mutex<HashMap<String, SocketAddr>>,
     http: reqwest::Client,
     source: Source,
+    /// When set, `start_*` run `stargazer <role>` as OS processes of this binary.
+    binary: Option<PathBuf>,
+    /// Where OS processes' configuration files and logs go.
+    process_dir: PathBuf,
     /// The backends (their guards remove the database and virtual host when dropped).
     pub backends: Backends,
 }
@@ -379,6 +384,8 @@ impl Platform {
                 .map_err(|e| service_error("http client", e))?,
             source,
             backends,
+            binary: None,
+            process_dir: std::env::temp_dir().join(format!("stargazer-e2e-{}", crate::unique())),
         };
         for spec in platform.queue_specs() {
             platform.bus.declare(&spec).await?;
@@ -456,18 +463,49 @@ impl Platform {
         }
     }
 
+    /// From now on, `start_*` run each service as a real OS process: `binary` (the
+    /// `stargazer` executable) with `--config <file> <role>`, the file written from the
+    /// settings the service would have run with. Their configuration files and logs are
+    /// in [`Platform::process_dir`].
+    pub fn run_as_processes(&mut self, binary: PathBuf) -> Result<()> {
+        std::fs::create_dir_all(&self.process_dir)?;
+        self.binary = Some(binary);
+        Ok(())
+    }
+
+    /// Where OS processes' configuration files (`<name>.toml`) and logs (`<name>.log`)
+    /// are written.
+    pub fn process_dir(&self) -> &std::path::Path {
+        &self.process_dir
+    }
+
+    /// The last `lines` lines of OS process `name`'s log (empty when there is none).
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.process_dir.join(format!("{name}.log"))).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Runs `stargazer <role>` with `settings` as process `name`, with `metrics_listen`
     /// on a free port (see [`Platform::metrics`]).
     fn start_role(&self, name: &str, role: &str, mut settings: Settings) -> Result<()> {
-        let role = Role::named(role).ok_or_else(|| Error::Service {
+        let role_named = Role::named(role).ok_or_else(|| Error::Service {
             service: role.to_owned(),
             reason: "no such service in the table".to_owned(),
         })?;
         let metrics_addr = reserve()?.local_addr()?;
         settings.common.metrics_listen = Some(metrics_addr.to_string());
         crate::servers::lock(&self.metrics_addrs).insert(name.to_owned(), metrics_addr);
+        if let Some(binary) = &self.binary {
+            let config = self.process_dir.join(format!("{name}.toml"));
+            std::fs::write(&config, settings.to_toml().map_err(text).map_err(|e| service_error(name, e))?)?;
+            let log = self.process_dir.join(format!("{name}.log"));
+            self.insert(Process::spawn(name, binary, &config, &[role], &log)?);
+            return Ok(());
+        }
         self.insert(Process::start(name, move |token| async move {
-            run_role(&settings, role, token).await.map_err(text)
+            run_role(&settings, role_named, token).await.map_err(text)
         })?);
         Ok(())
     }
@@ -492,7 +530,7 @@ impl Platform {
 
     fn has_exited(&self, service: &str) -> bool {
         crate::servers::lock(&self.processes)
-            .get(service)
+            .get_mut(service)
             .is_some_and(Process::is_finished)
     }
 
@@ -610,9 +648,15 @@ impl Platform {
     /// Declares the queue of a consuming service, so what the test publishes before it
     /// consumes is kept, then runs `stargazer <role>`.
     async fn start_consumer(&self, role: &str) -> Result<()> {
+        self.start_consumer_instance(role, role).await
+    }
+
+    /// Starts one more instance of consuming service `role` (a middleware or the bot)
+    /// under service name `name`, sharing the role's queue with the others.
+    pub async fn start_consumer_instance(&self, role: &str, name: &str) -> Result<()> {
         let settings = self.role_settings()?;
         self.bus.declare(&self.queue_spec(role)).await?;
-        self.start_role(role, role, settings)
+        self.start_role(name, role, settings)
     }
 
     /// Starts `stargazer middleware-delay`.
@@ -689,7 +733,7 @@ impl Platform {
     /// Whether service `name` is running (started and not yet returned).
     pub fn is_running(&self, name: &str) -> bool {
         crate::servers::lock(&self.processes)
-            .get(name)
+            .get_mut(name)
             .is_some_and(|p| !p.is_finished())
     }
 

@@ -10,9 +10,10 @@ use stargazer_core::routing;
 use stargazer_core::topology::Topology;
 
 /// Every section of the configuration file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     /// Top-level keys: backends and logging.
+    #[serde(flatten)]
     pub common: CommonConfig,
     /// `[api]`.
     pub api: stargazer_api::ApiConfig,
@@ -64,6 +65,15 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 impl Settings {
+    /// These settings as a configuration file [`Settings::load`] reads back to equal
+    /// settings: how a parent process hands its settings to `stargazer <role>` children.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Invalid {
+            key: "settings".to_owned(),
+            reason: format!("cannot be written as TOML: {e}"),
+        })
+    }
+
     /// Reads the file (if any) and the environment, and checks every section
     /// ([`Section::check`]), whatever role will run: a bad value or unknown key anywhere
     /// is reported here, before any connection.
@@ -259,6 +269,29 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn written_settings_load_back_as_written() {
+        let mut settings =
+            Settings::from_source(ConfigSource::load_with_env(None, Vec::new()).unwrap()).unwrap();
+        settings.common.amqp_url = Some("amqp://u:p@127.0.0.1:5672/%2fvhost".to_owned());
+        settings.common.mongo_url = Some("mongodb://127.0.0.1:27017/db".to_owned());
+        settings.coordinator.heartbeat_interval_ms = 321;
+        settings.worker.id = "w-1".to_owned();
+        settings.telegram.global_per_second = 12.5;
+        let text = settings.to_toml().unwrap();
+        let dir = std::env::temp_dir().join(format!("stargazer-written-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("settings.toml");
+        std::fs::write(&path, &text).unwrap();
+        let source = ConfigSource::load_with_env(Some(&path), Vec::new()).unwrap();
+        source.reject_unknown_top_level(KNOWN_KEYS).unwrap();
+        let loaded = Settings::from_source(source).unwrap();
+        assert_eq!(loaded.to_toml().unwrap(), text);
+        assert_eq!(loaded.coordinator.heartbeat_interval_ms, 321);
+        assert_eq!(loaded.common.amqp_url, settings.common.amqp_url);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -1,0 +1,349 @@
+//! Every role as its own `stargazer <role>` OS process, two instances of each that can
+//! run twice, on RabbitMQ and the MongoDB-wire server, every external API played by its
+//! protocol test server (docs/ARCHITECTURE.md §7). While uploads, scheduled streams
+//! (scheduled → reminder on `delay` → live on `live_check.delay`) and tweets to translate
+//! flow to three chats, one instance of each role is SIGKILLed at a random moment. Then:
+//! every (event, chat) was delivered exactly once, no reminder before its time, nothing
+//! dead-lettered, and what the killed instances held was done by the others. The
+//! timeline of kills is printed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use stargazer_api::types::TaskParams;
+use stargazer_e2e::backends::Pair;
+use stargazer_e2e::platform::Platform;
+use stargazer_e2e::servers::telegram::Sent;
+use stargazer_e2e::servers::x::new_user_id;
+use stargazer_e2e::servers::youtube::{new_channel_id, new_video_id, topic, Broadcast, Video};
+use stargazer_e2e::wait;
+
+/// YouTube channels of the one tracked entity, spread over the two YouTube workers.
+const CHANNELS: usize = 8;
+/// Uploads announced by the hub (each one event).
+const UPLOADS: usize = 600;
+/// Scheduled streams (each three events: scheduled, reminder, live).
+const STREAMS: usize = 60;
+/// Tweets to translate (each one event).
+const TWEETS: usize = 240;
+/// The chats subscribed to the entity.
+const CHATS: [i64; 3] = [71_001, 71_002, 71_003];
+/// Seconds between the reminder and the stream's start.
+const LEAD_SECONDS: u64 = 3;
+/// Over how long the workload is spread.
+const INJECT_FOR: Duration = Duration::from_secs(40);
+/// How long everything may take to arrive after the last injection.
+const SETTLE: Duration = Duration::from_secs(180);
+const START: Duration = Duration::from_secs(60);
+
+/// Which services run twice, by service name; one of each pair is killed.
+const PAIRS: [(&str, [&str; 2]); 5] = [
+    ("worker-youtube", ["worker-youtube-a", "worker-youtube-b"]),
+    ("middleware-delay", ["middleware-delay-1", "middleware-delay-2"]),
+    ("middleware-translate", ["middleware-translate-1", "middleware-translate-2"]),
+    ("middleware-live-check", ["middleware-live-check-1", "middleware-live-check-2"]),
+    ("bot-telegram", ["bot-telegram-1", "bot-telegram-2"]),
+];
+
+/// What a chat should receive once: (kind marker in the text, the title or text token).
+type Expected = (&'static str, String);
+
+struct Timeline {
+    start: Instant,
+    lines: Vec<String>,
+}
+
+impl Timeline {
+    fn note(&mut self, what: impl Into<String>) {
+        let line = format!("{:>7.2}s  {}", self.start.elapsed().as_secs_f64(), what.into());
+        eprintln!("chaos: {line}");
+        self.lines.push(line);
+    }
+}
+
+/// The instant at which the UTC time `at` occurs, given one pair of readings of both
+/// clocks.
+fn instant_of(at: DateTime<Utc>, base: (Instant, DateTime<Utc>)) -> Instant {
+    match (at - base.1).to_std() {
+        Ok(ahead) => base.0 + ahead,
+        Err(_) => base.0 - (base.1 - at).to_std().unwrap_or_default(),
+    }
+}
+
+fn marker_of(sent: &Sent) -> Option<&'static str> {
+    ["scheduled a stream", "goes live soon", "is live", "uploaded a video", "posted"]
+        .into_iter()
+        .find(|m| sent.text.contains(m))
+}
+
+/// The token a message is about: `chaos-v-12`, `chaos-s-3` or `chaos-t-40`.
+fn token_of(text: &str) -> Option<String> {
+    let at = text.find("chaos-")?;
+    let token: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    Some(token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_role_twice_survives_a_kill_of_each() {
+    let mut platform = Platform::new(Pair::Production).await.unwrap();
+    platform
+        .run_as_processes(env!("CARGO_BIN_EXE_stargazer").into())
+        .unwrap();
+    // The fallback feed poll recovers pushes the hub made to a killed worker.
+    platform.configs.youtube.poll_interval_seconds = 1;
+    platform.configs.youtube.reminder_lead_seconds = LEAD_SECONDS;
+    platform.configs.youtube.reminder_leads_seconds = vec![LEAD_SECONDS];
+    let mut timeline = Timeline {
+        start: Instant::now(),
+        lines: Vec::new(),
+    };
+    let ext_ready = async {
+        platform.start_api().await?;
+        platform.start_coordinator().await?;
+        platform.start_youtube_worker("a").await?;
+        platform.start_youtube_worker("b").await?;
+        platform.start_twitter_worker("x").await?;
+        for (role, names) in PAIRS.iter().filter(|(r, _)| *r != "worker-youtube") {
+            for name in names {
+                platform.start_consumer_instance(role, name).await?;
+            }
+        }
+        Ok::<_, stargazer_e2e::Error>(())
+    };
+    if let Err(err) = ext_ready.await {
+        panic!("{err}\n{}", all_logs(&platform));
+    }
+    timeline.note("every process started");
+    let ext = &platform.ext;
+
+    let channels: Vec<String> = (0..CHANNELS).map(|_| new_channel_id()).collect();
+    for channel in &channels {
+        ext.youtube.add_channel(channel);
+    }
+    let account = new_user_id();
+    ext.x.add_account(&account);
+    let mut tasks: Vec<TaskParams> = channels
+        .iter()
+        .map(|c| TaskParams::Youtube {
+            channel_id: c.clone(),
+        })
+        .collect();
+    tasks.push(TaskParams::Twitter {
+        user_id: account.clone(),
+    });
+    let entity = platform
+        .new_entity(None, &[("en", "Chaos Tester")], &["en"], tasks)
+        .await
+        .unwrap();
+    for chat in CHATS {
+        platform.subscribe_chat(chat, entity.id).await.unwrap();
+    }
+    wait::until("every channel is subscribed and polled", START, || {
+        channels.iter().all(|c| {
+            ext.hub.subscriptions(&topic(c)).len() == 1 && ext.youtube.feed_requests_for(c) >= 2
+        }) && ext.x.requests() >= 2
+    })
+    .await;
+    timeline.note("every channel subscribed at the hub");
+
+    // The kill schedule: one instance of each pair at a random moment of the workload.
+    let mut rng = rand::thread_rng();
+    let mut kills: Vec<(Duration, String)> = PAIRS
+        .iter()
+        .map(|(_, names)| {
+            let at = INJECT_FOR.mul_f64(rng.gen_range(0.1..0.8));
+            (at, names.choose(&mut rng).unwrap().to_string())
+        })
+        .collect();
+    kills.sort();
+
+    // The workload, spread evenly over INJECT_FOR, kills interleaved.
+    let mut expected: Vec<Expected> = Vec::new();
+    let mut reminders: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut starts: Vec<(DateTime<Utc>, String)> = Vec::new();
+    let steps = UPLOADS + STREAMS + TWEETS;
+    let mut order: Vec<u8> = std::iter::repeat_n(0u8, UPLOADS)
+        .chain(std::iter::repeat_n(1, STREAMS))
+        .chain(std::iter::repeat_n(2, TWEETS))
+        .collect();
+    order.shuffle(&mut rng);
+    let began = Instant::now();
+    let clocks = (Instant::now(), Utc::now());
+    let (mut uploads, mut streams, mut tweets) = (0, 0, 0);
+    for (i, what) in order.into_iter().enumerate() {
+        let due = INJECT_FOR.mul_f64(i as f64 / steps as f64);
+        tokio::time::sleep_until((began + due).into()).await;
+        while kills.first().is_some_and(|(at, _)| *at <= began.elapsed()) {
+            let (_, name) = kills.remove(0);
+            platform.kill(&name).unwrap();
+            timeline.note(format!("SIGKILL {name}"));
+        }
+        // Starts that have come: the Data API shows the stream live from now on.
+        for (start, video) in starts.iter().filter(|(s, _)| *s <= Utc::now()) {
+            ext.youtube.set_broadcast(
+                video,
+                Broadcast::Live {
+                    scheduled: *start,
+                    started: *start,
+                },
+            );
+        }
+        starts.retain(|(s, _)| *s > Utc::now());
+        let channel = &channels[i % CHANNELS];
+        match what {
+            0 => {
+                let title = format!("chaos-v-{uploads}");
+                uploads += 1;
+                let video = new_video_id();
+                ext.youtube
+                    .put_video(Video::upload(&video, channel, &title, Utc::now()), true);
+                if let Some(push) = ext.youtube.push_xml(&video, Utc::now()) {
+                    ext.hub.publish(&topic(channel), &push);
+                }
+                expected.push(("uploaded a video", title));
+            }
+            1 => {
+                let title = format!("chaos-s-{streams}");
+                streams += 1;
+                let video = new_video_id();
+                // Whole seconds: the Data API's times have no fraction.
+                let start = Utc::now() + chrono::Duration::seconds(8);
+                let start = start
+                    - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
+                ext.youtube
+                    .put_video(Video::upcoming(&video, channel, &title, start), true);
+                if let Some(push) = ext.youtube.push_xml(&video, Utc::now()) {
+                    ext.hub.publish(&topic(channel), &push);
+                }
+                starts.push((start, video));
+                reminders.insert(
+                    title.clone(),
+                    start - chrono::Duration::seconds(LEAD_SECONDS as i64),
+                );
+                expected.push(("scheduled a stream", title.clone()));
+                expected.push(("goes live soon", title.clone()));
+                expected.push(("is live", title));
+            }
+            _ => {
+                let text = format!("chaos-t-{tweets} 配信ありがとう");
+                tweets += 1;
+                ext.x.post(&account, &text, "ja");
+                expected.push(("posted", format!("chaos-t-{}", tweets - 1)));
+            }
+        }
+    }
+    timeline.note(format!(
+        "workload injected: {uploads} uploads, {streams} streams, {tweets} tweets = {} events",
+        uploads + 3 * streams + tweets
+    ));
+    // The last streams go live.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !starts.is_empty() && Instant::now() < deadline {
+        for (start, video) in starts.iter().filter(|(s, _)| *s <= Utc::now()) {
+            ext.youtube.set_broadcast(
+                video,
+                Broadcast::Live {
+                    scheduled: *start,
+                    started: *start,
+                },
+            );
+        }
+        starts.retain(|(s, _)| *s > Utc::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let wanted = expected.len() * CHATS.len();
+    let counted = || {
+        ext.telegram
+            .sent()
+            .iter()
+            .filter(|s| CHATS.contains(&s.chat_id) && marker_of(s).is_some())
+            .count()
+    };
+    let arrived = tokio::time::timeout(SETTLE, async {
+        while counted() < wanted {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    timeline.note(format!("{} of {wanted} messages arrived", counted()));
+    // Duplicates sent late would come now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut received: BTreeMap<(i64, &'static str, String), Vec<Sent>> = BTreeMap::new();
+    for sent in ext.telegram.sent() {
+        if !CHATS.contains(&sent.chat_id) {
+            continue;
+        }
+        let (Some(marker), Some(token)) = (marker_of(&sent), token_of(&sent.text)) else {
+            continue;
+        };
+        received
+            .entry((sent.chat_id, marker, token))
+            .or_default()
+            .push(sent);
+    }
+    let mut missing = Vec::new();
+    let mut repeated = Vec::new();
+    let mut early = Vec::new();
+    for chat in CHATS {
+        for (marker, token) in &expected {
+            match received.get(&(chat, *marker, token.clone())).map(Vec::len) {
+                None => missing.push(format!("{chat} {marker} {token}")),
+                Some(1) => {}
+                Some(n) => repeated.push(format!("{chat} {marker} {token} ×{n}")),
+            }
+            if *marker == "goes live soon" {
+                let due = instant_of(reminders[token], clocks);
+                for sent in received.get(&(chat, *marker, token.clone())).into_iter().flatten() {
+                    if sent.at < due {
+                        early.push(format!("{chat} {token} {:?} early", due - sent.at));
+                    }
+                }
+            }
+        }
+    }
+    let dead = platform
+        .backends
+        .vhost
+        .as_ref()
+        .map(|v| v.queue_depth("stargazer.dead"))
+        .transpose()
+        .unwrap()
+        .flatten()
+        .unwrap_or(0);
+    eprintln!("chaos timeline:\n{}", timeline.lines.join("\n"));
+    let report = format!(
+        "missing {}: {:?}\nrepeated {}: {:?}\nearly {}: {:?}\ndead-lettered {dead}",
+        missing.len(),
+        missing.iter().take(20).collect::<Vec<_>>(),
+        repeated.len(),
+        repeated.iter().take(20).collect::<Vec<_>>(),
+        early.len(),
+        early.iter().take(20).collect::<Vec<_>>(),
+    );
+    if arrived.is_err() || !missing.is_empty() || !repeated.is_empty() || !early.is_empty() || dead > 0 {
+        panic!("{report}\n{}", all_logs(&platform));
+    }
+    eprintln!("chaos: {report}");
+    platform.shutdown().await.ok();
+}
+
+/// The last lines of every process's log, for a failure report.
+fn all_logs(platform: &Platform) -> String {
+    let mut names = vec!["api", "coordinator", "worker-twitter-x"];
+    for (_, pair) in PAIRS {
+        names.extend(pair);
+    }
+    names
+        .iter()
+        .map(|name| format!("--- {name}\n{}", platform.log_tail(name, 15)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
