@@ -283,8 +283,8 @@ impl<'a> Declarer<'a> {
                      the queue, delete it, then run `{SETUP_COMMAND}` (docs/ARCHITECTURE.md §4)",
                     self.queue_type
                 );
+                // Still bound below: it is the queue this consumer reads.
                 self.other_type = true;
-                return Ok(declared);
             }
             Err(e) => return Err(refusal(&entity, mode, e)),
         }

@@ -1,6 +1,15 @@
 //! RabbitMQ implementation of [`Bus`](super::Bus) on `lapin`, driven by the tokio runtime.
 //!
 //! Shape:
+//! - The URL may be a comma-separated list, one per node of a cluster: a connect tries
+//!   them in order, a reconnect in turn starting with the node after the one lost, each
+//!   with [`CONNECT_TIMEOUT`]; a round that reaches none is retried with backoff
+//!   (docs/ARCHITECTURE.md §6).
+//! - Every queue is declared with the type of [`BusOptions::topology`]
+//!   (`amqp_queue_type`); deliveries of a quorum queue carry the broker's delivery count
+//!   ([`Delivery::delivery_count`]), which the middleware runtime caps attempts with. A
+//!   queue found with the other type is logged with the migration steps and consumed as
+//!   it is, without a count.
 //! - A supervisor task owns the connection. On every connect it checks the fixed topology
 //!   ([`crate::topology`]: both exchanges and `stargazer.dead`) and watches the
 //!   connection (error callback, status polling, and kicks from callers that saw a
@@ -105,7 +114,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Upper bound for opening a connection to one node: an unreachable host (packets
 /// dropped rather than refused) must not keep the bus from trying the next node.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One established connection and its number in the sequence of connections this bus
 /// opened (1 for the first).
@@ -268,7 +277,8 @@ pub struct AmqpBus {
 }
 
 impl AmqpBus {
-    /// Connects to `url` (`amqp://user:pass@host:port/vhost`) under the connection name
+    /// Connects to `url` (`amqp://user:pass@host:port/vhost`, or a comma-separated list of
+    /// such URLs, one per cluster node) under the connection name
     /// [`DEFAULT_CONNECTION_NAME`] with default [`BusOptions`]. Fails if the URL is invalid
     /// or the first connection cannot be made (or the topology is missing); once
     /// connected, later losses are repaired in the background. Must be called inside a
