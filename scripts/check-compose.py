@@ -38,7 +38,8 @@ ALLOWED = {
     "MIDDLEWARE_DELAY_PASSWORD": {"bootstrap", "middleware-delay"},
     "MIDDLEWARE_TRANSLATE_PASSWORD": {"bootstrap", "middleware-translate"},
     "MIDDLEWARE_LIVE_CHECK_PASSWORD": {"bootstrap", "middleware-live-check"},
-    "BROKER_AUTH_SECRET": {"api", "rabbitmq"},
+    "BROKER_AUTH_SECRET": {"api", "rabbitmq", "rabbitmq-2", "rabbitmq-3"},
+    "RABBITMQ_ERLANG_COOKIE": {"rabbitmq", "rabbitmq-2", "rabbitmq-3"},
     "STARGAZER_TELEGRAM_TOKEN": {"bot-telegram"},
     "STARGAZER_YOUTUBE_API_KEY": {"worker-youtube", "middleware-live-check"},
     "STARGAZER_TWITTER_BEARER_TOKEN": {"worker-twitter"},
@@ -46,9 +47,9 @@ ALLOWED = {
     "STARGAZER_TWITCH_EVENTSUB_SECRET": {"worker-twitch"},
     "STARGAZER_DEEPL_KEY": {"middleware-translate"},
 }
-SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|COOKIE|_KEY$")
 # Services that must not be reachable from beyond the host.
-INTERNAL = {"rabbitmq", "mongo"}
+INTERNAL = {"rabbitmq", "rabbitmq-2", "rabbitmq-3", "mongo"}
 PLACEHOLDERS = ["change-me", "CHANGE-ME", "changeme", "password", "guest", "short-1"]
 
 problems = []

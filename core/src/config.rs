@@ -17,6 +17,8 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::topology::QueueType;
+
 /// Environment variable prefix.
 pub const ENV_PREFIX: &str = "STARGAZER_";
 
@@ -258,9 +260,14 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CommonConfig {
-    /// `amqp_url` / `STARGAZER_AMQP_URL`: RabbitMQ URL; unset means the in-process bus.
-    /// Frames are 16 KiB unless the URL sets `?frame_max=`.
+    /// `amqp_url` / `STARGAZER_AMQP_URL`: RabbitMQ URL, or a comma-separated list of
+    /// URLs (one per node of a cluster, tried in turn on connect and reconnect); unset
+    /// means the in-process bus. Frames are 16 KiB unless the URL sets `?frame_max=`.
     pub amqp_url: Option<String>,
+    /// `amqp_queue_type` / `STARGAZER_AMQP_QUEUE_TYPE`: `classic` (default, one broker
+    /// node) or `quorum` (replicated over a cluster; deliveries are counted by the broker)
+    /// for every queue the services and `stargazer admin broker setup` declare.
+    pub amqp_queue_type: QueueType,
     /// `mongo_url` / `STARGAZER_MONGO_URL`: MongoDB URL; unset means SQLite at `sqlite_path`.
     pub mongo_url: Option<String>,
     /// `sqlite_path` / `STARGAZER_SQLITE_PATH`: SQLite file (`:memory:` for none);
@@ -284,6 +291,7 @@ impl Default for CommonConfig {
     fn default() -> Self {
         Self {
             amqp_url: None,
+            amqp_queue_type: QueueType::Classic,
             mongo_url: None,
             sqlite_path: "stargazer.db".to_owned(),
             log_format: LogFormat::Text,
@@ -315,23 +323,8 @@ impl CommonConfig {
     /// that cannot be right is a configuration error at once, never retried; messages show
     /// it with its password masked ([`redact_url`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.amqp_url {
-            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                return Err(ConfigError::invalid(
-                    "amqp_url",
-                    format!("`{}` is not an amqp:// or amqps:// URL", redact_url(url)),
-                ));
-            }
-            if let Err(err) = url.parse::<lapin::uri::AMQPUri>() {
-                return Err(ConfigError::invalid(
-                    "amqp_url",
-                    format!(
-                        "`{}` is not a valid AMQP URL: {}",
-                        redact_url(url),
-                        scrub(&err, url)
-                    ),
-                ));
-            }
+        if let Some(list) = &self.amqp_url {
+            check_amqp_urls("amqp_url", list)?;
         }
         if let Some(url) = &self.mongo_url {
             if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
@@ -353,6 +346,53 @@ impl CommonConfig {
         }
         Ok(())
     }
+}
+
+/// The URLs of a comma-separated list (`amqp_url` may name every node of a cluster),
+/// trimmed, empty entries skipped. A comma inside a password must be written `%2C`.
+pub fn split_url_list(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// `list`, a comma-separated list of URLs, with each URL's password masked
+/// ([`redact_url`] of each).
+pub fn redact_url_list(list: &str) -> String {
+    split_url_list(list)
+        .into_iter()
+        .map(redact_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Checks that `list` (config key `key`) holds at least one URL and that each is a valid
+/// `amqp://` or `amqps://` URL; messages show the URLs with their passwords masked.
+pub fn check_amqp_urls(key: &str, list: &str) -> Result<(), ConfigError> {
+    let urls = split_url_list(list);
+    if urls.is_empty() {
+        return Err(ConfigError::invalid(key, "no URL given"));
+    }
+    for url in urls {
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("`{}` is not an amqp:// or amqps:// URL", redact_url(url)),
+            ));
+        }
+        if let Err(err) = url.parse::<lapin::uri::AMQPUri>() {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "`{}` is not a valid AMQP URL: {}",
+                    redact_url(url),
+                    scrub(&err, url)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where the user info of `url` sits: the bytes between the scheme's `://` (the start,
@@ -517,6 +557,9 @@ mod tests {
         for (amqp, mongo) in [
             (Some("http://u:hunter2@x"), None),
             (Some("amqp://u:hunter2@host:notaport/%2f"), None),
+            (Some("amqp://u:p@a:5672/%2f,amqp://u:hunter2@b:x/%2f"), None),
+            (Some("amqp://u:p@a:5672/%2f, http://u:hunter2@b"), None),
+            (Some(" , "), None),
             (None, Some("postgres://u:hunter2@x")),
             (None, Some("mongodb://u:hunter2@host:99999999/db")),
             (None, Some("mongodb://u:hunter2@/db")),
@@ -549,6 +592,42 @@ mod tests {
             ..Default::default()
         };
         assert!(fine.validate().is_ok());
+    }
+
+    #[test]
+    fn an_amqp_url_list_names_every_node_and_prints_redacted() {
+        let list = "amqp://u:s1@a:5691/v, amqp://u:s2@b:5692/v,,amqp://c:5693/v";
+        assert_eq!(
+            split_url_list(list),
+            [
+                "amqp://u:s1@a:5691/v",
+                "amqp://u:s2@b:5692/v",
+                "amqp://c:5693/v"
+            ]
+        );
+        assert_eq!(
+            redact_url_list(list),
+            "amqp://u:***@a:5691/v,amqp://u:***@b:5692/v,amqp://c:5693/v"
+        );
+        let common = CommonConfig {
+            amqp_url: Some(list.into()),
+            ..Default::default()
+        };
+        assert!(common.validate().is_ok());
+        assert_eq!(common.amqp_queue_type, QueueType::Classic);
+    }
+
+    #[test]
+    fn queue_type_is_read_from_the_environment() {
+        let source =
+            ConfigSource::load_with_env(None, env(&[("STARGAZER_AMQP_QUEUE_TYPE", "quorum")]))
+                .unwrap();
+        let common: CommonConfig = source.section("").unwrap();
+        assert_eq!(common.amqp_queue_type, QueueType::Quorum);
+        let source =
+            ConfigSource::load_with_env(None, env(&[("STARGAZER_AMQP_QUEUE_TYPE", "stream")]))
+                .unwrap();
+        assert!(source.section::<CommonConfig>("").is_err());
     }
 
     #[test]

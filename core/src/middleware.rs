@@ -16,14 +16,17 @@
 //! could not route was dead-lettered by the bus ([`BusError::Unroutable`]) and is acked.
 //! Any number of instances may consume the same queue; each delivery reaches one of them.
 //!
-//! Attempts are counted per instance, in memory, by event id and routing key (RabbitMQ's
-//! `redelivered` flag only says "at least once before", and classic queues keep no
-//! delivery count). A delivery flagged `redelivered` that this instance has not seen
-//! starts at one earlier attempt. So with N instances a message is tried at most about
-//! N × `delivery_attempts` times, and a restart starts counting afresh; the table is
+//! On a quorum queue (`amqp_queue_type = "quorum"`) the broker counts: a delivery carries
+//! how many times the message went back to the queue before ([`Delivery::delivery_count`],
+//! `x-delivery-count`), so the attempt is that count + 1, exact across instances and
+//! restarts (a delivery left unacked by a crashed consumer counts as an attempt too).
+//! Otherwise attempts are counted per instance, in memory, by event id and routing key
+//! (RabbitMQ's `redelivered` flag only says "at least once before", and classic queues
+//! keep no delivery count). A delivery flagged `redelivered` that this instance has not
+//! seen starts at one earlier attempt. So with N instances a message is tried at most
+//! about N × `delivery_attempts` times, and a restart starts counting afresh; the table is
 //! bounded ([`TRACKED_ATTEMPTS`]) and an entry is forgotten once its message is settled
-//! for good. Republishing with an attempts header would count across instances, but it
-//! needs write access for every consumer and moves the message behind later ones.
+//! for good.
 //!
 //! Events are handled concurrently, except that events with the same
 //! [`Middleware::order_key`] are handled one after the other in queue order (a chain per
@@ -434,7 +437,11 @@ impl Settle {
         attempt_key: &str,
         reason: String,
     ) -> crate::bus::Result<()> {
-        let attempt = self.attempts.bump(attempt_key, delivery.redelivered);
+        let attempt = match delivery.delivery_count {
+            // The broker's count holds across instances and restarts.
+            Some(returned_before) => returned_before.saturating_add(1),
+            None => self.attempts.bump(attempt_key, delivery.redelivered),
+        };
         let cap = self.options.delivery_attempts.max(1);
         if attempt >= cap {
             tracing::error!(attempt, %reason, "attempts used up; dead-lettering event");

@@ -8,9 +8,13 @@
 //! |---|---|---|---|
 //! | exchange `stargazer` | topic, durable | | |
 //! | exchange `stargazer.dlx` | topic, durable | | |
-//! | queue `stargazer.dead` | durable | `stargazer.dlx` with `#` | |
-//! | queue `stargazer.middleware.<tag>` | durable | `stargazer` with `#.<tag>` | `x-dead-letter-exchange = stargazer.dlx` |
-//! | queue `stargazer.bot.<im>` | durable | `stargazer` with `*` | `x-dead-letter-exchange = stargazer.dlx` |
+//! | queue `stargazer.dead` | durable | `stargazer.dlx` with `#` | (`x-queue-type = quorum`) |
+//! | queue `stargazer.middleware.<tag>` | durable | `stargazer` with `#.<tag>` | `x-dead-letter-exchange = stargazer.dlx` (`x-queue-type = quorum`) |
+//! | queue `stargazer.bot.<im>` | durable | `stargazer` with `*` | `x-dead-letter-exchange = stargazer.dlx` (`x-queue-type = quorum`) |
+//!
+//! `x-queue-type = quorum` only with [`QueueType::Quorum`] (`amqp_queue_type = "quorum"`):
+//! replicated queues for a broker cluster. Classic queues are declared without the
+//! argument, as before the setting existed, so existing classic queues still match.
 //!
 //! The dead-letter exchange is a topic exchange, not a fanout: RabbitMQ checks topic
 //! permissions (the routing key a credential may write with) only on topic exchanges, so
@@ -80,10 +84,74 @@ pub const EXCHANGES: [ExchangeSpec; 2] = [
     },
 ];
 
-/// The arguments every consumer queue is declared with: dead letters go to
-/// [`DEAD_LETTER_EXCHANGE`] (keeping their routing key).
-pub fn queue_arguments() -> Vec<(&'static str, &'static str)> {
-    vec![(DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE)]
+/// The queue argument that picks the queue type (docs/ARCHITECTURE.md §4).
+pub const QUEUE_TYPE_ARGUMENT: &str = "x-queue-type";
+
+/// Header a quorum queue sets (a number) on a redelivered message: how many times it was
+/// returned to the queue before (negatively acknowledged with requeue, or left unacked
+/// by a consumer whose channel closed). Absent on a first delivery.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
+/// The type every queue of the topology is declared with (`amqp_queue_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A classic durable queue (one node holds it): the default, for a single broker.
+    #[default]
+    Classic,
+    /// A quorum queue, replicated over the cluster's nodes (Raft), which counts the
+    /// deliveries of each message ([`DELIVERY_COUNT_HEADER`]).
+    Quorum,
+}
+
+impl QueueType {
+    /// The name RabbitMQ uses, also the config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+
+    /// The declare arguments that select this type: none for classic (so queues declared
+    /// before the setting existed still match), `x-queue-type = quorum` otherwise.
+    pub fn arguments(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            QueueType::Classic => Vec::new(),
+            QueueType::Quorum => vec![(QUEUE_TYPE_ARGUMENT, "quorum")],
+        }
+    }
+
+    /// Whether the broker counts deliveries of each message ([`DELIVERY_COUNT_HEADER`]).
+    pub fn counts_deliveries(self) -> bool {
+        self == QueueType::Quorum
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(format!("`{other}` is not a queue type: classic or quorum")),
+        }
+    }
+}
+
+/// The arguments every consumer queue of type `queue_type` is declared with: dead letters
+/// go to [`DEAD_LETTER_EXCHANGE`] (keeping their routing key), plus the type's own.
+pub fn queue_arguments(queue_type: QueueType) -> Vec<(&'static str, &'static str)> {
+    let mut arguments = vec![(DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE)];
+    arguments.extend(queue_type.arguments());
+    arguments
 }
 
 /// The dead-letter queue, for reading dead letters with `prefetch` in flight.
@@ -117,17 +185,28 @@ pub const MIDDLEWARES: [&str; 3] = crate::contract::tag::ALL;
 pub const IMS: [&str; 1] = crate::contract::im::ALL;
 
 /// The consumer queues of a deployment (besides the fixed exchanges and dead-letter
-/// queue, which every topology has).
+/// queue, which every topology has) and the type every queue is declared with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Topology {
     /// Every consumer queue with its bindings; all are dead-lettering work queues.
     pub queues: Vec<QueueSpec>,
+    /// The type of every queue, `stargazer.dead` included (`amqp_queue_type`).
+    pub queue_type: QueueType,
 }
 
 impl Topology {
-    /// A topology with these consumer queues.
+    /// A topology with these consumer queues, all classic.
     pub fn new(queues: Vec<QueueSpec>) -> Self {
-        Self { queues }
+        Self {
+            queues,
+            queue_type: QueueType::Classic,
+        }
+    }
+
+    /// The same queues declared as `queue_type`.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
     }
 
     /// The default deployment: every middleware of [`MIDDLEWARES`] and every bot of
@@ -138,7 +217,7 @@ impl Topology {
             .map(|tag| middleware_queue(tag, 1))
             .collect();
         queues.extend(IMS.iter().map(|im| bot_queue(im, 1)));
-        Self { queues }
+        Self::new(queues)
     }
 
     /// Every queue to declare, the dead-letter queue first (so that nothing a consumer
@@ -160,7 +239,11 @@ mod tests {
         let all = topology.all_queues();
         assert_eq!(all[0].name, DEAD_LETTER_QUEUE);
         assert_eq!(all[0].kind.exchange(), DEAD_LETTER_EXCHANGE);
-        assert!(all[0].kind.arguments().is_empty());
+        assert!(all[0].kind.arguments(QueueType::Classic).is_empty());
+        assert_eq!(
+            all[0].kind.arguments(QueueType::Quorum),
+            [(QUEUE_TYPE_ARGUMENT, "quorum")]
+        );
         let names: Vec<&str> = all[1..].iter().map(|q| q.name.as_str()).collect();
         assert_eq!(
             names,
@@ -173,10 +256,28 @@ mod tests {
         );
         for queue in &all[1..] {
             assert_eq!(queue.kind.exchange(), EXCHANGE);
-            assert_eq!(queue.kind.arguments(), queue_arguments());
+            assert_eq!(
+                queue.kind.arguments(QueueType::Classic),
+                [(DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE)]
+            );
+            assert_eq!(
+                queue.kind.arguments(QueueType::Quorum),
+                queue_arguments(QueueType::Quorum)
+            );
         }
         assert_eq!(all[1].bindings, ["#.delay"]);
         assert_eq!(all[4].bindings, ["*"]);
+    }
+
+    #[test]
+    fn queue_types_parse_and_print_their_rabbitmq_names() {
+        for queue_type in [QueueType::Classic, QueueType::Quorum] {
+            assert_eq!(queue_type.as_str().parse::<QueueType>(), Ok(queue_type));
+        }
+        assert!("stream".parse::<QueueType>().is_err());
+        assert!(QueueType::Quorum.counts_deliveries());
+        assert!(!QueueType::Classic.counts_deliveries());
+        assert!(queue_arguments(QueueType::Quorum).contains(&(QUEUE_TYPE_ARGUMENT, "quorum")));
     }
 
     #[test]

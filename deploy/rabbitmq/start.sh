@@ -12,4 +12,8 @@ if [ "${#secret}" -lt 16 ]; then
   echo "start.sh: BROKER_AUTH_SECRET must be set, at least 16 characters" >&2; exit 2
 fi
 sed "s|\${BROKER_AUTH_SECRET}|$secret|g" /deploy/rabbitmq/rabbitmq.conf > /etc/rabbitmq/rabbitmq.conf
+# The `cluster` profile's extra nodes find and join rabbit@rabbitmq at their first start.
+if [ -n "${RABBITMQ_JOIN_CLUSTER:-}" ]; then
+  cat /deploy/rabbitmq/cluster.conf >> /etc/rabbitmq/rabbitmq.conf
+fi
 exec docker-entrypoint.sh rabbitmq-server

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError, BusOptions};
-use stargazer_core::config::{redact_url, ConfigError};
+use stargazer_core::config::{redact_url, redact_url_list, ConfigError};
 use stargazer_core::storage::{Storage, StorageError};
 use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
@@ -67,7 +67,7 @@ pub(crate) async fn open_bus(
             Err(BusError::InvalidUrl(url)) => {
                 return Err(ConfigError::invalid(
                     "amqp_url",
-                    format!("`{}` is not a bus URL", redact_url(&url)),
+                    format!("`{}` is not a bus URL", redact_url_list(&url)),
                 )
                 .into())
             }

@@ -45,6 +45,7 @@ const DEFAULT_FRONTEND_DIR: &str = "frontend/out";
 /// Top-level keys and sections the file may contain.
 const KNOWN_KEYS: &[&str] = &[
     "amqp_url",
+    "amqp_queue_type",
     "mongo_url",
     "sqlite_path",
     "log_format",
@@ -113,7 +114,7 @@ impl Settings {
 
 impl Settings {
     /// The consumer queues of this deployment (docs/ARCHITECTURE.md §4): each middleware's
-    /// and the bot's, under the names configured for them.
+    /// and the bot's, under the names configured for them, of type `amqp_queue_type`.
     pub fn topology(&self) -> Topology {
         let middleware = |queue: &str, tag: &str, prefetch: u16| {
             QueueSpec::new(queue, routing::middleware_pattern(tag), prefetch)
@@ -140,6 +141,7 @@ impl Settings {
                 self.telegram.prefetch,
             ),
         ])
+        .with_queue_type(self.common.amqp_queue_type)
     }
 
     /// How the bus handles unroutable messages, and the topology the in-process bus

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use stargazer_core::auth;
 use stargazer_core::bus::Bus;
-use stargazer_core::config::redact_url;
+use stargazer_core::config::{redact_url, redact_url_list};
 use stargazer_core::model::{Access, Credential, Permissions};
 use stargazer_core::service::{Listen, Service, ServiceContext, StorageGrant};
 use stargazer_core::storage::Storage;
@@ -157,7 +157,7 @@ impl Standalone {
                 },
                 SummaryLine {
                     service: "bus",
-                    status: redact_url(&settings.common.bus_url()),
+                    status: redact_url_list(&settings.common.bus_url()),
                 },
             ],
             api_addr,

@@ -2,11 +2,13 @@
 //! storage backends on the real servers ([`backends`]), a fake coordinator speaking the
 //! worker protocol ([`coordinator`]), an observer queue on the real RabbitMQ exchange
 //! ([`observer`]), local servers playing the external APIs: Telegram, a WebSub hub,
-//! YouTube, X and DeepL ([`servers`]), and a storage that fails on demand ([`faulty`]).
+//! YouTube, X and DeepL ([`servers`]), a storage that fails on demand ([`faulty`]), and a
+//! 3-node RabbitMQ cluster for broker fault tests ([`cluster`]).
 //!
 //! Tests may panic freely, so the helpers here unwrap and assert rather than return errors.
 
 pub mod backends;
+pub mod cluster;
 pub mod coordinator;
 pub mod faulty;
 pub mod observer;

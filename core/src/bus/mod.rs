@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use prometheus::{IntCounterVec, Opts, Registry};
 
-use crate::topology::{self, Topology, SETUP_COMMAND};
+use crate::topology::{self, QueueType, Topology, SETUP_COMMAND};
 
 /// Errors of bus operations.
 #[derive(Debug, thiserror::Error)]
@@ -90,11 +90,11 @@ impl QueueKind {
         }
     }
 
-    /// The queue arguments it is declared with.
-    pub fn arguments(self) -> Vec<(&'static str, &'static str)> {
+    /// The queue arguments it is declared with as a queue of type `queue_type`.
+    pub fn arguments(self, queue_type: QueueType) -> Vec<(&'static str, &'static str)> {
         match self {
-            QueueKind::Work => topology::queue_arguments(),
-            QueueKind::DeadLetter => Vec::new(),
+            QueueKind::Work => topology::queue_arguments(queue_type),
+            QueueKind::DeadLetter => queue_type.arguments(),
         }
     }
 }
@@ -186,7 +186,8 @@ pub struct BusOptions {
     pub unroutable_delay: Duration,
     /// The consumer queues of the deployment: the in-process bus declares them at
     /// creation; the RabbitMQ bus leaves them to `stargazer admin broker setup` and to
-    /// the consumers.
+    /// the consumers. Its [`Topology::queue_type`] is the type the RabbitMQ bus declares
+    /// every queue with (`amqp_queue_type`) and whether deliveries carry a count.
     pub topology: Topology,
 }
 
@@ -213,6 +214,11 @@ pub struct Delivery {
     /// String headers (on `stargazer.dead`: the broker's `x-first-death-*`, or the
     /// publisher's reason and original key for unroutable messages).
     pub headers: Vec<(String, String)>,
+    /// How many times the broker returned this message to its queue before this delivery
+    /// (`x-delivery-count`, 0 on a first delivery), when the queue counts that: quorum
+    /// queues do, across consumers and restarts. `None` when nothing counts (classic
+    /// queues, the in-process bus).
+    pub delivery_count: Option<u32>,
     acker: Box<dyn Acker>,
 }
 
@@ -222,6 +228,7 @@ impl std::fmt::Debug for Delivery {
             .field("routing_key", &self.routing_key)
             .field("body_len", &self.body.len())
             .field("redelivered", &self.redelivered)
+            .field("delivery_count", &self.delivery_count)
             .finish()
     }
 }
@@ -240,8 +247,15 @@ impl Delivery {
             body,
             redelivered,
             headers,
+            delivery_count: None,
             acker,
         }
+    }
+
+    /// The delivery with the broker's delivery count (see [`Delivery::delivery_count`]).
+    pub fn with_delivery_count(mut self, count: Option<u32>) -> Self {
+        self.delivery_count = count;
+        self
     }
 
     /// The value of a string header.

@@ -15,12 +15,19 @@ pub(super) async fn supervise(inner: Arc<Inner>, first: Connection) {
             None => {
                 let attempt = tokio::select! {
                     _ = inner.closed.cancelled() => break,
-                    attempt = inner.open_connection() => attempt,
+                    // Start after the node just lost (or last tried).
+                    attempt = inner.open_connection(
+                        inner.current_endpoint.load(Ordering::Relaxed) + 1
+                    ) => attempt,
                 };
                 match attempt {
                     Ok(connection) => {
                         backoff.reset();
-                        tracing::info!(name = %inner.name, "reconnected to the broker");
+                        tracing::info!(
+                            name = %inner.name,
+                            url = %inner.endpoints[inner.current_endpoint.load(Ordering::Relaxed)].display,
+                            "reconnected to the broker"
+                        );
                         connection
                     }
                     Err(error) => {

@@ -5,6 +5,8 @@ use super::*;
 
 /// A live consumer: its channel, its delivery stream and the connection it belongs to.
 pub(super) struct Active {
+    /// Whether the queue is a quorum queue, whose deliveries carry `x-delivery-count`.
+    pub(super) counts_deliveries: bool,
     pub(super) generation: u64,
     pub(super) link: watch::Receiver<Link>,
     pub(super) channel: Channel,
@@ -44,8 +46,16 @@ pub(super) struct AmqpConsumer {
 }
 
 impl AmqpConsumer {
-    pub(super) fn wrap(&self, delivery: lapin::message::Delivery, channel: &Channel) -> Delivery {
+    pub(super) fn wrap(
+        &self,
+        delivery: lapin::message::Delivery,
+        channel: &Channel,
+        counts_deliveries: bool,
+    ) -> Delivery {
         let headers = string_headers(&delivery.properties);
+        // A quorum queue leaves the header out on a first delivery.
+        let delivery_count =
+            counts_deliveries.then(|| delivery_count(&delivery.properties).unwrap_or(0));
         let acker = AmqpAcker {
             inner: self.inner.clone(),
             queue: self.queue.clone(),
@@ -61,6 +71,7 @@ impl AmqpConsumer {
             headers,
             Box::new(acker),
         )
+        .with_delivery_count(delivery_count)
     }
 }
 
@@ -115,7 +126,8 @@ impl Consumer for AmqpConsumer {
             match delivery {
                 Some(Ok(delivery)) => {
                     let channel = active.channel.clone();
-                    return Some(self.wrap(delivery, &channel));
+                    let counts = active.counts_deliveries;
+                    return Some(self.wrap(delivery, &channel, counts));
                 }
                 Some(Err(error)) => {
                     tracing::warn!(queue = %self.spec.name, %error, "consumer channel failed");

@@ -17,17 +17,35 @@ pub struct SetupStep {
 /// it, as `stargazer admin broker setup` does. Declaring is idempotent; a part that exists
 /// with other properties (a queue from a deployment without dead-lettering) is reported in
 /// its step and the rest is still declared. Fails only when the broker cannot be reached.
+///
+/// `url` may list several nodes of one cluster (comma-separated): the first that accepts
+/// the connection is used. Queues are declared as [`Topology::queue_type`]; a queue that
+/// exists with the other type is reported in its step with the migration steps.
 pub async fn setup(url: &str, topology: &Topology) -> Result<Vec<SetupStep>> {
-    let display_url = redact_url(url);
-    let mut uri: AMQPUri = url
-        .parse()
-        .map_err(|e: String| BusError::InvalidUrl(format!("{display_url} ({e})")))?;
-    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
-    let properties = connection_properties("stargazer-broker-setup");
-    let connection = Connection::connect_uri(uri, properties)
-        .await
-        .map_err(|e| BusError::Broker(format!("cannot connect to {display_url}: {e}")))?;
-    let mut declarer = Declarer::new(&connection);
+    let mut failures = Vec::new();
+    let mut connected = None;
+    for endpoint in endpoints(url)? {
+        let properties = connection_properties("stargazer-broker-setup");
+        let connect = Connection::connect_uri(endpoint.uri, properties);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(connection)) => {
+                connected = Some(connection);
+                break;
+            }
+            Ok(Err(e)) => failures.push(format!("{}: {e}", endpoint.display)),
+            Err(_) => failures.push(format!(
+                "{}: no connection within {CONNECT_TIMEOUT:?}",
+                endpoint.display
+            )),
+        }
+    }
+    let Some(connection) = connected else {
+        return Err(BusError::Broker(format!(
+            "cannot connect to the broker: {}",
+            failures.join("; ")
+        )));
+    };
+    let mut declarer = Declarer::new(&connection, topology.queue_type);
     let mut steps = Vec::new();
     for exchange in &topology::EXCHANGES {
         let outcome = declarer.exchange(exchange, Mode::Setup).await;
@@ -81,13 +99,19 @@ pub(super) enum Declared {
 pub(super) struct Declarer<'a> {
     pub(super) connection: &'a Connection,
     pub(super) channel: Option<Channel>,
+    /// The type queues are declared with.
+    pub(super) queue_type: QueueType,
+    /// Set when a queue was found to exist with the other type (and kept as it is).
+    pub(super) other_type: bool,
 }
 
 impl<'a> Declarer<'a> {
-    pub(super) fn new(connection: &'a Connection) -> Self {
+    pub(super) fn new(connection: &'a Connection, queue_type: QueueType) -> Self {
         Self {
             connection,
             channel: None,
+            queue_type,
+            other_type: false,
         }
     }
 
@@ -145,7 +169,7 @@ impl<'a> Declarer<'a> {
         spec: &QueueSpec,
         passive: bool,
     ) -> lapin::Result<()> {
-        let arguments = field_table(&spec.kind.arguments());
+        let arguments = field_table(&spec.kind.arguments(self.queue_type));
         let name = spec.name.clone();
         self.call(|channel| async move {
             channel
@@ -249,6 +273,19 @@ impl<'a> Declarer<'a> {
                 );
                 return Ok(declared);
             }
+            Err(e) if declared == Declared::Existed && other_queue_type(&e) => {
+                tracing::error!(
+                    queue = %spec.name,
+                    cause = %e,
+                    "queue exists with another type than `amqp_queue_type = {}`; it is \
+                     consumed as it is (a classic queue lives on one node and counts no \
+                     deliveries). To migrate: stop the publishers, let the consumers drain \
+                     the queue, delete it, then run `{SETUP_COMMAND}` (docs/ARCHITECTURE.md §4)",
+                    self.queue_type
+                );
+                // Still bound below: it is the queue this consumer reads.
+                self.other_type = true;
+            }
             Err(e) => return Err(refusal(&entity, mode, e)),
         }
         for pattern in &spec.bindings {
@@ -282,6 +319,13 @@ pub(super) fn lacks_dead_lettering(error: &lapin::Error, spec: &QueueSpec) -> bo
         && error.to_string().contains(DEAD_LETTER_ARGUMENT)
 }
 
+/// Whether `error` is the broker refusing a queue declare because the existing queue has
+/// another type (`inequivalent arg 'x-queue-type'`).
+pub(super) fn other_queue_type(error: &lapin::Error) -> bool {
+    soft_error(error) == Some(AMQPSoftError::PRECONDITIONFAILED)
+        && error.to_string().contains(QUEUE_TYPE_ARGUMENT)
+}
+
 /// Turns a refused active declare into the failure to report.
 pub(super) fn refusal(entity: &str, mode: Mode, error: lapin::Error) -> Failure {
     match soft_error(&error) {
@@ -292,6 +336,13 @@ pub(super) fn refusal(entity: &str, mode: Mode, error: lapin::Error) -> Failure 
         Some(AMQPSoftError::ACCESSREFUSED) => Failure::Permanent(format!(
             "{entity}: this credential may not configure it ({error}); use a topology credential"
         )),
+        Some(AMQPSoftError::PRECONDITIONFAILED) if other_queue_type(&error) => {
+            Failure::Permanent(format!(
+                "{entity} exists with another queue type than `amqp_queue_type` ({error}); \
+                 to migrate, stop the publishers, let the consumers drain the queue, delete \
+                 it and run `{SETUP_COMMAND}` again (docs/ARCHITECTURE.md §4)"
+            ))
+        }
         Some(AMQPSoftError::PRECONDITIONFAILED) => Failure::Permanent(format!(
             "{entity} exists with other properties than the topology's ({error}); \
              a queue declared without `{DEAD_LETTER_ARGUMENT} = {DEAD_LETTER_EXCHANGE}` must \

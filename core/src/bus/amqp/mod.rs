@@ -1,6 +1,15 @@
 //! RabbitMQ implementation of [`Bus`](super::Bus) on `lapin`, driven by the tokio runtime.
 //!
 //! Shape:
+//! - The URL may be a comma-separated list, one per node of a cluster: a connect tries
+//!   them in order, a reconnect in turn starting with the node after the one lost, each
+//!   with [`CONNECT_TIMEOUT`]; a round that reaches none is retried with backoff
+//!   (docs/ARCHITECTURE.md §6).
+//! - Every queue is declared with the type of [`BusOptions::topology`]
+//!   (`amqp_queue_type`); deliveries of a quorum queue carry the broker's delivery count
+//!   ([`Delivery::delivery_count`]), which the middleware runtime caps attempts with. A
+//!   queue found with the other type is logged with the migration steps and consumed as
+//!   it is, without a count.
 //! - A supervisor task owns the connection. On every connect it checks the fixed topology
 //!   ([`crate::topology`]: both exchanges and `stargazer.dead`) and watches the
 //!   connection (error callback, status polling, and kicks from callers that saw a
@@ -36,7 +45,7 @@
 //!   queue's dead-letter exchange to `stargazer.dead` with an `x-death` header, so a
 //!   consumer needs no write permission anywhere to dead-letter.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,11 +69,12 @@ use super::{
     UNROUTABLE_REASON, UNROUTED_QUEUE_LABEL,
 };
 use crate::backoff::Backoff;
-use crate::config::redact_url;
+use crate::config::{redact_url, redact_url_list, split_url_list};
 use crate::sync::lock;
 use crate::topology::{
-    self, ExchangeSpec, ExchangeType, Topology, DEAD_LETTER_ARGUMENT, DEAD_LETTER_EXCHANGE,
-    DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, EXCHANGE, SETUP_COMMAND,
+    self, ExchangeSpec, ExchangeType, QueueType, Topology, DEAD_LETTER_ARGUMENT,
+    DEAD_LETTER_EXCHANGE, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, DELIVERY_COUNT_HEADER,
+    EXCHANGE, QUEUE_TYPE_ARGUMENT, SETUP_COMMAND,
 };
 use crate::wait::{backoff_unless_cancelled, sleep_unless_cancelled, Waited};
 use connection::*;
@@ -101,6 +111,10 @@ pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
 
 /// Upper bound for a graceful `connection.close` handshake during [`Bus::close`].
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bound for opening a connection to one node: an unreachable host (packets
+/// dropped rather than refused) must not keep the bus from trying the next node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One established connection and its number in the sequence of connections this bus
 /// opened (1 for the first).
@@ -205,9 +219,41 @@ struct PublishPool {
     slots: Semaphore,
 }
 
-struct Inner {
+/// One broker node the bus may connect to.
+struct Endpoint {
     uri: AMQPUri,
-    /// The URL with its password masked, for messages.
+    /// Its URL with the password masked, for messages.
+    display: String,
+}
+
+/// The nodes of a comma-separated list of AMQP URLs, in order, each with this client's
+/// frame size unless the URL sets one.
+fn endpoints(list: &str) -> Result<Vec<Endpoint>> {
+    let urls = split_url_list(list);
+    if urls.is_empty() {
+        return Err(BusError::InvalidUrl(format!(
+            "{} (no URL given)",
+            redact_url_list(list)
+        )));
+    }
+    urls.into_iter()
+        .map(|url| {
+            let display = redact_url(url);
+            let mut uri: AMQPUri = url
+                .parse()
+                .map_err(|e: String| BusError::InvalidUrl(format!("{display} ({e})")))?;
+            uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+            Ok(Endpoint { uri, display })
+        })
+        .collect()
+}
+
+struct Inner {
+    /// The nodes to connect to, tried in turn (docs/ARCHITECTURE.md §6).
+    endpoints: Vec<Endpoint>,
+    /// Index in `endpoints` of the node of the current (or last) connection.
+    current_endpoint: AtomicUsize,
+    /// The URL list with passwords masked, for messages.
     display_url: String,
     name: String,
     options: BusOptions,
@@ -231,7 +277,8 @@ pub struct AmqpBus {
 }
 
 impl AmqpBus {
-    /// Connects to `url` (`amqp://user:pass@host:port/vhost`) under the connection name
+    /// Connects to `url` (`amqp://user:pass@host:port/vhost`, or a comma-separated list of
+    /// such URLs, one per cluster node) under the connection name
     /// [`DEFAULT_CONNECTION_NAME`] with default [`BusOptions`]. Fails if the URL is invalid
     /// or the first connection cannot be made (or the topology is missing); once
     /// connected, later losses are repaired in the background. Must be called inside a
@@ -253,11 +300,8 @@ impl AmqpBus {
 
     /// [`AmqpBus::connect_named`] with `options`.
     pub async fn connect_named_with(url: &str, name: &str, options: BusOptions) -> Result<Self> {
-        let display_url = redact_url(url);
-        let mut uri: AMQPUri = url
-            .parse()
-            .map_err(|e: String| BusError::InvalidUrl(format!("{display_url} ({e})")))?;
-        uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+        let display_url = redact_url_list(url);
+        let endpoints = endpoints(url)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BusError::Broker(
                 "the AMQP bus must be created inside a tokio runtime".into(),
@@ -265,7 +309,8 @@ impl AmqpBus {
         }
         let (link, _) = watch::channel(Link::Down);
         let inner = Arc::new(Inner {
-            uri,
+            endpoints,
+            current_endpoint: AtomicUsize::new(0),
             display_url,
             name: name.to_owned(),
             options,
@@ -281,9 +326,12 @@ impl AmqpBus {
             supervisor: Mutex::new(None),
             connections_opened: AtomicU64::new(0),
         });
-        let first = inner.open_connection().await.map_err(|e| match e {
+        let first = inner.open_connection(0).await.map_err(|e| match e {
             missing @ BusError::TopologyMissing { .. } => missing,
-            other => BusError::Broker(format!("cannot connect to {}: {other}", inner.display_url)),
+            other => BusError::Broker(format!(
+                "cannot connect to any of {}: {other}",
+                inner.display_url
+            )),
         })?;
         let handle = tokio::spawn(supervise(inner.clone(), first));
         *lock(&inner.supervisor) = Some(handle);
@@ -307,6 +355,12 @@ impl AmqpBus {
     /// How many connections this bus has opened so far (1 + the number of reconnects).
     pub fn connections_opened(&self) -> u64 {
         self.inner.connections_opened.load(Ordering::Relaxed)
+    }
+
+    /// The position, in the configured URL list, of the node the current (or last)
+    /// connection went to.
+    pub fn connected_endpoint(&self) -> usize {
+        self.inner.current_endpoint.load(Ordering::Relaxed)
     }
 }
 
@@ -353,6 +407,27 @@ fn string_headers(properties: &BasicProperties) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The broker's `x-delivery-count` header (any integer type), if present and not
+/// negative.
+fn delivery_count(properties: &BasicProperties) -> Option<u32> {
+    let value = properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(DELIVERY_COUNT_HEADER)?;
+    let count: i64 = match value {
+        AMQPValue::ShortShortInt(v) => i64::from(*v),
+        AMQPValue::ShortShortUInt(v) => i64::from(*v),
+        AMQPValue::ShortInt(v) => i64::from(*v),
+        AMQPValue::ShortUInt(v) => i64::from(*v),
+        AMQPValue::LongInt(v) => i64::from(*v),
+        AMQPValue::LongUInt(v) => i64::from(*v),
+        AMQPValue::LongLongInt(v) => *v,
+        _ => return None,
+    };
+    u32::try_from(count).ok()
+}
+
 fn field_table(pairs: &[(&str, &str)]) -> FieldTable {
     let mut table = FieldTable::default();
     for (key, value) in pairs {
@@ -367,13 +442,49 @@ fn field_table(pairs: &[(&str, &str)]) -> FieldTable {
 impl Inner {
     /// Opens a connection and checks (passively, creating what is missing when allowed)
     /// both exchanges and the dead-letter queue on it.
-    async fn open_connection(&self) -> Result<Connection> {
-        let connection =
-            Connection::connect_uri(self.uri.clone(), connection_properties(&self.name))
-                .await
-                .map_err(|e| BusError::Broker(e.to_string()))?;
+    /// Tries every node once, starting with the one at `first` in the URL list: the first
+    /// that connects (and passes the topology check) wins. A missing topology is the
+    /// cluster's, not one node's, and ends the round at once.
+    async fn open_connection(&self, first: usize) -> Result<Connection> {
+        let count = self.endpoints.len();
+        let mut last_error = BusError::Broker("no broker URL".into());
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            match self.open_endpoint(&self.endpoints[index]).await {
+                Ok(connection) => {
+                    self.current_endpoint.store(index, Ordering::Relaxed);
+                    return Ok(connection);
+                }
+                Err(missing @ BusError::TopologyMissing { .. }) => return Err(missing),
+                Err(error) => {
+                    if count > 1 {
+                        tracing::warn!(url = %self.endpoints[index].display, %error, "broker node unavailable; trying the next one");
+                    }
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Connects to one node, checking (passively, creating what is missing when allowed)
+    /// both exchanges and the dead-letter queue.
+    async fn open_endpoint(&self, endpoint: &Endpoint) -> Result<Connection> {
+        let connect =
+            Connection::connect_uri(endpoint.uri.clone(), connection_properties(&self.name));
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(BusError::Broker(format!("{}: {e}", endpoint.display))),
+            Err(_) => {
+                return Err(BusError::Broker(format!(
+                    "{}: no connection within {CONNECT_TIMEOUT:?}",
+                    endpoint.display
+                )))
+            }
+        };
+        let queue_type = self.options.topology.queue_type;
         let setup = async {
-            let mut declarer = Declarer::new(&connection);
+            let mut declarer = Declarer::new(&connection, queue_type);
             for exchange in &topology::EXCHANGES {
                 declarer.exchange(exchange, Mode::Check).await?;
             }
@@ -393,6 +504,11 @@ impl Inner {
         }
         self.connections_opened.fetch_add(1, Ordering::Relaxed);
         Ok(connection)
+    }
+
+    /// The type every queue is declared with.
+    fn queue_type(&self) -> QueueType {
+        self.options.topology.queue_type
     }
 
     /// The current connection, waiting while the supervisor reconnects.
@@ -647,13 +763,16 @@ impl Inner {
     /// consuming.
     async fn open_consumer(&self, spec: &QueueSpec) -> std::result::Result<Active, Failure> {
         let session = self.session().await?;
-        {
-            let mut declarer = Declarer::new(&session.connection);
+        let counts_deliveries = {
+            let mut declarer = Declarer::new(&session.connection, self.queue_type());
             declarer.queue(spec, Mode::Ensure).await?;
             if let Some(channel) = declarer.channel.take() {
                 channel.close(200, "declared").await?;
             }
-        }
+            // A queue left with the other type is consumed as it is: only a queue that
+            // really is quorum counts deliveries.
+            self.queue_type().counts_deliveries() && !declarer.other_type
+        };
         let channel = session.connection.create_channel().await?;
         channel
             .basic_qos(spec.prefetch.max(1), BasicQosOptions::default())
@@ -668,6 +787,7 @@ impl Inner {
             )
             .await?;
         Ok(Active {
+            counts_deliveries,
             generation: session.generation,
             link: self.link.subscribe(),
             channel,
@@ -706,7 +826,7 @@ impl Bus for AmqpBus {
         self.inner
             .retry(&what, || async {
                 let session = self.inner.session().await?;
-                let mut declarer = Declarer::new(&session.connection);
+                let mut declarer = Declarer::new(&session.connection, self.inner.queue_type());
                 declarer.queue(queue, Mode::Ensure).await?;
                 if let Some(channel) = declarer.channel.take() {
                     channel.close(200, "declared").await?;
@@ -765,6 +885,20 @@ mod tests {
             vec![("a".into(), "x".into()), ("b".into(), "y".into())]
         );
         assert!(string_headers(&BasicProperties::default()).is_empty());
+    }
+
+    #[test]
+    fn the_delivery_count_is_read_from_any_integer_header() {
+        let with = |value: AMQPValue| {
+            let mut table = FieldTable::default();
+            table.insert(DELIVERY_COUNT_HEADER.into(), value);
+            delivery_count(&BasicProperties::default().with_headers(table))
+        };
+        assert_eq!(with(AMQPValue::LongLongInt(3)), Some(3));
+        assert_eq!(with(AMQPValue::LongInt(2)), Some(2));
+        assert_eq!(with(AMQPValue::LongLongInt(-1)), None);
+        assert_eq!(with(AMQPValue::LongString("3".into())), None);
+        assert_eq!(delivery_count(&BasicProperties::default()), None);
     }
 
     #[test]
