@@ -1,6 +1,7 @@
 //! The live-check middleware proper: holds events until their video is live, persisting
-//! each held event in the key/value namespace so a restart loses none, and polls the
-//! Data API for every held video together.
+//! each held event in the key/value namespace (shared by every instance) before the ack,
+//! and polls the Data API for the held videos of the shards this instance claims
+//! (`claims.rs`), together.
 //!
 //! Verdicts, per held event, on each successful poll:
 //!
@@ -32,6 +33,7 @@ use stargazer_core::storage::StateStore;
 use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_core::CancellationToken;
 
+use crate::claims::{shard_of, ClaimOptions, Claims};
 use crate::youtube::{LiveStreamingDetails, YoutubeClient, MAX_IDS_PER_CALL};
 use stargazer_core::contract::field;
 use stargazer_core::quota::{Budget, QuotaMeter};
@@ -68,8 +70,11 @@ impl Held {
 /// Metrics of the live-check middleware.
 #[derive(Clone)]
 pub struct LiveCheckMetrics {
-    /// `stargazer_live_check_pending`: events held now.
+    /// `stargazer_live_check_pending`: events held in this instance's shards, as of its
+    /// last polling round.
     pub pending: IntGauge,
+    /// `stargazer_live_check_claimed_shards`: shards this instance holds the lease of.
+    pub claimed_shards: IntGauge,
     /// `stargazer_live_check_forwarded_total`: events forwarded once live.
     pub forwarded: IntCounter,
     /// `stargazer_live_check_dropped_total{reason}`: events given up (`gone`, `ended`,
@@ -88,6 +93,11 @@ impl LiveCheckMetrics {
             pending: IntGauge::new(
                 "stargazer_live_check_pending",
                 "Events held by middleware-live-check.",
+            )
+            .expect("valid metric"),
+            claimed_shards: IntGauge::new(
+                "stargazer_live_check_claimed_shards",
+                "Shards of held videos this instance holds the lease of.",
             )
             .expect("valid metric"),
             forwarded: IntCounter::new(
@@ -114,6 +124,7 @@ impl LiveCheckMetrics {
         };
         for collector in [
             Box::new(metrics.pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.claimed_shards.clone()),
             Box::new(metrics.forwarded.clone()),
             Box::new(metrics.dropped.clone()),
             Box::new(metrics.api_calls.clone()),
@@ -147,6 +158,8 @@ pub struct PollOptions {
     /// The Data API quota shared with the YouTube worker: every call is counted on it;
     /// polls are five times rarer when it runs low, and none are made when it is spent.
     pub quota: Option<Arc<QuotaMeter>>,
+    /// How this instance shares the held videos with the others.
+    pub claims: ClaimOptions,
 }
 
 /// Holds events and polls; implements [`Middleware`] for the `live_check` tag.
@@ -156,7 +169,9 @@ pub struct Checker {
     client: YoutubeClient,
     options: PollOptions,
     metrics: LiveCheckMetrics,
-    // A std Mutex: only map operations under it, never an `.await`.
+    claims: Arc<Claims>,
+    // A std Mutex: only map operations under it, never an `.await`. The events of this
+    // instance's shards as of its last round (the stored namespace is the truth).
     held: Mutex<HashMap<String, Held>>,
 }
 
@@ -169,7 +184,8 @@ enum Verdict {
 }
 
 impl Checker {
-    /// A checker with nothing held; call [`Checker::reload`] to pick up stored events.
+    /// A checker polling the shards `claims` holds; run [`Checker::claim_loop`] beside
+    /// [`Checker::poll_loop`] so that it holds some.
     pub fn new(
         storage: Arc<dyn StateStore>,
         bus: Arc<dyn Bus>,
@@ -177,12 +193,14 @@ impl Checker {
         options: PollOptions,
         metrics: LiveCheckMetrics,
     ) -> Arc<Self> {
+        let claims = Claims::new(storage.clone(), options.claims.clone());
         Arc::new(Self {
             storage,
             bus,
             client,
             options,
             metrics,
+            claims: Arc::new(claims),
             held: Mutex::new(HashMap::new()),
         })
     }
@@ -191,7 +209,7 @@ impl Checker {
         lock(&self.held)
     }
 
-    /// How many events are held.
+    /// How many events this instance's shards held at its last round.
     pub fn pending(&self) -> usize {
         self.held().len()
     }
@@ -203,47 +221,58 @@ impl Checker {
             .set(i64::try_from(len).unwrap_or(i64::MAX));
     }
 
-    /// Loads every held event from storage, retrying while it is unreachable; `None` if
-    /// shut down first. Records that cannot be decoded are logged and left in place.
-    pub async fn reload(&self, shutdown: &CancellationToken) -> Option<usize> {
-        let mut backoff = Backoff::default();
-        let rows = loop {
-            let listed = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                listed = self.storage.kv_list(&self.options.namespace) => listed,
-            };
-            match listed {
-                Ok(rows) => break rows,
-                Err(err) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(cause = %err, ?delay, "reading held live-check events failed; retrying");
-                    if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
-                        return None;
-                    }
+    /// Keeps this instance's share of the shards until `shutdown`, then releases them.
+    pub async fn claim_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let claims = self.claims.clone();
+        let metrics = self.metrics.claimed_shards.clone();
+        let gauge = async {
+            // The gauge follows the claims without a storage call of its own.
+            loop {
+                metrics.set(i64::try_from(claims.held_count()).unwrap_or(i64::MAX));
+                if sleep_unless_cancelled(Duration::from_millis(100), &shutdown)
+                    .await
+                    .is_cancelled()
+                {
+                    break;
                 }
             }
         };
-        let mut loaded = 0;
-        {
-            let mut held = self.held();
-            for (key, value) in rows {
-                match serde_json::from_value::<Held>(value) {
-                    Ok(record) => {
-                        held.insert(key, record);
-                        loaded += 1;
+        tokio::join!(self.claims.clone().run(shutdown.clone()), gauge);
+        metrics.set(0);
+    }
+
+    /// The stored events whose video falls in a shard this instance holds; `None` when
+    /// the store could not be read. Records that cannot be decoded are logged and left in
+    /// place.
+    async fn claimed_events(&self) -> Option<Vec<(String, Held)>> {
+        let rows = match self.storage.kv_list(&self.options.namespace).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(cause = %err, "reading held live-check events failed");
+                return None;
+            }
+        };
+        let now = Utc::now();
+        let shards = self.claims.shards();
+        let mut mine = Vec::new();
+        for (key, value) in rows {
+            match serde_json::from_value::<Held>(value) {
+                Ok(held) => {
+                    if self.claims.owns(shard_of(&held.video, shards), now) {
+                        mine.push((key, held));
                     }
-                    Err(err) => tracing::error!(
-                        namespace = %self.options.namespace,
-                        key = %key,
-                        cause = %err,
-                        "undecodable held live-check event left in storage"
-                    ),
                 }
+                Err(err) => tracing::error!(
+                    namespace = %self.options.namespace,
+                    key = %key,
+                    cause = %err,
+                    "undecodable held live-check event left in storage"
+                ),
             }
         }
+        *self.held() = mine.iter().cloned().collect();
         self.set_gauge();
-        tracing::info!(loaded, "held live-check events reloaded");
-        Some(loaded)
+        Some(mine)
     }
 
     /// Polls every `interval` (backing off after failures) until `shutdown`.
@@ -292,13 +321,12 @@ impl Checker {
         }
     }
 
-    /// One round over every held event; `false` when an API call failed.
+    /// One round over the held events of this instance's shards; `false` when the store
+    /// could not be read or an API call failed.
     pub async fn poll_once(&self, shutdown: &CancellationToken) -> bool {
-        let snapshot: Vec<(String, Held)> = self
-            .held()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let Some(snapshot) = self.claimed_events().await else {
+            return false;
+        };
         if snapshot.is_empty() {
             return true;
         }
@@ -366,14 +394,44 @@ impl Checker {
         healthy
     }
 
+    /// Whether this instance may still act on `held`: its term on the video's shard runs,
+    /// and the entry is still stored (another instance that took the shard over after a
+    /// lapse may have released it already). A failed read counts as "no": the next round
+    /// decides again.
+    async fn still_mine(&self, key: &str, held: &Held) -> bool {
+        if !self
+            .claims
+            .owns(shard_of(&held.video, self.claims.shards()), Utc::now())
+        {
+            tracing::info!(video = %held.video, "shard lease lapsed; left to its new holder");
+            return false;
+        }
+        match self.storage.kv_get(&self.options.namespace, key).await {
+            Ok(found) => found.is_some(),
+            Err(err) => {
+                tracing::warn!(key, cause = %err, "checking a held event failed; decided next round");
+                false
+            }
+        }
+    }
+
     async fn apply(&self, key: &str, mut held: Held, verdict: Verdict) {
         match verdict {
             Verdict::Wait(Some(scheduled)) if held.scheduled_start != Some(scheduled) => {
                 held.scheduled_start = Some(scheduled);
-                self.store(key, &held).await;
+                // Checked so that a late update does not bring back an entry another
+                // instance released (the window between the check and the write remains).
+                if self.still_mine(key, &held).await {
+                    self.store(key, &held).await;
+                }
             }
             Verdict::Wait(_) => {}
             Verdict::Forward(_) | Verdict::ForwardUnverified => {
+                if !self.still_mine(key, &held).await {
+                    self.held().remove(key);
+                    self.set_gauge();
+                    return;
+                }
                 let mut event = held.event.clone();
                 match verdict {
                     Verdict::Forward(started) => {
@@ -426,8 +484,9 @@ impl Checker {
         self.held().remove(key);
         self.set_gauge();
         if let Err(err) = self.storage.kv_delete(&self.options.namespace, key).await {
-            // It stays stored and comes back after a restart; the next poll settles it
-            // again (consumers deduplicate a repeated forward by event id).
+            // It stays stored and the shard's holder settles it again at its next
+            // round: a forward is repeated, which the bot's delivery log deduplicates
+            // by (event, chat).
             tracing::warn!(key, cause = %err, "removing a settled held event failed");
         }
     }
@@ -506,9 +565,8 @@ impl Middleware for Checker {
         {
             return Outcome::Retry(format!("storing held event: {err}"));
         }
+        // Polled by whichever instance holds the video's shard, at its next round.
         tracing::debug!(video = %held.video, "event held until live");
-        self.held().insert(key, held);
-        self.set_gauge();
         Outcome::Hold
     }
 }

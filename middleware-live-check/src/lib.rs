@@ -6,11 +6,14 @@
 //!   polling loop and the verdict table (forward when `actualStartTime` shows; drop with a
 //!   log line and a metric when the video is gone, ended, no broadcast, or not live within
 //!   the bound).
+//! - `claims`: N instances share the held videos: fixed shards by a hash of the video id,
+//!   each polled by the one instance holding its lease, a fair share each.
 //!
 //! The control field `x-live-check-video` (the video id) is removed before forwarding.
-//! Quota and server errors leave every event held and back the polling off. Run one
-//! instance per storage: each instance polls what it holds plus everything stored when it
-//! started.
+//! Quota and server errors leave every event held and back the polling off. Any number
+//! of instances may share one storage and one queue.
+
+mod claims;
 
 mod checker;
 mod youtube;
@@ -26,6 +29,7 @@ use stargazer_core::routing;
 use stargazer_core::storage::StateStore;
 
 pub use checker::{Checker, Held, LiveCheckMetrics, PollOptions, LIVE_CHECK_VIDEO};
+pub use claims::{shard_lease_name, shard_of, ClaimOptions};
 use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
 use youtube::YoutubeClient;
 
@@ -81,6 +85,18 @@ pub struct LiveCheckConfig {
     /// `live_check.quota_reserve_units` / `STARGAZER_LIVE_CHECK__QUOTA_RESERVE_UNITS`: with
     /// at most this many units left, polls are five times rarer. Default 500.
     pub quota_reserve_units: u64,
+    /// `live_check.shards` / `STARGAZER_LIVE_CHECK__SHARDS`: how many shards the held videos
+    /// are split into (by a hash of the video id), each polled by the one instance holding
+    /// its lease; every instance must use the same value. 1 to 1024; default 16.
+    pub shards: u32,
+    /// `live_check.lease_term_ms` / `STARGAZER_LIVE_CHECK__LEASE_TERM_MS`: term of a shard
+    /// lease, renewed every third of it; a dead instance's shards are taken over within
+    /// about 4/3 of it plus a poll interval. Milliseconds, at least 30; default 90000.
+    pub lease_term_ms: u64,
+    /// `live_check.claims` / `STARGAZER_LIVE_CHECK__CLAIMS`: `false` turns the shard leases
+    /// off, so the instance polls every held video; only for a single instance (two would
+    /// each poll and release everything). Default true.
+    pub claims: bool,
 }
 
 impl Default for LiveCheckConfig {
@@ -100,6 +116,9 @@ impl Default for LiveCheckConfig {
             delivery_attempts: middleware::DEFAULT_DELIVERY_ATTEMPTS,
             daily_quota_units: 10_000,
             quota_reserve_units: 500,
+            shards: 16,
+            lease_term_ms: 90_000,
+            claims: true,
         }
     }
 }
@@ -146,6 +165,18 @@ impl Section for LiveCheckConfig {
                 "must be below daily_quota_units (or daily_quota_units = 0)",
             ));
         }
+        if !(1..=1024).contains(&self.shards) {
+            return Err(ConfigError::invalid(
+                "live_check.shards",
+                "must be between 1 and 1024",
+            ));
+        }
+        if self.lease_term_ms < 30 {
+            return Err(ConfigError::invalid(
+                "live_check.lease_term_ms",
+                "must be at least 30",
+            ));
+        }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::invalid(
                 "live_check.poll_interval_ms",
@@ -157,7 +188,7 @@ impl Section for LiveCheckConfig {
 }
 
 impl LiveCheckConfig {
-    fn poll_options(&self, storage: Arc<dyn StateStore>) -> PollOptions {
+    fn poll_options(&self, storage: Arc<dyn StateStore>, owner: String) -> PollOptions {
         PollOptions {
             quota: Some(Arc::new(QuotaMeter::new(
                 storage,
@@ -170,6 +201,13 @@ impl LiveCheckConfig {
             backoff_initial: Duration::from_millis(self.backoff_initial_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             namespace: self.kv_namespace.clone(),
+            claims: ClaimOptions {
+                enabled: self.claims,
+                shards: self.shards,
+                term: Duration::from_millis(self.lease_term_ms),
+                namespace: self.kv_namespace.clone(),
+                owner,
+            },
         }
     }
 }
@@ -218,7 +256,8 @@ impl Service for LiveCheckService {
         )
     }
 
-    /// Reloads held events, then polls and consumes `#.live_check` side by side.
+    /// Claims shards, polls their held events and consumes `#.live_check` side by side;
+    /// releases its shards when stopped.
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let (config, storage, bus, registry) =
             (self.config, cx.state_store()?, cx.bus()?, &cx.registry);
@@ -229,20 +268,21 @@ impl Service for LiveCheckService {
             Duration::from_millis(config.request_timeout_ms),
         )
         .map_err(Error::from)?;
+        // Unique per process, so that a restarted instance is a new member.
+        let owner = stargazer_core::Uuid::new_v4().simple().to_string();
+        tracing::info!(%owner, shards = config.shards, "live-check instance starting");
         let checker = Checker::new(
             storage.clone(),
             bus.clone(),
             client,
-            config.poll_options(storage),
+            config.poll_options(storage, owner),
             LiveCheckMetrics::register(registry),
         );
         // A child token so that a failing consumer also stops the polling loop.
         let stop = cx.shutdown.child_token();
         // Dropping this future (an aborted task) also stops the polling loop.
         let _stop_on_drop = stop.clone().drop_guard();
-        if checker.reload(&stop).await.is_none() {
-            return Ok(());
-        }
+        let claiming = tokio::spawn(checker.clone().claim_loop(stop.clone()));
         let polling = tokio::spawn(checker.clone().poll_loop(stop.clone()));
         let options = RuntimeOptions {
             queue: config.queue.clone(),
@@ -262,6 +302,10 @@ impl Service for LiveCheckService {
         stop.cancel();
         if let Err(err) = polling.await {
             tracing::error!(cause = %err, "live-check polling loop failed");
+        }
+        // After the polling: the leases are released once nothing polls any more.
+        if let Err(err) = claiming.await {
+            tracing::error!(cause = %err, "live-check claim loop failed");
         }
         result.map_err(Error::from)?;
         Ok(())

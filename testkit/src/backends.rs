@@ -382,6 +382,12 @@ impl Env {
         }
     }
 
+    /// The AMQP URL of the test's virtual host (RabbitMQ only), for a second connection
+    /// as another process would open.
+    pub fn amqp_url(&self) -> Option<String> {
+        self._vhost.as_ref().map(TestVhost::amqp_url)
+    }
+
     /// A second storage handle on the same database, as a restarted process would open.
     pub async fn reopen_storage(&self) -> Arc<dyn Storage> {
         storage::connect(&self.storage_url)
