@@ -9,11 +9,15 @@
 //!   of its own (deleted afterwards): the exchange, the services' default queue names and
 //!   `rabbitmqctl close_all_connections` are then scoped to the test, so tests run in
 //!   parallel without stealing each other's messages or leaving durable queues behind.
+//! - [`Pair::Cluster`]: the same MongoDB-wire server and the 3-node RabbitMQ cluster of
+//!   [`stargazer_testkit::cluster`] (a virtual host of its own; services get the list of
+//!   the three nodes' URLs and declare quorum queues).
 
 use std::sync::Arc;
 
 use stargazer_core::bus::amqp::AmqpBus;
-use stargazer_core::bus::Bus;
+use stargazer_core::bus::{Bus, BusOptions};
+use stargazer_core::topology::{QueueType, Topology};
 use stargazer_core::storage::Storage;
 
 use crate::{Error, Result};
@@ -29,6 +33,8 @@ pub enum Pair {
     InProcess,
     /// MongoDB + RabbitMQ, connected to by each service on its own.
     Production,
+    /// MongoDB + the 3-node RabbitMQ cluster with quorum queues.
+    Cluster,
 }
 
 impl std::fmt::Display for Pair {
@@ -36,6 +42,7 @@ impl std::fmt::Display for Pair {
         f.write_str(match self {
             Pair::InProcess => "sqlite + in-process bus",
             Pair::Production => "mongodb + rabbitmq",
+            Pair::Cluster => "mongodb + 3-node rabbitmq cluster",
         })
     }
 }
@@ -54,8 +61,10 @@ pub enum Source {
     Connect {
         /// `mongodb://…/<db>`.
         storage_url: String,
-        /// `amqp://…/<vhost>`.
+        /// `amqp://…/<vhost>` (a comma-separated list for a cluster).
         bus_url: String,
+        /// The type the services declare their queues with (`amqp_queue_type`).
+        queue_type: QueueType,
     },
 }
 
@@ -75,8 +84,18 @@ impl Source {
     pub async fn bus(&self, name: &str) -> Result<Arc<dyn Bus>> {
         match self {
             Source::Shared { bus, .. } => Ok(bus.clone()),
-            Source::Connect { bus_url, .. } => {
-                Ok(Arc::new(AmqpBus::connect_named(bus_url, name).await?))
+            Source::Connect {
+                bus_url,
+                queue_type,
+                ..
+            } => {
+                let options = BusOptions {
+                    topology: Topology::new(Vec::new()).with_queue_type(*queue_type),
+                    ..BusOptions::default()
+                };
+                Ok(Arc::new(
+                    AmqpBus::connect_named_with(bus_url, name, options).await?,
+                ))
             }
         }
     }
@@ -92,6 +111,8 @@ pub struct Backends {
     pub vhost: Option<TestVhost>,
     /// The database (production pair).
     pub database: Option<TestDatabase>,
+    /// The cluster's virtual host (cluster pair).
+    pub cluster_vhost: Option<stargazer_testkit::cluster::ClusterVhost>,
 }
 
 impl Backends {
@@ -106,6 +127,27 @@ impl Backends {
                     source: Source::Shared { storage, bus },
                     vhost: None,
                     database: None,
+                    cluster_vhost: None,
+                })
+            }
+            Pair::Cluster => {
+                let vhost = tokio::task::spawn_blocking(|| {
+                    stargazer_testkit::cluster::Cluster::shared()?.vhost()
+                })
+                .await
+                .map_err(|e| Error::Broker(e.to_string()))?
+                .map_err(|e| Error::Broker(e.to_string()))?;
+                let database = TestDatabase::new();
+                Ok(Self {
+                    pair,
+                    source: Source::Connect {
+                        storage_url: database.url(),
+                        bus_url: vhost.amqp_url_list(),
+                        queue_type: QueueType::Quorum,
+                    },
+                    vhost: None,
+                    database: Some(database),
+                    cluster_vhost: Some(vhost),
                 })
             }
             Pair::Production => {
@@ -119,9 +161,11 @@ impl Backends {
                     source: Source::Connect {
                         storage_url: database.url(),
                         bus_url: vhost.amqp_url(),
+                        queue_type: QueueType::Classic,
                     },
                     vhost: Some(vhost),
                     database: Some(database),
+                    cluster_vhost: None,
                 })
             }
         }

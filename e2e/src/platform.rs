@@ -442,6 +442,7 @@ impl Platform {
         let Source::Connect {
             storage_url,
             bus_url,
+            queue_type,
         } = &self.source
         else {
             return Err(service_error(
@@ -452,6 +453,7 @@ impl Platform {
         let mut settings = self.configs.clone();
         settings.common.mongo_url = Some(storage_url.clone());
         settings.common.amqp_url = Some(bus_url.clone());
+        settings.common.amqp_queue_type = *queue_type;
         Ok(settings)
     }
 
