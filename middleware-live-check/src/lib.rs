@@ -53,7 +53,8 @@ pub struct LiveCheckConfig {
     /// binary may fill it from `youtube.api_key`).
     pub api_key: String,
     /// `live_check.poll_interval_ms` / `STARGAZER_LIVE_CHECK__POLL_INTERVAL_MS`: time
-    /// between polls of all held videos, milliseconds; default 60000.
+    /// between polls of the held videos in this instance's shards, milliseconds; default
+    /// 60000.
     pub poll_interval_ms: u64,
     /// `live_check.give_up_after_ms` / `STARGAZER_LIVE_CHECK__GIVE_UP_AFTER_MS`: how long
     /// past the later of hold time and scheduled start an event waits for "live" before it

@@ -231,8 +231,10 @@ async fn two_instances(store: StoreKind, claims: bool) -> (Asked, Asked) {
             },
         );
     }
+    // Long enough for the MongoDB-wire test server, which takes up to a second per
+    // storage call under load (each release is a read, a publish and a delete).
     let mut got = ready
-        .collect_n(&ours, VIDEOS, Duration::from_secs(30))
+        .collect_n(&ours, VIDEOS, Duration::from_secs(150))
         .await;
     got.extend(ready.collect_for(&ours, Duration::from_millis(800)).await);
     let mut times: HashMap<Uuid, usize> = HashMap::new();
@@ -437,8 +439,10 @@ async fn a_dead_instance_is_taken_over(store: StoreKind) {
             },
         );
     }
+    // Long enough for the MongoDB-wire test server, which takes up to a second per
+    // storage call under load (each release is a read, a publish and a delete).
     let mut got = ready
-        .collect_n(&ours, VIDEOS, Duration::from_secs(30))
+        .collect_n(&ours, VIDEOS, Duration::from_secs(150))
         .await;
     got.extend(ready.collect_for(&ours, Duration::from_millis(800)).await);
     let released: HashSet<Uuid> = got.iter().map(|r| r.event.id).collect();
