@@ -91,7 +91,7 @@ fn token_of(text: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_role_twice_survives_a_kill_of_each() {
-    let mut platform = Platform::new(Pair::Production).await.unwrap();
+    let mut platform = Platform::new(Pair::Cluster).await.unwrap();
     platform
         .run_as_processes(env!("CARGO_BIN_EXE_stargazer").into())
         .unwrap();
@@ -99,6 +99,9 @@ async fn every_role_twice_survives_a_kill_of_each() {
     platform.configs.youtube.poll_interval_seconds = 1;
     platform.configs.youtube.reminder_lead_seconds = LEAD_SECONDS;
     platform.configs.youtube.reminder_leads_seconds = vec![LEAD_SECONDS];
+    // Takeovers within seconds, not the production minutes.
+    platform.configs.live_check.lease_term_ms = 3_000;
+    platform.configs.live_check.shards = 8;
     let mut timeline = Timeline {
         start: Instant::now(),
         lines: Vec::new(),
@@ -154,6 +157,8 @@ async fn every_role_twice_survives_a_kill_of_each() {
 
     // The kill schedule: one instance of each pair at a random moment of the workload.
     let mut rng = rand::thread_rng();
+    let node_stop_at = INJECT_FOR.mul_f64(rng.gen_range(0.2..0.6));
+    let mut node_stopped = false;
     let mut kills: Vec<(Duration, String)> = PAIRS
         .iter()
         .map(|(_, names)| {
@@ -173,12 +178,25 @@ async fn every_role_twice_survives_a_kill_of_each() {
         .chain(std::iter::repeat_n(2, TWEETS))
         .collect();
     order.shuffle(&mut rng);
+    let mut stopped_node = None;
     let began = Instant::now();
     let clocks = (Instant::now(), Utc::now());
     let (mut uploads, mut streams, mut tweets) = (0, 0, 0);
     for (i, what) in order.into_iter().enumerate() {
         let due = INJECT_FOR.mul_f64(i as f64 / steps as f64);
         tokio::time::sleep_until((began + due).into()).await;
+        if !node_stopped && node_stop_at <= began.elapsed() {
+            node_stopped = true;
+            let vhost = platform.backends.cluster_vhost.as_ref().unwrap();
+            let cluster = vhost.cluster().clone();
+            let node = rng.gen_range(1..=3);
+            tokio::task::spawn_blocking(move || cluster.stop_node(node))
+                .await
+                .unwrap()
+                .unwrap();
+            timeline.note(format!("RabbitMQ node {node} stopped"));
+            stopped_node = Some(node);
+        }
         while kills.first().is_some_and(|(at, _)| *at <= began.elapsed()) {
             let (_, name) = kills.remove(0);
             platform.kill(&name).unwrap();
@@ -318,15 +336,21 @@ async fn every_role_twice_survives_a_kill_of_each() {
             }
         }
     }
-    let dead = platform
-        .backends
-        .vhost
-        .as_ref()
-        .map(|v| v.queue_depth("stargazer.dead"))
-        .transpose()
-        .unwrap()
-        .flatten()
-        .unwrap_or(0);
+    let vhost = platform.backends.cluster_vhost.as_ref().unwrap();
+    let dead = vhost.queue_depth("stargazer.dead").unwrap().unwrap_or(0);
+    let queues = vhost.queues().unwrap();
+    assert!(
+        queues.iter().all(|(_, kind, _)| kind == "quorum"),
+        "every queue is a quorum queue: {queues:?}"
+    );
+    if let Some(node) = stopped_node {
+        let cluster = vhost.cluster().clone();
+        tokio::task::spawn_blocking(move || cluster.start_node(node))
+            .await
+            .unwrap()
+            .unwrap();
+        timeline.note(format!("RabbitMQ node {node} started again"));
+    }
     eprintln!("chaos timeline:\n{}", timeline.lines.join("\n"));
     let report = format!(
         "missing {}: {:?}\nrepeated {}: {:?}\nearly {}: {:?}\ndead-lettered {dead}",
