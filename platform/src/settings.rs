@@ -243,6 +243,23 @@ mod tests {
     }
 
     #[test]
+    fn worker_section_checks_every_listed_coordinator_url() {
+        let section = |urls: &str| WorkerSection {
+            coordinator_url: urls.to_owned(),
+            ..WorkerSection::default()
+        };
+        section("ws://a:8090/v1/worker").check().unwrap();
+        section("ws://a:8090, wss://b/v1/worker").check().unwrap();
+        let err = section("ws://a:8090,http://u:secret@b:8090")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker.coordinator_url"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        assert!(section(" , ").check().is_err());
+    }
+
+    #[test]
     fn env_example_lists_every_setting() {
         let variables = example_variables();
         assert!(
