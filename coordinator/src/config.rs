@@ -49,6 +49,19 @@ pub struct CoordinatorConfig {
     /// `login_delay_max_ms` / `STARGAZER_COORDINATOR__LOGIN_DELAY_MAX_MS`: the longest
     /// such wait, milliseconds; 0 turns throttling off; default 4000.
     pub login_delay_max_ms: u64,
+    /// `instance_id` / `STARGAZER_COORDINATOR__INSTANCE_ID`: this coordinator's name in
+    /// the leader election (shown to workers a standby refuses, and in `/v1/status`);
+    /// empty means a random id per start; default empty.
+    pub instance_id: String,
+    /// `advertise_url` / `STARGAZER_COORDINATOR__ADVERTISE_URL`: the `ws://` or `wss://`
+    /// URL workers reach this coordinator at; a standby names the leader's to the workers
+    /// it refuses, so they go there next; empty means not advertised; default empty.
+    pub advertise_url: String,
+    /// `lease_term_ms` / `STARGAZER_COORDINATOR__LEASE_TERM_MS`: term of the leader
+    /// lease, milliseconds; the leader renews and a standby polls every quarter term, so
+    /// a standby leads at most 1.25 terms after the leader's last renewal; default: one
+    /// heartbeat interval.
+    pub lease_term_ms: Option<u64>,
 }
 
 impl Default for CoordinatorConfig {
@@ -65,6 +78,9 @@ impl Default for CoordinatorConfig {
             auth_max_pending: 32,
             login_delay_ms: 250,
             login_delay_max_ms: 4000,
+            instance_id: String::new(),
+            advertise_url: String::new(),
+            lease_term_ms: None,
         }
     }
 }
@@ -99,13 +115,45 @@ impl CoordinatorConfig {
             ),
             ("coordinator.ack_timeout_ms", self.ack_timeout_ms),
             ("coordinator.auth_max_pending", self.auth_max_pending as u64),
+            ("coordinator.lease_term_ms", self.lease_term_ms.unwrap_or(1)),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
             }
         }
+        if !self.advertise_url.is_empty() {
+            match url::Url::parse(&self.advertise_url) {
+                Ok(url) if matches!(url.scheme(), "ws" | "wss") && url.has_host() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "coordinator.advertise_url",
+                        format!("`{}` is not a ws:// or wss:// URL", self.advertise_url),
+                    ))
+                }
+            }
+        }
+        if self.instance_id.len() > 200 {
+            return Err(ConfigError::invalid(
+                "coordinator.instance_id",
+                "must be at most 200 bytes",
+            ));
+        }
         Ok(())
+    }
+
+    /// The term of the leader lease.
+    pub fn lease_term(&self) -> Duration {
+        self.lease_term_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| self.heartbeat_interval())
+            .max(Duration::from_millis(4))
+    }
+
+    /// How often the leader renews its lease and a standby asks for it: a quarter term,
+    /// so three renewals in a row may fail before the term runs out.
+    pub fn lease_poll(&self) -> Duration {
+        self.lease_term() / 4
     }
 
     /// The login throttle's settings.
@@ -182,5 +230,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("coordinator.listen"));
+        let bad = CoordinatorConfig {
+            advertise_url: "http://c:8090".into(),
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("coordinator.advertise_url"));
+        let good = CoordinatorConfig {
+            advertise_url: "ws://c:8090/v1/worker".into(),
+            lease_term_ms: Some(2000),
+            ..Default::default()
+        };
+        good.validate().unwrap();
+        assert_eq!(good.lease_poll(), Duration::from_millis(500));
+        assert_eq!(config.lease_term(), config.heartbeat_interval());
     }
 }

@@ -4,8 +4,12 @@
 //! Owning the state in one task means no locks and a single order of events.
 //!
 //! It also writes the snapshot: every `snapshot_interval` when something changed (by a
-//! separate writer task, so storage latency never stalls assignment), and once more on
-//! shutdown after that writer is done, so the last word in storage is the final state.
+//! separate writer task, so storage latency never stalls assignment), and hands the final
+//! state back when it stops, after that writer is done: the election stores it on a
+//! graceful shutdown (so the last word in storage is the final state) and drops it when
+//! the coordinator steps down (the new leader's snapshot must not be overwritten).
+//!
+//! One engine runs per leadership term (`election`): a standby has none.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,7 +70,7 @@ pub(crate) enum Outbound {
     Close(String),
 }
 
-/// Runs the engine until `shutdown`.
+/// Runs the engine until `shutdown`; answers the final assignment snapshot.
 pub(crate) async fn run(
     config: Arc<CoordinatorConfig>,
     storage: Arc<dyn StateStore>,
@@ -74,7 +78,7 @@ pub(crate) async fn run(
     mut events: mpsc::Receiver<EngineEvent>,
     mut feed: mpsc::Receiver<TaskFeed>,
     shutdown: CancellationToken,
-) {
+) -> Snapshot {
     let start = Instant::now();
     let hold = config.startup_hold();
     let timing = Timing {
@@ -143,10 +147,8 @@ pub(crate) async fn run(
     if let Err(err) = writer.await {
         tracing::error!(cause = %err, "snapshot writer failed");
     }
-    if let Err(err) = snapshot::save(&storage, &state.snapshot()).await {
-        tracing::warn!(cause = %err, "cannot store the final assignment snapshot");
-    }
     tracing::info!("engine stopped");
+    state.snapshot()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -5,20 +5,25 @@
 //! acknowledge (protocol: [`stargazer_core::protocol`]). Each kind has a consistent-hash
 //! ring with virtual nodes, so a join or leave moves only the tasks that must move; task
 //! changes in storage touch only the changed tasks; heartbeats evict dead workers; and an
-//! assignment snapshot in storage lets a restarted coordinator resume without churn.
+//! assignment snapshot in storage lets a restarted coordinator, or a standby taking over
+//! from a dead leader, resume without churn.
 //!
 //! - `config`: the `[coordinator]` section ([`CoordinatorConfig`]).
 //! - [`assignment`]: the state machine (targets, holders, the one-holder rule), free of
 //!   I/O so the benchmark can drive it directly.
 //! - `ring`: the per-kind `hashring` rings.
 //! - `snapshot`: what is persisted for restarts.
-//! - `engine`: the single task owning the state; `tasks`: the storage watcher.
+//! - `election`: the leader lease; only the leader serves workers, a standby refuses
+//!   them naming the leader and takes over when the lease runs out or is released.
+//! - `engine`: the single task owning the state (one per leadership term); `tasks`: the
+//!   storage watcher.
 //! - `http`: the worker socket, `GET /v1/status`, `/metrics`, `/healthz`, `/readyz`; `auth`: Basic
 //!   credentials with a verified-password cache.
 
 pub mod assignment;
 mod auth;
 mod config;
+mod election;
 mod engine;
 mod http;
 mod metrics;
@@ -39,7 +44,7 @@ use stargazer_core::storage::{AccessStore, EntityStore, StateStore, StorageHealt
 use stargazer_core::throttle::LoginThrottle;
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 pub use config::CoordinatorConfig;
@@ -79,9 +84,11 @@ struct Stores {
     health: Arc<dyn StorageHealth>,
 }
 
-/// Serves workers on `listener` until `shutdown` is cancelled, with its metrics in
-/// `registry`, then closes every worker connection (workers keep their tasks and reconnect
-/// to the next coordinator), stores a final snapshot and returns.
+/// Serves `listener` until `shutdown` is cancelled, with its metrics in `registry`: takes
+/// part in the leader election, serves workers while it leads and refuses them while it
+/// is a standby. On shutdown a leader closes every worker connection (workers keep their
+/// tasks and reconnect to the next coordinator), stores a final snapshot and releases the
+/// lease, then `run` returns.
 async fn serve_workers(
     config: CoordinatorConfig,
     listener: TcpListener,
@@ -95,18 +102,19 @@ async fn serve_workers(
     let readiness = stargazer_core::readiness::Readiness::of(Some(stores.health), None);
     // Cancelled on any exit, so a failing server still stops the tasks below.
     let stop = shutdown.child_token();
-    let (engine_tx, engine_rx) = mpsc::channel(ENGINE_QUEUE);
-    let (feed_tx, feed_rx) = mpsc::channel(ENGINE_QUEUE);
-
-    let engine = tokio::spawn(engine::run(
-        config.clone(),
-        stores.state,
-        metrics.clone(),
-        engine_rx,
-        feed_rx,
-        stop.clone(),
-    ));
-    let watcher = tokio::spawn(tasks::watch(stores.tasks, feed_tx, stop.clone()));
+    let identity = election::Identity::from_config(&config);
+    let (role_tx, role_rx) = watch::channel(election::Role::Standby { leader: None });
+    let election = tokio::spawn(
+        election::Election {
+            config: config.clone(),
+            identity: identity.clone(),
+            state: stores.state,
+            tasks: stores.tasks,
+            metrics: metrics.clone(),
+            role: role_tx,
+        }
+        .run(stop.clone()),
+    );
 
     let sockets = TaskTracker::new();
     let state = http::AppState {
@@ -118,10 +126,10 @@ async fn serve_workers(
             config.auth_max_pending,
         )),
         metrics,
-        engine: engine_tx,
+        identity: Arc::new(identity),
+        role: role_rx,
         next_conn: Arc::new(AtomicU64::new(1)),
         sockets: sockets.clone(),
-        shutdown: stop.clone(),
         readiness,
     };
     if let Ok(addr) = listener.local_addr() {
@@ -137,13 +145,12 @@ async fn serve_workers(
         tracing::error!(cause = %err, "coordinator server failed");
     }
     stop.cancel();
+    // The election ends the term (which closes the sockets) before it returns.
+    if let Err(err) = election.await {
+        tracing::error!(cause = %err, "coordinator election failed");
+    }
     sockets.close();
     sockets.wait().await;
-    for (name, handle) in [("engine", engine), ("task watcher", watcher)] {
-        if let Err(err) = handle.await {
-            tracing::error!(task = name, cause = %err, "coordinator task failed");
-        }
-    }
     served.map_err(Error::Serve)
 }
 

@@ -30,6 +30,13 @@ use crate::model::{Task, TaskKind};
 /// The HTTP path of the worker endpoint on the coordinator.
 pub const WORKER_PATH: &str = "/v1/worker";
 
+/// Response header of a standby coordinator's refusal (503) naming the leader's id.
+pub const LEADER_ID_HEADER: &str = "x-stargazer-leader";
+
+/// Response header of a standby coordinator's refusal (503) carrying the leader's
+/// advertised URL, when it advertises one; a worker given that URL tries it next.
+pub const LEADER_URL_HEADER: &str = "x-stargazer-leader-url";
+
 /// Messages a worker sends to the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

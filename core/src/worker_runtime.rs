@@ -6,6 +6,12 @@
 //! HTTP Basic, announces itself with the tasks it is running, applies `assign`/`unassign`
 //! through the runner and acknowledges them, and exchanges heartbeats.
 //!
+//! `coordinator_url` may list several coordinators (comma-separated): one leads, the
+//! others are standbys that refuse workers with 503 naming the leader
+//! ([`crate::protocol::LEADER_ID_HEADER`], [`crate::protocol::LEADER_URL_HEADER`]). Each
+//! connect tries the URLs in turn, starting with the last one that served (or the one a
+//! refusal names), and backs off only after a full round without success.
+//!
 //! Losing the coordinator does not stop anything: running tasks keep running while the
 //! runtime reconnects, and the new connection's `announce` reports the current set so the
 //! coordinator can carry on without churn. Tasks stop only when the coordinator says so or
@@ -45,7 +51,10 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::model::{Task, TaskKind};
-use crate::protocol::{CoordinatorMessage, TaskFailure, WorkerMessage, WORKER_PATH};
+use crate::protocol::{
+    CoordinatorMessage, TaskFailure, WorkerMessage, LEADER_ID_HEADER, LEADER_URL_HEADER,
+    WORKER_PATH,
+};
 use crate::wait::backoff_unless_cancelled;
 
 /// Why a task could not be started or stopped. Boxed because the runtime never branches
@@ -69,7 +78,8 @@ pub trait TaskRunner: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct WorkerRuntimeConfig {
     /// WebSocket URL of the coordinator, e.g. `ws://coordinator:8090/v1/worker`
-    /// (`wss://` works too); a URL without a path gets `/v1/worker` appended.
+    /// (`wss://` works too); a URL without a path gets `/v1/worker` appended. Several
+    /// coordinators (a leader and standbys) are listed comma-separated.
     pub coordinator_url: String,
     /// Username of a credential with `coordinator: ro`.
     pub username: String,
@@ -117,16 +127,27 @@ impl WorkerRuntimeConfig {
         }
     }
 
-    fn endpoint(&self) -> String {
-        let url = self.coordinator_url.trim();
-        let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
-        match url[after_scheme..].find('/') {
-            None => format!("{url}{WORKER_PATH}"),
-            Some(slash) if url[after_scheme + slash..] == *"/" => {
-                format!("{}{WORKER_PATH}", &url[..after_scheme + slash])
-            }
-            Some(_) => url.to_owned(),
+    /// The worker endpoint of every listed coordinator, in the order given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.coordinator_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(endpoint_of)
+            .collect()
+    }
+}
+
+/// The worker endpoint of a coordinator URL: `/v1/worker` appended when it has no path.
+fn endpoint_of(url: &str) -> String {
+    let url = url.trim();
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        None => format!("{url}{WORKER_PATH}"),
+        Some(slash) if url[after_scheme + slash..] == *"/" => {
+            format!("{}{WORKER_PATH}", &url[..after_scheme + slash])
         }
+        Some(_) => url.to_owned(),
     }
 }
 
@@ -208,19 +229,35 @@ pub async fn run_worker(
             "no worker id configured: using a random one, so a restart reshuffles this worker's tasks"
         );
     }
-    let request = build_request(&config)?;
+    let targets = build_requests(&config)?;
     let span =
         tracing::info_span!("worker_runtime", worker_id = %config.worker_id, kind = %config.kind);
-    connect_loop(&config, request, runner.as_ref(), &shutdown)
+    connect_loop(&config, &targets, runner.as_ref(), &shutdown)
         .instrument(span)
         .await;
     Ok(())
 }
 
+/// One coordinator to try: its endpoint and the prepared handshake request.
+struct Target {
+    url: String,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+}
+
+/// What one connection attempt came to.
+enum Attempt {
+    /// Connected.
+    Connected(Box<Socket>),
+    /// Failed; try the next URL.
+    Failed,
+    /// A standby refused, naming the leader's URL when it knows one we were given.
+    Standby(Option<usize>),
+}
+
 /// Connects, runs a session, reconnects; returns once shutdown has stopped every task.
 async fn connect_loop(
     config: &WorkerRuntimeConfig,
-    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    targets: &[Target],
     runner: &dyn TaskRunner,
     shutdown: &CancellationToken,
 ) {
@@ -229,38 +266,41 @@ async fn connect_loop(
         config.reconnect_initial,
         config.reconnect_max.max(config.reconnect_initial),
     );
+    // The URL to try next, and how many tries the current round has made.
+    let mut next = 0;
+    let mut tried = 0;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
-        let connected = tokio::select! {
+        let target = &targets[next % targets.len()];
+        let attempt = tokio::select! {
             _ = shutdown.cancelled() => break,
-            result = tokio::time::timeout(config.connect_timeout, tokio_tungstenite::connect_async(request.clone())) => result,
+            attempt = try_connect(config, target, targets) => attempt,
         };
-        let mut socket = match connected {
-            Ok(Ok((socket, _response))) => socket,
-            Ok(Err(err)) => {
-                log_connect_error(config, &err);
-                if backoff_unless_cancelled(&mut backoff, shutdown)
-                    .await
-                    .is_cancelled()
-                {
-                    break;
-                }
-                continue;
-            }
-            Err(_) => {
-                tracing::warn!(url = %config.endpoint(), timeout = ?config.connect_timeout, "coordinator connection timed out");
-                if backoff_unless_cancelled(&mut backoff, shutdown)
-                    .await
-                    .is_cancelled()
-                {
-                    break;
+        let mut socket = match attempt {
+            Attempt::Connected(socket) => *socket,
+            failed => {
+                tried += 1;
+                next = match failed {
+                    Attempt::Standby(Some(leader)) => leader,
+                    _ => next + 1,
+                } % targets.len();
+                // Back off only once every URL has had its try this round.
+                if tried >= targets.len() {
+                    tried = 0;
+                    if backoff_unless_cancelled(&mut backoff, shutdown)
+                        .await
+                        .is_cancelled()
+                    {
+                        break;
+                    }
                 }
                 continue;
             }
         };
-        tracing::info!(url = %config.endpoint(), tasks = assigned.len(), "connected to the coordinator");
+        tried = 0;
+        tracing::info!(url = %target.url, tasks = assigned.len(), "connected to the coordinator");
         let end = session(
             config,
             &mut socket,
@@ -302,10 +342,65 @@ async fn connect_loop(
     stop_all(&mut assigned, runner).await;
 }
 
+/// One connection attempt to `target`.
+async fn try_connect(config: &WorkerRuntimeConfig, target: &Target, targets: &[Target]) -> Attempt {
+    let connecting = tokio_tungstenite::connect_async(target.request.clone());
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(Ok((socket, _response))) => Attempt::Connected(Box::new(socket)),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response)))
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE
+                && response.headers().contains_key(LEADER_ID_HEADER) =>
+        {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .filter(|value| !value.is_empty())
+                    .map(str::to_owned)
+            };
+            let (leader_id, leader_url) = (header(LEADER_ID_HEADER), header(LEADER_URL_HEADER));
+            // Only URLs this worker was given are followed: its credentials go nowhere else.
+            let leader = leader_url
+                .as_deref()
+                .map(endpoint_of)
+                .and_then(|leader| targets.iter().position(|t| t.url == leader));
+            tracing::info!(url = %target.url, leader_id = ?leader_id, leader_url = ?leader_url, "a standby coordinator refused the connection; trying the leader");
+            Attempt::Standby(leader)
+        }
+        Ok(Err(err)) => {
+            log_connect_error(config, &target.url, &err);
+            Attempt::Failed
+        }
+        Err(_) => {
+            tracing::warn!(url = %target.url, timeout = ?config.connect_timeout, "coordinator connection timed out");
+            Attempt::Failed
+        }
+    }
+}
+
+/// A handshake request per listed coordinator; fails on the first unusable URL.
+fn build_requests(config: &WorkerRuntimeConfig) -> Result<Vec<Target>, WorkerRuntimeError> {
+    let urls = config.endpoints();
+    if urls.is_empty() {
+        return Err(WorkerRuntimeError::InvalidUrl {
+            url: config.coordinator_url.clone(),
+            reason: "no coordinator URL given".into(),
+        });
+    }
+    urls.into_iter()
+        .map(|url| {
+            let request = build_request(config, &url)?;
+            Ok(Target { url, request })
+        })
+        .collect()
+}
+
 fn build_request(
     config: &WorkerRuntimeConfig,
+    url: &str,
 ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, WorkerRuntimeError> {
-    let url = config.endpoint();
+    let url = url.to_owned();
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         return Err(WorkerRuntimeError::InvalidUrl {
             url,
@@ -327,17 +422,21 @@ fn build_request(
     Ok(request)
 }
 
-fn log_connect_error(config: &WorkerRuntimeConfig, err: &tokio_tungstenite::tungstenite::Error) {
+fn log_connect_error(
+    config: &WorkerRuntimeConfig,
+    url: &str,
+    err: &tokio_tungstenite::tungstenite::Error,
+) {
     use tokio_tungstenite::tungstenite::Error as WsError;
     match err {
         WsError::Http(response) if response.status() == StatusCode::UNAUTHORIZED => {
-            tracing::error!(url = %config.endpoint(), username = %config.username, "coordinator rejected the credentials (401)");
+            tracing::error!(%url, username = %config.username, "coordinator rejected the credentials (401)");
         }
         WsError::Http(response) if response.status() == StatusCode::FORBIDDEN => {
-            tracing::error!(url = %config.endpoint(), username = %config.username, "credential lacks coordinator access (403)");
+            tracing::error!(%url, username = %config.username, "credential lacks coordinator access (403)");
         }
         other => {
-            tracing::warn!(url = %config.endpoint(), cause = %other, "cannot reach the coordinator")
+            tracing::warn!(%url, cause = %other, "cannot reach the coordinator")
         }
     }
 }
@@ -673,23 +772,42 @@ mod tests {
     #[test]
     fn endpoint_gets_the_worker_path_when_the_url_has_none() {
         let mut config = WorkerRuntimeConfig::new("ws://h:1", "u", "p", "w", TaskKind::Youtube);
-        assert_eq!(config.endpoint(), "ws://h:1/v1/worker");
+        assert_eq!(config.endpoints(), ["ws://h:1/v1/worker"]);
         config.coordinator_url = "ws://h:1/".into();
-        assert_eq!(config.endpoint(), "ws://h:1/v1/worker");
+        assert_eq!(config.endpoints(), ["ws://h:1/v1/worker"]);
         config.coordinator_url = "wss://h/proxy/worker".into();
-        assert_eq!(config.endpoint(), "wss://h/proxy/worker");
+        assert_eq!(config.endpoints(), ["wss://h/proxy/worker"]);
+        config.coordinator_url = " ws://a:1 , ws://b:2/v1/worker,".into();
+        assert_eq!(
+            config.endpoints(),
+            ["ws://a:1/v1/worker", "ws://b:2/v1/worker"]
+        );
     }
 
     #[test]
     fn bad_urls_and_secrets_are_refused() {
         let config = WorkerRuntimeConfig::new("http://h:1", "u", "p", "w", TaskKind::Youtube);
         assert!(matches!(
-            build_request(&config),
+            build_requests(&config),
+            Err(WorkerRuntimeError::InvalidUrl { .. })
+        ));
+        let config =
+            WorkerRuntimeConfig::new("ws://h:1,http://h:2", "u", "p", "w", TaskKind::Youtube);
+        assert!(matches!(
+            build_requests(&config),
+            Err(WorkerRuntimeError::InvalidUrl { .. })
+        ));
+        let config = WorkerRuntimeConfig::new(" , ", "u", "p", "w", TaskKind::Youtube);
+        assert!(matches!(
+            build_requests(&config),
             Err(WorkerRuntimeError::InvalidUrl { .. })
         ));
         let config = WorkerRuntimeConfig::new("ws://h:1", "u", "p", "w", TaskKind::Youtube);
-        let request = build_request(&config).unwrap();
-        assert_eq!(request.headers()[header::AUTHORIZATION], "Basic dTpw");
+        let targets = build_requests(&config).unwrap();
+        assert_eq!(
+            targets[0].request.headers()[header::AUTHORIZATION],
+            "Basic dTpw"
+        );
         assert!(!format!("{config:?}").contains("\"p\""));
     }
 }

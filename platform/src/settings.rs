@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use stargazer_core::bus::{BusOptions, QueueSpec};
-use stargazer_core::config::{CommonConfig, ConfigError, ConfigSource, Section};
+use stargazer_core::config::{redact_url, CommonConfig, ConfigError, ConfigSource, Section};
 use stargazer_core::routing;
 use stargazer_core::topology::Topology;
 
@@ -160,7 +160,8 @@ impl Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSection {
     /// `worker.coordinator_url` / `STARGAZER_WORKER__COORDINATOR_URL`: WebSocket URL of the
-    /// coordinator; default `ws://127.0.0.1:8090/v1/worker`.
+    /// coordinator, or of each coordinator instance comma-separated (the worker follows
+    /// the leader among them); default `ws://127.0.0.1:8090/v1/worker`.
     pub coordinator_url: String,
     /// `worker.username` / `STARGAZER_WORKER__USERNAME`: credential with `coordinator: ro`.
     pub username: String,
@@ -186,13 +187,30 @@ impl Section for WorkerSection {
     const NAME: &'static str = "worker";
 
     fn check(&self) -> Result<(), ConfigError> {
-        match url::Url::parse(&self.coordinator_url) {
-            Ok(url) if matches!(url.scheme(), "ws" | "wss") && url.has_host() => Ok(()),
-            _ => Err(ConfigError::invalid(
+        let urls: Vec<&str> = self
+            .coordinator_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err(ConfigError::invalid(
                 "worker.coordinator_url",
-                format!("`{}` is not a ws:// or wss:// URL", self.coordinator_url),
-            )),
+                "required: one or more ws:// or wss:// URLs, comma-separated",
+            ));
         }
+        for listed in urls {
+            match url::Url::parse(listed) {
+                Ok(url) if matches!(url.scheme(), "ws" | "wss") && url.has_host() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "worker.coordinator_url",
+                        format!("`{}` is not a ws:// or wss:// URL", redact_url(listed)),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +252,23 @@ mod tests {
             }
         }
         variables
+    }
+
+    #[test]
+    fn worker_section_checks_every_listed_coordinator_url() {
+        let section = |urls: &str| WorkerSection {
+            coordinator_url: urls.to_owned(),
+            ..WorkerSection::default()
+        };
+        section("ws://a:8090/v1/worker").check().unwrap();
+        section("ws://a:8090, wss://b/v1/worker").check().unwrap();
+        let err = section("ws://a:8090,http://u:secret@b:8090")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker.coordinator_url"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        assert!(section(" , ").check().is_err());
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! `GET /v1/worker`: the worker WebSocket. After Basic authentication and the upgrade,
+//! `GET /v1/worker`: the worker WebSocket. A standby answers 503 naming the leader
+//! (`not_leader`, headers `x-stargazer-leader` and `x-stargazer-leader-url`). On the
+//! leader, after Basic authentication and the upgrade,
 //! the first frame must be an `announce`; the handler answers `welcome`, registers the
 //! connection with the engine, then relays: engine commands out, acks and heartbeats in,
 //! and its own heartbeat every interval. Liveness decisions are the engine's: it closes
-//! the connection through the outbox when the worker is evicted.
+//! the connection through the outbox when the worker is evicted. The connection belongs
+//! to the leadership term it was accepted in and closes when that term ends.
 
 use std::sync::atomic::Ordering;
 
@@ -15,8 +18,9 @@ use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use crate::auth::ServiceAuth;
+use crate::election::Term;
 use crate::engine::{EngineEvent, Outbound};
-use crate::http::AppState;
+use crate::http::{AppState, HttpError};
 
 /// Largest frame accepted from a worker: an announce of 100 000 task ids is ~4 MB.
 const MAX_MESSAGE_BYTES: usize = 32 << 20;
@@ -28,14 +32,16 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
     auth: ServiceAuth,
     ws: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, HttpError> {
+    let term = state.term()?;
     let token = state.sockets.token();
-    ws.max_message_size(MAX_MESSAGE_BYTES)
+    Ok(ws
+        .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
-            serve(socket, state, auth.username).await;
+            serve(socket, state, term, auth.username).await;
             drop(token);
-        })
+        }))
 }
 
 /// How the relay loop ended.
@@ -46,14 +52,14 @@ enum End {
     Lost,
     /// The engine closed it (eviction, replacement) or is gone.
     ByEngine,
-    /// The coordinator is shutting down.
+    /// The coordinator is shutting down or stepped down.
     Shutdown,
 }
 
-async fn serve(mut socket: WebSocket, state: AppState, username: String) {
+async fn serve(mut socket: WebSocket, state: AppState, term: Term, username: String) {
     let announce_timeout = state.config.eviction_timeout();
     let first = tokio::select! {
-        _ = state.shutdown.cancelled() => return,
+        _ = term.stop.cancelled() => return,
         first = tokio::time::timeout(announce_timeout, first_text(&mut socket)) => first,
     };
     let (worker_id, kind, reported) = match first {
@@ -85,8 +91,8 @@ async fn serve(mut socket: WebSocket, state: AppState, username: String) {
         },
     };
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("worker", worker_id = %worker_id, %kind, conn, %username);
-    relay(socket, state, worker_id, kind, reported, conn)
+    let span = tracing::info_span!("worker", worker_id = %worker_id, %kind, conn, %username, epoch = term.epoch);
+    relay(socket, state, term, worker_id, kind, reported, conn)
         .instrument(span)
         .await;
 }
@@ -94,6 +100,7 @@ async fn serve(mut socket: WebSocket, state: AppState, username: String) {
 async fn relay(
     mut socket: WebSocket,
     state: AppState,
+    term: Term,
     worker_id: String,
     kind: stargazer_core::model::TaskKind,
     reported: Vec<uuid::Uuid>,
@@ -116,14 +123,14 @@ async fn relay(
         reported,
         outbox,
     };
-    if state.engine.send(connected).await.is_err() {
+    if term.engine.send(connected).await.is_err() {
         return close(socket, close_code::AWAY, "coordinator shutting down").await;
     }
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let end = loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => break End::Shutdown,
+            _ = term.stop.cancelled() => break End::Shutdown,
             command = commands.recv() => match command {
                 Some(Outbound::Message(message)) => {
                     if socket.send(Message::text(message.to_text())).await.is_err() {
@@ -148,7 +155,7 @@ async fn relay(
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Lost,
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(_)) => {
-                        let _ = state.engine.send(EngineEvent::Heard { worker: worker_id.clone(), conn }).await;
+                        let _ = term.engine.send(EngineEvent::Heard { worker: worker_id.clone(), conn }).await;
                         continue;
                     }
                 };
@@ -168,19 +175,26 @@ async fn relay(
                         EngineEvent::Heard { worker: worker_id.clone(), conn }
                     }
                 };
-                if state.engine.send(event).await.is_err() {
+                if term.engine.send(event).await.is_err() {
                     break End::Shutdown;
                 }
             }
         }
     };
     match end {
-        End::Shutdown => close(socket, close_code::AWAY, "coordinator shutting down").await,
+        End::Shutdown => {
+            close(
+                socket,
+                close_code::AWAY,
+                "coordinator shutting down or no longer the leader",
+            )
+            .await
+        }
         End::ByEngine => close(socket, close_code::POLICY, "closed by the coordinator").await,
         End::Leave | End::Lost => {
             let clean = matches!(end, End::Leave);
             tracing::info!(clean, "worker connection ended");
-            let _ = state
+            let _ = term
                 .engine
                 .send(EngineEvent::Disconnected {
                     worker: worker_id,

@@ -147,8 +147,19 @@ pub(crate) async fn add_tasks(
 pub(crate) struct Coordinator {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
-    handle: JoinHandle<Result<(), ServiceError>>,
+    handle: Option<JoinHandle<Result<(), ServiceError>>>,
     http: reqwest::Client,
+    /// The runtime of an isolated instance ([`Coordinator::start_isolated`]).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        // A runtime must not be dropped inside another; this abandons its tasks at once.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Coordinator {
@@ -168,8 +179,57 @@ impl Coordinator {
         Self {
             addr,
             shutdown,
-            handle,
+            handle: Some(handle),
             http: reqwest::Client::new(),
+            runtime: None,
+        }
+    }
+
+    /// A coordinator as a process of its own: its own runtime and its own connection to
+    /// the storage at `storage_url`, advertising its address. [`Coordinator::kill`] drops
+    /// it as a crash would: every task stops where it stands and every socket closes,
+    /// without a final snapshot or a lease release.
+    pub(crate) async fn start_isolated(
+        storage_url: &str,
+        instance_id: &str,
+        mut config: CoordinatorConfig,
+    ) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = storage_url.to_owned();
+        let storage = runtime
+            .spawn(async move { stargazer_core::storage::connect(&url).await.unwrap() })
+            .await
+            .unwrap();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        config.instance_id = instance_id.to_owned();
+        config.advertise_url = format!("ws://{addr}");
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handle = runtime.spawn(async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            let service = Box::new(CoordinatorService::new(config).unwrap());
+            let cx = service_context(&*service, Some(storage), None, vec![listener], token);
+            service.run(cx).await
+        });
+        Self {
+            addr,
+            shutdown,
+            handle: Some(handle),
+            http: reqwest::Client::new(),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Sudden death of an isolated coordinator (see [`Coordinator::start_isolated`]).
+    pub(crate) fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 
@@ -178,9 +238,10 @@ impl Coordinator {
     }
 
     /// Shuts down and waits until `run` returned.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.handle)
+        let handle = self.handle.take().expect("stopped once");
+        tokio::time::timeout(PATIENCE, handle)
             .await
             .expect("coordinator stops in time")
             .unwrap()
