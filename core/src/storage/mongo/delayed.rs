@@ -12,6 +12,11 @@
 use super::*;
 use crate::storage::DelayStore;
 
+/// Attempts at reading back what a claim switched before giving up. Giving up after an
+/// update whose answer was lost leaves claims their owner does not know of: its renewals
+/// keep them until it stops or dies (docs/ARCHITECTURE.md §5 middleware-delay).
+const CLAIM_READ_BACK_ATTEMPTS: u32 = 5;
+
 /// The filter "unclaimed, or its lease expired before `now_ms`".
 fn claimable(now_ms: i64) -> Document {
     doc! { "$or": [ { "owner": Bson::Null }, { "lease_until_ms": { "$lt": now_ms } } ] }
@@ -142,7 +147,8 @@ impl DelayStore for MongoStorage {
         // Checked again per document: another instance may have claimed, or a writer
         // replaced, a candidate since it was found.
         candidate_filter.insert("_id", doc! { "$in": ids.clone() });
-        self.delayed
+        let updated = self
+            .delayed
             .update_many(
                 candidate_filter,
                 doc! { "$set": {
@@ -151,17 +157,41 @@ impl DelayStore for MongoStorage {
                     "claim_token": &token,
                 } },
             )
-            .await
-            .map_err(|e| db_err(CONTEXT, e))?;
-        let docs: Vec<Document> = self
-            .delayed
-            .find(doc! { "_id": { "$in": ids }, "claim_token": &token, "owner": owner })
-            .projection(doc! { "_id": 1, "fire_at_ms": 1, "revision": 1 })
-            .await
-            .map_err(|e| db_err(CONTEXT, e))?
-            .try_collect()
-            .await
-            .map_err(|e| db_err(CONTEXT, e))?;
+            .await;
+        if let Err(e) = &updated {
+            // The update may have been applied even though its answer was lost; the
+            // read-back below finds what it switched, so no claim is left unknown to its
+            // owner (it would be renewed but never fired).
+            tracing::warn!(cause = %e, "claim update failed; reading back what it switched");
+        }
+        let read_back = doc! { "_id": { "$in": ids }, "claim_token": &token, "owner": owner };
+        let mut backoff = crate::backoff::Backoff::default();
+        let mut attempts = 0;
+        let docs: Vec<Document> = loop {
+            attempts += 1;
+            let found = async {
+                self.delayed
+                    .find(read_back.clone())
+                    .projection(doc! { "_id": 1, "fire_at_ms": 1, "revision": 1 })
+                    .await?
+                    .try_collect::<Vec<Document>>()
+                    .await
+            }
+            .await;
+            match found {
+                Ok(docs) => break docs,
+                Err(e) if attempts >= CLAIM_READ_BACK_ATTEMPTS => return Err(db_err(CONTEXT, e)),
+                Err(e) => {
+                    tracing::warn!(cause = %e, attempts, "reading back claimed messages failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        };
+        if let Err(e) = updated {
+            if docs.is_empty() {
+                return Err(db_err(CONTEXT, e));
+            }
+        }
         let mut claimed = Vec::with_capacity(docs.len());
         for d in &docs {
             const WHAT: &str = "delayed message";
