@@ -475,6 +475,49 @@ pub struct DelayedMessage {
     pub fire_at_ms: i64,
 }
 
+/// A claim on a pending delayed message: which middleware-delay instance fires it, and
+/// until when the claim holds unless renewed (docs/ARCHITECTURE.md §5 middleware-delay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayLease {
+    /// The claiming instance's id.
+    pub owner: String,
+    /// The claim lapses after this time (unix milliseconds) unless renewed.
+    pub until_ms: i64,
+}
+
+/// A pending delayed message as stored, with its revision and claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDelayed {
+    /// The message.
+    pub message: DelayedMessage,
+    /// A fresh value written by every `put_delayed`, telling a replacement from its
+    /// predecessor (rows stored before revisions existed read as 0).
+    pub revision: i64,
+    /// Who holds the message, if anyone (an expired lease is still reported).
+    pub lease: Option<DelayLease>,
+}
+
+/// A delayed message just claimed: what the claiming instance keeps in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedDelayed {
+    /// The delay id.
+    pub id: String,
+    /// When to fire, unix milliseconds.
+    pub fire_at_ms: i64,
+    /// The revision claimed: only this one may be fired by the claimant.
+    pub revision: i64,
+}
+
+impl DelayedMessage {
+    /// A fresh random revision for a new write of this message (never 0, the revision
+    /// of rows stored before revisions existed).
+    pub fn new_revision() -> i64 {
+        let (high, _) = Uuid::new_v4().as_u64_pair();
+        // Dropping the sign bit keeps it positive, so it is never 0 after the `max`.
+        i64::try_from(high >> 1).unwrap_or(i64::MAX).max(1)
+    }
+}
+
 /// One row of the bot delivery log: `event` was handled for `chat` on `im`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {

@@ -67,11 +67,17 @@ mod on_disk {
         };
         {
             let s = SqliteStorage::open(&path_text).await.unwrap();
-            s.put_delayed(&message).await.unwrap();
+            s.put_delayed(&message, None).await.unwrap();
             s.kv_put("ns", "k", &serde_json::json!(1)).await.unwrap();
         }
         let s = SqliteStorage::open(&path_text).await.unwrap();
-        assert_eq!(s.get_delayed("m1").await.unwrap(), Some(message));
+        assert_eq!(
+            s.get_delayed("m1")
+                .await
+                .unwrap()
+                .map(|stored| stored.message),
+            Some(message)
+        );
         assert_eq!(
             s.kv_get("ns", "k").await.unwrap(),
             Some(serde_json::json!(1))

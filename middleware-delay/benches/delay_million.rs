@@ -1,16 +1,21 @@
 //! middleware-delay with 1,000,000 pending messages on a SQLite file, in-process bus.
 //!
 //! `cargo bench -p stargazer-middleware-delay` (release). Phases:
-//! 1. load: 1,000,000 messages due in a day are written with `Storage::put_delayed` (the
+//! 1. load: 1,000,000 messages due over the next day are written with `Storage::put_delayed` (the
 //!    storage the middleware uses, driven directly to save time);
-//! 2. restart: a fresh process (this binary re-executed) opens the file and reloads them
-//!    through `Delayer::reload`; reported: reload time and resident memory (VmRSS) before
-//!    and after, beside the same process's baseline;
-//! 3. firing: with the million still pending, 10,000 messages are published on the bus
-//!    (`youtube.delay`, handled by the real middleware runtime) due at 1,000 per second;
-//!    a consumer of the ready queue measures arrival minus `x-delay-at`. Baseline: the
-//!    lateness of plain `tokio::time::sleep_until` wake-ups over the same schedule, same
-//!    process.
+//! 2. baseline: a fresh process (this binary re-executed) opens the file with one
+//!    instance whose claim horizon covers every message, so it holds them all (what every
+//!    instance did before claims); reported: claim time and resident memory (VmRSS);
+//! 3. two instances: another fresh process runs two instances (each its own connection to
+//!    the file) with the default 60 s horizon; reported: what each holds and VmRSS;
+//! 4. firing: with the million still pending, 10,000 messages are published on the bus
+//!    (`youtube.delay`, consumed by both instances through the real middleware runtime)
+//!    due at 1,000 per second; a consumer of the ready queue measures arrival minus
+//!    `x-delay-at`. Baseline: the lateness of plain `tokio::time::sleep_until` wake-ups
+//!    over the same schedule, same process;
+//! 5. takeover: 2,000 messages due in 3-5 s are held by whichever instance received them;
+//!    one instance is killed (loops aborted, claims not released) and the time until the
+//!    survivor fired its orphans is reported beside the bound (lease + claim interval).
 //!
 //! Figures go to stdout. `DELAY_BENCH_PENDING` overrides the million (e.g. for a smoke
 //! run); `DELAY_BENCH_KEEP=1` keeps the SQLite file.
@@ -28,11 +33,14 @@ use stargazer_core::model::{DelayedMessage, Event};
 use stargazer_core::storage;
 use stargazer_core::CancellationToken;
 use stargazer_middleware_delay::delayer::now_ms;
-use stargazer_middleware_delay::{DelayMetrics, Delayer, FireOptions};
+use stargazer_middleware_delay::{ClaimOptions, DelayMetrics, Delayer, FireOptions};
 use uuid::Uuid;
 
 const FIRINGS: usize = 10_000;
 const FIRINGS_PER_SEC: u64 = 1_000;
+const TAKEOVER: usize = 2_000;
+const LEASE_SECONDS: u64 = 5;
+const CLAIM_INTERVAL_MS: u64 = 1_000;
 
 fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -96,12 +104,19 @@ fn main() {
     runtime.block_on(load(&path, pending));
     drop(runtime);
 
-    // The restart: a new process, as after a crash or deploy.
-    let status = std::process::Command::new(std::env::current_exe().expect("own path"))
-        .env("DELAY_BENCH_CHILD", &path)
-        .env("DELAY_BENCH_PENDING", pending.to_string())
-        .status()
-        .expect("re-execute the bench");
+    // Fresh processes, as after a crash or deploy, so each VmRSS is its own.
+    let mut status = std::process::ExitStatus::default();
+    for mode in ["single", "pair"] {
+        status = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .env("DELAY_BENCH_CHILD", &path)
+            .env("DELAY_BENCH_MODE", mode)
+            .env("DELAY_BENCH_PENDING", pending.to_string())
+            .status()
+            .expect("re-execute the bench");
+        if !status.success() {
+            break;
+        }
+    }
     if std::env::var("DELAY_BENCH_KEEP").is_err() {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
@@ -118,7 +133,7 @@ async fn load(path: &str, pending: usize) {
         .await
         .expect("open sqlite");
     let started = Instant::now();
-    let base = now_ms() + 86_400_000;
+    let base = now_ms() + 120_000;
     let mut body_bytes = 0usize;
     // A few writes in flight: the single SQLite connection serialises them anyway.
     let mut in_flight = tokio::task::JoinSet::new();
@@ -129,10 +144,16 @@ async fn load(path: &str, pending: usize) {
             id: Uuid::new_v4().to_string(),
             routing_key: "youtube.live_check".to_owned(),
             body,
-            fire_at_ms: base + i as i64,
+            // Spread evenly over the day, as reminders are.
+            fire_at_ms: base + (i as i64 * 86_400_000) / pending.max(1) as i64,
         };
         let storage = storage.clone();
-        in_flight.spawn(async move { storage.put_delayed(&message).await.expect("put_delayed") });
+        in_flight.spawn(async move {
+            storage
+                .put_delayed(&message, None)
+                .await
+                .expect("put_delayed")
+        });
         if in_flight.len() >= 64 {
             in_flight.join_next().await;
         }
@@ -146,71 +167,174 @@ async fn load(path: &str, pending: usize) {
     );
 }
 
+/// The claim settings of the bench's instances: the defaults, with a shorter lease so the
+/// takeover phase stays short.
+fn claims(horizon: Duration) -> ClaimOptions {
+    ClaimOptions {
+        lease: Duration::from_secs(LEASE_SECONDS),
+        interval: Duration::from_millis(CLAIM_INTERVAL_MS),
+        horizon,
+        batch: 5000,
+        max_held: 2_000_000,
+    }
+}
+
+fn fire_options() -> FireOptions {
+    FireOptions {
+        concurrency: 64,
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+/// One instance with its own connection to the file and its own loops.
+struct Instance {
+    delayer: Arc<Delayer>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), stargazer_core::middleware::MiddlewareError>>>,
+}
+
+async fn instance(path: &str, bus: &Arc<dyn Bus>, horizon: Duration, consume: bool) -> Instance {
+    let storage = storage::connect(&format!("sqlite://{path}"))
+        .await
+        .expect("open sqlite");
+    let registry = Registry::new();
+    let delayer = Delayer::new(
+        storage,
+        bus.clone(),
+        fire_options(),
+        claims(horizon),
+        DelayMetrics::register(&registry),
+    );
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let d = delayer.clone();
+    let s = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        d.fire_loop(s).await;
+        Ok(())
+    }));
+    let d = delayer.clone();
+    let s = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        d.renew_loop(s).await;
+        Ok(())
+    }));
+    if consume {
+        let options = RuntimeOptions {
+            prefetch: 256,
+            concurrency: 16,
+            ..RuntimeOptions::new("delay")
+        };
+        bus.declare(&options.queue_spec()).await.expect("declare");
+        tasks.push(tokio::spawn(middleware::run(
+            delayer.clone(),
+            bus.clone(),
+            options,
+            RuntimeMetrics::register("delay", &registry),
+            stop.clone(),
+        )));
+    }
+    Instance {
+        delayer,
+        stop,
+        tasks,
+    }
+}
+
+impl Instance {
+    /// Claims until storage has nothing more for this instance.
+    async fn claim_all(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let claimed = self.delayer.claim_round(&self.stop).await;
+            total += claimed;
+            if claimed == 0 {
+                return total;
+            }
+        }
+    }
+
+    fn spawn_claim_loop(&mut self) {
+        let d = self.delayer.clone();
+        let s = self.stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            d.claim_loop(s).await;
+            Ok(())
+        }));
+    }
+
+    /// Stops without releasing the claims: what a killed process leaves behind.
+    async fn kill(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.delayer.release().await;
+    }
+}
+
 async fn child(path: &str) {
     let pending: usize = std::env::var("DELAY_BENCH_PENDING")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let mode = std::env::var("DELAY_BENCH_MODE").unwrap_or_default();
     let rss_start = status_kb("VmRSS:");
-    let storage = storage::connect(&format!("sqlite://{path}"))
-        .await
-        .expect("reopen sqlite");
     let memory = MemoryBus::new();
     let bus: Arc<dyn Bus> = Arc::new(memory.clone());
-    let registry = Registry::new();
-    let delayer = Delayer::new(
-        storage.clone(),
-        bus.clone(),
-        FireOptions {
-            concurrency: 64,
-            shutdown_grace: Duration::from_secs(10),
-        },
-        DelayMetrics::register(&registry),
-    );
-    let shutdown = CancellationToken::new();
-    let firing = tokio::spawn(delayer.clone().fire_loop(shutdown.clone()));
-    let rss_before = status_kb("VmRSS:");
+    if mode == "single" {
+        // Baseline: one instance holding every pending message, as before claims (a
+        // horizon beyond the last due time makes the claim rounds a full reload).
+        let single = instance(path, &bus, Duration::from_secs(3 * 86_400), false).await;
+        let rss_before = status_kb("VmRSS:");
+        let started = Instant::now();
+        let held = single.claim_all().await;
+        let took = started.elapsed();
+        let rss_after = status_kb("VmRSS:");
+        println!(
+            "baseline (1 instance holding all): {held} of {pending} claimed in {:.1} s; VmRSS {:.1} MB (process start {:.1} MB, storage open {:.1} MB; timer share {:.1} MB, {:.0} bytes/message)",
+            took.as_secs_f64(),
+            mb(rss_after),
+            mb(rss_start),
+            mb(rss_before),
+            mb(rss_after.saturating_sub(rss_before)),
+            (rss_after.saturating_sub(rss_before) * 1024) as f64 / held.max(1) as f64,
+        );
+        single.stop().await;
+        return;
+    }
 
+    // Two instances, default horizon, one store, one queue.
+    let horizon = Duration::from_secs(60);
+    let mut a = instance(path, &bus, horizon, true).await;
+    let mut b = instance(path, &bus, horizon, true).await;
+    let rss_before = status_kb("VmRSS:");
     let started = Instant::now();
-    let loaded = delayer.reload(5000, &shutdown).await.expect("reload");
-    let reload_time = started.elapsed();
-    assert_eq!(loaded, pending, "every stored message reloaded");
-    assert_eq!(delayer.pending(), pending);
+    let (held_a, held_b) = tokio::join!(a.claim_all(), b.claim_all());
+    let took = started.elapsed();
     let rss_after = status_kb("VmRSS:");
     println!(
-        "reload:  {loaded} messages in {:.2} s ({:.0}/s)   [goal < 20 s]",
-        reload_time.as_secs_f64(),
-        loaded as f64 / reload_time.as_secs_f64()
-    );
-    println!(
-        "memory:  VmRSS {:.1} MB with {} pending   [goal < 300 MB]; baseline: {:.1} MB at process start, {:.1} MB with storage and bus open; timer share {:.1} MB ({:.0} bytes/message); peak VmHWM {:.1} MB",
+        "2 instances, horizon 60 s: {pending} pending in storage; held {held_a} + {held_b} after the first claim rounds ({:.2} s); VmRSS {:.1} MB for both (storage open {:.1} MB, +{:.1} MB)",
+        took.as_secs_f64(),
         mb(rss_after),
-        delayer.pending(),
-        mb(rss_start),
         mb(rss_before),
         mb(rss_after.saturating_sub(rss_before)),
-        (rss_after.saturating_sub(rss_before) * 1024) as f64 / pending.max(1) as f64,
-        mb(status_kb("VmHWM:")),
     );
+    a.spawn_claim_loop();
+    b.spawn_claim_loop();
 
-    // Firing: the real consuming runtime on the in-process bus.
-    let options = RuntimeOptions {
-        prefetch: 256,
-        concurrency: 16,
-        ..RuntimeOptions::new("delay")
-    };
-    bus.declare(&options.queue_spec()).await.expect("declare");
+    // Firing: both instances consume the one queue.
     let mut ready = bus
         .consume(&QueueSpec::new("bench.ready", "*", 512))
         .await
         .expect("consume ready");
-    let consuming = tokio::spawn(middleware::run(
-        delayer.clone(),
-        bus.clone(),
-        options,
-        RuntimeMetrics::register("delay", &registry),
-        shutdown.clone(),
-    ));
     let first_due = now_ms() + 3_000;
     for i in 0..FIRINGS {
         let due = first_due + (i as i64 * 1000) / FIRINGS_PER_SEC as i64;
@@ -221,33 +345,51 @@ async fn child(path: &str) {
             .await
             .expect("publish");
     }
-    let mut lateness = Vec::with_capacity(FIRINGS);
-    let deadline = Instant::now() + Duration::from_secs(60 + FIRINGS as u64 / FIRINGS_PER_SEC);
-    while lateness.len() < FIRINGS && Instant::now() < deadline {
-        let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(5), ready.next()).await
-        else {
-            continue;
-        };
-        let arrived = now_ms();
-        if let Ok(event) = Event::from_bytes(&delivery.body) {
-            if let Some(due) = event.fields.get("due_ms").and_then(|v| v.as_i64()) {
-                lateness.push(arrived - due);
-            }
-        }
-        let _ = delivery.ack().await;
-    }
-    lateness.sort_unstable();
+    let lateness = collect_lateness(&mut ready, FIRINGS, 60).await;
     let early = lateness.iter().filter(|l| **l < 0).count();
     println!(
-        "firing:  {} of {FIRINGS} at {FIRINGS_PER_SEC}/s with {} pending: lateness p50 {} ms, p99 {} ms, max {} ms, early {early}   [goal p99 < 50 ms]",
+        "firing:  {} of {FIRINGS} at {FIRINGS_PER_SEC}/s over 2 instances ({pending} pending in storage): lateness p50 {} ms, p99 {} ms, max {} ms, early {early}; held now {} + {}",
         lateness.len(),
-        delayer.pending(),
         percentile(&lateness, 0.5),
         percentile(&lateness, 0.99),
         lateness.last().copied().unwrap_or(0),
+        a.delayer.pending(),
+        b.delayer.pending(),
     );
 
-    // Baseline: bare timer wake-ups over the same schedule.
+    // Takeover: 2,000 messages due in 4-6 s are held by whichever instance received
+    // them; one instance is killed (no release) 1 s in.
+    let first_due = now_ms() + 4_000;
+    for i in 0..TAKEOVER {
+        let due = first_due + (i as i64 * 2000) / TAKEOVER as i64;
+        let mut event = sample_event(i);
+        event.control.insert(DELAY_AT.into(), json!(due));
+        event.fields.insert("due_ms".into(), json!(due));
+        bus.publish("youtube.delay", &event.to_bytes())
+            .await
+            .expect("publish");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let orphaned = a.delayer.pending();
+    let killed_at = now_ms();
+    a.kill().await;
+    let arrivals = collect_arrivals(&mut ready, TAKEOVER, 60).await;
+    let taken_over: Vec<i64> = arrivals
+        .iter()
+        .filter(|(due, arrived)| {
+            *arrived >= killed_at + LEASE_SECONDS as i64 * 1000 && *arrived - *due > 500
+        })
+        .map(|(_, arrived)| arrived - killed_at)
+        .collect();
+    let last = taken_over.iter().copied().max().unwrap_or(0);
+    println!(
+        "takeover: killed one instance holding {orphaned} of {TAKEOVER} due in 3-5 s; {} of {TAKEOVER} arrived; the survivor fired the orphans {:.1} s to {:.1} s after the kill   [bound: lease {LEASE_SECONDS} s + claim interval {CLAIM_INTERVAL_MS} ms]",
+        arrivals.len(),
+        taken_over.iter().copied().min().unwrap_or(0) as f64 / 1000.0,
+        last as f64 / 1000.0,
+    );
+
+    // Baseline: bare timer wake-ups over the same schedule as the firing phase.
     let first = Instant::now() + Duration::from_millis(500);
     let mut bare = Vec::with_capacity(FIRINGS);
     for i in 0..FIRINGS {
@@ -265,13 +407,49 @@ async fn child(path: &str) {
         bare.last().copied().unwrap_or(0)
     );
     println!(
-        "memory:  VmRSS {:.1} MB at the end, VmHWM {:.1} MB",
+        "memory:  VmRSS {:.1} MB at the end (both instances), VmHWM {:.1} MB",
         mb(status_kb("VmRSS:")),
         mb(status_kb("VmHWM:"))
     );
-
-    shutdown.cancel();
-    let _ = consuming.await;
-    let _ = firing.await;
+    b.stop().await;
     let _ = memory.queue_len("bench.ready");
+}
+
+/// `(due, arrived)` of up to `count` ready messages, waiting at most `seconds`.
+async fn collect_arrivals(
+    ready: &mut Box<dyn stargazer_core::bus::Consumer>,
+    count: usize,
+    seconds: u64,
+) -> Vec<(i64, i64)> {
+    let mut out = Vec::with_capacity(count);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while out.len() < count && Instant::now() < deadline {
+        let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(5), ready.next()).await
+        else {
+            continue;
+        };
+        let arrived = now_ms();
+        if let Ok(event) = Event::from_bytes(&delivery.body) {
+            if let Some(due) = event.fields.get("due_ms").and_then(|v| v.as_i64()) {
+                out.push((due, arrived));
+            }
+        }
+        let _ = delivery.ack().await;
+    }
+    out
+}
+
+/// Sorted lateness of up to `count` ready messages.
+async fn collect_lateness(
+    ready: &mut Box<dyn stargazer_core::bus::Consumer>,
+    count: usize,
+    seconds: u64,
+) -> Vec<i64> {
+    let mut lateness: Vec<i64> = collect_arrivals(ready, count, seconds)
+        .await
+        .into_iter()
+        .map(|(due, arrived)| arrived - due)
+        .collect();
+    lateness.sort_unstable();
+    lateness
 }

@@ -1,5 +1,13 @@
-//! The delay middleware proper: stores held messages, keeps their `(fire_at, id)` in the
-//! one [`Timer`], and runs the single firing loop that republishes them when due.
+//! The delay middleware proper: stores held messages, keeps the ones this instance has
+//! claimed as `(fire_at, id, revision)` in the one [`Timer`], and runs the firing loop
+//! that republishes them when due, the claim loop that takes due-soon messages from
+//! storage, and the renew loop that keeps its claims (docs/ARCHITECTURE.md §5
+//! middleware-delay).
+//!
+//! Several instances share one store: each message is fired by the instance whose lease
+//! on it is live, and only the revision it claimed (a replacement or a cancel that landed
+//! first wins). Memory per instance is bounded by [`ClaimOptions::max_held`] and by what
+//! falls due within [`ClaimOptions::horizon`].
 //!
 //! Per-id ordering: storing, cancelling and firing the same id are serialised by a
 //! striped async lock, so a replacement that arrives while its predecessor is firing
@@ -15,15 +23,15 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
 use stargazer_core::middleware::{Incoming, Middleware, Outcome};
-use stargazer_core::model::DelayedMessage;
+use stargazer_core::model::{DelayLease, DelayedMessage};
 use stargazer_core::storage::DelayStore;
-use stargazer_core::wait::{backoff_unless_cancelled, sleep_unless_cancelled, Waited};
+use stargazer_core::wait::{backoff_unless_cancelled, sleep_unless_cancelled};
 use stargazer_core::CancellationToken;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::control::{take_request, Request};
-use crate::timer::Timer;
+use crate::timer::{Held, Timer};
 use stargazer_core::sync::lock;
 
 /// Number of per-id lock stripes; ids hash onto them.
@@ -109,40 +117,92 @@ pub struct FireOptions {
     pub shutdown_grace: Duration,
 }
 
+/// Tuning of the claims that let several instances share one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimOptions {
+    /// How long a claim holds unless renewed; renewed every third of it.
+    pub lease: Duration,
+    /// How often storage is asked for messages due within the horizon.
+    pub interval: Duration,
+    /// How far ahead messages are claimed (and held in memory).
+    pub horizon: Duration,
+    /// Messages claimed per storage call.
+    pub batch: u32,
+    /// Most messages held in memory at once: claiming stops there, and received ones are
+    /// stored unclaimed.
+    pub max_held: usize,
+}
+
+impl ClaimOptions {
+    fn lease_ms(&self) -> i64 {
+        duration_ms(self.lease)
+    }
+
+    fn horizon_ms(&self) -> i64 {
+        duration_ms(self.horizon)
+    }
+}
+
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Holds delayed messages and fires them; implements [`Middleware`] for the `delay` tag.
 pub struct Delayer {
     storage: Arc<dyn DelayStore>,
     bus: Arc<dyn Bus>,
+    /// This instance's owner name in claims: fresh per start, so a restarted instance
+    /// never mistakes its predecessor's claims for its own.
+    instance: String,
     // A std Mutex: every critical section is a few heap/map operations with no `.await`.
     timer: Mutex<Timer>,
     wake: Notify,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     options: FireOptions,
+    claims: ClaimOptions,
     metrics: DelayMetrics,
 }
 
 impl Delayer {
-    /// A delayer with nothing pending; call [`Delayer::reload`] to pick up stored messages.
+    /// A delayer holding nothing, with a fresh instance id; run [`Delayer::claim_loop`]
+    /// and [`Delayer::renew_loop`] beside [`Delayer::fire_loop`] to pick up stored
+    /// messages.
     pub fn new(
         storage: Arc<dyn DelayStore>,
         bus: Arc<dyn Bus>,
         options: FireOptions,
+        claims: ClaimOptions,
         metrics: DelayMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             storage,
             bus,
+            instance: format!("delay-{}", uuid::Uuid::new_v4().simple()),
             timer: Mutex::new(Timer::new()),
             wake: Notify::new(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             options,
+            claims,
             metrics,
         })
     }
 
-    /// How many messages are pending in memory.
+    /// This instance's id, the owner of its claims in storage.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How many messages this instance holds in memory.
     pub fn pending(&self) -> usize {
         self.timer().len()
+    }
+
+    /// A lease for this instance starting now.
+    fn lease_from(&self, now: i64) -> DelayLease {
+        DelayLease {
+            owner: self.instance.clone(),
+            until_ms: now.saturating_add(self.claims.lease_ms()),
+        }
     }
 
     fn timer(&self) -> MutexGuard<'_, Timer> {
@@ -158,10 +218,10 @@ impl Delayer {
         &self.stripes[(hasher.finish() % STRIPES as u64) as usize]
     }
 
-    fn schedule(&self, id: &str, at_ms: i64) {
+    fn schedule(&self, id: &str, at_ms: i64, revision: i64) {
         let (earliest, len) = {
             let mut timer = self.timer();
-            (timer.schedule(id, at_ms), timer.len())
+            (timer.schedule(id, at_ms, revision), timer.len())
         };
         self.metrics.pending.set(gauge_value(len));
         if earliest {
@@ -178,51 +238,127 @@ impl Delayer {
         removed
     }
 
-    /// Loads every stored message into the timer, page by page (`page_size` rows at a
-    /// time), retrying while storage is unreachable. Overdue ones fire as soon as the
-    /// firing loop sees them. Returns how many were loaded, or `None` if shut down first.
-    pub async fn reload(&self, page_size: u32, shutdown: &CancellationToken) -> Option<usize> {
-        let started = std::time::Instant::now();
-        let mut after: Option<String> = None;
-        let mut loaded = 0usize;
-        let mut backoff = Backoff::default();
+    /// Forgets `id` unless what is held is `revision`.
+    fn unschedule_unless(&self, id: &str, revision: i64) {
+        let len = {
+            let mut timer = self.timer();
+            timer.cancel_unless(id, revision);
+            timer.len()
+        };
+        self.metrics.pending.set(gauge_value(len));
+    }
+
+    /// One claim round: claims messages due within the horizon (unclaimed, or whose
+    /// lease lapsed) batch by batch until storage has no more or
+    /// [`ClaimOptions::max_held`] is reached, and schedules them. Returns how many were
+    /// claimed; a storage failure ends the round early (logged; the next round retries).
+    pub async fn claim_round(&self, shutdown: &CancellationToken) -> usize {
+        let mut claimed_total = 0;
         loop {
-            let page = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                page = self.storage.list_delayed(after.as_deref(), page_size.max(1)) => page,
+            let room = self.claims.max_held.saturating_sub(self.pending());
+            let limit = u32::try_from(room)
+                .unwrap_or(u32::MAX)
+                .min(self.claims.batch.max(1));
+            if limit == 0 || shutdown.is_cancelled() {
+                return claimed_total;
+            }
+            let now = now_ms();
+            let claimed = tokio::select! {
+                _ = shutdown.cancelled() => return claimed_total,
+                claimed = self.storage.claim_delayed(
+                    &self.instance,
+                    now.saturating_add(self.claims.horizon_ms()),
+                    now.saturating_add(self.claims.lease_ms()),
+                    now,
+                    limit,
+                ) => claimed,
             };
-            let page = match page {
-                Ok(page) => {
-                    backoff.reset();
-                    page
-                }
+            let claimed = match claimed {
+                Ok(claimed) => claimed,
                 Err(err) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(cause = %err, ?delay, "reading pending delayed messages failed; retrying");
-                    match sleep_unless_cancelled(delay, shutdown).await {
-                        Waited::Cancelled => return None,
-                        Waited::Elapsed => continue,
-                    }
+                    tracing::warn!(instance = %self.instance, cause = %err, "claiming delayed messages failed; retrying next round");
+                    return claimed_total;
                 }
             };
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            loaded += page.len();
+            claimed_total += claimed.len();
             let len = {
                 let mut timer = self.timer();
-                for message in &page {
-                    timer.schedule(&message.id, message.fire_at_ms);
+                // A stale claim overwriting a newer schedule of the same id is harmless:
+                // the firing compares with storage and follows the revision it holds.
+                for message in &claimed {
+                    timer.schedule(&message.id, message.fire_at_ms, message.revision);
                 }
                 timer.len()
             };
             self.metrics.pending.set(gauge_value(len));
-            self.wake.notify_one();
-            if page.len() < page_size.max(1) as usize {
-                break;
+            if !claimed.is_empty() {
+                self.wake.notify_one();
+            }
+            if claimed.len() < limit as usize {
+                return claimed_total;
             }
         }
-        tracing::info!(loaded, elapsed = ?started.elapsed(), "pending delayed messages reloaded");
-        Some(loaded)
+    }
+
+    /// Claims due-soon messages every [`ClaimOptions::interval`] (the first round at
+    /// once, so overdue messages fire right after a start) until `shutdown`.
+    pub async fn claim_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let claimed = self.claim_round(&shutdown).await;
+            if claimed > 0 {
+                tracing::debug!(instance = %self.instance, claimed, held = self.pending(), "delayed messages claimed");
+            }
+            if sleep_unless_cancelled(self.claims.interval, &shutdown)
+                .await
+                .is_cancelled()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Extends every claim of this instance every third of the lease until `shutdown`.
+    /// A failed renewal is logged and retried at the next tick; claims whose lease lapses
+    /// meanwhile may be taken by another instance, and the firing check then drops them
+    /// here.
+    pub async fn renew_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = (self.claims.lease / 3).max(Duration::from_millis(10));
+        loop {
+            if sleep_unless_cancelled(period, &shutdown)
+                .await
+                .is_cancelled()
+            {
+                return;
+            }
+            let lease = self.lease_from(now_ms());
+            let renewed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                renewed = self.storage.renew_delayed_claims(&self.instance, lease.until_ms) => renewed,
+            };
+            match renewed {
+                Ok(count) => {
+                    tracing::trace!(instance = %self.instance, count, "delay claims renewed");
+                }
+                Err(err) => {
+                    tracing::warn!(instance = %self.instance, cause = %err, "renewing delay claims failed; retrying next period");
+                }
+            }
+        }
+    }
+
+    /// Gives this instance's claims back (a graceful stop), so other instances take
+    /// them at their next claim round instead of after the lease. Returns how many.
+    pub async fn release(&self) -> Option<u64> {
+        match self.storage.release_delayed_claims(&self.instance).await {
+            Ok(released) => {
+                tracing::info!(instance = %self.instance, released, "delay claims released");
+                Some(released)
+            }
+            Err(err) => {
+                tracing::warn!(instance = %self.instance, cause = %err, "releasing delay claims failed; they lapse after the lease");
+                None
+            }
+        }
     }
 
     /// The single firing loop: sleeps until the earliest pending time, then fires what is
@@ -256,11 +392,11 @@ impl Delayer {
                     // A popped message is no longer pending here, whatever its firing
                     // does; a reschedule during it counts it again.
                     self.metrics.pending.set(gauge_value(len));
-                    if let Some((id, at)) = due {
+                    if let Some((id, held)) = due {
                         let this = self.clone();
                         let shutdown = shutdown.clone();
                         firing.spawn(async move {
-                            this.fire(&id, at, &shutdown).await;
+                            this.fire(&id, held, &shutdown).await;
                             drop(permit);
                         });
                     }
@@ -282,7 +418,9 @@ impl Delayer {
         })
         .await;
         if drained.is_err() {
-            // What was aborted is still in storage and fires after the next start.
+            // What was aborted is still in storage, claimed by this instance until the
+            // release that follows the stop (or the lease lapses): another instance (or
+            // the next start) fires it.
             tracing::warn!(
                 left = firing.len(),
                 "firings still running at shutdown were abandoned"
@@ -291,35 +429,67 @@ impl Delayer {
         }
     }
 
-    /// Republishes `id` (popped from the timer at `at`), then deletes it from storage.
-    async fn fire(&self, id: &str, at: i64, shutdown: &CancellationToken) {
+    /// Republishes `id` (popped from the timer as `held`) if storage still holds that
+    /// revision claimed by this instance, then deletes that revision.
+    async fn fire(&self, id: &str, held: Held, shutdown: &CancellationToken) {
         let _turn = self.stripe(id).lock().await;
-        if self.timer().fire_at(id).is_some() {
+        if self.timer().held(id).is_some() {
             // Rescheduled after it was popped: the new schedule fires in its own time.
             return;
         }
         let mut backoff = Backoff::default();
-        let message = loop {
+        let stored = loop {
             match self.storage.get_delayed(id).await {
-                Ok(Some(message)) => break message,
+                Ok(Some(stored)) => break stored,
                 // Cancelled, or fired by another instance.
                 Ok(None) => return,
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(delay_id = id, cause = %err, ?delay, "cannot read delayed message; retrying");
                     if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
-                        self.schedule(id, at);
+                        self.schedule(id, held.at, held.revision);
                         return;
                     }
                 }
             }
         };
-        if message.fire_at_ms > now_ms() {
-            // Storage holds a later schedule than the one popped (written by another
-            // instance): follow storage.
-            self.schedule(id, message.fire_at_ms);
+        let now = now_ms();
+        let Some(lease) = stored
+            .lease
+            .as_ref()
+            .filter(|lease| lease.owner == self.instance)
+        else {
+            // Replaced or released through another instance, or taken over after our
+            // lease lapsed: whoever holds it fires it.
+            tracing::debug!(
+                delay_id = id,
+                "delayed message no longer claimed here; dropped"
+            );
+            return;
+        };
+        if lease.until_ms - now < self.claims.lease_ms() / 2 {
+            // Still ours but the lease is short (renewals failing): publishing now could
+            // overlap a takeover right after it lapses. Kept in memory (our renewals, if
+            // they recover, keep it ours) and checked again after a claim interval.
+            tracing::warn!(
+                delay_id = id,
+                lease_left_ms = lease.until_ms - now,
+                "lease too short to fire safely; retrying"
+            );
+            self.schedule(
+                id,
+                now.saturating_add(duration_ms(self.claims.interval)),
+                held.revision,
+            );
             return;
         }
+        if stored.revision != held.revision || stored.message.fire_at_ms > now {
+            // A newer revision is ours (a replacement this instance received raced with
+            // a claim), or storage holds a later time: follow storage.
+            self.schedule(id, stored.message.fire_at_ms, stored.revision);
+            return;
+        }
+        let message = stored.message;
         backoff.reset();
         loop {
             match self.bus.publish(&message.routing_key, &message.body).await {
@@ -328,7 +498,7 @@ impl Delayer {
                     let delay = backoff.next_delay();
                     tracing::warn!(delay_id = id, cause = %err, ?delay, "republishing delayed message failed; retrying");
                     if sleep_unless_cancelled(delay, shutdown).await.is_cancelled() {
-                        self.schedule(id, at);
+                        self.schedule(id, held.at, held.revision);
                         return;
                     }
                 }
@@ -340,7 +510,9 @@ impl Delayer {
         tracing::debug!(delay_id = id, routing_key = %message.routing_key, lateness_ms, "delayed message fired");
         backoff.reset();
         for attempt in 1..=5 {
-            match self.storage.delete_delayed(id).await {
+            match self.storage.delete_delayed_if(id, held.revision).await {
+                // `false`: replaced meanwhile through another instance; the replacement
+                // stays and fires in its own time.
                 Ok(_) => return,
                 Err(err) => {
                     tracing::warn!(delay_id = id, cause = %err, attempt, "deleting a fired message failed");
@@ -353,10 +525,11 @@ impl Delayer {
                 }
             }
         }
-        // Left in storage it fires again after a restart; consumers deduplicate by event id.
+        // Left in storage (claimed by us until the lease lapses) it fires again later;
+        // consumers deduplicate by event id.
         tracing::error!(
             delay_id = id,
-            "fired message could not be deleted; it may be delivered again after a restart"
+            "fired message could not be deleted; it may be delivered again after its lease lapses"
         );
     }
 }
@@ -413,11 +586,25 @@ impl Middleware for Delayer {
                     fire_at_ms: at_ms,
                 };
                 let _turn = self.stripe(&stored.id).lock().await;
-                if let Err(err) = self.storage.put_delayed(&stored).await {
-                    return Outcome::Retry(format!("storing {}: {err}", stored.id));
+                let now = now_ms();
+                // Due within the horizon: held here at once, so a short delay is not late
+                // by a claim interval. Later ones are stored unclaimed for whichever
+                // instance's claim round reaches them.
+                let hold_here = at_ms <= now.saturating_add(self.claims.horizon_ms())
+                    && self.pending() < self.claims.max_held;
+                let lease = hold_here.then(|| self.lease_from(now));
+                let revision = match self.storage.put_delayed(&stored, lease.as_ref()).await {
+                    Ok(revision) => revision,
+                    Err(err) => return Outcome::Retry(format!("storing {}: {err}", stored.id)),
+                };
+                if hold_here {
+                    self.schedule(&stored.id, at_ms, revision);
+                } else {
+                    // The predecessor held here must not fire; a claim of this very
+                    // revision that already landed stays.
+                    self.unschedule_unless(&stored.id, revision);
                 }
-                self.schedule(&stored.id, at_ms);
-                tracing::debug!(delay_id = %stored.id, fire_at_ms = at_ms, "message held");
+                tracing::debug!(delay_id = %stored.id, fire_at_ms = at_ms, held = hold_here, "message stored");
                 Outcome::Hold
             }
         }

@@ -6,18 +6,23 @@
 //! - [`delayer`]: storage before ack, the firing loop, reload after a restart.
 //!
 //! A held message is written to storage (`put_delayed`) before its delivery is acked, so a
-//! crash never loses it; only its id and fire time stay in memory, which keeps a million
-//! pending messages within about 150 MB (see `benches/delay_million.rs`). At start every
-//! stored message is reloaded and overdue ones fire at once. A message with the same `x-delay-id` (default: the event id)
-//! replaces the pending one; `x-delay-cancel: true` removes it and publishes nothing; a
-//! message already due on arrival goes straight on. Control fields are removed before the
-//! message is republished with the rest of its routing key.
+//! crash never loses it. Several instances share one store (docs/ARCHITECTURE.md §5
+//! middleware-delay): each keeps in memory only the messages it has claimed in storage
+//! with a lease (`[delay] lease_seconds`), those due within `claim_horizon_seconds` (at
+//! most `max_held`, about 150 bytes each: see `benches/delay_million.rs`); a claim round
+//! every `claim_interval_ms` takes due-soon messages that are unclaimed or whose lease
+//! lapsed, so an instance that dies has its messages fired by the others within
+//! `lease_seconds + claim_interval_ms` of its death (or at their time, if later). A
+//! graceful stop releases the claims at once. Overdue messages fire as soon as they are
+//! claimed, so right after a start. A message with the same `x-delay-id` (default: the
+//! event id) replaces the pending one, whichever instance receives it; `x-delay-cancel:
+//! true` removes it and publishes nothing; a message already due on arrival goes straight
+//! on. Control fields are removed before the message is republished with the rest of its
+//! routing key.
 //!
 //! Messages with the same delay id are handled in queue order (the runtime chains them by
 //! [`Middleware::order_key`](stargazer_core::middleware::Middleware::order_key)), so a
-//! replacement is never overtaken by the message it replaces. Run one instance per storage: every instance reloads every
-//! stored message at start, so a second one would fire them twice (consumers deduplicate
-//! by event id, but the work is wasted).
+//! replacement is never overtaken by the message it replaces.
 
 mod control;
 pub mod delayer;
@@ -30,8 +35,9 @@ use stargazer_core::config::{ConfigError, Section};
 use stargazer_core::middleware::{self, MiddlewareError, RuntimeMetrics, RuntimeOptions};
 use stargazer_core::routing;
 use stargazer_core::service::{Capability, Needs, Service, ServiceContext, ServiceError};
+use stargazer_core::CancellationToken;
 
-pub use delayer::{DelayMetrics, Delayer, FireOptions};
+pub use delayer::{ClaimOptions, DelayMetrics, Delayer, FireOptions};
 
 /// The tag this middleware pops.
 pub use stargazer_core::contract::tag::DELAY as TAG;
@@ -52,9 +58,26 @@ pub struct DelayConfig {
     /// `delay.fire_concurrency` / `STARGAZER_DELAY__FIRE_CONCURRENCY`: due messages
     /// fetched, republished and deleted at once; default 64.
     pub fire_concurrency: usize,
-    /// `delay.reload_page_size` / `STARGAZER_DELAY__RELOAD_PAGE_SIZE`: stored messages read
-    /// per page when reloading after a start; default 5000.
-    pub reload_page_size: u32,
+    /// `delay.lease_seconds` / `STARGAZER_DELAY__LEASE_SECONDS`: how long this instance's
+    /// claim on a stored message holds unless renewed (renewed every third of it); an
+    /// instance that dies has its messages fired by the others after at most this plus
+    /// `claim_interval_ms`; seconds, default 15.
+    pub lease_seconds: u64,
+    /// `delay.claim_interval_ms` / `STARGAZER_DELAY__CLAIM_INTERVAL_MS`: how often
+    /// storage is asked for due-soon messages nobody (alive) holds; milliseconds,
+    /// default 1000.
+    pub claim_interval_ms: u64,
+    /// `delay.claim_horizon_seconds` / `STARGAZER_DELAY__CLAIM_HORIZON_SECONDS`: messages
+    /// due within this are claimed and held in memory (later ones stay in storage only);
+    /// seconds, default 60.
+    pub claim_horizon_seconds: u64,
+    /// `delay.claim_batch` / `STARGAZER_DELAY__CLAIM_BATCH`: messages claimed per storage
+    /// call (rounds repeat while batches come back full); default 5000.
+    pub claim_batch: u32,
+    /// `delay.max_held` / `STARGAZER_DELAY__MAX_HELD`: most messages one instance holds in
+    /// memory (about 150 bytes each); beyond it, claiming pauses and received messages are
+    /// stored unclaimed for other instances; default 1000000.
+    pub max_held: usize,
     /// `delay.retry_delay_ms` / `STARGAZER_DELAY__RETRY_DELAY_MS`: pause before a message
     /// that could not be stored is requeued, milliseconds; default 1000.
     pub retry_delay_ms: u64,
@@ -74,7 +97,11 @@ impl Default for DelayConfig {
             prefetch: 64,
             concurrency: 16,
             fire_concurrency: 64,
-            reload_page_size: 5000,
+            lease_seconds: 15,
+            claim_interval_ms: 1000,
+            claim_horizon_seconds: 60,
+            claim_batch: 5000,
+            max_held: 1_000_000,
             retry_delay_ms: 1000,
             delivery_attempts: middleware::DEFAULT_DELIVERY_ATTEMPTS,
             shutdown_grace_ms: 10_000,
@@ -111,10 +138,21 @@ impl DelayConfig {
                 "must be at least 1",
             ));
         }
-        if self.reload_page_size == 0 {
+        for (key, value) in [
+            ("delay.lease_seconds", self.lease_seconds),
+            ("delay.claim_interval_ms", self.claim_interval_ms),
+            ("delay.claim_batch", u64::from(self.claim_batch)),
+            ("delay.max_held", self.max_held as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.claim_interval_ms >= self.lease_seconds.saturating_mul(1000) {
+            // Otherwise a lapsed claim would wait more than a lease for the next round.
             return Err(ConfigError::invalid(
-                "delay.reload_page_size",
-                "must be at least 1",
+                "delay.claim_interval_ms",
+                "must be shorter than delay.lease_seconds",
             ));
         }
         Ok(())
@@ -125,6 +163,17 @@ impl DelayConfig {
         FireOptions {
             concurrency: self.fire_concurrency,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        }
+    }
+
+    /// The claim options these settings select.
+    pub fn claim_options(&self) -> ClaimOptions {
+        ClaimOptions {
+            lease: Duration::from_secs(self.lease_seconds),
+            interval: Duration::from_millis(self.claim_interval_ms),
+            horizon: Duration::from_secs(self.claim_horizon_seconds),
+            batch: self.claim_batch,
+            max_held: self.max_held,
         }
     }
 
@@ -180,8 +229,9 @@ impl Service for DelayService {
         )
     }
 
-    /// Reloads stored messages (firing overdue ones meanwhile), then consumes `#.delay`.
-    /// Returns once consuming stopped and the firings in progress finished.
+    /// Claims due-soon stored messages (firing overdue ones at once) while consuming
+    /// `#.delay`. Returns once consuming stopped, the firings in progress finished and
+    /// this instance's claims were released.
     async fn run(self: Box<Self>, cx: ServiceContext) -> Result<(), ServiceError> {
         let (config, storage, bus, registry) =
             (self.config, cx.delay_store()?, cx.bus()?, &cx.registry);
@@ -190,31 +240,47 @@ impl Service for DelayService {
             storage,
             bus.clone(),
             config.fire_options(),
+            config.claim_options(),
             DelayMetrics::register(registry),
         );
+        tracing::info!(
+            instance = delayer.instance(),
+            lease_seconds = config.lease_seconds,
+            claim_horizon_seconds = config.claim_horizon_seconds,
+            "middleware-delay instance starting"
+        );
         let runtime_metrics = RuntimeMetrics::register(TAG, registry);
-        // A child token so that a failing consumer also stops the firing loop.
+        // A child token so that a failing consumer also stops the loops.
         let stop = cx.shutdown.child_token();
-        // Dropping this future (an aborted task) also stops the firing loop.
+        // Dropping this future (an aborted task) also stops the loops; the claims are then
+        // not released and lapse after the lease.
         let _stop_on_drop = stop.clone().drop_guard();
+        // Renewing goes on until the firings in progress have finished, so a graceful
+        // stop never lets a claim lapse while its message is being published.
+        let keep_claims = CancellationToken::new();
+        let _keep_on_drop = keep_claims.clone().drop_guard();
         let firing = tokio::spawn(delayer.clone().fire_loop(stop.clone()));
-        let result = match delayer.reload(config.reload_page_size, &stop).await {
-            Some(_) => {
-                middleware::run(
-                    delayer,
-                    bus,
-                    config.runtime_options(),
-                    runtime_metrics,
-                    stop.clone(),
-                )
-                .await
-            }
-            None => Ok(()),
-        };
+        let claiming = tokio::spawn(delayer.clone().claim_loop(stop.clone()));
+        let renewing = tokio::spawn(delayer.clone().renew_loop(keep_claims.clone()));
+        let result = middleware::run(
+            delayer.clone(),
+            bus,
+            config.runtime_options(),
+            runtime_metrics,
+            stop.clone(),
+        )
+        .await;
         stop.cancel();
-        if let Err(err) = firing.await {
-            tracing::error!(cause = %err, "delay firing loop failed");
+        for (name, task) in [("claim", claiming), ("firing", firing)] {
+            if let Err(err) = task.await {
+                tracing::error!(cause = %err, loop_name = name, "delay loop failed");
+            }
         }
+        keep_claims.cancel();
+        if let Err(err) = renewing.await {
+            tracing::error!(cause = %err, "delay renew loop failed");
+        }
+        delayer.release().await;
         result.map_err(Error::from)?;
         Ok(())
     }

@@ -1,8 +1,9 @@
-//! The one timer structure behind every pending message: a min-heap of
-//! `(fire_at_ms, id)` with lazy deletion, plus a map from id to its current fire time.
+//! The one timer structure behind every message this instance holds (claimed): a min-heap
+//! of `(fire_at_ms, id)` with lazy deletion, plus a map from id to its current fire time
+//! and the stored revision it stands for.
 //!
-//! Only the id and the time live in memory (about 150 bytes a message, measured); bodies stay in
-//! storage until the message fires. Replacing or cancelling an id only touches the map:
+//! Only the id, the time and the revision live in memory (about 150 bytes a message,
+//! measured); bodies stay in storage until the message fires. Replacing or cancelling an id only touches the map:
 //! the heap entry it leaves behind is recognised as stale when it reaches the top
 //! (its time no longer matches the map) and skipped. When stale entries outnumber live
 //! ones the heap is rebuilt, so memory stays proportional to what is pending.
@@ -16,7 +17,16 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub(crate) struct Timer {
     heap: BinaryHeap<Reverse<(i64, Arc<str>)>>,
-    live: HashMap<Arc<str>, i64>,
+    live: HashMap<Arc<str>, Held>,
+}
+
+/// What the timer knows of one held id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// When it fires, unix milliseconds.
+    pub(crate) at: i64,
+    /// The stored revision it fires.
+    pub(crate) revision: i64,
 }
 
 impl Timer {
@@ -25,22 +35,29 @@ impl Timer {
         Self::default()
     }
 
-    /// Schedules `id` at `fire_at_ms`, replacing any earlier schedule of the same id.
-    /// Returns whether it is now the earliest pending entry (the firing task must wake).
-    pub(crate) fn schedule(&mut self, id: &str, fire_at_ms: i64) -> bool {
+    /// Schedules `id` (stored `revision`) at `fire_at_ms`, replacing any earlier
+    /// schedule of the same id. Returns whether it is now the earliest pending entry (the
+    /// firing task must wake).
+    pub(crate) fn schedule(&mut self, id: &str, fire_at_ms: i64, revision: i64) -> bool {
         let key: Arc<str> = match self.live.get_key_value(id) {
             Some((key, _)) => key.clone(),
             None => Arc::from(id),
         };
+        let held = Held {
+            at: fire_at_ms,
+            revision,
+        };
         match self.live.entry(key.clone()) {
             Entry::Occupied(mut slot) => {
-                if *slot.get() == fire_at_ms {
+                let same_time = slot.get().at == fire_at_ms;
+                slot.insert(held);
+                if same_time {
+                    // Its heap entry still stands for it.
                     return false;
                 }
-                slot.insert(fire_at_ms);
             }
             Entry::Vacant(slot) => {
-                slot.insert(fire_at_ms);
+                slot.insert(held);
             }
         }
         self.drop_stale_top();
@@ -53,8 +70,8 @@ impl Timer {
         earliest
     }
 
-    /// Removes `id`; returns the time it was scheduled at, if it was pending.
-    pub(crate) fn cancel(&mut self, id: &str) -> Option<i64> {
+    /// Removes `id`; returns what was held, if anything.
+    pub(crate) fn cancel(&mut self, id: &str) -> Option<Held> {
         let removed = self.live.remove(id);
         if removed.is_some() {
             self.compact_if_sparse();
@@ -62,8 +79,17 @@ impl Timer {
         removed
     }
 
-    /// The time `id` is scheduled at.
-    pub(crate) fn fire_at(&self, id: &str) -> Option<i64> {
+    /// Removes `id` unless it holds `revision` (a claim of that very revision that landed
+    /// first must stay).
+    pub(crate) fn cancel_unless(&mut self, id: &str, revision: i64) -> Option<Held> {
+        match self.live.get(id) {
+            Some(held) if held.revision != revision => self.cancel(id),
+            _ => None,
+        }
+    }
+
+    /// What is held for `id`.
+    pub(crate) fn held(&self, id: &str) -> Option<Held> {
         self.live.get(id).copied()
     }
 
@@ -85,20 +111,20 @@ impl Timer {
     }
 
     /// Removes and returns the earliest entry if it is due at `now_ms`.
-    pub(crate) fn pop_due(&mut self, now_ms: i64) -> Option<(Arc<str>, i64)> {
+    pub(crate) fn pop_due(&mut self, now_ms: i64) -> Option<(Arc<str>, Held)> {
         self.drop_stale_top();
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now_ms => {
-                let Reverse((at, id)) = self.heap.pop()?;
-                self.live.remove(&id);
-                Some((id, at))
+                let Reverse((_, id)) = self.heap.pop()?;
+                let held = self.live.remove(&id)?;
+                Some((id, held))
             }
             _ => None,
         }
     }
 
     fn is_live(&self, id: &str, at: i64) -> bool {
-        self.live.get(id) == Some(&at)
+        self.live.get(id).is_some_and(|held| held.at == at)
     }
 
     fn drop_stale_top(&mut self) {
@@ -116,7 +142,7 @@ impl Timer {
             let entries: Vec<_> = self
                 .live
                 .iter()
-                .map(|(id, at)| Reverse((*at, id.clone())))
+                .map(|(id, held)| Reverse((held.at, id.clone())))
                 .collect();
             self.heap = BinaryHeap::from(entries);
         }
@@ -134,16 +160,16 @@ mod tests {
 
     fn drain(timer: &mut Timer, now: i64) -> Vec<(String, i64)> {
         std::iter::from_fn(|| timer.pop_due(now))
-            .map(|(id, at)| (id.to_string(), at))
+            .map(|(id, held)| (id.to_string(), held.at))
             .collect()
     }
 
     #[test]
     fn fires_in_time_order_and_only_when_due() {
         let mut t = Timer::new();
-        assert!(t.schedule("b", 20));
-        assert!(t.schedule("a", 10));
-        assert!(!t.schedule("c", 30));
+        assert!(t.schedule("b", 20, 1));
+        assert!(t.schedule("a", 10, 1));
+        assert!(!t.schedule("c", 30, 1));
         assert_eq!(t.next_fire_at(), Some(10));
         assert_eq!(drain(&mut t, 5), vec![]);
         assert_eq!(drain(&mut t, 20), vec![("a".into(), 10), ("b".into(), 20)]);
@@ -156,14 +182,14 @@ mod tests {
     #[test]
     fn replacing_moves_the_entry_and_the_old_slot_is_skipped() {
         let mut t = Timer::new();
-        t.schedule("x", 10);
-        t.schedule("y", 15);
-        t.schedule("x", 50);
-        assert_eq!(t.fire_at("x"), Some(50));
+        t.schedule("x", 10, 1);
+        t.schedule("y", 15, 1);
+        t.schedule("x", 50, 1);
+        assert_eq!(t.held("x").map(|held| held.at), Some(50));
         assert_eq!(t.next_fire_at(), Some(15));
         assert_eq!(drain(&mut t, 40), vec![("y".into(), 15)]);
         // Moving earlier works too.
-        t.schedule("x", 20);
+        t.schedule("x", 20, 1);
         assert_eq!(drain(&mut t, 40), vec![("x".into(), 20)]);
         assert_eq!(drain(&mut t, 100), vec![]);
     }
@@ -171,15 +197,38 @@ mod tests {
     #[test]
     fn cancel_removes_and_reports() {
         let mut t = Timer::new();
-        t.schedule("x", 10);
-        assert_eq!(t.cancel("x"), Some(10));
+        t.schedule("x", 10, 1);
+        assert_eq!(t.cancel("x").map(|held| held.at), Some(10));
         assert_eq!(t.cancel("x"), None);
         assert_eq!(drain(&mut t, 100), vec![]);
         // A cancelled id scheduled again at the same time fires once.
-        t.schedule("x", 10);
+        t.schedule("x", 10, 1);
         t.cancel("x");
-        t.schedule("x", 10);
+        t.schedule("x", 10, 1);
         assert_eq!(drain(&mut t, 100), vec![("x".into(), 10)]);
+    }
+
+    #[test]
+    fn a_new_revision_at_the_same_time_replaces_the_old_one() {
+        let mut t = Timer::new();
+        t.schedule("x", 10, 1);
+        assert!(!t.schedule("x", 10, 2));
+        assert_eq!(t.cancel_unless("x", 2), None, "the same revision stays");
+        assert_eq!(t.held("x").map(|held| held.revision), Some(2));
+        let popped = t.pop_due(100).map(|(id, held)| (id.to_string(), held));
+        assert_eq!(
+            popped,
+            Some((
+                "x".into(),
+                Held {
+                    at: 10,
+                    revision: 2
+                }
+            ))
+        );
+        t.schedule("x", 10, 3);
+        assert_eq!(t.cancel_unless("x", 4).map(|held| held.revision), Some(3));
+        assert!(t.is_empty());
     }
 
     #[test]
@@ -187,7 +236,7 @@ mod tests {
         let mut t = Timer::new();
         for round in 0..10 {
             for i in 0..1000 {
-                t.schedule(&format!("id{i}"), 1_000_000 + round * 10 + i);
+                t.schedule(&format!("id{i}"), 1_000_000 + round * 10 + i, round);
             }
         }
         assert_eq!(t.len(), 1000);

@@ -43,8 +43,8 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use uuid::Uuid;
 
 use crate::model::{
-    Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
-    TaskChange, TaskKind, User,
+    ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryRecord, Entity, Group, Session,
+    StoredDelayed, Subscription, Task, TaskChange, TaskKind, User,
 };
 
 /// Errors every storage implementation maps its driver errors into.
@@ -209,20 +209,51 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn list_credentials(&self) -> Result<Vec<Credential>>;
 }
 
-/// Messages held by middleware-delay until their time.
+/// Messages held by middleware-delay until their time, with the claims that let several
+/// instances share one store (docs/ARCHITECTURE.md §5 middleware-delay): each pending
+/// message has a revision (fresh on every write) and at most one owner whose lease
+/// lapses unless renewed.
 #[async_trait]
 pub trait DelayStore: Send + Sync + 'static {
     // ---- delayed messages ----
 
-    /// Inserts or replaces the pending message with `message.id`.
-    async fn put_delayed(&self, message: &DelayedMessage) -> Result<()>;
-    /// Removes a pending message; `Ok(false)` if there was none.
+    /// Inserts or replaces the pending message with `message.id` under a fresh revision,
+    /// returned. The claim is reset: to `lease` when given (the writer holds it at once),
+    /// else to unclaimed.
+    async fn put_delayed(
+        &self,
+        message: &DelayedMessage,
+        lease: Option<&DelayLease>,
+    ) -> Result<i64>;
+    /// Removes a pending message whatever its revision (a cancel); `Ok(false)` if there
+    /// was none.
     async fn delete_delayed(&self, id: &str) -> Result<bool>;
-    /// One pending message.
-    async fn get_delayed(&self, id: &str) -> Result<Option<DelayedMessage>>;
+    /// Removes the pending message `id` only if it is still `revision` (the one that
+    /// fired); `Ok(false)` if it was replaced or removed meanwhile.
+    async fn delete_delayed_if(&self, id: &str, revision: i64) -> Result<bool>;
+    /// One pending message with its revision and claim.
+    async fn get_delayed(&self, id: &str) -> Result<Option<StoredDelayed>>;
     /// Pending messages with id greater than `after` (all when `None`), ordered by id,
-    /// at most `limit`: a cursor for reloading millions without holding them twice.
+    /// at most `limit`: a cursor for reading millions without holding them twice.
     async fn list_delayed(&self, after: Option<&str>, limit: u32) -> Result<Vec<DelayedMessage>>;
+    /// Gives `owner` (lease until `lease_until_ms`) up to `limit` messages due before
+    /// `due_before_ms` that are unclaimed or whose lease expired (`until < now_ms`),
+    /// earliest first, and returns exactly those switched to `owner` by this call. Two
+    /// concurrent callers never both get one message.
+    async fn claim_delayed(
+        &self,
+        owner: &str,
+        due_before_ms: i64,
+        lease_until_ms: i64,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelayed>>;
+    /// Extends every claim of `owner` to `lease_until_ms` in one write (expired ones
+    /// too, as long as nobody took them over); returns how many.
+    async fn renew_delayed_claims(&self, owner: &str, lease_until_ms: i64) -> Result<u64>;
+    /// Makes every message claimed by `owner` unclaimed (a graceful stop, so other
+    /// instances take them at once); returns how many.
+    async fn release_delayed_claims(&self, owner: &str) -> Result<u64>;
 }
 
 /// Small state of services: key/value entries (worker cursors, WebSub leases, the
@@ -373,10 +404,14 @@ macro_rules! with_storage_methods {
                 fn list_credentials(&self) -> $crate::storage::Result<Vec<$crate::model::Credential>>;
             }
             impl DelayStore {
-                fn put_delayed(&self, message: &$crate::model::DelayedMessage) -> $crate::storage::Result<()>;
+                fn put_delayed(&self, message: &$crate::model::DelayedMessage, lease: Option<&$crate::model::DelayLease>) -> $crate::storage::Result<i64>;
                 fn delete_delayed(&self, id: &str) -> $crate::storage::Result<bool>;
-                fn get_delayed(&self, id: &str) -> $crate::storage::Result<Option<$crate::model::DelayedMessage>>;
+                fn delete_delayed_if(&self, id: &str, revision: i64) -> $crate::storage::Result<bool>;
+                fn get_delayed(&self, id: &str) -> $crate::storage::Result<Option<$crate::model::StoredDelayed>>;
                 fn list_delayed(&self, after: Option<&str>, limit: u32) -> $crate::storage::Result<Vec<$crate::model::DelayedMessage>>;
+                fn claim_delayed(&self, owner: &str, due_before_ms: i64, lease_until_ms: i64, now_ms: i64, limit: u32) -> $crate::storage::Result<Vec<$crate::model::ClaimedDelayed>>;
+                fn renew_delayed_claims(&self, owner: &str, lease_until_ms: i64) -> $crate::storage::Result<u64>;
+                fn release_delayed_claims(&self, owner: &str) -> $crate::storage::Result<u64>;
             }
             impl StateStore {
                 fn kv_get(&self, namespace: &str, key: &str) -> $crate::storage::Result<Option<serde_json::Value>>;

@@ -93,8 +93,8 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
-        TaskChange, TaskKind, User,
+        ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryRecord, Entity, Group,
+        Session, StoredDelayed, Subscription, Task, TaskChange, TaskKind, User,
     };
     use crate::storage::sqlite::SqliteStorage;
     use crate::storage::Subscriber;
@@ -203,16 +203,35 @@ mod tests {
 
     #[async_trait]
     impl DelayStore for Silent {
-        async fn put_delayed(&self, _: &DelayedMessage) -> Result<()> {
+        async fn put_delayed(&self, _: &DelayedMessage, _: Option<&DelayLease>) -> Result<i64> {
             std::future::pending().await
         }
         async fn delete_delayed(&self, _: &str) -> Result<bool> {
             std::future::pending().await
         }
-        async fn get_delayed(&self, _: &str) -> Result<Option<DelayedMessage>> {
+        async fn delete_delayed_if(&self, _: &str, _: i64) -> Result<bool> {
+            std::future::pending().await
+        }
+        async fn get_delayed(&self, _: &str) -> Result<Option<StoredDelayed>> {
             std::future::pending().await
         }
         async fn list_delayed(&self, _: Option<&str>, _: u32) -> Result<Vec<DelayedMessage>> {
+            std::future::pending().await
+        }
+        async fn claim_delayed(
+            &self,
+            _: &str,
+            _: i64,
+            _: i64,
+            _: i64,
+            _: u32,
+        ) -> Result<Vec<ClaimedDelayed>> {
+            std::future::pending().await
+        }
+        async fn renew_delayed_claims(&self, _: &str, _: i64) -> Result<u64> {
+            std::future::pending().await
+        }
+        async fn release_delayed_claims(&self, _: &str) -> Result<u64> {
             std::future::pending().await
         }
     }

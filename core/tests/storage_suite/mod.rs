@@ -37,8 +37,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::json;
 use stargazer_core::model::{
-    Access, Credential, DelayedMessage, DeliveryRecord, Entity, Group, Permissions, Session,
-    Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
+    Access, ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryRecord, Entity, Group,
+    Permissions, Session, Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
 };
 use stargazer_core::storage::{Lease, Result, Storage, StorageError, Subscriber};
 use uuid::Uuid;
@@ -67,6 +67,8 @@ macro_rules! storage_contract_tests {
             credentials_crud,
             delayed_crud,
             delayed_pagination,
+            delayed_claims,
+            delayed_claims_race,
             kv_namespaces,
             seen_window,
             leases_one_holder_at_a_time,

@@ -436,6 +436,31 @@ pub(super) fn decode_delayed(d: &Document) -> Result<DelayedMessage> {
     })
 }
 
+/// A delayed message with its revision and claim. Documents written before claims
+/// existed have neither: revision 0, unclaimed.
+pub(super) fn decode_stored_delayed(d: &Document) -> Result<StoredDelayed> {
+    const WHAT: &str = "delayed message";
+    let int = |field: &str| match d.get(field) {
+        Some(Bson::Int64(n)) => Ok(*n),
+        Some(Bson::Int32(n)) => Ok(i64::from(*n)),
+        None | Some(Bson::Null) => Ok(0),
+        Some(_) => Err(corrupt(WHAT, d, field, "is not an integer")),
+    };
+    let lease = match d.get("owner") {
+        Some(Bson::String(owner)) => Some(DelayLease {
+            owner: owner.clone(),
+            until_ms: int("lease_until_ms")?,
+        }),
+        None | Some(Bson::Null) => None,
+        Some(_) => return Err(corrupt(WHAT, d, "owner", "is not a string")),
+    };
+    Ok(StoredDelayed {
+        message: decode_delayed(d)?,
+        revision: int("revision")?,
+        lease,
+    })
+}
+
 pub(super) fn decode_kv_value(
     d: &Document,
     namespace: &str,

@@ -12,7 +12,7 @@
 //! | `subscriptions` | generated | `user`, `entity`, `kinds` | unique `(user, entity)`; `(entity, user)` |
 //! | `sessions` | generated | `token_hash`, `user`, times | unique `token_hash`; `user`; `expires_at` |
 //! | `auth` | generated | `username`, `hash`, `permissions` | unique `username` |
-//! | `delayed` | message id | `routing_key`, `body`, `fire_at_ms` | |
+//! | `delayed` | message id | `routing_key`, `body`, `fire_at_ms`, `revision`, `owner` (null when unclaimed), `lease_until_ms`, `claim_token` | `fire_at_ms`; `owner` |
 //! | `kv` | generated | `namespace`, `key`, `value` (JSON text) | unique `(namespace, key)` |
 //! | `seen` | generated | `namespace`, `id`, `at` | unique `(namespace, id)`; `(namespace, at)` |
 //! | `deliveries` | generated | `event`, `im`, `chat_id`, `status`, `at` | unique `(event, im, chat_id)` |
@@ -66,8 +66,9 @@ use super::{
 };
 use crate::backoff::Backoff;
 use crate::model::{
-    Access, Credential, DelayedMessage, DeliveryRecord, Entity, Group, LocalizedNames, Permissions,
-    Session, Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
+    Access, ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryRecord, Entity, Group,
+    LocalizedNames, Permissions, Session, StoredDelayed, Subscription, Task, TaskChange, TaskKind,
+    TaskParams, User, UserSettings,
 };
 use codec::*;
 use tx::*;
@@ -287,6 +288,13 @@ impl MongoStorage {
                 ],
             ),
             (&self.auth, vec![unique(doc! { "username": 1 }, "username")]),
+            (
+                &self.delayed,
+                vec![
+                    plain(doc! { "fire_at_ms": 1 }, "fire_at_ms"),
+                    plain(doc! { "owner": 1 }, "owner"),
+                ],
+            ),
             (
                 &self.kv,
                 vec![unique(doc! { "namespace": 1, "key": 1 }, "namespace_key")],

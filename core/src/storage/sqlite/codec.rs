@@ -221,6 +221,20 @@ pub(super) fn delayed_from_row(row: &Row<'_>) -> rusqlite::Result<DelayedMessage
     })
 }
 
+/// A row of [`DELAYED_GET_SQL`]: the message, its revision and claim.
+pub(super) fn stored_delayed_from_row(row: &Row<'_>) -> rusqlite::Result<StoredDelayed> {
+    let owner: Option<String> = row.get(5)?;
+    let lease_until_ms: i64 = row.get(6)?;
+    Ok(StoredDelayed {
+        message: delayed_from_row(row)?,
+        revision: row.get(4)?,
+        lease: owner.map(|owner| DelayLease {
+            owner,
+            until_ms: lease_until_ms,
+        }),
+    })
+}
+
 // ---------------------------------------------------------------- entity helpers
 
 pub(super) fn insert_task(tx: &Transaction<'_>, task: &Task, position: usize) -> Result<()> {
@@ -329,6 +343,22 @@ pub(super) const DELAYED_AFTER_SQL: &str =
 /// The first page of [`DELAYED_AFTER_SQL`].
 pub(super) const DELAYED_FIRST_SQL: &str =
     "SELECT id, routing_key, body, fire_at_ms FROM delayed ORDER BY id LIMIT ?1";
+
+/// One message with its revision and claim.
+pub(super) const DELAYED_GET_SQL: &str = "SELECT id, routing_key, body, fire_at_ms, revision, \
+     owner, lease_until_ms FROM delayed WHERE id = ?1";
+
+/// Claims in one statement (so atomically): the earliest `?5` messages due before `?3`
+/// that are unclaimed or whose lease expired before `?4` go to `?1` until `?2`. The
+/// candidates are found by walking the fire-time index.
+pub(super) const CLAIM_DELAYED_SQL: &str = "
+UPDATE delayed SET owner = ?1, lease_until_ms = ?2
+WHERE id IN (
+    SELECT id FROM delayed
+    WHERE fire_at_ms < ?3 AND (owner IS NULL OR lease_until_ms < ?4)
+    ORDER BY fire_at_ms LIMIT ?5
+)
+RETURNING id, fire_at_ms, revision";
 
 /// Logs one delivery unless `(event, im, chat_id)` already is (then nothing changes).
 pub(super) const INSERT_DELIVERY_SQL: &str = "

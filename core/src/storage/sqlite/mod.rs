@@ -7,7 +7,8 @@
 //! open and versioned in `PRAGMA user_version`. Version 2 adds each task's `account`
 //! (its platform-side id) and the unique index on `(kind, account)`; opening a version-1
 //! file where two tasks watch one account fails with [`StorageError::Inconsistent`]
-//! naming them, and changes nothing.
+//! naming them, and changes nothing. Version 3 adds the claim columns of delayed messages
+//! (`owner`, `lease_until_ms`, `revision`; existing rows become unclaimed, revision 0).
 //!
 //! Listings skip rows that do not decode (reported through [`MalformedRecords`]).
 //!
@@ -44,12 +45,12 @@ use super::{
     StorageHealth, Subscriber,
 };
 use crate::model::{
-    Credential, DelayedMessage, DeliveryRecord, Entity, Group, Session, Subscription, Task,
-    TaskChange, TaskKind, TaskParams, User, UserSettings,
+    ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryRecord, Entity, Group, Session,
+    StoredDelayed, Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
 };
 
 /// The schema version this build creates and understands.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another process's write lock on a file database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,10 +119,13 @@ CREATE TABLE IF NOT EXISTS credentials (
     queues      TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS delayed (
-    id          TEXT PRIMARY KEY NOT NULL,
-    routing_key TEXT NOT NULL,
-    body        BLOB NOT NULL,
-    fire_at_ms  INTEGER NOT NULL
+    id             TEXT PRIMARY KEY NOT NULL,
+    routing_key    TEXT NOT NULL,
+    body           BLOB NOT NULL,
+    fire_at_ms     INTEGER NOT NULL,
+    owner          TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0,
+    revision       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS kv (
     namespace TEXT NOT NULL,
@@ -434,6 +438,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 2 {
         add_task_accounts(&tx)?;
     }
+    add_delayed_claims(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .db()?;
     tx.commit().db()
@@ -455,6 +460,36 @@ fn add_credential_queues(tx: &Transaction<'_>) -> Result<()> {
             .db()?;
     }
     Ok(())
+}
+
+/// Version 3: the claim columns of delayed messages (docs/ARCHITECTURE.md §5
+/// middleware-delay) and the indexes of the claim query. Existing rows become unclaimed
+/// with revision 0. Checked by column name, so it runs once whatever `user_version` says;
+/// the indexes are created here rather than in [`SCHEMA`] because on an old file the
+/// columns they name exist only after the `ALTER TABLE`.
+fn add_delayed_claims(tx: &Transaction<'_>) -> Result<()> {
+    let present: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('delayed') WHERE name = 'revision')",
+            [],
+            |row| row.get(0),
+        )
+        .db()?;
+    if !present {
+        tx.execute_batch(
+            "ALTER TABLE delayed ADD COLUMN owner TEXT;
+             ALTER TABLE delayed ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE delayed ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
+        )
+        .db()?;
+    }
+    // Only claimed rows are in the owner index: renewing and releasing touch what one
+    // instance holds, not the whole table.
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS delayed_by_fire_at ON delayed (fire_at_ms);
+         CREATE INDEX IF NOT EXISTS delayed_by_owner ON delayed (owner) WHERE owner IS NOT NULL;",
+    )
+    .db()
 }
 
 /// Version 2: each task's account in its own column, unique per kind. Rows whose params
@@ -567,6 +602,22 @@ mod tests {
             "{subscribers:?}"
         );
         assert_indexed(&plan(&s, DELAYED_AFTER_SQL).await);
+        let claim = plan(&s, CLAIM_DELAYED_SQL).await;
+        assert_indexed(&claim);
+        assert!(
+            claim.iter().any(|step| step.contains("delayed_by_fire_at")),
+            "{claim:?}"
+        );
+        for sql in [
+            "UPDATE delayed SET lease_until_ms = ?2 WHERE owner = ?1",
+            "UPDATE delayed SET owner = NULL, lease_until_ms = 0 WHERE owner = ?1",
+        ] {
+            let steps = plan(&s, sql).await;
+            assert!(
+                steps.iter().any(|step| step.contains("delayed_by_owner")),
+                "{sql}: {steps:?}"
+            );
+        }
         let delivered = plan(&s, DELIVERED_CHATS_SQL).await;
         assert_indexed(&delivered);
         assert!(
@@ -593,6 +644,46 @@ mod tests {
         ] {
             assert_indexed(&plan(&s, sql).await);
         }
+    }
+
+    #[tokio::test]
+    async fn delayed_messages_from_before_claims_are_migrated() {
+        use crate::storage::DelayStore;
+        let dir = std::env::temp_dir().join(format!("sg-sqlite-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE delayed (id TEXT PRIMARY KEY NOT NULL, routing_key TEXT NOT NULL, \
+                 body BLOB NOT NULL, fire_at_ms INTEGER NOT NULL); \
+                 INSERT INTO delayed VALUES ('old', 'youtube.live', x'7b7d', 5); \
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let path = path.to_str().unwrap().to_owned();
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        let old = storage.get_delayed("old").await.unwrap().unwrap();
+        assert_eq!(
+            (old.revision, old.lease),
+            (0, None),
+            "unclaimed, revision 0"
+        );
+        let claimed = storage.claim_delayed("me", 10, 1000, 0, 10).await.unwrap();
+        assert_eq!(
+            claimed,
+            [ClaimedDelayed {
+                id: "old".into(),
+                fire_at_ms: 5,
+                revision: 0
+            }]
+        );
+        assert!(storage.delete_delayed_if("old", 0).await.unwrap());
+        drop(storage);
+        // Opening again finds the columns and indexes in place.
+        SqliteStorage::open(&path).await.unwrap();
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[tokio::test]
