@@ -253,6 +253,19 @@ mod tests {
         async fn delivered_chats(&self, _: Uuid, _: &str, _: &[String]) -> Result<HashSet<String>> {
             std::future::pending().await
         }
+        async fn claim_deliveries(
+            &self,
+            _: &crate::model::DeliveryClaim,
+            _: &[String],
+        ) -> Result<Vec<crate::model::ClaimState>> {
+            std::future::pending().await
+        }
+        async fn renew_claims(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<u64> {
+            std::future::pending().await
+        }
+        async fn release_claims(&self, _: &str, _: &str, _: Option<Uuid>) -> Result<u64> {
+            std::future::pending().await
+        }
     }
 
     impl Storage for Silent {}

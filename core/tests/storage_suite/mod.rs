@@ -37,8 +37,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::json;
 use stargazer_core::model::{
-    Access, Credential, DelayedMessage, DeliveryRecord, Entity, Group, Permissions, Session,
-    Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
+    Access, ClaimState, Credential, DelayedMessage, DeliveryClaim, DeliveryRecord, Entity, Group,
+    Permissions, Session, Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
+    DELIVERY_CLAIMED,
 };
 use stargazer_core::storage::{Result, Storage, StorageError, Subscriber};
 use uuid::Uuid;
@@ -72,6 +73,9 @@ macro_rules! storage_contract_tests {
             delivery_log,
             delivered_chats_of_an_event,
             delivery_batches,
+            delivery_claims,
+            delivery_claims_renew_and_release,
+            delivery_claim_takeover_race,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -15,7 +15,7 @@
 //! | `delayed` | message id | `routing_key`, `body`, `fire_at_ms` | |
 //! | `kv` | generated | `namespace`, `key`, `value` (JSON text) | unique `(namespace, key)` |
 //! | `seen` | generated | `namespace`, `id`, `at` | unique `(namespace, id)`; `(namespace, at)` |
-//! | `deliveries` | generated | `event`, `im`, `chat_id`, `status`, `at` | unique `(event, im, chat_id)` |
+//! | `deliveries` | generated | `event`, `im`, `chat_id`, `status`, `at`, `owner` and `lease_until` (claims) | unique `(event, im, chat_id)`; `(im, owner, status)` |
 //!
 //! Tasks have their own collection so the coordinator can watch exactly them; an entity
 //! document keeps only the order of its task ids, and reads join the tasks back.
@@ -298,10 +298,10 @@ impl MongoStorage {
             ),
             (
                 &self.deliveries,
-                vec![unique(
-                    doc! { "event": 1, "im": 1, "chat_id": 1 },
-                    "event_im_chat",
-                )],
+                vec![
+                    unique(doc! { "event": 1, "im": 1, "chat_id": 1 }, "event_im_chat"),
+                    plain(doc! { "im": 1, "owner": 1, "status": 1 }, "im_owner_status"),
+                ],
             ),
         ];
         for (collection, indexes) in plan {
