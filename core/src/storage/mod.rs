@@ -6,7 +6,7 @@
 //! | [`UserStore`] | chat users, subscriptions, the subscriber lookup | api, bots |
 //! | [`AccessStore`] | sessions, credentials | api, coordinator |
 //! | [`DelayStore`] | messages held until their time | middleware-delay |
-//! | [`StateStore`] | key/value entries, seen windows | workers, coordinator, middlewares, bots |
+//! | [`StateStore`] | key/value entries, seen windows, windowed counters | workers, coordinator, middlewares, bots |
 //! | [`DeliveryStore`] | the delivery log | bots |
 //!
 //! Two implementations: MongoDB ([`mongo::MongoStorage`], production) and SQLite
@@ -246,6 +246,23 @@ pub trait StateStore: Send + Sync + 'static {
     async fn mark_seen(&self, namespace: &str, id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Forgets ids seen before `before` in `namespace`; returns how many.
     async fn purge_seen(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- windowed counters ----
+
+    /// Adds `delta` to the counter `(namespace, key)` atomically and answers its new value:
+    /// a counter last changed before `window_start` (or absent) starts again from 0, a
+    /// result below 0 is stored as 0, and the change time becomes `now`. Counters shared
+    /// by every instance on one store (login throttling).
+    async fn add_to_counter(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> Result<i64>;
+    /// Deletes the counters of `namespace` last changed before `before`; returns how many.
+    async fn purge_counters(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
 }
 
 /// The bots' delivery log: exactly one message per (event, chat).
@@ -361,6 +378,8 @@ macro_rules! with_storage_methods {
                 fn kv_list(&self, namespace: &str) -> $crate::storage::Result<Vec<(String, serde_json::Value)>>;
                 fn mark_seen(&self, namespace: &str, id: &str, at: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<bool>;
                 fn purge_seen(&self, namespace: &str, before: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<u64>;
+                fn add_to_counter(&self, namespace: &str, key: &str, delta: i64, now: chrono::DateTime<chrono::Utc>, window_start: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<i64>;
+                fn purge_counters(&self, namespace: &str, before: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<u64>;
             }
             impl DeliveryStore {
                 fn record_delivery(&self, record: &$crate::model::DeliveryRecord) -> $crate::storage::Result<bool>;

@@ -237,6 +237,19 @@ mod tests {
         async fn purge_seen(&self, _: &str, _: DateTime<Utc>) -> Result<u64> {
             std::future::pending().await
         }
+        async fn add_to_counter(
+            &self,
+            _: &str,
+            _: &str,
+            _: i64,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<i64> {
+            std::future::pending().await
+        }
+        async fn purge_counters(&self, _: &str, _: DateTime<Utc>) -> Result<u64> {
+            std::future::pending().await
+        }
     }
 
     #[async_trait]

@@ -70,6 +70,7 @@ macro_rules! storage_contract_tests {
             delayed_pagination,
             kv_namespaces,
             seen_window,
+            windowed_counters,
             delivery_log,
             delivered_chats_of_an_event,
             delivery_batches,

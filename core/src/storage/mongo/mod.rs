@@ -15,6 +15,7 @@
 //! | `delayed` | message id | `routing_key`, `body`, `fire_at_ms` | |
 //! | `kv` | generated | `namespace`, `key`, `value` (JSON text) | unique `(namespace, key)` |
 //! | `seen` | generated | `namespace`, `id`, `at` | unique `(namespace, id)`; `(namespace, at)` |
+//! | `counters` | generated | `namespace`, `key`, `count`, `at` | unique `(namespace, key)` |
 //! | `deliveries` | generated | `event`, `im`, `chat_id`, `status`, `at`, `owner` and `lease_until` (claims) | unique `(event, im, chat_id)`; `(im, owner, status)` |
 //!
 //! Tasks have their own collection so the coordinator can watch exactly them; an entity
@@ -116,6 +117,7 @@ pub struct MongoStorage {
     delayed: Collection<Document>,
     kv: Collection<Document>,
     seen: Collection<Document>,
+    counters: Collection<Document>,
     deliveries: Collection<Document>,
     /// Whether the deployment supports multi-document transactions.
     transactions: bool,
@@ -182,6 +184,7 @@ impl MongoStorage {
             delayed: db.collection("delayed"),
             kv: db.collection("kv"),
             seen: db.collection("seen"),
+            counters: db.collection("counters"),
             deliveries: db.collection("deliveries"),
             client,
             db,
@@ -295,6 +298,10 @@ impl MongoStorage {
                     unique(doc! { "namespace": 1, "id": 1 }, "namespace_id"),
                     plain(doc! { "namespace": 1, "at": 1 }, "namespace_at"),
                 ],
+            ),
+            (
+                &self.counters,
+                vec![unique(doc! { "namespace": 1, "key": 1 }, "namespace_key")],
             ),
             (
                 &self.deliveries,

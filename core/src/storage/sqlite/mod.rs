@@ -138,6 +138,13 @@ CREATE TABLE IF NOT EXISTS seen (
     PRIMARY KEY (namespace, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_by_time ON seen (namespace, at);
+CREATE TABLE IF NOT EXISTS counters (
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    at        TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
     event   TEXT NOT NULL,
     im      TEXT NOT NULL,
