@@ -92,10 +92,19 @@ impl StateStore for MongoStorage {
         window_start: DateTime<Utc>,
     ) -> Result<i64> {
         let id = doc! { "namespace": namespace, "key": key };
-        // A live counter is changed by one atomic `$inc`; a stale or missing one is
-        // restarted by a conditional update or an insert, and a lost race on either is
-        // simply tried again (each loss means another add went through).
+        let start = delta.max(0);
+        // A new counter is one insert; a live one one atomic `$inc`; a stale one is
+        // restarted by an update conditional on its age. A lost race on any of them is
+        // tried again (each loss means another add went through).
         for _ in 0..5 {
+            let mut fresh = id.clone();
+            fresh.insert("count", start);
+            fresh.insert("at", time_bson(now));
+            match self.counters.insert_one(fresh).await {
+                Ok(_) => return Ok(start),
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(db_err("counting", e)),
+            }
             let mut live = id.clone();
             live.insert("at", doc! { "$gte": time_bson(window_start) });
             let updated = self
@@ -123,7 +132,6 @@ impl StateStore for MongoStorage {
                 }
                 return Ok(count.max(0));
             }
-            let start = delta.max(0);
             let mut stale = id.clone();
             stale.insert("at", doc! { "$lt": time_bson(window_start) });
             let restarted = self
@@ -136,14 +144,6 @@ impl StateStore for MongoStorage {
                 .map_err(|e| db_err("counting", e))?;
             if restarted.matched_count == 1 {
                 return Ok(start);
-            }
-            let mut fresh = id.clone();
-            fresh.insert("count", start);
-            fresh.insert("at", time_bson(now));
-            match self.counters.insert_one(fresh).await {
-                Ok(_) => return Ok(start),
-                Err(e) if is_duplicate_key(&e) => continue,
-                Err(e) => return Err(db_err("counting", e)),
             }
         }
         Err(StorageError::Backend(format!(
