@@ -278,6 +278,7 @@ async fn sweep(state: AppState, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
         }
         state.credentials.sweep();
+        state.credentials.purge_shared().await;
         state.grants.sweep();
         match state.storage.purge_sessions(chrono::Utc::now()).await {
             Ok(0) => {}

@@ -249,7 +249,34 @@ async fn broker_logins_answer_the_owner_at_once(backend: Backend) {
     server.stop().await;
 }
 
+/// Two api instances on one store share the throttle: failures spread over both slow
+/// the next guess on either as if they had all hit it, and the owner still gets in.
+async fn two_instances_share_one_login_budget(backend: Backend) {
+    let storage = backend.connect().await;
+    let first = TestServer::with_config(storage.clone(), throttled_config()).await;
+    let second = TestServer::with_config(storage, throttled_config()).await;
+    first.bot().await;
+    // Three failures, alternating instances: each instance saw at most two itself.
+    for server in [&first, &second, &first] {
+        assert_eq!(login(server, "bot", "guess", None).await.0, 401);
+    }
+    // The fourth guess, on the instance that saw only one failure, waits for all three
+    // (200 ms × 2² = 800 ms); counting alone, it would wait 200 ms.
+    let (status, took) = login(&second, "bot", "guess", None).await;
+    assert_eq!(status, 401);
+    assert!(
+        took >= Duration::from_millis(700),
+        "the second instance counted the first one's failures: {took:?}"
+    );
+    // Slowed, never locked out: the right password still gets in on either instance.
+    let (status, _) = login(&first, "bot", "pw-bot", None).await;
+    assert_eq!(status, 200);
+    first.stop().await;
+    second.stop().await;
+}
+
 both_backends!(
+    two_instances_share_one_login_budget,
     wrong_guesses_slow_the_username_but_never_refuse_its_owner,
     concurrent_guesses_are_counted_before_they_are_checked,
     a_changed_or_removed_credential_stops_working_at_once,

@@ -66,6 +66,11 @@ pub struct BotConfig {
     /// `telegram.search_limit` / `STARGAZER_TELEGRAM__SEARCH_LIMIT`: most entities offered
     /// as buttons for one `/subscribe` search; default 8.
     pub search_limit: usize,
+    /// `telegram.claim_lease_seconds` / `STARGAZER_TELEGRAM__CLAIM_LEASE_SECONDS`: how long
+    /// a claim on a delivery keeps other bot instances off, seconds; renewed every third of
+    /// it while the instance lives, so another instance resends a dead instance's unsent
+    /// messages after at most this long; default 60, at least 3.
+    pub claim_lease_seconds: u64,
 }
 
 impl Default for BotConfig {
@@ -88,6 +93,7 @@ impl Default for BotConfig {
             poll_timeout_secs: 10,
             search_limit: 8,
             only_entities: Vec::new(),
+            claim_lease_seconds: 60,
         }
     }
 }
@@ -147,11 +153,22 @@ impl Section for BotConfig {
         if self.queue.trim().is_empty() {
             return Err(ConfigError::invalid("telegram.queue", "must not be empty"));
         }
+        if self.claim_lease_seconds < 3 {
+            return Err(ConfigError::invalid(
+                "telegram.claim_lease_seconds",
+                "must be at least 3 (it is renewed every third of it)",
+            ));
+        }
         Ok(())
     }
 }
 
 impl BotConfig {
+    /// How long a claim on a delivery keeps other instances off.
+    pub fn claim_lease(&self) -> Duration {
+        Duration::from_secs(self.claim_lease_seconds)
+    }
+
     /// Minimum gap between two messages to one private chat.
     pub fn chat_interval(&self) -> Duration {
         Duration::from_millis(self.chat_interval_ms)

@@ -527,10 +527,48 @@ pub struct DeliveryRecord {
     pub im: String,
     /// Chat id on that platform.
     pub chat_id: String,
-    /// `"sent"` or `"failed: <reason>"`.
+    /// `"sent"`, `"failed: <reason>"`, `"skipped: <reason>"` or, while a bot instance
+    /// holds it unsent, [`DELIVERY_CLAIMED`].
     pub status: String,
     /// When the record was written.
     pub at: DateTime<Utc>,
+}
+
+/// The status of a delivery a bot instance has claimed and not settled yet: it may send,
+/// nobody else may until its lease runs out (docs/ARCHITECTURE.md §5, bot-telegram).
+pub const DELIVERY_CLAIMED: &str = "claimed";
+
+/// A bot instance's claim on the deliveries of one event: who claims, and until when the
+/// claim keeps other instances off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryClaim {
+    /// The event id.
+    pub event: Uuid,
+    /// IM platform name.
+    pub im: String,
+    /// The claiming instance (unique per process run).
+    pub owner: String,
+    /// The claimant's clock: a claim whose lease ended at or before it may be taken over.
+    pub now: DateTime<Utc>,
+    /// When the claim lapses unless renewed or settled.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// What a claim found for one chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimState {
+    /// The claimant holds it now (a new claim, its own claim again, or one taken over
+    /// from an owner whose lease had run out): it may send.
+    Won,
+    /// Already settled with this status (sent, failed, skipped): nothing to send.
+    Settled(String),
+    /// Another instance's live claim: do not send before it settles or lapses.
+    Held {
+        /// The instance holding it.
+        owner: String,
+        /// When its lease runs out.
+        lease_until: DateTime<Utc>,
+    },
 }
 
 #[cfg(test)]

@@ -168,6 +168,12 @@ impl LoginThrottle {
         (slot, before)
     }
 
+    /// The wait after `failures` recent failures (counted elsewhere too, e.g. in storage
+    /// shared by several processes).
+    pub fn delay_for(&self, failures: u32) -> Duration {
+        self.delay_after(failures)
+    }
+
     /// The wait after `failures` recent failures.
     fn delay_after(&self, failures: u32) -> Duration {
         if failures == 0 || self.settings.max.is_zero() {

@@ -10,7 +10,11 @@
 //!   Concurrent first requests with the same pair wait for one verification.
 //! - **Throttle.** An uncached attempt on the public api is reserved in the
 //!   [`LoginThrottle`] first and waits the delay the username's and the client address's
-//!   recent failures ask for *before* it is checked.
+//!   recent failures ask for *before* it is checked. The reservation is also counted in
+//!   storage ([`SHARED_COUNTERS`], one counter per username and per address, windowed by
+//!   `login_forget_secs`), and the attempt waits for the larger of the two counts: api
+//!   instances on one store share one budget, and the in-memory throttle still bounds a
+//!   single instance when the store cannot count.
 //! - **Not on the broker path.** RabbitMQ asks for every AMQP login from its own
 //!   address, so an address says nothing there, and its HTTP client sends us only a
 //!   couple of requests at a time and queues the rest: an answer held back to slow a
@@ -43,6 +47,9 @@ use crate::metrics::Metrics;
 
 /// Cache entries beyond which expired ones are swept on insert.
 const CACHE_SOFT_CAP: usize = 10_000;
+
+/// The state-store namespace of the login attempts counted across api instances.
+pub(crate) const SHARED_COUNTERS: &str = "api.login_attempts";
 
 /// What an unknown username waits before its refusal until a real check has been timed.
 const INITIAL_CHECK_TIME: Duration = Duration::from_millis(200);
@@ -167,8 +174,9 @@ impl CredentialVerifier {
         via: LoginVia,
     ) -> Result<bool> {
         let attempt = self.reserve(username, via);
+        let shared = self.count_shared(username, via, 1).await;
         if let Some(attempt) = &attempt {
-            attempt.wait().await;
+            self.wait_turn(attempt, shared).await;
         }
         let permit = match tokio::time::timeout(self.check_wait, self.checks.acquire()).await {
             Ok(Ok(permit)) => permit,
@@ -176,6 +184,7 @@ impl CredentialVerifier {
             Ok(Err(_)) | Err(_) => {
                 if let Some(attempt) = attempt {
                     attempt.refund();
+                    self.count_shared(username, via, -1).await;
                 }
                 self.metrics.login("busy");
                 return Err(Error::RateLimited {
@@ -201,6 +210,7 @@ impl CredentialVerifier {
             Err(err) => {
                 if let Some(attempt) = attempt {
                     attempt.refund();
+                    self.count_shared(username, via, -1).await;
                 }
                 return Err(Error::Internal(format!(
                     "password check task failed: {err}"
@@ -210,6 +220,7 @@ impl CredentialVerifier {
         if matched {
             if let Some(attempt) = attempt {
                 attempt.succeeded();
+                self.count_shared(username, via, -1).await;
             }
             self.metrics.login("ok");
         } else {
@@ -223,6 +234,69 @@ impl CredentialVerifier {
         match via {
             LoginVia::Api(ip) => Some(self.throttle.reserve(username, Some(ip))),
             LoginVia::Broker => None,
+        }
+    }
+
+    /// Adds `delta` to the shared counters of a public api login's username and address
+    /// (a reservation, or a refund); answers the larger count before a reservation.
+    /// `None` for the broker's logins and when the store cannot count (logged): the
+    /// in-memory throttle then stands alone.
+    async fn count_shared(&self, username: &str, via: LoginVia, delta: i64) -> Option<u32> {
+        let LoginVia::Api(ip) = via else {
+            return None;
+        };
+        if self.throttle.settings().max.is_zero() {
+            return None;
+        }
+        let now = chrono::Utc::now();
+        let window = chrono::Duration::from_std(self.throttle.settings().forget)
+            .unwrap_or(chrono::Duration::MAX);
+        let window_start = now.checked_sub_signed(window).unwrap_or(now);
+        let keys = [format!("user:{username}"), format!("addr:{ip}")];
+        // Both counters at once: a login waits for one round trip, not two.
+        let counted = futures::future::join_all(keys.iter().map(|key| {
+            self.storage
+                .add_to_counter(SHARED_COUNTERS, key, delta, now, window_start)
+        }))
+        .await;
+        let mut before = 0;
+        for counted in counted {
+            match counted {
+                Ok(count) => {
+                    let prior = (count - delta.max(0)).max(0);
+                    before = before.max(u32::try_from(prior).unwrap_or(u32::MAX));
+                }
+                Err(cause) => {
+                    tracing::warn!(%cause, "login attempts not counted in storage");
+                    return None;
+                }
+            }
+        }
+        Some(before)
+    }
+
+    /// Waits the attempt's own delay, then what the shared count asks beyond it.
+    async fn wait_turn(&self, attempt: &Attempt, shared: Option<u32>) {
+        attempt.wait().await;
+        if let Some(failures) = shared {
+            let extra = self
+                .throttle
+                .delay_for(failures)
+                .saturating_sub(attempt.delay());
+            if !extra.is_zero() {
+                tokio::time::sleep(extra).await;
+            }
+        }
+    }
+
+    /// Forgets shared counters past the throttle's window (called periodically).
+    pub(crate) async fn purge_shared(&self) {
+        let now = chrono::Utc::now();
+        let window = chrono::Duration::from_std(self.throttle.settings().forget)
+            .unwrap_or(chrono::Duration::MAX);
+        let before = now.checked_sub_signed(window).unwrap_or(now);
+        if let Err(cause) = self.storage.purge_counters(SHARED_COUNTERS, before).await {
+            tracing::warn!(%cause, "purging login counters failed");
         }
     }
 
@@ -242,8 +316,9 @@ impl CredentialVerifier {
     /// slow as a check would be, without spending a core on one.
     async fn refuse_unknown(&self, username: &str, via: LoginVia) {
         let attempt = self.reserve(username, via);
+        let shared = self.count_shared(username, via, 1).await;
         if let Some(attempt) = &attempt {
-            attempt.wait().await;
+            self.wait_turn(attempt, shared).await;
             let check_time = Duration::from_micros(self.check_time_us.load(Ordering::Relaxed));
             tokio::time::sleep(check_time).await;
         }

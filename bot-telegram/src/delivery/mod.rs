@@ -23,12 +23,20 @@
 //! Events of a stream's life reply to and edit the stream's first message in each chat
 //! ([`streams`], [`send`]); an edit is a delivery of its event like a message.
 //!
-//! Exactly-once per (event, chat) rests on the delivery log in storage: recipients
-//! already in it are skipped (checked per chat just before sending and, for redelivered
-//! events, also when queueing, in one lookup for all of the event's chats; records are
-//! written in batches by the [`recorder`]), and a duplicate delivery of an event still
-//! being fanned out waits for the first one to finish instead of racing it.
+//! Exactly-once per (event, chat), across instances, rests on claims in the delivery log
+//! ([`claims`]): when an event is queued, all its chats are claimed in one write; a job is
+//! made only for the chats this instance won, chats already settled are skipped, and
+//! chats another live instance holds are neither sent to nor given up: the event's
+//! tracker waits (no more than [`HELD_RECHECK`] at a time, and not past the earliest of
+//! their leases), claims them again, and sends to those it now wins (the holder died and
+//! its lease ran out) until each is settled. Only then is the event acked. Records are
+//! written in batches by the [`recorder`] and settle the claims; a duplicate delivery of
+//! an event this process is still fanning out waits for the first one instead of racing
+//! it. An event requeued unfinished (Telegram down, shutdown) releases this instance's
+//! unsettled claims of it first, so its next delivery, on any instance, need not wait for
+//! the leases.
 
+pub(crate) mod claims;
 pub(crate) mod compose;
 pub(crate) mod recorder;
 pub(crate) mod scheduler;
@@ -43,7 +51,7 @@ use prometheus::{IntCounterVec, Registry};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
 use stargazer_core::contract::field;
-use stargazer_core::model::{Event, Subscription, UserSettings};
+use stargazer_core::model::{ClaimState, Event, Subscription, UserSettings};
 use stargazer_core::routing::READY_PATTERN;
 use stargazer_core::storage::{DeliveryStore, StateStore};
 use stargazer_core::telemetry::register_int_counter_vec;
@@ -56,6 +64,7 @@ use uuid::Uuid;
 use crate::api::{Api, ApiError};
 use crate::config::BotConfig;
 use crate::Result;
+use claims::Claims;
 use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
 use send::{Fanout, Outcome, Recipient, Role, SendContext, SendJob, StreamLife};
@@ -66,6 +75,14 @@ use streams::StreamMemory;
 pub(crate) const OUTAGE_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest pause before such a requeue (the pause doubles with every consecutive one).
 pub(crate) const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Longest wait before chats held by another instance's claim are claimed again: the
+/// holder usually settles them within moments; a dead holder's lease may run longer, and
+/// the wait also ends when the earliest lease does.
+pub(crate) const HELD_RECHECK: Duration = Duration::from_secs(2);
+
+/// Shortest such wait, so that a lease ending now does not turn into a busy loop.
+const HELD_RECHECK_MIN: Duration = Duration::from_millis(200);
 
 /// How often memories of streams' first messages past the edit window are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -116,10 +133,20 @@ pub(crate) async fn run(
     // stops retrying failed writes with the scheduler.
     let (recorder, writer) = Recorder::start(storage.clone(), scheduler_stop.clone());
     let writer_task = tokio::spawn(writer);
+    let claims = Arc::new(Claims::new(storage, config.claim_lease()));
+    tracing::info!(
+        owner = claims.owner(),
+        lease_secs = config.claim_lease_seconds,
+        "claiming deliveries"
+    );
+    // Renewals go on until every record is written, so a claim is never left to lapse
+    // while this instance may still send on it.
+    let renewer_stop = CancellationToken::new();
+    let renewer = tokio::spawn(claims.clone().renew_until(renewer_stop.clone()));
     let sends = Arc::new(SendContext {
         bot,
         api: api.clone(),
-        storage,
+        claims: claims.clone(),
         recorder,
         max_attempts: config.max_send_attempts,
         streams,
@@ -146,6 +173,19 @@ pub(crate) async fn run(
     }
     if let Err(err) = writer_task.await {
         tracing::error!(cause = %err, "delivery log writer panicked");
+    }
+    renewer_stop.cancel();
+    if let Err(err) = renewer.await {
+        tracing::error!(cause = %err, "claim renewer panicked");
+    }
+    // Every record is written (or given up): what this instance still claims was not
+    // sent, so the other instances may have it now rather than after the lease.
+    match claims.release(None).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "unsent delivery claims released"),
+        Err(cause) => {
+            tracing::warn!(%cause, "could not release delivery claims; other instances take them over when their leases end")
+        }
     }
     if let Err(err) = pruner.await {
         tracing::error!(cause = %err, "stream memory pruner panicked");
@@ -208,6 +248,18 @@ fn wants(event: &Event, subscriber: &crate::api::Subscriber) -> bool {
     settings.wants_reminder(lead, is_default)
 }
 
+/// An event's chats sorted by their claims.
+struct Claimed {
+    /// Won by this instance: to send.
+    won: Vec<Recipient>,
+    /// Held by another instance, with the end of its lease.
+    held: Vec<(Recipient, chrono::DateTime<chrono::Utc>)>,
+    /// Settled already.
+    settled: usize,
+    /// When the claims won run out unless renewed.
+    leased_until: tokio::time::Instant,
+}
+
 /// The consuming side: turns deliveries into queued jobs and settles them.
 struct EventConsumer {
     api: Api,
@@ -223,11 +275,28 @@ struct EventConsumer {
     shutdown: CancellationToken,
 }
 
+/// An event's queued jobs, each with its recipient.
+type Waits = Vec<(Recipient, tokio::sync::oneshot::Receiver<Outcome>)>;
+
+/// An event whose jobs are queued.
+struct Queued {
+    /// The fan-out the jobs share (more jobs are made from it for chats won later).
+    fanout: Arc<Fanout>,
+    /// The jobs to wait for.
+    waits: Waits,
+    /// Chats another instance holds, with the end of its lease.
+    held: Vec<(Recipient, chrono::DateTime<chrono::Utc>)>,
+    /// Chats found settled when claiming.
+    settled: usize,
+    /// The stream whose memories are forgotten once everything is settled (the event
+    /// ended its life).
+    forget: Option<String>,
+}
+
 /// How the preparation of one event ended.
 enum Prepared {
-    /// Jobs queued; wait for these outcomes. Once they are all settled, the memories of
-    /// the stream named (whose life the event ended) are forgotten.
-    Queued(Vec<tokio::sync::oneshot::Receiver<Outcome>>, Option<String>),
+    /// Jobs queued; wait for them (and for the chats held elsewhere).
+    Queued(Queued),
     /// It can never be handled.
     DeadLetter(String),
     /// Shutdown came first.
@@ -314,7 +383,7 @@ impl EventConsumer {
         let id = event.id;
         match self.locks.try_lock(id) {
             Some(guard) => {
-                let prepared = self.prepare(event, delivery.redelivered).await;
+                let prepared = self.prepare(event).await;
                 let this = self.clone();
                 trackers.spawn(async move {
                     let _guard = guard;
@@ -328,7 +397,7 @@ impl EventConsumer {
                 let this = self.clone();
                 trackers.spawn(async move {
                     let guard = this.locks.lock(id).await;
-                    let prepared = this.prepare(event, true).await;
+                    let prepared = this.prepare(event).await;
                     let _guard = guard;
                     this.settle(id, delivery, prepared).await;
                 });
@@ -336,17 +405,11 @@ impl EventConsumer {
         }
     }
 
-    /// Looks up the entity and the subscribers, filters out recipients already in the
-    /// log (when `check_log`) and queues a job for each of the rest.
-    ///
-    /// The queue-time check only spares jobs that would be skipped anyway: every job
-    /// checks the log again just before sending, and a copy of an event this process is
-    /// still fanning out waits for it (see [`EventLocks`]). So it is made for copies the
-    /// broker marks redelivered (or that waited for such a copy), whose recipients are
-    /// likely in the log; a first delivery goes straight to the jobs, which keeps one
-    /// storage round trip per event off this one-event-at-a-time path.
+    /// Looks up the entity and the subscribers, claims their chats (one write for all of
+    /// them) and queues a job for each chat won; chats settled already are skipped, chats
+    /// held by another instance are left to [`EventConsumer::settle`].
     #[tracing::instrument(skip_all, fields(event_id = %event.id, entity_id = %event.entity, kind = %event.kind))]
-    async fn prepare(&self, event: Event, check_log: bool) -> Prepared {
+    async fn prepare(&self, event: Event) -> Prepared {
         let entity = match self
             .with_retry("getEntity", || self.api.entity(event.entity))
             .await
@@ -391,41 +454,105 @@ impl EventConsumer {
             .as_ref()
             .filter(|s| s.role.ends())
             .map(|s| s.video.clone());
-        let recipients = if check_log {
-            match self.unlogged(event.id, subscribers).await {
-                Some(r) => r,
-                None => return Prepared::Interrupted,
-            }
-        } else {
-            subscribers.into_iter().map(Recipient::from).collect()
+        let recipients: Vec<Recipient> = subscribers.into_iter().map(Recipient::from).collect();
+        let Some(claimed) = self.claim(event.id, recipients).await else {
+            return Prepared::Interrupted;
         };
         tracing::info!(
             subscribers = asked,
             wanting = total,
-            to_send = recipients.len(),
+            to_send = claimed.won.len(),
+            settled = claimed.settled,
+            held_elsewhere = claimed.held.len(),
             "fanning out event"
         );
         let fanout = Arc::new(Fanout::new(event, entity, stream));
+        let Some(waits) = self
+            .queue_jobs(&fanout, claimed.won, claimed.leased_until)
+            .await
+        else {
+            return Prepared::Interrupted;
+        };
+        Prepared::Queued(Queued {
+            fanout,
+            waits,
+            held: claimed.held,
+            settled: claimed.settled,
+            forget,
+        })
+    }
+
+    /// Queues a job for each of `recipients`, whose claims this instance won (leased
+    /// until `leased_until`); `None` if the scheduler stopped.
+    async fn queue_jobs(
+        &self,
+        fanout: &Arc<Fanout>,
+        recipients: Vec<Recipient>,
+        leased_until: tokio::time::Instant,
+    ) -> Option<Waits> {
         let mut waits = Vec::with_capacity(recipients.len());
         for recipient in recipients {
-            let chat = match recipient.chat_id.parse::<i64>() {
-                Ok(chat) => chat,
+            let (job, rx) = SendJob::new(
+                self.sends.clone(),
+                fanout.clone(),
+                recipient.clone(),
+                leased_until,
+            );
+            match recipient.chat_id.parse::<i64>() {
+                Ok(chat) => {
+                    if self.scheduler.submit(chat, job).is_err() {
+                        return None;
+                    }
+                }
                 Err(_) => {
                     // Not a Telegram chat id: record the failure so the event can settle.
                     tracing::warn!(chat_id = %recipient.chat_id, "subscriber has an invalid chat id");
-                    let (job, rx) = SendJob::new(self.sends.clone(), fanout.clone(), recipient);
                     job.record_invalid().await;
-                    waits.push(rx);
-                    continue;
                 }
-            };
-            let (job, rx) = SendJob::new(self.sends.clone(), fanout.clone(), recipient);
-            if self.scheduler.submit(chat, job).is_err() {
-                return Prepared::Interrupted;
             }
-            waits.push(rx);
+            waits.push((recipient, rx));
         }
-        Prepared::Queued(waits, forget)
+        Some(waits)
+    }
+
+    /// Claims the chats of `recipients` for `event` in one write (retried with backoff
+    /// while storage fails) and sorts them; `None` on shutdown.
+    async fn claim(&self, event: Uuid, recipients: Vec<Recipient>) -> Option<Claimed> {
+        let chats: Vec<String> = recipients.iter().map(|r| r.chat_id.clone()).collect();
+        let mut backoff = Backoff::default();
+        let (states, leased_until) = loop {
+            let claimed = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                claimed = self.sends.claims.claim(event, &chats) => claimed,
+            };
+            match claimed {
+                Ok(claimed) => break claimed,
+                Err(cause) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(%cause, retry_in_ms = wait.as_millis() as u64, "delivery log unavailable");
+                    if sleep_unless_cancelled(wait, &self.shutdown)
+                        .await
+                        .is_cancelled()
+                    {
+                        return None;
+                    }
+                }
+            }
+        };
+        let mut claimed = Claimed {
+            won: Vec::new(),
+            held: Vec::new(),
+            settled: 0,
+            leased_until,
+        };
+        for (recipient, state) in recipients.into_iter().zip(states) {
+            match state {
+                ClaimState::Won => claimed.won.push(recipient),
+                ClaimState::Settled(_) => claimed.settled += 1,
+                ClaimState::Held { lease_until, .. } => claimed.held.push((recipient, lease_until)),
+            }
+        }
+        Some(claimed)
     }
 
     /// The memories of `video`'s first messages, read once for the event; `None` on
@@ -451,43 +578,6 @@ impl EventConsumer {
                 }
             }
         }
-    }
-
-    /// Subscribers not yet in the delivery log, in the api's order; `None` on shutdown.
-    /// The log is asked once for all of them, not once per chat.
-    async fn unlogged(
-        &self,
-        event: Uuid,
-        subscribers: Vec<crate::api::Subscriber>,
-    ) -> Option<Vec<Recipient>> {
-        let chats: Vec<String> = subscribers.iter().map(|s| s.chat_id.clone()).collect();
-        let mut backoff = Backoff::default();
-        let logged = loop {
-            let lookup = tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                lookup = self.sends.delivered(event, &chats) => lookup,
-            };
-            match lookup {
-                Ok(logged) => break logged,
-                Err(cause) => {
-                    let wait = backoff.next_delay();
-                    tracing::warn!(%cause, retry_in_ms = wait.as_millis() as u64, "delivery log unavailable");
-                    if sleep_unless_cancelled(wait, &self.shutdown)
-                        .await
-                        .is_cancelled()
-                    {
-                        return None;
-                    }
-                }
-            }
-        };
-        Some(
-            subscribers
-                .into_iter()
-                .filter(|s| !logged.contains(&s.chat_id))
-                .map(Recipient::from)
-                .collect(),
-        )
     }
 
     /// Calls the api until it answers (transient failures retried with backoff);
@@ -528,29 +618,65 @@ impl EventConsumer {
                 tracing::warn!(event_id = %event, %reason, "dead-lettering event");
                 ("dead_lettered", delivery.dead_letter(&reason).await)
             }
-            Prepared::Interrupted => ("requeued", delivery.requeue().await),
-            Prepared::Queued(waits, forget) => {
-                let outcomes = futures::future::join_all(waits).await;
-                let total = outcomes.len();
+            Prepared::Interrupted => {
+                self.release(event).await;
+                ("requeued", delivery.requeue().await)
+            }
+            Prepared::Queued(queued) => {
+                let Queued {
+                    fanout,
+                    mut waits,
+                    mut held,
+                    settled: settled_before,
+                    forget,
+                } = queued;
+                let total = waits.len() + held.len() + settled_before;
                 let (mut sent, mut skipped, mut failed, mut deferred, mut unfinished) =
-                    (0, 0, 0, 0, 0);
+                    (0, settled_before, 0, 0, 0);
                 let mut cause = None;
-                for outcome in outcomes {
-                    match outcome {
-                        Ok(Outcome::Sent) => sent += 1,
-                        Ok(Outcome::AlreadyDone | Outcome::NothingToDo) => skipped += 1,
-                        Ok(Outcome::Failed(_)) => failed += 1,
-                        Ok(Outcome::Deferred(reason)) => {
-                            deferred += 1;
-                            cause.get_or_insert(reason);
+                loop {
+                    let outcomes = futures::future::join_all(
+                        waits
+                            .drain(..)
+                            .map(|(recipient, rx)| async move { (recipient, rx.await) }),
+                    )
+                    .await;
+                    for (recipient, outcome) in outcomes {
+                        match outcome {
+                            Ok(Outcome::Sent) => sent += 1,
+                            Ok(Outcome::AlreadyDone | Outcome::NothingToDo) => skipped += 1,
+                            Ok(Outcome::Failed(_)) => failed += 1,
+                            Ok(Outcome::Deferred(reason)) => {
+                                deferred += 1;
+                                cause.get_or_insert(reason);
+                            }
+                            Ok(Outcome::Held(lease_until)) => held.push((recipient, lease_until)),
+                            Err(_) => unfinished += 1,
                         }
-                        Err(_) => unfinished += 1,
                     }
+                    if held.is_empty() || unfinished > 0 || deferred > 0 {
+                        break;
+                    }
+                    // Another instance holds some chats: neither send nor give them up;
+                    // look again once it has likely settled them or its lease ran out.
+                    match self.wait_for_held(&fanout, &mut held).await {
+                        Some((more, done)) => {
+                            waits = more;
+                            skipped += done;
+                        }
+                        None => {
+                            unfinished += held.len();
+                            break;
+                        }
+                    }
+                }
+                if unfinished > 0 || deferred > 0 {
+                    self.release(event).await;
                 }
                 if unfinished > 0 {
                     // Shutdown interrupted the fan-out: the log keeps what went out, and
                     // the next consumer finishes the rest.
-                    tracing::info!(event_id = %event, total, sent, unfinished, "fan-out interrupted; requeueing event");
+                    tracing::info!(event_id = %event, total, sent, unfinished, held = held.len(), "fan-out interrupted; requeueing event");
                     ("requeued", delivery.requeue().await)
                 } else if deferred > 0 {
                     // Telegram is unavailable: hold the event for a while (which also
@@ -592,6 +718,50 @@ impl EventConsumer {
             Ok(()) => self.settled.with_label_values(&[outcome]).inc(),
             // The broker will redeliver it; the delivery log prevents repeats.
             Err(err) => tracing::warn!(event_id = %event, cause = %err, "could not settle event"),
+        }
+    }
+}
+
+impl EventConsumer {
+    /// Waits until the chats in `held` may have settled (at most [`HELD_RECHECK`], at most
+    /// until the earliest lease ends), claims them again and queues jobs for those won
+    /// now. Leaves in `held` those still held; answers the new jobs and how many were
+    /// found settled, or `None` on shutdown.
+    async fn wait_for_held(
+        &self,
+        fanout: &Arc<Fanout>,
+        held: &mut Vec<(Recipient, chrono::DateTime<chrono::Utc>)>,
+    ) -> Option<(Waits, usize)> {
+        let event = fanout.event.id;
+        let earliest = held.iter().map(|(_, lease)| *lease).min();
+        let until_lease = earliest
+            .and_then(|lease| (lease - chrono::Utc::now()).to_std().ok())
+            .unwrap_or(Duration::ZERO);
+        let wait = until_lease.clamp(HELD_RECHECK_MIN, HELD_RECHECK);
+        tracing::info!(event_id = %event, chats = held.len(), wait_ms = wait.as_millis() as u64, "chats claimed by another instance; waiting for them");
+        if sleep_unless_cancelled(wait, &self.shutdown)
+            .await
+            .is_cancelled()
+        {
+            return None;
+        }
+        let recipients: Vec<Recipient> = held.drain(..).map(|(r, _)| r).collect();
+        let claimed = self.claim(event, recipients).await?;
+        *held = claimed.held;
+        if !claimed.won.is_empty() {
+            tracing::info!(event_id = %event, chats = claimed.won.len(), "took over lapsed claims");
+        }
+        let waits = self
+            .queue_jobs(fanout, claimed.won, claimed.leased_until)
+            .await?;
+        Some((waits, claimed.settled))
+    }
+
+    /// Releases this instance's unsettled claims of `event` before it is requeued, so
+    /// its next delivery need not wait for their leases; a failure leaves them to lapse.
+    async fn release(&self, event: Uuid) {
+        if let Err(cause) = self.sends.claims.release(Some(event)).await {
+            tracing::warn!(event_id = %event, %cause, "could not release delivery claims");
         }
     }
 }

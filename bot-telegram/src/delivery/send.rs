@@ -1,5 +1,5 @@
-//! One event to one chat, as a scheduler [`Job`]: check the delivery log, make the Bot
-//! API calls the event needs in that chat, interpret Telegram's answers, hand the
+//! One event to one chat, as a scheduler [`Job`]: make sure this instance still holds the
+//! chat's claim ([`super::claims`]), make the Bot API calls the event needs in that chat, interpret Telegram's answers, hand the
 //! outcome to the [`Recorder`] (which reports it once it is in the log).
 //!
 //! Most events are one new message. An event of a stream's life (see
@@ -21,15 +21,15 @@
 //! and then given back unrecorded ([`Outcome::Deferred`]): the event is requeued and a
 //! later delivery sends to this chat once Telegram is back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use stargazer_core::contract::{field, kind, stream_key};
+use stargazer_core::model::ClaimState;
 use stargazer_core::model::{DeliveryRecord, Entity, Event};
-use stargazer_core::storage::DeliveryStore;
 use teloxide::payloads::{
     EditMessageCaptionSetters, EditMessageTextSetters, SendMessageSetters, SendPhotoSetters,
 };
@@ -42,6 +42,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::claims::Claims;
 use super::compose::{compose_view, scheduled_start, Composed, View};
 use super::recorder::Recorder;
 use super::scheduler::{Attempt, Job};
@@ -66,6 +67,9 @@ pub(crate) enum Outcome {
     /// Not sent because of a transient failure, and not recorded: the event must be
     /// delivered again (to this chat and the others still missing) later.
     Deferred(String),
+    /// Not sent: another instance holds the chat's claim until then (its claim was taken
+    /// over while this one's lease could not be renewed).
+    Held(DateTime<Utc>),
 }
 
 /// What every send job needs, shared by all of them.
@@ -74,8 +78,8 @@ pub(crate) struct SendContext {
     pub bot: Bot,
     /// The Stargazer api (pausing blocked chats, following migrations).
     pub api: Api,
-    /// The delivery log lives here (read directly, written through `recorder`).
-    pub storage: Arc<dyn DeliveryStore>,
+    /// This instance's claims on deliveries.
+    pub claims: Arc<Claims>,
     /// Writes the delivery log in batches.
     pub recorder: Recorder,
     /// Attempts on transient errors (and 429s) before a message is given back unsent
@@ -86,18 +90,6 @@ pub(crate) struct SendContext {
 }
 
 impl SendContext {
-    /// Which of `chats` are in the delivery log for `event`, in one storage query.
-    pub(crate) async fn delivered(
-        &self,
-        event: Uuid,
-        chats: &[String],
-    ) -> Result<HashSet<String>, String> {
-        self.storage
-            .delivered_chats(event, IM, chats)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
     async fn record(&self, event: Uuid, chat: &str, status: &str) -> Result<(), String> {
         // An already recorded key is as good as recorded.
         self.recorder
@@ -302,6 +294,8 @@ pub(crate) struct SendJob {
     sends: Arc<SendContext>,
     fanout: Arc<Fanout>,
     recipient: Recipient,
+    /// When this instance's claim on the chat runs out unless renewed.
+    leased_until: tokio::time::Instant,
     stage: Stage,
     attempts: u32,
     rate_limited: u32,
@@ -333,17 +327,20 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl SendJob {
-    /// A job and the receiver that learns its outcome (dropped unfinished on shutdown).
+    /// A job for a chat whose claim this instance won, leased until `leased_until`, and
+    /// the receiver that learns its outcome (dropped unfinished on shutdown).
     pub(crate) fn new(
         sends: Arc<SendContext>,
         fanout: Arc<Fanout>,
         recipient: Recipient,
+        leased_until: tokio::time::Instant,
     ) -> (Self, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
         let job = Self {
             sends,
             fanout,
             recipient,
+            leased_until,
             stage: Stage::Send,
             attempts: 0,
             rate_limited: 0,
@@ -631,24 +628,51 @@ impl SendJob {
         self.step_done(chat)
     }
 
-    /// The send stage: log check and plan (once), then the next planned call and what
+    /// Makes sure this instance still holds the chat's claim before a call that could
+    /// deliver: a claim no longer known to be leased (renewals failing, a long wait in the
+    /// queue) is claimed again, since another instance may have taken it over. `None` to
+    /// go on, else how the attempt ends.
+    async fn hold_claim(&mut self, chat: i64) -> Option<Attempt> {
+        if self.delivered || self.sends.claims.still_leased(self.leased_until) {
+            return None;
+        }
+        let event = self.event_id();
+        let claimed = self
+            .sends
+            .claims
+            .claim(event, std::slice::from_ref(&self.recipient.chat_id))
+            .await;
+        match claimed {
+            Ok((states, leased_until)) => match states.into_iter().next() {
+                Some(ClaimState::Won) => {
+                    self.leased_until = leased_until;
+                    None
+                }
+                Some(ClaimState::Held { owner, lease_until }) => {
+                    tracing::info!(event_id = %event, chat_id = chat, %owner, "claim taken over by another instance; not sending");
+                    self.finish(Outcome::Held(lease_until));
+                    Some(Attempt::Skipped)
+                }
+                Some(ClaimState::Settled(_)) | None => {
+                    self.finish(Outcome::AlreadyDone);
+                    Some(Attempt::Skipped)
+                }
+            },
+            Err(cause) => {
+                tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
+                Some(Attempt::Retry(backoff(self.attempts.min(5))))
+            }
+        }
+    }
+
+    /// The send stage: claim check and plan (once), then the next planned call and what
     /// Telegram's answer leads to.
     async fn attempt_send(&mut self, chat: i64) -> Option<Attempt> {
         let event = self.event_id();
+        if let Some(end) = self.hold_claim(chat).await {
+            return Some(end);
+        }
         if self.plan.is_none() {
-            // Checked again here, not only when the event was queued: another bot
-            // process may have sent a redelivered copy of the event meanwhile.
-            match self.sends.delivered(event, &self.log_keys(chat)).await {
-                Ok(logged) if !logged.is_empty() => {
-                    self.finish(Outcome::AlreadyDone);
-                    return Some(Attempt::Skipped);
-                }
-                Ok(_) => {}
-                Err(cause) => {
-                    tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
-                    return Some(Attempt::Retry(backoff(self.attempts.min(5))));
-                }
-            }
             self.plan = Some(self.plan_for(chat));
         }
         let Some(step) = self.plan.as_ref().and_then(|p| p.front()).copied() else {

@@ -345,7 +345,8 @@ pub(crate) async fn eventually(what: &str, timeout: Duration, mut condition: imp
     }
 }
 
-/// Waits until the delivery log has `(event, chat)` and returns its status.
+/// Waits until the delivery log has `(event, chat)` settled (not merely claimed) and
+/// returns its status.
 pub(crate) async fn logged_status(
     storage: &Arc<dyn Storage>,
     event: Uuid,
@@ -358,6 +359,7 @@ pub(crate) async fn logged_status(
             .get_delivery(event, "telegram", &chat.to_string())
             .await
             .unwrap()
+            .filter(|r| r.status != stargazer_core::model::DELIVERY_CLAIMED)
         {
             return record.status;
         }

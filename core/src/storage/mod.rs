@@ -6,7 +6,7 @@
 //! | [`UserStore`] | chat users, subscriptions, the subscriber lookup | api, bots |
 //! | [`AccessStore`] | sessions, credentials | api, coordinator |
 //! | [`DelayStore`] | messages held until their time | middleware-delay |
-//! | [`StateStore`] | key/value entries, seen windows | workers, coordinator, middlewares, bots |
+//! | [`StateStore`] | key/value entries, seen windows, windowed counters | workers, coordinator, middlewares, bots |
 //! | [`DeliveryStore`] | the delivery log | bots |
 //!
 //! Two implementations: MongoDB ([`mongo::MongoStorage`], production) and SQLite
@@ -43,8 +43,9 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use uuid::Uuid;
 
 use crate::model::{
-    ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryRecord, Entity, Group, Session,
-    StoredDelayed, Subscription, Task, TaskChange, TaskKind, User,
+    ClaimState, ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryClaim,
+    DeliveryRecord, Entity, Group, Session, StoredDelayed, Subscription, Task, TaskChange,
+    TaskKind, User,
 };
 
 /// Errors every storage implementation maps its driver errors into.
@@ -298,6 +299,23 @@ pub trait StateStore: Send + Sync + 'static {
     async fn lease_release(&self, namespace: &str, name: &str, owner: &str) -> Result<bool>;
     /// Every lease of a namespace (held or run out), ordered by name.
     async fn lease_list(&self, namespace: &str) -> Result<Vec<Lease>>;
+
+    // ---- windowed counters ----
+
+    /// Adds `delta` to the counter `(namespace, key)` atomically and answers its new value:
+    /// a counter last changed before `window_start` (or absent) starts again from 0, a
+    /// result below 0 is stored as 0, and the change time becomes `now`. Counters shared
+    /// by every instance on one store (login throttling).
+    async fn add_to_counter(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> Result<i64>;
+    /// Deletes the counters of `namespace` last changed before `before`; returns how many.
+    async fn purge_counters(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64>;
 }
 
 /// A named lease in the [`StateStore`]: one owner at a time, for a bounded term.
@@ -332,14 +350,38 @@ impl Lease {
 pub trait DeliveryStore: Send + Sync + 'static {
     // ---- delivery log ----
 
-    /// Records that `(event, im, chat_id)` was handled; `Ok(false)` if it already was.
+    /// Records that `(event, im, chat_id)` was handled (`record.status` is final: sent,
+    /// failed, skipped); `Ok(false)` if it already was. A key only claimed
+    /// ([`DELIVERY_CLAIMED`](crate::model::DELIVERY_CLAIMED)) is settled by this, whoever
+    /// claimed it, and counts as new.
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<bool>;
     /// Records several deliveries in one write: for each record, in order, whether it was
-    /// new, exactly as [`DeliveryStore::record_delivery`] would say (an already recorded one
+    /// new, exactly as [`DeliveryStore::record_delivery`] would say (an already settled one
     /// keeps its first record; of two equal keys in `records`, the first is the new one).
     /// On `Err` some records may be stored and others not; recording them all again is
     /// safe.
     async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<Vec<bool>>;
+    /// Claims `(claim.event, claim.im, chat)` for each of `chats` for `claim.owner` until
+    /// `claim.lease_until`, in one write: for each chat, in order, what the claim found.
+    /// A chat with no record gets a claim ([`ClaimState::Won`]); a claim of the same owner
+    /// is extended (`Won`); another owner's claim whose lease ended at or before
+    /// `claim.now` is taken over (`Won`), atomically, so of two instances taking it over
+    /// one wins; another owner's live claim is [`ClaimState::Held`]; a settled record
+    /// (including records written before claims existed) is [`ClaimState::Settled`].
+    /// Repeats in `chats` answer alike. On `Err` some claims may be taken; claiming again
+    /// is safe.
+    async fn claim_deliveries(
+        &self,
+        claim: &DeliveryClaim,
+        chats: &[String],
+    ) -> Result<Vec<ClaimState>>;
+    /// Moves the lease of every unsettled claim `owner` holds on `im` to `lease_until`
+    /// (one write, whatever their number); returns how many.
+    async fn renew_claims(&self, im: &str, owner: &str, lease_until: DateTime<Utc>) -> Result<u64>;
+    /// Deletes the unsettled claims `owner` holds on `im` (of `event` only, when given), so
+    /// another instance need not wait for their leases; settled records stay. Returns how
+    /// many.
+    async fn release_claims(&self, im: &str, owner: &str, event: Option<Uuid>) -> Result<u64>;
     /// The record for `(event, im, chat_id)`, if any.
     async fn get_delivery(
         &self,
@@ -347,7 +389,7 @@ pub trait DeliveryStore: Send + Sync + 'static {
         im: &str,
         chat_id: &str,
     ) -> Result<Option<DeliveryRecord>>;
-    /// Which of `chats` have a record for `(event, im)`, looked up together in one query
+    /// Which of `chats` have a settled record (not a mere claim) for `(event, im)`, looked up together in one query
     /// on the delivery log's `(event, im, chat_id)` key (not one lookup per chat). Chats
     /// not in `chats` are never returned, whatever the log holds; repeats in `chats` are
     /// harmless and an empty `chats` is an empty answer.
@@ -423,12 +465,17 @@ macro_rules! with_storage_methods {
                 fn lease_acquire(&self, namespace: &str, name: &str, owner: &str, now: chrono::DateTime<chrono::Utc>, until: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<Option<$crate::storage::Lease>>;
                 fn lease_release(&self, namespace: &str, name: &str, owner: &str) -> $crate::storage::Result<bool>;
                 fn lease_list(&self, namespace: &str) -> $crate::storage::Result<Vec<$crate::storage::Lease>>;
+                fn add_to_counter(&self, namespace: &str, key: &str, delta: i64, now: chrono::DateTime<chrono::Utc>, window_start: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<i64>;
+                fn purge_counters(&self, namespace: &str, before: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<u64>;
             }
             impl DeliveryStore {
                 fn record_delivery(&self, record: &$crate::model::DeliveryRecord) -> $crate::storage::Result<bool>;
                 fn record_deliveries(&self, records: &[$crate::model::DeliveryRecord]) -> $crate::storage::Result<Vec<bool>>;
                 fn get_delivery(&self, event: $crate::Uuid, im: &str, chat_id: &str) -> $crate::storage::Result<Option<$crate::model::DeliveryRecord>>;
                 fn delivered_chats(&self, event: $crate::Uuid, im: &str, chats: &[String]) -> $crate::storage::Result<std::collections::HashSet<String>>;
+                fn claim_deliveries(&self, claim: &$crate::model::DeliveryClaim, chats: &[String]) -> $crate::storage::Result<Vec<$crate::model::ClaimState>>;
+                fn renew_claims(&self, im: &str, owner: &str, lease_until: chrono::DateTime<chrono::Utc>) -> $crate::storage::Result<u64>;
+                fn release_claims(&self, im: &str, owner: &str, event: Option<$crate::Uuid>) -> $crate::storage::Result<u64>;
             }
         }
     };

@@ -272,6 +272,20 @@ mod tests {
         async fn lease_list(&self, _: &str) -> Result<Vec<crate::storage::Lease>> {
             std::future::pending().await
         }
+
+        async fn add_to_counter(
+            &self,
+            _: &str,
+            _: &str,
+            _: i64,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<i64> {
+            std::future::pending().await
+        }
+        async fn purge_counters(&self, _: &str, _: DateTime<Utc>) -> Result<u64> {
+            std::future::pending().await
+        }
     }
 
     #[async_trait]
@@ -286,6 +300,19 @@ mod tests {
             std::future::pending().await
         }
         async fn delivered_chats(&self, _: Uuid, _: &str, _: &[String]) -> Result<HashSet<String>> {
+            std::future::pending().await
+        }
+        async fn claim_deliveries(
+            &self,
+            _: &crate::model::DeliveryClaim,
+            _: &[String],
+        ) -> Result<Vec<crate::model::ClaimState>> {
+            std::future::pending().await
+        }
+        async fn renew_claims(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<u64> {
+            std::future::pending().await
+        }
+        async fn release_claims(&self, _: &str, _: &str, _: Option<Uuid>) -> Result<u64> {
             std::future::pending().await
         }
     }

@@ -169,3 +169,193 @@ pub(crate) async fn delivery_batches(s: Arc<dyn Storage>) {
             .collect::<HashSet<_>>()
     );
 }
+
+// ---------------------------------------------------------------- claims
+
+fn claim(event: Uuid, im: &str, owner: &str, now: DateTime<Utc>, lease: i64) -> DeliveryClaim {
+    DeliveryClaim {
+        event,
+        im: im.to_owned(),
+        owner: owner.to_owned(),
+        now,
+        lease_until: now + TimeDelta::seconds(lease),
+    }
+}
+
+fn chat_ids(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|c| c.to_string()).collect()
+}
+
+/// A claim is won once: another owner sees it held until it is settled (then settled)
+/// or its lease ends (then it is taken over); the owner itself wins it again; a claim is
+/// not a delivery for `delivered_chats`; records written without a claim count as
+/// settled.
+pub(crate) async fn delivery_claims(s: Arc<dyn Storage>) {
+    let (event, im) = (Uuid::new_v4(), unique_im());
+    let t0 = now_truncated_to_ms();
+    let chats = chat_ids(&["1", "2", "3"]);
+    // An old-style record, written before claims existed.
+    let old = DeliveryRecord {
+        event,
+        im: im.clone(),
+        chat_id: "3".into(),
+        status: "sent".into(),
+        at: t0,
+    };
+    assert!(s.record_delivery(&old).await.unwrap());
+
+    let a = claim(event, &im, "a", t0, 60);
+    assert_eq!(
+        s.claim_deliveries(&a, &chats).await.unwrap(),
+        [
+            ClaimState::Won,
+            ClaimState::Won,
+            ClaimState::Settled("sent".into())
+        ]
+    );
+    assert_eq!(
+        s.get_delivery(event, &im, "1")
+            .await
+            .unwrap()
+            .map(|r| r.status),
+        Some(DELIVERY_CLAIMED.to_owned())
+    );
+    // A claim is not a delivery.
+    assert_eq!(
+        s.delivered_chats(event, &im, &chats).await.unwrap(),
+        HashSet::from(["3".to_owned()])
+    );
+    // Another owner, while the lease lasts: held, naming the holder.
+    let b = claim(event, &im, "b", t0 + TimeDelta::seconds(1), 60);
+    let held = ClaimState::Held {
+        owner: "a".into(),
+        lease_until: a.lease_until,
+    };
+    assert_eq!(
+        s.claim_deliveries(&b, &chats[..2]).await.unwrap(),
+        [held.clone(), held.clone()]
+    );
+    // The owner asking again wins again (repeats answer alike).
+    assert_eq!(
+        s.claim_deliveries(&a, &chat_ids(&["1", "1"]))
+            .await
+            .unwrap(),
+        [ClaimState::Won, ClaimState::Won]
+    );
+    // Settling a claim (whoever claimed it) counts as new, once.
+    let sent = DeliveryRecord {
+        event,
+        im: im.clone(),
+        chat_id: "1".into(),
+        status: "sent".into(),
+        at: t0 + TimeDelta::seconds(2),
+    };
+    assert_eq!(
+        s.record_deliveries(&[sent.clone(), sent.clone()])
+            .await
+            .unwrap(),
+        [true, false]
+    );
+    assert_eq!(
+        s.get_delivery(event, &im, "1").await.unwrap().as_ref(),
+        Some(&sent)
+    );
+    assert_eq!(
+        s.claim_deliveries(&b, &chats[..1]).await.unwrap(),
+        [ClaimState::Settled("sent".into())]
+    );
+    // Past the lease the claim is taken over, and then the old owner is the one kept off.
+    let late = claim(event, &im, "b", a.lease_until, 60);
+    assert_eq!(
+        s.claim_deliveries(&late, &chats[1..2]).await.unwrap(),
+        [ClaimState::Won]
+    );
+    let a_again = claim(event, &im, "a", a.lease_until, 60);
+    assert_eq!(
+        s.claim_deliveries(&a_again, &chats[1..2]).await.unwrap(),
+        [ClaimState::Held {
+            owner: "b".into(),
+            lease_until: late.lease_until,
+        }]
+    );
+    assert_eq!(
+        s.delivered_chats(event, &im, &chats).await.unwrap(),
+        HashSet::from(["1".to_owned(), "3".to_owned()])
+    );
+    assert!(s.claim_deliveries(&a, &[]).await.unwrap().is_empty());
+}
+
+/// Renewing moves every unsettled claim of one owner at once; releasing deletes them (of
+/// one event, or all), never a settled record or another owner's claim.
+pub(crate) async fn delivery_claims_renew_and_release(s: Arc<dyn Storage>) {
+    let (first, second, im) = (Uuid::new_v4(), Uuid::new_v4(), unique_im());
+    let t0 = now_truncated_to_ms();
+    let chats = chat_ids(&["1", "2"]);
+    s.claim_deliveries(&claim(first, &im, "a", t0, 1), &chats)
+        .await
+        .unwrap();
+    s.claim_deliveries(&claim(second, &im, "a", t0, 1), &chats)
+        .await
+        .unwrap();
+    s.claim_deliveries(&claim(second, &im, "b", t0, 1), &chat_ids(&["9"]))
+        .await
+        .unwrap();
+    let settled = DeliveryRecord {
+        event: first,
+        im: im.clone(),
+        chat_id: "2".into(),
+        status: "sent".into(),
+        at: t0,
+    };
+    assert!(s.record_delivery(&settled).await.unwrap());
+    let renewed = t0 + TimeDelta::seconds(600);
+    assert_eq!(s.renew_claims(&im, "a", renewed).await.unwrap(), 3);
+    // Renewed: still held after the first lease would have ended.
+    let c = claim(first, &im, "c", t0 + TimeDelta::seconds(5), 60);
+    assert_eq!(
+        s.claim_deliveries(&c, &chats).await.unwrap(),
+        [
+            ClaimState::Held {
+                owner: "a".into(),
+                lease_until: renewed
+            },
+            ClaimState::Settled("sent".into())
+        ]
+    );
+    // Released for one event: free for anyone at once; the settled record stays.
+    assert_eq!(s.release_claims(&im, "a", Some(first)).await.unwrap(), 1);
+    assert_eq!(
+        s.claim_deliveries(&c, &chats).await.unwrap(),
+        [ClaimState::Won, ClaimState::Settled("sent".into())]
+    );
+    // Released for every event: only "a"'s claims go.
+    assert_eq!(s.release_claims(&im, "a", None).await.unwrap(), 2);
+    assert_eq!(s.get_delivery(second, &im, "1").await.unwrap(), None);
+    assert!(s.get_delivery(second, &im, "9").await.unwrap().is_some());
+    assert_eq!(s.renew_claims(&im, "a", renewed).await.unwrap(), 0);
+}
+
+/// Two owners taking over the same lapsed claims at once: each chat is won by exactly
+/// one of them.
+pub(crate) async fn delivery_claim_takeover_race(s: Arc<dyn Storage>) {
+    let (event, im) = (Uuid::new_v4(), unique_im());
+    let t0 = now_truncated_to_ms();
+    let chats: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+    s.claim_deliveries(&claim(event, &im, "dead", t0, 1), &chats)
+        .await
+        .unwrap();
+    let later = t0 + TimeDelta::seconds(2);
+    let (x, y) = (
+        claim(event, &im, "x", later, 60),
+        claim(event, &im, "y", later, 60),
+    );
+    let (sx, sy) = tokio::join!(
+        s.claim_deliveries(&x, &chats),
+        s.claim_deliveries(&y, &chats)
+    );
+    let (sx, sy) = (sx.unwrap(), sy.unwrap());
+    for (n, (a, b)) in sx.iter().zip(&sy).enumerate() {
+        let won = [a, b].iter().filter(|s| ***s == ClaimState::Won).count();
+        assert_eq!(won, 1, "chat {n}: {a:?} / {b:?}");
+    }
+}

@@ -37,8 +37,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::json;
 use stargazer_core::model::{
-    Access, ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryRecord, Entity, Group,
-    Permissions, Session, Subscription, Task, TaskChange, TaskKind, TaskParams, User, UserSettings,
+    Access, ClaimState, ClaimedDelayed, Credential, DelayLease, DelayedMessage, DeliveryClaim,
+    DeliveryRecord, Entity, Group, Permissions, Session, Subscription, Task, TaskChange, TaskKind,
+    TaskParams, User, UserSettings, DELIVERY_CLAIMED,
 };
 use stargazer_core::storage::{Lease, Result, Storage, StorageError, Subscriber};
 use uuid::Uuid;
@@ -73,9 +74,13 @@ macro_rules! storage_contract_tests {
             seen_window,
             leases_one_holder_at_a_time,
             leases_under_contention,
+            windowed_counters,
             delivery_log,
             delivered_chats_of_an_event,
             delivery_batches,
+            delivery_claims,
+            delivery_claims_renew_and_release,
+            delivery_claim_takeover_race,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

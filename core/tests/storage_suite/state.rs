@@ -207,3 +207,76 @@ pub(crate) async fn leases_under_contention(s: Arc<dyn Storage>) {
         previous = Some(granted[0].clone());
     }
 }
+
+/// Counters add atomically within their window, restart after it, never go below 0, and
+/// are purged by age; namespaces and keys are separate.
+pub(crate) async fn windowed_counters(s: Arc<dyn Storage>) {
+    let ns = format!("counters-{}", Uuid::new_v4().simple());
+    let t0 = now_truncated_to_ms();
+    let window = |at: DateTime<Utc>| at - TimeDelta::seconds(60);
+    assert_eq!(
+        s.add_to_counter(&ns, "a", 1, t0, window(t0)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        s.add_to_counter(&ns, "a", 1, t0, window(t0)).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        s.add_to_counter(&ns, "b", 1, t0, window(t0)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        s.add_to_counter(&ns, "a", -1, t0, window(t0))
+            .await
+            .unwrap(),
+        1
+    );
+    // Never below zero.
+    assert_eq!(
+        s.add_to_counter(&ns, "b", -5, t0, window(t0))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.add_to_counter(&ns, "b", 1, t0, window(t0)).await.unwrap(),
+        1
+    );
+    // Past the window it starts again.
+    let later = t0 + TimeDelta::seconds(120);
+    assert_eq!(
+        s.add_to_counter(&ns, "a", 1, later, window(later))
+            .await
+            .unwrap(),
+        1
+    );
+    // Concurrent adds all count.
+    let adds = (0..20).map(|_| s.add_to_counter(&ns, "c", 1, t0, window(t0)));
+    let mut seen: Vec<i64> = futures::future::join_all(adds)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<i64>>());
+    // Purged by age: "b" and "c" were last changed at t0, "a" later.
+    assert_eq!(
+        s.purge_counters(&ns, t0 + TimeDelta::seconds(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.add_to_counter(&ns, "b", 0, later, window(later))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.add_to_counter(&ns, "a", 0, later, window(later))
+            .await
+            .unwrap(),
+        1
+    );
+}

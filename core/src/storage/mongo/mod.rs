@@ -15,7 +15,8 @@
 //! | `delayed` | message id | `routing_key`, `body`, `fire_at_ms`, `revision`, `owner` (null when unclaimed), `lease_until_ms`, `claim_token` | `fire_at_ms`; `owner` |
 //! | `kv` | generated | `namespace`, `key`, `value` (JSON text) | unique `(namespace, key)` |
 //! | `seen` | generated | `namespace`, `id`, `at` | unique `(namespace, id)`; `(namespace, at)` |
-//! | `deliveries` | generated | `event`, `im`, `chat_id`, `status`, `at` | unique `(event, im, chat_id)` |
+//! | `counters` | generated | `namespace`, `key`, `count`, `at` | unique `(namespace, key)` |
+//! | `deliveries` | generated | `event`, `im`, `chat_id`, `status`, `at`, `owner` and `lease_until` (claims) | unique `(event, im, chat_id)`; `(im, owner, status)` |
 //!
 //! Tasks have their own collection so the coordinator can watch exactly them; an entity
 //! document keeps only the order of its task ids, and reads join the tasks back.
@@ -118,6 +119,7 @@ pub struct MongoStorage {
     kv: Collection<Document>,
     seen: Collection<Document>,
     leases: Collection<Document>,
+    counters: Collection<Document>,
     deliveries: Collection<Document>,
     /// Whether the deployment supports multi-document transactions.
     transactions: bool,
@@ -185,6 +187,7 @@ impl MongoStorage {
             kv: db.collection("kv"),
             seen: db.collection("seen"),
             leases: db.collection("leases"),
+            counters: db.collection("counters"),
             deliveries: db.collection("deliveries"),
             client,
             db,
@@ -311,11 +314,15 @@ impl MongoStorage {
                 vec![unique(doc! { "namespace": 1, "name": 1 }, "namespace_name")],
             ),
             (
+                &self.counters,
+                vec![unique(doc! { "namespace": 1, "key": 1 }, "namespace_key")],
+            ),
+            (
                 &self.deliveries,
-                vec![unique(
-                    doc! { "event": 1, "im": 1, "chat_id": 1 },
-                    "event_im_chat",
-                )],
+                vec![
+                    unique(doc! { "event": 1, "im": 1, "chat_id": 1 }, "event_im_chat"),
+                    plain(doc! { "im": 1, "owner": 1, "status": 1 }, "im_owner_status"),
+                ],
             ),
         ];
         for (collection, indexes) in plan {

@@ -200,4 +200,81 @@ impl StateStore for MongoStorage {
         .await?;
         docs.iter().map(decode_lease).collect()
     }
+
+    async fn add_to_counter(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> Result<i64> {
+        let id = doc! { "namespace": namespace, "key": key };
+        let start = delta.max(0);
+        // A new counter is one insert; a live one one atomic `$inc`; a stale one is
+        // restarted by an update conditional on its age. A lost race on any of them is
+        // tried again (each loss means another add went through).
+        for _ in 0..5 {
+            let mut fresh = id.clone();
+            fresh.insert("count", start);
+            fresh.insert("at", time_bson(now));
+            match self.counters.insert_one(fresh).await {
+                Ok(_) => return Ok(start),
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(db_err("counting", e)),
+            }
+            let mut live = id.clone();
+            live.insert("at", doc! { "$gte": time_bson(window_start) });
+            let updated = self
+                .counters
+                .find_one_and_update(
+                    live,
+                    doc! { "$inc": { "count": delta }, "$set": { "at": time_bson(now) } },
+                )
+                .return_document(mongodb::options::ReturnDocument::After)
+                .await
+                .map_err(|e| db_err("counting", e))?;
+            if let Some(d) = updated {
+                let count = d.get_i64("count").map_err(|_| {
+                    StorageError::Corrupt(format!(
+                        "counter {namespace}/{key}: count is not a number"
+                    ))
+                })?;
+                if count < 0 {
+                    let mut negative = id.clone();
+                    negative.insert("count", doc! { "$lt": 0 });
+                    self.counters
+                        .update_one(negative, doc! { "$set": { "count": 0_i64 } })
+                        .await
+                        .map_err(|e| db_err("counting", e))?;
+                }
+                return Ok(count.max(0));
+            }
+            let mut stale = id.clone();
+            stale.insert("at", doc! { "$lt": time_bson(window_start) });
+            let restarted = self
+                .counters
+                .update_one(
+                    stale,
+                    doc! { "$set": { "count": start, "at": time_bson(now) } },
+                )
+                .await
+                .map_err(|e| db_err("counting", e))?;
+            if restarted.matched_count == 1 {
+                return Ok(start);
+            }
+        }
+        Err(StorageError::Backend(format!(
+            "counter {namespace}/{key} kept changing under concurrent writers"
+        )))
+    }
+
+    async fn purge_counters(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64> {
+        let result = self
+            .counters
+            .delete_many(doc! { "namespace": namespace, "at": { "$lt": time_bson(before) } })
+            .await
+            .map_err(|e| db_err("purging counters", e))?;
+        Ok(result.deleted_count)
+    }
 }

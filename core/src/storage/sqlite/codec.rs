@@ -360,10 +360,25 @@ WHERE id IN (
 )
 RETURNING id, fire_at_ms, revision";
 
-/// Logs one delivery unless `(event, im, chat_id)` already is (then nothing changes).
+/// Logs one settled delivery unless `(event, im, chat_id)` already is settled (then
+/// nothing changes); a mere claim is settled by it (the lease goes, the owner stays).
 pub(super) const INSERT_DELIVERY_SQL: &str = "
 INSERT INTO deliveries (event, im, chat_id, status, at) VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (event, im, chat_id) DO NOTHING";
+ON CONFLICT (event, im, chat_id) DO UPDATE
+SET status = excluded.status, at = excluded.at, lease_until = NULL
+WHERE deliveries.status = 'claimed'";
+
+/// Claims `(event, im, chat_id)` (?1–?3) for owner ?5 until ?6 at time ?4: a new row, or
+/// an unsettled claim of the same owner or whose lease ended by ?4 taken over. Changes
+/// one row exactly when the claim is won.
+pub(super) const CLAIM_DELIVERY_SQL: &str = "
+INSERT INTO deliveries (event, im, chat_id, status, at, owner, lease_until)
+VALUES (?1, ?2, ?3, 'claimed', ?4, ?5, ?6)
+ON CONFLICT (event, im, chat_id) DO UPDATE
+SET owner = excluded.owner, lease_until = excluded.lease_until, at = excluded.at
+WHERE deliveries.status = 'claimed'
+  AND (deliveries.owner IS excluded.owner OR deliveries.lease_until IS NULL
+       OR deliveries.lease_until <= excluded.at)";
 
 /// The parameters of [`INSERT_DELIVERY_SQL`].
 pub(super) fn delivery_params(record: DeliveryRecord) -> [String; 5] {
@@ -381,7 +396,8 @@ pub(super) fn delivery_params(record: DeliveryRecord) -> [String; 5] {
 /// with one statement text (so it stays prepared).
 pub(super) const DELIVERED_CHATS_SQL: &str = "
 SELECT chat_id FROM deliveries
-WHERE event = ?1 AND im = ?2 AND chat_id IN (SELECT value FROM json_each(?3))";
+WHERE event = ?1 AND im = ?2 AND chat_id IN (SELECT value FROM json_each(?3))
+  AND status <> 'claimed'";
 
 /// Names which of a user's two unique keys collided.
 pub(super) fn user_conflict(e: rusqlite::Error, user: &User) -> StorageError {

@@ -8,7 +8,10 @@
 //! (its platform-side id) and the unique index on `(kind, account)`; opening a version-1
 //! file where two tasks watch one account fails with [`StorageError::Inconsistent`]
 //! naming them, and changes nothing. Version 3 adds the claim columns of delayed messages
-//! (`owner`, `lease_until_ms`, `revision`; existing rows become unclaimed, revision 0).
+//! (`owner`, `lease_until_ms`, `revision`; existing rows become unclaimed, revision 0)
+//! and the delivery claims (`deliveries.owner`,
+//! `deliveries.lease_until` and a partial index on the unsettled ones); rows from before
+//! keep their status and so count as settled.
 //!
 //! Listings skip rows that do not decode (reported through [`MalformedRecords`]).
 //!
@@ -147,6 +150,12 @@ CREATE TABLE IF NOT EXISTS leases (
     until_ms  INTEGER NOT NULL,
     epoch     INTEGER NOT NULL,
     PRIMARY KEY (namespace, name)
+CREATE TABLE IF NOT EXISTS counters (
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    at        TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
     event   TEXT NOT NULL,
@@ -154,6 +163,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     chat_id TEXT NOT NULL,
     status  TEXT NOT NULL,
     at      TEXT NOT NULL,
+    owner   TEXT,
+    lease_until TEXT,
     PRIMARY KEY (event, im, chat_id)
 ) WITHOUT ROWID;
 ";
@@ -439,6 +450,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         add_task_accounts(&tx)?;
     }
     add_delayed_claims(&tx)?;
+    add_delivery_claims(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .db()?;
     tx.commit().db()
@@ -488,6 +500,32 @@ fn add_delayed_claims(tx: &Transaction<'_>) -> Result<()> {
     tx.execute_batch(
         "CREATE INDEX IF NOT EXISTS delayed_by_fire_at ON delayed (fire_at_ms);
          CREATE INDEX IF NOT EXISTS delayed_by_owner ON delayed (owner) WHERE owner IS NOT NULL;",
+    )
+    .db()
+}
+
+/// Version 3: delivery claims. Adds `deliveries.owner` and `deliveries.lease_until` to a
+/// table created before them (checked by name, so it runs once whatever `user_version`
+/// says) and the index renewing and releasing an owner's claims walks. Existing rows keep
+/// their final status: they count as settled.
+fn add_delivery_claims(tx: &Transaction<'_>) -> Result<()> {
+    let present: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'owner')",
+            [],
+            |row| row.get(0),
+        )
+        .db()?;
+    if !present {
+        tx.execute_batch(
+            "ALTER TABLE deliveries ADD COLUMN owner TEXT;
+             ALTER TABLE deliveries ADD COLUMN lease_until TEXT;",
+        )
+        .db()?;
+    }
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS deliveries_claimed ON deliveries (im, owner, event)
+         WHERE status = 'claimed'",
     )
     .db()
 }
@@ -718,6 +756,48 @@ mod tests {
         let storage = SqliteStorage::open(&path).await.unwrap();
         assert_eq!(storage.get_credential("mw").await.unwrap(), Some(new));
         assert_eq!(storage.list_credentials().await.unwrap().len(), 2);
+        drop(storage);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A version-2 file's delivery log gains the claim columns; its records keep their
+    /// status and count as settled for claims.
+    #[tokio::test]
+    async fn deliveries_from_before_claims_count_as_settled() {
+        use crate::model::{ClaimState, DeliveryClaim};
+        use crate::storage::DeliveryStore;
+
+        let dir = std::env::temp_dir().join(format!("sg-sqlite-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old-deliveries.db");
+        let event = Uuid::new_v4();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE deliveries (event TEXT NOT NULL, im TEXT NOT NULL, \
+                 chat_id TEXT NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL, \
+                 PRIMARY KEY (event, im, chat_id)) WITHOUT ROWID; \
+                 INSERT INTO deliveries VALUES ('{event}', 'telegram', '7', 'sent', \
+                 '2026-01-01T00:00:00.000000000Z'); \
+                 PRAGMA user_version = 2;"
+            ))
+            .unwrap();
+        }
+        let path = path.to_str().unwrap().to_owned();
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        let now = Utc::now();
+        let claim = DeliveryClaim {
+            event,
+            im: "telegram".into(),
+            owner: "a".into(),
+            now,
+            lease_until: now + chrono::Duration::seconds(60),
+        };
+        let chats = ["7".to_owned(), "8".to_owned()];
+        assert_eq!(
+            storage.claim_deliveries(&claim, &chats).await.unwrap(),
+            [ClaimState::Settled("sent".into()), ClaimState::Won]
+        );
         drop(storage);
         std::fs::remove_dir_all(dir).ok();
     }

@@ -151,6 +151,35 @@ impl StateStore for SqliteStorage {
         .await
     }
 
+    async fn add_to_counter(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> Result<i64> {
+        let (namespace, key) = (namespace.to_owned(), key.to_owned());
+        self.call(move |conn| {
+            // One statement: SQLite runs it under its single writer, so concurrent adds
+            // from any number of connections each see the others.
+            conn.prepare_cached(
+                "INSERT INTO counters (namespace, key, count, at) VALUES (?1, ?2, max(?3, 0), ?4)
+                 ON CONFLICT (namespace, key) DO UPDATE
+                 SET count = max(0, CASE WHEN counters.at >= ?5 THEN counters.count ELSE 0 END + ?3),
+                     at = ?4
+                 RETURNING count",
+            )
+            .db()?
+            .query_row(
+                params![namespace, key, delta, time_text(now), time_text(window_start)],
+                |row| row.get(0),
+            )
+            .db()
+        })
+        .await
+    }
+
     async fn lease_release(&self, namespace: &str, name: &str, owner: &str) -> Result<bool> {
         let (namespace, name, owner) = (namespace.to_owned(), name.to_owned(), owner.to_owned());
         self.call(move |conn| {
@@ -180,6 +209,19 @@ impl StateStore for SqliteStorage {
                 .db()?;
             let rows = stmt.query_map([namespace], lease_from_row).db()?;
             rows.collect::<rusqlite::Result<Vec<_>>>().db()
+        })
+        .await
+    }
+
+    async fn purge_counters(&self, namespace: &str, before: DateTime<Utc>) -> Result<u64> {
+        let namespace = namespace.to_owned();
+        self.call(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM counters WHERE namespace = ?1 AND at < ?2")
+                .db()?
+                .execute([namespace, time_text(before)])
+                .db()?;
+            Ok(n as u64)
         })
         .await
     }

@@ -1,0 +1,119 @@
+//! Claims on deliveries across bot instances (docs/ARCHITECTURE.md §5, bot-telegram): an
+//! instance sends to a chat only after winning the `(event, chat)` claim in the delivery
+//! log, for a lease it keeps renewing while it lives.
+//!
+//! An event's chats are claimed together, in one storage write, when the event is queued.
+//! A renewer moves the lease of every claim this instance holds, in one write every third
+//! of the lease. A job about to send checks that its claim is still known to be leased
+//! (taken or renewed less than a lease ago, with a margin); if not — renewals failing, the
+//! database away — it claims its chat again before sending, so a claim another instance
+//! may already have taken over is never sent on blindly. At shutdown, once every record is
+//! written, the instance releases its unsettled claims, so the others need not wait for
+//! the leases.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use stargazer_core::model::{ClaimState, DeliveryClaim};
+use stargazer_core::storage::{DeliveryStore, Result as StorageResult};
+use stargazer_core::sync::lock;
+use stargazer_core::wait::sleep_unless_cancelled;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::IM;
+
+/// A claim is trusted for sending only while more than this is left of its lease: the
+/// send itself and clock skew between instances eat into it.
+const SEND_MARGIN_SHARE: u32 = 3;
+
+/// This instance's claims: who it is, how long a lease lasts, until when its claims are
+/// known to be leased.
+pub(crate) struct Claims {
+    storage: Arc<dyn DeliveryStore>,
+    owner: String,
+    lease: Duration,
+    /// When the last successful renewal began, plus the lease: every claim taken before
+    /// that renewal is leased at least until then.
+    renewed_until: Mutex<Option<Instant>>,
+}
+
+impl Claims {
+    /// Claims for a new instance (a fresh owner id per process run) with `lease`.
+    pub(crate) fn new(storage: Arc<dyn DeliveryStore>, lease: Duration) -> Self {
+        Self {
+            storage,
+            owner: Uuid::new_v4().to_string(),
+            lease,
+            renewed_until: Mutex::new(None),
+        }
+    }
+
+    /// This instance's owner id in the delivery log.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Claims `chats` for `event` in one write; the answer per chat in order, and when the
+    /// claims won are leased until (by this process's clock).
+    pub(crate) async fn claim(
+        &self,
+        event: Uuid,
+        chats: &[String],
+    ) -> StorageResult<(Vec<ClaimState>, Instant)> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let lease_until =
+            now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(60));
+        let claim = DeliveryClaim {
+            event,
+            im: IM.to_owned(),
+            owner: self.owner.clone(),
+            now,
+            lease_until,
+        };
+        let states = self.storage.claim_deliveries(&claim, chats).await?;
+        Ok((states, started + self.lease))
+    }
+
+    /// Whether a claim taken with lease end `leased_until` may still be sent on now.
+    pub(crate) fn still_leased(&self, leased_until: Instant) -> bool {
+        let renewed = lock(&self.renewed_until).unwrap_or(leased_until);
+        let until = leased_until.max(renewed);
+        Instant::now() + self.lease / SEND_MARGIN_SHARE < until
+    }
+
+    /// Gives up this instance's unsettled claims of `event` (all of them when `None`).
+    pub(crate) async fn release(&self, event: Option<Uuid>) -> StorageResult<u64> {
+        self.storage.release_claims(IM, &self.owner, event).await
+    }
+
+    /// Renews every claim of this instance every third of the lease until `stop`.
+    pub(crate) async fn renew_until(self: Arc<Self>, stop: CancellationToken) {
+        let every = self.lease / 3;
+        loop {
+            if sleep_unless_cancelled(every, &stop).await.is_cancelled() {
+                return;
+            }
+            let started = Instant::now();
+            let lease_until = Utc::now()
+                + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(60));
+            match self
+                .storage
+                .renew_claims(IM, &self.owner, lease_until)
+                .await
+            {
+                Ok(renewed) => {
+                    *lock(&self.renewed_until) = Some(started + self.lease);
+                    if renewed > 0 {
+                        tracing::debug!(renewed, "delivery claims renewed");
+                    }
+                }
+                // Jobs notice the lease running short and claim again before sending.
+                Err(cause) => tracing::warn!(%cause, "could not renew delivery claims"),
+            }
+        }
+    }
+}
