@@ -483,8 +483,8 @@ impl Platform {
 
     /// The last `lines` lines of OS process `name`'s log (empty when there is none).
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
-        let text =
-            std::fs::read_to_string(self.process_dir.join(format!("{name}.log"))).unwrap_or_default();
+        let text = std::fs::read_to_string(self.process_dir.join(format!("{name}.log")))
+            .unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -501,7 +501,13 @@ impl Platform {
         crate::servers::lock(&self.metrics_addrs).insert(name.to_owned(), metrics_addr);
         if let Some(binary) = &self.binary {
             let config = self.process_dir.join(format!("{name}.toml"));
-            std::fs::write(&config, settings.to_toml().map_err(text).map_err(|e| service_error(name, e))?)?;
+            std::fs::write(
+                &config,
+                settings
+                    .to_toml()
+                    .map_err(text)
+                    .map_err(|e| service_error(name, e))?,
+            )?;
             let log = self.process_dir.join(format!("{name}.log"));
             self.insert(Process::spawn(name, binary, &config, &[role], &log)?);
             return Ok(());

@@ -68,7 +68,13 @@ impl Process {
     /// Runs `binary --config <config> <args…>` as an OS process, its standard output and
     /// error appended to `log`. The child inherits no `STARGAZER_…` variable, so the
     /// configuration file alone decides what it does.
-    pub fn spawn(name: &str, binary: &Path, config: &Path, args: &[&str], log: &Path) -> Result<Self> {
+    pub fn spawn(
+        name: &str,
+        binary: &Path,
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> Result<Self> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -11,11 +11,16 @@
 //! Every authenticated request is recorded with its answer ([`Deepl::requests`]), and the
 //! test can make the next requests, or all of them, fail as DeepL does when overloaded
 //! or out of quota ([`Deepl::fail_next`], [`Deepl::fail_always`]).
+//!
+//! A benchmark can give every authenticated request a round trip ([`Deepl::set_latency`],
+//! 0 by default): the answer waits that long, each request on its own, so concurrent
+//! requests overlap as they do at DeepL and the bound measured is the caller's own call
+//! concurrency, not the double's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -94,6 +99,8 @@ struct DeeplState {
     calls: AtomicU64,
     texts: AtomicU64,
     refused: AtomicU64,
+    /// Wait before each authenticated answer, microseconds.
+    latency_us: AtomicU64,
 }
 
 /// A running DeepL double; stops when dropped.
@@ -190,6 +197,11 @@ async fn translate(
         Err(why) => return message(StatusCode::BAD_REQUEST, why),
     };
     let target = target.map(|t| t.to_ascii_uppercase());
+    let latency = state.latency_us.load(Ordering::Relaxed);
+    if latency > 0 {
+        // Each request sleeps on its own task: no cap on requests in flight, as at DeepL.
+        tokio::time::sleep(Duration::from_micros(latency)).await;
+    }
     let response = answer(&state, &texts, target.as_deref());
     lock(&state.requests).push(TranslateRequest {
         texts,
@@ -289,6 +301,14 @@ impl Deepl {
         lock(&self.state.faults).always = failure;
     }
 
+    /// Makes every authenticated request wait `latency` before it is answered (a DeepL
+    /// round trip); requests wait side by side, never in turn. Zero (the default) answers
+    /// at once.
+    pub fn set_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.state.latency_us.store(micros, Ordering::Relaxed);
+    }
+
     /// Successful `/v2/translate` calls so far.
     pub fn calls(&self) -> u64 {
         self.state.calls.load(Ordering::SeqCst)
@@ -355,5 +375,21 @@ mod tests {
         let statuses: Vec<u16> = deepl.requests().iter().map(|r| r.status).collect();
         assert_eq!(statuses, vec![429, 200, 456]);
         assert_eq!((deepl.calls(), deepl.texts(), deepl.refused()), (1, 3, 1));
+    }
+
+    #[tokio::test]
+    async fn latency_holds_each_answer_back_without_queueing_requests() {
+        let deepl = Deepl::start("k:fx").await.unwrap();
+        let latency = Duration::from_millis(300);
+        deepl.set_latency(latency);
+        let body = json!({"text": ["配信"], "target_lang": "EN-US"});
+        let started = Instant::now();
+        // Four requests at once: each is answered after the latency, and all of them are
+        // answered (none refused or dropped for being concurrent).
+        let answers =
+            futures::future::join_all((0..4).map(|_| call(&deepl, "k:fx", body.clone()))).await;
+        assert!(started.elapsed() >= latency);
+        assert!(answers.iter().all(|(status, _, _)| *status == 200));
+        assert_eq!(deepl.calls(), 4);
     }
 }
