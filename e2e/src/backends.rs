@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use stargazer_core::bus::amqp::AmqpBus;
 use stargazer_core::bus::{Bus, BusOptions};
-use stargazer_core::topology::{QueueType, Topology};
 use stargazer_core::storage::Storage;
+use stargazer_core::topology::{QueueType, Topology};
 
 use crate::{Error, Result};
 

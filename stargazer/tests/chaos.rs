@@ -42,9 +42,18 @@ const START: Duration = Duration::from_secs(60);
 /// Which services run twice, by service name; one of each pair is killed.
 const PAIRS: [(&str, [&str; 2]); 5] = [
     ("worker-youtube", ["worker-youtube-a", "worker-youtube-b"]),
-    ("middleware-delay", ["middleware-delay-1", "middleware-delay-2"]),
-    ("middleware-translate", ["middleware-translate-1", "middleware-translate-2"]),
-    ("middleware-live-check", ["middleware-live-check-1", "middleware-live-check-2"]),
+    (
+        "middleware-delay",
+        ["middleware-delay-1", "middleware-delay-2"],
+    ),
+    (
+        "middleware-translate",
+        ["middleware-translate-1", "middleware-translate-2"],
+    ),
+    (
+        "middleware-live-check",
+        ["middleware-live-check-1", "middleware-live-check-2"],
+    ),
     ("bot-telegram", ["bot-telegram-1", "bot-telegram-2"]),
 ];
 
@@ -58,7 +67,11 @@ struct Timeline {
 
 impl Timeline {
     fn note(&mut self, what: impl Into<String>) {
-        let line = format!("{:>7.2}s  {}", self.start.elapsed().as_secs_f64(), what.into());
+        let line = format!(
+            "{:>7.2}s  {}",
+            self.start.elapsed().as_secs_f64(),
+            what.into()
+        );
         eprintln!("chaos: {line}");
         self.lines.push(line);
     }
@@ -74,9 +87,15 @@ fn instant_of(at: DateTime<Utc>, base: (Instant, DateTime<Utc>)) -> Instant {
 }
 
 fn marker_of(sent: &Sent) -> Option<&'static str> {
-    ["scheduled a stream", "goes live soon", "is live", "uploaded a video", "posted"]
-        .into_iter()
-        .find(|m| sent.text.contains(m))
+    [
+        "scheduled a stream",
+        "goes live soon",
+        "is live",
+        "uploaded a video",
+        "posted",
+    ]
+    .into_iter()
+    .find(|m| sent.text.contains(m))
 }
 
 /// The token a message is about: `chaos-v-12`, `chaos-s-3` or `chaos-t-40`.
@@ -232,8 +251,8 @@ async fn every_role_twice_survives_a_kill_of_each() {
                 let video = new_video_id();
                 // Whole seconds: the Data API's times have no fraction.
                 let start = Utc::now() + chrono::Duration::seconds(25);
-                let start = start
-                    - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
+                let start =
+                    start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
                 ext.youtube
                     .put_video(Video::upcoming(&video, channel, &title, start), true);
                 if let Some(push) = ext.youtube.push_xml(&video, Utc::now()) {
@@ -328,7 +347,11 @@ async fn every_role_twice_survives_a_kill_of_each() {
             }
             if *marker == "goes live soon" {
                 let due = instant_of(reminders[token], clocks);
-                for sent in received.get(&(chat, *marker, token.clone())).into_iter().flatten() {
+                for sent in received
+                    .get(&(chat, *marker, token.clone()))
+                    .into_iter()
+                    .flatten()
+                {
                     if sent.at < due {
                         early.push(format!("{chat} {token} {:?} early", due - sent.at));
                     }
@@ -361,7 +384,12 @@ async fn every_role_twice_survives_a_kill_of_each() {
         early.len(),
         early.iter().take(20).collect::<Vec<_>>(),
     );
-    if arrived.is_err() || !missing.is_empty() || !repeated.is_empty() || !early.is_empty() || dead > 0 {
+    if arrived.is_err()
+        || !missing.is_empty()
+        || !repeated.is_empty()
+        || !early.is_empty()
+        || dead > 0
+    {
         panic!("{report}\n{}", all_logs(&platform));
     }
     eprintln!("chaos: {report}");
