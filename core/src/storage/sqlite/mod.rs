@@ -150,6 +150,7 @@ CREATE TABLE IF NOT EXISTS leases (
     until_ms  INTEGER NOT NULL,
     epoch     INTEGER NOT NULL,
     PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     namespace TEXT NOT NULL,
     key       TEXT NOT NULL,
