@@ -3,7 +3,13 @@
 
 - Each service sees only its own secrets: compose is rendered with a distinct marker for
   every secret of .env.example, and every marker found in a service (its environment, its
-  env files, its command) must be one the table below allows that service.
+  env files, its command) must be one the table below allows that service's role (the
+  service name without a trailing `-<n>`: `api-1` and `api-2` are the role `api`; the
+  RabbitMQ peers `rabbitmq-2` and `rabbitmq-3` are their own).
+- Every Stargazer role runs at least twice (services of that role outside any profile,
+  times their `deploy.replicas`); the coordinators have distinct instance ids and distinct
+  advertised URLs; every worker's coordinator_url lists every coordinator's advertised URL
+  and nothing else; the worker-youtube instances have distinct public (WebSub) URLs.
 - No service reads .env whole; deploy/stargazer.env (seen by every service) sets no secret.
 - RabbitMQ and MongoDB publish ports on loopback only (or not at all).
 - .env is git-ignored; .dockerignore keeps build output, dependencies, virtualenvs, .git
@@ -23,7 +29,8 @@ import sys
 
 import yaml
 
-# Which services may see each secret of .env.example. A new secret must be added here.
+# Which roles (see role()) may see each secret of .env.example. A new secret must be added
+# here.
 ALLOWED = {
     "ADMIN_PASSWORD": {"bootstrap"},
     "TOPOLOGY_PASSWORD": {"bootstrap"},
@@ -50,6 +57,22 @@ ALLOWED = {
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|COOKIE|_KEY$")
 # Services that must not be reachable from beyond the host.
 INTERNAL = {"rabbitmq", "rabbitmq-2", "rabbitmq-3", "mongo"}
+# Nodes of one RabbitMQ cluster, each configured on its own: not instances of a role.
+RABBITMQ_PEERS = {"rabbitmq-2", "rabbitmq-3"}
+# The Stargazer roles, each of which must run at least twice.
+ROLES = [
+    "api",
+    "coordinator",
+    "worker-youtube",
+    "worker-twitter",
+    "worker-twitch",
+    "worker-bilibili",
+    "middleware-delay",
+    "middleware-translate",
+    "middleware-live-check",
+    "bot-telegram",
+]
+WORKER_ROLES = [role for role in ROLES if role.startswith("worker-")]
 PLACEHOLDERS = ["change-me", "CHANGE-ME", "changeme", "password", "guest", "short-1"]
 
 problems = []
@@ -57,6 +80,21 @@ problems = []
 
 def problem(text):
     problems.append(text)
+
+
+def role(service):
+    """The role a service is an instance of: `worker-youtube-2` → `worker-youtube`."""
+    if service in RABBITMQ_PEERS:
+        return service
+    return re.sub(r"-[0-9]+$", "", service)
+
+
+def environment(spec):
+    """A rendered service's environment as a dict (compose renders a mapping or a list)."""
+    env = spec.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
 
 
 def env_assignments(text):
@@ -88,6 +126,7 @@ def check_secrets(scratch, repo):
     ).stdout
     config = yaml.safe_load(rendered)
     services = config.get("services", {})
+    roles = {role(service) for service in services}
     for service, spec in services.items():
         env_files = spec.get("env_file") or []
         if isinstance(env_files, str):
@@ -101,8 +140,8 @@ def check_secrets(scratch, repo):
             if os.path.exists(full):
                 seen += open(full).read()
         for name, marker in markers.items():
-            if marker in seen and service not in ALLOWED.get(name, set()):
-                problem(f"{service}: gets {name}, which is not its own secret")
+            if marker in seen and role(service) not in ALLOWED.get(name, set()):
+                problem(f"{service}: gets {name}, which is not its own secret (role {role(service)})")
         for port in spec.get("ports") or []:
             if service not in INTERNAL:
                 continue
@@ -115,14 +154,64 @@ def check_secrets(scratch, repo):
                 problem(f"{service}: publishes {port} beyond loopback")
     for name in ALLOWED:
         for service in ALLOWED[name]:
-            if service not in services:
-                problem(f"check-compose.py: {name} is allowed to unknown service {service}")
+            if service not in roles:
+                problem(f"check-compose.py: {name} is allowed to unknown role {service}")
     shared = env_assignments(open(os.path.join(repo, "deploy", "stargazer.env")).read())
     for key, value in shared.items():
         if SECRET_NAME.search(key) and value:
             problem(f"deploy/stargazer.env sets {key}: every service would see it; put it in .env")
         if re.search(r"://[^/@\s]*:[^/@\s]+@", value):
             problem(f"deploy/stargazer.env: {key} holds a URL with a password")
+    return services
+
+
+def check_pairs(services):
+    """Every role twice, the coordinator pair told apart and known to every worker, and
+    one WebSub URL per worker-youtube instance."""
+    # (service, environment) per running instance: a service outside every profile, once
+    # per replica.
+    instances = {name: [] for name in ROLES}
+    for service, spec in services.items():
+        if spec.get("profiles") or role(service) not in instances:
+            continue
+        replicas = (spec.get("deploy") or {}).get("replicas", 1)
+        for _ in range(int(replicas)):
+            instances[role(service)].append((service, environment(spec)))
+    for name in ROLES:
+        count = len(instances[name])
+        if count < 2:
+            services_of_role = sorted({service for service, _ in instances[name]})
+            problem(
+                f"docker-compose.yml: role {name} runs {count} instance(s) "
+                f"(services: {', '.join(services_of_role) or 'none'}); every Stargazer role runs at least twice"
+            )
+
+    def distinct(role_name, key, what):
+        """Each instance of the role sets key, and no two alike; returns the values."""
+        seen = {}
+        for service, env in instances[role_name]:
+            value = env.get(key, "")
+            if not value:
+                problem(f"docker-compose.yml: {service} sets no {key} ({what})")
+            elif value in seen:
+                problem(f"docker-compose.yml: {service} and {seen[value]} share {key}={value} ({what})")
+            else:
+                seen[value] = service
+        return set(seen)
+
+    distinct("coordinator", "STARGAZER_COORDINATOR__INSTANCE_ID", "the name in the leader election")
+    advertised = distinct("coordinator", "STARGAZER_COORDINATOR__ADVERTISE_URL", "the URL workers reach it at")
+    for worker_role in WORKER_ROLES:
+        for service, env in instances[worker_role]:
+            listed = {url.strip() for url in env.get("STARGAZER_WORKER__COORDINATOR_URL", "").split(",") if url.strip()}
+            for url in sorted(advertised - listed):
+                problem(f"docker-compose.yml: {service}: STARGAZER_WORKER__COORDINATOR_URL lacks coordinator {url}")
+            for url in sorted(listed - advertised):
+                problem(
+                    f"docker-compose.yml: {service}: STARGAZER_WORKER__COORDINATOR_URL lists {url}, "
+                    "no coordinator's ADVERTISE_URL"
+                )
+    distinct("worker-youtube", "STARGAZER_YOUTUBE__PUBLIC_URL", "the hub calls back the instance that subscribed")
 
 
 def check_ignores(repo):
@@ -194,14 +283,18 @@ def check_bootstrap(scratch):
 def main():
     scratch = sys.argv[1]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    check_secrets(scratch, repo)
+    services = check_secrets(scratch, repo)
+    check_pairs(services)
     check_ignores(repo)
     check_bootstrap(scratch)
     if problems:
         for text in problems:
             print(f"check-compose: {text}", file=sys.stderr)
         sys.exit(1)
-    print("check-compose: secrets are per service, ports internal, ignores and bootstrap checks in place")
+    print(
+        "check-compose: secrets are per service, ports internal, every role runs twice with the "
+        "coordinator pair, ignores and bootstrap checks in place"
+    )
 
 
 if __name__ == "__main__":
