@@ -71,6 +71,12 @@ pub struct BotConfig {
     /// it while the instance lives, so another instance resends a dead instance's unsent
     /// messages after at most this long; default 60, at least 3.
     pub claim_lease_seconds: u64,
+    /// `telegram.poll_lease_seconds` / `STARGAZER_TELEGRAM__POLL_LEASE_SECONDS`: term of the
+    /// lease that lets one bot instance at a time long-poll `getUpdates` (Telegram ends
+    /// the older of two overlapping polls with 409 Conflict), seconds; renewed every third
+    /// of it, so commands go unanswered for at most about this long after the polling
+    /// instance dies; default 15, at least 3.
+    pub poll_lease_seconds: u64,
 }
 
 impl Default for BotConfig {
@@ -94,6 +100,7 @@ impl Default for BotConfig {
             search_limit: 8,
             only_entities: Vec::new(),
             claim_lease_seconds: 60,
+            poll_lease_seconds: 15,
         }
     }
 }
@@ -153,11 +160,16 @@ impl Section for BotConfig {
         if self.queue.trim().is_empty() {
             return Err(ConfigError::invalid("telegram.queue", "must not be empty"));
         }
-        if self.claim_lease_seconds < 3 {
-            return Err(ConfigError::invalid(
-                "telegram.claim_lease_seconds",
-                "must be at least 3 (it is renewed every third of it)",
-            ));
+        for (key, seconds) in [
+            ("telegram.claim_lease_seconds", self.claim_lease_seconds),
+            ("telegram.poll_lease_seconds", self.poll_lease_seconds),
+        ] {
+            if seconds < 3 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be at least 3 (it is renewed every third of it)",
+                ));
+            }
         }
         Ok(())
     }
@@ -167,6 +179,11 @@ impl BotConfig {
     /// How long a claim on a delivery keeps other instances off.
     pub fn claim_lease(&self) -> Duration {
         Duration::from_secs(self.claim_lease_seconds)
+    }
+
+    /// Term of the lease of the one instance that polls `getUpdates`.
+    pub fn poll_lease(&self) -> Duration {
+        Duration::from_secs(self.poll_lease_seconds)
     }
 
     /// Minimum gap between two messages to one private chat.

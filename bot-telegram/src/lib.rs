@@ -77,10 +77,14 @@ async fn run_bot(
     // A child token: a failing half stops the other without cancelling the caller's
     // token (which, in standalone mode, other services share).
     let stop = shutdown.child_token();
-    let mut commands = tokio::spawn(commands::run(
+    // Commands only while this instance holds the poll lease (one poller per token).
+    let owner = format!("bot-{}", uuid::Uuid::new_v4().simple());
+    let mut commands = tokio::spawn(commands::poll_lease::run(
         bot.clone(),
         api.clone(),
         config.clone(),
+        state.clone(),
+        owner,
         stop.clone(),
     ));
     let mut delivery = tokio::spawn(delivery::run(

@@ -226,3 +226,56 @@ async fn a_dead_instances_claims_are_taken_over_after_their_lease_on_sqlite() {
 async fn a_dead_instances_claims_are_taken_over_after_their_lease_on_mongodb() {
     a_dead_instances_claims_are_taken_over_after_their_lease(true).await;
 }
+
+/// One instance at a time long-polls `getUpdates` (the poll lease): while two run,
+/// Telegram never has to end an overlapping poll with 409 Conflict and a command is
+/// answered once; when the polling instance stops, the other answers the next command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_polls_commands_and_the_other_takes_over() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let tg = TelegramServer::start("123:poller").await.unwrap();
+    let bus = rabbit().await;
+    let (first_queue, second_queue) = (
+        TestQueue::declare(&bus).await,
+        TestQueue::declare(&bus).await,
+    );
+    let config = |queue: &str| {
+        let mut config = platform.bot_config(&tg, queue);
+        config.poll_lease_seconds = 3;
+        config
+    };
+    let first = RunningBot::start(
+        config(&first_queue.name),
+        platform.storage.clone(),
+        bus.clone(),
+    );
+    tg.wait_polling(T).await;
+    let second = RunningBot::start(
+        config(&second_queue.name),
+        platform.storage.clone(),
+        bus.clone(),
+    );
+    // Four of the second instance's lease rounds, and several long polls.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        tg.poll_conflicts(),
+        0,
+        "two instances long-polled getUpdates at once"
+    );
+    tg.send_text(7201, 7201, "/help");
+    eventually("the answer to /help", T, || !tg.sent_to(7201).is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tg.sent_to(7201).len(), 1, "one answer to one command");
+
+    // A stop releases the lease, so the other instance polls within a third of a term.
+    first.shutdown().await;
+    tg.send_text(7202, 7202, "/help");
+    eventually("the answer to /help after the poller stopped", T, || {
+        !tg.sent_to(7202).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tg.sent_to(7202).len(), 1, "one answer to one command");
+    second.shutdown().await;
+}

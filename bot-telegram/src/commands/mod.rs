@@ -17,6 +17,7 @@
 
 pub(crate) mod account;
 pub(crate) mod admin;
+pub(crate) mod poll_lease;
 pub(crate) mod reminders;
 pub(crate) mod subscriptions;
 

@@ -145,6 +145,11 @@ struct Inner {
     last_per_chat: HashMap<i64, Instant>,
     too_many: u64,
     get_updates_calls: u64,
+    /// Bumped by every `getUpdates`: a long poll still waiting when it changes was
+    /// overtaken by another and is ended with Telegram's 409 Conflict.
+    poll_generation: u64,
+    /// Long polls ended that way.
+    poll_conflicts: u64,
     /// Sends are answered 500 while this holds (a Bot API outage).
     outage: bool,
     refused_during_outage: u64,
@@ -478,11 +483,28 @@ async fn get_updates(shared: &Arc<Shared>, params: &Map<String, Value>) -> Respo
     let timeout = int_param(params, "timeout").unwrap_or(0).clamp(0, 50) as u64;
     let limit = int_param(params, "limit").unwrap_or(100).clamp(1, 100) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let generation = {
+        let mut inner = lock(&shared.inner);
+        inner.poll_generation += 1;
+        inner.poll_generation
+    };
+    // Wakes a poll this one overtakes.
+    shared.new_update.notify_waiters();
     loop {
         // Registered before looking, so an update pushed in between is not missed.
         let notified = shared.new_update.notified();
         {
             let mut inner = lock(&shared.inner);
+            if inner.poll_generation != generation {
+                // Telegram ends the older of two overlapping long polls this way.
+                inner.poll_conflicts += 1;
+                return error(
+                    StatusCode::CONFLICT,
+                    "Conflict: terminated by other getUpdates request; make sure that only \
+                     one bot instance is running",
+                    None,
+                );
+            }
             inner.get_updates_calls += 1;
             // An offset confirms every update below it; they are never sent again.
             while inner.updates.front().is_some_and(|(id, _)| *id < offset) {
@@ -1042,6 +1064,17 @@ impl TelegramServer {
             .filter(|(called, _)| *called == method)
             .map(|(_, params)| params.clone())
             .collect()
+    }
+
+    /// Long polls of `getUpdates` ended with 409 Conflict because another overtook them
+    /// (two bot instances polling one token).
+    pub fn poll_conflicts(&self) -> u64 {
+        lock(&self.shared.inner).poll_conflicts
+    }
+
+    /// `getUpdates` rounds so far (each look at the queue of a long poll counts).
+    pub fn get_updates_calls(&self) -> u64 {
+        lock(&self.shared.inner).get_updates_calls
     }
 
     /// Waits until the bot long-polls `getUpdates` (so its dispatcher is up).
