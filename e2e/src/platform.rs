@@ -281,6 +281,10 @@ pub struct Platform {
     pub api_url: String,
     api_addr: SocketAddr,
     coordinator_addr: SocketAddr,
+    /// Where the second coordinator of [`Platform::start_coordinator_pair`] listens.
+    standby_coordinator_addr: SocketAddr,
+    /// Whether a coordinator pair runs: workers are then given both URLs.
+    coordinator_pair: std::sync::atomic::AtomicBool,
     reserved: Mutex<HashMap<SocketAddr, std::net::TcpListener>>,
     worker_urls: Mutex<HashMap<String, String>>,
     metrics_addrs: Mutex<HashMap<String, SocketAddr>>,
@@ -324,6 +328,8 @@ impl Platform {
         let api_addr = api_listener.local_addr()?;
         let coordinator_listener = reserve()?;
         let coordinator_addr = coordinator_listener.local_addr()?;
+        let standby_coordinator_listener = reserve()?;
+        let standby_coordinator_addr = standby_coordinator_listener.local_addr()?;
         add_credential(
             &storage,
             ADMIN_USER,
@@ -372,9 +378,12 @@ impl Platform {
             api_url,
             api_addr,
             coordinator_addr,
+            standby_coordinator_addr,
+            coordinator_pair: std::sync::atomic::AtomicBool::new(false),
             reserved: Mutex::new(HashMap::from([
                 (api_addr, api_listener),
                 (coordinator_addr, coordinator_listener),
+                (standby_coordinator_addr, standby_coordinator_listener),
             ])),
             worker_urls: Mutex::new(HashMap::new()),
             metrics_addrs: Mutex::new(HashMap::new()),
@@ -565,10 +574,57 @@ impl Platform {
         .await
     }
 
+    /// Starts two coordinators, `coordinator-1` on the fixed coordinator address and
+    /// `coordinator-2` on an address of its own, each with its instance id and advertised
+    /// URL, and waits until both answer `/healthz` and one leads. Workers started after
+    /// this are given both URLs and follow the leader.
+    pub async fn start_coordinator_pair(&self) -> Result<()> {
+        for (name, addr) in [
+            ("coordinator-1", self.coordinator_addr),
+            ("coordinator-2", self.standby_coordinator_addr),
+        ] {
+            let mut settings = self.role_settings()?;
+            settings.coordinator.listen = addr.to_string();
+            settings.coordinator.instance_id = name.to_owned();
+            settings.coordinator.advertise_url = format!("ws://{addr}/v1/worker");
+            self.release(addr);
+            self.start_role(name, "coordinator", settings)?;
+            self.wait_healthy(name, &format!("http://{addr}/healthz"))
+                .await?;
+        }
+        self.coordinator_pair
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while self.coordinator_status().await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(service_error("coordinator", "neither instance leads"));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Ok(())
+    }
+
+    /// The coordinator addresses workers are given: one, or both of a pair.
+    fn coordinator_addrs(&self) -> Vec<SocketAddr> {
+        if self
+            .coordinator_pair
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            vec![self.coordinator_addr, self.standby_coordinator_addr]
+        } else {
+            vec![self.coordinator_addr]
+        }
+    }
+
     /// `[worker]` of a worker process with id `id`.
     fn worker_section(&self, id: &str) -> WorkerSection {
         WorkerSection {
-            coordinator_url: format!("ws://{}/v1/worker", self.coordinator_addr),
+            coordinator_url: self
+                .coordinator_addrs()
+                .iter()
+                .map(|addr| format!("ws://{addr}/v1/worker"))
+                .collect::<Vec<_>>()
+                .join(","),
             username: WORKER_USER.to_owned(),
             password: WORKER_PASSWORD.to_owned(),
             id: id.to_owned(),
@@ -776,7 +832,7 @@ impl Platform {
             "bot-telegram" => 0,
             n if n.starts_with("worker-") => 1,
             n if n.starts_with("middleware-") => 2,
-            "coordinator" => 3,
+            n if n.starts_with("coordinator") => 3,
             _ => 4,
         };
         processes.sort_by_key(|p| rank(p.name()));
@@ -818,22 +874,32 @@ impl Platform {
         get("metrics").await
     }
 
-    /// `GET /v1/status?tasks=true` of the coordinator.
+    /// `GET /v1/status?tasks=true` of the coordinator; of a pair, the one that leads
+    /// (an error while neither does).
     pub async fn coordinator_status(&self) -> Result<Value> {
-        let response = self
-            .http
-            .get(format!(
-                "http://{}/v1/status?tasks=true",
-                self.coordinator_addr
-            ))
-            .basic_auth(WORKER_USER, Some(WORKER_PASSWORD))
-            .send()
-            .await
-            .map_err(|e| service_error("coordinator", e))?;
-        response
-            .json()
-            .await
-            .map_err(|e| service_error("coordinator", e))
+        let mut last = service_error("coordinator", "no coordinator address");
+        for addr in self.coordinator_addrs() {
+            let status: Result<Value> = async {
+                let response = self
+                    .http
+                    .get(format!("http://{addr}/v1/status?tasks=true"))
+                    .basic_auth(WORKER_USER, Some(WORKER_PASSWORD))
+                    .send()
+                    .await
+                    .map_err(|e| service_error("coordinator", e))?;
+                response
+                    .json()
+                    .await
+                    .map_err(|e| service_error("coordinator", e))
+            }
+            .await;
+            match status {
+                Ok(status) if status["leader"] != false => return Ok(status),
+                Ok(_) => last = service_error("coordinator", format!("{addr} is a standby")),
+                Err(err) => last = err,
+            }
+        }
+        Err(last)
     }
 
     /// Creates an entity through the api RPC `newEntity`, as an admin.
