@@ -28,6 +28,8 @@ const WORKERS: usize = 10;
 const TASKS: usize = 1000;
 const RUNS: usize = 5;
 const HEARTBEAT_MS: u64 = 1000;
+/// How long a convergence may take before the bench reports a stall.
+const STALL: Duration = Duration::from_secs(60);
 
 fn config() -> CoordinatorConfig {
     CoordinatorConfig {
@@ -73,12 +75,14 @@ async fn until_all_attached(
 ) -> Duration {
     let refs: Vec<&Worker> = workers.iter().collect();
     loop {
-        if coordinator.status().await["leader"] == true
-            && check_converged(coordinator, &refs, tasks, ledger)
-                .await
-                .is_ok()
-        {
+        let status = coordinator.status().await;
+        let converged = check_converged(coordinator, &refs, tasks, ledger).await;
+        if status["leader"] == true && converged.is_ok() {
             return since.elapsed();
+        }
+        // A stall is a failure to report, not a bench that never ends.
+        if since.elapsed() > STALL {
+            panic!("not converged {STALL:?} after the start: {converged:?}; status {status}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
