@@ -242,5 +242,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("global_per_second"));
+        for (claim, poll, key) in [
+            (2, 15, "telegram.claim_lease_seconds"),
+            (60, 2, "telegram.poll_lease_seconds"),
+        ] {
+            let config = BotConfig {
+                token: "t".into(),
+                claim_lease_seconds: claim,
+                poll_lease_seconds: poll,
+                ..Default::default()
+            };
+            assert!(config.validate().unwrap_err().to_string().contains(key));
+        }
     }
 }
