@@ -14,7 +14,10 @@
 //! next is answered 503 with `Retry-After` at once. Failures slow guessing down (core's
 //! [`LoginThrottle`], per username and per peer address: an uncached attempt waits
 //! before it is checked) but never refuse a right password, and a worker whose pair is
-//! remembered is not throttled at all. An unknown username costs no check: it waits as
+//! remembered is not throttled at all. Every attempt is also counted in the state store
+//! ([`SharedCounts`]) and waits for the larger count, so the standby, which checks
+//! credentials before it answers 503, and the api spend one budget with the leader
+//! instead of giving a guesser one each. An unknown username costs no check: it waits as
 //! long as one takes, so the answer does not tell whether the account exists.
 
 use std::collections::HashMap;
@@ -32,7 +35,7 @@ use sha2::{Digest, Sha256};
 use stargazer_core::auth::verify_password;
 use stargazer_core::model::{Access, Component};
 use stargazer_core::storage::AccessStore;
-use stargazer_core::throttle::LoginThrottle;
+use stargazer_core::throttle::{LoginThrottle, SharedCounts};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -77,6 +80,8 @@ pub(crate) struct Authenticator {
     pending: AtomicUsize,
     max_pending: usize,
     throttle: LoginThrottle,
+    /// The throttle's count across instances.
+    shared: SharedCounts,
     /// How long the last check took, microseconds: what an unknown username waits.
     check_time_us: AtomicU64,
 }
@@ -95,6 +100,7 @@ impl Authenticator {
         storage: Arc<dyn AccessStore>,
         ttl: Duration,
         throttle: LoginThrottle,
+        shared: SharedCounts,
         max_pending: usize,
     ) -> Self {
         let mut secret = [0u8; 32];
@@ -109,6 +115,7 @@ impl Authenticator {
             pending: AtomicUsize::new(0),
             max_pending: max_pending.max(1),
             throttle,
+            shared,
             check_time_us: AtomicU64::new(INITIAL_CHECK_TIME.as_micros() as u64),
         }
     }
@@ -128,7 +135,8 @@ impl Authenticator {
             .map_err(|err| AuthFailure::Unavailable(err.to_string()))?;
         let Some(credential) = credential else {
             let attempt = self.throttle.reserve(&username, peer);
-            attempt.wait().await;
+            let shared = self.shared.add(&username, peer, 1).await;
+            attempt.wait_with(shared).await;
             tokio::time::sleep(Duration::from_micros(
                 self.check_time_us.load(Ordering::Relaxed),
             ))
@@ -205,24 +213,44 @@ impl Authenticator {
         peer: Option<IpAddr>,
     ) -> Result<bool, AuthFailure> {
         let attempt = self.throttle.reserve(username, peer);
-        attempt.wait().await;
+        let shared = self.shared.add(username, peer, 1).await;
+        attempt.wait_with(shared).await;
         if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             attempt.refund();
+            self.refund_shared(shared, username, peer).await;
             return Err(AuthFailure::Busy);
         }
         let slot = PendingSlot(&self.pending);
         let matched = self.verify(password, stored).await;
         drop(slot);
         match matched {
-            Some(true) => attempt.succeeded(),
+            Some(true) => {
+                attempt.succeeded();
+                self.refund_shared(shared, username, peer).await;
+            }
             Some(false) => {
                 tracing::info!(username, peer = ?peer, "failed worker login");
                 attempt.failed();
             }
-            None => attempt.refund(),
+            None => {
+                attempt.refund();
+                self.refund_shared(shared, username, peer).await;
+            }
         }
         Ok(matched == Some(true))
+    }
+
+    /// Takes a shared reservation back (one that was counted: `shared` is `Some`).
+    async fn refund_shared(&self, shared: Option<u32>, username: &str, peer: Option<IpAddr>) {
+        if shared.is_some() {
+            self.shared.add(username, peer, -1).await;
+        }
+    }
+
+    /// Forgets shared counters past the throttle's window (called periodically).
+    pub(crate) async fn purge_shared(&self) {
+        self.shared.purge().await;
     }
 
     /// `None` when the check could not run.

@@ -41,7 +41,7 @@ use stargazer_core::service::{
     Capability, ContextError, Listen, Needs, Service, ServiceContext, ServiceError,
 };
 use stargazer_core::storage::{AccessStore, EntityStore, StateStore, StorageHealth};
-use stargazer_core::throttle::LoginThrottle;
+use stargazer_core::throttle::{LoginThrottle, SharedCounts};
 use stargazer_core::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -108,7 +108,7 @@ async fn serve_workers(
         election::Election {
             config: config.clone(),
             identity: identity.clone(),
-            state: stores.state,
+            state: stores.state.clone(),
             tasks: stores.tasks,
             metrics: metrics.clone(),
             role: role_tx,
@@ -123,6 +123,7 @@ async fn serve_workers(
             stores.credentials,
             Duration::from_secs(config.auth_cache_ttl_secs),
             LoginThrottle::new(config.login_throttle()),
+            SharedCounts::new(stores.state.clone(), config.login_throttle()),
             config.auth_max_pending,
         )),
         metrics,
@@ -132,6 +133,7 @@ async fn serve_workers(
         sockets: sockets.clone(),
         readiness,
     };
+    let purger = tokio::spawn(purge_login_counters(state.auth.clone(), stop.clone()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "coordinator listening");
     }
@@ -151,7 +153,24 @@ async fn serve_workers(
     }
     sockets.close();
     sockets.wait().await;
+    if let Err(err) = purger.await {
+        tracing::error!(cause = %err, "login counter purge failed");
+    }
     served.map_err(Error::Serve)
+}
+
+/// How often login attempts counted in storage past their window are forgotten.
+const PURGE_LOGIN_COUNTERS_EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets the shared login counters past the throttle's window until `stop`.
+async fn purge_login_counters(auth: Arc<auth::Authenticator>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(PURGE_LOGIN_COUNTERS_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => auth.purge_shared().await,
+        }
+    }
 }
 
 /// The coordinator as a platform service: workers connect to `coordinator.listen`, which

@@ -114,3 +114,37 @@ async fn logins_waiting_for_a_check_are_bounded() {
     assert_eq!(status, 200);
     coordinator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_and_its_standby_share_one_login_budget() {
+    init_tracing();
+    let storage = storage().await;
+    let config = |id: &str| CoordinatorConfig {
+        instance_id: id.to_owned(),
+        login_delay_ms: 200,
+        login_delay_max_ms: 3_200,
+        ..test_config()
+    };
+    let first = Coordinator::start(storage.clone(), config("coord-a")).await;
+    let second = Coordinator::start(storage, config("coord-b")).await;
+    // Three failures, alternating instances: each instance saw at most two itself.
+    for coordinator in [&first, &second, &first] {
+        assert_eq!(status_as(coordinator, USER, "guess").await.0, 401);
+    }
+    // The fourth guess, on the instance that saw only one failure, waits for all three
+    // (200 ms × 2² = 800 ms); counting alone, it would wait 200 ms.
+    let (status, took) = status_as(&second, USER, "guess").await;
+    assert_eq!(status, 401);
+    assert!(
+        took >= Duration::from_millis(700),
+        "the second instance counted the first one's failures: {took:?}"
+    );
+    // Slowed, never locked out: the right password still gets past the check on either
+    // instance (the standby then refuses a worker with 503, not 401).
+    for coordinator in [&first, &second] {
+        let (status, _) = status_as(coordinator, USER, PASSWORD).await;
+        assert_ne!(status, 401, "the owner's password is accepted");
+    }
+    first.stop().await;
+    second.stop().await;
+}

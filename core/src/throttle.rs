@@ -18,6 +18,13 @@
 //! is full of live records, new keys share one overflow record, so a flood of random
 //! usernames slows itself down instead of evicting the records of the usernames it
 //! targets.
+//!
+//! Several instances on one store share one budget through [`SharedCounts`]: every
+//! reservation is also counted in the state store, per username and per address, and an
+//! attempt waits for the larger of its own and the shared count. Every api and
+//! coordinator instance counts under one namespace ([`SHARED_LOGIN_COUNTERS`]), so
+//! neither a second instance nor a second surface gives a guesser a second budget for
+//! the same account.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +32,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::storage::StateStore;
+
+/// The state-store namespace of login attempts counted across instances: one counter per
+/// username (`user:<name>`) and per address (`addr:<ip>`), shared by every api and
+/// coordinator instance on one store.
+pub const SHARED_LOGIN_COUNTERS: &str = "login_attempts";
 
 /// The throttle's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +287,18 @@ impl Attempt {
         }
     }
 
+    /// Waits out the longer of [`Attempt::delay`] and the delay `shared` recent failures
+    /// ask for (counted by [`SharedCounts`] across instances; `None` when they could not
+    /// be counted, so the local count stands alone).
+    pub async fn wait_with(&self, shared: Option<u32>) {
+        let delay = shared.map_or(self.delay, |failures| {
+            self.delay.max(self.throttle.delay_after(failures))
+        });
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// The password was right: the reservation is taken back.
     pub fn succeeded(mut self) {
         self.refund_now();
@@ -292,6 +318,77 @@ impl Attempt {
     fn refund_now(&mut self) {
         let slots = std::mem::take(&mut self.slots);
         self.throttle.refund(&slots);
+    }
+}
+
+/// Login attempts counted in the state store, so that every instance on one store sees
+/// the others' failures: the counterpart of a [`LoginThrottle`] that spans processes.
+///
+/// Reserve an attempt with [`SharedCounts::add`] (`+1`, before the check) and take it back
+/// the same way (`-1`) when it succeeded or ended without a verdict, exactly as the local
+/// [`Attempt`] is settled. A store that cannot count is logged and leaves the local
+/// throttle to bound the attempt alone: a broken store must not lock the owner out.
+#[derive(Clone)]
+pub struct SharedCounts {
+    state: Arc<dyn StateStore>,
+    settings: ThrottleSettings,
+}
+
+impl SharedCounts {
+    /// Counts in `state` with the window and on/off switch of `settings`.
+    pub fn new(state: Arc<dyn StateStore>, settings: ThrottleSettings) -> Self {
+        Self { state, settings }
+    }
+
+    fn window_start(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        let window =
+            chrono::Duration::from_std(self.settings.forget).unwrap_or(chrono::Duration::MAX);
+        now.checked_sub_signed(window).unwrap_or(now)
+    }
+
+    /// Adds `delta` to the counters of `username` and of `source` (when known): a
+    /// reservation (`1`) or a refund (`-1`). Answers the larger count before a
+    /// reservation; `None` when throttling is off or the store could not count (logged).
+    pub async fn add(&self, username: &str, source: Option<IpAddr>, delta: i64) -> Option<u32> {
+        if self.settings.max.is_zero() {
+            return None;
+        }
+        let now = chrono::Utc::now();
+        let window_start = self.window_start(now);
+        let mut keys = vec![format!("user:{username}")];
+        keys.extend(source.map(|ip| format!("addr:{ip}")));
+        // Every counter at once: a login waits for one round trip, not two.
+        let counted = futures::future::join_all(keys.iter().map(|key| {
+            self.state
+                .add_to_counter(SHARED_LOGIN_COUNTERS, key, delta, now, window_start)
+        }))
+        .await;
+        let mut before = 0;
+        for counted in counted {
+            match counted {
+                Ok(count) => {
+                    let prior = (count - delta.max(0)).max(0);
+                    before = before.max(u32::try_from(prior).unwrap_or(u32::MAX));
+                }
+                Err(cause) => {
+                    tracing::warn!(%cause, "login attempts not counted in storage");
+                    return None;
+                }
+            }
+        }
+        Some(before)
+    }
+
+    /// Forgets counters past the window (call periodically).
+    pub async fn purge(&self) {
+        let before = self.window_start(chrono::Utc::now());
+        if let Err(cause) = self
+            .state
+            .purge_counters(SHARED_LOGIN_COUNTERS, before)
+            .await
+        {
+            tracing::warn!(%cause, "purging login counters failed");
+        }
     }
 }
 

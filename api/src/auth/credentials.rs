@@ -11,10 +11,10 @@
 //! - **Throttle.** An uncached attempt on the public api is reserved in the
 //!   [`LoginThrottle`] first and waits the delay the username's and the client address's
 //!   recent failures ask for *before* it is checked. The reservation is also counted in
-//!   storage ([`SHARED_COUNTERS`], one counter per username and per address, windowed by
+//!   storage ([`SharedCounts`], one counter per username and per address, windowed by
 //!   `login_forget_secs`), and the attempt waits for the larger of the two counts: api
-//!   instances on one store share one budget, and the in-memory throttle still bounds a
-//!   single instance when the store cannot count.
+//!   and coordinator instances on one store share one budget, and the in-memory throttle
+//!   still bounds a single instance when the store cannot count.
 //! - **Not on the broker path.** RabbitMQ asks for every AMQP login from its own
 //!   address, so an address says nothing there, and its HTTP client sends us only a
 //!   couple of requests at a time and queues the rest: an answer held back to slow a
@@ -38,7 +38,7 @@ use stargazer_core::auth::verify_password;
 use stargazer_core::model::Permissions;
 use stargazer_core::storage::Storage;
 use stargazer_core::sync::lock;
-use stargazer_core::throttle::{Attempt, LoginThrottle};
+use stargazer_core::throttle::{Attempt, LoginThrottle, SharedCounts};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -47,9 +47,6 @@ use crate::metrics::Metrics;
 
 /// Cache entries beyond which expired ones are swept on insert.
 const CACHE_SOFT_CAP: usize = 10_000;
-
-/// The state-store namespace of the login attempts counted across api instances.
-pub(crate) const SHARED_COUNTERS: &str = "api.login_attempts";
 
 /// What an unknown username waits before its refusal until a real check has been timed.
 const INITIAL_CHECK_TIME: Duration = Duration::from_millis(200);
@@ -81,6 +78,8 @@ pub(crate) struct CredentialVerifier {
     verified: Mutex<HashMap<Key, Instant>>,
     inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     throttle: LoginThrottle,
+    /// The throttle's count across instances.
+    shared: SharedCounts,
     checks: Semaphore,
     check_wait: Duration,
     /// How long the last password check took, microseconds: what an unknown username
@@ -100,6 +99,7 @@ impl CredentialVerifier {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         Self {
+            shared: SharedCounts::new(storage.clone(), throttle.settings()),
             storage,
             ttl,
             secret,
@@ -176,7 +176,7 @@ impl CredentialVerifier {
         let attempt = self.reserve(username, via);
         let shared = self.count_shared(username, via, 1).await;
         if let Some(attempt) = &attempt {
-            self.wait_turn(attempt, shared).await;
+            attempt.wait_with(shared).await;
         }
         let permit = match tokio::time::timeout(self.check_wait, self.checks.acquire()).await {
             Ok(Ok(permit)) => permit,
@@ -239,65 +239,17 @@ impl CredentialVerifier {
 
     /// Adds `delta` to the shared counters of a public api login's username and address
     /// (a reservation, or a refund); answers the larger count before a reservation.
-    /// `None` for the broker's logins and when the store cannot count (logged): the
-    /// in-memory throttle then stands alone.
+    /// `None` for the broker's logins and when the store cannot count.
     async fn count_shared(&self, username: &str, via: LoginVia, delta: i64) -> Option<u32> {
         let LoginVia::Api(ip) = via else {
             return None;
         };
-        if self.throttle.settings().max.is_zero() {
-            return None;
-        }
-        let now = chrono::Utc::now();
-        let window = chrono::Duration::from_std(self.throttle.settings().forget)
-            .unwrap_or(chrono::Duration::MAX);
-        let window_start = now.checked_sub_signed(window).unwrap_or(now);
-        let keys = [format!("user:{username}"), format!("addr:{ip}")];
-        // Both counters at once: a login waits for one round trip, not two.
-        let counted = futures::future::join_all(keys.iter().map(|key| {
-            self.storage
-                .add_to_counter(SHARED_COUNTERS, key, delta, now, window_start)
-        }))
-        .await;
-        let mut before = 0;
-        for counted in counted {
-            match counted {
-                Ok(count) => {
-                    let prior = (count - delta.max(0)).max(0);
-                    before = before.max(u32::try_from(prior).unwrap_or(u32::MAX));
-                }
-                Err(cause) => {
-                    tracing::warn!(%cause, "login attempts not counted in storage");
-                    return None;
-                }
-            }
-        }
-        Some(before)
-    }
-
-    /// Waits the attempt's own delay, then what the shared count asks beyond it.
-    async fn wait_turn(&self, attempt: &Attempt, shared: Option<u32>) {
-        attempt.wait().await;
-        if let Some(failures) = shared {
-            let extra = self
-                .throttle
-                .delay_for(failures)
-                .saturating_sub(attempt.delay());
-            if !extra.is_zero() {
-                tokio::time::sleep(extra).await;
-            }
-        }
+        self.shared.add(username, Some(ip), delta).await
     }
 
     /// Forgets shared counters past the throttle's window (called periodically).
     pub(crate) async fn purge_shared(&self) {
-        let now = chrono::Utc::now();
-        let window = chrono::Duration::from_std(self.throttle.settings().forget)
-            .unwrap_or(chrono::Duration::MAX);
-        let before = now.checked_sub_signed(window).unwrap_or(now);
-        if let Err(cause) = self.storage.purge_counters(SHARED_COUNTERS, before).await {
-            tracing::warn!(%cause, "purging login counters failed");
-        }
+        self.shared.purge().await;
     }
 
     /// Counts a failure against the attempt's username and address.
@@ -318,7 +270,7 @@ impl CredentialVerifier {
         let attempt = self.reserve(username, via);
         let shared = self.count_shared(username, via, 1).await;
         if let Some(attempt) = &attempt {
-            self.wait_turn(attempt, shared).await;
+            attempt.wait_with(shared).await;
             let check_time = Duration::from_micros(self.check_time_us.load(Ordering::Relaxed));
             tokio::time::sleep(check_time).await;
         }
