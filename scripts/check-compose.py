@@ -10,6 +10,9 @@
   times their `deploy.replicas`); the coordinators have distinct instance ids and distinct
   advertised URLs; every worker's coordinator_url lists every coordinator's advertised URL
   and nothing else; the worker-youtube instances have distinct public (WebSub) URLs.
+- The api instances share one name: each has the network alias `api` and serves the
+  RabbitMQ auth backend (internal listener and its secret), and RabbitMQ's auth backend
+  and the bot call `api`, not one instance.
 - No service reads .env whole; deploy/stargazer.env (seen by every service) sets no secret.
 - RabbitMQ and MongoDB publish ports on loopback only (or not at all).
 - .env is git-ignored; .dockerignore keeps build output, dependencies, virtualenvs, .git
@@ -212,6 +215,34 @@ def check_pairs(services):
                     "no coordinator's ADVERTISE_URL"
                 )
     distinct("worker-youtube", "STARGAZER_YOUTUBE__PUBLIC_URL", "the hub calls back the instance that subscribed")
+    check_api_alias(services, instances)
+
+
+# The name every api instance answers to inside the compose network.
+API_ALIAS = "api"
+
+
+def check_api_alias(services, instances):
+    """Whoever calls the api inside the network reaches any running instance."""
+    for service, env in instances["api"]:
+        networks = services[service].get("networks") or {}
+        aliases = (networks.get("default") or {}).get("aliases") or []
+        if API_ALIAS not in aliases:
+            problem(f"docker-compose.yml: {service} lacks the network alias `{API_ALIAS}` on the default network")
+        for key in ("STARGAZER_API__INTERNAL_LISTEN", "STARGAZER_API__AUTH_SECRET"):
+            if not env.get(key):
+                problem(f"docker-compose.yml: {service} sets no {key}: RabbitMQ's auth backend may call it")
+    for service, env in instances["bot-telegram"]:
+        url = env.get("STARGAZER_TELEGRAM__STARGAZER_API_URL", "")
+        if not re.match(rf"https?://{API_ALIAS}[:/]", url):
+            problem(f"docker-compose.yml: {service} calls the api at {url!r}, not through the alias `{API_ALIAS}`")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, "deploy", "rabbitmq", "rabbitmq.conf")) as conf:
+        for line in conf:
+            if line.startswith("auth_http.") and "://" in line:
+                host = re.search(r"://(?:[^@/]*@)?([^:/]+)", line)
+                if not host or host.group(1) != API_ALIAS:
+                    problem(f"deploy/rabbitmq/rabbitmq.conf: {line.strip()} does not call the alias `{API_ALIAS}`")
 
 
 def check_ignores(repo):
