@@ -8,6 +8,13 @@
 //! delivered exactly once, no reminder before its time, nothing dead-lettered, and what
 //! the killed instances held was done by the others. The timeline of kills is printed.
 //!
+//! A tap queue bound like the bots' sees every ready message as it is published: each
+//! reminder must reach it once, so two delay instances firing one message (a claim that
+//! does not hold) fail the test even though the bot's delivery log would absorb the
+//! second copy. The one repeat allowed there is a fire published within [`CRASH_WINDOW`]
+//! before a delay instance's SIGKILL, fired again by the instance that takes its lapsed
+//! claim over (docs/ARCHITECTURE.md §5, middleware-delay).
+//!
 //! One repeat is allowed, and only where docs/ARCHITECTURE.md §5 (bot-telegram, "Which
 //! crash can repeat a message") says a crash can repeat one: a message Telegram accepted
 //! from the killed bot instance within [`CRASH_WINDOW`] before its SIGKILL, whose `sent`
@@ -24,6 +31,8 @@ use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use stargazer_api::types::TaskParams;
+use stargazer_core::bus::QueueSpec;
+use stargazer_core::routing::READY_PATTERN;
 use stargazer_e2e::backends::Pair;
 use stargazer_e2e::platform::Platform;
 use stargazer_e2e::servers::telegram::Sent;
@@ -45,6 +54,10 @@ const CHATS: [i64; 3] = [71_001, 71_002, 71_003];
 const SHARDS: u32 = 8;
 /// Seconds between the reminder and the stream's start.
 const LEAD_SECONDS: u64 = 20;
+/// Seconds from a stream's announcement to its start: the reminder fires
+/// `START_AFTER - LEAD_SECONDS` after it, so most reminders fire while both delay
+/// instances still run (the kill comes at a random moment of the workload).
+const START_AFTER: i64 = 40;
 /// Over how long the workload is spread.
 const INJECT_FOR: Duration = Duration::from_secs(60);
 /// How long everything may take to arrive after the last injection.
@@ -79,6 +92,42 @@ const PAIRS: [(&str, [&str; 2]); 6] = [
 
 /// What a chat should receive once: (kind marker in the text, the title or text token).
 type Expected = (&'static str, String);
+
+/// The queue that sees every ready message as it is published.
+const TAP_QUEUE: &str = "chaos.tap.ready";
+
+/// Ready messages seen on the tap: per (kind, event id), when each first-time delivery of
+/// a copy arrived (a copy the tap's own consumer saw before, `redelivered`, not counted).
+type Tapped = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), Vec<Instant>>>>;
+
+/// Starts consuming every ready message into the returned map.
+async fn start_tap(platform: &Platform) -> Tapped {
+    let bus = platform.backends.source.bus("chaos-tap").await.unwrap();
+    let mut consumer = bus
+        .consume(&QueueSpec::new(TAP_QUEUE, READY_PATTERN, 500))
+        .await
+        .unwrap();
+    let tapped = Tapped::default();
+    let into = tapped.clone();
+    tokio::spawn(async move {
+        let _bus = bus;
+        while let Some(delivery) = consumer.next().await {
+            if !delivery.redelivered {
+                if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&delivery.body) {
+                    let kind = event["kind"].as_str().unwrap_or_default().to_owned();
+                    let id = event["id"].as_str().unwrap_or_default().to_owned();
+                    into.lock()
+                        .unwrap()
+                        .entry((kind, id))
+                        .or_default()
+                        .push(Instant::now());
+                }
+            }
+            delivery.ack().await.ok();
+        }
+    });
+    tapped
+}
 
 struct Timeline {
     start: Instant,
@@ -169,6 +218,7 @@ async fn every_role_twice_survives_a_kill_of_each() {
         panic!("{err}\n{}", all_logs(&platform));
     }
     timeline.note("every process started");
+    let tapped = start_tap(&platform).await;
     let ext = &platform.ext;
 
     let channels: Vec<String> = (0..CHANNELS).map(|_| new_channel_id()).collect();
@@ -294,7 +344,7 @@ async fn every_role_twice_survives_a_kill_of_each() {
                 streams += 1;
                 let video = new_video_id();
                 // Whole seconds: the Data API's times have no fraction.
-                let start = Utc::now() + chrono::Duration::seconds(60);
+                let start = Utc::now() + chrono::Duration::seconds(START_AFTER);
                 let start =
                     start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
                 ext.youtube
@@ -422,6 +472,36 @@ async fn every_role_twice_survives_a_kill_of_each() {
             }
         }
     }
+    // Each reminder fired once; a repeat only from the delay crash window.
+    let delay_killed = killed_at
+        .iter()
+        .find(|(name, _)| name.starts_with("middleware-delay"))
+        .map(|(_, at)| *at);
+    let mut fired = 0;
+    let mut fired_twice = Vec::new();
+    let mut fired_in_crash_window = 0;
+    for ((kind, id), copies) in tapped.lock().unwrap().iter() {
+        if kind != "youtube.reminder" {
+            continue;
+        }
+        fired += 1;
+        match copies.as_slice() {
+            [_] => {}
+            [first, _]
+                if delay_killed.is_some_and(|killed| {
+                    *first <= killed && killed.duration_since(*first) <= CRASH_WINDOW
+                }) =>
+            {
+                fired_in_crash_window += 1
+            }
+            _ => fired_twice.push(format!("{id} ×{}", copies.len())),
+        }
+    }
+    timeline.note(format!(
+        "reminders fired: {fired} of {STREAMS}, {} more than once, {fired_in_crash_window} \
+         of those in the delay crash window",
+        fired_twice.len() + fired_in_crash_window
+    ));
     let vhost = platform.backends.cluster_vhost.as_ref().unwrap();
     let dead = vhost.queue_depth("stargazer.dead").unwrap().unwrap_or(0);
     let queues = vhost.queues().unwrap();
@@ -440,7 +520,8 @@ async fn every_role_twice_survives_a_kill_of_each() {
     eprintln!("chaos timeline:\n{}", timeline.lines.join("\n"));
     let report = format!(
         "missing {}: {:?}\nrepeated {}: {:?}\nrepeated in the documented crash window {}: \
-         {:?}\nearly {}: {:?}\ndead-lettered {dead}\nno takeover seen of {not_taken_over:?}",
+         {:?}\nearly {}: {:?}\ndead-lettered {dead}\nno takeover seen of {not_taken_over:?}\n\
+         reminders fired more than once outside the delay crash window {}: {:?}",
         missing.len(),
         missing.iter().take(20).collect::<Vec<_>>(),
         repeated.len(),
@@ -449,11 +530,15 @@ async fn every_role_twice_survives_a_kill_of_each() {
         in_crash_window.iter().take(20).collect::<Vec<_>>(),
         early.len(),
         early.iter().take(20).collect::<Vec<_>>(),
+        fired_twice.len(),
+        fired_twice.iter().take(20).collect::<Vec<_>>(),
     );
     if arrived.is_err()
         || !missing.is_empty()
         || !repeated.is_empty()
         || !early.is_empty()
+        || !fired_twice.is_empty()
+        || fired != STREAMS
         || dead > 0
         || !not_taken_over.is_empty()
     {
