@@ -36,8 +36,9 @@ pub struct BotConfig {
     /// once; default 8.
     pub prefetch: u16,
     /// `telegram.global_per_second` / `STARGAZER_TELEGRAM__GLOBAL_PER_SECOND`: messages
-    /// per second over all chats; default 29 (just under Telegram's 30 so that network
-    /// jitter never pushes a one-second window over the limit).
+    /// per second over all chats, for the token: bot instances on one store count each
+    /// other and each sends its share; default 29 (just under Telegram's 30 so that
+    /// network jitter never pushes a one-second window over the limit).
     pub global_per_second: f64,
     /// `telegram.chat_interval_ms` / `STARGAZER_TELEGRAM__CHAT_INTERVAL_MS`: minimum gap
     /// between two messages to one private chat, milliseconds; default 1000.

@@ -279,3 +279,83 @@ async fn one_instance_polls_commands_and_the_other_takes_over() {
     assert_eq!(tg.sent_to(7202).len(), 1, "one answer to one command");
     second.shutdown().await;
 }
+
+/// Telegram's overall limit is per token: two instances count each other through storage
+/// and each paces at half of `global_per_second`, so together they stay under a limit
+/// that two instances at the full rate would break. Once one stops, the other counts
+/// itself alone again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_tokens_send_rate() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Ookami Mio")]).await;
+    let chats: Vec<i64> = (7301..=7340).collect();
+    subscribe_chats(&platform, entity, &chats).await;
+    let tg = TelegramServer::start("123:shared-rate").await.unwrap();
+    // 24 a second: 20 for the token and a margin for the bucket's spare fraction;
+    // two instances at 20 each would send 40.
+    tg.enforce(stargazer_testkit::servers::telegram::RateLimits {
+        global: 24,
+        window: Duration::from_secs(1),
+        per_chat: Duration::ZERO,
+        retry_after: 1,
+    });
+    let bus = rabbit().await;
+    // One queue for both: they take turns at the events, and send at once.
+    let queue = TestQueue::declare(&bus).await;
+    let config = {
+        let mut config = platform.bot_config(&tg, &queue.name);
+        config.global_per_second = 20.0;
+        config.claim_lease_seconds = 3;
+        config.prefetch = 1;
+        config
+    };
+    let first = RunningBot::start(config.clone(), platform.storage.clone(), bus.clone());
+    let second = RunningBot::start(config, platform.storage.clone(), bus.clone());
+    eventually("both instances count two senders", T, || {
+        [&first, &second]
+            .iter()
+            .all(|bot| bot.metric("stargazer_bot_senders") == Some(2.0))
+    })
+    .await;
+
+    let titles: Vec<String> = (0..6).map(|n| format!("shared rate {n}")).collect();
+    for title in &titles {
+        publish(&bus, &live(entity, title)).await;
+    }
+    eventually(
+        "every chat got every event",
+        Duration::from_secs(60),
+        || {
+            titles
+                .iter()
+                .all(|t| count_by_chat(&tg, t).len() == chats.len())
+        },
+    )
+    .await;
+    assert_eq!(tg.sent().len(), titles.len() * chats.len());
+    assert_eq!(
+        tg.too_many(),
+        0,
+        "the two instances together stayed under the token's limit"
+    );
+    // Both sent: the rate was shared, not left to one instance.
+    let sent_by = |bot: &RunningBot| {
+        bot.metric("stargazer_bot_send_attempts_done_total")
+            .unwrap_or(0.0)
+    };
+    assert!(
+        sent_by(&first) > 0.0 && sent_by(&second) > 0.0,
+        "both instances sent: {} and {}",
+        sent_by(&first),
+        sent_by(&second)
+    );
+
+    // A stop releases the slot: the other takes the whole rate within a round.
+    first.shutdown().await;
+    eventually("the survivor counts itself alone", T, || {
+        second.metric("stargazer_bot_senders") == Some(1.0)
+    })
+    .await;
+    second.shutdown().await;
+}

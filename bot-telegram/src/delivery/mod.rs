@@ -41,6 +41,7 @@ pub(crate) mod compose;
 pub(crate) mod recorder;
 pub(crate) mod scheduler;
 pub(crate) mod send;
+pub(crate) mod senders;
 pub(crate) mod streams;
 
 use std::collections::HashMap;
@@ -54,7 +55,7 @@ use stargazer_core::contract::field;
 use stargazer_core::model::{ClaimState, Event, Subscription, UserSettings};
 use stargazer_core::routing::READY_PATTERN;
 use stargazer_core::storage::{DeliveryStore, StateStore};
-use stargazer_core::telemetry::register_int_counter_vec;
+use stargazer_core::telemetry::{register_int_counter_vec, register_int_gauge};
 use stargazer_core::wait::sleep_unless_cancelled;
 use teloxide::Bot;
 use tokio::task::JoinSet;
@@ -68,6 +69,7 @@ use claims::Claims;
 use recorder::Recorder;
 use scheduler::{Limits, SchedulerHandle};
 use send::{Fanout, Outcome, Recipient, Role, SendContext, SendJob, StreamLife};
+use senders::SenderCount;
 use stargazer_core::sync::lock;
 use streams::StreamMemory;
 
@@ -109,7 +111,7 @@ pub(crate) async fn run(
         deliveries: storage,
         state,
     } = stores;
-    let streams = Arc::new(StreamMemory::new(state));
+    let streams = Arc::new(StreamMemory::new(state.clone()));
     let pruner = tokio::spawn(prune_streams(streams.clone(), shutdown.clone()));
     let limits = Limits {
         global_per_second: config.global_per_second,
@@ -120,7 +122,22 @@ pub(crate) async fn run(
     // The scheduler stops on its own token, cancelled only once no new event can be
     // accepted, so that it never drops jobs of an event still being queued.
     let scheduler_stop = CancellationToken::new();
-    let (scheduler, scheduler_task) = scheduler::start::<SendJob>(limits, scheduler_stop.clone());
+    // Instances of this bot count each other and split the token's overall rate.
+    let senders = SenderCount::alone();
+    let counting = tokio::spawn(senders::run(
+        state.clone(),
+        format!("bot-{}", uuid::Uuid::new_v4().simple()),
+        config.claim_lease(),
+        senders.clone(),
+        register_int_gauge(
+            &registry,
+            "stargazer_bot_senders",
+            "Bot instances sharing the token's overall send rate (counted through storage).",
+        ),
+        scheduler_stop.clone(),
+    ));
+    let (scheduler, scheduler_task) =
+        scheduler::start::<SendJob>(limits, senders, scheduler_stop.clone());
     let scheduler_task = tokio::spawn(scheduler_task);
     scheduler.stats().register(&registry);
     let settled = register_int_counter_vec(
@@ -189,6 +206,9 @@ pub(crate) async fn run(
     }
     if let Err(err) = pruner.await {
         tracing::error!(cause = %err, "stream memory pruner panicked");
+    }
+    if let Err(err) = counting.await {
+        tracing::error!(cause = %err, "sender count panicked");
     }
     tracing::info!(
         sent_or_failed = stats.done.get(),

@@ -12,7 +12,8 @@
 //!   send now; many chats' sends run concurrently, up to `max_in_flight`.
 //!
 //! A 429 puts the chat on hold for `retry_after` and lowers the overall rate, which then
-//! climbs back while no 429 arrives. On shutdown the scheduler stops starting sends,
+//! climbs back while no 429 arrives. The overall rate is the token's: with N bot
+//! instances counted ([`SenderCount`]), each paces at `global_per_second / N`. On shutdown the scheduler stops starting sends,
 //! lets the ones in flight finish, and drops the rest (their owners see them abandoned).
 
 use std::cmp::Reverse;
@@ -28,6 +29,8 @@ use stargazer_core::telemetry::register_collector;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::senders::SenderCount;
 
 /// What one attempt at a queued message came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,15 +192,20 @@ impl<J: Job> SchedulerHandle<J> {
 
 /// Starts the scheduler; it runs until `shutdown` is cancelled and the sends in flight
 /// have finished. Await the returned future (usually spawned) to wait for that.
+/// `senders` says how many instances share `limits.global_per_second`.
 pub(crate) fn start<J: Job>(
     limits: Limits,
+    senders: SenderCount,
     shutdown: CancellationToken,
 ) -> (SchedulerHandle<J>, impl Future<Output = ()> + Send) {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(Stats::default());
+    let share = senders.get();
     let scheduler = Scheduler {
         limits,
-        bucket: Bucket::new(limits.global_per_second, Instant::now()),
+        bucket: Bucket::new(limits.global_per_second / f64::from(share), Instant::now()),
+        senders,
+        share,
         chats: HashMap::new(),
         ready: BinaryHeap::new(),
         stats: stats.clone(),
@@ -268,6 +276,19 @@ impl Bucket {
         self.tokens = (self.tokens + 1.0).min(BUCKET_CAPACITY);
     }
 
+    /// A new configured rate (this instance's share changed): an unthrottled bucket
+    /// moves to it at once, a throttled one keeps recovering towards it.
+    fn set_max_rate(&mut self, max_rate: f64, now: Instant) {
+        self.refill(now);
+        let unthrottled = self.rate >= self.max_rate;
+        self.max_rate = max_rate;
+        self.rate = if unthrottled {
+            max_rate
+        } else {
+            self.rate.min(max_rate)
+        };
+    }
+
     fn throttle(&mut self, now: Instant) {
         self.refill(now);
         // Never below one message per second, or a burst of 429s could stall delivery.
@@ -299,6 +320,9 @@ type InFlight<J> = Pin<Box<dyn Future<Output = (i64, Instant, J, Attempt)> + Sen
 struct Scheduler<J> {
     limits: Limits,
     bucket: Bucket,
+    /// How many instances share the overall rate, and the count the bucket is set for.
+    senders: SenderCount,
+    share: u32,
     chats: HashMap<i64, ChatQueue<J>>,
     ready: BinaryHeap<Reverse<(Instant, i64)>>,
     stats: Arc<Stats>,
@@ -371,6 +395,12 @@ impl<J: Job> Scheduler<J> {
                 self.ready.pop();
                 self.ready.push(Reverse((queue.next_at, chat)));
                 continue;
+            }
+            let share = self.senders.get();
+            if share != self.share {
+                self.share = share;
+                self.bucket
+                    .set_max_rate(self.limits.global_per_second / f64::from(share), now);
             }
             if let Err(when) = self.bucket.take(now) {
                 return Some(when);
@@ -541,7 +571,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn paces_overall_and_per_chat_keeping_order() {
         let shutdown = CancellationToken::new();
-        let (handle, task) = start::<Scripted>(limits(10.0), shutdown.clone());
+        let (handle, task) =
+            start::<Scripted>(limits(10.0), SenderCount::alone(), shutdown.clone());
         let task = tokio::spawn(task);
         let log: Log = Default::default();
         let mut waits = Vec::new();
@@ -598,7 +629,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_step_of_a_job_is_paced_like_a_message_and_keeps_its_place() {
         let shutdown = CancellationToken::new();
-        let (handle, task) = start::<Scripted>(limits(10.0), shutdown.clone());
+        let (handle, task) =
+            start::<Scripted>(limits(10.0), SenderCount::alone(), shutdown.clone());
         let task = tokio::spawn(task);
         let log: Log = Default::default();
         // A reply then an edit (two calls), queued before another message to that chat.
@@ -620,7 +652,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_holds_the_chat_and_slows_everyone() {
         let shutdown = CancellationToken::new();
-        let (handle, task) = start::<Scripted>(limits(20.0), shutdown.clone());
+        let (handle, task) =
+            start::<Scripted>(limits(20.0), SenderCount::alone(), shutdown.clone());
         let task = tokio::spawn(task);
         let log: Log = Default::default();
         let (first, rx1) = job(1, &log, &[Attempt::RetryAfter(Duration::from_secs(5))]);
@@ -641,7 +674,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_deferred_job_leaves_the_queue_and_its_hold_delays_the_chat() {
         let shutdown = CancellationToken::new();
-        let (handle, task) = start::<Scripted>(limits(20.0), shutdown.clone());
+        let (handle, task) =
+            start::<Scripted>(limits(20.0), SenderCount::alone(), shutdown.clone());
         let task = tokio::spawn(task);
         let log: Log = Default::default();
         let (given_back, rx1) = job(1, &log, &[Attempt::Deferred(Duration::from_secs(90))]);
@@ -658,6 +692,34 @@ mod tests {
         assert_eq!(handle.stats().done.get(), 1);
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn a_new_share_moves_an_unthrottled_rate_at_once() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(30.0, t0);
+        bucket.set_max_rate(15.0, t0);
+        assert!(
+            (bucket.rate - 15.0).abs() < 1e-9,
+            "a second instance halves it"
+        );
+        bucket.set_max_rate(30.0, t0);
+        assert!(
+            (bucket.rate - 30.0).abs() < 1e-9,
+            "alone again, the whole rate"
+        );
+        bucket.throttle(t0);
+        bucket.set_max_rate(15.0, t0);
+        assert!(
+            (bucket.rate - 15.0).abs() < 1e-9,
+            "never above the new share"
+        );
+        bucket.throttle(t0);
+        bucket.set_max_rate(30.0, t0);
+        assert!(
+            (bucket.rate - 12.75).abs() < 1e-9,
+            "a throttled rate keeps recovering from where it is"
+        );
     }
 
     #[test]
@@ -681,7 +743,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn moved_jobs_go_to_the_new_chat_and_skips_cost_nothing() {
         let shutdown = CancellationToken::new();
-        let (handle, task) = start::<Scripted>(limits(1.0), shutdown.clone());
+        let (handle, task) = start::<Scripted>(limits(1.0), SenderCount::alone(), shutdown.clone());
         let task = tokio::spawn(task);
         let log: Log = Default::default();
         let (moved, rx1) = job(1, &log, &[Attempt::Moved(-100)]);
@@ -708,7 +770,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_drops_queued_jobs() {
         let shutdown = CancellationToken::new();
-        let (handle, task) = start::<Scripted>(limits(1.0), shutdown.clone());
+        let (handle, task) = start::<Scripted>(limits(1.0), SenderCount::alone(), shutdown.clone());
         let task = tokio::spawn(task);
         let log: Log = Default::default();
         let mut rxs = Vec::new();

@@ -228,6 +228,8 @@ impl Platform {
 pub(crate) struct RunningBot {
     /// Cancel to stop it.
     pub stop: CancellationToken,
+    /// Its metrics.
+    pub registry: prometheus::Registry,
     task: JoinHandle<Result<(), ServiceError>>,
 }
 
@@ -237,8 +239,23 @@ impl RunningBot {
         let stop = CancellationToken::new();
         let service = Box::new(stargazer_bot_telegram::TelegramService::new(config));
         let cx = service_context(&*service, Some(storage), Some(bus), vec![], stop.clone());
+        let registry = cx.registry.clone();
         let task = tokio::spawn(service.run(cx));
-        Self { stop, task }
+        Self {
+            stop,
+            registry,
+            task,
+        }
+    }
+
+    /// The value of the gauge or counter `name` (without labels), if registered.
+    pub(crate) fn metric(&self, name: &str) -> Option<f64> {
+        self.registry
+            .gather()
+            .iter()
+            .find(|family| family.name() == name)
+            .and_then(|family| family.get_metric().first())
+            .map(|metric| metric.get_gauge().value() + metric.get_counter().value())
     }
 
     /// Stops it and waits until it has returned.
