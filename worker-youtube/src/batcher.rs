@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use stargazer_core::backoff::Backoff;
 use stargazer_core::source::Publisher;
 use stargazer_core::storage::StateStore;
@@ -33,6 +34,9 @@ use crate::data_api::{DataApi, DataApiError, Snippet, Video};
 use crate::metrics::Metrics;
 use crate::quota::{Budget, QuotaMeter};
 use crate::store;
+
+/// Videos of one batch applied at once (classified, published, recorded).
+const APPLY_CONCURRENCY: usize = 8;
 
 /// The task a video belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,21 +360,28 @@ impl Batcher {
         }
     }
 
+    /// Applies a batch's answers, [`APPLY_CONCURRENCY`] videos at a time: each video's
+    /// publishing and records touch only that video's keys (its claims, its record, its
+    /// schedule entry), so only one video's requests need to go in order. One at a time,
+    /// a burst waited for a few storage writes and a broker confirm per video in a row.
     async fn apply_all(&self, batch: &[(String, Vec<ClassifyRequest>)], videos: &[Video]) {
         let by_id: HashMap<&str, &Video> = videos.iter().map(|v| (v.id.as_str(), v)).collect();
-        for (id, requests) in batch {
-            let video = by_id.get(id.as_str()).copied();
-            for request in requests {
-                if let Err(err) = self.apply(request, video).await {
-                    tracing::error!(
-                        task_id = %request.task.task_id,
-                        video_id = %id,
-                        cause = %err,
-                        "could not record a classified video; the next poll retries it"
-                    );
+        let by_id = &by_id;
+        futures::stream::iter(batch)
+            .for_each_concurrent(APPLY_CONCURRENCY, |(id, requests)| async move {
+                let video = by_id.get(id.as_str()).copied();
+                for request in requests {
+                    if let Err(err) = self.apply(request, video).await {
+                        tracing::error!(
+                            task_id = %request.task.task_id,
+                            video_id = %id,
+                            cause = %err,
+                            "could not record a classified video; the next poll retries it"
+                        );
+                    }
                 }
-            }
-        }
+            })
+            .await;
     }
 
     async fn apply(
