@@ -21,9 +21,9 @@
 //! record had not been written, is sent once more by the instance that takes its claim
 //! over, not before the claim's lease ran out. Any other repeat fails the test.
 //!
-//! The workload's size is what this 2-core machine carries with every process a debug
-//! build, with margin: 600 uploads, 360 streams and 720 tweets over 60 s, 2,400 events
-//! (7,200 messages). `STARGAZER_CHAOS_SCALE=n` multiplies it (docs/ARCHITECTURE.md §7
+//! The workload: 1,250 uploads, 750 streams and 1,500 tweets over 120 s, 5,000 events
+//! (15,000 messages), which this 2-core machine carries with every process a debug build.
+//! `STARGAZER_CHAOS_SCALE=n` multiplies it over the same 120 s (docs/ARCHITECTURE.md §7
 //! says where it stops).
 
 use std::collections::BTreeMap;
@@ -45,11 +45,11 @@ use stargazer_e2e::wait;
 /// YouTube channels of the one tracked entity, spread over the two YouTube workers.
 const CHANNELS: usize = 8;
 /// Uploads announced by the hub (each one event).
-const UPLOADS: usize = 600;
+const UPLOADS: usize = 1_250;
 /// Scheduled streams (each three events: scheduled, reminder, live).
-const STREAMS: usize = 360;
+const STREAMS: usize = 750;
 /// Tweets to translate (each one event).
-const TWEETS: usize = 720;
+const TWEETS: usize = 1_500;
 /// The chats subscribed to the entity.
 const CHATS: [i64; 3] = [71_001, 71_002, 71_003];
 /// Live-check shards, each leased by one instance.
@@ -61,7 +61,7 @@ const LEAD_SECONDS: u64 = 20;
 /// instances still run (the kill comes at a random moment of the workload).
 const START_AFTER: i64 = 40;
 /// Over how long the workload is spread.
-const INJECT_FOR: Duration = Duration::from_secs(60);
+const INJECT_FOR: Duration = Duration::from_secs(120);
 /// How long everything may take to arrive after the last injection.
 const SETTLE: Duration = Duration::from_secs(180);
 const START: Duration = Duration::from_secs(60);
