@@ -13,8 +13,9 @@
 //!
 //! A 429 puts the chat on hold for `retry_after` and lowers the overall rate, which then
 //! climbs back while no 429 arrives. The overall rate is the token's: with N bot
-//! instances counted ([`SenderCount`]), each paces at `global_per_second / N`. On shutdown the scheduler stops starting sends,
-//! lets the ones in flight finish, and drops the rest (their owners see them abandoned).
+//! instances counted ([`SenderCount`]), each paces at `global_per_second / N`. On
+//! shutdown the scheduler stops starting sends, lets the ones in flight finish, and drops
+//! the rest (their owners see them abandoned).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
