@@ -654,7 +654,7 @@ async fn watch_sees_hand_made_edits() {
         channel_id: "UCbbbbbbbbbbbbbbbbbbbbbb".into(),
     };
     assert_eq!(
-        next_change(&mut stream, &ids).await,
+        change_after_inserts(&mut stream, &ids, &e.tasks).await,
         TaskChange::Upserted(changed)
     );
 
@@ -663,9 +663,28 @@ async fn watch_sees_hand_made_edits() {
         .await
         .unwrap();
     assert_eq!(
-        next_change(&mut stream, &ids).await,
+        change_after_inserts(&mut stream, &ids, &e.tasks).await,
         TaskChange::Deleted(e.tasks[1].id)
     );
+}
+
+/// The next change of `ids` that is not one of the `inserted` tasks as first written:
+/// the MongoDB-wire test server may still report inserts made just before a watch
+/// opened, and the change under test must follow them.
+async fn change_after_inserts(
+    stream: &mut futures::stream::BoxStream<'static, stargazer_core::storage::Result<TaskChange>>,
+    ids: &HashSet<Uuid>,
+    inserted: &[Task],
+) -> TaskChange {
+    loop {
+        let change = next_change(stream, ids).await;
+        if !inserted
+            .iter()
+            .any(|t| change == TaskChange::Upserted(t.clone()))
+        {
+            return change;
+        }
+    }
 }
 
 /// Dropping the storage ends its watch streams.
