@@ -49,6 +49,12 @@ pub struct BotConfig {
     /// `telegram.max_in_flight` / `STARGAZER_TELEGRAM__MAX_IN_FLIGHT`: Bot API send
     /// requests open at once; default 32.
     pub max_in_flight: usize,
+    /// `telegram.fair_fanout` / `STARGAZER_TELEGRAM__FAIR_FANOUT`: chats take turns by
+    /// urgency and event: a stream going live or starting soon goes before every other
+    /// kind, and a new event's chats are not queued behind a long fan-out of an earlier
+    /// one; `false` sends every chat of an event before any chat of a later one. Each
+    /// chat's own messages keep their order either way; default true.
+    pub fair_fanout: bool,
     /// `telegram.max_send_attempts` / `STARGAZER_TELEGRAM__MAX_SEND_ATTEMPTS`: attempts per
     /// message on transient errors (network, 5xx, bad token) and 429s before it is given
     /// back unsent and its event requeued (with a growing pause) for a later try; such a
@@ -95,6 +101,7 @@ impl Default for BotConfig {
             chat_interval_ms: 1000,
             group_per_minute: 20,
             max_in_flight: 32,
+            fair_fanout: true,
             max_send_attempts: 5,
             admin_cache_secs: 300,
             poll_timeout_secs: 10,

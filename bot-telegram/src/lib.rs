@@ -19,7 +19,6 @@
 //! [`config::BotConfig`] is the `[telegram]` section; `telegram` builds the Bot API
 //! client from it (the base URL is configurable so tests use a local server).
 
-mod api;
 mod commands;
 mod config;
 mod delivery;
@@ -72,7 +71,13 @@ async fn run_bot(
     config.validate()?;
     let config = Arc::new(config);
     let bot = telegram::build_bot(&config)?;
-    let api = api::Api::new(&config)?;
+    let api = stargazer_delivery::api::Api::new(
+        IM,
+        &config.stargazer_api_url,
+        "telegram.stargazer_api_url",
+        &config.stargazer_api_username,
+        &config.stargazer_api_password,
+    )?;
 
     // A child token: a failing half stops the other without cancelling the caller's
     // token (which, in standalone mode, other services share).
@@ -90,7 +95,7 @@ async fn run_bot(
     let mut delivery = tokio::spawn(delivery::run(
         bot,
         api,
-        delivery::Stores {
+        stargazer_delivery::Stores {
             deliveries: storage,
             state,
         },

@@ -120,6 +120,10 @@ pub mod kind {
         BILIBILI_VIDEO,
     ];
 
+    /// The kinds whose messages lose their worth within minutes (a stream is live, or
+    /// starts soon): bots send them before every other kind waiting to go out.
+    pub const URGENT: [&str; 4] = [YOUTUBE_REMINDER, YOUTUBE_LIVE, TWITCH_LIVE, BILIBILI_LIVE];
+
     /// The kinds that open a stream's life in a chat: the message later events of the
     /// stream reply to or edit.
     pub const STREAM_OPENERS: [&str; 2] = [YOUTUBE_SCHEDULED, YOUTUBE_PREMIERE];

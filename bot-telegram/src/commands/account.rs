@@ -9,10 +9,10 @@ use teloxide::types::{
 
 use super::admin::{is_admin, REFUSAL};
 use super::{api_trouble, chat_name, reply, Callback, Ctx, HandlerResult, Lookup};
-use crate::api::{ApiError, User};
 use crate::delivery::compose::escape;
 use crate::i18n::{self, text};
 use crate::telegram::{classify, Failure};
+use stargazer_delivery::api::{ApiError, User};
 
 /// The chat's user as `looked_up` found it, registering the chat first if it was not
 /// (any command implies consent to being registered, as `/start` does).

@@ -35,11 +35,11 @@ use teloxide::utils::command::{BotCommands, ParseError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::{Api, ApiError, User};
 use crate::config::BotConfig;
 use crate::i18n::{self, text};
 use crate::Result;
 use admin::AdminCache;
+use stargazer_delivery::api::{Api, ApiError, User};
 
 /// The bot's commands. The `///` docs are the English fallback of the descriptions, which
 /// come from the `command-<name>` messages of the chat's language (see [`help`]).

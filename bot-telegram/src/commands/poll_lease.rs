@@ -13,9 +13,9 @@ use stargazer_core::storage::StateStore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Api;
 use crate::config::BotConfig;
 use crate::{Error, Result};
+use stargazer_delivery::api::Api;
 use teloxide::Bot;
 
 /// The lease namespace of the Telegram bot's instances.

@@ -16,9 +16,9 @@ use super::{
     api_trouble, look_up, reply, reply_html, trouble_text, Callback, Ctx, HandlerError,
     HandlerResult, Lookup,
 };
-use crate::api::{ApiError, IndexEntry};
 use crate::delivery::compose::escape;
 use crate::i18n::{self, text};
+use stargazer_delivery::api::{ApiError, IndexEntry};
 
 /// Event kinds a subscription can filter on, with their English button labels (each
 /// language words them in its `kind-<kind>` message, see [`kind_label`]). The index of a

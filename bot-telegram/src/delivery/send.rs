@@ -1,5 +1,5 @@
 //! One event to one chat, as a scheduler [`Job`]: make sure this instance still holds the
-//! chat's claim ([`super::claims`]), make the Bot API calls the event needs in that chat, interpret Telegram's answers, hand the
+//! chat's claim ([`stargazer_delivery::claims`]), make the Bot API calls the event needs in that chat, interpret Telegram's answers, hand the
 //! outcome to the [`Recorder`] (which reports it once it is in the log).
 //!
 //! Most events are one new message. An event of a stream's life (see
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use stargazer_core::contract::{field, kind, stream_key};
+use stargazer_core::contract::field;
 use stargazer_core::model::ClaimState;
 use stargazer_core::model::{DeliveryRecord, Entity, Event};
 use teloxide::payloads::{
@@ -42,35 +42,17 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::claims::Claims;
+use stargazer_delivery::api::Api;
+use stargazer_delivery::claims::Claims;
+use stargazer_delivery::recorder::Recorder;
+use stargazer_delivery::scheduler::{Attempt, Job, Lane};
+use stargazer_delivery::{Outcome, Recipient, Role};
+
 use super::compose::{compose_view, scheduled_start, Composed, View};
-use super::recorder::Recorder;
-use super::scheduler::{Attempt, Job};
 use super::streams::{FirstMessage, Snapshot, StreamMemory};
-use crate::api::Api;
 use crate::telegram::{classify, Failure};
 use crate::IM;
 use stargazer_core::sync::lock;
-
-/// What became of one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Sent now.
-    Sent,
-    /// The delivery log already had it.
-    AlreadyDone,
-    /// Could not be sent; the failure is recorded with this reason.
-    Failed(String),
-    /// Nothing to send or edit in this chat (a stream's end the chat never saw begin, a
-    /// first message Telegram no longer lets the bot edit); recorded as settled.
-    NothingToDo,
-    /// Not sent because of a transient failure, and not recorded: the event must be
-    /// delivered again (to this chat and the others still missing) later.
-    Deferred(String),
-    /// Not sent: another instance holds the chat's claim until then (its claim was taken
-    /// over while this one's lease could not be renewed).
-    Held(DateTime<Utc>),
-}
 
 /// What every send job needs, shared by all of them.
 pub(crate) struct SendContext {
@@ -89,69 +71,14 @@ pub(crate) struct SendContext {
     pub streams: Arc<StreamMemory>,
 }
 
-impl SendContext {
-    async fn record(&self, event: Uuid, chat: &str, status: &str) -> Result<(), String> {
-        // An already recorded key is as good as recorded.
-        self.recorder
-            .record(delivery_record(event, chat, status))
-            .await
-    }
-}
-
 /// The log entry saying `(event, chat)` was handled with `status`, now.
 fn delivery_record(event: Uuid, chat: &str, status: &str) -> DeliveryRecord {
-    DeliveryRecord {
-        event,
-        im: IM.to_owned(),
-        chat_id: chat.to_owned(),
-        status: status.to_owned(),
-        at: Utc::now(),
-    }
+    stargazer_delivery::delivery_record(IM, event, chat, status)
 }
 
 /// What a composed message depends on besides the event: the view, language and time
 /// zone.
 type ReaderKey = (View, String, Option<String>);
-
-/// The part an event plays in a stream's life in a chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// Scheduled (a stream or a premiere): the first message.
-    Opener,
-    /// Its start moved: the first message is edited.
-    Rescheduled,
-    /// It starts soon: a new message replying to the first.
-    Reminder,
-    /// It is live: a new message replying to the first, which is edited.
-    Live,
-    /// It ended: the first message is edited, nothing is sent.
-    Ended,
-    /// It was cancelled: the first message is edited, nothing is sent.
-    Cancelled,
-}
-
-impl Role {
-    /// The stream (`contract::stream_key`) and the part `event` plays in its life, if it
-    /// is a stream event carrying its key. Twitch and Bilibili streams are not announced
-    /// ahead: their live message is the first one, and their end edits it.
-    pub(crate) fn of(event: &Event) -> Option<(String, Role)> {
-        let role = match event.kind.as_str() {
-            k if kind::STREAM_OPENERS.contains(&k) => Role::Opener,
-            kind::YOUTUBE_RESCHEDULED => Role::Rescheduled,
-            kind::YOUTUBE_REMINDER => Role::Reminder,
-            kind::YOUTUBE_LIVE | kind::TWITCH_LIVE | kind::BILIBILI_LIVE => Role::Live,
-            kind::YOUTUBE_ENDED | kind::TWITCH_ENDED | kind::BILIBILI_ENDED => Role::Ended,
-            kind::YOUTUBE_CANCELLED => Role::Cancelled,
-            _ => return None,
-        };
-        Some((stream_key(event)?, role))
-    }
-
-    /// Whether this part ends the stream's life (its memories can go once delivered).
-    pub(crate) fn ends(self) -> bool {
-        matches!(self, Role::Ended | Role::Cancelled)
-    }
-}
 
 /// An event of a stream's life with the stream's first messages as read when the event
 /// was prepared.
@@ -203,34 +130,6 @@ impl Fanout {
                 ))
             })
             .clone()
-    }
-}
-
-/// Who receives a message.
-#[derive(Debug, Clone)]
-pub(crate) struct Recipient {
-    /// The Stargazer user.
-    pub user: Uuid,
-    /// The chat id the api gave (the delivery log is keyed by it).
-    pub chat_id: String,
-    /// Language of the message.
-    pub language: String,
-    /// Time zone of times in the message.
-    pub timezone: Option<String>,
-    /// Reminder leads the chat chose, minutes (empty: the default lead).
-    pub reminder_leads: Vec<u32>,
-}
-
-impl From<crate::api::Subscriber> for Recipient {
-    fn from(subscriber: crate::api::Subscriber) -> Self {
-        let reminder_leads = subscriber.reminder_leads.clone();
-        Self {
-            user: subscriber.user,
-            chat_id: subscriber.chat_id,
-            language: subscriber.language,
-            timezone: subscriber.timezone,
-            reminder_leads,
-        }
     }
 }
 
@@ -353,24 +252,6 @@ impl SendJob {
             done: Some(tx),
         };
         (job, rx)
-    }
-
-    /// Records a recipient whose chat id is not a Telegram chat id as failed. If even
-    /// that cannot be recorded the job is dropped unfinished, so the event is retried.
-    pub(crate) async fn record_invalid(mut self) {
-        let event = self.event_id();
-        let chat = self.recipient.chat_id.clone();
-        let reason = format!("invalid chat id `{chat}`");
-        match self
-            .sends
-            .record(event, &chat, &format!("failed: {reason}"))
-            .await
-        {
-            Ok(()) => self.finish(Outcome::Failed(reason)),
-            Err(cause) => {
-                tracing::warn!(event_id = %event, chat_id = %chat, %cause, "could not record delivery")
-            }
-        }
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -803,6 +684,10 @@ impl SendJob {
 }
 
 impl Job for SendJob {
+    fn lane(&self) -> Lane {
+        stargazer_delivery::lane(&self.fanout.event)
+    }
+
     async fn attempt(&mut self, chat: i64) -> Attempt {
         loop {
             match self.stage.clone() {

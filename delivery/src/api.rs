@@ -8,14 +8,11 @@ use stargazer_core::config::ConfigError;
 use stargazer_core::model::Entity;
 use uuid::Uuid;
 
-pub(crate) use stargazer_api::types::{IndexEntry, SessionToken, Subscriber, User, UserIndex};
-
-use crate::config::BotConfig;
-use crate::IM;
+pub use stargazer_api::types::{IndexEntry, SessionToken, Subscriber, User, UserIndex};
 
 /// Why an api call failed, as far as the bot cares.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ApiError {
+pub enum ApiError {
     /// The record does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -40,7 +37,7 @@ pub(crate) enum ApiError {
 impl ApiError {
     /// Whether trying again later may succeed. Rejected credentials count: an operator
     /// fixing them must not find that events were dropped meanwhile.
-    pub(crate) fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             ApiError::Unavailable(_) => true,
             ApiError::Refused { status, .. } => matches!(status, 401 | 403 | 429),
@@ -49,7 +46,7 @@ impl ApiError {
     }
 
     /// Text fit for a chat user.
-    pub(crate) fn user_message(&self) -> String {
+    pub fn user_message(&self) -> String {
         match self {
             ApiError::NotFound(_) => "it does not exist (any more).".to_owned(),
             ApiError::Conflict(_) => "it already exists.".to_owned(),
@@ -83,28 +80,35 @@ impl From<ClientError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+/// What an api call answers.
+pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The api client with the bot's credentials. Cheap to clone.
+/// The api client with a bot's credentials, for the chats of one IM platform. Cheap to
+/// clone.
 #[derive(Debug, Clone)]
-pub(crate) struct Api {
+pub struct Api {
     client: ApiClient,
+    im: &'static str,
 }
 
 impl Api {
-    /// A client of the api named in `config`, authenticating with its Basic credentials.
-    pub(crate) fn new(config: &BotConfig) -> crate::Result<Self> {
-        let client = ApiClient::new(&config.stargazer_api_url)
-            .map_err(|err| ConfigError::invalid("telegram.stargazer_api_url", err.to_string()))?
-            .with_basic(
-                config.stargazer_api_username.clone(),
-                config.stargazer_api_password.clone(),
-            );
-        Ok(Self { client })
+    /// A client of the api at `url` (the setting `url_key` names it in errors) for the
+    /// chats of `im`, authenticating with these Basic credentials.
+    pub fn new(
+        im: &'static str,
+        url: &str,
+        url_key: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<Self, ConfigError> {
+        let client = ApiClient::new(url)
+            .map_err(|err| ConfigError::invalid(url_key, err.to_string()))?
+            .with_basic(username.to_owned(), password.to_owned());
+        Ok(Self { client, im })
     }
 
     /// An entity (only what composing a message needs).
-    pub(crate) async fn entity(&self, id: Uuid) -> ApiResult<Entity> {
+    pub async fn entity(&self, id: Uuid) -> ApiResult<Entity> {
         let entity = self.client.get_entity(id).await?;
         Ok(Entity {
             id: entity.id,
@@ -116,28 +120,24 @@ impl Api {
         })
     }
 
-    /// Who on Telegram wants events of `kind` about `entity` (paused chats left out).
-    pub(crate) async fn subscribers(&self, entity: Uuid, kind: &str) -> ApiResult<Vec<Subscriber>> {
+    /// Who on this IM platform wants events of `kind` about `entity` (paused chats left out).
+    pub async fn subscribers(&self, entity: Uuid, kind: &str) -> ApiResult<Vec<Subscriber>> {
         let request = GetSubscribers {
             entity,
             kind: kind.to_owned(),
-            im: IM.to_owned(),
+            im: self.im.to_owned(),
         };
         Ok(self.client.call("getSubscribers", &request).await?)
     }
 
     /// A user's reminder leads, minutes (empty: the default lead only).
-    pub(crate) async fn reminder_leads(&self, user: Uuid) -> ApiResult<Vec<u32>> {
+    pub async fn reminder_leads(&self, user: Uuid) -> ApiResult<Vec<u32>> {
         Ok(self.client.get_settings(Some(user)).await?.reminder_leads)
     }
 
     /// Sets a user's reminder leads (minutes; empty: the default lead only); answers the
     /// leads the api stored.
-    pub(crate) async fn set_reminder_leads(
-        &self,
-        user: Uuid,
-        leads: &[u32],
-    ) -> ApiResult<Vec<u32>> {
+    pub async fn set_reminder_leads(&self, user: Uuid, leads: &[u32]) -> ApiResult<Vec<u32>> {
         let request = UpdateSetting {
             user: Some(user),
             reminder_leads: Some(leads.to_vec()),
@@ -147,8 +147,8 @@ impl Api {
     }
 
     /// The user of a chat, if registered.
-    pub(crate) async fn user_by_chat(&self, chat: i64) -> ApiResult<Option<User>> {
-        match self.client.find_user(IM, &chat.to_string()).await {
+    pub async fn user_by_chat(&self, chat: impl std::fmt::Display) -> ApiResult<Option<User>> {
+        match self.client.find_user(self.im, &chat.to_string()).await {
             Ok(user) => Ok(Some(user)),
             Err(err) => match ApiError::from(err) {
                 ApiError::NotFound(_) => Ok(None),
@@ -158,9 +158,14 @@ impl Api {
     }
 
     /// Registers a chat; an already registered chat is simply returned.
-    pub(crate) async fn register(&self, chat: i64, name: &str, language: &str) -> ApiResult<User> {
+    pub async fn register(
+        &self,
+        chat: impl std::fmt::Display,
+        name: &str,
+        language: &str,
+    ) -> ApiResult<User> {
         let request = AddUser {
-            im: IM.to_owned(),
+            im: self.im.to_owned(),
             chat_id: chat.to_string(),
             name: name.to_owned(),
             language: language.to_owned(),
@@ -179,7 +184,7 @@ impl Api {
     }
 
     /// Pauses (the chat blocked the bot) or resumes deliveries to a user.
-    pub(crate) async fn set_paused(&self, user: Uuid, paused: bool) -> ApiResult<()> {
+    pub async fn set_paused(&self, user: Uuid, paused: bool) -> ApiResult<()> {
         let request = UpdateSetting {
             user: Some(user),
             paused: Some(paused),
@@ -190,7 +195,7 @@ impl Api {
     }
 
     /// Records that a user's chat now lives at `chat` (a group became a supergroup).
-    pub(crate) async fn move_chat(&self, user: Uuid, chat: i64) -> ApiResult<()> {
+    pub async fn move_chat(&self, user: Uuid, chat: impl std::fmt::Display) -> ApiResult<()> {
         let request = UpdateSetting {
             user: Some(user),
             chat_id: Some(chat.to_string()),
@@ -201,7 +206,7 @@ impl Api {
     }
 
     /// Sets the language of a user's messages.
-    pub(crate) async fn set_language(&self, user: Uuid, language: &str) -> ApiResult<()> {
+    pub async fn set_language(&self, user: Uuid, language: &str) -> ApiResult<()> {
         let request = UpdateSetting {
             user: Some(user),
             language: Some(language.to_owned()),
@@ -212,12 +217,12 @@ impl Api {
     }
 
     /// The searchable entity index, marked with `user`'s subscriptions.
-    pub(crate) async fn index(&self, user: Uuid) -> ApiResult<UserIndex> {
+    pub async fn index(&self, user: Uuid) -> ApiResult<UserIndex> {
         Ok(self.client.get_user_index(Some(user)).await?)
     }
 
     /// Subscribes (`kinds` empty: all kinds) or unsubscribes `user` to `entity`.
-    pub(crate) async fn update_subscription(
+    pub async fn update_subscription(
         &self,
         user: Uuid,
         entity: Uuid,
@@ -235,12 +240,12 @@ impl Api {
     }
 
     /// A fresh frontend session for `user`.
-    pub(crate) async fn new_session(&self, user: Uuid) -> ApiResult<SessionToken> {
+    pub async fn new_session(&self, user: Uuid) -> ApiResult<SessionToken> {
         Ok(self.client.new_session(user).await?)
     }
 
     /// Deletes `user` with their subscriptions and sessions.
-    pub(crate) async fn delete_user(&self, user: Uuid) -> ApiResult<()> {
+    pub async fn delete_user(&self, user: Uuid) -> ApiResult<()> {
         self.client.del_user(Some(user)).await?;
         Ok(())
     }

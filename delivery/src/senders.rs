@@ -1,9 +1,9 @@
-//! Telegram's overall limit (about 30 messages a second) is per bot token, not per
-//! process: N bot instances each pacing at `global_per_second` would send N times that
+//! A chat network's overall limit (Telegram's is about 30 messages a second) is per bot
+//! token, not per process: N bot instances each pacing at `global_per_second` would send N times that
 //! and meet 429s. So the instances count each other and each paces at
 //! `global_per_second / N`.
 //!
-//! Each instance holds one of [`SLOTS`] leases `(bot.telegram.senders, slot-<i>)` in
+//! Each instance holds one of [`SLOTS`] leases `(bot.<im>.senders, slot-<i>)` in
 //! storage, renewed every third of its term, and counts the slots whose term runs on.
 //! When an instance dies its slot lapses after one term and the others' share grows back;
 //! a graceful stop releases the slot at once. Slots, not one lease per instance, keep the
@@ -18,23 +18,25 @@ use prometheus::IntGauge;
 use stargazer_core::storage::{Result as StorageResult, StateStore};
 use tokio_util::sync::CancellationToken;
 
-/// The lease namespace of the sending instances.
-pub(crate) const NAMESPACE: &str = "bot.telegram.senders";
+/// The lease namespace of the sending instances of the bot for `im`.
+pub fn namespace(im: &str) -> String {
+    format!("bot.{im}.senders")
+}
 /// Slots counted; a further instance holds none and counts itself on top.
-pub(crate) const SLOTS: u32 = 32;
+pub const SLOTS: u32 = 32;
 
 /// How many instances share the overall send rate (at least 1); cheap to clone.
 #[derive(Clone, Debug)]
-pub(crate) struct SenderCount(Arc<AtomicU32>);
+pub struct SenderCount(Arc<AtomicU32>);
 
 impl SenderCount {
     /// One sender (this instance alone) until counted.
-    pub(crate) fn alone() -> Self {
+    pub fn alone() -> Self {
         Self(Arc::new(AtomicU32::new(1)))
     }
 
     /// The instances sharing the rate now.
-    pub(crate) fn get(&self) -> u32 {
+    pub fn get(&self) -> u32 {
         self.0.load(Ordering::Relaxed).max(1)
     }
 
@@ -47,10 +49,11 @@ fn slot_name(slot: u32) -> String {
     format!("slot-{slot}")
 }
 
-/// Holds a slot for `owner` and keeps `count` (and the `gauge` showing it) up to date
+/// Holds a slot in `namespace` for `owner` and keeps `count` (and the `gauge` showing it) up to date
 /// every third of `term` until `shutdown`; then releases the slot.
-pub(crate) async fn run(
+pub async fn run(
     state: Arc<dyn StateStore>,
+    namespace: String,
     owner: String,
     term: Duration,
     count: SenderCount,
@@ -59,7 +62,7 @@ pub(crate) async fn run(
 ) {
     let mut held: Option<u32> = None;
     loop {
-        match round(state.as_ref(), &owner, term, held).await {
+        match round(state.as_ref(), &namespace, &owner, term, held).await {
             Ok((slot, counted)) => {
                 if slot.is_none() && held.is_some() {
                     tracing::warn!("lost the sender slot; counting this instance on top");
@@ -82,7 +85,7 @@ pub(crate) async fn run(
     }
     if let Some(slot) = held {
         if let Err(err) = state
-            .lease_release(NAMESPACE, &slot_name(slot), &owner)
+            .lease_release(&namespace, &slot_name(slot), &owner)
             .await
         {
             tracing::warn!(cause = %err, "could not release the sender slot");
@@ -94,6 +97,7 @@ pub(crate) async fn run(
 /// the slot now held and how many instances send.
 async fn round(
     state: &dyn StateStore,
+    namespace: &str,
     owner: &str,
     term: Duration,
     held: Option<u32>,
@@ -103,14 +107,14 @@ async fn round(
     let mut slot = None;
     if let Some(mine) = held {
         if state
-            .lease_acquire(NAMESPACE, &slot_name(mine), owner, now, until)
+            .lease_acquire(namespace, &slot_name(mine), owner, now, until)
             .await?
             .is_some()
         {
             slot = Some(mine);
         }
     }
-    let leases = state.lease_list(NAMESPACE).await?;
+    let leases = state.lease_list(namespace).await?;
     if slot.is_none() {
         let taken: std::collections::HashSet<&str> = leases
             .iter()
@@ -119,7 +123,7 @@ async fn round(
             .collect();
         for candidate in (0..SLOTS).filter(|s| !taken.contains(slot_name(*s).as_str())) {
             if state
-                .lease_acquire(NAMESPACE, &slot_name(candidate), owner, now, until)
+                .lease_acquire(namespace, &slot_name(candidate), owner, now, until)
                 .await?
                 .is_some()
             {

@@ -1,4 +1,4 @@
-//! Claims on deliveries across bot instances (docs/ARCHITECTURE.md §5, bot-telegram): an
+//! Claims on deliveries across bot instances (docs/ARCHITECTURE.md §5): an
 //! instance sends to a chat only after winning the `(event, chat)` claim in the delivery
 //! log, for a lease it keeps renewing while it lives.
 //!
@@ -23,16 +23,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::IM;
-
 /// A claim is trusted for sending only while more than this is left of its lease: the
 /// send itself and clock skew between instances eat into it.
 const SEND_MARGIN_SHARE: u32 = 3;
 
 /// This instance's claims: who it is, how long a lease lasts, until when its claims are
 /// known to be leased.
-pub(crate) struct Claims {
+pub struct Claims {
     storage: Arc<dyn DeliveryStore>,
+    /// The IM platform whose deliveries these are.
+    im: &'static str,
     owner: String,
     lease: Duration,
     /// When the last successful renewal began, plus the lease: every claim taken before
@@ -41,10 +41,12 @@ pub(crate) struct Claims {
 }
 
 impl Claims {
-    /// Claims for a new instance (a fresh owner id per process run) with `lease`.
-    pub(crate) fn new(storage: Arc<dyn DeliveryStore>, lease: Duration) -> Self {
+    /// Claims on the deliveries of `im` for a new instance (a fresh owner id per process
+    /// run) with `lease`.
+    pub fn new(storage: Arc<dyn DeliveryStore>, im: &'static str, lease: Duration) -> Self {
         Self {
             storage,
+            im,
             owner: Uuid::new_v4().to_string(),
             lease,
             renewed_until: Mutex::new(None),
@@ -52,13 +54,13 @@ impl Claims {
     }
 
     /// This instance's owner id in the delivery log.
-    pub(crate) fn owner(&self) -> &str {
+    pub fn owner(&self) -> &str {
         &self.owner
     }
 
     /// Claims `chats` for `event` in one write; the answer per chat in order, and when the
     /// claims won are leased until (by this process's clock).
-    pub(crate) async fn claim(
+    pub async fn claim(
         &self,
         event: Uuid,
         chats: &[String],
@@ -69,7 +71,7 @@ impl Claims {
             now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(60));
         let claim = DeliveryClaim {
             event,
-            im: IM.to_owned(),
+            im: self.im.to_owned(),
             owner: self.owner.clone(),
             now,
             lease_until,
@@ -79,19 +81,21 @@ impl Claims {
     }
 
     /// Whether a claim taken with lease end `leased_until` may still be sent on now.
-    pub(crate) fn still_leased(&self, leased_until: Instant) -> bool {
+    pub fn still_leased(&self, leased_until: Instant) -> bool {
         let renewed = lock(&self.renewed_until).unwrap_or(leased_until);
         let until = leased_until.max(renewed);
         Instant::now() + self.lease / SEND_MARGIN_SHARE < until
     }
 
     /// Gives up this instance's unsettled claims of `event` (all of them when `None`).
-    pub(crate) async fn release(&self, event: Option<Uuid>) -> StorageResult<u64> {
-        self.storage.release_claims(IM, &self.owner, event).await
+    pub async fn release(&self, event: Option<Uuid>) -> StorageResult<u64> {
+        self.storage
+            .release_claims(self.im, &self.owner, event)
+            .await
     }
 
     /// Renews every claim of this instance every third of the lease until `stop`.
-    pub(crate) async fn renew_until(self: Arc<Self>, stop: CancellationToken) {
+    pub async fn renew_until(self: Arc<Self>, stop: CancellationToken) {
         let every = self.lease / 3;
         loop {
             if sleep_unless_cancelled(every, &stop).await.is_cancelled() {
@@ -102,7 +106,7 @@ impl Claims {
                 + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(60));
             match self
                 .storage
-                .renew_claims(IM, &self.owner, lease_until)
+                .renew_claims(self.im, &self.owner, lease_until)
                 .await
             {
                 Ok(renewed) => {

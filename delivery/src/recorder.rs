@@ -25,7 +25,7 @@ use stargazer_core::wait::sleep_unless_cancelled;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::send::Outcome;
+use crate::Outcome;
 
 /// Requests stored by one write at most (each carries one or two records).
 const MAX_BATCH: usize = 256;
@@ -53,7 +53,7 @@ struct Request {
 
 /// Hands records to the writer task. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Recorder {
+pub struct Recorder {
     requests: mpsc::Sender<Request>,
 }
 
@@ -65,7 +65,7 @@ impl Recorder {
     /// A recorder writing to `storage`, and the writer task to spawn. The writer stops
     /// retrying failed writes once `stop` is cancelled, and returns once every handle is
     /// dropped and the queue is empty.
-    pub(crate) fn start(
+    pub fn start(
         storage: Arc<dyn DeliveryStore>,
         stop: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
@@ -75,7 +75,7 @@ impl Recorder {
 
     /// Stores `record` (an already recorded key counts as stored); `Err` with the cause
     /// if the write failed, in which case recording it again is safe.
-    pub(crate) async fn record(&self, record: DeliveryRecord) -> Result<(), String> {
+    pub async fn record(&self, record: DeliveryRecord) -> Result<(), String> {
         let (stored, outcome) = oneshot::channel();
         let request = Request {
             records: vec![record],
@@ -90,7 +90,7 @@ impl Recorder {
 
     /// Takes over a finished job: stores `records`, then sends `outcome` on `done`. If
     /// the records are never stored, `done` is dropped unanswered.
-    pub(crate) async fn finish_after_recording(
+    pub async fn finish_after_recording(
         &self,
         records: Vec<DeliveryRecord>,
         done: oneshot::Sender<Outcome>,
