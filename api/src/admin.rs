@@ -12,6 +12,9 @@
 //! stargazer admin entity add --name en=Pekora --name ja=ぺこら --youtube UC1DCedRgGHBdm81E1llLhOQ --twitter 1133215093246664706
 //! stargazer admin entity list
 //! stargazer admin entity remove 6f8e1c52-3a7d-4b0e-9c41-5d2a7e3f0b19
+//! stargazer admin channel bind --chat -1001234567890 --entity 6f8e1c52-3a7d-4b0e-9c41-5d2a7e3f0b19 --language ja
+//! stargazer admin channel show --chat -1001234567890
+//! stargazer admin channel unbind --chat -1001234567890
 //! ```
 //!
 //! A running api remembers verified passwords for `credential_cache_secs`, so a removed
@@ -51,6 +54,64 @@ pub enum AdminCommand {
     /// Groups of entities.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Entity channels: chats (a Telegram channel, a Discord announcement channel) that
+    /// the bot posts an entity's events to once, for any number of followers.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+}
+
+/// `stargazer admin channel …`. A channel is an ordinary chat of its IM platform,
+/// registered and subscribed by the operator instead of by a chat command; the bot must
+/// be allowed to post there (a Telegram channel's administrator with "post messages").
+/// A running api shows the change once its cached subscriber lists expire
+/// (`read_cache_ms`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ChannelCommand {
+    /// Subscribes a channel to entities (registering the channel on first use).
+    Bind {
+        /// IM platform of the channel.
+        #[arg(long, default_value = "telegram")]
+        im: String,
+        /// The channel's chat id (a Telegram channel's is `-100…`).
+        #[arg(long, allow_hyphen_values = true)]
+        chat: String,
+        /// An entity to post; repeatable.
+        #[arg(long = "entity", value_name = "ID", required = true)]
+        entities: Vec<Uuid>,
+        /// Only these event kinds (`youtube.live`, …); repeatable; default: every kind.
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Language of the channel's messages; default: the first entity's default
+        /// language. Only used when the channel is registered.
+        #[arg(long)]
+        language: Option<String>,
+        /// Display name; default `channel <chat>`. Only used when the channel is
+        /// registered.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Unsubscribes a channel from entities; with no --entity, from all of them, and the
+    /// channel is forgotten.
+    Unbind {
+        /// IM platform of the channel.
+        #[arg(long, default_value = "telegram")]
+        im: String,
+        /// The channel's chat id.
+        #[arg(long, allow_hyphen_values = true)]
+        chat: String,
+        /// An entity to stop posting; repeatable; default: every one.
+        #[arg(long = "entity", value_name = "ID")]
+        entities: Vec<Uuid>,
+    },
+    /// Shows a channel and the entities it posts.
+    Show {
+        /// IM platform of the channel.
+        #[arg(long, default_value = "telegram")]
+        im: String,
+        /// The channel's chat id.
+        #[arg(long, allow_hyphen_values = true)]
+        chat: String,
+    },
 }
 
 /// An access level on the command line.
@@ -193,6 +254,7 @@ pub async fn run_admin_with_input(
         AdminCommand::Credential(cmd) => credential(cmd, storage.as_ref(), input, out).await,
         AdminCommand::Entity(cmd) => entity(cmd, storage.as_ref(), out).await,
         AdminCommand::Group(cmd) => group(cmd, storage.as_ref(), out).await,
+        AdminCommand::Channel(cmd) => channel(cmd, storage.as_ref(), out).await,
     }
 }
 
@@ -457,6 +519,125 @@ async fn entity(cmd: EntityCommand, storage: &dyn Storage, out: &mut impl Write)
         EntityCommand::Remove { id } => {
             storage.delete_entity(id).await?;
             writeln!(out, "removed entity {id}")?;
+            Ok(())
+        }
+    }
+}
+
+async fn channel(cmd: ChannelCommand, storage: &dyn Storage, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        ChannelCommand::Bind {
+            im,
+            chat,
+            entities,
+            kinds,
+            language,
+            name,
+        } => {
+            validate::im("im", &im)?;
+            validate::chat_id("chat", &chat)?;
+            for kind in &kinds {
+                validate::kind("kind", kind)?;
+            }
+            // Every entity must exist before anything is written.
+            let mut found = Vec::with_capacity(entities.len());
+            for id in &entities {
+                let entity = storage
+                    .get_entity(*id)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("no entity {id}")))?;
+                found.push(entity);
+            }
+            let user = match storage.find_user_by_chat(&im, &chat).await? {
+                Some(user) => user,
+                None => {
+                    let language = match language {
+                        Some(language) => language,
+                        None => found
+                            .first()
+                            .map(|e| e.default_language.clone())
+                            .unwrap_or_else(|| "en".to_owned()),
+                    };
+                    validate::language("language", &language)?;
+                    let name = name.unwrap_or_else(|| format!("channel {chat}"));
+                    validate::display_name("name", &name)?;
+                    let user = model::User {
+                        id: Uuid::new_v4(),
+                        im: im.clone(),
+                        im_chat_id: chat.clone(),
+                        name,
+                        language,
+                        settings: model::UserSettings::default(),
+                        created_at: chrono::Utc::now(),
+                    };
+                    storage.insert_user(&user).await?;
+                    writeln!(out, "registered {im} channel {chat} as user {}", user.id)?;
+                    user
+                }
+            };
+            for entity in &found {
+                storage
+                    .put_subscription(&model::Subscription {
+                        user: user.id,
+                        entity: entity.id,
+                        kinds: kinds.clone(),
+                    })
+                    .await?;
+                writeln!(
+                    out,
+                    "bound {} ({}) to {im} channel {chat}",
+                    entity.id,
+                    entity.name_in(&user.language)
+                )?;
+            }
+            Ok(())
+        }
+        ChannelCommand::Unbind { im, chat, entities } => {
+            validate::im("im", &im)?;
+            validate::chat_id("chat", &chat)?;
+            let user = storage
+                .find_user_by_chat(&im, &chat)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("no {im} chat {chat}")))?;
+            if entities.is_empty() {
+                storage.delete_user(user.id).await?;
+                writeln!(out, "unbound every entity; {im} channel {chat} forgotten")?;
+                return Ok(());
+            }
+            for id in entities {
+                if storage.delete_subscription(user.id, id).await? {
+                    writeln!(out, "unbound {id} from {im} channel {chat}")?;
+                } else {
+                    writeln!(out, "{id} was not bound to {im} channel {chat}")?;
+                }
+            }
+            Ok(())
+        }
+        ChannelCommand::Show { im, chat } => {
+            validate::im("im", &im)?;
+            validate::chat_id("chat", &chat)?;
+            let user = storage
+                .find_user_by_chat(&im, &chat)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("no {im} chat {chat}")))?;
+            let paused = if user.settings.paused { ", paused" } else { "" };
+            writeln!(
+                out,
+                "{im} channel {chat}: user {}, {}, language {}{paused}",
+                user.id, user.name, user.language
+            )?;
+            for subscription in storage.list_subscriptions(user.id).await? {
+                let name = match storage.get_entity(subscription.entity).await? {
+                    Some(entity) => entity.name_in(&user.language).to_owned(),
+                    None => "(entity gone)".to_owned(),
+                };
+                let kinds = if subscription.kinds.is_empty() {
+                    "every kind".to_owned()
+                } else {
+                    subscription.kinds.join(" ")
+                };
+                writeln!(out, "  {}	{name}	{kinds}", subscription.entity)?;
+            }
             Ok(())
         }
     }

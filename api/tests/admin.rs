@@ -259,4 +259,183 @@ async fn admin_commands(backend: Backend) {
     server.stop().await;
 }
 
-both_backends!(admin_commands);
+/// The entity id `entity add` printed.
+fn created_entity(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("created entity "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("created entity line")
+        .to_owned()
+}
+
+/// Who the bot is told wants `kind` about `entity` on Telegram (the call delivery makes).
+async fn telegram_subscribers(
+    bot: &stargazer_api::client::ApiClient,
+    entity: &str,
+    kind: &str,
+) -> Vec<String> {
+    let request = stargazer_api::types::GetSubscribers {
+        entity: entity.parse().unwrap(),
+        kind: kind.to_owned(),
+        im: "telegram".to_owned(),
+    };
+    let subscribers: Vec<stargazer_api::types::Subscriber> =
+        bot.call("getSubscribers", &request).await.unwrap();
+    subscribers.into_iter().map(|s| s.chat_id).collect()
+}
+
+async fn entity_channels(backend: Backend) {
+    // Without the read cache: the command writes storage directly, which a running api
+    // otherwise shows only once its cached subscriber lists expire (`read_cache_ms`).
+    let mut config = common::test_config();
+    config.read_cache_ms = 0;
+    let server = TestServer::with_config(backend.connect().await, config).await;
+    let bot = server.bot().await;
+    let pekora = created_entity(
+        &admin(
+            &server,
+            &[
+                "entity",
+                "add",
+                "--name",
+                "en=Pekora",
+                "--name",
+                "ja=ぺこら",
+            ],
+            "",
+        )
+        .await
+        .unwrap(),
+    );
+    let suisei = created_entity(
+        &admin(&server, &["entity", "add", "--name", "en=Suisei"], "")
+            .await
+            .unwrap(),
+    );
+    let channel = "-1001234567890";
+
+    // One channel posting two entities: registered once, in the first entity's language.
+    let out = admin(
+        &server,
+        &[
+            "channel",
+            "bind",
+            "--chat",
+            channel,
+            "--entity",
+            &pekora,
+            "--entity",
+            &suisei,
+            "--language",
+            "ja",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("registered telegram channel -1001234567890"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("bound {pekora} (ぺこら)")), "{out}");
+    assert_eq!(
+        telegram_subscribers(&bot, &pekora, "youtube.live").await,
+        [channel]
+    );
+    assert_eq!(
+        telegram_subscribers(&bot, &suisei, "twitter.tweet").await,
+        [channel]
+    );
+
+    // Binding again narrows the kinds without registering the channel twice.
+    let out = admin(
+        &server,
+        &[
+            "channel",
+            "bind",
+            "--chat",
+            channel,
+            "--entity",
+            &suisei,
+            "--kind",
+            "youtube.live",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(!out.contains("registered"), "{out}");
+    assert!(telegram_subscribers(&bot, &suisei, "twitter.tweet")
+        .await
+        .is_empty());
+    let shown = admin(&server, &["channel", "show", "--chat", channel], "")
+        .await
+        .unwrap();
+    assert!(shown.contains("language ja"), "{shown}");
+    assert!(
+        shown.contains(&format!("{pekora}\tぺこら\tevery kind")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{suisei}\tSuisei\tyoutube.live")),
+        "{shown}"
+    );
+
+    // Precise refusals, nothing written.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let err = admin(
+        &server,
+        &["channel", "bind", "--chat", "-1009", "--entity", &unknown],
+        "",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    let err = admin(&server, &["channel", "show", "--chat", "-1009"], "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    let err = admin(
+        &server,
+        &[
+            "channel",
+            "bind",
+            "--im",
+            "Tele gram",
+            "--chat",
+            channel,
+            "--entity",
+            &pekora,
+        ],
+        "",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidInput, "{err}");
+
+    // Unbinding one entity, then the channel itself.
+    let out = admin(
+        &server,
+        &["channel", "unbind", "--chat", channel, "--entity", &pekora],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(out.contains(&format!("unbound {pekora}")), "{out}");
+    assert!(telegram_subscribers(&bot, &pekora, "youtube.live")
+        .await
+        .is_empty());
+    admin(&server, &["channel", "unbind", "--chat", channel], "")
+        .await
+        .unwrap();
+    assert!(telegram_subscribers(&bot, &suisei, "youtube.live")
+        .await
+        .is_empty());
+    let err = admin(&server, &["channel", "show", "--chat", channel], "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    server.stop().await;
+}
+
+both_backends!(admin_commands, entity_channels);

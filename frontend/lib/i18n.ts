@@ -279,6 +279,10 @@ export function platformLabel(platform: string): string {
   switch (platform) {
     case 'telegram':
       return 'Telegram';
+    case 'discord':
+      return 'Discord';
+    case 'qq':
+      return 'QQ';
     case 'youtube':
       return 'YouTube';
     case 'twitter':
