@@ -1,7 +1,7 @@
 //! Support code shared by the integration tests of the Stargazer services: per-test bus and
 //! storage backends on the real servers ([`backends`]), a fake coordinator speaking the
 //! worker protocol ([`coordinator`]), an observer queue on the real RabbitMQ exchange
-//! ([`observer`]), local servers playing the external APIs: Telegram, a WebSub hub,
+//! ([`observer`]), local servers playing the external APIs: Telegram, Discord, a WebSub hub,
 //! YouTube, X and DeepL ([`servers`]), a storage that fails on demand ([`faulty`]), and a
 //! 3-node RabbitMQ cluster for broker fault tests ([`cluster`]).
 //!

@@ -1,7 +1,9 @@
 //! Local servers speaking the protocols of the external services Stargazer talks to: the
-//! Telegram Bot API ([`telegram`]), a WebSub hub ([`hub`]), YouTube's Data API and feeds
-//! ([`youtube`]), X API v2 timelines ([`x`]), Twitch's Helix and EventSub ([`twitch`]),
-//! Bilibili's web APIs ([`bilibili`]) and DeepL ([`deepl`]).
+//! Telegram Bot API ([`telegram`]), Discord's REST API and a client playing Discord
+//! towards a bot's interactions endpoint ([`discord`]), a WebSub hub ([`hub`]), YouTube's
+//! Data API and feeds ([`youtube`]), X API v2 timelines ([`x`]), Twitch's Helix and
+//! EventSub ([`twitch`]), Bilibili's web APIs ([`bilibili`]), DeepL ([`deepl`]) and a QQ
+//! account behind OneBot v11, its HTTP API and event reports ([`onebot`]).
 //!
 //! Each binds `127.0.0.1:0`, serves until it is dropped, records what it was asked so tests
 //! can assert on the conversation, and can be told to fail the way the real service fails
@@ -10,7 +12,9 @@
 
 pub mod bilibili;
 pub mod deepl;
+pub mod discord;
 pub mod hub;
+pub mod onebot;
 pub mod telegram;
 pub mod twitch;
 pub mod x;

@@ -1,0 +1,250 @@
+//! The `[discord]` configuration section: REST API access (base URL, bot token, pacing)
+//! and the application's identity for the interactions endpoint (application id, public
+//! key).
+
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use stargazer_core::config::{check_http_url, ConfigError, Section};
+
+/// Configuration of the Discord bot (section `[discord]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// `discord.api_url` / `STARGAZER_DISCORD__API_URL`: base URL of Discord's REST API,
+    /// without the `/api/v10` suffix the client adds; default `https://discord.com`.
+    pub api_url: String,
+    /// `discord.token` / `STARGAZER_DISCORD__TOKEN`: the bot token from the Developer
+    /// Portal (sent as `Authorization: Bot <token>`). Required; no default.
+    pub token: String,
+    /// `discord.application_id` / `STARGAZER_DISCORD__APPLICATION_ID`: the application's
+    /// id (a snowflake, in decimal). Required; no default.
+    pub application_id: String,
+    /// `discord.public_key` / `STARGAZER_DISCORD__PUBLIC_KEY`: the application's Ed25519
+    /// public key as the Developer Portal shows it (64 hex digits); interactions not
+    /// signed by its private half are refused. Required; no default.
+    pub public_key: String,
+    /// `discord.global_per_second` / `STARGAZER_DISCORD__GLOBAL_PER_SECOND`: Discord's
+    /// global limit for the bot, requests per second over all routes; default 50
+    /// (Discord's). The sender spaces its requests evenly a little below it, so that a
+    /// large fan-out never meets a global 429.
+    pub global_per_second: f64,
+    /// `discord.request_timeout_secs` / `STARGAZER_DISCORD__REQUEST_TIMEOUT_SECS`: time
+    /// allowed for one REST request, seconds; default 15.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://discord.com".to_owned(),
+            token: String::new(),
+            application_id: String::new(),
+            public_key: String::new(),
+            global_per_second: 50.0,
+            request_timeout_secs: 15,
+        }
+    }
+}
+
+impl DiscordConfig {
+    /// Checks what serde cannot, credentials included: the bot cannot run without its
+    /// token, application id and public key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.token.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "discord.token",
+                "missing: set STARGAZER_DISCORD__TOKEN to the bot token",
+            ));
+        }
+        if self.application_id.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "discord.application_id",
+                "missing: set STARGAZER_DISCORD__APPLICATION_ID to the application id",
+            ));
+        }
+        if self.public_key.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "discord.public_key",
+                "missing: set STARGAZER_DISCORD__PUBLIC_KEY to the application's public key",
+            ));
+        }
+        self.check()
+    }
+
+    /// The public key interactions are verified against.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, ConfigError> {
+        parse_public_key(&self.public_key)
+    }
+
+    /// Time allowed for one REST request.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// Parses a hex Ed25519 public key, naming what is wrong with it.
+fn parse_public_key(text: &str) -> Result<VerifyingKey, ConfigError> {
+    const KEY: &str = "discord.public_key";
+    let text = text.trim();
+    if text.len() != 64 {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!(
+                "must be 64 hex digits (32 bytes), got {} characters",
+                text.len()
+            ),
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text, &mut bytes)
+        .map_err(|err| ConfigError::invalid(KEY, format!("not hex: {err}")))?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| ConfigError::invalid(KEY, "not a valid Ed25519 public key"))
+}
+
+impl Section for DiscordConfig {
+    const NAME: &'static str = "discord";
+
+    fn check(&self) -> Result<(), ConfigError> {
+        check_http_url("discord.api_url", &self.api_url)?;
+        let id = self.application_id.trim();
+        if !id.is_empty() && !matches!(id.parse::<u64>(), Ok(n) if n > 0) {
+            return Err(ConfigError::invalid(
+                "discord.application_id",
+                format!("`{id}` is not a snowflake (a positive decimal number)"),
+            ));
+        }
+        if !self.public_key.trim().is_empty() {
+            parse_public_key(&self.public_key)?;
+        }
+        if !(self.global_per_second.is_finite() && self.global_per_second > 0.0) {
+            return Err(ConfigError::invalid(
+                "discord.global_per_second",
+                "must be a positive number",
+            ));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "discord.request_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The public key of a fixed seed.
+    fn key_hex() -> String {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        hex::encode(key.verifying_key().to_bytes())
+    }
+
+    fn complete() -> DiscordConfig {
+        DiscordConfig {
+            token: "token".into(),
+            application_id: "1190000000000000042".into(),
+            public_key: key_hex(),
+            ..DiscordConfig::default()
+        }
+    }
+
+    fn reason(config: &DiscordConfig) -> String {
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_discords() {
+        let config = DiscordConfig::default();
+        assert_eq!(config.api_url, "https://discord.com");
+        assert_eq!(config.global_per_second, 50.0);
+        assert!(config.check().is_ok());
+        assert!(complete().validate().is_ok());
+    }
+
+    #[test]
+    fn credentials_are_required_by_validate_only() {
+        let missing = DiscordConfig::default();
+        assert!(reason(&missing).contains("discord.token"));
+        let no_id = DiscordConfig {
+            application_id: String::new(),
+            ..complete()
+        };
+        assert!(reason(&no_id).contains("discord.application_id"));
+        let no_key = DiscordConfig {
+            public_key: String::new(),
+            ..complete()
+        };
+        assert!(reason(&no_key).contains("discord.public_key"));
+    }
+
+    #[test]
+    fn bad_values_name_key_and_problem() {
+        let cases = [
+            (
+                DiscordConfig {
+                    api_url: "discord.com".into(),
+                    ..complete()
+                },
+                "discord.api_url",
+                "not an absolute URL",
+            ),
+            (
+                DiscordConfig {
+                    application_id: "abc".into(),
+                    ..complete()
+                },
+                "discord.application_id",
+                "not a snowflake",
+            ),
+            (
+                DiscordConfig {
+                    public_key: "ab".into(),
+                    ..complete()
+                },
+                "discord.public_key",
+                "got 2 characters",
+            ),
+            (
+                DiscordConfig {
+                    public_key: "z".repeat(64),
+                    ..complete()
+                },
+                "discord.public_key",
+                "not hex",
+            ),
+            (
+                DiscordConfig {
+                    global_per_second: 0.0,
+                    ..complete()
+                },
+                "discord.global_per_second",
+                "positive",
+            ),
+            (
+                DiscordConfig {
+                    request_timeout_secs: 0,
+                    ..complete()
+                },
+                "discord.request_timeout_secs",
+                "at least 1",
+            ),
+        ];
+        for (config, key, problem) in cases {
+            let reason = reason(&config);
+            assert!(reason.contains(key), "{reason}");
+            assert!(reason.contains(problem), "{reason}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let parsed: Result<DiscordConfig, _> = toml::from_str("tokn = \"x\"");
+        assert!(parsed.is_err());
+    }
+}
