@@ -55,6 +55,17 @@ pub struct BotConfig {
     /// one; `false` sends every chat of an event before any chat of a later one. Each
     /// chat's own messages keep their order either way; default true.
     pub fair_fanout: bool,
+    /// `telegram.paid_broadcast_per_second` / `STARGAZER_TELEGRAM__PAID_BROADCAST_PER_SECOND`:
+    /// overall messages per second with Telegram's paid broadcasts, for the token: the
+    /// sends past `global_per_second` carry `allow_paid_broadcast` and cost 0.1 Stars
+    /// each, taken from the bot's balance; at most 1000, above `global_per_second`;
+    /// default 0: off.
+    pub paid_broadcast_per_second: f64,
+    /// `telegram.paid_broadcast_daily_budget` / `STARGAZER_TELEGRAM__PAID_BROADCAST_DAILY_BUDGET`:
+    /// paid messages per UTC day over all instances (10,000 messages are 1,000 Stars);
+    /// once spent, sends keep to the free rate until midnight UTC; required with
+    /// `paid_broadcast_per_second`; default 0.
+    pub paid_broadcast_daily_budget: u64,
     /// `telegram.max_send_attempts` / `STARGAZER_TELEGRAM__MAX_SEND_ATTEMPTS`: attempts per
     /// message on transient errors (network, 5xx, bad token) and 429s before it is given
     /// back unsent and its event requeued (with a growing pause) for a later try; such a
@@ -102,6 +113,8 @@ impl Default for BotConfig {
             group_per_minute: 20,
             max_in_flight: 32,
             fair_fanout: true,
+            paid_broadcast_per_second: 0.0,
+            paid_broadcast_daily_budget: 0,
             max_send_attempts: 5,
             admin_cache_secs: 300,
             poll_timeout_secs: 10,
@@ -142,6 +155,21 @@ impl Section for BotConfig {
                 "telegram.global_per_second",
                 "must be a positive number",
             ));
+        }
+        if self.paid_broadcast_per_second != 0.0 {
+            let rate = self.paid_broadcast_per_second;
+            if !(rate.is_finite() && rate > self.global_per_second && rate <= 1000.0) {
+                return Err(ConfigError::invalid(
+                    "telegram.paid_broadcast_per_second",
+                    "must be 0 (off), or above telegram.global_per_second and at most 1000",
+                ));
+            }
+            if self.paid_broadcast_daily_budget == 0 {
+                return Err(ConfigError::invalid(
+                    "telegram.paid_broadcast_daily_budget",
+                    "must be at least 1 when telegram.paid_broadcast_per_second is set",
+                ));
+            }
         }
         if self.group_per_minute == 0 {
             return Err(ConfigError::invalid(

@@ -439,3 +439,53 @@ async fn blocked_and_bad_request_answers_are_final() {
     assert_eq!(count_by_chat(&tg, "final stream").get(&fine), Some(&1));
     bot.shutdown().await;
 }
+
+/// Paid broadcasts: the sends past the free overall rate go out with
+/// `allow_paid_broadcast`, which the server takes past its overall limit, until the day's
+/// budget is spent; then the bot keeps to the free rate again. No 429 either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_broadcasts_pass_the_free_limit_within_the_budget() {
+    init_tracing();
+    let platform = Platform::start().await;
+    let entity = platform.entity(&[("en", "Sakura Miko")]).await;
+    let chats: Vec<i64> = (8001..=8120).collect();
+    subscribe_chats(&platform, entity, &chats).await;
+    let tg = TelegramServer::start("123:paid").await.unwrap();
+    tg.enforce(stargazer_testkit::servers::telegram::RateLimits {
+        global: 12,
+        window: Duration::from_secs(1),
+        per_chat: Duration::ZERO,
+        retry_after: 1,
+    });
+    let bus = rabbit().await;
+    let queue = TestQueue::declare(&bus).await;
+    let mut config = platform.bot_config(&tg, &queue.name);
+    config.global_per_second = 10.0;
+    config.paid_broadcast_per_second = 100.0;
+    config.paid_broadcast_daily_budget = 50;
+    let bot = RunningBot::start(config, platform.storage.clone(), bus.clone());
+
+    publish(&bus, &live(entity, "paid fan-out")).await;
+    eventually("every chat got the event", T, || {
+        count_by_chat(&tg, "paid fan-out").len() == chats.len()
+    })
+    .await;
+    assert_eq!(tg.sent().len(), chats.len(), "one message per chat");
+    assert_eq!(
+        tg.too_many(),
+        0,
+        "paid sends passed, free ones kept the rate"
+    );
+    assert_eq!(tg.paid_sent(), 50, "the whole budget and no more");
+    assert_eq!(
+        bot.metric("stargazer_bot_paid_broadcasts_total"),
+        Some(50.0)
+    );
+    let flagged = ["sendMessage", "sendPhoto"]
+        .iter()
+        .flat_map(|m| tg.calls_of(m))
+        .filter(|p| p["allow_paid_broadcast"] == serde_json::json!(true))
+        .count();
+    assert_eq!(flagged, 50);
+    bot.shutdown().await;
+}

@@ -22,6 +22,11 @@
 //! messages still go in the order they were queued, whatever their kind: a stream's
 //! later messages reply to and edit its first one.
 //!
+//! Telegram's paid broadcasts lift the overall limit (up to 1,000 messages a second) for a
+//! fee per message: with [`PaidBroadcast`] set, a send that finds the overall bucket
+//! empty may take a token of a second bucket (the paid rate above the free one) while
+//! the day's budget lasts, and goes out marked paid; per-chat gaps still hold.
+//!
 //! A 429 puts the chat on hold for `retry_after` and lowers the overall rate, which then
 //! climbs back while no 429 arrives. The overall rate is the token's: with N bot
 //! instances counted ([`SenderCount`]), each paces at `global_per_second / N`. On
@@ -84,9 +89,20 @@ pub trait Job: Send + 'static {
     /// The lane the job waits in; asked once, when it is queued.
     fn lane(&self) -> Lane;
 
-    /// Attempts the job for `chat`. A job stays with the scheduler until it returns
-    /// `Done`, `Skipped`, `Deferred`, or the scheduler shuts down (then it is dropped).
-    fn attempt(&mut self, chat: i64) -> impl Future<Output = Attempt> + Send;
+    /// Attempts the job for `chat`; `paid` says the attempt took a paid-broadcast token
+    /// and may be sent as one (networks without paid sends never see it set). A job
+    /// stays with the scheduler until it returns `Done`, `Skipped`, `Deferred`, or the
+    /// scheduler shuts down (then it is dropped).
+    fn attempt(&mut self, chat: i64, paid: bool) -> impl Future<Output = Attempt> + Send;
+}
+
+/// Paid sends past the overall limit (Telegram's `allow_paid_broadcast`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PaidBroadcast {
+    /// Overall sends per second with paid ones (above `Limits::global_per_second`).
+    pub per_second: f64,
+    /// Paid sends per UTC day, over all instances (each spends its share).
+    pub daily_budget: u64,
 }
 
 /// The pacing the scheduler enforces.
@@ -102,6 +118,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// How chats that may send take turns.
     pub order: Order,
+    /// Paid sends past the overall limit, if allowed.
+    pub paid: Option<PaidBroadcast>,
 }
 
 /// How chats that may send now take turns.
@@ -154,6 +172,8 @@ pub struct Stats {
     pub deferred: IntCounter,
     /// Calls made by jobs with more calls to make (a reply before an edit).
     pub steps: IntCounter,
+    /// Attempts that took a paid-broadcast token.
+    pub paid: IntCounter,
 }
 
 impl Default for Stats {
@@ -189,6 +209,10 @@ impl Default for Stats {
                 "stargazer_bot_send_steps_total",
                 "Bot API calls of deliveries that make more than one (a reply, then an edit of the stream's first message).",
             ),
+            paid: counter(
+                "stargazer_bot_paid_broadcasts_total",
+                "Send attempts past the overall limit as paid broadcasts (charged by Telegram when sent).",
+            ),
         }
     }
 }
@@ -204,6 +228,7 @@ impl Stats {
             &self.moved,
             &self.deferred,
             &self.steps,
+            &self.paid,
         ] {
             register_collector(registry, counter.clone());
         }
@@ -250,9 +275,16 @@ pub fn start<J: Job>(
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(Stats::default());
     let share = senders.get();
+    let now = Instant::now();
     let scheduler = Scheduler {
         limits,
-        bucket: Bucket::new(limits.global_per_second / f64::from(share), Instant::now()),
+        bucket: Bucket::new(limits.global_per_second / f64::from(share), now),
+        paid: limits.paid.map(|paid| PaidState {
+            bucket: Bucket::new(paid_rate(&limits, paid, share), now),
+            day: chrono::Utc::now().date_naive(),
+            spent: 0,
+            exhausted_logged: false,
+        }),
         senders,
         share,
         chats: HashMap::new(),
@@ -376,11 +408,36 @@ impl<J> ChatQueue<J> {
     }
 }
 
-type InFlight<J> = Pin<Box<dyn Future<Output = (i64, Instant, Turn, J, Attempt)> + Send>>;
+type InFlight<J> = Pin<Box<dyn Future<Output = (i64, Instant, Sent, J, Attempt)> + Send>>;
+
+/// How an attempt was started: its turn, and whether it took a paid token.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    turn: Turn,
+    paid: bool,
+}
+
+/// The paid sends of one instance: their bucket and the day's spending.
+#[derive(Debug)]
+struct PaidState {
+    bucket: Bucket,
+    /// The UTC day `spent` counts.
+    day: chrono::NaiveDate,
+    spent: u64,
+    /// Whether the day's exhaustion was logged.
+    exhausted_logged: bool,
+}
+
+/// This instance's paid rate: its share of the paid rate above the free one.
+fn paid_rate(limits: &Limits, paid: PaidBroadcast, share: u32) -> f64 {
+    (paid.per_second - limits.global_per_second).max(0.0) / f64::from(share)
+}
 
 struct Scheduler<J> {
     limits: Limits,
     bucket: Bucket,
+    /// Paid sends, when allowed.
+    paid: Option<PaidState>,
     /// How many instances share the overall rate, and the count the bucket is set for.
     senders: SenderCount,
     share: u32,
@@ -422,8 +479,8 @@ impl<J: Job> Scheduler<J> {
                 _ = shutdown.cancelled(), if !stopping => {
                     stopping = true;
                 }
-                Some((chat, started, turn, job, attempt)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.finish(chat, started, turn, job, attempt);
+                Some((chat, started, sent, job, attempt)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.finish(chat, started, sent, job, attempt);
                 }
                 queued = rx.recv(), if !stopping => match queued {
                     Some((chat, job)) => {
@@ -458,37 +515,91 @@ impl<J: Job> Scheduler<J> {
             let Some(&Reverse((turn, chat))) = self.eligible.peek() else {
                 return self.waiting.peek().map(|&Reverse((at, _))| at);
             };
-            let Some(queue) = self
+            let current = self
                 .chats
-                .get_mut(&chat)
-                .filter(|q| q.filed == Some(Filed::Eligible(turn)))
-            else {
+                .get(&chat)
+                .is_some_and(|q| q.filed == Some(Filed::Eligible(turn)));
+            if !current {
                 // A stale entry: the chat was filed again under another key.
                 self.eligible.pop();
                 continue;
-            };
+            }
             let share = self.senders.get();
             if share != self.share {
                 self.share = share;
                 self.bucket
                     .set_max_rate(self.limits.global_per_second / f64::from(share), now);
+                if let (Some(state), Some(paid)) = (self.paid.as_mut(), self.limits.paid) {
+                    state
+                        .bucket
+                        .set_max_rate(paid_rate(&self.limits, paid, share), now);
+                }
             }
-            if let Err(when) = self.bucket.take(now) {
-                return Some(when);
-            }
+            let paid = match self.bucket.take(now) {
+                Ok(()) => false,
+                Err(free_at) => match self.take_paid(now) {
+                    Ok(()) => true,
+                    Err(paid_at) => return Some(paid_at.map_or(free_at, |at| at.min(free_at))),
+                },
+            };
             self.eligible.pop();
+            let Some(queue) = self.chats.get_mut(&chat) else {
+                continue;
+            };
             queue.filed = None;
             let Some((turn, mut job)) = queue.jobs.pop_front() else {
                 continue;
             };
             self.clock = self.clock.max(turn.virtual_start);
             queue.busy = true;
+            if paid {
+                self.stats.paid.inc();
+            }
             in_flight.push(Box::pin(async move {
-                let attempt = job.attempt(chat).await;
-                (chat, now, turn, job, attempt)
+                let attempt = job.attempt(chat, paid).await;
+                (chat, now, Sent { turn, paid }, job, attempt)
             }));
         }
         None
+    }
+
+    /// Takes a paid token while the day's budget (this instance's share) lasts; else
+    /// says when one will be there (`None`: not today, or paid sends are off).
+    fn take_paid(&mut self, now: Instant) -> Result<(), Option<Instant>> {
+        let (Some(state), Some(paid)) = (self.paid.as_mut(), self.limits.paid) else {
+            return Err(None);
+        };
+        let today = chrono::Utc::now().date_naive();
+        if state.day != today {
+            state.day = today;
+            state.spent = 0;
+            state.exhausted_logged = false;
+        }
+        let budget = paid.daily_budget / u64::from(self.share.max(1));
+        if state.spent >= budget {
+            if !state.exhausted_logged {
+                state.exhausted_logged = true;
+                tracing::info!(
+                    budget,
+                    "paid broadcast budget of the day spent; back to the free rate until midnight UTC"
+                );
+            }
+            return Err(None);
+        }
+        state.bucket.take(now).map_err(Some)?;
+        state.spent += 1;
+        Ok(())
+    }
+
+    /// Gives back the token an attempt took (it sent nothing).
+    fn refund(&mut self, paid: bool) {
+        match self.paid.as_mut() {
+            Some(state) if paid => {
+                state.bucket.refund();
+                state.spent = state.spent.saturating_sub(1);
+            }
+            _ => self.bucket.refund(),
+        }
     }
 
     /// Moves the chats whose next allowed instant has come to the eligible ones.
@@ -563,7 +674,8 @@ impl<J: Job> Scheduler<J> {
         }
     }
 
-    fn finish(&mut self, chat: i64, started: Instant, turn: Turn, job: J, attempt: Attempt) {
+    fn finish(&mut self, chat: i64, started: Instant, sent: Sent, job: J, attempt: Attempt) {
+        let Sent { turn, paid } = sent;
         let now = Instant::now();
         let interval = self.limits.interval(chat);
         let Some(queue) = self.chats.get_mut(&chat) else {
@@ -578,7 +690,7 @@ impl<J: Job> Scheduler<J> {
             }
             Attempt::Skipped => {
                 self.stats.skipped.inc();
-                self.bucket.refund();
+                self.refund(paid);
                 drop(job);
             }
             Attempt::Continue => {
@@ -647,7 +759,7 @@ mod tests {
             self.lane
         }
 
-        async fn attempt(&mut self, chat: i64) -> Attempt {
+        async fn attempt(&mut self, chat: i64, _paid: bool) -> Attempt {
             self.log
                 .lock()
                 .unwrap()
@@ -672,6 +784,7 @@ mod tests {
             group_interval: Duration::from_secs(3),
             max_in_flight: 8,
             order: Order::Fair,
+            paid: None,
         }
     }
 
@@ -1000,6 +1113,46 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(chat7, vec![7, 100, 101]);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paid_sends_go_past_the_overall_rate_until_the_budget_is_spent() {
+        let shutdown = CancellationToken::new();
+        let limits = Limits {
+            paid: Some(PaidBroadcast {
+                per_second: 50.0,
+                daily_budget: 20,
+            }),
+            max_in_flight: 64,
+            ..limits(10.0)
+        };
+        let (handle, task) = start::<Scripted>(limits, SenderCount::alone(), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        let t0 = Instant::now();
+        let span = all_done(fan_out(&handle, &log, 1..=60, POST), t0).await;
+        // 20 paid sends at 40/s beside the free 10/s, then the other 40 or so at 10/s:
+        // about 4 s instead of 6.
+        assert_eq!(handle.stats().paid.get(), 20);
+        assert!(span < Duration::from_millis(4600), "{span:?}");
+        assert!(span > Duration::from_millis(3500), "{span:?}");
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_paid_send_without_paid_broadcasts() {
+        let shutdown = CancellationToken::new();
+        let (handle, task) =
+            start::<Scripted>(limits(10.0), SenderCount::alone(), shutdown.clone());
+        let task = tokio::spawn(task);
+        let log: Log = Default::default();
+        let t0 = Instant::now();
+        let span = all_done(fan_out(&handle, &log, 1..=60, POST), t0).await;
+        assert_eq!(handle.stats().paid.get(), 0);
+        assert!(span > Duration::from_millis(5800), "{span:?}");
         shutdown.cancel();
         task.await.unwrap();
     }

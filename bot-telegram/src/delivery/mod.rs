@@ -23,7 +23,7 @@ use stargazer_core::bus::Bus;
 use stargazer_core::model::{Entity, Event};
 use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_delivery::api::Api;
-use stargazer_delivery::scheduler::{Limits, Order};
+use stargazer_delivery::scheduler::{Limits, Order, PaidBroadcast};
 use stargazer_delivery::{Adapter, Outcome, Parts, Recipient, Role, Settings, Stores};
 use teloxide::Bot;
 use tokio::sync::oneshot;
@@ -63,6 +63,10 @@ pub(crate) async fn run(
             } else {
                 Order::Arrival
             },
+            paid: (config.paid_broadcast_per_second > 0.0).then_some(PaidBroadcast {
+                per_second: config.paid_broadcast_per_second,
+                daily_budget: config.paid_broadcast_daily_budget,
+            }),
         },
         claim_lease: config.claim_lease(),
         only_entities: config.only_entities.clone(),

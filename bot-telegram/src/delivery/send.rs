@@ -206,6 +206,9 @@ pub(crate) struct SendJob {
     delivered: bool,
     /// Why a planned edit was given up.
     gave_up: Option<String>,
+    /// Whether the current attempt took a paid-broadcast token: a new message goes out
+    /// with `allow_paid_broadcast` (edits have no such flag).
+    paid: bool,
     outcome: Option<Outcome>,
     done: Option<oneshot::Sender<Outcome>>,
 }
@@ -248,6 +251,7 @@ impl SendJob {
             plan: None,
             delivered: false,
             gave_up: None,
+            paid: false,
             outcome: None,
             done: Some(tx),
         };
@@ -312,7 +316,8 @@ impl SendJob {
                 let mut request = bot
                     .send_photo(ChatId(chat), InputFile::url(photo.clone()))
                     .caption(message.html.clone())
-                    .parse_mode(ParseMode::Html);
+                    .parse_mode(ParseMode::Html)
+                    .allow_paid_broadcast(self.paid);
                 if let Some(markup) = markup {
                     request = request.reply_markup(markup);
                 }
@@ -325,7 +330,8 @@ impl SendJob {
                 let mut request = bot
                     .send_message(ChatId(chat), message.html_long.clone())
                     .parse_mode(ParseMode::Html)
-                    .link_preview_options(Self::link_preview(message));
+                    .link_preview_options(Self::link_preview(message))
+                    .allow_paid_broadcast(self.paid);
                 if let Some(markup) = markup {
                     request = request.reply_markup(markup);
                 }
@@ -688,7 +694,8 @@ impl Job for SendJob {
         stargazer_delivery::lane(&self.fanout.event)
     }
 
-    async fn attempt(&mut self, chat: i64) -> Attempt {
+    async fn attempt(&mut self, chat: i64, paid: bool) -> Attempt {
+        self.paid = paid;
         loop {
             match self.stage.clone() {
                 Stage::Send => {

@@ -142,6 +142,10 @@ struct Inner {
     migrated: HashMap<i64, i64>,
     limits: Option<RateLimits>,
     recent: VecDeque<Instant>,
+    /// Accepted sends that asked for a paid broadcast, within the paid window.
+    recent_paid: VecDeque<Instant>,
+    /// Sends accepted as paid broadcasts (0.1 Stars each at Telegram).
+    paid_sent: u64,
     last_per_chat: HashMap<i64, Instant>,
     too_many: u64,
     get_updates_calls: u64,
@@ -619,9 +623,15 @@ fn visible_text(params: &Map<String, Value>, raw: &str) -> Result<String, String
     }
 }
 
+/// Sends a second Telegram takes as paid broadcasts (`allow_paid_broadcast`), which are
+/// exempt from the overall limit but not from the per-chat one.
+pub const PAID_BROADCAST_PER_SECOND: usize = 1000;
+
 /// The refusal Telegram would give a valid send to `chat_id` now, if any: an outage,
-/// a scripted failure, a block or migration, or a rate limit. Counts what it refuses.
-fn refusal(inner: &mut Inner, chat_id: i64, now: Instant) -> Option<Response> {
+/// a scripted failure, a block or migration, or a rate limit (a `paid` send counts
+/// against [`PAID_BROADCAST_PER_SECOND`] instead of the overall limit). Counts what it
+/// refuses, and the paid sends it accepts.
+fn refusal(inner: &mut Inner, chat_id: i64, now: Instant, paid: bool) -> Option<Response> {
     if inner.outage {
         inner.refused_during_outage += 1;
         return Some(error(
@@ -649,23 +659,37 @@ fn refusal(inner: &mut Inner, chat_id: i64, now: Instant) -> Option<Response> {
     if let Some(to) = inner.migrated.get(&chat_id).copied() {
         return Some(failure_response(&Failure::Migrate(to)));
     }
-    let limits = inner.limits?;
-    while inner
-        .recent
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= limits.window)
-    {
-        inner.recent.pop_front();
+    let Some(limits) = inner.limits else {
+        inner.paid_sent += u64::from(paid);
+        return None;
+    };
+    for recent in [&mut inner.recent, &mut inner.recent_paid] {
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limits.window)
+        {
+            recent.pop_front();
+        }
     }
     let chat_too_soon = inner
         .last_per_chat
         .get(&chat_id)
         .is_some_and(|t| now.duration_since(*t) < limits.per_chat);
-    if inner.recent.len() >= limits.global || chat_too_soon {
+    let overall_full = if paid {
+        inner.recent_paid.len() >= PAID_BROADCAST_PER_SECOND
+    } else {
+        inner.recent.len() >= limits.global
+    };
+    if overall_full || chat_too_soon {
         inner.too_many += 1;
         return Some(failure_response(&Failure::RetryAfter(limits.retry_after)));
     }
-    inner.recent.push_back(now);
+    if paid {
+        inner.recent_paid.push_back(now);
+        inner.paid_sent += 1;
+    } else {
+        inner.recent.push_back(now);
+    }
     inner.last_per_chat.insert(chat_id, now);
     None
 }
@@ -702,9 +726,10 @@ fn send(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     }
     let reply_markup = json_param(params, "reply_markup");
     let silent = bool_param(params, "disable_notification");
+    let paid = bool_param(params, "allow_paid_broadcast");
     let now = Instant::now();
     let mut inner = lock(&shared.inner);
-    if let Some(refused) = refusal(&mut inner, chat_id, now) {
+    if let Some(refused) = refusal(&mut inner, chat_id, now, paid) {
         return refused;
     }
     let reply_to = match reply_target(params) {
@@ -790,7 +815,8 @@ fn edit(shared: &Arc<Shared>, method: &str, params: &Map<String, Value>) -> Resp
     };
     let markup = json_param(params, "reply_markup");
     let mut inner = lock(&shared.inner);
-    if let Some(refused) = refusal(&mut inner, chat_id, Instant::now()) {
+    // Edits take no `allow_paid_broadcast`: they always count against the overall limit.
+    if let Some(refused) = refusal(&mut inner, chat_id, Instant::now(), false) {
         return refused;
     }
     let Some(message) = inner.messages.get_mut(&(chat_id, message_id)) else {
@@ -1009,6 +1035,11 @@ impl TelegramServer {
     /// 429 answers given so far (scripted and rate-limited).
     pub fn too_many(&self) -> u64 {
         lock(&self.shared.inner).too_many
+    }
+
+    /// Sends accepted as paid broadcasts (`allow_paid_broadcast`).
+    pub fn paid_sent(&self) -> u64 {
+        lock(&self.shared.inner).paid_sent
     }
 
     /// The current state of a message the bot sent (after edits).
@@ -1268,6 +1299,30 @@ mod tests {
         let (other, _) = post(&server, "sendMessage", json!({"chat_id": 2, "text": "c"})).await;
         assert_eq!((first, second, other), (200, 429, 200));
         assert_eq!(body["parameters"]["retry_after"], 5);
+    }
+
+    #[tokio::test]
+    async fn paid_broadcasts_pass_the_overall_limit_but_not_the_per_chat_one() {
+        let server = TelegramServer::start("1:test").await.unwrap();
+        server.enforce(RateLimits {
+            global: 1,
+            window: Duration::from_secs(60),
+            per_chat: Duration::from_secs(60),
+            retry_after: 5,
+        });
+        let send = |chat: i64, paid: bool| {
+            post(
+                &server,
+                "sendMessage",
+                json!({"chat_id": chat, "text": "x", "allow_paid_broadcast": paid}),
+            )
+        };
+        assert_eq!(send(1, false).await.0, 200);
+        assert_eq!(send(2, false).await.0, 429, "the overall limit");
+        assert_eq!(send(2, true).await.0, 200, "paid: past the overall limit");
+        assert_eq!(send(3, true).await.0, 200);
+        assert_eq!(send(3, true).await.0, 429, "paid: still one per chat");
+        assert_eq!(server.paid_sent(), 2);
     }
 
     #[tokio::test]
