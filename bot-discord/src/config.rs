@@ -33,6 +33,38 @@ pub struct DiscordConfig {
     /// `discord.request_timeout_secs` / `STARGAZER_DISCORD__REQUEST_TIMEOUT_SECS`: time
     /// allowed for one REST request, seconds; default 15.
     pub request_timeout_secs: u64,
+    /// `discord.stargazer_api_url` / `STARGAZER_DISCORD__STARGAZER_API_URL`: the
+    /// Stargazer api; default `http://127.0.0.1:8080`.
+    pub stargazer_api_url: String,
+    /// `discord.stargazer_api_username` / `STARGAZER_DISCORD__STARGAZER_API_USERNAME`:
+    /// HTTP Basic user of the bot's service account (api rw); default `bot-discord`.
+    pub stargazer_api_username: String,
+    /// `discord.stargazer_api_password` / `STARGAZER_DISCORD__STARGAZER_API_PASSWORD`:
+    /// its password; default empty.
+    pub stargazer_api_password: String,
+    /// `discord.queue` / `STARGAZER_DISCORD__QUEUE`: the durable queue of ready events;
+    /// default `stargazer.bot.discord`.
+    pub queue: String,
+    /// `discord.prefetch` / `STARGAZER_DISCORD__PREFETCH`: events being fanned out at
+    /// once; default 8.
+    pub prefetch: u16,
+    /// `discord.channel_interval_ms` / `STARGAZER_DISCORD__CHANNEL_INTERVAL_MS`: minimum
+    /// gap between two messages to one channel, milliseconds; default 1000 (Discord's
+    /// message bucket is 5 per 5 s per channel).
+    pub channel_interval_ms: u64,
+    /// `discord.max_in_flight` / `STARGAZER_DISCORD__MAX_IN_FLIGHT`: REST requests open at
+    /// once; default 64.
+    pub max_in_flight: usize,
+    /// `discord.max_send_attempts` / `STARGAZER_DISCORD__MAX_SEND_ATTEMPTS`: attempts per
+    /// message on transient errors (network, 5xx, a refused token) and 429s before it is
+    /// given back unsent and its event requeued for a later try; default 5.
+    pub max_send_attempts: u32,
+    /// `discord.claim_lease_seconds` / `STARGAZER_DISCORD__CLAIM_LEASE_SECONDS`: how long a
+    /// claim on a delivery keeps other bot instances off, seconds; default 60, at least 3.
+    pub claim_lease_seconds: u64,
+    /// `discord.only_entities` / `STARGAZER_DISCORD__ONLY_ENTITIES`: deliver events about
+    /// these entity ids only and ack every other event unprocessed; default empty: all.
+    pub only_entities: Vec<uuid::Uuid>,
 }
 
 impl Default for DiscordConfig {
@@ -44,6 +76,16 @@ impl Default for DiscordConfig {
             public_key: String::new(),
             global_per_second: 50.0,
             request_timeout_secs: 15,
+            stargazer_api_url: "http://127.0.0.1:8080".to_owned(),
+            stargazer_api_username: "bot-discord".to_owned(),
+            stargazer_api_password: String::new(),
+            queue: stargazer_core::routing::bot_queue(crate::IM),
+            prefetch: 8,
+            channel_interval_ms: 1000,
+            max_in_flight: 64,
+            max_send_attempts: 5,
+            claim_lease_seconds: 60,
+            only_entities: Vec::new(),
         }
     }
 }
@@ -81,6 +123,11 @@ impl DiscordConfig {
     /// Time allowed for one REST request.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// How long a claim on a delivery keeps other instances off.
+    pub fn claim_lease(&self) -> Duration {
+        Duration::from_secs(self.claim_lease_seconds)
     }
 }
 
@@ -125,11 +172,28 @@ impl Section for DiscordConfig {
                 "must be a positive number",
             ));
         }
-        if self.request_timeout_secs == 0 {
+        for (key, value) in [
+            ("discord.request_timeout_secs", self.request_timeout_secs),
+            ("discord.prefetch", u64::from(self.prefetch)),
+            ("discord.max_in_flight", self.max_in_flight as u64),
+            (
+                "discord.max_send_attempts",
+                u64::from(self.max_send_attempts),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.claim_lease_seconds < 3 {
             return Err(ConfigError::invalid(
-                "discord.request_timeout_secs",
-                "must be at least 1",
+                "discord.claim_lease_seconds",
+                "must be at least 3 (it is renewed every third of it)",
             ));
+        }
+        check_http_url("discord.stargazer_api_url", &self.stargazer_api_url)?;
+        if self.queue.trim().is_empty() {
+            return Err(ConfigError::invalid("discord.queue", "must not be empty"));
         }
         Ok(())
     }

@@ -14,8 +14,12 @@
 //! `stargazer-testkit` (`servers::discord`).
 
 pub mod config;
+pub mod delivery;
 pub mod interactions;
 pub mod rest;
+
+/// The IM platform name this bot serves, as stored on users and in the delivery log.
+pub use stargazer_core::contract::im::DISCORD as IM;
 
 pub use config::DiscordConfig;
 pub use rest::{MessageBody, RestClient, SendError, SentMessage};

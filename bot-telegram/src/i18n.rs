@@ -1,9 +1,10 @@
 //! The bot's words in every language it speaks, as Project Fluent messages.
 //!
-//! Each language is a folder of `.ftl` files under `bot-telegram/locales/` (`commands.ftl`:
-//! command replies, keyboards, refusals, errors, the command menu; `notifications.ftl`:
-//! the texts of delivered events), embedded at compile time and parsed once into a
-//! thread-safe bundle per language. [`LANGUAGES`] is the one list of languages the bot
+//! Each language has the bot's `bot-telegram/locales/<language>/commands.ftl` (command
+//! replies, keyboards, refusals, errors, the command menu) and the notification words
+//! every bot shares (`delivery/locales/<language>/notifications.ftl`, the texts of
+//! delivered events), embedded at compile time and parsed once into a catalog
+//! ([`stargazer_delivery::i18n::Catalog`]). [`LANGUAGES`] is the one list of languages the bot
 //! speaks; `/lang` accepts exactly these.
 //!
 //! [`text`] never fails: a language the bot does not speak, or a message one language
@@ -12,86 +13,40 @@
 //! Arguments are inserted as given: callers escape them for Telegram HTML where the
 //! message is HTML, as they did before the texts moved here.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use fluent_bundle::concurrent::FluentBundle;
-use fluent_bundle::{FluentArgs, FluentError, FluentResource};
-use unic_langid::LanguageIdentifier;
+use stargazer_delivery::i18n::{Catalog, NOTIFICATIONS_EN, NOTIFICATIONS_JA, NOTIFICATIONS_ZH};
 
-pub(crate) use fluent_bundle::FluentValue;
+pub(crate) use stargazer_delivery::i18n::{FluentValue, DEFAULT};
 
-/// The language used when a chat's language is unknown or a message is missing in it.
-pub(crate) const DEFAULT: &str = "en";
-
-/// The languages the bot speaks, each with its `.ftl` sources. The first is [`DEFAULT`].
+/// The languages the bot speaks, each with its `.ftl` sources: its own command texts
+/// and the notification words every bot shares. The first is [`DEFAULT`].
 pub(crate) const LANGUAGES: [(&str, &[&str]); 3] = [
     (
         "en",
-        &[
-            include_str!("../locales/en/commands.ftl"),
-            include_str!("../locales/en/notifications.ftl"),
-        ],
+        &[include_str!("../locales/en/commands.ftl"), NOTIFICATIONS_EN],
     ),
     (
         "ja",
-        &[
-            include_str!("../locales/ja/commands.ftl"),
-            include_str!("../locales/ja/notifications.ftl"),
-        ],
+        &[include_str!("../locales/ja/commands.ftl"), NOTIFICATIONS_JA],
     ),
     (
         "zh",
-        &[
-            include_str!("../locales/zh/commands.ftl"),
-            include_str!("../locales/zh/notifications.ftl"),
-        ],
+        &[include_str!("../locales/zh/commands.ftl"), NOTIFICATIONS_ZH],
     ),
 ];
 
-/// One bundle per entry of [`LANGUAGES`], in the same order.
-static BUNDLES: LazyLock<Vec<FluentBundle<FluentResource>>> = LazyLock::new(|| {
-    LANGUAGES
-        .iter()
-        .map(|(code, sources)| bundle(code, sources))
-        .collect()
-});
-
-/// Builds the bundle of `code`. A source that does not parse keeps the messages that do
-/// (the test suite refuses such files; at run time a broken message must not stop the
-/// bot).
-fn bundle(code: &str, sources: &[&str]) -> FluentBundle<FluentResource> {
-    let langid: LanguageIdentifier = code.parse().unwrap_or_default();
-    let mut bundle = FluentBundle::new_concurrent(vec![langid]);
-    // Telegram shows Unicode isolation marks around arguments as stray characters.
-    bundle.set_use_isolating(false);
-    for source in sources {
-        let resource = match FluentResource::try_new((*source).to_owned()) {
-            Ok(resource) => resource,
-            Err((resource, errors)) => {
-                tracing::error!(language = code, ?errors, "a locale file does not parse");
-                resource
-            }
-        };
-        if let Err(errors) = bundle.add_resource(resource) {
-            tracing::error!(language = code, ?errors, "a locale file repeats messages");
-        }
-    }
-    bundle
-}
+/// The bot's catalog, parsed once.
+static CATALOG: LazyLock<Catalog> = LazyLock::new(|| Catalog::new(&LANGUAGES));
 
 /// The language the bot speaks for `code` (`ja`, `ja-JP`, `ZH_tw` …), if any.
 pub(crate) fn spoken_language(code: &str) -> Option<&'static str> {
-    let primary = code.split(['-', '_']).next().unwrap_or(code);
-    LANGUAGES
-        .iter()
-        .map(|(code, _)| *code)
-        .find(|spoken| primary.eq_ignore_ascii_case(spoken))
+    CATALOG.spoken_language(code)
 }
 
 /// The language to answer a chat reading `code` in: the spoken one, else [`DEFAULT`].
 pub(crate) fn language_for(code: &str) -> &'static str {
-    spoken_language(code).unwrap_or(DEFAULT)
+    CATALOG.language_for(code)
 }
 
 /// The spoken languages with their own names: `en (English), ja (日本語), zh (中文)`.
@@ -103,52 +58,6 @@ pub(crate) fn spoken_languages() -> String {
         .join(", ")
 }
 
-/// The bundle of `language` (any spelling [`spoken_language`] accepts) among `bundles`
-/// (one per entry of [`LANGUAGES`]), if spoken.
-fn bundle_of<'b>(
-    bundles: &'b [FluentBundle<FluentResource>],
-    language: &str,
-) -> Option<&'b FluentBundle<FluentResource>> {
-    let code = spoken_language(language)?;
-    let index = LANGUAGES.iter().position(|(spoken, _)| *spoken == code)?;
-    bundles.get(index)
-}
-
-/// Formats message `id` of `bundle`, with the errors formatting met; `None` when the
-/// bundle lacks it.
-fn format(
-    bundle: &FluentBundle<FluentResource>,
-    id: &str,
-    args: &[(&str, FluentValue<'_>)],
-) -> Option<(String, Vec<FluentError>)> {
-    let pattern = bundle.get_message(id)?.value()?;
-    let mut fluent_args = FluentArgs::with_capacity(args.len());
-    for (name, value) in args {
-        fluent_args.set(*name, value.clone());
-    }
-    let mut errors = Vec::new();
-    let formatted = bundle.format_pattern(pattern, Some(&fluent_args), &mut errors);
-    Some((Cow::into_owned(formatted), errors))
-}
-
-/// Message `id` in `language` among `bundles`, else in English.
-fn lookup(
-    bundles: &[FluentBundle<FluentResource>],
-    language: &str,
-    id: &str,
-    args: &[(&str, FluentValue<'_>)],
-) -> Option<String> {
-    let found = bundle_of(bundles, language)
-        .and_then(|bundle| format(bundle, id, args))
-        .or_else(|| bundle_of(bundles, DEFAULT).and_then(|bundle| format(bundle, id, args)));
-    let (formatted, errors) = found?;
-    if !errors.is_empty() {
-        // Fluent still produced text (a missing argument shows as its name).
-        tracing::warn!(language, id, ?errors, "a message formatted with errors");
-    }
-    Some(formatted)
-}
-
 /// Message `id` in `language` with `args`, falling back to English; `None` when no
 /// language has it (for texts that have a fallback of their own).
 pub(crate) fn try_text(
@@ -156,16 +65,13 @@ pub(crate) fn try_text(
     id: &str,
     args: &[(&str, FluentValue<'_>)],
 ) -> Option<String> {
-    lookup(&BUNDLES, language, id, args)
+    CATALOG.try_text(language, id, args)
 }
 
 /// Message `id` in `language` with `args` (`&[("name", name.into())]`), falling back to
 /// English; a message no language has comes out as its id.
 pub(crate) fn text(language: &str, id: &str, args: &[(&str, FluentValue<'_>)]) -> String {
-    try_text(language, id, args).unwrap_or_else(|| {
-        tracing::warn!(language, id, "no language has this message");
-        id.to_owned()
-    })
+    CATALOG.text(language, id, args)
 }
 
 #[cfg(test)]
@@ -364,12 +270,12 @@ mod tests {
             .collect();
         assert!(unlisted.is_empty(), "add these to CALLS: {unlisted:?}");
         for (code, _) in &LANGUAGES {
-            let bundle = bundle_of(&BUNDLES, code).unwrap();
             for (id, names) in CALLS {
                 for count in [1, 7] {
                     let args = sample(names, count);
-                    let (formatted, errors) =
-                        format(bundle, id, &args).unwrap_or_else(|| panic!("{code} lacks {id}"));
+                    let (formatted, errors) = CATALOG
+                        .format_exact(code, id, &args)
+                        .unwrap_or_else(|| panic!("{code} lacks {id}"));
                     assert!(errors.is_empty(), "{code} {id}: {errors:?}");
                     assert!(!formatted.trim().is_empty(), "{code} {id} is empty");
                     // No isolation marks around arguments.
@@ -431,26 +337,6 @@ mod tests {
             text("ja", "notify-live", &[("name", "湊あくあ".into())]),
             "🔴 湊あくあ の配信が始まりました"
         );
-    }
-
-    #[test]
-    fn a_message_missing_in_a_language_comes_from_english() {
-        let bundles = [
-            bundle("en", &["cancelled = Cancelled.\ndelete-yes = Yes"]),
-            bundle("ja", &["cancelled = キャンセル"]),
-            bundle("zh", &["this is not fluent"]),
-        ];
-        assert_eq!(
-            lookup(&bundles, "ja", "cancelled", &[]).unwrap(),
-            "キャンセル"
-        );
-        assert_eq!(lookup(&bundles, "ja", "delete-yes", &[]).unwrap(), "Yes");
-        // A file that does not parse leaves an empty bundle, not a panic.
-        assert_eq!(
-            lookup(&bundles, "zh", "cancelled", &[]).unwrap(),
-            "Cancelled."
-        );
-        assert_eq!(lookup(&bundles, "ja", "nothing", &[]), None);
     }
 
     #[test]

@@ -237,7 +237,12 @@ pub const REMINDER_LEAD_CHOICES_MINUTES: [u32; 4] = [5, 15, 30, 60];
 pub mod im {
     /// Telegram.
     pub const TELEGRAM: &str = "telegram";
-    /// Every IM platform with a bot in this workspace.
+    /// Discord (channels of guilds).
+    pub const DISCORD: &str = "discord";
+    /// QQ, through a OneBot v11 implementation.
+    pub const QQ: &str = "qq";
+    /// Every IM platform whose bot runs as a service of the platform (each gets its queue
+    /// in the standard topology; Discord's and QQ's bots are not services yet).
     pub const ALL: [&str; 1] = [TELEGRAM];
 }
 

@@ -23,6 +23,25 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Whether a job may still send on its claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recheck {
+    /// This instance holds the claim: go on.
+    Held,
+    /// Another instance holds it, or the chat is settled: finish with this outcome
+    /// without sending.
+    Lost(crate::Outcome),
+    /// The delivery log could not be asked: try again later.
+    Unknown,
+}
+
+/// Waits between retries of storage or api calls and of transient send failures: 250 ms
+/// doubling with each `attempt`, at most 30 s.
+pub fn retry_backoff(attempt: u32) -> Duration {
+    let ms = 250u64.saturating_mul(1 << attempt.min(7));
+    Duration::from_millis(ms.min(30_000))
+}
+
 /// A claim is trusted for sending only while more than this is left of its lease: the
 /// send itself and clock skew between instances eat into it.
 const SEND_MARGIN_SHARE: u32 = 3;
@@ -85,6 +104,33 @@ impl Claims {
         let renewed = lock(&self.renewed_until).unwrap_or(leased_until);
         let until = leased_until.max(renewed);
         Instant::now() + self.lease / SEND_MARGIN_SHARE < until
+    }
+
+    /// Makes sure this instance still holds `chat`'s claim on `event` before a call that
+    /// could deliver: a claim no longer known to be leased (renewals failing, a long wait
+    /// in the queue) is claimed again, since another instance may have taken it over;
+    /// `leased_until` moves with a claim won again.
+    pub async fn recheck(&self, event: Uuid, chat: &str, leased_until: &mut Instant) -> Recheck {
+        if self.still_leased(*leased_until) {
+            return Recheck::Held;
+        }
+        match self.claim(event, &[chat.to_owned()]).await {
+            Ok((states, until)) => match states.into_iter().next() {
+                Some(ClaimState::Won) => {
+                    *leased_until = until;
+                    Recheck::Held
+                }
+                Some(ClaimState::Held { owner, lease_until }) => {
+                    tracing::info!(event_id = %event, chat_id = chat, %owner, "claim taken over by another instance; not sending");
+                    Recheck::Lost(crate::Outcome::Held(lease_until))
+                }
+                Some(ClaimState::Settled(_)) | None => Recheck::Lost(crate::Outcome::AlreadyDone),
+            },
+            Err(cause) => {
+                tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
+                Recheck::Unknown
+            }
+        }
     }
 
     /// Gives up this instance's unsettled claims of `event` (all of them when `None`).

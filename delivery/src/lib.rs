@@ -16,7 +16,9 @@
 
 pub mod api;
 pub mod claims;
+pub mod compose;
 pub mod engine;
+pub mod i18n;
 pub mod recorder;
 pub mod scheduler;
 pub mod senders;

@@ -28,7 +28,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use stargazer_core::contract::field;
-use stargazer_core::model::ClaimState;
 use stargazer_core::model::{DeliveryRecord, Entity, Event};
 use teloxide::payloads::{
     EditMessageCaptionSetters, EditMessageTextSetters, SendMessageSetters, SendPhotoSetters,
@@ -43,7 +42,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use stargazer_delivery::api::Api;
-use stargazer_delivery::claims::Claims;
+use stargazer_delivery::claims::{Claims, Recheck};
 use stargazer_delivery::recorder::Recorder;
 use stargazer_delivery::scheduler::{Attempt, Job, Lane};
 use stargazer_delivery::{Outcome, Recipient, Role};
@@ -222,11 +221,7 @@ const MAX_MOVES: u32 = 3;
 /// held for the whole wait.
 const LONGEST_HELD_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Waits between retries of storage or api calls and of transient send failures.
-fn backoff(attempt: u32) -> Duration {
-    let ms = 250u64.saturating_mul(1 << attempt.min(7));
-    Duration::from_millis(ms.min(30_000))
-}
+use stargazer_delivery::claims::retry_backoff as backoff;
 
 impl SendJob {
     /// A job for a chat whose claim this instance won, leased until `leased_until`, and
@@ -519,36 +514,23 @@ impl SendJob {
     /// deliver: a claim no longer known to be leased (renewals failing, a long wait in the
     /// queue) is claimed again, since another instance may have taken it over. `None` to
     /// go on, else how the attempt ends.
-    async fn hold_claim(&mut self, chat: i64) -> Option<Attempt> {
-        if self.delivered || self.sends.claims.still_leased(self.leased_until) {
+    async fn hold_claim(&mut self) -> Option<Attempt> {
+        if self.delivered {
             return None;
         }
         let event = self.event_id();
-        let claimed = self
+        match self
             .sends
             .claims
-            .claim(event, std::slice::from_ref(&self.recipient.chat_id))
-            .await;
-        match claimed {
-            Ok((states, leased_until)) => match states.into_iter().next() {
-                Some(ClaimState::Won) => {
-                    self.leased_until = leased_until;
-                    None
-                }
-                Some(ClaimState::Held { owner, lease_until }) => {
-                    tracing::info!(event_id = %event, chat_id = chat, %owner, "claim taken over by another instance; not sending");
-                    self.finish(Outcome::Held(lease_until));
-                    Some(Attempt::Skipped)
-                }
-                Some(ClaimState::Settled(_)) | None => {
-                    self.finish(Outcome::AlreadyDone);
-                    Some(Attempt::Skipped)
-                }
-            },
-            Err(cause) => {
-                tracing::warn!(event_id = %event, chat_id = chat, %cause, "delivery log unavailable; will retry");
-                Some(Attempt::Retry(backoff(self.attempts.min(5))))
+            .recheck(event, &self.recipient.chat_id, &mut self.leased_until)
+            .await
+        {
+            Recheck::Held => None,
+            Recheck::Lost(outcome) => {
+                self.finish(outcome);
+                Some(Attempt::Skipped)
             }
+            Recheck::Unknown => Some(Attempt::Retry(backoff(self.attempts.min(5)))),
         }
     }
 
@@ -556,7 +538,7 @@ impl SendJob {
     /// Telegram's answer leads to.
     async fn attempt_send(&mut self, chat: i64) -> Option<Attempt> {
         let event = self.event_id();
-        if let Some(end) = self.hold_claim(chat).await {
+        if let Some(end) = self.hold_claim().await {
             return Some(end);
         }
         if self.plan.is_none() {

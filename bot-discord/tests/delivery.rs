@@ -1,0 +1,344 @@
+//! Delivery to Discord channels through the real engine, a real api over SQLite, the
+//! real RabbitMQ and the local Discord REST server of `stargazer-testkit`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use prometheus::Registry;
+use serde_json::json;
+use stargazer_api::{ApiConfig, Listeners};
+use stargazer_bot_discord::DiscordConfig;
+use stargazer_core::bus::{Bus, QueueSpec};
+use stargazer_core::model::{
+    Access, Credential, Entity, Event, Permissions, Subscription, User, UserSettings,
+};
+use stargazer_core::storage::Storage;
+use stargazer_core::CancellationToken;
+use stargazer_delivery::Stores;
+use stargazer_testkit::servers::discord::{DiscordServer, Failure, Limits};
+use uuid::Uuid;
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const BOT_USER: &str = "bot-discord";
+const BOT_PASSWORD: &str = "bot-secret";
+
+/// The api over `storage` on a free port (cheap hashes, no read cache), with the bot's
+/// credential; answers its URL.
+async fn api(storage: &Arc<dyn Storage>, stop: &CancellationToken) -> String {
+    let hash = stargazer_core::auth::hash_password(BOT_PASSWORD, 1_000).unwrap();
+    storage
+        .insert_credential(&Credential {
+            username: BOT_USER.into(),
+            hash,
+            permissions: Permissions {
+                api: Some(Access::Rw),
+                mq: Some(Access::Ro),
+                ..Default::default()
+            },
+            queues: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = ApiConfig {
+        pbkdf2_iterations: 1_000,
+        read_cache_ms: 0,
+        ..Default::default()
+    };
+    let listeners = Listeners {
+        public: listener,
+        internal: None,
+    };
+    let (storage, stop) = (storage.clone(), stop.clone());
+    tokio::spawn(async move {
+        stargazer_api::serve(config, listeners, storage, &Registry::new(), stop)
+            .await
+            .expect("api");
+    });
+    url
+}
+
+/// A queue bound to `*` that no other test uses; deleted when dropped.
+struct TestQueue(String);
+
+impl TestQueue {
+    async fn declare(bus: &Arc<dyn Bus>) -> Self {
+        let name = format!("stargazer.test.bot-discord.{}", Uuid::new_v4());
+        bus.declare(&QueueSpec::new(
+            name.clone(),
+            stargazer_core::routing::READY_PATTERN,
+            8,
+        ))
+        .await
+        .unwrap();
+        Self(name)
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // Drop cannot await: delete on a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let connection =
+                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                        .await?;
+                let channel = connection.create_channel().await?;
+                channel
+                    .queue_delete(&name, lapin::options::QueueDeleteOptions::default())
+                    .await?;
+                connection.close(200, "bye").await
+            })
+        })
+        .join();
+    }
+}
+
+/// Everything one test runs against.
+struct Setup {
+    storage: Arc<dyn Storage>,
+    discord: DiscordServer,
+    bus: Arc<dyn Bus>,
+    entity: Uuid,
+    config: DiscordConfig,
+    _queue: TestQueue,
+    stop: CancellationToken,
+}
+
+async fn setup() -> Setup {
+    let storage = stargazer_core::storage::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let api_url = api(&storage, &stop).await;
+    let entity = Entity {
+        id: Uuid::new_v4(),
+        names: BTreeMap::from([
+            ("en".to_owned(), "Minato Aqua".to_owned()),
+            ("ja".to_owned(), "湊あくあ".to_owned()),
+        ]),
+        default_language: "en".into(),
+        group: None,
+        translate_to: vec![],
+        tasks: vec![],
+    };
+    storage.insert_entity(&entity).await.unwrap();
+    let discord = DiscordServer::start("discord-token").await.unwrap();
+    let bus = stargazer_core::bus::connect(AMQP_URL).await.unwrap();
+    let queue = TestQueue::declare(&bus).await;
+    let config = DiscordConfig {
+        api_url: discord.url.clone(),
+        token: discord.token.clone(),
+        stargazer_api_url: api_url,
+        stargazer_api_username: BOT_USER.into(),
+        stargazer_api_password: BOT_PASSWORD.into(),
+        queue: queue.0.clone(),
+        claim_lease_seconds: 3,
+        only_entities: vec![entity.id],
+        ..DiscordConfig::default()
+    };
+    Setup {
+        storage,
+        discord,
+        bus,
+        entity: entity.id,
+        config,
+        _queue: queue,
+        stop,
+    }
+}
+
+impl Setup {
+    /// Registers channel `id` reading `language` and subscribes it to the entity.
+    async fn channel(&self, id: u64, language: &str) -> Uuid {
+        let user = User {
+            id: Uuid::new_v4(),
+            im: "discord".into(),
+            im_chat_id: id.to_string(),
+            name: format!("#channel-{id}"),
+            language: language.into(),
+            settings: UserSettings::default(),
+            created_at: Utc::now(),
+        };
+        self.storage.insert_user(&user).await.unwrap();
+        self.storage
+            .put_subscription(&Subscription {
+                user: user.id,
+                entity: self.entity,
+                kinds: vec![],
+            })
+            .await
+            .unwrap();
+        user.id
+    }
+
+    /// Starts delivery; the token stops it.
+    fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let stop = self.stop.child_token();
+        let stores = Stores {
+            deliveries: self.storage.clone(),
+            state: self.storage.clone(),
+        };
+        let (config, bus, token) = (self.config.clone(), self.bus.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            stargazer_bot_discord::delivery::run(&config, stores, bus, Registry::new(), token)
+                .await
+                .expect("delivery");
+        });
+        (stop, task)
+    }
+
+    async fn publish(&self, event: &Event) {
+        self.bus
+            .publish(event.source(), &event.to_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `condition` holds; panics with `what` after 30 s.
+    async fn eventually(&self, what: &str, condition: impl Fn(&DiscordServer) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !condition(&self.discord) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn live(entity: Uuid, title: &str) -> Event {
+    Event {
+        id: Event::make_id("youtube.live", &Uuid::new_v4().to_string(), None),
+        kind: "youtube.live".into(),
+        entity,
+        time: Utc::now(),
+        fields: json!({"title": title, "link": "https://www.youtube.com/watch?v=abc",
+                       "thumbnail": "https://i.ytimg.com/vi/abc/hqdefault.jpg"})
+        .as_object()
+        .cloned()
+        .unwrap(),
+        control: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_channel_gets_the_event_once_in_its_language() {
+    let setup = setup().await;
+    setup.discord.set_limits(Limits::discord());
+    setup.channel(1_100_000_000_000_000_001, "en").await;
+    setup.channel(1_100_000_000_000_000_002, "ja").await;
+    let (stop, task) = setup.start();
+
+    let event = live(setup.entity, "Minecraft");
+    setup.publish(&event).await;
+    setup
+        .eventually("both channels have it", |d| d.sent_count() == 2)
+        .await;
+    let en = setup.discord.sent_to(1_100_000_000_000_000_001);
+    let ja = setup.discord.sent_to(1_100_000_000_000_000_002);
+    assert_eq!((en.len(), ja.len()), (1, 1));
+    assert_eq!(en[0].embeds[0]["title"], "🔴 Minato Aqua is live");
+    assert_eq!(ja[0].embeds[0]["title"], "🔴 湊あくあ の配信が始まりました");
+    assert_eq!(
+        en[0].embeds[0]["url"],
+        "https://www.youtube.com/watch?v=abc"
+    );
+    assert_eq!(
+        en[0].embeds[0]["thumbnail"]["url"],
+        "https://i.ytimg.com/vi/abc/hqdefault.jpg"
+    );
+    assert!(en[0].embeds[0]["description"]
+        .as_str()
+        .unwrap()
+        .starts_with("Minecraft"));
+    assert_eq!(
+        en[0].link_buttons(),
+        [(
+            "Open on YouTube".to_owned(),
+            "https://www.youtube.com/watch?v=abc".to_owned()
+        )]
+    );
+
+    // The same event again (a redelivery, a second publisher): nothing more is sent.
+    setup.publish(&event).await;
+    let next = live(setup.entity, "Next stream");
+    setup.publish(&next).await;
+    setup
+        .eventually("the next event arrived", |d| d.sent_count() >= 4)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(setup.discord.sent_count(), 4, "the repeat sent nothing");
+    assert_eq!(setup.discord.too_many(), 0);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_waited_out_and_a_channel_gone_for_the_bot_is_paused() {
+    let setup = setup().await;
+    setup.discord.set_limits(Limits::lenient());
+    let slow = 1_100_000_000_000_000_011;
+    let gone = 1_100_000_000_000_000_012;
+    let fine = 1_100_000_000_000_000_013;
+    setup.channel(slow, "en").await;
+    let gone_user = setup.channel(gone, "en").await;
+    setup.channel(fine, "en").await;
+    setup.discord.fail_next(
+        slow,
+        Failure::RateLimited {
+            retry_after: 1.0,
+            global: false,
+        },
+    );
+    setup
+        .discord
+        .set_channel_failure(gone, Some(Failure::MissingAccess));
+    let (stop, task) = setup.start();
+
+    let started = tokio::time::Instant::now();
+    setup.publish(&live(setup.entity, "Karaoke")).await;
+    setup
+        .eventually("the slow and the fine channel have it", |d| {
+            d.sent_to(slow).len() == 1 && d.sent_to(fine).len() == 1
+        })
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the 429's retry_after was waited out"
+    );
+    assert!(setup.discord.sent_to(gone).is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let user = setup.storage.get_user(gone_user).await.unwrap().unwrap();
+        if user.settings.paused {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gone channel was not paused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A paused channel is no longer a subscriber: the next event skips it.
+    setup.discord.set_channel_failure(gone, None);
+    setup.publish(&live(setup.entity, "Zatsudan")).await;
+    setup
+        .eventually("the next event reached the others", |d| {
+            d.sent_to(fine).len() == 2 && d.sent_to(slow).len() == 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(setup.discord.sent_to(gone).is_empty());
+    stop.cancel();
+    task.await.unwrap();
+}
