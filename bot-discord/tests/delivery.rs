@@ -8,99 +8,17 @@ use std::time::Duration;
 use chrono::Utc;
 use prometheus::Registry;
 use serde_json::json;
-use stargazer_api::{ApiConfig, Listeners};
 use stargazer_bot_discord::DiscordConfig;
-use stargazer_core::bus::{Bus, QueueSpec};
-use stargazer_core::model::{
-    Access, Credential, Entity, Event, Permissions, Subscription, User, UserSettings,
-};
+use stargazer_core::bus::Bus;
+use stargazer_core::model::{Entity, Event};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
+use stargazer_delivery::testing::{serve_api, subscribed_chat, TestQueue, AMQP_URL, BOT_PASSWORD};
 use stargazer_delivery::Stores;
 use stargazer_testkit::servers::discord::{DiscordServer, Failure, Limits};
 use uuid::Uuid;
 
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const BOT_USER: &str = "bot-discord";
-const BOT_PASSWORD: &str = "bot-secret";
-
-/// The api over `storage` on a free port (cheap hashes, no read cache), with the bot's
-/// credential; answers its URL.
-async fn api(storage: &Arc<dyn Storage>, stop: &CancellationToken) -> String {
-    let hash = stargazer_core::auth::hash_password(BOT_PASSWORD, 1_000).unwrap();
-    storage
-        .insert_credential(&Credential {
-            username: BOT_USER.into(),
-            hash,
-            permissions: Permissions {
-                api: Some(Access::Rw),
-                mq: Some(Access::Ro),
-                ..Default::default()
-            },
-            queues: Vec::new(),
-        })
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = ApiConfig {
-        pbkdf2_iterations: 1_000,
-        read_cache_ms: 0,
-        ..Default::default()
-    };
-    let listeners = Listeners {
-        public: listener,
-        internal: None,
-    };
-    let (storage, stop) = (storage.clone(), stop.clone());
-    tokio::spawn(async move {
-        stargazer_api::serve(config, listeners, storage, &Registry::new(), stop)
-            .await
-            .expect("api");
-    });
-    url
-}
-
-/// A queue bound to `*` that no other test uses; deleted when dropped.
-struct TestQueue(String);
-
-impl TestQueue {
-    async fn declare(bus: &Arc<dyn Bus>) -> Self {
-        let name = format!("stargazer.test.bot-discord.{}", Uuid::new_v4());
-        bus.declare(&QueueSpec::new(
-            name.clone(),
-            stargazer_core::routing::READY_PATTERN,
-            8,
-        ))
-        .await
-        .unwrap();
-        Self(name)
-    }
-}
-
-impl Drop for TestQueue {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        // Drop cannot await: delete on a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let connection =
-                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-                        .await?;
-                let channel = connection.create_channel().await?;
-                channel
-                    .queue_delete(&name, lapin::options::QueueDeleteOptions::default())
-                    .await?;
-                connection.close(200, "bye").await
-            })
-        })
-        .join();
-    }
-}
 
 /// Everything one test runs against.
 struct Setup {
@@ -118,7 +36,7 @@ async fn setup() -> Setup {
         .await
         .unwrap();
     let stop = CancellationToken::new();
-    let api_url = api(&storage, &stop).await;
+    let api_url = serve_api(&storage, BOT_USER, &stop).await;
     let entity = Entity {
         id: Uuid::new_v4(),
         names: BTreeMap::from([
@@ -133,14 +51,14 @@ async fn setup() -> Setup {
     storage.insert_entity(&entity).await.unwrap();
     let discord = DiscordServer::start("discord-token").await.unwrap();
     let bus = stargazer_core::bus::connect(AMQP_URL).await.unwrap();
-    let queue = TestQueue::declare(&bus).await;
+    let queue = TestQueue::declare(&bus, BOT_USER).await;
     let config = DiscordConfig {
         api_url: discord.url.clone(),
         token: discord.token.clone(),
         stargazer_api_url: api_url,
         stargazer_api_username: BOT_USER.into(),
         stargazer_api_password: BOT_PASSWORD.into(),
-        queue: queue.0.clone(),
+        queue: queue.name.clone(),
         claim_lease_seconds: 3,
         only_entities: vec![entity.id],
         ..DiscordConfig::default()
@@ -159,25 +77,14 @@ async fn setup() -> Setup {
 impl Setup {
     /// Registers channel `id` reading `language` and subscribes it to the entity.
     async fn channel(&self, id: u64, language: &str) -> Uuid {
-        let user = User {
-            id: Uuid::new_v4(),
-            im: "discord".into(),
-            im_chat_id: id.to_string(),
-            name: format!("#channel-{id}"),
-            language: language.into(),
-            settings: UserSettings::default(),
-            created_at: Utc::now(),
-        };
-        self.storage.insert_user(&user).await.unwrap();
-        self.storage
-            .put_subscription(&Subscription {
-                user: user.id,
-                entity: self.entity,
-                kinds: vec![],
-            })
-            .await
-            .unwrap();
-        user.id
+        subscribed_chat(
+            &self.storage,
+            "discord",
+            &id.to_string(),
+            language,
+            self.entity,
+        )
+        .await
     }
 
     /// Starts delivery; the token stops it.

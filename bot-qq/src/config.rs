@@ -36,6 +36,31 @@ pub struct QqConfig {
     /// one API call, seconds; default 15 (an implementation uploading an image for a send
     /// can take several seconds).
     pub request_timeout_secs: u64,
+    /// `qq.stargazer_api_url` / `STARGAZER_QQ__STARGAZER_API_URL`: the Stargazer api;
+    /// default `http://127.0.0.1:8080`.
+    pub stargazer_api_url: String,
+    /// `qq.stargazer_api_username` / `STARGAZER_QQ__STARGAZER_API_USERNAME`: HTTP Basic
+    /// user of the bot's service account (api rw); default `bot-qq`.
+    pub stargazer_api_username: String,
+    /// `qq.stargazer_api_password` / `STARGAZER_QQ__STARGAZER_API_PASSWORD`: its
+    /// password; default empty.
+    pub stargazer_api_password: String,
+    /// `qq.queue` / `STARGAZER_QQ__QUEUE`: the durable queue of ready events; default
+    /// `stargazer.bot.qq`.
+    pub queue: String,
+    /// `qq.prefetch` / `STARGAZER_QQ__PREFETCH`: events being fanned out at once;
+    /// default 8.
+    pub prefetch: u16,
+    /// `qq.max_send_attempts` / `STARGAZER_QQ__MAX_SEND_ATTEMPTS`: attempts per message
+    /// on risk control and transient errors before it is given back unsent and its event
+    /// requeued for a later try; default 5.
+    pub max_send_attempts: u32,
+    /// `qq.claim_lease_seconds` / `STARGAZER_QQ__CLAIM_LEASE_SECONDS`: how long a claim on
+    /// a delivery keeps other bot instances off, seconds; default 60, at least 3.
+    pub claim_lease_seconds: u64,
+    /// `qq.only_entities` / `STARGAZER_QQ__ONLY_ENTITIES`: deliver events about these
+    /// entity ids only and ack every other event unprocessed; default empty: all.
+    pub only_entities: Vec<uuid::Uuid>,
 }
 
 impl Default for QqConfig {
@@ -47,6 +72,14 @@ impl Default for QqConfig {
             global_per_second: 1.0,
             group_interval_ms: 3000,
             request_timeout_secs: 15,
+            stargazer_api_url: "http://127.0.0.1:8080".to_owned(),
+            stargazer_api_username: "bot-qq".to_owned(),
+            stargazer_api_password: String::new(),
+            queue: stargazer_core::routing::bot_queue(crate::IM),
+            prefetch: 8,
+            max_send_attempts: 5,
+            claim_lease_seconds: 60,
+            only_entities: Vec::new(),
         }
     }
 }
@@ -84,6 +117,11 @@ impl QqConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
+
+    /// How long a claim on a delivery keeps other instances off.
+    pub fn claim_lease(&self) -> Duration {
+        Duration::from_secs(self.claim_lease_seconds)
+    }
 }
 
 impl Section for QqConfig {
@@ -117,11 +155,24 @@ impl Section for QqConfig {
                 "must be at least 1 (QQ's risk control punishes bursts into one group)",
             ));
         }
-        if self.request_timeout_secs == 0 {
+        for (key, value) in [
+            ("qq.request_timeout_secs", self.request_timeout_secs),
+            ("qq.prefetch", u64::from(self.prefetch)),
+            ("qq.max_send_attempts", u64::from(self.max_send_attempts)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.claim_lease_seconds < 3 {
             return Err(ConfigError::invalid(
-                "qq.request_timeout_secs",
-                "must be at least 1",
+                "qq.claim_lease_seconds",
+                "must be at least 3 (it is renewed every third of it)",
             ));
+        }
+        check_http_url("qq.stargazer_api_url", &self.stargazer_api_url)?;
+        if self.queue.trim().is_empty() {
+            return Err(ConfigError::invalid("qq.queue", "must not be empty"));
         }
         Ok(())
     }

@@ -19,9 +19,13 @@
 //! implementation of `stargazer-testkit` (`servers::onebot`).
 
 pub mod config;
+pub mod delivery;
 pub mod events;
 pub mod message;
 pub mod onebot;
+
+/// The IM platform name this bot serves, as stored on users and in the delivery log.
+pub use stargazer_core::contract::im::QQ as IM;
 
 pub use config::QqConfig;
 pub use message::{AtTarget, Message, Segment};

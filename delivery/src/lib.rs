@@ -22,6 +22,8 @@ pub mod i18n;
 pub mod recorder;
 pub mod scheduler;
 pub mod senders;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use stargazer_core::contract::{field, kind};
 use stargazer_core::model::{Event, Subscription, UserSettings};

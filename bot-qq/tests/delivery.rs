@@ -1,0 +1,234 @@
+//! Delivery to QQ groups and private chats through the real engine, a real api over
+//! SQLite, the real RabbitMQ and the local OneBot v11 implementation of
+//! `stargazer-testkit`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use prometheus::Registry;
+use serde_json::json;
+use stargazer_bot_qq::delivery::{group_chat_id, private_chat_id};
+use stargazer_bot_qq::QqConfig;
+use stargazer_core::bus::Bus;
+use stargazer_core::model::{Entity, Event};
+use stargazer_core::storage::Storage;
+use stargazer_core::CancellationToken;
+use stargazer_delivery::testing::{serve_api, subscribed_chat, TestQueue, AMQP_URL, BOT_PASSWORD};
+use stargazer_delivery::Stores;
+use stargazer_testkit::servers::onebot::{Failure, OneBotOptions, OneBotServer, Target};
+use uuid::Uuid;
+
+const BOT_USER: &str = "bot-qq";
+
+/// Everything one test runs against.
+struct Setup {
+    storage: Arc<dyn Storage>,
+    onebot: OneBotServer,
+    bus: Arc<dyn Bus>,
+    entity: Uuid,
+    config: QqConfig,
+    _queue: TestQueue,
+    stop: CancellationToken,
+}
+
+async fn setup() -> Setup {
+    let storage = stargazer_core::storage::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let api_url = serve_api(&storage, BOT_USER, &stop).await;
+    let entity = Entity {
+        id: Uuid::new_v4(),
+        names: BTreeMap::from([
+            ("en".to_owned(), "Minato Aqua".to_owned()),
+            ("zh".to_owned(), "湊阿库娅".to_owned()),
+        ]),
+        default_language: "en".into(),
+        group: None,
+        translate_to: vec![],
+        tasks: vec![],
+    };
+    storage.insert_entity(&entity).await.unwrap();
+    let onebot = OneBotServer::start(OneBotOptions {
+        access_token: Some("onebot-token".into()),
+        ..OneBotOptions::default()
+    })
+    .await
+    .unwrap();
+    let bus = stargazer_core::bus::connect(AMQP_URL).await.unwrap();
+    let queue = TestQueue::declare(&bus, BOT_USER).await;
+    let config = QqConfig {
+        api_url: onebot.url.clone(),
+        access_token: "onebot-token".into(),
+        secret: "event-secret".into(),
+        global_per_second: 20.0,
+        group_interval_ms: 200,
+        stargazer_api_url: api_url,
+        stargazer_api_username: BOT_USER.into(),
+        stargazer_api_password: BOT_PASSWORD.into(),
+        queue: queue.name.clone(),
+        claim_lease_seconds: 3,
+        only_entities: vec![entity.id],
+        ..QqConfig::default()
+    };
+    Setup {
+        storage,
+        onebot,
+        bus,
+        entity: entity.id,
+        config,
+        _queue: queue,
+        stop,
+    }
+}
+
+impl Setup {
+    /// Registers `chat_id` reading `language` and subscribes it to the entity.
+    async fn chat(&self, chat_id: &str, language: &str) -> Uuid {
+        subscribed_chat(&self.storage, "qq", chat_id, language, self.entity).await
+    }
+
+    /// Starts delivery; the token stops it.
+    fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let stop = self.stop.child_token();
+        let stores = Stores {
+            deliveries: self.storage.clone(),
+            state: self.storage.clone(),
+        };
+        let (config, bus, token) = (self.config.clone(), self.bus.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            stargazer_bot_qq::delivery::run(&config, stores, bus, Registry::new(), token)
+                .await
+                .expect("delivery");
+        });
+        (stop, task)
+    }
+
+    async fn publish(&self, event: &Event) {
+        self.bus
+            .publish(event.source(), &event.to_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `condition` holds; panics with `what` after 30 s.
+    async fn eventually(&self, what: &str, condition: impl Fn(&OneBotServer) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !condition(&self.onebot) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn live(entity: Uuid, title: &str) -> Event {
+    Event {
+        id: Event::make_id("youtube.live", &Uuid::new_v4().to_string(), None),
+        kind: "youtube.live".into(),
+        entity,
+        time: Utc::now(),
+        fields: json!({"title": title, "link": "https://www.youtube.com/watch?v=abc",
+                       "thumbnail": "https://i.ytimg.com/vi/abc/hqdefault.jpg"})
+        .as_object()
+        .cloned()
+        .unwrap(),
+        control: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_private_chats_get_the_event_once_in_their_language() {
+    let setup = setup().await;
+    setup.chat(&group_chat_id(700_001), "zh").await;
+    setup.chat(&private_chat_id(10_001), "en").await;
+    let (stop, task) = setup.start();
+
+    let event = live(setup.entity, "Minecraft [CQ:at,qq=all]");
+    setup.publish(&event).await;
+    setup
+        .eventually("both chats have it", |s| s.sent().len() == 2)
+        .await;
+    let group = setup.onebot.sent_to(Target::Group(700_001));
+    let private = setup.onebot.sent_to(Target::Private(10_001));
+    assert_eq!((group.len(), private.len()), (1, 1));
+    assert!(
+        group[0].text.starts_with("🔴 湊阿库娅"),
+        "{}",
+        group[0].text
+    );
+    assert!(
+        private[0].text.starts_with("🔴 Minato Aqua is live"),
+        "{}",
+        private[0].text
+    );
+    // A title that looks like a CQ code stays text: nobody is mentioned.
+    assert!(private[0].text.contains("Minecraft [CQ:at,qq=all]"));
+    assert!(private[0].segments.iter().all(|s| s.kind != "at"));
+    assert!(private[0]
+        .text
+        .contains("https://www.youtube.com/watch?v=abc"));
+    assert_eq!(
+        private[0].images(),
+        ["https://i.ytimg.com/vi/abc/hqdefault.jpg"]
+    );
+
+    // The same event again: nothing more is sent.
+    setup.publish(&event).await;
+    setup.publish(&live(setup.entity, "Next")).await;
+    setup
+        .eventually("the next event arrived", |s| s.sent().len() >= 4)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(setup.onebot.sent().len(), 4, "the repeat sent nothing");
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risk_control_is_waited_out_and_a_group_that_removed_the_bot_is_paused() {
+    let setup = setup().await;
+    let refusing = 700_011;
+    let removed = 700_012;
+    setup.chat(&group_chat_id(refusing), "en").await;
+    let removed_user = setup.chat(&group_chat_id(removed), "en").await;
+    setup.onebot.fail_next(refusing, [Failure::RiskControl]);
+    setup.onebot.remove_from_group(removed);
+    let (stop, task) = setup.start();
+
+    let started = tokio::time::Instant::now();
+    setup.publish(&live(setup.entity, "Karaoke")).await;
+    setup
+        .eventually("the refusing group has it after all", |s| {
+            s.sent_to(Target::Group(refusing)).len() == 1
+        })
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "risk control was waited out, not hammered"
+    );
+    assert_eq!(setup.onebot.rate_limited(), 1);
+    assert!(setup.onebot.sent_to(Target::Group(removed)).is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !setup
+        .storage
+        .get_user(removed_user)
+        .await
+        .unwrap()
+        .unwrap()
+        .settings
+        .paused
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group that removed the bot was not paused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+}
