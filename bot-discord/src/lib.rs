@@ -37,3 +37,59 @@ pub enum Error {
 
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The Discord bot as a platform service: delivery of ready events to the channels
+/// subscribed (commands are not served yet: channels are bound by the operator,
+/// `stargazer admin channel bind --im discord`).
+pub struct DiscordService {
+    config: DiscordConfig,
+}
+
+impl DiscordService {
+    /// The bot with these settings.
+    pub fn new(config: DiscordConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl stargazer_core::service::Service for DiscordService {
+    fn name(&self) -> &'static str {
+        "bot-discord"
+    }
+
+    fn needs(&self) -> stargazer_core::service::Needs {
+        use stargazer_core::service::{Capability, Needs};
+        // The delivery log, and the state store for the sender count.
+        Needs::storage_and_bus(&[Capability::Deliveries, Capability::State])
+    }
+
+    fn describe(&self) -> String {
+        use stargazer_core::config::redact_url;
+        format!(
+            "Discord REST API at {}; api {}",
+            redact_url(&self.config.api_url),
+            redact_url(&self.config.stargazer_api_url)
+        )
+    }
+
+    async fn run(
+        self: Box<Self>,
+        cx: stargazer_core::service::ServiceContext,
+    ) -> Result<(), stargazer_core::service::ServiceError> {
+        self.config.validate().map_err(Error::from)?;
+        let stores = stargazer_delivery::Stores {
+            deliveries: cx.delivery_store()?,
+            state: cx.state_store()?,
+        };
+        delivery::run(
+            &self.config,
+            stores,
+            cx.bus()?,
+            cx.registry.clone(),
+            cx.shutdown,
+        )
+        .await?;
+        Ok(())
+    }
+}

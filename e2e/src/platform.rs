@@ -250,6 +250,10 @@ fn compressed(ext: &Externals, api_addr: SocketAddr) -> Settings {
             prefetch: 32,
             ..BotConfig::default()
         },
+        // Not configured: the Discord and QQ bots stay off, and no queue is declared for
+        // them.
+        discord: Default::default(),
+        qq: Default::default(),
     }
 }
 

@@ -91,6 +91,16 @@ pub const SERVICES: &[ServiceRow] = &[
         about: "Telegram bot: chat commands and delivery of ready events.",
         build: bot_telegram,
     },
+    ServiceRow {
+        name: "bot-discord",
+        about: "Discord bot: delivery of ready events to the channels bound to entities.",
+        build: bot_discord,
+    },
+    ServiceRow {
+        name: "bot-qq",
+        about: "QQ bot (OneBot v11): delivery of ready events to the chats bound to entities.",
+        build: bot_qq,
+    },
 ];
 
 fn api(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
@@ -184,6 +194,20 @@ fn bot_telegram(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, Config
     )))
 }
 
+fn bot_discord(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    settings.discord.validate()?;
+    Ok(Box::new(stargazer_bot_discord::DiscordService::new(
+        settings.discord.clone(),
+    )))
+}
+
+fn bot_qq(settings: &Settings, _: Mode) -> Result<Box<dyn Service>, ConfigError> {
+    settings.qq.validate()?;
+    Ok(Box::new(stargazer_bot_qq::QqService::new(
+        settings.qq.clone(),
+    )))
+}
+
 /// The live-check config, borrowing the YouTube Data API settings when its own are unset.
 pub fn live_check_config(settings: &Settings) -> stargazer_middleware_live_check::LiveCheckConfig {
     let mut config = settings.live_check.clone();
@@ -261,6 +285,8 @@ mod tests {
             ("middleware-translate", "translate.deepl_key"),
             ("middleware-live-check", "live_check.api_key"),
             ("bot-telegram", "telegram.token"),
+            ("bot-discord", "discord.token"),
+            ("bot-qq", "qq.access_token"),
         ] {
             let row = row(role);
             let err = (row.build)(&settings, Mode::Role).err().unwrap();

@@ -37,6 +37,10 @@ pub struct Settings {
     pub live_check: stargazer_middleware_live_check::LiveCheckConfig,
     /// `[telegram]`.
     pub telegram: stargazer_bot_telegram::BotConfig,
+    /// `[discord]`.
+    pub discord: stargazer_bot_discord::DiscordConfig,
+    /// `[qq]`.
+    pub qq: stargazer_bot_qq::QqConfig,
 }
 
 /// Where `npm run build` in `frontend/` puts the static export, relative to a checkout.
@@ -63,6 +67,8 @@ const KNOWN_KEYS: &[&str] = &[
     "translate",
     "live_check",
     "telegram",
+    "discord",
+    "qq",
 ];
 
 impl Settings {
@@ -108,18 +114,22 @@ impl Settings {
             translate: source.read()?,
             live_check: source.read()?,
             telegram: source.read()?,
+            discord: source.read()?,
+            qq: source.read()?,
         })
     }
 }
 
 impl Settings {
     /// The consumer queues of this deployment (docs/ARCHITECTURE.md §4): each middleware's
-    /// and the bot's, under the names configured for them, of type `amqp_queue_type`.
+    /// and the bots', under the names configured for them, of type `amqp_queue_type`.
+    /// The Discord and QQ bots' queues only when their bot is configured (its token set):
+    /// a queue nobody consumes would keep every ready event.
     pub fn topology(&self) -> Topology {
         let middleware = |queue: &str, tag: &str, prefetch: u16| {
             QueueSpec::new(queue, routing::middleware_pattern(tag), prefetch)
         };
-        Topology::new(vec![
+        let mut queues = vec![
             middleware(
                 &self.delay.queue,
                 stargazer_middleware_delay::TAG,
@@ -140,8 +150,22 @@ impl Settings {
                 routing::READY_PATTERN,
                 self.telegram.prefetch,
             ),
-        ])
-        .with_queue_type(self.common.amqp_queue_type)
+        ];
+        if !self.discord.token.trim().is_empty() {
+            queues.push(QueueSpec::new(
+                self.discord.queue.clone(),
+                routing::READY_PATTERN,
+                self.discord.prefetch,
+            ));
+        }
+        if !self.qq.access_token.trim().is_empty() {
+            queues.push(QueueSpec::new(
+                self.qq.queue.clone(),
+                routing::READY_PATTERN,
+                self.qq.prefetch,
+            ));
+        }
+        Topology::new(queues).with_queue_type(self.common.amqp_queue_type)
     }
 
     /// How the bus handles unroutable messages, and the topology the in-process bus

@@ -380,7 +380,14 @@ async fn wired(
     telegram.stargazer_api_url = format!("http://{}", connect_addr(api_addr));
     telegram.frontend_url = settings_link_base(&telegram.frontend_url, api_addr);
     telegram.stargazer_api_username = BOT_ACCOUNT.to_owned();
-    telegram.stargazer_api_password = bot_password;
+    telegram.stargazer_api_password = bot_password.clone();
+    let api_url = format!("http://{}", connect_addr(api_addr));
+    settings.discord.stargazer_api_url = api_url.clone();
+    settings.discord.stargazer_api_username = BOT_ACCOUNT.to_owned();
+    settings.discord.stargazer_api_password = bot_password.clone();
+    settings.qq.stargazer_api_url = api_url;
+    settings.qq.stargazer_api_username = BOT_ACCOUNT.to_owned();
+    settings.qq.stargazer_api_password = bot_password;
     Ok(settings)
 }
 

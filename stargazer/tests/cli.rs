@@ -40,6 +40,8 @@ fn help_lists_every_role() {
         "middleware-translate",
         "middleware-live-check",
         "bot-telegram",
+        "bot-discord",
+        "bot-qq",
         "standalone",
         "admin",
     ] {
