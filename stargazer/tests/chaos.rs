@@ -21,9 +21,9 @@
 //! record had not been written, is sent once more by the instance that takes its claim
 //! over, not before the claim's lease ran out. Any other repeat fails the test.
 //!
-//! The workload: 1,250 uploads, 750 streams and 1,500 tweets over 120 s, 5,000 events
+//! The workload: 1,250 uploads, 750 streams and 1,500 tweets over 240 s, 5,000 events
 //! (15,000 messages), which this 2-core machine carries with every process a debug build.
-//! `STARGAZER_CHAOS_SCALE=n` multiplies it over the same 120 s (docs/ARCHITECTURE.md §7
+//! `STARGAZER_CHAOS_SCALE=n` multiplies it over the same 240 s (docs/ARCHITECTURE.md §7
 //! says where it stops).
 
 use std::collections::BTreeMap;
@@ -61,7 +61,7 @@ const LEAD_SECONDS: u64 = 20;
 /// instances still run (the kill comes at a random moment of the workload).
 const START_AFTER: i64 = 40;
 /// Over how long the workload is spread.
-const INJECT_FOR: Duration = Duration::from_secs(120);
+const INJECT_FOR: Duration = Duration::from_secs(240);
 /// How long everything may take to arrive after the last injection.
 const SETTLE: Duration = Duration::from_secs(180);
 const START: Duration = Duration::from_secs(60);
