@@ -31,11 +31,12 @@ use stargazer_core::bus::Bus;
 use stargazer_core::model::{Entity, Event};
 use stargazer_core::sync::lock;
 use stargazer_delivery::api::Api;
-use stargazer_delivery::claims::{retry_backoff, Claims, Recheck};
+use stargazer_delivery::claims::Claims;
 use stargazer_delivery::compose::{notification, truncate, Body, View};
+use stargazer_delivery::job::Delivery;
 use stargazer_delivery::recorder::Recorder;
 use stargazer_delivery::scheduler::{Attempt, Job, Lane, Limits, Order};
-use stargazer_delivery::{delivery_record, Adapter, Outcome, Parts, Recipient, Settings, Stores};
+use stargazer_delivery::{Adapter, Outcome, Parts, Recipient, Settings, Stores};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use twilight_model::id::Id;
@@ -195,15 +196,19 @@ impl Adapter for Discord {
         recipient: Recipient,
         leased_until: tokio::time::Instant,
     ) -> (SendJob, oneshot::Receiver<Outcome>) {
-        let (done, rx) = oneshot::channel();
+        let (delivery, rx) = Delivery::new(
+            IM,
+            fanout.event.id,
+            recipient,
+            leased_until,
+            self.context.claims.clone(),
+            self.context.recorder.clone(),
+        );
         let job = SendJob {
             context: self.context.clone(),
             fanout: fanout.clone(),
-            recipient,
-            leased_until,
-            attempts: 0,
+            delivery,
             rate_limited: 0,
-            done: Some(done),
         };
         (job, rx)
     }
@@ -215,43 +220,9 @@ impl Adapter for Discord {
 struct SendJob {
     context: Arc<Context>,
     fanout: Arc<Fanout>,
-    recipient: Recipient,
-    leased_until: tokio::time::Instant,
-    attempts: u32,
+    delivery: Delivery,
+    /// 429s so far.
     rate_limited: u32,
-    done: Option<oneshot::Sender<Outcome>>,
-}
-
-impl SendJob {
-    fn event_id(&self) -> Uuid {
-        self.fanout.event.id
-    }
-
-    fn finish(&mut self, outcome: Outcome) {
-        if let Some(done) = self.done.take() {
-            // The event's tracker may be gone (shutdown); nothing to tell then.
-            let _ = done.send(outcome);
-        }
-    }
-
-    /// Hands the record to the log writer, which reports `outcome` once it is stored.
-    async fn record(&mut self, status: String, outcome: Outcome) -> Attempt {
-        let record = delivery_record(IM, self.event_id(), &self.recipient.chat_id, &status);
-        if let Some(done) = self.done.take() {
-            self.context
-                .recorder
-                .finish_after_recording(vec![record], done, outcome)
-                .await;
-        }
-        Attempt::Done
-    }
-
-    /// Gives the message back unsent: its event is requeued.
-    fn defer(&mut self, reason: String) -> Attempt {
-        tracing::warn!(event_id = %self.event_id(), channel_id = %self.recipient.chat_id, %reason, "giving the message back for a later try");
-        self.finish(Outcome::Deferred(reason));
-        Attempt::Deferred(Duration::ZERO)
-    }
 }
 
 impl Job for SendJob {
@@ -260,66 +231,58 @@ impl Job for SendJob {
     }
 
     async fn attempt(&mut self, chat: i64, _paid: bool) -> Attempt {
-        let event = self.event_id();
-        match self
-            .context
-            .claims
-            .recheck(event, &self.recipient.chat_id, &mut self.leased_until)
-            .await
-        {
-            Recheck::Held => {}
-            Recheck::Lost(outcome) => {
-                self.finish(outcome);
-                return Attempt::Skipped;
-            }
-            Recheck::Unknown => return Attempt::Retry(retry_backoff(self.attempts.min(5))),
+        if let Some(end) = self.delivery.hold_claim().await {
+            return end;
         }
         // `chat_key` let only positive ids through.
         let Some(channel) = u64::try_from(chat).ok().and_then(Id::new_checked) else {
-            let reason = format!("invalid channel id {chat}");
             return self
-                .record(format!("failed: {reason}"), Outcome::Failed(reason))
+                .delivery
+                .fail(format!("invalid channel id {chat}"))
                 .await;
         };
+        let recipient = &self.delivery.recipient;
         let message = self
             .fanout
-            .message(&self.recipient.language, self.recipient.timezone.as_deref());
+            .message(&recipient.language, recipient.timezone.as_deref());
         match self.context.rest.try_send_message(channel, &message).await {
             Ok(_) | Err(SendError::BadAnswer(_)) => {
-                self.record("sent".to_owned(), Outcome::Sent).await
+                self.delivery.record("sent".to_owned(), Outcome::Sent).await
             }
             Err(SendError::RateLimited(wait)) => {
                 self.rate_limited += 1;
                 if self.rate_limited >= self.context.max_attempts {
-                    return self.defer(format!("rate limited {} times", self.rate_limited));
+                    return self
+                        .delivery
+                        .defer(format!("rate limited {} times", self.rate_limited));
                 }
                 Attempt::RetryAfter(wait)
             }
             Err(err @ SendError::Gone { .. }) => {
-                let reason = err.to_string();
                 // The bot can no longer post here: stop sending until the channel's
-                // admins fix it (a new /subscribe there resumes it).
-                if let Err(cause) = self.context.api.set_paused(self.recipient.user, true).await {
-                    tracing::warn!(channel_id = chat, %cause, "could not pause the channel's subscriptions");
-                } else {
-                    tracing::info!(channel_id = chat, %reason, "channel gone for the bot; subscriptions paused");
-                }
-                self.record(format!("failed: {reason}"), Outcome::Failed(reason))
-                    .await
+                // admins fix it.
+                pause(&self.context.api, recipient.user, chat, &err).await;
+                self.delivery.fail(err.to_string()).await
             }
             Err(err @ SendError::Invalid { .. }) => {
-                let reason = err.to_string();
-                tracing::warn!(channel_id = chat, %reason, "message refused");
-                self.record(format!("failed: {reason}"), Outcome::Failed(reason))
-                    .await
+                tracing::warn!(channel_id = chat, reason = %err, "message refused");
+                self.delivery.fail(err.to_string()).await
             }
             Err(err @ (SendError::Unauthorized | SendError::Transient(_))) => {
-                self.attempts += 1;
-                if self.attempts >= self.context.max_attempts {
-                    return self.defer(err.to_string());
-                }
-                Attempt::Retry(retry_backoff(self.attempts))
+                self.delivery.retry(&err, self.context.max_attempts)
             }
+        }
+    }
+}
+
+/// Pauses the subscriptions of `user`, whose channel is gone for the bot.
+async fn pause(api: &Api, user: Uuid, channel: i64, reason: &SendError) {
+    match api.set_paused(user, true).await {
+        Ok(()) => {
+            tracing::info!(channel_id = channel, %reason, "channel gone for the bot; subscriptions paused")
+        }
+        Err(cause) => {
+            tracing::warn!(channel_id = channel, %cause, "could not pause the channel's subscriptions")
         }
     }
 }

@@ -26,14 +26,14 @@ use stargazer_core::bus::Bus;
 use stargazer_core::model::{Entity, Event};
 use stargazer_core::sync::lock;
 use stargazer_delivery::api::Api;
-use stargazer_delivery::claims::{retry_backoff, Claims, Recheck};
+use stargazer_delivery::claims::Claims;
 use stargazer_delivery::compose::{notification, truncate, Body, View};
+use stargazer_delivery::job::Delivery;
 use stargazer_delivery::recorder::Recorder;
 use stargazer_delivery::scheduler::{Attempt, Job, Lane, Limits, Order};
-use stargazer_delivery::{delivery_record, Adapter, Outcome, Parts, Recipient, Settings, Stores};
+use stargazer_delivery::{Adapter, Outcome, Parts, Recipient, Settings, Stores};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::config::QqConfig;
 use crate::message::Message;
@@ -209,15 +209,19 @@ impl Adapter for Qq {
         recipient: Recipient,
         leased_until: tokio::time::Instant,
     ) -> (SendJob, oneshot::Receiver<Outcome>) {
-        let (done, rx) = oneshot::channel();
+        let (delivery, rx) = Delivery::new(
+            IM,
+            fanout.event.id,
+            recipient,
+            leased_until,
+            self.context.claims.clone(),
+            self.context.recorder.clone(),
+        );
         let job = SendJob {
             context: self.context.clone(),
             fanout: fanout.clone(),
-            recipient,
-            leased_until,
-            attempts: 0,
+            delivery,
             refused: 0,
-            done: Some(done),
         };
         (job, rx)
     }
@@ -229,44 +233,9 @@ impl Adapter for Qq {
 struct SendJob {
     context: Arc<Context>,
     fanout: Arc<Fanout>,
-    recipient: Recipient,
-    leased_until: tokio::time::Instant,
-    attempts: u32,
+    delivery: Delivery,
     /// Risk-control refusals so far.
     refused: u32,
-    done: Option<oneshot::Sender<Outcome>>,
-}
-
-impl SendJob {
-    fn event_id(&self) -> Uuid {
-        self.fanout.event.id
-    }
-
-    fn finish(&mut self, outcome: Outcome) {
-        if let Some(done) = self.done.take() {
-            // The event's tracker may be gone (shutdown); nothing to tell then.
-            let _ = done.send(outcome);
-        }
-    }
-
-    /// Hands the record to the log writer, which reports `outcome` once it is stored.
-    async fn record(&mut self, status: String, outcome: Outcome) -> Attempt {
-        let record = delivery_record(IM, self.event_id(), &self.recipient.chat_id, &status);
-        if let Some(done) = self.done.take() {
-            self.context
-                .recorder
-                .finish_after_recording(vec![record], done, outcome)
-                .await;
-        }
-        Attempt::Done
-    }
-
-    /// Gives the message back unsent: its event is requeued.
-    fn defer(&mut self, reason: String) -> Attempt {
-        tracing::warn!(event_id = %self.event_id(), chat_id = %self.recipient.chat_id, %reason, "giving the message back for a later try");
-        self.finish(Outcome::Deferred(reason));
-        Attempt::Deferred(Duration::ZERO)
-    }
 }
 
 impl Job for SendJob {
@@ -275,61 +244,49 @@ impl Job for SendJob {
     }
 
     async fn attempt(&mut self, chat: i64, _paid: bool) -> Attempt {
-        let event = self.event_id();
-        match self
-            .context
-            .claims
-            .recheck(event, &self.recipient.chat_id, &mut self.leased_until)
-            .await
-        {
-            Recheck::Held => {}
-            Recheck::Lost(outcome) => {
-                self.finish(outcome);
-                return Attempt::Skipped;
-            }
-            Recheck::Unknown => return Attempt::Retry(retry_backoff(self.attempts.min(5))),
+        if let Some(end) = self.delivery.hold_claim().await {
+            return end;
         }
+        let recipient = &self.delivery.recipient;
         let message = self
             .fanout
-            .message(&self.recipient.language, self.recipient.timezone.as_deref());
+            .message(&recipient.language, recipient.timezone.as_deref());
         let sent = if chat < 0 {
             self.context.client.send_group_msg(-chat, &message).await
         } else {
             self.context.client.send_private_msg(chat, &message).await
         };
         match sent {
-            Ok(_) => self.record("sent".to_owned(), Outcome::Sent).await,
+            Ok(_) => self.delivery.record("sent".to_owned(), Outcome::Sent).await,
             Err(ApiError::RateLimited { .. }) => {
                 self.refused += 1;
                 if self.refused >= self.context.max_attempts {
-                    return self.defer(format!("refused by risk control {} times", self.refused));
+                    return self
+                        .delivery
+                        .defer(format!("refused by risk control {} times", self.refused));
                 }
                 Attempt::RetryAfter(RISK_CONTROL_WAIT * (1 << self.refused.min(6)) / 2)
             }
             Err(err @ ApiError::Gone { .. }) => {
-                let reason = err.to_string();
                 // The bot can no longer speak here: stop sending until the group's admins
                 // fix it.
-                if let Err(cause) = self.context.api.set_paused(self.recipient.user, true).await {
-                    tracing::warn!(chat_id = %self.recipient.chat_id, %cause, "could not pause the chat's subscriptions");
-                } else {
-                    tracing::info!(chat_id = %self.recipient.chat_id, %reason, "chat gone for the bot; subscriptions paused");
+                let chat_id = recipient.chat_id.clone();
+                match self.context.api.set_paused(recipient.user, true).await {
+                    Ok(()) => {
+                        tracing::info!(%chat_id, reason = %err, "chat gone for the bot; subscriptions paused")
+                    }
+                    Err(cause) => {
+                        tracing::warn!(%chat_id, %cause, "could not pause the chat's subscriptions")
+                    }
                 }
-                self.record(format!("failed: {reason}"), Outcome::Failed(reason))
-                    .await
+                self.delivery.fail(err.to_string()).await
             }
             Err(err @ ApiError::Invalid(_)) => {
-                let reason = err.to_string();
-                tracing::warn!(chat_id = %self.recipient.chat_id, %reason, "message refused");
-                self.record(format!("failed: {reason}"), Outcome::Failed(reason))
-                    .await
+                tracing::warn!(chat_id = %recipient.chat_id, reason = %err, "message refused");
+                self.delivery.fail(err.to_string()).await
             }
             Err(err @ (ApiError::Unauthorized { .. } | ApiError::Transient(_))) => {
-                self.attempts += 1;
-                if self.attempts >= self.context.max_attempts {
-                    return self.defer(err.to_string());
-                }
-                Attempt::Retry(retry_backoff(self.attempts))
+                self.delivery.retry(&err, self.context.max_attempts)
             }
         }
     }

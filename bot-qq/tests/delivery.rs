@@ -15,7 +15,9 @@ use stargazer_core::bus::Bus;
 use stargazer_core::model::{Entity, Event};
 use stargazer_core::storage::Storage;
 use stargazer_core::CancellationToken;
-use stargazer_delivery::testing::{serve_api, subscribed_chat, TestQueue, AMQP_URL, BOT_PASSWORD};
+use stargazer_delivery::testing::{
+    eventually, publish, serve_api, subscribed_chat, TestQueue, AMQP_URL, BOT_PASSWORD,
+};
 use stargazer_delivery::Stores;
 use stargazer_testkit::servers::onebot::{Failure, OneBotOptions, OneBotServer, Target};
 use uuid::Uuid;
@@ -107,22 +109,12 @@ impl Setup {
     }
 
     async fn publish(&self, event: &Event) {
-        self.bus
-            .publish(event.source(), &event.to_bytes())
-            .await
-            .unwrap();
+        publish(&self.bus, event).await;
     }
 
-    /// Waits until `condition` holds; panics with `what` after 30 s.
+    /// Waits until `condition` holds of the onebot server; panics with `what` after 30 s.
     async fn eventually(&self, what: &str, condition: impl Fn(&OneBotServer) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !condition(&self.onebot) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting until {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(what, Duration::from_secs(30), || condition(&self.onebot)).await;
     }
 }
 

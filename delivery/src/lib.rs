@@ -19,6 +19,7 @@ pub mod claims;
 pub mod compose;
 pub mod engine;
 pub mod i18n;
+pub mod job;
 pub mod recorder;
 pub mod scheduler;
 pub mod senders;

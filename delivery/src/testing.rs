@@ -142,3 +142,27 @@ impl Drop for TestQueue {
         }
     }
 }
+
+/// Waits until `condition` holds, polling every 50 ms; panics with `what` after
+/// `timeout`.
+pub async fn eventually(
+    what: &str,
+    timeout: std::time::Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes `event` with its ready routing key.
+pub async fn publish(bus: &Arc<dyn Bus>, event: &stargazer_core::model::Event) {
+    bus.publish(event.source(), &event.to_bytes())
+        .await
+        .expect("publish");
+}
