@@ -143,13 +143,15 @@ impl ConfigSource {
     /// Extracts a section (`""` for top-level keys) into `T`, using `T`'s serde defaults
     /// for absent keys.
     pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
+        // Lossy: a number or boolean setting also reads a string (every environment
+        // value is one), while a text setting keeps digits as text.
         let result = if name.is_empty() {
-            self.figment.extract::<T>()
+            self.figment.extract_lossy::<T>()
         } else if self.figment.find_value(name).is_err() {
             // An absent section means "all defaults".
             Figment::new().extract::<T>()
         } else {
-            self.figment.extract_inner::<T>(name)
+            self.figment.extract_inner_lossy::<T>(name)
         };
         result.map_err(|err| figment_error(name, err))
     }
@@ -199,24 +201,16 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Environment values are strings; numbers and booleans are recognised so that
-/// `STARGAZER_API__PORT=8080` fills a `u16`, and a value in brackets is read as a JSON
-/// array so lists can be set (`STARGAZER_API__CORS_ORIGINS='["https://a"]'`).
+/// Environment values stay strings, so that an all-digit secret or id
+/// (`STARGAZER_DISCORD__APPLICATION_ID=1190000000000000042`) fills a text setting; a
+/// number or boolean setting reads its string when extracted ([`ConfigSource::section`]
+/// extracts lossily), so `STARGAZER_API__PORT=8080` still fills a `u16`. A value in
+/// brackets is read as a JSON array so lists can be set
+/// (`STARGAZER_API__CORS_ORIGINS='["https://a"]'`).
 fn parse_env_value(value: &str) -> serde_json::Value {
     if value.trim_start().starts_with('[') {
         if let Ok(list @ serde_json::Value::Array(_)) = serde_json::from_str(value) {
             return list;
-        }
-    }
-    if let Ok(b) = value.parse::<bool>() {
-        return serde_json::Value::Bool(b);
-    }
-    if let Ok(i) = value.parse::<i64>() {
-        return serde_json::Value::from(i);
-    }
-    if let Ok(f) = value.parse::<f64>() {
-        if value.contains('.') {
-            return serde_json::Value::from(f);
         }
     }
     serde_json::Value::String(value.to_owned())
@@ -484,6 +478,39 @@ mod tests {
         let common: CommonConfig = source.section("").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(common.amqp_url.as_deref(), Some("amqp://x"));
         assert_eq!(common.storage_url(), "sqlite://stargazer.db");
+    }
+
+    /// An all-digit value fills a text setting as text, and numbers and booleans still
+    /// read theirs.
+    #[test]
+    fn env_digits_fill_text_settings() {
+        #[derive(Debug, Deserialize)]
+        struct Mixed {
+            id: String,
+            secret: Option<String>,
+            rate: f64,
+            on: bool,
+            port: u16,
+        }
+        let source = ConfigSource::load_with_env(
+            None,
+            env(&[
+                ("STARGAZER_M__ID", "1190000000000000042"),
+                ("STARGAZER_M__SECRET", "123456"),
+                ("STARGAZER_M__RATE", "50"),
+                ("STARGAZER_M__ON", "true"),
+                ("STARGAZER_M__PORT", "8080"),
+            ]),
+        )
+        .unwrap();
+        let mixed: Mixed = source.section("m").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mixed.id, "1190000000000000042");
+        assert_eq!(mixed.secret.as_deref(), Some("123456"));
+        assert_eq!((mixed.rate, mixed.on, mixed.port), (50.0, true, 8080));
+        let bad = ConfigSource::load_with_env(None, env(&[("STARGAZER_M__PORT", "eighty")]))
+            .unwrap()
+            .section::<Section>("m");
+        assert!(bad.is_err());
     }
 
     #[test]
