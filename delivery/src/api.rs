@@ -221,6 +221,11 @@ impl Api {
         Ok(self.client.get_user_index(Some(user)).await?)
     }
 
+    /// The searchable entity index, unmarked (for a chat not registered yet).
+    pub async fn entity_index(&self) -> ApiResult<UserIndex> {
+        Ok(self.client.get_user_index(None).await?)
+    }
+
     /// Subscribes (`kinds` empty: all kinds) or unsubscribes `user` to `entity`.
     pub async fn update_subscription(
         &self,

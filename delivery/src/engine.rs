@@ -43,13 +43,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, Registry};
+use prometheus::{IntGauge, Opts};
 use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::{Bus, BusError, Consumer, Delivery, QueueSpec};
 use stargazer_core::model::{ClaimState, Entity, Event};
 use stargazer_core::routing::READY_PATTERN;
 use stargazer_core::storage::{DeliveryStore, StateStore};
 use stargazer_core::sync::lock;
-use stargazer_core::telemetry::{register_int_counter_vec, register_int_gauge};
+use stargazer_core::telemetry::register_collector;
 use stargazer_core::wait::sleep_unless_cancelled;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -59,7 +60,7 @@ use uuid::Uuid;
 use crate::api::{Api, ApiError};
 use crate::claims::Claims;
 use crate::recorder::Recorder;
-use crate::scheduler::{self, Job, Limits, SchedulerHandle};
+use crate::scheduler::{self, Job, Limits, SchedulerHandle, Stats};
 use crate::senders::{self, SenderCount};
 use crate::{delivery_record, wants, Outcome, Recipient};
 
@@ -175,22 +176,38 @@ pub async fn run<A: Adapter>(
         format!("bot-{}", uuid::Uuid::new_v4().simple()),
         settings.claim_lease,
         senders.clone(),
-        register_int_gauge(
+        register_collector(
             &registry,
-            "stargazer_bot_senders",
-            "Bot instances sharing the token's overall send rate (counted through storage).",
+            IntGauge::with_opts(
+                Opts::new(
+                    "stargazer_bot_senders",
+                    "Bot instances sharing the token's overall send rate (counted through storage).",
+                )
+                .const_label("im", settings.im),
+            )
+            .expect("valid metric"),
         ),
         scheduler_stop.clone(),
     ));
-    let (scheduler, scheduler_task) =
-        scheduler::start::<A::Job>(settings.limits, senders, scheduler_stop.clone());
+    let (scheduler, scheduler_task) = scheduler::start_counting::<A::Job>(
+        settings.limits,
+        senders,
+        Stats::new(settings.im),
+        scheduler_stop.clone(),
+    );
     let scheduler_task = tokio::spawn(scheduler_task);
     scheduler.stats().register(&registry);
-    let settled = register_int_counter_vec(
+    let settled = register_collector(
         &registry,
-        "stargazer_bot_events_total",
-        "Ready events by how they were settled: delivered, dead_lettered, requeued, ignored.",
-        &["outcome"],
+        IntCounterVec::new(
+            Opts::new(
+                "stargazer_bot_events_total",
+                "Ready events by how they were settled: delivered, dead_lettered, requeued, ignored.",
+            )
+            .const_label("im", settings.im),
+            &["outcome"],
+        )
+        .expect("valid metric"),
     );
     // The log writer ends by itself once the last job (and the adapter) is gone; it
     // stops retrying failed writes with the scheduler.

@@ -12,10 +12,13 @@
 //! The adapter supplies what differs per network: how one event reaches one chat (its
 //! [`scheduler::Job`]: compose, send or edit, classify the network's answers into an
 //! [`scheduler::Attempt`] and a final [`Outcome`]), what the jobs of one event share,
-//! which chat ids are its own, and its limits ([`scheduler::Limits`]).
+//! which chat ids are its own, and its limits ([`scheduler::Limits`]). A bot that keeps
+//! one message per stream current remembers each stream's first message per chat in
+//! [`streams`], with what its network needs to edit it.
 
 pub mod api;
 pub mod claims;
+pub mod commands;
 pub mod compose;
 pub mod engine;
 pub mod i18n;
@@ -23,6 +26,7 @@ pub mod job;
 pub mod recorder;
 pub mod scheduler;
 pub mod senders;
+pub mod streams;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -122,7 +126,8 @@ pub fn wants(event: &Event, subscriber: &api::Subscriber) -> bool {
 }
 
 /// The part an event plays in a stream's life in a chat: what a bot does with the
-/// stream's first message there.
+/// stream's first message there. The notes below are Telegram's; Discord posts every
+/// event and then edits the first message (see `bot-discord/src/delivery.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Scheduled (a stream or a premiere): the first message.

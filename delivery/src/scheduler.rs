@@ -177,9 +177,29 @@ pub struct Stats {
 }
 
 impl Default for Stats {
+    /// Counters without the `im` label (a scheduler outside a bot).
     fn default() -> Self {
-        // Names and help texts are fixed valid literals, so construction cannot fail.
-        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        Self::labelled(None)
+    }
+}
+
+impl Stats {
+    /// Counters labelled `im="<im>"`, so that the bots of one process (standalone runs
+    /// every bot configured) export their counts side by side under the same names.
+    pub fn new(im: &str) -> Self {
+        Self::labelled(Some(im))
+    }
+
+    fn labelled(im: Option<&str>) -> Self {
+        // Names, help texts and the label are fixed valid literals (an im is a short
+        // lowercase word), so construction cannot fail.
+        let counter = |name: &str, help: &str| {
+            let mut opts = prometheus::Opts::new(name, help);
+            if let Some(im) = im {
+                opts = opts.const_label("im", im);
+            }
+            IntCounter::with_opts(opts).expect("valid metric")
+        };
         Self {
             done: counter(
                 "stargazer_bot_send_attempts_done_total",
@@ -215,9 +235,7 @@ impl Default for Stats {
             ),
         }
     }
-}
 
-impl Stats {
     /// Exports the counters through `registry`.
     pub fn register(&self, registry: &Registry) {
         for counter in [
@@ -272,8 +290,18 @@ pub fn start<J: Job>(
     senders: SenderCount,
     shutdown: CancellationToken,
 ) -> (SchedulerHandle<J>, impl Future<Output = ()> + Send) {
+    start_counting(limits, senders, Stats::default(), shutdown)
+}
+
+/// [`start`], counting in `stats` (a bot's, labelled with its im).
+pub fn start_counting<J: Job>(
+    limits: Limits,
+    senders: SenderCount,
+    stats: Stats,
+    shutdown: CancellationToken,
+) -> (SchedulerHandle<J>, impl Future<Output = ()> + Send) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(stats);
     let share = senders.get();
     let now = Instant::now();
     let scheduler = Scheduler {
@@ -1140,6 +1168,44 @@ mod tests {
         assert!(span > Duration::from_millis(3500), "{span:?}");
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    /// Two bots in one process (standalone) export their counters side by side, told
+    /// apart by `im`, instead of the second one counting privately.
+    #[test]
+    fn the_counters_of_two_bots_share_one_registry() {
+        let registry = Registry::new();
+        let (telegram, discord) = (Stats::new("telegram"), Stats::new("discord"));
+        for stats in [&telegram, &discord] {
+            for counter in [&stats.done, &stats.retry_after] {
+                registry
+                    .register(Box::new(counter.clone()))
+                    .expect("a second bot's counter registers");
+            }
+        }
+        telegram.done.inc();
+        discord.done.inc_by(2);
+        let family = registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "stargazer_bot_send_attempts_done_total")
+            .expect("exported");
+        let by_im: Vec<(String, f64)> = family
+            .get_metric()
+            .iter()
+            .map(|m| {
+                let im = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "im")
+                    .map(|l| l.value().to_owned());
+                (im.unwrap_or_default(), m.get_counter().value())
+            })
+            .collect();
+        assert_eq!(
+            by_im,
+            vec![("discord".into(), 2.0), ("telegram".into(), 1.0)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,7 @@ use crate::delivery::compose::escape;
 use crate::i18n::{self, text};
 use crate::telegram::{classify, Failure};
 use stargazer_delivery::api::{ApiError, User};
+pub(crate) use stargazer_delivery::commands::session_link;
 
 /// The chat's user as `looked_up` found it, registering the chat first if it was not
 /// (any command implies consent to being registered, as `/start` does).
@@ -91,13 +92,6 @@ fn settings_deep_link(me: &Me, group: ChatId) -> String {
         me.username(),
         group.0
     )
-}
-
-/// The frontend link carrying a session token. The token travels in the fragment,
-/// which browsers never send to a server (no access logs, no `Referer`); the page reads
-/// it from `location.hash`.
-pub(crate) fn session_link(frontend_url: &str, token: &str) -> String {
-    format!("{}/#token={token}", frontend_url.trim_end_matches('/'))
 }
 
 /// Why a settings link could not be sent.

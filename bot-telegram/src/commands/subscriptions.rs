@@ -19,6 +19,7 @@ use super::{
 use crate::delivery::compose::escape;
 use crate::i18n::{self, text};
 use stargazer_delivery::api::{ApiError, IndexEntry};
+use stargazer_delivery::commands::{name_of, search};
 
 /// Event kinds a subscription can filter on, with their English button labels (each
 /// language words them in its `kind-<kind>` message, see [`kind_label`]). The index of a
@@ -146,44 +147,6 @@ fn describe_kinds(kinds: &[String], lang: &str) -> String {
         .chain(unknown)
         .collect::<Vec<_>>()
         .join(&text(lang, "kinds-separator", &[]))
-}
-
-/// An entry's name in `language` (then its default language, then any).
-fn name_of(entry: &IndexEntry, language: &str) -> String {
-    entry
-        .names
-        .get(language)
-        .or_else(|| entry.names.get(&entry.default_language))
-        .or_else(|| entry.names.values().next())
-        .cloned()
-        .unwrap_or_else(|| entry.id.to_string())
-}
-
-/// Entries matching `query`: by id, else by exact name in any language, else by
-/// substring of any name or account id (case-insensitive).
-pub(crate) fn search<'a>(entries: &'a [IndexEntry], query: &str) -> Vec<&'a IndexEntry> {
-    let query = query.trim();
-    if let Ok(id) = query.parse::<Uuid>() {
-        return entries.iter().filter(|e| e.id == id).collect();
-    }
-    let needle = query.to_lowercase();
-    if needle.is_empty() {
-        return Vec::new();
-    }
-    let exact: Vec<_> = entries
-        .iter()
-        .filter(|e| e.names.values().any(|n| n.to_lowercase() == needle))
-        .collect();
-    if !exact.is_empty() {
-        return exact;
-    }
-    entries
-        .iter()
-        .filter(|e| {
-            e.names.values().any(|n| n.to_lowercase().contains(&needle))
-                || e.search.iter().any(|s| s.to_lowercase().contains(&needle))
-        })
-        .collect()
 }
 
 /// The kind buttons of the entity's platforms (`platforms`), two a row, then Done and
@@ -602,46 +565,6 @@ async fn entity_name(ctx: &Ctx, entity: Uuid, language: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(id: u128, names: &[(&str, &str)], search: &[&str]) -> IndexEntry {
-        IndexEntry {
-            id: Uuid::from_u128(id),
-            names: names
-                .iter()
-                .map(|(l, n)| (l.to_string(), n.to_string()))
-                .collect(),
-            default_language: names[0].0.to_owned(),
-            group: None,
-            platforms: vec!["youtube".into()],
-            search: search.iter().map(|s| s.to_string()).collect(),
-            subscribed: None,
-        }
-    }
-
-    #[test]
-    fn search_by_id_exact_name_then_substring() {
-        let entries = vec![
-            entry(
-                1,
-                &[("en", "Aqua"), ("ja", "湊あくあ")],
-                &["aqua", "湊あくあ", "ucaqua"],
-            ),
-            entry(2, &[("en", "Aquamarine")], &["aquamarine"]),
-            entry(3, &[("en", "Marine")], &["marine", "ucmarine"]),
-        ];
-        let ids = |v: Vec<&IndexEntry>| v.iter().map(|e| e.id.as_u128()).collect::<Vec<_>>();
-        assert_eq!(ids(search(&entries, "aqua")), vec![1]);
-        assert_eq!(ids(search(&entries, "AQU")), vec![1, 2]);
-        assert_eq!(ids(search(&entries, "あくあ")), vec![1]);
-        assert_eq!(ids(search(&entries, "marine")), vec![3]);
-        assert_eq!(ids(search(&entries, "ucmar")), vec![3]);
-        assert_eq!(
-            ids(search(&entries, &Uuid::from_u128(2).to_string())),
-            vec![2]
-        );
-        assert!(search(&entries, "nobody").is_empty());
-        assert!(search(&entries, "  ").is_empty());
-    }
 
     #[test]
     fn masks_and_kinds_convert_both_ways() {

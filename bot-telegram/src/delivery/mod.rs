@@ -18,10 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
-use stargazer_core::backoff::Backoff;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Entity, Event};
-use stargazer_core::wait::sleep_unless_cancelled;
 use stargazer_delivery::api::Api;
 use stargazer_delivery::scheduler::{Limits, Order, PaidBroadcast};
 use stargazer_delivery::{Adapter, Outcome, Parts, Recipient, Role, Settings, Stores};
@@ -32,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BotConfig;
 use crate::IM;
 use send::{Fanout, SendContext, SendJob, StreamLife};
-use streams::StreamMemory;
 
 /// How often memories of streams' first messages past the edit window are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -47,8 +44,8 @@ pub(crate) async fn run(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
-    let streams = Arc::new(StreamMemory::new(stores.state.clone()));
-    let pruner = tokio::spawn(prune_streams(streams.clone(), shutdown.clone()));
+    let streams = Arc::new(streams::memory(stores.state.clone()));
+    let pruner = tokio::spawn(streams.clone().prune_until(PRUNE_EVERY, shutdown.clone()));
     let settings = Settings {
         im: IM,
         queue: config.queue.clone(),
@@ -113,7 +110,8 @@ impl Adapter for Telegram {
     ) -> Option<Fanout> {
         let stream = match Role::of(&event) {
             Some((video, role)) => Some(StreamLife {
-                snapshot: self.load_stream(&video, shutdown).await?,
+                // Storage trouble is retried with backoff, as for the delivery log.
+                snapshot: self.sends.streams.load_until(&video, shutdown).await?,
                 video,
                 role,
             }),
@@ -139,63 +137,7 @@ impl Adapter for Telegram {
         let Some(stream) = fanout.stream.as_ref().filter(|s| s.role.ends()) else {
             return;
         };
-        // The stream's life is over and its last edits are done. A failure leaves the
-        // memories to the periodic prune.
-        let video = &stream.video;
-        match self.sends.streams.forget(video, chrono::Utc::now()).await {
-            Ok(chats) => tracing::debug!(video_id = %video, chats, "stream memories forgotten"),
-            Err(cause) => {
-                tracing::warn!(video_id = %video, %cause, "could not forget stream memories")
-            }
-        }
-    }
-}
-
-impl Telegram {
-    /// The memories of `video`'s first messages, read once for the event; `None` on
-    /// shutdown (storage trouble is retried with backoff, as for the delivery log).
-    async fn load_stream(
-        &self,
-        video: &str,
-        shutdown: &CancellationToken,
-    ) -> Option<streams::Snapshot> {
-        let mut backoff = Backoff::default();
-        loop {
-            let loaded = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                loaded = self.sends.streams.load(video) => loaded,
-            };
-            match loaded {
-                Ok(snapshot) => return Some(snapshot),
-                Err(cause) => {
-                    let wait = backoff.next_delay();
-                    tracing::warn!(video_id = video, %cause, retry_in_ms = wait.as_millis() as u64, "stream memory unavailable");
-                    if sleep_unless_cancelled(wait, shutdown).await.is_cancelled() {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Prunes the memories of streams' first messages past the edit window, at start and
-/// then every [`PRUNE_EVERY`], until `shutdown`.
-async fn prune_streams(streams: Arc<StreamMemory>, shutdown: CancellationToken) {
-    loop {
-        match streams.prune(chrono::Utc::now()).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(
-                videos = pruned,
-                "pruned first-message memories past the edit window"
-            ),
-            Err(cause) => tracing::warn!(%cause, "could not prune first-message memories"),
-        }
-        if sleep_unless_cancelled(PRUNE_EVERY, &shutdown)
-            .await
-            .is_cancelled()
-        {
-            return;
-        }
+        // The stream's life is over and its last edits are done.
+        self.sends.streams.forget_ended(&stream.video).await;
     }
 }

@@ -453,23 +453,10 @@ impl SendJob {
             photo,
             sent_at: Utc::now(),
         };
-        for attempt in 0..3 {
-            match self
-                .sends
-                .streams
-                .remember(&stream.video, &self.recipient.chat_id, first)
-                .await
-            {
-                Ok(()) => return,
-                Err(cause) if attempt < 2 => {
-                    tracing::debug!(video_id = %stream.video, chat_id = chat, %cause, "could not remember the first message; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(cause) => {
-                    tracing::warn!(video_id = %stream.video, chat_id = chat, %cause, "could not remember the stream's first message; later events will not edit it");
-                }
-            }
-        }
+        self.sends
+            .streams
+            .remember_patiently(&stream.video, &self.recipient.chat_id, first)
+            .await;
     }
 
     /// After a planned call is over: the next one (paced by the scheduler), or the
