@@ -1,7 +1,8 @@
-//! The `[discord]` configuration section: REST API access (base URL, bot token, pacing)
-//! and the application's identity for the interactions endpoint (application id, public
-//! key).
+//! The `[discord]` configuration section: REST API access (base URL, bot token, pacing),
+//! the application's identity for the interactions endpoint (application id, public
+//! key), where that endpoint listens, and who may change a channel's subscriptions.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
@@ -65,6 +66,17 @@ pub struct DiscordConfig {
     /// `discord.only_entities` / `STARGAZER_DISCORD__ONLY_ENTITIES`: deliver events about
     /// these entity ids only and ack every other event unprocessed; default empty: all.
     pub only_entities: Vec<uuid::Uuid>,
+    /// `discord.listen` / `STARGAZER_DISCORD__LISTEN`: address of the HTTP interactions
+    /// endpoint (`POST /interactions`), the URL set as the application's "Interactions
+    /// Endpoint URL" in the Developer Portal (behind HTTPS); default `0.0.0.0:8085`.
+    pub listen: SocketAddr,
+    /// `discord.frontend_url` / `STARGAZER_DISCORD__FRONTEND_URL`: where `/settings`
+    /// links point (`{frontend_url}/#token=<token>`); default `http://localhost:3000`.
+    pub frontend_url: String,
+    /// `discord.manager_role` / `STARGAZER_DISCORD__MANAGER_ROLE`: the id of a role
+    /// (a snowflake, in decimal) whose members may change a channel's subscriptions and
+    /// settings besides those with Manage Channels or Administrator; default empty: none.
+    pub manager_role: String,
 }
 
 impl Default for DiscordConfig {
@@ -86,6 +98,9 @@ impl Default for DiscordConfig {
             max_send_attempts: 5,
             claim_lease_seconds: 60,
             only_entities: Vec::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8085)),
+            frontend_url: "http://localhost:3000".to_owned(),
+            manager_role: String::new(),
         }
     }
 }
@@ -129,6 +144,16 @@ impl DiscordConfig {
     pub fn claim_lease(&self) -> Duration {
         Duration::from_secs(self.claim_lease_seconds)
     }
+
+    /// The role whose members may manage subscriptions, when one is configured.
+    pub fn manager_role(&self) -> Option<&str> {
+        Some(self.manager_role.trim()).filter(|role| !role.is_empty())
+    }
+}
+
+/// Whether `text` is a snowflake: a positive decimal number that fits 64 bits.
+fn is_snowflake(text: &str) -> bool {
+    matches!(text.parse::<u64>(), Ok(n) if n > 0)
 }
 
 /// Parses a hex Ed25519 public key, naming what is wrong with it.
@@ -156,12 +181,16 @@ impl Section for DiscordConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         check_http_url("discord.api_url", &self.api_url)?;
-        let id = self.application_id.trim();
-        if !id.is_empty() && !matches!(id.parse::<u64>(), Ok(n) if n > 0) {
-            return Err(ConfigError::invalid(
-                "discord.application_id",
-                format!("`{id}` is not a snowflake (a positive decimal number)"),
-            ));
+        for (key, id) in [
+            ("discord.application_id", self.application_id.trim()),
+            ("discord.manager_role", self.manager_role.trim()),
+        ] {
+            if !id.is_empty() && !is_snowflake(id) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{id}` is not a snowflake (a positive decimal number)"),
+                ));
+            }
         }
         if !self.public_key.trim().is_empty() {
             parse_public_key(&self.public_key)?;
@@ -192,6 +221,7 @@ impl Section for DiscordConfig {
             ));
         }
         check_http_url("discord.stargazer_api_url", &self.stargazer_api_url)?;
+        check_http_url("discord.frontend_url", &self.frontend_url)?;
         if self.queue.trim().is_empty() {
             return Err(ConfigError::invalid("discord.queue", "must not be empty"));
         }
@@ -229,6 +259,14 @@ mod tests {
         assert_eq!(config.global_per_second, 50.0);
         assert!(config.check().is_ok());
         assert!(complete().validate().is_ok());
+        assert_eq!(config.listen.port(), 8085);
+        assert_eq!(config.manager_role(), None);
+        let with_role = DiscordConfig {
+            manager_role: " 1190000000000000077 ".into(),
+            ..complete()
+        };
+        assert!(with_role.validate().is_ok());
+        assert_eq!(with_role.manager_role(), Some("1190000000000000077"));
     }
 
     #[test]
@@ -265,6 +303,22 @@ mod tests {
                 },
                 "discord.application_id",
                 "not a snowflake",
+            ),
+            (
+                DiscordConfig {
+                    manager_role: "moderators".into(),
+                    ..complete()
+                },
+                "discord.manager_role",
+                "not a snowflake",
+            ),
+            (
+                DiscordConfig {
+                    frontend_url: "ftp://stargazer.example".into(),
+                    ..complete()
+                },
+                "discord.frontend_url",
+                "not an http:// or https:// URL",
             ),
             (
                 DiscordConfig {

@@ -1,5 +1,7 @@
 //! The REST sender: creates and edits messages through Discord's API v10 while keeping to
-//! its rate limits, and classifies what goes wrong.
+//! its rate limits, and classifies what goes wrong. It also registers the application's
+//! slash commands (one bulk overwrite) and edits the original answer to an interaction
+//! through the interaction's webhook.
 //!
 //! Limits kept (docs: "Rate Limits" in Discord's developer documentation):
 //! - *Per-route buckets.* Every answer names its bucket (`X-RateLimit-Bucket`, shared by
@@ -11,7 +13,9 @@
 //! - *The global limit* (50 requests per second per bot) carries no headers until it is
 //!   exceeded, so it is kept proactively: requests are spaced evenly, a little further
 //!   apart than the limit requires ([`GLOBAL_CUSHION`]), so that arrival jitter never
-//!   puts 51 requests into one second at Discord's end.
+//!   puts 51 requests into one second at Discord's end. Interaction webhooks (editing an
+//!   interaction's answer) are not bound to it, as Discord documents, and go without the
+//!   bot token, which they do not need; their bucket is per interaction token.
 //! - *429s* still happen (another process on the same token, a shared bucket): their
 //!   `retry_after` blocks the bucket, or every request when `global` is set, and the
 //!   request is sent again after it. [`RestClient::send_message`] and
@@ -33,13 +37,15 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stargazer_core::sync::lock;
 use tokio::time::{sleep_until, Instant};
+use twilight_model::application::command::Command;
 use twilight_model::channel::message::component::{ActionRow, Button, ButtonStyle};
 use twilight_model::channel::message::embed::EmbedThumbnail;
 use twilight_model::channel::message::{AllowedMentions, Component, Embed};
-use twilight_model::id::marker::{ChannelMarker, MessageMarker};
+use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, MessageMarker};
 use twilight_model::id::Id;
 
 use crate::config::DiscordConfig;
@@ -235,8 +241,12 @@ struct Route {
     method: Method,
     /// The shape, with `{}` for parameters, as a key of its own before the bucket is known.
     shape: &'static str,
-    /// The major parameter (the channel id).
+    /// The major parameter (the channel id, the application id, a hash of an
+    /// interaction token).
     major: u64,
+    /// Whether the request carries the bot token and counts against the global limit;
+    /// interaction webhooks do neither.
+    as_bot: bool,
 }
 
 impl Route {
@@ -316,9 +326,10 @@ impl RestClient {
             method: Method::POST,
             shape: "POST channels/{}/messages",
             major: channel.get(),
+            as_bot: true,
         };
         let path = format!("channels/{channel}/messages");
-        self.attempt(route, &path, body).await
+        self.attempt(route, &path, &quiet(body)).await
     }
 
     /// One attempt at an edit, as [`RestClient::try_send_message`].
@@ -332,37 +343,106 @@ impl RestClient {
             method: Method::PATCH,
             shape: "PATCH channels/{}/messages/{}",
             major: channel.get(),
+            as_bot: true,
         };
         let path = format!("channels/{channel}/messages/{message}");
-        self.attempt(route, &path, body).await
+        self.attempt(route, &path, &quiet(body)).await
     }
 
-    async fn attempt(
+    /// Replaces the application's global slash commands with `commands` (one bulk
+    /// overwrite, `PUT applications/{id}/commands`: commands not listed are deleted,
+    /// listed ones keep their ids), waiting out rate limits; answers the commands as
+    /// Discord stored them.
+    #[tracing::instrument(skip(self, commands), fields(application_id = %application))]
+    pub async fn overwrite_commands<C: Serialize>(
+        &self,
+        application: Id<ApplicationMarker>,
+        commands: &[C],
+    ) -> Result<Vec<Command>, SendError> {
+        let route = Route {
+            method: Method::PUT,
+            shape: "PUT applications/{}/commands",
+            major: application.get(),
+            as_bot: true,
+        };
+        let path = format!("applications/{application}/commands");
+        loop {
+            match self.attempt(route.clone(), &path, commands).await {
+                Err(SendError::RateLimited(wait)) => {
+                    tracing::debug!(?wait, "rate limited; registering again after the wait");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Edits the original answer to an interaction (`PATCH
+    /// webhooks/{application}/{token}/messages/@original`): the message a deferred answer
+    /// promised, or the message a component belongs to. Waits out rate limits. The token
+    /// is the interaction's (valid 15 minutes), so no bot token is sent.
+    #[tracing::instrument(skip(self, token, body), fields(application_id = %application))]
+    pub async fn edit_original_response(
+        &self,
+        application: Id<ApplicationMarker>,
+        token: &str,
+        body: &MessageBody,
+    ) -> Result<SentMessage, SendError> {
+        let route = Route {
+            method: Method::PATCH,
+            shape: "PATCH webhooks/{}/{}/messages/@original",
+            major: token_key(token),
+            as_bot: false,
+        };
+        let path = format!(
+            "webhooks/{application}/{}/messages/@original",
+            path_segment(token)
+        );
+        let body = quiet(body);
+        loop {
+            match self.attempt(route.clone(), &path, &body).await {
+                Err(SendError::RateLimited(wait)) => {
+                    tracing::debug!(
+                        ?wait,
+                        "rate limited; editing the answer again after the wait"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         route: Route,
         path: &str,
-        body: &MessageBody,
-    ) -> Result<SentMessage, SendError> {
+        body: &B,
+    ) -> Result<T, SendError> {
         let inner = &self.inner;
         let bucket = inner.buckets.get(&route);
         // Held until the answer's headers are recorded: one request per bucket in flight.
         let mut state = bucket.lock().await;
         state.wait_ready().await;
-        inner.pacer.acquire().await;
+        if route.as_bot {
+            inner.pacer.acquire().await;
+        }
 
-        let mut body = body.clone();
-        body.allowed_mentions
-            .get_or_insert_with(AllowedMentions::default);
-        let sent = inner
+        let mut request = inner
             .http
             .request(route.method.clone(), format!("{}/{path}", inner.base))
-            .header(AUTHORIZATION, &inner.authorization)
-            .json(&body)
-            .send()
-            .await;
+            .json(body);
+        if route.as_bot {
+            request = request.header(AUTHORIZATION, &inner.authorization);
+        }
+        let sent = request.send().await;
+        // An interaction webhook's URL holds the interaction token, a credential: its
+        // errors are reported without the URL.
+        let described = |err: reqwest::Error| match route.as_bot {
+            true => err.to_string(),
+            false => err.without_url().to_string(),
+        };
         let response = match sent {
             Ok(response) => response,
-            Err(err) => return Err(SendError::Transient(err.to_string())),
+            Err(err) => return Err(SendError::Transient(described(err))),
         };
         let status = response.status();
         let headers = response.headers().clone();
@@ -373,8 +453,8 @@ impl RestClient {
         }
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
-            Err(err) if status.is_success() => return Err(SendError::BadAnswer(err.to_string())),
-            Err(err) => return Err(SendError::Transient(err.to_string())),
+            Err(err) if status.is_success() => return Err(SendError::BadAnswer(described(err))),
+            Err(err) => return Err(SendError::Transient(described(err))),
         };
 
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -384,16 +464,48 @@ impl RestClient {
             } else {
                 state.block_for(wait);
             }
-            tracing::warn!(?wait, global, path, "Discord answered 429");
+            // The route's shape, not its path: an interaction token is a credential.
+            tracing::warn!(?wait, global, route = route.shape, "Discord answered 429");
             return Err(SendError::RateLimited(wait));
         }
         drop(state);
         if status.is_success() {
-            return serde_json::from_slice::<SentMessage>(&bytes)
+            return serde_json::from_slice::<T>(&bytes)
                 .map_err(|err| SendError::BadAnswer(err.to_string()));
         }
         Err(classify(status, &bytes))
     }
+}
+
+/// `body` with `allowed_mentions` set to "nobody" unless the caller chose otherwise.
+fn quiet(body: &MessageBody) -> MessageBody {
+    let mut body = body.clone();
+    body.allowed_mentions
+        .get_or_insert_with(AllowedMentions::default);
+    body
+}
+
+/// The bucket key of an interaction token: Discord keys webhook buckets by webhook and
+/// token, and one interaction's edits must not wait behind another's.
+fn token_key(token: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `text` as one path segment: unreserved characters as they are, the rest
+/// percent-encoded (interaction tokens are URL-safe, but a token is input).
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The wait a 429 asks for and whether it is global: the body's exact `retry_after`,

@@ -1,7 +1,7 @@
 //! Delivery to Discord channels through the real engine, a real api over SQLite, the
 //! real RabbitMQ and the local Discord REST server of `stargazer-testkit`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,12 +91,21 @@ impl Setup {
 
     /// Starts delivery; the token stops it.
     fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        self.start_with(self.config.clone())
+    }
+
+    /// Starts a delivery instance with `config` (this setup's, changed by the test) on
+    /// the same storage and broker; the token stops it.
+    fn start_with(
+        &self,
+        config: DiscordConfig,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let stop = self.stop.child_token();
         let stores = Stores {
             deliveries: self.storage.clone(),
             state: self.storage.clone(),
         };
-        let (config, bus, token) = (self.config.clone(), self.bus.clone(), stop.clone());
+        let (bus, token) = (self.bus.clone(), stop.clone());
         let task = tokio::spawn(async move {
             stargazer_bot_discord::delivery::run(&config, stores, bus, Registry::new(), token)
                 .await
@@ -113,6 +122,31 @@ impl Setup {
     async fn eventually(&self, what: &str, condition: impl Fn(&DiscordServer) -> bool) {
         eventually(what, Duration::from_secs(30), || condition(&self.discord)).await;
     }
+}
+
+/// Stops a delivery instance and waits until it has returned.
+async fn stop_instance(stop: CancellationToken, task: tokio::task::JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("delivery did not stop within 30 s")
+        .expect("delivery panicked");
+}
+
+/// How many messages each channel received whose embed mentions `marker`.
+fn count_by_channel(discord: &DiscordServer, marker: &str) -> HashMap<u64, usize> {
+    let mut counts = HashMap::new();
+    for sent in discord.sent() {
+        let mentions = sent.embeds.iter().any(|embed| {
+            embed["description"]
+                .as_str()
+                .is_some_and(|text| text.contains(marker))
+        });
+        if mentions {
+            *counts.entry(sent.channel_id).or_default() += 1;
+        }
+    }
+    counts
 }
 
 fn live(entity: Uuid, title: &str) -> Event {
@@ -240,4 +274,69 @@ async fn a_429_is_waited_out_and_a_channel_gone_for_the_bot_is_paused() {
     assert!(setup.discord.sent_to(gone).is_empty());
     stop.cancel();
     task.await.unwrap();
+}
+
+/// A delivery instance stopped while an event is part-way through its channels leaves
+/// the rest to the next instance: every channel ends with exactly one message for it,
+/// none repeated and none missing, and a later event still reaches them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
+    let setup = setup().await;
+    setup.discord.set_limits(Limits::discord());
+    let channels: Vec<u64> = (1..=12).map(|n| 1_100_000_000_000_000_100 + n).collect();
+    for channel in &channels {
+        setup.channel(*channel, "en").await;
+    }
+
+    // A slow first instance (4 messages a second: the fan-out takes about 3 s), stopped
+    // after three of twelve sends.
+    let slow = DiscordConfig {
+        global_per_second: 4.0,
+        ..setup.config.clone()
+    };
+    let (stop, task) = setup.start_with(slow);
+    let stream = live(setup.entity, "Restart stream");
+    setup.publish(&stream).await;
+    setup.discord.wait_sent(3, Duration::from_secs(30)).await;
+    stop_instance(stop, task).await;
+    let before_restart = setup.discord.sent_count();
+    assert!(
+        (3..channels.len()).contains(&before_restart),
+        "the first instance was to stop mid-way, it sent {before_restart}"
+    );
+
+    // The event went back to the queue; a second instance finishes it.
+    let (stop, task) = setup.start();
+    setup
+        .eventually("every channel got the event", |d| {
+            count_by_channel(d, "Restart stream").len() == channels.len()
+        })
+        .await;
+    // Each channel's messages go out in the order the events came, so once this later
+    // event has reached every channel, no repeat of the first can still be on its way.
+    setup.publish(&live(setup.entity, "After restart")).await;
+    setup
+        .eventually("the later event reached every channel", |d| {
+            count_by_channel(d, "After restart").len() == channels.len()
+        })
+        .await;
+    stop_instance(stop, task).await;
+
+    let counts = count_by_channel(&setup.discord, "Restart stream");
+    for channel in &channels {
+        assert_eq!(
+            counts.get(channel),
+            Some(&1),
+            "channel {channel}: {counts:?}"
+        );
+        let record = setup
+            .storage
+            .get_delivery(stream.id, "discord", &channel.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, "sent", "channel {channel}");
+    }
+    assert_eq!(setup.discord.sent_count(), 2 * channels.len());
+    assert_eq!(setup.discord.too_many(), 0);
 }

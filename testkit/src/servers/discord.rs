@@ -8,13 +8,31 @@
 //!   `timestamp`, the embeds with `type: "rich"`).
 //! - `PATCH /api/v10/channels/{channel_id}/messages/{message_id}` edits one (404, code
 //!   10008 "Unknown Message", when it does not exist in that channel).
+//! - `PUT /api/v10/applications/{application_id}/commands` overwrites the application's
+//!   global commands in bulk: the body must be an array (at most 100) of command objects
+//!   (`name` of 1–32 lowercase letters, digits, `-` or `_`; `type` 1–4, default 1; a
+//!   CHAT_INPUT command's `description` of 1–100 characters; localizations under
+//!   Discord's locales; at most 25 `options` with the same rules, required ones first,
+//!   at most 25 `choices`, no `choices` with `autocomplete`; names unique per type).
+//!   Answers 200 with the stored commands, each with a snowflake `id` (kept across
+//!   overwrites for a name and type, as Discord keeps it), `application_id` and
+//!   `version`; an invalid body answers 400 50035 and stores nothing.
+//! - `PATCH /api/v10/webhooks/{application_id}/{interaction_token}/messages/@original`
+//!   edits the original answer to an interaction. Like Discord it needs no bot token (the
+//!   interaction token is the credential) and is not counted against the global limit;
+//!   the token must be one of an interaction the test opened
+//!   ([`DiscordServer::open_interaction`]) within the last 15 minutes, else 404, code
+//!   10015 "Unknown Webhook". The body is checked as a message edit; the answer is the
+//!   Message object.
 //!
 //! Checked as Discord checks them: `Authorization: Bot <token>` (else 401
 //! `{"message": "401: Unauthorized", "code": 0}`); content at most 2,000 characters, at
 //! most 10 embeds, an embed title at most 256 and a description at most 4,096 characters
 //! (and the other embed limits, 6,000 characters over all embeds), at most 5 action rows of
-//! at most 5 buttons, a link button with a URL and no `custom_id`, `allowed_mentions.parse`
-//! of `users`, `roles`, `everyone`. A field error answers 400
+//! at most 5 buttons or of one string select menu (a `custom_id` of at most 100
+//! characters, 1–25 options whose labels and values are at most 100 characters,
+//! `min_values` ≤ `max_values` ≤ the options), a link button with a URL and no
+//! `custom_id`, `allowed_mentions.parse` of `users`, `roles`, `everyone`. A field error answers 400
 //! `{"code": 50035, "message": "Invalid Form Body", "errors": {…}}` with Discord's nested
 //! `_errors` shape; a body that is not JSON answers 50109, a message with nothing in it
 //! 50006, as Discord does.
@@ -38,7 +56,9 @@
 //! [`InteractionSigner`] holds an Ed25519 key pair and POSTs interactions signed the way
 //! Discord signs them (`X-Signature-Ed25519` over timestamp ++ body, `X-Signature-Timestamp`),
 //! or signed badly on purpose ([`Signing`]); [`ping`], [`application_command`],
-//! [`autocomplete`] and [`message_component`] build the interaction payloads.
+//! [`autocomplete`], [`message_component`] and [`string_select`] build the interaction
+//! payloads, and [`message_errors`] checks an interaction's answer against the limits
+//! Discord applies to messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,7 +68,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
+use axum::routing::{patch, post, put};
 use axum::{Json, Router};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Map, Value};
@@ -68,6 +88,19 @@ pub const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 const CREATE_ROUTE: &str = "POST /channels/{channel_id}/messages";
 /// Route shape of message edits.
 const EDIT_ROUTE: &str = "PATCH /channels/{channel_id}/messages/{message_id}";
+/// Route shape of the bulk overwrite of global commands.
+const COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/commands";
+/// Route shape of edits of an interaction's original answer.
+const ORIGINAL_ROUTE: &str =
+    "PATCH /webhooks/{application_id}/{interaction_token}/messages/@original";
+/// How long an interaction's token may edit its answer.
+pub const INTERACTION_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// Discord's locales, the keys of `name_localizations` and `description_localizations`.
+pub const LOCALES: [&str; 32] = [
+    "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu", "nl",
+    "no", "pl", "pt-BR", "ro", "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru", "uk", "hi", "th",
+    "zh-CN", "ja", "zh-TW", "ko",
+];
 
 /// Rate limits the server enforces (see [`DiscordServer::set_limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +229,58 @@ pub struct Edit {
     pub at: Instant,
 }
 
+/// One accepted bulk overwrite of an application's commands.
+#[derive(Debug, Clone)]
+pub struct CommandOverwrite {
+    /// The application.
+    pub application_id: u64,
+    /// The PUT body (an array of commands).
+    pub body: Value,
+    /// When the server accepted it.
+    pub at: Instant,
+}
+
+impl CommandOverwrite {
+    /// The names of the commands, in the order sent.
+    pub fn names(&self) -> Vec<String> {
+        self.body
+            .as_array()
+            .map(|commands| {
+                commands
+                    .iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One accepted edit of an interaction's original answer.
+#[derive(Debug, Clone)]
+pub struct OriginalEdit {
+    /// The application.
+    pub application_id: u64,
+    /// The interaction token it went to.
+    pub token: String,
+    /// The interaction's channel.
+    pub channel_id: u64,
+    /// The PATCH body.
+    pub body: Value,
+    /// When the server accepted it.
+    pub at: Instant,
+}
+
+/// An interaction whose token may edit its original answer.
+#[derive(Debug, Clone)]
+struct Opened {
+    application_id: u64,
+    channel_id: u64,
+    opened: Instant,
+    /// The original answer as the edits left it.
+    message: Option<Value>,
+}
+
 /// A bucket's fixed window.
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -211,6 +296,14 @@ struct Inner {
     messages: HashMap<u64, (u64, Value)>,
     sent: Vec<SentMessage>,
     edits: Vec<Edit>,
+    /// Each application's global commands, as stored.
+    commands: HashMap<u64, Vec<Value>>,
+    /// Command ids by application, type and name, kept across overwrites.
+    command_ids: HashMap<(u64, u64, String), u64>,
+    overwrites: Vec<CommandOverwrite>,
+    /// Interactions by token.
+    interactions: HashMap<String, Opened>,
+    original_edits: Vec<OriginalEdit>,
     buckets: HashMap<(&'static str, u64), Window>,
     /// Arrival times of the requests counted against the global limit, oldest first.
     global: VecDeque<Instant>,
@@ -228,6 +321,8 @@ struct Shared {
     token: String,
     inner: Mutex<Inner>,
     sent_count: watch::Sender<usize>,
+    /// Bumped on every command overwrite and original edit, for the waits.
+    changes: watch::Sender<u64>,
 }
 
 /// A running Discord REST API; stops when dropped.
@@ -245,16 +340,26 @@ impl DiscordServer {
     /// Starts a server accepting `token`, enforcing [`Limits::discord`].
     pub async fn start(token: &str) -> std::io::Result<Self> {
         let (sent_count, _) = watch::channel(0);
+        let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             token: token.to_owned(),
             inner: Mutex::new(Inner::default()),
             sent_count,
+            changes,
         });
         let router = Router::new()
             .route("/api/v10/channels/{channel_id}/messages", post(create))
             .route(
                 "/api/v10/channels/{channel_id}/messages/{message_id}",
                 patch(edit),
+            )
+            .route(
+                "/api/v10/applications/{application_id}/commands",
+                put(overwrite_commands),
+            )
+            .route(
+                "/api/v10/webhooks/{application_id}/{token}/messages/@original",
+                patch(edit_original),
             )
             .fallback(not_found)
             .with_state(shared.clone());
@@ -359,6 +464,89 @@ impl DiscordServer {
         lock(&self.shared.inner).unauthorized
     }
 
+    /// Every accepted bulk overwrite of commands, in order.
+    pub fn command_overwrites(&self) -> Vec<CommandOverwrite> {
+        lock(&self.shared.inner).overwrites.clone()
+    }
+
+    /// The global commands of `application` as stored (with their ids), in order.
+    pub fn commands(&self, application: u64) -> Vec<Value> {
+        lock(&self.shared.inner)
+            .commands
+            .get(&application)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until at least `count` bulk overwrites were accepted (panics after
+    /// `timeout`).
+    pub async fn wait_command_overwrites(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<CommandOverwrite> {
+        self.wait_change(timeout, || {
+            let overwrites = self.command_overwrites();
+            (overwrites.len() >= count).then_some(overwrites)
+        })
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {count} command overwrites"))
+    }
+
+    /// Makes the token of `interaction` (a payload built by this module) known, as
+    /// Discord knows the interactions it sends: for 15 minutes its original answer may be
+    /// edited through the webhook route.
+    pub fn open_interaction(&self, interaction: &Value) {
+        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
+        let Some(token) = text(interaction.get("token")) else {
+            return;
+        };
+        let id = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let channel = text(interaction.get("channel_id"))
+            .or_else(|| text(interaction.get("channel").and_then(|c| c.get("id"))));
+        lock(&self.shared.inner).interactions.insert(
+            token,
+            Opened {
+                application_id: id(text(interaction.get("application_id"))),
+                channel_id: id(channel),
+                opened: Instant::now(),
+                message: None,
+            },
+        );
+    }
+
+    /// Every accepted edit of an interaction's original answer, in order.
+    pub fn original_edits(&self) -> Vec<OriginalEdit> {
+        lock(&self.shared.inner).original_edits.clone()
+    }
+
+    /// Waits until the original answer of the interaction `token` was edited; the first
+    /// edit (panics after `timeout`).
+    pub async fn wait_original_edit(&self, token: &str, timeout: Duration) -> OriginalEdit {
+        self.wait_change(timeout, || {
+            self.original_edits().into_iter().find(|e| e.token == token)
+        })
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for an edit of the original answer"))
+    }
+
+    /// Polls `found` after every change until it answers, for at most `timeout`.
+    async fn wait_change<T>(&self, timeout: Duration, found: impl Fn() -> Option<T>) -> Option<T> {
+        let mut rx = self.shared.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(value) = found() {
+                return Some(value);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return found();
+            }
+        }
+    }
+
     /// Waits until at least `count` messages were created (panics after `timeout`).
     pub async fn wait_sent(&self, count: usize, timeout: Duration) -> Vec<SentMessage> {
         let mut rx = self.shared.sent_count.subscribe();
@@ -461,25 +649,11 @@ fn handle(
     let mut inner = lock(&shared.inner);
     inner.requests += 1;
 
-    let expected = format!("Bot {}", shared.token);
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
-    if !authorized {
-        inner.unauthorized += 1;
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"message": "401: Unauthorized", "code": 0}),
-            &[],
-        );
+    if let Some(refused) = unauthorized(shared, &mut inner, headers) {
+        return refused;
     }
-
-    // An outage is the edge failing before any rate limit is counted.
-    match inner.outage {
-        Some(Outage::BadGateway) => return bad_gateway(),
-        Some(Outage::ServerError) => return server_error(&[]),
-        None => {}
+    if let Some(failed) = outage(&inner) {
+        return failed;
     }
 
     let Ok(channel) = channel_id.parse::<u64>() else {
@@ -503,63 +677,10 @@ fn handle(
         },
     };
 
-    // The global limit, over a sliding window.
-    let limits = inner.limits;
-    while inner
-        .global
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= limits.global_window)
-    {
-        inner.global.pop_front();
-    }
-    if inner.global.len() >= limits.global_limit as usize {
-        inner.global_429 += 1;
-        let oldest = inner.global.front().copied().unwrap_or(now);
-        let retry_after = (oldest + limits.global_window)
-            .saturating_duration_since(now)
-            .as_secs_f64()
-            .max(0.001);
-        return too_many(retry_after, true, &[]);
-    }
-    inner.global.push_back(now);
-
-    // The route's bucket for this channel: a fixed window opened by its first request.
-    let key = (route.shape(), channel);
-    let window = inner.buckets.entry(key).or_insert(Window {
-        opened: now,
-        used: 0,
-    });
-    if now.duration_since(window.opened) >= limits.bucket_window {
-        *window = Window {
-            opened: now,
-            used: 0,
-        };
-    }
-    let reset_after = (window.opened + limits.bucket_window).saturating_duration_since(now);
-    let over = window.used >= limits.bucket_limit;
-    if !over {
-        window.used += 1;
-    }
-    let remaining = limits.bucket_limit.saturating_sub(window.used);
-    let reset_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_add(reset_after)
-        .as_secs_f64();
-    let rate_headers = vec![
-        ("x-ratelimit-limit", limits.bucket_limit.to_string()),
-        ("x-ratelimit-remaining", remaining.to_string()),
-        ("x-ratelimit-reset", format!("{reset_epoch:.3}")),
-        (
-            "x-ratelimit-reset-after",
-            format!("{:.3}", reset_after.as_secs_f64()),
-        ),
-        ("x-ratelimit-bucket", bucket_hash(route.shape())),
-    ];
-    if over {
-        inner.bucket_429 += 1;
-        return too_many(reset_after.as_secs_f64().max(0.001), false, &rate_headers);
-    }
+    let rate_headers = match admit(&mut inner, route.shape(), channel, true, now) {
+        Ok(headers) => headers,
+        Err(refused) => return *refused,
+    };
 
     // Scripted failures of this channel: the next one queued, else a lasting one.
     let scripted = inner
@@ -636,17 +757,7 @@ fn handle(
                     &rate_headers,
                 );
             }
-            for key in ["content", "embeds", "components"] {
-                if let Some(value) = body.get(key) {
-                    message[key] = match (key, value) {
-                        ("content", Value::Null) => json!(""),
-                        (_, Value::Null) => json!([]),
-                        ("embeds", embeds) => rich_embeds(embeds),
-                        (_, value) => value.clone(),
-                    };
-                }
-            }
-            message["edited_timestamp"] = json!(discord_timestamp());
+            apply_edit(message, &body);
             let answer = message.clone();
             inner.edits.push(Edit {
                 message_id: id,
@@ -657,6 +768,110 @@ fn handle(
             json_response(StatusCode::OK, answer, &rate_headers)
         }
     }
+}
+
+/// Checks the bot token; the 401 Discord answers when it is missing or wrong.
+fn unauthorized(shared: &Shared, inner: &mut Inner, headers: &HeaderMap) -> Option<Response> {
+    let expected = format!("Bot {}", shared.token);
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected);
+    if authorized {
+        return None;
+    }
+    inner.unauthorized += 1;
+    Some(json_response(
+        StatusCode::UNAUTHORIZED,
+        json!({"message": "401: Unauthorized", "code": 0}),
+        &[],
+    ))
+}
+
+/// The answer of an outage, when one is on: the edge failing before any rate limit is
+/// counted.
+fn outage(inner: &Inner) -> Option<Response> {
+    match inner.outage {
+        Some(Outage::BadGateway) => Some(bad_gateway()),
+        Some(Outage::ServerError) => Some(server_error(&[])),
+        None => None,
+    }
+}
+
+/// Counts a request of route `shape` with major parameter `major` against the global
+/// limit (when `global`) and its bucket; answers the rate-limit headers to send, or the
+/// 429.
+fn admit(
+    inner: &mut Inner,
+    shape: &'static str,
+    major: u64,
+    global: bool,
+    now: Instant,
+) -> Result<Vec<(&'static str, String)>, Box<Response>> {
+    let limits = inner.limits;
+    if global {
+        // The global limit, over a sliding window.
+        while inner
+            .global
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limits.global_window)
+        {
+            inner.global.pop_front();
+        }
+        if inner.global.len() >= limits.global_limit as usize {
+            inner.global_429 += 1;
+            let oldest = inner.global.front().copied().unwrap_or(now);
+            let retry_after = (oldest + limits.global_window)
+                .saturating_duration_since(now)
+                .as_secs_f64()
+                .max(0.001);
+            return Err(Box::new(too_many(retry_after, true, &[])));
+        }
+        inner.global.push_back(now);
+    }
+
+    // The route's bucket for this major parameter: a fixed window opened by its first
+    // request.
+    let window = inner.buckets.entry((shape, major)).or_insert(Window {
+        opened: now,
+        used: 0,
+    });
+    if now.duration_since(window.opened) >= limits.bucket_window {
+        *window = Window {
+            opened: now,
+            used: 0,
+        };
+    }
+    let reset_after = (window.opened + limits.bucket_window).saturating_duration_since(now);
+    let over = window.used >= limits.bucket_limit;
+    if !over {
+        window.used += 1;
+    }
+    let remaining = limits.bucket_limit.saturating_sub(window.used);
+    let reset_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(reset_after)
+        .as_secs_f64();
+    let rate_headers = vec![
+        ("x-ratelimit-limit", limits.bucket_limit.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-reset", format!("{reset_epoch:.3}")),
+        (
+            "x-ratelimit-reset-after",
+            format!("{:.3}", reset_after.as_secs_f64()),
+        ),
+        ("x-ratelimit-bucket", bucket_hash(shape)),
+    ];
+    if over {
+        inner.bucket_429 += 1;
+        return Err(Box::new(too_many(
+            reset_after.as_secs_f64().max(0.001),
+            false,
+            &rate_headers,
+        )));
+    }
+    Ok(rate_headers)
 }
 
 fn array_of(body: &Map<String, Value>, key: &str) -> Vec<Value> {
@@ -1035,15 +1250,32 @@ fn validate(body: &Map<String, Value>) -> Map<String, Value> {
                 "Must be 1 or more in length.",
             );
         }
+        let selects = children
+            .iter()
+            .filter(|c| c.get("type").and_then(Value::as_u64) == Some(3))
+            .count();
+        if selects > 0 && children.len() > 1 {
+            // A select menu is as wide as its row.
+            push_error(
+                &mut errors,
+                &path,
+                "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                "The specified component exceeds the maximum width",
+            );
+        }
         for (j, button) in children.iter().enumerate() {
             let j = j.to_string();
             let at = |field: &'static str| ["components", &i, "components", &j, field];
+            if button.get("type").and_then(Value::as_u64) == Some(3) {
+                check_select(&mut errors, &["components", &i, "components", &j], button);
+                continue;
+            }
             if button.get("type").and_then(Value::as_u64) != Some(2) {
                 push_error(
                     &mut errors,
                     &at("type"),
                     "UNION_TYPE_CHOICES",
-                    "Value of field \"type\" must be one of (2,).",
+                    "Value of field \"type\" must be one of (2, 3).",
                 );
                 continue;
             }
@@ -1118,6 +1350,587 @@ fn validate(body: &Map<String, Value>) -> Map<String, Value> {
         }
     }
     errors
+}
+
+/// Checks a string select menu at `path`.
+fn check_select(errors: &mut Map<String, Value>, path: &[&str], select: &Value) {
+    let at = |field: &'static str| {
+        let mut full = path.to_vec();
+        full.push(field);
+        full
+    };
+    let has = |key: &str| select.get(key).is_some_and(|v| !v.is_null());
+    if !has("custom_id") {
+        push_error(
+            errors,
+            &at("custom_id"),
+            "BASE_TYPE_REQUIRED",
+            "This field is required",
+        );
+    }
+    check_len(errors, &at("custom_id"), select.get("custom_id"), 100);
+    check_len(errors, &at("placeholder"), select.get("placeholder"), 150);
+    let options = check_array(errors, &at("options"), select.get("options"), 25);
+    if options.is_empty() {
+        push_error(
+            errors,
+            &at("options"),
+            "BASE_TYPE_MIN_LENGTH",
+            "Must be 1 or more in length.",
+        );
+    }
+    let mut defaults = 0;
+    for (k, option) in options.iter().enumerate() {
+        let k = k.to_string();
+        let mut option_path = at("options");
+        option_path.push(&k);
+        for key in ["label", "value"] {
+            let mut field = option_path.clone();
+            field.push(key);
+            if option.get(key).is_none_or(Value::is_null) {
+                push_error(
+                    errors,
+                    &field,
+                    "BASE_TYPE_REQUIRED",
+                    "This field is required",
+                );
+            }
+            check_len(errors, &field, option.get(key), 100);
+        }
+        let mut field = option_path.clone();
+        field.push("description");
+        check_len(errors, &field, option.get("description"), 100);
+        if option.get("default").and_then(Value::as_bool) == Some(true) {
+            defaults += 1;
+        }
+    }
+    let count =
+        |key: &str, default: u64| select.get(key).and_then(Value::as_u64).unwrap_or(default);
+    let (min, max) = (count("min_values", 1), count("max_values", 1));
+    if min > 25 {
+        push_error(
+            errors,
+            &at("min_values"),
+            "NUMBER_TYPE_MAX",
+            "int value should be less than or equal to 25.",
+        );
+    }
+    if !(1..=25).contains(&max) {
+        push_error(
+            errors,
+            &at("max_values"),
+            "NUMBER_TYPE_MAX",
+            "int value should be between 1 and 25.",
+        );
+    }
+    if min > max {
+        push_error(
+            errors,
+            &at("min_values"),
+            "SELECT_COMPONENT_MIN_VALUES_TOO_LARGE",
+            "min_values must be less than or equal to max_values",
+        );
+    }
+    if !options.is_empty() && max as usize > options.len() {
+        push_error(
+            errors,
+            &at("max_values"),
+            "SELECT_COMPONENT_MAX_VALUES_TOO_LARGE",
+            "max_values must be less than or equal to the number of options",
+        );
+    }
+    if defaults > max {
+        push_error(
+            errors,
+            &at("options"),
+            "SELECT_COMPONENT_TOO_MANY_DEFAULT_VALUES",
+            "More default values than max_values",
+        );
+    }
+}
+
+/// Discord's errors for `message`, a message body (content, embeds, components,
+/// allowed mentions), as the `errors` map of a 50035 answer; `None` when Discord would
+/// accept it. For checking the messages a bot answers interactions with, which reach
+/// the test rather than this server.
+pub fn message_errors(message: &Value) -> Option<Value> {
+    let Some(body) = message.as_object() else {
+        let mut errors = Map::new();
+        push_error(
+            &mut errors,
+            &[],
+            "MODEL_TYPE_CONVERT",
+            "Only dictionaries may be used in a ModelType",
+        );
+        return Some(Value::Object(errors));
+    };
+    let errors = validate(body);
+    (!errors.is_empty()).then_some(Value::Object(errors))
+}
+
+/// Whether `name` is a command or option name Discord accepts: 1–32 characters, each a
+/// letter, a digit, `-` or `_`, and no capitals.
+fn valid_command_name(name: &str) -> bool {
+    let count = name.chars().count();
+    (1..=32).contains(&count)
+        && name
+            .chars()
+            .all(|c| (c.is_alphanumeric() || c == '-' || c == '_') && !c.is_uppercase())
+}
+
+/// Checks `name` and `description` (and their localizations) of a command or option at
+/// `path`; `described`: whether a description is required (CHAT_INPUT commands and
+/// every option).
+fn check_naming(errors: &mut Map<String, Value>, path: &[&str], item: &Value, described: bool) {
+    let at = |field: &str| {
+        let mut full: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+        full.push(field.to_owned());
+        full
+    };
+    match item.get("name") {
+        None | Some(Value::Null) => push_error(
+            errors,
+            &refs(&at("name")),
+            "BASE_TYPE_REQUIRED",
+            "This field is required",
+        ),
+        Some(Value::String(name)) if !valid_command_name(name) => push_error(
+            errors,
+            &refs(&at("name")),
+            "APPLICATION_COMMAND_INVALID_NAME",
+            "Command name is invalid",
+        ),
+        Some(Value::String(_)) => {}
+        Some(other) => push_error(
+            errors,
+            &refs(&at("name")),
+            "BASE_TYPE_STRING",
+            &format!("Could not interpret \"{other}\" as string."),
+        ),
+    }
+    if described {
+        match item.get("description") {
+            None | Some(Value::Null) => push_error(
+                errors,
+                &refs(&at("description")),
+                "BASE_TYPE_REQUIRED",
+                "This field is required",
+            ),
+            Some(Value::String(text)) if !(1..=100).contains(&text.chars().count()) => push_error(
+                errors,
+                &refs(&at("description")),
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 100 in length.",
+            ),
+            Some(Value::String(_)) => {}
+            Some(other) => push_error(
+                errors,
+                &refs(&at("description")),
+                "BASE_TYPE_STRING",
+                &format!("Could not interpret \"{other}\" as string."),
+            ),
+        }
+    }
+    for (key, max) in [
+        ("name_localizations", 32),
+        ("description_localizations", 100),
+    ] {
+        let Some(map) = item.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let Some(map) = map.as_object() else {
+            push_error(
+                errors,
+                &refs(&at(key)),
+                "DICT_TYPE_CONVERT",
+                "Only dictionaries may be used in a DictType",
+            );
+            continue;
+        };
+        for (locale, text) in map {
+            let mut full = at(key);
+            full.push(locale.clone());
+            if !LOCALES.contains(&locale.as_str()) {
+                push_error(
+                    errors,
+                    &refs(&full),
+                    "BASE_TYPE_CHOICES",
+                    &format!("Value must be one of {LOCALES:?}."),
+                );
+                continue;
+            }
+            let ok = text
+                .as_str()
+                .is_some_and(|t| (1..=max).contains(&t.chars().count()));
+            if !ok {
+                push_error(
+                    errors,
+                    &refs(&full),
+                    "BASE_TYPE_BAD_LENGTH",
+                    &format!("Must be between 1 and {max} in length."),
+                );
+            }
+        }
+    }
+}
+
+/// Checks the options of a command or option at `path` (`options` under it).
+fn check_options(errors: &mut Map<String, Value>, path: &[&str], item: &Value) {
+    let mut options_path = path.to_vec();
+    options_path.push("options");
+    let options = check_array(errors, &options_path, item.get("options"), 25);
+    let mut optional_seen = false;
+    for (i, option) in options.iter().enumerate() {
+        let i = i.to_string();
+        let mut at = options_path.clone();
+        at.push(&i);
+        if !option.is_object() {
+            push_error(
+                errors,
+                &at,
+                "MODEL_TYPE_CONVERT",
+                "Only dictionaries may be used in a ModelType",
+            );
+            continue;
+        }
+        let field = |name: &'static str| {
+            let mut full = at.clone();
+            full.push(name);
+            full
+        };
+        let kind = option.get("type").and_then(Value::as_u64);
+        if !kind.is_some_and(|k| (1..=11).contains(&k)) {
+            push_error(
+                errors,
+                &field("type"),
+                "ENUM_TYPE_COERCE",
+                &format!(
+                    "Value \"{}\" is not a valid enum value.",
+                    option.get("type").unwrap_or(&Value::Null)
+                ),
+            );
+        }
+        check_naming(errors, &at, option, true);
+        let required = option.get("required").and_then(Value::as_bool) == Some(true);
+        if required && optional_seen {
+            push_error(
+                errors,
+                &field("required"),
+                "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                "Required options must be placed before non-required options",
+            );
+        }
+        optional_seen |= !required;
+        let choices = check_array(errors, &field("choices"), option.get("choices"), 25);
+        if !choices.is_empty() && option.get("autocomplete").and_then(Value::as_bool) == Some(true)
+        {
+            push_error(
+                errors,
+                &field("autocomplete"),
+                "APPLICATION_COMMAND_AUTOCOMPLETE_REQUIRES_NO_CHOICES",
+                "Autocomplete cannot be set for options with choices",
+            );
+        }
+        for (j, choice) in choices.iter().enumerate() {
+            let j = j.to_string();
+            let mut choice_path = field("choices");
+            choice_path.push(&j);
+            let mut name = choice_path.clone();
+            name.push("name");
+            let ok = choice
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| (1..=100).contains(&n.chars().count()));
+            if !ok {
+                push_error(
+                    errors,
+                    &name,
+                    "BASE_TYPE_BAD_LENGTH",
+                    "Must be between 1 and 100 in length.",
+                );
+            }
+            let mut value = choice_path.clone();
+            value.push("value");
+            match choice.get("value") {
+                Some(Value::String(text)) if text.chars().count() <= 100 => {}
+                Some(Value::Number(_)) => {}
+                _ => push_error(
+                    errors,
+                    &value,
+                    "BASE_TYPE_BAD_LENGTH",
+                    "Must be between 1 and 100 in length.",
+                ),
+            }
+        }
+        if matches!(kind, Some(1 | 2)) {
+            check_options(errors, &at, option);
+        }
+    }
+}
+
+/// Checks a bulk overwrite of commands; Discord's nested error map.
+fn validate_commands(commands: &[Value]) -> Map<String, Value> {
+    let mut errors = Map::new();
+    if commands.len() > 100 {
+        push_error(
+            &mut errors,
+            &[],
+            "BASE_TYPE_MAX_LENGTH",
+            "Must be 100 or fewer in length.",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, command) in commands.iter().enumerate() {
+        let i = i.to_string();
+        if !command.is_object() {
+            push_error(
+                &mut errors,
+                &[&i],
+                "MODEL_TYPE_CONVERT",
+                "Only dictionaries may be used in a ModelType",
+            );
+            continue;
+        }
+        let kind = match command.get("type") {
+            None | Some(Value::Null) => 1,
+            Some(value) => match value.as_u64().filter(|k| (1..=4).contains(k)) {
+                Some(kind) => kind,
+                None => {
+                    push_error(
+                        &mut errors,
+                        &[&i, "type"],
+                        "ENUM_TYPE_COERCE",
+                        &format!("Value \"{value}\" is not a valid enum value."),
+                    );
+                    continue;
+                }
+            },
+        };
+        check_naming(&mut errors, &[&i], command, kind == 1);
+        check_options(&mut errors, &[&i], command);
+        if let Some(name) = command.get("name").and_then(Value::as_str) {
+            if !seen.insert((kind, name.to_owned())) {
+                push_error(
+                    &mut errors,
+                    &[&i, "name"],
+                    "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                    "Application command names must be unique",
+                );
+            }
+        }
+    }
+    errors
+}
+
+/// The bucket's major parameter for an interaction token.
+fn token_key(token: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Applies the fields of an edit `body` to a stored Message object.
+fn apply_edit(message: &mut Value, body: &Map<String, Value>) {
+    for key in ["content", "embeds", "components"] {
+        if let Some(value) = body.get(key) {
+            message[key] = match (key, value) {
+                ("content", Value::Null) => json!(""),
+                (_, Value::Null) => json!([]),
+                ("embeds", embeds) => rich_embeds(embeds),
+                (_, value) => value.clone(),
+            };
+        }
+    }
+    message["edited_timestamp"] = json!(discord_timestamp());
+}
+
+async fn overwrite_commands(
+    State(shared): State<Arc<Shared>>,
+    Path(application_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = Instant::now();
+    let mut inner = lock(&shared.inner);
+    inner.requests += 1;
+    if let Some(refused) = unauthorized(&shared, &mut inner, &headers) {
+        return refused;
+    }
+    if let Some(failed) = outage(&inner) {
+        return failed;
+    }
+    let Ok(application) = application_id.parse::<u64>() else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            not_snowflake("application_id", &application_id),
+            &[],
+        );
+    };
+    let rate_headers = match admit(&mut inner, COMMANDS_ROUTE, application, true, now) {
+        Ok(headers) => headers,
+        Err(refused) => return *refused,
+    };
+    let commands = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(commands)) => commands,
+        Ok(_) => {
+            let mut errors = Map::new();
+            push_error(&mut errors, &[], "BASE_TYPE_ARRAY", "Must be an array.");
+            return json_response(StatusCode::BAD_REQUEST, invalid_form(errors), &rate_headers);
+        }
+        Err(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 50109, "message": "The request body contains invalid JSON."}),
+                &rate_headers,
+            )
+        }
+    };
+    let errors = validate_commands(&commands);
+    if !errors.is_empty() {
+        return json_response(StatusCode::BAD_REQUEST, invalid_form(errors), &rate_headers);
+    }
+    let Inner {
+        next_seq,
+        command_ids,
+        ..
+    } = &mut *inner;
+    *next_seq += 1;
+    let version = snowflake(*next_seq);
+    let stored: Vec<Value> = commands
+        .iter()
+        .map(|command| {
+            let kind = command.get("type").and_then(Value::as_u64).unwrap_or(1);
+            let name = command
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let id = *command_ids
+                .entry((application, kind, name.clone()))
+                .or_insert_with(|| {
+                    *next_seq += 1;
+                    snowflake(*next_seq)
+                });
+            let given = |key: &str, default: Value| {
+                command
+                    .get(key)
+                    .filter(|v| !v.is_null())
+                    .cloned()
+                    .unwrap_or(default)
+            };
+            let mut stored = json!({
+                "id": id.to_string(),
+                "application_id": application.to_string(),
+                "version": version.to_string(),
+                "default_member_permissions": given("default_member_permissions", Value::Null),
+                "type": kind,
+                "name": name,
+                "name_localizations": given("name_localizations", Value::Null),
+                "description": given("description", json!("")),
+                "description_localizations": given("description_localizations", Value::Null),
+                "dm_permission": given("dm_permission", json!(true)),
+                "contexts": given("contexts", Value::Null),
+                "integration_types": given("integration_types", json!([0])),
+                "nsfw": given("nsfw", json!(false)),
+            });
+            if let Some(options) = command.get("options").filter(|o| !o.is_null()) {
+                stored["options"] = options.clone();
+            }
+            stored
+        })
+        .collect();
+    inner.commands.insert(application, stored.clone());
+    inner.overwrites.push(CommandOverwrite {
+        application_id: application,
+        body: Value::Array(commands),
+        at: now,
+    });
+    drop(inner);
+    shared.changes.send_modify(|n| *n += 1);
+    json_response(StatusCode::OK, Value::Array(stored), &rate_headers)
+}
+
+async fn edit_original(
+    State(shared): State<Arc<Shared>>,
+    Path((application_id, token)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let now = Instant::now();
+    let mut inner = lock(&shared.inner);
+    inner.requests += 1;
+    if let Some(failed) = outage(&inner) {
+        return failed;
+    }
+    let Ok(application) = application_id.parse::<u64>() else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            not_snowflake("webhook_id", &application_id),
+            &[],
+        );
+    };
+    let known = inner.interactions.get(&token).is_some_and(|opened| {
+        opened.application_id == application
+            && now.duration_since(opened.opened) < INTERACTION_TOKEN_LIFETIME
+    });
+    if !known {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            api_error(10015, "Unknown Webhook"),
+            &[],
+        );
+    }
+    // Interaction webhooks are not bound to the global limit; their bucket is the token's.
+    let rate_headers = match admit(&mut inner, ORIGINAL_ROUTE, token_key(&token), false, now) {
+        Ok(headers) => headers,
+        Err(refused) => return *refused,
+    };
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(body)) => body,
+        _ => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 50109, "message": "The request body contains invalid JSON."}),
+                &rate_headers,
+            )
+        }
+    };
+    let errors = validate(&body);
+    if !errors.is_empty() {
+        return json_response(StatusCode::BAD_REQUEST, invalid_form(errors), &rate_headers);
+    }
+    inner.next_seq += 1;
+    let fresh_id = snowflake(inner.next_seq);
+    let Some(opened) = inner.interactions.get_mut(&token) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            api_error(10015, "Unknown Webhook"),
+            &[],
+        );
+    };
+    let channel = opened.channel_id;
+    let message = opened.message.get_or_insert_with(|| {
+        let mut message = message_json(fresh_id, channel, &Map::new());
+        message["application_id"] = json!(application.to_string());
+        message
+    });
+    apply_edit(message, &body);
+    let answer = message.clone();
+    inner.original_edits.push(OriginalEdit {
+        application_id: application,
+        token,
+        channel_id: channel,
+        body: Value::Object(body),
+        at: now,
+    });
+    drop(inner);
+    shared.changes.send_modify(|n| *n += 1);
+    json_response(StatusCode::OK, answer, &rate_headers)
+}
+
+/// A path of owned segments as the `&str` segments [`push_error`] takes.
+fn refs(path: &[String]) -> Vec<&str> {
+    path.iter().map(String::as_str).collect()
 }
 
 fn as_refs<const N: usize>(path: &[String; N]) -> Vec<&str> {
@@ -1241,11 +2054,18 @@ pub struct Invoker {
     pub permissions: u64,
     /// The user's client language (`en-US`, `ja`, …).
     pub locale: String,
+    /// The server's language (`guild_locale`; `en-US` unless a community server set
+    /// another).
+    pub guild_locale: String,
+    /// The member's role ids.
+    pub roles: Vec<u64>,
 }
 
 impl Invoker {
     /// Discord's `ADMINISTRATOR` permission bit.
     pub const ADMINISTRATOR: u64 = 1 << 3;
+    /// Discord's `MANAGE_CHANNELS` permission bit.
+    pub const MANAGE_CHANNELS: u64 = 1 << 4;
     /// Discord's `MANAGE_GUILD` permission bit.
     pub const MANAGE_GUILD: u64 = 1 << 5;
     /// Discord's `SEND_MESSAGES` permission bit.
@@ -1260,7 +2080,15 @@ impl Invoker {
             channel_id: channel,
             permissions: Self::SEND_MESSAGES,
             locale: "en-US".into(),
+            guild_locale: "en-US".into(),
+            roles: Vec::new(),
         }
+    }
+
+    /// This invoker with role `role` too.
+    pub fn with_role(mut self, role: u64) -> Self {
+        self.roles.push(role);
+        self
     }
 
     /// An administrator of `guild`, in `channel`.
@@ -1318,14 +2146,14 @@ fn interaction(kind: u8, invoker: &Invoker, data: Value) -> Value {
     match invoker.guild_id {
         Some(guild) => {
             value["guild_id"] = json!(guild.to_string());
-            value["guild_locale"] = json!("en-US");
+            value["guild_locale"] = json!(invoker.guild_locale);
             value["context"] = json!(0);
             value["authorizing_integration_owners"] = json!({"0": guild.to_string()});
             value["channel"] = json!({"id": invoker.channel_id.to_string(), "type": 0, "guild_id": guild.to_string(), "name": "streams"});
             value["member"] = json!({
                 "user": invoker.user_json(),
                 "permissions": invoker.permissions.to_string(),
-                "roles": [],
+                "roles": invoker.roles.iter().map(u64::to_string).collect::<Vec<_>>(),
                 "joined_at": "2024-01-01T00:00:00.000000+00:00",
                 "deaf": false,
                 "mute": false,
@@ -1394,6 +2222,19 @@ pub fn message_component(invoker: &Invoker, custom_id: &str, message_id: u64) ->
     let mut message = message_json(message_id, invoker.channel_id, &body);
     message["content"] = json!("…");
     value["message"] = message;
+    value
+}
+
+/// A MESSAGE_COMPONENT (type 3) from a string select menu: `values` chosen in the menu
+/// `custom_id` of the bot's message `message_id`.
+pub fn string_select(
+    invoker: &Invoker,
+    custom_id: &str,
+    values: &[&str],
+    message_id: u64,
+) -> Value {
+    let mut value = message_component(invoker, custom_id, message_id);
+    value["data"] = json!({"custom_id": custom_id, "component_type": 3, "values": values});
     value
 }
 
@@ -1724,6 +2565,172 @@ mod tests {
         );
     }
 
+    async fn put_commands(
+        server: &DiscordServer,
+        auth: Option<&str>,
+        body: Value,
+    ) -> reqwest::Response {
+        let mut request = client()
+            .put(format!(
+                "{}/api/v10/applications/{BOT_USER_ID}/commands",
+                server.url
+            ))
+            .json(&body);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        request.send().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn commands_are_overwritten_in_bulk_as_discord_does() {
+        let server = server().await;
+        server.set_limits(Limits::lenient());
+        let command = |name: &str| {
+            json!({
+                "name": name, "type": 1, "description": "Subscribe to a streamer.",
+                "description_localizations": {"ja": "配信者を購読します。"},
+                "contexts": [0],
+                "options": [{"type": 3, "name": "entity", "description": "Who", "required": true, "autocomplete": true}],
+            })
+        };
+        let refused = put_commands(&server, None, json!([command("subscribe")])).await;
+        assert_eq!(refused.status(), 401);
+
+        for (body, path) in [
+            (json!({"name": "x"}), None),
+            (
+                json!([{"name": "Subscribe", "description": "d"}]),
+                Some("/0/name"),
+            ),
+            (
+                json!([{"name": "list", "description": ""}]),
+                Some("/0/description"),
+            ),
+            (
+                json!([{"name": "list", "type": 9, "description": "d"}]),
+                Some("/0/type"),
+            ),
+            (
+                json!([{"name": "list", "description": "d", "description_localizations": {"zh": "列表"}}]),
+                Some("/0/description_localizations/zh"),
+            ),
+            (
+                json!([{"name": "lang", "description": "d", "options": [
+                    {"type": 3, "name": "code", "description": "c"},
+                    {"type": 3, "name": "other", "description": "o", "required": true},
+                ]}]),
+                Some("/0/options/1/required"),
+            ),
+            (
+                json!([{"name": "lang", "description": "d", "options": [{"type": 3, "name": "code", "description": "c",
+                    "autocomplete": true, "choices": [{"name": "English", "value": "en"}]}]}]),
+                Some("/0/options/0/autocomplete"),
+            ),
+            (json!([command("list"), command("list")]), Some("/1/name")),
+        ] {
+            let response = put_commands(&server, Some("Bot test-token"), body.clone()).await;
+            assert_eq!(response.status(), 400, "{body}");
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!(answer["code"], 50035, "{answer}");
+            let errors = &answer["errors"];
+            let at = match path {
+                Some(path) => errors.pointer(path).cloned().unwrap_or(Value::Null),
+                None => errors.clone(),
+            };
+            assert!(at["_errors"].is_array(), "{body}: {answer}");
+        }
+        assert!(server.command_overwrites().is_empty());
+
+        let first = put_commands(
+            &server,
+            Some("Bot test-token"),
+            json!([command("subscribe"), {"name": "help", "description": "Help."}]),
+        )
+        .await;
+        assert_eq!(first.status(), 200);
+        assert!(first.headers().get("x-ratelimit-bucket").is_some());
+        let stored: Vec<Value> = first.json().await.unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0]["application_id"], BOT_USER_ID.to_string());
+        assert_eq!(stored[0]["options"][0]["name"], "entity");
+        assert_eq!(stored[1]["type"], 1);
+        assert!(stored[0]["version"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok());
+        let second: Vec<Value> = put_commands(
+            &server,
+            Some("Bot test-token"),
+            json!([command("subscribe")]),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        // The same name keeps its id; help was dropped.
+        assert_eq!(second[0]["id"], stored[0]["id"]);
+        assert_eq!(server.commands(BOT_USER_ID).len(), 1);
+        let overwrites = server
+            .wait_command_overwrites(2, Duration::from_secs(1))
+            .await;
+        assert_eq!(overwrites[0].names(), ["subscribe", "help"]);
+    }
+
+    #[tokio::test]
+    async fn an_original_answer_is_edited_with_the_interaction_token() {
+        let server = server().await;
+        let interaction = application_command(&Invoker::admin(1, 2, 3), "list", json!([]));
+        let token = interaction["token"].as_str().unwrap().to_owned();
+        let url = format!(
+            "{}/api/v10/webhooks/{BOT_USER_ID}/{token}/messages/@original",
+            server.url
+        );
+        let unknown = client()
+            .patch(&url)
+            .json(&json!({"content": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+        assert_eq!(unknown.json::<Value>().await.unwrap()["code"], 10015);
+
+        server.open_interaction(&interaction);
+        let menu = |max: u64| {
+            json!({"content": "Subscribed.", "components": [{"type": 1, "components": [{
+                "type": 3, "custom_id": "kinds:1", "min_values": 1, "max_values": max,
+                "options": [{"label": "Live", "value": "live", "default": true},
+                            {"label": "Video", "value": "video"}],
+            }]}]})
+        };
+        let invalid = client().patch(&url).json(&menu(3)).send().await.unwrap();
+        assert_eq!(invalid.status(), 400);
+        let errors = invalid.json::<Value>().await.unwrap()["errors"].clone();
+        assert!(errors["components"]["0"]["components"]["0"]["max_values"]["_errors"].is_array());
+
+        // No bot token: the interaction token is the credential.
+        let edited = client().patch(&url).json(&menu(2)).send().await.unwrap();
+        assert_eq!(edited.status(), 200);
+        let message: Value = edited.json().await.unwrap();
+        assert_eq!(message["content"], "Subscribed.");
+        assert_eq!(message["channel_id"], "2");
+        assert_eq!(message["components"][0]["components"][0]["type"], 3);
+        let edit = server
+            .wait_original_edit(&token, Duration::from_secs(1))
+            .await;
+        assert_eq!(edit.channel_id, 2);
+        assert_eq!(edit.body["content"], "Subscribed.");
+        assert_eq!(server.unauthorized(), 0);
+
+        assert!(message_errors(&menu(2)).is_none());
+        let crowded = json!({"components": [{"type": 1, "components": [
+            menu(2)["components"][0]["components"][0].clone(),
+            {"type": 2, "style": 1, "label": "x", "custom_id": "y"},
+        ]}]});
+        assert!(message_errors(&crowded).is_some());
+    }
+
     #[test]
     fn signatures_cover_timestamp_then_body() {
         let signer = InteractionSigner::from_seed([7; 32]);
@@ -1752,6 +2759,11 @@ mod tests {
         assert!(direct.get("member").is_none());
         assert_eq!(direct["message"]["id"], "99");
         assert_eq!(ping()["type"], 1);
+        let manager = Invoker::member(1, 2, 3).with_role(9);
+        let select = string_select(&manager, "kinds:x", &["twitch.live"], 99);
+        assert_eq!(select["data"]["component_type"], 3);
+        assert_eq!(select["data"]["values"], json!(["twitch.live"]));
+        assert_eq!(select["member"]["roles"], json!(["9"]));
         assert_eq!(
             autocomplete(&Invoker::member(1, 2, 3), "subscribe", json!([]))["type"],
             4
