@@ -1,7 +1,9 @@
 //! The `[qq]` configuration section: where the OneBot v11 implementation's HTTP API is
 //! (NapCat, Lagrange.OneBot, LLOneBot), the credentials of both directions (the access
-//! token the bot presents, the secret event reports are signed with) and the sending pace.
+//! token the bot presents, the secret event reports are signed with), where event reports
+//! arrive, and the sending pace.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,13 @@ pub struct QqConfig {
     /// Required: without it anybody who reaches the event endpoint can issue commands.
     /// No default.
     pub secret: String,
+    /// `qq.listen` / `STARGAZER_QQ__LISTEN`: address the event endpoint binds (the
+    /// implementation's HTTP POST `url` is `http://<this address>/onebot/event`); default
+    /// `0.0.0.0:8086`.
+    pub listen: SocketAddr,
+    /// `qq.frontend_url` / `STARGAZER_QQ__FRONTEND_URL`: where `/settings` links point
+    /// (`{frontend_url}/#token=<token>`); default `http://localhost:3000`.
+    pub frontend_url: String,
     /// `qq.global_per_second` / `STARGAZER_QQ__GLOBAL_PER_SECOND`: messages per second
     /// over all groups and private chats; default 1. QQ publishes no limit: its risk
     /// control silently fails sends (or suspends the account) when an account bursts, so
@@ -69,6 +78,8 @@ impl Default for QqConfig {
             api_url: "http://127.0.0.1:3000".to_owned(),
             access_token: String::new(),
             secret: String::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8086)),
+            frontend_url: "http://localhost:3000".to_owned(),
             global_per_second: 1.0,
             group_interval_ms: 3000,
             request_timeout_secs: 15,
@@ -171,6 +182,7 @@ impl Section for QqConfig {
             ));
         }
         check_http_url("qq.stargazer_api_url", &self.stargazer_api_url)?;
+        check_http_url("qq.frontend_url", &self.frontend_url)?;
         if self.queue.trim().is_empty() {
             return Err(ConfigError::invalid("qq.queue", "must not be empty"));
         }
@@ -256,6 +268,13 @@ mod tests {
                     ..configured()
                 },
                 "qq.request_timeout_secs",
+            ),
+            (
+                QqConfig {
+                    frontend_url: "localhost:3000".into(),
+                    ..configured()
+                },
+                "qq.frontend_url",
             ),
         ];
         for (config, key) in cases {

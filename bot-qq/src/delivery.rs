@@ -42,7 +42,7 @@ use crate::IM;
 
 /// Longest text the bot sends in one message, in characters (QQ takes about 4,500; long
 /// messages are folded or refused by some implementations).
-const TEXT_LIMIT: usize = 3000;
+pub(crate) const TEXT_LIMIT: usize = 3000;
 
 /// The first wait after a risk-control refusal; it doubles with each one.
 const RISK_CONTROL_WAIT: Duration = Duration::from_secs(5);
@@ -68,6 +68,17 @@ fn chat_key(chat_id: &str) -> Option<i64> {
     }
 }
 
+/// The Stargazer api client for QQ chats, with the bot's service account.
+pub fn api(config: &QqConfig) -> crate::Result<Api> {
+    Ok(Api::new(
+        IM,
+        &config.stargazer_api_url,
+        "qq.stargazer_api_url",
+        &config.stargazer_api_username,
+        &config.stargazer_api_password,
+    )?)
+}
+
 /// Runs delivery to QQ until `shutdown`, with the engine's metrics in `registry`.
 pub async fn run(
     config: &QqConfig,
@@ -76,14 +87,21 @@ pub async fn run(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
-    let client = OneBotClient::new(config)?;
-    let api = Api::new(
-        IM,
-        &config.stargazer_api_url,
-        "qq.stargazer_api_url",
-        &config.stargazer_api_username,
-        &config.stargazer_api_password,
-    )?;
+    let client = Arc::new(OneBotClient::new(config)?);
+    run_with(config, client, stores, bus, registry, shutdown).await
+}
+
+/// [`run`] sending through `client`, which command replies share: one account speaks,
+/// so one pace must cover everything it says.
+pub async fn run_with(
+    config: &QqConfig,
+    client: Arc<OneBotClient>,
+    stores: Stores,
+    bus: Arc<dyn Bus>,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> crate::Result<()> {
+    let api = api(config)?;
     let settings = Settings {
         im: IM,
         queue: config.queue.clone(),
@@ -123,7 +141,7 @@ pub async fn run(
 
 /// What every QQ job shares.
 struct Context {
-    client: OneBotClient,
+    client: Arc<OneBotClient>,
     api: Api,
     claims: Arc<Claims>,
     recorder: Recorder,

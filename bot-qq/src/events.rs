@@ -9,14 +9,16 @@
 //! Message events are parsed into [`MessageEvent`]s (a `message` in array or string
 //! format, CQ codes decoded); other events (heartbeats, notices, requests) are
 //! acknowledged and ignored. A message whose text is one of the bot's commands
-//! ([`Command`]) from someone allowed to give it — anybody privately, the owner or an
-//! administrator in a group, as on Telegram — is handed to a channel as a
-//! [`CommandRequest`]. Commands are not implemented yet: [`answer_commands`] answers
-//! each with [`NOT_AVAILABLE`] and does nothing else.
+//! ([`Command`]) is handed to a channel as a [`CommandRequest`], for
+//! [`crate::commands`] to answer; who may give which command is decided there, with the
+//! sender's role confirmed by the implementation rather than read from the report. An
+//! unknown `/command` is passed on from private chats only: in a group it is likely
+//! another bot's.
 //!
 //! Every processed report is answered `204 No Content`, which the protocol reads as "no
 //! quick operation": replies go through the HTTP API instead, paced like every send, so
-//! a report is never held open for a reply's turn.
+//! a report is never held open for a reply's turn. A command arriving while the command
+//! queue is full is answered `503` (and logged), not taken and lost.
 
 use std::sync::Arc;
 
@@ -31,10 +33,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha1::Sha1;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::message::{AtTarget, Message, Segment};
-use crate::onebot::OneBotClient;
 
 /// Largest report accepted. A text message is a few KiB at most; a report quoting a long
 /// forwarded message can be larger, but nothing the bot reads needs more than this.
@@ -42,10 +42,6 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// The path reports are POSTed to (the implementation's `http_post.url` ends with it).
 pub const EVENTS_PATH: &str = "/onebot/event";
-
-/// The text answered to every command until commands exist.
-pub const NOT_AVAILABLE: &str =
-    "Stargazer's commands are not available on QQ yet. Please check back later.";
 
 /// What the endpoint needs: the secret reports are signed with, and where commands go.
 #[derive(Clone)]
@@ -223,8 +219,9 @@ impl MessageEvent {
             .any(|s| matches!(s, Segment::At(AtTarget::User(id)) if *id == self.self_id))
     }
 
-    /// Whether the sender may give commands: anybody privately, the owner or an
-    /// administrator in a group.
+    /// Whether the report says the sender may change the chat: anybody privately, the
+    /// owner or an administrator in a group. Only what the report claims (the field may
+    /// be missing or stale): [`crate::commands`] asks the implementation before acting.
     pub fn may_command(&self) -> bool {
         match self.chat {
             Chat::Private(_) => true,
@@ -253,14 +250,28 @@ pub enum Command {
         /// The language asked for, if given.
         language: Option<String>,
     },
-    /// `/delete`: forget the chat.
-    Delete,
+    /// `/settings`: a link to the web settings.
+    Settings,
+    /// `/delete` asks to confirm; `/delete confirm` forgets the chat.
+    Delete {
+        /// Whether `confirm` followed.
+        confirmed: bool,
+    },
+    /// `/help`: what the bot does and its commands.
+    Help,
+    /// A `/word` that is none of the above (perhaps another bot's command).
+    Unknown {
+        /// The word after the slash, lower-cased.
+        name: String,
+    },
 }
 
 impl Command {
     /// Reads a command from the start of `text` (`/name args`, the name in any case,
     /// a full-width `／` accepted as QQ's input methods produce it); `None` for anything
-    /// else, unknown commands included.
+    /// else. A name of letters, digits and `_` that is not the bot's is
+    /// [`Command::Unknown`]; anything else after a slash (`/微笑`, `/ hi`, a lone `/`) is
+    /// no command at all.
     pub fn parse(text: &str) -> Option<Command> {
         let text = text.trim();
         let rest = text.strip_prefix('/').or_else(|| text.strip_prefix('／'))?;
@@ -279,7 +290,21 @@ impl Command {
             "lang" => Some(Command::Lang {
                 language: args.split_whitespace().next().map(str::to_owned),
             }),
-            "delete" => Some(Command::Delete),
+            "settings" => Some(Command::Settings),
+            "delete" => Some(Command::Delete {
+                confirmed: args
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|word| word.eq_ignore_ascii_case("confirm")),
+            }),
+            "help" => Some(Command::Help),
+            name if !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                Some(Command::Unknown {
+                    name: name.to_owned(),
+                })
+            }
             _ => None,
         }
     }
@@ -383,51 +408,20 @@ async fn handle(
     let Some(command) = Command::parse(&event.text()) else {
         return Ok(StatusCode::NO_CONTENT);
     };
-    if !event.may_command() {
-        tracing::debug!(chat = ?event.chat, user_id = event.sender.user_id, "command from a non-admin ignored");
+    // Groups often hold several bots; one answering every command it does not know
+    // would talk over the others.
+    if matches!(command, Command::Unknown { .. }) && matches!(event.chat, Chat::Group(_)) {
         return Ok(StatusCode::NO_CONTENT);
     }
     tracing::debug!(chat = ?event.chat, ?command, "command");
-    // The report is answered at once whatever happens to the command: the implementation
-    // waits for the answer, and a full queue means replies are far behind already.
+    // The report is answered at once: the implementation waits for the answer. A full
+    // queue (replies far behind already) is said as 503 rather than a 204 for a command
+    // that will not run.
     if let Err(err) = state.commands.try_send(CommandRequest { event, command }) {
-        tracing::warn!(cause = %err, "command dropped: the queue is full or closed");
+        tracing::warn!(cause = %err, "command refused: the queue is full or closed");
+        return Ok(StatusCode::SERVICE_UNAVAILABLE);
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Answers every command arriving on `commands` with [`NOT_AVAILABLE`], in the chat it
-/// came from, until `shutdown` is cancelled or the channel closes. Failed replies are
-/// logged, not retried: the person can ask again.
-pub async fn answer_commands(
-    client: Arc<OneBotClient>,
-    mut commands: mpsc::Receiver<CommandRequest>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let request = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            request = commands.recv() => match request {
-                Some(request) => request,
-                None => return,
-            },
-        };
-        let reply = Message::plain(NOT_AVAILABLE);
-        let sent = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            sent = async {
-                match request.event.chat {
-                    Chat::Group(group) => client.send_group_msg(group, &reply).await,
-                    Chat::Private(user) => client.send_private_msg(user, &reply).await,
-                }
-            } => sent,
-        };
-        if let Err(err) = sent {
-            tracing::warn!(chat = ?request.event.chat, cause = %err, "reply to a command failed");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -457,10 +451,29 @@ mod tests {
             Command::parse("/lang"),
             Some(Command::Lang { language: None })
         );
-        assert_eq!(Command::parse("/delete"), Some(Command::Delete));
-        assert_eq!(Command::parse("/help"), None);
-        assert_eq!(Command::parse("list"), None);
-        assert_eq!(Command::parse("hi /list"), None);
+        assert_eq!(
+            Command::parse("/delete"),
+            Some(Command::Delete { confirmed: false })
+        );
+        assert_eq!(
+            Command::parse("/DELETE  Confirm"),
+            Some(Command::Delete { confirmed: true })
+        );
+        assert_eq!(
+            Command::parse("/delete everything"),
+            Some(Command::Delete { confirmed: false })
+        );
+        assert_eq!(Command::parse("/settings"), Some(Command::Settings));
+        assert_eq!(Command::parse("／help me"), Some(Command::Help));
+        assert_eq!(
+            Command::parse("/Roll 2d6"),
+            Some(Command::Unknown {
+                name: "roll".into()
+            })
+        );
+        for not_a_command in ["list", "hi /list", "/", "/ list", "/微笑", "/:)"] {
+            assert_eq!(Command::parse(not_a_command), None, "{not_a_command}");
+        }
     }
 
     #[test]

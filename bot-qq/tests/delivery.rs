@@ -2,7 +2,7 @@
 //! SQLite, the real RabbitMQ and the local OneBot v11 implementation of
 //! `stargazer-testkit`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,12 +94,18 @@ impl Setup {
 
     /// Starts delivery; the token stops it.
     fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        self.start_with(self.config.clone())
+    }
+
+    /// Starts a delivery instance with `config` (this setup's, changed by the test) on
+    /// the same storage and broker; the token stops it.
+    fn start_with(&self, config: QqConfig) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let stop = self.stop.child_token();
         let stores = Stores {
             deliveries: self.storage.clone(),
             state: self.storage.clone(),
         };
-        let (config, bus, token) = (self.config.clone(), self.bus.clone(), stop.clone());
+        let (bus, token) = (self.bus.clone(), stop.clone());
         let task = tokio::spawn(async move {
             stargazer_bot_qq::delivery::run(&config, stores, bus, Registry::new(), token)
                 .await
@@ -116,6 +122,28 @@ impl Setup {
     async fn eventually(&self, what: &str, condition: impl Fn(&OneBotServer) -> bool) {
         eventually(what, Duration::from_secs(30), || condition(&self.onebot)).await;
     }
+}
+
+/// Stops a delivery instance and waits until it has returned.
+async fn stop_instance(stop: CancellationToken, task: tokio::task::JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("delivery did not stop within 30 s")
+        .expect("delivery panicked");
+}
+
+/// How many messages each chat received whose text contains `marker`.
+fn count_by_target(onebot: &OneBotServer, marker: &str) -> HashMap<Target, usize> {
+    let mut counts = HashMap::new();
+    for sent in onebot
+        .sent()
+        .into_iter()
+        .filter(|s| s.text.contains(marker))
+    {
+        *counts.entry(sent.target).or_default() += 1;
+    }
+    counts
 }
 
 fn live(entity: Uuid, title: &str) -> Event {
@@ -223,4 +251,72 @@ async fn risk_control_is_waited_out_and_a_group_that_removed_the_bot_is_paused()
     }
     stop.cancel();
     task.await.unwrap();
+}
+
+/// A delivery instance stopped while an event is part-way through its groups and private
+/// chats leaves the rest to the next instance: every chat ends with exactly one message
+/// for it, none repeated and none missing, and a later event still reaches them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
+    let setup = setup().await;
+    // Six groups and six private chats, with the chat ids the api stores for them.
+    let chats: Vec<(Target, String)> = (1..=6)
+        .flat_map(|n| {
+            [
+                (Target::Group(700_100 + n), group_chat_id(700_100 + n)),
+                (Target::Private(10_100 + n), private_chat_id(10_100 + n)),
+            ]
+        })
+        .collect();
+    for (_, chat_id) in &chats {
+        setup.chat(chat_id, "en").await;
+    }
+
+    // A slow first instance (4 messages a second: the fan-out takes about 3 s), stopped
+    // after three of twelve sends.
+    let slow = QqConfig {
+        global_per_second: 4.0,
+        ..setup.config.clone()
+    };
+    let (stop, task) = setup.start_with(slow);
+    let stream = live(setup.entity, "Restart stream");
+    setup.publish(&stream).await;
+    setup.onebot.wait_sent(3, Duration::from_secs(30)).await;
+    stop_instance(stop, task).await;
+    let before_restart = setup.onebot.sent().len();
+    assert!(
+        (3..chats.len()).contains(&before_restart),
+        "the first instance was to stop mid-way, it sent {before_restart}"
+    );
+
+    // The event went back to the queue; a second instance finishes it.
+    let (stop, task) = setup.start();
+    setup
+        .eventually("every chat got the event", |s| {
+            count_by_target(s, "Restart stream").len() == chats.len()
+        })
+        .await;
+    // Each chat's messages go out in the order the events came, so once this later event
+    // has reached every chat, no repeat of the first can still be on its way.
+    setup.publish(&live(setup.entity, "After restart")).await;
+    setup
+        .eventually("the later event reached every chat", |s| {
+            count_by_target(s, "After restart").len() == chats.len()
+        })
+        .await;
+    stop_instance(stop, task).await;
+
+    let counts = count_by_target(&setup.onebot, "Restart stream");
+    for (target, chat_id) in &chats {
+        assert_eq!(counts.get(target), Some(&1), "{target:?}: {counts:?}");
+        let record = setup
+            .storage
+            .get_delivery(stream.id, "qq", chat_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, "sent", "{target:?}");
+    }
+    assert_eq!(setup.onebot.sent().len(), 2 * chats.len());
+    assert_eq!(setup.onebot.rate_limited(), 0);
 }

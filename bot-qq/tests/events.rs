@@ -1,19 +1,14 @@
 //! The event endpoint over real HTTP, reports POSTed by the local OneBot implementation:
-//! signatures, body limits, parsing in both post formats, who may give commands, and the
-//! "not available yet" reply through the API.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! signatures, body limits, parsing in both post formats, and which commands are passed
+//! on (the commands themselves: `tests/commands.rs`).
 
 use stargazer_bot_qq::events::{self, Chat, Command, CommandRequest, EventsState, Role};
-use stargazer_bot_qq::{OneBotClient, QqConfig};
 use stargazer_testkit::servers::onebot::{
     self as onebot, Dialect, IncomingMessage, OneBotOptions, OneBotServer, Segment, Signing,
-    Target, SELF_ID,
+    SELF_ID,
 };
 use stargazer_testkit::servers::{serve, Served};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "post-secret";
 
@@ -104,8 +99,10 @@ async fn too_large_reports_are_refused() {
     assert_eq!(status, 413);
 }
 
+/// Reports in string format are decoded; a member's command in a group is passed on (the
+/// command task decides), an unknown one only from a private chat.
 #[tokio::test]
-async fn string_format_reports_are_decoded_and_only_admins_command_groups() {
+async fn string_format_reports_are_decoded_and_unknown_commands_pass_only_privately() {
     let server = onebot().await;
     let mut bot = bot(Some(SECRET)).await;
     // "@bot /lang ja" reported as CQ codes, and a typed code that must stay text.
@@ -127,10 +124,26 @@ async fn string_format_reports_are_decoded_and_only_admins_command_groups() {
     assert!(request.event.mentions_bot());
     assert_eq!(request.event.text(), " /lang ja [CQ:at,qq=all]");
 
-    // An ordinary member's command in a group is acknowledged and ignored.
+    // An ordinary member's command in a group is passed on: whether they may give it is
+    // the command task's decision, after asking the implementation.
     let member = IncomingMessage::group(9, 2, "/delete");
     assert_eq!(server.post_message(&bot.url, &member).await.0, 204);
+    assert_eq!(
+        bot.commands.try_recv().unwrap().command,
+        Command::Delete { confirmed: false }
+    );
+    // An unknown command in a group is another bot's; privately it is passed on.
+    let other_bots = IncomingMessage::group(9, 2, "/roll 2d6").role(onebot::Role::Owner);
+    assert_eq!(server.post_message(&bot.url, &other_bots).await.0, 204);
     assert!(bot.commands.try_recv().is_err());
+    let private = IncomingMessage::private(2, "/roll 2d6");
+    assert_eq!(server.post_message(&bot.url, &private).await.0, 204);
+    assert_eq!(
+        bot.commands.try_recv().unwrap().command,
+        Command::Unknown {
+            name: "roll".into()
+        }
+    );
     // Chatter is not a command.
     let chatter = IncomingMessage::private(2, "hello").role(onebot::Role::Member);
     assert_eq!(server.post_message(&bot.url, &chatter).await.0, 204);
@@ -157,40 +170,4 @@ async fn without_a_secret_reports_are_taken_unsigned() {
         .await;
     assert_eq!(status, 204);
     assert_eq!(bot.commands.try_recv().unwrap().command, Command::List);
-}
-
-#[tokio::test]
-async fn commands_are_answered_as_not_available_yet() {
-    let server = onebot().await;
-    let Bot {
-        url,
-        commands,
-        _served,
-    } = bot(Some(SECRET)).await;
-    let client = OneBotClient::new(&QqConfig {
-        api_url: server.url.clone(),
-        access_token: "token".into(),
-        secret: SECRET.into(),
-        global_per_second: 100.0,
-        group_interval_ms: 1,
-        ..QqConfig::default()
-    })
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    let answering = tokio::spawn(events::answer_commands(
-        Arc::new(client),
-        commands,
-        shutdown.clone(),
-    ));
-    server
-        .post_message(&url, &IncomingMessage::private(5, "/list"))
-        .await;
-    let admin = IncomingMessage::group(6, 7, "/subscribe x").role(onebot::Role::Admin);
-    server.post_message(&url, &admin).await;
-    let sent = server.wait_sent(2, Duration::from_secs(5)).await;
-    let targets: Vec<_> = sent.iter().map(|s| s.target).collect();
-    assert_eq!(targets, vec![Target::Private(5), Target::Group(6)]);
-    assert!(sent.iter().all(|s| s.text == events::NOT_AVAILABLE));
-    shutdown.cancel();
-    answering.await.unwrap();
 }

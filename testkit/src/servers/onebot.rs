@@ -12,10 +12,11 @@
 //!
 //! Served actions: `send_group_msg`, `send_private_msg` (→ `{"message_id": <int32>}`),
 //! `delete_msg`, `get_group_member_info` (from a table of members and roles the test
-//! fills; senders of injected group messages join it), `get_login_info`. A `message`
-//! parameter is accepted as a CQ-code string (parsed with the spec's unescaping, or taken
-//! literally with `auto_escape`), an array of segments or a single segment; what was sent
-//! is recorded as the reader sees it ([`Sent::text`]) and as segments.
+//! fills; senders of injected group messages join it unless their report only claims a
+//! role), `get_login_info`. A `message` parameter is accepted as a CQ-code string
+//! (parsed with the spec's unescaping, or taken literally with `auto_escape`), an array of
+//! segments or a single segment; what was sent is recorded as the reader sees it
+//! ([`Sent::text`]) and as segments.
 //!
 //! **Failures** are shaped after a real implementation ([`Dialect`]), since OneBot leaves
 //! every code but 0 and 1 to them:
@@ -304,6 +305,8 @@ pub struct IncomingMessage {
     pub card: String,
     /// Their role in the group (ignored for private messages).
     pub role: Role,
+    /// What the report's `sender.role` says of it.
+    pub reported_role: ReportedRole,
     /// The message.
     pub segments: Vec<Segment>,
     /// Report `message` as a CQ-code string (`messagePostFormat: "string"`) instead of an
@@ -320,6 +323,7 @@ impl IncomingMessage {
             nickname: format!("viewer{user_id}"),
             card: String::new(),
             role: Role::Member,
+            reported_role: ReportedRole::Actual,
             segments: vec![Segment::text(text)],
             string_format: false,
         }
@@ -339,6 +343,22 @@ impl IncomingMessage {
         self
     }
 
+    /// The report says the sender has `role`, and the member table is left as it is:
+    /// `get_group_member_info` answers what [`OneBotServer::set_member`] or an earlier
+    /// report put there, or that there is no such member. A bot trusting the report alone
+    /// is fooled by it.
+    pub fn claims_role(mut self, role: Role) -> Self {
+        self.reported_role = ReportedRole::Claimed(role);
+        self
+    }
+
+    /// The report carries no `sender.role` (implementations may leave it out); the
+    /// sender still joins the member table with [`Self::role`].
+    pub fn omits_role(mut self) -> Self {
+        self.reported_role = ReportedRole::Omitted;
+        self
+    }
+
     /// The message is these segments instead.
     pub fn segments(mut self, segments: Vec<Segment>) -> Self {
         self.segments = segments;
@@ -350,6 +370,18 @@ impl IncomingMessage {
         self.string_format = true;
         self
     }
+}
+
+/// What a group message report's `sender.role` says (see [`IncomingMessage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReportedRole {
+    /// The sender's role, as the member table gets it too.
+    #[default]
+    Actual,
+    /// Another role than the member table's, which the report leaves alone.
+    Claimed(Role),
+    /// No `role` field.
+    Omitted,
 }
 
 /// A running OneBot v11 implementation; stops when dropped.
@@ -1039,12 +1071,14 @@ impl OneBotServer {
     // ---- test side: event reporting ----
 
     /// The JSON of a message event as the implementation reports it (allocating its
-    /// `message_id`); a group sender joins the member table with their role.
+    /// `message_id`); a group sender joins the member table with their role (unless the
+    /// report only [claims](IncomingMessage::claims_role) one).
     pub fn message_event(&self, message: &IncomingMessage) -> Value {
         let message_id = {
             let mut inner = lock(&self.shared.inner);
             inner.next_event_message_id = inner.next_event_message_id.wrapping_add(1).max(1);
-            if let Some(group) = message.group_id {
+            let joins = !matches!(message.reported_role, ReportedRole::Claimed(_));
+            if let Some(group) = message.group_id.filter(|_| joins) {
                 inner.members.insert(
                     (group, message.user_id),
                     Member {
@@ -1077,8 +1111,15 @@ impl OneBotServer {
                 event["sender"] = json!({
                     "user_id": message.user_id, "nickname": message.nickname,
                     "card": message.card, "sex": "unknown", "age": 0,
-                    "role": message.role.as_str(),
                 });
+                let role = match message.reported_role {
+                    ReportedRole::Actual => Some(message.role),
+                    ReportedRole::Claimed(role) => Some(role),
+                    ReportedRole::Omitted => None,
+                };
+                if let Some(role) = role {
+                    event["sender"]["role"] = json!(role.as_str());
+                }
             }
             None => {
                 event["message_type"] = json!("private");
@@ -1485,5 +1526,32 @@ mod tests {
         )
         .await;
         assert_eq!(info["data"]["role"], "owner");
+    }
+
+    #[tokio::test]
+    async fn a_claimed_role_leaves_the_member_table_alone() {
+        let server = OneBotServer::start(options(Dialect::NapCat)).await.unwrap();
+        let claimed = IncomingMessage::group(5, 6, "/x").claims_role(Role::Admin);
+        let event = server.message_event(&claimed);
+        assert_eq!(event["sender"]["role"], "admin");
+        let info = |user: i64| {
+            call(
+                &server,
+                "get_group_member_info",
+                Some("tok"),
+                json!({"group_id": 5, "user_id": user}),
+            )
+        };
+        let (_, unknown) = info(6).await;
+        assert_eq!(unknown["message"], NAPCAT_MEMBER_GONE);
+        server.set_member(5, 6, "n", "", Role::Member);
+        server.message_event(&claimed);
+        assert_eq!(info(6).await.1["data"]["role"], "member");
+        let omitted = IncomingMessage::group(5, 7, "/x")
+            .role(Role::Owner)
+            .omits_role();
+        let event = server.message_event(&omitted);
+        assert!(event["sender"].get("role").is_none(), "{event}");
+        assert_eq!(info(7).await.1["data"]["role"], "owner");
     }
 }
