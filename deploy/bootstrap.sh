@@ -1,7 +1,8 @@
 #!/bin/sh
 # Creates (or re-creates) the service accounts from the passwords in the environment.
 # Run once per deployment by the `bootstrap` service of docker-compose.yml; idempotent.
-# Refuses (exit 2, before touching anything) a password that is missing, a known
+# Refuses (exit 2, before touching anything) a password that is missing (the Discord and
+# QQ bots' may be left empty: no account), a known
 # placeholder such as the `change-me` of .env.example, or shorter than 16 characters.
 set -eu
 
@@ -30,6 +31,14 @@ for name in ADMIN_PASSWORD TOPOLOGY_PASSWORD BOT_PASSWORD WORKER_PASSWORD \
   MIDDLEWARE_DELAY_PASSWORD MIDDLEWARE_TRANSLATE_PASSWORD MIDDLEWARE_LIVE_CHECK_PASSWORD; do
   check "$name"
 done
+# The Discord and QQ bots run only in their compose profiles: their accounts are made
+# when their passwords are set (and then checked like the others).
+for name in BOT_DISCORD_PASSWORD BOT_QQ_PASSWORD; do
+  eval "value=\${$name:-}"
+  if [ -n "$value" ]; then
+    check "$name"
+  fi
+done
 
 account() {
   name=$1; password=$2; shift 2
@@ -42,6 +51,16 @@ account() {
 account admin "$ADMIN_PASSWORD" --admin rw --api rw
 account topology "$TOPOLOGY_PASSWORD" --admin rw --mq rw
 account bot-telegram "$BOT_PASSWORD" --api rw --mq ro --queue bot.telegram
+if [ -n "${BOT_DISCORD_PASSWORD:-}" ]; then
+  account bot-discord "$BOT_DISCORD_PASSWORD" --api rw --mq ro --queue bot.discord
+else
+  echo "bootstrap: BOT_DISCORD_PASSWORD is not set; no bot-discord account (the discord profile needs one)"
+fi
+if [ -n "${BOT_QQ_PASSWORD:-}" ]; then
+  account bot-qq "$BOT_QQ_PASSWORD" --api rw --mq ro --queue bot.qq
+else
+  echo "bootstrap: BOT_QQ_PASSWORD is not set; no bot-qq account (the qq profile needs one)"
+fi
 account worker "$WORKER_PASSWORD" --coordinator ro --mq rw
 account middleware-delay "$MIDDLEWARE_DELAY_PASSWORD" --mq rw --queue middleware.delay
 account middleware-translate "$MIDDLEWARE_TRANSLATE_PASSWORD" --mq rw --queue middleware.translate

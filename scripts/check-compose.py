@@ -56,7 +56,15 @@ ALLOWED = {
     "STARGAZER_TWITCH_CLIENT_SECRET": {"worker-twitch"},
     "STARGAZER_TWITCH_EVENTSUB_SECRET": {"worker-twitch"},
     "STARGAZER_DEEPL_KEY": {"middleware-translate"},
+    "BOT_DISCORD_PASSWORD": {"bootstrap", "bot-discord"},
+    "BOT_QQ_PASSWORD": {"bootstrap", "bot-qq"},
+    "STARGAZER_DISCORD__TOKEN": {"bot-discord"},
+    "STARGAZER_DISCORD__PUBLIC_KEY": {"bot-discord"},
+    "STARGAZER_QQ__ACCESS_TOKEN": {"bot-qq"},
+    "STARGAZER_QQ__SECRET": {"bot-qq"},
 }
+# Accounts bootstrap makes only when their password is set (bots in compose profiles).
+OPTIONAL_ACCOUNTS = {"BOT_DISCORD_PASSWORD": "bot-discord", "BOT_QQ_PASSWORD": "bot-qq"}
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|COOKIE|_KEY$")
 # Services that must not be reachable from beyond the host.
 INTERNAL = {"rabbitmq", "rabbitmq-2", "rabbitmq-3", "mongo"}
@@ -297,9 +305,7 @@ def check_bootstrap(scratch):
         result, calls = run({k: v for k, v in good.items() if k != name})
         if result.returncode != 2 or calls:
             problem(f"bootstrap.sh accepted a missing {name}")
-    result, calls = run(good)
-    added = [call.split()[3] for call in calls if call.startswith("admin credential add")]
-    if result.returncode != 0 or sorted(added) != [
+    required = [
         "admin",
         "bot-telegram",
         "middleware-delay",
@@ -307,8 +313,21 @@ def check_bootstrap(scratch):
         "middleware-translate",
         "topology",
         "worker",
-    ]:
+    ]
+    result, calls = run(good)
+    added = [call.split()[3] for call in calls if call.startswith("admin credential add")]
+    if result.returncode != 0 or sorted(added) != required:
         problem(f"bootstrap.sh with good passwords: exit {result.returncode}, accounts {added}: {result.stderr}")
+    optional = {name: "o" * 12 + str(i) * 10 for i, name in enumerate(OPTIONAL_ACCOUNTS)}
+    for name in optional:
+        for bad in PLACEHOLDERS:
+            result, calls = run({**good, **optional, name: bad})
+            if result.returncode != 2 or calls:
+                problem(f"bootstrap.sh accepted {name}={bad!r} (exit {result.returncode}, calls {calls})")
+    result, calls = run({**good, **optional})
+    added = [call.split()[3] for call in calls if call.startswith("admin credential add")]
+    if result.returncode != 0 or sorted(added) != sorted(required + list(OPTIONAL_ACCOUNTS.values())):
+        problem(f"bootstrap.sh with the bots' passwords: exit {result.returncode}, accounts {added}: {result.stderr}")
 
 
 def main():

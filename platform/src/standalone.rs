@@ -382,6 +382,8 @@ async fn wired(
     telegram.stargazer_api_username = BOT_ACCOUNT.to_owned();
     telegram.stargazer_api_password = bot_password.clone();
     let api_url = format!("http://{}", connect_addr(api_addr));
+    settings.discord.frontend_url = settings_link_base(&settings.discord.frontend_url, api_addr);
+    settings.qq.frontend_url = settings_link_base(&settings.qq.frontend_url, api_addr);
     settings.discord.stargazer_api_url = api_url.clone();
     settings.discord.stargazer_api_username = BOT_ACCOUNT.to_owned();
     settings.discord.stargazer_api_password = bot_password.clone();
@@ -504,6 +506,12 @@ mod tests {
         let api: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         let default = stargazer_bot_telegram::BotConfig::default().frontend_url;
         assert_eq!(settings_link_base(&default, api), "http://127.0.0.1:8080/");
+        // Every bot's default is the same, so each is pointed at the api.
+        assert_eq!(
+            stargazer_bot_discord::DiscordConfig::default().frontend_url,
+            default
+        );
+        assert_eq!(stargazer_bot_qq::QqConfig::default().frontend_url, default);
         assert_eq!(
             settings_link_base("https://settings.example/", api),
             "https://settings.example/"
