@@ -198,6 +198,7 @@ async fn seed(storage: &Arc<dyn Storage>) -> Uuid {
                 } else {
                     vec!["youtube.live".into()]
                 },
+                mention: None,
             })
             .await
             .expect("subscription");

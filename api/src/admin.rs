@@ -576,12 +576,9 @@ async fn channel(cmd: ChannelCommand, storage: &dyn Storage, out: &mut impl Writ
                 }
             };
             for entity in &found {
+                // Binding again changes the kinds and keeps a mention set through the api.
                 storage
-                    .put_subscription(&model::Subscription {
-                        user: user.id,
-                        entity: entity.id,
-                        kinds: kinds.clone(),
-                    })
+                    .put_subscription_kinds(user.id, entity.id, &kinds)
                     .await?;
                 writeln!(
                     out,

@@ -193,6 +193,7 @@ fn exact(doc: &mut Value) {
             "kinds",
             json!({ "items": string(&validate::KIND), "maxItems": validate::MAX_KINDS }),
         ),
+        ("UpdateSubscription", "mention", string(&validate::MENTION)),
         ("GetSubscribers", "kind", string(&validate::KIND)),
         ("GetSubscribers", "im", string(&validate::IM)),
         ("NewEntity", "names", names()),
@@ -412,6 +413,10 @@ mod tests {
         let kinds = &schemas["UpdateSubscription"]["properties"]["kinds"];
         assert_eq!(kinds["maxItems"], validate::MAX_KINDS);
         assert_eq!(kinds["items"]["pattern"], validate::KIND.pattern);
+        let mention = &schemas["UpdateSubscription"]["properties"]["mention"];
+        assert_eq!(mention["pattern"], validate::MENTION.pattern);
+        assert_eq!(mention["maxLength"], validate::MENTION_MAX);
+        assert_eq!(mention["type"], json!(["string", "null"]));
         let leads = &schemas["UpdateSetting"]["properties"]["reminder_leads"];
         assert_eq!(leads["items"]["enum"], json!([5, 15, 30, 60]));
         assert_eq!(leads["uniqueItems"], true);

@@ -201,6 +201,7 @@ mod tests {
             user: Uuid::from_u128(3),
             entity: Uuid::from_u128(1),
             kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+            mention: None,
         }
     }
 

@@ -258,6 +258,10 @@ pub struct Subscription {
     /// Event kinds wanted; empty means all.
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// What the bot mentions when it posts an event of this subscription (a Discord role
+    /// id); absent: no mention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention: Option<String>,
 }
 
 // ---------------------------------------------------------------- users
@@ -478,6 +482,12 @@ pub struct UpdateSubscription {
     /// Event kinds wanted (`youtube.live`); empty means all.
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// What the bot mentions when it posts an event of this subscription, in the network's
+    /// terms (a Discord role id): 1 to 64 ASCII letters, digits, `_`, `-` or `:`. `""`
+    /// removes it; absent keeps what the subscription has (a new one has none).
+    /// Unsubscribing drops it with the subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention: Option<String>,
 }
 
 fn yes() -> bool {
@@ -525,6 +535,10 @@ pub struct Subscriber {
     /// `UserSettings::wants_reminder` in the core model.
     #[serde(default)]
     pub reminder_leads: Vec<u32>,
+    /// What to mention when posting the event (the subscription's mention, a Discord role
+    /// id); absent: no mention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention: Option<String>,
 }
 
 // ---------------------------------------------------------------- schedule
@@ -815,6 +829,7 @@ impl From<model::Subscription> for Subscription {
             user: s.user,
             entity: s.entity,
             kinds: s.kinds,
+            mention: s.mention,
         }
     }
 }

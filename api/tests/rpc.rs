@@ -313,6 +313,7 @@ async fn users(backend: Backend) {
         entity: entity.id,
         subscribed: true,
         kinds: vec![],
+        mention: None,
     })
     .await
     .unwrap();
@@ -664,6 +665,7 @@ async fn subscriptions(backend: Backend) {
         entity: entity.id,
         subscribed,
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        mention: None,
     };
     let first = bot
         .update_subscription(&sub(alice.id, &[], true))
@@ -807,6 +809,174 @@ async fn subscriptions(backend: Backend) {
     let mut own = sub(carol.id, &[], false);
     own.user = None;
     assert!(session.update_subscription(&own).await.unwrap().changed);
+    server.stop().await;
+}
+
+/// A subscription's mention: set with the subscription or later, shown by getSubscription
+/// and getSubscribers, kept when the kinds change without one, removed by `""` and with the
+/// subscription; malformed ones are refused naming the field.
+async fn subscription_mentions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let bot = server.bot().await;
+    let admin = server.admin().await;
+    let entity = admin.new_entity(&new_entity("Miko", 1)).await.unwrap();
+    let alice = bot.add_user(&add_user("50")).await.unwrap();
+    let bob = bot.add_user(&add_user("51")).await.unwrap();
+    const ROLE: &str = "123456789012345678";
+
+    let sub = |user: Uuid, kinds: &[&str], mention: Option<&str>| UpdateSubscription {
+        user: Some(user),
+        entity: entity.id,
+        subscribed: true,
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        mention: mention.map(str::to_owned),
+    };
+    let mention_of = |subscribers: &[stargazer_api::types::Subscriber], user: Uuid| {
+        subscribers
+            .iter()
+            .find(|s| s.user == user)
+            .map(|s| s.mention.clone())
+    };
+
+    // A new subscription with a mention; another without.
+    let made = bot
+        .update_subscription(&sub(alice.id, &["youtube.live"], Some(ROLE)))
+        .await
+        .unwrap();
+    assert!(made.changed);
+    assert_eq!(made.subscriptions[0].mention.as_deref(), Some(ROLE));
+    bot.update_subscription(&sub(bob.id, &[], None))
+        .await
+        .unwrap();
+    let live = bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap();
+    assert_eq!(mention_of(&live, alice.id), Some(Some(ROLE.to_owned())));
+    assert_eq!(mention_of(&live, bob.id), Some(None));
+    // On the wire, no mention is no field.
+    let raw = server
+        .post(
+            "/v1/getSubscribers",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(json!({"entity": entity.id, "kind": "youtube.live", "im": "telegram"})),
+        )
+        .await;
+    assert_eq!(raw.0, 200, "{}", raw.2);
+    for subscriber in raw.2["data"].as_array().unwrap() {
+        let want = if subscriber["user"] == json!(alice.id) {
+            json!(ROLE)
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(subscriber.get("mention").cloned().unwrap_or_default(), want);
+    }
+
+    // The same mention and kinds again change nothing.
+    assert!(
+        !bot.update_subscription(&sub(alice.id, &["youtube.live"], Some(ROLE)))
+            .await
+            .unwrap()
+            .changed
+    );
+    assert!(
+        !bot.update_subscription(&sub(alice.id, &["youtube.live"], None))
+            .await
+            .unwrap()
+            .changed
+    );
+    // New kinds without a mention keep it.
+    let kinds = bot
+        .update_subscription(&sub(alice.id, &["youtube.video", "youtube.live"], None))
+        .await
+        .unwrap();
+    assert!(kinds.changed);
+    assert_eq!(
+        kinds.subscriptions[0].kinds,
+        ["youtube.live".to_owned(), "youtube.video".to_owned()]
+    );
+    assert_eq!(kinds.subscriptions[0].mention.as_deref(), Some(ROLE));
+    let video = bot
+        .get_subscribers(entity.id, "youtube.video", "telegram")
+        .await
+        .unwrap();
+    assert_eq!(mention_of(&video, alice.id), Some(Some(ROLE.to_owned())));
+    // A mention alone changes it, kinds as given.
+    let changed = bot
+        .update_subscription(&sub(
+            alice.id,
+            &["youtube.live", "youtube.video"],
+            Some("role:2"),
+        ))
+        .await
+        .unwrap();
+    assert!(changed.changed);
+    assert_eq!(
+        bot.get_subscription(Some(alice.id)).await.unwrap()[0]
+            .mention
+            .as_deref(),
+        Some("role:2")
+    );
+
+    // Malformed mentions are refused, naming the field, and change nothing.
+    for bad in ["<@&1>".to_owned(), "9".repeat(65), "a b".to_owned()] {
+        let err = bot
+            .update_subscription(&sub(alice.id, &[], Some(&bad)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("`mention`"), "{bad}: {err}");
+        assert_code(err, 422, ErrorCode::InvalidInput);
+    }
+    let raw = server
+        .post(
+            "/v1/updateSubscription",
+            Auth::Basic("bot", "pw-bot"),
+            RawBody::Json(json!({"user": alice.id, "entity": entity.id, "mention": 42})),
+        )
+        .await;
+    assert_error(&raw, 422, "invalid_input");
+    let live = bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap();
+    assert_eq!(mention_of(&live, alice.id), Some(Some("role:2".to_owned())));
+
+    // `""` removes it.
+    let cleared = bot
+        .update_subscription(&sub(alice.id, &["youtube.live", "youtube.video"], Some("")))
+        .await
+        .unwrap();
+    assert!(cleared.changed);
+    assert_eq!(cleared.subscriptions[0].mention, None);
+    let live = bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap();
+    assert_eq!(mention_of(&live, alice.id), Some(None));
+    assert!(
+        !bot.update_subscription(&sub(alice.id, &["youtube.live", "youtube.video"], Some("")))
+            .await
+            .unwrap()
+            .changed
+    );
+
+    // Unsubscribing drops it: subscribing again starts without one.
+    bot.update_subscription(&sub(alice.id, &[], Some(ROLE)))
+        .await
+        .unwrap();
+    let mut gone = sub(alice.id, &[], None);
+    gone.subscribed = false;
+    assert!(bot.update_subscription(&gone).await.unwrap().changed);
+    let again = bot
+        .update_subscription(&sub(alice.id, &[], None))
+        .await
+        .unwrap();
+    assert_eq!(again.subscriptions[0].mention, None);
+    let live = bot
+        .get_subscribers(entity.id, "youtube.live", "telegram")
+        .await
+        .unwrap();
+    assert_eq!(mention_of(&live, alice.id), Some(None));
     server.stop().await;
 }
 
@@ -1025,6 +1195,7 @@ async fn entities(backend: Backend) {
         entity: second.id,
         subscribed: true,
         kinds: vec!["youtube.live".into()],
+        mention: None,
     })
     .await
     .unwrap();
@@ -1240,6 +1411,7 @@ both_backends!(
     sessions,
     settings,
     subscriptions,
+    subscription_mentions,
     entities,
     entity_reads_are_cached_until_written,
     service_endpoints,

@@ -171,6 +171,7 @@ async fn reminder_leads(backend: Backend) {
             entity: streamer.id,
             subscribed: true,
             kinds: Vec::new(),
+            mention: None,
         })
         .await
         .unwrap();
@@ -257,6 +258,7 @@ async fn calendar_feed(backend: Backend) {
             entity,
             subscribed: true,
             kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+            mention: None,
         };
         let api = api.clone();
         async move { api.update_subscription(&req).await.unwrap() }

@@ -258,6 +258,10 @@ pub struct Subscription {
     /// Event kinds wanted (`"youtube.live"`, …); empty means every kind.
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// What the bot mentions when it posts an event of this subscription, in the network's
+    /// own terms (a Discord role id); `None`: no mention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention: Option<String>,
 }
 
 impl Subscription {

@@ -197,6 +197,7 @@ async fn uuids_are_binary_subtype_4() {
         user: u.id,
         entity: e.id,
         kinds: vec!["youtube.live".into()],
+        mention: None,
     })
     .await
     .unwrap();

@@ -265,6 +265,7 @@ mod sqlite_specific {
                 user: u.id,
                 entity: e.id,
                 kinds: kinds.clone(),
+                mention: None,
             })
             .await
             .unwrap();

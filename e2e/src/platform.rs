@@ -957,6 +957,7 @@ impl Platform {
                 entity,
                 subscribed: true,
                 kinds: vec![],
+                mention: None,
             })
             .await?;
         Ok(())

@@ -45,7 +45,7 @@ pub(crate) async fn get_subscription(
     Ok(Data(subscriptions_of(&state, user.id).await?))
 }
 
-/// Subscribes (or changes the kinds of) or unsubscribes one entity.
+/// Subscribes (or changes the kinds or mention of) or unsubscribes one entity.
 #[utoipa::path(post, path = "/v1/updateSubscription", tag = "subscriptions", request_body = UpdateSubscription,
     responses((status = 200, description = "The subscriptions after the change", body = Envelope<SubscriptionUpdate>)))]
 pub(crate) async fn update_subscription(
@@ -63,24 +63,46 @@ pub(crate) async fn update_subscription(
     for (index, kind) in req.kinds.iter().enumerate() {
         validate::kind(&format!("kinds[{index}]"), kind)?;
     }
+    // `None`: keep the stored mention; `Some(None)`: remove it; `Some(Some(_))`: set it.
+    let mention = match req.mention {
+        None => None,
+        Some(mention) => {
+            validate::mention("mention", &mention)?;
+            Some((!mention.is_empty()).then_some(mention))
+        }
+    };
     let mut kinds = req.kinds;
     kinds.sort();
     kinds.dedup();
     let changed = if req.subscribed {
         ensure_entity(&state, req.entity).await?;
         let current = state.storage.list_subscriptions(user.id).await?;
-        let same = current
-            .iter()
-            .any(|s| s.entity == req.entity && s.kinds == kinds);
+        let same = current.iter().any(|s| {
+            s.entity == req.entity
+                && s.kinds == kinds
+                && mention.as_ref().is_none_or(|m| &s.mention == m)
+        });
         if !same {
-            state
-                .storage
-                .put_subscription(&model::Subscription {
-                    user: user.id,
-                    entity: req.entity,
-                    kinds,
-                })
-                .await?;
+            match mention {
+                // Kinds only, in one step: a mention set meanwhile is not lost.
+                None => {
+                    state
+                        .storage
+                        .put_subscription_kinds(user.id, req.entity, &kinds)
+                        .await?
+                }
+                Some(mention) => {
+                    state
+                        .storage
+                        .put_subscription(&model::Subscription {
+                            user: user.id,
+                            entity: req.entity,
+                            kinds,
+                            mention,
+                        })
+                        .await?
+                }
+            }
         }
         !same
     } else {
@@ -126,6 +148,7 @@ pub(crate) async fn get_subscribers(
                     timezone: s.user.settings.timezone,
                     kinds: s.subscription.kinds,
                     reminder_leads: s.user.settings.reminder_leads,
+                    mention: s.subscription.mention,
                 })
                 .collect();
             serde_json::to_vec(&list)

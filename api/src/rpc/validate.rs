@@ -53,6 +53,8 @@ pub(crate) const CHANNEL_ID_LEN: usize = 24;
 pub(crate) const X_USER_ID_MAX: usize = 20;
 /// Longest numeric Twitch or Bilibili id (both fit in 64 bits).
 pub(crate) const NUMERIC_ID_MAX: usize = 20;
+/// Longest subscription mention.
+pub(crate) const MENTION_MAX: usize = 64;
 
 /// `telegram`: lowercase letters, digits, `_`.
 pub(crate) const IM: Rule = Rule {
@@ -113,6 +115,14 @@ pub(crate) const BILIBILI_UID: Rule = Rule {
     pattern: "^[1-9][0-9]*$",
     min_length: 1,
     max_length: NUMERIC_ID_MAX,
+};
+
+/// A subscription's mention (a Discord role id): ASCII letters, digits, `_`, `-`, `:`;
+/// empty removes it.
+pub(crate) const MENTION: Rule = Rule {
+    pattern: "^[A-Za-z0-9_:-]*$",
+    min_length: 0,
+    max_length: MENTION_MAX,
 };
 
 /// Every time zone name [`timezone`] accepts, for the schema's `enum`.
@@ -200,6 +210,26 @@ pub(crate) fn kind(field: &str, value: &str) -> Result<()> {
             field,
             format!("`{value}` is not an event kind like `youtube.live`"),
         )),
+    }
+}
+
+/// A subscription's mention as `updateSubscription` takes it: 1 to 64 ASCII letters,
+/// digits, `_`, `-` or `:`, or `""` (remove it).
+pub(crate) fn mention(field: &str, value: &str) -> Result<()> {
+    if value.len() <= MENTION_MAX
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+    {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!(
+                "must be 1 to {MENTION_MAX} ASCII letters, digits, `_`, `-` or `:` \
+                 (a role id like `123456789012345678`), or `\"\"` to remove it"
+            ),
+        ))
     }
 }
 
@@ -389,6 +419,23 @@ mod tests {
         assert!(task(0, &bilibili("1950658")).is_ok());
         let err = task(2, &bilibili("-1")).unwrap_err().to_string();
         assert!(err.contains("tasks[2].uid"), "{err}");
+    }
+
+    #[test]
+    fn mentions() {
+        for ok in [
+            "",
+            "123456789012345678",
+            "role:everyone",
+            "a-b_c",
+            &"9".repeat(64),
+        ] {
+            assert!(mention("m", ok).is_ok(), "{ok}");
+        }
+        for bad in ["<@&1>", "@here", "a b", "ロール", &"9".repeat(65)] {
+            let err = mention("mention", bad).unwrap_err().to_string();
+            assert!(err.contains("field `mention`"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -170,8 +170,17 @@ pub trait UserStore: Send + Sync + 'static {
 
     // ---- subscriptions ----
 
-    /// Inserts or replaces the subscription of `(user, entity)`.
+    /// Inserts or replaces the subscription of `(user, entity)`, its mention included
+    /// (`None` stores none).
     async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
+    /// Sets the kinds of the subscription of `(user, entity)` in one step, keeping its
+    /// mention; inserts the subscription, without mention, if there is none.
+    async fn put_subscription_kinds(
+        &self,
+        user: Uuid,
+        entity: Uuid,
+        kinds: &[String],
+    ) -> Result<()>;
     /// Removes the subscription of `(user, entity)`; `Ok(false)` if there was none.
     async fn delete_subscription(&self, user: Uuid, entity: Uuid) -> Result<bool>;
     /// A user's subscriptions, ordered by entity id.
@@ -430,6 +439,7 @@ macro_rules! with_storage_methods {
                 fn delete_user(&self, id: $crate::Uuid) -> $crate::storage::Result<()>;
                 fn list_users(&self, im: Option<&str>) -> $crate::storage::Result<Vec<$crate::model::User>>;
                 fn put_subscription(&self, subscription: &$crate::model::Subscription) -> $crate::storage::Result<()>;
+                fn put_subscription_kinds(&self, user: $crate::Uuid, entity: $crate::Uuid, kinds: &[String]) -> $crate::storage::Result<()>;
                 fn delete_subscription(&self, user: $crate::Uuid, entity: $crate::Uuid) -> $crate::storage::Result<bool>;
                 fn list_subscriptions(&self, user: $crate::Uuid) -> $crate::storage::Result<Vec<$crate::model::Subscription>>;
                 fn subscribers(&self, entity: $crate::Uuid, kind: &str, im: &str) -> $crate::storage::Result<Vec<$crate::storage::Subscriber>>;

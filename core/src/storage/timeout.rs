@@ -159,6 +159,9 @@ mod tests {
         async fn put_subscription(&self, _: &Subscription) -> Result<()> {
             std::future::pending().await
         }
+        async fn put_subscription_kinds(&self, _: Uuid, _: Uuid, _: &[String]) -> Result<()> {
+            std::future::pending().await
+        }
         async fn delete_subscription(&self, _: Uuid, _: Uuid) -> Result<bool> {
             std::future::pending().await
         }

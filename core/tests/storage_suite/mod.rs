@@ -64,6 +64,7 @@ macro_rules! storage_contract_tests {
             delete_user_cascades,
             subscriptions_crud,
             subscribers_filtering,
+            subscription_mentions,
             sessions_lifecycle,
             credentials_crud,
             delayed_crud,
@@ -183,6 +184,7 @@ fn subscription(user: Uuid, entity: Uuid, kinds: &[&str]) -> Subscription {
         user,
         entity,
         kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        mention: None,
     }
 }
 

@@ -289,3 +289,86 @@ pub(crate) async fn subscribers_filtering(s: Arc<dyn Storage>) {
     let got = s.subscribers(e.id, "youtube.video", &im).await.unwrap();
     assert_eq!(got, expect(&[(&all_kinds, &subs[0]), (&paused, &subs[3])]));
 }
+
+/// A subscription's mention is stored, listed, returned by `subscribers`, kept when only
+/// the kinds change (`put_subscription_kinds`), replaced or cleared by `put_subscription`,
+/// and gone with the subscription.
+pub(crate) async fn subscription_mentions(s: Arc<dyn Storage>) {
+    let im = unique_im();
+    let e = entity();
+    s.insert_entity(&e).await.unwrap();
+    let (with, without) = (user(&im), user(&im));
+    for u in [&with, &without] {
+        s.insert_user(u).await.unwrap();
+    }
+    let mut mentioned = subscription(with.id, e.id, &["youtube.live"]);
+    mentioned.mention = Some("123456789012345678".into());
+    s.put_subscription(&mentioned).await.unwrap();
+    s.put_subscription(&subscription(without.id, e.id, &[]))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        s.list_subscriptions(with.id).await.unwrap(),
+        [mentioned.clone()]
+    );
+    let mention_of = |subscribers: &[Subscriber], user: Uuid| {
+        subscribers
+            .iter()
+            .find(|x| x.user.id == user)
+            .map(|x| x.subscription.mention.clone())
+    };
+    let found = s.subscribers(e.id, "youtube.live", &im).await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(
+        mention_of(&found, with.id),
+        Some(Some("123456789012345678".into()))
+    );
+    assert_eq!(mention_of(&found, without.id), Some(None));
+
+    // Changing the kinds alone keeps the mention.
+    let kinds = vec!["youtube.live".to_owned(), "youtube.video".to_owned()];
+    s.put_subscription_kinds(with.id, e.id, &kinds)
+        .await
+        .unwrap();
+    let listed = s.list_subscriptions(with.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].kinds, kinds);
+    assert_eq!(listed[0].mention.as_deref(), Some("123456789012345678"));
+    let found = s.subscribers(e.id, "youtube.video", &im).await.unwrap();
+    assert_eq!(
+        mention_of(&found, with.id),
+        Some(Some("123456789012345678".into()))
+    );
+
+    // Without a subscription, it inserts one without mention.
+    let other = entity();
+    s.insert_entity(&other).await.unwrap();
+    s.put_subscription_kinds(with.id, other.id, &[])
+        .await
+        .unwrap();
+    let listed = s.list_subscriptions(with.id).await.unwrap();
+    let inserted = listed.iter().find(|x| x.entity == other.id).unwrap();
+    assert_eq!(inserted, &subscription(with.id, other.id, &[]));
+
+    // `put_subscription` replaces the mention, and `None` clears it.
+    let mut replaced = subscription(with.id, e.id, &[]);
+    replaced.mention = Some("role:2".into());
+    s.put_subscription(&replaced).await.unwrap();
+    let found = s.subscribers(e.id, "twitter.tweet", &im).await.unwrap();
+    assert_eq!(mention_of(&found, with.id), Some(Some("role:2".into())));
+    s.put_subscription(&subscription(with.id, e.id, &[]))
+        .await
+        .unwrap();
+    let found = s.subscribers(e.id, "youtube.live", &im).await.unwrap();
+    assert_eq!(mention_of(&found, with.id), Some(None));
+    let listed = s.list_subscriptions(with.id).await.unwrap();
+    assert!(listed.iter().all(|x| x.mention.is_none()), "{listed:?}");
+
+    // Unsubscribing drops it: subscribing again starts without one.
+    s.put_subscription(&replaced).await.unwrap();
+    assert!(s.delete_subscription(with.id, e.id).await.unwrap());
+    s.put_subscription_kinds(with.id, e.id, &[]).await.unwrap();
+    let found = s.subscribers(e.id, "youtube.live", &im).await.unwrap();
+    assert_eq!(mention_of(&found, with.id), Some(None));
+}

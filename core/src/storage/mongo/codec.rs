@@ -371,6 +371,7 @@ pub(super) fn decode_subscription(d: &Document) -> Result<Subscription> {
         user: get_uuid(d, "user", WHAT)?,
         entity: get_uuid(d, "entity", WHAT)?,
         kinds: get_strings(d, "kinds", WHAT)?,
+        mention: get_opt_string(d, "mention", WHAT)?,
     })
 }
 

@@ -9,7 +9,7 @@
 //! | `tasks` | task id | `entity`, `kind`, `channel_id` or `user_id`, `account` (the same id again) | `entity`; `(kind, _id)`; unique `(kind, account)` |
 //! | `groups` | group id | `names` | |
 //! | `users` | user id | `im`, `im_chat_id`, `name`, `language`, `settings`, `created_at` | unique `(im, im_chat_id)` |
-//! | `subscriptions` | generated | `user`, `entity`, `kinds` | unique `(user, entity)`; `(entity, user)` |
+//! | `subscriptions` | generated | `user`, `entity`, `kinds`, `mention` (absent: none) | unique `(user, entity)`; `(entity, user)` |
 //! | `sessions` | generated | `token_hash`, `user`, times | unique `token_hash`; `user`; `expires_at` |
 //! | `auth` | generated | `username`, `hash`, `permissions` | unique `username` |
 //! | `delayed` | message id | `routing_key`, `body`, `fire_at_ms`, `revision`, `owner` (null when unclaimed), `lease_until_ms`, `claim_token` | `fire_at_ms`; `owner` |

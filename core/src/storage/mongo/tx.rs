@@ -186,6 +186,31 @@ pub(super) async fn upsert(
     }
 }
 
+/// Applies `update` to the document matching `filter`, or inserts one made of `filter`'s
+/// fields and `update`'s, in one step.
+pub(super) async fn upsert_fields(
+    collection: &Collection<Document>,
+    filter: Document,
+    update: Document,
+    context: &str,
+    what: impl Fn() -> String,
+) -> Result<()> {
+    let attempt = || {
+        collection
+            .update_one(filter.clone(), update.clone())
+            .upsert(true)
+    };
+    match attempt().await {
+        Ok(_) => Ok(()),
+        // As in `upsert`: the loser of two concurrent inserts updates on its second try.
+        Err(e) if is_duplicate_key(&e) => attempt()
+            .await
+            .map(drop)
+            .map_err(|e| unique_err(e, context, what)),
+        Err(e) => Err(db_err(context, e)),
+    }
+}
+
 // -------------------------------------------------------------------- task change stream
 
 pub(super) type TaskStream = ChangeStream<ChangeStreamEvent<Document>>;

@@ -72,11 +72,15 @@ impl UserStore for MongoStorage {
             "user": uuid_bson(subscription.user),
             "entity": uuid_bson(subscription.entity),
         };
-        let d = doc! {
+        let mut d = doc! {
             "user": uuid_bson(subscription.user),
             "entity": uuid_bson(subscription.entity),
             "kinds": &subscription.kinds,
         };
+        // Absent when there is none: documents from before mentions read the same.
+        if let Some(mention) = &subscription.mention {
+            d.insert("mention", mention);
+        }
         upsert(
             &self.subscriptions,
             filter,
@@ -88,6 +92,22 @@ impl UserStore for MongoStorage {
                     subscription.user, subscription.entity
                 )
             },
+        )
+        .await
+    }
+
+    async fn put_subscription_kinds(
+        &self,
+        user: Uuid,
+        entity: Uuid,
+        kinds: &[String],
+    ) -> Result<()> {
+        upsert_fields(
+            &self.subscriptions,
+            doc! { "user": uuid_bson(user), "entity": uuid_bson(entity) },
+            doc! { "$set": { "kinds": kinds } },
+            "writing a subscription",
+            || format!("subscription of user {user} to entity {entity}"),
         )
         .await
     }

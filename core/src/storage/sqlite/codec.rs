@@ -325,7 +325,8 @@ pub(super) fn tasks_of(
 /// yields rows already in user order and touches only this entity's subscribers; without
 /// statistics the planner might instead walk every user of the platform.
 pub(super) const SUBSCRIBERS_SQL: &str = "
-SELECT u.id, u.im, u.im_chat_id, u.name, u.language, u.settings, u.created_at, s.entity, s.kinds
+SELECT u.id, u.im, u.im_chat_id, u.name, u.language, u.settings, u.created_at, s.entity, s.kinds,
+       s.mention
 FROM subscriptions AS s INDEXED BY subscriptions_by_entity
 JOIN users AS u ON u.id = s.user
 WHERE s.entity = ?1

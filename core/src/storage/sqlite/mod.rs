@@ -11,7 +11,9 @@
 //! (`owner`, `lease_until_ms`, `revision`; existing rows become unclaimed, revision 0)
 //! and the delivery claims (`deliveries.owner`,
 //! `deliveries.lease_until` and a partial index on the unsettled ones); rows from before
-//! keep their status and so count as settled.
+//! keep their status and so count as settled. Columns that older builds can ignore
+//! (`credentials.queues`, `subscriptions.mention`) are added on open without a new
+//! version.
 //!
 //! Listings skip rows that do not decode (reported through [`MalformedRecords`]).
 //!
@@ -100,9 +102,10 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE INDEX IF NOT EXISTS users_by_im ON users (im, id);
 CREATE TABLE IF NOT EXISTS subscriptions (
-    user   TEXT NOT NULL,
-    entity TEXT NOT NULL,
-    kinds  TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    entity  TEXT NOT NULL,
+    kinds   TEXT NOT NULL,
+    mention TEXT,
     PRIMARY KEY (user, entity)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS subscriptions_by_entity ON subscriptions (entity, user);
@@ -447,6 +450,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.execute_batch(SCHEMA).db()?;
     add_credential_queues(&tx)?;
+    add_subscription_mentions(&tx)?;
     if version < 2 {
         add_task_accounts(&tx)?;
     }
@@ -470,6 +474,25 @@ fn add_credential_queues(tx: &Transaction<'_>) -> Result<()> {
         .db()?;
     if !present {
         tx.execute_batch("ALTER TABLE credentials ADD COLUMN queues TEXT NOT NULL DEFAULT '[]'")
+            .db()?;
+    }
+    Ok(())
+}
+
+/// Adds the nullable `subscriptions.mention` to a database created before it existed;
+/// existing subscriptions have none. Checked by name, so it runs once whatever
+/// `user_version` says; builds without it ignore the column (their writes keep it), so
+/// the schema version stays.
+fn add_subscription_mentions(tx: &Transaction<'_>) -> Result<()> {
+    let present: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('subscriptions') WHERE name = 'mention')",
+            [],
+            |row| row.get(0),
+        )
+        .db()?;
+    if !present {
+        tx.execute_batch("ALTER TABLE subscriptions ADD COLUMN mention TEXT")
             .db()?;
     }
     Ok(())
@@ -674,7 +697,7 @@ mod tests {
             "SELECT id, entity, params FROM tasks WHERE entity = ?1 ORDER BY position",
             "SELECT id, entity, params FROM tasks WHERE kind = ?1 ORDER BY id",
             "SELECT id FROM users WHERE im = ?1 ORDER BY id",
-            "SELECT user, entity, kinds FROM subscriptions WHERE user = ?1 ORDER BY entity",
+            "SELECT user, entity, kinds, mention FROM subscriptions WHERE user = ?1 ORDER BY entity",
             "DELETE FROM sessions WHERE expires_at <= ?1",
             "DELETE FROM sessions WHERE user = ?1",
             "DELETE FROM subscriptions WHERE entity = ?1",
@@ -757,6 +780,51 @@ mod tests {
         let storage = SqliteStorage::open(&path).await.unwrap();
         assert_eq!(storage.get_credential("mw").await.unwrap(), Some(new));
         assert_eq!(storage.list_credentials().await.unwrap().len(), 2);
+        drop(storage);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A subscriptions table from before mentions gains the column on open; its
+    /// subscriptions read without one and can be given one.
+    #[tokio::test]
+    async fn subscriptions_from_before_mentions_are_migrated() {
+        use crate::storage::UserStore;
+
+        let dir = std::env::temp_dir().join(format!("sg-sqlite-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old-subscriptions.db");
+        let (user, entity) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE subscriptions (user TEXT NOT NULL, entity TEXT NOT NULL, \
+                 kinds TEXT NOT NULL, PRIMARY KEY (user, entity)) WITHOUT ROWID; \
+                 INSERT INTO subscriptions VALUES ('{user}', '{entity}', '[\"youtube.live\"]'); \
+                 PRAGMA user_version = 3;"
+            ))
+            .unwrap();
+        }
+        let path = path.to_str().unwrap().to_owned();
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        let old = Subscription {
+            user,
+            entity,
+            kinds: vec!["youtube.live".into()],
+            mention: None,
+        };
+        assert_eq!(
+            storage.list_subscriptions(user).await.unwrap(),
+            std::slice::from_ref(&old)
+        );
+        let mentioned = Subscription {
+            mention: Some("42".into()),
+            ..old
+        };
+        storage.put_subscription(&mentioned).await.unwrap();
+        drop(storage);
+        // Opening again finds the column in place and keeps what was stored.
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        assert_eq!(storage.list_subscriptions(user).await.unwrap(), [mentioned]);
         drop(storage);
         std::fs::remove_dir_all(dir).ok();
     }

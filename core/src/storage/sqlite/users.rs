@@ -132,6 +132,28 @@ impl UserStore for SqliteStorage {
         let user = uuid_text(subscription.user);
         let entity = uuid_text(subscription.entity);
         let kinds = json_text(&subscription.kinds)?;
+        let mention = subscription.mention.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO subscriptions (user, entity, kinds, mention) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user, entity) DO UPDATE
+                 SET kinds = excluded.kinds, mention = excluded.mention",
+                params![user, entity, kinds, mention],
+            )
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_subscription_kinds(
+        &self,
+        user: Uuid,
+        entity: Uuid,
+        kinds: &[String],
+    ) -> Result<()> {
+        let (user, entity) = (uuid_text(user), uuid_text(entity));
+        let kinds = json_text(kinds)?;
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO subscriptions (user, entity, kinds) VALUES (?1, ?2, ?3)
@@ -162,7 +184,8 @@ impl UserStore for SqliteStorage {
         self.call(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT user, entity, kinds FROM subscriptions WHERE user = ?1 ORDER BY entity",
+                    "SELECT user, entity, kinds, mention FROM subscriptions WHERE user = ?1 \
+                     ORDER BY entity",
                 )
                 .db()?;
             let rows = stmt
@@ -172,6 +195,7 @@ impl UserStore for SqliteStorage {
                             user: col_uuid(row, 0)?,
                             entity: col_uuid(row, 1)?,
                             kinds: col_json(row, 2)?,
+                            mention: row.get(3)?,
                         })
                     })
                 })
@@ -195,6 +219,7 @@ impl UserStore for SqliteStorage {
                             user: user.id,
                             entity: col_uuid(row, 7)?,
                             kinds: col_json(row, 8)?,
+                            mention: row.get(9)?,
                         };
                         Ok(Subscriber { user, subscription })
                     })

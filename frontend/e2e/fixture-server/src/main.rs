@@ -230,6 +230,7 @@ async fn seed(storage: &dyn Storage, config: &ApiConfig) -> Result<Seeded, BoxEr
                 user: user.id,
                 entity: *luna,
                 kinds: Vec::new(),
+                mention: None,
             })
             .await?;
     }
