@@ -38,6 +38,9 @@ use crate::rest::{MessageBody, RestClient, SendError};
 pub const SUBSCRIBE: &str = "subscribe";
 /// `/unsubscribe entity:<name or id>`.
 pub const UNSUBSCRIBE: &str = "unsubscribe";
+/// `/mention entity:<name or id> [role:<role>]`: the role a subscription's posts
+/// mention (no role: none).
+pub const MENTION: &str = "mention";
 /// `/list`.
 pub const LIST: &str = "list";
 /// `/settings`.
@@ -51,9 +54,10 @@ pub const HELP: &str = "help";
 
 /// The commands, in the order `/help` lists them, with the catalog message describing
 /// each.
-pub const COMMANDS: [(&str, &str); 7] = [
+pub const COMMANDS: [(&str, &str); 8] = [
     (SUBSCRIBE, "command-subscribe"),
     (UNSUBSCRIBE, "command-unsubscribe"),
+    (MENTION, "command-mention"),
     (LIST, "command-list"),
     (SETTINGS, "command-settings"),
     (LANG, "command-lang"),
@@ -63,6 +67,8 @@ pub const COMMANDS: [(&str, &str); 7] = [
 
 /// The option naming a streamer (`/subscribe`, `/unsubscribe`).
 pub const ENTITY_OPTION: &str = "entity";
+/// The role option of `/mention`.
+pub const ROLE_OPTION: &str = "role";
 /// The option of `/lang`.
 pub const CODE_OPTION: &str = "code";
 /// The option of `/delete`.
@@ -83,6 +89,12 @@ const PLACEHOLDER_LIMIT: usize = 150;
 /// Discord's locales the catalog's languages are registered under (Discord has no bare
 /// `zh`: its Chinese locales are `zh-CN` and `zh-TW`, and the catalog's is simplified).
 const LOCALES: [(&str, &str); 2] = [("ja", "ja"), ("zh", "zh-CN")];
+
+/// How replies show a role mention: `<@&id>`, which Discord clients show as the role's
+/// name (answers set no `allowed_mentions`, so it never pings).
+pub fn role_label(role: &str) -> String {
+    format!("<@&{role}>")
+}
 
 /// How replies hint at the commands on Discord.
 pub fn syntax() -> Syntax {
@@ -119,7 +131,7 @@ pub struct NewCommand {
 
 /// Descriptions of the options, `(English, Japanese, Chinese)`: the catalog words only
 /// replies, so these few words are kept here.
-const OPTION_WORDS: [(&str, [&str; 3]); 4] = [
+const OPTION_WORDS: [(&str, [&str; 3]); 5] = [
     (
         "entity-subscribe",
         [
@@ -134,6 +146,14 @@ const OPTION_WORDS: [(&str, [&str; 3]); 4] = [
             "A streamer this channel is subscribed to",
             "このチャンネルが購読している配信者",
             "本频道已订阅的主播",
+        ],
+    ),
+    (
+        "role",
+        [
+            "The role to mention; leave it out to mention nobody",
+            "メンションするロール（省略でメンションなし）",
+            "要提及的身份组；省略则不提及",
         ],
     ),
     (
@@ -195,7 +215,7 @@ pub fn definitions() -> Vec<NewCommand> {
         .iter()
         .map(|(name, description)| {
             let options = match *name {
-                SUBSCRIBE | UNSUBSCRIBE => {
+                SUBSCRIBE | UNSUBSCRIBE | MENTION => {
                     let words = if *name == SUBSCRIBE {
                         "entity-subscribe"
                     } else {
@@ -205,7 +225,11 @@ pub fn definitions() -> Vec<NewCommand> {
                     entity.autocomplete = Some(true);
                     // Room for a long name typed in full; ids are 36 characters.
                     entity.max_length = Some(100);
-                    vec![entity]
+                    let mut options = vec![entity];
+                    if *name == MENTION {
+                        options.push(option(CommandOptionType::Role, ROLE_OPTION, "role", false));
+                    }
+                    options
                 }
                 LANG => {
                     let mut code = option(CommandOptionType::String, CODE_OPTION, "code", false);
@@ -375,6 +399,7 @@ mod tests {
             [
                 "subscribe",
                 "unsubscribe",
+                "mention",
                 "list",
                 "settings",
                 "lang",
@@ -396,7 +421,11 @@ mod tests {
         assert_eq!(subscribe["type"], 3);
         assert_eq!(subscribe["required"], true);
         assert_eq!(subscribe["autocomplete"], true);
-        let lang = &commands[4]["options"][0];
+        let mention = &commands[2]["options"];
+        assert_eq!(mention[1]["name"], "role");
+        assert_eq!(mention[1]["type"], 8);
+        assert_eq!(mention[1]["required"], false);
+        let lang = &commands[5]["options"][0];
         assert_eq!(lang["required"], false);
         let values: Vec<_> = lang["choices"]
             .as_array()
@@ -405,7 +434,7 @@ mod tests {
             .map(|c| c["value"].as_str().unwrap())
             .collect();
         assert_eq!(values, ["en", "ja", "zh"]);
-        assert_eq!(commands[5]["options"][0]["type"], 5);
+        assert_eq!(commands[6]["options"][0]["type"], 5);
     }
 
     #[test]

@@ -30,11 +30,12 @@
 //! answers "Unknown Message" (the first message was deleted) forgets the memory, and the
 //! post just made becomes the stream's first message. A reminder changes nothing about
 //! the stream and edits nothing. The end of a stream (`ended`, `cancelled`) forgets the
-//! video's memories once delivered. Later posts are plain messages, not replies:
-//! [`MessageBody`] carries no `message_reference` yet.
+//! video's memories once delivered. A later post of the stream (a reminder too) replies
+//! to its first message, with `fail_if_not_exists: false`: a first message deleted in
+//! the meantime makes the post a plain message rather than a refused one.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -42,10 +43,10 @@ use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Entity, Event};
-use stargazer_core::sync::lock;
 use stargazer_delivery::api::Api;
 use stargazer_delivery::claims::{retry_backoff, Claims};
 use stargazer_delivery::compose::{notification, truncate, Body, View};
+use stargazer_delivery::fanout;
 use stargazer_delivery::job::Delivery;
 use stargazer_delivery::recorder::Recorder;
 use stargazer_delivery::scheduler::{Attempt, Job, Lane, Limits, Order};
@@ -53,7 +54,7 @@ use stargazer_delivery::streams::{self, Snapshot};
 use stargazer_delivery::{Adapter, Outcome, Parts, Recipient, Role, Settings, Stores};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use twilight_model::id::marker::{ChannelMarker, MessageMarker};
+use twilight_model::id::marker::{ChannelMarker, MessageMarker, RoleMarker};
 use twilight_model::id::Id;
 use uuid::Uuid;
 
@@ -171,9 +172,6 @@ struct Discord {
     context: Arc<Context>,
 }
 
-/// What a composed message depends on besides the event: view, language and time zone.
-type ReaderKey = (View, String, Option<String>);
-
 /// An event of a stream's life with the stream's first messages as read when the event
 /// was prepared.
 struct StreamLife {
@@ -185,27 +183,9 @@ struct StreamLife {
     snapshot: Snapshot<FirstMessage>,
 }
 
-/// One event on its way to its channels, with the messages composed so far (one per
-/// view, language and time zone).
-struct Fanout {
-    event: Event,
-    entity: Entity,
-    /// Its stream's life, when it is part of one.
-    stream: Option<StreamLife>,
-    composed: Mutex<HashMap<ReaderKey, Arc<MessageBody>>>,
-}
-
-impl Fanout {
-    fn message(&self, view: View, language: &str, timezone: Option<&str>) -> Arc<MessageBody> {
-        let key = (view, language.to_owned(), timezone.map(str::to_owned));
-        lock(&self.composed)
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(compose(&self.event, &self.entity, language, timezone, view))
-            })
-            .clone()
-    }
-}
+/// One event on its way to its channels, with its stream's life and the messages
+/// composed so far (one per view, language and time zone).
+type Fanout = fanout::Fanout<MessageBody, View, StreamLife>;
 
 /// The message a channel reading `language` in `timezone` is shown of `event` in
 /// `view`.
@@ -273,12 +253,7 @@ impl Adapter for Discord {
             }),
             None => None,
         };
-        Some(Fanout {
-            event,
-            entity,
-            stream,
-            composed: Mutex::new(HashMap::new()),
-        })
+        Some(Fanout::new(event, entity, stream))
     }
 
     fn chat_key(&self, chat_id: &str) -> Option<i64> {
@@ -323,8 +298,12 @@ impl Adapter for Discord {
 /// One REST call planned for a channel.
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    /// The event's own message, remembered as its stream's first message if `remember`.
-    Post { remember: bool },
+    /// The event's own message, replying to the stream's first message `reply_to` if
+    /// set, remembered as its stream's first message if `remember`.
+    Post {
+        remember: bool,
+        reply_to: Option<Id<MessageMarker>>,
+    },
     /// The stream's first message brought up to this event's state.
     Edit { first: FirstMessage },
 }
@@ -358,7 +337,10 @@ impl SendJob {
     /// The REST calls this event needs in `channel`.
     fn plan_for(&self, channel: Id<ChannelMarker>) -> VecDeque<Step> {
         let Some(stream) = &self.fanout.stream else {
-            return VecDeque::from([Step::Post { remember: false }]);
+            return VecDeque::from([Step::Post {
+                remember: false,
+                reply_to: None,
+            }]);
         };
         let first = self
             .context
@@ -371,17 +353,20 @@ impl SendJob {
             )
             // A message is edited through its own channel's route.
             .filter(|first| first.channel == channel);
+        // A later post of the stream replies to its first message.
+        let reply_to = first.map(|first| first.message_id);
+        let post = |remember| Step::Post { remember, reply_to };
         let steps = match (stream.role, first) {
-            (Role::Opener, _) => vec![Step::Post { remember: true }],
+            (Role::Opener, _) => vec![post(true)],
             // A reminder changes nothing the first message shows.
-            (Role::Reminder, _) => vec![Step::Post { remember: false }],
+            (Role::Reminder, _) => vec![post(false)],
             (Role::Rescheduled | Role::Live | Role::Ended | Role::Cancelled, Some(first)) => {
-                vec![Step::Post { remember: false }, Step::Edit { first }]
+                vec![post(false), Step::Edit { first }]
             }
             // The channel has no message of the stream yet: this one becomes the first.
-            (Role::Rescheduled | Role::Live, None) => vec![Step::Post { remember: true }],
+            (Role::Rescheduled | Role::Live, None) => vec![post(true)],
             // Nothing left to keep current after an end.
-            (Role::Ended | Role::Cancelled, None) => vec![Step::Post { remember: false }],
+            (Role::Ended | Role::Cancelled, None) => vec![post(false)],
         };
         steps.into()
     }
@@ -417,13 +402,28 @@ impl SendJob {
 
     /// The post: exactly once per event and channel, so every failure before it went
     /// out leaves the job free to be given back for a later delivery.
-    async fn post(&mut self, chat: i64, channel: Id<ChannelMarker>, remember: bool) -> Attempt {
+    async fn post(
+        &mut self,
+        chat: i64,
+        channel: Id<ChannelMarker>,
+        remember: bool,
+        reply_to: Option<Id<MessageMarker>>,
+    ) -> Attempt {
         let recipient = &self.delivery.recipient;
-        let message = self.fanout.message(
+        let mut message = self.fanout.message(
             View::Message,
             &recipient.language,
             recipient.timezone.as_deref(),
+            compose,
         );
+        // The composed message is shared by every channel; the reply and the mention are
+        // this one's.
+        if let Some(first) = reply_to {
+            message = Arc::new((*message).clone().replying_to(first));
+        }
+        if let Some(role) = mention_of(recipient) {
+            message = Arc::new((*message).clone().mentioning(role));
+        }
         match self.context.rest.try_send_message(channel, &message).await {
             Ok(sent) => {
                 self.posted = Some(Posted::Message(sent.id));
@@ -470,6 +470,7 @@ impl SendJob {
             View::FirstUpdated,
             &recipient.language,
             recipient.timezone.as_deref(),
+            compose,
         );
         let result = self
             .context
@@ -562,7 +563,9 @@ impl Job for SendJob {
             self.plan = Some(self.plan_for(channel));
         }
         match self.plan.as_ref().and_then(|p| p.front()).copied() {
-            Some(Step::Post { remember }) => self.post(chat, channel, remember).await,
+            Some(Step::Post { remember, reply_to }) => {
+                self.post(chat, channel, remember, reply_to).await
+            }
             Some(Step::Edit { first }) => self.edit(chat, first).await,
             // Every plan has a post; an empty one has nothing left but the record.
             None => self.delivery.record("sent".to_owned(), Outcome::Sent).await,
@@ -578,6 +581,19 @@ async fn pause(api: &Api, user: Uuid, channel: i64, reason: &SendError) {
         }
         Err(cause) => {
             tracing::warn!(channel_id = channel, %cause, "could not pause the channel's subscriptions")
+        }
+    }
+}
+/// The role a recipient's subscription pings, if it names one. The api lets any short
+/// word through; on Discord only a role id (a snowflake) means something, so anything
+/// else is logged and ignored rather than posted as text.
+fn mention_of(recipient: &Recipient) -> Option<Id<RoleMarker>> {
+    let mention = recipient.mention.as_deref()?;
+    match mention.parse::<u64>().ok().and_then(Id::new_checked) {
+        Some(role) => Some(role),
+        None => {
+            tracing::warn!(chat = %recipient.chat_id, mention, "a mention that is not a role id; posting without it");
+            None
         }
     }
 }

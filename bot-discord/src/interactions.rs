@@ -76,7 +76,7 @@ use uuid::Uuid;
 
 use crate::commands::{
     self, CODE_OPTION, COMMANDS, CONFIRM_OPTION, ENTITY_OPTION, HELP, KINDS_PREFIX, LABEL_LIMIT,
-    LIST, MAX_CHOICES, SETTINGS, SUBSCRIBE, UNSUBSCRIBE,
+    LIST, MAX_CHOICES, MENTION, ROLE_OPTION, SETTINGS, SUBSCRIBE, UNSUBSCRIBE,
 };
 use crate::config::DiscordConfig;
 use crate::rest::RestClient;
@@ -137,7 +137,8 @@ impl InteractionsState {
             &config.stargazer_api_password,
         )?;
         let bot = Bot {
-            commands: ChatCommands::new(api, config.frontend_url.clone(), commands::syntax()),
+            commands: ChatCommands::new(api, config.frontend_url.clone(), commands::syntax())
+                .with_mention_label(commands::role_label),
             rest: RestClient::new(config)?,
             application,
             manager_role: config.manager_role().map(str::to_owned),
@@ -412,6 +413,7 @@ impl Incoming {
 #[derive(Debug, Default)]
 struct Options {
     entity: String,
+    role: Option<String>,
     code: Option<String>,
     confirm: bool,
 }
@@ -426,6 +428,9 @@ impl Options {
                     read.code = Some(value.clone());
                 }
                 (CONFIRM_OPTION, CommandOptionValue::Boolean(value)) => read.confirm = *value,
+                (ROLE_OPTION, CommandOptionValue::Role(role)) => {
+                    read.role = Some(role.get().to_string());
+                }
                 _ => {}
             }
         }
@@ -526,6 +531,11 @@ impl Bot {
             LIST => commands.list(chat).await,
             SUBSCRIBE => commands.subscribe(chat, &options.entity).await,
             UNSUBSCRIBE => commands.unsubscribe(chat, &options.entity).await,
+            MENTION => {
+                commands
+                    .set_mention(chat, &options.entity, options.role.as_deref())
+                    .await
+            }
             commands::LANG => commands.lang(chat, options.code.as_deref()).await,
             SETTINGS => commands.settings(chat).await,
             commands::DELETE => commands.delete(chat, options.confirm).await,
@@ -589,7 +599,7 @@ impl Bot {
                 let lookup = async {
                     match data.name.as_str() {
                         SUBSCRIBE => self.commands.suggest(&chat, &typed, MAX_CHOICES).await,
-                        UNSUBSCRIBE => self.subscribed(&chat, &typed).await,
+                        UNSUBSCRIBE | MENTION => self.subscribed(&chat, &typed).await,
                         _ => Vec::new(),
                     }
                 };

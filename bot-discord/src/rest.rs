@@ -45,7 +45,7 @@ use twilight_model::application::command::Command;
 use twilight_model::channel::message::component::{ActionRow, Button, ButtonStyle};
 use twilight_model::channel::message::embed::EmbedThumbnail;
 use twilight_model::channel::message::{AllowedMentions, Component, Embed};
-use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, MessageMarker};
+use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, MessageMarker, RoleMarker};
 use twilight_model::id::Id;
 
 use crate::config::DiscordConfig;
@@ -120,6 +120,20 @@ pub struct MessageBody {
     /// Who may be pinged; `None` sends "nobody", so a title containing `@everyone` or a
     /// role mention never pings a server.
     pub allowed_mentions: Option<AllowedMentions>,
+    /// The message a new message replies to (creation only; an edit cannot change it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_reference: Option<MessageReference>,
+}
+
+/// A reply's reference to the message it answers, in Discord's shape
+/// (`{"message_id": "…", "fail_if_not_exists": false}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MessageReference {
+    /// The message replied to, in the channel the reply is posted to.
+    pub message_id: Id<MessageMarker>,
+    /// Whether Discord refuses the reply (400, 50035) when that message no longer
+    /// exists; `false` posts it as a plain message instead.
+    pub fail_if_not_exists: bool,
 }
 
 impl MessageBody {
@@ -129,6 +143,34 @@ impl MessageBody {
             content: Some(content.into()),
             ..Self::default()
         }
+    }
+
+    /// The same message as a reply to `message`, posted plainly if that message is gone.
+    pub fn replying_to(self, message: Id<MessageMarker>) -> Self {
+        Self {
+            message_reference: Some(MessageReference {
+                message_id: message,
+                fail_if_not_exists: false,
+            }),
+            ..self
+        }
+    }
+
+    /// The same message pinging `role` (a role id): `<@&role>` before the content, and
+    /// that role alone allowed to be pinged.
+    pub fn mentioning(mut self, role: Id<RoleMarker>) -> Self {
+        let mention = format!("<@&{role}>");
+        self.content = Some(match self.content.take() {
+            Some(content) if !content.is_empty() => format!("{mention} {content}"),
+            _ => mention,
+        });
+        let allowed = self
+            .allowed_mentions
+            .get_or_insert_with(AllowedMentions::default);
+        if !allowed.roles.contains(&role) {
+            allowed.roles.push(role);
+        }
+        self
     }
 
     /// Adds an embed.
@@ -818,6 +860,18 @@ mod tests {
         let before = Instant::now();
         pacer.acquire().await;
         assert!(before.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_reply_references_its_message_and_survives_its_deletion() {
+        let plain = serde_json::to_value(MessageBody::text("x")).unwrap();
+        assert!(plain.get("message_reference").is_none());
+        let reply = MessageBody::text("x").replying_to(Id::new(1_200_000_000_000_000_001));
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(
+            json["message_reference"],
+            serde_json::json!({"message_id": "1200000000000000001", "fail_if_not_exists": false})
+        );
     }
 
     #[test]

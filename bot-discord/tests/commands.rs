@@ -3,6 +3,8 @@
 //! `stargazer-testkit` for registration and late answers, and its signing client playing
 //! Discord towards the endpoint. What a command changed is read back through the api.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,15 +14,12 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use axum::Router;
-use prometheus::Registry;
 use serde_json::{json, Value};
 use stargazer_bot_discord::{DiscordConfig, DiscordService};
-use stargazer_core::model::{Entity, Task, TaskParams};
-use stargazer_core::service::{Capability, Service, ServiceContext, StorageGrant};
-use stargazer_core::storage::Storage;
-use stargazer_core::CancellationToken;
+use stargazer_core::model::TaskParams;
+use stargazer_core::service::Service;
 use stargazer_delivery::api::Api;
-use stargazer_delivery::testing::{serve_api, TestQueue, AMQP_URL, BOT_PASSWORD};
+use stargazer_delivery::testing::{eventually, live, Harness, Instance};
 use stargazer_testkit::servers::discord::{
     application_command, autocomplete, message_errors, ping, string_select, DiscordServer,
     InteractionSigner, Invoker, Limits, Outage, Signing, BOT_USER_ID,
@@ -28,7 +27,6 @@ use stargazer_testkit::servers::discord::{
 use stargazer_testkit::servers::{serve, Served};
 use uuid::Uuid;
 
-const BOT_USER: &str = "bot-discord";
 /// The server every test's channels are in.
 const GUILD: u64 = 1_200_000_000_000_000_001;
 /// The manager role configured for the bot.
@@ -112,31 +110,8 @@ struct Bot {
     aqua: Uuid,
     marine: Uuid,
     pekora: Uuid,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-    _queue: TestQueue,
-}
-
-fn entity(names: &[(&str, &str)], tasks: Vec<TaskParams>) -> Entity {
-    let id = Uuid::new_v4();
-    Entity {
-        id,
-        names: names
-            .iter()
-            .map(|(language, name)| ((*language).to_owned(), (*name).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
-        default_language: "en".into(),
-        group: None,
-        translate_to: vec![],
-        tasks: tasks
-            .into_iter()
-            .map(|params| Task {
-                id: Uuid::new_v4(),
-                entity: id,
-                params,
-            })
-            .collect(),
-    }
+    role: Instance<Result<(), String>>,
+    _harness: Harness,
 }
 
 /// Starts the role, with [`MANAGER_ROLE`] as its manager role.
@@ -146,79 +121,50 @@ async fn start() -> Bot {
 
 /// Starts the role while Discord's API suffers `outage`, if any.
 async fn start_during(outage: Option<Outage>) -> Bot {
-    let storage: Arc<dyn Storage> = stargazer_core::storage::connect("sqlite::memory:")
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let api_url = serve_api(&storage, BOT_USER, &stop).await;
-    let aqua = entity(
-        &[("en", "Minato Aqua"), ("ja", "湊あくあ")],
-        vec![TaskParams::Twitch {
-            broadcaster_id: "100000001".into(),
-        }],
-    );
-    let marine = entity(&[("en", "Houshou Marine"), ("ja", "宝鐘マリン")], vec![]);
-    let pekora = entity(&[("en", "Usada Pekora"), ("ja", "兎田ぺこら")], vec![]);
-    for entity in [&aqua, &marine, &pekora] {
-        storage.insert_entity(entity).await.unwrap();
-    }
-    let discord = DiscordServer::start("discord-token").await.unwrap();
+    let harness = common::harness().await;
+    let aqua = harness
+        .entity(
+            &[("en", "Minato Aqua"), ("ja", "湊あくあ")],
+            vec![TaskParams::Twitch {
+                broadcaster_id: "100000001".into(),
+            }],
+        )
+        .await;
+    let marine = harness
+        .entity(&[("en", "Houshou Marine"), ("ja", "宝鐘マリン")], vec![])
+        .await;
+    let pekora = harness
+        .entity(&[("en", "Usada Pekora"), ("ja", "兎田ぺこら")], vec![])
+        .await;
+    let discord = common::discord().await;
     discord.set_limits(Limits::lenient());
     discord.set_outage(outage);
     let signer = InteractionSigner::new();
-    let bus = stargazer_core::bus::connect(AMQP_URL).await.unwrap();
-    let queue = TestQueue::declare(&bus, BOT_USER).await;
-    let slow = SlowApi::start(api_url.clone()).await;
+    let slow = SlowApi::start(harness.api_url.clone()).await;
     let config = DiscordConfig {
-        api_url: discord.url.clone(),
-        token: discord.token.clone(),
         application_id: BOT_USER_ID.to_string(),
         public_key: signer.public_key_hex(),
         stargazer_api_url: slow.url.clone(),
-        stargazer_api_username: BOT_USER.into(),
-        stargazer_api_password: BOT_PASSWORD.into(),
-        queue: queue.name.clone(),
-        claim_lease_seconds: 3,
-        only_entities: vec![aqua.id],
         frontend_url: FRONTEND.into(),
         manager_role: MANAGER_ROLE.to_string(),
-        ..DiscordConfig::default()
+        ..common::config(&harness, &discord, vec![aqua])
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/interactions", listener.local_addr().unwrap());
     let service = Box::new(DiscordService::new(config));
     assert_eq!(service.needs().listeners[0].key, "discord.listen");
-    let cx = ServiceContext {
-        storage: Some(StorageGrant::new(
-            storage.clone(),
-            &[Capability::Deliveries, Capability::State],
-        )),
-        bus: Some(bus),
-        listeners: vec![listener],
-        registry: Registry::new(),
-        shutdown: stop.child_token(),
-    };
-    let task = tokio::spawn(async move { service.run(cx).await.map_err(|e| e.to_string()) });
-    let api = Api::new(
-        stargazer_bot_discord::IM,
-        &api_url,
-        "api",
-        BOT_USER,
-        BOT_PASSWORD,
-    )
-    .unwrap();
+    let role = harness.run_service(service, vec![listener]);
     Bot {
         discord,
         signer,
         url,
-        api,
+        api: harness.api(),
         slow,
-        aqua: aqua.id,
-        marine: marine.id,
-        pekora: pekora.id,
-        stop,
-        task,
-        _queue: queue,
+        aqua,
+        marine,
+        pekora,
+        role,
+        _harness: harness,
     }
 }
 
@@ -258,7 +204,7 @@ impl Bot {
 
     /// Waits until the Discord server has seen at least `count` requests.
     async fn eventually_requests(&self, count: u64) {
-        stargazer_delivery::testing::eventually(
+        eventually(
             "Discord saw the registration attempts",
             Duration::from_secs(10),
             || self.discord.requests() >= count,
@@ -268,12 +214,7 @@ impl Bot {
 
     /// Stops the role and checks it returned cleanly.
     async fn stop(self) {
-        self.stop.cancel();
-        let stopped = tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the role stops within 20 s")
-            .expect("the role did not panic");
-        assert_eq!(stopped, Ok(()));
+        assert_eq!(self.role.stop(Duration::from_secs(20)).await, Ok(()));
     }
 }
 
@@ -292,7 +233,7 @@ fn is_ephemeral(answer: &Value) -> bool {
         .is_some_and(|f| f & 64 != 0)
 }
 
-/// Registration at start names the seven guild-only commands; a PING is answered and a
+/// Registration at start names the eight guild-only commands; a PING is answered and a
 /// direct message is told commands belong to a server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commands_are_registered_at_start() {
@@ -307,6 +248,7 @@ async fn the_commands_are_registered_at_start() {
         [
             "subscribe",
             "unsubscribe",
+            "mention",
             "list",
             "settings",
             "lang",
@@ -315,7 +257,7 @@ async fn the_commands_are_registered_at_start() {
         ]
     );
     let stored = bot.discord.commands(BOT_USER_ID);
-    assert_eq!(stored.len(), 7);
+    assert_eq!(stored.len(), 8);
     for command in &stored {
         assert_eq!(command["contexts"], json!([0]), "{command}");
         assert!(command["description_localizations"]["ja"].is_string());
@@ -360,7 +302,7 @@ async fn registration_is_retried_until_discord_answers() {
         .wait_command_overwrites(1, Duration::from_secs(10))
         .await;
     assert_eq!(overwrites.len(), 1);
-    assert_eq!(overwrites[0].names().len(), 7);
+    assert_eq!(overwrites[0].names().len(), 8);
     bot.stop().await;
 }
 
@@ -648,4 +590,102 @@ async fn a_bad_signature_is_refused_and_changes_nothing() {
     assert_eq!(bot.api.user_by_chat(channel).await.unwrap(), None);
     assert!(bot.discord.original_edits().is_empty());
     bot.stop().await;
+}
+
+/// `/mention` sets the role a subscription's posts ping (managers only), `/list` shows
+/// it, a post of that streamer's event pings exactly that role, and `/mention` without
+/// a role stops it.
+#[tokio::test]
+async fn a_subscription_mentions_its_role_until_told_not_to() {
+    let bot = start().await;
+    let channel = 1_200_000_000_000_000_131;
+    let admin = Invoker::admin(GUILD, channel, 31);
+    let role = 1_200_000_000_000_000_888_u64;
+    let with_role = |entity: &str| {
+        json!([{"name": "entity", "type": 3, "value": entity},
+               {"name": "role", "type": 8, "value": role.to_string()}])
+    };
+    bot.command(&admin, "subscribe", entity_option("Minato Aqua"))
+        .await;
+
+    // A member who may not manage the channel changes nothing.
+    let member = Invoker::member(GUILD, channel, 32);
+    let refused = bot
+        .command(&member, "mention", with_role("Minato Aqua"))
+        .await;
+    assert!(is_ephemeral(&refused), "{refused}");
+    let stored = bot
+        .api
+        .subscriptions(user_of(&bot, channel).await)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].mention, None);
+
+    let set = bot
+        .command(&admin, "mention", with_role("Minato Aqua"))
+        .await;
+    assert_eq!(
+        set["data"]["content"],
+        format!("Minato Aqua: posts now mention <@&{role}>.")
+    );
+    let stored = bot
+        .api
+        .subscriptions(user_of(&bot, channel).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored[0].mention.as_deref(),
+        Some(role.to_string().as_str())
+    );
+    let listed = bot.command(&admin, "list", json!([])).await;
+    assert!(
+        listed["data"]["content"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Minato Aqua — all events — mentions <@&{role}>")),
+        "{listed}"
+    );
+    // The answer shows the role without pinging it.
+    assert_eq!(set["data"]["allowed_mentions"]["parse"], json!([]));
+
+    bot._harness
+        .publish(&live(bot.aqua, "mention stream"))
+        .await;
+    let sent = bot.discord.wait_sent(1, Duration::from_secs(10)).await;
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].content.starts_with(&format!("<@&{role}>")),
+        "{:?}",
+        sent[0].content
+    );
+    let allowed = sent[0].allowed_mentions.clone().expect("allowed_mentions");
+    assert_eq!(allowed["roles"], json!([role.to_string()]));
+    assert_eq!(allowed["parse"], json!([]));
+
+    // Without a role, posts mention nobody again.
+    let cleared = bot
+        .command(&admin, "mention", entity_option("Minato Aqua"))
+        .await;
+    assert_eq!(
+        cleared["data"]["content"],
+        "Minato Aqua: posts mention nobody now."
+    );
+    bot._harness.publish(&live(bot.aqua, "quiet stream")).await;
+    let sent = bot.discord.wait_sent(2, Duration::from_secs(10)).await;
+    assert!(!sent[1].content.contains("<@&"), "{:?}", sent[1].content);
+    assert_eq!(
+        sent[1].allowed_mentions.clone().expect("allowed_mentions")["roles"],
+        Value::Null
+    );
+    bot.stop().await;
+}
+
+/// The Stargazer user of `channel`.
+async fn user_of(bot: &Bot, channel: u64) -> Uuid {
+    bot.api
+        .user_by_chat(channel)
+        .await
+        .unwrap()
+        .expect("the channel is registered")
+        .id
 }

@@ -1,121 +1,72 @@
 //! Delivery to Discord channels through the real engine, a real api over SQLite, the
 //! real RabbitMQ and the local Discord REST server of `stargazer-testkit`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+mod common;
+
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::time::Duration;
 
-use chrono::Utc;
 use prometheus::Registry;
-use serde_json::json;
 use stargazer_bot_discord::DiscordConfig;
-use stargazer_core::bus::Bus;
-use stargazer_core::model::{Entity, Event};
-use stargazer_core::storage::Storage;
-use stargazer_core::CancellationToken;
-use stargazer_delivery::testing::{
-    eventually, publish, serve_api, subscribed_chat, TestQueue, AMQP_URL, BOT_PASSWORD,
-};
-use stargazer_delivery::Stores;
+use stargazer_delivery::testing::{count_by, eventually, live, Harness, Instance};
 use stargazer_testkit::servers::discord::{DiscordServer, Failure, Limits};
 use uuid::Uuid;
 
-const BOT_USER: &str = "bot-discord";
+/// How long an instance may take to stop.
+const STOP: Duration = Duration::from_secs(30);
 
 /// Everything one test runs against.
 struct Setup {
-    storage: Arc<dyn Storage>,
+    harness: Harness,
     discord: DiscordServer,
-    bus: Arc<dyn Bus>,
     entity: Uuid,
     config: DiscordConfig,
-    _queue: TestQueue,
-    stop: CancellationToken,
+}
+
+impl Deref for Setup {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
 }
 
 async fn setup() -> Setup {
-    let storage = stargazer_core::storage::connect("sqlite::memory:")
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let api_url = serve_api(&storage, BOT_USER, &stop).await;
-    let entity = Entity {
-        id: Uuid::new_v4(),
-        names: BTreeMap::from([
-            ("en".to_owned(), "Minato Aqua".to_owned()),
-            ("ja".to_owned(), "湊あくあ".to_owned()),
-        ]),
-        default_language: "en".into(),
-        group: None,
-        translate_to: vec![],
-        tasks: vec![],
-    };
-    storage.insert_entity(&entity).await.unwrap();
-    let discord = DiscordServer::start("discord-token").await.unwrap();
-    let bus = stargazer_core::bus::connect(AMQP_URL).await.unwrap();
-    let queue = TestQueue::declare(&bus, BOT_USER).await;
-    let config = DiscordConfig {
-        api_url: discord.url.clone(),
-        token: discord.token.clone(),
-        stargazer_api_url: api_url,
-        stargazer_api_username: BOT_USER.into(),
-        stargazer_api_password: BOT_PASSWORD.into(),
-        queue: queue.name.clone(),
-        claim_lease_seconds: 3,
-        only_entities: vec![entity.id],
-        ..DiscordConfig::default()
-    };
+    let harness = common::harness().await;
+    let entity = harness
+        .entity(&[("en", "Minato Aqua"), ("ja", "湊あくあ")], vec![])
+        .await;
+    let discord = common::discord().await;
+    let config = common::config(&harness, &discord, vec![entity]);
     Setup {
-        storage,
+        harness,
         discord,
-        bus,
-        entity: entity.id,
+        entity,
         config,
-        _queue: queue,
-        stop,
     }
 }
 
 impl Setup {
     /// Registers channel `id` reading `language` and subscribes it to the entity.
     async fn channel(&self, id: u64, language: &str) -> Uuid {
-        subscribed_chat(
-            &self.storage,
-            "discord",
-            &id.to_string(),
-            language,
-            self.entity,
-        )
-        .await
+        self.subscribe(id, language, self.entity).await
     }
 
-    /// Starts delivery; the token stops it.
-    fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    /// Starts delivery.
+    fn start(&self) -> Instance<()> {
         self.start_with(self.config.clone())
     }
 
     /// Starts a delivery instance with `config` (this setup's, changed by the test) on
-    /// the same storage and broker; the token stops it.
-    fn start_with(
-        &self,
-        config: DiscordConfig,
-    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let stop = self.stop.child_token();
-        let stores = Stores {
-            deliveries: self.storage.clone(),
-            state: self.storage.clone(),
-        };
-        let (bus, token) = (self.bus.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            stargazer_bot_discord::delivery::run(&config, stores, bus, Registry::new(), token)
+    /// the same storage and broker.
+    fn start_with(&self, config: DiscordConfig) -> Instance<()> {
+        let (stores, bus) = (self.stores(), self.bus.clone());
+        self.spawn(move |stop| async move {
+            stargazer_bot_discord::delivery::run(&config, stores, bus, Registry::new(), stop)
                 .await
                 .expect("delivery");
-        });
-        (stop, task)
-    }
-
-    async fn publish(&self, event: &Event) {
-        publish(&self.bus, event).await;
+        })
     }
 
     /// Waits until `condition` holds of the discord server; panics with `what` after 30 s.
@@ -124,44 +75,16 @@ impl Setup {
     }
 }
 
-/// Stops a delivery instance and waits until it has returned.
-async fn stop_instance(stop: CancellationToken, task: tokio::task::JoinHandle<()>) {
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("delivery did not stop within 30 s")
-        .expect("delivery panicked");
-}
-
 /// How many messages each channel received whose embed mentions `marker`.
 fn count_by_channel(discord: &DiscordServer, marker: &str) -> HashMap<u64, usize> {
-    let mut counts = HashMap::new();
-    for sent in discord.sent() {
+    count_by(discord.sent(), |sent| {
         let mentions = sent.embeds.iter().any(|embed| {
             embed["description"]
                 .as_str()
                 .is_some_and(|text| text.contains(marker))
         });
-        if mentions {
-            *counts.entry(sent.channel_id).or_default() += 1;
-        }
-    }
-    counts
-}
-
-fn live(entity: Uuid, title: &str) -> Event {
-    Event {
-        id: Event::make_id("youtube.live", &Uuid::new_v4().to_string(), None),
-        kind: "youtube.live".into(),
-        entity,
-        time: Utc::now(),
-        fields: json!({"title": title, "link": "https://www.youtube.com/watch?v=abc",
-                       "thumbnail": "https://i.ytimg.com/vi/abc/hqdefault.jpg"})
-        .as_object()
-        .cloned()
-        .unwrap(),
-        control: Default::default(),
-    }
+        mentions.then_some(sent.channel_id)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +93,7 @@ async fn each_channel_gets_the_event_once_in_its_language() {
     setup.discord.set_limits(Limits::discord());
     setup.channel(1_100_000_000_000_000_001, "en").await;
     setup.channel(1_100_000_000_000_000_002, "ja").await;
-    let (stop, task) = setup.start();
+    let bot = setup.start();
 
     let event = live(setup.entity, "Minecraft");
     setup.publish(&event).await;
@@ -212,8 +135,7 @@ async fn each_channel_gets_the_event_once_in_its_language() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(setup.discord.sent_count(), 4, "the repeat sent nothing");
     assert_eq!(setup.discord.too_many(), 0);
-    stop.cancel();
-    task.await.unwrap();
+    bot.stop(STOP).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +158,7 @@ async fn a_429_is_waited_out_and_a_channel_gone_for_the_bot_is_paused() {
     setup
         .discord
         .set_channel_failure(gone, Some(Failure::MissingAccess));
-    let (stop, task) = setup.start();
+    let bot = setup.start();
 
     let started = tokio::time::Instant::now();
     setup.publish(&live(setup.entity, "Karaoke")).await;
@@ -250,18 +172,13 @@ async fn a_429_is_waited_out_and_a_channel_gone_for_the_bot_is_paused() {
         "the 429's retry_after was waited out"
     );
     assert!(setup.discord.sent_to(gone).is_empty());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let user = setup.storage.get_user(gone_user).await.unwrap().unwrap();
-        if user.settings.paused {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the gone channel was not paused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    setup
+        .wait_paused(
+            gone_user,
+            "the gone channel was not paused",
+            Duration::from_secs(10),
+        )
+        .await;
     // A paused channel is no longer a subscriber: the next event skips it.
     setup.discord.set_channel_failure(gone, None);
     setup.publish(&live(setup.entity, "Zatsudan")).await;
@@ -272,8 +189,7 @@ async fn a_429_is_waited_out_and_a_channel_gone_for_the_bot_is_paused() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(setup.discord.sent_to(gone).is_empty());
-    stop.cancel();
-    task.await.unwrap();
+    bot.stop(STOP).await;
 }
 
 /// A delivery instance stopped while an event is part-way through its channels leaves
@@ -294,11 +210,11 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
         global_per_second: 4.0,
         ..setup.config.clone()
     };
-    let (stop, task) = setup.start_with(slow);
+    let first = setup.start_with(slow);
     let stream = live(setup.entity, "Restart stream");
     setup.publish(&stream).await;
     setup.discord.wait_sent(3, Duration::from_secs(30)).await;
-    stop_instance(stop, task).await;
+    first.stop(STOP).await;
     let before_restart = setup.discord.sent_count();
     assert!(
         (3..channels.len()).contains(&before_restart),
@@ -306,7 +222,7 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
     );
 
     // The event went back to the queue; a second instance finishes it.
-    let (stop, task) = setup.start();
+    let bot = setup.start();
     setup
         .eventually("every channel got the event", |d| {
             count_by_channel(d, "Restart stream").len() == channels.len()
@@ -320,7 +236,7 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
             count_by_channel(d, "After restart").len() == channels.len()
         })
         .await;
-    stop_instance(stop, task).await;
+    bot.stop(STOP).await;
 
     let counts = count_by_channel(&setup.discord, "Restart stream");
     for channel in &channels {
@@ -329,13 +245,14 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
             Some(&1),
             "channel {channel}: {counts:?}"
         );
-        let record = setup
-            .storage
-            .get_delivery(stream.id, "discord", &channel.to_string())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(record.status, "sent", "channel {channel}");
+        assert_eq!(
+            setup
+                .delivery_status(stream.id, &channel.to_string())
+                .await
+                .as_deref(),
+            Some("sent"),
+            "channel {channel}"
+        );
     }
     assert_eq!(setup.discord.sent_count(), 2 * channels.len());
     assert_eq!(setup.discord.too_many(), 0);

@@ -1,8 +1,8 @@
 //! A stream's life in Discord channels, from the real RabbitMQ through a real api to the
-//! local Discord REST server: every event of the stream is posted, and the stream's first
-//! message in each channel is edited to the stream's current state; the delivery log
-//! keeps a redelivered event from posting or editing again, and a deleted first message
-//! is replaced by the next post.
+//! local Discord REST server: every event of the stream is posted, later posts reply to
+//! the stream's first message in each channel, and that message is edited to the
+//! stream's current state; the delivery log keeps a redelivered event from posting or
+//! editing again, and a deleted first message is replaced by the next post.
 //!
 //! Each step waits for its event to be in the delivery log for every channel (every call
 //! of the event is made by then), so the calls can be compared in order.
@@ -230,11 +230,12 @@ async fn a_stream_is_posted_and_its_first_message_kept_current() {
         .iter()
         .map(|c| setup.discord.sent_to(*c)[0].id)
         .collect();
-    for id in &first {
+    for (channel, id) in channels.iter().zip(&first) {
         assert_eq!(
             setup.current_title(*id),
             "📅 Usada Pekora scheduled a stream"
         );
+        assert_eq!(setup.discord.sent_to(*channel)[0].reply_to, None);
     }
 
     let started = Utc::now();
@@ -249,6 +250,11 @@ async fn a_stream_is_posted_and_its_first_message_kept_current() {
         let sent = setup.discord.sent_to(*channel);
         assert_eq!(sent.len(), 2, "channel {channel}");
         assert_eq!(title(&sent[1].embeds[0]), "🔴 Usada Pekora is live");
+        assert_eq!(
+            sent[1].reply_to,
+            Some(*id),
+            "the live post replies to the first"
+        );
         assert_eq!(setup.current_title(*id), "🔴 Live now: Usada Pekora");
     }
 
@@ -269,6 +275,7 @@ async fn a_stream_is_posted_and_its_first_message_kept_current() {
         let sent = setup.discord.sent_to(*channel);
         assert_eq!(sent.len(), 3, "channel {channel}");
         assert_eq!(title(&sent[2].embeds[0]), ended_title);
+        assert_eq!(sent[2].reply_to, Some(*id), "the end replies to the first");
         // Only the first message is edited: to live, then to ended.
         assert_eq!(
             setup.edits_in(*channel),
@@ -294,14 +301,19 @@ async fn a_stream_is_posted_and_its_first_message_kept_current() {
     let sentinel = stream_event("youtube.video", setup.entity, "sentinel001", json!({}));
     setup.deliver(&sentinel, &channels).await;
     for channel in channels {
-        assert_eq!(setup.discord.sent_to(channel).len(), 4, "channel {channel}");
+        let sent = setup.discord.sent_to(channel);
+        assert_eq!(sent.len(), 4, "channel {channel}");
+        assert_eq!(sent[3].reply_to, None, "an upload is no stream's");
         assert_eq!(setup.edits_in(channel).len(), 2, "channel {channel}");
     }
     stop_instance(stop, task).await;
 }
 
-/// A first message that was deleted: the edit Discord answers 10008 (Unknown Message)
-/// is given up, the live post takes the first message's place, and the end edits it.
+/// A reminder replies to the first message and edits nothing. Then a first message
+/// deleted in the channel: the live post, replying to it, goes out as a
+/// plain message (`fail_if_not_exists: false`), the edit Discord answers 10008 (Unknown
+/// Message) is given up, the live post takes the first message's place, and the end
+/// replies to it and edits it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_first_message_is_replaced_by_the_next_post() {
     let setup = setup().await;
@@ -309,38 +321,44 @@ async fn a_deleted_first_message_is_replaced_by_the_next_post() {
     setup.channel(channel).await;
     let video = "deletedVid1";
     let (stop, task) = setup.start();
+    let start = Utc::now() + chrono::Duration::hours(1);
     let scheduled = stream_event(
         "youtube.scheduled",
         setup.entity,
         video,
-        json!({"scheduled_start": rfc3339(Utc::now() + chrono::Duration::hours(1))}),
+        json!({"scheduled_start": rfc3339(start)}),
     );
     setup.deliver(&scheduled, &[channel]).await;
-    stop_instance(stop, task).await;
-
-    // While the bot is down the first message is deleted. The server cannot delete a
-    // message, so the memory is pointed at one that never existed: Discord answers an
-    // edit of either with 404, code 10008.
+    let first = setup.discord.sent_to(channel)[0].id;
+    let reminder = stream_event(
+        "youtube.reminder",
+        setup.entity,
+        video,
+        json!({"scheduled_start": rfc3339(start), "lead_seconds": 1800, "lead_default": true}),
+    );
+    assert_eq!(setup.deliver(&reminder, &[channel]).await, ["sent"]);
+    assert_eq!(setup.discord.sent_to(channel)[1].reply_to, Some(first));
+    assert!(
+        setup.edits_in(channel).is_empty(),
+        "a reminder edits nothing"
+    );
     let namespace = format!("bot.discord.stream.{video}");
     let key = channel.to_string();
-    let mut record = setup
+    let record = setup
         .storage
         .kv_get(&namespace, &key)
         .await
         .unwrap()
         .expect("the first message is remembered");
     assert_eq!(
-        record["channel"], key,
+        (&record["channel"], &record["message_id"]),
+        (&json!(key), &json!(first.to_string())),
         "ids are stored as Discord's strings"
     );
-    record["message_id"] = json!("1200000000000000999");
-    setup
-        .storage
-        .kv_put(&namespace, &key, &record)
-        .await
-        .unwrap();
 
-    let (stop, task) = setup.start();
+    // Someone in the channel deletes the first message.
+    assert!(setup.discord.delete_message(channel, first));
+
     let started = Utc::now();
     let live = stream_event(
         "youtube.live",
@@ -350,10 +368,11 @@ async fn a_deleted_first_message_is_replaced_by_the_next_post() {
     );
     assert_eq!(setup.deliver(&live, &[channel]).await, ["sent"]);
     let sent = setup.discord.sent_to(channel);
-    assert_eq!(sent.len(), 2);
-    assert_eq!(title(&sent[1].embeds[0]), "🔴 Usada Pekora is live");
+    assert_eq!(sent.len(), 3);
+    assert_eq!(title(&sent[2].embeds[0]), "🔴 Usada Pekora is live");
+    assert_eq!(sent[2].reply_to, None, "nothing left to reply to");
     assert!(setup.edits_in(channel).is_empty(), "no edit went through");
-    let live_post = sent[1].id;
+    let live_post = sent[2].id;
     let remembered = setup.storage.kv_get(&namespace, &key).await.unwrap();
     assert_eq!(
         remembered.map(|r| r["message_id"].clone()),
@@ -368,7 +387,9 @@ async fn a_deleted_first_message_is_replaced_by_the_next_post() {
         json!({"actual_start": rfc3339(started), "duration_seconds": 3000}),
     );
     assert_eq!(setup.deliver(&ended, &[channel]).await, ["sent"]);
-    assert_eq!(setup.discord.sent_to(channel).len(), 3);
+    let sent = setup.discord.sent_to(channel);
+    assert_eq!(sent.len(), 4);
+    assert_eq!(sent[3].reply_to, Some(live_post));
     assert_eq!(
         setup.edits_in(channel),
         [(live_post, "⏹ Ended, lasted 50m: Usada Pekora".to_owned())]

@@ -17,17 +17,16 @@
 //! - the implementation down or a refused token: retried, then given back unrecorded so
 //!   the event is requeued and resumes with the chats still missing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
 use stargazer_core::bus::Bus;
 use stargazer_core::model::{Entity, Event};
-use stargazer_core::sync::lock;
 use stargazer_delivery::api::Api;
 use stargazer_delivery::claims::Claims;
 use stargazer_delivery::compose::{notification, truncate, Body, View};
+use stargazer_delivery::fanout;
 use stargazer_delivery::job::Delivery;
 use stargazer_delivery::recorder::Recorder;
 use stargazer_delivery::scheduler::{Attempt, Job, Lane, Limits, Order};
@@ -153,25 +152,9 @@ struct Qq {
     context: Arc<Context>,
 }
 
-/// What a composed message depends on besides the event: language and time zone.
-type ReaderKey = (String, Option<String>);
-
-/// One event on its way to its chats, with the messages composed so far.
-struct Fanout {
-    event: Event,
-    entity: Entity,
-    composed: Mutex<HashMap<ReaderKey, Arc<Message>>>,
-}
-
-impl Fanout {
-    fn message(&self, language: &str, timezone: Option<&str>) -> Arc<Message> {
-        let key = (language.to_owned(), timezone.map(str::to_owned));
-        lock(&self.composed)
-            .entry(key)
-            .or_insert_with(|| Arc::new(compose(&self.event, &self.entity, language, timezone)))
-            .clone()
-    }
-}
+/// One event on its way to its chats, with the messages composed so far (one per
+/// language and time zone).
+type Fanout = fanout::Fanout<Message>;
 
 /// The message a chat reading `language` in `timezone` gets for `event`.
 fn compose(event: &Event, entity: &Entity, language: &str, timezone: Option<&str>) -> Message {
@@ -210,11 +193,7 @@ impl Adapter for Qq {
     type Fanout = Fanout;
 
     async fn fanout(&self, event: Event, entity: Entity, _: &CancellationToken) -> Option<Fanout> {
-        Some(Fanout {
-            event,
-            entity,
-            composed: Mutex::new(HashMap::new()),
-        })
+        Some(Fanout::new(event, entity, None))
     }
 
     fn chat_key(&self, chat_id: &str) -> Option<i64> {
@@ -266,9 +245,13 @@ impl Job for SendJob {
             return end;
         }
         let recipient = &self.delivery.recipient;
-        let message = self
-            .fanout
-            .message(&recipient.language, recipient.timezone.as_deref());
+        // QQ has one view of an event.
+        let message = self.fanout.message(
+            (),
+            &recipient.language,
+            recipient.timezone.as_deref(),
+            |event, entity, language, timezone, ()| compose(event, entity, language, timezone),
+        );
         let sent = if chat < 0 {
             self.context.client.send_group_msg(-chat, &message).await
         } else {

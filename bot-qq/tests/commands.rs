@@ -3,31 +3,19 @@
 //! implementation of `stargazer-testkit`, which POSTs signed message reports to the bot
 //! and answers its `get_group_member_info` from a member table the test controls.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use chrono::Utc;
-use prometheus::Registry;
 use serde_json::json;
 use stargazer_bot_qq::{events, QqConfig, QqService};
-use stargazer_core::bus::Bus;
-use stargazer_core::model::{Entity, Event};
-use stargazer_core::service::{Capability, Service, ServiceContext, StorageGrant};
-use stargazer_core::storage::Storage;
-use stargazer_core::CancellationToken;
+use stargazer_core::service::Service;
 use stargazer_delivery::api::Api;
 use stargazer_delivery::commands::{self as shared, describe_kinds};
-use stargazer_delivery::testing::{
-    eventually, publish, serve_api, TestQueue, AMQP_URL, BOT_PASSWORD,
-};
-use stargazer_testkit::servers::onebot::{
-    IncomingMessage, OneBotOptions, OneBotServer, Role, Signing, Target,
-};
+use stargazer_delivery::testing::{event, eventually, Harness, Instance};
+use stargazer_testkit::servers::onebot::{IncomingMessage, OneBotServer, Role, Signing, Target};
 use uuid::Uuid;
 
-const BOT_USER: &str = "bot-qq";
-const SECRET: &str = "event-secret";
 const FRONTEND: &str = "http://frontend.test";
 /// The group every test talks in, and its people.
 const GROUP: i64 = 810_001;
@@ -36,73 +24,41 @@ const MEMBER: i64 = 20_002;
 
 /// The bot role running against its own api, broker queue and OneBot server.
 struct Bot {
+    harness: Harness,
     onebot: OneBotServer,
     api: Api,
-    storage: Arc<dyn Storage>,
-    bus: Arc<dyn Bus>,
     aqua: Uuid,
     suisei: Uuid,
     events_url: String,
-    stop: CancellationToken,
-    running: tokio::task::JoinHandle<Result<(), String>>,
-    _queue: TestQueue,
-    _api_stop: CancellationToken,
-}
-
-fn entity(names: &[(&str, &str)]) -> Entity {
-    Entity {
-        id: Uuid::new_v4(),
-        names: names
-            .iter()
-            .map(|(language, name)| ((*language).to_owned(), (*name).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
-        default_language: "en".into(),
-        group: None,
-        translate_to: vec![],
-        tasks: vec![],
-    }
+    role: Instance<Result<(), String>>,
 }
 
 async fn start() -> Bot {
-    let storage = stargazer_core::storage::connect("sqlite::memory:")
-        .await
-        .unwrap();
-    let api_stop = CancellationToken::new();
-    let api_url = serve_api(&storage, BOT_USER, &api_stop).await;
-    let aqua = entity(&[
-        ("en", "Minato Aqua"),
-        ("ja", "湊あくあ"),
-        ("zh", "湊阿库娅"),
-    ]);
-    let suisei = entity(&[("en", "Hoshimachi Suisei"), ("ja", "星街すいせい")]);
-    for e in [&aqua, &suisei] {
-        storage.insert_entity(e).await.unwrap();
-    }
-    let onebot = OneBotServer::start(OneBotOptions {
-        access_token: Some("onebot-token".into()),
-        secret: Some(SECRET.into()),
-        ..OneBotOptions::default()
-    })
-    .await
-    .unwrap();
+    let harness = common::harness().await;
+    let aqua = harness
+        .entity(
+            &[
+                ("en", "Minato Aqua"),
+                ("ja", "湊あくあ"),
+                ("zh", "湊阿库娅"),
+            ],
+            vec![],
+        )
+        .await;
+    let suisei = harness
+        .entity(
+            &[("en", "Hoshimachi Suisei"), ("ja", "星街すいせい")],
+            vec![],
+        )
+        .await;
+    let onebot = common::onebot(true).await;
     onebot.set_member(GROUP, ADMIN, "admin", "", Role::Admin);
     onebot.set_member(GROUP, MEMBER, "member", "", Role::Member);
-    let bus = stargazer_core::bus::connect(AMQP_URL).await.unwrap();
-    let queue = TestQueue::declare(&bus, BOT_USER).await;
     let config = QqConfig {
-        api_url: onebot.url.clone(),
-        access_token: "onebot-token".into(),
-        secret: SECRET.into(),
         frontend_url: FRONTEND.into(),
         global_per_second: 50.0,
         group_interval_ms: 20,
-        stargazer_api_url: api_url.clone(),
-        stargazer_api_username: BOT_USER.into(),
-        stargazer_api_password: BOT_PASSWORD.into(),
-        queue: queue.name.clone(),
-        claim_lease_seconds: 3,
-        only_entities: vec![aqua.id, suisei.id],
-        ..QqConfig::default()
+        ..common::config(&harness, &onebot, vec![aqua, suisei])
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let events_url = format!(
@@ -110,33 +66,17 @@ async fn start() -> Bot {
         listener.local_addr().unwrap(),
         events::EVENTS_PATH
     );
-    let stop = CancellationToken::new();
-    let cx = ServiceContext {
-        storage: Some(StorageGrant::new(
-            storage.clone(),
-            &[Capability::Deliveries, Capability::State],
-        )),
-        bus: Some(bus.clone()),
-        listeners: vec![listener],
-        registry: Registry::new(),
-        shutdown: stop.clone(),
-    };
     let service = Box::new(QqService::new(config));
     assert_eq!(service.needs().listeners[0].key, "qq.listen");
-    let running = tokio::spawn(async move { service.run(cx).await.map_err(|e| e.to_string()) });
-    let api = Api::new("qq", &api_url, "api", BOT_USER, BOT_PASSWORD).unwrap();
+    let role = harness.run_service(service, vec![listener]);
     Bot {
+        api: harness.api(),
+        harness,
         onebot,
-        api,
-        storage,
-        bus,
-        aqua: aqua.id,
-        suisei: suisei.id,
+        aqua,
+        suisei,
         events_url,
-        stop,
-        running,
-        _queue: queue,
-        _api_stop: api_stop,
+        role,
     }
 }
 
@@ -189,12 +129,7 @@ impl Bot {
 
     /// Stops the role and checks it ended cleanly.
     async fn stop(self) {
-        self.stop.cancel();
-        let ended = tokio::time::timeout(Duration::from_secs(15), self.running)
-            .await
-            .expect("the role stops within 15 s")
-            .expect("the role did not panic");
-        assert_eq!(ended, Ok(()));
+        assert_eq!(self.role.stop(Duration::from_secs(15)).await, Ok(()));
     }
 }
 
@@ -289,18 +224,12 @@ async fn lang_switches_replies_and_notifications() {
     );
 
     let before = bot.onebot.sent_to(Target::Group(GROUP)).len();
-    let live = Event {
-        id: Event::make_id("youtube.live", &Uuid::new_v4().to_string(), None),
-        kind: "youtube.live".into(),
-        entity: bot.aqua,
-        time: Utc::now(),
-        fields: json!({"title": "歌枠", "link": "https://www.youtube.com/watch?v=abc"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-        control: Default::default(),
-    };
-    publish(&bot.bus, &live).await;
+    let live = event(
+        "youtube.live",
+        bot.aqua,
+        json!({"title": "歌枠", "link": "https://www.youtube.com/watch?v=abc"}),
+    );
+    bot.harness.publish(&live).await;
     eventually(
         "the event reached the group",
         Duration::from_secs(15),
@@ -314,13 +243,13 @@ async fn lang_switches_replies_and_notifications() {
         notification.starts_with("🔴 湊あくあ の配信が始まりました"),
         "{notification}"
     );
-    let record = bot
-        .storage
-        .get_delivery(live.id, "qq", &group_chat())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.status, "sent");
+    assert_eq!(
+        bot.harness
+            .delivery_status(live.id, &group_chat())
+            .await
+            .as_deref(),
+        Some("sent")
+    );
     bot.stop().await;
 }
 

@@ -2,120 +2,77 @@
 //! SQLite, the real RabbitMQ and the local OneBot v11 implementation of
 //! `stargazer-testkit`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+mod common;
+
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::time::Duration;
 
-use chrono::Utc;
 use prometheus::Registry;
-use serde_json::json;
 use stargazer_bot_qq::delivery::{group_chat_id, private_chat_id};
 use stargazer_bot_qq::QqConfig;
-use stargazer_core::bus::Bus;
-use stargazer_core::model::{Entity, Event};
-use stargazer_core::storage::Storage;
-use stargazer_core::CancellationToken;
-use stargazer_delivery::testing::{
-    eventually, publish, serve_api, subscribed_chat, TestQueue, AMQP_URL, BOT_PASSWORD,
-};
-use stargazer_delivery::Stores;
-use stargazer_testkit::servers::onebot::{Failure, OneBotOptions, OneBotServer, Target};
+use stargazer_delivery::testing::{count_by, eventually, live, Harness, Instance};
+use stargazer_testkit::servers::onebot::{Failure, OneBotServer, Target};
 use uuid::Uuid;
 
-const BOT_USER: &str = "bot-qq";
+/// How long an instance may take to stop.
+const STOP: Duration = Duration::from_secs(30);
 
 /// Everything one test runs against.
 struct Setup {
-    storage: Arc<dyn Storage>,
+    harness: Harness,
     onebot: OneBotServer,
-    bus: Arc<dyn Bus>,
     entity: Uuid,
     config: QqConfig,
-    _queue: TestQueue,
-    stop: CancellationToken,
+}
+
+impl Deref for Setup {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
 }
 
 async fn setup() -> Setup {
-    let storage = stargazer_core::storage::connect("sqlite::memory:")
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let api_url = serve_api(&storage, BOT_USER, &stop).await;
-    let entity = Entity {
-        id: Uuid::new_v4(),
-        names: BTreeMap::from([
-            ("en".to_owned(), "Minato Aqua".to_owned()),
-            ("zh".to_owned(), "湊阿库娅".to_owned()),
-        ]),
-        default_language: "en".into(),
-        group: None,
-        translate_to: vec![],
-        tasks: vec![],
-    };
-    storage.insert_entity(&entity).await.unwrap();
-    let onebot = OneBotServer::start(OneBotOptions {
-        access_token: Some("onebot-token".into()),
-        ..OneBotOptions::default()
-    })
-    .await
-    .unwrap();
-    let bus = stargazer_core::bus::connect(AMQP_URL).await.unwrap();
-    let queue = TestQueue::declare(&bus, BOT_USER).await;
+    let harness = common::harness().await;
+    let entity = harness
+        .entity(&[("en", "Minato Aqua"), ("zh", "湊阿库娅")], vec![])
+        .await;
+    let onebot = common::onebot(false).await;
     let config = QqConfig {
-        api_url: onebot.url.clone(),
-        access_token: "onebot-token".into(),
-        secret: "event-secret".into(),
         global_per_second: 20.0,
         group_interval_ms: 200,
-        stargazer_api_url: api_url,
-        stargazer_api_username: BOT_USER.into(),
-        stargazer_api_password: BOT_PASSWORD.into(),
-        queue: queue.name.clone(),
-        claim_lease_seconds: 3,
-        only_entities: vec![entity.id],
-        ..QqConfig::default()
+        ..common::config(&harness, &onebot, vec![entity])
     };
     Setup {
-        storage,
+        harness,
         onebot,
-        bus,
-        entity: entity.id,
+        entity,
         config,
-        _queue: queue,
-        stop,
     }
 }
 
 impl Setup {
     /// Registers `chat_id` reading `language` and subscribes it to the entity.
     async fn chat(&self, chat_id: &str, language: &str) -> Uuid {
-        subscribed_chat(&self.storage, "qq", chat_id, language, self.entity).await
+        self.subscribe(chat_id, language, self.entity).await
     }
 
-    /// Starts delivery; the token stops it.
-    fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    /// Starts delivery.
+    fn start(&self) -> Instance<()> {
         self.start_with(self.config.clone())
     }
 
     /// Starts a delivery instance with `config` (this setup's, changed by the test) on
-    /// the same storage and broker; the token stops it.
-    fn start_with(&self, config: QqConfig) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let stop = self.stop.child_token();
-        let stores = Stores {
-            deliveries: self.storage.clone(),
-            state: self.storage.clone(),
-        };
-        let (bus, token) = (self.bus.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            stargazer_bot_qq::delivery::run(&config, stores, bus, Registry::new(), token)
+    /// the same storage and broker.
+    fn start_with(&self, config: QqConfig) -> Instance<()> {
+        let (stores, bus) = (self.stores(), self.bus.clone());
+        self.spawn(move |stop| async move {
+            stargazer_bot_qq::delivery::run(&config, stores, bus, Registry::new(), stop)
                 .await
                 .expect("delivery");
-        });
-        (stop, task)
-    }
-
-    async fn publish(&self, event: &Event) {
-        publish(&self.bus, event).await;
+        })
     }
 
     /// Waits until `condition` holds of the onebot server; panics with `what` after 30 s.
@@ -124,41 +81,11 @@ impl Setup {
     }
 }
 
-/// Stops a delivery instance and waits until it has returned.
-async fn stop_instance(stop: CancellationToken, task: tokio::task::JoinHandle<()>) {
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("delivery did not stop within 30 s")
-        .expect("delivery panicked");
-}
-
 /// How many messages each chat received whose text contains `marker`.
 fn count_by_target(onebot: &OneBotServer, marker: &str) -> HashMap<Target, usize> {
-    let mut counts = HashMap::new();
-    for sent in onebot
-        .sent()
-        .into_iter()
-        .filter(|s| s.text.contains(marker))
-    {
-        *counts.entry(sent.target).or_default() += 1;
-    }
-    counts
-}
-
-fn live(entity: Uuid, title: &str) -> Event {
-    Event {
-        id: Event::make_id("youtube.live", &Uuid::new_v4().to_string(), None),
-        kind: "youtube.live".into(),
-        entity,
-        time: Utc::now(),
-        fields: json!({"title": title, "link": "https://www.youtube.com/watch?v=abc",
-                       "thumbnail": "https://i.ytimg.com/vi/abc/hqdefault.jpg"})
-        .as_object()
-        .cloned()
-        .unwrap(),
-        control: Default::default(),
-    }
+    count_by(onebot.sent(), |sent| {
+        sent.text.contains(marker).then_some(sent.target)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +93,7 @@ async fn groups_and_private_chats_get_the_event_once_in_their_language() {
     let setup = setup().await;
     setup.chat(&group_chat_id(700_001), "zh").await;
     setup.chat(&private_chat_id(10_001), "en").await;
-    let (stop, task) = setup.start();
+    let bot = setup.start();
 
     let event = live(setup.entity, "Minecraft [CQ:at,qq=all]");
     setup.publish(&event).await;
@@ -205,8 +132,7 @@ async fn groups_and_private_chats_get_the_event_once_in_their_language() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(setup.onebot.sent().len(), 4, "the repeat sent nothing");
-    stop.cancel();
-    task.await.unwrap();
+    bot.stop(STOP).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +144,7 @@ async fn risk_control_is_waited_out_and_a_group_that_removed_the_bot_is_paused()
     let removed_user = setup.chat(&group_chat_id(removed), "en").await;
     setup.onebot.fail_next(refusing, [Failure::RiskControl]);
     setup.onebot.remove_from_group(removed);
-    let (stop, task) = setup.start();
+    let bot = setup.start();
 
     let started = tokio::time::Instant::now();
     setup.publish(&live(setup.entity, "Karaoke")).await;
@@ -233,24 +159,14 @@ async fn risk_control_is_waited_out_and_a_group_that_removed_the_bot_is_paused()
     );
     assert_eq!(setup.onebot.rate_limited(), 1);
     assert!(setup.onebot.sent_to(Target::Group(removed)).is_empty());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !setup
-        .storage
-        .get_user(removed_user)
-        .await
-        .unwrap()
-        .unwrap()
-        .settings
-        .paused
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the group that removed the bot was not paused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.cancel();
-    task.await.unwrap();
+    setup
+        .wait_paused(
+            removed_user,
+            "the group that removed the bot was not paused",
+            Duration::from_secs(10),
+        )
+        .await;
+    bot.stop(STOP).await;
 }
 
 /// A delivery instance stopped while an event is part-way through its groups and private
@@ -278,11 +194,11 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
         global_per_second: 4.0,
         ..setup.config.clone()
     };
-    let (stop, task) = setup.start_with(slow);
+    let first = setup.start_with(slow);
     let stream = live(setup.entity, "Restart stream");
     setup.publish(&stream).await;
     setup.onebot.wait_sent(3, Duration::from_secs(30)).await;
-    stop_instance(stop, task).await;
+    first.stop(STOP).await;
     let before_restart = setup.onebot.sent().len();
     assert!(
         (3..chats.len()).contains(&before_restart),
@@ -290,7 +206,7 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
     );
 
     // The event went back to the queue; a second instance finishes it.
-    let (stop, task) = setup.start();
+    let bot = setup.start();
     setup
         .eventually("every chat got the event", |s| {
             count_by_target(s, "Restart stream").len() == chats.len()
@@ -304,18 +220,16 @@ async fn a_restart_mid_fan_out_finishes_the_rest_without_repeats() {
             count_by_target(s, "After restart").len() == chats.len()
         })
         .await;
-    stop_instance(stop, task).await;
+    bot.stop(STOP).await;
 
     let counts = count_by_target(&setup.onebot, "Restart stream");
     for (target, chat_id) in &chats {
         assert_eq!(counts.get(target), Some(&1), "{target:?}: {counts:?}");
-        let record = setup
-            .storage
-            .get_delivery(stream.id, "qq", chat_id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(record.status, "sent", "{target:?}");
+        assert_eq!(
+            setup.delivery_status(stream.id, chat_id).await.as_deref(),
+            Some("sent"),
+            "{target:?}"
+        );
     }
     assert_eq!(setup.onebot.sent().len(), 2 * chats.len());
     assert_eq!(setup.onebot.rate_limited(), 0);

@@ -101,6 +101,7 @@ async fn bench() {
                 user: user.id,
                 entity,
                 kinds: vec![],
+                mention: None,
             })
             .await
             .expect("insert subscription");

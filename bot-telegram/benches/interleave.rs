@@ -73,6 +73,7 @@ async fn subscribe(platform: &Platform, entity: Uuid, chats: impl Iterator<Item 
                 user: user.id,
                 entity,
                 kinds: vec![],
+                mention: None,
             })
             .await
             .expect("insert subscription");

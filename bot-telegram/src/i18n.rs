@@ -39,6 +39,11 @@ pub(crate) const LANGUAGES: [(&str, &[&str]); 3] = [
 /// The bot's catalog, parsed once.
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| Catalog::new(&LANGUAGES));
 
+/// The bot's catalog.
+pub(crate) fn catalog() -> &'static Catalog {
+    &CATALOG
+}
+
 /// The language the bot speaks for `code` (`ja`, `ja-JP`, `ZH_tw` …), if any.
 pub(crate) fn spoken_language(code: &str) -> Option<&'static str> {
     CATALOG.spoken_language(code)

@@ -143,6 +143,7 @@ impl Setup {
                     entity: self.entity,
                     subscribed: true,
                     kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                    mention: None,
                 })
                 .await
                 .unwrap();

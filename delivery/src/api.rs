@@ -8,7 +8,9 @@ use stargazer_core::config::ConfigError;
 use stargazer_core::model::Entity;
 use uuid::Uuid;
 
-pub use stargazer_api::types::{IndexEntry, SessionToken, Subscriber, User, UserIndex};
+pub use stargazer_api::types::{
+    IndexEntry, SessionToken, Subscriber, Subscription, User, UserIndex,
+};
 
 /// Why an api call failed, as far as the bot cares.
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +228,8 @@ impl Api {
         Ok(self.client.get_user_index(None).await?)
     }
 
-    /// Subscribes (`kinds` empty: all kinds) or unsubscribes `user` to `entity`.
+    /// Subscribes (`kinds` empty: all kinds) or unsubscribes `user` to `entity`. A
+    /// subscription's mention is kept (a new one has none).
     pub async fn update_subscription(
         &self,
         user: Uuid,
@@ -239,9 +242,48 @@ impl Api {
             entity,
             subscribed,
             kinds,
+            mention: None,
         };
         self.client.update_subscription(&request).await?;
         Ok(())
+    }
+
+    /// Sets what the bot mentions when it posts an event of `user`'s subscription to
+    /// `entity` (a Discord role id), keeping its kinds; `None` removes the mention.
+    /// [`ApiError::NotFound`] if `user` is not subscribed to `entity`; the api refuses
+    /// ([`ApiError::Refused`]) a mention that is not 1 to 64 ASCII letters, digits, `_`,
+    /// `-` or `:`. The kinds are read first and sent back, so a kinds change made at the
+    /// same moment through another call may be undone.
+    pub async fn set_mention(
+        &self,
+        user: Uuid,
+        entity: Uuid,
+        mention: Option<&str>,
+    ) -> ApiResult<()> {
+        let kinds = self
+            .client
+            .get_subscription(Some(user))
+            .await?
+            .into_iter()
+            .find(|s| s.entity == entity)
+            .map(|s| s.kinds)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("user {user} is not subscribed to entity {entity}"))
+            })?;
+        let request = UpdateSubscription {
+            user: Some(user),
+            entity,
+            subscribed: true,
+            kinds,
+            mention: Some(mention.unwrap_or_default().to_owned()),
+        };
+        self.client.update_subscription(&request).await?;
+        Ok(())
+    }
+
+    /// `user`'s subscriptions with their kinds and mentions.
+    pub async fn subscriptions(&self, user: Uuid) -> ApiResult<Vec<Subscription>> {
+        Ok(self.client.get_subscription(Some(user)).await?)
     }
 
     /// A fresh frontend session for `user`.
@@ -290,5 +332,115 @@ mod tests {
         }
         .into();
         assert!(decode.is_transient());
+    }
+
+    /// The real api over an in-memory storage holding `entity`, with an api-rw bot
+    /// credential, until `stop`; answers the bot's client.
+    async fn api_over(
+        entity: &Entity,
+        stop: &stargazer_core::CancellationToken,
+    ) -> (Api, std::sync::Arc<dyn stargazer_core::storage::Storage>) {
+        use stargazer_core::model::{Access, Credential, Permissions};
+        let storage = stargazer_core::storage::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        storage
+            .insert_credential(&Credential {
+                username: "bot".into(),
+                hash: stargazer_core::auth::hash_password("pw", 1_000).unwrap(),
+                permissions: Permissions {
+                    api: Some(Access::Rw),
+                    ..Default::default()
+                },
+                queues: Vec::new(),
+            })
+            .await
+            .unwrap();
+        storage.insert_entity(entity).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let config = stargazer_api::ApiConfig {
+            pbkdf2_iterations: 1_000,
+            read_cache_ms: 0,
+            ..Default::default()
+        };
+        let listeners = stargazer_api::Listeners {
+            public: listener,
+            internal: None,
+        };
+        let (served, stop) = (storage.clone(), stop.clone());
+        tokio::spawn(async move {
+            let registry = prometheus::Registry::new();
+            stargazer_api::serve(config, listeners, served, &registry, stop)
+                .await
+                .unwrap();
+        });
+        let api = Api::new("discord", &url, "api", "bot", "pw").unwrap();
+        (api, storage)
+    }
+
+    #[tokio::test]
+    async fn mentions_are_set_kept_with_the_kinds_and_cleared() {
+        let entity = Entity {
+            id: Uuid::new_v4(),
+            names: [("en".to_owned(), "Suisei".to_owned())]
+                .into_iter()
+                .collect(),
+            default_language: "en".into(),
+            group: None,
+            translate_to: Vec::new(),
+            tasks: Vec::new(),
+        };
+        let stop = stargazer_core::CancellationToken::new();
+        let (api, _storage) = api_over(&entity, &stop).await;
+        let user = api.register("42", "a server", "en").await.unwrap();
+        let mention_of = |subscribers: Vec<Subscriber>| {
+            assert_eq!(subscribers.len(), 1);
+            crate::Recipient::from(subscribers.into_iter().next().unwrap()).mention
+        };
+
+        // Not subscribed: nothing to mention for.
+        assert!(matches!(
+            api.set_mention(user.id, entity.id, Some("1")).await,
+            Err(ApiError::NotFound(_))
+        ));
+        api.update_subscription(user.id, entity.id, true, vec!["youtube.live".into()])
+            .await
+            .unwrap();
+        api.set_mention(user.id, entity.id, Some("123456789012345678"))
+            .await
+            .unwrap();
+        let live = api.subscribers(entity.id, "youtube.live").await.unwrap();
+        assert_eq!(mention_of(live), Some("123456789012345678".to_owned()));
+        // The mention kept the kinds.
+        assert!(api
+            .subscribers(entity.id, "youtube.video")
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Changing the kinds keeps the mention.
+        api.update_subscription(user.id, entity.id, true, Vec::new())
+            .await
+            .unwrap();
+        let video = api.subscribers(entity.id, "youtube.video").await.unwrap();
+        assert_eq!(mention_of(video), Some("123456789012345678".to_owned()));
+
+        // A malformed mention is refused and changes nothing.
+        match api.set_mention(user.id, entity.id, Some("<@&1>")).await {
+            Err(err @ ApiError::Refused { status: 422, .. }) => {
+                assert!(err.to_string().contains("mention"), "{err}");
+                assert!(!err.is_transient());
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let live = api.subscribers(entity.id, "youtube.live").await.unwrap();
+        assert_eq!(mention_of(live), Some("123456789012345678".to_owned()));
+
+        // `None` removes it, keeping the subscription.
+        api.set_mention(user.id, entity.id, None).await.unwrap();
+        let live = api.subscribers(entity.id, "youtube.live").await.unwrap();
+        assert_eq!(mention_of(live), None);
+        stop.cancel();
     }
 }

@@ -13,12 +13,13 @@
 //! the api's user index, so every name in every language and every account id finds the
 //! same streamer. An api failure becomes a precise reply, never silence.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use stargazer_core::contract::{kind, source};
 use uuid::Uuid;
 
-use crate::api::{Api, ApiError, IndexEntry, User};
+use crate::api::{Api, ApiError, IndexEntry, User, UserIndex};
 use crate::i18n::{Catalog, FluentValue};
 
 /// English replies to commands.
@@ -240,13 +241,20 @@ impl Reply {
 
 /// What a chat reading `language` is told when the api failed with `err`.
 pub fn trouble_text(language: &str, err: &ApiError) -> String {
+    trouble_text_in(catalog(), language, err)
+}
+
+/// [`trouble_text`] worded by `catalog` (a bot's own, holding the messages
+/// `error-unavailable`, `error-not-found`, `error-conflict` and `error-refused`).
+pub fn trouble_text_in(catalog: &Catalog, language: &str, err: &ApiError) -> String {
     if err.is_transient() {
-        return text(language, "error-unavailable", &[]);
+        return catalog.text(language, "error-unavailable", &[]);
     }
     match err {
-        ApiError::NotFound(_) => text(language, "error-not-found", &[]),
-        ApiError::Conflict(_) => text(language, "error-conflict", &[]),
-        _ => text(
+        ApiError::NotFound(_) => catalog.text(language, "error-not-found", &[]),
+        ApiError::Conflict(_) => catalog.text(language, "error-conflict", &[]),
+        // The api's own explanation, in English.
+        _ => catalog.text(
             language,
             "error-refused",
             &[("reason", err.user_message().into())],
@@ -281,6 +289,7 @@ pub struct ChatCommands {
     api: Api,
     frontend_url: String,
     syntax: Syntax,
+    mention_label: fn(&str) -> String,
 }
 
 impl ChatCommands {
@@ -290,7 +299,15 @@ impl ChatCommands {
             api,
             frontend_url: frontend_url.into(),
             syntax,
+            mention_label: str::to_owned,
         }
+    }
+
+    /// How replies show a subscription's mention (Discord writes a role id as `<@&id>`,
+    /// which its clients show as the role's name); by default as stored.
+    pub fn with_mention_label(mut self, label: fn(&str) -> String) -> Self {
+        self.mention_label = label;
+        self
     }
 
     /// The api client.
@@ -313,20 +330,47 @@ impl ChatCommands {
         self.look_up(chat).await.1
     }
 
-    /// The chat's user, registering the chat when it is not.
-    async fn ensure_user(
-        &self,
-        chat: &Chat,
-    ) -> Result<(User, &'static str), (ApiError, &'static str)> {
+    /// The chat's user and language, registering the chat when it is not; the reply to
+    /// give when the api fails.
+    async fn ensure_user(&self, chat: &Chat) -> Result<(User, &'static str), Reply> {
         let (user, language) = self.look_up(chat).await;
         match user {
             Ok(Some(user)) => Ok((user, language)),
             Ok(None) => match self.api.register(&chat.id, &chat.name, chat.language).await {
                 Ok(user) => Ok((user, chat.language)),
-                Err(err) => Err((err, language)),
+                Err(err) => Err(Reply::trouble(language, chat, &err)),
             },
-            Err(err) => Err((err, language)),
+            Err(err) => Err(Reply::trouble(language, chat, &err)),
         }
+    }
+
+    /// The index marked with `user`'s subscriptions; the reply to give when the api fails.
+    async fn index(
+        &self,
+        chat: &Chat,
+        user: &User,
+        language: &'static str,
+    ) -> Result<UserIndex, Reply> {
+        self.api
+            .index(user.id)
+            .await
+            .map_err(|err| Reply::trouble(language, chat, &err))
+    }
+
+    /// A registered chat's user, language and index; the reply to give when it is not
+    /// registered (it has no subscriptions) or the api fails.
+    async fn registered_index(
+        &self,
+        chat: &Chat,
+    ) -> Result<(User, &'static str, UserIndex), Reply> {
+        let (user, language) = self.look_up(chat).await;
+        let user = match user {
+            Ok(Some(user)) => user,
+            Ok(None) => return Err(self.list_empty(language)),
+            Err(err) => return Err(Reply::trouble(language, chat, &err)),
+        };
+        let index = self.index(chat, &user, language).await?;
+        Ok((user, language, index))
     }
 
     /// `/help`: what the bot does and its commands, `(name, description)` as the network
@@ -344,7 +388,7 @@ impl ChatCommands {
     pub async fn subscribe(&self, chat: &Chat, query: &str) -> Reply {
         let (user, language) = match self.ensure_user(chat).await {
             Ok(found) => found,
-            Err((err, language)) => return Reply::trouble(language, chat, &err),
+            Err(reply) => return reply,
         };
         let command = self.syntax.subscribe;
         if query.trim().is_empty() {
@@ -353,9 +397,9 @@ impl ChatCommands {
                 text(language, "subscribe-usage", &[("command", command.into())]),
             );
         }
-        let index = match self.api.index(user.id).await {
+        let index = match self.index(chat, &user, language).await {
             Ok(index) => index,
-            Err(err) => return Reply::trouble(language, chat, &err),
+            Err(reply) => return reply,
         };
         let found = search(&index.entities, query);
         let shown = shown_query(query);
@@ -365,28 +409,10 @@ impl ChatCommands {
                 text(language, "subscribe-no-match", &[("query", shown.into())]),
             ),
             [entry] => {
+                // Subscribing again keeps the kinds chosen before.
                 let kinds = entry.subscribed.clone().unwrap_or_default();
-                if let Err(err) = self
-                    .api
-                    .update_subscription(user.id, entry.id, true, kinds.clone())
+                self.subscribe_with(chat, &user, entry, kinds, language, "subscribed")
                     .await
-                {
-                    return Reply::trouble(language, chat, &err);
-                }
-                let name = name_of(entry, language);
-                let mut reply = Reply::ok(
-                    language,
-                    text(
-                        language,
-                        "subscribed",
-                        &[
-                            ("name", name.clone().into()),
-                            ("kinds", describe_kinds(&kinds, language).into()),
-                        ],
-                    ),
-                );
-                reply.menu = Some(kinds_menu(entry, &name, &kinds, language));
-                reply
             }
             many => {
                 let mut names: Vec<String> = many
@@ -419,11 +445,11 @@ impl ChatCommands {
     pub async fn set_kinds(&self, chat: &Chat, entity: Uuid, kinds: &[String]) -> Reply {
         let (user, language) = match self.ensure_user(chat).await {
             Ok(found) => found,
-            Err((err, language)) => return Reply::trouble(language, chat, &err),
+            Err(reply) => return reply,
         };
-        let index = match self.api.index(user.id).await {
+        let index = match self.index(chat, &user, language).await {
             Ok(index) => index,
-            Err(err) => return Reply::trouble(language, chat, &err),
+            Err(reply) => return reply,
         };
         let Some(entry) = index.entities.iter().find(|e| e.id == entity) else {
             return Reply::failed(language, text(language, "error-not-found", &[]));
@@ -437,9 +463,24 @@ impl ChatCommands {
         if chosen.len() == offered.len() {
             chosen.clear();
         }
+        self.subscribe_with(chat, &user, entry, chosen, language, "kinds-set")
+            .await
+    }
+
+    /// Subscribes `user` to `entry` with `kinds`; the reply is message `said` (naming the
+    /// streamer and the kinds) with the kinds menu.
+    async fn subscribe_with(
+        &self,
+        chat: &Chat,
+        user: &User,
+        entry: &IndexEntry,
+        kinds: Vec<String>,
+        language: &'static str,
+        said: &str,
+    ) -> Reply {
         if let Err(err) = self
             .api
-            .update_subscription(user.id, entity, true, chosen.clone())
+            .update_subscription(user.id, entry.id, true, kinds.clone())
             .await
         {
             return Reply::trouble(language, chat, &err);
@@ -449,24 +490,22 @@ impl ChatCommands {
             language,
             text(
                 language,
-                "kinds-set",
+                said,
                 &[
                     ("name", name.clone().into()),
-                    ("kinds", describe_kinds(&chosen, language).into()),
+                    ("kinds", describe_kinds(&kinds, language).into()),
                 ],
             ),
         );
-        reply.menu = Some(kinds_menu(entry, &name, &chosen, language));
+        reply.menu = Some(kinds_menu(entry, &name, &kinds, language));
         reply
     }
 
     /// `/unsubscribe <query>`, among the chat's subscriptions.
     pub async fn unsubscribe(&self, chat: &Chat, query: &str) -> Reply {
-        let (user, language) = self.look_up(chat).await;
-        let user = match user {
-            Ok(Some(user)) => user,
-            Ok(None) => return self.list_empty(language),
-            Err(err) => return Reply::trouble(language, chat, &err),
+        let (user, language, index) = match self.registered_index(chat).await {
+            Ok(found) => found,
+            Err(reply) => return reply,
         };
         if query.trim().is_empty() {
             let command = self.syntax.unsubscribe;
@@ -479,10 +518,6 @@ impl ChatCommands {
                 ),
             );
         }
-        let index = match self.api.index(user.id).await {
-            Ok(index) => index,
-            Err(err) => return Reply::trouble(language, chat, &err),
-        };
         let subscribed: Vec<IndexEntry> = index
             .entities
             .into_iter()
@@ -516,16 +551,61 @@ impl ChatCommands {
         )
     }
 
+    /// Sets (`Some`) or removes (`None`) what the bot mentions when it posts an event of
+    /// the chat's subscription matching `query` (a Discord role id).
+    pub async fn set_mention(&self, chat: &Chat, query: &str, mention: Option<&str>) -> Reply {
+        let (user, language, index) = match self.registered_index(chat).await {
+            Ok(found) => found,
+            Err(reply) => return reply,
+        };
+        let subscribed: Vec<IndexEntry> = index
+            .entities
+            .into_iter()
+            .filter(|e| e.subscribed.is_some())
+            .collect();
+        let found = search(&subscribed, query);
+        let [entry] = found.as_slice() else {
+            return Reply::failed(
+                language,
+                text(
+                    language,
+                    "unsubscribe-no-match",
+                    &[
+                        ("query", shown_query(query).into()),
+                        ("list", self.syntax.list.into()),
+                    ],
+                ),
+            );
+        };
+        if let Err(err) = self.api.set_mention(user.id, entry.id, mention).await {
+            return Reply::trouble(language, chat, &err);
+        }
+        let name = name_of(entry, language);
+        let said = match mention {
+            Some(mention) => text(
+                language,
+                "mention-set",
+                &[
+                    ("name", name.into()),
+                    ("mention", (self.mention_label)(mention).into()),
+                ],
+            ),
+            None => text(language, "mention-cleared", &[("name", name.into())]),
+        };
+        Reply::ok(language, said)
+    }
+
     /// `/list`: the chat's subscriptions with their kinds.
     pub async fn list(&self, chat: &Chat) -> Reply {
-        let (user, language) = self.look_up(chat).await;
-        let user = match user {
-            Ok(Some(user)) => user,
-            Ok(None) => return self.list_empty(language),
-            Err(err) => return Reply::trouble(language, chat, &err),
+        let (user, language, index) = match self.registered_index(chat).await {
+            Ok(found) => found,
+            Err(reply) => return reply,
         };
-        let index = match self.api.index(user.id).await {
-            Ok(index) => index,
+        let mentions: HashMap<Uuid, String> = match self.api.subscriptions(user.id).await {
+            Ok(subscriptions) => subscriptions
+                .into_iter()
+                .filter_map(|s| Some((s.entity, s.mention?)))
+                .collect(),
             Err(err) => return Reply::trouble(language, chat, &err),
         };
         let entries: Vec<String> = index
@@ -533,14 +613,24 @@ impl ChatCommands {
             .iter()
             .filter_map(|e| {
                 let kinds = e.subscribed.as_ref()?;
-                Some(text(
-                    language,
-                    "list-entry",
-                    &[
-                        ("name", name_of(e, language).into()),
-                        ("kinds", describe_kinds(kinds, language).into()),
-                    ],
-                ))
+                let name = name_of(e, language);
+                let kinds = describe_kinds(kinds, language);
+                Some(match mentions.get(&e.id) {
+                    Some(mention) => text(
+                        language,
+                        "list-entry-mention",
+                        &[
+                            ("name", name.into()),
+                            ("kinds", kinds.into()),
+                            ("mention", (self.mention_label)(mention).into()),
+                        ],
+                    ),
+                    None => text(
+                        language,
+                        "list-entry",
+                        &[("name", name.into()), ("kinds", kinds.into())],
+                    ),
+                })
             })
             .collect();
         if entries.is_empty() {
@@ -564,7 +654,7 @@ impl ChatCommands {
     pub async fn lang(&self, chat: &Chat, code: Option<&str>) -> Reply {
         let (user, language) = match self.ensure_user(chat).await {
             Ok(found) => found,
-            Err((err, language)) => return Reply::trouble(language, chat, &err),
+            Err(reply) => return reply,
         };
         let code = code.map(str::trim).filter(|c| !c.is_empty());
         let Some(code) = code else {
@@ -608,7 +698,7 @@ impl ChatCommands {
     pub async fn settings(&self, chat: &Chat) -> Reply {
         let (user, language) = match self.ensure_user(chat).await {
             Ok(found) => found,
-            Err((err, language)) => return Reply::trouble(language, chat, &err),
+            Err(reply) => return reply,
         };
         match self.api.new_session(user.id).await {
             Ok(session) => {

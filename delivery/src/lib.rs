@@ -21,6 +21,7 @@ pub mod claims;
 pub mod commands;
 pub mod compose;
 pub mod engine;
+pub mod fanout;
 pub mod i18n;
 pub mod job;
 pub mod recorder;
@@ -69,6 +70,9 @@ pub struct Recipient {
     pub timezone: Option<String>,
     /// Reminder leads the chat chose, minutes (empty: the default lead).
     pub reminder_leads: Vec<u32>,
+    /// What to mention when posting (the subscription's mention, a Discord role id);
+    /// `None`: no mention.
+    pub mention: Option<String>,
 }
 
 impl From<api::Subscriber> for Recipient {
@@ -79,6 +83,7 @@ impl From<api::Subscriber> for Recipient {
             language: subscriber.language,
             timezone: subscriber.timezone,
             reminder_leads: subscriber.reminder_leads,
+            mention: subscriber.mention,
         }
     }
 }
@@ -106,6 +111,7 @@ pub fn wants(event: &Event, subscriber: &api::Subscriber) -> bool {
         user: subscriber.user,
         entity: event.entity,
         kinds: subscriber.kinds.clone(),
+        mention: None,
     };
     if !subscription.wants_event(event) {
         return false;

@@ -413,19 +413,7 @@ pub(crate) async fn api_trouble(
 
 /// What a chat reading `lang` is told when the api failed with `err`.
 pub(crate) fn trouble_text(lang: &str, err: &ApiError) -> String {
-    if err.is_transient() {
-        return text(lang, "error-unavailable", &[]);
-    }
-    match err {
-        ApiError::NotFound(_) => text(lang, "error-not-found", &[]),
-        ApiError::Conflict(_) => text(lang, "error-conflict", &[]),
-        // The api's own explanation, in English.
-        _ => text(
-            lang,
-            "error-refused",
-            &[("reason", err.user_message().into())],
-        ),
-    }
+    stargazer_delivery::commands::trouble_text_in(i18n::catalog(), lang, err)
 }
 
 /// A display name for a chat: its title, or its user's name.

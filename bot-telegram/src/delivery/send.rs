@@ -21,14 +21,14 @@
 //! and then given back unrecorded ([`Outcome::Deferred`]): the event is requeued and a
 //! later delivery sends to this chat once Telegram is back.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use stargazer_core::contract::field;
-use stargazer_core::model::{DeliveryRecord, Entity, Event};
+use stargazer_core::model::DeliveryRecord;
 use teloxide::payloads::{
     EditMessageCaptionSetters, EditMessageTextSetters, SendMessageSetters, SendPhotoSetters,
 };
@@ -51,7 +51,6 @@ use super::compose::{compose_view, scheduled_start, Composed, View};
 use super::streams::{FirstMessage, Snapshot, StreamMemory};
 use crate::telegram::{classify, Failure};
 use crate::IM;
-use stargazer_core::sync::lock;
 
 /// What every send job needs, shared by all of them.
 pub(crate) struct SendContext {
@@ -75,10 +74,6 @@ fn delivery_record(event: Uuid, chat: &str, status: &str) -> DeliveryRecord {
     stargazer_delivery::delivery_record(IM, event, chat, status)
 }
 
-/// What a composed message depends on besides the event: the view, language and time
-/// zone.
-type ReaderKey = (View, String, Option<String>);
-
 /// An event of a stream's life with the stream's first messages as read when the event
 /// was prepared.
 pub(crate) struct StreamLife {
@@ -90,47 +85,10 @@ pub(crate) struct StreamLife {
     pub snapshot: Snapshot,
 }
 
-/// One event on its way to its recipients: the event, its entity, and the messages
-/// composed so far (one per view, language and time zone, shared by every chat that
-/// reads them).
-pub(crate) struct Fanout {
-    /// The event.
-    pub event: Event,
-    /// The entity it is about.
-    pub entity: Entity,
-    /// Its stream's life, when it is part of one.
-    pub stream: Option<StreamLife>,
-    composed: Mutex<HashMap<ReaderKey, Arc<Composed>>>,
-}
-
-impl Fanout {
-    /// A fan-out of `event` about `entity`, part of `stream`'s life if given.
-    pub(crate) fn new(event: Event, entity: Entity, stream: Option<StreamLife>) -> Self {
-        Self {
-            event,
-            entity,
-            stream,
-            composed: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn message(&self, view: View, language: &str, timezone: Option<&str>) -> Arc<Composed> {
-        let key = (view, language.to_owned(), timezone.map(str::to_owned));
-        let mut cache = lock(&self.composed);
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(compose_view(
-                    &self.event,
-                    &self.entity,
-                    language,
-                    timezone,
-                    view,
-                ))
-            })
-            .clone()
-    }
-}
+/// One event on its way to its recipients: the event, its entity, its stream's life
+/// when it is part of one, and the messages composed so far (one per view, language and
+/// time zone, shared by every chat that reads them).
+pub(crate) type Fanout = stargazer_delivery::fanout::Fanout<Composed, View, StreamLife>;
 
 /// The reminder lead of a chat that chose none, minutes: the one the worker marks
 /// `lead_default`.
@@ -545,7 +503,9 @@ impl SendJob {
                 reply_to,
                 remember,
             } => {
-                let message = self.fanout.message(view, &language, timezone.as_deref());
+                let message =
+                    self.fanout
+                        .message(view, &language, timezone.as_deref(), compose_view);
                 match self.send(chat, &message, reply_to).await {
                     Ok((id, photo)) => {
                         if remember {
@@ -557,9 +517,12 @@ impl SendJob {
                 }
             }
             Step::Edit { first } => {
-                let message =
-                    self.fanout
-                        .message(View::FirstUpdated, &language, timezone.as_deref());
+                let message = self.fanout.message(
+                    View::FirstUpdated,
+                    &language,
+                    timezone.as_deref(),
+                    compose_view,
+                );
                 match self.edit(&first, &message).await {
                     Ok(()) => (Ok(()), false),
                     Err(err) => match edit_end(&err) {

@@ -201,6 +201,7 @@ impl Platform {
                 entity,
                 subscribed: true,
                 kinds: vec![],
+                mention: None,
             })
             .await
             .unwrap();

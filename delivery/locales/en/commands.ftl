@@ -53,6 +53,11 @@ list = This chat's subscriptions:
     { $entries }
 
 list-entry = • { $name } — { $kinds }
+list-entry-mention = • { $name } — { $kinds } — mentions { $mention }
+# $mention: the role, as the network shows it.
+mention-set = { $name }: posts now mention { $mention }.
+mention-cleared = { $name }: posts mention nobody now.
+command-mention = Mention a role when a streamer's events are posted (no role: stop).
 
 ## /lang ($languages: "en (English), ja (日本語), …")
 

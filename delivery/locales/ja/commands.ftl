@@ -36,6 +36,10 @@ list-empty = このチャットにはまだ購読がありません。{ $command
 list = このチャットの購読：
     { $entries }
 list-entry = • { $name } — { $kinds }
+list-entry-mention = • { $name } — { $kinds } — { $mention } にメンション
+mention-set = { $name }：投稿時に { $mention } にメンションします。
+mention-cleared = { $name }：投稿時のメンションをやめました。
+command-mention = 配信者のイベント投稿時にロールをメンションします（ロールなし：解除）。
 
 lang-current = このチャットの言語は { $language } です。対応言語：{ $languages }。{ $command } <コード> で変更できます。
 lang-unknown = 「{ $code }」には対応していません。対応言語：{ $languages }。

@@ -36,6 +36,10 @@ list-empty = 本聊天还没有订阅。用 { $command } <名字> 关注主播�
 list = 本聊天的订阅：
     { $entries }
 list-entry = • { $name } — { $kinds }
+list-entry-mention = • { $name } — { $kinds } — 提及 { $mention }
+mention-set = { $name }：发布时将提及 { $mention }。
+mention-cleared = { $name }：发布时不再提及任何人。
+command-mention = 发布主播的事件时提及一个身份组（不选身份组：取消）。
 
 lang-current = 本聊天的语言是 { $language }。支持：{ $languages }。用 { $command } <代码> 更改。
 lang-unknown = 不支持“{ $code }”。支持：{ $languages }。

@@ -6,8 +6,16 @@
 //!   (`content`, `embeds`, `components`, `allowed_mentions`) and answers 200 with the
 //!   Message object (snowflake `id`, `channel_id`, `author` with `bot: true`, ISO 8601
 //!   `timestamp`, the embeds with `type: "rich"`).
+//!   A `message_reference` (`{"message_id": "…", "fail_if_not_exists": …}`) makes it a
+//!   reply (`type` 19, with `message_reference` and `referenced_message`) to a message of
+//!   that channel; a reference to a message not in that channel answers 400 50035 with
+//!   `{"message_reference": {"_errors": [{"code": "REPLIES_UNKNOWN_MESSAGE", …}]}}`
+//!   unless `fail_if_not_exists` is `false`, which posts a plain message instead.
 //! - `PATCH /api/v10/channels/{channel_id}/messages/{message_id}` edits one (404, code
 //!   10008 "Unknown Message", when it does not exist in that channel).
+//! - `DELETE /api/v10/channels/{channel_id}/messages/{message_id}` deletes one: 204, or
+//!   404 10008 as for an edit; later edits of it answer 10008. A test deletes a message
+//!   as a person would with [`DiscordServer::delete_message`].
 //! - `PUT /api/v10/applications/{application_id}/commands` overwrites the application's
 //!   global commands in bulk: the body must be an array (at most 100) of command objects
 //!   (`name` of 1–32 lowercase letters, digits, `-` or `_`; `type` 1–4, default 1; a
@@ -88,6 +96,8 @@ pub const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 const CREATE_ROUTE: &str = "POST /channels/{channel_id}/messages";
 /// Route shape of message edits.
 const EDIT_ROUTE: &str = "PATCH /channels/{channel_id}/messages/{message_id}";
+/// Route shape of message deletions.
+const DELETE_ROUTE: &str = "DELETE /channels/{channel_id}/messages/{message_id}";
 /// Route shape of the bulk overwrite of global commands.
 const COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/commands";
 /// Route shape of edits of an interaction's original answer.
@@ -190,6 +200,9 @@ pub struct SentMessage {
     pub components: Vec<Value>,
     /// Its `allowed_mentions`, if given.
     pub allowed_mentions: Option<Value>,
+    /// The message it replies to (its `message_reference`), when that message was there;
+    /// `None` for a plain message, or a reference to a missing message that did not fail.
+    pub reply_to: Option<u64>,
     /// When the server accepted it.
     pub at: Instant,
 }
@@ -317,6 +330,17 @@ struct Inner {
     scripted_429: u64,
 }
 
+impl Inner {
+    /// Deletes message `id` if it is in `channel`; whether it was.
+    fn delete_message(&mut self, channel: u64, id: u64) -> bool {
+        let there = self.messages.get(&id).is_some_and(|(c, _)| *c == channel);
+        if there {
+            self.messages.remove(&id);
+        }
+        there
+    }
+}
+
 struct Shared {
     token: String,
     inner: Mutex<Inner>,
@@ -351,7 +375,7 @@ impl DiscordServer {
             .route("/api/v10/channels/{channel_id}/messages", post(create))
             .route(
                 "/api/v10/channels/{channel_id}/messages/{message_id}",
-                patch(edit),
+                patch(edit).delete(delete),
             )
             .route(
                 "/api/v10/applications/{application_id}/commands",
@@ -428,6 +452,13 @@ impl DiscordServer {
     /// How many edits were accepted.
     pub fn edited_count(&self) -> usize {
         lock(&self.shared.inner).edits.len()
+    }
+
+    /// Deletes message `message_id` of `channel` as a person would (in Discord's client,
+    /// not through the bot's token or limits); whether it existed there. The bot's later
+    /// edits of it answer 404 10008, and replies to it find nothing.
+    pub fn delete_message(&self, channel: u64, message_id: u64) -> bool {
+        lock(&self.shared.inner).delete_message(channel, message_id)
     }
 
     /// The current Message object of `message_id`, if it exists.
@@ -566,6 +597,7 @@ impl DiscordServer {
 enum Route {
     Create,
     Edit(u64),
+    Delete(u64),
 }
 
 impl Route {
@@ -573,6 +605,7 @@ impl Route {
         match self {
             Route::Create => CREATE_ROUTE,
             Route::Edit(_) => EDIT_ROUTE,
+            Route::Delete(_) => DELETE_ROUTE,
         }
     }
 }
@@ -583,7 +616,10 @@ fn bucket_hash(shape: &str) -> String {
 }
 
 fn json_response(status: StatusCode, body: Value, headers: &[(&'static str, String)]) -> Response {
-    let mut response = (status, Json(body)).into_response();
+    with_headers((status, Json(body)).into_response(), headers)
+}
+
+fn with_headers(mut response: Response, headers: &[(&'static str, String)]) -> Response {
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(*name, value);
@@ -613,13 +649,33 @@ async fn create(
     handle(&shared, &channel_id, None, &headers, &body)
 }
 
+async fn delete(
+    State(shared): State<Arc<Shared>>,
+    Path((channel_id, message_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    handle(
+        &shared,
+        &channel_id,
+        Some((&message_id, true)),
+        &headers,
+        &[],
+    )
+}
+
 async fn edit(
     State(shared): State<Arc<Shared>>,
     Path((channel_id, message_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(&shared, &channel_id, Some(&message_id), &headers, &body)
+    handle(
+        &shared,
+        &channel_id,
+        Some((&message_id, false)),
+        &headers,
+        &body,
+    )
 }
 
 fn not_snowflake(field: &str, value: &str) -> Value {
@@ -637,11 +693,12 @@ fn invalid_form(errors: Map<String, Value>) -> Value {
     json!({"code": 50035, "message": "Invalid Form Body", "errors": errors})
 }
 
-/// One request on a served route, decided under the lock (no `.await` inside).
+/// One request on a served route, decided under the lock (no `.await` inside): a create
+/// without `message`, an edit or (with `true`) a deletion of `message`.
 fn handle(
     shared: &Shared,
     channel_id: &str,
-    message_id: Option<&str>,
+    message: Option<(&str, bool)>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
@@ -663,9 +720,10 @@ fn handle(
             &[],
         );
     };
-    let route = match message_id {
+    let route = match message {
         None => Route::Create,
-        Some(id) => match id.parse::<u64>() {
+        Some((id, delete)) => match id.parse::<u64>() {
+            Ok(id) if delete => Route::Delete(id),
             Ok(id) => Route::Edit(id),
             Err(_) => {
                 return json_response(
@@ -695,6 +753,22 @@ fn handle(
         return failure_response(&failure, &rate_headers);
     }
 
+    // The message edited; a deletion has no body to read.
+    let edited = match route {
+        Route::Create => None,
+        Route::Edit(id) => Some(id),
+        Route::Delete(id) if inner.delete_message(channel, id) => {
+            return with_headers(StatusCode::NO_CONTENT.into_response(), &rate_headers)
+        }
+        Route::Delete(_) => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                api_error(10008, "Unknown Message"),
+                &rate_headers,
+            )
+        }
+    };
+
     let body = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(body)) => body,
         _ => {
@@ -710,8 +784,8 @@ fn handle(
         return json_response(StatusCode::BAD_REQUEST, invalid_form(errors), &rate_headers);
     }
 
-    match route {
-        Route::Create => {
+    match edited {
+        None => {
             if is_empty_message(&body) {
                 return json_response(
                     StatusCode::BAD_REQUEST,
@@ -719,9 +793,37 @@ fn handle(
                     &rate_headers,
                 );
             }
+            let reply_to = match reply_to(&body, channel, &inner.messages) {
+                Ok(reply_to) => reply_to,
+                Err(errors) => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        invalid_form(errors),
+                        &rate_headers,
+                    )
+                }
+            };
             inner.next_seq += 1;
             let id = snowflake(inner.next_seq);
-            let message = message_json(id, channel, &body);
+            let mut message = message_json(id, channel, &body);
+            if let Some(replied) = reply_to {
+                let mut referenced = inner
+                    .messages
+                    .get(&replied)
+                    .map(|(_, m)| m.clone())
+                    .unwrap_or_default();
+                // Discord does not nest a reply's reply.
+                if let Some(referenced) = referenced.as_object_mut() {
+                    referenced.remove("referenced_message");
+                }
+                message["type"] = json!(19);
+                message["message_reference"] = json!({
+                    "type": 0,
+                    "channel_id": channel.to_string(),
+                    "message_id": replied.to_string(),
+                });
+                message["referenced_message"] = referenced;
+            }
             let sent = SentMessage {
                 id,
                 channel_id: channel,
@@ -733,6 +835,7 @@ fn handle(
                 embeds: array_of(&body, "embeds"),
                 components: array_of(&body, "components"),
                 allowed_mentions: body.get("allowed_mentions").cloned(),
+                reply_to,
                 at: now,
             };
             inner.messages.insert(id, (channel, message.clone()));
@@ -742,7 +845,7 @@ fn handle(
             shared.sent_count.send_replace(count);
             json_response(StatusCode::OK, message, &rate_headers)
         }
-        Route::Edit(id) => {
+        Some(id) => {
             let Some((stored_channel, message)) = inner.messages.get_mut(&id) else {
                 return json_response(
                     StatusCode::NOT_FOUND,
@@ -1021,6 +1124,91 @@ fn message_json(id: u64, channel: u64, body: &Map<String, Value>) -> Value {
         "edited_timestamp": null,
         "flags": 0,
     })
+}
+
+/// The message a new message in `channel` replies to, by its `message_reference`:
+/// `Ok(None)` without one, or with one to a message not in `channel` that does not
+/// fail (`fail_if_not_exists: false`: Discord posts a plain message); the errors of a
+/// 50035 answer for a malformed reference or one to a missing message that fails.
+fn reply_to(
+    body: &Map<String, Value>,
+    channel: u64,
+    messages: &HashMap<u64, (u64, Value)>,
+) -> Result<Option<u64>, Map<String, Value>> {
+    let mut errors = Map::new();
+    let reference = match body.get("message_reference") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(reference)) => reference,
+        Some(_) => {
+            push_error(
+                &mut errors,
+                &["message_reference"],
+                "MODEL_TYPE_CONVERT",
+                "Expected an object/dictionary.",
+            );
+            return Err(errors);
+        }
+    };
+    let snowflake_at = |errors: &mut Map<String, Value>, field: &str| {
+        let value = reference.get(field).filter(|v| !v.is_null())?;
+        let id = match value {
+            Value::String(text) => text.parse::<u64>().ok(),
+            Value::Number(number) => number.as_u64(),
+            _ => None,
+        };
+        if id.is_none() {
+            let shown = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            push_error(
+                errors,
+                &["message_reference", field],
+                "NUMBER_TYPE_COERCE",
+                &format!("Value \"{shown}\" is not snowflake."),
+            );
+        }
+        id
+    };
+    let message_id = snowflake_at(&mut errors, "message_id");
+    let channel_id = snowflake_at(&mut errors, "channel_id");
+    if reference.get("message_id").is_none_or(Value::is_null) {
+        push_error(
+            &mut errors,
+            &["message_reference", "message_id"],
+            "BASE_TYPE_REQUIRED",
+            "This field is required",
+        );
+    }
+    let fail = match reference.get("fail_if_not_exists") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(fail)) => *fail,
+        Some(_) => {
+            push_error(
+                &mut errors,
+                &["message_reference", "fail_if_not_exists"],
+                "BASE_TYPE_BOOLEAN",
+                "Must be either true or false.",
+            );
+            true
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let found = message_id.filter(|id| {
+        channel_id.is_none_or(|c| c == channel)
+            && messages.get(id).is_some_and(|(c, _)| *c == channel)
+    });
+    if found.is_some() || !fail {
+        return Ok(found);
+    }
+    push_error(
+        &mut errors,
+        &["message_reference"],
+        "REPLIES_UNKNOWN_MESSAGE",
+        "Unknown message",
+    );
+    Err(errors)
 }
 
 fn is_empty_message(body: &Map<String, Value>) -> bool {
@@ -2265,6 +2453,20 @@ mod tests {
             .unwrap()
     }
 
+    /// The answer to a POST of `body` to `channel` that Discord accepts.
+    async fn created(server: &DiscordServer, channel: u64, body: Value) -> Value {
+        let response = post(server, channel, body).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Checks that `response` is Discord's answer for a message that is not there.
+    async fn assert_unknown_message(response: reqwest::Response) {
+        assert_eq!(response.status(), 404);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"message": "Unknown Message", "code": 10008}));
+    }
+
     fn header(response: &reqwest::Response, name: &str) -> String {
         response
             .headers()
@@ -2479,10 +2681,111 @@ mod tests {
             .send()
             .await
             .unwrap();
-        assert_eq!(unknown.status(), 404);
-        let body: Value = unknown.json().await.unwrap();
-        assert_eq!(body["code"], 10008);
-        assert_eq!(body["message"], "Unknown Message");
+        assert_unknown_message(unknown).await;
+    }
+
+    #[tokio::test]
+    async fn replies_reference_a_message_of_their_channel() {
+        let server = server().await;
+        server.set_limits(Limits::lenient());
+        let first = created(&server, 7, json!({"content": "first"})).await;
+        let first_id: u64 = first["id"].as_str().unwrap().parse().unwrap();
+        let reference = |fail: Option<bool>| {
+            let mut reference = json!({"message_id": first_id.to_string()});
+            if let Some(fail) = fail {
+                reference["fail_if_not_exists"] = json!(fail);
+            }
+            json!({"content": "reply", "message_reference": reference})
+        };
+
+        let reply = created(&server, 7, reference(None)).await;
+        assert_eq!(reply["type"], 19);
+        assert_eq!(
+            reply["message_reference"]["message_id"],
+            first_id.to_string()
+        );
+        assert_eq!(reply["referenced_message"]["content"], "first");
+        assert_eq!(server.sent_to(7)[1].reply_to, Some(first_id));
+
+        // A message of another channel is not there to reply to.
+        let unknown = json!({"message_reference": {"_errors": [
+            {"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}
+        ]}});
+        let elsewhere = post(&server, 8, reference(Some(true))).await;
+        assert_eq!(elsewhere.status(), 400);
+        let body: Value = elsewhere.json().await.unwrap();
+        assert_eq!(body["code"], 50035);
+        assert_eq!(body["errors"], unknown);
+        let plain = created(&server, 8, reference(Some(false))).await;
+        assert_eq!(plain["type"], 0);
+        assert!(plain.get("message_reference").is_none());
+        assert_eq!(server.sent_to(8)[0].reply_to, None);
+
+        // Deleted: gone for replies and edits alike.
+        assert!(server.delete_message(7, first_id));
+        assert!(server.message(first_id).is_none());
+        assert_eq!(form_error(&server, reference(None)).await, unknown);
+        created(&server, 7, reference(Some(false))).await;
+        assert_eq!(server.sent_to(7).len(), 3);
+
+        for (bad, errors) in [
+            (
+                json!("123"),
+                json!({"message_reference": {"_errors": [
+                    {"code": "MODEL_TYPE_CONVERT", "message": "Expected an object/dictionary."}
+                ]}}),
+            ),
+            (
+                json!({"message_id": "x", "fail_if_not_exists": "no"}),
+                json!({"message_reference": {
+                    "message_id": {"_errors": [
+                        {"code": "NUMBER_TYPE_COERCE", "message": "Value \"x\" is not snowflake."}
+                    ]},
+                    "fail_if_not_exists": {"_errors": [
+                        {"code": "BASE_TYPE_BOOLEAN", "message": "Must be either true or false."}
+                    ]},
+                }}),
+            ),
+        ] {
+            let body = json!({"content": "x", "message_reference": bad});
+            assert_eq!(form_error(&server, body).await, errors);
+        }
+        assert_eq!(server.sent_count(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_bot_deletes_its_messages_and_cannot_edit_them_after() {
+        let server = server().await;
+        server.set_limits(Limits::lenient());
+        let sent = created(&server, 7, json!({"content": "x"})).await;
+        let id = sent["id"].as_str().unwrap().to_owned();
+        let url = |channel: u64| format!("{}/api/v10/channels/{channel}/messages/{id}", server.url);
+        let delete = |channel: u64, auth: &str| {
+            client()
+                .delete(url(channel))
+                .header("authorization", auth.to_owned())
+                .send()
+        };
+
+        let refused = delete(7, "Bot wrong").await.unwrap();
+        assert_eq!(refused.status(), 401);
+        assert_unknown_message(delete(8, "Bot test-token").await.unwrap()).await;
+        let deleted = delete(7, "Bot test-token").await.unwrap();
+        assert_eq!(deleted.status(), 204);
+        assert!(!header(&deleted, "x-ratelimit-bucket").is_empty());
+        assert!(deleted.bytes().await.unwrap().is_empty());
+        assert_unknown_message(delete(7, "Bot test-token").await.unwrap()).await;
+
+        let edit = client()
+            .patch(url(7))
+            .header("authorization", "Bot test-token")
+            .json(&json!({"content": "y"}))
+            .send()
+            .await
+            .unwrap();
+        assert_unknown_message(edit).await;
+        assert_eq!(server.edited_count(), 0);
+        assert!(!server.delete_message(7, id.parse().unwrap()));
     }
 
     #[tokio::test]
