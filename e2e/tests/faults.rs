@@ -297,12 +297,12 @@ async fn the_bot_retries_while_the_api_restarts_and_finishes_the_fan_out() {
     let metrics = platform.metrics("bot-telegram").await.unwrap();
     let value = |series: &str| metric_value(&metrics, series);
     assert_eq!(
-        value("stargazer_bot_events_total{outcome=\"delivered\"}"),
+        value("stargazer_bot_events_total{im=\"telegram\",outcome=\"delivered\"}"),
         Some(EVENTS as f64),
         "{metrics}"
     );
     assert_eq!(
-        value("stargazer_bot_send_attempts_done_total"),
+        value("stargazer_bot_send_attempts_done_total{im=\"telegram\"}"),
         Some(total as f64),
         "{metrics}"
     );

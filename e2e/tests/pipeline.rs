@@ -242,7 +242,7 @@ async fn scheduled_stream_reminder_live_and_translated_tweet(pair: Pair) {
         "stargazer_middleware_messages_total{middleware=\"delay\",outcome=\"held\"}",
         "stargazer_middleware_messages_total{middleware=\"translate\",outcome=\"forwarded\"}",
         "stargazer_middleware_messages_total{middleware=\"live_check\",outcome=\"held\"}",
-        "stargazer_bot_events_total{outcome=\"delivered\"} 4",
+        "stargazer_bot_events_total{im=\"telegram\",outcome=\"delivered\"} 4",
     ] {
         assert!(metrics.contains(family), "no {family} in:\n{metrics}");
     }
